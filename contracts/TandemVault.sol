@@ -1,0 +1,416 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {Clones} from "@openzeppelin/contracts/proxy/Clones.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+
+import {ITandemHub} from "./interfaces/ITandemHub.sol";
+import {ITandemVault} from "./interfaces/ITandemVault.sol";
+import {ISwapAdapter} from "./interfaces/ISwapAdapter.sol";
+
+/// @title Tandem vault
+/// @notice One master's vault, co-executing the master's trades for the follower pool: see {ITandemVault}.
+/// @dev Deployed once by the hub as an implementation; each master's vault is a clone whose only
+/// immutable argument is the master. Both books are kept in internal accounting: tokens sent to
+/// the vault outside its functions belong to no book, so donations cannot move share prices.
+contract TandemVault is ITandemVault, ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+    using SafeCast for uint256;
+
+    // ---------------------------------------------------------------------------------------------
+    // Constants and storage
+    // ---------------------------------------------------------------------------------------------
+
+    /// @notice Most tokens the books may hold at once; a buy values all of them.
+    uint256 public constant MAX_TOKENS = 8;
+    /// @dev Virtual shares and value in the share price (as in OpenZeppelin's ERC4626) make the
+    /// first allocation unable to set a share price that rounds later ones down to nothing.
+    uint256 private constant VIRTUAL_SHARES = 1e6;
+    uint256 private constant VIRTUAL_VALUE = 1;
+    uint256 private constant BPS = 10_000;
+    uint256 private constant PRICE_UNIT = 1e18;
+
+    /// @dev Amounts of one token in each book; packed so a trade reads both in one slot.
+    struct Books {
+        uint128 master;
+        uint128 pool;
+    }
+
+    /// @dev A trade as sized before its swap.
+    struct Sizing {
+        uint256 poolIn;
+        uint256 minOut;
+        uint256 priceIn;
+        uint256 priceOut;
+    }
+
+    /// @inheritdoc ITandemVault
+    ITandemHub public immutable hub;
+    IERC20 private immutable BASE_ASSET;
+
+    /// @inheritdoc ITandemVault
+    address public delegate;
+    /// @inheritdoc ITandemVault
+    uint256 public totalShares;
+    /// @inheritdoc ITandemVault
+    mapping(address follower => uint256) public sharesOf;
+    /// @dev Every token with a non-zero book, plus the base asset, always first.
+    address[] private _tokens;
+    mapping(address token => Books) private _books;
+
+    /// @param baseAsset The hub's base asset. The deployer is the hub.
+    constructor(address baseAsset) {
+        hub = ITandemHub(msg.sender);
+        BASE_ASSET = IERC20(baseAsset);
+    }
+
+    modifier onlyMaster() {
+        if (msg.sender != master()) revert NotMaster(msg.sender);
+        _;
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Master
+    // ---------------------------------------------------------------------------------------------
+
+    /// @inheritdoc ITandemVault
+    function trade(Trade calldata t) external nonReentrant returns (uint256 masterOut, uint256 poolOut) {
+        if (msg.sender != master() && msg.sender != delegate) revert NotMasterOrDelegate(msg.sender);
+        if (t.tokenIn == t.tokenOut) revert SameToken(t.tokenIn);
+        if (t.amountIn == 0) revert ZeroAmount();
+        Books memory bookIn = _books[t.tokenIn];
+        if (t.amountIn > bookIn.master) revert InsufficientMasterBalance(t.tokenIn, bookIn.master, t.amountIn);
+
+        Sizing memory z = _size(t, bookIn);
+
+        // Cannot underflow: amountIn <= master was checked, and poolIn <= pool by construction
+        // (a fraction of at most one of the pool's balance, or capped at it for buys).
+        unchecked {
+            bookIn.master -= uint128(t.amountIn);
+            bookIn.pool -= uint128(z.poolIn);
+        }
+        _books[t.tokenIn] = bookIn;
+
+        uint256 totalIn = t.amountIn + z.poolIn;
+        uint256 amountOut = _swap(t.adapter, t.tokenIn, t.tokenOut, totalIn, z.minOut, t.route);
+
+        // The master's part rounds down, so any rounding dust goes to the followers.
+        masterOut = Math.mulDiv(amountOut, t.amountIn, totalIn);
+        poolOut = amountOut - masterOut;
+        _credit(t.tokenOut, masterOut, poolOut);
+        if (bookIn.master == 0 && bookIn.pool == 0) _untrack(t.tokenIn);
+
+        emit Traded(
+            msg.sender, t.tokenIn, t.tokenOut, t.adapter, t.amountIn, z.poolIn, masterOut, poolOut, z.priceIn, z.priceOut
+        );
+    }
+
+    /// @inheritdoc ITandemVault
+    function depositMaster(uint256 amount) external nonReentrant onlyMaster {
+        if (amount == 0) revert ZeroAmount();
+        if (hub.params().paused) revert ProtocolPaused();
+        uint256 received = _pull(msg.sender, amount);
+        _credit(address(BASE_ASSET), received, 0);
+        emit MasterDeposited(received);
+    }
+
+    /// @inheritdoc ITandemVault
+    function withdrawMaster(address token, uint256 amount) external nonReentrant onlyMaster {
+        if (amount == 0) revert ZeroAmount();
+        Books memory book = _books[token];
+        if (amount > book.master) revert InsufficientMasterBalance(token, book.master, amount);
+        // Cannot underflow: checked just above.
+        unchecked {
+            book.master -= uint128(amount);
+        }
+        _books[token] = book;
+        if (book.master == 0 && book.pool == 0) _untrack(token);
+        IERC20(token).safeTransfer(msg.sender, amount);
+        emit MasterWithdrew(token, amount);
+    }
+
+    /// @inheritdoc ITandemVault
+    function setDelegate(address delegate_) external onlyMaster {
+        delegate = delegate_;
+        emit DelegateSet(delegate_);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Followers
+    // ---------------------------------------------------------------------------------------------
+
+    /// @inheritdoc ITandemVault
+    function onAllocate(address follower, uint256 amount) external nonReentrant returns (uint256 shares) {
+        if (msg.sender != address(hub)) revert NotHub(msg.sender);
+        address[] memory held = tokens();
+        uint256[] memory prices = hub.pricesOf(held);
+        (, uint256 poolValue) = _equities(held, prices, held.length);
+        // Rounds down: a new follower never gets more than their allocation is worth.
+        shares = Math.mulDiv(_value(amount, prices[0]), totalShares + VIRTUAL_SHARES, poolValue + VIRTUAL_VALUE);
+        if (shares == 0) revert ZeroShares();
+        totalShares += shares;
+        sharesOf[follower] += shares;
+        _credit(address(BASE_ASSET), 0, amount);
+        emit Allocated(follower, amount, shares, poolValue, prices[0]);
+    }
+
+    /// @inheritdoc ITandemVault
+    function exitInKind(uint256 shares)
+        external
+        nonReentrant
+        returns (address[] memory exitTokens, uint256[] memory amounts)
+    {
+        uint256 sharesBefore = sharesOf[msg.sender];
+        (exitTokens, amounts) = _burnSlices(msg.sender, shares, sharesBefore);
+        for (uint256 i; i < exitTokens.length; ++i) {
+            if (amounts[i] != 0) IERC20(exitTokens[i]).safeTransfer(msg.sender, amounts[i]);
+        }
+        hub.settleExit(msg.sender, shares, sharesBefore, 0);
+        emit ExitedInKind(msg.sender, shares, exitTokens, amounts);
+    }
+
+    /// @inheritdoc ITandemVault
+    function exitToBase(uint256 shares, ExitSwap[] calldata swaps) external nonReentrant returns (uint256 baseOut) {
+        uint256 sharesBefore = sharesOf[msg.sender];
+        (address[] memory exitTokens, uint256[] memory amounts) = _burnSlices(msg.sender, shares, sharesBefore);
+        baseOut = amounts[0]; // the base slice needs no swap
+
+        // Each non-zero non-base slice must be swapped exactly once; a slice is marked done by
+        // clearing it in `pending`.
+        uint256[] memory pending = new uint256[](amounts.length);
+        for (uint256 i = 1; i < amounts.length; ++i) {
+            pending[i] = amounts[i];
+        }
+        if (swaps.length != 0) {
+            uint256 maxSlippageBps = hub.params().maxSlippageBps;
+            uint256 basePrice = hub.priceOf(address(BASE_ASSET));
+            for (uint256 s; s < swaps.length; ++s) {
+                ExitSwap calldata x = swaps[s];
+                uint256 i = _indexIn(exitTokens, x.token);
+                if (i == 0 || i == type(uint256).max || pending[i] == 0) revert UnexpectedExitSwap(x.token);
+                pending[i] = 0;
+                if (!hub.isAdapter(x.adapter)) revert ITandemHub.AdapterNotAllowed(x.adapter);
+                uint256 minOut = _oracleMinOut(amounts[i], hub.priceOf(x.token), basePrice, maxSlippageBps);
+                baseOut += _swap(x.adapter, x.token, address(BASE_ASSET), amounts[i], minOut, x.route);
+            }
+        }
+        for (uint256 i = 1; i < pending.length; ++i) {
+            if (pending[i] != 0) revert MissingExitSwap(exitTokens[i]);
+        }
+
+        BASE_ASSET.safeTransfer(address(hub), baseOut);
+        hub.settleExit(msg.sender, shares, sharesBefore, baseOut);
+        emit ExitedToBase(msg.sender, shares, exitTokens, amounts, baseOut);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Views
+    // ---------------------------------------------------------------------------------------------
+
+    /// @inheritdoc ITandemVault
+    function master() public view returns (address) {
+        return address(bytes20(Clones.fetchCloneArgs(address(this))));
+    }
+
+    /// @inheritdoc ITandemVault
+    function tokens() public view returns (address[] memory held) {
+        uint256 n = _tokens.length;
+        // The base asset is always first, whether or not a book has ever held it.
+        held = new address[](n + 1);
+        held[0] = address(BASE_ASSET);
+        for (uint256 i; i < n; ++i) {
+            held[i + 1] = _tokens[i];
+        }
+    }
+
+    /// @inheritdoc ITandemVault
+    function books(address token) external view returns (uint256 masterAmount, uint256 poolAmount) {
+        Books memory b = _books[token];
+        return (b.master, b.pool);
+    }
+
+    /// @inheritdoc ITandemVault
+    function equities() external view returns (uint256 masterEquity, uint256 poolEquity) {
+        address[] memory held = tokens();
+        return _equities(held, hub.pricesOf(held), held.length);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Internal
+    // ---------------------------------------------------------------------------------------------
+
+    /// @dev Sizes the pool's part of a trade and the swap's minimum output. A buy values both
+    /// books (every token held, base first, plus tokenOut last); any other trade needs only the
+    /// prices of its two tokens.
+    function _size(Trade calldata t, Books memory bookIn) private returns (Sizing memory z) {
+        bool isBuy = t.tokenIn == address(BASE_ASSET);
+        address[] memory priced = isBuy ? _tokensAnd(t.tokenOut) : _pair(t.tokenIn, t.tokenOut);
+        (uint256 maxSlippageBps, uint256 minOrderValue, uint256[] memory prices) =
+            hub.tradeContext(t.adapter, t.tokenOut, priced);
+        z.priceIn = prices[0];
+        z.priceOut = prices[prices.length - 1];
+
+        z.poolIn = isBuy
+            ? _poolPartOfBuy(t.amountIn, bookIn.pool, priced, prices)
+            : Math.mulDiv(bookIn.pool, t.amountIn, bookIn.master);
+        if (z.poolIn == 0) {
+            emit PoolPartSkipped(t.tokenIn, t.tokenOut, 0, SkipReason.NoPoolPosition);
+        } else if (_value(z.poolIn, z.priceIn) < minOrderValue) {
+            emit PoolPartSkipped(t.tokenIn, t.tokenOut, z.poolIn, SkipReason.BelowMinOrder);
+            z.poolIn = 0;
+        }
+
+        uint256 totalIn = t.amountIn + z.poolIn;
+        z.minOut = _oracleMinOut(totalIn, z.priceIn, z.priceOut, maxSlippageBps);
+        if (t.minAmountOut != 0) {
+            z.minOut = Math.max(z.minOut, Math.mulDiv(t.minAmountOut, totalIn, t.amountIn, Math.Rounding.Ceil));
+        }
+    }
+
+    /// @dev The pool spends the fraction of its equity that the master spends of theirs, capped at
+    /// the pool's base balance. `priced` is every token held (base first) plus tokenOut last.
+    function _poolPartOfBuy(uint256 amountIn, uint256 poolBase, address[] memory priced, uint256[] memory prices)
+        private
+        view
+        returns (uint256)
+    {
+        (uint256 masterEquity, uint256 poolEquity) = _equities(priced, prices, priced.length - 1);
+        if (masterEquity == 0) return 0;
+        return Math.min(Math.mulDiv(amountIn, poolEquity, masterEquity), poolBase);
+    }
+
+    /// @dev Values the first `n` tokens of `held` in both books.
+    function _equities(address[] memory held, uint256[] memory prices, uint256 n)
+        private
+        view
+        returns (uint256 masterEquity, uint256 poolEquity)
+    {
+        for (uint256 i; i < n; ++i) {
+            Books memory b = _books[held[i]];
+            masterEquity += _value(b.master, prices[i]);
+            poolEquity += _value(b.pool, prices[i]);
+        }
+    }
+
+    /// @dev Burns `shares` of `follower` and takes their slice of every token out of the pool's
+    /// book. Slices round down, so what stays in the pool always covers the remaining shares.
+    function _burnSlices(address follower, uint256 shares, uint256 sharesBefore)
+        private
+        returns (address[] memory held, uint256[] memory amounts)
+    {
+        if (shares == 0) revert ZeroAmount();
+        if (shares > sharesBefore) revert InsufficientShares(sharesBefore, shares);
+        uint256 total = totalShares;
+        held = tokens();
+        amounts = new uint256[](held.length);
+        for (uint256 i; i < held.length; ++i) {
+            Books memory b = _books[held[i]];
+            uint256 slice = Math.mulDiv(b.pool, shares, total);
+            amounts[i] = slice;
+            if (slice == 0) continue;
+            // Cannot underflow: slice <= pool because shares <= total.
+            unchecked {
+                b.pool -= uint128(slice);
+            }
+            _books[held[i]] = b;
+            if (i != 0 && b.master == 0 && b.pool == 0) _untrack(held[i]);
+        }
+        // Cannot underflow: shares <= sharesBefore <= total.
+        unchecked {
+            sharesOf[follower] = sharesBefore - shares;
+            totalShares = total - shares;
+        }
+    }
+
+    /// @dev Sends exactly `amountIn` of `tokenIn` to `adapter`, has it swap to this vault, and
+    /// returns the output as measured by this vault's own balance, not as reported.
+    function _swap(
+        address adapter,
+        address tokenIn,
+        address tokenOut,
+        uint256 amountIn,
+        uint256 minOut,
+        bytes calldata route
+    ) private returns (uint256 received) {
+        uint256 before = IERC20(tokenOut).balanceOf(address(this));
+        IERC20(tokenIn).safeTransfer(adapter, amountIn);
+        uint256 reported = ISwapAdapter(adapter).swap(tokenIn, tokenOut, amountIn, minOut, route);
+        received = IERC20(tokenOut).balanceOf(address(this)) - before;
+        if (received < minOut) revert SlippageExceeded(received, minOut);
+        if (received < reported) revert TransferFeeNotSupported(tokenOut, reported, received);
+    }
+
+    /// @dev Pulls `amount` from `from` and returns what arrived, refusing tokens with transfer fees.
+    function _pull(address from, uint256 amount) private returns (uint256 received) {
+        uint256 before = BASE_ASSET.balanceOf(address(this));
+        BASE_ASSET.safeTransferFrom(from, address(this), amount);
+        received = BASE_ASSET.balanceOf(address(this)) - before;
+        if (received != amount) revert TransferFeeNotSupported(address(BASE_ASSET), amount, received);
+    }
+
+    function _credit(address token, uint256 masterAmount, uint256 poolAmount) private {
+        Books memory b = _books[token];
+        if (b.master == 0 && b.pool == 0 && token != address(BASE_ASSET)) _track(token);
+        b.master = (b.master + masterAmount).toUint128();
+        b.pool = (b.pool + poolAmount).toUint128();
+        _books[token] = b;
+    }
+
+    function _track(address token) private {
+        // The base asset is implicit in tokens(), so it counts against the limit too.
+        if (_tokens.length + 1 >= MAX_TOKENS) revert TooManyTokens(MAX_TOKENS);
+        _tokens.push(token);
+    }
+
+    function _untrack(address token) private {
+        uint256 n = _tokens.length;
+        for (uint256 i; i < n; ++i) {
+            if (_tokens[i] == token) {
+                _tokens[i] = _tokens[n - 1];
+                _tokens.pop();
+                return;
+            }
+        }
+    }
+
+    /// @dev Lowest acceptable output for `amountIn`: its oracle value in the output token, less the
+    /// maximum slippage, rounded up so the bound is never looser than stated.
+    function _oracleMinOut(uint256 amountIn, uint256 priceIn, uint256 priceOut, uint256 maxSlippageBps)
+        private
+        pure
+        returns (uint256)
+    {
+        uint256 oracleOut = Math.mulDiv(amountIn, priceIn, priceOut);
+        return Math.mulDiv(oracleOut, BPS - maxSlippageBps, BPS, Math.Rounding.Ceil);
+    }
+
+    function _value(uint256 amount, uint256 price) private pure returns (uint256) {
+        return Math.mulDiv(amount, price, PRICE_UNIT);
+    }
+
+    function _tokensAnd(address extra) private view returns (address[] memory list) {
+        uint256 n = _tokens.length;
+        list = new address[](n + 2);
+        list[0] = address(BASE_ASSET);
+        for (uint256 i; i < n; ++i) {
+            list[i + 1] = _tokens[i];
+        }
+        list[n + 1] = extra;
+    }
+
+    function _pair(address a, address b) private pure returns (address[] memory list) {
+        list = new address[](2);
+        (list[0], list[1]) = (a, b);
+    }
+
+    function _indexIn(address[] memory list, address token) private pure returns (uint256) {
+        for (uint256 i; i < list.length; ++i) {
+            if (list[i] == token) return i;
+        }
+        return type(uint256).max;
+    }
+}

@@ -1,0 +1,200 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {ITandemHub} from "./ITandemHub.sol";
+
+/// @title Tandem vault
+/// @notice One vault per master, with two books: the master's own capital and the follower pool.
+/// When the master trades, the vault sizes the pool's part of the same trade on-chain, executes
+/// both books as one swap, and splits the output pro rata to what each book put in: followers fill
+/// in the master's own transaction, at the master's price, for no extra gas per follower.
+/// Nobody but a follower can move that follower's capital out of the vault.
+interface ITandemVault {
+    // ---------------------------------------------------------------------------------------------
+    // Types
+    // ---------------------------------------------------------------------------------------------
+
+    /// @notice A master trade: spend exactly `amountIn` of the master's `tokenIn` for `tokenOut`
+    /// through an allow-listed `adapter` along `route`.
+    /// @param minAmountOut The master's own minimum for their part; the vault also applies the
+    /// oracle bound, and the stricter of the two wins.
+    struct Trade {
+        address tokenIn;
+        address tokenOut;
+        uint256 amountIn;
+        uint256 minAmountOut;
+        address adapter;
+        bytes route;
+    }
+
+    /// @notice How to swap a follower's slice of `token` to the base asset on an exit.
+    struct ExitSwap {
+        address token;
+        address adapter;
+        bytes route;
+    }
+
+    /// @notice Why the pool's part of a trade was not executed.
+    enum SkipReason {
+        NoPoolPosition, // the pool holds none of the token the master spends (or its part rounds to zero)
+        BelowMinOrder // the pool's part is worth less than the protocol's minimum order value
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Errors
+    // ---------------------------------------------------------------------------------------------
+
+    /// @notice Only the master may do this.
+    error NotMaster(address caller);
+    /// @notice Only the master or their trade-only delegate may trade.
+    error NotMasterOrDelegate(address caller);
+    /// @notice Only the hub may do this.
+    error NotHub(address caller);
+    /// @notice Amounts must be positive.
+    error ZeroAmount();
+    /// @notice A trade must spend one token for another.
+    error SameToken(address token);
+    /// @notice The master's book holds less of `token` than the trade or withdrawal asks for.
+    error InsufficientMasterBalance(address token, uint256 available, uint256 requested);
+    /// @notice The follower holds fewer pool shares than the exit asks for.
+    error InsufficientShares(uint256 available, uint256 requested);
+    /// @notice The allocation is too small to mint a single pool share.
+    error ZeroShares();
+    /// @notice The swap returned less than the oracle bound or the master's minimum.
+    error SlippageExceeded(uint256 received, uint256 minimum);
+    /// @notice Less of `token` arrived than the router paid: tokens with transfer fees are not supported.
+    error TransferFeeNotSupported(address token, uint256 expected, uint256 received);
+    /// @notice The vault already holds the most tokens it may value in one trade.
+    error TooManyTokens(uint256 max);
+    /// @notice An exit to base was given no swap for a slice of `token`.
+    error MissingExitSwap(address token);
+    /// @notice An exit swap names a token the follower's slice does not contain, or names it twice.
+    error UnexpectedExitSwap(address token);
+    /// @notice Deposits and trades are paused in the hub.
+    error ProtocolPaused();
+
+    // ---------------------------------------------------------------------------------------------
+    // Events
+    // ---------------------------------------------------------------------------------------------
+
+    /// @notice A master trade, co-executed for both books as one swap.
+    /// @param trader The master or their delegate.
+    /// @param masterIn Spent from the master's book.
+    /// @param poolIn Spent from the pool's book (zero when the pool's part was skipped).
+    /// @param masterOut Received by the master's book.
+    /// @param poolOut Received by the pool's book.
+    /// @param priceIn Oracle price of `tokenIn` used to bound the swap (see `ITandemHub.priceOf`).
+    /// @param priceOut Oracle price of `tokenOut` used to bound the swap.
+    event Traded(
+        address indexed trader,
+        address indexed tokenIn,
+        address indexed tokenOut,
+        address adapter,
+        uint256 masterIn,
+        uint256 poolIn,
+        uint256 masterOut,
+        uint256 poolOut,
+        uint256 priceIn,
+        uint256 priceOut
+    );
+
+    /// @notice The pool's part of a trade was not executed; the master's part was.
+    /// @param poolIn The pool's part as sized before it was skipped.
+    event PoolPartSkipped(address indexed tokenIn, address indexed tokenOut, uint256 poolIn, SkipReason reason);
+
+    /// @notice The master moved base asset from their wallet into their book.
+    event MasterDeposited(uint256 amount);
+
+    /// @notice The master moved `amount` of `token` from their book to their wallet.
+    event MasterWithdrew(address indexed token, uint256 amount);
+
+    /// @notice The master named a trade-only delegate (zero: none).
+    event DelegateSet(address indexed delegate);
+
+    /// @notice A follower's allocation of `amount` base asset entered the pool for `shares`.
+    /// @param poolValue Value of the pool before the allocation, in USD with 18 decimals.
+    /// @param basePrice Oracle price of the base asset used (see `ITandemHub.priceOf`).
+    event Allocated(address indexed follower, uint256 amount, uint256 shares, uint256 poolValue, uint256 basePrice);
+
+    /// @notice A follower burned `shares` for their slice of every pool token, paid to their wallet.
+    event ExitedInKind(address indexed follower, uint256 shares, address[] tokens, uint256[] amounts);
+
+    /// @notice A follower burned `shares` for their slice of every pool token, each swapped to the
+    /// base asset; `baseOut` was credited to their hub account.
+    /// @param amounts The slice of each token taken from the pool (the base slice is not swapped).
+    event ExitedToBase(
+        address indexed follower, uint256 shares, address[] tokens, uint256[] amounts, uint256 baseOut
+    );
+
+    // ---------------------------------------------------------------------------------------------
+    // Master
+    // ---------------------------------------------------------------------------------------------
+
+    /// @notice Spends `t.amountIn` of the master's `t.tokenIn` for `t.tokenOut`, together with the
+    /// pool's part of the same trade, as one swap.
+    /// @dev The pool's part: a trade spending the base asset spends the same fraction of the pool's
+    /// equity as of the master's, both at oracle prices (capped at the pool's base balance); any
+    /// other trade sells the same fraction of the pool's position as the master sells of theirs.
+    /// The swap's output must reach the oracle value of the input less the maximum slippage, and
+    /// the master's minimum scaled to the combined input. Output is split pro rata to input.
+    /// Requirements: caller is the master or delegate; not paused; adapter allowed; `tokenOut`
+    /// tradable; `t.amountIn` at most the master's balance of `t.tokenIn`.
+    function trade(Trade calldata t) external returns (uint256 masterOut, uint256 poolOut);
+
+    /// @notice Moves `amount` base asset from the master's wallet into the master's book.
+    /// @dev Requirements: master only; not paused; the vault approved for `amount`.
+    function depositMaster(uint256 amount) external;
+
+    /// @notice Moves `amount` of `token` from the master's book to the master's wallet.
+    /// @dev Requirements: master only. The pool's book is never touched.
+    function withdrawMaster(address token, uint256 amount) external;
+
+    /// @notice Names a key that may trade for the master and do nothing else (zero: none).
+    function setDelegate(address delegate) external;
+
+    // ---------------------------------------------------------------------------------------------
+    // Followers
+    // ---------------------------------------------------------------------------------------------
+
+    /// @notice Called by the hub after transferring `amount` base asset: mints pool shares to
+    /// `follower` at net asset value.
+    function onAllocate(address follower, uint256 amount) external returns (uint256 shares);
+
+    /// @notice Burns `shares` of the caller for their pro-rata slice of every pool token, paid to
+    /// their wallet. Needs no oracle and no adapter; never paused.
+    function exitInKind(uint256 shares) external returns (address[] memory tokens, uint256[] memory amounts);
+
+    /// @notice Burns `shares` of the caller for their pro-rata slice of every pool token, swaps each
+    /// non-base slice to the base asset within the oracle bound, and credits the proceeds to the
+    /// caller's hub account. Never paused.
+    /// @dev Requirements: one swap for every non-zero non-base slice; allow-listed adapters.
+    function exitToBase(uint256 shares, ExitSwap[] calldata swaps) external returns (uint256 baseOut);
+
+    // ---------------------------------------------------------------------------------------------
+    // Views
+    // ---------------------------------------------------------------------------------------------
+
+    /// @notice The hub this vault belongs to.
+    function hub() external view returns (ITandemHub);
+
+    /// @notice The master trading this vault.
+    function master() external view returns (address);
+
+    /// @notice The master's trade-only delegate, or zero.
+    function delegate() external view returns (address);
+
+    /// @notice Tokens held by either book; the base asset is always first.
+    function tokens() external view returns (address[] memory);
+
+    /// @notice Amounts of `token` in the master's book and in the pool's book.
+    function books(address token) external view returns (uint256 masterAmount, uint256 poolAmount);
+
+    /// @notice Total pool shares.
+    function totalShares() external view returns (uint256);
+
+    /// @notice Pool shares of `follower`.
+    function sharesOf(address follower) external view returns (uint256);
+
+    /// @notice Value of each book at oracle prices, in USD with 18 decimals.
+    function equities() external view returns (uint256 masterEquity, uint256 poolEquity);
+}

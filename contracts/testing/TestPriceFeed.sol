@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {IAggregatorV3} from "../interfaces/IAggregatorV3.sol";
+
+/// @title Test price feed
+/// @notice A Chainlink-compatible feed whose answer anyone may set, for local chains and tests.
+/// Answer and update time share one slot so reading the feed costs what a lean real feed costs.
+contract TestPriceFeed is IAggregatorV3 {
+    /// @notice A new answer was set.
+    event AnswerUpdated(int256 indexed current, uint256 indexed roundId, uint256 updatedAt);
+
+    uint8 public immutable decimals;
+    string public description;
+
+    int192 private _answer;
+    uint64 private _updatedAt;
+    uint80 private _roundId;
+
+    constructor(uint8 decimals_, string memory description_, int256 answer_) {
+        decimals = decimals_;
+        description = description_;
+        setAnswer(answer_);
+    }
+
+    /// @notice Sets the answer, stamped with the current block time.
+    function setAnswer(int256 answer_) public {
+        setAnswerAt(answer_, block.timestamp);
+    }
+
+    /// @notice Sets the answer with an explicit update time (to make a feed stale in tests).
+    function setAnswerAt(int256 answer_, uint256 updatedAt_) public {
+        _answer = int192(answer_);
+        _updatedAt = uint64(updatedAt_);
+        _roundId += 1;
+        emit AnswerUpdated(answer_, _roundId, updatedAt_);
+    }
+
+    function version() external pure returns (uint256) {
+        return 4;
+    }
+
+    function getRoundData(uint80 roundId)
+        external
+        view
+        returns (uint80, int256, uint256, uint256, uint80)
+    {
+        return (roundId, _answer, _updatedAt, _updatedAt, roundId);
+    }
+
+    function latestRoundData() external view returns (uint80, int256, uint256, uint256, uint80) {
+        return (_roundId, _answer, _updatedAt, _updatedAt, _roundId);
+    }
+}
