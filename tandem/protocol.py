@@ -1,0 +1,418 @@
+"""The Tandem protocol on a chain: deploy it with a local market, load it back, and act on it.
+
+One place for what the demo, the tests, the benchmarks and the command line all do to vaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from eth_abi import encode as abi_encode
+from eth_typing import ChecksumAddress
+from eth_utils import to_checksum_address as checksum
+from web3 import Web3
+from web3.contract import Contract
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from tandem import artifacts, uniswap
+from tandem.chain import contract_at, deploy, resolve_sender, transact
+from tandem.compiler import compile_project
+from tandem.config import Settings
+from tandem.errors import DeploymentError
+
+PRICE_UNIT = 10**18  # vault values are USD with 18 decimals
+V3_FEE = 3000
+
+
+# --- the local market: test assets, their feeds and Uniswap pools
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """A test asset of the local market and its USD price feed."""
+
+    symbol: str
+    decimals: int
+    usd_price: Decimal
+    feed_decimals: int = 8
+
+    def units(self, amount: Decimal | int | str) -> int:
+        """Whole tokens to smallest units, exactly."""
+        return int(Decimal(amount) * 10**self.decimals)
+
+    @property
+    def feed_answer(self) -> int:
+        return int(self.usd_price * 10**self.feed_decimals)
+
+
+# The base asset first. Decimals 6, 8 and 18 and feeds with 8 and 18 decimals, as on mainnet.
+LOCAL_ASSETS: tuple[AssetSpec, ...] = (
+    AssetSpec("USDC", 6, Decimal(1)),
+    AssetSpec("WETH", 18, Decimal(3000)),
+    AssetSpec("WBTC", 8, Decimal(60000)),
+    AssetSpec("LINK", 18, Decimal(15), feed_decimals=18),
+)
+BASE = LOCAL_ASSETS[0].symbol
+# Every pair gets a V2 pair and a V3 pool, deep enough that a million-dollar order moves the
+# price well within the protocol's default 1% slippage bound.
+LOCAL_PAIRS: tuple[tuple[str, str], ...] = (
+    ("USDC", "WETH"),
+    ("USDC", "WBTC"),
+    ("WETH", "WBTC"),
+    ("USDC", "LINK"),
+)
+POOL_DEPTH_USD = Decimal(200_000_000)
+FEED_HEARTBEAT = 86_400  # a local chain's feeds are set by hand: allow a day
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where and how a vault swaps: an allow-listed adapter and its route encoding."""
+
+    adapter: ChecksumAddress
+    data: bytes
+
+
+@dataclass
+class Deployment:
+    """The protocol and its local market on one chain, as contracts."""
+
+    w3: Web3
+    hub: Contract
+    v2_adapter: Contract
+    v3_adapter: Contract
+    tokens: dict[str, Contract]
+    feeds: dict[str, Contract]
+    uniswap: uniswap.Uniswap
+    specs: dict[str, AssetSpec] = field(default_factory=lambda: {a.symbol: a for a in LOCAL_ASSETS})
+    settings: Settings | None = None
+
+    @property
+    def base(self) -> Contract:
+        return self.tokens[BASE]
+
+    def symbol_of(self, address: str) -> str:
+        for symbol, token in self.tokens.items():
+            if token.address == checksum(address):
+                return symbol
+        return checksum(address)
+
+    def units(self, symbol: str, amount: Decimal | int | str) -> int:
+        return self.specs[symbol].units(amount)
+
+    def amount(self, symbol: str, units: int) -> Decimal:
+        return Decimal(units) / 10 ** self.specs[symbol].decimals
+
+    def v2_route(self, *symbols: str) -> Route:
+        """A Uniswap V2 route through the given tokens, e.g. ``v2_route("USDC", "WETH")``."""
+        path = [self.tokens[s].address for s in symbols]
+        return Route(self.v2_adapter.address, abi_encode(["address[]"], [path]))
+
+    def v3_route(self, *symbols: str, fee: int = V3_FEE) -> Route:
+        """A Uniswap V3 route through the given tokens, every hop at ``fee``."""
+        data = bytes.fromhex(self.tokens[symbols[0]].address[2:])
+        for symbol in symbols[1:]:
+            data += fee.to_bytes(3, "big") + bytes.fromhex(self.tokens[symbol].address[2:])
+        return Route(self.v3_adapter.address, data)
+
+    def vault(self, address: str) -> Contract:
+        return self.w3.eth.contract(address=checksum(address), abi=artifacts.load("TandemVault").abi)
+
+    def addresses(self) -> dict[str, str]:
+        book = {
+            "TandemHub": self.hub.address,
+            "UniswapV2Adapter": self.v2_adapter.address,
+            "UniswapV3Adapter": self.v3_adapter.address,
+            **self.uniswap.addresses(),
+        }
+        book.update({f"token:{s}": t.address for s, t in self.tokens.items()})
+        book.update({f"feed:{s}": f.address for s, f in self.feeds.items()})
+        return book
+
+
+def deploy_local(
+    w3: Web3,
+    *,
+    owner: str | None = None,
+    settings: Settings | None = None,
+    save: bool = True,
+) -> Deployment:
+    """Compile, then deploy real Uniswap V2 and V3, the test assets and feeds, deep pools at the
+    feeds' prices, and the protocol with every asset and both adapters allow-listed.
+    """
+    compile_project(settings)
+    owner = resolve_sender(w3, owner)
+    # The pools need more ETH (as WETH) than anvil's default balance; a dev chain allows this.
+    w3.provider.make_request("anvil_setBalance", [owner, hex(10**30)])  # type: ignore[arg-type]
+
+    market = uniswap.deploy_uniswap(w3, sender=owner, settings=settings)
+    tokens: dict[str, Contract] = {}
+    feeds: dict[str, Contract] = {}
+    for spec in LOCAL_ASSETS:
+        if spec.symbol == "WETH":
+            tokens["WETH"] = market.weth
+        else:
+            name = f"Test {spec.symbol}"
+            tokens[spec.symbol], _ = deploy(
+                w3, "TestToken", name, spec.symbol, spec.decimals, sender=owner, settings=settings
+            )
+        feeds[spec.symbol], _ = deploy(
+            w3,
+            "TestPriceFeed",
+            spec.feed_decimals,
+            f"{spec.symbol} / USD",
+            spec.feed_answer,
+            sender=owner,
+            settings=settings,
+        )
+
+    hub, _ = deploy(w3, "TandemHub", tokens[BASE].address, owner, sender=owner, settings=settings)
+    v2_adapter, _ = deploy(
+        w3, "UniswapV2Adapter", hub.address, market.v2.router.address, sender=owner, settings=settings
+    )
+    v3_adapter, _ = deploy(
+        w3, "UniswapV3Adapter", hub.address, market.v3.router.address, sender=owner, settings=settings
+    )
+    dep = Deployment(w3, hub, v2_adapter, v3_adapter, tokens, feeds, market, settings=settings)
+
+    for spec in LOCAL_ASSETS:
+        transact(
+            hub.functions.setAsset(
+                tokens[spec.symbol].address,
+                feeds[spec.symbol].address,
+                FEED_HEARTBEAT,
+                spec.feed_decimals,
+                True,
+            ),
+            owner,
+        )
+    for adapter in (v2_adapter, v3_adapter):
+        transact(hub.functions.setAdapter(adapter.address, True), owner)
+    transact(hub.functions.setGuardian(owner), owner)
+
+    for a, b in LOCAL_PAIRS:
+        seed_pools(dep, a, b, POOL_DEPTH_USD, owner)
+    if save:
+        artifacts.save_deployment(w3.eth.chain_id, dep.addresses(), settings, merge=False)
+    return dep
+
+
+def seed_pools(dep: Deployment, a: str, b: str, depth_usd: Decimal, sender: str) -> None:
+    """A V2 pair and a V3 pool of ``a``/``b`` at the feeds' prices, ``depth_usd`` on each side."""
+    amount_a = dep.units(a, depth_usd / dep.specs[a].usd_price)
+    amount_b = dep.units(b, depth_usd / dep.specs[b].usd_price)
+    for symbol, amount in ((a, 2 * amount_a), (b, 2 * amount_b)):
+        fund(dep, sender, symbol, amount)
+    ta, tb = dep.tokens[a].address, dep.tokens[b].address
+    uniswap.add_v2_liquidity(dep.w3, dep.uniswap.v2, ta, tb, amount_a, amount_b, sender=sender)
+    uniswap.add_v3_liquidity(
+        dep.w3, dep.uniswap.v3, ta, tb, amount_a, amount_b, fee=V3_FEE, sender=sender
+    )
+
+
+def load_local(w3: Web3, settings: Settings | None = None) -> Deployment:
+    """The deployment recorded for this chain (see ``deploy_local``), checked to be live."""
+    book = artifacts.load_deployment(w3.eth.chain_id, settings)
+
+    def at(name: str, artifact: str) -> Contract:
+        if name not in book:
+            raise DeploymentError(f"the address book has no {name}", "run `tandem deploy` again")
+        return contract_at(w3, artifact, book[name], settings)
+
+    market = uniswap.Uniswap(
+        weth=at_uniswap(w3, book, "WETH9", settings),
+        v2=uniswap.UniswapV2(
+            factory=at_uniswap(w3, book, "UniswapV2Factory", settings),
+            router=at_uniswap(w3, book, "UniswapV2Router02", settings),
+        ),
+        v3=uniswap.UniswapV3(
+            factory=at_uniswap(w3, book, "UniswapV3Factory", settings),
+            router=at_uniswap(w3, book, "SwapRouter", settings),
+            position_manager=at_uniswap(w3, book, "NonfungiblePositionManager", settings),
+        ),
+    )
+    tokens = {
+        s.symbol: market.weth if s.symbol == "WETH" else at(f"token:{s.symbol}", "TestToken")
+        for s in LOCAL_ASSETS
+    }
+    feeds = {s.symbol: at(f"feed:{s.symbol}", "TestPriceFeed") for s in LOCAL_ASSETS}
+    return Deployment(
+        w3,
+        at("TandemHub", "TandemHub"),
+        at("UniswapV2Adapter", "UniswapV2Adapter"),
+        at("UniswapV3Adapter", "UniswapV3Adapter"),
+        tokens,
+        feeds,
+        market,
+        settings=settings,
+    )
+
+
+def at_uniswap(w3: Web3, book: dict[str, str], name: str, settings: Settings | None) -> Contract:
+    if name not in book:
+        raise DeploymentError(f"the address book has no {name}", "run `tandem deploy` again")
+    return contract_at(w3, artifacts.uniswap(name, settings), book[name], settings)
+
+
+# --- actions
+
+
+def fund(dep: Deployment, account: str, symbol: str, amount: int) -> None:
+    """Give ``account`` ``amount`` of a test asset: minted, or wrapped from ETH for WETH."""
+    account = checksum(account)
+    if symbol == "WETH":
+        balance = dep.w3.eth.get_balance(account)
+        if balance < amount + 10**18:
+            dep.w3.provider.make_request(  # type: ignore[arg-type]
+                "anvil_setBalance", [account, hex(amount + balance + 10**21)]
+            )
+        transact(dep.tokens["WETH"].functions.deposit(), account, value=amount)
+    else:
+        transact(dep.tokens[symbol].functions.mint(account, amount), account)
+
+
+def create_master(dep: Deployment, master: str, deposit: int) -> Contract:
+    """Create ``master``'s vault and deposit ``deposit`` base units into the master's book."""
+    transact(dep.hub.functions.createVault(), master)
+    vault = dep.vault(dep.hub.functions.vaultOf(checksum(master)).call())
+    fund(dep, master, BASE, deposit)
+    transact(dep.base.functions.approve(vault.address, deposit), master)
+    transact(vault.functions.depositMaster(deposit), master)
+    return vault
+
+
+def deposit(dep: Deployment, follower: str, amount: int) -> TxReceipt:
+    """Fund ``follower`` with ``amount`` base units and deposit them into their hub account."""
+    fund(dep, follower, BASE, amount)
+    transact(dep.base.functions.approve(dep.hub.address, amount), follower)
+    return transact(dep.hub.functions.deposit(amount), follower)
+
+
+def allocate(dep: Deployment, follower: str, vault: Contract, amount: int) -> TxReceipt:
+    return transact(dep.hub.functions.allocate(vault.address, amount), follower)
+
+
+@dataclass(frozen=True)
+class TradeResult:
+    """A co-executed trade as its events tell it."""
+
+    token_in: ChecksumAddress
+    token_out: ChecksumAddress
+    master_in: int
+    pool_in: int
+    master_out: int
+    pool_out: int
+    price_in: int
+    price_out: int
+    gas_used: int
+    skipped: str | None
+
+    @classmethod
+    def from_receipt(cls, vault: Contract, receipt: TxReceipt) -> TradeResult:
+        traded = vault.events.Traded().process_receipt(receipt, errors=DISCARD)
+        if len(traded) != 1:
+            raise DeploymentError(f"expected one Traded event, found {len(traded)}")
+        args = traded[0]["args"]
+        skips = vault.events.PoolPartSkipped().process_receipt(receipt, errors=DISCARD)
+        reasons = ("no pool position", "below minimum order")
+        return cls(
+            token_in=args["tokenIn"],
+            token_out=args["tokenOut"],
+            master_in=args["masterIn"],
+            pool_in=args["poolIn"],
+            master_out=args["masterOut"],
+            pool_out=args["poolOut"],
+            price_in=args["priceIn"],
+            price_out=args["priceOut"],
+            gas_used=receipt["gasUsed"],
+            skipped=reasons[skips[0]["args"]["reason"]] if skips else None,
+        )
+
+
+def trade(
+    dep: Deployment,
+    vault: Contract,
+    trader: str,
+    token_in: str,
+    token_out: str,
+    amount_in: int,
+    route: Route,
+    min_amount_out: int = 0,
+) -> TradeResult:
+    """Have ``trader`` (the master or their delegate) trade through ``vault``."""
+    call = vault.functions.trade(
+        (
+            dep.tokens[token_in].address,
+            dep.tokens[token_out].address,
+            amount_in,
+            min_amount_out,
+            route.adapter,
+            route.data,
+        )
+    )
+    receipt = transact(call, trader, label=f"trade {token_in}->{token_out}")
+    return TradeResult.from_receipt(vault, receipt)
+
+
+def exit_in_kind(vault: Contract, follower: str, shares: int) -> TxReceipt:
+    return transact(vault.functions.exitInKind(shares), follower)
+
+
+def exit_to_base(
+    dep: Deployment, vault: Contract, follower: str, shares: int, routes: dict[str, Route]
+) -> TxReceipt:
+    """Exit swapping each non-base slice along ``routes[symbol]`` (slices that are zero skip)."""
+    swaps = []
+    for token in vault.functions.tokens().call()[1:]:
+        pool = vault.functions.books(token).call()[1]
+        total = vault.functions.totalShares().call()
+        if pool * shares // total == 0:
+            continue
+        route = routes[dep.symbol_of(token)]
+        swaps.append((token, route.adapter, route.data))
+    return transact(vault.functions.exitToBase(shares, swaps), follower)
+
+
+# --- reading state
+
+
+@dataclass(frozen=True)
+class Holding:
+    symbol: str
+    amount: int
+    value: int  # USD, 18 decimals
+
+
+def value_of(dep: Deployment, symbol: str, amount: int) -> int:
+    price = dep.hub.functions.priceOf(dep.tokens[symbol].address).call()
+    return amount * price // PRICE_UNIT
+
+
+def master_holdings(dep: Deployment, vault: Contract) -> list[Holding]:
+    return _holdings(dep, vault, lambda books: books[0])
+
+
+def follower_holdings(dep: Deployment, vault: Contract, follower: str) -> list[Holding]:
+    """A follower's pro-rata claim on every pool token (what an in-kind exit would pay)."""
+    shares = vault.functions.sharesOf(checksum(follower)).call()
+    total = vault.functions.totalShares().call()
+    return _holdings(dep, vault, lambda books: books[1] * shares // total if total else 0)
+
+
+def _holdings(dep: Deployment, vault: Contract, pick: Any) -> list[Holding]:
+    held = []
+    for token in vault.functions.tokens().call():
+        symbol = dep.symbol_of(token)
+        amount = pick(vault.functions.books(token).call())
+        held.append(Holding(symbol, amount, value_of(dep, symbol, amount)))
+    return held
+
+
+def share_of_equity(holdings: list[Holding], symbol: str) -> Decimal:
+    """The fraction of the holdings' value that is in ``symbol``."""
+    total = sum(h.value for h in holdings)
+    part = sum(h.value for h in holdings if h.symbol == symbol)
+    return Decimal(part) / Decimal(total) if total else Decimal(0)
