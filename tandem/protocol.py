@@ -416,3 +416,39 @@ def share_of_equity(holdings: list[Holding], symbol: str) -> Decimal:
     total = sum(h.value for h in holdings)
     part = sum(h.value for h in holdings if h.symbol == symbol)
     return Decimal(part) / Decimal(total) if total else Decimal(0)
+
+
+# --- the market (local chains only)
+
+
+def move_price(dep: Deployment, symbol: str, usd_price: Decimal, trader: str) -> None:
+    """Trade the USDC/``symbol`` V2 pair and V3 pool to ``usd_price``, then set the feed to it.
+
+    Stands in for the rest of the market between two master trades. Both pools are full range,
+    so their token balances act as constant-product reserves.
+    """
+    spec = dep.specs[symbol]
+    target = usd_price * 10 ** dep.specs[BASE].decimals / 10**spec.decimals  # base units per unit
+    base, token = dep.tokens[BASE].address, dep.tokens[symbol].address
+    v2_pool = dep.uniswap.v2.factory.functions.getPair(base, token).call()
+    v3_pool = dep.uniswap.v3.factory.functions.getPool(base, token, V3_FEE).call()
+    for pool, swap in ((v2_pool, uniswap.swap_v2), (v3_pool, uniswap.swap_v3)):
+        reserve_base = dep.base.functions.balanceOf(pool).call()
+        reserve_token = dep.tokens[symbol].functions.balanceOf(pool).call()
+        k = Decimal(reserve_base) * Decimal(reserve_token)
+        wanted_base = (k * target).sqrt()
+        # The 0.3% pool fee is taken from the input: send a little more to land on the target.
+        if wanted_base > reserve_base:
+            symbol_in, amount_in = BASE, int((wanted_base - reserve_base) / Decimal("0.997"))
+        else:
+            wanted_token = (k / target).sqrt()
+            symbol_in, amount_in = symbol, int((wanted_token - reserve_token) / Decimal("0.997"))
+        if amount_in <= 0:
+            continue
+        fund(dep, trader, symbol_in, amount_in)
+        market = dep.uniswap.v2 if swap is uniswap.swap_v2 else dep.uniswap.v3
+        token_in = base if symbol_in == BASE else token
+        token_out = token if symbol_in == BASE else base
+        swap(dep.w3, market, token_in, token_out, amount_in, sender=trader)  # type: ignore[operator]
+    answer = int(usd_price * 10**spec.feed_decimals)
+    transact(dep.feeds[symbol].functions.setAnswer(answer), trader)

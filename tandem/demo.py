@@ -1,0 +1,263 @@
+"""The end-to-end demo: two masters, three followers of very different sizes, real Uniswap.
+
+Starts its own anvil, deploys everything, trades, exits, prints a table after each step, and stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from rich.console import Console
+from rich.table import Table
+from web3 import Web3
+from web3.contract import Contract
+from web3.logs import DISCARD
+
+from tandem import protocol as p
+from tandem.chain import connect
+from tandem.config import Settings
+from tandem.node import LocalNode
+from tandem.protocol import BASE, Deployment
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    address: str
+
+
+@dataclass
+class Cast:
+    ada: Person  # master, momentum style on Uniswap V2
+    ben: Person  # master, rotation style on Uniswap V3
+    followers: list[Person]
+    whale: Person  # moves market prices between trades
+
+
+FOLLOWER_DEPOSITS = {"Cleo": 100, "Dev": 10_000, "Eve": 1_000_000}
+
+
+def run(settings: Settings | None = None, console: Console | None = None) -> None:
+    """Run the whole demo on a fresh local chain; nothing is left running afterwards."""
+    # Wide enough for the tables when the output is a pipe or a CI log rather than a terminal.
+    console = console or Console(width=None if Console().is_terminal else 120)
+    with LocalNode(settings=settings) as node:
+        console.print(f"[bold]Tandem demo[/] on a fresh anvil at {node.rpc_url}")
+        w3 = connect(node.rpc_url, settings=settings)
+        console.print("Compiling and deploying Uniswap V2 + V3, test assets, feeds and Tandem ...")
+        dep = p.deploy_local(w3, settings=settings, save=False)
+        Demo(dep, _cast(w3), console).play()
+    console.print("\nDone: the local chain is stopped.")
+
+
+def _cast(w3: Web3) -> Cast:
+    accounts = w3.eth.accounts
+    names = ["Ada", "Ben", *FOLLOWER_DEPOSITS, "Whale"]
+    people = [Person(name, accounts[i + 1]) for i, name in enumerate(names)]
+    return Cast(people[0], people[1], people[2:-1], people[-1])
+
+
+class Demo:
+    def __init__(self, dep: Deployment, cast: Cast, console: Console) -> None:
+        self.dep = dep
+        self.cast = cast
+        self.console = console
+        self.vaults: dict[str, Contract] = {}
+        self.step = 0
+
+    # --- the story
+
+    def play(self) -> None:
+        dep, cast = self.dep, self.cast
+        self.vaults["Ada"] = p.create_master(dep, cast.ada.address, dep.units(BASE, 50_000))
+        self.vaults["Ben"] = p.create_master(dep, cast.ben.address, dep.units(BASE, 20_000))
+        self.console.print(
+            "Masters: Ada (momentum, Uniswap V2) deposits 50,000 USDC; "
+            "Ben (rotation, Uniswap V3) deposits 20,000 USDC."
+        )
+        for follower in cast.followers:
+            capital = dep.units(BASE, FOLLOWER_DEPOSITS[follower.name])
+            p.deposit(dep, follower.address, capital)
+            # The default cap: at most 25% of a follower's capital behind one master.
+            for master in ("Ada", "Ben"):
+                p.allocate(dep, follower.address, self.vaults[master], capital // 4)
+        self.console.print(
+            "Followers Cleo, Dev and Eve deposit 100, 10,000 and 1,000,000 USDC and allocate "
+            "25% of it to each master."
+        )
+
+        ada, ben = cast.ada.address, cast.ben.address
+        self.trade("Ada", "buys WETH with 40% of her equity", ada, "USDC", "WETH",
+                   lambda: dep.units(BASE, 20_000), dep.v2_route("USDC", "WETH"))
+        self.move_market("WETH", Decimal("1.06"))
+        self.trade("Ada", "sells half of her WETH", ada, "WETH", "USDC",
+                   lambda: self.master_balance("Ada", "WETH") // 2, dep.v2_route("WETH", "USDC"))
+        self.trade("Ada", "closes the rest of her WETH (100%)", ada, "WETH", "USDC",
+                   lambda: self.master_balance("Ada", "WETH"), dep.v2_route("WETH", "USDC"))
+        self.trade("Ben", "buys WBTC with 60% of his equity", ben, "USDC", "WBTC",
+                   lambda: dep.units(BASE, 12_000), dep.v3_route("USDC", "WBTC"))
+        self.trade("Ben", "rotates all his WBTC into WETH (WBTC -> USDC -> WETH)", ben,
+                   "WBTC", "WETH", lambda: self.master_balance("Ben", "WBTC"),
+                   dep.v3_route("WBTC", "USDC", "WETH"))
+        self.trade("Ben", "trims 30% of his WETH", ben, "WETH", "USDC",
+                   lambda: self.master_balance("Ben", "WETH") * 3 // 10,
+                   dep.v3_route("WETH", "USDC"))
+
+        cleo, dev = cast.followers[0], cast.followers[1]
+        self.exit_in_kind(cleo, "Ben")
+        self.exit_to_base(dev, "Ben")
+        self.summary()
+
+    # --- steps
+
+    def trade(
+        self,
+        master: str,
+        story: str,
+        trader: str,
+        token_in: str,
+        token_out: str,
+        amount: Callable[[], int],
+        route: p.Route,
+    ) -> None:
+        self.step += 1
+        vault = self.vaults[master]
+        venue = "Uniswap V2" if route.adapter == self.dep.v2_adapter.address else "Uniswap V3"
+        result = p.trade(self.dep, vault, trader, token_in, token_out, amount(), route)
+        title = f"Trade {self.step}: {master} {story} on {venue}"
+        self.console.print()
+        self.console.print(self.books_table(title, result, token_in, token_out))
+        self.console.print(self.positions_table(master, token_out if token_out != BASE else token_in))
+
+    def move_market(self, symbol: str, factor: Decimal) -> None:
+        """An outside trader moves the USDC pools of ``symbol`` by ``factor``; the feed follows."""
+        spec = self.dep.specs[symbol]
+        new_price = spec.usd_price * factor
+        p.move_price(self.dep, symbol, new_price, self.cast.whale.address)
+        self.dep.specs[symbol] = p.AssetSpec(symbol, spec.decimals, new_price, spec.feed_decimals)
+        self.console.print(
+            f"\n[italic]Market: {symbol} moves from {spec.usd_price:,.0f} to {new_price:,.0f} USD "
+            f"(pools traded by an outside account, feed updated).[/]"
+        )
+
+    def exit_in_kind(self, follower: Person, master: str) -> None:
+        vault = self.vaults[master]
+        shares = vault.functions.sharesOf(follower.address).call()
+        receipt = p.exit_in_kind(vault, follower.address, shares)
+        event = vault.events.ExitedInKind().process_receipt(receipt, errors=DISCARD)[0]["args"]
+        table = Table(title=f"{follower.name} exits {master}'s pool in kind (gas {receipt['gasUsed']:,})")
+        table.add_column("Token")
+        table.add_column("Paid to wallet", justify="right")
+        for token, amount in zip(event["tokens"], event["amounts"], strict=True):
+            symbol = self.dep.symbol_of(token)
+            table.add_row(symbol, self.fmt(symbol, amount))
+        self.console.print()
+        self.console.print(table)
+
+    def exit_to_base(self, follower: Person, master: str) -> None:
+        vault = self.vaults[master]
+        shares = vault.functions.sharesOf(follower.address).call()
+        routes = {s: self.dep.v3_route(s, BASE) for s in ("WETH", "WBTC", "LINK")}
+        receipt = p.exit_to_base(self.dep, vault, follower.address, shares, routes)
+        event = vault.events.ExitedToBase().process_receipt(receipt, errors=DISCARD)[0]["args"]
+        table = Table(
+            title=f"{follower.name} exits {master}'s pool to USDC (gas {receipt['gasUsed']:,})"
+        )
+        table.add_column("Slice")
+        table.add_column("Amount", justify="right")
+        for token, amount in zip(event["tokens"], event["amounts"], strict=True):
+            symbol = self.dep.symbol_of(token)
+            table.add_row(symbol, self.fmt(symbol, amount))
+        table.add_row("[bold]Credited to account[/]", self.fmt(BASE, event["baseOut"]))
+        self.console.print()
+        self.console.print(table)
+
+    def summary(self) -> None:
+        table = Table(title="Followers at the end (USD at oracle prices)")
+        for column in ("Follower", "Deposited", "Free in account", "In Ada's pool",
+                       "In Ben's pool", "Total", "P&L"):
+            table.add_column(column, justify="right" if column != "Follower" else "left")
+        for follower in self.cast.followers:
+            deposited = Decimal(FOLLOWER_DEPOSITS[follower.name])
+            free = self.dep.amount(BASE, self.dep.hub.functions.account(follower.address).call()[0])
+            pools = [self.follower_value(follower, m) for m in ("Ada", "Ben")]
+            wallet = self.wallet_value(follower)
+            total = free + sum(pools) + wallet
+            table.add_row(
+                follower.name, f"{deposited:,.2f}", f"{free:,.2f}",
+                f"{pools[0]:,.2f}", f"{pools[1]:,.2f}", f"{total:,.2f}",
+                f"{total - deposited:+,.2f}",
+            )
+        self.console.print()
+        self.console.print(table)
+        self.console.print("(Cleo's in-kind exit went to her wallet and counts in her total.)")
+
+    # --- tables
+
+    def books_table(self, title: str, r: p.TradeResult, token_in: str, token_out: str) -> Table:
+        table = Table(title=f"{title}  (gas {r.gas_used:,})")
+        table.add_column("Book")
+        table.add_column("Spent", justify="right")
+        table.add_column("Received", justify="right")
+        table.add_column("Effective price", justify="right")
+        rows = (("Master", r.master_in, r.master_out), ("Pool", r.pool_in, r.pool_out))
+        for book, spent, received in rows:
+            table.add_row(
+                book,
+                f"{self.fmt(token_in, spent)} {token_in}",
+                f"{self.fmt(token_out, received)} {token_out}",
+                self.price(token_in, token_out, spent, received),
+            )
+        if r.skipped:
+            table.caption = f"pool part skipped: {r.skipped}"
+        return table
+
+    def positions_table(self, master: str, symbol: str) -> Table:
+        vault = self.vaults[master]
+        table = Table(title=f"{symbol} as a share of each equity in {master}'s vault")
+        table.add_column("Holder")
+        table.add_column("Equity (USD)", justify="right")
+        table.add_column(f"{symbol} held", justify="right")
+        table.add_column(f"{symbol} share of equity", justify="right")
+        holders = [(f"{master} (master)", p.master_holdings(self.dep, vault))]
+        holders += [
+            (f.name, p.follower_holdings(self.dep, vault, f.address)) for f in self.cast.followers
+        ]
+        for name, holdings in holders:
+            equity = Decimal(sum(h.value for h in holdings)) / p.PRICE_UNIT
+            amount = sum(h.amount for h in holdings if h.symbol == symbol)
+            share = p.share_of_equity(holdings, symbol)
+            table.add_row(name, f"{equity:,.2f}", self.fmt(symbol, amount), f"{share:.4%}")
+        return table
+
+    # --- helpers
+
+    def master_balance(self, master: str, symbol: str) -> int:
+        return int(self.vaults[master].functions.books(self.dep.tokens[symbol].address).call()[0])
+
+    def follower_value(self, follower: Person, master: str) -> Decimal:
+        holdings = p.follower_holdings(self.dep, self.vaults[master], follower.address)
+        return Decimal(sum(h.value for h in holdings)) / p.PRICE_UNIT
+
+    def wallet_value(self, follower: Person) -> Decimal:
+        total = 0
+        for symbol, token in self.dep.tokens.items():
+            balance = token.functions.balanceOf(follower.address).call()
+            total += p.value_of(self.dep, symbol, balance)
+        return Decimal(total) / p.PRICE_UNIT
+
+    def fmt(self, symbol: str, units: int) -> str:
+        places = 2 if symbol == BASE else 6
+        return f"{self.dep.amount(symbol, units):,.{places}f}"
+
+    def price(self, token_in: str, token_out: str, spent: int, received: int) -> str:
+        """Price of the risk token in the other one, as the book paid or got it."""
+        if spent == 0 or received == 0:
+            return "-"
+        a_in, a_out = self.dep.amount(token_in, spent), self.dep.amount(token_out, received)
+        if token_in == BASE:
+            return f"{a_in / a_out:,.4f} {token_in}/{token_out}"
+        return f"{a_out / a_in:,.6f} {token_out}/{token_in}"
+
