@@ -353,6 +353,9 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     }
 
     function _credit(address token, uint256 masterAmount, uint256 poolAmount) private {
+        // A swap may pay nothing for dust (its oracle bound is then zero): crediting nothing must not
+        // track a token with empty books, or a later credit would track it twice and count it twice.
+        if (masterAmount == 0 && poolAmount == 0) return;
         Books memory b = _books[token];
         if (b.master == 0 && b.pool == 0 && token != address(BASE_ASSET)) _track(token);
         b.master = (b.master + masterAmount).toUint128();

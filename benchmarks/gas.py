@@ -1,0 +1,193 @@
+"""Gas benchmark: co-executed master trades against plain router swaps, on a fresh anvil.
+
+Prints every figure with its ratio to the baseline measured in the same run, checks the targets,
+and writes benchmarks/gas-snapshot.txt so a change in cost shows in review.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from web3.contract import Contract
+
+from tandem import protocol as p
+from tandem import uniswap
+from tandem.chain import connect, transact
+from tandem.node import LocalNode
+from tandem.protocol import BASE, Deployment
+
+SNAPSHOT = Path(__file__).with_name("gas-snapshot.txt")
+FOLLOWER_COUNTS = (0, 1, 100, 1000)
+POOL_EQUITY_USDC = 200_000  # the same pool size whatever the follower count
+MASTER_DEPOSIT_USDC = 100_000
+TRADE_USDC = 1_000
+COPIED_FOLLOWERS = 100  # the one-swap-per-follower alternative
+MAX_UINT = 2**256 - 1
+
+
+@dataclass
+class Figures:
+    rows: list[tuple[str, int]]
+
+    def add(self, name: str, gas: int) -> int:
+        self.rows.append((name, gas))
+        return gas
+
+    def get(self, name: str) -> int:
+        return dict(self.rows)[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--no-write", action="store_true", help="do not update the snapshot")
+    args = parser.parse_args(argv)
+    accounts_needed = 10 + sum(FOLLOWER_COUNTS) + COPIED_FOLLOWERS
+    with LocalNode(accounts=accounts_needed, startup_timeout=120) as node:
+        w3 = connect(node.rpc_url)
+        dep = p.deploy_local(w3, save=False)
+        figures = measure(dep, w3.eth.accounts)
+    ok = report(figures)
+    if not args.no_write:
+        SNAPSHOT.write_text("".join(f"{name} {gas}\n" for name, gas in figures.rows))
+        print(f"\nwrote {SNAPSHOT.name}")
+    return 0 if ok else 1
+
+
+def measure(dep: Deployment, accounts: list[str]) -> Figures:
+    figures = Figures([])
+    usdc = dep.units(BASE, TRADE_USDC)
+    trader = accounts[1]
+    routes = {
+        "v2": (dep.v2_route("USDC", "WETH"), dep.v2_route("WETH", "USDC")),
+        "v3": (dep.v3_route("USDC", "WETH"), dep.v3_route("WETH", "USDC")),
+    }
+
+    # Baseline: the same swaps from an account with warm balances and standing approvals.
+    p.fund(dep, trader, BASE, usdc * 10)
+    p.fund(dep, trader, "WETH", 10**18)
+    for router in (dep.uniswap.v2.router, dep.uniswap.v3.router):
+        transact(dep.base.functions.approve(router.address, MAX_UINT), trader)
+    plain = {
+        "v2": lambda: swap_v2_gas(dep, trader, usdc),
+        "v3": lambda: swap_v3_gas(dep, trader, usdc),
+    }
+    for venue, swap in plain.items():
+        swap()  # warm-up: first swap creates the account's output balance
+        figures.add(f"plain_router_swap_{venue}", swap())
+
+    next_account = 10
+    for count in FOLLOWER_COUNTS:
+        master = accounts[2 + FOLLOWER_COUNTS.index(count)]
+        vault = p.create_master(dep, master, dep.units(BASE, MASTER_DEPOSIT_USDC))
+        followers = accounts[next_account : next_account + count]
+        next_account += count
+        each = dep.units(BASE, POOL_EQUITY_USDC) // max(count, 1)
+        for follower in followers:
+            receipt_d = p.deposit(dep, follower, each * 4)
+            receipt_a = p.allocate(dep, follower, vault, each)
+        if count == 100:
+            figures.add("follower_deposit", receipt_d["gasUsed"])
+            figures.add("follower_allocate", receipt_a["gasUsed"])
+        # Warm-up buy: the vault's first position in WETH creates its book slots.
+        first = p.trade(dep, vault, master, "USDC", "WETH", usdc, routes["v2"][0])
+        if count == 1:
+            figures.add("vault_trade_first_buy_of_token_v2_pool_1", first.gas_used)
+        for venue, (buy, sell) in routes.items():
+            gas = p.trade(dep, vault, master, "USDC", "WETH", usdc, buy).gas_used
+            figures.add(f"vault_trade_buy_{venue}_pool_{count}", gas)
+            weth = vault.functions.books(dep.tokens["WETH"].address).call()[0] // 4
+            gas = p.trade(dep, vault, master, "WETH", "USDC", weth, sell).gas_used
+            figures.add(f"vault_trade_sell_{venue}_pool_{count}", gas)
+        if count == 100:
+            measure_exits(dep, vault, followers, figures)
+
+    # The alternative Tandem replaces: each follower copies with a swap of their own.
+    copiers = accounts[next_account : next_account + COPIED_FOLLOWERS]
+    share = usdc * POOL_EQUITY_USDC // MASTER_DEPOSIT_USDC // COPIED_FOLLOWERS
+    total = 0
+    for copier in copiers:
+        p.fund(dep, copier, BASE, share * 2)
+        transact(dep.base.functions.approve(dep.uniswap.v2.router.address, MAX_UINT), copier)
+        swap_v2_gas(dep, copier, share)  # the first swap creates the WETH balance: not counted
+        total += swap_v2_gas(dep, copier, share)
+    figures.add(f"copy_one_swap_per_follower_v2_{COPIED_FOLLOWERS}", total)
+    return figures
+
+
+def measure_exits(
+    dep: Deployment, vault: Contract, followers: list[str], figures: Figures
+) -> None:
+    """Exits from a vault holding USDC and WETH in the pool."""
+    in_kind = p.exit_in_kind(vault, followers[0], vault.functions.sharesOf(followers[0]).call())
+    figures.add("follower_exit_in_kind", in_kind["gasUsed"])
+    shares = vault.functions.sharesOf(followers[1]).call()
+    to_base = p.exit_to_base(dep, vault, followers[1], shares, {"WETH": dep.v2_route("WETH", "USDC")})
+    figures.add("follower_exit_to_base_v2", to_base["gasUsed"])
+
+
+def swap_v2_gas(dep: Deployment, sender: str, amount: int) -> int:
+    path = [dep.tokens["USDC"].address, dep.tokens["WETH"].address]
+    call = dep.uniswap.v2.router.functions.swapExactTokensForTokens(
+        amount, 0, path, sender, uniswap.NO_DEADLINE
+    )
+    return int(transact(call, sender)["gasUsed"])
+
+
+def swap_v3_gas(dep: Deployment, sender: str, amount: int) -> int:
+    params = (
+        dep.tokens["USDC"].address,
+        dep.tokens["WETH"].address,
+        p.V3_FEE,
+        sender,
+        uniswap.NO_DEADLINE,
+        amount,
+        0,
+        0,
+    )
+    return int(transact(dep.uniswap.v3.router.functions.exactInputSingle(params), sender)["gasUsed"])
+
+
+def report(f: Figures) -> bool:
+    """Print every figure and the targets; True when all targets hold."""
+    width = max(len(name) for name, _ in f.rows)
+    print(f"{'measurement':<{width}}  {'gas':>10}  ratio to plain swap on the same venue")
+    for name, gas in f.rows:
+        venue = "v3" if "_v3" in name else "v2"
+        ratio = gas / f.get(f"plain_router_swap_{venue}")
+        print(f"{name:<{width}}  {gas:>10,}  {ratio:6.2f}x")
+
+    checks: list[tuple[str, Callable[[], tuple[float, bool]]]] = []
+    for venue in ("v2", "v3"):
+        for side in ("buy", "sell"):
+            one, many = (f.get(f"vault_trade_{side}_{venue}_pool_{n}") for n in (1, 1000))
+            drift = abs(many - one) / one
+            checks.append((f"{side} {venue}: 1 vs 1,000 followers differ by {drift:.3%} (<= 1%)",
+                           lambda d=drift: (d, d <= 0.01)))
+            worst = max(f.get(f"vault_trade_{side}_{venue}_pool_{n}") for n in FOLLOWER_COUNTS)
+            ratio = worst / f.get(f"plain_router_swap_{venue}")
+            checks.append((f"{side} {venue}: co-executed trade is {ratio:.2f}x a plain swap (<= 2.0x)",
+                           lambda r=ratio: (r, r <= 2.0)))
+    copy = f.get(f"copy_one_swap_per_follower_v2_{COPIED_FOLLOWERS}")
+    tandem = f.get(f"vault_trade_buy_v2_pool_{COPIED_FOLLOWERS}")
+    saving = copy / tandem
+    checks.append((f"{COPIED_FOLLOWERS} followers: one swap each costs {saving:.1f}x a co-executed "
+                   "trade (>= 50x)", lambda s=saving: (s, s >= 50)))
+
+    print("\ntargets")
+    ok = True
+    for text, check in checks:
+        _, passed = check()
+        ok &= passed
+        print(f"  [{'ok' if passed else 'MISSED'}] {text}")
+    return ok
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+

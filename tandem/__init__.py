@@ -1,0 +1,13 @@
+"""Tandem: Python tooling for the on-chain copy-trading protocol.
+
+Settings, compiler, artifacts, a local anvil node, the chain client and Uniswap helpers.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("tandem-protocol")
+except PackageNotFoundError:  # running from a checkout that was never installed
+    __version__ = "0.0.0"
+
+__all__ = ["__version__"]

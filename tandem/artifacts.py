@@ -1,0 +1,180 @@
+"""Contract ABIs and bytecode, and the per-chain address book of deployments.
+
+The one module that knows where artifacts live: compiled project contracts in build/contracts,
+the real Uniswap V2/V3 builds shipped in node_modules, and deployments/<chain_id>.json.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tandem.config import ProjectPaths, Settings, load_settings
+from tandem.errors import ArtifactError, DeploymentError
+
+# Uniswap's own published builds (not recompiled: the V2 router hard-codes the pair init-code
+# hash of exactly this factory build, and V3 was built with solc 0.7.6).
+UNISWAP_ARTIFACTS: dict[str, str] = {
+    "WETH9": "@uniswap/v2-periphery/build/WETH9.json",
+    "UniswapV2Factory": "@uniswap/v2-core/build/UniswapV2Factory.json",
+    "UniswapV2Pair": "@uniswap/v2-core/build/UniswapV2Pair.json",
+    "UniswapV2Router02": "@uniswap/v2-periphery/build/UniswapV2Router02.json",
+    "UniswapV3Factory": (
+        "@uniswap/v3-core/artifacts/contracts/UniswapV3Factory.sol/UniswapV3Factory.json"
+    ),
+    "UniswapV3Pool": "@uniswap/v3-core/artifacts/contracts/UniswapV3Pool.sol/UniswapV3Pool.json",
+    "SwapRouter": "@uniswap/v3-periphery/artifacts/contracts/SwapRouter.sol/SwapRouter.json",
+    "NonfungiblePositionManager": (
+        "@uniswap/v3-periphery/artifacts/contracts/NonfungiblePositionManager.sol/"
+        "NonfungiblePositionManager.json"
+    ),
+    "QuoterV2": "@uniswap/v3-periphery/artifacts/contracts/lens/QuoterV2.sol/QuoterV2.json",
+    # A plain ERC20 interface, handy for approving and reading any token.
+    "IERC20": "@uniswap/v2-core/build/IERC20.json",
+}
+
+NPM_INSTALL_HINT = "run `npm install` in the project root"
+COMPILE_HINT = "run `tandem compile`"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A contract's interface and code; ``bytecode`` is 0x-prefixed, ``0x`` for interfaces."""
+
+    name: str
+    abi: list[dict[str, Any]]
+    bytecode: str
+    deployed_bytecode: str = "0x"
+    source_name: str | None = None
+    compiler: str | None = None
+    method_identifiers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def deployable(self) -> bool:
+        return len(self.bytecode) > 2
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "contractName": self.name,
+            "sourceName": self.source_name,
+            "compiler": self.compiler,
+            "abi": self.abi,
+            "bytecode": self.bytecode,
+            "deployedBytecode": self.deployed_bytecode,
+            "methodIdentifiers": self.method_identifiers,
+        }
+
+    @classmethod
+    def from_json(cls, name: str, data: Mapping[str, Any]) -> Artifact:
+        """Accepts the project's format, Hardhat's, and Uniswap V2's (waffle) build format."""
+        return cls(
+            name=data.get("contractName") or name,
+            abi=list(data["abi"]),
+            bytecode=_hex(data.get("bytecode")),
+            deployed_bytecode=_hex(data.get("deployedBytecode")),
+            source_name=data.get("sourceName"),
+            compiler=data.get("compiler"),
+            method_identifiers=dict(data.get("methodIdentifiers") or {}),
+        )
+
+
+def _hex(value: Any) -> str:
+    """Normalise bytecode to a 0x-prefixed string (waffle builds omit the prefix)."""
+    if isinstance(value, Mapping):  # some tools nest it as {"object": "..."}
+        value = value.get("object")
+    text = str(value or "")
+    return text if text.startswith("0x") else "0x" + text
+
+
+def _paths(settings: Settings | None) -> ProjectPaths:
+    return (settings or load_settings()).paths
+
+
+def _read_json(path: Path, missing: str, hint: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(missing, hint) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"cannot read {path}: {exc}", hint) from exc
+
+
+def load(name: str, settings: Settings | None = None) -> Artifact:
+    """A compiled project contract (or a library contract it imports) by contract name."""
+    paths = _paths(settings)
+    path = paths.artifact(name)
+    data = _read_json(
+        path, f"no compiled contract named {name!r} in {paths.artifacts_dir}", COMPILE_HINT
+    )
+    return Artifact.from_json(name, data)
+
+
+def project_artifacts(settings: Settings | None = None) -> list[Artifact]:
+    """Every compiled artifact in build/contracts (empty when nothing was compiled yet)."""
+    return artifacts_in(_paths(settings).artifacts_dir)
+
+
+def artifacts_in(directory: Path) -> list[Artifact]:
+    """Every artifact file in ``directory``."""
+    if not directory.is_dir():
+        return []
+    return [
+        Artifact.from_json(path.stem, _read_json(path, f"{path} vanished", COMPILE_HINT))
+        for path in sorted(directory.glob("*.json"))
+    ]
+
+
+def write(artifact: Artifact, settings: Settings | None = None) -> Path:
+    path = _paths(settings).artifact(artifact.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(artifact.to_json(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def uniswap(name: str, settings: Settings | None = None) -> Artifact:
+    """A real Uniswap artifact from node_modules, by contract name (see UNISWAP_ARTIFACTS)."""
+    if name not in UNISWAP_ARTIFACTS:
+        known = ", ".join(sorted(UNISWAP_ARTIFACTS))
+        raise ArtifactError(f"unknown Uniswap artifact {name!r}", f"choose one of {known}")
+    path = _paths(settings).node_modules / UNISWAP_ARTIFACTS[name]
+    data = _read_json(path, f"Uniswap artifact {name} not found at {path}", NPM_INSTALL_HINT)
+    return Artifact.from_json(name, data)
+
+
+# --- deployments: deployments/<chain_id>.json = {"chainId": 31337, "contracts": {name: address}}
+
+
+def load_deployment(chain_id: int, settings: Settings | None = None) -> dict[str, str]:
+    """Contract name -> address recorded for ``chain_id``."""
+    path = _paths(settings).deployment(chain_id)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DeploymentError(
+            f"nothing is deployed on chain {chain_id} (no {path})", "run `tandem deploy`"
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DeploymentError(f"cannot read {path}: {exc}", "delete it and redeploy") from exc
+    return dict(data.get("contracts", {}))
+
+
+def save_deployment(
+    chain_id: int,
+    contracts: Mapping[str, str],
+    settings: Settings | None = None,
+    *,
+    merge: bool = True,
+) -> Path:
+    """Record addresses for ``chain_id``; with ``merge`` keep entries not named in ``contracts``."""
+    path = _paths(settings).deployment(chain_id)
+    book: dict[str, str] = {}
+    if merge and path.is_file():
+        book = load_deployment(chain_id, settings)
+    book.update(contracts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"chainId": chain_id, "contracts": dict(sorted(book.items()))}
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,289 @@
+"""The chain client: connect web3 to the configured node, deploy contracts, send transactions.
+
+Reverts are turned into RevertError with the custom error decoded from the project's ABIs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, cast
+
+import requests
+from eth_abi.abi import decode as abi_decode
+from eth_typing import ABIError, ChecksumAddress
+from eth_utils.abi import abi_to_signature, get_abi_input_names, get_abi_input_types
+from eth_utils.address import to_checksum_address as checksum
+from eth_utils.crypto import keccak
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractConstructor, ContractFunction
+from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
+from web3.providers import HTTPProvider
+from web3.types import TxParams, TxReceipt, Wei
+
+from tandem import artifacts
+from tandem.artifacts import Artifact
+from tandem.config import Settings, load_settings
+from tandem.errors import DeploymentError, NodeError, RevertError, TandemError
+
+ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
+PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
+PANIC_CODES = {
+    0x01: "assertion failed",
+    0x11: "arithmetic overflow or underflow",
+    0x12: "division or modulo by zero",
+    0x21: "invalid enum value",
+    0x22: "bad storage byte array encoding",
+    0x31: "pop() on an empty array",
+    0x32: "array index out of bounds",
+    0x41: "out of memory",
+    0x51: "call to an uninitialised function pointer",
+}
+RECEIPT_TIMEOUT = 120.0
+
+# What a dead or wrong RPC endpoint raises somewhere between requests and web3.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    requests.RequestException,
+    OSError,
+    ValueError,
+    Web3Exception,
+)
+
+
+# --- connection
+
+
+def connect(
+    rpc_url: str | None = None,
+    *,
+    chain_id: int | None = None,
+    settings: Settings | None = None,
+) -> Web3:
+    """A web3 client for the node at ``rpc_url`` (default: settings), checked to be alive.
+
+    The expected ``chain_id`` (argument, else settings) is verified when given. If the node has
+    unlocked accounts (anvil), the first one becomes the default sender.
+    """
+    settings = settings or load_settings()
+    url = rpc_url or settings.rpc_url
+    # No automatic retries: a local node either answers now or is not running, and retrying
+    # with back-off only delays the error.
+    provider = HTTPProvider(
+        url, request_kwargs={"timeout": settings.rpc_timeout}, exception_retry_configuration=None
+    )
+    w3 = Web3(provider)
+    try:
+        actual = w3.eth.chain_id
+        unlocked = w3.eth.accounts
+    except CONNECTION_ERRORS as exc:
+        raise NodeError(
+            f"no node answers at {url}",
+            "start one with `tandem node`, or set TANDEM_RPC_URL / --rpc-url to a running node",
+        ) from exc
+    expected = chain_id if chain_id is not None else settings.chain_id
+    if expected is not None and actual != expected:
+        raise NodeError(
+            f"the node at {url} runs chain {actual}, but chain {expected} is expected",
+            "point the RPC URL at the right node or change the configured chain_id",
+        )
+    if unlocked:
+        w3.eth.default_account = unlocked[0]
+    return w3
+
+
+def contract_at(
+    w3: Web3, artifact: Artifact | str, address: str, settings: Settings | None = None
+) -> Contract:
+    """A deployed contract, verified to have code (a restarted anvil forgets everything)."""
+    art = _artifact(artifact, settings)
+    target = checksum(address)
+    if len(w3.eth.get_code(target)) == 0:
+        raise DeploymentError(
+            f"no contract code at {target} for {art.name} on chain {w3.eth.chain_id}",
+            "the node was probably restarted since deploying: run `tandem deploy` again",
+        )
+    return w3.eth.contract(address=target, abi=art.abi)
+
+
+# --- sending
+
+
+def deploy(
+    w3: Web3,
+    artifact: Artifact | str,
+    *args: Any,
+    sender: str | None = None,
+    value: int = 0,
+    settings: Settings | None = None,
+) -> tuple[Contract, TxReceipt]:
+    """Deploy ``artifact`` (or a compiled project contract by name) with constructor ``args``."""
+    art = _artifact(artifact, settings)
+    if not art.deployable:
+        raise DeploymentError(
+            f"{art.name} has no bytecode to deploy", "is it an interface or an abstract contract?"
+        )
+    factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+    receipt = transact(
+        factory.constructor(*args),
+        sender,
+        value=value,
+        settings=settings,
+        label=f"deploying {art.name}",
+    )
+    address = receipt["contractAddress"]
+    if address is None:
+        raise DeploymentError(f"deploying {art.name} created no contract")
+    return w3.eth.contract(address=address, abi=art.abi), receipt
+
+
+def transact(
+    fn: ContractFunction | ContractConstructor,
+    sender: str | None = None,
+    *,
+    value: int = 0,
+    gas: int | None = None,
+    settings: Settings | None = None,
+    label: str | None = None,
+) -> TxReceipt:
+    """Send ``fn`` from an unlocked node account and wait for it to be mined.
+
+    ``sender`` defaults to ``w3.eth.default_account``. A revert, whether found while estimating
+    gas or in the mined receipt, raises RevertError naming the decoded error.
+    """
+    w3 = fn.w3
+    label = label or _describe(fn)
+    tx: TxParams = {"from": resolve_sender(w3, sender)}
+    if value:
+        tx["value"] = Wei(value)
+    if gas is not None:
+        tx["gas"] = gas
+    try:
+        tx_hash = fn.transact(tx)
+    except ContractLogicError as exc:
+        raise _revert(label, exc, settings) from exc
+    except Web3RPCError as exc:
+        raise TandemError(f"the node rejected {label}: {_rpc_message(exc)}") from exc
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
+    if receipt["status"] != 1:
+        raise _replayed_revert(w3, label, tx_hash, receipt, settings)
+    return receipt
+
+
+def _artifact(artifact: Artifact | str, settings: Settings | None) -> Artifact:
+    return artifacts.load(artifact, settings) if isinstance(artifact, str) else artifact
+
+
+def resolve_sender(w3: Web3, sender: str | None) -> ChecksumAddress:
+    """``sender``, else the client's default account (the node's first unlocked account)."""
+    chosen = sender or w3.eth.default_account
+    if not isinstance(chosen, str) or not chosen:
+        raise TandemError(
+            "no sender account",
+            "pass sender= or connect to a node with unlocked accounts such as anvil",
+        )
+    return checksum(chosen)
+
+
+def _describe(fn: ContractFunction | ContractConstructor) -> str:
+    if isinstance(fn, ContractFunction):
+        return f"{fn.fn_name}() on {fn.address}"
+    return "contract creation"
+
+
+def _rpc_message(exc: Web3RPCError) -> str:
+    message = exc.rpc_response.get("error", {}).get("message") if exc.rpc_response else None
+    return str(message or exc.message or exc)
+
+
+def _revert(label: str, exc: ContractLogicError, settings: Settings | None) -> RevertError:
+    data = exc.data if isinstance(exc.data, str) else None
+    reason = decode_revert(data, settings) if data else (exc.message or "no reason given")
+    return RevertError(f"{label} reverted with {reason}", reason)
+
+
+def _replayed_revert(
+    w3: Web3, label: str, tx_hash: HexBytes, receipt: TxReceipt, settings: Settings | None
+) -> RevertError:
+    """Re-run a mined, failed transaction as a call on the state before it to get the reason."""
+    sent = w3.eth.get_transaction(tx_hash)
+    call: TxParams = {
+        "from": sent["from"],
+        "data": sent["input"],
+        "value": sent["value"],
+        "gas": sent["gas"],
+    }
+    if sent.get("to"):
+        call["to"] = sent["to"]
+    try:
+        w3.eth.call(call, block_identifier=receipt["blockNumber"] - 1)
+    except ContractLogicError as exc:
+        return _revert(label, exc, settings)
+    except CONNECTION_ERRORS:
+        pass
+    reason = "an unknown reason (out of gas?)"
+    return RevertError(f"{label} failed in block {receipt['blockNumber']} with {reason}", reason)
+
+
+# --- revert decoding
+
+
+def decode_revert(data: str | bytes | None, settings: Settings | None = None) -> str:
+    """Readable revert: ``Error("...")``, ``Panic(0x11: ...)`` or ``Name(arg=value, ...)``.
+
+    Custom errors are matched by selector against every ABI under build/contracts.
+    """
+    raw = bytes(HexBytes(data or b""))
+    if len(raw) < 4:
+        return "no reason (empty revert data)"
+    selector, payload = raw[:4], raw[4:]
+    if selector == ERROR_STRING_SELECTOR:
+        return f"Error({abi_decode(['string'], payload)[0]!r})"
+    if selector == PANIC_SELECTOR:
+        code = int(abi_decode(["uint256"], payload)[0])
+        return f"Panic(0x{code:02x}: {PANIC_CODES.get(code, 'unknown panic code')})"
+    entry = _error_index_for(settings).get(selector)
+    if entry is None:
+        return f"unknown custom error 0x{selector.hex()} (no ABI under build/contracts has it)"
+    try:
+        values = abi_decode(get_abi_input_types(entry), payload)
+    except Exception:  # malformed payload: still name the error
+        return f"{entry['name']}(<undecodable arguments 0x{payload.hex()}>)"
+    names = get_abi_input_names(entry)
+    args = ", ".join(
+        f"{name}={_show(value)}" if name else _show(value)
+        for name, value in zip(names, values, strict=True)
+    )
+    return f"{entry['name']}({args})"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
+        return checksum(value)
+    if isinstance(value, list | tuple):
+        inner = ", ".join(_show(item) for item in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _error_index_for(settings: Settings | None) -> dict[bytes, ABIError]:
+    paths = (settings or load_settings()).paths
+    stamp = paths.compile_stamp
+    # The stamp's mtime changes whenever a compile rewrites the artifacts.
+    return _error_index(str(paths.artifacts_dir), stamp.stat().st_mtime if stamp.exists() else 0)
+
+
+@functools.lru_cache(maxsize=8)
+def _error_index(artifacts_dir: str, stamp_mtime: float) -> dict[bytes, ABIError]:
+    found = artifacts.artifacts_in(Path(artifacts_dir))
+    return error_selectors(entry for art in found for entry in art.abi)
+
+
+def error_selectors(abi: Iterable[dict[str, Any]]) -> dict[bytes, ABIError]:
+    """4-byte selector -> error ABI entry, for every ``error`` in ``abi``."""
+    errors = [cast(ABIError, entry) for entry in abi if entry.get("type") == "error"]
+    return {keccak(text=abi_to_signature(entry))[:4]: entry for entry in errors}

@@ -1,0 +1,214 @@
+"""The `tandem` command line: run a local chain, compile the contracts, inspect a node.
+
+Every expected failure ends as one `error: ...` line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import requests
+from rich.console import Console
+from rich.table import Table
+from web3.exceptions import Web3Exception
+
+from tandem import __version__, artifacts, chain
+from tandem.compiler import compile_project, prepare_ape
+from tandem.config import Settings, load_settings
+from tandem.errors import DeploymentError, NodeError, TandemError
+from tandem.node import LocalNode
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+# soft_wrap: never break addresses or paths across lines, whatever the terminal width.
+out = Console(highlight=False, soft_wrap=True)
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One ``add_argument`` call, kept until the subcommand's parser exists."""
+
+    flags: tuple[str, ...]
+    options: dict[str, Any]
+
+
+def arg(*flags: str, **options: Any) -> Arg:
+    return Arg(flags, options)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    args: tuple[Arg, ...]
+    handler: Handler
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, *args: Arg) -> Callable[[Handler], Handler]:
+    """Register ``handler(args, settings) -> exit status`` as ``tandem <name>``."""
+
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = Command(name, help, args, handler)
+        return handler
+
+    return register
+
+
+# --- commands
+
+
+@command(
+    "node",
+    "run a local anvil chain in the foreground until Ctrl-C",
+    arg("--port", type=int, help="port to listen on (default: settings anvil_port, 8545)"),
+    arg("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)"),
+    arg("--accounts", type=int, default=10, help="funded accounts (default: %(default)s)"),
+    arg("--balance", type=int, default=10_000, help="ether per account (default: %(default)s)"),
+    arg("--block-time", type=float, help="mine every N seconds instead of on each transaction"),
+    arg("--chain-id", type=int, help="chain id (default: anvil's 31337)"),
+    arg("--logs", action="store_true", help="show anvil's own log output"),
+)
+def node_command(args: argparse.Namespace, settings: Settings) -> int:
+    node = LocalNode(
+        port=args.port or settings.anvil_port,
+        host=args.host,
+        accounts=args.accounts,
+        balance_eth=args.balance,
+        block_time=args.block_time,
+        chain_id=args.chain_id,
+        inherit_output=args.logs,
+        settings=settings,
+    )
+    # `kill <pid>` should stop anvil too, just like Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with node:
+            _show_node(node, settings)
+            out.print("Press Ctrl-C to stop.")
+            code = node.wait()
+    except KeyboardInterrupt:  # the normal way to stop the node
+        out.print("Node stopped.")
+        return 0
+    raise NodeError(f"anvil stopped unexpectedly with exit code {code}")
+
+
+def _show_node(node: LocalNode, settings: Settings) -> None:
+    w3 = chain.connect(node.rpc_url, settings=settings)
+    out.print(f"[bold]RPC URL[/bold]  {node.rpc_url}")
+    out.print(f"[bold]Chain id[/bold] {w3.eth.chain_id}")
+    table = Table("#", "funded account", "balance (ETH)", box=None)
+    for index, account in enumerate(w3.eth.accounts):
+        balance = w3.from_wei(w3.eth.get_balance(account), "ether")
+        table.add_row(str(index), account, f"{balance:,}")
+    out.print(table)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@command(
+    "compile",
+    "compile contracts/ into build/contracts (skipped when nothing changed)",
+    arg("--force", action="store_true", help="compile even if the sources are unchanged"),
+)
+def compile_command(args: argparse.Namespace, settings: Settings) -> int:
+    result = compile_project(settings, force=args.force)
+    prepare_ape(settings)  # keeps `ape compile` working from the same checkout
+    where = settings.paths.artifacts_dir
+    if result.cached:
+        out.print(
+            f"Up to date: {len(result.contracts)} contracts in {where} ({result.compiler_version})"
+        )
+        return 0
+    for warning in result.warnings:
+        out.print(f"[yellow]warning:[/yellow] {warning}")
+    out.print(
+        f"Compiled {len(result.contracts)} contracts into {where} ({result.compiler_version})"
+    )
+    return 0
+
+
+@command("status", "check that the configured node answers and show what is deployed on it")
+def status_command(args: argparse.Namespace, settings: Settings) -> int:
+    w3 = chain.connect(settings=settings)
+    chain_id = w3.eth.chain_id
+    out.print(f"Node     {settings.rpc_url}")
+    unlocked = len(w3.eth.accounts)
+    out.print(f"Chain id {chain_id}, block {w3.eth.block_number}, {unlocked} unlocked accounts")
+    try:
+        book = artifacts.load_deployment(chain_id, settings)
+    except DeploymentError as exc:
+        out.print(f"Deployments: none ({exc.hint})")
+        return 0
+    table = Table("contract", "address", "code", box=None)
+    for name, address in book.items():
+        has_code = len(w3.eth.get_code(w3.to_checksum_address(address))) > 0
+        table.add_row(name, address, "yes" if has_code else "[red]missing[/red]")
+    out.print(table)
+    return 0
+
+
+@command("deploy", "deploy the protocol to the configured node")
+def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
+    raise TandemError("`tandem deploy` is not implemented yet")
+
+
+@command("demo", "run the copy-trading demo on the configured node")
+def demo_command(args: argparse.Namespace, settings: Settings) -> int:
+    raise TandemError("`tandem demo` is not implemented yet")
+
+
+# --- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tandem", description="Tandem protocol tooling.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--rpc-url", help="node to talk to (default: TANDEM_RPC_URL or settings)")
+    parser.add_argument("--config", help="settings file (default: TANDEM_CONFIG or ./tandem.toml)")
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS.values():
+        sub = subcommands.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        for option in cmd.args:
+            sub.add_argument(*option.flags, **option.options)
+        sub.set_defaults(handler=cmd.handler)
+    return parser
+
+
+def _error(message: str, details: str | None = None) -> None:
+    if details:
+        print(details, file=sys.stderr)
+    print(f"error: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (0 ok, 1 failure, 2 usage, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config, rpc_url=args.rpc_url)
+        return int(args.handler(args, settings))
+    except TandemError as exc:
+        # Compiler diagnostics and node logs come first, so the error line stays the last one.
+        _error(str(exc), exc.details)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except requests.RequestException as exc:
+        _error(f"lost contact with the node: {exc}: is `tandem node` still running?")
+    except Web3Exception as exc:
+        _error(f"the node rejected a request: {exc}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

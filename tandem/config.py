@@ -1,0 +1,197 @@
+"""Tandem settings and project paths.
+
+One settings object, read from an optional TOML file and TANDEM_* environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tandem.errors import ConfigError
+
+CONFIG_ENV_VAR = "TANDEM_CONFIG"
+DEFAULT_CONFIG_FILE = "tandem.toml"
+
+# The TOML source is chosen per load_settings() call; settings classes cannot take extra
+# constructor arguments for their sources, so the chosen file travels in a context variable.
+_config_file: ContextVar[Path | None] = ContextVar("tandem_config_file", default=None)
+
+
+def _package_root() -> Path | None:
+    """The repository root when the package runs from a checkout (editable install)."""
+    candidate = Path(__file__).resolve().parent.parent
+    if (candidate / "package.json").is_file() or (candidate / "pyproject.toml").is_file():
+        return candidate
+    return None
+
+
+def default_project_root() -> Path:
+    """The checkout holding this package, else the nearest parent of cwd with package.json."""
+    if (root := _package_root()) is not None:
+        return root
+    cwd = Path.cwd().resolve()
+    for directory in (cwd, *cwd.parents):
+        if (directory / "package.json").is_file():
+            return directory
+    return cwd
+
+
+def config_file_path(explicit: Path | str | None = None) -> Path | None:
+    """The TOML file to read: explicit path, else $TANDEM_CONFIG, else ./tandem.toml if present."""
+    if explicit is not None or (explicit := os.environ.get(CONFIG_ENV_VAR)):
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"config file {path} does not exist",
+                f"create it or unset {CONFIG_ENV_VAR}",
+            )
+        return path
+    local = Path.cwd() / DEFAULT_CONFIG_FILE
+    return local if local.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Where the chain is and where the project keeps its files.
+
+    Priority: constructor arguments, then TANDEM_* environment variables, then the TOML file,
+    then defaults. Relative directories are taken relative to ``project_root``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TANDEM_", extra="forbid")
+
+    rpc_url: str = "http://127.0.0.1:8545"
+    chain_id: int | None = Field(default=None, description="expected chain id, checked on connect")
+    project_root: Path = Field(default_factory=default_project_root)
+    build_dir: Path | None = None
+    deployments_dir: Path | None = None
+    anvil_port: int = Field(default=8545, ge=1, le=65535)
+    rpc_timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _check_rpc_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_dirs(self) -> Settings:
+        self.project_root = self.project_root.expanduser().resolve()
+        self.build_dir = self._under_root(self.build_dir, "build")
+        self.deployments_dir = self._under_root(self.deployments_dir, "deployments")
+        return self
+
+    def _under_root(self, value: Path | None, default: str) -> Path:
+        path = self.project_root / default if value is None else value.expanduser()
+        return path if path.is_absolute() else self.project_root / path
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if (toml_file := _config_file.get()) is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def paths(self) -> ProjectPaths:
+        assert self.build_dir is not None and self.deployments_dir is not None
+        return ProjectPaths(self.project_root, self.build_dir, self.deployments_dir)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read the settings; ``overrides`` (e.g. from command-line flags) beat every other source.
+
+    Overrides whose value is None are ignored, so unset flags can be passed straight through.
+    """
+    path = config_file_path(config_file)
+    token = _config_file.set(path)
+    try:
+        return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        source = f" (read from {path} and TANDEM_* variables)" if path else ""
+        raise ConfigError(f"invalid settings{source}: {problems}") from exc
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    finally:
+        _config_file.reset(token)
+
+
+def _platform_package(tool: str) -> str:
+    """npm's platform package for a Foundry tool, e.g. ``@foundry-rs/anvil-linux-amd64``."""
+    system = {"Linux": "linux", "Darwin": "darwin", "Windows": "win32"}.get(platform.system(), "")
+    arch = {"x86_64": "amd64", "AMD64": "amd64", "arm64": "arm64", "aarch64": "arm64"}.get(
+        platform.machine(), ""
+    )
+    return f"@foundry-rs/{tool}-{system}-{arch}"
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    """Every file location the tooling uses, derived from the settings."""
+
+    root: Path
+    build_dir: Path
+    deployments_dir: Path
+
+    @property
+    def contracts_dir(self) -> Path:
+        return self.root / "contracts"
+
+    @property
+    def node_modules(self) -> Path:
+        return self.root / "node_modules"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Compiled project contracts, one ``<Name>.json`` each."""
+        return self.build_dir / "contracts"
+
+    @property
+    def compile_stamp(self) -> Path:
+        """Digest of the last successful compile's inputs, to skip unchanged rebuilds."""
+        return self.build_dir / "compile-stamp.json"
+
+    @property
+    def solc(self) -> Path:
+        """The project's solc (solc-js from npm behind the native command line)."""
+        return self.root / "bin" / "solc"
+
+    def artifact(self, name: str) -> Path:
+        return self.artifacts_dir / f"{name}.json"
+
+    def deployment(self, chain_id: int) -> Path:
+        return self.deployments_dir / f"{chain_id}.json"
+
+    def foundry_binary(self, tool: str) -> Path:
+        """The native anvil/forge binary from npm.
+
+        The native binary is preferred over ``node_modules/.bin/<tool>`` (a Node launcher) so that
+        stopping the process stops the tool itself rather than a wrapper around it.
+        """
+        name = f"{tool}.exe" if platform.system() == "Windows" else tool
+        native = self.node_modules / _platform_package(tool) / "bin" / name
+        return native if native.is_file() else self.node_modules / ".bin" / tool

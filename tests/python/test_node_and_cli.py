@@ -1,0 +1,130 @@
+"""LocalNode lifecycle and the command line's behaviour against live and dead nodes.
+
+The command line runs as a real subprocess, as a user would run it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tandem import artifacts, cli
+from tandem.config import Settings
+from tandem.errors import NodeError
+from tandem.node import LocalNode, free_port, port_in_use, rpc_request
+
+TANDEM = [sys.executable, "-m", "tandem.cli"]
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TANDEM, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` neither runs nor lingers as a zombie."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+def test_local_node_starts_answers_and_stops(settings: Settings) -> None:
+    node = LocalNode(settings=settings, chain_id=4242)
+    with node:
+        pid = node.pid
+        assert pid is not None and node.running
+        assert int(rpc_request(node.rpc_url, "eth_chainId"), 16) == 4242
+    assert not node.running
+    assert process_gone(pid)
+    assert not port_in_use(node.port)
+
+
+def test_port_in_use_is_a_clear_error(settings: Settings) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(NodeError, match=f"port {port} .* already in use"):
+            LocalNode(port=port, settings=settings).start()
+
+
+def test_anvil_failure_shows_its_output(settings: Settings) -> None:
+    node = LocalNode(settings=settings, extra_args=["--no-such-flag"])
+    with pytest.raises(NodeError, match="anvil exited") as caught:
+        node.start()
+    assert caught.value.details and "--no-such-flag" in caught.value.details
+    assert not node.running
+
+
+def test_cli_against_dead_rpc_prints_one_error_line() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run_cli("--rpc-url", url, "status")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: no node answers at {url}")
+    assert "tandem node" in lines[0]
+
+
+def test_cli_rejects_a_malformed_rpc_url() -> None:
+    result = run_cli("--rpc-url", "localhost:8545", "status")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid settings: rpc_url: Value error, must start with http:// or https://"
+    ]
+
+
+def test_cli_status_against_a_live_node(node: LocalNode) -> None:
+    result = run_cli("--rpc-url", node.rpc_url, "status")
+    assert result.returncode == 0, result.stderr
+    assert "Chain id 31337" in result.stdout
+
+
+def test_cli_reports_missing_artifacts_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @cli.command("load-nothing", "test command that needs an artifact")
+    def load_nothing(args: object, settings: Settings) -> int:
+        artifacts.load("TandemNothing", settings)
+        return 0
+
+    monkeypatch.setenv("TANDEM_PROJECT_ROOT", str(tmp_path))
+    try:
+        assert cli.main(["load-nothing"]) == 1
+    finally:
+        del cli.COMMANDS["load-nothing"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no compiled contract named 'TandemNothing'")
+    assert err[0].endswith("run `tandem compile`")
+
+
+def test_cli_node_runs_until_interrupted() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [*TANDEM, "node", "--port", str(port), "--accounts", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        seen = ""
+        deadline = time.monotonic() + 30
+        while "Press Ctrl-C" not in seen and time.monotonic() < deadline:
+            seen += process.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in seen
+        assert seen.count("0x") >= 3  # the funded accounts
+        assert port_in_use(port)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+        assert not port_in_use(port)  # anvil went down with it
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
