@@ -32,6 +32,8 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     uint256 public constant MAX_SLIPPAGE_BPS = 1_000;
     /// @notice The minimum order value may not shut small pools out: at most 1,000 USD.
     uint256 public constant MAX_MIN_ORDER_VALUE = 1_000e18;
+    /// @notice Feeds must be expected to update at least every two days, and not demand updates
+    /// more often than every minute.
     uint256 public constant MIN_HEARTBEAT = 1 minutes;
     uint256 public constant MAX_HEARTBEAT = 2 days;
     uint256 private constant BPS = 10_000;
@@ -294,7 +296,8 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
         Params memory p = _params;
         if (p.paused) revert ProtocolPaused();
         if (!isAdapter[adapter]) revert AdapterNotAllowed(adapter);
-        if (!_assets[tokenOut].tradable) revert AssetNotTradable(tokenOut);
+        // Selling into the base asset reduces risk: it must never be blocked.
+        if (tokenOut != address(baseAsset) && !_assets[tokenOut].tradable) revert AssetNotTradable(tokenOut);
         return (p.maxSlippageBps, p.minOrderValue, pricesOf(tokens));
     }
 

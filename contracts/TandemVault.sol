@@ -4,6 +4,7 @@ pragma solidity 0.8.28;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {Address} from "@openzeppelin/contracts/utils/Address.sol";
 import {Clones} from "@openzeppelin/contracts/proxy/Clones.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
@@ -101,8 +102,9 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         // The master's part rounds down, so any rounding dust goes to the followers.
         masterOut = Math.mulDiv(amountOut, t.amountIn, totalIn);
         poolOut = amountOut - masterOut;
-        _credit(t.tokenOut, masterOut, poolOut);
+        // Untrack first, so a vault holding the most tokens it may can still rotate a whole position.
         if (bookIn.master == 0 && bookIn.pool == 0) _untrack(t.tokenIn);
+        _credit(t.tokenOut, masterOut, poolOut);
 
         emit Traded(
             msg.sender, t.tokenIn, t.tokenOut, t.adapter, t.amountIn, z.poolIn, masterOut, poolOut, z.priceIn, z.priceOut
@@ -148,7 +150,7 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         if (msg.sender != address(hub)) revert NotHub(msg.sender);
         address[] memory held = tokens();
         uint256[] memory prices = hub.pricesOf(held);
-        (, uint256 poolValue) = _equities(held, prices, held.length);
+        (, uint256 poolValue) = _equities(held, prices);
         // Rounds down: a new follower never gets more than their allocation is worth.
         shares = Math.mulDiv(_value(amount, prices[0]), totalShares + VIRTUAL_SHARES, poolValue + VIRTUAL_VALUE);
         if (shares == 0) revert ZeroShares();
@@ -236,7 +238,7 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     /// @inheritdoc ITandemVault
     function equities() external view returns (uint256 masterEquity, uint256 poolEquity) {
         address[] memory held = tokens();
-        return _equities(held, hub.pricesOf(held), held.length);
+        return _equities(held, hub.pricesOf(held));
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -244,15 +246,18 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     // ---------------------------------------------------------------------------------------------
 
     /// @dev Sizes the pool's part of a trade and the swap's minimum output. A buy values both
-    /// books (every token held, base first, plus tokenOut last); any other trade needs only the
-    /// prices of its two tokens.
+    /// books (every token held, base first, and tokenOut); any other trade needs only the prices of
+    /// its two tokens.
     function _size(Trade calldata t, Books memory bookIn) private returns (Sizing memory z) {
         bool isBuy = t.tokenIn == address(BASE_ASSET);
-        address[] memory priced = isBuy ? _tokensAnd(t.tokenOut) : _pair(t.tokenIn, t.tokenOut);
+        address[] memory priced;
+        uint256 outIndex = 1;
+        if (isBuy) (priced, outIndex) = _tokensAnd(t.tokenOut);
+        else priced = _pair(t.tokenIn, t.tokenOut);
         (uint256 maxSlippageBps, uint256 minOrderValue, uint256[] memory prices) =
             hub.tradeContext(t.adapter, t.tokenOut, priced);
         z.priceIn = prices[0];
-        z.priceOut = prices[prices.length - 1];
+        z.priceOut = prices[outIndex];
 
         z.poolIn = isBuy
             ? _poolPartOfBuy(t.amountIn, bookIn.pool, priced, prices)
@@ -272,24 +277,25 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     }
 
     /// @dev The pool spends the fraction of its equity that the master spends of theirs, capped at
-    /// the pool's base balance. `priced` is every token held (base first) plus tokenOut last.
+    /// the pool's base balance. `priced` is every token held (base first), and maybe tokenOut
+    /// with empty books.
     function _poolPartOfBuy(uint256 amountIn, uint256 poolBase, address[] memory priced, uint256[] memory prices)
         private
         view
         returns (uint256)
     {
-        (uint256 masterEquity, uint256 poolEquity) = _equities(priced, prices, priced.length - 1);
+        (uint256 masterEquity, uint256 poolEquity) = _equities(priced, prices);
         if (masterEquity == 0) return 0;
         return Math.min(Math.mulDiv(amountIn, poolEquity, masterEquity), poolBase);
     }
 
-    /// @dev Values the first `n` tokens of `held` in both books.
-    function _equities(address[] memory held, uint256[] memory prices, uint256 n)
+    /// @dev Values every token of `held` in both books.
+    function _equities(address[] memory held, uint256[] memory prices)
         private
         view
         returns (uint256 masterEquity, uint256 poolEquity)
     {
-        for (uint256 i; i < n; ++i) {
+        for (uint256 i; i < held.length; ++i) {
             Books memory b = _books[held[i]];
             masterEquity += _value(b.master, prices[i]);
             poolEquity += _value(b.pool, prices[i]);
@@ -326,8 +332,9 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         }
     }
 
-    /// @dev Sends exactly `amountIn` of `tokenIn` to `adapter`, has it swap to this vault, and
-    /// returns the output as measured by this vault's own balance, not as reported.
+    /// @dev Swaps exactly `amountIn` of `tokenIn` along the call `adapter` builds, approving its
+    /// router for exactly that amount (which it must spend in full), and returns the output as measured by this vault's own
+    /// balance, not as reported.
     function _swap(
         address adapter,
         address tokenIn,
@@ -336,12 +343,33 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         uint256 minOut,
         bytes calldata route
     ) private returns (uint256 received) {
+        (address router, bytes memory call) =
+            ISwapAdapter(adapter).swapCall(tokenIn, tokenOut, amountIn, minOut, route);
+        // The vault makes this call as itself: never to the hub (where it is trusted) or to a token.
+        if (router == address(hub) || router == tokenIn || router == tokenOut || router == address(BASE_ASSET)) {
+            revert ForbiddenSwapTarget(router);
+        }
         uint256 before = IERC20(tokenOut).balanceOf(address(this));
-        IERC20(tokenIn).safeTransfer(adapter, amountIn);
-        uint256 reported = ISwapAdapter(adapter).swap(tokenIn, tokenOut, amountIn, minOut, route);
+        IERC20(tokenIn).forceApprove(router, amountIn);
+        bytes memory result = Address.functionCall(router, call);
+        // An exact-input swap spends the whole approval. One that stops early (a V3 pool out of
+        // liquidity) would leave input that belongs to no book: refuse it, which also withdraws
+        // the approval.
+        uint256 unspent = IERC20(tokenIn).allowance(address(this), router);
+        if (unspent != 0) revert SwapInputUnspent(tokenIn, unspent);
         received = IERC20(tokenOut).balanceOf(address(this)) - before;
         if (received < minOut) revert SlippageExceeded(received, minOut);
+        // The router's return data ends with the output it paid (see ISwapAdapter.swapCall); less
+        // arriving means the token took a fee on the way. Input fees fail inside the DEX itself.
+        uint256 reported = _lastWord(result);
         if (received < reported) revert TransferFeeNotSupported(tokenOut, reported, received);
+    }
+
+    function _lastWord(bytes memory data) private pure returns (uint256 word) {
+        if (data.length < 32) return 0;
+        assembly ("memory-safe") {
+            word := mload(add(data, mload(data)))
+        }
     }
 
     /// @dev Pulls `amount` from `from` and returns what arrived, refusing tokens with transfer fees.
@@ -395,14 +423,25 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         return Math.mulDiv(amount, price, PRICE_UNIT);
     }
 
-    function _tokensAnd(address extra) private view returns (address[] memory list) {
+    /// @dev Every token held, base first, plus `extra` last unless already held; and where `extra` is.
+    function _tokensAnd(address extra) private view returns (address[] memory list, uint256 extraIndex) {
         uint256 n = _tokens.length;
         list = new address[](n + 2);
         list[0] = address(BASE_ASSET);
+        extraIndex = n + 1;
         for (uint256 i; i < n; ++i) {
-            list[i + 1] = _tokens[i];
+            address token = _tokens[i];
+            list[i + 1] = token;
+            if (token == extra) extraIndex = i + 1;
         }
-        list[n + 1] = extra;
+        if (extraIndex == n + 1) {
+            list[n + 1] = extra;
+        } else {
+            // Already held: drop the unused last slot rather than price a token twice.
+            assembly ("memory-safe") {
+                mstore(list, add(n, 1))
+            }
+        }
     }
 
     function _pair(address a, address b) private pure returns (address[] memory list) {

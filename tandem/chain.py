@@ -43,6 +43,9 @@ PANIC_CODES = {
     0x51: "call to an uninitialised function pointer",
 }
 RECEIPT_TIMEOUT = 120.0
+# transact() sends from unlocked dev-node accounts, whose blocks are mined at once: poll for the
+# receipt often rather than at web3's default 0.1 s, which would dominate every transaction.
+RECEIPT_POLL_INTERVAL = 0.002
 
 # What a dead or wrong RPC endpoint raises somewhere between requests and web3.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -166,7 +169,9 @@ def transact(
         raise _revert(label, exc, settings) from exc
     except Web3RPCError as exc:
         raise TandemError(f"the node rejected {label}: {_rpc_message(exc)}") from exc
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
+    receipt = w3.eth.wait_for_transaction_receipt(
+        tx_hash, timeout=RECEIPT_TIMEOUT, poll_latency=RECEIPT_POLL_INTERVAL
+    )
     if receipt["status"] != 1:
         raise _replayed_revert(w3, label, tx_hash, receipt, settings)
     return receipt

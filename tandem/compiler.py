@@ -31,10 +31,12 @@ REMAPPINGS = [
     "@uniswap/=node_modules/@uniswap/",
 ]
 
+# The same settings in foundry.toml and ape-config.yaml. Vaults run `trade` far more often than
+# they are deployed: optimise for runtime gas (via-IR with many runs saved about 5% of a trade).
 SOLC_SETTINGS: dict[str, Any] = {
-    "optimizer": {"enabled": True, "runs": 200},
+    "optimizer": {"enabled": True, "runs": 1_000_000},
     "evmVersion": "cancun",
-    "viaIR": False,
+    "viaIR": True,
     "remappings": REMAPPINGS,
     "outputSelection": {
         "*": {
@@ -74,12 +76,16 @@ def solc_package_version(paths: ProjectPaths) -> str:
 
 
 def project_sources(paths: ProjectPaths) -> dict[str, str]:
-    """Every .sol file under contracts/, keyed by its path relative to the project root."""
+    """Every .sol file under contracts/, keyed by its path relative to the project root.
+
+    Hidden folders are skipped: `ape compile` copies dependency sources into contracts/.cache.
+    """
     if not paths.contracts_dir.is_dir():
         raise CompileError(f"no contracts directory at {paths.contracts_dir}")
     return {
         path.relative_to(paths.root).as_posix(): path.read_text(encoding="utf-8")
         for path in sorted(paths.contracts_dir.rglob("*.sol"))
+        if not any(part.startswith(".") for part in path.relative_to(paths.contracts_dir).parts)
     }
 
 

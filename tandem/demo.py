@@ -89,21 +89,61 @@ class Demo:
         )
 
         ada, ben = cast.ada.address, cast.ben.address
-        self.trade("Ada", "buys WETH with 40% of her equity", ada, "USDC", "WETH",
-                   lambda: dep.units(BASE, 20_000), dep.v2_route("USDC", "WETH"))
+        self.trade(
+            "Ada",
+            "buys WETH with 40% of her equity",
+            ada,
+            "USDC",
+            "WETH",
+            lambda: dep.units(BASE, 20_000),
+            dep.v2_route("USDC", "WETH"),
+        )
         self.move_market("WETH", Decimal("1.06"))
-        self.trade("Ada", "sells half of her WETH", ada, "WETH", "USDC",
-                   lambda: self.master_balance("Ada", "WETH") // 2, dep.v2_route("WETH", "USDC"))
-        self.trade("Ada", "closes the rest of her WETH (100%)", ada, "WETH", "USDC",
-                   lambda: self.master_balance("Ada", "WETH"), dep.v2_route("WETH", "USDC"))
-        self.trade("Ben", "buys WBTC with 60% of his equity", ben, "USDC", "WBTC",
-                   lambda: dep.units(BASE, 12_000), dep.v3_route("USDC", "WBTC"))
-        self.trade("Ben", "rotates all his WBTC into WETH (WBTC -> USDC -> WETH)", ben,
-                   "WBTC", "WETH", lambda: self.master_balance("Ben", "WBTC"),
-                   dep.v3_route("WBTC", "USDC", "WETH"))
-        self.trade("Ben", "trims 30% of his WETH", ben, "WETH", "USDC",
-                   lambda: self.master_balance("Ben", "WETH") * 3 // 10,
-                   dep.v3_route("WETH", "USDC"))
+        self.trade(
+            "Ada",
+            "sells half of her WETH",
+            ada,
+            "WETH",
+            "USDC",
+            lambda: self.master_balance("Ada", "WETH") // 2,
+            dep.v2_route("WETH", "USDC"),
+        )
+        self.trade(
+            "Ada",
+            "closes the rest of her WETH (100%)",
+            ada,
+            "WETH",
+            "USDC",
+            lambda: self.master_balance("Ada", "WETH"),
+            dep.v2_route("WETH", "USDC"),
+        )
+        self.trade(
+            "Ben",
+            "buys WBTC with 60% of his equity",
+            ben,
+            "USDC",
+            "WBTC",
+            lambda: dep.units(BASE, 12_000),
+            dep.v3_route("USDC", "WBTC"),
+        )
+        self.trade(
+            "Ben",
+            "rotates all his WBTC into WETH (WBTC -> USDC -> WETH)",
+            ben,
+            "WBTC",
+            "WETH",
+            lambda: self.master_balance("Ben", "WBTC"),
+            dep.v3_route("WBTC", "USDC", "WETH"),
+        )
+        self.trade(
+            "Ben",
+            "trims 30% of his WETH",
+            ben,
+            "WETH",
+            "USDC",
+            lambda: self.master_balance("Ben", "WETH") * 3 // 10,
+            dep.v3_route("WETH", "USDC"),
+        )
 
         cleo, dev = cast.followers[0], cast.followers[1]
         self.exit_in_kind(cleo, "Ben")
@@ -129,7 +169,9 @@ class Demo:
         title = f"Trade {self.step}: {master} {story} on {venue}"
         self.console.print()
         self.console.print(self.books_table(title, result, token_in, token_out))
-        self.console.print(self.positions_table(master, token_out if token_out != BASE else token_in))
+        self.console.print(
+            self.positions_table(master, token_out if token_out != BASE else token_in)
+        )
 
     def move_market(self, symbol: str, factor: Decimal) -> None:
         """An outside trader moves the USDC pools of ``symbol`` by ``factor``; the feed follows."""
@@ -147,7 +189,9 @@ class Demo:
         shares = vault.functions.sharesOf(follower.address).call()
         receipt = p.exit_in_kind(vault, follower.address, shares)
         event = vault.events.ExitedInKind().process_receipt(receipt, errors=DISCARD)[0]["args"]
-        table = Table(title=f"{follower.name} exits {master}'s pool in kind (gas {receipt['gasUsed']:,})")
+        table = Table(
+            title=f"{follower.name} exits {master}'s pool in kind (gas {receipt['gasUsed']:,})"
+        )
         table.add_column("Token")
         table.add_column("Paid to wallet", justify="right")
         for token, amount in zip(event["tokens"], event["amounts"], strict=True):
@@ -176,8 +220,15 @@ class Demo:
 
     def summary(self) -> None:
         table = Table(title="Followers at the end (USD at oracle prices)")
-        for column in ("Follower", "Deposited", "Free in account", "In Ada's pool",
-                       "In Ben's pool", "Total", "P&L"):
+        for column in (
+            "Follower",
+            "Deposited",
+            "Free in account",
+            "In Ada's pool",
+            "In Ben's pool",
+            "Total",
+            "P&L",
+        ):
             table.add_column(column, justify="right" if column != "Follower" else "left")
         for follower in self.cast.followers:
             deposited = Decimal(FOLLOWER_DEPOSITS[follower.name])
@@ -186,8 +237,12 @@ class Demo:
             wallet = self.wallet_value(follower)
             total = free + sum(pools) + wallet
             table.add_row(
-                follower.name, f"{deposited:,.2f}", f"{free:,.2f}",
-                f"{pools[0]:,.2f}", f"{pools[1]:,.2f}", f"{total:,.2f}",
+                follower.name,
+                f"{deposited:,.2f}",
+                f"{free:,.2f}",
+                f"{pools[0]:,.2f}",
+                f"{pools[1]:,.2f}",
+                f"{total:,.2f}",
                 f"{total - deposited:+,.2f}",
             )
         self.console.print()
@@ -260,4 +315,3 @@ class Demo:
         if token_in == BASE:
             return f"{a_in / a_out:,.4f} {token_in}/{token_out}"
         return f"{a_out / a_in:,.6f} {token_out}/{token_in}"
-

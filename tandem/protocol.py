@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from eth_abi import encode as abi_encode
 from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address as checksum
 from web3 import Web3
@@ -108,8 +107,8 @@ class Deployment:
 
     def v2_route(self, *symbols: str) -> Route:
         """A Uniswap V2 route through the given tokens, e.g. ``v2_route("USDC", "WETH")``."""
-        path = [self.tokens[s].address for s in symbols]
-        return Route(self.v2_adapter.address, abi_encode(["address[]"], [path]))
+        data = b"".join(bytes.fromhex(self.tokens[s].address[2:]) for s in symbols)
+        return Route(self.v2_adapter.address, data)
 
     def v3_route(self, *symbols: str, fee: int = V3_FEE) -> Route:
         """A Uniswap V3 route through the given tokens, every hop at ``fee``."""
@@ -119,7 +118,9 @@ class Deployment:
         return Route(self.v3_adapter.address, data)
 
     def vault(self, address: str) -> Contract:
-        return self.w3.eth.contract(address=checksum(address), abi=artifacts.load("TandemVault").abi)
+        return self.w3.eth.contract(
+            address=checksum(address), abi=artifacts.load("TandemVault").abi
+        )
 
     def addresses(self) -> dict[str, str]:
         book = {
@@ -171,10 +172,20 @@ def deploy_local(
 
     hub, _ = deploy(w3, "TandemHub", tokens[BASE].address, owner, sender=owner, settings=settings)
     v2_adapter, _ = deploy(
-        w3, "UniswapV2Adapter", hub.address, market.v2.router.address, sender=owner, settings=settings
+        w3,
+        "UniswapV2Adapter",
+        hub.address,
+        market.v2.router.address,
+        sender=owner,
+        settings=settings,
     )
     v3_adapter, _ = deploy(
-        w3, "UniswapV3Adapter", hub.address, market.v3.router.address, sender=owner, settings=settings
+        w3,
+        "UniswapV3Adapter",
+        hub.address,
+        market.v3.router.address,
+        sender=owner,
+        settings=settings,
     )
     dep = Deployment(w3, hub, v2_adapter, v3_adapter, tokens, feeds, market, settings=settings)
 

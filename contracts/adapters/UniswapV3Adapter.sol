@@ -8,11 +8,12 @@ import {ITandemHub} from "../interfaces/ITandemHub.sol";
 import {AdapterBase} from "./AdapterBase.sol";
 
 /// @title Uniswap V3 adapter
-/// @notice Swaps for Tandem vaults through Uniswap V3's SwapRouter.
+/// @notice Builds Uniswap V3 SwapRouter calls for Tandem vaults.
 /// Route encoding: a packed V3 path `tokenIn | fee (uint24) | token | fee | ... | tokenOut`.
-/// A one-pool path (43 bytes) uses `exactInputSingle`, a longer one `exactInput`.
+/// A one-pool path (43 bytes) becomes `exactInputSingle`, a longer one `exactInput`; both return
+/// the output amount.
 contract UniswapV3Adapter is AdapterBase {
-    /// @notice The Uniswap V3 SwapRouter this adapter calls.
+    /// @notice The Uniswap V3 SwapRouter every call goes to.
     ISwapRouter public immutable router;
 
     uint256 private constant ADDRESS_SIZE = 20;
@@ -23,10 +24,11 @@ contract UniswapV3Adapter is AdapterBase {
     }
 
     /// @inheritdoc ISwapAdapter
-    function swap(address tokenIn, address tokenOut, uint256 amountIn, uint256 minAmountOut, bytes calldata route)
+    function swapCall(address tokenIn, address tokenOut, uint256 amountIn, uint256 minAmountOut, bytes calldata route)
         external
+        view
         onlyVault
-        returns (uint256 amountOut)
+        returns (address, bytes memory)
     {
         uint256 length = route.length;
         if (
@@ -35,31 +37,26 @@ contract UniswapV3Adapter is AdapterBase {
                 || address(bytes20(route[length - ADDRESS_SIZE:])) != tokenOut
         ) revert RouteMismatch(tokenIn, tokenOut);
 
-        _approveExact(tokenIn, amountIn, address(router));
         if (length == ADDRESS_SIZE + HOP_SIZE) {
-            amountOut = router.exactInputSingle(
-                ISwapRouter.ExactInputSingleParams({
-                    tokenIn: tokenIn,
-                    tokenOut: tokenOut,
-                    fee: uint24(bytes3(route[ADDRESS_SIZE:ADDRESS_SIZE + 3])),
-                    recipient: msg.sender,
-                    deadline: block.timestamp,
-                    amountIn: amountIn,
-                    amountOutMinimum: minAmountOut,
-                    sqrtPriceLimitX96: 0
-                })
-            );
-        } else {
-            amountOut = router.exactInput(
-                ISwapRouter.ExactInputParams({
-                    path: route,
-                    recipient: msg.sender,
-                    deadline: block.timestamp,
-                    amountIn: amountIn,
-                    amountOutMinimum: minAmountOut
-                })
-            );
+            ISwapRouter.ExactInputSingleParams memory single = ISwapRouter.ExactInputSingleParams({
+                tokenIn: tokenIn,
+                tokenOut: tokenOut,
+                fee: uint24(bytes3(route[ADDRESS_SIZE:ADDRESS_SIZE + 3])),
+                recipient: msg.sender,
+                deadline: block.timestamp,
+                amountIn: amountIn,
+                amountOutMinimum: minAmountOut,
+                sqrtPriceLimitX96: 0
+            });
+            return (address(router), abi.encodeCall(ISwapRouter.exactInputSingle, (single)));
         }
-        _resetApproval(tokenIn, address(router));
+        ISwapRouter.ExactInputParams memory multi = ISwapRouter.ExactInputParams({
+            path: route,
+            recipient: msg.sender,
+            deadline: block.timestamp,
+            amountIn: amountIn,
+            amountOutMinimum: minAmountOut
+        });
+        return (address(router), abi.encodeCall(ISwapRouter.exactInput, (multi)));
     }
 }

@@ -2,10 +2,12 @@
 pragma solidity ^0.8.24;
 
 /// @title Swap adapter
-/// @notice Turns one exact-input swap of a Tandem vault into a call to a DEX router. A vault first
-/// transfers exactly `amountIn` of `tokenIn` to the adapter, then calls `swap`; the adapter approves
-/// the router for exactly that amount and has the router pay the output to the calling vault.
-/// Adapters hold no tokens between calls and answer only vaults created by the hub.
+/// @notice Turns one exact-input swap of a Tandem vault into a call to a DEX router. The adapter
+/// only builds the call; the vault approves the router for exactly the input, makes the call,
+/// withdraws any approval left, and measures the output by its own balance. Adapters hold no tokens
+/// and no approvals, and answer only vaults created by the hub.
+/// @dev Allow-listing an adapter trusts its code to build calls to its own fixed router only, with
+/// the calling vault as recipient: a vault checks what arrives, not where the call goes.
 interface ISwapAdapter {
     /// @notice The caller is not a vault created by the hub; adapters serve vaults only.
     error CallerNotVault(address caller);
@@ -13,16 +15,15 @@ interface ISwapAdapter {
     /// @notice The route does not start at `tokenIn` and end at `tokenOut`, or is malformed.
     error RouteMismatch(address tokenIn, address tokenOut);
 
-    /// @notice The adapter holds less of `token` than the vault said it sent: a transfer fee or
-    /// a rebasing token. Such tokens are not supported.
-    error TransferFeeNotSupported(address token, uint256 expected, uint256 received);
-
-    /// @notice Swaps exactly `amountIn` of `tokenIn`, already transferred to this adapter, for at
-    /// least `minAmountOut` of `tokenOut`, paid to the calling vault.
+    /// @notice Builds the router call that swaps exactly `amountIn` of `tokenIn` for at least
+    /// `minAmountOut` of `tokenOut`, paid to the calling vault.
     /// @dev Requirements: the caller is a hub vault; `route` starts at `tokenIn` and ends at `tokenOut`.
     /// @param route Adapter-specific path: see each adapter for its encoding.
-    /// @return amountOut The output the router reports; vaults measure their own balance instead.
-    function swap(address tokenIn, address tokenOut, uint256 amountIn, uint256 minAmountOut, bytes calldata route)
+    /// @return router The contract to call; the vault approves it for exactly `amountIn` of `tokenIn`.
+    /// @return data The call. Its return data ends with the output amount the router reports, which
+    /// the vault compares with what it received to refuse tokens that take a fee on transfer.
+    function swapCall(address tokenIn, address tokenOut, uint256 amountIn, uint256 minAmountOut, bytes calldata route)
         external
-        returns (uint256 amountOut);
+        view
+        returns (address router, bytes memory data);
 }

@@ -237,7 +237,8 @@ interface ITandemHub {
     function pricesOf(address[] calldata tokens) external view returns (uint256[] memory prices);
 
     /// @notice Everything a vault needs to execute a trade, in one call: reverts when paused, when
-    /// the adapter is not allowed or `tokenOut` is not tradable, and prices `tokens`.
+    /// the adapter is not allowed or `tokenOut` is not tradable (the base asset always is), and
+    /// prices `tokens`.
     function tradeContext(address adapter, address tokenOut, address[] calldata tokens)
         external
         view

@@ -64,6 +64,10 @@ interface ITandemVault {
     error SlippageExceeded(uint256 received, uint256 minimum);
     /// @notice Less of `token` arrived than the router paid: tokens with transfer fees are not supported.
     error TransferFeeNotSupported(address token, uint256 expected, uint256 received);
+    /// @notice An adapter asked the vault to call the hub or a token as if it were a router.
+    error ForbiddenSwapTarget(address target);
+    /// @notice The router left `unspent` of the input it was approved for: a partial fill is refused.
+    error SwapInputUnspent(address token, uint256 unspent);
     /// @notice The vault already holds the most tokens it may value in one trade.
     error TooManyTokens(uint256 max);
     /// @notice An exit to base was given no swap for a slice of `token`.

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+
 import {IAggregatorV3} from "../interfaces/IAggregatorV3.sol";
 
 /// @title Test price feed
 /// @notice A Chainlink-compatible feed whose answer anyone may set, for local chains and tests.
-/// Answer and update time share one slot so reading the feed costs what a lean real feed costs.
+/// Round, answer and update time share one slot, so reading the feed costs one storage read.
 contract TestPriceFeed is IAggregatorV3 {
     /// @notice A new answer was set.
     event AnswerUpdated(int256 indexed current, uint256 indexed roundId, uint256 updatedAt);
@@ -13,9 +15,9 @@ contract TestPriceFeed is IAggregatorV3 {
     uint8 public immutable decimals;
     string public description;
 
-    int192 private _answer;
-    uint64 private _updatedAt;
     uint80 private _roundId;
+    int128 private _answer;
+    uint48 private _updatedAt;
 
     constructor(uint8 decimals_, string memory description_, int256 answer_) {
         decimals = decimals_;
@@ -29,9 +31,10 @@ contract TestPriceFeed is IAggregatorV3 {
     }
 
     /// @notice Sets the answer with an explicit update time (to make a feed stale in tests).
+    /// @dev Reverts if either does not fit its packed field, rather than store another value.
     function setAnswerAt(int256 answer_, uint256 updatedAt_) public {
-        _answer = int192(answer_);
-        _updatedAt = uint64(updatedAt_);
+        _answer = SafeCast.toInt128(answer_);
+        _updatedAt = SafeCast.toUint48(updatedAt_);
         _roundId += 1;
         emit AnswerUpdated(answer_, _roundId, updatedAt_);
     }
@@ -40,11 +43,7 @@ contract TestPriceFeed is IAggregatorV3 {
         return 4;
     }
 
-    function getRoundData(uint80 roundId)
-        external
-        view
-        returns (uint80, int256, uint256, uint256, uint80)
-    {
+    function getRoundData(uint80 roundId) external view returns (uint80, int256, uint256, uint256, uint80) {
         return (roundId, _answer, _updatedAt, _updatedAt, roundId);
     }
 

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+
 import {ITandemHub} from "../../contracts/interfaces/ITandemHub.sol";
 import {TestToken} from "../../contracts/testing/TestToken.sol";
 import {TestPriceFeed} from "../../contracts/testing/TestPriceFeed.sol";
@@ -114,10 +116,27 @@ contract OracleTest is Fixture {
     }
 
     function testFuzz_priceOf_revertsWhen_answerNegative(int256 answer) public {
-        answer = -int256(bound(uint256(answer), 1, uint256(int256(type(int192).max))));
+        answer = -int256(bound(uint256(answer), 1, uint256(int256(type(int128).max))));
         wbtcFeed.setAnswer(answer);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.InvalidPrice.selector, address(wbtc), answer));
         hub.priceOf(address(wbtc));
+    }
+
+    function test_testFeed_revertsWhen_answerOrTimeDoesNotFit() public {
+        // The test feed packs its answer in 128 bits and its time in 48: it refuses what does not
+        // fit rather than store another value.
+        int256 tooBig = int256(type(int128).max) + 1;
+        vm.expectRevert(abi.encodeWithSelector(SafeCast.SafeCastOverflowedIntDowncast.selector, 128, tooBig));
+        wethFeed.setAnswer(tooBig);
+        int256 tooSmall = int256(type(int128).min) - 1;
+        vm.expectRevert(abi.encodeWithSelector(SafeCast.SafeCastOverflowedIntDowncast.selector, 128, tooSmall));
+        wethFeed.setAnswer(tooSmall);
+        uint256 tooLate = uint256(type(uint48).max) + 1;
+        vm.expectRevert(abi.encodeWithSelector(SafeCast.SafeCastOverflowedUintDowncast.selector, 48, tooLate));
+        wethFeed.setAnswerAt(ETH_PRICE, tooLate);
+        wethFeed.setAnswer(type(int128).max);
+        (, int256 answer,,,) = wethFeed.latestRoundData();
+        assertEq(answer, type(int128).max, "largest answer stored as set");
     }
 
     function test_priceOf_acceptsAnswerExactlyHeartbeatOld() public {

@@ -101,8 +101,8 @@ contract TandemVaultSharesTest is Fixture {
         vm.prank(owner);
         hub.setParams(100, 2_500, 0);
         follow(alice, vault, 1_000e6);
-        tradeMock(vault, address(usdc), address(weth), 100_000e6); // pool all in ETH
-        wethFeed.setAnswer(ETH_PRICE * 1e19); // a share is now worth more than one base unit
+        tradeMock(vault, address(usdc), address(wbtc), 100_000e6); // pool all in BTC
+        wbtcFeed.setAnswer(BTC_PRICE * 1e19); // a share is now worth more than one base unit
         fund(bob, 4);
         vm.prank(bob);
         vm.expectRevert(ITandemVault.ZeroShares.selector);

@@ -448,6 +448,117 @@ contract TandemVaultTradeTest is Fixture {
         assertEq(vault.tokens().length, max, "base plus seven tokens");
     }
 
+    function _dollarToken(TestPriceFeed feed) internal returns (TestToken token) {
+        token = new TestToken("X", "X", 18);
+        vm.prank(owner);
+        hub.setAsset(address(token), feed, HEARTBEAT, 8, true);
+    }
+
+    /// @dev Fills the vault to its limit: base plus MAX_TOKENS - 1 tokens, in both books.
+    function _fillToLimit() internal returns (TestToken[] memory held, TestPriceFeed feed) {
+        follow(alice, vault, 10_000e6);
+        uint256 max = vault.MAX_TOKENS();
+        feed = new TestPriceFeed(8, "X / USD", 1e8);
+        held = new TestToken[](max - 1);
+        for (uint256 i; i < held.length; ++i) {
+            held[i] = _dollarToken(feed);
+            tradeMock(vault, address(usdc), address(held[i]), 1_000e6);
+            assertGt(poolBook(vault, held[i]), 0, "the pool holds it too");
+        }
+        assertEq(vault.tokens().length, max, "at the limit");
+    }
+
+    /// @dev `present` is listed and `absent` is not, no token is listed twice, and the equities
+    /// value every listed token once.
+    function _assertListing(address present, address absent) internal view {
+        address[] memory list = vault.tokens();
+        bool found;
+        for (uint256 i; i < list.length; ++i) {
+            assertTrue(list[i] != absent, "sold token no longer listed");
+            if (list[i] == present) found = true;
+            for (uint256 j = i + 1; j < list.length; ++j) {
+                assertTrue(list[i] != list[j], "a token listed twice");
+            }
+        }
+        assertTrue(found, "new token listed");
+        (uint256 mEq, uint256 pEq) = vault.equities();
+        uint256 mExpected = valueOf(usdc, masterBook(vault, usdc));
+        uint256 pExpected = valueOf(usdc, poolBook(vault, usdc));
+        for (uint256 i = 1; i < list.length; ++i) {
+            mExpected += valueOf(IERC20(list[i]), masterBook(vault, IERC20(list[i])));
+            pExpected += valueOf(IERC20(list[i]), poolBook(vault, IERC20(list[i])));
+        }
+        assertEq(mEq, mExpected, "master equity counts each listed token once");
+        assertEq(pEq, pExpected, "pool equity counts each listed token once");
+    }
+
+    function test_trade_rotatesWholePositionAtTokenLimit() public {
+        (TestToken[] memory held, TestPriceFeed feed) = _fillToLimit();
+        uint256 max = vault.MAX_TOKENS();
+        TestToken sold = held[2];
+        TestToken bought = _dollarToken(feed);
+        (uint256 mSold, uint256 pSold) = vault.books(address(sold));
+        uint256 out = mockAdapter.quote(address(sold), address(bought), mSold + pSold);
+
+        // Selling all of one token frees its place for the token it is rotated into.
+        (uint256 m, uint256 p) = tradeMock(vault, address(sold), address(bought), mSold);
+        assertEq(mockAdapter.lastAmountIn(), mSold + pSold, "the pool rotated all of its position too");
+        assertEq(m + p, out, "whole output credited");
+        assertEq(m, out * mSold / (mSold + pSold), "master's part");
+        assertEq(masterBook(vault, bought), m, "master book of the new token");
+        assertEq(poolBook(vault, bought), p, "pool book of the new token");
+        assertEq(masterBook(vault, sold), 0, "master sold out");
+        assertEq(poolBook(vault, sold), 0, "pool sold out");
+        assertEq(vault.tokens().length, max, "still at the limit");
+        _assertListing(address(bought), address(sold));
+        assertBooksBacked(vault, bought);
+
+        // Still at the limit: neither a new buy nor rotating part of a position adds a token.
+        TestToken another = _dollarToken(feed);
+        vm.prank(master);
+        vm.expectRevert(abi.encodeWithSelector(ITandemVault.TooManyTokens.selector, max));
+        vault.trade(tradeOf(address(usdc), address(another), 100e6, address(mockAdapter)));
+        vm.prank(master);
+        vm.expectRevert(abi.encodeWithSelector(ITandemVault.TooManyTokens.selector, max));
+        vault.trade(tradeOf(address(bought), address(another), m / 2, address(mockAdapter)));
+        // Buying more of a token already held needs no place.
+        tradeMock(vault, address(usdc), address(held[0]), 100e6);
+        assertEq(vault.tokens().length, max, "no token added");
+    }
+
+    function test_buy_ofHeldTokenPricesItOnce() public {
+        // Held: base, ETH, BTC (in that order). Buying ETH, which is not last, uses ETH's price for
+        // the oracle bound and values each book once.
+        follow(alice, vault, 10_000e6);
+        tradeMock(vault, address(usdc), address(weth), 20_000e6);
+        tradeMock(vault, address(usdc), address(wbtc), 20_000e6);
+        address[] memory list = vault.tokens();
+        assertEq(list[1], address(weth), "ETH listed before BTC");
+        assertEq(list[2], address(wbtc), "BTC listed last");
+        wbtcFeed.setAnswer(BTC_PRICE * 2); // a wrong price would now be far off
+        (uint256 mEq, uint256 pEq) = vault.equities();
+        uint256 poolIn = 1_000e6 * pEq / mEq;
+        uint256 totalIn = 1_000e6 + poolIn;
+        uint256 out = mockAdapter.quote(address(usdc), address(weth), totalIn);
+        uint256 masterOut = out * 1_000e6 / totalIn;
+        vm.expectEmit(true, true, true, true, address(vault));
+        emit Traded(
+            master,
+            address(usdc),
+            address(weth),
+            address(mockAdapter),
+            1_000e6,
+            poolIn,
+            masterOut,
+            out - masterOut,
+            hub.priceOf(address(usdc)),
+            hub.priceOf(address(weth))
+        );
+        tradeMock(vault, address(usdc), address(weth), 1_000e6);
+        assertEq(mockAdapter.lastMinAmountOut(), oracleMinOut(usdc, weth, totalIn, 100), "ETH's oracle bound");
+        assertEq(vault.tokens().length, 3, "no token added");
+    }
+
     function test_trade_byDelegateIsCoExecuted() public {
         follow(alice, vault, 10_000e6);
         vm.prank(master);
@@ -464,7 +575,7 @@ contract TandemVaultTradeTest is Fixture {
         assertEq(weth.balanceOf(address(vault)), m + p, "output paid to the vault");
         assertEq(weth.balanceOf(master), masterWallet, "nothing paid to the master's wallet");
         assertEq(usdc.balanceOf(address(v2Adapter)), 0, "adapter keeps no input");
-        assertEq(usdc.allowance(address(v2Adapter), address(v2Router)), 0, "adapter leaves no allowance");
+        assertEq(usdc.allowance(address(vault), address(v2Router)), 0, "router approval spent exactly");
     }
 
     function test_trade_zeroOutputDoesNotTrackTokenTwice() public {

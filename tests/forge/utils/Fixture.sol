@@ -176,9 +176,7 @@ abstract contract Fixture is Test {
     // ---------------------------------------------------------------------------------------------
 
     function v2Route(address a, address b) internal pure returns (bytes memory) {
-        address[] memory path = new address[](2);
-        (path[0], path[1]) = (a, b);
-        return abi.encode(path);
+        return abi.encodePacked(a, b);
     }
 
     function tradeOf(address tokenIn, address tokenOut, uint256 amountIn, address adapter)

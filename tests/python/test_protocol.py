@@ -1,0 +1,740 @@
+"""The protocol on anvil with the real Uniswap V2 and V3 bytecode: co-executed trades, exits,
+token decimals, refused tokens, the oracle bound, and who may do what.
+
+The protocol is deployed once per run (conftest ``deployment``); every test's changes to the
+chain are reverted after it (conftest ``dep``), and ``rollback`` does the same inside a test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.logs import DISCARD
+
+from tandem import protocol as p
+from tandem import uniswap
+from tandem.chain import deploy, transact
+from tandem.errors import RevertError
+from tandem.protocol import BASE, FEED_HEARTBEAT, Deployment, Route, TradeResult
+
+Rollback = Callable[[], AbstractContextManager[None]]
+
+BPS = 10_000
+ALL, HALF = Fraction(1), Fraction(1, 2)
+FOLLOWER_DEPOSITS = (100, 10_000, 1_000_000)  # USDC: a small, a medium and a large follower
+MASTER_DEPOSITS = {"ada": 50_000, "ben": 20_000}
+# What a swap that missed its minimum output reverts with: the router's own check (it is given
+# the vault's bound) or, should a router not check, the vault's.
+SLIPPAGE_REASONS = ("INSUFFICIENT_OUTPUT_AMOUNT", "Too little received", "SlippageExceeded")
+
+
+# --- the cast and its setup
+
+
+@dataclass(frozen=True)
+class Cast:
+    owner: str  # deployer: hub owner and guardian
+    ada: str
+    ben: str
+    followers: tuple[str, str, str]
+    whale: str  # moves markets
+    stranger: str
+    delegate: str
+
+
+@pytest.fixture
+def cast(w3: Web3) -> Cast:
+    a = w3.eth.accounts
+    return Cast(a[0], a[1], a[2], (a[3], a[4], a[5]), a[6], a[7], a[8])
+
+
+def setup_masters(dep: Deployment, cast: Cast) -> dict[str, Contract]:
+    """Ada and Ben open vaults; each follower deposits and allocates 25% of it to both."""
+    vaults = {
+        name: p.create_master(dep, getattr(cast, name), dep.units(BASE, amount))
+        for name, amount in MASTER_DEPOSITS.items()
+    }
+    for follower, amount in zip(cast.followers, FOLLOWER_DEPOSITS, strict=True):
+        capital = dep.units(BASE, amount)
+        p.deposit(dep, follower, capital)
+        for vault in vaults.values():
+            p.allocate(dep, follower, vault, capital // 4)
+    return vaults
+
+
+# --- reading the chain
+
+
+def erc20(dep: Deployment, address: str) -> Contract:
+    return dep.w3.eth.contract(address=address, abi=dep.base.abi)
+
+
+def books(vault: Contract, token: str) -> tuple[int, int]:
+    master, pool = vault.functions.books(token).call()
+    return master, pool
+
+
+def price(dep: Deployment, token: str) -> int:
+    return int(dep.hub.functions.priceOf(token).call())
+
+
+def oracle_min_out(amount_in: int, price_in: int, price_out: int, slippage_bps: int) -> int:
+    """The vault's bound: the input's oracle value in the output token less the slippage, up."""
+    oracle_out = amount_in * price_in // price_out
+    return -(-oracle_out * (BPS - slippage_bps) // BPS)
+
+
+def max_slippage(dep: Deployment) -> int:
+    return int(dep.hub.functions.params().call()[0])
+
+
+@dataclass(frozen=True)
+class VaultState:
+    """Everything a failed trade must leave as it was."""
+
+    tokens: tuple[str, ...]
+    books: tuple[tuple[int, int], ...]
+    balances: tuple[int, ...]
+    total_shares: int
+
+
+def state_of(dep: Deployment, vault: Contract, watched: tuple[str, ...]) -> VaultState:
+    held = tuple(vault.functions.tokens().call())
+    every = held + tuple(t for t in watched if t not in held)
+    return VaultState(
+        held,
+        tuple(books(vault, t) for t in every),
+        tuple(erc20(dep, t).functions.balanceOf(vault.address).call() for t in every),
+        vault.functions.totalShares().call(),
+    )
+
+
+def assert_balances_match_books(dep: Deployment, vault: Contract) -> None:
+    """The internal books account for every token the vault holds, to the unit."""
+    for token in vault.functions.tokens().call():
+        master, pool = books(vault, token)
+        assert erc20(dep, token).functions.balanceOf(vault.address).call() == master + pool
+
+
+def send_trade(
+    vault: Contract,
+    trader: str,
+    token_in: str,
+    token_out: str,
+    amount_in: int,
+    route: Route,
+    min_out: int = 0,
+) -> TradeResult:
+    call = vault.functions.trade(
+        (token_in, token_out, amount_in, min_out, route.adapter, route.data)
+    )
+    return TradeResult.from_receipt(vault, transact(call, trader))
+
+
+def v2_path(dep: Deployment, *tokens: str) -> Route:
+    return Route(dep.v2_adapter.address, b"".join(bytes.fromhex(t[2:]) for t in tokens))
+
+
+def assert_slippage_revert(excinfo: pytest.ExceptionInfo[RevertError]) -> None:
+    reason = excinfo.value.reason
+    assert any(r in reason for r in SLIPPAGE_REASONS), reason
+
+
+# --- co-execution, checked trade by trade
+
+
+class CopyBook:
+    """Trades through one vault and checks, after each trade, everything co-execution promises.
+
+    Tolerance of the mirror check. The pool's books stay proportional to the master's except for
+    rounding down, which costs at most one smallest unit of a token per rounding: a follower's
+    slice rounds down once per token held, and each trade rounds the pool's part (one unit of
+    the input) and the split of the output (one unit of the output). A unit rounded in a trade
+    stays in the books as value after the token is sold, so those are summed over every trade
+    at the prices of the trade. Moving a value v changes a fraction of an equity E by at most
+    2 * v / E, so a follower's fraction of equity in any token differs from the master's by at
+    most 2 * U / follower_equity + 4 * R / pool_equity, where U is the value of one smallest
+    unit of every token held and R the value of the units rounded in trades so far. A unit is
+    worth 1e-6 USD in USDC (6 decimals), 6e-4 USD in WBTC (8 decimals), 3e-15 USD in WETH and
+    LINK (18). For the 25 USD follower that is about 1e-7 with USDC and WETH held and 5e-5 with
+    WBTC held; the check also asserts that the tolerance stays below 1e-4, so it can never pass
+    by being loose.
+    """
+
+    def __init__(self, dep: Deployment, vault: Contract, followers: tuple[str, ...]) -> None:
+        self.dep = dep
+        self.vault = vault
+        self.followers = followers
+        self.trades = 0
+        self.rounded = 0  # value of the units trades may have rounded (36 decimals)
+
+    def trade(
+        self, trader: str, sym_in: str, sym_out: str, amount_in: int, route: Route
+    ) -> TradeResult:
+        dep, vault = self.dep, self.vault
+        t_in, t_out = dep.tokens[sym_in].address, dep.tokens[sym_out].address
+        master_in0, pool_in0 = books(vault, t_in)
+        master_out0, pool_out0 = books(vault, t_out)
+        master_eq, pool_eq = vault.functions.equities().call()
+        held_out0 = erc20(dep, t_out).functions.balanceOf(vault.address).call()
+
+        r = send_trade(vault, trader, t_in, t_out, amount_in, route)
+
+        assert (r.token_in, r.token_out, r.master_in, r.skipped) == (t_in, t_out, amount_in, None)
+        # Sizing: a buy spends the master's fraction of the pool's equity (at oracle prices);
+        # anything else sells the master's fraction of the pool's position.
+        if sym_in == BASE:
+            assert r.pool_in == min(amount_in * pool_eq // master_eq, pool_in0)
+        else:
+            assert r.pool_in == pool_in0 * amount_in // master_in0
+        assert r.pool_in > 0
+        # One swap, split pro rata to input, the master's part rounded down.
+        received = erc20(dep, t_out).functions.balanceOf(vault.address).call() - held_out0
+        total_in = amount_in + r.pool_in
+        assert r.master_out + r.pool_out == received
+        assert r.master_out == received * amount_in // total_in
+        # The same price for both books: pool_out / pool_in equals master_out / master_in up to
+        # the one unit of output the master's part is rounded down by (which goes to the pool).
+        gap = r.pool_out * r.master_in - r.master_out * r.pool_in
+        assert 0 <= gap < total_in
+        # The oracle bound, with the prices the vault says it used.
+        assert (r.price_in, r.price_out) == (price(dep, t_in), price(dep, t_out))
+        assert received >= oracle_min_out(total_in, r.price_in, r.price_out, max_slippage(dep))
+        # Books moved by exactly the trade.
+        assert books(vault, t_in) == (master_in0 - amount_in, pool_in0 - r.pool_in)
+        assert books(vault, t_out) == (master_out0 + r.master_out, pool_out0 + r.pool_out)
+        # Closing 100% closes 100%: both books empty, the token untracked, nothing left over.
+        if amount_in == master_in0 and sym_in != BASE:
+            assert books(vault, t_in) == (0, 0)
+            assert t_in not in vault.functions.tokens().call()
+            assert erc20(dep, t_in).functions.balanceOf(vault.address).call() == 0
+        self.trades += 1
+        self.rounded += r.price_in + r.price_out
+        assert_balances_match_books(dep, vault)
+        self.assert_followers_mirror_master()
+        return r
+
+    def sell(
+        self, trader: str, sym_in: str, sym_out: str, part: Fraction, route: Route
+    ) -> TradeResult:
+        """Trades ``part`` of the master's position in ``sym_in`` (1 closes it)."""
+        held = master_book(self.dep, self.vault, sym_in)
+        return self.trade(trader, sym_in, sym_out, held * part.numerator // part.denominator, route)
+
+    def assert_followers_mirror_master(self) -> None:
+        dep, vault = self.dep, self.vault
+        held = vault.functions.tokens().call()
+        prices = [price(dep, t) for t in held]
+        held_books = [books(vault, t) for t in held]
+        master_eq = sum(b[0] * pr for b, pr in zip(held_books, prices, strict=True))
+        pool_eq = sum(b[1] * pr for b, pr in zip(held_books, prices, strict=True))
+        total = vault.functions.totalShares().call()
+        unit_values = sum(prices)
+        for follower in self.followers:
+            shares = vault.functions.sharesOf(follower).call()
+            if shares == 0:  # left the pool
+                continue
+            slices = [b[1] * shares // total for b in held_books]
+            equity = sum(s * pr for s, pr in zip(slices, prices, strict=True))
+            tol = Fraction(2 * unit_values, equity) + Fraction(4 * self.rounded, pool_eq)
+            assert tol < Fraction(1, 10_000)
+            for token, book, slice_, pr in zip(held, held_books, slices, prices, strict=True):
+                master_fraction = Fraction(book[0] * pr, master_eq)
+                follower_fraction = Fraction(slice_ * pr, equity)
+                assert abs(follower_fraction - master_fraction) <= tol, (
+                    f"{dep.symbol_of(token)}: follower {follower} holds "
+                    f"{float(follower_fraction):.8f} of equity, the master "
+                    f"{float(master_fraction):.8f} (tolerance {float(tol):.2e})"
+                )
+
+
+def master_book(dep: Deployment, vault: Contract, symbol: str) -> int:
+    return books(vault, dep.tokens[symbol].address)[0]
+
+
+# --- 1. the demo's scenario
+
+
+def test_demo_scenario_followers_mirror_masters_trade_by_trade(dep: Deployment, cast: Cast) -> None:
+    vaults = setup_masters(dep, cast)
+    ada = CopyBook(dep, vaults["ada"], cast.followers)
+    ben = CopyBook(dep, vaults["ben"], cast.followers)
+    units = dep.units
+
+    # Shares at net asset value: each follower's share of the pool is their allocation's share.
+    for vault in vaults.values():
+        total = vault.functions.totalShares().call()
+        pool = books(vault, dep.base.address)[1]
+        assert pool == sum(units(BASE, d) // 4 for d in FOLLOWER_DEPOSITS)
+        for follower, deposit in zip(cast.followers, FOLLOWER_DEPOSITS, strict=True):
+            shares = vault.functions.sharesOf(follower).call()
+            assert abs(Fraction(shares, total) - Fraction(units(BASE, deposit) // 4, pool)) < 1e-12
+
+    # Ada (Uniswap V2): a buy, a second buy along a multi-hop path while holding WETH.
+    r = ada.trade(cast.ada, "USDC", "WETH", units(BASE, 20_000), dep.v2_route("USDC", "WETH"))
+    # 40% of Ada's equity, so 40% of the pool's: 0.4 * 252,525 USDC.
+    assert r.pool_in == units(BASE, Decimal("101010"))
+    ada.trade(cast.ada, "USDC", "WBTC", units(BASE, 10_000), dep.v2_route("USDC", "WETH", "WBTC"))
+    # The market moves WETH up 6% (pools traded by an outsider, the feed follows).
+    p.move_price(dep, "WETH", Decimal(3180), cast.whale)
+    # A partial sell, a full close along a multi-hop path, a full close of the rest.
+    ada.sell(cast.ada, "WETH", "USDC", HALF, dep.v2_route("WETH", "USDC"))
+    ada.sell(cast.ada, "WBTC", "USDC", ALL, dep.v2_route("WBTC", "WETH", "USDC"))
+    ada.sell(cast.ada, "WETH", "USDC", ALL, dep.v2_route("WETH", "USDC"))
+    assert ada.vault.functions.tokens().call() == [dep.base.address]
+
+    # Ben (Uniswap V3): a buy, a token-to-token rotation of all of it along a multi-hop
+    # exactInput path (WBTC -> USDC -> WETH), then a 30% trim.
+    ben.trade(cast.ben, "USDC", "WBTC", units(BASE, 12_000), dep.v3_route("USDC", "WBTC"))
+    ben.sell(cast.ben, "WBTC", "WETH", ALL, dep.v3_route("WBTC", "USDC", "WETH"))
+    assert ben.vault.functions.tokens().call() == [dep.base.address, dep.tokens["WETH"].address]
+    r = ben.sell(cast.ben, "WETH", "USDC", Fraction(3, 10), dep.v3_route("WETH", "USDC"))
+    assert r.pool_out > 0
+
+
+# --- 2. withdrawals
+
+
+def ben_with_positions(dep: Deployment, cast: Cast) -> CopyBook:
+    """Ben's vault holding USDC, WBTC and WETH in both books."""
+    ben = CopyBook(dep, setup_masters(dep, cast)["ben"], cast.followers)
+    ben.trade(cast.ben, "USDC", "WBTC", dep.units(BASE, 8_000), dep.v3_route("USDC", "WBTC"))
+    ben.trade(cast.ben, "USDC", "WETH", dep.units(BASE, 6_000), dep.v2_route("USDC", "WETH"))
+    return ben
+
+
+EXIT_ROUTES = {"WETH": ("v3", "WETH", "USDC"), "WBTC": ("v2", "WBTC", "USDC")}
+
+
+def exit_routes(dep: Deployment) -> dict[str, Route]:
+    return {
+        symbol: (dep.v3_route if venue == "v3" else dep.v2_route)(*path)
+        for symbol, (venue, *path) in EXIT_ROUTES.items()
+    }
+
+
+def account_of(dep: Deployment, follower: str) -> tuple[int, int]:
+    free, allocated, _ = dep.hub.functions.account(follower).call()
+    return free, allocated
+
+
+def check_exit_in_kind(dep: Deployment, vault: Contract, follower: str, shares: int) -> None:
+    """Pays exactly floor(pool * shares / totalShares) of every token to the wallet and releases
+    the matching part of the follower's allocation.
+    """
+    held = vault.functions.tokens().call()
+    total = vault.functions.totalShares().call()
+    shares_before = vault.functions.sharesOf(follower).call()
+    pools = [books(vault, t)[1] for t in held]
+    expected = [pool * shares // total for pool in pools]
+    wallets = [erc20(dep, t).functions.balanceOf(follower).call() for t in held]
+    allocation = dep.hub.functions.allocationOf(follower, vault.address).call()
+    free, allocated = account_of(dep, follower)
+
+    receipt = p.exit_in_kind(vault, follower, shares)
+
+    event = vault.events.ExitedInKind().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert (event["follower"], event["shares"]) == (follower, shares)
+    assert list(event["tokens"]) == held
+    assert list(event["amounts"]) == expected
+    assert all(amount > 0 for amount in expected)
+    for token, before, amount, pool in zip(held, wallets, expected, pools, strict=True):
+        assert erc20(dep, token).functions.balanceOf(follower).call() == before + amount
+        assert books(vault, token)[1] == pool - amount
+    released = allocation * shares // shares_before
+    assert dep.hub.functions.allocationOf(follower, vault.address).call() == allocation - released
+    assert account_of(dep, follower) == (free, allocated - released)
+    assert vault.functions.sharesOf(follower).call() == shares_before - shares
+    assert vault.functions.totalShares().call() == total - shares
+    assert_balances_match_books(dep, vault)
+
+
+def check_exit_to_base(dep: Deployment, vault: Contract, follower: str) -> None:
+    """A full exit: every slice swapped to USDC within the oracle bound, the proceeds credited to
+    the follower's hub account (not their wallet), and the allocation released.
+    """
+    held = vault.functions.tokens().call()
+    shares = vault.functions.sharesOf(follower).call()
+    total = vault.functions.totalShares().call()
+    slices = [books(vault, t)[1] * shares // total for t in held]
+    base_price = price(dep, dep.base.address)
+    slip = max_slippage(dep)
+    oracle_value = slices[0] + sum(
+        s * price(dep, t) // base_price for t, s in zip(held[1:], slices[1:], strict=True)
+    )
+    floor_value = slices[0] + sum(
+        oracle_min_out(s, price(dep, t), base_price, slip)
+        for t, s in zip(held[1:], slices[1:], strict=True)
+    )
+    free, allocated = account_of(dep, follower)
+    allocation = dep.hub.functions.allocationOf(follower, vault.address).call()
+    wallet = dep.base.functions.balanceOf(follower).call()
+    hub_base = dep.base.functions.balanceOf(dep.hub.address).call()
+
+    receipt = p.exit_to_base(dep, vault, follower, shares, exit_routes(dep))
+
+    event = vault.events.ExitedToBase().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    base_out = event["baseOut"]
+    assert list(event["amounts"]) == slices and len(slices) > 1
+    assert floor_value <= base_out <= oracle_value
+    assert account_of(dep, follower) == (free + base_out, allocated - allocation)
+    assert dep.hub.functions.allocationOf(follower, vault.address).call() == 0
+    assert dep.base.functions.balanceOf(dep.hub.address).call() == hub_base + base_out
+    assert dep.base.functions.balanceOf(follower).call() == wallet
+    assert vault.functions.sharesOf(follower).call() == 0
+    assert_balances_match_books(dep, vault)
+
+
+def test_exit_in_kind_pays_the_exact_slice_and_releases_the_allocation(
+    dep: Deployment, cast: Cast
+) -> None:
+    ben = ben_with_positions(dep, cast)
+    cleo, _, eve = cast.followers
+    # A full exit of the smallest follower: allocation back to zero.
+    check_exit_in_kind(dep, ben.vault, cleo, ben.vault.functions.sharesOf(cleo).call())
+    assert dep.hub.functions.allocationOf(cleo, ben.vault.address).call() == 0
+    # A partial exit releases the part of the allocation the burned shares stood for.
+    check_exit_in_kind(dep, ben.vault, eve, ben.vault.functions.sharesOf(eve).call() // 3)
+    assert dep.hub.functions.allocationOf(eve, ben.vault.address).call() > 0
+    # Those who stay still mirror the master.
+    ben.assert_followers_mirror_master()
+
+
+def test_exit_to_base_credits_the_proceeds_within_the_oracle_bound(
+    dep: Deployment, cast: Cast
+) -> None:
+    ben = ben_with_positions(dep, cast)
+    for follower in cast.followers:
+        check_exit_to_base(dep, ben.vault, follower)
+    # Everyone left: the pool is empty, the master's book untouched by the exits.
+    assert ben.vault.functions.totalShares().call() == 0
+    for token in ben.vault.functions.tokens().call():
+        assert books(ben.vault, token)[1] == 0
+
+
+def test_exits_work_while_the_hub_is_paused(dep: Deployment, cast: Cast) -> None:
+    ben = ben_with_positions(dep, cast)
+    cleo, dev, eve = cast.followers
+    with pytest.raises(RevertError) as excinfo:
+        transact(dep.hub.functions.setPaused(True), cast.stranger)
+    assert excinfo.value.error_name == "NotGuardian"
+
+    transact(dep.hub.functions.setPaused(True), cast.owner)
+    assert dep.hub.functions.params().call()[2] is True
+    # Deposits, allocations and trades stop ...
+    usdc, wbtc = dep.base.address, dep.tokens["WBTC"].address
+    for attempt in (
+        lambda: p.deposit(dep, eve, dep.units(BASE, 1_000)),
+        lambda: p.allocate(dep, eve, ben.vault, dep.units(BASE, 1)),
+        lambda: send_trade(ben.vault, cast.ben, usdc, wbtc, 10**6, dep.v3_route("USDC", "WBTC")),
+    ):
+        with pytest.raises(RevertError) as excinfo:
+            attempt()
+        assert excinfo.value.error_name == "ProtocolPaused"
+    # ... exits do not, nor do withdrawals of free balance.
+    check_exit_in_kind(dep, ben.vault, cleo, ben.vault.functions.sharesOf(cleo).call())
+    check_exit_to_base(dep, ben.vault, dev)
+    free, _ = account_of(dep, dev)
+    transact(dep.hub.functions.withdraw(free), dev)
+    assert account_of(dep, dev)[0] == 0
+
+
+def test_stale_feed_blocks_exit_to_base_but_not_exit_in_kind(
+    dep: Deployment, cast: Cast, rollback: Rollback
+) -> None:
+    ben = ben_with_positions(dep, cast)
+    _, dev, _ = cast.followers
+    feed = dep.feeds["WETH"]
+    answer = feed.functions.latestRoundData().call()[1]
+    now = dep.w3.eth.get_block("latest")["timestamp"]
+    transact(feed.functions.setAnswerAt(answer, now - FEED_HEARTBEAT - 1), cast.whale)
+
+    before = state_of(dep, ben.vault, ())
+    shares = ben.vault.functions.sharesOf(dev).call()
+    with pytest.raises(RevertError) as excinfo:
+        p.exit_to_base(dep, ben.vault, dev, shares, exit_routes(dep))
+    assert excinfo.value.error_name == "StalePrice"
+    assert state_of(dep, ben.vault, ()) == before
+    # Trades stop on the stale price too.
+    usdc, weth = dep.base.address, dep.tokens["WETH"].address
+    with pytest.raises(RevertError) as excinfo:
+        send_trade(ben.vault, cast.ben, usdc, weth, 10**9, dep.v2_route("USDC", "WETH"))
+    assert excinfo.value.error_name == "StalePrice"
+
+    check_exit_in_kind(dep, ben.vault, dev, shares)
+    assert dep.hub.functions.allocationOf(dev, ben.vault.address).call() == 0
+
+    # A fresh answer again: the exit to base goes through for the others.
+    transact(feed.functions.setAnswer(answer), cast.whale)
+    check_exit_to_base(dep, ben.vault, cast.followers[2])
+
+
+# --- 3. 6-, 8- and 18-decimal tokens
+
+
+def test_oracle_prices_scale_with_token_and_feed_decimals(dep: Deployment) -> None:
+    # priceOf is the USD price (36 decimals) of one smallest unit, whatever the decimals.
+    expected = {"USDC": 10**30, "WETH": 3_000 * 10**18, "WBTC": 6 * 10**32, "LINK": 15 * 10**18}
+    for symbol, value in expected.items():
+        assert price(dep, dep.tokens[symbol].address) == value
+        spec = dep.specs[symbol]
+        assert value == int(spec.usd_price * 10 ** (36 - spec.decimals))
+
+
+def test_usdc_wbtc_link_trades_size_like_the_master(dep: Deployment, cast: Cast) -> None:
+    ben = CopyBook(dep, setup_masters(dep, cast)["ben"], cast.followers)
+    units = dep.units
+    ben.trade(cast.ben, "USDC", "WBTC", units(BASE, 5_000), dep.v3_route("USDC", "WBTC"))
+    # The pool bought the same fraction of its equity in WBTC (8 decimals) with USDC (6).
+    r = ben.trade(cast.ben, "USDC", "LINK", units(BASE, 3_000), dep.v2_route("USDC", "LINK"))
+    master_eq, pool_eq = ben.vault.functions.equities().call()
+    assert abs(Fraction(r.pool_in, r.master_in) - Fraction(pool_eq, master_eq)) < 1e-9
+    # 8 decimals -> 18 decimals (18-decimal feed) over two V2 hops, closing WBTC.
+    ben.sell(cast.ben, "WBTC", "LINK", ALL, dep.v2_route("WBTC", "USDC", "LINK"))
+    ben.sell(cast.ben, "LINK", "USDC", Fraction(2, 5), dep.v3_route("LINK", "USDC"))
+    assert ben.trades == 4
+
+
+@pytest.mark.parametrize("venue", ["v2", "v3"])
+@pytest.mark.parametrize("symbol", ["WBTC", "LINK"])
+def test_oracle_bound_holds_in_each_direction(
+    dep: Deployment, cast: Cast, rollback: Rollback, symbol: str, venue: str
+) -> None:
+    """A feed that disagrees with the pools by 0.5% still lets trades through (0.3% fee, tiny
+    impact: 0.8% short of the oracle, under the 1% bound); by 1.5% it stops them (1.8%). A
+    feed off in the trade's favour never stops it. Both directions, for 8 and 18 decimals.
+    """
+    ben = CopyBook(dep, setup_masters(dep, cast)["ben"], cast.followers)
+    route = dep.v3_route if venue == "v3" else dep.v2_route
+    usdc, token = dep.base.address, dep.tokens[symbol].address
+    spec = dep.specs[symbol]
+    feed = dep.feeds[symbol]
+    ben.trade(cast.ben, BASE, symbol, dep.units(BASE, 4_000), route(BASE, symbol))
+
+    def set_feed(factor: Decimal) -> None:
+        answer = int(spec.usd_price * factor * 10**spec.feed_decimals)
+        transact(feed.functions.setAnswer(answer), cast.whale)
+
+    buy = (BASE, symbol, lambda: dep.units(BASE, 2_000))
+    sell = (symbol, BASE, lambda: master_book(dep, ben.vault, symbol) // 2)
+    # (trade, feed factor, passes): a lower feed asks more of a buy, a higher one more of a sale.
+    cases = [
+        (buy, Decimal("0.995"), True),
+        (buy, Decimal("0.985"), False),
+        (buy, Decimal("1.015"), True),
+        (sell, Decimal("1.005"), True),
+        (sell, Decimal("1.015"), False),
+        (sell, Decimal("0.985"), True),
+    ]
+    for (sym_in, sym_out, amount), factor, passes in cases:
+        with rollback():
+            set_feed(factor)
+            if passes:
+                ben.trade(cast.ben, sym_in, sym_out, amount(), route(sym_in, sym_out))
+                continue
+            before = state_of(dep, ben.vault, (usdc, token))
+            with pytest.raises(RevertError) as excinfo:
+                ben.trade(cast.ben, sym_in, sym_out, amount(), route(sym_in, sym_out))
+            assert_slippage_revert(excinfo)
+            assert state_of(dep, ben.vault, (usdc, token)) == before
+
+
+# --- 4. fee-on-transfer tokens
+
+
+def test_fee_on_transfer_tokens_are_refused(dep: Deployment, cast: Cast) -> None:
+    w3, owner = dep.w3, cast.owner
+    fot, _ = deploy(w3, "FeeOnTransferToken", "Fee Token", "FOT", 18, 100, sender=owner)  # 1%
+    # Priced 2% above the pool, so the 1% fee alone would not trip the oracle bound: the vault
+    # must notice the fee itself.
+    feed, _ = deploy(w3, "TestPriceFeed", 8, "FOT / USD", 102_000_000, sender=owner)
+    transact(dep.hub.functions.setAsset(fot.address, feed.address, 86_400, 8, True), owner)
+    # 1,010,101 FOT sent to the pair, 1,000,000 arrive: a 1 USDC pool price.
+    fot_sent = 1_010_101 * 10**18
+    usdc_sent = dep.units(BASE, 1_000_000)
+    transact(fot.functions.mint(owner, fot_sent), owner)
+    p.fund(dep, owner, BASE, usdc_sent)
+    uniswap.add_v2_liquidity(
+        w3, dep.uniswap.v2, fot.address, dep.base.address, fot_sent, usdc_sent, sender=owner
+    )
+    pair = dep.uniswap.v2.factory.functions.getPair(fot.address, dep.base.address).call()
+    assert fot.functions.balanceOf(pair).call() == fot_sent * 99 // 100
+
+    vault = setup_masters(dep, cast)["ada"]
+    route = v2_path(dep, dep.base.address, fot.address)
+    before = state_of(dep, vault, (fot.address,))
+    with pytest.raises(RevertError) as excinfo:
+        send_trade(vault, cast.ada, dep.base.address, fot.address, dep.units(BASE, 200), route)
+    assert excinfo.value.error_name == "TransferFeeNotSupported", excinfo.value.reason
+    assert state_of(dep, vault, (fot.address,)) == before
+
+    # A hub whose base asset charges a fee refuses deposits, and so do its vaults.
+    fot_hub, _ = deploy(w3, "TandemHub", fot.address, owner, sender=owner)
+    amount = 1_000 * 10**18
+    transact(fot.functions.mint(cast.stranger, 2 * amount), cast.stranger)
+    transact(fot.functions.approve(fot_hub.address, amount), cast.stranger)
+    with pytest.raises(RevertError) as excinfo:
+        transact(fot_hub.functions.deposit(amount), cast.stranger)
+    assert excinfo.value.error_name == "TransferFeeNotSupported"
+    assert fot_hub.functions.account(cast.stranger).call()[0] == 0
+
+    transact(fot_hub.functions.createVault(), cast.stranger)
+    fot_vault = dep.vault(fot_hub.functions.vaultOf(cast.stranger).call())
+    transact(fot.functions.approve(fot_vault.address, amount), cast.stranger)
+    with pytest.raises(RevertError) as excinfo:
+        transact(fot_vault.functions.depositMaster(amount), cast.stranger)
+    assert excinfo.value.error_name == "TransferFeeNotSupported"
+    assert books(fot_vault, fot.address) == (0, 0)
+
+
+# --- 5. a master front-run by a pump
+
+
+@pytest.mark.parametrize("pumped", [False, True])
+def test_a_pumped_thin_pool_cannot_fill_the_master(
+    dep: Deployment, cast: Cast, pumped: bool
+) -> None:
+    w3, owner = dep.w3, cast.owner
+    token, _ = deploy(w3, "TestToken", "Thin Token", "THIN", 18, sender=owner)
+    feed, _ = deploy(w3, "TestPriceFeed", 8, "THIN / USD", 10**8, sender=owner)  # 1 USD
+    transact(dep.hub.functions.setAsset(token.address, feed.address, 86_400, 8, True), owner)
+    depth = 1_000_000
+    transact(token.functions.mint(owner, depth * 10**18), owner)
+    p.fund(dep, owner, BASE, dep.units(BASE, depth))
+    pair = uniswap.add_v2_liquidity(
+        w3,
+        dep.uniswap.v2,
+        token.address,
+        dep.base.address,
+        depth * 10**18,
+        dep.units(BASE, depth),
+        sender=owner,
+    )
+
+    vault = p.create_master(dep, cast.ada, dep.units(BASE, 1_000))
+    follower = cast.followers[1]
+    p.deposit(dep, follower, dep.units(BASE, 10_000))
+    p.allocate(dep, follower, vault, dep.units(BASE, 2_500))
+    if pumped:
+        # 200,000 USDC into a 1,000,000 USDC pool: the price goes up about 44%.
+        p.fund(dep, cast.whale, BASE, dep.units(BASE, 200_000))
+        uniswap.swap_v2(
+            w3,
+            dep.uniswap.v2,
+            dep.base.address,
+            token.address,
+            dep.units(BASE, 200_000),
+            sender=cast.whale,
+        )
+
+    usdc = dep.base.address
+    route = v2_path(dep, usdc, token.address)
+    before = state_of(dep, vault, (token.address,))
+    reserves = pair.functions.getReserves().call()[:2]
+    amount = dep.units(BASE, 100)
+    if not pumped:
+        # The same order fills when nobody moved the pool, and the followers come along.
+        r = send_trade(vault, cast.ada, usdc, token.address, amount, route)
+        assert r.pool_in == amount * 5 // 2 and r.pool_out > 0
+        return
+    with pytest.raises(RevertError) as excinfo:
+        send_trade(vault, cast.ada, usdc, token.address, amount, route)
+    assert_slippage_revert(excinfo)
+    assert state_of(dep, vault, (token.address,)) == before
+    assert pair.functions.getReserves().call()[:2] == reserves
+
+
+# --- 6. who may do what
+
+
+def test_only_the_master_or_delegate_trades_and_only_the_master_withdraws(
+    dep: Deployment, cast: Cast
+) -> None:
+    vault = setup_masters(dep, cast)["ada"]
+    usdc, weth = dep.base.address, dep.tokens["WETH"].address
+    route = dep.v2_route("USDC", "WETH")
+    amount = dep.units(BASE, 1_000)
+
+    def refused(sender: str, fn: Callable[[], ContractFunction], error: str) -> None:
+        with pytest.raises(RevertError) as excinfo:
+            transact(fn(), sender)
+        assert excinfo.value.error_name == error, excinfo.value.reason
+
+    def trade_call() -> ContractFunction:
+        return vault.functions.trade((usdc, weth, amount, 0, route.adapter, route.data))
+
+    for outsider in (cast.stranger, cast.followers[0], cast.delegate, cast.owner):
+        refused(outsider, trade_call, "NotMasterOrDelegate")
+    refused(cast.stranger, lambda: vault.functions.setDelegate(cast.stranger), "NotMaster")
+
+    transact(vault.functions.setDelegate(cast.delegate), cast.ada)
+    assert vault.functions.delegate().call() == cast.delegate
+    receipt = transact(trade_call(), cast.delegate)
+    traded = vault.events.Traded().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert traded["trader"] == cast.delegate
+    assert traded["masterIn"] == amount and traded["poolIn"] > 0 and traded["masterOut"] > 0
+    # The delegate trades and does nothing else.
+    refused(cast.delegate, lambda: vault.functions.withdrawMaster(weth, 1), "NotMaster")
+    refused(cast.delegate, lambda: vault.functions.withdrawMaster(usdc, 1), "NotMaster")
+    refused(cast.delegate, lambda: vault.functions.setDelegate(cast.stranger), "NotMaster")
+    # The master may withdraw their own book, never the pool's.
+    master_weth, pool_weth = books(vault, weth)
+    refused(
+        cast.ada,
+        lambda: vault.functions.withdrawMaster(weth, master_weth + 1),
+        "InsufficientMasterBalance",
+    )
+    transact(vault.functions.withdrawMaster(weth, master_weth), cast.ada)
+    assert books(vault, weth) == (0, pool_weth)
+    assert dep.tokens["WETH"].functions.balanceOf(cast.ada).call() == master_weth
+    # Only the hub allocates; only hub vaults settle exits.
+    refused(cast.stranger, lambda: vault.functions.onAllocate(cast.stranger, 10**6), "NotHub")
+    refused(
+        cast.stranger, lambda: dep.hub.functions.settleExit(cast.stranger, 1, 1, 10**6), "NotVault"
+    )
+
+
+@pytest.mark.parametrize("venue", ["v2", "v3"])
+def test_adapters_serve_only_hub_vaults_and_pay_the_calling_vault(
+    dep: Deployment, cast: Cast, venue: str
+) -> None:
+    adapter = dep.v2_adapter if venue == "v2" else dep.v3_adapter
+    router = dep.uniswap.v2.router if venue == "v2" else dep.uniswap.v3.router
+    route = (dep.v2_route if venue == "v2" else dep.v3_route)("USDC", "WETH")
+    usdc, weth = dep.base.address, dep.tokens["WETH"].address
+    amount = dep.units(BASE, 1_000)
+    vault = p.create_master(dep, cast.ada, amount)
+
+    def swap_call() -> ContractFunction:
+        return adapter.functions.swapCall(usdc, weth, amount, 7, route.data)
+
+    # Not for anyone but a hub vault: not a stranger, not the vault's own master, not the owner.
+    for caller in (cast.stranger, cast.ada, cast.owner):
+        with pytest.raises(RevertError) as excinfo:
+            transact(swap_call(), caller)
+        assert excinfo.value.error_name == "CallerNotVault", excinfo.value.reason
+    # For a vault, the call goes to the adapter's router and pays that vault.
+    target, data = swap_call().call({"from": vault.address})
+    assert target == router.address
+    fn, args = router.decode_function_input(data)
+    if venue == "v2":
+        assert fn.fn_name == "swapExactTokensForTokens"
+        assert (args["amountIn"], args["amountOutMin"], args["to"]) == (amount, 7, vault.address)
+        assert args["path"] == [usdc, weth]
+    else:
+        params = args["params"]
+        assert fn.fn_name == "exactInputSingle"
+        assert (params["amountIn"], params["amountOutMinimum"]) == (amount, 7)
+        assert (params["recipient"], params["tokenIn"], params["tokenOut"]) == (
+            vault.address,
+            usdc,
+            weth,
+        )
