@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from web3.exceptions import Web3Exception
 
-from tandem import __version__, artifacts, chain
+from tandem import __version__, artifacts, chain, demo, protocol
 from tandem.compiler import compile_project, prepare_ape
 from tandem.config import Settings, load_settings
 from tandem.errors import DeploymentError, NodeError, TandemError
@@ -158,14 +158,24 @@ def status_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-@command("deploy", "deploy the protocol to the configured node")
+@command("deploy", "deploy Uniswap, test assets, feeds and the protocol to the configured node")
 def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
-    raise TandemError("`tandem deploy` is not implemented yet")
+    w3 = chain.connect(settings=settings)
+    chain_id = w3.eth.chain_id
+    out.print(f"Deploying to {settings.rpc_url} (chain {chain_id}) ...")
+    dep = protocol.deploy_local(w3, settings=settings)
+    table = Table("contract", "address", box=None)
+    for name, address in dep.addresses().items():
+        table.add_row(name, address)
+    out.print(table)
+    out.print(f"Address book written to {settings.paths.deployment(chain_id)}")
+    return 0
 
 
-@command("demo", "run the copy-trading demo on the configured node")
+@command("demo", "run the copy-trading demo on its own fresh anvil (stopped afterwards)")
 def demo_command(args: argparse.Namespace, settings: Settings) -> int:
-    raise TandemError("`tandem demo` is not implemented yet")
+    demo.run(settings)
+    return 0
 
 
 # --- entry point
@@ -207,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(f"lost contact with the node: {exc}: is `tandem node` still running?")
     except Web3Exception as exc:
         _error(f"the node rejected a request: {exc}")
+    except OSError as exc:  # e.g. the address book or build directory cannot be written
+        _error(str(exc))
     return 1
 
 

@@ -5,7 +5,9 @@ The command line runs as a real subprocess, as a user would run it.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from web3 import Web3
 
 from tandem import artifacts, cli
 from tandem.config import Settings
@@ -128,3 +131,70 @@ def test_cli_node_runs_until_interrupted() -> None:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
+
+
+# --- deploy and demo
+
+ANVIL_AT = re.compile(r"anvil at (http://127\.0\.0\.1:(\d+))")
+
+
+def anvil_processes_on(port: int) -> str:
+    """Command lines of anvil processes listening on ``port`` (empty when there are none)."""
+    found = subprocess.run(
+        ["pgrep", "-af", f"anvil .*--port {port}( |$)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return found.stdout.strip()
+
+
+def test_cli_deploy_writes_the_address_book(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployments = tmp_path / "deployments"
+    monkeypatch.setenv("TANDEM_DEPLOYMENTS_DIR", str(deployments))
+    with LocalNode(settings=settings, chain_id=4343) as node:  # a chain of its own
+        result = run_cli("--rpc-url", node.rpc_url, "deploy", timeout=120)
+        assert result.returncode == 0, result.stderr
+
+        book_path = deployments / "4343.json"
+        book = json.loads(book_path.read_text(encoding="utf-8"))
+        assert book["chainId"] == 4343
+        hub = book["contracts"]["TandemHub"]
+        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+        assert len(w3.eth.get_code(Web3.to_checksum_address(hub))) > 0
+    for name in ("UniswapV2Adapter", "UniswapV3Adapter", "UniswapV2Router02", "token:USDC"):
+        assert name in book["contracts"]
+    assert hub in result.stdout
+    assert str(book_path) in result.stdout
+
+
+def test_cli_deploy_without_a_node_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TANDEM_DEPLOYMENTS_DIR", str(tmp_path))
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run_cli("--rpc-url", url, "deploy")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: no node answers at {url}")
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not any(tmp_path.iterdir())  # nothing was recorded
+
+
+def test_cli_demo_runs_to_completion_and_stops_its_anvil() -> None:
+    started = time.monotonic()
+    result = run_cli("demo", timeout=90)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    assert "Trade 6" in result.stdout
+    assert "Done: the local chain is stopped." in result.stdout
+    assert elapsed < 30, f"the demo took {elapsed:.0f} s"
+
+    found = ANVIL_AT.search(result.stdout)
+    assert found, result.stdout[:500]
+    port = int(found.group(2))
+    assert not port_in_use(port)
+    assert anvil_processes_on(port) == ""

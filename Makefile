@@ -1,0 +1,65 @@
+# Tandem developer tasks. Needs only Python 3.11+, Node.js and npm: the Solidity compiler,
+# anvil and forge all come from npm (see package.json), everything else from PyPI.
+#
+#   make setup      create .venv and install the Python and npm dependencies (when they changed)
+#   make test       compile, run the forge tests (ci profile) and the Python tests
+#   make demo       run the copy-trading demo on a fresh local chain
+#   make bench-gas  gas benchmark of the protocol against plain Uniswap swaps
+#   make lint       ruff and mypy
+#   make clean      remove build outputs and caches (distclean: also .venv and node_modules)
+#
+# PYTHON=python3.12 make setup picks the interpreter that creates .venv.
+
+PYTHON ?= python3
+NPM ?= npm
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.tandem-installed
+NPM_STAMP := node_modules/.tandem-installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test bench-gas lint clean distclean
+
+help:
+	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
+
+setup: $(PY_STAMP) $(NPM_STAMP)
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "error: $(PYTHON) is older than Python 3.11; run e.g. make setup PYTHON=python3.12" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalled only when pyproject.toml changes (or the stamp is missing).
+$(PY_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev,ape]'
+	@touch $@
+
+# `npm ci` empties node_modules first, so the stamp is written after it.
+$(NPM_STAMP): package.json package-lock.json
+	$(NPM) ci --no-audit --no-fund
+	@touch $@
+
+demo: setup
+	$(BIN)/tandem demo
+
+test: setup
+	$(BIN)/tandem compile
+	FOUNDRY_PROFILE=ci node_modules/.bin/forge test
+	$(BIN)/pytest -q
+
+bench-gas: setup
+	$(BIN)/python benchmarks/gas.py
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf build .build contracts/.cache .pytest_cache .ruff_cache .mypy_cache
+	find . -path ./node_modules -prune -o -path ./$(VENV) -prune -o \
+		-name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) node_modules *.egg-info
