@@ -10,11 +10,11 @@ from decimal import Decimal
 from typing import Any
 
 from eth_typing import ChecksumAddress
-from eth_utils import to_checksum_address as checksum
+from eth_utils.address import to_checksum_address as checksum
 from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
-from web3.types import TxReceipt
+from web3.types import RPCEndpoint, TxReceipt
 
 from tandem import artifacts, uniswap
 from tandem.chain import contract_at, deploy, resolve_sender, transact
@@ -103,7 +103,7 @@ class Deployment:
         return self.specs[symbol].units(amount)
 
     def amount(self, symbol: str, units: int) -> Decimal:
-        return Decimal(units) / 10 ** self.specs[symbol].decimals
+        return Decimal(units) / Decimal(10) ** self.specs[symbol].decimals
 
     def v2_route(self, *symbols: str) -> Route:
         """A Uniswap V2 route through the given tokens, e.g. ``v2_route("USDC", "WETH")``."""
@@ -147,7 +147,7 @@ def deploy_local(
     compile_project(settings)
     owner = resolve_sender(w3, owner)
     # The pools need more ETH (as WETH) than anvil's default balance; a dev chain allows this.
-    w3.provider.make_request("anvil_setBalance", [owner, hex(10**30)])  # type: ignore[arg-type]
+    set_balance(w3, owner, 10**30)
 
     market = uniswap.deploy_uniswap(w3, sender=owner, settings=settings)
     tokens: dict[str, Contract] = {}
@@ -271,15 +271,18 @@ def at_uniswap(w3: Web3, book: dict[str, str], name: str, settings: Settings | N
 # --- actions
 
 
+def set_balance(w3: Web3, account: str, wei: int) -> None:
+    """Set an account's ether balance (anvil only: local chains mint what the demo needs)."""
+    w3.provider.make_request(RPCEndpoint("anvil_setBalance"), [checksum(account), hex(wei)])
+
+
 def fund(dep: Deployment, account: str, symbol: str, amount: int) -> None:
     """Give ``account`` ``amount`` of a test asset: minted, or wrapped from ETH for WETH."""
     account = checksum(account)
     if symbol == "WETH":
         balance = dep.w3.eth.get_balance(account)
         if balance < amount + 10**18:
-            dep.w3.provider.make_request(  # type: ignore[arg-type]
-                "anvil_setBalance", [account, hex(amount + balance + 10**21)]
-            )
+            set_balance(dep.w3, account, amount + balance + 10**21)
         transact(dep.tokens["WETH"].functions.deposit(), account, value=amount)
     else:
         transact(dep.tokens[symbol].functions.mint(account, amount), account)
@@ -398,7 +401,7 @@ class Holding:
 
 
 def value_of(dep: Deployment, symbol: str, amount: int) -> int:
-    price = dep.hub.functions.priceOf(dep.tokens[symbol].address).call()
+    price = int(dep.hub.functions.priceOf(dep.tokens[symbol].address).call())
     return amount * price // PRICE_UNIT
 
 
@@ -441,25 +444,33 @@ def move_price(dep: Deployment, symbol: str, usd_price: Decimal, trader: str) ->
     spec = dep.specs[symbol]
     target = usd_price * 10 ** dep.specs[BASE].decimals / 10**spec.decimals  # base units per unit
     base, token = dep.tokens[BASE].address, dep.tokens[symbol].address
-    v2_pool = dep.uniswap.v2.factory.functions.getPair(base, token).call()
-    v3_pool = dep.uniswap.v3.factory.functions.getPool(base, token, V3_FEE).call()
-    for pool, swap in ((v2_pool, uniswap.swap_v2), (v3_pool, uniswap.swap_v3)):
+
+    def on_v2(token_in: str, token_out: str, amount: int) -> None:
+        uniswap.swap_v2(dep.w3, dep.uniswap.v2, token_in, token_out, amount, sender=trader)
+
+    def on_v3(token_in: str, token_out: str, amount: int) -> None:
+        uniswap.swap_v3(
+            dep.w3, dep.uniswap.v3, token_in, token_out, amount, fee=V3_FEE, sender=trader
+        )
+
+    venues = (
+        (dep.uniswap.v2.factory.functions.getPair(base, token).call(), on_v2),
+        (dep.uniswap.v3.factory.functions.getPool(base, token, V3_FEE).call(), on_v3),
+    )
+    for pool, swap in venues:
         reserve_base = dep.base.functions.balanceOf(pool).call()
         reserve_token = dep.tokens[symbol].functions.balanceOf(pool).call()
         k = Decimal(reserve_base) * Decimal(reserve_token)
         wanted_base = (k * target).sqrt()
         # The 0.3% pool fee is taken from the input: send a little more to land on the target.
         if wanted_base > reserve_base:
-            symbol_in, amount_in = BASE, int((wanted_base - reserve_base) / Decimal("0.997"))
+            symbol_in, path = BASE, (base, token)
+            amount_in = int((wanted_base - reserve_base) / Decimal("0.997"))
         else:
-            wanted_token = (k / target).sqrt()
-            symbol_in, amount_in = symbol, int((wanted_token - reserve_token) / Decimal("0.997"))
-        if amount_in <= 0:
-            continue
-        fund(dep, trader, symbol_in, amount_in)
-        market = dep.uniswap.v2 if swap is uniswap.swap_v2 else dep.uniswap.v3
-        token_in = base if symbol_in == BASE else token
-        token_out = token if symbol_in == BASE else base
-        swap(dep.w3, market, token_in, token_out, amount_in, sender=trader)  # type: ignore[operator]
+            symbol_in, path = symbol, (token, base)
+            amount_in = int(((k / target).sqrt() - reserve_token) / Decimal("0.997"))
+        if amount_in > 0:
+            fund(dep, trader, symbol_in, amount_in)
+            swap(*path, amount_in)
     answer = int(usd_price * 10**spec.feed_decimals)
     transact(dep.feeds[symbol].functions.setAnswer(answer), trader)
