@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -189,16 +190,8 @@ class Demo:
         shares = vault.functions.sharesOf(follower.address).call()
         receipt = p.exit_in_kind(vault, follower.address, shares)
         event = vault.events.ExitedInKind().process_receipt(receipt, errors=DISCARD)[0]["args"]
-        table = Table(
-            title=f"{follower.name} exits {master}'s pool in kind (gas {receipt['gasUsed']:,})"
-        )
-        table.add_column("Token")
-        table.add_column("Paid to wallet", justify="right")
-        for token, amount in zip(event["tokens"], event["amounts"], strict=True):
-            symbol = self.dep.symbol_of(token)
-            table.add_row(symbol, self.fmt(symbol, amount))
-        self.console.print()
-        self.console.print(table)
+        title = f"{follower.name} exits {master}'s pool in kind (gas {receipt['gasUsed']:,})"
+        self.print_slices(title, "Paid to wallet", event)
 
     def exit_to_base(self, follower: Person, master: str) -> None:
         vault = self.vaults[master]
@@ -206,15 +199,21 @@ class Demo:
         routes = {s: self.dep.v3_route(s, BASE) for s in ("WETH", "WBTC", "LINK")}
         receipt = p.exit_to_base(self.dep, vault, follower.address, shares, routes)
         event = vault.events.ExitedToBase().process_receipt(receipt, errors=DISCARD)[0]["args"]
-        table = Table(
-            title=f"{follower.name} exits {master}'s pool to USDC (gas {receipt['gasUsed']:,})"
-        )
-        table.add_column("Slice")
-        table.add_column("Amount", justify="right")
+        title = f"{follower.name} exits {master}'s pool to USDC (gas {receipt['gasUsed']:,})"
+        self.print_slices(title, "Slice", event, credited=event["baseOut"])
+
+    def print_slices(
+        self, title: str, heading: str, event: Any, credited: int | None = None
+    ) -> None:
+        """The follower's slice of each pool token, from an exit event."""
+        table = Table(title=title)
+        table.add_column("Token")
+        table.add_column(heading, justify="right")
         for token, amount in zip(event["tokens"], event["amounts"], strict=True):
             symbol = self.dep.symbol_of(token)
             table.add_row(symbol, self.fmt(symbol, amount))
-        table.add_row("[bold]Credited to account[/]", self.fmt(BASE, event["baseOut"]))
+        if credited is not None:
+            table.add_row("[bold]Credited to account[/]", self.fmt(BASE, credited))
         self.console.print()
         self.console.print(table)
 

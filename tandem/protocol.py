@@ -99,22 +99,28 @@ class Deployment:
                 return symbol
         return checksum(address)
 
+    def address_of(self, token: str) -> ChecksumAddress:
+        """A token's address from its symbol in the local market, or from its address."""
+        return self.tokens[token].address if token in self.tokens else checksum(token)
+
     def units(self, symbol: str, amount: Decimal | int | str) -> int:
         return self.specs[symbol].units(amount)
 
     def amount(self, symbol: str, units: int) -> Decimal:
         return Decimal(units) / Decimal(10) ** self.specs[symbol].decimals
 
-    def v2_route(self, *symbols: str) -> Route:
-        """A Uniswap V2 route through the given tokens, e.g. ``v2_route("USDC", "WETH")``."""
-        data = b"".join(bytes.fromhex(self.tokens[s].address[2:]) for s in symbols)
+    def v2_route(self, *tokens: str) -> Route:
+        """A Uniswap V2 route through the given tokens (symbols or addresses), e.g.
+        ``v2_route("USDC", "WETH")``."""
+        data = b"".join(bytes.fromhex(self.address_of(t)[2:]) for t in tokens)
         return Route(self.v2_adapter.address, data)
 
-    def v3_route(self, *symbols: str, fee: int = V3_FEE) -> Route:
-        """A Uniswap V3 route through the given tokens, every hop at ``fee``."""
-        data = bytes.fromhex(self.tokens[symbols[0]].address[2:])
-        for symbol in symbols[1:]:
-            data += fee.to_bytes(3, "big") + bytes.fromhex(self.tokens[symbol].address[2:])
+    def v3_route(self, *tokens: str, fee: int = V3_FEE) -> Route:
+        """A Uniswap V3 route through the given tokens (symbols or addresses), every hop at
+        ``fee``."""
+        data = bytes.fromhex(self.address_of(tokens[0])[2:])
+        for token in tokens[1:]:
+            data += fee.to_bytes(3, "big") + bytes.fromhex(self.address_of(token)[2:])
         return Route(self.v3_adapter.address, data)
 
     def vault(self, address: str) -> Contract:
@@ -356,11 +362,12 @@ def trade(
     route: Route,
     min_amount_out: int = 0,
 ) -> TradeResult:
-    """Have ``trader`` (the master or their delegate) trade through ``vault``."""
+    """Have ``trader`` (the master or their delegate) trade through ``vault``; tokens are
+    symbols of the local market or addresses."""
     call = vault.functions.trade(
         (
-            dep.tokens[token_in].address,
-            dep.tokens[token_out].address,
+            dep.address_of(token_in),
+            dep.address_of(token_out),
             amount_in,
             min_amount_out,
             route.adapter,

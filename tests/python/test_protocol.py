@@ -124,25 +124,6 @@ def assert_balances_match_books(dep: Deployment, vault: Contract) -> None:
         assert erc20(dep, token).functions.balanceOf(vault.address).call() == master + pool
 
 
-def send_trade(
-    vault: Contract,
-    trader: str,
-    token_in: str,
-    token_out: str,
-    amount_in: int,
-    route: Route,
-    min_out: int = 0,
-) -> TradeResult:
-    call = vault.functions.trade(
-        (token_in, token_out, amount_in, min_out, route.adapter, route.data)
-    )
-    return TradeResult.from_receipt(vault, transact(call, trader))
-
-
-def v2_path(dep: Deployment, *tokens: str) -> Route:
-    return Route(dep.v2_adapter.address, b"".join(bytes.fromhex(t[2:]) for t in tokens))
-
-
 def assert_slippage_revert(excinfo: pytest.ExceptionInfo[RevertError]) -> None:
     reason = excinfo.value.reason
     assert any(r in reason for r in SLIPPAGE_REASONS), reason
@@ -186,7 +167,7 @@ class CopyBook:
         master_eq, pool_eq = vault.functions.equities().call()
         held_out0 = erc20(dep, t_out).functions.balanceOf(vault.address).call()
 
-        r = send_trade(vault, trader, t_in, t_out, amount_in, route)
+        r = p.trade(dep, vault, trader, t_in, t_out, amount_in, route)
 
         assert (r.token_in, r.token_out, r.master_in, r.skipped) == (t_in, t_out, amount_in, None)
         # Sizing: a buy spends the master's fraction of the pool's equity (at oracle prices);
@@ -434,7 +415,7 @@ def test_exits_work_while_the_hub_is_paused(dep: Deployment, cast: Cast) -> None
     for attempt in (
         lambda: p.deposit(dep, eve, dep.units(BASE, 1_000)),
         lambda: p.allocate(dep, eve, ben.vault, dep.units(BASE, 1)),
-        lambda: send_trade(ben.vault, cast.ben, usdc, wbtc, 10**6, dep.v3_route("USDC", "WBTC")),
+        lambda: p.trade(dep, ben.vault, cast.ben, usdc, wbtc, 10**6, dep.v3_route("USDC", "WBTC")),
     ):
         with pytest.raises(RevertError) as excinfo:
             attempt()
@@ -466,7 +447,7 @@ def test_stale_feed_blocks_exit_to_base_but_not_exit_in_kind(
     # Trades stop on the stale price too.
     usdc, weth = dep.base.address, dep.tokens["WETH"].address
     with pytest.raises(RevertError) as excinfo:
-        send_trade(ben.vault, cast.ben, usdc, weth, 10**9, dep.v2_route("USDC", "WETH"))
+        p.trade(dep, ben.vault, cast.ben, usdc, weth, 10**9, dep.v2_route("USDC", "WETH"))
     assert excinfo.value.error_name == "StalePrice"
 
     check_exit_in_kind(dep, ben.vault, dev, shares)
@@ -569,10 +550,10 @@ def test_fee_on_transfer_tokens_are_refused(dep: Deployment, cast: Cast) -> None
     assert fot.functions.balanceOf(pair).call() == fot_sent * 99 // 100
 
     vault = setup_masters(dep, cast)["ada"]
-    route = v2_path(dep, dep.base.address, fot.address)
+    route = dep.v2_route(dep.base.address, fot.address)
     before = state_of(dep, vault, (fot.address,))
     with pytest.raises(RevertError) as excinfo:
-        send_trade(vault, cast.ada, dep.base.address, fot.address, dep.units(BASE, 200), route)
+        p.trade(dep, vault, cast.ada, dep.base.address, fot.address, dep.units(BASE, 200), route)
     assert excinfo.value.error_name == "TransferFeeNotSupported", excinfo.value.reason
     assert state_of(dep, vault, (fot.address,)) == before
 
@@ -636,17 +617,17 @@ def test_a_pumped_thin_pool_cannot_fill_the_master(
         )
 
     usdc = dep.base.address
-    route = v2_path(dep, usdc, token.address)
+    route = dep.v2_route(usdc, token.address)
     before = state_of(dep, vault, (token.address,))
     reserves = pair.functions.getReserves().call()[:2]
     amount = dep.units(BASE, 100)
     if not pumped:
         # The same order fills when nobody moved the pool, and the followers come along.
-        r = send_trade(vault, cast.ada, usdc, token.address, amount, route)
+        r = p.trade(dep, vault, cast.ada, usdc, token.address, amount, route)
         assert r.pool_in == amount * 5 // 2 and r.pool_out > 0
         return
     with pytest.raises(RevertError) as excinfo:
-        send_trade(vault, cast.ada, usdc, token.address, amount, route)
+        p.trade(dep, vault, cast.ada, usdc, token.address, amount, route)
     assert_slippage_revert(excinfo)
     assert state_of(dep, vault, (token.address,)) == before
     assert pair.functions.getReserves().call()[:2] == reserves
