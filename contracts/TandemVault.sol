@@ -59,7 +59,9 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     uint256 public totalShares;
     /// @inheritdoc ITandemVault
     mapping(address follower => uint256) public sharesOf;
-    /// @dev Every token with a non-zero book, plus the base asset, always first.
+    /// @inheritdoc ITandemVault
+    mapping(address follower => mapping(address token => uint256)) public unclaimed;
+    /// @dev Every token with a non-zero book; the base asset is implicit and always first.
     address[] private _tokens;
     mapping(address token => Books) private _books;
 
@@ -169,14 +171,30 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         uint256 sharesBefore = sharesOf[msg.sender];
         (exitTokens, amounts) = _burnSlices(msg.sender, shares, sharesBefore);
         for (uint256 i; i < exitTokens.length; ++i) {
-            if (amounts[i] != 0) IERC20(exitTokens[i]).safeTransfer(msg.sender, amounts[i]);
+            if (amounts[i] == 0 || IERC20(exitTokens[i]).trySafeTransfer(msg.sender, amounts[i])) continue;
+            // One token that cannot move must not keep the follower in every other one.
+            unclaimed[msg.sender][exitTokens[i]] += amounts[i];
+            emit SliceHeld(msg.sender, exitTokens[i], amounts[i]);
         }
         hub.settleExit(msg.sender, shares, sharesBefore, 0);
         emit ExitedInKind(msg.sender, shares, exitTokens, amounts);
     }
 
     /// @inheritdoc ITandemVault
-    function exitToBase(uint256 shares, ExitSwap[] calldata swaps) external nonReentrant returns (uint256 baseOut) {
+    function claim(address token, address to) external nonReentrant returns (uint256 amount) {
+        amount = unclaimed[msg.sender][token];
+        if (amount == 0) revert NothingToClaim(token);
+        unclaimed[msg.sender][token] = 0;
+        IERC20(token).safeTransfer(to, amount);
+        emit Claimed(msg.sender, token, to, amount);
+    }
+
+    /// @inheritdoc ITandemVault
+    function exitToBase(uint256 shares, ExitSwap[] calldata swaps, uint256 minBaseOut)
+        external
+        nonReentrant
+        returns (uint256 baseOut)
+    {
         uint256 sharesBefore = sharesOf[msg.sender];
         (address[] memory exitTokens, uint256[] memory amounts) = _burnSlices(msg.sender, shares, sharesBefore);
         baseOut = amounts[0]; // the base slice needs no swap
@@ -203,6 +221,7 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         for (uint256 i = 1; i < pending.length; ++i) {
             if (pending[i] != 0) revert MissingExitSwap(exitTokens[i]);
         }
+        if (baseOut < minBaseOut) revert InsufficientBaseOut(baseOut, minBaseOut);
 
         BASE_ASSET.safeTransfer(address(hub), baseOut);
         hub.settleExit(msg.sender, shares, sharesBefore, baseOut);

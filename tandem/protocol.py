@@ -383,9 +383,15 @@ def exit_in_kind(vault: Contract, follower: str, shares: int) -> TxReceipt:
 
 
 def exit_to_base(
-    dep: Deployment, vault: Contract, follower: str, shares: int, routes: dict[str, Route]
+    dep: Deployment,
+    vault: Contract,
+    follower: str,
+    shares: int,
+    routes: dict[str, Route],
+    min_base_out: int = 0,
 ) -> TxReceipt:
-    """Exit swapping each non-base slice along ``routes[symbol]`` (slices that are zero skip)."""
+    """Exit swapping each non-base slice along ``routes[symbol]`` (slices that are zero skip);
+    reverts unless at least ``min_base_out`` is credited."""
     swaps = []
     for token in vault.functions.tokens().call()[1:]:
         pool = vault.functions.books(token).call()[1]
@@ -394,7 +400,7 @@ def exit_to_base(
             continue
         route = routes[dep.symbol_of(token)]
         swaps.append((token, route.adapter, route.data))
-    return transact(vault.functions.exitToBase(shares, swaps), follower)
+    return transact(vault.functions.exitToBase(shares, swaps, min_base_out), follower)
 
 
 # --- reading state

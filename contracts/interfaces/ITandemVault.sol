@@ -70,6 +70,10 @@ interface ITandemVault {
     error SwapInputUnspent(address token, uint256 unspent);
     /// @notice The vault already holds the most tokens it may value in one trade.
     error TooManyTokens(uint256 max);
+    /// @notice An exit to base would credit less base asset than the follower's minimum.
+    error InsufficientBaseOut(uint256 baseOut, uint256 minimum);
+    /// @notice The follower has no slice of `token` held for them.
+    error NothingToClaim(address token);
     /// @notice An exit to base was given no swap for a slice of `token`.
     error MissingExitSwap(address token);
     /// @notice An exit swap names a token the follower's slice does not contain, or names it twice.
@@ -123,6 +127,13 @@ interface ITandemVault {
     /// @notice A follower burned `shares` for their slice of every pool token, paid to their wallet.
     event ExitedInKind(address indexed follower, uint256 shares, address[] tokens, uint256[] amounts);
 
+    /// @notice A slice of `token` could not be transferred to `follower` on an in-kind exit (the
+    /// token is paused, or blocks the follower); it is held for them to claim.
+    event SliceHeld(address indexed follower, address indexed token, uint256 amount);
+
+    /// @notice A follower claimed a held slice of `token`, paid to `to`.
+    event Claimed(address indexed follower, address indexed token, address to, uint256 amount);
+
     /// @notice A follower burned `shares` for their slice of every pool token, each swapped to the
     /// base asset; `baseOut` was credited to their hub account.
     /// @param amounts The slice of each token taken from the pool (the base slice is not swapped).
@@ -165,14 +176,21 @@ interface ITandemVault {
     function onAllocate(address follower, uint256 amount) external returns (uint256 shares);
 
     /// @notice Burns `shares` of the caller for their pro-rata slice of every pool token, paid to
-    /// their wallet. Needs no oracle and no adapter; never paused.
+    /// their wallet. Needs no oracle and no adapter; never paused. A slice whose transfer fails (a
+    /// paused token, say) does not block the rest: it is held for the caller to `claim`.
     function exitInKind(uint256 shares) external returns (address[] memory tokens, uint256[] memory amounts);
+
+    /// @notice Pays the caller's held slice of `token` (see `exitInKind`) to `to`.
+    function claim(address token, address to) external returns (uint256 amount);
 
     /// @notice Burns `shares` of the caller for their pro-rata slice of every pool token, swaps each
     /// non-base slice to the base asset within the oracle bound, and credits the proceeds to the
     /// caller's hub account. Never paused.
-    /// @dev Requirements: one swap for every non-zero non-base slice; allow-listed adapters.
-    function exitToBase(uint256 shares, ExitSwap[] calldata swaps) external returns (uint256 baseOut);
+    /// @dev Requirements: one swap for every non-zero non-base slice; allow-listed adapters; the
+    /// proceeds at least `minBaseOut` (the caller's own bound against sandwiches).
+    function exitToBase(uint256 shares, ExitSwap[] calldata swaps, uint256 minBaseOut)
+        external
+        returns (uint256 baseOut);
 
     // ---------------------------------------------------------------------------------------------
     // Views
@@ -198,6 +216,9 @@ interface ITandemVault {
 
     /// @notice Pool shares of `follower`.
     function sharesOf(address follower) external view returns (uint256);
+
+    /// @notice The slice of `token` held for `follower` after an in-kind exit could not pay it.
+    function unclaimed(address follower, address token) external view returns (uint256);
 
     /// @notice Value of each book at oracle prices, in USD with 18 decimals.
     function equities() external view returns (uint256 masterEquity, uint256 poolEquity);

@@ -137,7 +137,7 @@ contract SecurityTest is Fixture {
             vm.expectRevert(abi.encodeWithSelector(ITandemVault.InsufficientShares.selector, 0, aliceShares));
             vault.exitInKind(aliceShares);
             vm.expectRevert(abi.encodeWithSelector(ITandemVault.InsufficientShares.selector, 0, aliceShares));
-            vault.exitToBase(aliceShares, none);
+            vault.exitToBase(aliceShares, none, 0);
             vm.stopPrank();
         }
         assertEq(vault.sharesOf(alice), aliceShares, "alice's shares intact");
@@ -201,7 +201,7 @@ contract SecurityTest is Fixture {
         swaps[0] = ITandemVault.ExitSwap(address(weth), address(thief), "");
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.AdapterNotAllowed.selector, address(thief)));
-        vault.exitToBase(aliceShares, swaps);
+        vault.exitToBase(aliceShares, swaps, 0);
     }
 
     function test_masterOrDelegate_cannotRouteToAnotherToken() public {
@@ -394,7 +394,7 @@ contract SecurityTest is Fixture {
         swaps[0] = ITandemVault.ExitSwap(address(weth), address(thief), "");
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.SlippageExceeded.selector, 0, minimum));
-        vault.exitToBase(aliceShares, swaps);
+        vault.exitToBase(aliceShares, swaps, 0);
         _assertUnchanged(before);
         assertEq(weth.balanceOf(master), 0, "thief got no input");
         assertEq(usdc.balanceOf(master), 0, "thief got no output");
@@ -486,7 +486,7 @@ contract SecurityTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemVault.TransferFeeNotSupported.selector, address(usdc), paid + 1, paid)
         );
-        vault.exitToBase(aliceShares, swaps);
+        vault.exitToBase(aliceShares, swaps, 0);
         _assertUnchanged(before);
     }
 
@@ -546,9 +546,16 @@ contract SecurityTest is Fixture {
     function test_reentrantToken_stoppedReenteringExitInKind() public {
         ReentrantToken token = _reentrantAsset();
         token.arm(address(vault), abi.encodeCall(TandemVault.exitInKind, (1)));
+        (, uint256 pool) = vault.books(address(token));
+        uint256 slice = pool * aliceShares / vault.totalShares();
         vm.prank(alice);
-        vm.expectRevert(REENTERED);
         vault.exitInKind(aliceShares);
+        // The re-entering transfer failed on the guard, so that slice is held, not paid: the
+        // inner exit never ran and every other token left normally.
+        assertTrue(!token.reentered(), "the call-back never went through");
+        assertEq(token.balanceOf(alice), 0, "the hostile token's slice was not paid");
+        assertEq(vault.unclaimed(alice, address(token)), slice, "it is held for alice to claim");
+        assertEq(vault.sharesOf(alice), 0, "her shares are burned once");
     }
 
     function test_reentrantToken_stoppedReenteringExitToBase() public {
@@ -556,10 +563,10 @@ contract SecurityTest is Fixture {
         ITandemVault.ExitSwap[] memory swaps = new ITandemVault.ExitSwap[](2);
         swaps[0] = ITandemVault.ExitSwap(address(weth), address(mockAdapter), "");
         swaps[1] = ITandemVault.ExitSwap(address(token), address(mockAdapter), "");
-        token.arm(address(vault), abi.encodeCall(TandemVault.exitToBase, (1, swaps)));
+        token.arm(address(vault), abi.encodeCall(TandemVault.exitToBase, (1, swaps, 0)));
         vm.prank(alice);
         vm.expectRevert(REENTERED);
-        vault.exitToBase(aliceShares, swaps);
+        vault.exitToBase(aliceShares, swaps, 0);
     }
 
     function test_reentrantToken_stoppedReenteringMasterWithdrawal() public {

@@ -160,7 +160,7 @@ contract TandemVaultExitsTest is Fixture {
         uint256 hubBefore = usdc.balanceOf(address(hub));
 
         vm.prank(alice);
-        uint256 baseOut = vault.exitToBase(aliceShares, _swapsFor(address(v2Adapter)));
+        uint256 baseOut = vault.exitToBase(aliceShares, _swapsFor(address(v2Adapter)), 0);
 
         uint256 floor = baseSlice + oracleMinOut(weth, usdc, ethSlice, 100) + oracleMinOut(wbtc, usdc, btcSlice, 100);
         assertGe(baseOut, floor, "every slice sold within the oracle bound");
@@ -175,6 +175,22 @@ contract TandemVaultExitsTest is Fixture {
         assertBooksBacked(vault, wbtc);
     }
 
+    function test_exitToBase_revertsWhen_proceedsBelowFollowersMinimum() public {
+        (uint256 aliceShares,) = _poolWithPositions();
+        uint256 snapshot = vm.snapshotState();
+        vm.prank(alice);
+        uint256 baseOut = vault.exitToBase(aliceShares, _swapsFor(address(v2Adapter)), 0);
+        vm.revertToState(snapshot);
+
+        // The same exit with the follower's minimum one unit above what it yields is refused...
+        vm.prank(alice);
+        vm.expectRevert(abi.encodeWithSelector(ITandemVault.InsufficientBaseOut.selector, baseOut, baseOut + 1));
+        vault.exitToBase(aliceShares, _swapsFor(address(v2Adapter)), baseOut + 1);
+        // ...and at exactly that amount it goes through.
+        vm.prank(alice);
+        assertEq(vault.exitToBase(aliceShares, _swapsFor(address(v2Adapter)), baseOut), baseOut, "at the minimum");
+    }
+
     function test_exitToBase_emitsExitedToBase() public {
         (uint256 aliceShares,) = _poolWithPositions();
         uint256 total = vault.totalShares();
@@ -186,13 +202,13 @@ contract TandemVaultExitsTest is Fixture {
         vm.expectEmit(true, false, false, false, address(vault));
         emit ExitedToBase(alice, aliceShares, tokens, amounts, 0);
         vm.prank(alice);
-        vault.exitToBase(aliceShares, _swapsFor(address(v2Adapter)));
+        vault.exitToBase(aliceShares, _swapsFor(address(v2Adapter)), 0);
     }
 
     function test_exitToBase_ofBaseOnlyPoolNeedsNoSwap() public {
         uint256 shares = follow(alice, vault, 1_000e6);
         vm.prank(alice);
-        uint256 baseOut = vault.exitToBase(shares, new ITandemVault.ExitSwap[](0));
+        uint256 baseOut = vault.exitToBase(shares, new ITandemVault.ExitSwap[](0), 0);
         assertEq(baseOut, 1_000e6, "base slice returned whole");
         assertEq(hub.account(alice).free, 4_000e6, "all capital free again");
     }
@@ -202,7 +218,7 @@ contract TandemVaultExitsTest is Fixture {
         vm.prank(guardian);
         hub.setPaused(true);
         vm.prank(alice);
-        assertGt(vault.exitToBase(aliceShares, _swapsFor(address(v2Adapter))), 0, "exited to base while paused");
+        assertGt(vault.exitToBase(aliceShares, _swapsFor(address(v2Adapter)), 0), 0, "exited to base while paused");
     }
 
     function test_exitToBase_revertsWhen_sliceHasNoSwap() public {
@@ -211,7 +227,7 @@ contract TandemVaultExitsTest is Fixture {
         swaps[0] = _swapsFor(address(v2Adapter))[0];
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.MissingExitSwap.selector, address(wbtc)));
-        vault.exitToBase(aliceShares, swaps);
+        vault.exitToBase(aliceShares, swaps, 0);
     }
 
     function test_exitToBase_revertsWhen_sameSliceSwappedTwice() public {
@@ -221,7 +237,7 @@ contract TandemVaultExitsTest is Fixture {
         swaps[2] = swaps[0];
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.UnexpectedExitSwap.selector, address(weth)));
-        vault.exitToBase(aliceShares, swaps);
+        vault.exitToBase(aliceShares, swaps, 0);
     }
 
     function test_exitToBase_revertsWhen_swapNamesBaseOrUnheldToken() public {
@@ -230,19 +246,19 @@ contract TandemVaultExitsTest is Fixture {
         swaps[0] = ITandemVault.ExitSwap(address(usdc), address(v2Adapter), "");
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.UnexpectedExitSwap.selector, address(usdc)));
-        vault.exitToBase(aliceShares, swaps);
+        vault.exitToBase(aliceShares, swaps, 0);
 
         swaps[0] = ITandemVault.ExitSwap(address(0xDEAD), address(v2Adapter), "");
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.UnexpectedExitSwap.selector, address(0xDEAD)));
-        vault.exitToBase(aliceShares, swaps);
+        vault.exitToBase(aliceShares, swaps, 0);
     }
 
     function test_exitToBase_revertsWhen_adapterNotAllowed() public {
         (uint256 aliceShares,) = _poolWithPositions();
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.AdapterNotAllowed.selector, address(0xBAD)));
-        vault.exitToBase(aliceShares, _swapsFor(address(0xBAD)));
+        vault.exitToBase(aliceShares, _swapsFor(address(0xBAD)), 0);
     }
 
     function test_exitToBase_revertsWhen_sliceSoldBelowOracleBound() public {
@@ -255,7 +271,7 @@ contract TandemVaultExitsTest is Fixture {
         ITandemVault.ExitSwap[] memory swaps = _swapsFor(address(mockAdapter));
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.SlippageExceeded.selector, received, minimum));
-        vault.exitToBase(aliceShares, swaps);
+        vault.exitToBase(aliceShares, swaps, 0);
     }
 
     function test_exitToBase_revertsWhen_oracleStaleButInKindStillWorks() public {
@@ -266,7 +282,7 @@ contract TandemVaultExitsTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.StalePrice.selector, address(usdc), START, uint256(HEARTBEAT))
         );
-        vault.exitToBase(aliceShares, swaps);
+        vault.exitToBase(aliceShares, swaps, 0);
         _exitInKind(alice, aliceShares);
         assertEq(vault.sharesOf(alice), 0, "in-kind exit went through");
     }
@@ -288,7 +304,7 @@ contract TandemVaultExitsTest is Fixture {
             swaps[0] = ITandemVault.ExitSwap(address(weth), address(mockAdapter), "");
         }
         vm.prank(alice);
-        uint256 baseOut = vault.exitToBase(burn, swaps);
+        uint256 baseOut = vault.exitToBase(burn, swaps, 0);
         assertEq(
             baseOut, baseSlice + mockAdapter.quote(address(weth), address(usdc), ethSlice), "slice sold at the venue"
         );

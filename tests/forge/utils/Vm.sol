@@ -10,6 +10,9 @@ interface Vm {
     function warp(uint256 timestamp) external;
     function assume(bool condition) external pure;
     function label(address account, string calldata name) external;
+    function roll(uint256 blockNumber) external;
+    function snapshotState() external returns (uint256 snapshotId);
+    function revertToState(uint256 snapshotId) external returns (bool success);
 
     function expectRevert() external;
     function expectRevert(bytes4 selector) external;
