@@ -32,6 +32,8 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     uint256 public constant MAX_SLIPPAGE_BPS = 1_000;
     /// @notice The minimum order value may not shut small pools out: at most 1,000 USD.
     uint256 public constant MAX_MIN_ORDER_VALUE = 1_000e18;
+    /// @notice No vault's swaps may lose more than 5% of its value to slippage per refill period.
+    uint256 public constant MAX_LOSS_BUDGET_BPS = 500;
     /// @notice Feeds must be expected to update at least every two days, and not demand updates
     /// more often than every minute.
     uint256 public constant MIN_HEARTBEAT = 1 minutes;
@@ -77,7 +79,8 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
             maxSlippageBps: 100, // 1%
             defaultAllocationCapBps: 2_500, // 25%
             paused: false,
-            minOrderValue: 1e18 // 1 USD
+            minOrderValue: 1e18, // 1 USD
+            lossBudgetBps: 100 // 1% of a vault's value per refill period
         });
     }
 
@@ -119,10 +122,12 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc ITandemHub
-    function setParams(uint16 maxSlippageBps, uint16 defaultAllocationCapBps, uint128 minOrderValue)
-        external
-        onlyOwner
-    {
+    function setParams(
+        uint16 maxSlippageBps,
+        uint16 defaultAllocationCapBps,
+        uint128 minOrderValue,
+        uint16 lossBudgetBps
+    ) external onlyOwner {
         if (maxSlippageBps > MAX_SLIPPAGE_BPS) {
             revert ParameterOutOfBounds("maxSlippageBps", maxSlippageBps, MAX_SLIPPAGE_BPS);
         }
@@ -132,10 +137,13 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
         if (minOrderValue > MAX_MIN_ORDER_VALUE) {
             revert ParameterOutOfBounds("minOrderValue", minOrderValue, MAX_MIN_ORDER_VALUE);
         }
+        if (lossBudgetBps == 0 || lossBudgetBps > MAX_LOSS_BUDGET_BPS) {
+            revert ParameterOutOfBounds("lossBudgetBps", lossBudgetBps, MAX_LOSS_BUDGET_BPS);
+        }
         Params storage p = _params;
-        (p.maxSlippageBps, p.defaultAllocationCapBps, p.minOrderValue) =
-            (maxSlippageBps, defaultAllocationCapBps, minOrderValue);
-        emit ParamsSet(maxSlippageBps, defaultAllocationCapBps, minOrderValue);
+        (p.maxSlippageBps, p.defaultAllocationCapBps, p.minOrderValue, p.lossBudgetBps) =
+            (maxSlippageBps, defaultAllocationCapBps, minOrderValue, lossBudgetBps);
+        emit ParamsSet(maxSlippageBps, defaultAllocationCapBps, minOrderValue, lossBudgetBps);
     }
 
     /// @inheritdoc ITandemHub
@@ -291,14 +299,14 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     function tradeContext(address adapter, address tokenOut, address[] calldata tokens)
         external
         view
-        returns (uint256 maxSlippageBps, uint256 minOrderValue, uint256[] memory prices)
+        returns (Params memory params_, uint256[] memory prices)
     {
-        Params memory p = _params;
-        if (p.paused) revert ProtocolPaused();
+        params_ = _params;
+        if (params_.paused) revert ProtocolPaused();
         if (!isAdapter[adapter]) revert AdapterNotAllowed(adapter);
         // Selling into the base asset reduces risk: it must never be blocked.
         if (tokenOut != address(baseAsset) && !_assets[tokenOut].tradable) revert AssetNotTradable(tokenOut);
-        return (p.maxSlippageBps, p.minOrderValue, pricesOf(tokens));
+        prices = pricesOf(tokens);
     }
 
     // ---------------------------------------------------------------------------------------------

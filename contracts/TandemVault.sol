@@ -34,11 +34,25 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     uint256 private constant VIRTUAL_VALUE = 1;
     uint256 private constant BPS = 10_000;
     uint256 private constant PRICE_UNIT = 1e18;
+    /// @notice The loss budget refills linearly, in full, over this period.
+    uint256 public constant LOSS_REFILL_PERIOD = 7 days;
 
     /// @dev Amounts of one token in each book; packed so a trade reads both in one slot.
     struct Books {
         uint128 master;
         uint128 pool;
+    }
+
+    /// @dev A follower's pool shares, and the block of their last allocation.
+    struct Position {
+        uint192 shares;
+        uint64 allocatedAt;
+    }
+
+    /// @dev Losses of swaps against oracle prices, in USD with 18 decimals, as of `updatedAt`.
+    struct LossBudget {
+        uint128 used;
+        uint64 updatedAt;
     }
 
     /// @dev A trade as sized before its swap.
@@ -47,6 +61,8 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         uint256 minOut;
         uint256 priceIn;
         uint256 priceOut;
+        uint256 vaultValue;
+        uint256 lossBudgetBps;
     }
 
     /// @inheritdoc ITandemVault
@@ -57,13 +73,13 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     address public delegate;
     /// @inheritdoc ITandemVault
     uint256 public totalShares;
-    /// @inheritdoc ITandemVault
-    mapping(address follower => uint256) public sharesOf;
+    mapping(address follower => Position) private _positions;
     /// @inheritdoc ITandemVault
     mapping(address follower => mapping(address token => uint256)) public unclaimed;
     /// @dev Every token with a non-zero book; the base asset is implicit and always first.
     address[] private _tokens;
     mapping(address token => Books) private _books;
+    LossBudget private _loss;
 
     /// @param baseAsset The hub's base asset. The deployer is the hub.
     constructor(address baseAsset) {
@@ -100,6 +116,7 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
 
         uint256 totalIn = t.amountIn + z.poolIn;
         uint256 amountOut = _swap(t.adapter, t.tokenIn, t.tokenOut, totalIn, z.minOut, t.route);
+        _chargeLoss(_value(totalIn, z.priceIn), _value(amountOut, z.priceOut), z);
 
         // The master's part rounds down, so any rounding dust goes to the followers.
         masterOut = Math.mulDiv(amountOut, t.amountIn, totalIn);
@@ -157,7 +174,9 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         shares = Math.mulDiv(_value(amount, prices[0]), totalShares + VIRTUAL_SHARES, poolValue + VIRTUAL_VALUE);
         if (shares == 0) revert ZeroShares();
         totalShares += shares;
-        sharesOf[follower] += shares;
+        Position storage position = _positions[follower];
+        position.shares += shares.toUint192();
+        position.allocatedAt = uint64(block.number);
         _credit(address(BASE_ASSET), 0, amount);
         emit Allocated(follower, amount, shares, poolValue, prices[0]);
     }
@@ -168,7 +187,7 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         nonReentrant
         returns (address[] memory exitTokens, uint256[] memory amounts)
     {
-        uint256 sharesBefore = sharesOf[msg.sender];
+        uint256 sharesBefore = _positions[msg.sender].shares;
         (exitTokens, amounts) = _burnSlices(msg.sender, shares, sharesBefore);
         for (uint256 i; i < exitTokens.length; ++i) {
             if (amounts[i] == 0 || IERC20(exitTokens[i]).trySafeTransfer(msg.sender, amounts[i])) continue;
@@ -195,7 +214,7 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         nonReentrant
         returns (uint256 baseOut)
     {
-        uint256 sharesBefore = sharesOf[msg.sender];
+        uint256 sharesBefore = _positions[msg.sender].shares;
         (address[] memory exitTokens, uint256[] memory amounts) = _burnSlices(msg.sender, shares, sharesBefore);
         baseOut = amounts[0]; // the base slice needs no swap
 
@@ -249,6 +268,19 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc ITandemVault
+    function sharesOf(address follower) external view returns (uint256) {
+        return _positions[follower].shares;
+    }
+
+    /// @inheritdoc ITandemVault
+    function lossBudget() external view returns (uint256 used, uint256 capacity) {
+        address[] memory held = tokens();
+        (uint256 masterEquity, uint256 poolEquity) = _equities(held, hub.pricesOf(held));
+        capacity = (masterEquity + poolEquity) * hub.params().lossBudgetBps / BPS;
+        used = _refilled(_loss, capacity);
+    }
+
+    /// @inheritdoc ITandemVault
     function books(address token) external view returns (uint256 masterAmount, uint256 poolAmount) {
         Books memory b = _books[token];
         return (b.master, b.pool);
@@ -264,48 +296,59 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     // Internal
     // ---------------------------------------------------------------------------------------------
 
-    /// @dev Sizes the pool's part of a trade and the swap's minimum output. A buy values both
-    /// books (every token held, base first, and tokenOut); any other trade needs only the prices of
-    /// its two tokens.
+    /// @dev Sizes the pool's part of a trade and the swap's minimum output. Both books are valued
+    /// (every token held, base first, and tokenOut): a buy is sized by equity, and the loss budget
+    /// is a share of the vault's value.
     function _size(Trade calldata t, Books memory bookIn) private returns (Sizing memory z) {
-        bool isBuy = t.tokenIn == address(BASE_ASSET);
-        address[] memory priced;
-        uint256 outIndex = 1;
-        if (isBuy) (priced, outIndex) = _tokensAnd(t.tokenOut);
-        else priced = _pair(t.tokenIn, t.tokenOut);
-        (uint256 maxSlippageBps, uint256 minOrderValue, uint256[] memory prices) =
+        (address[] memory priced, uint256 outIndex) = _tokensAnd(t.tokenOut);
+        (ITandemHub.Params memory params, uint256[] memory prices) =
             hub.tradeContext(t.adapter, t.tokenOut, priced);
-        z.priceIn = prices[0];
+        // tokenIn is held (the master's book has some), so it is among the priced tokens.
+        z.priceIn = prices[_indexIn(priced, t.tokenIn)];
         z.priceOut = prices[outIndex];
+        (uint256 masterEquity, uint256 poolEquity) = _equities(priced, prices);
+        z.vaultValue = masterEquity + poolEquity;
+        z.lossBudgetBps = params.lossBudgetBps;
 
-        z.poolIn = isBuy
-            ? _poolPartOfBuy(t.amountIn, bookIn.pool, priced, prices)
-            : Math.mulDiv(bookIn.pool, t.amountIn, bookIn.master);
+        if (t.tokenIn == address(BASE_ASSET)) {
+            // A buy spends the fraction of the pool's equity that the master spends of theirs,
+            // capped at the pool's base balance.
+            z.poolIn = masterEquity == 0 ? 0 : Math.min(Math.mulDiv(t.amountIn, poolEquity, masterEquity), bookIn.pool);
+        } else {
+            // Any other trade sells the fraction of the pool's position the master sells of theirs.
+            z.poolIn = Math.mulDiv(bookIn.pool, t.amountIn, bookIn.master);
+        }
         if (z.poolIn == 0) {
             emit PoolPartSkipped(t.tokenIn, t.tokenOut, 0, SkipReason.NoPoolPosition);
-        } else if (_value(z.poolIn, z.priceIn) < minOrderValue) {
+        } else if (_value(z.poolIn, z.priceIn) < params.minOrderValue) {
             emit PoolPartSkipped(t.tokenIn, t.tokenOut, z.poolIn, SkipReason.BelowMinOrder);
             z.poolIn = 0;
         }
 
         uint256 totalIn = t.amountIn + z.poolIn;
-        z.minOut = _oracleMinOut(totalIn, z.priceIn, z.priceOut, maxSlippageBps);
+        z.minOut = _oracleMinOut(totalIn, z.priceIn, z.priceOut, params.maxSlippageBps);
         if (t.minAmountOut != 0) {
             z.minOut = Math.max(z.minOut, Math.mulDiv(t.minAmountOut, totalIn, t.amountIn, Math.Rounding.Ceil));
         }
     }
 
-    /// @dev The pool spends the fraction of its equity that the master spends of theirs, capped at
-    /// the pool's base balance. `priced` is every token held (base first), and maybe tokenOut
-    /// with empty books.
-    function _poolPartOfBuy(uint256 amountIn, uint256 poolBase, address[] memory priced, uint256[] memory prices)
-        private
-        view
-        returns (uint256)
-    {
-        (uint256 masterEquity, uint256 poolEquity) = _equities(priced, prices);
-        if (masterEquity == 0) return 0;
-        return Math.min(Math.mulDiv(amountIn, poolEquity, masterEquity), poolBase);
+    /// @dev Charges what a swap lost against oracle prices to the loss budget, refilled for the
+    /// time since the last charge. Gains do not refill it: a stale price in the vault's favour must
+    /// not buy room for real losses.
+    function _chargeLoss(uint256 valueIn, uint256 valueOut, Sizing memory z) private {
+        if (valueOut >= valueIn) return;
+        uint256 loss = valueIn - valueOut;
+        uint256 capacity = z.vaultValue * z.lossBudgetBps / BPS;
+        uint256 used = _refilled(_loss, capacity);
+        uint256 available = capacity > used ? capacity - used : 0;
+        if (loss > available) revert LossBudgetExceeded(loss, available);
+        _loss = LossBudget((used + loss).toUint128(), uint64(block.timestamp));
+    }
+
+    /// @dev What the budget has used, less what it refilled since: `capacity` per refill period.
+    function _refilled(LossBudget memory b, uint256 capacity) private view returns (uint256) {
+        uint256 refill = capacity * (block.timestamp - b.updatedAt) / LOSS_REFILL_PERIOD;
+        return b.used > refill ? b.used - refill : 0;
     }
 
     /// @dev Values every token of `held` in both books.
@@ -329,6 +372,7 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     {
         if (shares == 0) revert ZeroAmount();
         if (shares > sharesBefore) revert InsufficientShares(sharesBefore, shares);
+        if (_positions[follower].allocatedAt == block.number) revert ExitInAllocationBlock();
         uint256 total = totalShares;
         held = tokens();
         amounts = new uint256[](held.length);
@@ -346,7 +390,7 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         }
         // Cannot underflow: shares <= sharesBefore <= total.
         unchecked {
-            sharesOf[follower] = sharesBefore - shares;
+            _positions[follower].shares = uint192(sharesBefore - shares);
             totalShares = total - shares;
         }
     }
@@ -461,11 +505,6 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
                 mstore(list, add(n, 1))
             }
         }
-    }
-
-    function _pair(address a, address b) private pure returns (address[] memory list) {
-        list = new address[](2);
-        (list[0], list[1]) = (a, b);
     }
 
     function _indexIn(address[] memory list, address token) private pure returns (uint256) {

@@ -34,11 +34,14 @@ interface ITandemHub {
     /// @param defaultAllocationCapBps Allocation cap of a follower who has not chosen one.
     /// @param paused Whether deposits, allocations and trades are paused (exits never are).
     /// @param minOrderValue Smallest pool order worth executing, in USD with 18 decimals.
+    /// @param lossBudgetBps What a vault's swaps may lose against oracle prices, in total, as a share
+    /// of the vault's value; the budget refills linearly over `LOSS_REFILL_PERIOD`.
     struct Params {
         uint16 maxSlippageBps;
         uint16 defaultAllocationCapBps;
         bool paused;
         uint128 minOrderValue;
+        uint16 lossBudgetBps;
     }
 
     /// @notice A follower's account in the base asset.
@@ -109,7 +112,9 @@ interface ITandemHub {
     /// @notice An adapter was allowed or disallowed.
     event AdapterSet(address indexed adapter, bool allowed);
     /// @notice Protocol parameters changed.
-    event ParamsSet(uint16 maxSlippageBps, uint16 defaultAllocationCapBps, uint128 minOrderValue);
+    event ParamsSet(
+        uint16 maxSlippageBps, uint16 defaultAllocationCapBps, uint128 minOrderValue, uint16 lossBudgetBps
+    );
     /// @notice The guardian changed.
     event GuardianSet(address indexed guardian);
     /// @notice Deposits, allocations and trades were paused or resumed.
@@ -143,7 +148,12 @@ interface ITandemHub {
     function setAdapter(address adapter, bool allowed) external;
 
     /// @notice Sets protocol parameters. Owner only; each within its hard bound.
-    function setParams(uint16 maxSlippageBps, uint16 defaultAllocationCapBps, uint128 minOrderValue) external;
+    function setParams(
+        uint16 maxSlippageBps,
+        uint16 defaultAllocationCapBps,
+        uint128 minOrderValue,
+        uint16 lossBudgetBps
+    ) external;
 
     /// @notice Names the guardian, who may pause. Owner only.
     function setGuardian(address guardian) external;
@@ -242,5 +252,5 @@ interface ITandemHub {
     function tradeContext(address adapter, address tokenOut, address[] calldata tokens)
         external
         view
-        returns (uint256 maxSlippageBps, uint256 minOrderValue, uint256[] memory prices);
+        returns (Params memory params, uint256[] memory prices);
 }

@@ -66,6 +66,12 @@ interface ITandemVault {
     error TransferFeeNotSupported(address token, uint256 expected, uint256 received);
     /// @notice An adapter asked the vault to call the hub or a token as if it were a router.
     error ForbiddenSwapTarget(address target);
+    /// @notice The trade's swap lost more against oracle prices than the vault's loss budget has
+    /// left: many small bad trades cannot bleed the pool. The budget refills over time.
+    error LossBudgetExceeded(uint256 loss, uint256 available);
+    /// @notice Shares allocated in this block cannot be exited before the next one, so a round trip
+    /// at a lagging oracle price cannot be made with borrowed money in one transaction.
+    error ExitInAllocationBlock();
     /// @notice The router left `unspent` of the input it was approved for: a partial fill is refused.
     error SwapInputUnspent(address token, uint256 unspent);
     /// @notice The vault already holds the most tokens it may value in one trade.
@@ -151,7 +157,8 @@ interface ITandemVault {
     /// equity as of the master's, both at oracle prices (capped at the pool's base balance); any
     /// other trade sells the same fraction of the pool's position as the master sells of theirs.
     /// The swap's output must reach the oracle value of the input less the maximum slippage, and
-    /// the master's minimum scaled to the combined input. Output is split pro rata to input.
+    /// the master's minimum scaled to the combined input. Output is split pro rata to input. What the
+    /// swap loses against oracle prices is charged to the vault's loss budget.
     /// Requirements: caller is the master or delegate; not paused; adapter allowed; `tokenOut`
     /// tradable; `t.amountIn` at most the master's balance of `t.tokenIn`.
     function trade(Trade calldata t) external returns (uint256 masterOut, uint256 poolOut);
@@ -219,6 +226,11 @@ interface ITandemVault {
 
     /// @notice The slice of `token` held for `follower` after an in-kind exit could not pay it.
     function unclaimed(address follower, address token) external view returns (uint256);
+
+    /// @notice The loss budget: what swaps have lost against oracle prices, net of refills, and the
+    /// most they may have lost (the hub's `lossBudgetBps` of the vault's value), in USD with 18
+    /// decimals.
+    function lossBudget() external view returns (uint256 used, uint256 capacity);
 
     /// @notice Value of each book at oracle prices, in USD with 18 decimals.
     function equities() external view returns (uint256 masterEquity, uint256 poolEquity);

@@ -175,13 +175,20 @@ contract OracleTest is Fixture {
         vault.trade(tradeOf(address(usdc), address(weth), 1_000e6, address(v2Adapter)));
     }
 
-    function test_sell_needsOnlyItsOwnTwoPrices() public {
-        follow(alice, vault, 10_000e6);
+    function test_sell_revertsWhen_anyHeldTokenFeedBroken_butExitInKindWorks() public {
+        // Every trade values the whole vault (its loss budget is a share of that value), so a
+        // broken feed of any token held stops trading; leaving in kind needs no price at all.
+        uint256 shares = follow(alice, vault, 10_000e6);
         tradeV2(vault, address(usdc), address(wbtc), 1_000e6);
         tradeV2(vault, address(usdc), address(weth), 1_000e6);
         wbtcFeed.setAnswer(-1); // BTC is not part of the sale
-        tradeV2(vault, address(weth), address(usdc), masterBook(vault, weth));
-        assertEq(poolBook(vault, weth), 0, "risk reduced despite another broken feed");
+        uint256 eth = masterBook(vault, weth);
+        vm.prank(master);
+        vm.expectRevert(abi.encodeWithSelector(ITandemHub.InvalidPrice.selector, address(wbtc), int256(-1)));
+        vault.trade(tradeOf(address(weth), address(usdc), eth, address(v2Adapter)));
+        vm.prank(alice);
+        vault.exitInKind(shares);
+        assertEq(vault.sharesOf(alice), 0, "exited in kind despite the broken feed");
     }
 
     function test_allocate_revertsWhen_heldTokenFeedStale() public {

@@ -15,7 +15,9 @@ import {Fixture} from "./utils/Fixture.sol";
 /// @notice The hub: parameters within hard bounds, allow-lists, pausing, vault creation, and the
 /// follower bank with its allocation cap.
 contract TandemHubTest is Fixture {
-    event ParamsSet(uint16 maxSlippageBps, uint16 defaultAllocationCapBps, uint128 minOrderValue);
+    event ParamsSet(
+        uint16 maxSlippageBps, uint16 defaultAllocationCapBps, uint128 minOrderValue, uint16 lossBudgetBps
+    );
     event AdapterSet(address indexed adapter, bool allowed);
     event VaultCreated(address indexed master, address indexed vault);
     event AllocationChanged(address indexed follower, address indexed vault, uint256 allocation, uint256 free);
@@ -36,13 +38,23 @@ contract TandemHubTest is Fixture {
 
     function test_setParams_updatesWithinBounds() public {
         vm.expectEmit(address(hub));
-        emit ParamsSet(1_000, 5_000, 1_000e18);
+        emit ParamsSet(1_000, 5_000, 1_000e18, 500);
         vm.prank(owner);
-        hub.setParams(1_000, 5_000, 1_000e18);
+        hub.setParams(1_000, 5_000, 1_000e18, 500);
         ITandemHub.Params memory p = hub.params();
+        assertEq(p.lossBudgetBps, 500, "loss budget at its bound");
         assertEq(p.maxSlippageBps, 1_000, "slippage at its bound");
         assertEq(p.defaultAllocationCapBps, 5_000, "cap at its bound");
         assertEq(p.minOrderValue, 1_000e18, "min order at its bound");
+    }
+
+    function test_setParams_revertsWhen_lossBudgetZeroOrAboveHardBound() public {
+        vm.prank(owner);
+        vm.expectRevert(abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "lossBudgetBps", 0, 500));
+        hub.setParams(100, 2_500, 1e18, 0);
+        vm.prank(owner);
+        vm.expectRevert(abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "lossBudgetBps", 501, 500));
+        hub.setParams(100, 2_500, 1e18, 501);
     }
 
     function test_setParams_revertsWhen_slippageAboveHardBound() public {
@@ -50,7 +62,7 @@ contract TandemHubTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "maxSlippageBps", 1_001, 1_000)
         );
-        hub.setParams(1_001, 2_500, 1e18);
+        hub.setParams(1_001, 2_500, 1e18, 100);
     }
 
     function test_setParams_revertsWhen_defaultCapZeroOrAboveHalf() public {
@@ -58,11 +70,11 @@ contract TandemHubTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "defaultAllocationCapBps", 0, 5_000)
         );
-        hub.setParams(100, 0, 1e18);
+        hub.setParams(100, 0, 1e18, 100);
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "defaultAllocationCapBps", 5_001, 5_000)
         );
-        hub.setParams(100, 5_001, 1e18);
+        hub.setParams(100, 5_001, 1e18, 100);
         vm.stopPrank();
     }
 
@@ -71,7 +83,7 @@ contract TandemHubTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "minOrderValue", 1_000e18 + 1, 1_000e18)
         );
-        hub.setParams(100, 2_500, 1_000e18 + 1);
+        hub.setParams(100, 2_500, 1_000e18 + 1, 100);
     }
 
     function test_ownerFunctions_revertWhen_calledByAnyoneElse() public {
@@ -80,7 +92,7 @@ contract TandemHubTest is Fixture {
             bytes memory unauthorised = abi.encodeWithSelector(Ownable.OwnableUnauthorizedAccount.selector, others[i]);
             vm.startPrank(others[i]);
             vm.expectRevert(unauthorised);
-            hub.setParams(100, 2_500, 1e18);
+            hub.setParams(100, 2_500, 1e18, 100);
             vm.expectRevert(unauthorised);
             hub.setAdapter(others[i], true);
             vm.expectRevert(unauthorised);
@@ -118,10 +130,11 @@ contract TandemHubTest is Fixture {
     function test_tradeContext_checksPauseAdapterAndTradability() public {
         address[] memory tokens = new address[](1);
         tokens[0] = address(usdc);
-        (uint256 slippage, uint256 minOrder, uint256[] memory prices) =
+        (ITandemHub.Params memory params, uint256[] memory prices) =
             hub.tradeContext(address(v2Adapter), address(weth), tokens);
-        assertEq(slippage, 100, "slippage");
-        assertEq(minOrder, 1e18, "min order");
+        assertEq(params.maxSlippageBps, 100, "slippage");
+        assertEq(params.minOrderValue, 1e18, "min order");
+        assertEq(params.lossBudgetBps, 100, "loss budget");
         assertEq(prices[0], hub.priceOf(address(usdc)), "prices");
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.AdapterNotAllowed.selector, address(this)));
         hub.tradeContext(address(this), address(weth), tokens);

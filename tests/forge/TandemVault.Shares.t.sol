@@ -52,7 +52,7 @@ contract TandemVaultSharesTest is Fixture {
         uint256 amount
     ) public {
         vm.prank(owner);
-        hub.setParams(100, 2_500, 0);
+        hub.setParams(100, 2_500, 0, 100);
         follow(alice, vault, bound(first, 1, 1_000_000e6));
         buy = bound(buy, 0, 100_000e6);
         if (buy != 0) tradeMock(vault, address(usdc), address(weth), buy);
@@ -79,7 +79,7 @@ contract TandemVaultSharesTest is Fixture {
         public
     {
         vm.prank(owner);
-        hub.setParams(100, 2_500, 0);
+        hub.setParams(100, 2_500, 0, 100);
         follow(alice, vault, bound(first, 1, 1_000_000e6));
         buy = bound(buy, 0, 100_000e6);
         if (buy != 0) tradeMock(vault, address(usdc), address(weth), buy);
@@ -99,7 +99,7 @@ contract TandemVaultSharesTest is Fixture {
 
     function test_allocate_revertsWhen_tooSmallForOneShare() public {
         vm.prank(owner);
-        hub.setParams(100, 2_500, 0);
+        hub.setParams(100, 2_500, 0, 100);
         follow(alice, vault, 1_000e6);
         tradeMock(vault, address(usdc), address(wbtc), 100_000e6); // pool all in BTC
         wbtcFeed.setAnswer(BTC_PRICE * 1e19); // a share is now worth more than one base unit

@@ -33,7 +33,7 @@ contract TandemVaultTradeTest is Fixture {
 
     function _noMinOrder() internal {
         vm.prank(owner);
-        hub.setParams(100, 2_500, 0);
+        hub.setParams(100, 2_500, 0, 100);
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -261,19 +261,60 @@ contract TandemVaultTradeTest is Fixture {
         factorBps = bound(factorBps, 8_500, 10_000);
         spend = bound(spend, 1e6, 100_000e6);
         vm.prank(owner);
-        hub.setParams(uint16(slippageBps), 2_500, 0);
+        hub.setParams(uint16(slippageBps), 2_500, 0, 500);
         follow(alice, vault, 50_000e6); // the pool's part is half the master's
         mockAdapter.setFactorBps(factorBps);
 
         uint256 totalIn = spend + spend / 2;
         uint256 minimum = oracleMinOut(usdc, wbtc, totalIn, slippageBps);
         uint256 received = mockAdapter.quote(address(usdc), address(wbtc), totalIn);
+        // A fill within the bound may still lose more than the vault's loss budget allows.
+        uint256 loss = valueOf(usdc, totalIn) - valueOf(wbtc, received);
+        (uint256 used, uint256 capacity) = vault.lossBudget();
         vm.prank(master);
         if (received < minimum) {
             vm.expectRevert(abi.encodeWithSelector(ITandemVault.SlippageExceeded.selector, received, minimum));
+        } else if (loss > capacity - used) {
+            vm.expectRevert(abi.encodeWithSelector(ITandemVault.LossBudgetExceeded.selector, loss, capacity - used));
         }
         vault.trade(tradeOf(address(usdc), address(wbtc), spend, address(mockAdapter)));
-        assertEq(mockAdapter.lastMinAmountOut(), received < minimum ? 0 : minimum, "router given the bound");
+        bool filled = received >= minimum && loss <= capacity - used;
+        assertEq(mockAdapter.lastMinAmountOut(), filled ? minimum : 0, "router given the bound");
+    }
+
+    function test_lossBudget_chargesLossesAndRefillsLinearly() public {
+        follow(alice, vault, 100_000e6);
+        mockAdapter.setFactorBps(9_950); // every fill 0.5% below the oracle
+        (uint256 used, uint256 capacity) = vault.lossBudget();
+        assertEq(used, 0, "nothing used yet");
+
+        uint256 poolBefore = poolBook(vault, usdc);
+        (uint256 m, uint256 p) = tradeMock(vault, address(usdc), address(wbtc), 20_000e6);
+        uint256 totalIn = 20_000e6 + poolBefore - poolBook(vault, usdc);
+        uint256 loss = valueOf(usdc, totalIn) - valueOf(wbtc, m + p);
+        assertGt(loss, valueOf(usdc, totalIn) * 49 / 10_000, "about 0.5% of the input lost");
+        (used, capacity) = vault.lossBudget();
+        assertEq(used, loss, "the swap's loss against the oracle is charged");
+
+        // Half a refill period later, half the capacity has come back.
+        vm.warp(block.timestamp + vault.LOSS_REFILL_PERIOD() / 2);
+        btcFeedFresh();
+        (uint256 usedLater, uint256 capacityLater) = vault.lossBudget();
+        uint256 refill = capacityLater / 2;
+        assertEq(usedLater, loss > refill ? loss - refill : 0, "refilled linearly");
+
+        // A fill at or above the oracle price charges nothing.
+        mockAdapter.setFactorBps(10_000);
+        (uint256 wbtcMaster,) = vault.books(address(wbtc));
+        tradeMock(vault, address(wbtc), address(usdc), wbtcMaster / 2);
+        (uint256 usedAfter,) = vault.lossBudget();
+        assertEq(usedAfter, usedLater, "no loss, no charge");
+    }
+
+    function btcFeedFresh() internal {
+        usdcFeed.setAnswer(USD_PRICE);
+        wbtcFeed.setAnswer(BTC_PRICE);
+        wethFeed.setAnswer(ETH_PRICE);
     }
 
     function test_trade_revertsWhen_dexPriceWorseThanOracleBound() public {
@@ -291,7 +332,7 @@ contract TandemVaultTradeTest is Fixture {
         follow(alice, vault, 10_000e6);
         wethFeed.setAnswer(ETH_PRICE * 103 / 100);
         vm.prank(owner);
-        hub.setParams(500, 2_500, 1e18);
+        hub.setParams(500, 2_500, 1e18, 100);
         (uint256 m,) = tradeV2(vault, address(usdc), address(weth), 1_000e6);
         assertGt(m, 0, "traded within the 5% bound");
     }
@@ -343,7 +384,7 @@ contract TandemVaultTradeTest is Fixture {
         poolBase = bound(poolBase, 1e6, 100_000e6);
         spend = bound(spend, 1e6, 100_000e6);
         vm.prank(owner);
-        hub.setParams(100, 2_500, uint128(minOrder));
+        hub.setParams(100, 2_500, uint128(minOrder), 100);
         follow(alice, vault, poolBase);
 
         (uint256 mEq, uint256 pEq) = vault.equities();

@@ -160,9 +160,11 @@ abstract contract Fixture is Test {
         vm.stopPrank();
     }
 
+    /// @dev Allocates, then moves to the next block: shares cannot be exited in their own block.
     function allocate(address follower, TandemVault v, uint256 amount) internal returns (uint256 shares) {
         vm.prank(follower);
         shares = hub.allocate(address(v), amount);
+        vm.roll(block.number + 1);
     }
 
     /// @dev Funds `follower` with four times `amount` (the default cap is 25%) and allocates `amount`.
