@@ -491,7 +491,8 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         uint256 n = _tokens.length;
         list = new address[](n + 2);
         list[0] = address(BASE_ASSET);
-        extraIndex = n + 1;
+        // The base asset is always held (first): it must be neither priced nor valued twice.
+        extraIndex = extra == address(BASE_ASSET) ? 0 : n + 1;
         for (uint256 i; i < n; ++i) {
             address token = _tokens[i];
             list[i + 1] = token;

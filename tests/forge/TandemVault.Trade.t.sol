@@ -311,6 +311,27 @@ contract TandemVaultTradeTest is Fixture {
         assertEq(usedAfter, usedLater, "no loss, no charge");
     }
 
+    function test_lossBudget_ofSellIntoBase_valuesTheBaseBooksOnce() public {
+        follow(alice, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(wbtc), masterBook(vault, usdc) / 2);
+        (uint256 masterEquity, uint256 poolEquity) = vault.equities();
+        uint256 capacity = (masterEquity + poolEquity) * hub.params().lossBudgetBps / BPS;
+        (uint256 used,) = vault.lossBudget();
+        // Selling all BTC 9% below the oracle (within a 10% slippage bound) loses more than the
+        // budget; the refusal reports what was available: a share of the vault's value with the
+        // base books counted once, although the base asset is also the token bought.
+        vm.prank(owner);
+        hub.setParams(1_000, 2_500, 1e18, 100);
+        mockAdapter.setFactorBps(9_100);
+        uint256 btc = masterBook(vault, wbtc);
+        uint256 totalIn = btc + poolBook(vault, wbtc);
+        uint256 loss = valueOf(wbtc, totalIn) - valueOf(usdc, mockAdapter.quote(address(wbtc), address(usdc), totalIn));
+        assertGt(loss, capacity - used, "the sale loses more than the budget has left");
+        vm.prank(master);
+        vm.expectRevert(abi.encodeWithSelector(ITandemVault.LossBudgetExceeded.selector, loss, capacity - used));
+        vault.trade(tradeOf(address(wbtc), address(usdc), btc, address(mockAdapter)));
+    }
+
     function btcFeedFresh() internal {
         usdcFeed.setAnswer(USD_PRICE);
         wbtcFeed.setAnswer(BTC_PRICE);
