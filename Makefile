@@ -2,7 +2,8 @@
 # anvil and forge all come from npm (see package.json), everything else from PyPI.
 #
 #   make setup      create .venv and install the Python and npm dependencies (when they changed)
-#   make test       compile, run the forge tests (ci profile) and the Python tests
+#   make test       compile, static analysis, the forge tests (ci profile) and the Python tests
+#   make slither    static analysis of contracts/ (fails on any untriaged high or medium finding)
 #   make demo       run the copy-trading demo on a fresh local chain
 #   make bench-gas  gas benchmark of the protocol against plain Uniswap swaps
 #   make lint       ruff and mypy
@@ -18,7 +19,7 @@ PY_STAMP := $(VENV)/.tandem-installed
 NPM_STAMP := node_modules/.tandem-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test bench-gas lint clean distclean
+.PHONY: help setup demo test slither bench-gas lint clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -45,8 +46,13 @@ demo: setup
 
 test: setup
 	$(BIN)/tandem compile
+	$(MAKE) --no-print-directory slither
 	FOUNDRY_PROFILE=ci node_modules/.bin/forge test
 	$(BIN)/pytest -q
+
+# Slither drives forge, so node_modules/.bin goes first on PATH; see contracts/slither-triage.md.
+slither: setup
+	FOUNDRY_PROFILE=slither PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/slither .
 
 bench-gas: setup
 	$(BIN)/python benchmarks/gas.py

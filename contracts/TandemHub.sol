@@ -20,7 +20,6 @@ import {TandemVault} from "./TandemVault.sol";
 /// bound below, so even the owner cannot set a harmful value.
 contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
-    using SafeCast for uint256;
 
     // ---------------------------------------------------------------------------------------------
     // Hard bounds
@@ -34,6 +33,8 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     uint256 public constant MAX_MIN_ORDER_VALUE = 1_000e18;
     /// @notice No vault's swaps may lose more than 5% of its value to slippage per refill period.
     uint256 public constant MAX_LOSS_BUDGET_BPS = 500;
+    /// @notice A master keeps at least 1% of their pool's value in their own book.
+    uint256 public constant MAX_POOL_MULTIPLE = 100;
     /// @notice Feeds must be expected to update at least every two days, and not demand updates
     /// more often than every minute.
     uint256 public constant MIN_HEARTBEAT = 1 minutes;
@@ -80,7 +81,8 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
             defaultAllocationCapBps: 2_500, // 25%
             paused: false,
             minOrderValue: 1e18, // 1 USD
-            lossBudgetBps: 100 // 1% of a vault's value per refill period
+            lossBudgetBps: 100, // 1% of a vault's value per refill period
+            maxPoolMultiple: 20 // a pool of at most 20 times the master's equity
         });
     }
 
@@ -126,7 +128,8 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
         uint16 maxSlippageBps,
         uint16 defaultAllocationCapBps,
         uint128 minOrderValue,
-        uint16 lossBudgetBps
+        uint16 lossBudgetBps,
+        uint16 maxPoolMultiple
     ) external onlyOwner {
         if (maxSlippageBps > MAX_SLIPPAGE_BPS) {
             revert ParameterOutOfBounds("maxSlippageBps", maxSlippageBps, MAX_SLIPPAGE_BPS);
@@ -140,10 +143,13 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
         if (lossBudgetBps == 0 || lossBudgetBps > MAX_LOSS_BUDGET_BPS) {
             revert ParameterOutOfBounds("lossBudgetBps", lossBudgetBps, MAX_LOSS_BUDGET_BPS);
         }
+        if (maxPoolMultiple == 0 || maxPoolMultiple > MAX_POOL_MULTIPLE) {
+            revert ParameterOutOfBounds("maxPoolMultiple", maxPoolMultiple, MAX_POOL_MULTIPLE);
+        }
         Params storage p = _params;
-        (p.maxSlippageBps, p.defaultAllocationCapBps, p.minOrderValue, p.lossBudgetBps) =
-            (maxSlippageBps, defaultAllocationCapBps, minOrderValue, lossBudgetBps);
-        emit ParamsSet(maxSlippageBps, defaultAllocationCapBps, minOrderValue, lossBudgetBps);
+        (p.maxSlippageBps, p.defaultAllocationCapBps, p.minOrderValue, p.lossBudgetBps, p.maxPoolMultiple) =
+            (maxSlippageBps, defaultAllocationCapBps, minOrderValue, lossBudgetBps, maxPoolMultiple);
+        emit ParamsSet(maxSlippageBps, defaultAllocationCapBps, minOrderValue, lossBudgetBps, maxPoolMultiple);
     }
 
     /// @inheritdoc ITandemHub
@@ -189,7 +195,7 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
         uint256 received = baseAsset.balanceOf(address(this)) - before;
         if (received != amount) revert TransferFeeNotSupported(address(baseAsset), amount, received);
         Account storage acct = _accounts[msg.sender];
-        acct.free = (acct.free + amount).toUint112();
+        acct.free = SafeCast.toUint112(acct.free + amount);
         emit Deposited(msg.sender, amount);
     }
 
@@ -232,7 +238,7 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
         unchecked {
             acct.free -= uint112(amount);
         }
-        acct.allocated = (acct.allocated + amount).toUint112();
+        acct.allocated = SafeCast.toUint112(acct.allocated + amount);
         _accounts[msg.sender] = acct;
         allocationOf[msg.sender][vault] = allocation;
         emit AllocationChanged(msg.sender, vault, allocation, acct.free);
@@ -253,8 +259,8 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
         allocationOf[follower][msg.sender] = allocation;
 
         Account storage acct = _accounts[follower];
-        acct.allocated -= released.toUint112();
-        acct.free = (acct.free + baseReturned).toUint112();
+        acct.allocated -= SafeCast.toUint112(released);
+        acct.free = SafeCast.toUint112(acct.free + baseReturned);
         emit AllocationChanged(follower, msg.sender, allocation, acct.free);
     }
 
@@ -320,6 +326,8 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     function _price(address token) private view returns (uint256) {
         Asset memory a = _assets[token];
         if (address(a.feed) == address(0)) revert AssetNotAllowed(token);
+        // Only the answer and its time matter: round ids are deprecated in Chainlink's interface.
+        // slither-disable-next-line unused-return
         (, int256 answer,, uint256 updatedAt,) = a.feed.latestRoundData();
         if (answer <= 0) revert InvalidPrice(token, answer);
         if (updatedAt + a.heartbeat < block.timestamp) revert StalePrice(token, updatedAt, a.heartbeat);

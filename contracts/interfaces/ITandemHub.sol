@@ -36,12 +36,15 @@ interface ITandemHub {
     /// @param minOrderValue Smallest pool order worth executing, in USD with 18 decimals.
     /// @param lossBudgetBps What a vault's swaps may lose against oracle prices, in total, as a share
     /// of the vault's value; the budget refills linearly over `LOSS_REFILL_PERIOD`.
+    /// @param maxPoolMultiple Skin in the game: a pool may not be worth more than this multiple of
+    /// its master's own equity.
     struct Params {
         uint16 maxSlippageBps;
         uint16 defaultAllocationCapBps;
         bool paused;
         uint128 minOrderValue;
         uint16 lossBudgetBps;
+        uint16 maxPoolMultiple;
     }
 
     /// @notice A follower's account in the base asset.
@@ -113,7 +116,11 @@ interface ITandemHub {
     event AdapterSet(address indexed adapter, bool allowed);
     /// @notice Protocol parameters changed.
     event ParamsSet(
-        uint16 maxSlippageBps, uint16 defaultAllocationCapBps, uint128 minOrderValue, uint16 lossBudgetBps
+        uint16 maxSlippageBps,
+        uint16 defaultAllocationCapBps,
+        uint128 minOrderValue,
+        uint16 lossBudgetBps,
+        uint16 maxPoolMultiple
     );
     /// @notice The guardian changed.
     event GuardianSet(address indexed guardian);
@@ -152,7 +159,8 @@ interface ITandemHub {
         uint16 maxSlippageBps,
         uint16 defaultAllocationCapBps,
         uint128 minOrderValue,
-        uint16 lossBudgetBps
+        uint16 lossBudgetBps,
+        uint16 maxPoolMultiple
     ) external;
 
     /// @notice Names the guardian, who may pause. Owner only.

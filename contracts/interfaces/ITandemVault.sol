@@ -72,6 +72,12 @@ interface ITandemVault {
     /// @notice Shares allocated in this block cannot be exited before the next one, so a round trip
     /// at a lagging oracle price cannot be made with borrowed money in one transaction.
     error ExitInAllocationBlock();
+    /// @notice The allocation would make the pool worth more than the hub's multiple of the
+    /// master's own equity: masters keep skin in the game.
+    error PoolAboveMasterMultiple(uint256 poolValue, uint256 limit);
+    /// @notice The master's withdrawal would leave their equity below what keeps the current pool
+    /// within the hub's multiple; the master's withdrawal is refused, never the followers'.
+    error MasterBelowPoolMultiple(uint256 masterEquity, uint256 required);
     /// @notice The router left `unspent` of the input it was approved for: a partial fill is refused.
     error SwapInputUnspent(address token, uint256 unspent);
     /// @notice The vault already holds the most tokens it may value in one trade.
@@ -168,7 +174,8 @@ interface ITandemVault {
     function depositMaster(uint256 amount) external;
 
     /// @notice Moves `amount` of `token` from the master's book to the master's wallet.
-    /// @dev Requirements: master only. The pool's book is never touched.
+    /// @dev Requirements: master only; with followers in the pool, the master's equity afterwards
+    /// keeps the pool within the hub's `maxPoolMultiple` of it. The pool's book is never touched.
     function withdrawMaster(address token, uint256 amount) external;
 
     /// @notice Names a key that may trade for the master and do nothing else (zero: none).
@@ -179,7 +186,8 @@ interface ITandemVault {
     // ---------------------------------------------------------------------------------------------
 
     /// @notice Called by the hub after transferring `amount` base asset: mints pool shares to
-    /// `follower` at net asset value.
+    /// `follower` at net asset value, unless the pool would grow past the hub's `maxPoolMultiple`
+    /// of the master's equity.
     function onAllocate(address follower, uint256 amount) external returns (uint256 shares);
 
     /// @notice Burns `shares` of the caller for their pro-rata slice of every pool token, paid to

@@ -46,24 +46,29 @@ contract AttacksTest is Fixture {
     // =============================================================================================
     //
     // Each swap only has to reach the oracle value less `maxSlippageBps` (1% by default). A master
-    // with a few dollars of their own sizes the pool's part at all of the pool, and routes it
-    // through pairs holding only their own liquidity, priced to pay exactly the bound: every trade
-    // moves about 1% of the pool into the master's pairs. Twenty such trades took 18% of a $1M
-    // pool before the loss budget: what swaps lose against the oracle is now charged to a budget
-    // of 1% of the vault's value that refills over a week.
+    // sizes the pool's part at all of the pool by trading all of their own book, and routes both
+    // through pairs holding only their own liquidity, priced to pay exactly the bound. The pool
+    // multiple makes them keep a twentieth of the pool in their own book ($50k for a $1M pool),
+    // and that book loses the same ~1% as the pool on every rigged trade; but the pairs gain what
+    // both books lost, so each trade still nets the master about 1% of the pool. Twenty such
+    // trades took 18% of a $1M pool before the loss budget: what swaps lose against the oracle is
+    // now charged to a budget of 1% of the vault's value that refills over a week.
 
     address internal mallory = _addr("mallory");
     uint256 internal scamCount;
     address[] internal rigPairs;
+    /// @dev Oracle value of what the master put into her pairs, over every rigged trade made.
+    uint256 internal rigSpent;
 
     function test_lossBudget_stopsAMasterBleedingThePoolThroughOwnPairs() public {
-        TandemVault v = makeVault(mallory, 10e6); // $10 of the master's own money
-        follow(alice, v, 1_000_000e6); // $1M of followers' money
-        (, uint256 poolBefore) = v.equities();
+        TandemVault v = makeVault(mallory, 50_000e6); // $50k of the master's own: the least for...
+        follow(alice, v, 1_000_000e6); // ...$1M of followers' money, at the default multiple of 20
+        (uint256 masterBefore, uint256 poolBefore) = v.equities();
         (, uint256 capacity) = v.lossBudget();
 
-        // Each rigged trade loses just under the 1% oracle bound of the whole pool: the first fits
-        // the 1% loss budget, the next is refused, and so is every one after it until it refills.
+        // Each rigged trade loses just under the 1% oracle bound of both whole books: the first
+        // fits the budget (1% of both), the next is refused, and so is every one after it until
+        // it refills.
         uint256 trades;
         bool stopped;
         for (uint256 round; round < 10 && !stopped; ++round) {
@@ -76,8 +81,18 @@ contract AttacksTest is Fixture {
         }
         assertTrue(stopped, "the budget stopped the bleeding");
         assertEq(trades, 1, "one rigged trade fitted the budget");
-        (, uint256 poolAfter) = v.equities();
-        assertLe(poolBefore - poolAfter, capacity, "the pool lost at most the loss budget");
+        (uint256 masterAfter, uint256 poolAfter) = v.equities();
+        uint256 poolLoss = poolBefore - poolAfter;
+        uint256 masterLoss = masterBefore - masterAfter;
+        assertLe(poolLoss, capacity, "the pool lost at most the loss budget");
+        // The economics of the one trade that went through: the master's book lost the same
+        // fraction as the pool, and the master's pairs took what both lost.
+        assertLe(poolLoss + masterLoss, capacity, "the books lost at most the loss budget");
+        assertGt(poolLoss + masterLoss, capacity * 98 / 100, "the rigged trade took nearly the whole budget");
+        assertApproxEqRel(masterLoss * poolBefore, poolLoss * masterBefore, 1e14, "same fraction lost");
+        uint256 pairsGain = _rigPairsValue() - rigSpent;
+        assertApproxEqRel(pairsGain, poolLoss + masterLoss, 1e15, "the pairs gained what both books lost");
+        assertGt(pairsGain - masterLoss, poolLoss * 95 / 100, "the master netted about the pool's loss");
 
         // A week later the budget has refilled, and again only one such trade fits.
         vm.warp(block.timestamp + v.LOSS_REFILL_PERIOD());
@@ -127,6 +142,14 @@ contract AttacksTest is Fixture {
         rigPairs.push(IUniswapV2FactoryLike(v2Factory).getPair(address(tokenIn), address(scam)));
         rigPairs.push(IUniswapV2FactoryLike(v2Factory).getPair(address(scam), address(tokenOut)));
         spent = valueOf(tokenIn, seedIn) + valueOf(tokenOut, w);
+        rigSpent += spent;
+    }
+
+    /// @dev Oracle value of the base and BTC in the master's pairs (their SCAM is worth nothing).
+    function _rigPairsValue() internal view returns (uint256 value) {
+        for (uint256 i; i < rigPairs.length; ++i) {
+            value += valueOf(usdc, usdc.balanceOf(rigPairs[i])) + valueOf(wbtc, wbtc.balanceOf(rigPairs[i]));
+        }
     }
 
     // =============================================================================================
@@ -240,7 +263,7 @@ contract AttacksTest is Fixture {
     /// (including rotations at the token limit), master withdrawals and partial exits.
     function testFuzz_pin_tokenListAndBooksStayConsistent(uint256 seed) public {
         vm.prank(owner);
-        hub.setParams(100, 2_500, 0, 100);
+        hub.setParams(100, 2_500, 0, 100, 20);
         TestToken[3] memory all = [usdc, wbtc, weth];
         follow(alice, vault, 50_000e6);
         follow(bob, vault, 30_000e6);
@@ -254,8 +277,19 @@ contract AttacksTest is Fixture {
                 uint256 amt = (r >> 24) % 4 == 0 ? m : bound(r >> 32, 1, m);
                 tradeMock(vault, address(tin), address(tout), amt);
             } else if (action == 3 && m != 0) {
+                uint256 amt = bound(r >> 32, 1, m);
+                // With followers in, a withdrawal that leaves the master under a twentieth of the
+                // pool is refused, and changes nothing.
+                (uint256 mEq, uint256 pEq) = vault.equities();
+                uint256 mEqAfter = mEq - valueOf(tin, m) + valueOf(tin, m - amt);
+                uint256 required = (pEq + 19) / 20;
+                if (vault.totalShares() != 0 && mEqAfter < required) {
+                    vm.expectRevert(
+                        abi.encodeWithSelector(ITandemVault.MasterBelowPoolMultiple.selector, mEqAfter, required)
+                    );
+                }
                 vm.prank(master);
-                vault.withdrawMaster(address(tin), bound(r >> 32, 1, m));
+                vault.withdrawMaster(address(tin), amt);
             } else {
                 address who = (r >> 40) % 2 == 0 ? alice : bob;
                 uint256 s = vault.sharesOf(who);
@@ -309,7 +343,7 @@ contract AttacksTest is Fixture {
     /// only profit from an oracle that lags the market (see above).
     function testFuzz_pin_roundTripAtAccurateOracleNeverProfits(uint256 buyBtc, uint256 buyEth, uint256 amount) public {
         vm.prank(owner);
-        hub.setParams(100, 2_500, 0, 100);
+        hub.setParams(100, 2_500, 0, 100, 20);
         follow(alice, vault, 100_000e6);
         buyBtc = bound(buyBtc, 0, 50_000e6);
         buyEth = bound(buyEth, 0, 40_000e6);

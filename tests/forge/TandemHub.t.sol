@@ -16,7 +16,11 @@ import {Fixture} from "./utils/Fixture.sol";
 /// follower bank with its allocation cap.
 contract TandemHubTest is Fixture {
     event ParamsSet(
-        uint16 maxSlippageBps, uint16 defaultAllocationCapBps, uint128 minOrderValue, uint16 lossBudgetBps
+        uint16 maxSlippageBps,
+        uint16 defaultAllocationCapBps,
+        uint128 minOrderValue,
+        uint16 lossBudgetBps,
+        uint16 maxPoolMultiple
     );
     event AdapterSet(address indexed adapter, bool allowed);
     event VaultCreated(address indexed master, address indexed vault);
@@ -38,11 +42,12 @@ contract TandemHubTest is Fixture {
 
     function test_setParams_updatesWithinBounds() public {
         vm.expectEmit(address(hub));
-        emit ParamsSet(1_000, 5_000, 1_000e18, 500);
+        emit ParamsSet(1_000, 5_000, 1_000e18, 500, 100);
         vm.prank(owner);
-        hub.setParams(1_000, 5_000, 1_000e18, 500);
+        hub.setParams(1_000, 5_000, 1_000e18, 500, 100);
         ITandemHub.Params memory p = hub.params();
         assertEq(p.lossBudgetBps, 500, "loss budget at its bound");
+        assertEq(p.maxPoolMultiple, 100, "pool multiple at its bound");
         assertEq(p.maxSlippageBps, 1_000, "slippage at its bound");
         assertEq(p.defaultAllocationCapBps, 5_000, "cap at its bound");
         assertEq(p.minOrderValue, 1_000e18, "min order at its bound");
@@ -51,10 +56,19 @@ contract TandemHubTest is Fixture {
     function test_setParams_revertsWhen_lossBudgetZeroOrAboveHardBound() public {
         vm.prank(owner);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "lossBudgetBps", 0, 500));
-        hub.setParams(100, 2_500, 1e18, 0);
+        hub.setParams(100, 2_500, 1e18, 0, 20);
         vm.prank(owner);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "lossBudgetBps", 501, 500));
-        hub.setParams(100, 2_500, 1e18, 501);
+        hub.setParams(100, 2_500, 1e18, 501, 20);
+    }
+
+    function test_setParams_revertsWhen_poolMultipleZeroOrAboveHardBound() public {
+        vm.prank(owner);
+        vm.expectRevert(abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "maxPoolMultiple", 0, 100));
+        hub.setParams(100, 2_500, 1e18, 100, 0);
+        vm.prank(owner);
+        vm.expectRevert(abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "maxPoolMultiple", 101, 100));
+        hub.setParams(100, 2_500, 1e18, 100, 101);
     }
 
     function test_setParams_revertsWhen_slippageAboveHardBound() public {
@@ -62,7 +76,7 @@ contract TandemHubTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "maxSlippageBps", 1_001, 1_000)
         );
-        hub.setParams(1_001, 2_500, 1e18, 100);
+        hub.setParams(1_001, 2_500, 1e18, 100, 20);
     }
 
     function test_setParams_revertsWhen_defaultCapZeroOrAboveHalf() public {
@@ -70,11 +84,11 @@ contract TandemHubTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "defaultAllocationCapBps", 0, 5_000)
         );
-        hub.setParams(100, 0, 1e18, 100);
+        hub.setParams(100, 0, 1e18, 100, 20);
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "defaultAllocationCapBps", 5_001, 5_000)
         );
-        hub.setParams(100, 5_001, 1e18, 100);
+        hub.setParams(100, 5_001, 1e18, 100, 20);
         vm.stopPrank();
     }
 
@@ -83,7 +97,7 @@ contract TandemHubTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "minOrderValue", 1_000e18 + 1, 1_000e18)
         );
-        hub.setParams(100, 2_500, 1_000e18 + 1, 100);
+        hub.setParams(100, 2_500, 1_000e18 + 1, 100, 20);
     }
 
     function test_ownerFunctions_revertWhen_calledByAnyoneElse() public {
@@ -92,7 +106,7 @@ contract TandemHubTest is Fixture {
             bytes memory unauthorised = abi.encodeWithSelector(Ownable.OwnableUnauthorizedAccount.selector, others[i]);
             vm.startPrank(others[i]);
             vm.expectRevert(unauthorised);
-            hub.setParams(100, 2_500, 1e18, 100);
+            hub.setParams(100, 2_500, 1e18, 100, 20);
             vm.expectRevert(unauthorised);
             hub.setAdapter(others[i], true);
             vm.expectRevert(unauthorised);
@@ -300,8 +314,12 @@ contract TandemHubTest is Fixture {
         hub.setAllocationCap(uint16(capBps));
         uint256 limit = capital * capBps / BPS;
 
+        // Both masters hold a twentieth of the most this test allocates to them, so the pool
+        // multiple never stands in for the cap.
+        depositMaster(vault, limit / 20 + 1);
+
         // Allocations elsewhere count at cost in capital (free + allocated), not against this vault.
-        TandemVault other = makeVault(carol, 0);
+        TandemVault other = makeVault(carol, limit / 20 + 1);
         elsewhere = bound(elsewhere, 0, limit);
         if (elsewhere != 0) allocate(alice, other, elsewhere);
         // A first allocation to this vault counts against its cap.

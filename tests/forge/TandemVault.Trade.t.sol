@@ -33,7 +33,15 @@ contract TandemVaultTradeTest is Fixture {
 
     function _noMinOrder() internal {
         vm.prank(owner);
-        hub.setParams(100, 2_500, 0, 100);
+        hub.setParams(100, 2_500, 0, 100, 20);
+    }
+
+    /// @dev No minimum order, and the widest pool-to-master ratio the hub allows (a pool of up to
+    /// 100 times the master's equity), for the sizing and split properties over extreme ratios.
+    function _noMinOrderWidestRatio() internal returns (uint256 multiple) {
+        multiple = hub.MAX_POOL_MULTIPLE();
+        vm.prank(owner);
+        hub.setParams(100, 2_500, 0, 100, uint16(multiple));
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -99,9 +107,9 @@ contract TandemVaultTradeTest is Fixture {
         uint256 ethPrice,
         uint256 spend
     ) public {
-        _noMinOrder();
+        uint256 multiple = _noMinOrderWidestRatio();
         masterBase = bound(masterBase, 1e6, 1_000_000e6);
-        poolBase = bound(poolBase, 1e6, 1_000_000e6);
+        poolBase = bound(poolBase, 1e6, Math.min(1_000_000e6, masterBase * multiple)); // 1e-6x to 100x
         TandemVault v = makeVault(carol, masterBase);
         follow(alice, v, poolBase);
         prior = bound(prior, 0, masterBase);
@@ -154,9 +162,9 @@ contract TandemVaultTradeTest is Fixture {
         uint256 buy,
         uint256 sell
     ) public {
-        _noMinOrder();
+        uint256 multiple = _noMinOrderWidestRatio();
         masterBase = bound(masterBase, 10e6, 1_000_000e6);
-        poolBase = bound(poolBase, 1e6, 1_000_000e6);
+        poolBase = bound(poolBase, 1e6, Math.min(1_000_000e6, masterBase * multiple));
         TandemVault v = makeVault(carol, masterBase);
         follow(alice, v, poolBase);
         tradeMock(v, address(usdc), address(weth), bound(buy, 1e6, masterBase));
@@ -178,9 +186,9 @@ contract TandemVaultTradeTest is Fixture {
         uint256 buy,
         uint256 partialSell
     ) public {
-        _noMinOrder();
+        uint256 multiple = _noMinOrderWidestRatio();
         masterBase = bound(masterBase, 10e6, 1_000_000e6);
-        poolBase = bound(poolBase, 1e6, 1_000_000e6);
+        poolBase = bound(poolBase, 1e6, Math.min(1_000_000e6, masterBase * multiple));
         TandemVault v = makeVault(carol, masterBase);
         follow(alice, v, poolBase);
         tradeV2(v, address(usdc), address(weth), bound(buy, 10e6, masterBase));
@@ -204,9 +212,9 @@ contract TandemVaultTradeTest is Fixture {
         uint256 spend,
         uint256 sell
     ) public {
-        _noMinOrder();
+        uint256 multiple = _noMinOrderWidestRatio();
         masterBase = bound(masterBase, 100e6, 1_000_000e6);
-        poolBase = bound(poolBase, 1e6, 1_000_000e6);
+        poolBase = bound(poolBase, 1e6, Math.min(1_000_000e6, masterBase * multiple));
         TandemVault v = makeVault(carol, masterBase);
         follow(alice, v, poolBase);
 
@@ -261,7 +269,7 @@ contract TandemVaultTradeTest is Fixture {
         factorBps = bound(factorBps, 8_500, 10_000);
         spend = bound(spend, 1e6, 100_000e6);
         vm.prank(owner);
-        hub.setParams(uint16(slippageBps), 2_500, 0, 500);
+        hub.setParams(uint16(slippageBps), 2_500, 0, 500, 20);
         follow(alice, vault, 50_000e6); // the pool's part is half the master's
         mockAdapter.setFactorBps(factorBps);
 
@@ -321,7 +329,7 @@ contract TandemVaultTradeTest is Fixture {
         // budget; the refusal reports what was available: a share of the vault's value with the
         // base books counted once, although the base asset is also the token bought.
         vm.prank(owner);
-        hub.setParams(1_000, 2_500, 1e18, 100);
+        hub.setParams(1_000, 2_500, 1e18, 100, 20);
         mockAdapter.setFactorBps(9_100);
         uint256 btc = masterBook(vault, wbtc);
         uint256 totalIn = btc + poolBook(vault, wbtc);
@@ -353,7 +361,7 @@ contract TandemVaultTradeTest is Fixture {
         follow(alice, vault, 10_000e6);
         wethFeed.setAnswer(ETH_PRICE * 103 / 100);
         vm.prank(owner);
-        hub.setParams(500, 2_500, 1e18, 100);
+        hub.setParams(500, 2_500, 1e18, 100, 20);
         (uint256 m,) = tradeV2(vault, address(usdc), address(weth), 1_000e6);
         assertGt(m, 0, "traded within the 5% bound");
     }
@@ -405,7 +413,7 @@ contract TandemVaultTradeTest is Fixture {
         poolBase = bound(poolBase, 1e6, 100_000e6);
         spend = bound(spend, 1e6, 100_000e6);
         vm.prank(owner);
-        hub.setParams(100, 2_500, uint128(minOrder), 100);
+        hub.setParams(100, 2_500, uint128(minOrder), 100, 20);
         follow(alice, vault, poolBase);
 
         (uint256 mEq, uint256 pEq) = vault.equities();

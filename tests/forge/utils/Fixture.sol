@@ -173,6 +173,24 @@ abstract contract Fixture is Test {
         shares = allocate(follower, v, amount);
     }
 
+    /// @dev Sets the hub's pool multiple (skin in the game), keeping every other parameter.
+    function setPoolMultiple(uint256 multiple) internal {
+        ITandemHub.Params memory p = hub.params();
+        vm.prank(owner);
+        hub.setParams(p.maxSlippageBps, p.defaultAllocationCapBps, p.minOrderValue, p.lossBudgetBps, uint16(multiple));
+    }
+
+    /// @dev The largest base amount `v` accepts from a follower now: its value may bring the pool
+    /// up to, not past, the hub's multiple of the master's equity (zero if there is no room).
+    function maxAllocation(TandemVault v) internal view returns (uint256) {
+        (uint256 mEq, uint256 pEq) = v.equities();
+        uint256 limit = mEq * hub.params().maxPoolMultiple;
+        if (pEq >= limit) return 0;
+        // The vault values an amount at floor(amount * price / 1e18): the largest amount whose
+        // value fits in the room left.
+        return ((limit - pEq + 1) * 1e18 - 1) / hub.priceOf(address(usdc));
+    }
+
     // ---------------------------------------------------------------------------------------------
     // Trades
     // ---------------------------------------------------------------------------------------------
