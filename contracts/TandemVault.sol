@@ -33,6 +33,10 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     uint256 private constant VIRTUAL_VALUE = 1;
     uint256 private constant BPS = 10_000;
     uint256 private constant PRICE_UNIT = 1e18;
+    /// @notice Protocol bounds of the follower limits.
+    uint16 public constant MAX_STOP_LOSS_BPS = 9_000;
+    uint16 public constant MAX_DRAWDOWN_BPS = 9_000;
+    uint16 public constant MAX_TAKE_PROFIT_BPS = 50_000;
     /// @notice The loss budget refills linearly, in full, over this period.
     uint256 public constant LOSS_REFILL_PERIOD = 7 days;
 
@@ -48,10 +52,24 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         uint64 allocatedAt;
     }
 
-    /// @dev Losses of swaps against oracle prices, in USD with 18 decimals, as of `updatedAt`.
-    struct LossBudget {
-        uint128 used;
-        uint64 updatedAt;
+    /// @dev A follower's exit limits (in force once `chosen`, else the conservative preset) and the
+    /// entry and peak values of their allocation, in USD with 18 decimals.
+    struct Guard {
+        uint16 stopLossBps;
+        uint16 takeProfitBps;
+        uint16 maxDrawdownBps;
+        bool chosen;
+        uint96 entryValue;
+        uint96 peakValue;
+    }
+
+    /// @dev What every trade reads, in one slot: how many non-base tokens the books hold, and the
+    /// loss budget (losses of swaps against oracle prices, in USD with 18 decimals, as of
+    /// `lossUpdatedAt`).
+    struct TradeState {
+        uint8 tokenCount;
+        uint128 lossUsed;
+        uint64 lossUpdatedAt;
     }
 
     /// @dev A trade as sized before its swap.
@@ -73,12 +91,14 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     /// @inheritdoc ITandemVault
     uint256 public totalShares;
     mapping(address follower => Position) private _positions;
+    mapping(address follower => Guard) private _guards;
     /// @inheritdoc ITandemVault
     mapping(address follower => mapping(address token => uint256)) public unclaimed;
-    /// @dev Every token with a non-zero book; the base asset is implicit and always first.
-    address[] private _tokens;
+    TradeState private _state;
+    /// @dev Every token with a non-zero book, at indexes below `_state.tokenCount`; the base asset
+    /// is implicit and always first.
+    mapping(uint256 index => address token) private _tokenAt;
     mapping(address token => Books) private _books;
-    LossBudget private _loss;
 
     /// @param baseAsset The hub's base asset. The deployer is the hub.
     constructor(address baseAsset) {
@@ -183,6 +203,10 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         Position storage position = _positions[follower];
         position.shares += SafeCast.toUint192(shares);
         position.allocatedAt = uint64(block.number);
+        // New money enters at its value, both as cost and as peak.
+        Guard storage guard = _guards[follower];
+        guard.entryValue = SafeCast.toUint96(guard.entryValue + value);
+        guard.peakValue = SafeCast.toUint96(guard.peakValue + value);
         _credit(address(BASE_ASSET), 0, amount);
         emit Allocated(follower, amount, shares, poolValue, prices[0]);
     }
@@ -195,11 +219,9 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     {
         uint256 sharesBefore = _positions[msg.sender].shares;
         (exitTokens, amounts) = _burnSlices(msg.sender, shares, sharesBefore);
+        // One token that cannot move must not keep the follower in every other one.
         for (uint256 i; i < exitTokens.length; ++i) {
-            if (amounts[i] == 0 || IERC20(exitTokens[i]).trySafeTransfer(msg.sender, amounts[i])) continue;
-            // One token that cannot move must not keep the follower in every other one.
-            unclaimed[msg.sender][exitTokens[i]] += amounts[i];
-            emit SliceHeld(msg.sender, exitTokens[i], amounts[i]);
+            if (amounts[i] != 0) _payInKind(msg.sender, exitTokens[i], amounts[i]);
         }
         hub.settleExit(msg.sender, shares, sharesBefore, 0);
         emit ExitedInKind(msg.sender, shares, exitTokens, amounts);
@@ -220,37 +242,90 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         nonReentrant
         returns (uint256 baseOut)
     {
-        uint256 sharesBefore = _positions[msg.sender].shares;
-        (address[] memory exitTokens, uint256[] memory amounts) = _burnSlices(msg.sender, shares, sharesBefore);
-        baseOut = amounts[0]; // the base slice needs no swap
+        return _exitToBase(msg.sender, shares, swaps, minBaseOut, false);
+    }
 
-        // Each non-zero non-base slice must be swapped exactly once; a slice is marked done by
-        // clearing it in `pending`.
-        uint256[] memory pending = new uint256[](amounts.length);
-        for (uint256 i = 1; i < amounts.length; ++i) {
-            pending[i] = amounts[i];
-        }
-        if (swaps.length != 0) {
-            uint256 maxSlippageBps = hub.params().maxSlippageBps;
-            uint256 basePrice = hub.priceOf(address(BASE_ASSET));
-            for (uint256 s; s < swaps.length; ++s) {
-                ExitSwap calldata x = swaps[s];
-                uint256 i = _indexIn(exitTokens, x.token);
-                if (i == 0 || i == type(uint256).max || pending[i] == 0) revert UnexpectedExitSwap(x.token);
-                pending[i] = 0;
-                if (!hub.isAdapter(x.adapter)) revert ITandemHub.AdapterNotAllowed(x.adapter);
-                uint256 minOut = _oracleMinOut(amounts[i], hub.priceOf(x.token), basePrice, maxSlippageBps);
-                baseOut += _swap(x.adapter, x.token, address(BASE_ASSET), amounts[i], minOut, x.route);
-            }
-        }
-        for (uint256 i = 1; i < pending.length; ++i) {
-            if (pending[i] != 0) revert MissingExitSwap(exitTokens[i]);
-        }
-        if (baseOut < minBaseOut) revert InsufficientBaseOut(baseOut, minBaseOut);
+    /// @inheritdoc ITandemVault
+    function setLimits(Limits calldata limits) external {
+        _setLimits(limits);
+    }
 
-        BASE_ASSET.safeTransfer(address(hub), baseOut);
-        hub.settleExit(msg.sender, shares, sharesBefore, baseOut);
-        emit ExitedToBase(msg.sender, shares, exitTokens, amounts, baseOut);
+    /// @inheritdoc ITandemVault
+    function setPreset(Preset preset) external {
+        _setLimits(_preset(preset));
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Risk exits
+    // ---------------------------------------------------------------------------------------------
+
+    /// @inheritdoc ITandemVault
+    function triggerExit(address follower, ExitSwap[] calldata swaps) external nonReentrant returns (uint256 baseOut) {
+        uint256 shares = _positions[follower].shares;
+        if (shares == 0) revert NoPosition(follower);
+        (uint256 poolValue, uint256 total) = _poolValue();
+        (bool met, ExitReason reason, uint256 value) = _condition(follower, shares, poolValue, total);
+        if (!met) {
+            Guard memory g = _guards[follower];
+            revert ExitConditionNotMet(follower, value, g.entryValue, g.peakValue);
+        }
+        return _triggeredExit(follower, shares, swaps, reason, value);
+    }
+
+    /// @inheritdoc ITandemVault
+    function triggerExits(address[] calldata followers, ExitSwap[] calldata swaps)
+        external
+        nonReentrant
+        returns (uint256 exited)
+    {
+        // An exit takes its follower's pro-rata slice of every book, so the value of a share is
+        // the same before and after it: one valuation serves the whole batch.
+        (uint256 poolValue, uint256 total) = _poolValue();
+        for (uint256 f; f < followers.length; ++f) {
+            address follower = followers[f];
+            uint256 shares = _positions[follower].shares;
+            if (shares == 0) continue;
+            (bool met, ExitReason reason, uint256 value) = _condition(follower, shares, poolValue, total);
+            if (!met) continue;
+            // The follower's exit leaves the pool: keep the share value for the next one.
+            poolValue -= value;
+            total -= shares;
+            _triggeredExit(follower, shares, swaps, reason, value);
+            ++exited;
+        }
+    }
+
+    /// @inheritdoc ITandemVault
+    function recordPeak(address follower) external nonReentrant {
+        uint256 shares = _positions[follower].shares;
+        if (shares == 0) revert NoPosition(follower);
+        (uint256 poolValue, uint256 total) = _poolValue();
+        uint256 value = Math.mulDiv(poolValue, shares, total);
+        uint256 peak = _guards[follower].peakValue;
+        if (value <= peak) revert PeakNotHigher(follower, value, peak);
+        _recordPeak(follower, value);
+    }
+
+    /// @inheritdoc ITandemVault
+    function recordPeaks(address[] calldata followers) external nonReentrant returns (uint256 recorded) {
+        (uint256 poolValue, uint256 total) = _poolValue();
+        for (uint256 f; f < followers.length; ++f) {
+            uint256 shares = _positions[followers[f]].shares;
+            if (shares == 0) continue;
+            uint256 value = Math.mulDiv(poolValue, shares, total);
+            if (value <= _guards[followers[f]].peakValue) continue;
+            _recordPeak(followers[f], value);
+            ++recorded;
+        }
+    }
+
+    /// @inheritdoc ITandemVault
+    function swapSliceToBase(address adapter, address token, uint256 amount, uint256 minOut, bytes calldata route)
+        external
+        returns (uint256 baseOut)
+    {
+        if (msg.sender != address(this)) revert NotSelf(msg.sender);
+        return _swap(adapter, token, address(BASE_ASSET), amount, minOut, route);
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -264,13 +339,31 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
 
     /// @inheritdoc ITandemVault
     function tokens() public view returns (address[] memory held) {
-        uint256 n = _tokens.length;
+        uint256 n = _state.tokenCount;
         // The base asset is always first, whether or not a book has ever held it.
         held = new address[](n + 1);
         held[0] = address(BASE_ASSET);
         for (uint256 i; i < n; ++i) {
-            held[i + 1] = _tokens[i];
+            held[i + 1] = _tokenAt[i];
         }
+    }
+
+    /// @inheritdoc ITandemVault
+    function limitsOf(address follower)
+        external
+        view
+        returns (Limits memory limits, uint256 entryValue, uint256 peakValue)
+    {
+        Guard memory g = _guards[follower];
+        return (_limitsIn(g), g.entryValue, g.peakValue);
+    }
+
+    /// @inheritdoc ITandemVault
+    function exitCondition(address follower) external view returns (bool met, ExitReason reason, uint256 value) {
+        uint256 shares = _positions[follower].shares;
+        if (shares == 0) return (false, ExitReason.StopLoss, 0);
+        (uint256 poolValue, uint256 total) = _poolValue();
+        return _condition(follower, shares, poolValue, total);
     }
 
     /// @inheritdoc ITandemVault
@@ -283,7 +376,7 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         address[] memory held = tokens();
         (uint256 masterEquity, uint256 poolEquity) = _equities(held, hub.pricesOf(held));
         capacity = (masterEquity + poolEquity) * hub.params().lossBudgetBps / BPS;
-        used = _refilled(_loss, capacity);
+        used = _refilled(_state, capacity);
     }
 
     /// @inheritdoc ITandemVault
@@ -338,6 +431,139 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         }
     }
 
+    /// @dev Burns `shares` of `follower`, swaps each non-base slice to the base asset within the
+    /// oracle bound and credits the proceeds to their hub account. When `inKindWhenStuck` (exits
+    /// triggered by others), a slice with no swap, or whose swap fails, is paid in kind instead of
+    /// failing the exit; a follower's own exit is all or nothing.
+    function _exitToBase(
+        address follower,
+        uint256 shares,
+        ExitSwap[] calldata swaps,
+        uint256 minBaseOut,
+        bool inKindWhenStuck
+    ) private returns (uint256 baseOut) {
+        uint256 sharesBefore = _positions[follower].shares;
+        (address[] memory exitTokens, uint256[] memory amounts) = _burnSlices(follower, shares, sharesBefore);
+        baseOut = amounts[0]; // the base slice needs no swap
+
+        // Each non-zero non-base slice is swapped at most once; a slice is marked done by
+        // clearing it in `pending`.
+        uint256[] memory pending = new uint256[](amounts.length);
+        for (uint256 i = 1; i < amounts.length; ++i) {
+            pending[i] = amounts[i];
+        }
+        if (swaps.length != 0) {
+            uint256 maxSlippageBps = hub.params().maxSlippageBps;
+            uint256 basePrice = hub.priceOf(address(BASE_ASSET));
+            for (uint256 s; s < swaps.length; ++s) {
+                ExitSwap calldata x = swaps[s];
+                uint256 i = _indexIn(exitTokens, x.token);
+                if (i == 0 || i == type(uint256).max) revert UnexpectedExitSwap(x.token);
+                if (pending[i] == 0) {
+                    // A keeper's swap list serves many followers: a dust slice is not an error.
+                    if (inKindWhenStuck && amounts[i] == 0) continue;
+                    revert UnexpectedExitSwap(x.token);
+                }
+                if (!hub.isAdapter(x.adapter)) revert ITandemHub.AdapterNotAllowed(x.adapter);
+                uint256 minOut = _oracleMinOut(amounts[i], hub.priceOf(x.token), basePrice, maxSlippageBps);
+                if (!inKindWhenStuck) {
+                    baseOut += _swap(x.adapter, x.token, address(BASE_ASSET), amounts[i], minOut, x.route);
+                    pending[i] = 0;
+                } else {
+                    try this.swapSliceToBase(x.adapter, x.token, amounts[i], minOut, x.route) returns (uint256 out) {
+                        baseOut += out;
+                        pending[i] = 0;
+                    } catch {} // paid in kind below
+                }
+            }
+        }
+        for (uint256 i = 1; i < pending.length; ++i) {
+            if (pending[i] == 0) continue;
+            if (!inKindWhenStuck) revert MissingExitSwap(exitTokens[i]);
+            if (_payInKind(follower, exitTokens[i], pending[i])) {
+                emit SlicePaidInKind(follower, exitTokens[i], pending[i]);
+            }
+        }
+        if (baseOut < minBaseOut) revert InsufficientBaseOut(baseOut, minBaseOut);
+
+        BASE_ASSET.safeTransfer(address(hub), baseOut);
+        hub.settleExit(follower, shares, sharesBefore, baseOut);
+        emit ExitedToBase(follower, shares, exitTokens, amounts, baseOut);
+    }
+
+    function _triggeredExit(
+        address follower,
+        uint256 shares,
+        ExitSwap[] calldata swaps,
+        ExitReason reason,
+        uint256 value
+    ) private returns (uint256 baseOut) {
+        Guard memory g = _guards[follower];
+        emit ExitTriggered(follower, msg.sender, reason, value, g.entryValue, g.peakValue);
+        return _exitToBase(follower, shares, swaps, 0, true);
+    }
+
+    /// @dev The pool's value at oracle prices and its total shares: the value of a share.
+    function _poolValue() private view returns (uint256 poolValue, uint256 total) {
+        address[] memory held = tokens();
+        (, poolValue) = _equities(held, hub.pricesOf(held));
+        total = totalShares;
+    }
+
+    /// @dev Which of the follower's limits holds for the value of their `shares`, losses first.
+    function _condition(address follower, uint256 shares, uint256 poolValue, uint256 total)
+        private
+        view
+        returns (bool met, ExitReason reason, uint256 value)
+    {
+        value = Math.mulDiv(poolValue, shares, total);
+        Guard memory g = _guards[follower];
+        Limits memory l = _limitsIn(g);
+        if (l.stopLossBps != 0 && value * BPS <= uint256(g.entryValue) * (BPS - l.stopLossBps)) {
+            return (true, ExitReason.StopLoss, value);
+        }
+        if (l.maxDrawdownBps != 0 && value * BPS <= uint256(g.peakValue) * (BPS - l.maxDrawdownBps)) {
+            return (true, ExitReason.MaxDrawdown, value);
+        }
+        if (l.takeProfitBps != 0 && value * BPS >= uint256(g.entryValue) * (BPS + l.takeProfitBps)) {
+            return (true, ExitReason.TakeProfit, value);
+        }
+        return (false, ExitReason.StopLoss, value);
+    }
+
+    function _recordPeak(address follower, uint256 value) private {
+        _guards[follower].peakValue = SafeCast.toUint96(value);
+        emit PeakRecorded(follower, value);
+    }
+
+    function _setLimits(Limits memory l) private {
+        if (
+            l.stopLossBps > MAX_STOP_LOSS_BPS || l.maxDrawdownBps > MAX_DRAWDOWN_BPS
+                || l.takeProfitBps > MAX_TAKE_PROFIT_BPS
+        ) revert LimitsOutOfBounds(l.stopLossBps, l.takeProfitBps, l.maxDrawdownBps);
+        Guard storage g = _guards[msg.sender];
+        (g.stopLossBps, g.takeProfitBps, g.maxDrawdownBps, g.chosen) =
+            (l.stopLossBps, l.takeProfitBps, l.maxDrawdownBps, true);
+        emit LimitsSet(msg.sender, l.stopLossBps, l.takeProfitBps, l.maxDrawdownBps);
+    }
+
+    function _limitsIn(Guard memory g) private pure returns (Limits memory) {
+        return g.chosen ? Limits(g.stopLossBps, g.takeProfitBps, g.maxDrawdownBps) : _preset(Preset.Conservative);
+    }
+
+    function _preset(Preset preset) private pure returns (Limits memory) {
+        return preset == Preset.Conservative ? Limits(1_000, 0, 1_500) : Limits(3_000, 0, 4_000);
+    }
+
+    /// @dev Pays a slice to the follower, or holds it for them to claim when the token refuses.
+    function _payInKind(address follower, address token, uint256 amount) private returns (bool paid) {
+        paid = IERC20(token).trySafeTransfer(follower, amount);
+        if (!paid) {
+            unclaimed[follower][token] += amount;
+            emit SliceHeld(follower, token, amount);
+        }
+    }
+
     /// @dev The pool must stay within the hub's multiple of the master's equity.
     function _requireSkinInTheGame() private view {
         address[] memory held = tokens();
@@ -353,16 +579,17 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         if (valueOut >= valueIn) return;
         uint256 loss = valueIn - valueOut;
         uint256 capacity = z.vaultValue * z.lossBudgetBps / BPS;
-        uint256 used = _refilled(_loss, capacity);
+        TradeState storage state = _state;
+        uint256 used = _refilled(state, capacity);
         uint256 available = capacity > used ? capacity - used : 0;
         if (loss > available) revert LossBudgetExceeded(loss, available);
-        _loss = LossBudget(SafeCast.toUint128(used + loss), uint64(block.timestamp));
+        (state.lossUsed, state.lossUpdatedAt) = (SafeCast.toUint128(used + loss), uint64(block.timestamp));
     }
 
     /// @dev What the budget has used, less what it refilled since: `capacity` per refill period.
-    function _refilled(LossBudget memory b, uint256 capacity) private view returns (uint256) {
-        uint256 refill = capacity * (block.timestamp - b.updatedAt) / LOSS_REFILL_PERIOD;
-        return b.used > refill ? b.used - refill : 0;
+    function _refilled(TradeState storage state, uint256 capacity) private view returns (uint256) {
+        uint256 refill = capacity * (block.timestamp - state.lossUpdatedAt) / LOSS_REFILL_PERIOD;
+        return state.lossUsed > refill ? state.lossUsed - refill : 0;
     }
 
     /// @dev Values every token of `held` in both books.
@@ -407,6 +634,10 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
             _positions[follower].shares = uint192(sharesBefore - shares);
             totalShares = total - shares;
         }
+        // What stays keeps its share of the entry and peak values.
+        Guard storage guard = _guards[follower];
+        guard.entryValue = uint96(Math.mulDiv(guard.entryValue, sharesBefore - shares, sharesBefore));
+        guard.peakValue = uint96(Math.mulDiv(guard.peakValue, sharesBefore - shares, sharesBefore));
     }
 
     /// @dev Swaps exactly `amountIn` of `tokenIn` along the call `adapter` builds, approving its
@@ -465,16 +696,20 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
 
     function _track(address token) private {
         // The base asset is implicit in tokens(), so it counts against the limit too.
-        if (_tokens.length + 1 >= MAX_TOKENS) revert TooManyTokens(MAX_TOKENS);
-        _tokens.push(token);
+        uint256 n = _state.tokenCount;
+        if (n + 1 >= MAX_TOKENS) revert TooManyTokens(MAX_TOKENS);
+        _tokenAt[n] = token;
+        // Cannot overflow: n + 1 < MAX_TOKENS.
+        _state.tokenCount = uint8(n + 1);
     }
 
     function _untrack(address token) private {
-        uint256 n = _tokens.length;
+        uint256 n = _state.tokenCount;
         for (uint256 i; i < n; ++i) {
-            if (_tokens[i] == token) {
-                _tokens[i] = _tokens[n - 1];
-                _tokens.pop();
+            if (_tokenAt[i] == token) {
+                _tokenAt[i] = _tokenAt[n - 1];
+                delete _tokenAt[n - 1];
+                _state.tokenCount = uint8(n - 1);
                 return;
             }
         }
@@ -497,13 +732,13 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
 
     /// @dev Every token held, base first, plus `extra` last unless already held; and where `extra` is.
     function _tokensAnd(address extra) private view returns (address[] memory list, uint256 extraIndex) {
-        uint256 n = _tokens.length;
+        uint256 n = _state.tokenCount;
         list = new address[](n + 2);
         list[0] = address(BASE_ASSET);
         // The base asset is always held (first): it must be neither priced nor valued twice.
         extraIndex = extra == address(BASE_ASSET) ? 0 : n + 1;
         for (uint256 i; i < n; ++i) {
-            address token = _tokens[i];
+            address token = _tokenAt[i];
             list[i + 1] = token;
             if (token == extra) extraIndex = i + 1;
         }

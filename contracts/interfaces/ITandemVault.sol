@@ -34,6 +34,30 @@ interface ITandemVault {
         bytes route;
     }
 
+    /// @notice A follower's exit limits on their allocation, in basis points; zero turns one off.
+    /// @param stopLossBps Exit when the allocation's value falls this far below its entry value.
+    /// @param takeProfitBps Exit when the allocation's value rises this far above its entry value.
+    /// @param maxDrawdownBps Exit when the allocation's value falls this far below its recorded peak.
+    struct Limits {
+        uint16 stopLossBps;
+        uint16 takeProfitBps;
+        uint16 maxDrawdownBps;
+    }
+
+    /// @notice Named sets of limits. Conservative (the default): stop-loss 10%, maximum drawdown
+    /// 15%. Aggressive: stop-loss 30%, maximum drawdown 40%. Neither takes profit.
+    enum Preset {
+        Conservative,
+        Aggressive
+    }
+
+    /// @notice Which limit an exit trigger found met.
+    enum ExitReason {
+        StopLoss,
+        MaxDrawdown,
+        TakeProfit
+    }
+
     /// @notice Why the pool's part of a trade was not executed.
     enum SkipReason {
         NoPoolPosition, // the pool holds none of the token the master spends (or its part rounds to zero)
@@ -78,6 +102,16 @@ interface ITandemVault {
     /// @notice The master's withdrawal would leave their equity below what keeps the current pool
     /// within the hub's multiple; the master's withdrawal is refused, never the followers'.
     error MasterBelowPoolMultiple(uint256 masterEquity, uint256 required);
+    /// @notice A limit is above its protocol bound (stop-loss and drawdown 90%, take-profit 500%).
+    error LimitsOutOfBounds(uint256 stopLossBps, uint256 takeProfitBps, uint256 maxDrawdownBps);
+    /// @notice The follower has no pool shares.
+    error NoPosition(address follower);
+    /// @notice None of the follower's limits holds at oracle prices: there is nothing to trigger.
+    error ExitConditionNotMet(address follower, uint256 value, uint256 entryValue, uint256 peakValue);
+    /// @notice A peak is recorded only when the allocation's value is above the stored peak.
+    error PeakNotHigher(address follower, uint256 value, uint256 peakValue);
+    /// @notice Only the vault itself may call this.
+    error NotSelf(address caller);
     /// @notice The router left `unspent` of the input it was approved for: a partial fill is refused.
     error SwapInputUnspent(address token, uint256 unspent);
     /// @notice The vault already holds the most tokens it may value in one trade.
@@ -146,6 +180,27 @@ interface ITandemVault {
     /// @notice A follower claimed a held slice of `token`, paid to `to`.
     event Claimed(address indexed follower, address indexed token, address to, uint256 amount);
 
+    /// @notice A follower chose their exit limits.
+    event LimitsSet(address indexed follower, uint16 stopLossBps, uint16 takeProfitBps, uint16 maxDrawdownBps);
+
+    /// @notice A new peak value of a follower's allocation was recorded, for the trailing drawdown.
+    event PeakRecorded(address indexed follower, uint256 peakValue);
+
+    /// @notice Anyone (a keeper) triggered a follower's exit because one of their limits held at
+    /// oracle prices; the exit itself is the `ExitedToBase` event that follows.
+    event ExitTriggered(
+        address indexed follower,
+        address indexed keeper,
+        ExitReason reason,
+        uint256 value,
+        uint256 entryValue,
+        uint256 peakValue
+    );
+
+    /// @notice A slice of a triggered exit could not be swapped within the oracle bound, so it was
+    /// paid to the follower in kind instead.
+    event SlicePaidInKind(address indexed follower, address indexed token, uint256 amount);
+
     /// @notice A follower burned `shares` for their slice of every pool token, each swapped to the
     /// base asset; `baseOut` was credited to their hub account.
     /// @param amounts The slice of each token taken from the pool (the base slice is not swapped).
@@ -207,9 +262,57 @@ interface ITandemVault {
         external
         returns (uint256 baseOut);
 
+    /// @notice Sets the caller's exit limits on their allocation to this vault.
+    /// @dev Requirements: each limit within its protocol bound (zero turns it off).
+    function setLimits(Limits calldata limits) external;
+
+    /// @notice Sets the caller's exit limits to a named preset.
+    function setPreset(Preset preset) external;
+
+    // ---------------------------------------------------------------------------------------------
+    // Risk exits (anyone, typically keepers)
+    // ---------------------------------------------------------------------------------------------
+
+    /// @notice Exits `follower` wholly to the base asset when one of their limits holds at oracle
+    /// prices. Each slice is swapped along `swaps` within the oracle bound; a slice that cannot be
+    /// (no swap given, or the swap fails) is paid to the follower in kind. The base proceeds are
+    /// credited to the follower's hub account. Never paused.
+    /// @dev Requirements: the follower holds shares and a limit holds (`ExitConditionNotMet`).
+    function triggerExit(address follower, ExitSwap[] calldata swaps) external returns (uint256 baseOut);
+
+    /// @notice `triggerExit` for many followers in one transaction, skipping those whose limits no
+    /// longer hold (or who hold no shares) instead of reverting.
+    /// @return exited How many followers were exited.
+    function triggerExits(address[] calldata followers, ExitSwap[] calldata swaps) external returns (uint256 exited);
+
+    /// @notice Records the current oracle value of `follower`'s allocation as its peak.
+    /// @dev Requirements: the value is above the stored peak (`PeakNotHigher`).
+    function recordPeak(address follower) external;
+
+    /// @notice `recordPeak` for many followers, skipping those whose value is not above their peak.
+    /// @return recorded How many peaks were raised.
+    function recordPeaks(address[] calldata followers) external returns (uint256 recorded);
+
+    /// @notice Swaps one slice of an exit to the base asset. Callable only by the vault itself, so
+    /// a triggered exit can pay a slice in kind when its swap fails.
+    function swapSliceToBase(address adapter, address token, uint256 amount, uint256 minOut, bytes calldata route)
+        external
+        returns (uint256 baseOut);
+
     // ---------------------------------------------------------------------------------------------
     // Views
     // ---------------------------------------------------------------------------------------------
+
+    /// @notice A follower's limits in force (the conservative preset until they choose), and the
+    /// entry and peak values of their allocation, in USD with 18 decimals.
+    function limitsOf(address follower)
+        external
+        view
+        returns (Limits memory limits, uint256 entryValue, uint256 peakValue);
+
+    /// @notice Whether one of `follower`'s limits holds at oracle prices, which, and the value of
+    /// their allocation in USD with 18 decimals.
+    function exitCondition(address follower) external view returns (bool met, ExitReason reason, uint256 value);
 
     /// @notice The hub this vault belongs to.
     function hub() external view returns (ITandemHub);
