@@ -403,6 +403,32 @@ def exit_to_base(
     return transact(vault.functions.exitToBase(shares, swaps, min_base_out), follower)
 
 
+def set_limits(
+    vault: Contract, follower: str, stop_loss_bps: int, take_profit_bps: int, max_drawdown_bps: int
+) -> TxReceipt:
+    """Set ``follower``'s exit limits on their allocation to ``vault`` (zero turns one off)."""
+    limits = (stop_loss_bps, take_profit_bps, max_drawdown_bps)
+    return transact(vault.functions.setLimits(limits), follower)
+
+
+def exit_swaps(dep: Deployment, vault: Contract, routes: dict[str, Route]) -> list[tuple[Any, ...]]:
+    """One swap per non-base token the vault holds, for exits triggered on any of its followers;
+    a token without a route is paid in kind."""
+    return [
+        (token, routes[symbol].adapter, routes[symbol].data)
+        for token in vault.functions.tokens().call()[1:]
+        if (symbol := dep.symbol_of(token)) in routes
+    ]
+
+
+def trigger_exits(
+    dep: Deployment, vault: Contract, keeper: str, followers: list[str], routes: dict[str, Route]
+) -> TxReceipt:
+    """Exit every listed follower whose limits hold (the others are skipped), as ``keeper``."""
+    swaps = exit_swaps(dep, vault, routes)
+    return transact(vault.functions.triggerExits(followers, swaps), keeper)
+
+
 # --- reading state
 
 

@@ -18,6 +18,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
+from web3.types import TxReceipt
 
 from tandem import protocol as p
 from tandem import uniswap
@@ -719,3 +720,63 @@ def test_adapters_serve_only_hub_vaults_and_pay_the_calling_vault(
             usdc,
             weth,
         )
+
+
+def test_risk_exits_are_triggered_by_anyone_only_when_a_limit_holds(
+    dep: Deployment, cast: Cast
+) -> None:
+    """Stop-losses on real Uniswap pools: a keeper's batch exits exactly the followers whose
+    limit holds at the oracle price, to base; a later single trigger with no route pays the risk
+    slice in kind."""
+    vaults = setup_masters(dep, cast)
+    ada = vaults["ada"]
+    cleo, dev, eve = cast.followers
+    p.set_limits(ada, cleo, 500, 0, 0)  # stop-loss 5%
+    transact(ada.functions.setPreset(1), eve)  # aggressive: stop-loss 30%, drawdown 40%
+    # dev keeps the default, conservative preset: stop-loss 10%, drawdown 15%
+    assert tuple(ada.functions.limitsOf(dev).call()[0]) == (1_000, 0, 1_500)
+    master_base = books(ada, dep.base.address)[0]
+    p.trade(dep, ada, cast.ada, "USDC", "WETH", master_base * 8 // 10, dep.v2_route("USDC", "WETH"))
+
+    def exited(receipt: TxReceipt) -> list[str]:
+        events = ada.events.ExitTriggered().process_receipt(receipt, errors=DISCARD)
+        return [e["args"]["follower"] for e in events]
+
+    # WETH falls 8% (move_price leaves the local market's reference price as it was): about 80%
+    # of each allocation is in WETH, so each lost about 6.4%.
+    p.move_price(dep, "WETH", dep.specs["WETH"].usd_price * Decimal("0.92"), cast.whale)
+    assert [ada.functions.exitCondition(f).call()[0] for f in (cleo, dev, eve)] == [
+        True,
+        False,
+        False,
+    ]
+    free_before = dep.hub.functions.account(cleo).call()[0]
+    routes = {"WETH": dep.v2_route("WETH", "USDC")}
+    receipt = p.trigger_exits(dep, ada, cast.stranger, [cleo, dev, eve], routes)
+    assert exited(receipt) == [cleo]
+    assert ada.functions.sharesOf(cleo).call() == 0
+    assert dep.hub.functions.allocationOf(cleo, ada.address).call() == 0
+    out = ada.events.ExitedToBase().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert dep.hub.functions.account(cleo).call()[0] == free_before + out["baseOut"]
+    weth_slice = out["amounts"][1]
+    weth, usdc = dep.tokens["WETH"].address, dep.base.address
+    bound = oracle_min_out(weth_slice, price(dep, weth), price(dep, usdc), 100)
+    assert out["baseOut"] - out["amounts"][0] >= bound  # the slice sold within the oracle bound
+    assert ada.functions.sharesOf(dev).call() > 0 and ada.functions.sharesOf(eve).call() > 0
+
+    # Dev's stop-loss does not hold yet: a direct trigger is refused with the values.
+    with pytest.raises(RevertError) as excinfo:
+        transact(ada.functions.triggerExit(dev, []), cast.stranger)
+    assert excinfo.value.error_name == "ExitConditionNotMet", excinfo.value.reason
+
+    # WETH falls to 85% of where it began: dev lost about 12%. Triggered with no route, his WETH
+    # slice is paid to his wallet in kind and his base slice credited to his account.
+    p.move_price(dep, "WETH", dep.specs["WETH"].usd_price * Decimal("0.85"), cast.whale)
+    weth_before = dep.tokens["WETH"].functions.balanceOf(dev).call()
+    receipt = transact(ada.functions.triggerExit(dev, []), cast.stranger)
+    assert exited(receipt) == [dev]
+    paid = ada.events.SlicePaidInKind().process_receipt(receipt, errors=DISCARD)
+    assert [(e["args"]["token"], e["args"]["amount"]) for e in paid] == [
+        (weth, dep.tokens["WETH"].functions.balanceOf(dev).call() - weth_before)
+    ]
+    assert ada.functions.sharesOf(eve).call() > 0  # 30% away: untouched
