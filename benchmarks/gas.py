@@ -106,6 +106,7 @@ def measure(dep: Deployment, accounts: list[str]) -> Figures:
             figures.add(f"vault_trade_sell_{venue}_pool_{count}", gas)
         if count == 100:
             measure_exits(dep, vault, followers, figures)
+            risk_vault, risk_followers = vault, followers[2:]
 
     # The alternative Tandem replaces: each follower copies with a swap of their own, the same
     # size as their part of the pool's order, from an account with warm balances and approvals.
@@ -122,6 +123,9 @@ def measure(dep: Deployment, accounts: list[str]) -> Figures:
             totals[venue] += swap(dep, copier, share)
     for venue, total in totals.items():
         figures.add(f"copy_one_swap_per_follower_{venue}_{COPIED_FOLLOWERS}", total)
+
+    # Last, as it moves an oracle price away from the pools.
+    measure_risk_exits(dep, risk_vault, risk_followers, figures)
     return figures
 
 
@@ -147,6 +151,31 @@ def measure_exits(dep: Deployment, vault: Contract, followers: list[str], figure
         dep, vault, followers[1], shares, {"WETH": dep.v2_route("WETH", "USDC")}
     )
     figures.add("follower_exit_to_base_v2", to_base["gasUsed"])
+
+
+def measure_risk_exits(
+    dep: Deployment, vault: Contract, followers: list[str], figures: Figures
+) -> None:
+    """Peaks recorded and stop-losses triggered by a keeper, one follower per transaction and in
+    one batch (per follower), in a vault holding USDC and WETH in the pool."""
+    keeper = followers[0]
+    for follower in followers:
+        p.set_limits(vault, follower, 100, 0, 0)  # stop-loss 1%
+    # The pool's value rises with WETH: every follower has a new peak to record.
+    feed = dep.feeds["WETH"]
+    answer = feed.functions.latestRoundData().call()[1]
+    transact(feed.functions.setAnswer(answer * 11 // 10), keeper)
+    batch = followers[1:]
+    receipt = transact(vault.functions.recordPeaks(batch), keeper)
+    figures.add(f"record_peaks_batch_{len(batch)}_per_follower", receipt["gasUsed"] // len(batch))
+    # WETH falls by half at the oracle: every follower's stop-loss holds.
+    transact(feed.functions.setAnswer(answer // 2), keeper)
+    routes = {"WETH": dep.v2_route("WETH", "USDC")}
+    swaps = p.exit_swaps(dep, vault, routes)
+    one = transact(vault.functions.triggerExit(followers[0], swaps), keeper)
+    figures.add("risk_exit_trigger_one_v2", one["gasUsed"])
+    receipt = p.trigger_exits(dep, vault, keeper, batch, routes)
+    figures.add(f"risk_exits_batch_{len(batch)}_v2_per_follower", receipt["gasUsed"] // len(batch))
 
 
 def swap_v2_gas(dep: Deployment, sender: str, amount: int) -> int:
@@ -211,6 +240,15 @@ def report(f: Figures) -> bool:
                 copy / tandem >= 50,
             )
         )
+
+    one = f.get("risk_exit_trigger_one_v2")
+    batch = next(gas for name, gas in f.rows if name.startswith("risk_exits_batch_"))
+    checks.append(
+        (
+            f"risk exits: one in a batch costs {batch / one:.0%} of one per transaction (<= 60%)",
+            batch / one <= 0.6,
+        )
+    )
 
     print("\ntargets")
     for text, passed in checks:
