@@ -25,7 +25,7 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     // Constants and storage
     // ---------------------------------------------------------------------------------------------
 
-    /// @notice Most tokens the books may hold at once; a buy values all of them.
+    /// @notice Most tokens the books may hold at once; every trade values all of them.
     uint256 public constant MAX_TOKENS = 8;
     /// @dev Virtual shares and value in the share price (as in OpenZeppelin's ERC4626) make the
     /// first allocation unable to set a share price that rounds later ones down to nothing.
@@ -283,8 +283,11 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         (uint256 poolValue, uint256 total) = _poolValue();
         for (uint256 f; f < followers.length; ++f) {
             address follower = followers[f];
-            uint256 shares = _positions[follower].shares;
-            if (shares == 0) continue;
+            Position memory position = _positions[follower];
+            // A follower who allocated in this block cannot be exited before the next one; skip
+            // them rather than let one front-run allocation revert the keeper's whole batch.
+            if (position.shares == 0 || position.allocatedAt == block.number) continue;
+            uint256 shares = position.shares;
             (bool met, ExitReason reason, uint256 value) = _condition(follower, shares, poolValue, total);
             if (!met) continue;
             // The follower's exit leaves the pool: keep the share value for the next one.
@@ -656,10 +659,12 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
     ) private returns (uint256 received) {
         (address router, bytes memory call) =
             ISwapAdapter(adapter).swapCall(tokenIn, tokenOut, amountIn, minOut, route);
-        // The vault makes this call as itself: never to the hub (where it is trusted) or to a token.
-        if (router == address(hub) || router == tokenIn || router == tokenOut || router == address(BASE_ASSET)) {
-            revert ForbiddenSwapTarget(router);
-        }
+        // The vault makes this call as itself: never to the hub (where it is trusted), to itself or
+        // to a token.
+        if (
+            router == address(hub) || router == address(this) || router == tokenIn || router == tokenOut
+                || router == address(BASE_ASSET)
+        ) revert ForbiddenSwapTarget(router);
         uint256 before = IERC20(tokenOut).balanceOf(address(this));
         IERC20(tokenIn).forceApprove(router, amountIn);
         bytes memory result = Address.functionCall(router, call);

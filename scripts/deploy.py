@@ -28,8 +28,8 @@ def main() -> None:
             f"the {provider.name} provider has no HTTP RPC URL; "
             "use a local anvil, e.g. --network ethereum:local:foundry"
         )
-    settings = load_settings()
     try:
+        settings = load_settings()
         w3 = chain.connect(uri, settings=settings)
         dep = deploy_local(w3, settings=settings)
     except TandemError as exc:

@@ -1,6 +1,7 @@
 """Tandem: Python tooling for the on-chain copy-trading protocol.
 
-Settings, compiler, artifacts, a local anvil node, the chain client and Uniswap helpers.
+Settings, compiler, artifacts, a local anvil node, the chain client, Uniswap and protocol
+deployment, the demo and the `tandem` command line.
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -16,7 +16,7 @@ from typing import Any
 import requests
 from rich.console import Console
 from rich.table import Table
-from web3.exceptions import Web3Exception
+from web3.exceptions import TimeExhausted, Web3Exception
 
 from tandem import __version__, artifacts, chain, demo, protocol
 from tandem.compiler import compile_project, prepare_ape
@@ -215,8 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except requests.RequestException as exc:
         _error(f"lost contact with the node: {exc}: is `tandem node` still running?")
+    except TimeExhausted as exc:
+        _error(f"no receipt in time: {exc}: is the node mining?")
     except Web3Exception as exc:
         _error(f"the node rejected a request: {exc}")
+    except (KeyError, ValueError) as exc:  # e.g. a malformed artifact or address book
+        _error(f"unexpected data: {exc!r}: rebuild with `tandem compile` or redeploy")
     except OSError as exc:  # e.g. the address book or build directory cannot be written
         _error(str(exc))
     return 1

@@ -44,7 +44,7 @@ class DeploymentError(TandemError):
 
 
 class RevertError(TandemError):
-    """A transaction or call reverted; ``reason`` is the decoded revert, e.g. ``Paused()``."""
+    """A transaction or call reverted; ``reason`` is the decoded revert (``ProtocolPaused()``)."""
 
     def __init__(self, message: str, reason: str, hint: str | None = None) -> None:
         super().__init__(message, hint)

@@ -125,7 +125,7 @@ class Deployment:
 
     def vault(self, address: str) -> Contract:
         return self.w3.eth.contract(
-            address=checksum(address), abi=artifacts.load("TandemVault").abi
+            address=checksum(address), abi=artifacts.load("TandemVault", self.settings).abi
         )
 
     def addresses(self) -> dict[str, str]:
@@ -337,6 +337,7 @@ class TradeResult:
             raise DeploymentError(f"expected one Traded event, found {len(traded)}")
         args = traded[0]["args"]
         skips = vault.events.PoolPartSkipped().process_receipt(receipt, errors=DISCARD)
+        # In the order of ITandemVault.SkipReason.
         reasons = ("no pool position", "below minimum order")
         return cls(
             token_in=args["tokenIn"],

@@ -4,7 +4,8 @@ pragma solidity ^0.8.24;
 /// @title Swap adapter
 /// @notice Turns one exact-input swap of a Tandem vault into a call to a DEX router. The adapter
 /// only builds the call; the vault approves the router for exactly the input, makes the call,
-/// withdraws any approval left, and measures the output by its own balance. Adapters hold no tokens
+/// refuses it unless the router spent the whole approval, and measures the output by its own
+/// balance. Adapters hold no tokens
 /// and no approvals, and answer only vaults created by the hub.
 /// @dev Allow-listing an adapter trusts its code to build calls to its own fixed router only, with
 /// the calling vault as recipient: a vault checks what arrives, not where the call goes.

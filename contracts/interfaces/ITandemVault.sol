@@ -8,7 +8,8 @@ import {ITandemHub} from "./ITandemHub.sol";
 /// When the master trades, the vault sizes the pool's part of the same trade on-chain, executes
 /// both books as one swap, and splits the output pro rata to what each book put in: followers fill
 /// in the master's own transaction, at the master's price, for no extra gas per follower.
-/// Nobody but a follower can move that follower's capital out of the vault.
+/// Nobody but a follower can move that follower's capital out of the vault, except a risk exit
+/// of the limits the follower set (anyone may trigger it; it pays only the follower).
 interface ITandemVault {
     // ---------------------------------------------------------------------------------------------
     // Types
@@ -88,7 +89,7 @@ interface ITandemVault {
     error SlippageExceeded(uint256 received, uint256 minimum);
     /// @notice Less of `token` arrived than the router paid: tokens with transfer fees are not supported.
     error TransferFeeNotSupported(address token, uint256 expected, uint256 received);
-    /// @notice An adapter asked the vault to call the hub or a token as if it were a router.
+    /// @notice An adapter asked the vault to call the hub, itself or a token as if it were a router.
     error ForbiddenSwapTarget(address target);
     /// @notice The trade's swap lost more against oracle prices than the vault's loss budget has
     /// left: many small bad trades cannot bleed the pool. The budget refills over time.
@@ -275,13 +276,14 @@ interface ITandemVault {
 
     /// @notice Exits `follower` wholly to the base asset when one of their limits holds at oracle
     /// prices. Each slice is swapped along `swaps` within the oracle bound; a slice that cannot be
-    /// (no swap given, or the swap fails) is paid to the follower in kind. The base proceeds are
-    /// credited to the follower's hub account. Never paused.
+    /// (no swap given, or the swap fails) is paid to the follower in kind, or held for them to
+    /// claim if even that transfer fails. The base proceeds are credited to the follower's hub
+    /// account. Never paused.
     /// @dev Requirements: the follower holds shares and a limit holds (`ExitConditionNotMet`).
     function triggerExit(address follower, ExitSwap[] calldata swaps) external returns (uint256 baseOut);
 
     /// @notice `triggerExit` for many followers in one transaction, skipping those whose limits no
-    /// longer hold (or who hold no shares) instead of reverting.
+    /// longer hold, who hold no shares, or who allocated in this block, instead of reverting.
     /// @return exited How many followers were exited.
     function triggerExits(address[] calldata followers, ExitSwap[] calldata swaps) external returns (uint256 exited);
 
