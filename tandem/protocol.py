@@ -23,6 +23,7 @@ from tandem.config import Settings
 from tandem.errors import DeploymentError
 
 PRICE_UNIT = 10**18  # vault values are USD with 18 decimals
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 V3_FEE = 3000
 
 
@@ -64,6 +65,8 @@ LOCAL_PAIRS: tuple[tuple[str, str], ...] = (
     ("USDC", "LINK"),
 )
 POOL_DEPTH_USD = Decimal(200_000_000)
+# Changes of the hub's owner (the timelock) wait this long in public before they can run.
+GOVERNANCE_DELAY = 2 * 86_400
 FEED_HEARTBEAT = 86_400  # a local chain's feeds are set by hand: allow a day
 
 
@@ -81,6 +84,7 @@ class Deployment:
 
     w3: Web3
     hub: Contract
+    timelock: Contract
     v2_adapter: Contract
     v3_adapter: Contract
     tokens: dict[str, Contract]
@@ -131,6 +135,7 @@ class Deployment:
     def addresses(self) -> dict[str, str]:
         book = {
             "TandemHub": self.hub.address,
+            "TandemTimelock": self.timelock.address,
             "UniswapV2Adapter": self.v2_adapter.address,
             "UniswapV3Adapter": self.v3_adapter.address,
             **self.uniswap.addresses(),
@@ -193,7 +198,10 @@ def deploy_local(
         sender=owner,
         settings=settings,
     )
-    dep = Deployment(w3, hub, v2_adapter, v3_adapter, tokens, feeds, market, settings=settings)
+    timelock, _ = deploy(w3, "TandemTimelock", 0, [owner], [owner], ZERO_ADDRESS, sender=owner)
+    dep = Deployment(
+        w3, hub, timelock, v2_adapter, v3_adapter, tokens, feeds, market, settings=settings
+    )
 
     for spec in LOCAL_ASSETS:
         transact(
@@ -210,11 +218,45 @@ def deploy_local(
         transact(hub.functions.setAdapter(adapter.address, True), owner)
     transact(hub.functions.setGuardian(owner), owner)
 
+    hand_over_to_timelock(dep, owner)
     for a, b in LOCAL_PAIRS:
         seed_pools(dep, a, b, POOL_DEPTH_USD, owner)
     if save:
         artifacts.save_deployment(w3.eth.chain_id, dep.addresses(), settings, merge=False)
     return dep
+
+
+def hand_over_to_timelock(dep: Deployment, operator: str) -> None:
+    """Make the timelock the hub's owner, then give it its real delay.
+
+    The timelock starts with no delay so that accepting ownership and setting the delay run at
+    once; from then on every owner action waits ``GOVERNANCE_DELAY``.
+    """
+    transact(dep.hub.functions.transferOwnership(dep.timelock.address), operator)
+    _schedule_and_run(dep, dep.hub.functions.acceptOwnership(), operator, delay=0)
+    update = dep.timelock.functions.updateDelay(GOVERNANCE_DELAY)
+    _schedule_and_run(dep, update, operator, delay=0)
+
+
+def govern(dep: Deployment, call: Any, operator: str) -> TxReceipt:
+    """Run an owner action on the hub through the timelock (local chains only): schedule it,
+    let ``GOVERNANCE_DELAY`` pass on the node's clock, refresh the local feeds (which the jump
+    made stale), and run it. ``operator`` holds the proposer and executor roles."""
+    return _schedule_and_run(dep, call, operator, delay=GOVERNANCE_DELAY)
+
+
+def _schedule_and_run(dep: Deployment, call: Any, operator: str, delay: int) -> TxReceipt:
+    target, data = call.address, call._encode_transaction_data()
+    salt = dep.w3.keccak(text=f"{data}{dep.w3.eth.block_number}")
+    args = (target, 0, data, b"\x00" * 32, salt)
+    transact(dep.timelock.functions.schedule(*args, delay), operator)
+    if delay:
+        dep.w3.provider.make_request(RPCEndpoint("evm_increaseTime"), [delay + 1])
+        dep.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+        for feed in dep.feeds.values():
+            answer = feed.functions.latestRoundData().call()[1]
+            transact(feed.functions.setAnswer(answer), operator)
+    return transact(dep.timelock.functions.execute(*args), operator)
 
 
 def seed_pools(dep: Deployment, a: str, b: str, depth_usd: Decimal, sender: str) -> None:
@@ -259,6 +301,7 @@ def load_local(w3: Web3, settings: Settings | None = None) -> Deployment:
     return Deployment(
         w3,
         at("TandemHub", "TandemHub"),
+        at("TandemTimelock", "TandemTimelock"),
         at("UniswapV2Adapter", "UniswapV2Adapter"),
         at("UniswapV3Adapter", "UniswapV3Adapter"),
         tokens,

@@ -538,7 +538,8 @@ def test_fee_on_transfer_tokens_are_refused(dep: Deployment, cast: Cast) -> None
     # Priced 2% above the pool, so the 1% fee alone would not trip the oracle bound: the vault
     # must notice the fee itself.
     feed, _ = deploy(w3, "TestPriceFeed", 8, "FOT / USD", 102_000_000, sender=owner)
-    transact(dep.hub.functions.setAsset(fot.address, feed.address, 86_400, 8, True), owner)
+    p.govern(dep, dep.hub.functions.setAsset(fot.address, feed.address, 86_400, 8, True), owner)
+    transact(feed.functions.setAnswer(102_000_000), owner)  # fresh after the governance delay
     # 1,010,101 FOT sent to the pair, 1,000,000 arrive: a 1 USDC pool price.
     fot_sent = 1_010_101 * 10**18
     usdc_sent = dep.units(BASE, 1_000_000)
@@ -587,7 +588,8 @@ def test_a_pumped_thin_pool_cannot_fill_the_master(
     w3, owner = dep.w3, cast.owner
     token, _ = deploy(w3, "TestToken", "Thin Token", "THIN", 18, sender=owner)
     feed, _ = deploy(w3, "TestPriceFeed", 8, "THIN / USD", 10**8, sender=owner)  # 1 USD
-    transact(dep.hub.functions.setAsset(token.address, feed.address, 86_400, 8, True), owner)
+    p.govern(dep, dep.hub.functions.setAsset(token.address, feed.address, 86_400, 8, True), owner)
+    transact(feed.functions.setAnswer(10**8), owner)  # fresh after the governance delay
     depth = 1_000_000
     transact(token.functions.mint(owner, depth * 10**18), owner)
     p.fund(dep, owner, BASE, dep.units(BASE, depth))
@@ -780,3 +782,30 @@ def test_risk_exits_are_triggered_by_anyone_only_when_a_limit_holds(
         (weth, dep.tokens["WETH"].functions.balanceOf(dev).call() - weth_before)
     ]
     assert ada.functions.sharesOf(eve).call() > 0  # 30% away: untouched
+
+
+def test_the_hub_is_owned_by_a_timelock(dep: Deployment, cast: Cast) -> None:
+    """Owner actions are scheduled in public and run only after the governance delay; the
+    guardian still pauses at once."""
+    hub, timelock = dep.hub, dep.timelock
+    assert hub.functions.owner().call() == timelock.address
+    assert timelock.functions.getMinDelay().call() == p.GOVERNANCE_DELAY
+    with pytest.raises(RevertError) as excinfo:
+        transact(hub.functions.setParams(200, 2_500, 10**18, 100, 20), cast.owner)
+    assert excinfo.value.error_name == "OwnableUnauthorizedAccount", excinfo.value.reason
+
+    # Scheduled now, it cannot run before the delay has passed.
+    call = hub.functions.setParams(200, 2_500, 10**18, 100, 20)
+    args = (hub.address, 0, call._encode_transaction_data(), b"\x00" * 32, b"\x01" * 32)
+    transact(timelock.functions.schedule(*args, p.GOVERNANCE_DELAY), cast.owner)
+    with pytest.raises(RevertError) as excinfo:
+        transact(timelock.functions.execute(*args), cast.owner)
+    assert excinfo.value.error_name == "TimelockUnexpectedOperationState", excinfo.value.reason
+    assert hub.functions.params().call()[0] == 100
+
+    # Through the whole delay, it runs.
+    p.govern(dep, hub.functions.setParams(200, 2_500, 10**18, 100, 20), cast.owner)
+    assert hub.functions.params().call()[0] == 200
+    # The guardian pauses without waiting.
+    transact(hub.functions.setPaused(True), cast.owner)
+    assert hub.functions.params().call()[2] is True
