@@ -279,7 +279,8 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
         returns (uint256 exited)
     {
         // An exit takes its follower's pro-rata slice of every book, so the value of a share is
-        // the same before and after it: one valuation serves the whole batch.
+        // the same before and after it: the valuation at the start serves the whole batch, and
+        // judges every follower exactly as `exitCondition` did before it.
         (uint256 poolValue, uint256 total) = _poolValue();
         for (uint256 f; f < followers.length; ++f) {
             address follower = followers[f];
@@ -290,9 +291,6 @@ contract TandemVault is ITandemVault, ReentrancyGuardTransient {
             uint256 shares = position.shares;
             (bool met, ExitReason reason, uint256 value) = _condition(follower, shares, poolValue, total);
             if (!met) continue;
-            // The follower's exit leaves the pool: keep the share value for the next one.
-            poolValue -= value;
-            total -= shares;
             _triggeredExit(follower, shares, swaps, reason, value);
             ++exited;
         }

@@ -13,6 +13,7 @@ interface Vm {
     function roll(uint256 blockNumber) external;
     function snapshotState() external returns (uint256 snapshotId);
     function revertToState(uint256 snapshotId) external returns (bool success);
+    function revertToStateAndDelete(uint256 snapshotId) external returns (bool success);
 
     function expectRevert() external;
     function expectRevert(bytes4 selector) external;
