@@ -11,30 +11,10 @@ import {TestPriceFeed} from "../../contracts/testing/TestPriceFeed.sol";
 import {TestToken} from "../../contracts/testing/TestToken.sol";
 
 import {Fixture} from "./utils/Fixture.sol";
+import {PausableToken} from "./utils/PausableToken.sol";
 
 interface IUniswapV2FactoryLike {
     function getPair(address a, address b) external view returns (address);
-}
-
-/// @notice A paused token refuses every transfer.
-error TokenPausedError();
-
-/// @title Pausable test token
-/// @notice Stands for an allow-listed token whose issuer can halt transfers (USDC, USDT and WBTC-style
-/// admin controls) or blacklist an address: once paused, every transfer reverts.
-contract PausableToken is TestToken {
-    bool public paused;
-
-    constructor(string memory name_, string memory symbol_, uint8 decimals_) TestToken(name_, symbol_, decimals_) {}
-
-    function setPaused(bool paused_) external {
-        paused = paused_;
-    }
-
-    function _update(address from, address to, uint256 value) internal override {
-        if (paused && from != address(0) && to != address(0)) revert TokenPausedError();
-        super._update(from, to, value);
-    }
 }
 
 /// @title Attacks on followers' money, and properties that stop them
@@ -241,7 +221,7 @@ contract AttacksTest is Fixture {
         assertEq(pstLeft, 0, "the held slice belongs to no book");
 
         vm.prank(alice);
-        vm.expectRevert(abi.encodeWithSelector(TokenPausedError.selector));
+        vm.expectRevert(abi.encodeWithSelector(PausableToken.TransfersPaused.selector));
         vault.claim(address(pst), alice); // still paused: try again later
 
         pst.setPaused(false);

@@ -10,28 +10,9 @@ import {TestToken} from "../../contracts/testing/TestToken.sol";
 import {TestPriceFeed} from "../../contracts/testing/TestPriceFeed.sol";
 
 import {Fixture} from "./utils/Fixture.sol";
+import {PausableToken} from "./utils/PausableToken.sol";
 
 /// @notice Transfers of a halted token revert.
-error TransfersHalted();
-
-/// @title Haltable test token
-/// @notice Stands for a token whose issuer can stop every transfer (minting still works, so the
-/// test adapter can pay it out before the halt).
-contract HaltableToken is TestToken {
-    bool public halted;
-
-    constructor(string memory name_, string memory symbol_, uint8 decimals_) TestToken(name_, symbol_, decimals_) {}
-
-    function setHalted(bool halted_) external {
-        halted = halted_;
-    }
-
-    function _update(address from, address to, uint256 value) internal override {
-        if (halted && from != address(0) && to != address(0)) revert TransfersHalted();
-        super._update(from, to, value);
-    }
-}
-
 /// @notice Follower exit limits (stop-loss, take-profit, trailing maximum drawdown) and the exits
 /// anyone may trigger when one of them holds at oracle prices.
 ///
@@ -490,7 +471,7 @@ contract TandemVaultRiskExitsTest is Fixture {
     }
 
     function test_triggerExit_haltedTokenSlice_isHeldForClaim() public {
-        HaltableToken hst = new HaltableToken("Haltable", "HST", 18);
+        PausableToken hst = new PausableToken("Haltable", "HST", 18);
         TestPriceFeed hstFeed = new TestPriceFeed(8, "HST / USD", 1e8);
         vm.prank(owner);
         hub.setAsset(address(hst), hstFeed, HEARTBEAT, 8, true);
@@ -499,7 +480,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         uint256 slice = poolBook(vault, IERC20(address(hst)));
         assertEq(slice, 3_000e18, "pool HST");
         hstFeed.setAnswer(1e7); // HST at 0.10: Alice 7,300
-        hst.setHalted(true);
+        hst.setPaused(true);
 
         vm.expectEmit(address(vault));
         emit ITandemVault.SliceHeld(alice, address(hst), slice);
@@ -510,9 +491,9 @@ contract TandemVaultRiskExitsTest is Fixture {
         assertEq(poolBook(vault, IERC20(address(hst))), 0, "the held slice belongs to no book");
 
         vm.prank(alice);
-        vm.expectRevert(TransfersHalted.selector);
+        vm.expectRevert(PausableToken.TransfersPaused.selector);
         vault.claim(address(hst), alice);
-        hst.setHalted(false);
+        hst.setPaused(false);
         vm.prank(alice);
         assertEq(vault.claim(address(hst), alice), slice, "claimed");
         assertEq(hst.balanceOf(alice), slice, "paid");

@@ -13,28 +13,9 @@ import {TestPriceFeed} from "../../../contracts/testing/TestPriceFeed.sol";
 
 import {Vm} from "../utils/Vm.sol";
 import {MockAdapter} from "../utils/MockAdapter.sol";
+import {PausableToken} from "../utils/PausableToken.sol";
 
 /// @title Freezable test token
-/// @notice A token whose issuer can stop every transfer (as USDT or USDC can for an address, or a
-/// paused token for everyone). Minting still works, so a swap can still pay it out while frozen.
-contract FreezableToken is TestToken {
-    /// @notice Transfers are stopped.
-    error TransfersFrozen();
-
-    bool public frozen;
-
-    constructor(string memory name_, string memory symbol_, uint8 decimals_) TestToken(name_, symbol_, decimals_) {}
-
-    function setFrozen(bool frozen_) external {
-        frozen = frozen_;
-    }
-
-    function _update(address from, address to, uint256 value) internal override {
-        if (frozen && from != address(0) && to != address(0)) revert TransfersFrozen();
-        super._update(from, to, value);
-    }
-}
-
 /// @title Invariant handler: everyone who can touch a vault, with bounded random inputs
 /// @notice Drives two vaults of one hub as followers (deposit and allocate, exits in kind and to the
 /// base asset, limits, claims, withdrawals), masters (deposits, withdrawals, trades through the
@@ -62,7 +43,7 @@ contract VaultHandler {
         TandemVault[] vaults;
         TestToken[] tokens; // the base asset first
         TestPriceFeed[] feeds; // the feed of each token, same order
-        FreezableToken freezable; // one of `tokens`
+        PausableToken freezable; // one of `tokens`
         address[] followers;
         address[] strangers;
         address owner;
@@ -74,7 +55,7 @@ contract VaultHandler {
     TandemHub public immutable hub;
     MockAdapter public immutable adapter;
     TestToken public immutable base;
-    FreezableToken public immutable freezable;
+    PausableToken public immutable freezable;
     address public immutable owner;
     address public immutable guardian;
     address public immutable delegate;
@@ -739,7 +720,7 @@ contract VaultHandler {
 
     /// @notice The freezable token's issuer stops or resumes its transfers.
     function freezeToken(bool frozen) external onClock {
-        freezable.setFrozen(frozen);
+        freezable.setPaused(frozen);
     }
 
     /// @notice Time passes (up to three days, so the loss budget refills) over some blocks; the

@@ -10,7 +10,8 @@ import {TestPriceFeed} from "../../../contracts/testing/TestPriceFeed.sol";
 
 import {Fixture} from "../utils/Fixture.sol";
 import {MockAdapter} from "../utils/MockAdapter.sol";
-import {FreezableToken, VaultHandler} from "./VaultHandler.sol";
+import {VaultHandler} from "./VaultHandler.sol";
+import {PausableToken} from "../utils/PausableToken.sol";
 
 /// @notice Properties of the vaults and the hub that hold after any sequence of calls by anyone:
 /// followers, masters, a delegate, keepers, strangers, the guardian and owner, moving prices, a
@@ -32,14 +33,14 @@ contract VaultInvariantsTest is Fixture {
     address internal mallory = _addr("mallory");
     address internal eve = _addr("eve");
 
-    FreezableToken internal frz;
+    PausableToken internal frz;
     TestPriceFeed internal frzFeed;
     TandemVault internal vault2;
     VaultHandler internal handler;
 
     function setUp() public override {
         super.setUp();
-        frz = new FreezableToken("Freezable", "FRZ", 12);
+        frz = new PausableToken("Freezable", "FRZ", 12);
         frzFeed = new TestPriceFeed(8, "FRZ / USD", 5e8);
         vm.prank(owner);
         hub.setAsset(address(frz), frzFeed, HEARTBEAT, 8, true);
