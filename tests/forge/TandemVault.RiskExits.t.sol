@@ -12,7 +12,6 @@ import {TestPriceFeed} from "../../contracts/testing/TestPriceFeed.sol";
 import {Fixture} from "./utils/Fixture.sol";
 import {PausableToken} from "./utils/PausableToken.sol";
 
-/// @notice Transfers of a halted token revert.
 /// @notice Follower exit limits (stop-loss, take-profit, trailing maximum drawdown) and the exits
 /// anyone may trigger when one of them holds at oracle prices.
 ///
