@@ -182,23 +182,16 @@ def deploy_local(
         )
 
     hub, _ = deploy(w3, "TandemHub", tokens[BASE].address, owner, sender=owner, settings=settings)
-    v2_adapter, _ = deploy(
-        w3,
-        "UniswapV2Adapter",
-        hub.address,
-        market.v2.router.address,
-        sender=owner,
-        settings=settings,
+    v2_adapter, v3_adapter = (
+        deploy(w3, name, hub.address, router, sender=owner, settings=settings)[0]
+        for name, router in (
+            ("UniswapV2Adapter", market.v2.router.address),
+            ("UniswapV3Adapter", market.v3.router.address),
+        )
     )
-    v3_adapter, _ = deploy(
-        w3,
-        "UniswapV3Adapter",
-        hub.address,
-        market.v3.router.address,
-        sender=owner,
-        settings=settings,
+    timelock, _ = deploy(
+        w3, "TandemTimelock", 0, [owner], [owner], ZERO_ADDRESS, sender=owner, settings=settings
     )
-    timelock, _ = deploy(w3, "TandemTimelock", 0, [owner], [owner], ZERO_ADDRESS, sender=owner)
     dep = Deployment(
         w3, hub, timelock, v2_adapter, v3_adapter, tokens, feeds, market, settings=settings
     )

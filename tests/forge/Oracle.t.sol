@@ -12,10 +12,6 @@ import {Fixture} from "./utils/Fixture.sol";
 /// @notice Oracle checks: normalisation across token and feed decimals, stale, zero and negative
 /// answers, feeds that report other decimals than registered, and what each check blocks.
 contract OracleTest is Fixture {
-    event AssetSet(
-        address indexed token, address feed, uint32 heartbeat, uint8 tokenDecimals, uint8 feedDecimals, bool tradable
-    );
-
     function test_priceOf_normalisesToUsd36PerSmallestUnit() public view {
         assertEq(hub.priceOf(address(usdc)), 1e30, "1 USDC unit = 1e-6 USD");
         assertEq(hub.priceOf(address(wbtc)), 60_000e28, "1 sat = 6e-4 USD");
@@ -51,7 +47,7 @@ contract OracleTest is Fixture {
         TestToken token = new TestToken("T", "T", 12);
         TestPriceFeed feed = new TestPriceFeed(8, "T / USD", 5e8);
         vm.expectEmit(true, false, false, true, address(hub));
-        emit AssetSet(address(token), address(feed), 1 hours, 12, 8, false);
+        emit ITandemHub.AssetSet(address(token), address(feed), 1 hours, 12, 8, false);
         vm.prank(owner);
         hub.setAsset(address(token), feed, 1 hours, 8, false);
         ITandemHub.Asset memory a = hub.asset(address(token));

@@ -15,17 +15,6 @@ import {Fixture} from "./utils/Fixture.sol";
 /// @notice The hub: parameters within hard bounds, allow-lists, pausing, vault creation, and the
 /// follower bank with its allocation cap.
 contract TandemHubTest is Fixture {
-    event ParamsSet(
-        uint16 maxSlippageBps,
-        uint16 defaultAllocationCapBps,
-        uint128 minOrderValue,
-        uint16 lossBudgetBps,
-        uint16 maxPoolMultiple
-    );
-    event AdapterSet(address indexed adapter, bool allowed);
-    event VaultCreated(address indexed master, address indexed vault);
-    event AllocationChanged(address indexed follower, address indexed vault, uint256 allocation, uint256 free);
-
     // ---------------------------------------------------------------------------------------------
     // Parameters
     // ---------------------------------------------------------------------------------------------
@@ -42,7 +31,7 @@ contract TandemHubTest is Fixture {
 
     function test_setParams_updatesWithinBounds() public {
         vm.expectEmit(address(hub));
-        emit ParamsSet(1_000, 5_000, 1_000e18, 500, 100);
+        emit ITandemHub.ParamsSet(1_000, 5_000, 1_000e18, 500, 100);
         vm.prank(owner);
         hub.setParams(1_000, 5_000, 1_000e18, 500, 100);
         ITandemHub.Params memory p = hub.params();
@@ -126,7 +115,7 @@ contract TandemHubTest is Fixture {
     function test_setAdapter_allowsAndDisallows() public {
         address adapter = address(0xADA);
         vm.expectEmit(true, false, false, true, address(hub));
-        emit AdapterSet(adapter, true);
+        emit ITandemHub.AdapterSet(adapter, true);
         vm.prank(owner);
         hub.setAdapter(adapter, true);
         assertTrue(hub.isAdapter(adapter), "allowed");
@@ -213,7 +202,7 @@ contract TandemHubTest is Fixture {
 
     function test_createVault_registersCloneWithMasterAsImmutable() public {
         vm.expectEmit(true, false, false, false, address(hub));
-        emit VaultCreated(carol, address(0));
+        emit ITandemHub.VaultCreated(carol, address(0));
         vm.prank(carol);
         address v = hub.createVault();
         assertTrue(hub.isVault(v), "registered");
@@ -297,7 +286,7 @@ contract TandemHubTest is Fixture {
         );
         hub.allocate(address(vault), 1_000e6 + 1);
         vm.expectEmit(true, true, false, true, address(hub));
-        emit AllocationChanged(alice, address(vault), 1_000e6, 3_000e6);
+        emit ITandemHub.AllocationChanged(alice, address(vault), 1_000e6, 3_000e6);
         allocate(alice, vault, 1_000e6);
     }
 

@@ -14,8 +14,6 @@ import {Fixture} from "./utils/Fixture.sol";
 /// oracle bound, proceeds credited to the follower's hub account), with the hub releasing the
 /// allocation the burned shares stood for.
 contract TandemVaultExitsTest is Fixture {
-    event ExitedToBase(address indexed follower, uint256 shares, address[] tokens, uint256[] amounts, uint256 baseOut);
-
     /// @dev Alice and Bob in the pool, and the pool holding base, ETH and BTC.
     function _poolWithPositions() internal returns (uint256 aliceShares, uint256 bobShares) {
         aliceShares = follow(alice, vault, 20_000e6);
@@ -200,7 +198,7 @@ contract TandemVaultExitsTest is Fixture {
             amounts[i] = poolBook(vault, IERC20(tokens[i])) * aliceShares / total;
         }
         vm.expectEmit(true, false, false, false, address(vault));
-        emit ExitedToBase(alice, aliceShares, tokens, amounts, 0);
+        emit ITandemVault.ExitedToBase(alice, aliceShares, tokens, amounts, 0);
         vm.prank(alice);
         vault.exitToBase(aliceShares, _swapsFor(address(v2Adapter)), 0);
     }

@@ -11,8 +11,6 @@ import {Fixture} from "./utils/Fixture.sol";
 /// @notice Pool shares: minted at net asset value with virtual shares and value, rounded against
 /// the new follower, unmoved by donations, and immune to the first-depositor inflation attack.
 contract TandemVaultSharesTest is Fixture {
-    event Allocated(address indexed follower, uint256 amount, uint256 shares, uint256 poolValue, uint256 basePrice);
-
     function test_allocate_firstFollowerGetsValueTimesVirtualShares() public {
         uint256 shares = follow(alice, vault, 1_000e6);
         assertEq(shares, 1_000e18 * VIRTUAL_SHARES / VIRTUAL_VALUE, "value over virtual value, times virtual shares");
@@ -27,7 +25,7 @@ contract TandemVaultSharesTest is Fixture {
         fund(bob, 2_000e6);
         uint256 expected = Math.mulDiv(500e18, vault.totalShares() + VIRTUAL_SHARES, 1_000e18 + VIRTUAL_VALUE);
         vm.expectEmit(true, false, false, true, address(vault));
-        emit Allocated(bob, 500e6, expected, 1_000e18, hub.priceOf(address(usdc)));
+        emit ITandemVault.Allocated(bob, 500e6, expected, 1_000e18, hub.priceOf(address(usdc)));
         allocate(bob, vault, 500e6);
     }
 

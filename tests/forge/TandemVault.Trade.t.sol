@@ -15,22 +15,6 @@ import {Fixture} from "./utils/Fixture.sol";
 /// @notice Co-execution of a master's trade: sizing of the pool's part, the one swap, the pro-rata
 /// split of its output, the oracle and master bounds, the minimum order, and the allow-lists.
 contract TandemVaultTradeTest is Fixture {
-    event Traded(
-        address indexed trader,
-        address indexed tokenIn,
-        address indexed tokenOut,
-        address adapter,
-        uint256 masterIn,
-        uint256 poolIn,
-        uint256 masterOut,
-        uint256 poolOut,
-        uint256 priceIn,
-        uint256 priceOut
-    );
-    event PoolPartSkipped(
-        address indexed tokenIn, address indexed tokenOut, uint256 poolIn, ITandemVault.SkipReason reason
-    );
-
     function _noMinOrder() internal {
         vm.prank(owner);
         hub.setParams(100, 2_500, 0, 100, 20);
@@ -60,7 +44,7 @@ contract TandemVaultTradeTest is Fixture {
         uint256 out = mockAdapter.quote(address(usdc), address(weth), 1_100e6);
         uint256 masterOut = out * 1_000e6 / 1_100e6;
         vm.expectEmit(true, true, true, true, address(vault));
-        emit Traded(
+        emit ITandemVault.Traded(
             master,
             address(usdc),
             address(weth),
@@ -135,7 +119,7 @@ contract TandemVaultTradeTest is Fixture {
 
     function test_buy_skipsPoolWhenPoolIsEmpty() public {
         vm.expectEmit(true, true, false, true, address(vault));
-        emit PoolPartSkipped(address(usdc), address(weth), 0, ITandemVault.SkipReason.NoPoolPosition);
+        emit ITandemVault.PoolPartSkipped(address(usdc), address(weth), 0, ITandemVault.SkipReason.NoPoolPosition);
         (uint256 m, uint256 p) = tradeV2(vault, address(usdc), address(weth), 1_000e6);
         assertGt(m, 0, "master traded");
         assertEq(p, 0, "pool received nothing");
@@ -399,7 +383,7 @@ contract TandemVaultTradeTest is Fixture {
     function test_trade_skipsPoolPartBelowMinOrderValue() public {
         follow(alice, vault, 100e6); // pool is a thousandth of the master
         vm.expectEmit(true, true, false, true, address(vault));
-        emit PoolPartSkipped(address(usdc), address(weth), 0.5e6, ITandemVault.SkipReason.BelowMinOrder);
+        emit ITandemVault.PoolPartSkipped(address(usdc), address(weth), 0.5e6, ITandemVault.SkipReason.BelowMinOrder);
         (uint256 m, uint256 p) = tradeV2(vault, address(usdc), address(weth), 500e6); // pool part: 0.50 USD
         assertGt(m, 0, "master's part executed");
         assertEq(p, 0, "pool received nothing");
@@ -612,7 +596,7 @@ contract TandemVaultTradeTest is Fixture {
         uint256 out = mockAdapter.quote(address(usdc), address(weth), totalIn);
         uint256 masterOut = out * 1_000e6 / totalIn;
         vm.expectEmit(true, true, true, true, address(vault));
-        emit Traded(
+        emit ITandemVault.Traded(
             master,
             address(usdc),
             address(weth),
