@@ -318,30 +318,6 @@ contract AttacksTest is Fixture {
         assertEq(usdc.balanceOf(address(hub)), hub.account(alice).free, "hub holds exactly the free balances");
     }
 
-    /// @notice A same-block allocate -> exit-in-kind round trip cannot profit while the oracle is
-    /// accurate, whatever the pool holds (bounded by one unit of each token); a round trip can
-    /// only profit from an oracle that lags the market (see above).
-    function testFuzz_pin_roundTripAtAccurateOracleNeverProfits(uint256 buyBtc, uint256 buyEth, uint256 amount) public {
-        vm.prank(owner);
-        hub.setParams(100, 2_500, 0, 100, 20);
-        follow(alice, vault, 100_000e6);
-        buyBtc = bound(buyBtc, 0, 50_000e6);
-        buyEth = bound(buyEth, 0, 40_000e6);
-        if (buyBtc != 0) tradeMock(vault, address(usdc), address(wbtc), buyBtc);
-        if (buyEth != 0) tradeMock(vault, address(usdc), address(weth), buyEth);
-        amount = bound(amount, 1e6, 1_000_000e6);
-        uint256 shares = follow(bob, vault, amount);
-        vm.prank(bob);
-        (address[] memory toks, uint256[] memory amts) = vault.exitInKind(shares);
-        uint256 back;
-        for (uint256 i; i < toks.length; ++i) {
-            back += valueOf(IERC20(toks[i]), amts[i]);
-        }
-        assertLe(back, valueOf(usdc, amount), "no profit from a round trip at an accurate oracle");
-    }
-
-    /// @notice The vault implementation (not a clone) cannot be used as a vault: the hub does not
-    /// know it, so it can neither swap through adapters nor settle with the hub; it holds nothing.
     function test_pin_implementationIsInert() public {
         TandemVault impl = TandemVault(hub.vaultImplementation());
         assertFalse(hub.isVault(address(impl)), "implementation is not a vault");
