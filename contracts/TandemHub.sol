@@ -12,7 +12,6 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {IAggregatorV3} from "./interfaces/IAggregatorV3.sol";
 import {ITandemHub} from "./interfaces/ITandemHub.sol";
 import {ITandemVault} from "./interfaces/ITandemVault.sol";
-import {TandemVault} from "./TandemVault.sol";
 
 /// @title Tandem hub
 /// @notice The protocol's registry, vault factory and follower bank: see {ITandemHub}.
@@ -35,6 +34,11 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     uint256 public constant MAX_LOSS_BUDGET_BPS = 500;
     /// @notice A master keeps at least 1% of their pool's value in their own book.
     uint256 public constant MAX_POOL_MULTIPLE = 100;
+    /// @notice The treasury takes at most half of a performance fee.
+    uint256 public constant MAX_PROTOCOL_FEE_SHARE_BPS = 5_000;
+    /// @notice Copying is suspended after a master's drawdown of at least 1% and at most 50%.
+    uint256 public constant MIN_SUSPENSION_DRAWDOWN_BPS = 100;
+    uint256 public constant MAX_SUSPENSION_DRAWDOWN_BPS = 5_000;
     /// @notice Feeds must be expected to update at least every two days, and not demand updates
     /// more often than every minute.
     uint256 public constant MIN_HEARTBEAT = 1 minutes;
@@ -53,6 +57,8 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     Params private _params;
     /// @inheritdoc ITandemHub
     address public guardian;
+    /// @inheritdoc ITandemHub
+    address public treasury;
 
     mapping(address token => Asset) private _assets;
     /// @inheritdoc ITandemHub
@@ -71,18 +77,26 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     // ---------------------------------------------------------------------------------------------
 
     /// @param baseAsset_ The USD stablecoin followers deposit; register its feed with `setAsset`.
-    /// @param owner_ The owner (a timelock in production).
-    constructor(IERC20 baseAsset_, address owner_) Ownable(owner_) {
+    /// @param owner_ The owner (a timelock in production), also the first treasury.
+    /// @param vaultImplementation_ A {TandemVault} deployed for this hub (at its predicted
+    /// address) and this base asset. Too large to deploy from here, so it is checked instead.
+    constructor(IERC20 baseAsset_, address owner_, address vaultImplementation_) Ownable(owner_) {
+        ITandemVault implementation = ITandemVault(vaultImplementation_);
+        if (address(implementation.hub()) != address(this) || implementation.baseAsset() != address(baseAsset_)) {
+            revert VaultImplementationMismatch(vaultImplementation_);
+        }
         baseAsset = baseAsset_;
-        // The implementation learns this hub from its deployer, so clones need no initializer.
-        vaultImplementation = address(new TandemVault(address(baseAsset_)));
+        treasury = owner_;
+        vaultImplementation = vaultImplementation_;
         _params = Params({
             maxSlippageBps: 100, // 1%
             defaultAllocationCapBps: 2_500, // 25%
             paused: false,
             minOrderValue: 1e18, // 1 USD
             lossBudgetBps: 100, // 1% of a vault's value per refill period
-            maxPoolMultiple: 20 // a pool of at most 20 times the master's equity
+            maxPoolMultiple: 20, // a pool of at most 20 times the master's equity
+            protocolFeeShareBps: 1_000, // 10% of each performance fee
+            suspensionDrawdownBps: 1_500 // a master 15% below their 7-day peak is not copied into risk
         });
     }
 
@@ -129,7 +143,9 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
         uint16 defaultAllocationCapBps,
         uint128 minOrderValue,
         uint16 lossBudgetBps,
-        uint16 maxPoolMultiple
+        uint16 maxPoolMultiple,
+        uint16 protocolFeeShareBps,
+        uint16 suspensionDrawdownBps
     ) external onlyOwner {
         if (maxSlippageBps > MAX_SLIPPAGE_BPS) {
             revert ParameterOutOfBounds("maxSlippageBps", maxSlippageBps, MAX_SLIPPAGE_BPS);
@@ -146,10 +162,39 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
         if (maxPoolMultiple == 0 || maxPoolMultiple > MAX_POOL_MULTIPLE) {
             revert ParameterOutOfBounds("maxPoolMultiple", maxPoolMultiple, MAX_POOL_MULTIPLE);
         }
-        Params storage p = _params;
-        (p.maxSlippageBps, p.defaultAllocationCapBps, p.minOrderValue, p.lossBudgetBps, p.maxPoolMultiple) =
-            (maxSlippageBps, defaultAllocationCapBps, minOrderValue, lossBudgetBps, maxPoolMultiple);
-        emit ParamsSet(maxSlippageBps, defaultAllocationCapBps, minOrderValue, lossBudgetBps, maxPoolMultiple);
+        if (protocolFeeShareBps > MAX_PROTOCOL_FEE_SHARE_BPS) {
+            revert ParameterOutOfBounds("protocolFeeShareBps", protocolFeeShareBps, MAX_PROTOCOL_FEE_SHARE_BPS);
+        }
+        if (suspensionDrawdownBps < MIN_SUSPENSION_DRAWDOWN_BPS || suspensionDrawdownBps > MAX_SUSPENSION_DRAWDOWN_BPS)
+        {
+            revert ParameterOutOfBounds("suspensionDrawdownBps", suspensionDrawdownBps, MAX_SUSPENSION_DRAWDOWN_BPS);
+        }
+        _params = Params({
+            maxSlippageBps: maxSlippageBps,
+            defaultAllocationCapBps: defaultAllocationCapBps,
+            paused: _params.paused,
+            minOrderValue: minOrderValue,
+            lossBudgetBps: lossBudgetBps,
+            maxPoolMultiple: maxPoolMultiple,
+            protocolFeeShareBps: protocolFeeShareBps,
+            suspensionDrawdownBps: suspensionDrawdownBps
+        });
+        emit ParamsSet(
+            maxSlippageBps,
+            defaultAllocationCapBps,
+            minOrderValue,
+            lossBudgetBps,
+            maxPoolMultiple,
+            protocolFeeShareBps,
+            suspensionDrawdownBps
+        );
+    }
+
+    /// @inheritdoc ITandemHub
+    function setTreasury(address treasury_) external onlyOwner {
+        if (treasury_ == address(0)) revert ZeroTreasury();
+        treasury = treasury_;
+        emit TreasurySet(treasury_);
     }
 
     /// @inheritdoc ITandemHub
@@ -195,7 +240,8 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
         uint256 received = baseAsset.balanceOf(address(this)) - before;
         if (received != amount) revert TransferFeeNotSupported(address(baseAsset), amount, received);
         Account storage acct = _accounts[msg.sender];
-        acct.free = SafeCast.toUint112(acct.free + amount);
+        acct.lastFlow = _flow(acct.lastFlow, false);
+        acct.free = SafeCast.toUint104(acct.free + amount);
         emit Deposited(msg.sender, amount);
     }
 
@@ -204,9 +250,10 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
         if (amount == 0) revert ZeroAmount();
         Account storage acct = _accounts[msg.sender];
         if (amount > acct.free) revert InsufficientFreeBalance(acct.free, amount);
+        acct.lastFlow = _flow(acct.lastFlow, true);
         // Cannot underflow: checked just above.
         unchecked {
-            acct.free -= uint112(amount);
+            acct.free -= uint104(amount);
         }
         baseAsset.safeTransfer(msg.sender, amount);
         emit Withdrawn(msg.sender, amount);
@@ -236,9 +283,9 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
 
         // Cannot underflow: amount <= free was checked above.
         unchecked {
-            acct.free -= uint112(amount);
+            acct.free -= uint104(amount);
         }
-        acct.allocated = SafeCast.toUint112(acct.allocated + amount);
+        acct.allocated = SafeCast.toUint104(acct.allocated + amount);
         _accounts[msg.sender] = acct;
         allocationOf[msg.sender][vault] = allocation;
         emit AllocationChanged(msg.sender, vault, allocation, acct.free);
@@ -259,8 +306,8 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
         allocationOf[follower][msg.sender] = allocation;
 
         Account storage acct = _accounts[follower];
-        acct.allocated -= SafeCast.toUint112(released);
-        acct.free = SafeCast.toUint112(acct.free + baseReturned);
+        acct.allocated -= SafeCast.toUint104(released);
+        acct.free = SafeCast.toUint104(acct.free + baseReturned);
         emit AllocationChanged(follower, msg.sender, allocation, acct.free);
     }
 
@@ -318,6 +365,14 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     // ---------------------------------------------------------------------------------------------
     // Internal
     // ---------------------------------------------------------------------------------------------
+
+    /// @dev The follower's flow mark after a deposit or a withdrawal, refusing the other direction in
+    /// the same block. Truncating the block number only matters if it wraps to the very same value.
+    function _flow(uint32 lastFlow, bool withdrawal) private view returns (uint32) {
+        uint32 mark = uint32(block.number << 1) | (withdrawal ? 1 : 0);
+        if (lastFlow ^ mark == 1) revert DepositAndWithdrawalInOneBlock();
+        return mark;
+    }
 
     function _capBps(uint16 chosen) private view returns (uint256) {
         return chosen == 0 ? _params.defaultAllocationCapBps : chosen;

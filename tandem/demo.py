@@ -35,6 +35,7 @@ class Cast:
     ben: Person  # master, rotation style on Uniswap V3
     followers: list[Person]
     whale: Person  # moves market prices between trades
+    keeper: Person  # triggers risk exits
 
 
 FOLLOWER_DEPOSITS = {"Cleo": 100, "Dev": 10_000, "Eve": 1_000_000}
@@ -55,9 +56,9 @@ def run(settings: Settings | None = None, console: Console | None = None) -> Non
 
 def _cast(w3: Web3) -> Cast:
     accounts = w3.eth.accounts
-    names = ["Ada", "Ben", *FOLLOWER_DEPOSITS, "Whale"]
+    names = ["Ada", "Ben", *FOLLOWER_DEPOSITS, "Whale", "Keeper"]
     people = [Person(name, accounts[i + 1]) for i, name in enumerate(names)]
-    return Cast(people[0], people[1], people[2:-1], people[-1])
+    return Cast(people[0], people[1], people[2:-2], people[-2], people[-1])
 
 
 class Demo:
@@ -146,9 +147,36 @@ class Demo:
             dep.v3_route("WETH", "USDC"),
         )
 
-        cleo, dev = cast.followers[0], cast.followers[1]
+        cleo, dev, eve = cast.followers
         self.exit_in_kind(cleo, "Ben")
         self.exit_to_base(dev, "Ben")
+
+        # Risk: a fee on a gain, a losing streak that suspends copying, and stop-losses.
+        self.exit_to_base(eve, "Ada")
+        # A week later: Ada's loss budget (what her swaps may lose against oracle prices, fees
+        # included) has refilled, and her earlier peaks have left the 7-day window.
+        p.advance_time(dep, 7 * 86_400, dep.w3.eth.accounts[0])
+        self.console.print("\n[italic]A week passes.[/]")
+        self.trade(
+            "Ada",
+            "buys LINK with 60% of her equity",
+            ada,
+            "USDC",
+            "LINK",
+            lambda: self.master_balance("Ada", "USDC") * 6 // 10,
+            dep.v2_route("USDC", "LINK"),
+        )
+        self.move_market("LINK", Decimal("0.7"))
+        self.trade(
+            "Ada",
+            "buys WBTC with 10% of her equity, deep in drawdown",
+            ada,
+            "USDC",
+            "WBTC",
+            lambda: self.master_balance("Ada", "USDC") // 4,
+            dep.v2_route("USDC", "WBTC"),
+        )
+        self.stop_losses("Ada")
         self.summary()
 
     # --- steps
@@ -170,6 +198,14 @@ class Demo:
         title = f"Trade {self.step}: {master} {story} on {venue}"
         self.console.print()
         self.console.print(self.books_table(title, result, token_in, token_out))
+        suspended = vault.events.CopyingSuspended().process_receipt(result.receipt, errors=DISCARD)
+        for event in suspended:
+            index, peak = (Decimal(event["args"][k]) / p.PRICE_UNIT for k in ("index", "peak"))
+            self.console.print(
+                f"[bold]Copying suspended:[/] {master}'s performance index {index:.4f} is "
+                f"{1 - index / peak:.1%} below its 7-day peak {peak:.4f}: the pool no longer "
+                "follows her buys, and still follows her sales."
+            )
         self.console.print(
             self.positions_table(master, token_out if token_out != BASE else token_in)
         )
@@ -201,6 +237,47 @@ class Demo:
         event = vault.events.ExitedToBase().process_receipt(receipt, errors=DISCARD)[0]["args"]
         title = f"{follower.name} exits {master}'s pool to USDC (gas {receipt['gasUsed']:,})"
         self.print_slices(title, "Slice", event, credited=event["baseOut"])
+        self.print_fee(vault, receipt, master)
+
+    def stop_losses(self, master: str) -> None:
+        """A keeper exits every follower of ``master`` whose limits hold at oracle prices."""
+        vault = self.vaults[master]
+        followers = [f for f in self.cast.followers if vault.functions.sharesOf(f.address).call()]
+        routes = {s: self.dep.v2_route(s, BASE) for s in ("WETH", "WBTC", "LINK")}
+        receipt = p.trigger_exits(
+            self.dep, vault, self.cast.keeper.address, [f.address for f in followers], routes
+        )
+        table = Table(title=f"A keeper triggers risk exits in {master}'s pool (gas {receipt['gasUsed']:,})")
+        for column in ("Follower", "Limit met", "Entry (USD)", "Value (USD)", "Credited (USDC)"):
+            table.add_column(column, justify="left" if column in ("Follower", "Limit met") else "right")
+        exits = vault.events.ExitedToBase().process_receipt(receipt, errors=DISCARD)
+        credited = {e["args"]["follower"]: e["args"]["baseOut"] for e in exits}
+        reasons = ("stop-loss", "maximum drawdown", "take-profit")  # ITandemVault.ExitReason
+        names = {f.address: f.name for f in followers}
+        for e in vault.events.ExitTriggered().process_receipt(receipt, errors=DISCARD):
+            a = e["args"]
+            table.add_row(
+                names[a["follower"]],
+                reasons[a["reason"]],
+                f"{Decimal(a['entryValue']) / p.PRICE_UNIT:,.2f}",
+                f"{Decimal(a['value']) / p.PRICE_UNIT:,.2f}",
+                self.fmt(BASE, credited[a["follower"]]),
+            )
+        self.console.print()
+        self.console.print(table)
+
+    def print_fee(self, vault: Contract, receipt: Any, master: str) -> None:
+        """The performance fee an exit paid, if its gain was above the follower's high-water mark."""
+        for event in vault.events.FeeCharged().process_receipt(receipt, errors=DISCARD):
+            a = event["args"]
+            gain, fee = (Decimal(a[k]) / p.PRICE_UNIT for k in ("gain", "fee"))
+            total = a["masterShares"] + a["protocolShares"]
+            self.console.print(
+                f"Performance fee: {fee:,.2f} USD ({fee / gain:.0%} of the {gain:,.2f} USD gain "
+                f"above the high-water mark), paid in pool shares: "
+                f"{a['masterShares'] / total:.0%} to {master}, "
+                f"{a['protocolShares'] / total:.0%} to the treasury."
+            )
 
     def print_slices(
         self, title: str, heading: str, event: Any, credited: int | None = None

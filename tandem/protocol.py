@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import rlp
 from eth_typing import ChecksumAddress
+from eth_utils import keccak
 from eth_utils.address import to_checksum_address as checksum
 from web3 import Web3
 from web3.contract import Contract
@@ -181,7 +183,7 @@ def deploy_local(
             settings=settings,
         )
 
-    hub, _ = deploy(w3, "TandemHub", tokens[BASE].address, owner, sender=owner, settings=settings)
+    hub = deploy_hub(w3, tokens[BASE].address, owner, settings=settings)
     v2_adapter, v3_adapter = (
         deploy(w3, name, hub.address, router, sender=owner, settings=settings)[0]
         for name, router in (
@@ -244,12 +246,18 @@ def _schedule_and_run(dep: Deployment, call: Any, operator: str, delay: int) -> 
     args = (target, 0, data, b"\x00" * 32, salt)
     transact(dep.timelock.functions.schedule(*args, delay), operator)
     if delay:
-        dep.w3.provider.make_request(RPCEndpoint("evm_increaseTime"), [delay + 1])
-        dep.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
-        for feed in dep.feeds.values():
-            answer = feed.functions.latestRoundData().call()[1]
-            transact(feed.functions.setAnswer(answer), operator)
+        advance_time(dep, delay + 1, operator)
     return transact(dep.timelock.functions.execute(*args), operator)
+
+
+def advance_time(dep: Deployment, seconds: int, feed_owner: str) -> None:
+    """Move the local node's clock forward and refresh the local feeds at their current answers,
+    which the jump made stale (local chains only)."""
+    dep.w3.provider.make_request(RPCEndpoint("evm_increaseTime"), [seconds])
+    dep.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+    for feed in dep.feeds.values():
+        answer = feed.functions.latestRoundData().call()[1]
+        transact(feed.functions.setAnswer(answer), feed_owner)
 
 
 def seed_pools(dep: Deployment, a: str, b: str, depth_usd: Decimal, sender: str) -> None:
@@ -302,6 +310,27 @@ def load_local(w3: Web3, settings: Settings | None = None) -> Deployment:
         market,
         settings=settings,
     )
+
+
+def deploy_hub(
+    w3: Web3, base_asset: str, owner: str, settings: Settings | None = None
+) -> Contract:
+    """Deploy a hub owned by ``owner``. The vault implementation is too large to be deployed by
+    the hub, so it is deployed first, for the address the hub will get as ``owner``'s next
+    deployment, and the hub checks it."""
+    hub_address = create_address(owner, w3.eth.get_transaction_count(owner) + 1)
+    implementation, _ = deploy(
+        w3, "TandemVault", hub_address, base_asset, sender=owner, settings=settings
+    )
+    hub, _ = deploy(
+        w3, "TandemHub", base_asset, owner, implementation.address, sender=owner, settings=settings
+    )
+    return hub
+
+
+def create_address(deployer: str, nonce: int) -> ChecksumAddress:
+    """The address of the contract ``deployer`` creates with ``nonce`` (CREATE, not CREATE2)."""
+    return checksum(keccak(rlp.encode([bytes.fromhex(deployer[2:]), nonce]))[12:])
 
 
 def at_uniswap(w3: Web3, book: dict[str, str], name: str, settings: Settings | None) -> Contract:
@@ -365,6 +394,7 @@ class TradeResult:
     price_out: int
     gas_used: int
     skipped: str | None
+    receipt: TxReceipt = field(repr=False, compare=False)
 
     @classmethod
     def from_receipt(cls, vault: Contract, receipt: TxReceipt) -> TradeResult:
@@ -374,7 +404,7 @@ class TradeResult:
         args = traded[0]["args"]
         skips = vault.events.PoolPartSkipped().process_receipt(receipt, errors=DISCARD)
         # In the order of ITandemVault.SkipReason.
-        reasons = ("no pool position", "below minimum order")
+        reasons = ("no pool position", "below minimum order", "master suspended")
         return cls(
             token_in=args["tokenIn"],
             token_out=args["tokenOut"],
@@ -386,6 +416,7 @@ class TradeResult:
             price_out=args["priceOut"],
             gas_used=receipt["gasUsed"],
             skipped=reasons[skips[0]["args"]["reason"]] if skips else None,
+            receipt=receipt,
         )
 
 
@@ -398,9 +429,11 @@ def trade(
     amount_in: int,
     route: Route,
     min_amount_out: int = 0,
+    max_pool_in: int = 0,
 ) -> TradeResult:
     """Have ``trader`` (the master or their delegate) trade through ``vault``; tokens are
-    symbols of the local market or addresses."""
+    symbols of the local market or addresses. ``max_pool_in`` lets the pool's part be cut to it
+    when the whole trade cannot fill within the oracle bound (the rest becomes a pending mirror)."""
     call = vault.functions.trade(
         (
             dep.address_of(token_in),
@@ -409,6 +442,7 @@ def trade(
             min_amount_out,
             route.adapter,
             route.data,
+            max_pool_in,
         )
     )
     receipt = transact(call, trader, label=f"trade {token_in}->{token_out}")

@@ -38,6 +38,9 @@ interface ITandemHub {
     /// of the vault's value; the budget refills linearly over `LOSS_REFILL_PERIOD`.
     /// @param maxPoolMultiple Skin in the game: a pool may not be worth more than this multiple of
     /// its master's own equity.
+    /// @param protocolFeeShareBps The treasury's share of every performance fee.
+    /// @param suspensionDrawdownBps How far a master's performance may fall below its peak of the
+    /// last seven days before their vault stops copying buys for the pool.
     struct Params {
         uint16 maxSlippageBps;
         uint16 defaultAllocationCapBps;
@@ -45,16 +48,21 @@ interface ITandemHub {
         uint128 minOrderValue;
         uint16 lossBudgetBps;
         uint16 maxPoolMultiple;
+        uint16 protocolFeeShareBps;
+        uint16 suspensionDrawdownBps;
     }
 
     /// @notice A follower's account in the base asset.
     /// @param free Base asset deposited and not allocated.
     /// @param allocated Base asset allocated to vaults and not yet taken back, at cost.
     /// @param capBps The follower's allocation cap per vault; zero means the protocol default.
+    /// @param lastFlow The block of the follower's last deposit or withdrawal, times two, plus one
+    /// for a withdrawal (truncated to 32 bits): a deposit and a withdrawal never share a block.
     struct Account {
-        uint112 free;
-        uint112 allocated;
+        uint104 free;
+        uint104 allocated;
         uint16 capBps;
+        uint32 lastFlow;
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -101,6 +109,13 @@ interface ITandemHub {
     error AllocationCapOutOfBounds(uint256 capBps, uint256 maxCapBps);
     /// @notice Less of the token arrived than was sent: tokens with transfer fees are not supported.
     error TransferFeeNotSupported(address token, uint256 expected, uint256 received);
+    /// @notice The follower deposited in this block and may withdraw from the next one, or withdrew
+    /// and may deposit from the next one: a flash deposit cannot stretch the allocation cap.
+    error DepositAndWithdrawalInOneBlock();
+    /// @notice The vault implementation was not deployed for this hub and base asset.
+    error VaultImplementationMismatch(address implementation);
+    /// @notice The treasury cannot be the zero address.
+    error ZeroTreasury();
 
     // ---------------------------------------------------------------------------------------------
     // Events
@@ -120,8 +135,12 @@ interface ITandemHub {
         uint16 defaultAllocationCapBps,
         uint128 minOrderValue,
         uint16 lossBudgetBps,
-        uint16 maxPoolMultiple
+        uint16 maxPoolMultiple,
+        uint16 protocolFeeShareBps,
+        uint16 suspensionDrawdownBps
     );
+    /// @notice The treasury, which receives the protocol's share of performance fees, changed.
+    event TreasurySet(address indexed treasury);
     /// @notice The guardian changed.
     event GuardianSet(address indexed guardian);
     /// @notice Deposits, allocations and trades were paused or resumed.
@@ -160,8 +179,14 @@ interface ITandemHub {
         uint16 defaultAllocationCapBps,
         uint128 minOrderValue,
         uint16 lossBudgetBps,
-        uint16 maxPoolMultiple
+        uint16 maxPoolMultiple,
+        uint16 protocolFeeShareBps,
+        uint16 suspensionDrawdownBps
     ) external;
+
+    /// @notice Names the treasury, which receives the protocol's share of performance fees as pool
+    /// shares. Owner only; never zero.
+    function setTreasury(address treasury) external;
 
     /// @notice Names the guardian, who may pause. Owner only.
     function setGuardian(address guardian) external;
@@ -183,11 +208,12 @@ interface ITandemHub {
     // ---------------------------------------------------------------------------------------------
 
     /// @notice Deposits `amount` of the base asset from the caller's wallet into their account.
-    /// @dev Requirements: not paused; the hub approved for `amount`.
+    /// @dev Requirements: not paused; the hub approved for `amount`; no withdrawal by the caller in
+    /// this block.
     function deposit(uint256 amount) external;
 
     /// @notice Withdraws `amount` of free base asset from the caller's account to their wallet.
-    /// Never paused.
+    /// Never paused; not in the block of the caller's last deposit.
     function withdraw(uint256 amount) external;
 
     /// @notice Sets the caller's allocation cap per vault, as a share of their capital in the
@@ -223,6 +249,9 @@ interface ITandemHub {
 
     /// @notice The guardian, who may pause.
     function guardian() external view returns (address);
+
+    /// @notice The treasury, which receives the protocol's share of performance fees.
+    function treasury() external view returns (address);
 
     /// @notice An asset's registration; a zero feed means not allowed.
     function asset(address token) external view returns (Asset memory);

@@ -19,6 +19,8 @@ interface ITandemVault {
     /// through an allow-listed `adapter` along `route`.
     /// @param minAmountOut The master's own minimum for their part; the vault also applies the
     /// oracle bound, and the stricter of the two wins.
+    /// @param maxPoolIn Zero, or the most of the pool's part to swap now if the whole trade cannot
+    /// be filled within the oracle bound: the rest becomes a pending mirror (see `executeMirror`).
     struct Trade {
         address tokenIn;
         address tokenOut;
@@ -26,6 +28,22 @@ interface ITandemVault {
         uint256 minAmountOut;
         address adapter;
         bytes route;
+        uint256 maxPoolIn;
+    }
+
+    /// @notice The rest of a pool's part that did not fit in the master's trade, to be swapped in
+    /// slices by anyone until it is done or `deadline` passes.
+    /// @param remaining What is left to spend of `tokenIn`, for the pool as it was at `sharesAt`
+    /// total shares: exits since then shrink it in proportion.
+    /// @param masterMark The master's book of `tokenOut` right after the trade; once it is lower,
+    /// the master has sold and the mirror is dropped, never executed.
+    struct Mirror {
+        address tokenIn;
+        uint40 deadline;
+        address tokenOut;
+        uint128 remaining;
+        uint128 masterMark;
+        uint256 sharesAt;
     }
 
     /// @notice How to swap a follower's slice of `token` to the base asset on an exit.
@@ -62,7 +80,14 @@ interface ITandemVault {
     /// @notice Why the pool's part of a trade was not executed.
     enum SkipReason {
         NoPoolPosition, // the pool holds none of the token the master spends (or its part rounds to zero)
-        BelowMinOrder // the pool's part is worth less than the protocol's minimum order value
+        BelowMinOrder, // the pool's part is worth less than the protocol's minimum order value
+        MasterSuspended // the master's drawdown suspended copying of buys (see `suspension`)
+    }
+
+    /// @notice Why a pending mirror ended without being filled.
+    enum MirrorDrop {
+        Expired, // its deadline passed
+        MasterSold // the master has sold some of what the mirror would buy
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -117,6 +142,13 @@ interface ITandemVault {
     error SwapInputUnspent(address token, uint256 unspent);
     /// @notice The vault already holds the most tokens it may value in one trade.
     error TooManyTokens(uint256 max);
+    /// @notice A performance fee above the hard cap of 30%.
+    error FeeOutOfBounds(uint256 feeBps, uint256 maxFeeBps);
+    /// @notice There is no pending mirror with this id (never recorded, filled or dropped).
+    error MirrorNotPending(uint256 id);
+    /// @notice The master's drawdown has suspended copying of buys: a mirror spending the base
+    /// asset waits until copying resumes or its deadline passes.
+    error CopyingIsSuspended();
     /// @notice An exit to base would credit less base asset than the follower's minimum.
     error InsufficientBaseOut(uint256 baseOut, uint256 minimum);
     /// @notice The follower has no slice of `token` held for them.
@@ -198,6 +230,43 @@ interface ITandemVault {
         uint256 peakValue
     );
 
+    /// @notice A performance fee was charged on `follower`'s gain above their high-water mark, as
+    /// pool shares moved from the follower to the master and to the treasury.
+    /// @param gain The gain above the high-water mark it was charged on, in USD with 18 decimals.
+    /// @param fee The fee's value, in USD with 18 decimals.
+    event FeeCharged(
+        address indexed follower, uint256 gain, uint256 fee, uint256 masterShares, uint256 protocolShares
+    );
+
+    /// @notice The master's performance fee changed now (a cut, or a scheduled raise coming due).
+    event FeeSet(uint256 feeBps);
+
+    /// @notice The master scheduled a fee raise, in force from `effectiveAt`.
+    event FeeRaiseScheduled(uint256 feeBps, uint256 effectiveAt);
+
+    /// @notice The master's performance index fell too far below its peak of the last seven days:
+    /// the pool stops copying buys (and keeps copying sales). Positions are left as they are.
+    /// @param index The master's performance index (value per unit of capital, 1e18 at the start).
+    /// @param peak The index's peak over the window.
+    event CopyingSuspended(uint256 index, uint256 peak);
+
+    /// @notice The master's index is back within the allowed drawdown: the pool copies buys again.
+    event CopyingResumed(uint256 index, uint256 peak);
+
+    /// @notice The pool's part of a trade did not fit within the oracle bound; `amountIn` of it is
+    /// left as pending mirror `id`.
+    event MirrorRecorded(
+        uint256 indexed id, address indexed tokenIn, address indexed tokenOut, uint256 amountIn, uint256 deadline
+    );
+
+    /// @notice A slice of pending mirror `id` was swapped for the pool.
+    event MirrorExecuted(
+        uint256 indexed id, address indexed keeper, uint256 amountIn, uint256 amountOut, uint256 remaining
+    );
+
+    /// @notice Pending mirror `id` ended unfilled; `remaining` was never spent.
+    event MirrorDropped(uint256 indexed id, uint256 remaining, MirrorDrop reason);
+
     /// @notice A slice of a triggered exit could not be swapped within the oracle bound, so it was
     /// paid to the follower in kind instead.
     event SlicePaidInKind(address indexed follower, address indexed token, uint256 amount);
@@ -236,6 +305,12 @@ interface ITandemVault {
 
     /// @notice Names a key that may trade for the master and do nothing else (zero: none).
     function setDelegate(address delegate) external;
+
+    /// @notice Sets the master's performance fee on followers' gains above their high-water marks.
+    /// A cut applies at once; a raise applies seven days later, and only to gains made after a
+    /// follower's next crystallisation (see `crystallise`). The treasury takes its share of it.
+    /// @dev Requirements: master only; at most `MAX_FEE_BPS`.
+    function setFee(uint16 feeBps) external;
 
     // ---------------------------------------------------------------------------------------------
     // Followers
@@ -295,11 +370,34 @@ interface ITandemVault {
     /// @return recorded How many peaks were raised.
     function recordPeaks(address[] calldata followers) external returns (uint256 recorded);
 
-    /// @notice Swaps one slice of an exit to the base asset. Callable only by the vault itself, so
-    /// a triggered exit can pay a slice in kind when its swap fails.
-    function swapSliceToBase(address adapter, address token, uint256 amount, uint256 minOut, bytes calldata route)
+    /// @notice Charges each follower's performance fee due on their gain above their high-water mark
+    /// and raises the mark to their value after the fee; also moves them onto the master's current
+    /// fee. Skips followers crystallised within the last `CRYSTALLISATION_PERIOD`, the master and
+    /// the treasury. Never paused.
+    /// @return charged How many followers were crystallised.
+    function crystallise(address[] calldata followers) external returns (uint256 charged);
+
+    /// @notice Swaps up to `amountIn` of pending mirror `id` for the pool along `adapter` and
+    /// `route`, within the oracle bound at this time, and charges the loss to the loss budget.
+    /// Drops the mirror instead (and returns zero) when its deadline has passed or the master has
+    /// sold. Anyone may call; paused with trades.
+    /// @dev Requirements: the mirror is pending; a mirror spending the base asset waits while
+    /// copying is suspended (`CopyingIsSuspended`).
+    function executeMirror(uint256 id, uint256 amountIn, address adapter, bytes calldata route)
         external
-        returns (uint256 baseOut);
+        returns (uint256 amountOut);
+
+    /// @notice Swaps as the vault. Callable only by the vault itself, so that a swap can fail
+    /// without failing the whole call: a triggered exit then pays a slice in kind, and a trade too
+    /// large for the oracle bound leaves a pending mirror.
+    function swapAsVault(
+        address adapter,
+        address tokenIn,
+        address tokenOut,
+        uint256 amountIn,
+        uint256 minOut,
+        bytes calldata route
+    ) external returns (uint256 amountOut);
 
     // ---------------------------------------------------------------------------------------------
     // Views
@@ -316,8 +414,32 @@ interface ITandemVault {
     /// their allocation in USD with 18 decimals.
     function exitCondition(address follower) external view returns (bool met, ExitReason reason, uint256 value);
 
+    /// @notice The master's performance fee in force, and a scheduled raise (zero if none) with the
+    /// time it takes effect.
+    function feeTerms() external view returns (uint256 feeBps, uint256 raisedFeeBps, uint256 effectiveAt);
+
+    /// @notice A follower's high-water mark (USD with 18 decimals), the fee they pay on gains above
+    /// it (at most the master's current fee), and when they were last crystallised.
+    function feeMarkOf(address follower)
+        external
+        view
+        returns (uint256 highWaterMark, uint256 feeBps, uint256 crystallisedAt);
+
+    /// @notice Whether copying of buys is suspended, with the master's performance index and its
+    /// peak over the last seven days as of the last trade.
+    function suspension() external view returns (bool suspended, uint256 index, uint256 peak);
+
+    /// @notice Pending mirror `id` (all zero once filled or dropped).
+    function mirror(uint256 id) external view returns (Mirror memory);
+
+    /// @notice How many mirrors were ever recorded; ids run from zero.
+    function mirrorCount() external view returns (uint256);
+
     /// @notice The hub this vault belongs to.
     function hub() external view returns (ITandemHub);
+
+    /// @notice The hub's base asset, in which followers allocate and exits to base pay.
+    function baseAsset() external view returns (address);
 
     /// @notice The master trading this vault.
     function master() external view returns (address);
@@ -342,7 +464,8 @@ interface ITandemVault {
 
     /// @notice The loss budget: what swaps have lost against oracle prices, net of refills, and the
     /// most they may have lost (the hub's `lossBudgetBps` of the vault's value), in USD with 18
-    /// decimals.
+    /// decimals at the vault's current value. The budget is kept as a share of the vault's value,
+    /// so flows in and out of the vault do not change how much of it is used.
     function lossBudget() external view returns (uint256 used, uint256 capacity);
 
     /// @notice Value of each book at oracle prices, in USD with 18 decimals.

@@ -304,7 +304,7 @@ def exit_routes(dep: Deployment) -> dict[str, Route]:
 
 
 def account_of(dep: Deployment, follower: str) -> tuple[int, int]:
-    free, allocated, _ = dep.hub.functions.account(follower).call()
+    free, allocated, _, _ = dep.hub.functions.account(follower).call()
     return free, allocated
 
 
@@ -560,7 +560,7 @@ def test_fee_on_transfer_tokens_are_refused(dep: Deployment, cast: Cast) -> None
     assert state_of(dep, vault, (fot.address,)) == before
 
     # A hub whose base asset charges a fee refuses deposits, and so do its vaults.
-    fot_hub, _ = deploy(w3, "TandemHub", fot.address, owner, sender=owner)
+    fot_hub = p.deploy_hub(w3, fot.address, owner)
     amount = 1_000 * 10**18
     transact(fot.functions.mint(cast.stranger, 2 * amount), cast.stranger)
     transact(fot.functions.approve(fot_hub.address, amount), cast.stranger)
@@ -569,6 +569,9 @@ def test_fee_on_transfer_tokens_are_refused(dep: Deployment, cast: Cast) -> None
     assert excinfo.value.error_name == "TransferFeeNotSupported"
     assert fot_hub.functions.account(cast.stranger).call()[0] == 0
 
+    # Master deposits are valued at oracle prices, so this hub prices its base asset.
+    fot_feed, _ = deploy(w3, "TestPriceFeed", 8, "FOT / USD", 10**8, sender=owner)
+    transact(fot_hub.functions.setAsset(fot.address, fot_feed.address, FEED_HEARTBEAT, 8, True), owner)
     transact(fot_hub.functions.createVault(), cast.stranger)
     fot_vault = dep.vault(fot_hub.functions.vaultOf(cast.stranger).call())
     transact(fot.functions.approve(fot_vault.address, amount), cast.stranger)
@@ -653,7 +656,7 @@ def test_only_the_master_or_delegate_trades_and_only_the_master_withdraws(
         assert excinfo.value.error_name == error, excinfo.value.reason
 
     def trade_call() -> ContractFunction:
-        return vault.functions.trade((usdc, weth, amount, 0, route.adapter, route.data))
+        return vault.functions.trade((usdc, weth, amount, 0, route.adapter, route.data, 0))
 
     for outsider in (cast.stranger, cast.followers[0], cast.delegate, cast.owner):
         refused(outsider, trade_call, "NotMasterOrDelegate")
@@ -791,11 +794,11 @@ def test_the_hub_is_owned_by_a_timelock(dep: Deployment, cast: Cast) -> None:
     assert hub.functions.owner().call() == timelock.address
     assert timelock.functions.getMinDelay().call() == p.GOVERNANCE_DELAY
     with pytest.raises(RevertError) as excinfo:
-        transact(hub.functions.setParams(200, 2_500, 10**18, 100, 20), cast.owner)
+        transact(hub.functions.setParams(200, 2_500, 10**18, 100, 20, 1_000, 1_500), cast.owner)
     assert excinfo.value.error_name == "OwnableUnauthorizedAccount", excinfo.value.reason
 
     # Scheduled now, it cannot run before the delay has passed.
-    call = hub.functions.setParams(200, 2_500, 10**18, 100, 20)
+    call = hub.functions.setParams(200, 2_500, 10**18, 100, 20, 1_000, 1_500)
     args = (hub.address, 0, call._encode_transaction_data(), b"\x00" * 32, b"\x01" * 32)
     transact(timelock.functions.schedule(*args, p.GOVERNANCE_DELAY), cast.owner)
     with pytest.raises(RevertError) as excinfo:
@@ -804,7 +807,7 @@ def test_the_hub_is_owned_by_a_timelock(dep: Deployment, cast: Cast) -> None:
     assert hub.functions.params().call()[0] == 100
 
     # Through the whole delay, it runs.
-    p.govern(dep, hub.functions.setParams(200, 2_500, 10**18, 100, 20), cast.owner)
+    p.govern(dep, hub.functions.setParams(200, 2_500, 10**18, 100, 20, 1_000, 1_500), cast.owner)
     assert hub.functions.params().call()[0] == 200
     # The guardian pauses without waiting.
     transact(hub.functions.setPaused(True), cast.owner)
