@@ -180,6 +180,10 @@ contract TandemVault is ITandemVault, VaultBase {
 
         address[] memory held = _tokens();
         (bool priced, uint256[] memory prices) = _tryPrices(held);
+        // Skin in the game is owed to followers: fee shares of the master and the treasury do not
+        // count, so a trace of them never binds the master.
+        uint256 total = _totalShares;
+        uint256 followerShares = total - _positions[msg.sender].shares - _positions[HUB.treasury()].shares;
         if (priced) {
             (uint256 masterEquity, uint256 poolEquity) = _equities(held, prices);
             // The token is in the master's book, so it is held.
@@ -187,11 +191,12 @@ contract TandemVault is ITandemVault, VaultBase {
             // Units leave with the capital, rounded down, so the index never reads higher than it is.
             uint256 units = _state.masterUnits;
             if (value != 0) _state.masterUnits = uint112(units - Math.mulDiv(units, value, masterEquity));
-            if (_totalShares != 0) {
-                uint256 required = Math.ceilDiv(poolEquity, HUB.params().maxPoolMultiple);
+            if (followerShares != 0) {
+                uint256 followersEquity = Math.mulDiv(poolEquity, followerShares, total, Math.Rounding.Ceil);
+                uint256 required = Math.ceilDiv(followersEquity, HUB.params().maxPoolMultiple);
                 if (masterEquity - value < required) revert MasterBelowPoolMultiple(masterEquity - value, required);
             }
-        } else if (_totalShares != 0) {
+        } else if (followerShares != 0) {
             // Skin in the game needs prices; this reverts with the feed's own error.
             HUB.pricesOf(held);
         }

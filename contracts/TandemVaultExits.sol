@@ -295,8 +295,9 @@ contract TandemVaultExits is VaultBase {
                 uint256 i = _indexIn(exitTokens, x.token);
                 if (i == 0 || i == type(uint256).max) revert ITandemVault.UnexpectedExitSwap(x.token);
                 if (pending[i] == 0) {
-                    // A keeper's swap list serves many followers: a dust slice is not an error.
-                    if (inKindWhenStuck && amounts[i] == 0) continue;
+                    // A swap list is made before the exit's fee is known, and a keeper's serves many
+                    // followers: a slice that rounds to nothing is not an error. A token twice is.
+                    if (amounts[i] == 0) continue;
                     revert ITandemVault.UnexpectedExitSwap(x.token);
                 }
                 if (!HUB.isAdapter(x.adapter)) revert ITandemHub.AdapterNotAllowed(x.adapter);

@@ -304,8 +304,9 @@ abstract contract VaultBase is ReentrancyGuardTransient {
     /// by the larger vault it was, nor one that grows with room it did not earn.
     function _chargeLoss(uint256 valueIn, uint256 valueOut, uint256 vaultValue, uint256 lossBudgetBps) internal {
         if (valueOut >= valueIn) return;
-        // vaultValue > 0: it includes the swap's input, worth more than its output.
-        uint256 loss = Math.mulDiv(valueIn - valueOut, SHARE_UNIT, vaultValue, Math.Rounding.Ceil);
+        // Rounded up. vaultValue > 0: it includes the swap's input, worth more than its output; and
+        // a value times 1e18 stays far below 2^256, so no mulDiv is needed.
+        uint256 loss = Math.ceilDiv((valueIn - valueOut) * SHARE_UNIT, vaultValue);
         uint256 capacity = lossBudgetBps * SHARE_UNIT / BPS;
         TradeState storage state = _state;
         uint256 used = _refilled(state, capacity);

@@ -300,7 +300,8 @@ interface ITandemVault {
 
     /// @notice Moves `amount` of `token` from the master's book to the master's wallet.
     /// @dev Requirements: master only; with followers in the pool, the master's equity afterwards
-    /// keeps the pool within the hub's `maxPoolMultiple` of it. The pool's book is never touched.
+    /// keeps the followers' part of the pool (fee shares of the master and the treasury aside)
+    /// within the hub's `maxPoolMultiple` of it. The pool's book is never touched.
     function withdrawMaster(address token, uint256 amount) external;
 
     /// @notice Names a key that may trade for the master and do nothing else (zero: none).

@@ -31,33 +31,89 @@ contract TandemHubTest is Fixture {
 
     function test_setParams_updatesWithinBounds() public {
         vm.expectEmit(address(hub));
-        emit ITandemHub.ParamsSet(1_000, 5_000, 1_000e18, 500, 100);
+        emit ITandemHub.ParamsSet(1_000, 5_000, 1_000e18, 500, 100, 5_000, 5_000);
         vm.prank(owner);
-        hub.setParams(1_000, 5_000, 1_000e18, 500, 100);
+        hub.setParams(1_000, 5_000, 1_000e18, 500, 100, 5_000, 5_000);
         ITandemHub.Params memory p = hub.params();
         assertEq(p.lossBudgetBps, 500, "loss budget at its bound");
         assertEq(p.maxPoolMultiple, 100, "pool multiple at its bound");
         assertEq(p.maxSlippageBps, 1_000, "slippage at its bound");
         assertEq(p.defaultAllocationCapBps, 5_000, "cap at its bound");
         assertEq(p.minOrderValue, 1_000e18, "min order at its bound");
+        assertEq(p.protocolFeeShareBps, 5_000, "protocol fee share at its bound");
+        assertEq(p.suspensionDrawdownBps, 5_000, "suspension drawdown at its bound");
+    }
+
+    function test_setParams_revertsWhen_protocolFeeShareOrSuspensionOutOfBounds() public {
+        vm.startPrank(owner);
+        vm.expectRevert(
+            abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "protocolFeeShareBps", 5_001, 5_000)
+        );
+        hub.setParams(100, 2_500, 1e18, 100, 20, 5_001, 1_500);
+        vm.expectRevert(
+            abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "suspensionDrawdownBps", 99, 5_000)
+        );
+        hub.setParams(100, 2_500, 1e18, 100, 20, 1_000, 99);
+        vm.expectRevert(
+            abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "suspensionDrawdownBps", 5_001, 5_000)
+        );
+        hub.setParams(100, 2_500, 1e18, 100, 20, 1_000, 5_001);
+        vm.stopPrank();
+    }
+
+    function test_constructor_revertsWhen_implementationBuiltForAnotherHub() public {
+        TandemVault stray = new TandemVault(address(hub), address(usdc));
+        vm.expectRevert(abi.encodeWithSelector(ITandemHub.VaultImplementationMismatch.selector, address(stray)));
+        new TandemHub(IERC20(address(usdc)), owner, address(stray));
+    }
+
+    function test_setTreasury_ownerOnly_neverZero() public {
+        vm.prank(alice);
+        vm.expectRevert(abi.encodeWithSelector(Ownable.OwnableUnauthorizedAccount.selector, alice));
+        hub.setTreasury(alice);
+        vm.startPrank(owner);
+        vm.expectRevert(ITandemHub.ZeroTreasury.selector);
+        hub.setTreasury(address(0));
+        hub.setTreasury(alice);
+        vm.stopPrank();
+        assertEq(hub.treasury(), alice, "treasury set");
+    }
+
+    function test_depositAndWithdrawal_neverShareABlock() public {
+        usdc.mint(alice, 1_000e6);
+        vm.startPrank(alice);
+        usdc.approve(address(hub), type(uint256).max);
+        hub.deposit(600e6);
+        hub.deposit(100e6); // a second deposit in one block is fine
+        vm.expectRevert(ITandemHub.DepositAndWithdrawalInOneBlock.selector);
+        hub.withdraw(1);
+        vm.roll(block.number + 1);
+        hub.withdraw(100e6);
+        hub.withdraw(100e6); // so is a second withdrawal
+        vm.expectRevert(ITandemHub.DepositAndWithdrawalInOneBlock.selector);
+        hub.deposit(1);
+        vm.roll(block.number + 1);
+        hub.deposit(1);
+        vm.stopPrank();
+        assertEq(hub.account(alice).free, 500e6 + 1, "every allowed flow landed");
     }
 
     function test_setParams_revertsWhen_lossBudgetZeroOrAboveHardBound() public {
         vm.prank(owner);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "lossBudgetBps", 0, 500));
-        hub.setParams(100, 2_500, 1e18, 0, 20);
+        hub.setParams(100, 2_500, 1e18, 0, 20, 1_000, 1_500);
         vm.prank(owner);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "lossBudgetBps", 501, 500));
-        hub.setParams(100, 2_500, 1e18, 501, 20);
+        hub.setParams(100, 2_500, 1e18, 501, 20, 1_000, 1_500);
     }
 
     function test_setParams_revertsWhen_poolMultipleZeroOrAboveHardBound() public {
         vm.prank(owner);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "maxPoolMultiple", 0, 100));
-        hub.setParams(100, 2_500, 1e18, 100, 0);
+        hub.setParams(100, 2_500, 1e18, 100, 0, 1_000, 1_500);
         vm.prank(owner);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "maxPoolMultiple", 101, 100));
-        hub.setParams(100, 2_500, 1e18, 100, 101);
+        hub.setParams(100, 2_500, 1e18, 100, 101, 1_000, 1_500);
     }
 
     function test_setParams_revertsWhen_slippageAboveHardBound() public {
@@ -65,7 +121,7 @@ contract TandemHubTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "maxSlippageBps", 1_001, 1_000)
         );
-        hub.setParams(1_001, 2_500, 1e18, 100, 20);
+        hub.setParams(1_001, 2_500, 1e18, 100, 20, 1_000, 1_500);
     }
 
     function test_setParams_revertsWhen_defaultCapZeroOrAboveHalf() public {
@@ -73,11 +129,11 @@ contract TandemHubTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "defaultAllocationCapBps", 0, 5_000)
         );
-        hub.setParams(100, 0, 1e18, 100, 20);
+        hub.setParams(100, 0, 1e18, 100, 20, 1_000, 1_500);
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "defaultAllocationCapBps", 5_001, 5_000)
         );
-        hub.setParams(100, 5_001, 1e18, 100, 20);
+        hub.setParams(100, 5_001, 1e18, 100, 20, 1_000, 1_500);
         vm.stopPrank();
     }
 
@@ -86,7 +142,7 @@ contract TandemHubTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.ParameterOutOfBounds.selector, "minOrderValue", 1_000e18 + 1, 1_000e18)
         );
-        hub.setParams(100, 2_500, 1_000e18 + 1, 100, 20);
+        hub.setParams(100, 2_500, 1_000e18 + 1, 100, 20, 1_000, 1_500);
     }
 
     function test_ownerFunctions_revertWhen_calledByAnyoneElse() public {
@@ -95,7 +151,7 @@ contract TandemHubTest is Fixture {
             bytes memory unauthorised = abi.encodeWithSelector(Ownable.OwnableUnauthorizedAccount.selector, others[i]);
             vm.startPrank(others[i]);
             vm.expectRevert(unauthorised);
-            hub.setParams(100, 2_500, 1e18, 100, 20);
+            hub.setParams(100, 2_500, 1e18, 100, 20, 1_000, 1_500);
             vm.expectRevert(unauthorised);
             hub.setAdapter(others[i], true);
             vm.expectRevert(unauthorised);
@@ -191,6 +247,7 @@ contract TandemHubTest is Fixture {
         vault.withdrawMaster(address(usdc), 100e6);
         vm.stopPrank();
 
+        vm.roll(block.number + 1); // a later block than her deposit: the two never share one, paused or not
         vm.prank(alice);
         hub.withdraw(4_000e6);
         assertEq(usdc.balanceOf(alice), 4_000e6, "withdrawal never paused");
@@ -225,6 +282,7 @@ contract TandemHubTest is Fixture {
     function test_depositAndWithdraw_moveFreeBalance() public {
         fund(alice, 1_000e6);
         assertEq(hub.account(alice).free, 1_000e6, "deposited");
+        vm.roll(block.number + 1); // a withdrawal may not share a block with a deposit
         vm.prank(alice);
         hub.withdraw(400e6);
         assertEq(hub.account(alice).free, 600e6, "withdrawn");
@@ -239,7 +297,7 @@ contract TandemHubTest is Fixture {
 
     function test_deposit_revertsWhen_baseChargesTransferFee() public {
         FeeOnTransferToken fot = new FeeOnTransferToken("Fee USD", "FUSD", 6, 100);
-        TandemHub feeHub = new TandemHub(IERC20(address(fot)), owner);
+        TandemHub feeHub = deployHub(IERC20(address(fot)), owner);
         fot.mint(alice, 1_000e6);
         vm.startPrank(alice);
         fot.approve(address(feeHub), 1_000e6);

@@ -62,7 +62,12 @@ contract TandemVaultExitsTest is Fixture {
         uint256 burn
     ) public {
         vm.prank(owner);
-        hub.setParams(100, 2_500, 0, 100, 20);
+        hub.setParams(100, 2_500, 0, 100, 20, 1_000, 1_500);
+        // This is about how slices round. A fee on a gain (rounding dust of the trades is enough)
+        // would move some of the exiting shares to the master and the treasury instead of burning
+        // them; fees have their own tests.
+        vm.prank(master);
+        vault.setFee(0);
         uint256 sa = follow(alice, vault, bound(a, 1, 1_000_000e6));
         follow(bob, vault, bound(b, 1, 1_000_000e6));
         buyEth = bound(buyEth, 0, 50_000e6);
@@ -287,7 +292,7 @@ contract TandemVaultExitsTest is Fixture {
 
     function testFuzz_exitToBase_creditsAtLeastOracleBoundOfSlice(uint256 a, uint256 buy, uint256 burn) public {
         vm.prank(owner);
-        hub.setParams(100, 2_500, 0, 100, 20);
+        hub.setParams(100, 2_500, 0, 100, 20, 1_000, 1_500);
         uint256 sa = follow(alice, vault, bound(a, 10e6, 1_000_000e6));
         tradeMock(vault, address(usdc), address(weth), bound(buy, 1_000e6, 90_000e6));
         burn = bound(burn, 1, sa);

@@ -360,9 +360,16 @@ contract TandemVaultRiskExitsTest is Fixture {
         vm.expectEmit(address(vault));
         emit ITandemVault.ExitTriggered(alice, keeper, ITandemVault.ExitReason.TakeProfit, 16_000e18, ENTRY, ENTRY);
         uint256 baseOut = _trigger(alice, _mockEth());
-        assertEq(baseOut, 16_000e6, "7,000 base + 1 ETH at 9,000");
+        // The default fee is 10% of the gain over her high-water mark (the 10,000 she allocated):
+        // 600 of her 16,000, which stays in the pool as shares of the master and the treasury.
+        assertEq(baseOut, 15_400e6, "7,000 base + 1 ETH at 9,000, less 10% of the 6,000 gain");
         _assertExited(alice, 30_000e6, baseOut);
         assertGt(shares, 0, "had shares");
+        assertEq(
+            vault.sharesOf(master) + vault.sharesOf(hub.treasury()),
+            shares * 600e18 / 16_000e18,
+            "the fee's shares went to the master and the treasury"
+        );
     }
 
     function test_triggerExit_maxDrawdown_afterRecordedPeak() public {
@@ -373,7 +380,10 @@ contract TandemVaultRiskExitsTest is Fixture {
         vm.expectEmit(address(vault));
         emit ITandemVault.ExitTriggered(alice, keeper, ITandemVault.ExitReason.MaxDrawdown, 12_000e18, ENTRY, 15_000e18);
         uint256 baseOut = _trigger(alice, _mockEth());
-        assertEq(baseOut, 12_000e6, "7,000 base + 1 ETH at 5,000");
+        // The fee is on the gain over her high-water mark, the 10,000 she allocated (a recorded
+        // peak is no mark): 10% of 2,000, taken as shares worth 200 of her 12,000. Each slice of
+        // the rest rounds down, which loses a unit.
+        assertEq(baseOut, 11_800e6 - 1, "7,000 base + 1 ETH at 5,000, less 10% of the 2,000 gain");
         _assertExited(alice, 30_000e6, baseOut);
     }
 
@@ -697,13 +707,13 @@ contract TandemVaultRiskExitsTest is Fixture {
     // Self-only swap
     // ---------------------------------------------------------------------------------------------
 
-    function test_swapSliceToBase_revertsWhen_notSelf() public {
+    function test_swapAsVault_revertsWhen_notSelf() public {
         _alicePool();
         address[3] memory callers = [keeper, master, alice];
         for (uint256 i; i < 3; ++i) {
             vm.prank(callers[i]);
             vm.expectRevert(abi.encodeWithSelector(ITandemVault.NotSelf.selector, callers[i]));
-            vault.swapSliceToBase(address(mockAdapter), address(weth), POOL_ETH, 0, "");
+            vault.swapAsVault(address(mockAdapter), address(weth), address(usdc), POOL_ETH, 0, "");
         }
         assertEq(poolBook(vault, weth), POOL_ETH, "nothing moved");
     }

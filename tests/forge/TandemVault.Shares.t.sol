@@ -51,7 +51,7 @@ contract TandemVaultSharesTest is Fixture {
         uint256 amount
     ) public {
         vm.prank(owner);
-        hub.setParams(100, 2_500, 0, 100, 20);
+        hub.setParams(100, 2_500, 0, 100, 20, 1_000, 1_500);
         follow(alice, vault, bound(first, 1, 1_000_000e6));
         buy = bound(buy, 0, 100_000e6);
         if (buy != 0) tradeMock(vault, address(usdc), address(weth), buy);
@@ -85,7 +85,7 @@ contract TandemVaultSharesTest is Fixture {
         uint256 amount
     ) public {
         vm.prank(owner);
-        hub.setParams(100, 2_500, 0, 100, 20);
+        hub.setParams(100, 2_500, 0, 100, 20, 1_000, 1_500);
         follow(alice, vault, bound(first, 1, 1_000_000e6));
         buyBtc = bound(buyBtc, 0, 50_000e6);
         buyEth = bound(buyEth, 0, 40_000e6);
@@ -105,7 +105,7 @@ contract TandemVaultSharesTest is Fixture {
 
     function test_allocate_revertsWhen_tooSmallForOneShare() public {
         vm.prank(owner);
-        hub.setParams(100, 2_500, 0, 100, 20);
+        hub.setParams(100, 2_500, 0, 100, 20, 1_000, 1_500);
         follow(alice, vault, 1_000e6);
         tradeMock(vault, address(usdc), address(wbtc), 100_000e6); // pool all in BTC
         wbtcFeed.setAnswer(BTC_PRICE * 1e19); // a share is now worth more than one base unit

@@ -70,7 +70,7 @@ contract TandemVaultSkinInTheGameTest is Fixture {
     ) public {
         multiple = bound(multiple, 1, hub.MAX_POOL_MULTIPLE());
         vm.prank(owner);
-        hub.setParams(100, 2_500, 0, 100, uint16(multiple));
+        hub.setParams(100, 2_500, 0, 100, uint16(multiple), 1_000, 1_500);
         TandemVault v = makeVault(carol, bound(masterBase, 1e6, 10_000_000e6));
         first = bound(first, 0, maxAllocation(v));
         if (first != 0) follow(alice, v, first);
@@ -110,7 +110,7 @@ contract TandemVaultSkinInTheGameTest is Fixture {
 
         // Not even at the largest multiple the hub allows.
         vm.prank(owner);
-        hub.setParams(100, 2_500, 1e18, 100, 100);
+        hub.setParams(100, 2_500, 1e18, 100, 100, 1_000, 1_500);
         vm.prank(alice);
         _expectPoolAbove(1_000_000e18, 0);
         hub.allocate(address(empty), 1_000_000e6);
@@ -247,10 +247,14 @@ contract TandemVaultSkinInTheGameTest is Fixture {
         assertEq(vault.tokens().length, 1, "books empty");
         assertEq(usdc.balanceOf(master), 60_000e6, "base withdrawn");
 
-        // Followers who have all left: the same.
+        // Followers who have all left: the same. Without a fee: a follower leaving with a gain (even
+        // the rounding dust the pool keeps from a trade) leaves fee shares with the master and the
+        // treasury, and a pool with shares in it needs the master's skin in the game, so prices.
         vm.warp(START);
         wethFeed.setAnswer(ETH_PRICE);
         usdcFeed.setAnswer(USD_PRICE);
+        vm.prank(master);
+        vault.setFee(0);
         depositMaster(vault, 100_000e6);
         uint256 shares = follow(alice, vault, 1_000_000e6);
         tradeMock(vault, address(usdc), address(weth), 50_000e6);
@@ -313,9 +317,22 @@ contract TandemVaultSkinInTheGameTest is Fixture {
         vm.prank(bob);
         uint256 baseOut = vault.exitToBase(bobShares, swaps, 0);
         assertGt(baseOut, 1_000_000e6, "bob left to base with his share of the gain");
-        assertEq(vault.totalShares(), 0, "everyone left");
+        assertEq(vault.sharesOf(bob), 0, "bob left to base");
+        // What stays is the fees on their gains, as shares of the master and the treasury.
+        address treasury = hub.treasury();
+        uint256 masterFeeShares = vault.sharesOf(master);
+        uint256 treasuryFeeShares = vault.sharesOf(treasury);
+        assertGt(masterFeeShares, 0, "the master took fees on the gains");
+        assertGt(treasuryFeeShares, 0, "and so did the treasury");
+        assertEq(vault.totalShares(), masterFeeShares + treasuryFeeShares, "every follower left: fee shares remain");
 
-        // With the pool empty, the master's money is free again.
+        // Those are pool shares like any other, and leave the same way; with the pool empty, the
+        // master's money is free again.
+        vm.prank(master);
+        vault.exitInKind(masterFeeShares);
+        vm.prank(treasury);
+        vault.exitInKind(treasuryFeeShares);
+        assertEq(vault.totalShares(), 0, "the pool is empty");
         _withdrawMaster(vault, address(usdc), 100_000e6);
     }
 }

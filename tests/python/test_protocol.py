@@ -18,7 +18,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
-from web3.types import TxReceipt
+from web3.types import RPCEndpoint, TxReceipt
 
 from tandem import protocol as p
 from tandem import uniswap
@@ -637,6 +637,79 @@ def test_a_pumped_thin_pool_cannot_fill_the_master(
     assert_slippage_revert(excinfo)
     assert state_of(dep, vault, (token.address,)) == before
     assert pair.functions.getReserves().call()[:2] == reserves
+
+
+def send_unmined(dep: Deployment, call: ContractFunction, sender: str, tip_gwei: int) -> bytes:
+    """Send a transaction without waiting for it, so several can share the next block; anvil
+    orders a block by tip, highest first."""
+    tx = call.build_transaction(
+        {
+            "from": sender,
+            "gas": 1_500_000,
+            "maxFeePerGas": Web3.to_wei(500, "gwei"),
+            "maxPriorityFeePerGas": Web3.to_wei(tip_gwei, "gwei"),
+        }
+    )
+    return bytes(dep.w3.eth.send_transaction(tx))
+
+
+@pytest.mark.parametrize("front_run_usdc", [300_000, 3_000_000])
+def test_a_sandwich_costs_the_pool_at_most_the_oracle_bound(
+    dep: Deployment, cast: Cast, front_run_usdc: int
+) -> None:
+    """A searcher buys WETH right before a master's buy, in the same block, and sells it right
+    after. A small front-run (about 0.3% on the 200M USD pool) leaves the trade within the oracle
+    bound: both books lose at most the bound, at the same price. A large one (about 3%) makes the
+    trade revert inside the sandwich, so the pool loses nothing but time."""
+    w3, whale = dep.w3, cast.whale
+    vault = p.create_master(dep, cast.ada, dep.units(BASE, 50_000))
+    follower = cast.followers[2]
+    p.deposit(dep, follower, dep.units(BASE, 400_000))
+    p.allocate(dep, follower, vault, dep.units(BASE, 100_000))
+    usdc, weth = dep.base.address, dep.tokens["WETH"].address
+    router = dep.uniswap.v2.router
+    front = dep.units(BASE, front_run_usdc)
+    p.fund(dep, whale, BASE, front)
+    transact(dep.base.functions.approve(router.address, 2**256 - 1), whale)
+    transact(dep.tokens["WETH"].functions.approve(router.address, 2**256 - 1), whale)
+    weth_bought = router.functions.getAmountsOut(front, [usdc, weth]).call()[1]
+    before = state_of(dep, vault, (weth,))
+    amount = dep.units(BASE, 10_000)
+    trade = vault.functions.trade(
+        (usdc, weth, amount, 0, dep.v2_adapter.address, dep.v2_route(usdc, weth).data, 0)
+    )
+    swap = router.functions.swapExactTokensForTokens
+
+    w3.provider.make_request(RPCEndpoint("evm_setAutomine"), [False])
+    try:
+        hashes = [
+            send_unmined(dep, swap(front, 0, [usdc, weth], whale, uniswap.NO_DEADLINE), whale, 50),
+            send_unmined(dep, trade, cast.ada, 10),
+            send_unmined(dep, swap(weth_bought, 0, [weth, usdc], whale, uniswap.NO_DEADLINE), whale, 1),
+        ]
+        w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+    finally:
+        w3.provider.make_request(RPCEndpoint("evm_setAutomine"), [True])
+    receipts = [w3.eth.get_transaction_receipt(h) for h in hashes]
+    assert len({r["blockNumber"] for r in receipts}) == 1, "all three in one block"
+    assert [r["transactionIndex"] for r in receipts] == [0, 1, 2], "front-run, trade, back-run"
+    assert receipts[0]["status"] == receipts[2]["status"] == 1
+
+    if front_run_usdc == 3_000_000:
+        assert receipts[1]["status"] == 0, "the trade cannot fill inside a 3% sandwich"
+        assert state_of(dep, vault, (weth,)) == before
+        return
+    assert receipts[1]["status"] == 1
+    r = TradeResult.from_receipt(vault, receipts[1])
+    bound = max_slippage(dep)
+    for spent, received in ((r.master_in, r.master_out), (r.pool_in, r.pool_out)):
+        # Each book's loss against the oracle is at most the bound (plus one unit of rounding),
+        # and the front-run did cost something beyond the pool's 0.3% fee.
+        assert received + 1 >= oracle_min_out(spent, r.price_in, r.price_out, bound)
+        assert received < oracle_min_out(spent, r.price_in, r.price_out, 45)
+    # Co-execution: the pool paid the master's price, so the sandwich cost both books alike.
+    assert r.pool_out * r.master_in // r.pool_in in range(r.master_out, r.master_out + 2)
+    assert_balances_match_books(dep, vault)
 
 
 # --- 6. who may do what

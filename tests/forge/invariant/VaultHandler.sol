@@ -120,6 +120,10 @@ contract VaultHandler {
     /// @notice Other guards that gave way: a master withdrawal that left the pool above the hub's
     /// multiple of the master's equity or touched the pool's book, a limit out of bounds accepted.
     uint256 public ghostGuardBreaches;
+    /// @notice Fees charged above the cap times the gain above the high-water mark.
+    uint256 public ghostFeeViolations;
+    string public lastFeeViolation;
+    uint256 public ghostCrystallisations;
     string public lastGuardBreach;
 
     /// @dev Block of each follower's last allocation to each vault.
@@ -245,12 +249,16 @@ contract VaultHandler {
         if (held == 0) return;
         uint256 shares = sharesSeed % 4 == 0 ? held : _bound(sharesSeed, 1, held);
 
-        (address[] memory list, uint256[] memory expected) = _slices(v, shares);
+        (address[] memory list, uint256[] memory pools) = _slices(v, v.totalShares());
         uint256[] memory before = _received(v, f, list);
+        FeeCheck memory fee = _feeCheckBefore(v, f, shares);
         vm.prank(f);
         try v.exitInKind(shares) {
             ++ghostExitsInKind;
             if (_allocatedAt[f][address(v)] == block.number) ++ghostSameBlockExits;
+            uint256 moved = _feeCheckAfter(v, fee, "exitInKind");
+            // The exit burns what the fee left of the shares: each slice is its floored part.
+            uint256[] memory expected = _sliceOf(pools, shares - moved, fee.total);
             uint256[] memory afterwards = _received(v, f, list);
             for (uint256 i; i < list.length; ++i) {
                 if (afterwards[i] - before[i] != expected[i]) {
@@ -281,6 +289,8 @@ contract VaultHandler {
 
         (address[] memory list, uint256[] memory slices) = _slices(v, shares);
         ITandemVault.ExitSwap[] memory swaps = _swapsFor(list, slices, type(uint256).max);
+        (, uint256[] memory pools) = _slices(v, v.totalShares());
+        FeeCheck memory fee = _feeCheckBefore(v, f, shares);
         // Now and then a minimum no fill can reach: the follower's own bound must refuse the exit.
         uint256 minBaseOut = minSeed % 8 == 0 ? type(uint128).max : 0;
         adapter.setFactorBps(_bound(factorSeed, 9_900, 10_000));
@@ -291,6 +301,8 @@ contract VaultHandler {
             ++ghostExitsToBase;
             ghostBaseFromExits[f] += baseOut;
             if (_allocatedAt[f][address(v)] == block.number) ++ghostSameBlockExits;
+            uint256 moved = _feeCheckAfter(v, fee, "exitToBase");
+            slices = _sliceOf(pools, shares - moved, fee.total);
             if (hub.account(f).free != freeBefore + baseOut) {
                 ++ghostSliceMismatches;
                 lastSliceMismatch = "exitToBase credited other than its proceeds";
@@ -452,7 +464,8 @@ contract VaultHandler {
             amountIn: amountIn,
             minAmountOut: 0,
             adapter: address(adapter),
-            route: abi.encodePacked(tokenIn, tokenOut)
+            route: abi.encodePacked(tokenIn, tokenOut),
+            maxPoolIn: 0
         });
         adapter.setFactorBps(_bound(factorSeed, 9_900, 10_000));
 
@@ -479,10 +492,12 @@ contract VaultHandler {
         ITandemVault.ExitSwap[] memory swaps = _swapsFor(list, new uint256[](0), swapMask);
         adapter.setFactorBps(_bound(factorSeed, 9_500, 10_000));
         uint256 freeBefore = hub.account(f).free;
+        FeeCheck memory fee = _feeCheckBefore(v, f, sharesBefore);
 
         vm.prank(keeper);
         try v.triggerExit(f, swaps) returns (uint256 baseOut) {
             ++ghostTriggeredExits;
+            _feeCheckAfter(v, fee, "triggerExit");
             ghostBaseFromExits[f] += baseOut;
             if (!met) {
                 ++ghostTriggerViolations;
@@ -523,9 +538,16 @@ contract VaultHandler {
         }
         ITandemVault.ExitSwap[] memory swaps = _swapsFor(v.tokens(), new uint256[](0), swapMask);
         adapter.setFactorBps(_bound(factorSeed, 9_500, 10_000));
+        // Every follower who may leave, with their whole position: the batch's fees are within
+        // the sum of their caps.
+        FeeCheck memory fee = _feeCheckBefore(v, address(0), 0);
+        for (uint256 i; i < n; ++i) {
+            if (met[i]) fee.maxFee += _maxFee(v, _followers[i], sharesBefore[i], fee);
+        }
 
         vm.prank(keeper);
         try v.triggerExits(batch, swaps) returns (uint256 exited) {
+            _feeCheckAfter(v, fee, "triggerExits");
             uint256 left;
             for (uint256 i; i < n; ++i) {
                 if (v.sharesOf(_followers[i]) == sharesBefore[i]) continue;
@@ -551,6 +573,21 @@ contract VaultHandler {
         for (uint256 i; i < n; ++i) {
             _syncWallet(_followers[i]);
         }
+    }
+
+    /// @notice A keeper crystallises the fees of every follower (those not due are skipped); fees
+    /// move shares only within the cap times each follower's gain.
+    function keeperCrystallise(uint256 vaultSeed) external onClock {
+        TandemVault v = _vault(vaultSeed);
+        FeeCheck memory fee = _feeCheckBefore(v, address(0), 0);
+        for (uint256 i; i < _followers.length; ++i) {
+            fee.maxFee += _maxFee(v, _followers[i], v.sharesOf(_followers[i]), fee);
+        }
+        vm.prank(keeper);
+        try v.crystallise(_followers) returns (uint256 crystallised) {
+            ghostCrystallisations += crystallised;
+            _feeCheckAfter(v, fee, "crystallise");
+        } catch {}
     }
 
     /// @notice A keeper records peaks, for one follower or for all.
@@ -618,7 +655,8 @@ contract VaultHandler {
                 amountIn: _bound(amountSeed, 1, 1_000e6),
                 minAmountOut: 0,
                 adapter: address(adapter),
-                route: ""
+                route: "",
+                maxPoolIn: 0
             });
             (data, label) = (abi.encodeCall(ITandemVault.trade, (t)), "trade");
         } else if (action == 5) {
@@ -627,7 +665,7 @@ contract VaultHandler {
             (data, label) = (abi.encodeCall(ITandemVault.onAllocate, (caller, amount)), "onAllocate");
         } else if (action == 7) {
             (data, label) =
-            (abi.encodeCall(ITandemVault.swapSliceToBase, (address(adapter), token, amount, 0, "")), "swapSliceToBase");
+            (abi.encodeCall(ITandemVault.swapAsVault, (address(adapter), token, address(base), amount, 0, "")), "swapAsVault");
         } else if (action == 8) {
             target = address(hub);
             (data, label) =
@@ -762,6 +800,58 @@ contract VaultHandler {
     }
 
     /// @dev The pro-rata slice of every listed token for `shares`, as the vault computes it.
+    /// @dev What a fee check needs from before a call: the value of a share, the fee holders'
+    /// shares, and the most the call's fees may be worth (the cap times the gains above the marks).
+    struct FeeCheck {
+        bool priced;
+        uint256 poolValue;
+        uint256 total;
+        uint256 feeHeld;
+        uint256 maxFee;
+    }
+
+    function _feeCheckBefore(TandemVault v, address f, uint256 shares) internal view returns (FeeCheck memory c) {
+        c.total = v.totalShares();
+        c.feeHeld = v.sharesOf(v.master()) + v.sharesOf(hub.treasury());
+        try v.equities() returns (uint256, uint256 poolEquity) {
+            (c.priced, c.poolValue) = (true, poolEquity);
+        } catch {}
+        if (f != address(0)) c.maxFee = _maxFee(v, f, shares, c);
+    }
+
+    /// @dev The cap times `f`'s gain on `shares` above their part of their high-water mark.
+    function _maxFee(TandemVault v, address f, uint256 shares, FeeCheck memory c) internal view returns (uint256) {
+        uint256 held = v.sharesOf(f);
+        if (!c.priced || held == 0 || shares == 0) return 0;
+        (uint256 mark,,) = v.feeMarkOf(f);
+        uint256 value = Math.mulDiv(c.poolValue, shares, c.total);
+        uint256 markPart = Math.mulDiv(mark, shares, held, Math.Rounding.Ceil);
+        return value > markPart ? (value - markPart) * v.MAX_FEE_BPS() / 10_000 : 0;
+    }
+
+    /// @dev Records a violation when the shares the call moved to the fee holders are worth more
+    /// than its fees may be (nothing at all without prices); returns the shares moved.
+    function _feeCheckAfter(TandemVault v, FeeCheck memory c, string memory label) internal returns (uint256 moved) {
+        moved = v.sharesOf(v.master()) + v.sharesOf(hub.treasury()) - c.feeHeld;
+        if (moved == 0) return 0;
+        uint256 worth = c.priced ? Math.mulDiv(moved, c.poolValue, c.total) : 0;
+        if ((!c.priced && moved != 0) || worth > c.maxFee) {
+            ++ghostFeeViolations;
+            lastFeeViolation = string.concat(label, " charged a fee above the cap times the gain");
+        }
+    }
+
+    function _sliceOf(uint256[] memory pools, uint256 shares, uint256 total)
+        internal
+        pure
+        returns (uint256[] memory slices)
+    {
+        slices = new uint256[](pools.length);
+        for (uint256 i; i < pools.length; ++i) {
+            slices[i] = Math.mulDiv(pools[i], shares, total);
+        }
+    }
+
     function _slices(TandemVault v, uint256 shares)
         internal
         view

@@ -75,7 +75,7 @@ contract VaultInvariantsTest is Fixture {
     }
 
     function targetSelectors() public view returns (FuzzSelector[] memory targets) {
-        bytes4[] memory selectors = new bytes4[](24);
+        bytes4[] memory selectors = new bytes4[](25);
         selectors[0] = VaultHandler.followerDepositAndAllocate.selector;
         selectors[1] = VaultHandler.followerDepositAndAllocate.selector; // twice: pools need money
         selectors[2] = VaultHandler.followerExitInKind.selector;
@@ -100,6 +100,7 @@ contract VaultInvariantsTest is Fixture {
         selectors[21] = VaultHandler.roll.selector;
         selectors[22] = VaultHandler.trade.selector;
         selectors[23] = VaultHandler.movePrice.selector; // twice: prices are what trip the limits
+        selectors[24] = VaultHandler.keeperCrystallise.selector;
         targets = new FuzzSelector[](1);
         targets[0] = FuzzSelector(address(handler), selectors);
     }
@@ -119,9 +120,9 @@ contract VaultInvariantsTest is Fixture {
     function invariant_poolHoldingsCoverEveryFollowersClaim() public view {
         TandemVault[] memory vs = handler.vaults();
         TestToken[] memory ts = handler.allTokens();
-        address[] memory fs = handler.followers();
         for (uint256 j; j < vs.length; ++j) {
             TandemVault v = vs[j];
+            address[] memory fs = _holders(v);
             uint256 total = v.totalShares();
             for (uint256 t; t < ts.length; ++t) {
                 address token = address(ts[t]);
@@ -159,14 +160,14 @@ contract VaultInvariantsTest is Fixture {
     function invariant_sharesSumToTotal() public view {
         TandemVault[] memory vs = handler.vaults();
         TestToken[] memory ts = handler.allTokens();
-        address[] memory fs = handler.followers();
         for (uint256 j; j < vs.length; ++j) {
             TandemVault v = vs[j];
+            address[] memory fs = _holders(v);
             uint256 sum;
             for (uint256 i; i < fs.length; ++i) {
                 sum += v.sharesOf(fs[i]);
             }
-            assertEq(sum, v.totalShares(), "followers' shares sum to the total");
+            assertEq(sum, v.totalShares(), "followers' and fee holders' shares sum to the total");
 
             address[] memory list = v.tokens();
             assertEq(list[0], address(usdc), "base asset first");
@@ -243,8 +244,10 @@ contract VaultInvariantsTest is Fixture {
             }
             uint256 everyone = vm.snapshotState();
             _pausedAndStale();
-            for (uint256 i; i < fs.length; ++i) {
-                if (v.sharesOf(fs[i]) != 0) _exitAllInKind(v, fs[i]);
+            // Fee holders (the master and the treasury) leave like anyone else.
+            address[] memory holders = _holders(v);
+            for (uint256 i; i < holders.length; ++i) {
+                if (v.sharesOf(holders[i]) != 0) _exitAllInKind(v, holders[i]);
             }
             assertEq(v.totalShares(), 0, "shares left after everyone exited");
             TestToken[] memory ts = handler.allTokens();
@@ -296,6 +299,17 @@ contract VaultInvariantsTest is Fixture {
     }
 
     // ---------------------------------------------------------------------------------------------
+    // 8. Fees within their caps
+    // ---------------------------------------------------------------------------------------------
+
+    /// @notice No exit, triggered exit or crystallisation moved shares to the master and the
+    /// treasury worth more than the hard fee cap times the gains above the high-water marks, nor
+    /// any at all when the fee could not be priced.
+    function invariant_feesNeverExceedTheCapTimesTheGain() public view {
+        assertEq(handler.ghostFeeViolations(), 0, handler.lastFeeViolation());
+    }
+
+    // ---------------------------------------------------------------------------------------------
     // 7. Exits pay their slice; the other guards hold
     // ---------------------------------------------------------------------------------------------
 
@@ -314,6 +328,17 @@ contract VaultInvariantsTest is Fixture {
     // ---------------------------------------------------------------------------------------------
 
     /// @dev The next block, every feed stale, the protocol paused.
+    /// @dev Everyone who may hold shares of `v`: the followers, then the master and the treasury,
+    /// who receive performance fees as shares.
+    function _holders(TandemVault v) internal view returns (address[] memory holders) {
+        address[] memory fs = handler.followers();
+        holders = new address[](fs.length + 2);
+        for (uint256 i; i < fs.length; ++i) {
+            holders[i] = fs[i];
+        }
+        (holders[fs.length], holders[fs.length + 1]) = (v.master(), hub.treasury());
+    }
+
     function _pausedAndStale() internal {
         vm.roll(handler.currentBlock() + 1);
         vm.warp(handler.currentTime() + 2 days + 1);

@@ -74,7 +74,7 @@ abstract contract Fixture is Test {
         wbtcFeed = new TestPriceFeed(8, "BTC / USD", BTC_PRICE);
         wethFeed = new TestPriceFeed(18, "ETH / USD", ETH_PRICE);
 
-        hub = new TandemHub(IERC20(address(usdc)), owner);
+        hub = deployHub(IERC20(address(usdc)), owner);
         mockAdapter = new MockAdapter(hub);
         _deployUniswapV2();
         v2Adapter = new UniswapV2Adapter(hub, v2Router);
@@ -96,6 +96,13 @@ abstract contract Fixture is Test {
         _seedPool(wbtc, weth);
 
         vault = makeVault(master, 100_000e6);
+    }
+
+    /// @dev Deploys the vault implementation for the hub's predicted address, then the hub.
+    function deployHub(IERC20 base, address owner_) internal returns (TandemHub) {
+        address predicted = vm.computeCreateAddress(address(this), vm.getNonce(address(this)) + 1);
+        TandemVault implementation = new TandemVault(predicted, address(base));
+        return new TandemHub(base, owner_, address(implementation));
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -177,7 +184,15 @@ abstract contract Fixture is Test {
     function setPoolMultiple(uint256 multiple) internal {
         ITandemHub.Params memory p = hub.params();
         vm.prank(owner);
-        hub.setParams(p.maxSlippageBps, p.defaultAllocationCapBps, p.minOrderValue, p.lossBudgetBps, uint16(multiple));
+        hub.setParams(
+            p.maxSlippageBps,
+            p.defaultAllocationCapBps,
+            p.minOrderValue,
+            p.lossBudgetBps,
+            uint16(multiple),
+            p.protocolFeeShareBps,
+            p.suspensionDrawdownBps
+        );
     }
 
     /// @dev The largest base amount `v` accepts from a follower now: its value may bring the pool
@@ -210,7 +225,8 @@ abstract contract Fixture is Test {
             amountIn: amountIn,
             minAmountOut: 0,
             adapter: adapter,
-            route: v2Route(tokenIn, tokenOut)
+            route: v2Route(tokenIn, tokenOut),
+            maxPoolIn: 0
         });
     }
 

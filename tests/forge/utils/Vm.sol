@@ -5,6 +5,8 @@ pragma solidity 0.8.28;
 /// @notice Only the cheatcodes these tests call, declared by hand so the suite needs no library.
 interface Vm {
     function prank(address sender) external;
+    function getNonce(address account) external view returns (uint64);
+    function computeCreateAddress(address deployer, uint256 nonce) external pure returns (address);
     function startPrank(address sender) external;
     function stopPrank() external;
     function warp(uint256 timestamp) external;
