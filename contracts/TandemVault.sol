@@ -71,7 +71,7 @@ contract TandemVault is ITandemVault, VaultBase {
         _books[t.tokenIn] = bookIn;
 
         uint256 amountOut;
-        uint256 rest;
+        uint256 rest = 0;
         if (t.maxPoolIn != 0 && z.poolIn > t.maxPoolIn) {
             (amountOut, rest) = _swapOrSplit(t, z);
             // What the pool did not spend stays in its book.
@@ -178,12 +178,17 @@ contract TandemVault is ITandemVault, VaultBase {
         Books memory book = _books[token];
         if (amount > book.master) revert InsufficientMasterBalance(token, book.master, amount);
 
-        address[] memory held = _tokens();
-        (bool priced, uint256[] memory prices) = _tryPrices(held);
         // Skin in the game is owed to followers: fee shares of the master and the treasury do not
         // count, so a trace of them never binds the master.
         uint256 total = _totalShares;
         uint256 followerShares = total - _positions[msg.sender].shares - _positions[HUB.treasury()].shares;
+        address[] memory held = _tokens();
+        // With followers, skin in the game needs prices (a feed down reverts with its own error).
+        // Without, the master may withdraw while a feed is down; their units then stay, which
+        // only makes their index read lower.
+        (bool priced, uint256[] memory prices) = (true, new uint256[](0));
+        if (followerShares != 0) prices = HUB.pricesOf(held);
+        else (priced, prices) = _tryPrices(held);
         if (priced) {
             (uint256 masterEquity, uint256 poolEquity) = _equities(held, prices);
             // The token is in the master's book, so it is held.
@@ -196,12 +201,7 @@ contract TandemVault is ITandemVault, VaultBase {
                 uint256 required = Math.ceilDiv(followersEquity, HUB.params().maxPoolMultiple);
                 if (masterEquity - value < required) revert MasterBelowPoolMultiple(masterEquity - value, required);
             }
-        } else if (followerShares != 0) {
-            // Skin in the game needs prices; this reverts with the feed's own error.
-            HUB.pricesOf(held);
         }
-        // With a feed down and no followers the master may still withdraw; their units stay, which
-        // only makes their index read lower.
 
         // Cannot underflow: checked above.
         unchecked {
@@ -414,9 +414,9 @@ contract TandemVault is ITandemVault, VaultBase {
         address[] memory held = _tokens();
         (uint256 masterEquity, uint256 poolEquity) = _equities(held, HUB.pricesOf(held));
         uint256 value = masterEquity + poolEquity;
-        uint256 share = HUB.params().lossBudgetBps * SHARE_UNIT / BPS;
-        capacity = value * share / SHARE_UNIT;
-        used = Math.mulDiv(_refilled(_state, share), value, SHARE_UNIT);
+        uint256 lossBudgetBps = HUB.params().lossBudgetBps;
+        capacity = value * lossBudgetBps / BPS;
+        used = Math.mulDiv(_refilled(_state, lossBudgetBps * SHARE_PER_BPS), value, SHARE_UNIT);
     }
 
     /// @inheritdoc ITandemVault

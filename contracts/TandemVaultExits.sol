@@ -149,6 +149,12 @@ contract TandemVaultExits is VaultBase {
             FeeMark memory mark = _feeMarks[follower];
             if (block.timestamp < mark.crystallisedAt + CRYSTALLISATION_PERIOD) continue;
             uint256 fee = _takeFee(follower, shares, shares, c);
+            // The peak for the trailing drawdown shrinks with the shares the fee took, so paying a
+            // fee never looks like a drawdown.
+            if (fee != 0) {
+                Guard storage guard = _guards[follower];
+                guard.peakValue = uint96(Math.mulDiv(guard.peakValue, shares - fee, shares));
+            }
             // After a fee the follower's value is still above the mark (the fee is a fraction of
             // the gain), so the mark rises to it; without a gain the mark stays.
             uint256 value = Math.mulDiv(c.poolValue, shares - fee, c.total);
@@ -169,17 +175,15 @@ contract TandemVaultExits is VaultBase {
     /// available; otherwise `priced` says whether they were.
     function _feeContext(bool required) private view returns (FeeContext memory c) {
         address[] memory held = _tokens();
-        uint256[] memory prices;
         if (required) {
-            prices = HUB.pricesOf(held);
+            (, c.poolValue) = _equities(held, HUB.pricesOf(held));
         } else {
-            try HUB.pricesOf(held) returns (uint256[] memory p) {
-                prices = p;
+            try HUB.pricesOf(held) returns (uint256[] memory prices) {
+                (, c.poolValue) = _equities(held, prices);
             } catch {
                 return c;
             }
         }
-        (, c.poolValue) = _equities(held, prices);
         ITandemHub.Params memory params = HUB.params();
         (c.priced, c.total, c.master, c.treasury, c.protocolFeeShareBps, c.feeBps) =
             (true, _totalShares, _master(), HUB.treasury(), params.protocolFeeShareBps, _feeBps());

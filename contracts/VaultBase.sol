@@ -55,6 +55,7 @@ abstract contract VaultBase is ReentrancyGuardTransient {
     uint256 internal constant PRICE_UNIT = 1e18;
     /// @dev The loss budget is a share of the vault's value, with 18 decimals.
     uint256 internal constant SHARE_UNIT = 1e18;
+    uint256 internal constant SHARE_PER_BPS = SHARE_UNIT / BPS;
     /// @dev The master's performance index starts at one, with 18 decimals.
     uint256 internal constant INDEX_UNIT = 1e18;
 
@@ -131,10 +132,14 @@ abstract contract VaultBase is ReentrancyGuardTransient {
     ITandemHub internal immutable HUB;
     IERC20 internal immutable BASE_ASSET;
 
+    // Each half writes only some of the storage and reads the rest: Slither, which sees one half at
+    // a time, takes what the other half writes for never written (see slither-triage.md).
+    // slither-disable-next-line constable-states,uninitialized-state
     address internal _delegate;
     uint256 internal _totalShares;
     mapping(address follower => Position) internal _positions;
     mapping(address follower => Guard) internal _guards;
+    // slither-disable-next-line uninitialized-state
     mapping(address follower => mapping(address token => uint256)) internal _unclaimed;
     TradeState internal _state;
     /// @dev Every token with a non-zero book, at indexes below `_state.tokenCount`; the base asset
@@ -144,9 +149,11 @@ abstract contract VaultBase is ReentrancyGuardTransient {
     Watermark internal _watermark;
     /// @dev Peak index of each earlier day of the window, as `day << 96 | peak`, at `day % 7`.
     uint128[SUSPENSION_WINDOW_DAYS] internal _dayPeaks;
+    // slither-disable-next-line uninitialized-state
     FeeTerms internal _fee;
     mapping(address follower => FeeMark) internal _feeMarks;
     mapping(uint256 id => ITandemVault.Mirror) internal _mirrors;
+    // slither-disable-next-line constable-states,uninitialized-state
     uint256 internal _mirrorCount;
 
     constructor(address hub_, address baseAsset) {
@@ -307,7 +314,7 @@ abstract contract VaultBase is ReentrancyGuardTransient {
         // Rounded up. vaultValue > 0: it includes the swap's input, worth more than its output; and
         // a value times 1e18 stays far below 2^256, so no mulDiv is needed.
         uint256 loss = Math.ceilDiv((valueIn - valueOut) * SHARE_UNIT, vaultValue);
-        uint256 capacity = lossBudgetBps * SHARE_UNIT / BPS;
+        uint256 capacity = lossBudgetBps * SHARE_PER_BPS;
         TradeState storage state = _state;
         uint256 used = _refilled(state, capacity);
         uint256 available = capacity > used ? capacity - used : 0;
@@ -362,8 +369,10 @@ abstract contract VaultBase is ReentrancyGuardTransient {
         uint256 index = Math.min(masterEquity * INDEX_UNIT / units, type(uint96).max);
         Watermark memory w = _watermark;
         uint256 today = block.timestamp / 1 days;
-        bool changed;
+        bool changed = false;
         if (w.day != today) {
+            // The day, modulo the window, is the finished day's bucket (a ring, not a random number).
+            // slither-disable-next-line weak-prng
             if (w.day != 0) _dayPeaks[w.day % SUSPENSION_WINDOW_DAYS] = uint128(uint256(w.day) << 96 | w.dayPeak);
             w.earlierPeak = uint96(_earlierPeak(today));
             (w.day, w.dayPeak) = (uint32(today), 0);

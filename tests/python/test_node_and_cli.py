@@ -189,7 +189,12 @@ def test_cli_demo_runs_to_completion_and_stops_its_anvil() -> None:
     result = run_cli("demo", timeout=90)
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
-    assert "Trade 6" in result.stdout
+    assert "Trade 8" in result.stdout
+    # The risk scene: a fee on a gain, a losing streak that suspends copying, stop-losses.
+    assert "Performance fee:" in result.stdout
+    assert "pool part skipped: master suspended" in result.stdout
+    assert "Copying suspended:" in result.stdout
+    assert "stop-loss" in result.stdout
     assert "Done: the local chain is stopped." in result.stdout
     assert elapsed < 30, f"the demo took {elapsed:.0f} s"
 
