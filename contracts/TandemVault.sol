@@ -102,12 +102,9 @@ contract TandemVault is ITandemVault, VaultBase {
         nonReentrant
         returns (uint256 amountOut)
     {
-        Mirror memory m = _mirrors[id];
-        if (m.remaining == 0) revert MirrorNotPending(id);
-        // Followers who left since the trade took their slice of the unspent input with them: what
-        // is left shrinks in proportion. New followers joined after the trade and are not in it.
-        uint256 total = _totalShares;
-        uint256 remaining = total < m.sharesAt ? Math.mulDiv(m.remaining, total, m.sharesAt) : m.remaining;
+        Mirror memory m = _mirror;
+        if (m.remaining == 0 || id != _mirrorCount - 1) revert MirrorNotPending(id);
+        uint256 remaining = m.remaining;
         if (block.timestamp > m.deadline) return _dropMirror(id, remaining, MirrorDrop.Expired);
         if (m.tokenOut != address(BASE_ASSET) && _books[m.tokenOut].master < m.masterMark) {
             return _dropMirror(id, remaining, MirrorDrop.MasterSold);
@@ -139,12 +136,8 @@ contract TandemVault is ITandemVault, VaultBase {
         _credit(m.tokenOut, 0, amountOut);
 
         remaining -= slice;
-        if (remaining == 0) {
-            delete _mirrors[id];
-        } else {
-            // Cannot overflow: remaining only shrinks.
-            (_mirrors[id].remaining, _mirrors[id].sharesAt) = (uint128(remaining), total);
-        }
+        if (remaining == 0) delete _mirror;
+        else _mirror.remaining = uint128(remaining); // it only shrinks
         emit MirrorExecuted(id, msg.sender, slice, amountOut, remaining);
     }
 
@@ -181,7 +174,9 @@ contract TandemVault is ITandemVault, VaultBase {
         // Skin in the game is owed to followers: fee shares of the master and the treasury do not
         // count, so a trace of them never binds the master.
         uint256 total = _totalShares;
-        uint256 followerShares = total - _positions[msg.sender].shares - _positions[HUB.treasury()].shares;
+        uint256 followerShares = total - _positions[msg.sender].shares;
+        address treasury = HUB.treasury();
+        if (treasury != msg.sender) followerShares -= _positions[treasury].shares;
         address[] memory held = _tokens();
         // With followers, skin in the game needs prices (a feed down reverts with its own error).
         // Without, the master may withdraw while a feed is down; their units then stay, which
@@ -224,8 +219,15 @@ contract TandemVault is ITandemVault, VaultBase {
         if (feeBps > MAX_FEE_BPS) revert FeeOutOfBounds(feeBps, MAX_FEE_BPS);
         uint256 current = _feeBps();
         if (feeBps <= current) {
-            // A cut, or no change: at once, and it cancels any scheduled raise.
+            // A cut, or no change: at once, and it cancels any scheduled raise. It also binds
+            // every follower until their next crystallisation, so a later raise cannot undo it.
             _fee = FeeTerms(feeBps, 0, 0, true);
+            uint256 n = _cuts.length;
+            while (n != 0 && uint16(_cuts[n - 1]) >= feeBps) {
+                _cuts.pop();
+                --n;
+            }
+            _cuts.push(block.timestamp << 16 | feeBps);
             emit FeeSet(feeBps);
         } else {
             uint256 effectiveAt = block.timestamp + FEE_RAISE_DELAY;
@@ -433,7 +435,7 @@ contract TandemVault is ITandemVault, VaultBase {
         returns (uint256 highWaterMark, uint256 feeBps, uint256 crystallisedAt)
     {
         FeeMark memory mark = _feeMarks[follower];
-        return (mark.highWaterMark, Math.min(mark.feeBps, _feeBps()), mark.crystallisedAt);
+        return (mark.highWaterMark, _followerFeeBps(mark), mark.crystallisedAt);
     }
 
     /// @inheritdoc ITandemVault
@@ -449,8 +451,8 @@ contract TandemVault is ITandemVault, VaultBase {
     }
 
     /// @inheritdoc ITandemVault
-    function mirror(uint256 id) external view returns (Mirror memory) {
-        return _mirrors[id];
+    function mirror(uint256 id) external view returns (Mirror memory m) {
+        if (_mirrorCount != 0 && id == _mirrorCount - 1) m = _mirror;
     }
 
     /// @inheritdoc ITandemVault
@@ -477,27 +479,26 @@ contract TandemVault is ITandemVault, VaultBase {
         (z.vaultValue, z.lossBudgetBps, z.maxSlippageBps, z.minOrderValue) =
             (masterEquity + poolEquity, params.lossBudgetBps, params.maxSlippageBps, params.minOrderValue);
 
+        bool suspended = _watch(masterEquity, params.suspensionDrawdownBps);
         bool buy = t.tokenIn == address(BASE_ASSET);
-        if (_watch(masterEquity, params.suspensionDrawdownBps) && buy) {
+        if (buy) {
+            // A buy spends the fraction of the pool's equity that the master spends of theirs,
+            // capped at the pool's base balance.
+            z.poolIn = masterEquity == 0 ? 0 : Math.min(Math.mulDiv(t.amountIn, poolEquity, masterEquity), bookIn.pool);
+        } else {
+            // Any other trade sells the fraction of the pool's position the master sells of theirs.
+            z.poolIn = Math.mulDiv(bookIn.pool, t.amountIn, bookIn.master);
+        }
+        if (z.poolIn == 0) {
+            emit PoolPartSkipped(t.tokenIn, t.tokenOut, 0, SkipReason.NoPoolPosition);
+        } else if (suspended && buy) {
             // A master deep in drawdown is not followed into new risk. Sales are still copied, so
             // the pool never stays in a position the master has left.
-            emit PoolPartSkipped(t.tokenIn, t.tokenOut, 0, SkipReason.MasterSuspended);
-        } else {
-            if (buy) {
-                // A buy spends the fraction of the pool's equity that the master spends of theirs,
-                // capped at the pool's base balance.
-                z.poolIn =
-                    masterEquity == 0 ? 0 : Math.min(Math.mulDiv(t.amountIn, poolEquity, masterEquity), bookIn.pool);
-            } else {
-                // Any other trade sells the fraction of the pool's position the master sells of theirs.
-                z.poolIn = Math.mulDiv(bookIn.pool, t.amountIn, bookIn.master);
-            }
-            if (z.poolIn == 0) {
-                emit PoolPartSkipped(t.tokenIn, t.tokenOut, 0, SkipReason.NoPoolPosition);
-            } else if (_value(z.poolIn, z.priceIn) < params.minOrderValue) {
-                emit PoolPartSkipped(t.tokenIn, t.tokenOut, z.poolIn, SkipReason.BelowMinOrder);
-                z.poolIn = 0;
-            }
+            emit PoolPartSkipped(t.tokenIn, t.tokenOut, z.poolIn, SkipReason.MasterSuspended);
+            z.poolIn = 0;
+        } else if (_value(z.poolIn, z.priceIn) < params.minOrderValue) {
+            emit PoolPartSkipped(t.tokenIn, t.tokenOut, z.poolIn, SkipReason.BelowMinOrder);
+            z.poolIn = 0;
         }
         z.minOut = _minOut(t, t.amountIn + z.poolIn, z);
     }
@@ -534,16 +535,16 @@ contract TandemVault is ITandemVault, VaultBase {
             return;
         }
         uint256 id = _mirrorCount++;
+        // The pool follows the master's latest large order; an older one still pending ends here.
+        if (_mirror.remaining != 0) emit MirrorDropped(id - 1, _mirror.remaining, MirrorDrop.Superseded);
         uint256 deadline = block.timestamp + MIRROR_TTL;
         // rest <= the pool's book, a uint128.
-        _mirrors[id] = Mirror(
-            t.tokenIn, uint40(deadline), t.tokenOut, uint128(rest), _books[t.tokenOut].master, _totalShares
-        );
+        _mirror = Mirror(t.tokenIn, uint40(deadline), t.tokenOut, uint128(rest), _books[t.tokenOut].master);
         emit MirrorRecorded(id, t.tokenIn, t.tokenOut, rest, deadline);
     }
 
     function _dropMirror(uint256 id, uint256 remaining, MirrorDrop reason) private returns (uint256) {
-        delete _mirrors[id];
+        delete _mirror;
         emit MirrorDropped(id, remaining, reason);
         return 0;
     }

@@ -205,7 +205,7 @@ contract TandemVaultExits is VaultBase {
         uint256 markPart = Math.mulDiv(mark.highWaterMark, shares, sharesBefore, Math.Rounding.Ceil);
         if (value <= markPart) return 0;
         uint256 gain = value - markPart;
-        uint256 fee = gain * Math.min(mark.feeBps, c.feeBps) / BPS;
+        uint256 fee = gain * _followerFeeBps(mark) / BPS;
         // Rounds down: the shares moved are never worth more than the fee.
         feeShares = Math.mulDiv(fee, c.total, c.poolValue);
         if (feeShares == 0) return 0;
@@ -251,6 +251,9 @@ contract TandemVaultExits is VaultBase {
             _positions[follower].shares -= uint192(burn);
             _totalShares = total - burn;
         }
+        // The follower took their slice of a pending mirror's unspent input with them.
+        uint256 pending = _mirror.remaining;
+        if (pending != 0) _mirror.remaining = uint128(pending - Math.mulDiv(pending, burn, total, Math.Rounding.Ceil));
     }
 
     /// @dev What stays of the position keeps its share of the entry, peak and high-water values.

@@ -152,9 +152,15 @@ abstract contract VaultBase is ReentrancyGuardTransient {
     // slither-disable-next-line uninitialized-state
     FeeTerms internal _fee;
     mapping(address follower => FeeMark) internal _feeMarks;
-    mapping(uint256 id => ITandemVault.Mirror) internal _mirrors;
+    /// @dev The pending mirror, if `remaining` is not zero; its id is `_mirrorCount - 1`.
+    ITandemVault.Mirror internal _mirror;
     // slither-disable-next-line constable-states,uninitialized-state
     uint256 internal _mirrorCount;
+    /// @dev Fee cuts as `time << 16 | feeBps`, oldest first, each lower than every later one: a
+    /// cut removes the earlier entries it undercuts. The first entry at or after a time is the
+    /// lowest fee set since then (see `_followerFeeBps`).
+    // slither-disable-next-line uninitialized-state
+    uint256[] internal _cuts;
 
     constructor(address hub_, address baseAsset) {
         HUB = ITandemHub(hub_);
@@ -435,6 +441,21 @@ abstract contract VaultBase is ReentrancyGuardTransient {
             return (true, ITandemVault.ExitReason.TakeProfit, value);
         }
         return (false, ITandemVault.ExitReason.StopLoss, value);
+    }
+
+    /// @dev The fee `mark` pays: the fee agreed at its last crystallisation (or allocation), lowered
+    /// by every cut since, and by the fee in force. A raise reaches a follower only through their
+    /// next crystallisation, so it never applies to gains made before it.
+    function _followerFeeBps(FeeMark memory mark) internal view returns (uint256 feeBps) {
+        feeBps = Math.min(mark.feeBps, _feeBps());
+        // The first cut at or after the mark: a binary search over the ordered cuts.
+        (uint256 low, uint256 high) = (0, _cuts.length);
+        while (low < high) {
+            uint256 mid = (low + high) / 2;
+            if (_cuts[mid] >> 16 < mark.crystallisedAt) low = mid + 1;
+            else high = mid;
+        }
+        if (low < _cuts.length) feeBps = Math.min(feeBps, uint16(_cuts[low]));
     }
 
     /// @dev The master's fee in force: a scheduled raise once due, else the fee set (or the default).

@@ -32,9 +32,10 @@ interface ITandemVault {
     }
 
     /// @notice The rest of a pool's part that did not fit in the master's trade, to be swapped in
-    /// slices by anyone until it is done or `deadline` passes.
-    /// @param remaining What is left to spend of `tokenIn`, for the pool as it was at `sharesAt`
-    /// total shares: exits since then shrink it in proportion.
+    /// slices by anyone until it is done or `deadline` passes. A vault has at most one: the
+    /// master's latest large order replaces an older one.
+    /// @param remaining What is left to spend of `tokenIn`. Each exit shrinks it in proportion to
+    /// the shares burned: the follower took their slice of the unspent input with them.
     /// @param masterMark The master's book of `tokenOut` right after the trade; once it is lower,
     /// the master has sold and the mirror is dropped, never executed.
     struct Mirror {
@@ -43,7 +44,6 @@ interface ITandemVault {
         address tokenOut;
         uint128 remaining;
         uint128 masterMark;
-        uint256 sharesAt;
     }
 
     /// @notice How to swap a follower's slice of `token` to the base asset on an exit.
@@ -87,7 +87,8 @@ interface ITandemVault {
     /// @notice Why a pending mirror ended without being filled.
     enum MirrorDrop {
         Expired, // its deadline passed
-        MasterSold // the master has sold some of what the mirror would buy
+        MasterSold, // the master has sold some of what the mirror would buy
+        Superseded // the master's next large order left a mirror of its own
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -144,7 +145,8 @@ interface ITandemVault {
     error TooManyTokens(uint256 max);
     /// @notice A performance fee above the hard cap of 30%.
     error FeeOutOfBounds(uint256 feeBps, uint256 maxFeeBps);
-    /// @notice There is no pending mirror with this id (never recorded, filled or dropped).
+    /// @notice There is no pending mirror with this id (never recorded, filled, dropped or
+    /// replaced).
     error MirrorNotPending(uint256 id);
     /// @notice The master's drawdown has suspended copying of buys: a mirror spending the base
     /// asset waits until copying resumes or its deadline passes.
@@ -430,10 +432,11 @@ interface ITandemVault {
     /// peak over the last seven days as of the last trade.
     function suspension() external view returns (bool suspended, uint256 index, uint256 peak);
 
-    /// @notice Pending mirror `id` (all zero once filled or dropped).
+    /// @notice Pending mirror `id` (all zero unless it is the latest and still pending).
     function mirror(uint256 id) external view returns (Mirror memory);
 
-    /// @notice How many mirrors were ever recorded; ids run from zero.
+    /// @notice How many mirrors were ever recorded; ids run from zero, and only the latest may be
+    /// pending.
     function mirrorCount() external view returns (uint256);
 
     /// @notice The hub this vault belongs to.

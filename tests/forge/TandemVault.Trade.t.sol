@@ -112,8 +112,15 @@ contract TandemVaultTradeTest is Fixture {
         bool suspended = prior != 0
             && mEq * BPS < valueOf(usdc, masterBase) * (BPS - hub.params().suspensionDrawdownBps);
         if (suspended) {
+            // The event reports the pool's part as sized, unless there was nothing to skip.
+            uint256 sized = Math.min(spend * pEq / mEq, pBase);
             vm.expectEmit(true, true, false, true, address(v));
-            emit ITandemVault.PoolPartSkipped(address(usdc), address(wbtc), 0, ITandemVault.SkipReason.MasterSuspended);
+            emit ITandemVault.PoolPartSkipped(
+                address(usdc),
+                address(wbtc),
+                sized,
+                sized == 0 ? ITandemVault.SkipReason.NoPoolPosition : ITandemVault.SkipReason.MasterSuspended
+            );
         }
 
         tradeMock(v, address(usdc), address(wbtc), spend);
