@@ -48,12 +48,13 @@ demo: setup
 test: setup
 	$(BIN)/tandem compile
 	$(MAKE) --no-print-directory slither
-	FOUNDRY_PROFILE=ci node_modules/.bin/forge test
+	FOUNDRY_PROFILE=ci bin/forge test
 	$(BIN)/pytest -q
 
-# Slither drives forge, so node_modules/.bin goes first on PATH; see contracts/slither-triage.md.
+# Slither drives forge, so bin/ (forge as its native binary) goes first on PATH; see
+# contracts/slither-triage.md.
 slither: setup
-	FOUNDRY_PROFILE=slither PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/slither .
+	FOUNDRY_PROFILE=slither PATH="$(CURDIR)/bin:$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/slither .
 
 bench-gas: setup
 	$(BIN)/python benchmarks/gas.py
@@ -61,7 +62,7 @@ bench-gas: setup
 # The invariant tests far beyond the ci profile's 256 runs, before a release or after a change
 # to the vault's accounting.
 fuzz-long: setup
-	FOUNDRY_INVARIANT_RUNS=10000 FOUNDRY_INVARIANT_DEPTH=100 node_modules/.bin/forge test --match-path 'tests/forge/invariant/*'
+	FOUNDRY_INVARIANT_RUNS=10000 FOUNDRY_INVARIANT_DEPTH=100 bin/forge test --match-path 'tests/forge/invariant/*'
 
 lint: setup
 	$(BIN)/ruff check .

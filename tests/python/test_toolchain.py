@@ -227,3 +227,24 @@ def test_forge_builds_with_the_project_config(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     built = json.loads((tmp_path / "build/forge/Sample.sol/Sample.json").read_text())
     assert built["bytecode"]["object"].startswith("0x6080")
+
+
+def test_bin_forge_passes_a_failing_test_runs_exit_status_on(tmp_path: Path) -> None:
+    """make and CI run bin/forge: a failing forge test must fail them (the npm launcher would
+    report success)."""
+    failing = (
+        "// SPDX-License-Identifier: MIT\npragma solidity 0.8.28;\n"
+        "contract FailingTest { function test_fails() public pure { require(false, \"boom\"); } }\n"
+    )
+    make_project(tmp_path, {"tests/forge/Failing.t.sol": failing, "contracts/Sample.sol": SAMPLE})
+    shutil.copy(REPO / "foundry.toml", tmp_path / "foundry.toml")
+    result = subprocess.run(
+        [str(REPO / "bin" / "forge"), "test"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "test_fails" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
+
