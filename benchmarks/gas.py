@@ -130,7 +130,8 @@ def measure(dep: Deployment, accounts: list[str]) -> Figures:
         figures.add(f"copy_one_swap_per_follower_{venue}_{COPIED_FOLLOWERS}", total)
 
     next_account += COPIED_FOLLOWERS
-    measure_suspended_trade(dep, *accounts[next_account : next_account + 2], figures)
+    master, follower = accounts[next_account : next_account + 2]
+    measure_suspended_trade(dep, master, follower, figures)
 
     # Last, as it moves an oracle price away from the pools.
     measure_risk_exits(dep, risk_vault, risk_followers, figures)
@@ -168,7 +169,9 @@ def measure_suspended_trade(dep: Deployment, master: str, follower: str, figures
     vault = p.create_master(dep, master, dep.units(BASE, 10_000))
     p.deposit(dep, follower, dep.units(BASE, 40_000))
     p.allocate(dep, follower, vault, dep.units(BASE, 10_000))
-    p.trade(dep, vault, master, "USDC", "LINK", dep.units(BASE, 9_000), dep.v2_route("USDC", "LINK"))
+    p.trade(
+        dep, vault, master, "USDC", "LINK", dep.units(BASE, 9_000), dep.v2_route("USDC", "LINK")
+    )
     spec = dep.specs["LINK"]
     p.move_price(dep, "LINK", spec.usd_price * 7 / 10, master)
     buy = dep.v2_route("USDC", "WETH")

@@ -247,9 +247,13 @@ class Demo:
         receipt = p.trigger_exits(
             self.dep, vault, self.cast.keeper.address, [f.address for f in followers], routes
         )
-        table = Table(title=f"A keeper triggers risk exits in {master}'s pool (gas {receipt['gasUsed']:,})")
+        table = Table(
+            title=f"A keeper triggers risk exits in {master}'s pool (gas {receipt['gasUsed']:,})"
+        )
         for column in ("Follower", "Limit met", "Entry (USD)", "Value (USD)", "Credited (USDC)"):
-            table.add_column(column, justify="left" if column in ("Follower", "Limit met") else "right")
+            table.add_column(
+                column, justify="left" if column in ("Follower", "Limit met") else "right"
+            )
         exits = vault.events.ExitedToBase().process_receipt(receipt, errors=DISCARD)
         credited = {e["args"]["follower"]: e["args"]["baseOut"] for e in exits}
         reasons = ("stop-loss", "maximum drawdown", "take-profit")  # ITandemVault.ExitReason
@@ -267,7 +271,7 @@ class Demo:
         self.console.print(table)
 
     def print_fee(self, vault: Contract, receipt: Any, master: str) -> None:
-        """The performance fee an exit paid, if its gain was above the follower's high-water mark."""
+        """The performance fee an exit paid, if it gained above the high-water mark."""
         for event in vault.events.FeeCharged().process_receipt(receipt, errors=DISCARD):
             a = event["args"]
             gain, fee = (Decimal(a[k]) / p.PRICE_UNIT for k in ("gain", "fee"))

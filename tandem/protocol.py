@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import rlp
+import rlp  # type: ignore[import-untyped]
 from eth_typing import ChecksumAddress
-from eth_utils import keccak
 from eth_utils.address import to_checksum_address as checksum
+from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
@@ -312,13 +312,11 @@ def load_local(w3: Web3, settings: Settings | None = None) -> Deployment:
     )
 
 
-def deploy_hub(
-    w3: Web3, base_asset: str, owner: str, settings: Settings | None = None
-) -> Contract:
+def deploy_hub(w3: Web3, base_asset: str, owner: str, settings: Settings | None = None) -> Contract:
     """Deploy a hub owned by ``owner``. The vault implementation is too large to be deployed by
     the hub, so it is deployed first, for the address the hub will get as ``owner``'s next
     deployment, and the hub checks it."""
-    hub_address = create_address(owner, w3.eth.get_transaction_count(owner) + 1)
+    hub_address = create_address(owner, w3.eth.get_transaction_count(checksum(owner)) + 1)
     implementation, _ = deploy(
         w3, "TandemVault", hub_address, base_asset, sender=owner, settings=settings
     )

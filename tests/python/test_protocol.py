@@ -571,7 +571,9 @@ def test_fee_on_transfer_tokens_are_refused(dep: Deployment, cast: Cast) -> None
 
     # Master deposits are valued at oracle prices, so this hub prices its base asset.
     fot_feed, _ = deploy(w3, "TestPriceFeed", 8, "FOT / USD", 10**8, sender=owner)
-    transact(fot_hub.functions.setAsset(fot.address, fot_feed.address, FEED_HEARTBEAT, 8, True), owner)
+    transact(
+        fot_hub.functions.setAsset(fot.address, fot_feed.address, FEED_HEARTBEAT, 8, True), owner
+    )
     transact(fot_hub.functions.createVault(), cast.stranger)
     fot_vault = dep.vault(fot_hub.functions.vaultOf(cast.stranger).call())
     transact(fot.functions.approve(fot_vault.address, amount), cast.stranger)
@@ -685,7 +687,9 @@ def test_a_sandwich_costs_the_pool_at_most_the_oracle_bound(
         hashes = [
             send_unmined(dep, swap(front, 0, [usdc, weth], whale, uniswap.NO_DEADLINE), whale, 50),
             send_unmined(dep, trade, cast.ada, 10),
-            send_unmined(dep, swap(weth_bought, 0, [weth, usdc], whale, uniswap.NO_DEADLINE), whale, 1),
+            send_unmined(
+                dep, swap(weth_bought, 0, [weth, usdc], whale, uniswap.NO_DEADLINE), whale, 1
+            ),
         ]
         w3.provider.make_request(RPCEndpoint("evm_mine"), [])
     finally:

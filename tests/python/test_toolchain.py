@@ -234,7 +234,7 @@ def test_bin_forge_passes_a_failing_test_runs_exit_status_on(tmp_path: Path) -> 
     report success)."""
     failing = (
         "// SPDX-License-Identifier: MIT\npragma solidity 0.8.28;\n"
-        "contract FailingTest { function test_fails() public pure { require(false, \"boom\"); } }\n"
+        'contract FailingTest { function test_fails() public pure { require(false, "boom"); } }\n'
     )
     make_project(tmp_path, {"tests/forge/Failing.t.sol": failing, "contracts/Sample.sol": SAMPLE})
     shutil.copy(REPO / "foundry.toml", tmp_path / "foundry.toml")
@@ -247,4 +247,3 @@ def test_bin_forge_passes_a_failing_test_runs_exit_status_on(tmp_path: Path) -> 
     )
     assert "test_fails" in result.stdout, result.stdout + result.stderr
     assert result.returncode == 1, result.stdout + result.stderr
-
