@@ -325,18 +325,20 @@ interface ITandemVault {
     function onAllocate(address follower, uint256 amount) external returns (uint256 shares);
 
     /// @notice Burns `shares` of the caller for their pro-rata slice of every pool token, paid to
-    /// their wallet. Needs no oracle and no adapter; never paused. A slice whose transfer fails (a
-    /// paused token, say) does not block the rest: it is held for the caller to `claim`.
+    /// their wallet, after the performance fee on their gain (see `FeeCharged`). Needs no adapter
+    /// and no oracle (with a feed down the fee is skipped); never paused. A slice whose transfer
+    /// fails (a paused token, say) does not block the rest: it is held for the caller to `claim`.
     function exitInKind(uint256 shares) external returns (address[] memory tokens, uint256[] memory amounts);
 
     /// @notice Pays the caller's held slice of `token` (see `exitInKind`) to `to`.
     function claim(address token, address to) external returns (uint256 amount);
 
-    /// @notice Burns `shares` of the caller for their pro-rata slice of every pool token, swaps each
-    /// non-base slice to the base asset within the oracle bound, and credits the proceeds to the
-    /// caller's hub account. Never paused.
-    /// @dev Requirements: one swap for every non-zero non-base slice; allow-listed adapters; the
-    /// proceeds at least `minBaseOut` (the caller's own bound against sandwiches).
+    /// @notice Burns `shares` of the caller, less the performance fee on their gain, for their
+    /// pro-rata slice of every pool token, swaps each non-base slice to the base asset within the
+    /// oracle bound, and credits the proceeds to the caller's hub account. Never paused.
+    /// @dev Requirements: one swap for every non-zero non-base slice (a swap for a slice that
+    /// rounds to nothing is ignored); allow-listed adapters; the proceeds at least `minBaseOut`
+    /// (the caller's own bound against sandwiches).
     function exitToBase(uint256 shares, ExitSwap[] calldata swaps, uint256 minBaseOut)
         external
         returns (uint256 baseOut);
@@ -356,7 +358,7 @@ interface ITandemVault {
     /// prices. Each slice is swapped along `swaps` within the oracle bound; a slice that cannot be
     /// (no swap given, or the swap fails) is paid to the follower in kind, or held for them to
     /// claim if even that transfer fails. The base proceeds are credited to the follower's hub
-    /// account. Never paused.
+    /// account. The performance fee on a gain is charged as on any exit. Never paused.
     /// @dev Requirements: the follower holds shares and a limit holds (`ExitConditionNotMet`).
     function triggerExit(address follower, ExitSwap[] calldata swaps) external returns (uint256 baseOut);
 
