@@ -114,6 +114,11 @@ class LocalNode:
             str(self.accounts),
             "--balance",
             str(self.balance_eth),
+            # Anvil moves the states of older blocks to a temporary folder in the user's home and,
+            # when stopped, leaves them there: gigabytes for a long run such as the gas benchmark.
+            # Nothing here reads old states, so none are written to disk.
+            "--max-persisted-states",
+            "0",
         ]
         if self.block_time is not None:
             args += ["--block-time", str(self.block_time)]
