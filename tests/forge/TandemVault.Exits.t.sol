@@ -293,6 +293,11 @@ contract TandemVaultExitsTest is Fixture {
     function testFuzz_exitToBase_creditsAtLeastOracleBoundOfSlice(uint256 a, uint256 buy, uint256 burn) public {
         vm.prank(owner);
         hub.setParams(100, 2_500, 0, 100, 20, 1_000, 1_500);
+        // This test is about what each slice fetches. The rounding dust a trade leaves the pool is
+        // a gain, and a fee on it would move a few shares instead of burning them: fees have
+        // their own tests (TandemVault.Fees.t.sol).
+        vm.prank(master);
+        vault.setFee(0);
         uint256 sa = follow(alice, vault, bound(a, 10e6, 1_000_000e6));
         tradeMock(vault, address(usdc), address(weth), bound(buy, 1_000e6, 90_000e6));
         burn = bound(burn, 1, sa);
