@@ -6,7 +6,6 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 
 import {ITandemHub} from "../../contracts/interfaces/ITandemHub.sol";
 import {ITandemVault} from "../../contracts/interfaces/ITandemVault.sol";
-import {TestPriceFeed} from "../../contracts/testing/TestPriceFeed.sol";
 
 import {Fixture} from "./utils/Fixture.sol";
 
@@ -50,27 +49,6 @@ contract TandemVaultFeesTest is Fixture {
         assertEq(vault.totalShares(), shares, "Alice holds every share");
     }
 
-    function _setEth(uint256 usd) internal {
-        wethFeed.setAnswer(int256(usd));
-    }
-
-    function _refresh(TestPriceFeed feed) internal {
-        (, int256 answer,,,) = feed.latestRoundData();
-        feed.setAnswer(answer);
-    }
-
-    /// @dev Moves time to `t` and refreshes every feed at its current answer, so nothing is stale.
-    function _warpTo(uint256 t) internal {
-        vm.warp(t);
-        _refresh(usdcFeed);
-        _refresh(wbtcFeed);
-        _refresh(wethFeed);
-    }
-
-    function _warp(uint256 dt) internal {
-        _warpTo(block.timestamp + dt);
-    }
-
     /// @dev The pool's value at oracle prices, from its books and the hub's prices.
     function _poolValue() internal view returns (uint256 v) {
         address[] memory held = vault.tokens();
@@ -111,23 +89,15 @@ contract TandemVaultFeesTest is Fixture {
     /// @dev Puts `feeBps` in force: at once for a cut, after the raise delay for a raise.
     function _feeInForce(uint256 feeBps) internal {
         _setFee(feeBps);
-        if (feeBps > DEFAULT_FEE) _warp(RAISE_DELAY);
+        if (feeBps > DEFAULT_FEE) warpFresh(RAISE_DELAY);
         (uint256 inForce,,) = vault.feeTerms();
         assertEq(inForce, feeBps, "fee in force");
     }
 
     function _setProtocolShare(uint256 bps) internal {
         ITandemHub.Params memory p = hub.params();
-        vm.prank(owner);
-        hub.setParams(
-            p.maxSlippageBps,
-            p.defaultAllocationCapBps,
-            p.minOrderValue,
-            p.lossBudgetBps,
-            p.maxPoolMultiple,
-            uint16(bps),
-            p.suspensionDrawdownBps
-        );
+        p.protocolFeeShareBps = uint16(bps);
+        setParams(p);
     }
 
     function _exitAll(address who) internal returns (address[] memory tokens_, uint256[] memory amounts) {
@@ -214,8 +184,8 @@ contract TandemVaultFeesTest is Fixture {
         tradeMock(vault, address(usdc), address(weth), 30_000e6);
         assertEq(poolBook(vault, usdc), 14_000e6, "pool base");
         assertEq(poolBook(vault, weth), 2e18, "pool ETH");
-        _warp(PERIOD);
-        _setEth(5_000e18);
+        warpFresh(PERIOD);
+        setEthPrice(5_000e18);
 
         uint256 total = vault.totalShares();
         uint256 poolValue = _poolValue();
@@ -272,10 +242,10 @@ contract TandemVaultFeesTest is Fixture {
 
         uint256 sa = follow(alice, vault, a);
         tradeMock(vault, address(usdc), address(weth), buy);
-        _setEth(bound(midPrice, 1_500e18, 6_000e18));
+        setEthPrice(bound(midPrice, 1_500e18, 6_000e18));
         uint256 sb = follow(bob, vault, b);
-        _warp(PERIOD);
-        _setEth(bound(endPrice, 1_000e18, 50_000e18));
+        warpFresh(PERIOD);
+        setEthPrice(bound(endPrice, 1_000e18, 50_000e18));
 
         uint256 total = vault.totalShares();
         uint256 poolValue = _poolValue();
@@ -315,7 +285,7 @@ contract TandemVaultFeesTest is Fixture {
 
     function test_exitInKind_chargesFeeOnGain_paysTheRest() public {
         uint256 sa = _alicePool();
-        _setEth(5_000e18); // Alice: 12,000 against a mark of 10,000
+        setEthPrice(5_000e18); // Alice: 12,000 against a mark of 10,000
 
         (uint256 gain, uint256 fee) = _expectFee(alice, sa, sa, ENTRY, DEFAULT_FEE);
         assertEq(gain, 2_000e18, "gain");
@@ -338,7 +308,7 @@ contract TandemVaultFeesTest is Fixture {
     /// gain, against its half of the mark. Together: the fee on the whole gain, once.
     function test_exitToBase_partialExits_chargeEachPartOnce() public {
         uint256 sa = _alicePool();
-        _setEth(5_000e18);
+        setEthPrice(5_000e18);
         uint256 half = sa / 2;
 
         (uint256 gain1, uint256 fee1) = _expectFee(alice, half, sa, ENTRY, DEFAULT_FEE);
@@ -371,7 +341,7 @@ contract TandemVaultFeesTest is Fixture {
         uint256 sa = _alicePool();
         vm.prank(alice);
         vault.setLimits(ITandemVault.Limits(1_000, 5_000, 1_500));
-        _setEth(9_000e18);
+        setEthPrice(9_000e18);
         uint256 feeShares = sa * 375 / 10_000;
 
         vm.expectEmit(address(vault));
@@ -390,14 +360,14 @@ contract TandemVaultFeesTest is Fixture {
 
     function test_crystallise_atMostOncePerPeriod_byAnyone_skipsMasterAndTreasury() public {
         uint256 sa = _alicePool();
-        _setEth(5_000e18);
+        setEthPrice(5_000e18);
 
-        _warpTo(START + PERIOD - 1);
+        warpFreshTo(START + PERIOD - 1);
         assertEq(_crystallise(_list(alice)), 0, "not yet 30 days since her allocation");
         assertEq(_feeShares(), 0, "nothing charged");
         _assertMark(alice, ENTRY, DEFAULT_FEE, START, "mark untouched");
 
-        _warpTo(START + PERIOD);
+        warpFreshTo(START + PERIOD);
         // Crystallisation is never paused: it moves shares, never tokens.
         vm.prank(guardian);
         hub.setPaused(true);
@@ -411,12 +381,12 @@ contract TandemVaultFeesTest is Fixture {
         _assertMark(master, 0, 0, 0, "the master has no mark");
         _assertMark(treasury, 0, 0, 0, "the treasury has no mark");
 
-        _setEth(6_000e18);
-        _warpTo(START + 2 * PERIOD - 1);
+        setEthPrice(6_000e18);
+        warpFreshTo(START + 2 * PERIOD - 1);
         assertEq(_crystallise(list), 0, "within 30 days of the last crystallisation");
         assertEq(_feeShares(), charged, "nothing more charged");
 
-        _warpTo(START + 2 * PERIOD);
+        warpFreshTo(START + 2 * PERIOD);
         uint256 s = vault.sharesOf(alice);
         _expectFee(alice, s, s, mark, DEFAULT_FEE);
         assertEq(_crystallise(list), 1, "again, a period later");
@@ -436,21 +406,21 @@ contract TandemVaultFeesTest is Fixture {
         _assertMark(alice, 7_500e18, DEFAULT_FEE, START, "three quarters of the mark stay");
 
         // Down: crystallising restarts the period but charges nothing and keeps the mark.
-        _setEth(2_000e18);
-        _warp(PERIOD);
+        setEthPrice(2_000e18);
+        warpFresh(PERIOD);
         assertEq(_crystallise(_list(alice)), 1, "crystallised");
         assertEq(_feeShares(), 0, "a loss pays nothing");
         _assertMark(alice, 7_500e18, DEFAULT_FEE, START + PERIOD, "mark kept through a loss");
 
         // Back up to the mark exactly: still nothing.
-        _setEth(3_000e18);
-        _warp(PERIOD);
+        setEthPrice(3_000e18);
+        warpFresh(PERIOD);
         assertEq(_worth(vault.sharesOf(alice)), 7_500e18, "back at the mark");
         assertEq(_crystallise(_list(alice)), 1, "crystallised");
         assertEq(_feeShares(), 0, "recovering a loss is not a gain");
 
         // Above it: the fee is on the part above the mark only (5,250 + 0.75 ETH at 4,000 = 8,250).
-        _setEth(4_000e18);
+        setEthPrice(4_000e18);
         uint256 s = vault.sharesOf(alice);
         (uint256 gain, uint256 fee) = _expectFee(alice, s, s, 7_500e18, DEFAULT_FEE);
         assertEq(gain, 750e18, "gain above the mark");
@@ -460,8 +430,8 @@ contract TandemVaultFeesTest is Fixture {
 
     function test_crystallise_neverChargesTheSameGainTwice() public {
         uint256 sa = _alicePool();
-        _setEth(5_000e18);
-        _warp(PERIOD);
+        setEthPrice(5_000e18);
+        warpFresh(PERIOD);
         _crystallise(_list(alice));
         uint256 charged = _feeShares();
         assertApproxEqAbs(_worth(charged), 200e18, 1, "the gain of 2,000 charged once");
@@ -469,7 +439,7 @@ contract TandemVaultFeesTest is Fixture {
         assertApproxEqAbs(mark, 11_800e18, 1, "mark raised to the value after the fee");
 
         // Same prices a period later: nothing new to charge, by crystallisation or by exit.
-        _warp(PERIOD);
+        warpFresh(PERIOD);
         assertEq(_crystallise(_list(alice)), 1, "crystallised again");
         assertEq(_feeShares(), charged, "the same gain is not charged twice");
         _assertMark(alice, mark, DEFAULT_FEE, block.timestamp, "mark unchanged");
@@ -485,7 +455,7 @@ contract TandemVaultFeesTest is Fixture {
 
     function test_setFee_cutAppliesAtOnce_toExistingFollowers() public {
         uint256 sa = _alicePool();
-        _setEth(5_000e18);
+        setEthPrice(5_000e18);
         vm.expectEmit(address(vault));
         emit ITandemVault.FeeSet(500);
         _setFee(500);
@@ -505,7 +475,7 @@ contract TandemVaultFeesTest is Fixture {
         emit ITandemVault.FeeSet(800);
         _setFee(800);
         _assertTerms(800, 0, 0, "cut in force, raise cancelled");
-        _warp(RAISE_DELAY + 1);
+        warpFresh(RAISE_DELAY + 1);
         _assertTerms(800, 0, 0, "the cancelled raise never comes due");
     }
 
@@ -516,7 +486,7 @@ contract TandemVaultFeesTest is Fixture {
     /// to the 10% then in force.
     function test_setFee_raise_scheduledSevenDays_thenOnlyAfterEachFollowersCrystallisation() public {
         uint256 sa = _alicePool();
-        _setEth(5_000e18);
+        setEthPrice(5_000e18);
         uint256 effectiveAt = START + RAISE_DELAY;
         vm.expectEmit(address(vault));
         emit ITandemVault.FeeRaiseScheduled(2_000, effectiveAt);
@@ -525,7 +495,7 @@ contract TandemVaultFeesTest is Fixture {
         _assertMark(alice, ENTRY, DEFAULT_FEE, START, "alice at 10%");
 
         // A second before it is due: 10% for everyone.
-        _warpTo(effectiveAt - 1);
+        warpFreshTo(effectiveAt - 1);
         _assertTerms(DEFAULT_FEE, 2_000, effectiveAt, "still pending");
         uint256 snap = vm.snapshotState();
         (, uint256 fee) = _expectFee(alice, sa, sa, ENTRY, DEFAULT_FEE);
@@ -536,7 +506,7 @@ contract TandemVaultFeesTest is Fixture {
         _assertMark(carol, 1_000e18, DEFAULT_FEE, effectiveAt - 1, "carol agrees to the fee in force: 10%");
 
         // Due: the master's fee is 20%, but not for gains Alice made before her next crystallisation.
-        _warpTo(effectiveAt);
+        warpFreshTo(effectiveAt);
         _assertTerms(2_000, 0, 0, "raise in force");
         _assertMark(alice, ENTRY, DEFAULT_FEE, START, "alice still at 10%");
         snap = vm.snapshotState();
@@ -549,7 +519,7 @@ contract TandemVaultFeesTest is Fixture {
         _assertMark(bob, ENTRY, 2_000, effectiveAt, "bob agrees to 20%");
 
         // Alice's first crystallisation charges her gain so far at 10%, then moves her to 20%.
-        _warpTo(START + PERIOD);
+        warpFreshTo(START + PERIOD);
         (uint256 gain,) = _expectFee(alice, sa, sa, ENTRY, DEFAULT_FEE);
         assertApproxEqAbs(gain, 2_000e18, 10, "her gain before crystallisation");
         assertEq(_crystallise(_list(alice, bob)), 1, "bob's period has not passed");
@@ -559,7 +529,7 @@ contract TandemVaultFeesTest is Fixture {
         _assertMark(carol, 1_000e18, DEFAULT_FEE, effectiveAt - 1, "carol untouched, still at 10%");
 
         // Later gains: 20% for Alice and Bob, 10% for Carol.
-        _setEth(6_000e18);
+        setEthPrice(6_000e18);
         uint256 s = vault.sharesOf(alice);
         _expectFee(alice, s, s, markA, 2_000);
         _exitAll(alice);
@@ -577,10 +547,10 @@ contract TandemVaultFeesTest is Fixture {
         uint256 sa = _alicePool();
         _setFee(500);
         _assertMark(alice, ENTRY, 500, START, "the cut applies to alice at once");
-        _setEth(5_000e18);
+        setEthPrice(5_000e18);
         _setFee(1_000);
         _assertTerms(500, 1_000, START + RAISE_DELAY, "a raise back to 10%, pending");
-        _warp(RAISE_DELAY);
+        warpFresh(RAISE_DELAY);
         _assertTerms(1_000, 0, 0, "raise in force");
         _assertMark(alice, ENTRY, 500, START, "alice not crystallised since: still 5%");
         _expectFee(alice, sa, sa, ENTRY, 500);
@@ -618,10 +588,10 @@ contract TandemVaultFeesTest is Fixture {
     /// is skipped rather than keep Alice in. An exit to base needs prices anyway and refuses.
     function test_exitInKind_staleFeed_stillExits_skipsTheFee() public {
         uint256 sa = _alicePool();
-        _setEth(5_000e18); // a gain of 2,000 that fresh prices would charge 200 on
+        setEthPrice(5_000e18); // a gain of 2,000 that fresh prices would charge 200 on
         vm.warp(block.timestamp + HEARTBEAT + 1);
-        _refresh(usdcFeed);
-        _refresh(wbtcFeed);
+        usdcFeed.setAnswer(USD_PRICE); // every feed fresh but ETH's
+        wbtcFeed.setAnswer(BTC_PRICE);
 
         vm.prank(alice);
         vm.expectRevert(
@@ -643,7 +613,7 @@ contract TandemVaultFeesTest is Fixture {
     /// every token of their slice and nothing taken on the way.
     function test_feeShares_exitInKindByHolders_neverChargedNorRiskExited() public {
         _alicePool();
-        _setEth(5_000e18);
+        setEthPrice(5_000e18);
         _exitAll(alice);
         uint256 ms = vault.sharesOf(master);
         uint256 ts = vault.sharesOf(treasury);
@@ -652,7 +622,7 @@ contract TandemVaultFeesTest is Fixture {
         assertEq(vault.totalShares(), ms + ts, "and nothing else is left");
 
         // A crash far past any limit: no trigger.
-        _setEth(100e18);
+        setEthPrice(100e18);
         (bool met,, uint256 value) = vault.exitCondition(master);
         assertFalse(met, "master's fee shares have no limits");
         assertEq(value, _worth(ms), "valued like any shares");
@@ -663,8 +633,8 @@ contract TandemVaultFeesTest is Fixture {
         assertEq(vault.triggerExits(_list(master, treasury), _mockEth()), 0, "a batch skips both");
 
         // A period later and far up: crystallising them is skipped, so no mark and no fee.
-        _setEth(20_000e18);
-        _warp(PERIOD);
+        setEthPrice(20_000e18);
+        warpFresh(PERIOD);
         assertEq(_crystallise(_list(master, treasury)), 0, "never crystallised");
         _assertMark(master, 0, 0, 0, "master: no mark");
         _assertMark(treasury, 0, 0, 0, "treasury: no mark");
@@ -693,7 +663,7 @@ contract TandemVaultFeesTest is Fixture {
         vm.prank(owner);
         hub.setTreasury(master);
         _alicePool();
-        _setEth(5_000e18);
+        setEthPrice(5_000e18);
         _exitAll(alice);
         uint256 ms = vault.sharesOf(master);
         assertGt(ms, 0, "the whole fee went to the master, who is the treasury");
@@ -723,7 +693,7 @@ contract TandemVaultFeesTest is Fixture {
         uint256 sa = follow(alice, vault, a);
         uint256 sb = follow(bob, vault, 10_000e6);
         tradeMock(vault, address(usdc), address(weth), 30_000e6);
-        _setEth(bound(price, 100e18, 50_000e18));
+        setEthPrice(bound(price, 100e18, 50_000e18));
         burn = bound(burn, 1, sa);
 
         uint256 total = vault.totalShares();

@@ -42,12 +42,6 @@ contract TandemVaultRiskExitsTest is Fixture {
         assertEq(vault.totalShares(), shares, "Alice holds every share");
     }
 
-    /// @dev Sets the ETH feed to `usd` (USD with 18 decimals per ETH): with 1 ETH in the pool this
-    /// is exactly the ETH part of its value.
-    function _setEth(uint256 usd) internal {
-        wethFeed.setAnswer(int256(usd));
-    }
-
     function _setLimits(address who, uint256 sl, uint256 tp, uint256 dd) internal {
         vm.prank(who);
         vault.setLimits(ITandemVault.Limits(uint16(sl), uint16(tp), uint16(dd)));
@@ -180,11 +174,11 @@ contract TandemVaultRiskExitsTest is Fixture {
         _alicePool();
         _setLimits(alice, 0, 0, 0);
         _assertLimits(alice, 0, 0, 0, "off, not the default");
-        _setEth(1); // ETH is worth next to nothing: down 30%
+        setEthPrice(1); // ETH is worth next to nothing: down 30%
         _assertCondition(alice, false, ITandemVault.ExitReason.StopLoss, POOL_BASE_VALUE + 1, "no limit");
         _expectNotMet(alice, POOL_BASE_VALUE + 1, ENTRY, ENTRY);
         _trigger(alice, _mockEth());
-        _setEth(1_000_000e18); // and up a hundredfold
+        setEthPrice(1_000_000e18); // and up a hundredfold
         _assertCondition(alice, false, ITandemVault.ExitReason.StopLoss, POOL_BASE_VALUE + 1_000_000e18, "no limit");
     }
 
@@ -195,7 +189,7 @@ contract TandemVaultRiskExitsTest is Fixture {
     function test_entryAndPeak_growWithAllocations_andScaleWithEveryExit() public {
         fund(alice, 20_000e6); // room under the 25% cap for a second allocation
         _alicePool();
-        _setEth(4_000e18); // Alice: 11,000
+        setEthPrice(4_000e18); // Alice: 11,000
         vm.prank(keeper);
         vault.recordPeak(alice);
         (uint256 entry, uint256 peak) = _entryPeak(alice);
@@ -229,7 +223,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         // The stop-loss compares the value with the scaled entry.
         (,, uint256 value) = vault.exitCondition(alice);
         assertGt(value * BPS, e2 * 9_000, "not yet at the stop-loss");
-        _setEth(1_000e18);
+        setEthPrice(1_000e18);
         (bool met, ITandemVault.ExitReason reason, uint256 v) = vault.exitCondition(alice);
         assertTrue(met && reason == ITandemVault.ExitReason.StopLoss, "stop-loss against the scaled entry");
 
@@ -253,9 +247,9 @@ contract TandemVaultRiskExitsTest is Fixture {
     function test_exitCondition_stopLoss_exactBoundary() public {
         _alicePool();
         // Conservative stop-loss 10%: met at value <= 9,000, i.e. ETH at 2,000 or less.
-        _setEth(2_000e18);
+        setEthPrice(2_000e18);
         _assertCondition(alice, true, ITandemVault.ExitReason.StopLoss, 9_000e18, "at the stop-loss");
-        _setEth(2_000e18 + 1);
+        setEthPrice(2_000e18 + 1);
         _assertCondition(alice, false, ITandemVault.ExitReason.StopLoss, 9_000e18 + 1, "one wei above");
         _expectNotMet(alice, 9_000e18 + 1, ENTRY, ENTRY);
         _trigger(alice, _mockEth());
@@ -264,20 +258,20 @@ contract TandemVaultRiskExitsTest is Fixture {
     function test_exitCondition_customStopLoss_exactBoundary() public {
         _alicePool();
         _setLimits(alice, 2_500, 0, 0); // 25%: value <= 7,500
-        _setEth(500e18);
+        setEthPrice(500e18);
         _assertCondition(alice, true, ITandemVault.ExitReason.StopLoss, 7_500e18, "at the stop-loss");
-        _setEth(500e18 + 1);
+        setEthPrice(500e18 + 1);
         _assertCondition(alice, false, ITandemVault.ExitReason.StopLoss, 7_500e18 + 1, "one wei above");
     }
 
     function test_exitCondition_maxDrawdown_exactBoundary() public {
         _alicePool();
         _setLimits(alice, 0, 0, 1_500);
-        _setEth(5_000e18);
+        setEthPrice(5_000e18);
         vault.recordPeak(alice); // peak 12,000: drawdown met at value <= 10,200
-        _setEth(3_200e18);
+        setEthPrice(3_200e18);
         _assertCondition(alice, true, ITandemVault.ExitReason.MaxDrawdown, 10_200e18, "at the drawdown");
-        _setEth(3_200e18 + 1);
+        setEthPrice(3_200e18 + 1);
         _assertCondition(alice, false, ITandemVault.ExitReason.StopLoss, 10_200e18 + 1, "one wei above");
         _expectNotMet(alice, 10_200e18 + 1, ENTRY, 12_000e18);
         _trigger(alice, _mockEth());
@@ -286,9 +280,9 @@ contract TandemVaultRiskExitsTest is Fixture {
     function test_exitCondition_takeProfit_exactBoundary() public {
         _alicePool();
         _setLimits(alice, 0, 5_000, 0); // 50%: value >= 15,000
-        _setEth(8_000e18);
+        setEthPrice(8_000e18);
         _assertCondition(alice, true, ITandemVault.ExitReason.TakeProfit, 15_000e18, "at the take-profit");
-        _setEth(8_000e18 - 1);
+        setEthPrice(8_000e18 - 1);
         _assertCondition(alice, false, ITandemVault.ExitReason.StopLoss, 15_000e18 - 1, "one wei below");
         _expectNotMet(alice, 15_000e18 - 1, ENTRY, ENTRY);
         _trigger(alice, _mockEth());
@@ -297,13 +291,13 @@ contract TandemVaultRiskExitsTest is Fixture {
     function test_exitCondition_order_stopLossThenDrawdownThenTakeProfit() public {
         _alicePool();
         _setLimits(alice, 1_000, 100, 1_500);
-        _setEth(13_000e18);
+        setEthPrice(13_000e18);
         vault.recordPeak(alice); // peak 20,000
         // 16,000: drawdown (<= 17,000) and take-profit (>= 10,100) both hold: drawdown first.
-        _setEth(9_000e18);
+        setEthPrice(9_000e18);
         _assertCondition(alice, true, ITandemVault.ExitReason.MaxDrawdown, 16_000e18, "drawdown before profit");
         // 8,000: stop-loss and drawdown both hold: stop-loss first.
-        _setEth(1_000e18);
+        setEthPrice(1_000e18);
         _assertCondition(alice, true, ITandemVault.ExitReason.StopLoss, 8_000e18, "stop-loss before drawdown");
     }
 
@@ -317,7 +311,7 @@ contract TandemVaultRiskExitsTest is Fixture {
 
     function test_triggerExit_stopLoss_byStranger_creditsBaseAndReleasesAllocation() public {
         uint256 shares = _alicePool();
-        _setEth(1_500e18); // Alice: 8,500
+        setEthPrice(1_500e18); // Alice: 8,500
         uint256 freeBefore = hub.account(alice).free;
         assertEq(freeBefore, 30_000e6, "free before");
         uint256 hubBefore = usdc.balanceOf(address(hub));
@@ -344,7 +338,7 @@ contract TandemVaultRiskExitsTest is Fixture {
 
     function test_triggerExit_stopLoss_throughRealUniswapV2() public {
         _alicePool();
-        _setEth(1_500e18);
+        setEthPrice(1_500e18);
         address[] memory path = new address[](2);
         (path[0], path[1]) = (address(weth), address(usdc));
         uint256 v2Out = v2Router.getAmountsOut(POOL_ETH, path)[1];
@@ -356,7 +350,7 @@ contract TandemVaultRiskExitsTest is Fixture {
     function test_triggerExit_takeProfit() public {
         uint256 shares = _alicePool();
         _setLimits(alice, 1_000, 5_000, 1_500);
-        _setEth(9_000e18); // Alice: 16,000
+        setEthPrice(9_000e18); // Alice: 16,000
         vm.expectEmit(address(vault));
         emit ITandemVault.ExitTriggered(alice, keeper, ITandemVault.ExitReason.TakeProfit, 16_000e18, ENTRY, ENTRY);
         uint256 baseOut = _trigger(alice, _mockEth());
@@ -374,9 +368,9 @@ contract TandemVaultRiskExitsTest is Fixture {
 
     function test_triggerExit_maxDrawdown_afterRecordedPeak() public {
         _alicePool();
-        _setEth(8_000e18);
+        setEthPrice(8_000e18);
         vault.recordPeak(alice); // peak 15,000; default drawdown 15% -> exit at 12,750
-        _setEth(5_000e18); // Alice: 12,000, above the stop-loss (9,000)
+        setEthPrice(5_000e18); // Alice: 12,000, above the stop-loss (9,000)
         vm.expectEmit(address(vault));
         emit ITandemVault.ExitTriggered(alice, keeper, ITandemVault.ExitReason.MaxDrawdown, 12_000e18, ENTRY, 15_000e18);
         uint256 baseOut = _trigger(alice, _mockEth());
@@ -391,7 +385,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         uint256 shares = _alicePool();
         _expectNotMet(alice, ENTRY, ENTRY, ENTRY);
         _trigger(alice, _mockEth());
-        _setEth(2_500e18); // down 5%: within every default limit
+        setEthPrice(2_500e18); // down 5%: within every default limit
         _expectNotMet(alice, 9_500e18, ENTRY, ENTRY);
         _trigger(alice, _mockEth());
         assertEq(vault.sharesOf(alice), shares, "still in the pool");
@@ -401,7 +395,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         _alicePool();
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.NoPosition.selector, bob));
         _trigger(bob, _mockEth());
-        _setEth(1_000e18);
+        setEthPrice(1_000e18);
         _trigger(alice, _mockEth());
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.NoPosition.selector, alice));
         _trigger(alice, _mockEth());
@@ -409,7 +403,7 @@ contract TandemVaultRiskExitsTest is Fixture {
 
     function test_triggerExit_revertsWhen_inTheAllocationBlock() public {
         _alicePool();
-        _setEth(1_000e18);
+        setEthPrice(1_000e18);
         fund(alice, 20_000e6);
         vm.prank(alice);
         hub.allocate(address(vault), 100e6); // still breached, but allocated in this block
@@ -422,7 +416,7 @@ contract TandemVaultRiskExitsTest is Fixture {
 
     function test_triggerExit_revertsWhen_malformedSwaps() public {
         _alicePool();
-        _setEth(1_000e18);
+        setEthPrice(1_000e18);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.UnexpectedExitSwap.selector, address(wbtc)));
         _trigger(alice, _one(_swap(address(wbtc), address(mockAdapter))));
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.UnexpectedExitSwap.selector, address(usdc)));
@@ -446,7 +440,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         tradeMock(vault, address(usdc), address(wbtc), 30_000e6); // pool: 4,000 + 1 ETH + 0.05 BTC
         assertEq(poolBook(vault, usdc), 4_000e6, "pool base");
         assertEq(poolBook(vault, wbtc), 5e6, "pool BTC");
-        _setEth(1_000e18); // Alice: 8,000
+        setEthPrice(1_000e18); // Alice: 8,000
         mockAdapter.setFactorBps(9_000); // pays 90% of oracle value: below the 1% bound
 
         address[] memory path = new address[](2);
@@ -470,7 +464,7 @@ contract TandemVaultRiskExitsTest is Fixture {
 
     function test_triggerExit_missingSwap_paysSliceInKind() public {
         _alicePool();
-        _setEth(1_000e18);
+        setEthPrice(1_000e18);
         vm.expectEmit(address(vault));
         emit ITandemVault.SlicePaidInKind(alice, address(weth), POOL_ETH);
         uint256 baseOut = _trigger(alice, _none());
@@ -517,7 +511,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         _alicePool();
         vm.prank(guardian);
         hub.setPaused(true);
-        _setEth(1_500e18);
+        setEthPrice(1_500e18);
         uint256 baseOut = _trigger(alice, _mockEth());
         assertEq(baseOut, 8_500e6, "exited to base while paused");
         _assertExited(alice, 30_000e6, baseOut);
@@ -565,7 +559,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         tradeMock(vault, address(usdc), address(weth), 30_000e6);
         assertEq(poolBook(vault, usdc), 35_000e6, "pool base");
         assertEq(poolBook(vault, weth), 5e18, "pool ETH");
-        _setEth(1_500e18);
+        setEthPrice(1_500e18);
     }
 
     function test_triggerExits_exitsExactlyTheBreached_once() public {
@@ -660,7 +654,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.PeakNotHigher.selector, alice, ENTRY, ENTRY));
         vault.recordPeak(alice); // equal is not higher
 
-        _setEth(4_000e18);
+        setEthPrice(4_000e18);
         vm.expectEmit(address(vault));
         emit ITandemVault.PeakRecorded(alice, 11_000e18);
         vm.prank(keeper);
@@ -669,10 +663,10 @@ contract TandemVaultRiskExitsTest is Fixture {
         assertEq(peak, 11_000e18, "peak raised");
         assertEq(entry, ENTRY, "entry unchanged");
 
-        _setEth(3_500e18);
+        setEthPrice(3_500e18);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.PeakNotHigher.selector, alice, 10_500e18, 11_000e18));
         vault.recordPeak(alice);
-        _setEth(4_000e18 + 1);
+        setEthPrice(4_000e18 + 1);
         vault.recordPeak(alice);
         (, peak) = _entryPeak(alice);
         assertEq(peak, 11_000e18 + 1, "one wei higher is higher");
@@ -680,7 +674,7 @@ contract TandemVaultRiskExitsTest is Fixture {
 
     function test_recordPeaks_skipsAndCounts() public {
         _alicePool();
-        _setEth(4_000e18); // Alice: 11,000
+        setEthPrice(4_000e18); // Alice: 11,000
         follow(carol, vault, 10_000e6); // Carol: entry = peak = about her value now
         (,, uint256 aliceValue) = vault.exitCondition(alice);
         address[] memory list = new address[](4);
@@ -699,7 +693,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         assertEq(cPeak, ENTRY, "carol's peak unchanged");
 
         assertEq(vault.recordPeaks(list), 0, "nothing higher now");
-        _setEth(5_000e18);
+        setEthPrice(5_000e18);
         assertEq(vault.recordPeaks(list), 2, "both higher");
     }
 
@@ -795,12 +789,12 @@ contract TandemVaultRiskExitsTest is Fixture {
         mode = mode % 8; // bit 0: record a peak; bits 1-2: which threshold to aim at; 0: default limits
         if (mode != 0) _setLimits(alice, bound(sl, 0, 9_000), bound(tp, 0, 50_000), bound(dd, 0, 9_000));
         if (mode & 1 == 1) {
-            _setEth(bound(peakPrice, 3_001e18, 20_000e18));
+            setEthPrice(bound(peakPrice, 3_001e18, 20_000e18));
             vault.recordPeak(alice);
         }
         Model memory m = _model();
         uint256 ethPrice = _fuzzedEthPrice(m, mode >> 1, price);
-        _setEth(ethPrice);
+        setEthPrice(ethPrice);
 
         (bool met, ITandemVault.ExitReason reason, uint256 value) = _expected(m, ethPrice);
         _assertCondition(alice, met, reason, value, "view agrees with the model");

@@ -6,7 +6,6 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 
 import {ITandemHub} from "../../contracts/interfaces/ITandemHub.sol";
 import {ITandemVault} from "../../contracts/interfaces/ITandemVault.sol";
-import {TestPriceFeed} from "../../contracts/testing/TestPriceFeed.sol";
 
 import {Fixture} from "./utils/Fixture.sol";
 
@@ -39,22 +38,6 @@ contract TandemVaultSuspensionTest is Fixture {
         assertEq(masterBook(vault, weth), 20e18, "master ETH");
         assertEq(poolBook(vault, usdc), 4_000e6, "pool base");
         assertEq(poolBook(vault, weth), 2e18, "pool ETH");
-    }
-
-    function _setEth(uint256 usd) internal {
-        wethFeed.setAnswer(int256(usd));
-    }
-
-    function _refresh(TestPriceFeed feed) internal {
-        (, int256 answer,,,) = feed.latestRoundData();
-        feed.setAnswer(answer);
-    }
-
-    function _warp(uint256 dt) internal {
-        vm.warp(block.timestamp + dt);
-        _refresh(usdcFeed);
-        _refresh(wbtcFeed);
-        _refresh(wethFeed);
     }
 
     /// @dev The master's equity at oracle prices, from their book and the hub's prices.
@@ -90,16 +73,8 @@ contract TandemVaultSuspensionTest is Fixture {
 
     function _setDrawdown(uint256 bps) internal {
         ITandemHub.Params memory p = hub.params();
-        vm.prank(owner);
-        hub.setParams(
-            p.maxSlippageBps,
-            p.defaultAllocationCapBps,
-            p.minOrderValue,
-            p.lossBudgetBps,
-            p.maxPoolMultiple,
-            p.protocolFeeShareBps,
-            uint16(bps)
-        );
+        p.suspensionDrawdownBps = uint16(bps);
+        setParams(p);
     }
 
     /// @dev A master buy of `amount` base for ETH that the test expects to be skipped for the pool.
@@ -154,7 +129,7 @@ contract TandemVaultSuspensionTest is Fixture {
         _assertSuspension(false, ONE, 0, "no trade yet: an index of one and no peak");
         _setup();
         _assertSuspension(false, ONE, PEAK, "the first trade records the peak");
-        _setEth(3_300e18);
+        setEthPrice(3_300e18);
         _assertSuspension(false, 1.06e18, PEAK, "the view prices now; the peak is as of the last trade");
         _poke();
         _assertSuspension(false, 1.06e18, 1.06e18, "a new peak");
@@ -163,12 +138,12 @@ contract TandemVaultSuspensionTest is Fixture {
     /// @dev At exactly 15% below the peak copying goes on; one wei of index lower it stops.
     function test_trade_indexAtTheBound_copies_oneWeiBelow_suspendsBuys() public {
         _setup();
-        _setEth(2_250e18);
+        setEthPrice(2_250e18);
         assertEq(_masterIndex(), 0.85e18, "exactly 15% below the peak");
         _poke();
         _assertSuspension(false, 0.85e18, PEAK, "at the bound: not suspended");
 
-        _setEth(2_250e18 - 1);
+        setEthPrice(2_250e18 - 1);
         uint256 index = _masterIndex();
         assertEq(index, 0.85e18 - 1, "one wei below the bound");
         vm.expectEmit(address(vault));
@@ -182,7 +157,7 @@ contract TandemVaultSuspensionTest is Fixture {
     /// the suspension itself, and Alice can leave with her slice of everything.
     function test_trade_whileSuspended_salesStillCopied_positionsKept_exitsWork() public {
         uint256 aliceShares = _setup();
-        _setEth(1_500e18); // index 0.7
+        setEthPrice(1_500e18); // index 0.7
         assertEq(_masterIndex(), 0.7e18, "index");
 
         vm.expectEmit(address(vault));
@@ -219,13 +194,13 @@ contract TandemVaultSuspensionTest is Fixture {
 
     function test_trade_resumesWhenIndexBackWithinTheBound() public {
         _setup();
-        _setEth(1_500e18);
+        setEthPrice(1_500e18);
         vm.expectEmit(address(vault));
         emit ITandemVault.CopyingSuspended(0.7e18, PEAK);
         _poke();
         _buySkipped(1_000e6);
 
-        _setEth(2_300e18);
+        setEthPrice(2_300e18);
         uint256 index = _masterIndex();
         assertFalse(_suspended(index, PEAK), "within 15% of the peak again");
         assertLt(index, PEAK, "but below the peak");
@@ -240,17 +215,17 @@ contract TandemVaultSuspensionTest is Fixture {
     /// window and the peak is what the index was since, so copying resumes without any recovery.
     function test_suspension_peakAgesOutOfTheSevenDayWindow() public {
         _setup(); // day 0: peak 1.0
-        _setEth(1_500e18);
+        setEthPrice(1_500e18);
         _poke();
         _assertSuspension(true, 0.7e18, PEAK, "suspended on day 0");
 
-        _warp(6 days);
+        warpFresh(6 days);
         uint256 day6 = _masterIndex();
         _poke();
         _assertSuspension(true, day6, PEAK, "day 0's peak still in the window on day 6");
         _buySkipped(1_000e6);
 
-        _warp(2 days);
+        warpFresh(2 days);
         uint256 index = _masterIndex();
         uint256 peak = Math.max(day6, index); // day 6's bucket and today
         assertLt(peak, 0.71e18, "no trace of day 0");
@@ -266,14 +241,14 @@ contract TandemVaultSuspensionTest is Fixture {
     /// day 3's and 0.82 is within 15% of it; on day 10 day 3 has left too.
     function test_suspension_dailyBuckets_peakStepsDownAsDaysLeaveTheWindow() public {
         _setup();
-        _warp(3 days);
-        _setEth(2_750e18);
+        warpFresh(3 days);
+        setEthPrice(2_750e18);
         uint256 day3 = _masterIndex();
         _poke();
         _assertSuspension(false, day3, PEAK, "day 3: below day 0's peak, within the bound");
 
-        _warp(2 days);
-        _setEth(2_100e18);
+        warpFresh(2 days);
+        setEthPrice(2_100e18);
         uint256 day5 = _masterIndex();
         assertTrue(_suspended(day5, PEAK), "too far below 1.0");
         assertFalse(_suspended(day5, day3), "but not below day 3's peak");
@@ -281,14 +256,14 @@ contract TandemVaultSuspensionTest is Fixture {
         emit ITandemVault.CopyingSuspended(day5, PEAK);
         _poke();
 
-        _warp(2 days);
+        warpFresh(2 days);
         uint256 day7 = _masterIndex();
         vm.expectEmit(address(vault));
         emit ITandemVault.CopyingResumed(day7, day3);
         _poke();
         _assertSuspension(false, day7, day3, "day 7: day 0 aged out, day 3 is the peak");
 
-        _warp(3 days);
+        warpFresh(3 days);
         uint256 day10 = _masterIndex();
         _poke();
         _assertSuspension(false, day10, Math.max(Math.max(day5, day7), day10), "day 10: day 3 aged out too");
@@ -297,10 +272,10 @@ contract TandemVaultSuspensionTest is Fixture {
     function test_suspension_drawdownIsTheHubParameter() public {
         _setup();
         _setDrawdown(1_000);
-        _setEth(2_500e18); // index 0.9: exactly 10% down
+        setEthPrice(2_500e18); // index 0.9: exactly 10% down
         _poke();
         _assertSuspension(false, 0.9e18, PEAK, "at a 10% bound");
-        _setEth(2_450e18); // index about 0.89: within the default 15%, beyond 10%
+        setEthPrice(2_450e18); // index about 0.89: within the default 15%, beyond 10%
         uint256 index = _masterIndex();
         assertGt(index, 0.85e18, "not suspended at the default");
         vm.expectEmit(address(vault));
@@ -316,7 +291,7 @@ contract TandemVaultSuspensionTest is Fixture {
     /// to copying (their equity would be far above its old peak), nor withdraw to move the index.
     function test_masterDepositAndWithdrawal_doNotMoveTheIndex_cannotEndSuspension() public {
         _setup();
-        _setEth(1_500e18);
+        setEthPrice(1_500e18);
         _poke();
         _assertSuspension(true, 0.7e18, PEAK, "suspended");
 

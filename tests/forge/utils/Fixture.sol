@@ -180,19 +180,45 @@ abstract contract Fixture is Test {
         shares = allocate(follower, v, amount);
     }
 
-    /// @dev Sets the hub's pool multiple (skin in the game), keeping every other parameter.
-    function setPoolMultiple(uint256 multiple) internal {
-        ITandemHub.Params memory p = hub.params();
+    /// @dev Sets every hub parameter to `p` (as the owner): read `hub.params()`, change a field,
+    /// pass it back.
+    function setParams(ITandemHub.Params memory p) internal {
         vm.prank(owner);
         hub.setParams(
             p.maxSlippageBps,
             p.defaultAllocationCapBps,
             p.minOrderValue,
             p.lossBudgetBps,
-            uint16(multiple),
+            p.maxPoolMultiple,
             p.protocolFeeShareBps,
             p.suspensionDrawdownBps
         );
+    }
+
+    /// @dev Sets the hub's pool multiple (skin in the game), keeping every other parameter.
+    function setPoolMultiple(uint256 multiple) internal {
+        ITandemHub.Params memory p = hub.params();
+        p.maxPoolMultiple = uint16(multiple);
+        setParams(p);
+    }
+
+    /// @dev Sets the ETH feed to `usd` (USD with 18 decimals per ETH).
+    function setEthPrice(uint256 usd) internal {
+        wethFeed.setAnswer(int256(usd));
+    }
+
+    /// @dev Moves time to `t` and refreshes every feed at its current answer, so nothing is stale.
+    function warpFreshTo(uint256 t) internal {
+        vm.warp(t);
+        TestPriceFeed[3] memory feeds = [usdcFeed, wbtcFeed, wethFeed];
+        for (uint256 i; i < feeds.length; ++i) {
+            (, int256 answer,,,) = feeds[i].latestRoundData();
+            feeds[i].setAnswer(answer);
+        }
+    }
+
+    function warpFresh(uint256 dt) internal {
+        warpFreshTo(block.timestamp + dt);
     }
 
     /// @dev The largest base amount `v` accepts from a follower now: its value may bring the pool
