@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from web3.contract import Contract
+from web3.logs import DISCARD
 from web3.types import RPCEndpoint
 
 from tandem import protocol as p
@@ -26,6 +27,8 @@ POOL_EQUITY_USDC = 200_000  # the same pool size whatever the follower count
 MASTER_DEPOSIT_USDC = 100_000
 TRADE_USDC = 1_000
 COPIED_FOLLOWERS = 100  # the one-swap-per-follower alternative
+LARGE_RISK_BATCH = 300  # followers of the 1,000-follower vault exited in one batch
+BLOCK_GAS_LIMIT = 30_000_000
 MAX_UINT = 2**256 - 1
 
 
@@ -112,6 +115,8 @@ def measure(dep: Deployment, accounts: list[str]) -> Figures:
         if count == 100:
             measure_exits(dep, vault, followers, figures)
             risk_vault, risk_followers = vault, followers[2:]
+        if count == 1000:
+            large_batch = (vault, followers[:LARGE_RISK_BATCH])
 
     # The alternative Tandem replaces: each follower copies with a swap of their own, the same
     # size as their part of the pool's order, from an account with warm balances and approvals.
@@ -134,7 +139,7 @@ def measure(dep: Deployment, accounts: list[str]) -> Figures:
     measure_suspended_trade(dep, master, follower, figures)
 
     # Last, as it moves an oracle price away from the pools.
-    measure_risk_exits(dep, risk_vault, risk_followers, figures)
+    measure_risk_exits(dep, risk_vault, risk_followers, large_batch, figures)
     return figures
 
 
@@ -184,13 +189,20 @@ def measure_suspended_trade(dep: Deployment, master: str, follower: str, figures
 
 
 def measure_risk_exits(
-    dep: Deployment, vault: Contract, followers: list[str], figures: Figures
+    dep: Deployment,
+    vault: Contract,
+    followers: list[str],
+    large_batch: tuple[Contract, list[str]],
+    figures: Figures,
 ) -> None:
     """Peaks recorded and stop-losses triggered by a keeper, one follower per transaction and in
-    one batch (per follower), in a vault holding USDC and WETH in the pool."""
+    one batch (per follower), in a vault holding USDC and WETH in the pool; and a larger batch, in
+    the vault of 1,000 followers."""
     keeper = followers[0]
-    for follower in followers:
-        p.set_limits(vault, follower, 100, 0, 0)  # stop-loss 1%
+    large_vault, large_followers = large_batch
+    for v, members in ((vault, followers), (large_vault, large_followers)):
+        for follower in members:
+            p.set_limits(v, follower, 100, 0, 0)  # stop-loss 1%
     # The pool's value rises with WETH: every follower has a new peak to record.
     feed = dep.feeds["WETH"]
     answer = feed.functions.latestRoundData().call()[1]
@@ -204,8 +216,14 @@ def measure_risk_exits(
     swaps = p.exit_swaps(dep, vault, routes)
     one = transact(vault.functions.triggerExit(followers[0], swaps), keeper)
     figures.add("risk_exit_trigger_one_v2", one["gasUsed"])
-    receipt = p.trigger_exits(dep, vault, keeper, batch, routes)
-    figures.add(f"risk_exits_batch_{len(batch)}_v2_per_follower", receipt["gasUsed"] // len(batch))
+    for v, members in ((vault, batch), (large_vault, large_followers)):
+        receipt = p.trigger_exits(dep, v, keeper, members, routes)
+        exited = len(v.events.ExitTriggered().process_receipt(receipt, errors=DISCARD))
+        if exited != len(members):
+            raise SystemExit(f"expected {len(members)} risk exits in the batch, got {exited}")
+        figures.add(
+            f"risk_exits_batch_{len(members)}_v2_per_follower", receipt["gasUsed"] // len(members)
+        )
 
 
 def swap_v2_gas(dep: Deployment, sender: str, amount: int) -> int:
@@ -277,6 +295,14 @@ def report(f: Figures) -> bool:
         (
             f"risk exits: one in a batch costs {batch / one:.0%} of one per transaction (<= 60%)",
             batch / one <= 0.6,
+        )
+    )
+    large = f.get(f"risk_exits_batch_{LARGE_RISK_BATCH}_v2_per_follower")
+    checks.append(
+        (
+            f"risk exits: a block of {BLOCK_GAS_LIMIT:,} gas exits {BLOCK_GAS_LIMIT // large:,} "
+            f"followers in one batch (>= {LARGE_RISK_BATCH})",
+            large * LARGE_RISK_BATCH <= BLOCK_GAS_LIMIT,
         )
     )
 

@@ -337,6 +337,11 @@ contract TandemVault is ITandemVault, VaultBase {
         _runExits();
     }
 
+    /// @inheritdoc ITandemVault
+    function followerStates(address[] calldata) external returns (FollowerState[] memory) {
+        _runExits();
+    }
+
     // ---------------------------------------------------------------------------------------------
     // Views
     // ---------------------------------------------------------------------------------------------

@@ -31,6 +31,18 @@ contract TandemVaultExits is VaultBase {
         uint256 feeBps;
     }
 
+    /// @dev A follower a risk exit found due: how they were judged (`reason`, `value`), and what
+    /// their exit took and pays. `shares` stays zero for one listed twice, exited already.
+    struct Exit {
+        address follower;
+        ITandemVault.ExitReason reason;
+        uint256 value;
+        uint256 shares;
+        uint256 burned;
+        uint256[] amounts;
+        uint256 baseOut;
+    }
+
     constructor(address hub_, address baseAsset) VaultBase(hub_, baseAsset) {}
 
     // ---------------------------------------------------------------------------------------------
@@ -48,7 +60,8 @@ contract TandemVaultExits is VaultBase {
         // rather than keep the follower in.
         FeeContext memory c = _feeContext(false);
         uint256 fee = c.priced ? _takeFee(msg.sender, shares, sharesBefore, c) : 0;
-        (exitTokens, amounts) = _burnSlices(msg.sender, shares - fee);
+        exitTokens = _tokens();
+        amounts = _burnSlices(msg.sender, shares - fee, exitTokens);
         _release(msg.sender, shares, sharesBefore);
         // One token that cannot move must not keep the follower in every other one.
         for (uint256 i; i < exitTokens.length; ++i) {
@@ -71,7 +84,24 @@ contract TandemVaultExits is VaultBase {
         nonReentrant
         returns (uint256 baseOut)
     {
-        return _exitToBase(msg.sender, shares, swaps, minBaseOut, false, _feeContext(true));
+        FeeContext memory c = _feeContext(true);
+        uint256 sharesBefore = _positions[msg.sender].shares;
+        _checkExit(msg.sender, shares, sharesBefore);
+        uint256 fee = _takeFee(msg.sender, shares, sharesBefore, c);
+        address[] memory exitTokens = _tokens();
+        uint256[] memory amounts = _burnSlices(msg.sender, shares - fee, exitTokens);
+        _release(msg.sender, shares, sharesBefore);
+        // The follower's own exit is all or nothing: every slice is swapped, or none.
+        (uint256[] memory outs, uint256[] memory pending) = _swapToBase(exitTokens, amounts, swaps, false);
+        baseOut = amounts[0]; // the base slice needs no swap
+        for (uint256 i = 1; i < exitTokens.length; ++i) {
+            if (pending[i] != 0) revert ITandemVault.MissingExitSwap(exitTokens[i]);
+            baseOut += outs[i];
+        }
+        if (baseOut < minBaseOut) revert ITandemVault.InsufficientBaseOut(baseOut, minBaseOut);
+        BASE_ASSET.safeTransfer(address(HUB), baseOut);
+        HUB.settleExit(msg.sender, shares, sharesBefore, baseOut);
+        emit ITandemVault.ExitedToBase(msg.sender, shares - fee, exitTokens, amounts, baseOut);
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -91,7 +121,12 @@ contract TandemVaultExits is VaultBase {
             Guard memory g = _guards[follower];
             revert ITandemVault.ExitConditionNotMet(follower, value, g.entryValue, g.peakValue);
         }
-        return _triggeredExit(follower, shares, swaps, reason, value, c);
+        if (_positions[follower].allocatedAt == block.number) revert ITandemVault.ExitInAllocationBlock();
+        // A batch of one: its swaps pay it alone, so nothing is left over.
+        Exit[] memory exits = new Exit[](1);
+        (exits[0].follower, exits[0].reason, exits[0].value) = (follower, reason, value);
+        _triggeredExits(exits, swaps, c);
+        return exits[0].baseOut;
     }
 
     function triggerExits(address[] calldata followers, ITandemVault.ExitSwap[] calldata swaps)
@@ -101,9 +136,12 @@ contract TandemVaultExits is VaultBase {
     {
         // An exit takes its follower's pro-rata slice of every book, and a fee moves shares between
         // positions, so the value of a share is the same before and after each: the valuation at
-        // the start serves the whole batch, and judges every follower exactly as `exitCondition`
-        // did before it.
+        // the start serves the whole batch. Every follower is judged on it before anyone exits,
+        // exactly as `followerStates` reports them: the fees of the batch, paid to the master and
+        // the treasury, cannot change how either of them is judged when they also follow.
         FeeContext memory c = _feeContext(true);
+        Exit[] memory exits = new Exit[](followers.length);
+        uint256 due;
         for (uint256 f; f < followers.length; ++f) {
             address follower = followers[f];
             Position memory position = _positions[follower];
@@ -113,8 +151,44 @@ contract TandemVaultExits is VaultBase {
             (bool met, ITandemVault.ExitReason reason, uint256 value) =
                 _condition(follower, position.shares, c.poolValue, c.total);
             if (!met) continue;
-            _triggeredExit(follower, position.shares, swaps, reason, value, c);
-            ++exited;
+            Exit memory e = exits[due++];
+            (e.follower, e.reason, e.value) = (follower, reason, value);
+        }
+        if (due == 0) return 0;
+        // Only the due followers go on.
+        assembly ("memory-safe") {
+            mstore(exits, due)
+        }
+        return _triggeredExits(exits, swaps, c);
+    }
+
+    function followerStates(address[] calldata followers)
+        external
+        view
+        returns (ITandemVault.FollowerState[] memory states)
+    {
+        // The valuation and the judgement `triggerExits` makes, so the two never disagree.
+        (uint256 poolValue, uint256 total) = _poolValue();
+        (address master, address treasury) = (_master(), HUB.treasury());
+        states = new ITandemVault.FollowerState[](followers.length);
+        for (uint256 f; f < followers.length; ++f) {
+            address follower = followers[f];
+            Position memory position = _positions[follower];
+            if (position.shares == 0) continue; // all zero
+            ITandemVault.FollowerState memory s = states[f];
+            (bool met, ITandemVault.ExitReason reason, uint256 value) =
+                _condition(follower, position.shares, poolValue, total);
+            Guard memory g = _guards[follower];
+            (s.shares, s.value, s.entryValue, s.peakValue) = (position.shares, value, g.entryValue, g.peakValue);
+            (s.exitDue, s.reason) = (met && position.allocatedAt != block.number, reason);
+            // Shares without an entry value (fee shares) carry no limits: no peak to record.
+            if (g.entryValue != 0) s.maxDrawdownBps = _limitsIn(g).maxDrawdownBps;
+            FeeMark memory mark = _feeMarks[follower];
+            s.highWaterMark = mark.highWaterMark;
+            // `crystallise` skips the fee holders, and anyone crystallised within the period.
+            if (follower != master && follower != treasury) {
+                s.crystallisableAt = uint256(mark.crystallisedAt) + CRYSTALLISATION_PERIOD;
+            }
         }
     }
 
@@ -227,12 +301,13 @@ contract TandemVaultExits is VaultBase {
 
     /// @dev Burns `burn` of the follower's shares and takes their slice of every token out of the
     /// pool's book. Slices round down, so what stays in the pool always covers the remaining shares.
-    function _burnSlices(address follower, uint256 burn)
+    /// `held` is every token held, as `_tokens` lists them; a list read before other burns in the
+    /// same call serves as well: burns only untrack tokens, whose books are then empty.
+    function _burnSlices(address follower, uint256 burn, address[] memory held)
         private
-        returns (address[] memory held, uint256[] memory amounts)
+        returns (uint256[] memory amounts)
     {
         uint256 total = _totalShares;
-        held = _tokens();
         amounts = new uint256[](held.length);
         for (uint256 i; i < held.length; ++i) {
             Books memory b = _books[held[i]];
@@ -266,87 +341,126 @@ contract TandemVaultExits is VaultBase {
         mark.highWaterMark = uint96(Math.mulDiv(mark.highWaterMark, kept, sharesBefore));
     }
 
-    /// @dev Charges the fee, burns the rest of `shares` of `follower`, swaps each non-base slice to
-    /// the base asset within the oracle bound and credits the proceeds to their hub account. When
-    /// `inKindWhenStuck` (exits triggered by others), a slice with no swap, or whose swap fails, is
-    /// paid in kind instead of failing the exit; a follower's own exit is all or nothing.
-    // `baseOut` sums measured swap outputs, not a balance read; the exits calling this are guarded
-    // (see slither-triage.md).
-    // slither-disable-next-line reentrancy-balance
-    function _exitToBase(
-        address follower,
-        uint256 shares,
-        ITandemVault.ExitSwap[] calldata swaps,
-        uint256 minBaseOut,
-        bool inKindWhenStuck,
-        FeeContext memory c
-    ) private returns (uint256 baseOut) {
-        uint256 sharesBefore = _positions[follower].shares;
-        _checkExit(follower, shares, sharesBefore);
-        uint256 fee = _takeFee(follower, shares, sharesBefore, c);
-        (address[] memory exitTokens, uint256[] memory amounts) = _burnSlices(follower, shares - fee);
-        _release(follower, shares, sharesBefore);
-        baseOut = amounts[0]; // the base slice needs no swap
-
-        // Each non-zero non-base slice is swapped at most once; a slice is marked done by
-        // clearing it in `pending`.
-        uint256[] memory pending = new uint256[](amounts.length);
-        for (uint256 i = 1; i < amounts.length; ++i) {
-            pending[i] = amounts[i];
+    /// @dev Exits every follower of `exits` (judged due, in order) wholly to the base asset, as one
+    /// batch: each pays their fee and has the rest of their shares burned for their slices; then
+    /// each token's slices, added up, are swapped in one swap, whose output is split pro rata to
+    /// the slices. A token with no swap, or whose swap fails, is paid in kind to each follower.
+    /// Returns how many followers were exited.
+    function _triggeredExits(Exit[] memory exits, ITandemVault.ExitSwap[] calldata swaps, FeeContext memory c)
+        private
+        returns (uint256 exited)
+    {
+        // No burn tracks a token, so the list read now serves every burn of the batch.
+        address[] memory held = _tokens();
+        uint256[] memory totals = new uint256[](held.length);
+        for (uint256 k; k < exits.length; ++k) {
+            Exit memory e = exits[k];
+            uint256 shares = _positions[e.follower].shares;
+            // Listed twice: exited already, earlier in this batch.
+            if (shares == 0) continue;
+            Guard memory g = _guards[e.follower];
+            emit ITandemVault.ExitTriggered(e.follower, msg.sender, e.reason, e.value, g.entryValue, g.peakValue);
+            uint256 fee = _takeFee(e.follower, shares, shares, c);
+            (e.shares, e.burned) = (shares, shares - fee);
+            e.amounts = _burnSlices(e.follower, e.burned, held);
+            _release(e.follower, shares, shares);
+            for (uint256 i; i < held.length; ++i) {
+                totals[i] += e.amounts[i];
+            }
+            ++exited;
         }
-        if (swaps.length != 0) {
-            uint256 maxSlippageBps = HUB.params().maxSlippageBps;
-            uint256 basePrice = HUB.priceOf(address(BASE_ASSET));
-            for (uint256 s; s < swaps.length; ++s) {
-                ITandemVault.ExitSwap calldata x = swaps[s];
-                uint256 i = _indexIn(exitTokens, x.token);
-                if (i == 0 || i == type(uint256).max) revert ITandemVault.UnexpectedExitSwap(x.token);
+
+        (uint256[] memory outs, uint256[] memory pending) = _swapToBase(held, totals, swaps, true);
+
+        // Each follower gets each swap's output pro rata to their slice of its input, rounded down,
+        // or their slice in kind when it was not swapped.
+        uint256 paid = 0;
+        uint256 last = 0;
+        for (uint256 k; k < exits.length; ++k) {
+            Exit memory e = exits[k];
+            if (e.shares == 0) continue;
+            uint256 baseOut = e.amounts[0]; // the base slice needs no swap
+            for (uint256 i = 1; i < held.length; ++i) {
+                uint256 slice = e.amounts[i];
+                if (slice == 0) continue;
                 if (pending[i] == 0) {
-                    // A swap list is made before the exit's fee is known, and a keeper's serves many
-                    // followers: a slice that rounds to nothing is not an error. A token twice is.
-                    if (amounts[i] == 0) continue;
-                    revert ITandemVault.UnexpectedExitSwap(x.token);
-                }
-                if (!HUB.isAdapter(x.adapter)) revert ITandemHub.AdapterNotAllowed(x.adapter);
-                uint256 minOut = _oracleMinOut(amounts[i], HUB.priceOf(x.token), basePrice, maxSlippageBps);
-                if (!inKindWhenStuck) {
-                    baseOut += _swap(x.adapter, x.token, address(BASE_ASSET), amounts[i], minOut, x.route);
-                    pending[i] = 0;
-                } else {
-                    try ITandemVault(address(this)).swapAsVault(
-                        x.adapter, x.token, address(BASE_ASSET), amounts[i], minOut, x.route
-                    ) returns (uint256 out) {
-                        baseOut += out;
-                        pending[i] = 0;
-                    } catch {} // paid in kind below
+                    baseOut += Math.mulDiv(outs[i], slice, totals[i]);
+                } else if (_payInKind(e.follower, held[i], slice)) {
+                    emit ITandemVault.SlicePaidInKind(e.follower, held[i], slice);
                 }
             }
+            (e.baseOut, paid, last) = (baseOut, paid + baseOut, k);
         }
-        for (uint256 i = 1; i < pending.length; ++i) {
-            if (pending[i] == 0) continue;
-            if (!inKindWhenStuck) revert ITandemVault.MissingExitSwap(exitTokens[i]);
-            if (_payInKind(follower, exitTokens[i], pending[i])) {
-                emit ITandemVault.SlicePaidInKind(follower, exitTokens[i], pending[i]);
+        // What the rounding down left of the outputs, less than one unit per follower and token:
+        // it stays in the pool's base book, where the remaining shares own it. With no shares left
+        // nobody else could claim it, and it goes with the batch's last follower, as a pool's last
+        // holder takes the whole book.
+        uint256 rest = totals[0];
+        for (uint256 i = 1; i < held.length; ++i) {
+            rest += outs[i];
+        }
+        rest -= paid;
+        if (rest != 0) {
+            if (_totalShares != 0) {
+                _credit(address(BASE_ASSET), 0, rest);
+            } else {
+                (exits[last].baseOut, paid) = (exits[last].baseOut + rest, paid + rest);
             }
         }
-        if (baseOut < minBaseOut) revert ITandemVault.InsufficientBaseOut(baseOut, minBaseOut);
 
-        BASE_ASSET.safeTransfer(address(HUB), baseOut);
-        HUB.settleExit(follower, shares, sharesBefore, baseOut);
-        emit ITandemVault.ExitedToBase(follower, shares - fee, exitTokens, amounts, baseOut);
+        // The hub credits what it is told was transferred: all of it, once, before any credit.
+        if (paid != 0) BASE_ASSET.safeTransfer(address(HUB), paid);
+        for (uint256 k; k < exits.length; ++k) {
+            Exit memory e = exits[k];
+            if (e.shares == 0) continue;
+            HUB.settleExit(e.follower, e.shares, e.shares, e.baseOut);
+            emit ITandemVault.ExitedToBase(e.follower, e.burned, held, e.amounts, e.baseOut);
+        }
     }
 
-    function _triggeredExit(
-        address follower,
-        uint256 shares,
+    /// @dev Swaps each non-zero non-base `slices[i]` of `held[i]` to the base asset along `swaps`,
+    /// within the oracle bound, and returns what each swap paid. What stays in `pending` was not
+    /// swapped: no swap was given for it, or (when `tryEach`, for exits triggered by others) its
+    /// swap failed; otherwise a failed swap fails the call.
+    function _swapToBase(
+        address[] memory held,
+        uint256[] memory slices,
         ITandemVault.ExitSwap[] calldata swaps,
-        ITandemVault.ExitReason reason,
-        uint256 value,
-        FeeContext memory c
-    ) private returns (uint256 baseOut) {
-        Guard memory g = _guards[follower];
-        emit ITandemVault.ExitTriggered(follower, msg.sender, reason, value, g.entryValue, g.peakValue);
-        return _exitToBase(follower, shares, swaps, 0, true, c);
+        bool tryEach
+    ) private returns (uint256[] memory outs, uint256[] memory pending) {
+        outs = new uint256[](held.length);
+        // Each non-zero non-base slice is swapped at most once; a slice is marked done by clearing
+        // it in `pending`.
+        pending = new uint256[](held.length);
+        for (uint256 i = 1; i < held.length; ++i) {
+            pending[i] = slices[i];
+        }
+        if (swaps.length == 0) return (outs, pending);
+        uint256 maxSlippageBps = HUB.params().maxSlippageBps;
+        uint256 basePrice = HUB.priceOf(address(BASE_ASSET));
+        for (uint256 s; s < swaps.length; ++s) {
+            ITandemVault.ExitSwap calldata x = swaps[s];
+            uint256 i = _indexIn(held, x.token);
+            if (i == 0 || i == type(uint256).max) revert ITandemVault.UnexpectedExitSwap(x.token);
+            if (pending[i] == 0) {
+                // A swap list is made before the exit's fee is known, and a keeper's serves many
+                // followers: a slice that rounds to nothing is not an error. A token twice is.
+                if (slices[i] == 0) continue;
+                revert ITandemVault.UnexpectedExitSwap(x.token);
+            }
+            if (!HUB.isAdapter(x.adapter)) revert ITandemHub.AdapterNotAllowed(x.adapter);
+            uint256 minOut = _oracleMinOut(slices[i], HUB.priceOf(x.token), basePrice, maxSlippageBps);
+            if (!tryEach) {
+                outs[i] = _swap(x.adapter, x.token, address(BASE_ASSET), slices[i], minOut, x.route);
+                pending[i] = 0;
+            } else {
+                try ITandemVault(address(this)).swapAsVault(
+                    x.adapter, x.token, address(BASE_ASSET), slices[i], minOut, x.route
+                ) returns (uint256 out) {
+                    (outs[i], pending[i]) = (out, 0);
+                } catch {} // paid in kind by the caller
+            }
+        }
     }
 
     function _recordPeak(address follower, uint256 value) private {

@@ -77,6 +77,34 @@ interface ITandemVault {
         TakeProfit
     }
 
+    /// @notice A follower's position as a keeper needs it (values in USD with 18 decimals at oracle
+    /// prices), from `followerStates`. All zero for an address without shares.
+    /// @param value What the shares are worth at oracle prices.
+    /// @param entryValue The value of the follower's allocations when made, scaled down by each exit.
+    /// @param peakValue The recorded peak of the value, for the trailing drawdown.
+    /// @param highWaterMark The value above which the performance fee is charged.
+    /// @param crystallisableAt The earliest time `crystallise` would charge this follower (it then
+    /// charges the fee on `value` above `highWaterMark`, if any); zero for none (no position, the
+    /// master, the treasury).
+    /// @param maxDrawdownBps The trailing drawdown limit in force; zero when there is none (turned
+    /// off, or shares without an entry value, which carry no limits), so recording peaks is
+    /// pointless.
+    /// @param exitDue Exactly what `triggerExits` would do for this follower in the block the call
+    /// runs in: true when they hold shares, did not allocate in that block, and one of their limits
+    /// holds.
+    /// @param reason The limit that holds, as `exitCondition` reports it (`StopLoss` when none does).
+    struct FollowerState {
+        uint256 shares;
+        uint256 value;
+        uint256 entryValue;
+        uint256 peakValue;
+        uint256 highWaterMark;
+        uint256 crystallisableAt;
+        uint16 maxDrawdownBps;
+        bool exitDue;
+        ExitReason reason;
+    }
+
     /// @notice Why the pool's part of a trade was not executed.
     enum SkipReason {
         NoPoolPosition, // the pool holds none of the token the master spends (or its part rounds to zero)
@@ -364,7 +392,18 @@ interface ITandemVault {
 
     /// @notice `triggerExit` for many followers in one transaction, skipping those whose limits no
     /// longer hold, who hold no shares, or who allocated in this block, instead of reverting.
-    /// @return exited How many followers were exited.
+    /// Every follower is judged at one valuation, before any of them exits (as `followerStates`
+    /// reports them). The due followers' slices of each token are swapped together, in one swap
+    /// per token within the oracle bound on the total, so every follower of the batch gets the
+    /// same price. Each follower gets the swap's output pro rata to their slice, rounded down; the
+    /// few units this leaves stay in the pool's base book for the remaining shares, or go to the
+    /// batch's last follower when no shares remain. A token with no swap, or whose swap fails, is
+    /// paid in kind to every follower of the batch. Each follower pays their own performance fee.
+    /// Never paused.
+    /// @dev Requirements, checked only when a follower is due: each swap names a non-base token
+    /// the pool holds, at most once (a swap for a token whose total slice rounds to nothing is
+    /// ignored), through an allow-listed adapter.
+    /// @return exited How many followers were exited (a follower listed twice counts once).
     function triggerExits(address[] calldata followers, ExitSwap[] calldata swaps) external returns (uint256 exited);
 
     /// @notice Records the current oracle value of `follower`'s allocation as its peak.
@@ -418,6 +457,14 @@ interface ITandemVault {
     /// @notice Whether one of `follower`'s limits holds at oracle prices, which, and the value of
     /// their allocation in USD with 18 decimals.
     function exitCondition(address follower) external view returns (bool met, ExitReason reason, uint256 value);
+
+    /// @notice The state of each of `followers` that keepers act on (see `FollowerState`), at one
+    /// valuation of the pool: the same one, and the same judgement, `triggerExits` would make in
+    /// this block. An address listed twice is reported twice (`triggerExits` exits it once).
+    /// @dev A view in effect: it changes nothing, and is not declared `view` only because the vault
+    /// runs it by delegatecall, in the code it keeps exits in. Call it with `eth_call`. Reverts as
+    /// `exitCondition` does when a price is not available.
+    function followerStates(address[] calldata followers) external returns (FollowerState[] memory states);
 
     /// @notice The master's performance fee in force, and a scheduled raise (zero if none) with the
     /// time it takes effect.

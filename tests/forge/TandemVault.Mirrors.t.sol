@@ -381,6 +381,47 @@ contract TandemVaultMirrorsTest is Fixture {
         assertEq(poolBase - poolBook(vault, usdc), 2_000e6, "only alice's half of the unspent part is spent");
     }
 
+    /// @dev ITandemVault.Mirror: a batch of risk exits shrinks `remaining` burn by burn, exactly as
+    /// the same exits one at a time would (each takes its part of what the exits before it left),
+    /// not once for the batch's shares together.
+    function test_triggerExits_shrinksTheRemainingBurnByBurn() public {
+        address[3] memory who = [alice, bob, dave];
+        uint256[3] memory amounts = [uint256(33_333e6), 33_333e6, 33_334e6];
+        for (uint256 i; i < 3; ++i) {
+            follow(who[i], vault, amounts[i]);
+            vm.prank(who[i]);
+            vault.setLimits(ITandemVault.Limits(50, 0, 0)); // stop-loss 0.5%
+        }
+        _trade(address(usdc), address(thin), 5_000e6, 1_000e6);
+        uint256 remaining = vault.mirror(0).remaining;
+        assertEq(remaining, 4_000e6, "mirror recorded");
+        thinFeed.setAnswer(1e6); // THIN at 0.01: the pool lost about 1%
+
+        // One at a time, from the books before the batch: each burn shrinks what the last left.
+        uint256 total = vault.totalShares();
+        for (uint256 i; i < 2; ++i) {
+            uint256 burn = vault.sharesOf(who[i]);
+            remaining -= Math.mulDiv(remaining, burn, total, Math.Rounding.Ceil);
+            total -= burn;
+        }
+        uint256 snapshot = vm.snapshotState();
+        vm.prank(keeper);
+        vault.triggerExit(alice, new ITandemVault.ExitSwap[](0));
+        vm.prank(keeper);
+        vault.triggerExit(bob, new ITandemVault.ExitSwap[](0));
+        assertEq(vault.mirror(0).remaining, remaining, "one at a time");
+        uint256 poolBase = poolBook(vault, usdc);
+        vm.revertToState(snapshot);
+
+        address[] memory batch = new address[](2);
+        (batch[0], batch[1]) = (alice, bob);
+        vm.prank(keeper);
+        assertEq(vault.triggerExits(batch, new ITandemVault.ExitSwap[](0)), 2, "both exited");
+        assertEq(vault.mirror(0).remaining, remaining, "in a batch: the same");
+        assertEq(poolBook(vault, usdc), poolBase, "the same base left in the pool");
+        assertBooksBacked(vault, usdc);
+    }
+
     /// @dev A vault keeps one pending mirror: the master's next large order replaces it, and the
     /// old one can no longer be executed.
     function test_recordMirror_supersedesAPendingOne() public {

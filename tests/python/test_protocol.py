@@ -832,6 +832,12 @@ def test_risk_exits_are_triggered_by_anyone_only_when_a_limit_holds(
         False,
         False,
     ]
+    # One eth_call tells a keeper whom a batch would exit, with each follower's shares and value.
+    states = ada.functions.followerStates([cleo, dev, eve]).call()
+    assert [state[7] for state in states] == [True, False, False]  # exitDue
+    for follower, state in zip((cleo, dev, eve), states, strict=True):
+        assert state[0] == ada.functions.sharesOf(follower).call()
+        assert state[1] == ada.functions.exitCondition(follower).call()[2]
     free_before = dep.hub.functions.account(cleo).call()[0]
     routes = {"WETH": dep.v2_route("WETH", "USDC")}
     receipt = p.trigger_exits(dep, ada, cast.stranger, [cleo, dev, eve], routes)

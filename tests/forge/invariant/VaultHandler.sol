@@ -516,8 +516,9 @@ contract VaultHandler {
         _syncWallet(f);
     }
 
-    /// @notice A keeper triggers the exits of a batch of followers (in a random order, with
-    /// repeats); only those whose limits held just before may leave.
+    /// @notice A keeper asks `followerStates` whom a batch would exit, then triggers the exits of the
+    /// batch (in a random order, with repeats); exactly the followers reported due must leave, and
+    /// only those whose limits held just before.
     function keeperTriggerExits(uint256 vaultSeed, uint256 orderSeed, uint256 swapMask, uint256 factorSeed)
         external
         onClock
@@ -536,6 +537,21 @@ contract VaultHandler {
             sharesBefore[i] = v.sharesOf(_followers[i]);
             freeBefore[i] = hub.account(_followers[i]).free;
         }
+        // What the keeper is told: a view in effect, so it must also run in a static call.
+        (bool viewed, bytes memory ret) = address(v).staticcall(abi.encodeCall(ITandemVault.followerStates, (batch)));
+        bool[] memory due = new bool[](n);
+        if (viewed) {
+            ITandemVault.FollowerState[] memory states = abi.decode(ret, (ITandemVault.FollowerState[]));
+            for (uint256 j; j <= n; ++j) {
+                uint256 i = _indexOf(batch[j]);
+                due[i] = states[j].exitDue;
+                bool expected = met[i] && sharesBefore[i] != 0 && _allocatedAt[batch[j]][address(v)] != block.number;
+                if (states[j].exitDue != expected || states[j].shares != sharesBefore[i]) {
+                    ++ghostTriggerViolations;
+                    lastTriggerViolation = "followerStates disagreed with exitCondition or the shares";
+                }
+            }
+        }
         ITandemVault.ExitSwap[] memory swaps = _swapsFor(v.tokens(), new uint256[](0), swapMask);
         adapter.setFactorBps(_bound(factorSeed, 9_500, 10_000));
         // Every follower who may leave, with their whole position: the batch's fees are within
@@ -548,8 +564,16 @@ contract VaultHandler {
         vm.prank(keeper);
         try v.triggerExits(batch, swaps) returns (uint256 exited) {
             _feeCheckAfter(v, fee, "triggerExits");
+            if (!viewed) {
+                ++ghostTriggerViolations;
+                lastTriggerViolation = "followerStates refused a batch that triggerExits served";
+            }
             uint256 left;
             for (uint256 i; i < n; ++i) {
+                if ((v.sharesOf(_followers[i]) != sharesBefore[i]) != due[i]) {
+                    ++ghostTriggerViolations;
+                    lastTriggerViolation = "triggerExits exited other than the followers reported due";
+                }
                 if (v.sharesOf(_followers[i]) == sharesBefore[i]) continue;
                 ++left;
                 // The batch reports only a count: each exit's proceeds are what its follower's
@@ -795,6 +819,10 @@ contract VaultHandler {
 
     function _follower(uint256 seed) internal view returns (address) {
         return _followers[seed % _followers.length];
+    }
+
+    function _indexOf(address f) internal view returns (uint256 i) {
+        while (_followers[i] != f) ++i;
     }
 
     function _vault(uint256 seed) internal view returns (TandemVault) {

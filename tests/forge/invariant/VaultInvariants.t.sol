@@ -75,7 +75,7 @@ contract VaultInvariantsTest is Fixture {
     }
 
     function targetSelectors() public view returns (FuzzSelector[] memory targets) {
-        bytes4[] memory selectors = new bytes4[](25);
+        bytes4[] memory selectors = new bytes4[](26);
         selectors[0] = VaultHandler.followerDepositAndAllocate.selector;
         selectors[1] = VaultHandler.followerDepositAndAllocate.selector; // twice: pools need money
         selectors[2] = VaultHandler.followerExitInKind.selector;
@@ -101,6 +101,7 @@ contract VaultInvariantsTest is Fixture {
         selectors[22] = VaultHandler.trade.selector;
         selectors[23] = VaultHandler.movePrice.selector; // twice: prices are what trip the limits
         selectors[24] = VaultHandler.keeperCrystallise.selector;
+        selectors[25] = VaultHandler.keeperTriggerExits.selector; // twice: keepers exit in batches
         targets = new FuzzSelector[](1);
         targets[0] = FuzzSelector(address(handler), selectors);
     }
@@ -263,8 +264,9 @@ contract VaultInvariantsTest is Fixture {
     // ---------------------------------------------------------------------------------------------
 
     /// @notice Every triggered exit (one by one or in a batch) found, just before it, that one of
-    /// the follower's limits held per `exitCondition`; and a single trigger with a limit holding
-    /// was never refused.
+    /// the follower's limits held per `exitCondition`; a batch exited exactly the followers
+    /// `followerStates` reported due just before it (which agreed with `exitCondition`); and a
+    /// single trigger with a limit holding was never refused.
     function invariant_triggeredExitsOnlyWhenALimitHeld() public view {
         assertEq(handler.ghostTriggerViolations(), 0, handler.lastTriggerViolation());
         assertEq(handler.ghostTriggersRefusedWhenMet(), 0, "a trigger was refused although a limit held");

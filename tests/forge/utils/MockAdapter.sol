@@ -21,6 +21,8 @@ contract MockAdapter is ISwapAdapter {
     /// @dev Pulled short of the input, to test that vaults withdraw an approval left unspent.
     uint256 public underPull;
 
+    /// @notice Fills that went through (a fill undone by a revert does not count).
+    uint256 public fills;
     uint256 public lastAmountIn;
     uint256 public lastMinAmountOut;
     address public lastRecipient;
@@ -62,6 +64,7 @@ contract MockAdapter is ISwapAdapter {
         external
         returns (uint256 amountOut)
     {
+        ++fills;
         lastAmountIn = amountIn;
         lastMinAmountOut = minAmountOut;
         lastRecipient = recipient;
