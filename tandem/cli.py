@@ -6,14 +6,17 @@ Every expected failure ends as one `error: ...` line on stderr and a non-zero ex
 from __future__ import annotations
 
 import argparse
+import getpass
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import requests
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from web3.exceptions import TimeExhausted, Web3Exception
@@ -21,7 +24,10 @@ from web3.exceptions import TimeExhausted, Web3Exception
 from tandem import __version__, artifacts, chain, demo, protocol
 from tandem.compiler import compile_project, prepare_ape
 from tandem.config import Settings, load_settings
-from tandem.errors import DeploymentError, NodeError, TandemError
+from tandem.errors import ConfigError, DeploymentError, NodeError, TandemError
+from tandem.keeper import keys
+from tandem.keeper import run as keeper_run
+from tandem.keeper.settings import KeeperSettings
 from tandem.node import LocalNode
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -178,7 +184,141 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- keeper
+
+KEYSTORE_ARG = arg(
+    "--keystore", help="keystore file (default: keeper.keystore, keeper/keystore.json)"
+)
+PASSWORD_ARG = arg(
+    "--password-file",
+    help="file holding the keystore password (else TANDEM_KEEPER_PASSWORD or a prompt)",
+)
+
+
+def _keeper_settings(settings: Settings, **flags: Any) -> Settings:
+    """The settings with the keeper flags given on the command line applied (and validated)."""
+    updates = {key: value for key, value in flags.items() if value is not None}
+    if not updates:
+        return settings
+    try:
+        keeper = KeeperSettings.model_validate({**settings.keeper.model_dump(), **updates})
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid keeper option: {problems}") from exc
+    return settings.model_copy(update={"keeper": keeper})
+
+
+def _keystore_path(args: argparse.Namespace, settings: Settings) -> Path:
+    return settings.under_root(Path(args.keystore) if args.keystore else settings.keeper.keystore)
+
+
+def _password_file(args: argparse.Namespace, settings: Settings) -> Path | None:
+    chosen = Path(args.password_file) if args.password_file else settings.keeper.password_file
+    return chosen.expanduser() if chosen else None
+
+
+@command(
+    "keeper run",
+    "watch the chain and trigger exits, peaks, mirror slices and fees until Ctrl-C or SIGTERM",
+    KEYSTORE_ARG,
+    PASSWORD_ARG,
+    arg("--hub", help="hub address (default: keeper.hub, else this chain's address book)"),
+    arg("--database-url", help="cursor database (default: keeper.database_url, SQLite)"),
+    arg("--redis-url", help="share jobs with other keepers through this Redis"),
+    arg("--heads", choices=["auto", "subscribe", "poll"], help="how to learn of new blocks"),
+    arg("--ws-url", help="WebSocket endpoint for subscriptions"),
+    arg("--metrics-port", type=int, help="serve Prometheus metrics on this port"),
+    arg("--log-format", choices=["text", "json"], help="readable lines (default) or JSON lines"),
+)
+def keeper_run_command(args: argparse.Namespace, settings: Settings) -> int:
+    settings = _keeper_settings(
+        settings,
+        hub=args.hub,
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        heads=args.heads,
+        ws_url=args.ws_url,
+        metrics_port=args.metrics_port,
+        log_format=args.log_format,
+    )
+    password = keys.read_password(_password_file(args, settings))
+    account = keys.load_account(_keystore_path(args, settings), password)
+    return keeper_run.run(settings, account)
+
+
+@command(
+    "keeper status",
+    "show the cursor, lag, queue, keepers and the key's balance",
+    KEYSTORE_ARG,
+    arg("--database-url", help="cursor database (default: keeper.database_url, SQLite)"),
+    arg("--redis-url", help="the Redis the keepers share, for the queue's depth"),
+)
+def keeper_status_command(args: argparse.Namespace, settings: Settings) -> int:
+    settings = _keeper_settings(settings, database_url=args.database_url, redis_url=args.redis_url)
+    address = keys.keystore_address(_keystore_path(args, settings))
+    status = keeper_run.status(settings, address)
+    lag = "-" if status.lag is None else f"{status.lag} blocks"
+    out.print(f"Cursor   {status.cursor if status.cursor is not None else 'none yet'} (lag {lag})")
+    out.print(f"Head     {status.head}")
+    queued = "-" if status.queued is None else str(status.queued)
+    in_flight = "-" if status.in_flight is None else str(status.in_flight)
+    out.print(f"Queue    {queued} waiting, {in_flight} in flight")
+    if status.address:
+        balance = "-" if status.balance_wei is None else f"{status.balance_wei / 10**18:.6f} ETH"
+        out.print(f"Key      {status.address} ({balance})")
+    else:
+        out.print("Key      no keystore (create one with `tandem keeper new-key`)")
+    table = Table("keeper", "last seen", "cursor", "waiting", "in flight", box=None)
+    for k in status.keepers:
+        seen = f"{k['age']:.0f} s ago" + ("" if k["alive"] else " (gone)")
+        table.add_row(
+            k["name"], seen, str(k.get("cursor")), str(k.get("queued")), str(k.get("in_flight"))
+        )
+    if status.keepers:
+        out.print(table)
+    return 0
+
+
+@command(
+    "keeper new-key", "create a new keeper key in an encrypted keystore", KEYSTORE_ARG, PASSWORD_ARG
+)
+def keeper_new_key_command(args: argparse.Namespace, settings: Settings) -> int:
+    path = _keystore_path(args, settings)
+    password = keys.read_password(_password_file(args, settings), confirm=True)
+    address = keys.create_keystore(path, password)
+    out.print(f"New keeper key {address} in {path}")
+    out.print("Fund it with a little ether for gas before running `tandem keeper run`.")
+    return 0
+
+
+@command(
+    "keeper import-key",
+    "encrypt an existing private key into a keystore (from --key-file, a prompt or stdin)",
+    KEYSTORE_ARG,
+    PASSWORD_ARG,
+    arg("--key-file", help="file holding the private key as hex (delete it afterwards)"),
+)
+def keeper_import_key_command(args: argparse.Namespace, settings: Settings) -> int:
+    path = _keystore_path(args, settings)
+    if args.key_file:
+        try:
+            private_key = Path(args.key_file).expanduser().read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the key file {args.key_file}: {exc.strerror}") from exc
+    elif sys.stdin.isatty():
+        private_key = getpass.getpass("private key (hex): ").strip()
+    else:
+        private_key = sys.stdin.readline().strip()
+    password = keys.read_password(_password_file(args, settings), confirm=True)
+    address = keys.create_keystore(path, password, private_key)
+    out.print(f"Imported keeper key {address} into {path}")
+    return 0
+
+
 # --- entry point
+
+
+GROUPS = {"keeper": "run a keeper, see how keepers are doing, manage the keeper key"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,8 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rpc-url", help="node to talk to (default: TANDEM_RPC_URL or settings)")
     parser.add_argument("--config", help="settings file (default: TANDEM_CONFIG or ./tandem.toml)")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups: dict[str, Any] = {}
     for cmd in COMMANDS.values():
-        sub = subcommands.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        # "keeper run" is the command `run` of the group `keeper`.
+        group, _, name = cmd.name.rpartition(" ")
+        where = subcommands
+        if group:
+            if group not in groups:
+                help_text = GROUPS[group]
+                holder = subcommands.add_parser(group, help=help_text, description=help_text)
+                groups[group] = holder.add_subparsers(
+                    dest=f"{group}_command", metavar="COMMAND", required=True
+                )
+            where = groups[group]
+        sub = where.add_parser(name, help=cmd.help, description=cmd.help)
         for option in cmd.args:
             sub.add_argument(*option.flags, **option.options)
         sub.set_defaults(handler=cmd.handler)

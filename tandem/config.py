@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from tandem.errors import ConfigError
+from tandem.keeper.settings import KeeperSettings
 
 CONFIG_ENV_VAR = "TANDEM_CONFIG"
 DEFAULT_CONFIG_FILE = "tandem.toml"
@@ -70,7 +71,10 @@ class Settings(BaseSettings):
     then defaults. Relative directories are taken relative to ``project_root``.
     """
 
-    model_config = SettingsConfigDict(env_prefix="TANDEM_", extra="forbid")
+    # Nested tables read from TANDEM_<TABLE>__<FIELD>, e.g. TANDEM_KEEPER__REDIS_URL.
+    model_config = SettingsConfigDict(
+        env_prefix="TANDEM_", env_nested_delimiter="__", extra="forbid"
+    )
 
     rpc_url: str = "http://127.0.0.1:8545"
     chain_id: int | None = Field(default=None, description="expected chain id, checked on connect")
@@ -79,6 +83,7 @@ class Settings(BaseSettings):
     deployments_dir: Path | None = None
     anvil_port: int = Field(default=8545, ge=1, le=65535)
     rpc_timeout: float = Field(default=10.0, gt=0)
+    keeper: KeeperSettings = Field(default_factory=KeeperSettings)
 
     @field_validator("rpc_url")
     @classmethod
@@ -93,6 +98,11 @@ class Settings(BaseSettings):
         self.build_dir = self._under_root(self.build_dir, "build")
         self.deployments_dir = self._under_root(self.deployments_dir, "deployments")
         return self
+
+    def under_root(self, path: Path) -> Path:
+        """``path`` itself if absolute, else the same path under the project root."""
+        path = path.expanduser()
+        return path if path.is_absolute() else self.project_root / path
 
     def _under_root(self, value: Path | None, default: str) -> Path:
         path = self.project_root / default if value is None else value.expanduser()

@@ -5,20 +5,29 @@ Starts its own anvil, deploys everything, trades, exits, prints a table after ea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+from eth_account import Account
 from rich.console import Console
 from rich.table import Table
 from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 
+from tandem import artifacts
 from tandem import protocol as p
 from tandem.chain import connect
-from tandem.config import Settings
+from tandem.config import Settings, load_settings
+from tandem.errors import DeploymentError
+from tandem.keeper.run import KeeperThread
 from tandem.node import LocalNode
 from tandem.protocol import BASE, Deployment
 
@@ -35,10 +44,44 @@ class Cast:
     ben: Person  # master, rotation style on Uniswap V3
     followers: list[Person]
     whale: Person  # moves market prices between trades
-    keeper: Person  # triggers risk exits
 
 
 FOLLOWER_DEPOSITS = {"Cleo": 100, "Dev": 10_000, "Eve": 1_000_000}
+KEEPER_TIMEOUT = 60
+
+
+@contextmanager
+def run_keeper(dep: Deployment) -> Iterator[KeeperThread]:
+    """A keeper with a fresh funded key and its state in a temporary folder, stopped at the end."""
+    settings = dep.settings or load_settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = settings.model_copy(
+            update={
+                "rpc_url": dep.w3.provider.endpoint_uri,  # type: ignore[attr-defined]
+                "deployments_dir": Path(tmp),
+                "keeper": settings.keeper.model_copy(
+                    update={
+                        "hub": dep.hub.address,
+                        "database_url": f"sqlite:///{tmp}/keeper.db",
+                        "heads": "poll",
+                        "poll_interval": 0.1,
+                    }
+                ),
+            }
+        )
+        artifacts.save_deployment(dep.w3.eth.chain_id, dep.addresses(), settings, merge=False)
+        account = Account.create()
+        p.set_balance(dep.w3, account.address, 10**20)
+        # The keeper's own log lines would interleave with the story: errors only.
+        keeper_log = logging.getLogger("tandem.keeper")
+        level = keeper_log.level
+        keeper_log.setLevel(logging.ERROR)
+        keeper = KeeperThread(settings, account).start()
+        try:
+            yield keeper
+        finally:
+            keeper.stop()
+            keeper_log.setLevel(level)
 
 
 def run(settings: Settings | None = None, console: Console | None = None) -> None:
@@ -56,9 +99,9 @@ def run(settings: Settings | None = None, console: Console | None = None) -> Non
 
 def _cast(w3: Web3) -> Cast:
     accounts = w3.eth.accounts
-    names = ["Ada", "Ben", *FOLLOWER_DEPOSITS, "Whale", "Keeper"]
+    names = ["Ada", "Ben", *FOLLOWER_DEPOSITS, "Whale"]
     people = [Person(name, accounts[i + 1]) for i, name in enumerate(names)]
-    return Cast(people[0], people[1], people[2:-2], people[-2], people[-1])
+    return Cast(people[0], people[1], people[2:-1], people[-1])
 
 
 class Demo:
@@ -240,25 +283,54 @@ class Demo:
         self.print_fee(vault, receipt, master)
 
     def stop_losses(self, master: str) -> None:
-        """A keeper exits every follower of ``master`` whose limits hold at oracle prices."""
+        """A keeper (the real service: `tandem keeper run` in this process) starts, reads the
+        chain from the hub's deployment, finds the followers of ``master`` whose limits hold at
+        oracle prices, and exits them."""
         vault = self.vaults[master]
         followers = [f for f in self.cast.followers if vault.functions.sharesOf(f.address).call()]
-        routes = {s: self.dep.v2_route(s, BASE) for s in ("WETH", "WBTC", "LINK")}
-        receipt = p.trigger_exits(
-            self.dep, vault, self.cast.keeper.address, [f.address for f in followers], routes
+        due = [
+            f.address
+            for f, state in zip(
+                followers,
+                vault.functions.followerStates([f.address for f in followers]).call(),
+                strict=True,
+            )
+            if state[7]  # FollowerState.exitDue
+        ]
+        started = self.dep.w3.eth.block_number
+        self.console.print(
+            f"\n[italic]A keeper starts: {len(due)} of {master}'s followers have a limit that "
+            "holds.[/]"
         )
-        table = Table(
-            title=f"A keeper triggers risk exits in {master}'s pool (gas {receipt['gasUsed']:,})"
-        )
+        with run_keeper(self.dep) as keeper:
+            deadline = time.monotonic() + KEEPER_TIMEOUT
+            exited: list[Any] = []
+            while len(exited) < len(due):
+                if time.monotonic() > deadline:
+                    raise DeploymentError(
+                        f"the keeper exited {len(exited)} of {len(due)} followers in "
+                        f"{KEEPER_TIMEOUT} s"
+                    )
+                time.sleep(0.1)
+                exited = vault.events.ExitTriggered().get_logs(from_block=started + 1)
+            reaction = keeper.keeper.metrics.reaction_samples
+        receipts = {
+            e["transactionHash"]: self.dep.w3.eth.get_transaction_receipt(e["transactionHash"])
+            for e in exited
+        }
+        gas = sum(r["gasUsed"] for r in receipts.values())
+        first = f", the first {reaction[0] * 1000:.0f} ms after its block" if reaction else ""
+        self.console.print(f"[italic]It sent {len(receipts)} transaction(s){first}.[/]")
+        table = Table(title=f"The keeper's risk exits in {master}'s pool (gas {gas:,})")
         for column in ("Follower", "Limit met", "Entry (USD)", "Value (USD)", "Credited (USDC)"):
             table.add_column(
                 column, justify="left" if column in ("Follower", "Limit met") else "right"
             )
-        exits = vault.events.ExitedToBase().process_receipt(receipt, errors=DISCARD)
+        exits = vault.events.ExitedToBase().get_logs(from_block=started + 1)
         credited = {e["args"]["follower"]: e["args"]["baseOut"] for e in exits}
         reasons = ("stop-loss", "maximum drawdown", "take-profit")  # ITandemVault.ExitReason
         names = {f.address: f.name for f in followers}
-        for e in vault.events.ExitTriggered().process_receipt(receipt, errors=DISCARD):
+        for e in exited:
             a = e["args"]
             table.add_row(
                 names[a["follower"]],

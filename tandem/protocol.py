@@ -5,6 +5,7 @@ One place for what the demo, the tests, the benchmarks and the command line all 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -13,13 +14,14 @@ import rlp  # type: ignore[import-untyped]
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address as checksum
 from eth_utils.crypto import keccak
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 from web3.types import RPCEndpoint, TxReceipt
 
 from tandem import artifacts, uniswap
-from tandem.chain import contract_at, deploy, resolve_sender, transact
+from tandem.chain import RECEIPT_TIMEOUT, contract_at, deploy, resolve_sender, transact
 from tandem.compiler import compile_project
 from tandem.config import Settings
 from tandem.errors import DeploymentError
@@ -355,6 +357,67 @@ def fund(dep: Deployment, account: str, symbol: str, amount: int) -> None:
         transact(dep.tokens["WETH"].functions.deposit(), account, value=amount)
     else:
         transact(dep.tokens[symbol].functions.mint(account, amount), account)
+
+
+def add_followers(
+    dep: Deployment,
+    vault: Contract,
+    followers: list[str],
+    allocation: int,
+    limits: dict[str, tuple[int, int, int]] | None = None,
+) -> None:
+    """Have each of ``followers`` deposit, allocate ``allocation`` base units to ``vault`` and
+    set their ``limits`` (local chains only: anvil impersonates them). Transactions are sent
+    without waiting for each receipt, so a thousand followers take seconds, not minutes."""
+    w3 = dep.w3
+    w3.provider.make_request(RPCEndpoint("anvil_autoImpersonateAccount"), [True])
+    for follower in followers:
+        set_balance(w3, follower, 10**20)
+    # An allocation may use at most the default cap (25%) of the follower's hub account.
+    deposit = allocation * 10_000 // dep.hub.functions.params().call()[1] + 1
+    base, hub = dep.base, dep.hub
+    steps: list[Callable[[str], Any]] = [
+        lambda f: base.functions.mint(f, deposit),
+        lambda f: base.functions.approve(hub.address, deposit),
+        lambda f: hub.functions.deposit(deposit),
+        lambda f: hub.functions.allocate(vault.address, allocation),
+    ]
+    if limits:
+        steps.append(lambda f: vault.functions.setLimits(limits[f]))
+    for step in steps:
+        _send_all(w3, [(step(f), f) for f in followers])
+
+
+def _send_all(w3: Web3, calls: list[tuple[Any, str]]) -> None:
+    hashes = []
+    for fn, sender in calls:
+        tx = {
+            "from": sender,
+            "to": fn.address,
+            "data": fn._encode_transaction_data(),
+            "gas": hex(1_000_000),
+        }
+        response = w3.provider.make_request(RPCEndpoint("eth_sendTransaction"), [tx])
+        if "error" in response:
+            raise DeploymentError(f"{fn.fn_name} from {sender} was refused: {response['error']}")
+        hashes.append(response["result"])
+    for tx_hash in hashes:
+        receipt = w3.eth.wait_for_transaction_receipt(
+            tx_hash, timeout=RECEIPT_TIMEOUT, poll_latency=0.01
+        )
+        if receipt["status"] != 1:
+            raise DeploymentError(f"a set-up transaction failed: {HexBytes(tx_hash).to_0x_hex()}")
+
+
+def scale_feed(
+    dep: Deployment, symbol: str, factor: Decimal, owner: str | None = None
+) -> TxReceipt:
+    """Move ``symbol``'s feed by ``factor``, leaving the pools where they are (local feeds)."""
+    feed = dep.feeds[symbol]
+    answer = feed.functions.latestRoundData().call()[1]
+    return transact(
+        feed.functions.setAnswer(int(Decimal(answer) * factor)), owner or dep.w3.eth.accounts[0]
+    )
 
 
 def create_master(dep: Deployment, master: str, deposit: int) -> Contract:

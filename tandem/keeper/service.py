@@ -1,0 +1,491 @@
+"""The keeper service: watch, decide, queue, act, on a schedule too, until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import websockets
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address as checksum
+from web3 import AsyncWeb3
+from web3.exceptions import ProviderConnectionError, Web3RPCError
+from web3.providers import AsyncHTTPProvider
+from web3.types import RPCEndpoint, TxReceipt
+
+from tandem import artifacts
+from tandem.config import Settings
+from tandem.errors import ConfigError, DeploymentError, NodeError, RevertError, TandemError
+from tandem.keeper.act import Actor, Outcome
+from tandem.keeper.decide import Decider, Routes, Sweep
+from tandem.keeper.metrics import Metrics
+from tandem.keeper.queue import Delivery, Job, JobQueue, LocalQueue, RedisQueue
+from tandem.keeper.sender import Heads, Sender, SendError
+from tandem.keeper.store import Store, database_url, redact
+from tandem.keeper.watch import Changes, Head, Watcher, poll_heads, subscribe_heads, ws_url_for
+
+log = logging.getLogger("tandem.keeper")
+
+# What a dropped connection to the node raises, from aiohttp and websockets (web3's transports)
+# or the OS.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    aiohttp.ClientError,
+    websockets.exceptions.WebSocketException,
+    ProviderConnectionError,
+)
+# ...and with a refusal from the node too: both are retried, neither is a bug.
+NODE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, Web3RPCError)
+UNREACHABLE: tuple[type[BaseException], ...] = (*NODE_ERRORS, ValueError)
+
+HEARTBEAT_SECONDS = 2.0
+MAX_BACKOFF = 5.0
+
+
+async def connect(settings: Settings) -> AsyncWeb3[Any]:
+    """An async web3 client on the RPC URL, checked to answer for the configured chain."""
+    w3 = AsyncWeb3(
+        AsyncHTTPProvider(
+            settings.rpc_url,
+            request_kwargs={"timeout": settings.rpc_timeout},
+            exception_retry_configuration=None,
+            # web3 asks for the chain id before many calls: it never changes, ask once.
+            cache_allowed_requests=True,
+            cacheable_requests={RPCEndpoint("eth_chainId")},
+        )
+    )
+    try:
+        chain_id = await w3.eth.chain_id
+    except UNREACHABLE as exc:
+        raise NodeError(
+            f"no node answers at {settings.rpc_url}",
+            "start it, or set --rpc-url / TANDEM_RPC_URL to a running node",
+        ) from exc
+    if settings.chain_id is not None and chain_id != settings.chain_id:
+        raise NodeError(
+            f"the node at {settings.rpc_url} runs chain {chain_id}, not chain {settings.chain_id}",
+            "point the keeper at the right node, or fix chain_id in the settings",
+        )
+    return w3
+
+
+async def hub_address(w3: AsyncWeb3[Any], settings: Settings) -> str:
+    """The configured hub, else the one in this chain's address book; checked to have code."""
+    chain_id = await w3.eth.chain_id
+    if settings.keeper.hub:
+        hub = settings.keeper.hub
+    else:
+        book = artifacts.load_deployment(chain_id, settings)
+        if "TandemHub" not in book:
+            raise DeploymentError("the address book has no TandemHub", "set keeper.hub")
+        hub = book["TandemHub"]
+    hub = checksum(hub)
+    if not await w3.eth.get_code(hub):
+        raise DeploymentError(
+            f"no contract at the hub address {hub} on chain {chain_id}",
+            "deploy the protocol (`tandem deploy`) or fix keeper.hub",
+        )
+    return hub
+
+
+def address_book(chain_id: int, settings: Settings) -> dict[str, str]:
+    try:
+        return artifacts.load_deployment(chain_id, settings)
+    except TandemError:
+        # No address book for this chain: no pools are known, so exits pay in kind.
+        log.warning("no address book for chain %s: exits will pay every token in kind", chain_id)
+        return {}
+
+
+def consumer_name(address: str) -> str:
+    """This process's name in the consumer group: unique per host and process, so a restarted
+    keeper is a new consumer and takes over its old jobs by idle time like any other."""
+    return f"{address[:10]}@{socket.gethostname()}:{os.getpid()}"
+
+
+class Keeper:
+    def __init__(self, settings: Settings, account: LocalAccount) -> None:
+        self.settings = settings
+        self.keeper = settings.keeper
+        self.account = account
+        self.metrics = Metrics()
+        self.heads = Heads()
+        self.name = consumer_name(account.address)
+        self._stopping = asyncio.Event()
+        self._swept = False
+        self.latest: Head | None = None
+
+    # --- set-up
+
+    async def open(self) -> None:
+        """Connect to everything and check it, failing with one clear error."""
+        self.w3 = await connect(self.settings)
+        self.metrics.count_rpc(self.w3)
+        chain_id = await self.w3.eth.chain_id
+        hub = await hub_address(self.w3, self.settings)
+        url = database_url(self.keeper.database_url, self.settings.project_root)
+        self.store = Store(url)
+        self.queue = await open_queue(self.settings, self.name)
+        self.sender = Sender(
+            self.w3,
+            self.account,
+            self.settings,
+            self.heads,
+            on_confirmed=self._confirmed,
+        )
+        await self.sender.start()
+        balance = await self.sender.balance()
+        self.metrics.balance.set(balance)
+        if balance < self.keeper.min_balance_eth * 10**18:
+            raise ConfigError(
+                f"the keeper key {self.account.address} holds {balance / 10**18:.6f} ETH, "
+                f"less than keeper.min_balance_eth ({self.keeper.min_balance_eth})",
+                "send it ether for gas",
+            )
+        hub_contract = self.w3.eth.contract(
+            address=checksum(hub), abi=artifacts.load("TandemHub", self.settings).abi
+        )
+        base_asset = checksum(await hub_contract.functions.baseAsset().call())
+        routes = Routes(self.w3, address_book(chain_id, self.settings), self.settings)
+        self.decider = Decider(self.w3, self.settings, routes, base_asset)
+        self.actor = Actor(self.decider, self.sender, on_sent=self._sent)
+        self.watcher = Watcher(self.w3, self.settings, self.store, hub)
+        log.info(
+            "keeper %s on chain %s, hub %s, %s queue",
+            self.account.address,
+            chain_id,
+            hub,
+            "Redis" if self.keeper.redis_url else "in-process",
+        )
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.queue.close()
+        with contextlib.suppress(Exception):
+            self.store.close()
+        with contextlib.suppress(Exception):
+            await self.w3.provider.disconnect()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # --- running
+
+    async def run(self, *, grace: float = 30.0) -> None:
+        """Run until ``stop()``; then finish the jobs being done (at most ``grace`` seconds)
+        and hand back the rest."""
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        if self.keeper.metrics_port is not None:
+            port = self.metrics.serve(self.keeper.metrics_port, self.keeper.metrics_host)
+            log.info("metrics on port %s", port)
+        scheduler = AsyncIOScheduler()
+        scheduler.add_job(
+            self.sweep,
+            "interval",
+            seconds=self.keeper.evaluate_every,
+            kwargs={"sweep": Sweep(mirrors=True)},
+            max_instances=1,
+            coalesce=True,
+        )
+        scheduler.add_job(
+            self.sweep,
+            "interval",
+            seconds=self.keeper.crystallise_every,
+            kwargs={"sweep": Sweep(exits=False, peaks=False, crystallise=True)},
+            max_instances=1,
+            coalesce=True,
+        )
+        scheduler.add_job(
+            self.check_alerts,
+            "interval",
+            seconds=self.keeper.evaluate_every,
+            max_instances=1,
+            coalesce=True,
+        )
+        workers = [asyncio.create_task(self._work()) for _ in range(self.keeper.workers)]
+        watching = asyncio.create_task(self._watch())
+        beating = asyncio.create_task(self._beat())
+        scheduler.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            log.info("stopping: finishing jobs in flight")
+            scheduler.shutdown(wait=False)
+            watching.cancel()
+            beating.cancel()
+            _, late = await asyncio.wait(workers, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(watching, beating, *workers, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._beat_once()
+            log.info("stopped")
+
+    async def _watch(self) -> None:
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                async for head in self._heads():
+                    await self.on_head(head)
+                    backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except NODE_ERRORS as exc:
+                self.metrics.alerts.labels("rpc").inc()
+                refused = isinstance(exc, Web3RPCError)
+                what = "the node refused a request" if refused else "lost contact with the node"
+                log.warning("%s (%s); trying again in %.1f s", what, _short(exc), backoff)
+            except Exception:
+                # A bug or a surprise from the node must not stop the keeper for good: it is
+                # logged in full, and the next attempt starts again from the cursor.
+                self.metrics.alerts.labels("watch").inc()
+                log.exception("watching failed; trying again in %.1f s", backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(MAX_BACKOFF, backoff * 2)
+
+    async def _heads(self) -> AsyncIterator[Head]:
+        mode = self.keeper.heads
+        if mode != "poll":
+            url = self.keeper.ws_url or ws_url_for(self.settings.rpc_url)
+            try:
+                async for head in subscribe_heads(self.watcher, url):
+                    yield head
+                return
+            except NODE_ERRORS as exc:
+                if mode == "subscribe" or getattr(self, "_subscribed", False):
+                    raise
+                log.info("no WebSocket subscription at %s (%s): polling instead", url, _short(exc))
+                self.keeper = self.keeper.model_copy(update={"heads": "poll"})
+        async for head in poll_heads(self.watcher, self.keeper.poll_interval):
+            yield head
+
+    async def on_head(self, head: Head) -> None:
+        """One block (or more, after a gap): sync, decide, publish."""
+        self.latest = head
+        self.heads.arrived(head.number, head.base_fee, head.gas_limit)
+        self.metrics.head.set(head.number)
+        changes = await self.watcher.sync(head)
+        log.debug("synced to %s in %.1f ms", head.number, 1000 * (time.time() - head.arrived_at))
+        if changes.reorg_depth:
+            self.metrics.reorgs.inc()
+            # Our transactions in the dropped blocks may be gone: count nonces from the chain.
+            async with self.sender.lock:
+                await self.sender.resync()
+        await self._decide(changes)
+        await self._publish_trades(head.number)
+        self.metrics.lag.set(
+            head.number - (self.watcher.cursor.block_number if self.watcher.cursor else 0)
+        )
+
+    async def _decide(self, changes: Changes) -> None:
+        head = changes.head
+        for vault in changes.traded:
+            self.decider.forget_swaps(vault)
+        if not self._swept or changes.reorg_depth or changes.prices:
+            # At start, after a reorganisation or a price move, every vault may have changed.
+            first = not self._swept
+            self._swept = True
+            sweep = Sweep(mirrors=True, crystallise=first)
+            vaults = sorted(self.watcher.vaults)
+        else:
+            sweep = Sweep(mirrors=bool(changes.mirrors))
+            vaults = sorted(changes.vaults | changes.mirrors)
+        if changes.suspended:
+            self.metrics.alerts.labels("suspended").inc(len(changes.suspended))
+        if vaults:
+            await self._sweep_vaults(vaults, sweep, head.number, head.arrived_at)
+        # Exit routes ready before a price drop needs them (after a trade, or at start).
+        await asyncio.gather(*(self.decider.exit_swaps(v) for v in sorted(self.watcher.vaults)))
+
+    async def _sweep_vaults(
+        self, vaults: list[str], sweep: Sweep, block: int, seen_at: float
+    ) -> None:
+        results = await asyncio.gather(
+            *(
+                self.decider.decide(
+                    v, self.store.followers(v), sweep, self.queue.put, block=block, seen_at=seen_at
+                )
+                for v in vaults
+            ),
+            return_exceptions=True,
+        )
+        for vault, result in zip(vaults, results, strict=True):
+            if isinstance(result, BaseException) and isinstance(result, NODE_ERRORS):
+                raise result
+            if isinstance(result, Exception):
+                self.metrics.alerts.labels("evaluation").inc()
+                log.warning("cannot evaluate vault %s: %s", vault, _short(result))
+
+    async def sweep(self, sweep: Sweep) -> None:
+        """A scheduled look at every vault, whatever the events said."""
+        if self.latest is None:
+            return
+        try:
+            await self._sweep_vaults(sorted(self.watcher.vaults), sweep, self.latest.number, 0.0)
+        except NODE_ERRORS as exc:
+            log.warning("scheduled sweep skipped: %s", _short(exc))
+
+    async def _publish_trades(self, head: int) -> None:
+        confirmed = self.store.confirmed_trades(head - self.keeper.confirmations)
+        if not confirmed:
+            return
+        if isinstance(self.queue, RedisQueue):
+            await self.queue.publish_trades(confirmed)
+        self.store.mark_published((t["block_number"], t["log_index"]) for t in confirmed)
+        log.info("published %s master trades", len(confirmed))
+
+    async def check_alerts(self) -> None:
+        """Stale feeds and suspended vaults, logged and counted."""
+        try:
+            now = int((await self.w3.eth.get_block("latest"))["timestamp"])
+            abi = artifacts.load("TestPriceFeed", self.settings).abi
+            for feed in self.store.feeds():
+                contract = self.w3.eth.contract(address=checksum(feed.feed), abi=abi)
+                updated_at = (await contract.functions.latestRoundData().call())[3]
+                if now - updated_at > feed.heartbeat:
+                    self.metrics.alerts.labels("stale_feed").inc()
+                    log.warning(
+                        "feed of %s is stale: last answer %s s ago, heartbeat %s s",
+                        feed.token,
+                        now - updated_at,
+                        feed.heartbeat,
+                    )
+            for vault in sorted(self.watcher.vaults):
+                suspended, _, _ = await self.decider.vault(vault).functions.suspension().call()
+                if suspended:
+                    self.metrics.alerts.labels("suspended").inc()
+                    log.warning("vault %s is suspended: its master is in drawdown", vault)
+            balance = await self.sender.balance()
+            self.metrics.balance.set(balance)
+            if balance < self.keeper.min_balance_eth * 10**18:
+                self.metrics.alerts.labels("low_balance").inc()
+                log.warning(
+                    "the keeper key holds %.6f ETH: send it ether for gas", balance / 10**18
+                )
+        except NODE_ERRORS as exc:
+            log.warning("alert checks skipped: %s", _short(exc))
+
+    # --- acting
+
+    async def _work(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                delivery = await self.queue.get(timeout=0.5)
+            except CONNECTION_ERRORS as exc:
+                log.warning("cannot read the queue: %s", _short(exc))
+                await asyncio.sleep(1)
+                continue
+            if delivery is None:
+                continue
+            if self._stopping.is_set():
+                await self.queue.hand_back(delivery)
+                return
+            await self._do(delivery)
+
+    async def _do(self, delivery: Delivery) -> None:
+        job = delivery.job
+
+        async def still_working() -> None:
+            await self.queue.touch(delivery)
+
+        try:
+            outcome = await self.actor.run(job, still_working)
+        except RevertError as exc:
+            self.metrics.jobs.labels(job.kind, "reverted").inc()
+            self.metrics.alerts.labels("reverted").inc()
+            log.warning("%s reverted: %s", job.describe(), exc.reason)
+            await self.queue.failed(delivery)
+            return
+        except (SendError, *NODE_ERRORS) as exc:  # type: ignore[misc]
+            self.metrics.jobs.labels(job.kind, "failed").inc()
+            self.metrics.alerts.labels("send").inc()
+            log.warning("%s failed: %s", job.describe(), _short(exc))
+            await self.queue.failed(delivery)
+            return
+        except Exception:
+            self.metrics.jobs.labels(job.kind, "failed").inc()
+            self.metrics.alerts.labels("job").inc()
+            log.exception("%s failed", job.describe())
+            await self.queue.failed(delivery)
+            return
+        self.metrics.jobs.labels(job.kind, outcome.status.replace(" ", "_")).inc()
+        if outcome.status == "done":
+            log.info(
+                "%s done", job.describe(), extra={"count": outcome.count, "block": _block(outcome)}
+            )
+        await self.queue.done(delivery)
+
+    def _sent(self, job: Job) -> None:
+        if job.seen_at:
+            reaction = time.time() - job.seen_at
+            self.metrics.reaction.observe(reaction)
+            self.metrics.reaction_samples.append(reaction)
+
+    def _confirmed(self, label: str, receipt: TxReceipt, waited: float) -> None:
+        self.metrics.confirmation.observe(waited)
+        self.metrics.transactions.labels("ok" if receipt["status"] == 1 else "reverted").inc()
+        self.metrics.gas.inc(receipt["gasUsed"])
+        self.metrics.fees.inc(receipt["gasUsed"] * receipt.get("effectiveGasPrice", 0))
+
+    # --- status
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self._beat_once()
+
+    async def _beat_once(self) -> None:
+        queued, taken = await self.queue.depth()
+        self.metrics.queue_depth.set(queued)
+        self.metrics.in_flight.set(taken)
+        cursor = self.watcher.cursor
+        status: dict[str, Any] = {
+            "address": self.account.address,
+            "head": self.latest.number if self.latest else None,
+            "cursor": cursor.block_number if cursor else None,
+            "queued": queued,
+            "in_flight": taken,
+            "stopping": self._stopping.is_set(),
+        }
+        self.store.beat(self.name, status)
+
+
+async def open_queue(settings: Settings, consumer: str) -> JobQueue:
+    keeper = settings.keeper
+    if not keeper.redis_url:
+        return LocalQueue(keeper.claim_ttl)
+    queue = RedisQueue(
+        keeper.redis_url, keeper.stream, consumer, keeper.claim_ttl, keeper.reclaim_idle
+    )
+    try:
+        await queue.redis.ping()
+        await queue.start()
+    except Exception as exc:  # redis-py raises its own ConnectionError/AuthenticationError
+        await queue.close()
+        raise ConfigError(
+            f"cannot reach Redis at {redact(keeper.redis_url)}: {_short(exc)}",
+            "start Redis or fix keeper.redis_url (unset it to run with the in-process queue)",
+        ) from exc
+    return queue
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    return text[:200]
+
+
+def _block(outcome: Outcome) -> int | None:
+    return int(outcome.receipt["blockNumber"]) if outcome.receipt else None
+
+
+__all__ = ["Job", "Keeper"]

