@@ -201,15 +201,18 @@ class Watcher:
 
     async def _logs(self, first: int, last: int) -> list[Any]:
         """The protocol's logs in [first, last], from the hub, known vaults and feeds. Vaults
-        created inside the range are read in a second pass over the same range."""
+        created and feeds set inside the range are read in a second pass over the same range."""
         addresses = [self.hub, *self.vaults, *self.feeds]
         logs = list(await self._get_logs(first, last, addresses))
-        created = [
-            checksum("0x" + HexBytes(entry["topics"][2]).hex()[-40:])
-            for entry in logs
-            if self.topics.get(bytes(entry["topics"][0]), ("",))[0] == "VaultCreated"
-        ]
-        new = [vault for vault in created if vault not in self.vaults]
+        new: list[str] = []
+        for entry in logs:
+            name, event = self.topics[bytes(entry["topics"][0])]
+            if checksum(entry["address"]) != self.hub or name not in HUB_EVENTS:
+                continue
+            args = event.process_log(entry)["args"]
+            found = checksum(args["vault"] if name == "VaultCreated" else args["feed"])
+            if found not in self.vaults and found not in self.feeds and found not in new:
+                new.append(found)
         if new:
             logs += await self._get_logs(first, last, new)
             logs.sort(key=lambda entry: (entry["blockNumber"], entry["logIndex"]))
