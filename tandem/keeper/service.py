@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -188,29 +188,20 @@ class Keeper:
             port = self.metrics.serve(self.keeper.metrics_port, self.keeper.metrics_host)
             log.info("metrics on port %s", port)
         scheduler = AsyncIOScheduler()
-        scheduler.add_job(
-            self.sweep,
-            "interval",
-            seconds=self.keeper.evaluate_every,
-            kwargs={"sweep": Sweep(mirrors=True)},
-            max_instances=1,
-            coalesce=True,
+        schedule: tuple[tuple[float, Callable[..., Awaitable[None]], dict[str, Any]], ...] = (
+            (self.keeper.evaluate_every, self.sweep, {"sweep": Sweep(mirrors=True)}),
+            (
+                self.keeper.crystallise_every,
+                self.sweep,
+                {"sweep": Sweep(exits=False, peaks=False, crystallise=True)},
+            ),
+            (self.keeper.evaluate_every, self.check_alerts, {}),
         )
-        scheduler.add_job(
-            self.sweep,
-            "interval",
-            seconds=self.keeper.crystallise_every,
-            kwargs={"sweep": Sweep(exits=False, peaks=False, crystallise=True)},
-            max_instances=1,
-            coalesce=True,
-        )
-        scheduler.add_job(
-            self.check_alerts,
-            "interval",
-            seconds=self.keeper.evaluate_every,
-            max_instances=1,
-            coalesce=True,
-        )
+        for seconds, job, kwargs in schedule:
+            # One run at a time; a run missed while the last was busy is skipped, not queued.
+            scheduler.add_job(
+                job, "interval", seconds=seconds, kwargs=kwargs, max_instances=1, coalesce=True
+            )
         workers = [asyncio.create_task(self._work()) for _ in range(self.keeper.workers)]
         watching = asyncio.create_task(self._watch())
         beating = asyncio.create_task(self._beat())

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,8 +15,9 @@ from tandem.config import Settings
 from tandem.keeper import keys
 from tandem.keeper.run import KeeperThread
 from tandem.node import free_port
+from tandem.protocol import Deployment
 
-from .support import PASSWORD
+from .support import PASSWORD, keeper_settings, make_key, save_book, wait_until
 
 
 @pytest.fixture
@@ -30,6 +32,31 @@ def run_keeper() -> Iterator[Callable[[Settings, Path], KeeperThread]]:
     yield start
     for thread in started:
         thread.stop()
+
+
+StartKeeper = Callable[..., KeeperThread]
+
+
+@pytest.fixture
+def start_keeper(
+    dep: Deployment,
+    settings: Settings,
+    tmp_path: Path,
+    run_keeper: Callable[[Settings, Path], KeeperThread],
+) -> StartKeeper:
+    """``start_keeper(**keeper_settings)``: a funded keeper on the shared chain, polling fast,
+    its state in the test's folder, started and past its first head."""
+
+    def start(**keeper: Any) -> KeeperThread:
+        keystore, _ = make_key(tmp_path, dep.w3)
+        rpc_url = dep.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+        ks = keeper_settings(settings, rpc_url, tmp_path, dep.hub.address, **keeper)
+        save_book(dep, ks)
+        thread = run_keeper(ks, keystore)
+        wait_until(lambda: thread.keeper.latest is not None, 10, "the keeper's first head")
+        return thread
+
+    return start
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from tandem.keeper.run import KeeperThread
 from tandem.keeper.store import Cursor, Store, database_url
 from tandem.protocol import BASE, Deployment, advance_time, move_price, trade
 
+from .conftest import StartKeeper
 from .support import (
     build_book,
     exits_of,
@@ -30,23 +31,15 @@ from .support import (
 
 
 def test_keeper_exits_every_breached_follower_once_and_no_other(
-    dep: Deployment,
-    settings: Settings,
-    tmp_path: Path,
-    run_keeper: Callable[[Settings, Path], KeeperThread],
+    dep: Deployment, start_keeper: StartKeeper
 ) -> None:
     book = build_book(dep, "exits", 30, tight_every=2)
     breached = book.breached_by(2_700)
     assert 0 < len(breached) < len(book.followers)
-    keystore, _ = make_key(tmp_path, dep.w3)
-    ks = keeper_settings(
-        settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address, batch_size=7
-    )
-    save_book(dep, ks)
     start = dep.w3.eth.block_number
-    keeper = run_keeper(ks, keystore)
-    # Nothing is due before the price moves.
-    wait_until(lambda: keeper.keeper.latest is not None, 10, "the first head")
+    keeper = start_keeper(batch_size=7)
+    time.sleep(0.5)
+    assert exits_of(dep, book.vault, start) == {}, "exited before the price moved"
 
     set_feed(dep, "LINK", Decimal("0.7"))
     wait_until(lambda: len(exits_of(dep, book.vault, start)) == len(breached), 60, "every exit")
@@ -56,10 +49,13 @@ def test_keeper_exits_every_breached_follower_once_and_no_other(
     for follower in book.followers:
         shares = book.vault.functions.sharesOf(follower).call()
         assert (shares == 0) == (follower in breached)
-    # Batches of 7: calls grow with batches, not followers.
-    m = keeper.keeper.metrics
-    assert m.reaction_samples, "no reaction time measured"
-    store = Store(ks.keeper.database_url)
+    # Followers are read 7 at a time, and each read's due followers leave at once in one
+    # transaction: 30 followers, 5 reads, 5 transactions for 15 exits.
+    exit_logs = book.vault.events.ExitTriggered().get_logs(from_block=start)
+    transactions = {e["transactionHash"] for e in exit_logs}
+    assert len(transactions) == -(-len(book.followers) // 7)
+    assert len(keeper.keeper.metrics.reaction_samples) == len(transactions)
+    store = keeper.keeper.store
     assert store.follower_count() == len(book.followers)
     assert store.cursor() is not None
 
@@ -100,21 +96,10 @@ def test_keeper_on_postgresql_resumes_from_its_cursor(
     store.close()
 
 
-def test_keeper_exits_with_websocket_heads(
-    dep: Deployment,
-    settings: Settings,
-    tmp_path: Path,
-    run_keeper: Callable[[Settings, Path], KeeperThread],
-) -> None:
+def test_keeper_exits_with_websocket_heads(dep: Deployment, start_keeper: StartKeeper) -> None:
     book = build_book(dep, "ws", 6)
-    keystore, _ = make_key(tmp_path, dep.w3)
-    ks = keeper_settings(
-        settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address, heads="subscribe"
-    )
-    save_book(dep, ks)
     start = dep.w3.eth.block_number
-    keeper = run_keeper(ks, keystore)
-    wait_until(lambda: keeper.keeper.latest is not None, 10, "the first head")
+    keeper = start_keeper(heads="subscribe")
     set_feed(dep, "LINK", Decimal("0.7"))
     wait_until(lambda: len(exits_of(dep, book.vault, start)) == 6, 30, "the exits")
     assert keeper.keeper.metrics.rpc.labels("eth_blockNumber")._value.get() == 0
@@ -122,20 +107,11 @@ def test_keeper_exits_with_websocket_heads(
 
 
 def test_keeper_records_peaks_above_the_threshold_only(
-    dep: Deployment,
-    settings: Settings,
-    tmp_path: Path,
-    run_keeper: Callable[[Settings, Path], KeeperThread],
+    dep: Deployment, start_keeper: StartKeeper
 ) -> None:
     book = build_book(dep, "peaks", 5, limits=(0, 0, 1_500))  # trailing drawdown 15% only
-    keystore, _ = make_key(tmp_path, dep.w3)
-    ks = keeper_settings(
-        settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address, peak_threshold_bps=500
-    )
-    save_book(dep, ks)
     start = dep.w3.eth.block_number
-    keeper = run_keeper(ks, keystore)
-    wait_until(lambda: keeper.keeper.latest is not None, 10, "the first head")
+    start_keeper(peak_threshold_bps=500)
     # Value up about 3.6%: under the 5% threshold, not worth the gas.
     set_feed(dep, "LINK", Decimal("1.04"))
     time.sleep(1.5)
@@ -153,21 +129,12 @@ def test_keeper_records_peaks_above_the_threshold_only(
 
 
 def test_keeper_crystallises_fees_when_the_period_allows(
-    dep: Deployment,
-    settings: Settings,
-    tmp_path: Path,
-    run_keeper: Callable[[Settings, Path], KeeperThread],
+    dep: Deployment, start_keeper: StartKeeper
 ) -> None:
     book = build_book(dep, "fees", 3, limits=(0, 0, 0))
     set_feed(dep, "LINK", Decimal("1.2"))  # a gain above every follower's mark
-    keystore, _ = make_key(tmp_path, dep.w3)
-    ks = keeper_settings(
-        settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address, crystallise_every=0.5
-    )
-    save_book(dep, ks)
     start = dep.w3.eth.block_number
-    keeper = run_keeper(ks, keystore)
-    wait_until(lambda: keeper.keeper.latest is not None, 10, "the first head")
+    start_keeper(crystallise_every=0.5)
     time.sleep(1.5)
     # Within 30 days of allocating: nothing to crystallise.
     assert book.vault.events.FeeCharged().get_logs(from_block=start) == []
@@ -180,20 +147,9 @@ def test_keeper_crystallises_fees_when_the_period_allows(
     )
 
 
-def test_keeper_alerts_on_a_stale_feed(
-    dep: Deployment,
-    settings: Settings,
-    tmp_path: Path,
-    run_keeper: Callable[[Settings, Path], KeeperThread],
-) -> None:
-    keystore, _ = make_key(tmp_path, dep.w3)
-    ks = keeper_settings(
-        settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address, evaluate_every=0.3
-    )
-    save_book(dep, ks)
-    keeper = run_keeper(ks, keystore)
+def test_keeper_alerts_on_a_stale_feed(dep: Deployment, start_keeper: StartKeeper) -> None:
+    keeper = start_keeper(evaluate_every=0.3)
     alerts = keeper.keeper.metrics.alerts.labels("stale_feed")
-    wait_until(lambda: keeper.keeper.latest is not None, 10, "the first head")
     time.sleep(1)
     assert alerts._value.get() == 0
     # Two days without an answer: past every local feed's one-day heartbeat.
@@ -203,20 +159,13 @@ def test_keeper_alerts_on_a_stale_feed(
 
 
 def test_keeper_executes_a_pending_mirror_in_slices_within_the_oracle_bound(
-    dep: Deployment,
-    settings: Settings,
-    tmp_path: Path,
-    run_keeper: Callable[[Settings, Path], KeeperThread],
+    dep: Deployment, start_keeper: StartKeeper
 ) -> None:
     # A pool 19 times the master's equity, and a master order too large for one swap within
     # the oracle bound: the master swaps with at most 200,000 USDC of the pool's part and the
     # rest waits as a pending mirror.
     book = build_book(dep, "mirror", 2, allocation=Decimal(1_900_000), limits=(0, 0, 0), buy=False)
-    keystore, _ = make_key(tmp_path, dep.w3)
-    ks = keeper_settings(settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address)
-    save_book(dep, ks)
-    keeper = run_keeper(ks, keystore)
-    wait_until(lambda: keeper.keeper.latest is not None, 10, "the first head")
+    start_keeper()
     start = dep.w3.eth.block_number
     result = trade(
         dep,
@@ -255,21 +204,15 @@ def test_keeper_executes_a_pending_mirror_in_slices_within_the_oracle_bound(
 
 
 def test_a_job_already_done_is_done_without_a_transaction_and_reverts_are_decoded(
-    dep: Deployment,
-    settings: Settings,
-    tmp_path: Path,
-    run_keeper: Callable[[Settings, Path], KeeperThread],
+    dep: Deployment, start_keeper: StartKeeper
 ) -> None:
     book = build_book(dep, "again", 3)
-    keystore, keeper_address = make_key(tmp_path, dep.w3)
-    ks = keeper_settings(settings, dep.w3.provider.endpoint_uri, tmp_path, dep.hub.address)
-    save_book(dep, ks)
     start = dep.w3.eth.block_number
-    thread = run_keeper(ks, keystore)
+    thread = start_keeper()
     set_feed(dep, "LINK", Decimal("0.7"))
     wait_until(lambda: len(exits_of(dep, book.vault, start)) == 3, 30, "the exits")
     keeper = thread.keeper
-    nonce = dep.w3.eth.get_transaction_count(keeper_address)
+    nonce = dep.w3.eth.get_transaction_count(thread.keeper.account.address)
 
     async def again() -> tuple[str, str]:
         # The same exits again, as a job decided on an older block (a slow or restarted keeper).
@@ -286,4 +229,4 @@ def test_a_job_already_done_is_done_without_a_transaction_and_reverts_are_decode
     status, reason = asyncio.run_coroutine_threadsafe(again(), thread.loop).result(30)
     assert status == "already done"
     assert reason.split("(")[0] in {e["name"] for e in dep.hub.abi if e["type"] == "error"}
-    assert dep.w3.eth.get_transaction_count(keeper_address) == nonce
+    assert dep.w3.eth.get_transaction_count(thread.keeper.account.address) == nonce
