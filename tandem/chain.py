@@ -26,7 +26,7 @@ from web3.types import TxParams, TxReceipt, Wei
 
 from tandem import artifacts
 from tandem.artifacts import Artifact
-from tandem.config import Settings, load_settings
+from tandem.config import Settings, load_settings, redact
 from tandem.errors import DeploymentError, NodeError, RevertError, TandemError
 
 ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
@@ -83,13 +83,13 @@ def connect(
         unlocked = w3.eth.accounts
     except CONNECTION_ERRORS as exc:
         raise NodeError(
-            f"no node answers at {url}",
+            f"no node answers at {redact(url)}",
             "start one with `tandem node`, or set TANDEM_RPC_URL / --rpc-url to a running node",
         ) from exc
     expected = chain_id if chain_id is not None else settings.chain_id
     if expected is not None and actual != expected:
         raise NodeError(
-            f"the node at {url} runs chain {actual}, but chain {expected} is expected",
+            f"the node at {redact(url)} runs chain {actual}, but chain {expected} is expected",
             "point the RPC URL at the right node or change the configured chain_id",
         )
     if unlocked:

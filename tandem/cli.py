@@ -203,7 +203,9 @@ def _keeper_settings(settings: Settings, **flags: Any) -> Settings:
     try:
         keeper = KeeperSettings.model_validate({**settings.keeper.model_dump(), **updates})
     except ValidationError as exc:
-        problems = "; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+        )
         raise ConfigError(f"invalid keeper option: {problems}") from exc
     return settings.model_copy(update={"keeper": keeper})
 

@@ -50,6 +50,21 @@ def default_project_root() -> Path:
     return cwd
 
 
+def redact(url: str) -> str:
+    """``url`` fit for logs and errors: without its password, and without its path and query,
+    where hosted nodes put API keys (``https://host/v3/<key>``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    credentials, at, location = rest.rpartition("@")
+    host, slash, path = location.partition("/")
+    if at:
+        user = credentials.split(":", 1)[0]
+        host = f"{user}:***@{host}" if ":" in credentials else f"{credentials}@{host}"
+    hidden = "/***" if path.strip("/") or "?" in location else slash
+    return f"{scheme}://{host}{hidden}"
+
+
 def config_file_path(explicit: Path | str | None = None) -> Path | None:
     """The TOML file to read: explicit path, else $TANDEM_CONFIG, else ./tandem.toml if present."""
     if explicit is not None or (explicit := os.environ.get(CONFIG_ENV_VAR)):

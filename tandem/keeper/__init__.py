@@ -4,11 +4,11 @@ The pipeline, one module per stage:
 
 - ``watch``: follows new blocks (WebSocket subscription or polling, one code path), fetches the
   protocol's logs from a durable cursor, notices reorganisations and rolls back;
-- ``decide``: reads many followers per call (``followerStates``) and turns what is due into jobs:
-  risk exits, peaks, crystallisations, pending-mirror slices;
+- ``decide`` (with ``calls``): reads many followers per call (``followerStates``) and turns
+  what is due into jobs: risk exits, peaks, crystallisations, pending-mirror slices;
 - ``queue``: hands jobs to workers, in process or through Redis Streams for several keepers;
   each piece of work is claimed once, so no two keepers race for it;
-- ``jobs`` and ``sender``: simulate, send with one nonce counter per key, bump stuck fees,
+- ``act`` and ``sender``: simulate, send with one nonce counter per key, bump stuck fees,
   confirm by receipt; a job whose effect is already on-chain counts as done;
 - ``service``: wires these together with the schedule, metrics, logs and a graceful stop.
 

@@ -25,7 +25,7 @@ from tandem.keeper.sender import Sender
 log = logging.getLogger("tandem.keeper")
 
 # A mirror slice that does not fit the oracle bound is halved, this many times at most; what
-# is left is tried again at the next block.
+# is left waits for the next look (a price update, another slice, or the scheduled sweep).
 MIRROR_HALVINGS = 4
 # Reverts meaning "not now" for a mirror slice, rather than a failure: the mirror waits...
 MIRROR_WAITS = {"CopyingIsSuspended", "ProtocolPaused"}
@@ -62,8 +62,14 @@ class Actor:
         return await self.sender.send(tx, job.describe(), on_sent=sent, still_working=still_working)
 
     async def run(
-        self, job: Job, still_working: Callable[[], Awaitable[None]] | None = None
+        self,
+        job: Job,
+        still_working: Callable[[], Awaitable[None]] | None = None,
+        *,
+        check: bool = False,
     ) -> Outcome:
+        """Do ``job``; ``check`` asks the chain first whether it is already done, as for any
+        job decided on an older state."""
         if job.kind == "mirror":
             return await self._mirror(job, still_working)
         calls = self.decider.calls
@@ -79,11 +85,11 @@ class Actor:
             data = calls.encode("crystallise", followers)
         tx: TxParams = {"to": checksum(job.vault), "data": data}
         count = len(followers)
-        if job.block != self.sender.heads.number or job.kind != "exits":
-            # Decided on an older state (or taken over from another keeper): ask the contract
-            # what it would do now; zero means someone already did it. A fresh exit job was
-            # decided by `followerStates` on this very state, and the gas estimate simulates it
-            # again: no third execution before the transaction leaves.
+        if check or job.block != self.sender.heads.number or job.kind != "exits":
+            # Decided on an older state, or taken over: ask the contract what it would do now;
+            # zero means someone already did it. A fresh exit job was decided by
+            # `followerStates` on this very state, and the gas estimate simulates it again:
+            # no third execution before the transaction leaves.
             (count,) = abi_decode(["uint256"], await self.sender.call(tx))
             if count == 0:
                 return Outcome("already done")

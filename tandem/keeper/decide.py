@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,13 +181,6 @@ class Decider:
     def vault(self, address: str) -> AsyncContract:
         return self.w3.eth.contract(address=checksum(address), abi=self.vault_abi)
 
-    async def states(self, vault: str, followers: list[str]) -> list[FollowerState]:
-        """Every follower's state, one call per batch, the batches concurrently."""
-        parts = await asyncio.gather(
-            *(self._states(vault, b) for b in batches(followers, self.keeper.batch_size))
-        )
-        return [state for part in parts for state in part]
-
     async def _states(self, vault: str, batch: list[str]) -> list[FollowerState]:
         started = time.perf_counter()
         data = self.calls.encode("followerStates", batch)
@@ -304,7 +297,3 @@ class Decider:
             return []
         swap = ((checksum(token_in), *route),)
         return [Job("mirror", vault, (), swap, mirror_id=mirror_id, block=block, seen_at=seen_at)]
-
-
-def unique(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(items))

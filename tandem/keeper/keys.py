@@ -88,9 +88,14 @@ def load_account(path: Path, password: str) -> LocalAccount:
         ) from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the keystore {path}: {exc}") from exc
+    if not isinstance(keystore, dict) or "crypto" not in {k.lower() for k in keystore}:
+        raise ConfigError(
+            f"{path} is not a keystore",
+            "give the file `tandem keeper new-key` or `import-key` wrote",
+        )
     try:
         key = Account.decrypt(keystore, password)
-    except ValueError as exc:
+    except (ValueError, TypeError, KeyError) as exc:
         raise ConfigError(
             f"cannot decrypt {path}: wrong password or damaged keystore", "check the password"
         ) from exc

@@ -12,8 +12,10 @@ Two queues with one interface:
 - ``LocalQueue``: in process, the default; a job lost in a crash is found again by the sweep
   every keeper runs when it starts.
 - ``RedisQueue``: a Redis stream with a consumer group, shared by keepers on several machines.
-  A job is acknowledged only once its effect is confirmed on-chain; the job of a keeper that
-  went silent for ``reclaim_idle`` seconds is claimed by another (XAUTOCLAIM).
+  A job is acknowledged only once its effect is confirmed on-chain (or found already done); the
+  job of a keeper that went silent for ``reclaim_idle`` seconds is claimed by another
+  (XAUTOCLAIM). Jobs are taken in the order they came: the watcher queues a block's exits
+  before its other work, which is what ordering by kind buys the local queue.
 """
 
 from __future__ import annotations
@@ -97,8 +99,15 @@ class JobQueue(ABC):
         """The job's effect is on-chain (or was already): forget it and release its claims."""
 
     async def failed(self, delivery: Delivery) -> None:
-        """The job could not be done: release its claims so the next look can decide again."""
+        """The job could not be done, and sent nothing: release its claims so the next look can
+        decide again."""
         await self.done(delivery)
+
+    @abstractmethod
+    async def abandon(self, delivery: Delivery) -> None:
+        """The job's transaction left, but how it ended is unknown (the node went away, or no
+        receipt in time): its claims stay until they expire, so nobody sends the same work
+        again meanwhile, and the job is left to whoever checks it later against the chain."""
 
     @abstractmethod
     async def hand_back(self, delivery: Delivery) -> None:
@@ -118,7 +127,8 @@ class JobQueue(ABC):
 class LocalQueue(JobQueue):
     def __init__(self, claim_ttl: float) -> None:
         self.claim_ttl = claim_ttl
-        self._claims: dict[str, float] = {}
+        # key -> (expiry, id of the job holding it)
+        self._claims: dict[str, tuple[float, str]] = {}
         self._heap: list[tuple[int, int, Job]] = []
         self._order = itertools.count()
         self._ready = asyncio.Condition()
@@ -126,12 +136,12 @@ class LocalQueue(JobQueue):
 
     async def put(self, job: Job) -> Job | None:
         now = time.monotonic()
-        free = [i for i, key in enumerate(job.keys) if self._claims.get(key, 0.0) <= now]
+        free = [i for i, key in enumerate(job.keys) if self._claims.get(key, (0.0, ""))[0] <= now]
         if not free:
             return None
         job = job.only(free)
         for key in job.keys:
-            self._claims[key] = now + self.claim_ttl
+            self._claims[key] = (now + self.claim_ttl, job.id)
         async with self._ready:
             heapq.heappush(self._heap, (PRIORITY[job.kind], next(self._order), job))
             self._ready.notify()
@@ -152,11 +162,21 @@ class LocalQueue(JobQueue):
     async def done(self, delivery: Delivery) -> None:
         self._taken -= 1
         for key in delivery.job.keys:
-            self._claims.pop(key, None)
+            if self._claims.get(key, (0.0, ""))[1] == delivery.job.id:
+                del self._claims[key]
+
+    async def abandon(self, delivery: Delivery) -> None:
+        self._taken -= 1  # the claims expire by themselves
 
     async def hand_back(self, delivery: Delivery) -> None:
         # Nobody else shares this queue: the job is found again by the next start's sweep.
         await self.done(delivery)
+
+    async def touch(self, delivery: Delivery) -> None:
+        expiry = time.monotonic() + self.claim_ttl
+        for key in delivery.job.keys:
+            if self._claims.get(key, (0.0, ""))[1] == delivery.job.id:
+                self._claims[key] = (expiry, delivery.job.id)
 
     async def depth(self) -> tuple[int, int]:
         return len(self._heap), self._taken
@@ -176,6 +196,19 @@ if #free == 0 then return false end
 local indexes = table.concat(free, ',')
 redis.call('XADD', KEYS[1], '*', 'job', ARGV[3], 'keys', indexes)
 return indexes
+"""
+
+# Keeps a job that is still being worked on: resets its entry's idle time, if this consumer
+# still owns it (another may have taken it over), and extends the claims it holds.
+# KEYS: the stream, then the claim keys. ARGV: group, consumer, entry id, claim ttl (ms), job id.
+_TOUCH_SCRIPT = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #pending == 0 or pending[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[5] then redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+end
+return 1
 """
 
 # Releases the claims a job still holds (a claim that expired and was taken by a newer job is
@@ -206,6 +239,7 @@ class RedisQueue(JobQueue):
         self.reclaim_idle_ms = int(reclaim_idle * 1000)
         self._put = self.redis.register_script(_PUT_SCRIPT)
         self._release = self.redis.register_script(_RELEASE_SCRIPT)
+        self._touch = self.redis.register_script(_TOUCH_SCRIPT)
         self._taken = 0
 
     async def start(self) -> None:
@@ -280,10 +314,20 @@ class RedisQueue(JobQueue):
         )
 
     async def touch(self, delivery: Delivery) -> None:
-        # XCLAIM by the owner resets the entry's idle time.
-        await self.redis.xclaim(
-            self.stream, self.group, self.consumer, 0, [delivery.entry_id], justid=True
-        )
+        keys = [self.stream, *(self.claim_prefix + key for key in delivery.job.keys)]
+        args: list[str | int] = [
+            self.group,
+            self.consumer,
+            delivery.entry_id,
+            self.claim_ttl_ms,
+            delivery.job.id,
+        ]
+        await self._touch(keys=keys, args=args)
+
+    async def abandon(self, delivery: Delivery) -> None:
+        # Not acknowledged: after reclaim_idle another keeper (or this one) takes it over and,
+        # as for any job taken over, asks the chain first whether it is already done.
+        self._taken -= 1
 
     async def depth(self) -> tuple[int, int]:
         length = await self.redis.xlen(self.stream)

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from sqlalchemy.exc import SQLAlchemyError
 
 from tandem.config import Settings
+from tandem.errors import ConfigError
 from tandem.keeper import logs
 from tandem.keeper.service import Keeper, connect, open_queue
 from tandem.keeper.store import Store, database_url
@@ -115,10 +117,14 @@ def status(settings: Settings, address: str | None) -> Status:
 
 
 async def _status(settings: Settings, address: str | None) -> Status:
-    store = Store(database_url(settings.keeper.database_url, settings.project_root))
+    store = Store(database_url(settings.keeper.database_url, settings.project_root), create=False)
     try:
         cursor = store.cursor()
         beats = store.heartbeats()
+    except SQLAlchemyError as exc:  # a database no keeper has written to yet
+        raise ConfigError(
+            "the keeper database has no keeper tables", "run `tandem keeper run` first"
+        ) from exc
     finally:
         store.close()
     now = time.time()

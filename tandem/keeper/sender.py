@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from web3 import AsyncWeb3
@@ -30,6 +31,13 @@ from tandem.errors import RevertError, TandemError
 log = logging.getLogger("tandem.keeper")
 
 GWEI = 10**9
+# Not mined yet, or a node that did not answer one receipt poll: the next poll asks again.
+NO_RECEIPT_YET: tuple[type[BaseException], ...] = (
+    TransactionNotFound,
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+)
 HEAD_WAIT = 2.0
 
 
@@ -85,17 +93,39 @@ class Sender:
         self.chain_id = 0
         self.nonce = 0
         self.replacements = 0
+        self._in_flight: set[int] = set()  # nonces of transactions waiting for a receipt
+        self._resync_wanted = False
         self._access_lists = True
         self.lock = asyncio.Lock()
 
     async def start(self) -> None:
         self.chain_id = await self.w3.eth.chain_id
+        await self._await_earlier_run()
         await self.resync()
 
+    async def _await_earlier_run(self) -> None:
+        """Transactions a previous run left in the mempool (a keeper killed mid-batch) are
+        given time to be mined before this run decides anything: otherwise it would see the
+        same followers still due and send the same exits again, a wasted transaction each."""
+        deadline = time.monotonic() + 3 * self.keeper.stuck_after
+        while time.monotonic() < deadline:
+            pending = await self.w3.eth.get_transaction_count(self.address, "pending")
+            mined = await self.w3.eth.get_transaction_count(self.address, "latest")
+            if pending <= mined:
+                return
+            log.info("waiting for %s transaction(s) from an earlier run", pending - mined)
+            await asyncio.sleep(0.25)
+
     async def resync(self) -> None:
-        """Take the next nonce from the chain (at start, and when the node disagrees or a
-        reorganisation dropped our transactions)."""
+        """Take the next nonce from the chain: at start, when the node refuses ours as too low,
+        and after a reorganisation once no transaction of ours is in flight (`request_resync`):
+        one in flight still owns its nonce, and re-sends its transaction on its own if the
+        reorganisation dropped it."""
         self.nonce = await self.w3.eth.get_transaction_count(self.address, "pending")
+        self._resync_wanted = False
+
+    def request_resync(self) -> None:
+        self._resync_wanted = True
 
     # --- simulation
 
@@ -180,12 +210,18 @@ class Sender:
         gas_limit = min(gas, self.heads.gas_limit)
         tip, max_fee = self.fees(self.heads.base_fee or await self._base_fee())
         async with self.lock:
+            if self._resync_wanted and not self._in_flight:
+                await self.resync()
             attempt, nonce = await self._send_signed(tx, self.nonce, gas_limit, tip, max_fee)
             self.nonce = nonce + 1
+            self._in_flight.add(nonce)
         log.info("sent %s", label, extra={"tx": attempt.tx_hash.to_0x_hex(), "nonce": nonce})
         if on_sent:
             on_sent()
-        return await self._confirm(tx, label, nonce, gas_limit, [attempt], still_working)
+        try:
+            return await self._confirm(tx, label, nonce, gas_limit, [attempt], still_working)
+        finally:
+            self._in_flight.discard(nonce)
 
     async def _next_base_fee(self) -> int:
         history: Any = await self.w3.eth.fee_history(1, "latest", [])
@@ -249,7 +285,7 @@ class Sender:
             for attempt in reversed(attempts):
                 try:
                     receipt = await self.w3.eth.get_transaction_receipt(attempt.tx_hash)
-                except TransactionNotFound:
+                except NO_RECEIPT_YET:
                     continue
                 return await self._finish(tx, label, receipt, time.monotonic() - started)
             now = time.monotonic()

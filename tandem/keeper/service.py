@@ -21,15 +21,23 @@ from web3.providers import AsyncHTTPProvider
 from web3.types import RPCEndpoint, TxReceipt
 
 from tandem import artifacts
-from tandem.config import Settings
+from tandem.config import Settings, redact
 from tandem.errors import ConfigError, DeploymentError, NodeError, RevertError, TandemError
 from tandem.keeper.act import Actor, Outcome
 from tandem.keeper.decide import Decider, Routes, Sweep
 from tandem.keeper.metrics import Metrics
 from tandem.keeper.queue import Delivery, Job, JobQueue, LocalQueue, RedisQueue
 from tandem.keeper.sender import Heads, Sender, SendError
-from tandem.keeper.store import Store, database_url, redact
-from tandem.keeper.watch import Changes, Head, Watcher, poll_heads, subscribe_heads, ws_url_for
+from tandem.keeper.store import Store, database_url
+from tandem.keeper.watch import (
+    ChainMoved,
+    Changes,
+    Head,
+    Watcher,
+    poll_heads,
+    subscribe_heads,
+    ws_url_for,
+)
 
 log = logging.getLogger("tandem.keeper")
 
@@ -52,6 +60,7 @@ MAX_BACKOFF = 5.0
 
 async def connect(settings: Settings) -> AsyncWeb3[Any]:
     """An async web3 client on the RPC URL, checked to answer for the configured chain."""
+    _SECRET_URLS.update(u for u in (settings.rpc_url, settings.keeper.ws_url) if u)
     w3 = AsyncWeb3(
         AsyncHTTPProvider(
             settings.rpc_url,
@@ -66,12 +75,13 @@ async def connect(settings: Settings) -> AsyncWeb3[Any]:
         chain_id = await w3.eth.chain_id
     except UNREACHABLE as exc:
         raise NodeError(
-            f"no node answers at {settings.rpc_url}",
+            f"no node answers at {redact(settings.rpc_url)}",
             "start it, or set --rpc-url / TANDEM_RPC_URL to a running node",
         ) from exc
     if settings.chain_id is not None and chain_id != settings.chain_id:
         raise NodeError(
-            f"the node at {settings.rpc_url} runs chain {chain_id}, not chain {settings.chain_id}",
+            f"the node at {redact(settings.rpc_url)} runs chain {chain_id}, "
+            f"not chain {settings.chain_id}",
             "point the keeper at the right node, or fix chain_id in the settings",
         )
     return w3
@@ -121,7 +131,10 @@ class Keeper:
         self.name = consumer_name(account.address)
         self._stopping = asyncio.Event()
         self._swept = False
+        self._subscribed = False
+        self._sent_jobs: set[str] = set()  # jobs whose transaction has left
         self.latest: Head | None = None
+        self.decided = -1  # the last head fully acted upon: synced, decided, published
 
     # --- set-up
 
@@ -230,7 +243,7 @@ class Keeper:
                     backoff = 0.2
             except asyncio.CancelledError:
                 raise
-            except NODE_ERRORS as exc:
+            except (*NODE_ERRORS, ChainMoved) as exc:  # type: ignore[misc]
                 self.metrics.alerts.labels("rpc").inc()
                 refused = isinstance(exc, Web3RPCError)
                 what = "the node refused a request" if refused else "lost contact with the node"
@@ -249,12 +262,18 @@ class Keeper:
             url = self.keeper.ws_url or ws_url_for(self.settings.rpc_url)
             try:
                 async for head in subscribe_heads(self.watcher, url):
+                    self._subscribed = True
                     yield head
                 return
             except NODE_ERRORS as exc:
-                if mode == "subscribe" or getattr(self, "_subscribed", False):
+                # Once subscriptions worked, a dropped connection is reconnected, not given up.
+                if mode == "subscribe" or self._subscribed:
                     raise
-                log.info("no WebSocket subscription at %s (%s): polling instead", url, _short(exc))
+                log.info(
+                    "no WebSocket subscription at %s (%s): polling instead",
+                    redact(url),
+                    _short(exc),
+                )
                 self.keeper = self.keeper.model_copy(update={"heads": "poll"})
         async for head in poll_heads(self.watcher, self.keeper.poll_interval):
             yield head
@@ -268,11 +287,12 @@ class Keeper:
         log.debug("synced to %s in %.1f ms", head.number, 1000 * (time.time() - head.arrived_at))
         if changes.reorg_depth:
             self.metrics.reorgs.inc()
-            # Our transactions in the dropped blocks may be gone: count nonces from the chain.
-            async with self.sender.lock:
-                await self.sender.resync()
+            # Our transactions in the dropped blocks may be gone: count nonces from the chain
+            # again once none is in flight.
+            self.sender.request_resync()
         await self._decide(changes)
         await self._publish_trades(head.number)
+        self.decided = head.number
         self.metrics.lag.set(
             head.number - (self.watcher.cursor.block_number if self.watcher.cursor else 0)
         )
@@ -294,8 +314,12 @@ class Keeper:
             self.metrics.alerts.labels("suspended").inc(len(changes.suspended))
         if vaults:
             await self._sweep_vaults(vaults, sweep, head.number, head.arrived_at)
-        # Exit routes ready before a price drop needs them (after a trade, or at start).
-        await asyncio.gather(*(self.decider.exit_swaps(v) for v in sorted(self.watcher.vaults)))
+        # Exit routes ready before a price drop needs them (after a trade, or at start). One that
+        # cannot be found now is looked for again when an exit needs it.
+        await asyncio.gather(
+            *(self.decider.exit_swaps(v) for v in sorted(self.watcher.vaults)),
+            return_exceptions=True,
+        )
 
     async def _sweep_vaults(
         self, vaults: list[str], sweep: Sweep, block: int, seen_at: float
@@ -303,7 +327,12 @@ class Keeper:
         results = await asyncio.gather(
             *(
                 self.decider.decide(
-                    v, self.store.followers(v), sweep, self.queue.put, block=block, seen_at=seen_at
+                    v,
+                    self.watcher.followers.get(v, []),
+                    sweep,
+                    self.queue.put,
+                    block=block,
+                    seen_at=seen_at,
                 )
                 for v in vaults
             ),
@@ -371,16 +400,20 @@ class Keeper:
         while not self._stopping.is_set():
             try:
                 delivery = await self.queue.get(timeout=0.5)
-            except CONNECTION_ERRORS as exc:
-                log.warning("cannot read the queue: %s", _short(exc))
+                if delivery is None:
+                    continue
+                if self._stopping.is_set():
+                    await self.queue.hand_back(delivery)
+                    return
+                await self._do(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The queue (Redis) or the database went away: a worker waits and goes on, it
+                # never dies quietly while the watcher keeps queuing.
+                self.metrics.alerts.labels("queue").inc()
+                log.warning("worker paused: %s", _short(exc))
                 await asyncio.sleep(1)
-                continue
-            if delivery is None:
-                continue
-            if self._stopping.is_set():
-                await self.queue.hand_back(delivery)
-                return
-            await self._do(delivery)
 
     async def _do(self, delivery: Delivery) -> None:
         job = delivery.job
@@ -389,33 +422,36 @@ class Keeper:
             await self.queue.touch(delivery)
 
         try:
-            outcome = await self.actor.run(job, still_working)
+            # A job taken over from another keeper is checked against the chain first.
+            outcome = await self.actor.run(job, still_working, check=delivery.reclaimed)
         except RevertError as exc:
             self.metrics.jobs.labels(job.kind, "reverted").inc()
             self.metrics.alerts.labels("reverted").inc()
             log.warning("%s reverted: %s", job.describe(), exc.reason)
             await self.queue.failed(delivery)
-            return
-        except (SendError, *NODE_ERRORS) as exc:  # type: ignore[misc]
+        except Exception as exc:
             self.metrics.jobs.labels(job.kind, "failed").inc()
             self.metrics.alerts.labels("send").inc()
-            log.warning("%s failed: %s", job.describe(), _short(exc))
-            await self.queue.failed(delivery)
-            return
-        except Exception:
-            self.metrics.jobs.labels(job.kind, "failed").inc()
-            self.metrics.alerts.labels("job").inc()
-            log.exception("%s failed", job.describe())
-            await self.queue.failed(delivery)
-            return
-        self.metrics.jobs.labels(job.kind, outcome.status.replace(" ", "_")).inc()
-        if outcome.status == "done":
-            log.info(
-                "%s done", job.describe(), extra={"count": outcome.count, "block": _block(outcome)}
-            )
-        await self.queue.done(delivery)
+            if isinstance(exc, (SendError, *NODE_ERRORS)):
+                log.warning("%s failed: %s", job.describe(), _short(exc))
+            else:
+                log.exception("%s failed", job.describe())
+            if job.id in self._sent_jobs:
+                # Its transaction may still land: no second one for the same work meanwhile.
+                await self.queue.abandon(delivery)
+            else:
+                await self.queue.failed(delivery)
+        else:
+            self.metrics.jobs.labels(job.kind, outcome.status.replace(" ", "_")).inc()
+            if outcome.status == "done":
+                extra = {"count": outcome.count, "block": _block(outcome)}
+                log.info("%s done", job.describe(), extra=extra)
+            await self.queue.done(delivery)
+        finally:
+            self._sent_jobs.discard(job.id)
 
     def _sent(self, job: Job) -> None:
+        self._sent_jobs.add(job.id)
         if job.seen_at:
             reaction = time.time() - job.seen_at
             self.metrics.reaction.observe(reaction)
@@ -432,8 +468,10 @@ class Keeper:
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
-            with contextlib.suppress(*CONNECTION_ERRORS):
+            try:
                 await self._beat_once()
+            except Exception as exc:  # Redis or the database away: the next beat tries again
+                log.warning("heartbeat skipped: %s", _short(exc))
 
     async def _beat_once(self) -> None:
         queued, taken = await self.queue.depth()
@@ -470,8 +508,16 @@ async def open_queue(settings: Settings, consumer: str) -> JobQueue:
     return queue
 
 
+# URLs whose path or password must not reach a log line (registered when the keeper connects).
+_SECRET_URLS: set[str] = set()
+
+
 def _short(exc: BaseException) -> str:
+    """The first line of an error, without the configured URLs' secrets (aiohttp puts the
+    whole URL, API key included, in its messages)."""
     text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    for url in _SECRET_URLS:
+        text = text.replace(url, redact(url))
     return text[:200]
 
 

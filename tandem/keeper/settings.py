@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 
 class KeeperSettings(BaseModel):
@@ -55,7 +55,9 @@ class KeeperSettings(BaseModel):
 
     # --- acting
     workers: int = Field(default=4, ge=1, le=64, description="jobs in flight at once")
-    claim_ttl: float = Field(default=300, gt=0, description="seconds a queued job holds its work")
+    claim_ttl: float = Field(
+        default=600, gt=0, description="seconds a job holds its work (more than receipt_timeout)"
+    )
     reclaim_idle: float = Field(
         default=30, gt=0, description="seconds before a silent keeper's job is taken over"
     )
@@ -74,6 +76,17 @@ class KeeperSettings(BaseModel):
         default="127.0.0.1", description="0.0.0.0 to let a Prometheus on another host scrape"
     )
     log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="after")
+    def _claims_outlive_receipts(self) -> KeeperSettings:
+        # A job's transaction may be waited for up to receipt_timeout: its claims must hold at
+        # least that long, or a second keeper could send the same work meanwhile.
+        if self.claim_ttl <= self.receipt_timeout:
+            raise ValueError(
+                f"claim_ttl ({self.claim_ttl}) must be longer than receipt_timeout "
+                f"({self.receipt_timeout})"
+            )
+        return self
 
     @field_validator("ws_url")
     @classmethod

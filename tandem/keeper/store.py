@@ -43,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
+from tandem.config import redact
 from tandem.errors import ConfigError
 
 # How many recent block hashes to keep: deeper reorganisations than this are not expected on
@@ -78,13 +79,14 @@ followers = Table(
     Column("follower", String(42), primary_key=True),
     Column("block_number", BigInteger, nullable=False, index=True),
 )
+# Every feed a token was given, so that rolling a change back restores the one before.
 feeds = Table(
     "keeper_feeds",
     metadata,
     Column("token", String(42), primary_key=True),
+    Column("block_number", BigInteger, primary_key=True),
     Column("feed", String(42), nullable=False),
     Column("heartbeat", Integer, nullable=False),
-    Column("block_number", BigInteger, nullable=False, index=True),
 )
 trades = Table(
     "keeper_trades",
@@ -132,28 +134,27 @@ def database_url(url: str, project_root: Path) -> str:
     return url
 
 
-def redact(url: str) -> str:
-    """``url`` without its password, fit for logs and errors."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
-
-
 class Store:
     """The keeper's tables. Methods run in their own transaction unless given one (``begin``)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Open the store at ``url``, creating its tables unless ``create`` is false (a reader
+        such as `keeper status`, which must not leave an empty database behind)."""
         try:
             self.engine: Engine = create_engine(url, future=True)
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-                # The SQLite file's folder is created on first use, like the file itself.
-                if (database := self.engine.url.database) and database != ":memory:":
+                database = self.engine.url.database
+                if database and database != ":memory:":
+                    if not create and not Path(database).exists():
+                        raise ConfigError(
+                            f"no keeper database at {database}",
+                            "no keeper has run with these settings yet",
+                        )
+                    # The SQLite file's folder is created on first use, like the file itself.
                     Path(database).parent.mkdir(parents=True, exist_ok=True)
-            metadata.create_all(self.engine)
+            if create:
+                metadata.create_all(self.engine)
         except (SQLAlchemyError, ImportError, OSError) as exc:
             raise ConfigError(
                 f"cannot open the keeper database {redact(url)}: {exc.__class__.__name__}",
@@ -231,7 +232,9 @@ class Store:
                 known.add(follower)
 
     def set_feed(self, conn: Connection, feed: Feed, block: int) -> None:
-        conn.execute(delete(feeds).where(feeds.c.token == feed.token))
+        conn.execute(
+            delete(feeds).where((feeds.c.token == feed.token) & (feeds.c.block_number == block))
+        )
         conn.execute(
             insert(feeds).values(
                 token=feed.token, feed=feed.feed, heartbeat=feed.heartbeat, block_number=block
@@ -260,9 +263,13 @@ class Store:
             return int(conn.execute(select(func.count()).select_from(followers)).scalar_one())
 
     def feeds(self) -> list[Feed]:
+        """Each token's latest feed."""
+        query = select(feeds.c.token, feeds.c.feed, feeds.c.heartbeat).order_by(
+            feeds.c.block_number
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(select(feeds.c.token, feeds.c.feed, feeds.c.heartbeat))
-            return [Feed(r[0], r[1], r[2]) for r in rows]
+            latest = {r[0]: Feed(r[0], r[1], r[2]) for r in conn.execute(query)}
+        return list(latest.values())
 
     # --- trades outbox
 

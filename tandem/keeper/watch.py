@@ -49,6 +49,10 @@ FEED_EVENTS = ("AnswerUpdated",)
 PROGRESS_BLOCKS = 5_000
 
 
+class ChainMoved(Exception):
+    """The chain changed under a read; the next sync starts again from the cursor."""
+
+
 @dataclass(frozen=True)
 class Head:
     number: int
@@ -84,9 +88,7 @@ class Changes:
     prices: set[str] = field(default_factory=set)  # tokens whose feed answered
     mirrors: set[str] = field(default_factory=set)  # vaults with a pending mirror to work on
     suspended: set[str] = field(default_factory=set)
-    trades: int = 0
     reorg_depth: int = 0
-    caught_up: int = 0  # blocks read
 
 
 def _hex(value: Any) -> str:
@@ -123,6 +125,9 @@ class Watcher:
                 event = contract.events[name]()
                 self.topics[bytes(event_abi_to_log_topic(event.abi))] = (name, event)
         self.vaults: set[str] = set(store.vaults())
+        # Every follower each vault ever had, in the order they came: read on every decision, so
+        # kept in memory and written through to the store.
+        self.followers: dict[str, list[str]] = {v: store.followers(v) for v in self.vaults}
         self.feeds: dict[str, Feed] = {f.feed: f for f in store.feeds()}
         self.cursor: Cursor | None = store.cursor()
         self.rpc_failures = 0
@@ -173,6 +178,13 @@ class Watcher:
         bar = _progress(first, head.number) if show_progress else None
         while first <= head.number:
             last = min(head.number, first + self.range - 1)
+            # The range's last hash is read before its logs: if the chain changes in between,
+            # the hash kept is the old one, and the next sync sees the change and reads again.
+            end_hash = (
+                head.hash
+                if last == head.number
+                else _hex((await self.w3.eth.get_block(last))["hash"])
+            )
             try:
                 logs = await self._logs(first, last)
             except Web3RPCError as exc:
@@ -183,14 +195,12 @@ class Watcher:
                     "the node refused %s blocks of logs; trying %s", last - first + 1, self.range
                 )
                 continue
-            end_hash = (
-                head.hash
-                if last == head.number
-                else _hex((await self.w3.eth.get_block(last))["hash"])
-            )
+            if any(
+                int(e["blockNumber"]) == last and _hex(e["blockHash"]) != end_hash for e in logs
+            ):
+                raise ChainMoved(f"block {last} changed while its logs were read")
             self._record(logs, changes, last, end_hash)
             self.cursor = Cursor(last, end_hash)
-            changes.caught_up += last - first + 1
             if bar is not None:
                 bar.update(last - first + 1)
             first = last + 1
@@ -259,7 +269,6 @@ class Watcher:
                 elif name == "Traded":
                     changes.vaults.add(address)
                     changes.traded.add(address)
-                    changes.trades += 1
                     self.store.add_trade(
                         conn,
                         block=block,
@@ -278,6 +287,8 @@ class Watcher:
                     log.info("copying resumed on vault %s", address)
             for allocated_in, followers in found.items():
                 self.store.add_followers(conn, allocated_in, followers)
+                known = self.followers.setdefault(allocated_in, [])
+                known += [f for f, _ in followers if f not in known]
             # Blocks with logs tell their hashes for free: more points to find an ancestor at.
             seen = {int(e["blockNumber"]): _hex(e["blockHash"]) for e in logs}
             seen.pop(last, None)
@@ -291,6 +302,11 @@ class Watcher:
         cursor = self.cursor
         if cursor.block_number < 0:
             return 0  # nothing read yet
+        # A node behind the others (load-balanced RPCs) shows a head we already know: that is
+        # no reorganisation.
+        behind = head.number < cursor.block_number
+        if behind and dict(self.store.recent_blocks()).get(head.number) == head.hash:
+            return 0
         if head.number == cursor.block_number + 1 and head.parent_hash == cursor.block_hash:
             return 0  # the usual case: the new head builds on what we processed
         if head.number >= cursor.block_number:
@@ -310,6 +326,7 @@ class Watcher:
         )
         self.cursor = Cursor(ancestor, ancestor_hash)
         self.vaults = set(self.store.vaults())
+        self.followers = {v: self.store.followers(v) for v in self.vaults}
         self.feeds = {f.feed: f for f in self.store.feeds()}
         return depth
 

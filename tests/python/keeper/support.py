@@ -3,6 +3,7 @@ price drop; and running keepers, in this process or as `tandem keeper run` proce
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -169,3 +170,16 @@ def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.1)
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def settle(thread: Any, w3: Web3, timeout: float = 20) -> None:
+    """Wait until the keeper has decided on the chain's current head and has no job left, so
+    that "nothing happened" means it chose to do nothing."""
+    keeper = thread.keeper
+    block = w3.eth.block_number
+
+    def idle() -> bool:
+        depth = asyncio.run_coroutine_threadsafe(keeper.queue.depth(), thread.loop).result(5)
+        return keeper.decided >= block and depth == (0, 0)
+
+    wait_until(idle, timeout, f"the keeper to settle on block {block}")

@@ -167,4 +167,13 @@ def test_run_logs_json_lines_stops_on_sigterm_and_never_logs_secrets(
 def test_keeper_flags_are_validated() -> None:
     env = {**os.environ, "TANDEM_KEEPER_PASSWORD": PASSWORD}
     line = one_error_line(tandem("keeper", "run", "--redis-url", "ftp://x", env=env))
-    assert "--redis_url" in line and "redis://" in line
+    assert "--redis-url" in line and "redis://" in line
+
+
+def test_a_file_that_is_not_a_keystore_is_refused_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "TANDEM_KEEPER_PASSWORD": PASSWORD}
+    for content in ("[]", "{}", '{"crypto": 1}', "not json"):
+        keystore = tmp_path / "keystore.json"
+        keystore.write_text(content)
+        line = one_error_line(tandem("keeper", "run", "--keystore", str(keystore), env=env))
+        assert str(keystore) in line

@@ -90,19 +90,23 @@ def test_local_claims_expire() -> None:
 
 def test_a_silent_consumers_job_is_taken_over_and_done_once(redis_url: str) -> None:
     async def main() -> None:
-        dying = await redis_queue(redis_url, "dying", idle=0.2)
-        other = await redis_queue(redis_url, "other", idle=0.2)
+        dying = await redis_queue(redis_url, "dying", idle=1.0)
+        other = await redis_queue(redis_url, "other", idle=1.0)
         try:
             await dying.put(Job("exits", VAULT, (A,)))
             taken = await dying.get(timeout=1)
             assert taken is not None
             # "dying" never acknowledges. While the job is fresh, nobody else gets it...
             assert await other.get(timeout=0.05) is None
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(1.2)
             # ...once idle for longer than reclaim_idle, the other consumer takes it over.
             reclaimed = await other.get(timeout=0.05)
             assert reclaimed is not None and reclaimed.reclaimed
             assert reclaimed.job.followers == (A,)
+            # The first consumer, back to life, cannot take it back by touching it.
+            await dying.touch(taken)
+            owner = await other.redis.xpending_range(other.stream, other.group, "-", "+", 1)
+            assert owner[0]["consumer"] == "other"
             await other.done(reclaimed)
             assert await other.depth() == (0, 0)
             assert await dying.get(timeout=0.05) is None
@@ -115,14 +119,14 @@ def test_a_silent_consumers_job_is_taken_over_and_done_once(redis_url: str) -> N
 
 def test_touch_keeps_a_working_consumers_job(redis_url: str) -> None:
     async def main() -> None:
-        busy = await redis_queue(redis_url, "busy", idle=0.3)
-        other = await redis_queue(redis_url, "other", idle=0.3)
+        busy = await redis_queue(redis_url, "busy", idle=1.0)
+        other = await redis_queue(redis_url, "other", idle=1.0)
         try:
             await busy.put(Job("exits", VAULT, (A,)))
             taken = await busy.get(timeout=1)
             assert taken is not None
-            for _ in range(4):
-                await asyncio.sleep(0.15)
+            for _ in range(8):
+                await asyncio.sleep(0.2)
                 await busy.touch(taken)
                 assert await other.get(timeout=0.01) is None
         finally:
@@ -185,5 +189,44 @@ def test_priority_exits_before_other_work(make: Callable[[], LocalQueue]) -> Non
         while (taken := await queue.get(timeout=0.01)) is not None:
             kinds.append(taken.job.kind)
         assert kinds == ["exits", "peaks", "crystallise"]
+
+    run(main())
+
+
+async def _abandoned(queue: JobQueue) -> None:
+    await queue.put(Job("exits", VAULT, (A,)))
+    taken = await queue.get(timeout=1)
+    assert taken is not None
+    await queue.abandon(taken)
+    # Its transaction may still land: the work stays claimed, nobody queues it again.
+    assert await queue.put(Job("exits", VAULT, (A,))) is None
+    assert (await queue.depth())[0] == 0
+
+
+def test_an_abandoned_job_keeps_its_claims_locally() -> None:
+    run(_abandoned(LocalQueue(claim_ttl=60)))
+
+
+def test_an_abandoned_job_keeps_its_claims_on_redis(redis_url: str) -> None:
+    async def main() -> None:
+        queue = await redis_queue(redis_url, "one")
+        try:
+            await _abandoned(queue)
+        finally:
+            await queue.close()
+
+    run(main())
+
+
+def test_touch_extends_the_claims_of_a_long_job() -> None:
+    async def main() -> None:
+        queue = LocalQueue(claim_ttl=0.5)
+        await queue.put(Job("exits", VAULT, (A,)))
+        taken = await queue.get(timeout=1)
+        assert taken is not None
+        for _ in range(4):
+            await asyncio.sleep(0.25)
+            await queue.touch(taken)
+            assert await queue.put(Job("exits", VAULT, (A,))) is None
 
     run(main())

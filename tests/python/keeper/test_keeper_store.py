@@ -47,6 +47,7 @@ def test_cursor_survives_a_reopen_and_rolls_back_with_what_was_found(
         )
         store.advance(conn, 12, "0xh12")
     with store.begin() as conn:
+        store.set_feed(conn, Feed(C, VAULT, 60), 13)  # a new feed for C, then rolled back
         store.add_vault(conn, OTHER, B, 14)
         store.add_followers(conn, VAULT, [(A, 14), (C, 14)])  # A is known: not added twice
         store.add_trade(
@@ -109,6 +110,9 @@ def test_urls(tmp_path: Path) -> None:
     assert database_url("sqlite:///keeper.db", tmp_path) == f"sqlite:///{tmp_path}/keeper.db"
     assert database_url("sqlite:////abs/k.db", tmp_path) == "sqlite:////abs/k.db"
     assert database_url("postgresql://u:p@h/db", tmp_path) == "postgresql+psycopg://u:p@h/db"
-    assert redact("postgresql://keeper:s3cret@db:5432/k") == "postgresql://keeper:***@db:5432/k"
-    assert redact("redis://:s3cret@localhost:6379/0") == "redis://:***@localhost:6379/0"
+    assert redact("postgresql://keeper:s3cret@db:5432/k") == "postgresql://keeper:***@db:5432/***"
+    assert redact("redis://:s3cret@localhost:6379/0") == "redis://:***@localhost:6379/***"
     assert "s3cret" not in redact("rediss://user:s3cret@host")
+    assert redact("https://mainnet.example.io/v3/APIKEY123") == "https://mainnet.example.io/***"
+    assert redact("http://127.0.0.1:8545") == "http://127.0.0.1:8545"
+    assert redact("redis://localhost:6379/0") == "redis://localhost:6379/***"
