@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from web3.logs import DISCARD
 
 from tandem.config import Settings
 from tandem.errors import RevertError
+from tandem.keeper import watch
 from tandem.keeper.queue import Job
 from tandem.keeper.run import KeeperThread
 from tandem.keeper.store import Cursor, Store, database_url
@@ -241,3 +244,16 @@ def test_a_job_already_done_is_done_without_a_transaction_and_reverts_are_decode
     assert status == "already done"
     assert reason.split("(")[0] in {e["name"] for e in dep.hub.abi if e["type"] == "error"}
     assert dep.w3.eth.get_transaction_count(thread.keeper.account.address) == nonce
+
+
+def test_a_long_catch_up_shows_progress_on_a_terminal(
+    dep: Deployment,
+    start_keeper: StartKeeper,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(watch, "PROGRESS_BLOCKS", 10)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    keeper = start_keeper(max_log_range=16)  # a catch-up of many ranges from block 0
+    settle(keeper, dep.w3)
+    assert "catching up" in capsys.readouterr().err
