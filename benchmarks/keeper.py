@@ -31,7 +31,6 @@ from tandem.chain import connect
 from tandem.config import load_settings
 from tandem.keeper import keys, logs
 from tandem.keeper.run import KeeperThread
-from tandem.keeper.service import Keeper
 from tandem.keeper.settings import KeeperSettings
 from tandem.node import LocalNode
 from tandem.protocol import (
@@ -144,7 +143,7 @@ def drop(dep: Deployment, vault: Contract, followers: int, background: KeeperThr
         time.sleep(0.1)
     time.sleep(1.5)  # settled: the start-up sweep is done
     keeper.metrics.reaction_samples.clear()
-    calls_before = _calls(keeper)
+    calls_before = keeper.metrics.rpc_by_method()
     receipt = scale_feed(dep, "LINK", Decimal("0.7"))  # -30%: every stop-loss holds
     exited = vault.events.ExitTriggered()
     deadline = time.monotonic() + 120
@@ -152,7 +151,7 @@ def drop(dep: Deployment, vault: Contract, followers: int, background: KeeperThr
         if time.monotonic() > deadline:
             raise SystemExit(f"only {len(logs)} of {followers} exits after 120 s")
         time.sleep(0.2)
-    calls_after = _calls(keeper)
+    calls_after = keeper.metrics.rpc_by_method()
     txs = {entry["transactionHash"] for entry in logs}
     reactions = list(keeper.metrics.reaction_samples)
     return Drop(
@@ -171,15 +170,6 @@ def drop(dep: Deployment, vault: Contract, followers: int, background: KeeperThr
 
 def rpc(w3: Web3, method: str, *params: object) -> object:
     return w3.provider.make_request(RPCEndpoint(method), list(params))["result"]
-
-
-def _calls(keeper: Keeper) -> dict[str, int]:
-    return {
-        sample.labels["method"]: int(sample.value)
-        for metric in keeper.metrics.rpc.collect()
-        for sample in metric.samples
-        if sample.name.endswith("_total")
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

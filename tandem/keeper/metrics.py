@@ -66,15 +66,14 @@ class Metrics:
         server, _ = start_http_server(port, addr=host, registry=self.registry)
         return int(server.server_port)
 
-    def rpc_calls(self) -> int:
-        return int(
-            sum(
-                sample.value
-                for metric in self.rpc.collect()
-                for sample in metric.samples
-                if sample.name.endswith("_total")
-            )
-        )
+    def rpc_by_method(self) -> dict[str, int]:
+        """RPC calls made so far, by method (for benchmarks that count them over a window)."""
+        return {
+            sample.labels["method"]: int(sample.value)
+            for metric in self.rpc.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        }
 
     def count_rpc(self, w3: AsyncWeb3[Any]) -> None:
         counter = self.rpc

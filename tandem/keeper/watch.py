@@ -65,11 +65,7 @@ class Head:
     @classmethod
     def from_block(cls, block: Any, arrived_at: float) -> Head:
         return cls(
-            number=int(
-                block["number"]
-                if not isinstance(block["number"], str)
-                else int(block["number"], 16)
-            ),
+            number=_int(block["number"]),
             hash=_hex(block["hash"]),
             parent_hash=_hex(block["parentHash"]),
             base_fee=_int(block.get("baseFeePerGas", 0)),
