@@ -297,6 +297,7 @@ class Demo:
             )
             if state[7]  # FollowerState.exitDue
         ]
+        # Logs are read from the block the keeper starts at: a later block may not exist yet.
         started = self.dep.w3.eth.block_number
         self.console.print(
             f"\n[italic]A keeper starts: {len(due)} of {master}'s followers have a limit that "
@@ -312,7 +313,7 @@ class Demo:
                         f"{KEEPER_TIMEOUT} s"
                     )
                 time.sleep(0.1)
-                exited = vault.events.ExitTriggered().get_logs(from_block=started + 1)
+                exited = vault.events.ExitTriggered().get_logs(from_block=started)
             reaction = keeper.keeper.metrics.reaction_samples
         receipts = {
             e["transactionHash"]: self.dep.w3.eth.get_transaction_receipt(e["transactionHash"])
@@ -326,7 +327,7 @@ class Demo:
             table.add_column(
                 column, justify="left" if column in ("Follower", "Limit met") else "right"
             )
-        exits = vault.events.ExitedToBase().get_logs(from_block=started + 1)
+        exits = vault.events.ExitedToBase().get_logs(from_block=started)
         credited = {e["args"]["follower"]: e["args"]["baseOut"] for e in exits}
         reasons = ("stop-loss", "maximum drawdown", "take-profit")  # ITandemVault.ExitReason
         names = {f.address: f.name for f in followers}
