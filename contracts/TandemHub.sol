@@ -69,6 +69,7 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     mapping(address master => address) public vaultOf;
 
     mapping(address follower => Account) private _accounts;
+    mapping(address tokenIn => mapping(address tokenOut => Route)) private _routes;
     /// @inheritdoc ITandemHub
     mapping(address follower => mapping(address vault => uint256)) public allocationOf;
 
@@ -135,6 +136,17 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     function setAdapter(address adapter, bool allowed) external onlyOwner {
         isAdapter[adapter] = allowed;
         emit AdapterSet(adapter, allowed);
+    }
+
+    /// @inheritdoc ITandemHub
+    function setRoute(address tokenIn, address tokenOut, address adapter, bytes calldata path) external onlyOwner {
+        if (adapter != address(0)) {
+            if (!isAdapter[adapter]) revert AdapterNotAllowed(adapter);
+            if (!isListed(tokenIn)) revert AssetNotAllowed(tokenIn);
+            if (!isListed(tokenOut)) revert AssetNotAllowed(tokenOut);
+        }
+        _routes[tokenIn][tokenOut] = Route(adapter, path);
+        emit RouteSet(tokenIn, tokenOut, adapter, path);
     }
 
     /// @inheritdoc ITandemHub
@@ -323,6 +335,18 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     /// @inheritdoc ITandemHub
     function asset(address token) external view returns (Asset memory) {
         return _assets[token];
+    }
+
+    /// @inheritdoc ITandemHub
+    function routeOf(address tokenIn, address tokenOut) external view returns (Route memory route) {
+        route = _routes[tokenIn][tokenOut];
+        // An adapter taken off the list takes its routes with it.
+        if (!isAdapter[route.adapter]) route = Route(address(0), "");
+    }
+
+    /// @inheritdoc ITandemHub
+    function isListed(address token) public view returns (bool) {
+        return address(_assets[token].feed) != address(0);
     }
 
     /// @inheritdoc ITandemHub

@@ -7,72 +7,92 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {ITandemHub} from "./interfaces/ITandemHub.sol";
-import {ITandemVault} from "./interfaces/ITandemVault.sol";
+import {ITandemVault, ITandemVaultTrading} from "./interfaces/ITandemVault.sol";
 import {VaultBase} from "./VaultBase.sol";
-import {TandemVaultExits} from "./TandemVaultExits.sol";
 
 /// @title Tandem vault
 /// @notice One master's vault, co-executing the master's trades for the follower pool: see {ITandemVault}.
 /// @dev Deployed once by the hub as an implementation; each master's vault is a clone whose only
 /// immutable argument is the master. Both books are kept in internal accounting: tokens sent to
 /// the vault outside its functions belong to no book, so donations cannot move share prices.
-/// This contract holds the trade path; exits, limits and fees run in {TandemVaultExits}, which it
-/// reaches by delegatecall at an address fixed at construction (not an upgradeable proxy).
-contract TandemVault is ITandemVault, VaultBase {
+/// This contract holds the trade path and the master's functions; every other function of
+/// {ITandemVault} runs in {TandemVaultExits} (and its lens), reached by delegatecall from the
+/// fallback at an address fixed at construction (not an upgradeable proxy).
+contract TandemVault is ITandemVaultTrading, VaultBase {
     using SafeERC20 for IERC20;
 
-    /// @dev A trade as sized before its swap.
+    /// @dev A trade as sized before its swap. `poolToBase` is the pool's part of a rotation while
+    /// copying is suspended, sold to the base asset instead of following the master.
     struct Sizing {
         uint256 poolIn;
+        uint256 poolToBase;
         uint256 minOut;
         uint256 priceIn;
         uint256 priceOut;
-        uint256 vaultValue;
+        uint256 basePrice;
+        uint256 poolValue;
         uint256 lossBudgetBps;
         uint256 maxSlippageBps;
         uint256 minOrderValue;
     }
 
-    /// @notice The code exits, limits and fees run on, in this vault's storage.
+    /// @notice The code exits, limits, fees and views run on, in this vault's storage.
     address public immutable exits;
 
     /// @param hub_ The hub this implementation serves, which checks it at construction (so the
     /// implementation is deployed first, at an address the hub's deployer predicts).
     /// @param baseAsset_ The hub's base asset.
-    constructor(address hub_, address baseAsset_) VaultBase(hub_, baseAsset_) {
-        exits = address(new TandemVaultExits(hub_, baseAsset_));
+    /// @param exits_ A {TandemVaultExits} deployed for the same hub and base asset (too large to be
+    /// deployed from here, so checked instead).
+    constructor(address hub_, address baseAsset_, address exits_) VaultBase(hub_, baseAsset_) {
+        ITandemVault part = ITandemVault(exits_);
+        if (address(part.hub()) != hub_ || part.baseAsset() != baseAsset_) revert ITandemVault.PartMismatch(exits_);
+        exits = exits_;
     }
 
     modifier onlyMaster() {
-        if (msg.sender != _master()) revert NotMaster(msg.sender);
+        if (msg.sender != _master()) revert ITandemVault.NotMaster(msg.sender);
         _;
+    }
+
+    /// @notice Every function of {ITandemVault} this contract does not have runs in {TandemVaultExits}.
+    fallback() external {
+        _forward(exits);
     }
 
     // ---------------------------------------------------------------------------------------------
     // Master
     // ---------------------------------------------------------------------------------------------
 
-    /// @inheritdoc ITandemVault
-    function trade(Trade calldata t) external nonReentrant returns (uint256 masterOut, uint256 poolOut) {
-        if (msg.sender != _master() && msg.sender != _delegate) revert NotMasterOrDelegate(msg.sender);
-        if (t.tokenIn == t.tokenOut) revert SameToken(t.tokenIn);
-        if (t.amountIn == 0) revert ZeroAmount();
+    /// @inheritdoc ITandemVaultTrading
+    function trade(ITandemVault.Trade calldata t) external nonReentrant returns (uint256 masterOut, uint256 poolOut) {
+        if (msg.sender != _master() && msg.sender != _delegate) revert ITandemVault.NotMasterOrDelegate(msg.sender);
+        if (t.tokenIn == t.tokenOut) revert ITandemVault.SameToken(t.tokenIn);
+        if (t.amountIn == 0) revert ITandemVault.ZeroAmount();
         Books memory bookIn = _books[t.tokenIn];
-        if (t.amountIn > bookIn.master) revert InsufficientMasterBalance(t.tokenIn, bookIn.master, t.amountIn);
+        if (t.amountIn > bookIn.master) {
+            revert ITandemVault.InsufficientMasterBalance(t.tokenIn, bookIn.master, t.amountIn);
+        }
 
         Sizing memory z = _size(t, bookIn);
 
-        // Cannot underflow: amountIn <= master was checked, and poolIn <= pool by construction
-        // (a fraction of at most one of the pool's balance, or capped at it for buys).
+        // Cannot underflow: amountIn <= master was checked, and poolIn + poolToBase <= pool by
+        // construction (a fraction of at most one of the pool's balance, or capped at it for buys;
+        // at most one of the two is non-zero).
         unchecked {
             bookIn.master -= uint128(t.amountIn);
-            bookIn.pool -= uint128(z.poolIn);
+            bookIn.pool -= uint128(z.poolIn + z.poolToBase);
         }
         _books[t.tokenIn] = bookIn;
+        // The pool's part of a rotation while suspended goes to the base asset, before the master's
+        // swap, so the master never trades ahead of it.
+        if (z.poolToBase != 0) {
+            _sellToBase(t.tokenIn, z.poolToBase, z.priceIn, z.basePrice, z.poolValue, z.lossBudgetBps, z.maxSlippageBps);
+        }
 
         uint256 amountOut;
         uint256 rest = 0;
-        if (t.maxPoolIn != 0 && z.poolIn > t.maxPoolIn) {
+        if (t.maxPoolIn != 0 && t.tokenIn == address(BASE_ASSET) && z.poolIn > t.maxPoolIn) {
             (amountOut, rest) = _swapOrSplit(t, z);
             // What the pool did not spend stays in its book.
             bookIn.pool += uint128(rest);
@@ -81,7 +101,11 @@ contract TandemVault is ITandemVault, VaultBase {
             amountOut = _swap(t.adapter, t.tokenIn, t.tokenOut, t.amountIn + z.poolIn, z.minOut, t.route);
         }
         uint256 totalIn = t.amountIn + z.poolIn;
-        _chargeLoss(_value(totalIn, z.priceIn), _value(amountOut, z.priceOut), z.vaultValue, z.lossBudgetBps);
+        _chargeLoss(
+            _poolLoss(_value(totalIn, z.priceIn), _value(amountOut, z.priceOut), z.poolIn, totalIn),
+            z.poolValue,
+            z.lossBudgetBps
+        );
 
         // The master's part rounds down, so any rounding dust goes to the followers.
         masterOut = Math.mulDiv(amountOut, t.amountIn, totalIn);
@@ -91,34 +115,32 @@ contract TandemVault is ITandemVault, VaultBase {
         _credit(t.tokenOut, masterOut, poolOut);
         if (rest != 0) _recordMirror(t, rest, z);
 
-        emit Traded(
+        emit ITandemVault.Traded(
             msg.sender, t.tokenIn, t.tokenOut, t.adapter, t.amountIn, z.poolIn, masterOut, poolOut, z.priceIn, z.priceOut
         );
     }
 
-    /// @inheritdoc ITandemVault
-    function executeMirror(uint256 id, uint256 amountIn, address adapter, bytes calldata route)
-        external
-        nonReentrant
-        returns (uint256 amountOut)
-    {
-        Mirror memory m = _mirror;
-        if (m.remaining == 0 || id != _mirrorCount - 1) revert MirrorNotPending(id);
+    /// @inheritdoc ITandemVaultTrading
+    function executeMirror(uint256 id, uint256 amountIn) external nonReentrant returns (uint256 amountOut) {
+        ITandemVault.Mirror memory m = _mirror;
+        if (m.remaining == 0 || id != _mirrorCount - 1) revert ITandemVault.MirrorNotPending(id);
         uint256 remaining = m.remaining;
-        if (block.timestamp > m.deadline) return _dropMirror(id, remaining, MirrorDrop.Expired);
-        if (m.tokenOut != address(BASE_ASSET) && _books[m.tokenOut].master < m.masterMark) {
-            return _dropMirror(id, remaining, MirrorDrop.MasterSold);
+        if (block.timestamp > m.deadline) return _dropMirror(id, remaining, ITandemVault.MirrorDrop.Expired);
+        if (_books[m.tokenOut].master < m.masterMark) {
+            return _dropMirror(id, remaining, ITandemVault.MirrorDrop.MasterSold);
         }
         Books memory bookIn = _books[m.tokenIn];
         uint256 slice = Math.min(Math.min(amountIn, remaining), bookIn.pool);
-        if (slice == 0) revert ZeroAmount();
+        if (slice == 0) revert ITandemVault.ZeroAmount();
+        // The caller chooses only how much: the route is the protocol's.
+        ITandemHub.Route memory r = _vetted(m.tokenIn, m.tokenOut);
+        if (r.adapter == address(0)) revert ITandemVault.NoVettedRoute(m.tokenIn, m.tokenOut);
 
         (address[] memory priced, uint256 outIndex) = _tokensAnd(m.tokenOut);
-        (ITandemHub.Params memory params, uint256[] memory prices) = HUB.tradeContext(adapter, m.tokenOut, priced);
+        (ITandemHub.Params memory params, uint256[] memory prices) = HUB.tradeContext(r.adapter, m.tokenOut, priced);
         (uint256 masterEquity, uint256 poolEquity) = _equities(priced, prices);
-        if (_watch(masterEquity, params.suspensionDrawdownBps) && m.tokenIn == address(BASE_ASSET)) {
-            revert CopyingIsSuspended();
-        }
+        // A mirror is the rest of a buy: it waits while the master is not followed into new risk.
+        if (_watch(masterEquity, params.suspensionDrawdownBps)) revert ITandemVault.CopyingIsSuspended();
         // The pool holds tokenIn (slice > 0), so it is among the priced tokens.
         uint256 priceIn = prices[_indexIn(priced, m.tokenIn)];
 
@@ -127,24 +149,24 @@ contract TandemVault is ITandemVault, VaultBase {
             bookIn.pool -= uint128(slice);
         }
         _books[m.tokenIn] = bookIn;
-        uint256 minOut = _oracleMinOut(slice, priceIn, prices[outIndex], params.maxSlippageBps);
-        amountOut = _swap(adapter, m.tokenIn, m.tokenOut, slice, minOut, route);
-        _chargeLoss(
-            _value(slice, priceIn), _value(amountOut, prices[outIndex]), masterEquity + poolEquity, params.lossBudgetBps
+        uint256 minOut = _boundedMinOut(
+            slice, priceIn, prices[outIndex], params.maxSlippageBps, poolEquity, params.lossBudgetBps
         );
+        amountOut = _swap(r.adapter, m.tokenIn, m.tokenOut, slice, minOut, r.path);
+        _chargeLoss(_poolLoss(_value(slice, priceIn), _value(amountOut, prices[outIndex]), 1, 1), poolEquity, params.lossBudgetBps);
         if (bookIn.master == 0 && bookIn.pool == 0) _untrack(m.tokenIn);
         _credit(m.tokenOut, 0, amountOut);
 
         remaining -= slice;
         if (remaining == 0) delete _mirror;
         else _mirror.remaining = uint128(remaining); // it only shrinks
-        emit MirrorExecuted(id, msg.sender, slice, amountOut, remaining);
+        emit ITandemVault.MirrorExecuted(id, msg.sender, slice, amountOut, remaining);
     }
 
-    /// @inheritdoc ITandemVault
+    /// @inheritdoc ITandemVaultTrading
     function depositMaster(uint256 amount) external nonReentrant onlyMaster {
-        if (amount == 0) revert ZeroAmount();
-        if (HUB.params().paused) revert ProtocolPaused();
+        if (amount == 0) revert ITandemVault.ZeroAmount();
+        if (HUB.params().paused) revert ITandemVault.ProtocolPaused();
         address[] memory held = _tokens();
         uint256[] memory prices = HUB.pricesOf(held);
         (uint256 masterEquity,) = _equities(held, prices);
@@ -152,7 +174,7 @@ contract TandemVault is ITandemVault, VaultBase {
         uint256 before = BASE_ASSET.balanceOf(address(this));
         BASE_ASSET.safeTransferFrom(msg.sender, address(this), amount);
         uint256 received = BASE_ASSET.balanceOf(address(this)) - before;
-        if (received != amount) revert TransferFeeNotSupported(address(BASE_ASSET), amount, received);
+        if (received != amount) revert ITandemVault.TransferFeeNotSupported(address(BASE_ASSET), amount, received);
 
         // Units are issued at the master's current index, so a deposit cannot lift a master out of
         // a drawdown; rounded up, so the index never reads higher than it is. A master whose book
@@ -162,14 +184,21 @@ contract TandemVault is ITandemVault, VaultBase {
         units = units == 0 || masterEquity == 0 ? value : units + Math.mulDiv(value, units, masterEquity, Math.Rounding.Ceil);
         _state.masterUnits = SafeCast.toUint112(units);
         _credit(address(BASE_ASSET), amount, 0);
-        emit MasterDeposited(amount);
+        emit ITandemVault.MasterDeposited(amount);
     }
 
-    /// @inheritdoc ITandemVault
+    /// @inheritdoc ITandemVaultTrading
     function withdrawMaster(address token, uint256 amount) external nonReentrant onlyMaster {
-        if (amount == 0) revert ZeroAmount();
+        if (amount == 0) revert ITandemVault.ZeroAmount();
         Books memory book = _books[token];
-        if (amount > book.master) revert InsufficientMasterBalance(token, book.master, amount);
+        if (amount > book.master) revert ITandemVault.InsufficientMasterBalance(token, book.master, amount);
+        // A master leaving a position in kind takes the pool out of the same fraction of it: sales
+        // are sized by the master's position, so no later trade could ever sell the pool's part.
+        uint256 poolPart = 0;
+        if (token != address(BASE_ASSET) && book.pool != 0) {
+            if (HUB.params().paused) revert ITandemVault.ProtocolPaused();
+            poolPart = amount == book.master ? book.pool : Math.mulDiv(book.pool, amount, book.master);
+        }
 
         // Skin in the game is owed to followers: fee shares of the master and the treasury do not
         // count, so a trace of them never binds the master.
@@ -178,14 +207,16 @@ contract TandemVault is ITandemVault, VaultBase {
         address treasury = HUB.treasury();
         if (treasury != msg.sender) followerShares -= _positions[treasury].shares;
         address[] memory held = _tokens();
-        // With followers, skin in the game needs prices (a feed down reverts with its own error).
-        // Without, the master may withdraw while a feed is down; their units then stay, which
-        // only makes their index read lower.
+        // With followers (or a pool sale), this needs prices (a feed down reverts with its own
+        // error). Without, the master may withdraw while a feed is down; their units then stay,
+        // which only makes their index read lower.
         (bool priced, uint256[] memory prices) = (true, new uint256[](0));
-        if (followerShares != 0) prices = HUB.pricesOf(held);
+        if (followerShares != 0 || poolPart != 0) prices = HUB.pricesOf(held);
         else (priced, prices) = _tryPrices(held);
+        uint256 poolEquity;
         if (priced) {
-            (uint256 masterEquity, uint256 poolEquity) = _equities(held, prices);
+            uint256 masterEquity;
+            (masterEquity, poolEquity) = _equities(held, prices);
             // The token is in the master's book, so it is held.
             uint256 value = _value(amount, prices[_indexIn(held, token)]);
             // Units leave with the capital, rounded down, so the index never reads higher than it is.
@@ -194,29 +225,44 @@ contract TandemVault is ITandemVault, VaultBase {
             if (followerShares != 0) {
                 uint256 followersEquity = Math.mulDiv(poolEquity, followerShares, total, Math.Rounding.Ceil);
                 uint256 required = Math.ceilDiv(followersEquity, HUB.params().maxPoolMultiple);
-                if (masterEquity - value < required) revert MasterBelowPoolMultiple(masterEquity - value, required);
+                if (masterEquity - value < required) {
+                    revert ITandemVault.MasterBelowPoolMultiple(masterEquity - value, required);
+                }
             }
         }
 
-        // Cannot underflow: checked above.
+        // Cannot underflow: checked above, and poolPart <= pool.
         unchecked {
             book.master -= uint128(amount);
+            book.pool -= uint128(poolPart);
         }
         _books[token] = book;
         if (book.master == 0 && book.pool == 0) _untrack(token);
+        if (poolPart != 0) {
+            ITandemHub.Params memory params = HUB.params();
+            _sellToBase(
+                token,
+                poolPart,
+                prices[_indexIn(held, token)],
+                prices[0],
+                poolEquity,
+                params.lossBudgetBps,
+                params.maxSlippageBps
+            );
+        }
         IERC20(token).safeTransfer(msg.sender, amount);
-        emit MasterWithdrew(token, amount);
+        emit ITandemVault.MasterWithdrew(token, amount);
     }
 
-    /// @inheritdoc ITandemVault
+    /// @inheritdoc ITandemVaultTrading
     function setDelegate(address delegate_) external onlyMaster {
         _delegate = delegate_;
-        emit DelegateSet(delegate_);
+        emit ITandemVault.DelegateSet(delegate_);
     }
 
-    /// @inheritdoc ITandemVault
+    /// @inheritdoc ITandemVaultTrading
     function setFee(uint16 feeBps) external onlyMaster {
-        if (feeBps > MAX_FEE_BPS) revert FeeOutOfBounds(feeBps, MAX_FEE_BPS);
+        if (feeBps > MAX_FEE_BPS) revert ITandemVault.FeeOutOfBounds(feeBps, MAX_FEE_BPS);
         uint256 current = _feeBps();
         if (feeBps <= current) {
             // A cut, or no change: at once, and it cancels any scheduled raise. It also binds
@@ -228,11 +274,11 @@ contract TandemVault is ITandemVault, VaultBase {
                 --n;
             }
             _cuts.push(block.timestamp << 16 | feeBps);
-            emit FeeSet(feeBps);
+            emit ITandemVault.FeeSet(feeBps);
         } else {
             uint256 effectiveAt = block.timestamp + FEE_RAISE_DELAY;
             _fee = FeeTerms(uint16(current), feeBps, uint40(effectiveAt), true);
-            emit FeeRaiseScheduled(feeBps, effectiveAt);
+            emit ITandemVault.FeeRaiseScheduled(feeBps, effectiveAt);
         }
     }
 
@@ -240,18 +286,20 @@ contract TandemVault is ITandemVault, VaultBase {
     // Followers
     // ---------------------------------------------------------------------------------------------
 
-    /// @inheritdoc ITandemVault
+    /// @inheritdoc ITandemVaultTrading
     function onAllocate(address follower, uint256 amount) external nonReentrant returns (uint256 shares) {
-        if (msg.sender != address(HUB)) revert NotHub(msg.sender);
+        if (msg.sender != address(HUB)) revert ITandemVault.NotHub(msg.sender);
         address[] memory held = _tokens();
         uint256[] memory prices = HUB.pricesOf(held);
         (uint256 masterEquity, uint256 poolValue) = _equities(held, prices);
+        ITandemHub.Params memory params = HUB.params();
         uint256 value = _value(amount, prices[0]);
-        uint256 limit = masterEquity * HUB.params().maxPoolMultiple;
-        if (poolValue + value > limit) revert PoolAboveMasterMultiple(poolValue + value, limit);
-        // Rounds down: a new follower never gets more than their allocation is worth.
-        shares = Math.mulDiv(value, _totalShares + VIRTUAL_SHARES, poolValue + VIRTUAL_VALUE);
-        if (shares == 0) revert ZeroShares();
+        uint256 limit = masterEquity * params.maxPoolMultiple;
+        if (poolValue + value > limit) revert ITandemVault.PoolAboveMasterMultiple(poolValue + value, limit);
+        uint256 entered = _enter(held, prices, amount, poolValue == 0 ? masterEquity : poolValue, poolValue != 0, params);
+        // Rounds down: a new follower never gets more than what they brought in is worth.
+        shares = Math.mulDiv(entered, _totalShares + VIRTUAL_SHARES, poolValue + VIRTUAL_VALUE);
+        if (shares == 0) revert ITandemVault.ZeroShares();
         _totalShares += shares;
         Position storage position = _positions[follower];
         FeeMark storage mark = _feeMarks[follower];
@@ -259,28 +307,18 @@ contract TandemVault is ITandemVault, VaultBase {
             // A new position agrees to the master's fee in force now.
             (mark.feeBps, mark.crystallisedAt) = (uint16(_feeBps()), uint40(block.timestamp));
         }
-        position.shares += SafeCast.toUint192(shares);
+        position.shares += SafeCast.toUint176(shares);
         position.allocatedAt = uint64(block.number);
-        // New money enters at its value: as cost, as peak and as high-water mark.
+        // New money enters at what it was worth when it came in, entry swaps' costs included: as
+        // cost, as peak and as high-water mark.
         Guard storage guard = _guards[follower];
         guard.entryValue = SafeCast.toUint96(guard.entryValue + value);
         guard.peakValue = SafeCast.toUint96(guard.peakValue + value);
         mark.highWaterMark = SafeCast.toUint96(mark.highWaterMark + value);
-        _credit(address(BASE_ASSET), 0, amount);
-        emit Allocated(follower, amount, shares, poolValue, prices[0]);
+        emit ITandemVault.Allocated(follower, amount, shares, poolValue, entered, prices[0]);
     }
 
-    /// @inheritdoc ITandemVault
-    function setLimits(Limits calldata l) external {
-        _setLimits(l);
-    }
-
-    /// @inheritdoc ITandemVault
-    function setPreset(Preset preset) external {
-        _setLimits(_preset(preset));
-    }
-
-    /// @inheritdoc ITandemVault
+    /// @inheritdoc ITandemVaultTrading
     function swapAsVault(
         address adapter,
         address tokenIn,
@@ -289,180 +327,8 @@ contract TandemVault is ITandemVault, VaultBase {
         uint256 minOut,
         bytes calldata route
     ) external returns (uint256) {
-        if (msg.sender != address(this)) revert NotSelf(msg.sender);
+        if (msg.sender != address(this)) revert ITandemVault.NotSelf(msg.sender);
         return _swap(adapter, tokenIn, tokenOut, amountIn, minOut, route);
-    }
-
-    // ---------------------------------------------------------------------------------------------
-    // Exits, limits and fees: run by {TandemVaultExits} in this vault's storage
-    // ---------------------------------------------------------------------------------------------
-
-    /// @inheritdoc ITandemVault
-    function exitInKind(uint256) external returns (address[] memory, uint256[] memory) {
-        _runExits();
-    }
-
-    /// @inheritdoc ITandemVault
-    function claim(address, address) external returns (uint256) {
-        _runExits();
-    }
-
-    /// @inheritdoc ITandemVault
-    function exitToBase(uint256, ExitSwap[] calldata, uint256) external returns (uint256) {
-        _runExits();
-    }
-
-    /// @inheritdoc ITandemVault
-    function triggerExit(address, ExitSwap[] calldata) external returns (uint256) {
-        _runExits();
-    }
-
-    /// @inheritdoc ITandemVault
-    function triggerExits(address[] calldata, ExitSwap[] calldata) external returns (uint256) {
-        _runExits();
-    }
-
-    /// @inheritdoc ITandemVault
-    function recordPeak(address) external {
-        _runExits();
-    }
-
-    /// @inheritdoc ITandemVault
-    function recordPeaks(address[] calldata) external returns (uint256) {
-        _runExits();
-    }
-
-    /// @inheritdoc ITandemVault
-    function crystallise(address[] calldata) external returns (uint256) {
-        _runExits();
-    }
-
-    /// @inheritdoc ITandemVault
-    function followerStates(address[] calldata) external returns (FollowerState[] memory) {
-        _runExits();
-    }
-
-    // ---------------------------------------------------------------------------------------------
-    // Views
-    // ---------------------------------------------------------------------------------------------
-
-    /// @inheritdoc ITandemVault
-    function hub() external view returns (ITandemHub) {
-        return HUB;
-    }
-
-    /// @inheritdoc ITandemVault
-    function baseAsset() external view returns (address) {
-        return address(BASE_ASSET);
-    }
-
-    /// @inheritdoc ITandemVault
-    function master() external view returns (address) {
-        return _master();
-    }
-
-    /// @inheritdoc ITandemVault
-    function delegate() external view returns (address) {
-        return _delegate;
-    }
-
-    /// @inheritdoc ITandemVault
-    function totalShares() external view returns (uint256) {
-        return _totalShares;
-    }
-
-    /// @inheritdoc ITandemVault
-    function sharesOf(address follower) external view returns (uint256) {
-        return _positions[follower].shares;
-    }
-
-    /// @inheritdoc ITandemVault
-    function unclaimed(address follower, address token) external view returns (uint256) {
-        return _unclaimed[follower][token];
-    }
-
-    /// @inheritdoc ITandemVault
-    function tokens() external view returns (address[] memory) {
-        return _tokens();
-    }
-
-    /// @inheritdoc ITandemVault
-    function books(address token) external view returns (uint256 masterAmount, uint256 poolAmount) {
-        Books memory b = _books[token];
-        return (b.master, b.pool);
-    }
-
-    /// @inheritdoc ITandemVault
-    function equities() external view returns (uint256 masterEquity, uint256 poolEquity) {
-        address[] memory held = _tokens();
-        return _equities(held, HUB.pricesOf(held));
-    }
-
-    /// @inheritdoc ITandemVault
-    function limitsOf(address follower)
-        external
-        view
-        returns (Limits memory limits, uint256 entryValue, uint256 peakValue)
-    {
-        Guard memory g = _guards[follower];
-        return (_limitsIn(g), g.entryValue, g.peakValue);
-    }
-
-    /// @inheritdoc ITandemVault
-    function exitCondition(address follower) external view returns (bool met, ExitReason reason, uint256 value) {
-        uint256 shares = _positions[follower].shares;
-        if (shares == 0) return (false, ExitReason.StopLoss, 0);
-        (uint256 poolValue, uint256 total) = _poolValue();
-        return _condition(follower, shares, poolValue, total);
-    }
-
-    /// @inheritdoc ITandemVault
-    function lossBudget() external view returns (uint256 used, uint256 capacity) {
-        address[] memory held = _tokens();
-        (uint256 masterEquity, uint256 poolEquity) = _equities(held, HUB.pricesOf(held));
-        uint256 value = masterEquity + poolEquity;
-        uint256 lossBudgetBps = HUB.params().lossBudgetBps;
-        capacity = value * lossBudgetBps / BPS;
-        used = Math.mulDiv(_refilled(_state, lossBudgetBps * SHARE_PER_BPS), value, SHARE_UNIT);
-    }
-
-    /// @inheritdoc ITandemVault
-    function feeTerms() external view returns (uint256 feeBps, uint256 raisedFeeBps, uint256 effectiveAt) {
-        FeeTerms memory f = _fee;
-        feeBps = _feeBps();
-        if (f.raiseAt > block.timestamp) (raisedFeeBps, effectiveAt) = (f.raisedFeeBps, f.raiseAt);
-    }
-
-    /// @inheritdoc ITandemVault
-    function feeMarkOf(address follower)
-        external
-        view
-        returns (uint256 highWaterMark, uint256 feeBps, uint256 crystallisedAt)
-    {
-        FeeMark memory mark = _feeMarks[follower];
-        return (mark.highWaterMark, _followerFeeBps(mark), mark.crystallisedAt);
-    }
-
-    /// @inheritdoc ITandemVault
-    function suspension() external view returns (bool suspended, uint256 index, uint256 peak) {
-        Watermark memory w = _watermark;
-        uint256 units = _state.masterUnits;
-        if (units != 0) {
-            address[] memory held = _tokens();
-            (uint256 masterEquity,) = _equities(held, HUB.pricesOf(held));
-            index = Math.mulDiv(masterEquity, INDEX_UNIT, units);
-        }
-        return (w.suspended, index, Math.max(w.earlierPeak, w.dayPeak));
-    }
-
-    /// @inheritdoc ITandemVault
-    function mirror(uint256 id) external view returns (Mirror memory m) {
-        if (_mirrorCount != 0 && id == _mirrorCount - 1) m = _mirror;
-    }
-
-    /// @inheritdoc ITandemVault
-    function mirrorCount() external view returns (uint256) {
-        return _mirrorCount;
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -471,18 +337,18 @@ contract TandemVault is ITandemVault, VaultBase {
 
     /// @dev Sizes the pool's part of a trade and the swap's minimum output. Both books are valued
     /// (every token held, base first, and tokenOut): a buy is sized by equity, the master's
-    /// performance index is watched for suspension, and the loss budget is a share of the vault's
+    /// performance index is watched for suspension, and the loss budget is a share of the pool's
     /// value.
-    function _size(Trade calldata t, Books memory bookIn) private returns (Sizing memory z) {
+    function _size(ITandemVault.Trade calldata t, Books memory bookIn) private returns (Sizing memory z) {
         (address[] memory priced, uint256 outIndex) = _tokensAnd(t.tokenOut);
         (ITandemHub.Params memory params, uint256[] memory prices) =
             HUB.tradeContext(t.adapter, t.tokenOut, priced);
         // tokenIn is held (the master's book has some), so it is among the priced tokens.
         z.priceIn = prices[_indexIn(priced, t.tokenIn)];
-        z.priceOut = prices[outIndex];
+        (z.priceOut, z.basePrice) = (prices[outIndex], prices[0]);
         (uint256 masterEquity, uint256 poolEquity) = _equities(priced, prices);
-        (z.vaultValue, z.lossBudgetBps, z.maxSlippageBps, z.minOrderValue) =
-            (masterEquity + poolEquity, params.lossBudgetBps, params.maxSlippageBps, params.minOrderValue);
+        (z.poolValue, z.lossBudgetBps, z.maxSlippageBps, z.minOrderValue) =
+            (poolEquity, params.lossBudgetBps, params.maxSlippageBps, params.minOrderValue);
 
         bool suspended = _watch(masterEquity, params.suspensionDrawdownBps);
         bool buy = t.tokenIn == address(BASE_ASSET);
@@ -495,34 +361,51 @@ contract TandemVault is ITandemVault, VaultBase {
             z.poolIn = Math.mulDiv(bookIn.pool, t.amountIn, bookIn.master);
         }
         if (z.poolIn == 0) {
-            emit PoolPartSkipped(t.tokenIn, t.tokenOut, 0, SkipReason.NoPoolPosition);
+            emit ITandemVault.PoolPartSkipped(t.tokenIn, t.tokenOut, 0, ITandemVault.SkipReason.NoPoolPosition);
         } else if (suspended && buy) {
-            // A master deep in drawdown is not followed into new risk. Sales are still copied, so
-            // the pool never stays in a position the master has left.
-            emit PoolPartSkipped(t.tokenIn, t.tokenOut, z.poolIn, SkipReason.MasterSuspended);
+            // A master deep in drawdown is not followed into new risk.
+            emit ITandemVault.PoolPartSkipped(t.tokenIn, t.tokenOut, z.poolIn, ITandemVault.SkipReason.MasterSuspended);
             z.poolIn = 0;
         } else if (_value(z.poolIn, z.priceIn) < params.minOrderValue) {
-            emit PoolPartSkipped(t.tokenIn, t.tokenOut, z.poolIn, SkipReason.BelowMinOrder);
+            emit ITandemVault.PoolPartSkipped(t.tokenIn, t.tokenOut, z.poolIn, ITandemVault.SkipReason.BelowMinOrder);
             z.poolIn = 0;
+        } else if (suspended && t.tokenOut != address(BASE_ASSET)) {
+            // Nor into a new token by a rotation: the pool leaves the token the master leaves (it
+            // never stays in a position the master has left), for the base asset.
+            (z.poolToBase, z.poolIn) = (z.poolIn, 0);
         }
         z.minOut = _minOut(t, t.amountIn + z.poolIn, z);
     }
 
     /// @dev The swap's minimum output for `totalIn`: the oracle bound, or the master's own minimum
     /// scaled to the combined input, whichever is stricter.
-    function _minOut(Trade calldata t, uint256 totalIn, Sizing memory z) private pure returns (uint256 minOut) {
+    function _minOut(ITandemVault.Trade calldata t, uint256 totalIn, Sizing memory z)
+        private
+        pure
+        returns (uint256 minOut)
+    {
         minOut = _oracleMinOut(totalIn, z.priceIn, z.priceOut, z.maxSlippageBps);
         if (t.minAmountOut != 0) {
             minOut = Math.max(minOut, Math.mulDiv(t.minAmountOut, totalIn, t.amountIn, Math.Rounding.Ceil));
         }
     }
 
-    /// @dev Tries the whole trade; if it cannot be filled within the bound, swaps the master's part
-    /// with only `t.maxPoolIn` of the pool's and returns the rest of the pool's part. The failed
-    /// attempt proves the split was needed: a master cannot leave followers behind by choice.
-    /// (Nor by starving the attempt of gas: the split swap needs more gas than the attempt had.)
-    function _swapOrSplit(Trade calldata t, Sizing memory z) private returns (uint256 amountOut, uint256 rest) {
-        try this.swapAsVault(t.adapter, t.tokenIn, t.tokenOut, t.amountIn + z.poolIn, z.minOut, t.route) returns (
+    /// @dev A buy too large for the oracle bound: tries the whole trade along the hub's vetted route;
+    /// if even that cannot fill it, swaps the master's part with only `t.maxPoolIn` of the pool's
+    /// along the master's route and returns the rest of the pool's part. Whether a split is needed
+    /// is judged on the protocol's route, never the master's: a master cannot leave followers
+    /// behind by choosing a route that fills only their own part (nor by starving the attempt of
+    /// gas: the split swap needs more gas than the attempt had). Without a vetted route nothing can
+    /// prove a split is needed, and the whole trade goes along the master's route.
+    function _swapOrSplit(ITandemVault.Trade calldata t, Sizing memory z)
+        private
+        returns (uint256 amountOut, uint256 rest)
+    {
+        ITandemHub.Route memory r = _vetted(t.tokenIn, t.tokenOut);
+        if (r.adapter == address(0)) {
+            return (_swap(t.adapter, t.tokenIn, t.tokenOut, t.amountIn + z.poolIn, z.minOut, t.route), 0);
+        }
+        try this.swapAsVault(r.adapter, t.tokenIn, t.tokenOut, t.amountIn + z.poolIn, z.minOut, r.path) returns (
             uint256 out
         ) {
             return (out, 0);
@@ -533,24 +416,101 @@ contract TandemVault is ITandemVault, VaultBase {
         amountOut = _swap(t.adapter, t.tokenIn, t.tokenOut, t.amountIn + z.poolIn, z.minOut, t.route);
     }
 
+    /// @dev Sells `amount` of the pool's `token` (already taken out of its book) to the base asset
+    /// along the hub's vetted route, within the oracle bound and what the loss budget has left,
+    /// and credits the proceeds to the pool's base book.
+    function _sellToBase(
+        address token,
+        uint256 amount,
+        uint256 price,
+        uint256 basePrice,
+        uint256 poolValue,
+        uint256 lossBudgetBps,
+        uint256 maxSlippageBps
+    ) private {
+        address base = address(BASE_ASSET);
+        ITandemHub.Route memory r = _vetted(token, base);
+        if (r.adapter == address(0)) revert ITandemVault.NoVettedRoute(token, base);
+        uint256 minOut = _boundedMinOut(amount, price, basePrice, maxSlippageBps, poolValue, lossBudgetBps);
+        uint256 out = _swap(r.adapter, token, base, amount, minOut, r.path);
+        _chargeLoss(_poolLoss(_value(amount, price), _value(out, basePrice), 1, 1), poolValue, lossBudgetBps);
+        _credit(base, 0, out);
+        emit ITandemVault.PoolSoldToBase(token, amount, out);
+    }
+
+    /// @dev Buys, with a newcomer's `amount` of base, each token of the reference composition (the
+    /// pool's; the master's, `byPool` false, for an empty pool) in its weight of `refValue`, along
+    /// the hub's vetted routes, credits all of it to the pool, and returns its oracle value. Two
+    /// passes: the first buys each weight of the allocation; the second tops each token up to its
+    /// weight of what the newcomer holds after the first pass's costs, at the cost rate the first
+    /// pass saw. The pool's composition is then what it was, within the second pass's own cost
+    /// (a fraction of a fraction). A purchase worth less than the minimum order stays in base.
+    function _enter(
+        address[] memory held,
+        uint256[] memory prices,
+        uint256 amount,
+        uint256 refValue,
+        bool byPool,
+        ITandemHub.Params memory params
+    ) private returns (uint256 entered) {
+        uint256 n = held.length;
+        uint256[] memory bought = new uint256[](n);
+        uint256[] memory spent = new uint256[](n);
+        uint256 left = amount;
+        entered = _value(amount, prices[0]);
+        for (uint256 pass; pass < 2 && refValue != 0; ++pass) {
+            for (uint256 i = 1; i < n; ++i) {
+                Books memory b = _books[held[i]];
+                uint256 ref = byPool ? b.pool : b.master;
+                if (ref == 0) continue;
+                uint256 want = Math.mulDiv(_value(ref, prices[i]), entered, refValue);
+                uint256 have = _value(bought[i], prices[i]);
+                if (want <= have) continue;
+                // Base to spend for the value missing: at the oracle price first, then at the rate
+                // the first purchase actually paid.
+                uint256 spend = pass == 0 || have == 0
+                    ? Math.mulDiv(want - have, PRICE_UNIT, prices[0])
+                    : Math.mulDiv(want - have, spent[i], have);
+                spend = Math.min(spend, left);
+                if (_value(spend, prices[0]) < params.minOrderValue) continue;
+                ITandemHub.Route memory r = _vetted(address(BASE_ASSET), held[i]);
+                if (r.adapter == address(0)) revert ITandemVault.NoVettedRoute(address(BASE_ASSET), held[i]);
+                uint256 minOut = _oracleMinOut(spend, prices[0], prices[i], params.maxSlippageBps);
+                bought[i] += _swap(r.adapter, address(BASE_ASSET), held[i], spend, minOut, r.path);
+                (spent[i], left) = (spent[i] + spend, left - spend);
+            }
+            // What the newcomer holds now, at oracle prices.
+            entered = _value(left, prices[0]);
+            for (uint256 i = 1; i < n; ++i) {
+                entered += _value(bought[i], prices[i]);
+            }
+        }
+        _credit(address(BASE_ASSET), 0, left);
+        for (uint256 i = 1; i < n; ++i) {
+            _credit(held[i], 0, bought[i]);
+        }
+    }
+
     /// @dev Leaves `rest` of the pool's part as a pending mirror, unless it is below the minimum order.
-    function _recordMirror(Trade calldata t, uint256 rest, Sizing memory z) private {
+    function _recordMirror(ITandemVault.Trade calldata t, uint256 rest, Sizing memory z) private {
         if (_value(rest, z.priceIn) < z.minOrderValue) {
-            emit PoolPartSkipped(t.tokenIn, t.tokenOut, rest, SkipReason.BelowMinOrder);
+            emit ITandemVault.PoolPartSkipped(t.tokenIn, t.tokenOut, rest, ITandemVault.SkipReason.BelowMinOrder);
             return;
         }
         uint256 id = _mirrorCount++;
         // The pool follows the master's latest large order; an older one still pending ends here.
-        if (_mirror.remaining != 0) emit MirrorDropped(id - 1, _mirror.remaining, MirrorDrop.Superseded);
+        if (_mirror.remaining != 0) {
+            emit ITandemVault.MirrorDropped(id - 1, _mirror.remaining, ITandemVault.MirrorDrop.Superseded);
+        }
         uint256 deadline = block.timestamp + MIRROR_TTL;
         // rest <= the pool's book, a uint128.
-        _mirror = Mirror(t.tokenIn, uint40(deadline), t.tokenOut, uint128(rest), _books[t.tokenOut].master);
-        emit MirrorRecorded(id, t.tokenIn, t.tokenOut, rest, deadline);
+        _mirror = ITandemVault.Mirror(t.tokenIn, uint40(deadline), t.tokenOut, uint128(rest), _books[t.tokenOut].master);
+        emit ITandemVault.MirrorRecorded(id, t.tokenIn, t.tokenOut, rest, deadline);
     }
 
-    function _dropMirror(uint256 id, uint256 remaining, MirrorDrop reason) private returns (uint256) {
+    function _dropMirror(uint256 id, uint256 remaining, ITandemVault.MirrorDrop reason) private returns (uint256) {
         delete _mirror;
-        emit MirrorDropped(id, remaining, reason);
+        emit ITandemVault.MirrorDropped(id, remaining, reason);
         return 0;
     }
 
@@ -559,32 +519,6 @@ contract TandemVault is ITandemVault, VaultBase {
             return (true, p);
         } catch {
             return (false, prices);
-        }
-    }
-
-    function _setLimits(Limits memory l) private {
-        if (
-            l.stopLossBps > MAX_STOP_LOSS_BPS || l.maxDrawdownBps > MAX_DRAWDOWN_BPS
-                || l.takeProfitBps > MAX_TAKE_PROFIT_BPS
-        ) revert LimitsOutOfBounds(l.stopLossBps, l.takeProfitBps, l.maxDrawdownBps);
-        Guard storage g = _guards[msg.sender];
-        (g.stopLossBps, g.takeProfitBps, g.maxDrawdownBps, g.chosen) =
-            (l.stopLossBps, l.takeProfitBps, l.maxDrawdownBps, true);
-        emit LimitsSet(msg.sender, l.stopLossBps, l.takeProfitBps, l.maxDrawdownBps);
-    }
-
-    /// @dev Runs the called function in {TandemVaultExits} on this vault's storage, and returns or
-    /// reverts with its result. Never returns to the caller's Solidity code.
-    function _runExits() private {
-        address target = exits;
-        assembly ("memory-safe") {
-            // Scratch space past the free memory pointer: nothing of this call's memory is used again.
-            let p := mload(0x40)
-            calldatacopy(p, 0, calldatasize())
-            let ok := delegatecall(gas(), target, p, calldatasize(), 0, 0)
-            returndatacopy(p, 0, returndatasize())
-            if iszero(ok) { revert(p, returndatasize()) }
-            return(p, returndatasize())
         }
     }
 }

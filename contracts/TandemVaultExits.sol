@@ -7,22 +7,32 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {ITandemHub} from "./interfaces/ITandemHub.sol";
-import {ITandemVault} from "./interfaces/ITandemVault.sol";
+import {ITandemVault, ITandemVaultExits} from "./interfaces/ITandemVault.sol";
 import {VaultBase} from "./VaultBase.sol";
+import {TandemVaultLens} from "./TandemVaultLens.sol";
 
 /// @title Tandem vault exits
-/// @notice Exits, risk exits, peaks and performance fees of a Tandem vault: see {ITandemVault}.
+/// @notice Exits, risk exits, limits, peaks and performance fees of a Tandem vault: see {ITandemVault}.
 /// @dev Runs only by delegatecall from {TandemVault}, in a vault clone's storage; called directly it
 /// sees its own empty storage and holds nothing. Each function here is documented on the
-/// {ITandemVault} function of the same name.
-contract TandemVaultExits is VaultBase {
+/// {ITandemVaultExits} function of the same name. The views run in {TandemVaultLens}, reached by
+/// delegatecall from the fallback.
+contract TandemVaultExits is ITandemVaultExits, VaultBase {
     using SafeERC20 for IERC20;
 
-    /// @dev What charging fees needs, read once per call: the value of a share (pool value over
-    /// total shares, the same before and after every exit and fee in a call), the fee recipients,
-    /// the treasury's cut and the master's fee in force.
+    /// @dev The code the vault's views run on.
+    address internal immutable LENS;
+
+    /// @dev What charging fees and swapping slices need, read once per call: the tokens held and
+    /// their prices, the value of a share (pool value over total shares, the same before and after
+    /// every exit and fee in a call), the fee recipients, the treasury's cut, the master's fee in
+    /// force, and the hub's bounds on slippage and on the pool's losses.
     struct FeeContext {
         bool priced;
+        address[] held;
+        uint256[] prices;
+        uint256 maxSlippageBps;
+        uint256 lossBudgetBps;
         uint256 poolValue;
         uint256 total;
         address master;
@@ -43,7 +53,14 @@ contract TandemVaultExits is VaultBase {
         uint256 baseOut;
     }
 
-    constructor(address hub_, address baseAsset) VaultBase(hub_, baseAsset) {}
+    constructor(address hub_, address baseAsset_) VaultBase(hub_, baseAsset_) {
+        LENS = address(new TandemVaultLens(hub_, baseAsset_));
+    }
+
+    /// @notice The views of {ITandemVault} run in {TandemVaultLens}.
+    fallback() external {
+        _forward(LENS);
+    }
 
     // ---------------------------------------------------------------------------------------------
     // Followers
@@ -92,12 +109,7 @@ contract TandemVaultExits is VaultBase {
         uint256[] memory amounts = _burnSlices(msg.sender, shares - fee, exitTokens);
         _release(msg.sender, shares, sharesBefore);
         // The follower's own exit is all or nothing: every slice is swapped, or none.
-        (uint256[] memory outs, uint256[] memory pending) = _swapToBase(exitTokens, amounts, swaps, false);
-        baseOut = amounts[0]; // the base slice needs no swap
-        for (uint256 i = 1; i < exitTokens.length; ++i) {
-            if (pending[i] != 0) revert ITandemVault.MissingExitSwap(exitTokens[i]);
-            baseOut += outs[i];
-        }
+        baseOut = amounts[0] + _swapOwn(exitTokens, amounts, swaps, c); // the base slice needs no swap
         if (baseOut < minBaseOut) revert ITandemVault.InsufficientBaseOut(baseOut, minBaseOut);
         BASE_ASSET.safeTransfer(address(HUB), baseOut);
         HUB.settleExit(msg.sender, shares, sharesBefore, baseOut);
@@ -108,11 +120,21 @@ contract TandemVaultExits is VaultBase {
     // Risk exits, peaks and crystallisation (anyone, typically keepers)
     // ---------------------------------------------------------------------------------------------
 
-    function triggerExit(address follower, ITandemVault.ExitSwap[] calldata swaps)
-        external
-        nonReentrant
-        returns (uint256 baseOut)
-    {
+    function setLimits(ITandemVault.Limits calldata l) external {
+        _setLimits(l);
+    }
+
+    function setPreset(ITandemVault.Preset preset) external {
+        _setLimits(_preset(preset));
+    }
+
+    function setExitSlippage(uint16 bps) external {
+        if (bps > MAX_EXIT_SLIPPAGE_BPS) revert ITandemVault.ExitSlippageOutOfBounds(bps, MAX_EXIT_SLIPPAGE_BPS);
+        _positions[msg.sender].exitSlippageBps = bps;
+        emit ITandemVault.ExitSlippageSet(msg.sender, bps);
+    }
+
+    function triggerExit(address follower) external nonReentrant returns (uint256 baseOut) {
         uint256 shares = _positions[follower].shares;
         if (shares == 0) revert ITandemVault.NoPosition(follower);
         FeeContext memory c = _feeContext(true);
@@ -125,15 +147,11 @@ contract TandemVaultExits is VaultBase {
         // A batch of one: its swaps pay it alone, so nothing is left over.
         Exit[] memory exits = new Exit[](1);
         (exits[0].follower, exits[0].reason, exits[0].value) = (follower, reason, value);
-        _triggeredExits(exits, swaps, c);
+        _triggeredExits(exits, _exitSlippage(_positions[follower].exitSlippageBps, c.maxSlippageBps), c);
         return exits[0].baseOut;
     }
 
-    function triggerExits(address[] calldata followers, ITandemVault.ExitSwap[] calldata swaps)
-        external
-        nonReentrant
-        returns (uint256 exited)
-    {
+    function triggerExits(address[] calldata followers) external nonReentrant returns (uint256 exited) {
         // An exit takes its follower's pro-rata slice of every book, and a fee moves shares between
         // positions, so the value of a share is the same before and after each: the valuation at
         // the start serves the whole batch. Every follower is judged on it before anyone exits,
@@ -142,6 +160,9 @@ contract TandemVaultExits is VaultBase {
         FeeContext memory c = _feeContext(true);
         Exit[] memory exits = new Exit[](followers.length);
         uint256 due;
+        // The batch sells along each token's vetted route at the strictest slippage its followers
+        // chose.
+        uint256 slippageBps = c.maxSlippageBps;
         for (uint256 f; f < followers.length; ++f) {
             address follower = followers[f];
             Position memory position = _positions[follower];
@@ -153,43 +174,14 @@ contract TandemVaultExits is VaultBase {
             if (!met) continue;
             Exit memory e = exits[due++];
             (e.follower, e.reason, e.value) = (follower, reason, value);
+            slippageBps = _exitSlippage(position.exitSlippageBps, slippageBps);
         }
         if (due == 0) return 0;
         // Only the due followers go on.
         assembly ("memory-safe") {
             mstore(exits, due)
         }
-        return _triggeredExits(exits, swaps, c);
-    }
-
-    function followerStates(address[] calldata followers)
-        external
-        view
-        returns (ITandemVault.FollowerState[] memory states)
-    {
-        // The valuation and the judgement `triggerExits` makes, so the two never disagree.
-        (uint256 poolValue, uint256 total) = _poolValue();
-        (address master, address treasury) = (_master(), HUB.treasury());
-        states = new ITandemVault.FollowerState[](followers.length);
-        for (uint256 f; f < followers.length; ++f) {
-            address follower = followers[f];
-            Position memory position = _positions[follower];
-            if (position.shares == 0) continue; // all zero
-            ITandemVault.FollowerState memory s = states[f];
-            (bool met, ITandemVault.ExitReason reason, uint256 value) =
-                _condition(follower, position.shares, poolValue, total);
-            Guard memory g = _guards[follower];
-            (s.shares, s.value, s.entryValue, s.peakValue) = (position.shares, value, g.entryValue, g.peakValue);
-            (s.exitDue, s.reason) = (met && position.allocatedAt != block.number, reason);
-            // Shares without an entry value (fee shares) carry no limits: no peak to record.
-            if (g.entryValue != 0) s.maxDrawdownBps = _limitsIn(g).maxDrawdownBps;
-            FeeMark memory mark = _feeMarks[follower];
-            s.highWaterMark = mark.highWaterMark;
-            // `crystallise` skips the fee holders, and anyone crystallised within the period.
-            if (follower != master && follower != treasury) {
-                s.crystallisableAt = uint256(mark.crystallisedAt) + CRYSTALLISATION_PERIOD;
-            }
-        }
+        return _triggeredExits(exits, slippageBps, c);
     }
 
     function recordPeak(address follower) external nonReentrant {
@@ -248,19 +240,21 @@ contract TandemVaultExits is VaultBase {
     /// @dev Reads what fees need. `required` reverts with the feed's own error when prices are not
     /// available; otherwise `priced` says whether they were.
     function _feeContext(bool required) private view returns (FeeContext memory c) {
-        address[] memory held = _tokens();
+        c.held = _tokens();
         if (required) {
-            (, c.poolValue) = _equities(held, HUB.pricesOf(held));
+            c.prices = HUB.pricesOf(c.held);
         } else {
-            try HUB.pricesOf(held) returns (uint256[] memory prices) {
-                (, c.poolValue) = _equities(held, prices);
+            try HUB.pricesOf(c.held) returns (uint256[] memory prices) {
+                c.prices = prices;
             } catch {
                 return c;
             }
         }
+        (, c.poolValue) = _equities(c.held, c.prices);
         ITandemHub.Params memory params = HUB.params();
         (c.priced, c.total, c.master, c.treasury, c.protocolFeeShareBps, c.feeBps) =
             (true, _totalShares, _master(), HUB.treasury(), params.protocolFeeShareBps, _feeBps());
+        (c.maxSlippageBps, c.lossBudgetBps) = (params.maxSlippageBps, params.lossBudgetBps);
     }
 
     /// @dev Charges the performance fee on the gain of `shares` of the follower's `sharesBefore`
@@ -286,10 +280,10 @@ contract TandemVaultExits is VaultBase {
         uint256 protocolShares = feeShares * c.protocolFeeShareBps / BPS;
         // Cannot underflow: the fee is at most 30% of the gain, which is at most the shares' value.
         unchecked {
-            _positions[follower].shares -= uint192(feeShares);
+            _positions[follower].shares -= uint176(feeShares);
         }
-        _positions[c.master].shares += SafeCast.toUint192(feeShares - protocolShares);
-        _positions[c.treasury].shares += SafeCast.toUint192(protocolShares);
+        _positions[c.master].shares += SafeCast.toUint176(feeShares - protocolShares);
+        _positions[c.treasury].shares += SafeCast.toUint176(protocolShares);
         emit ITandemVault.FeeCharged(follower, gain, fee, feeShares - protocolShares, protocolShares);
     }
 
@@ -323,7 +317,7 @@ contract TandemVaultExits is VaultBase {
         }
         // Cannot underflow: the follower holds `burn` shares (checked by the caller, less any fee).
         unchecked {
-            _positions[follower].shares -= uint192(burn);
+            _positions[follower].shares -= uint176(burn);
             _totalShares = total - burn;
         }
         // The follower took their slice of a pending mirror's unspent input with them.
@@ -346,12 +340,12 @@ contract TandemVaultExits is VaultBase {
     /// each token's slices, added up, are swapped in one swap, whose output is split pro rata to
     /// the slices. A token with no swap, or whose swap fails, is paid in kind to each follower.
     /// Returns how many followers were exited.
-    function _triggeredExits(Exit[] memory exits, ITandemVault.ExitSwap[] calldata swaps, FeeContext memory c)
+    function _triggeredExits(Exit[] memory exits, uint256 slippageBps, FeeContext memory c)
         private
         returns (uint256 exited)
     {
-        // No burn tracks a token, so the list read now serves every burn of the batch.
-        address[] memory held = _tokens();
+        // No burn tracks a token, so the list read for the valuation serves every burn of the batch.
+        address[] memory held = c.held;
         uint256[] memory totals = new uint256[](held.length);
         for (uint256 k; k < exits.length; ++k) {
             Exit memory e = exits[k];
@@ -370,7 +364,7 @@ contract TandemVaultExits is VaultBase {
             ++exited;
         }
 
-        (uint256[] memory outs, uint256[] memory pending) = _swapToBase(held, totals, swaps, true);
+        (uint256[] memory outs, uint256[] memory pending) = _swapVetted(totals, slippageBps, c);
 
         // Each follower gets each swap's output pro rata to their slice of its input, rounded down,
         // or their slice in kind when it was not swapped.
@@ -418,49 +412,90 @@ contract TandemVaultExits is VaultBase {
         }
     }
 
-    /// @dev Swaps each non-zero non-base `slices[i]` of `held[i]` to the base asset along `swaps`,
-    /// within the oracle bound, and returns what each swap paid. What stays in `pending` was not
-    /// swapped: no swap was given for it, or (when `tryEach`, for exits triggered by others) its
-    /// swap failed; otherwise a failed swap fails the call.
-    function _swapToBase(
+    /// @dev A follower's own exit: swaps each non-zero non-base `slices[i]` of `held[i]` to the
+    /// base asset along the follower's `swaps`, within the oracle bound, and returns what they paid
+    /// in all. Every slice must be swapped; each swap names a held token at most once. The follower
+    /// chooses the route of their own money, so nothing is charged to the pool's budget.
+    function _swapOwn(
         address[] memory held,
         uint256[] memory slices,
         ITandemVault.ExitSwap[] calldata swaps,
-        bool tryEach
-    ) private returns (uint256[] memory outs, uint256[] memory pending) {
-        outs = new uint256[](held.length);
-        // Each non-zero non-base slice is swapped at most once; a slice is marked done by clearing
-        // it in `pending`.
-        pending = new uint256[](held.length);
+        FeeContext memory c
+    ) private returns (uint256 baseOut) {
+        // Each non-zero non-base slice is swapped once; a slice is marked done by clearing it.
+        uint256[] memory pending = new uint256[](held.length);
         for (uint256 i = 1; i < held.length; ++i) {
             pending[i] = slices[i];
         }
-        if (swaps.length == 0) return (outs, pending);
-        uint256 maxSlippageBps = HUB.params().maxSlippageBps;
-        uint256 basePrice = HUB.priceOf(address(BASE_ASSET));
         for (uint256 s; s < swaps.length; ++s) {
             ITandemVault.ExitSwap calldata x = swaps[s];
             uint256 i = _indexIn(held, x.token);
             if (i == 0 || i == type(uint256).max) revert ITandemVault.UnexpectedExitSwap(x.token);
             if (pending[i] == 0) {
-                // A swap list is made before the exit's fee is known, and a keeper's serves many
-                // followers: a slice that rounds to nothing is not an error. A token twice is.
+                // A swap list is made before the exit's fee is known: a slice that rounds to
+                // nothing is not an error. A token twice is.
                 if (slices[i] == 0) continue;
                 revert ITandemVault.UnexpectedExitSwap(x.token);
             }
             if (!HUB.isAdapter(x.adapter)) revert ITandemHub.AdapterNotAllowed(x.adapter);
-            uint256 minOut = _oracleMinOut(slices[i], HUB.priceOf(x.token), basePrice, maxSlippageBps);
-            if (!tryEach) {
-                outs[i] = _swap(x.adapter, x.token, address(BASE_ASSET), slices[i], minOut, x.route);
-                pending[i] = 0;
-            } else {
-                try ITandemVault(address(this)).swapAsVault(
-                    x.adapter, x.token, address(BASE_ASSET), slices[i], minOut, x.route
-                ) returns (uint256 out) {
-                    (outs[i], pending[i]) = (out, 0);
-                } catch {} // paid in kind by the caller
-            }
+            uint256 minOut = _oracleMinOut(slices[i], c.prices[i], c.prices[0], c.maxSlippageBps);
+            baseOut += _swap(x.adapter, x.token, address(BASE_ASSET), slices[i], minOut, x.route);
+            pending[i] = 0;
         }
+        for (uint256 i = 1; i < held.length; ++i) {
+            if (pending[i] != 0) revert ITandemVault.MissingExitSwap(held[i]);
+        }
+    }
+
+    /// @dev A triggered exit: swaps each non-zero non-base `slices[i]` of `c.held[i]` to the base
+    /// asset along the hub's vetted route for it, within the oracle value less `slippageBps` and
+    /// what the pool's loss budget has left (its loss is charged there), and returns what each
+    /// swap paid. What stays in `pending` was not swapped, because the token has no vetted route or
+    /// its swap failed: the caller pays it in kind. Nothing here can revert the batch.
+    function _swapVetted(uint256[] memory slices, uint256 slippageBps, FeeContext memory c)
+        private
+        returns (uint256[] memory outs, uint256[] memory pending)
+    {
+        outs = new uint256[](slices.length);
+        pending = new uint256[](slices.length);
+        for (uint256 i = 1; i < slices.length; ++i) {
+            if (slices[i] == 0) continue;
+            bool sold;
+            (sold, outs[i]) = _trySell(i, slices[i], slippageBps, c);
+            if (!sold) pending[i] = slices[i];
+        }
+    }
+
+    /// @dev Sells `slice` of `c.held[i]` for `_swapVetted`; false when it could not.
+    function _trySell(uint256 i, uint256 slice, uint256 slippageBps, FeeContext memory c)
+        private
+        returns (bool sold, uint256 out)
+    {
+        address token = c.held[i];
+        ITandemHub.Route memory r = _vetted(token, address(BASE_ASSET));
+        if (r.adapter == address(0)) return (false, 0);
+        uint256 minOut = _boundedMinOut(slice, c.prices[i], c.prices[0], slippageBps, c.poolValue, c.lossBudgetBps);
+        try ITandemVault(address(this)).swapAsVault(r.adapter, token, address(BASE_ASSET), slice, minOut, r.path)
+        returns (uint256 paid) {
+            // Within the budget's remainder by the bound on the output: this cannot revert.
+            _chargeLoss(
+                _poolLoss(_value(slice, c.prices[i]), _value(paid, c.prices[0]), 1, 1), c.poolValue, c.lossBudgetBps
+            );
+            return (true, paid);
+        } catch {
+            return (false, 0);
+        }
+    }
+
+    function _setLimits(ITandemVault.Limits memory l) private {
+        if (
+            l.stopLossBps > MAX_STOP_LOSS_BPS || l.maxDrawdownBps > MAX_DRAWDOWN_BPS
+                || l.takeProfitBps > MAX_TAKE_PROFIT_BPS
+        ) revert ITandemVault.LimitsOutOfBounds(l.stopLossBps, l.takeProfitBps, l.maxDrawdownBps);
+        Guard storage g = _guards[msg.sender];
+        (g.stopLossBps, g.takeProfitBps, g.maxDrawdownBps, g.chosen) =
+            (l.stopLossBps, l.takeProfitBps, l.maxDrawdownBps, true);
+        emit ITandemVault.LimitsSet(msg.sender, l.stopLossBps, l.takeProfitBps, l.maxDrawdownBps);
     }
 
     function _recordPeak(address follower, uint256 value) private {

@@ -14,12 +14,13 @@ import {ITandemVault} from "./interfaces/ITandemVault.sol";
 import {ISwapAdapter} from "./interfaces/ISwapAdapter.sol";
 
 /// @title Tandem vault storage and shared internals
-/// @notice The storage layout of a vault and the helpers both of its halves use: {TandemVault},
-/// which holds the trade path and is what clones point at, and {TandemVaultExits}, which it reaches
-/// by delegatecall for exits, limits and fees, so that neither passes the contract size limit.
-/// @dev Both halves inherit this contract and declare no storage of their own, so they share one
-/// layout. Types, errors and events are {ITandemVault}'s, named in full here because only the
-/// vault itself implements that interface.
+/// @notice The storage layout of a vault and the helpers its three parts use: {TandemVault}, which
+/// holds the trade path and is what clones point at; {TandemVaultExits}, which it reaches by
+/// delegatecall for exits, limits and fees; and {TandemVaultLens}, the views, which the exits part
+/// reaches the same way. None of them passes the contract size limit.
+/// @dev Every part inherits this contract and declares no storage of its own, so they share one
+/// layout (a test compares the three compiled layouts). Types, errors and events are
+/// {ITandemVault}'s, named in full here because each part implements only its share of it.
 abstract contract VaultBase is ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
@@ -33,6 +34,8 @@ abstract contract VaultBase is ReentrancyGuardTransient {
     uint16 public constant MAX_STOP_LOSS_BPS = 9_000;
     uint16 public constant MAX_DRAWDOWN_BPS = 9_000;
     uint16 public constant MAX_TAKE_PROFIT_BPS = 50_000;
+    /// @notice A follower's exit slippage may not pass the hub's hard bound on slippage (10%).
+    uint16 public constant MAX_EXIT_SLIPPAGE_BPS = 1_000;
     /// @notice The loss budget refills linearly, in full, over this period.
     uint256 public constant LOSS_REFILL_PERIOD = 7 days;
     /// @notice Performance fee of a master who has not set one, and its hard cap.
@@ -69,10 +72,12 @@ abstract contract VaultBase is ReentrancyGuardTransient {
         uint128 pool;
     }
 
-    /// @dev A follower's pool shares, and the block of their last allocation.
+    /// @dev A follower's pool shares, the block of their last allocation, and how far below the
+    /// oracle value a risk exit may sell their slices (zero: the hub's maximum slippage).
     struct Position {
-        uint192 shares;
+        uint176 shares;
         uint64 allocatedAt;
+        uint16 exitSlippageBps;
     }
 
     /// @dev A follower's exit limits (in force once `chosen`, else the conservative preset) and the
@@ -106,8 +111,8 @@ abstract contract VaultBase is ReentrancyGuardTransient {
     }
 
     /// @dev What every trade reads, in one slot: how many non-base tokens the books hold, the loss
-    /// budget used (losses of swaps against oracle prices, as a share of the vault's value with 18
-    /// decimals, as of `lossUpdatedAt`), and the units of capital the master has put in, which turn the master's
+    /// budget used (what the pool's swaps lost against oracle prices, as a share of the pool's value
+    /// with 18 decimals, as of `lossUpdatedAt`), and the units of capital the master has put in, which turn the master's
     /// equity into a performance index that deposits and withdrawals do not move.
     struct TradeState {
         uint8 tokenCount;
@@ -277,7 +282,7 @@ abstract contract VaultBase is ReentrancyGuardTransient {
         address tokenOut,
         uint256 amountIn,
         uint256 minOut,
-        bytes calldata route
+        bytes memory route
     ) internal returns (uint256 received) {
         (address router, bytes memory call) =
             ISwapAdapter(adapter).swapCall(tokenIn, tokenOut, amountIn, minOut, route);
@@ -310,24 +315,80 @@ abstract contract VaultBase is ReentrancyGuardTransient {
         }
     }
 
-    /// @dev Charges what a swap lost against oracle prices to the loss budget, refilled for the
-    /// time since the last charge. Gains do not refill it: a stale price in the vault's favour must
-    /// not buy room for real losses. The budget is kept as a share of the vault's value (1e18 for
-    /// all of it), so a vault that shrinks (followers leaving) is not left with a budget used up
-    /// by the larger vault it was, nor one that grows with room it did not earn.
-    function _chargeLoss(uint256 valueIn, uint256 valueOut, uint256 vaultValue, uint256 lossBudgetBps) internal {
-        if (valueOut >= valueIn) return;
-        // Rounded up. vaultValue > 0: it includes the swap's input, worth more than its output; and
-        // a value times 1e18 stays far below 2^256, so no mulDiv is needed.
-        uint256 loss = Math.ceilDiv((valueIn - valueOut) * SHARE_UNIT, vaultValue);
-        uint256 capacity = lossBudgetBps * SHARE_PER_BPS;
+    /// @dev Charges `poolLoss`, what the pool lost against oracle prices (USD, 18 decimals), to the
+    /// pool's loss budget, refilled for the time since the last charge. Gains do not refill it: a
+    /// stale price in the pool's favour must not buy room for real losses. The budget is kept as a
+    /// share of `poolValue`, the pool's value before the swap (1e18 for all of it): every share
+    /// loses that share of its value, so no capital passing through (the master's book, a flash
+    /// allocation, followers leaving) makes the budget larger or smaller for the others.
+    function _chargeLoss(uint256 poolLoss, uint256 poolValue, uint256 lossBudgetBps) internal {
+        if (poolLoss == 0) return;
+        // Rounded up. poolValue > 0: it includes the pool's input, worth more than its loss; and a
+        // value times 1e18 stays far below 2^256, so no mulDiv is needed.
+        uint256 loss = Math.ceilDiv(poolLoss * SHARE_UNIT, poolValue);
         TradeState storage state = _state;
-        uint256 used = _refilled(state, capacity);
-        uint256 available = capacity > used ? capacity - used : 0;
+        (uint256 used, uint256 available) = _budget(lossBudgetBps);
         if (loss > available) {
-            revert ITandemVault.LossBudgetExceeded(valueIn - valueOut, Math.mulDiv(available, vaultValue, SHARE_UNIT));
+            revert ITandemVault.LossBudgetExceeded(poolLoss, Math.mulDiv(available, poolValue, SHARE_UNIT));
         }
         (state.lossUsed, state.lossUpdatedAt) = (SafeCast.toUint96(used + loss), uint40(block.timestamp));
+    }
+
+    /// @dev The share of the pool's value the budget has used, net of refills, and what it has left.
+    function _budget(uint256 lossBudgetBps) internal view returns (uint256 used, uint256 available) {
+        uint256 capacity = lossBudgetBps * SHARE_PER_BPS;
+        used = _refilled(_state, capacity);
+        available = capacity > used ? capacity - used : 0;
+    }
+
+    /// @dev The pool's part of what a swap of `totalIn` lost (`valueIn` to `valueOut`), rounded up.
+    function _poolLoss(uint256 valueIn, uint256 valueOut, uint256 poolIn, uint256 totalIn)
+        internal
+        pure
+        returns (uint256)
+    {
+        if (valueOut >= valueIn || poolIn == 0) return 0;
+        return Math.mulDiv(valueIn - valueOut, poolIn, totalIn, Math.Rounding.Ceil);
+    }
+
+    /// @dev Least output of a swap of the pool's `amountIn` whose route the protocol chose: the oracle
+    /// value less `slippageBps`, and never so little that the loss would pass what the pool's budget
+    /// has left. A swap that reaches it can be charged to the budget without reverting: its output's
+    /// value (rounded down) is at least the input's value less that remainder.
+    function _boundedMinOut(
+        uint256 amountIn,
+        uint256 priceIn,
+        uint256 priceOut,
+        uint256 slippageBps,
+        uint256 poolValue,
+        uint256 lossBudgetBps
+    ) internal view returns (uint256 minOut) {
+        minOut = _oracleMinOut(amountIn, priceIn, priceOut, slippageBps);
+        (, uint256 available) = _budget(lossBudgetBps);
+        uint256 left = Math.mulDiv(available, poolValue, SHARE_UNIT);
+        uint256 valueIn = _value(amountIn, priceIn);
+        if (valueIn > left) {
+            minOut = Math.max(minOut, Math.mulDiv(valueIn - left, PRICE_UNIT, priceOut, Math.Rounding.Ceil));
+        }
+    }
+
+    /// @dev The hub's vetted route from `tokenIn` to `tokenOut`; zero adapter when there is none.
+    function _vetted(address tokenIn, address tokenOut) internal view returns (ITandemHub.Route memory) {
+        return HUB.routeOf(tokenIn, tokenOut);
+    }
+
+    /// @dev Runs the call in `target`'s code on this vault's storage, and returns or reverts with
+    /// its result: how each part reaches the next. Never returns to the caller's Solidity code.
+    function _forward(address target) internal {
+        assembly ("memory-safe") {
+            // Scratch space past the free memory pointer: nothing of this call's memory is used again.
+            let p := mload(0x40)
+            calldatacopy(p, 0, calldatasize())
+            let ok := delegatecall(gas(), target, p, calldatasize(), 0, 0)
+            returndatacopy(p, 0, returndatasize())
+            if iszero(ok) { revert(p, returndatasize()) }
+            return(p, returndatasize())
+        }
     }
 
     /// @dev The share of the vault's value the budget has used, less what it refilled since:
@@ -346,6 +407,11 @@ abstract contract VaultBase is ReentrancyGuardTransient {
     {
         uint256 oracleOut = Math.mulDiv(amountIn, priceIn, priceOut);
         return Math.mulDiv(oracleOut, BPS - maxSlippageBps, BPS, Math.Rounding.Ceil);
+    }
+
+    /// @dev The exit slippage a follower's `own` choice allows: the hub's maximum unless lower.
+    function _exitSlippage(uint256 own, uint256 hubMax) internal pure returns (uint256) {
+        return own == 0 ? hubMax : Math.min(own, hubMax);
     }
 
     function _value(uint256 amount, uint256 price) internal pure returns (uint256) {
@@ -429,7 +495,7 @@ abstract contract VaultBase is ReentrancyGuardTransient {
     {
         value = Math.mulDiv(poolValue, shares, total);
         Guard memory g = _guards[follower];
-        if (g.entryValue == 0) return (false, ITandemVault.ExitReason.StopLoss, value);
+        if (g.entryValue == 0) return (false, ITandemVault.ExitReason.None, value);
         ITandemVault.Limits memory l = _limitsIn(g);
         if (l.stopLossBps != 0 && value * BPS <= uint256(g.entryValue) * (BPS - l.stopLossBps)) {
             return (true, ITandemVault.ExitReason.StopLoss, value);
@@ -440,7 +506,7 @@ abstract contract VaultBase is ReentrancyGuardTransient {
         if (l.takeProfitBps != 0 && value * BPS >= uint256(g.entryValue) * (BPS + l.takeProfitBps)) {
             return (true, ITandemVault.ExitReason.TakeProfit, value);
         }
-        return (false, ITandemVault.ExitReason.StopLoss, value);
+        return (false, ITandemVault.ExitReason.None, value);
     }
 
     /// @dev The fee `mark` pays: the fee agreed at its last crystallisation (or allocation), lowered

@@ -51,6 +51,8 @@ class Artifact:
     source_name: str | None = None
     compiler: str | None = None
     method_identifiers: dict[str, str] = field(default_factory=dict)
+    # solc's storageLayout: the vault's parts must agree on it (they share one storage).
+    storage_layout: dict[str, Any] | None = None
 
     @property
     def deployable(self) -> bool:
@@ -65,6 +67,7 @@ class Artifact:
             "bytecode": self.bytecode,
             "deployedBytecode": self.deployed_bytecode,
             "methodIdentifiers": self.method_identifiers,
+            "storageLayout": self.storage_layout,
         }
 
     @classmethod
@@ -78,6 +81,7 @@ class Artifact:
             source_name=data.get("sourceName"),
             compiler=data.get("compiler"),
             method_identifiers=dict(data.get("methodIdentifiers") or {}),
+            storage_layout=data.get("storageLayout"),
         )
 
 

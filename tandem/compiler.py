@@ -46,6 +46,7 @@ SOLC_SETTINGS: dict[str, Any] = {
                 "evm.bytecode.object",
                 "evm.deployedBytecode.object",
                 "evm.methodIdentifiers",
+                "storageLayout",
             ]
         }
     },
@@ -185,6 +186,7 @@ def compile_sources(
                 source_name=source_name,
                 compiler=f"solc {version}",
                 method_identifiers=data["evm"].get("methodIdentifiers", {}),
+                storage_layout=data.get("storageLayout"),
             )
     warnings = [
         _short(e)

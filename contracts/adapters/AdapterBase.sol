@@ -21,4 +21,10 @@ abstract contract AdapterBase is ISwapAdapter {
         if (!hub.isVault(msg.sender)) revert CallerNotVault(msg.sender);
         _;
     }
+
+    /// @dev A route's ends are the vault's own tokens, which the vault prices; every token between
+    /// must be an asset the hub allow-lists, so nobody routes a vault through pools of their own.
+    function _checkHop(address token) internal view {
+        if (!hub.isListed(token)) revert HopNotAllowed(token);
+    }
 }

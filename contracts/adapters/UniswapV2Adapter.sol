@@ -11,7 +11,8 @@ import {AdapterBase} from "./AdapterBase.sol";
 /// @title Uniswap V2 adapter
 /// @notice Builds Uniswap V2 Router02 `swapExactTokensForTokens` calls for Tandem vaults.
 /// Route encoding: the packed token path `tokenIn | token | ... | tokenOut` (20 bytes each), any
-/// number of hops. The router returns the amounts of every hop; the last one is the output.
+/// number of hops, each an allow-listed asset of the hub. The router returns the amounts of every
+/// hop; the last one is the output.
 contract UniswapV2Adapter is AdapterBase {
     /// @notice The Uniswap V2 Router02 every call goes to.
     IUniswapV2Router02 public immutable router;
@@ -34,6 +35,7 @@ contract UniswapV2Adapter is AdapterBase {
         address[] memory path = new address[](hops);
         for (uint256 i; i < hops; ++i) {
             path[i] = address(bytes20(route[i * ADDRESS_SIZE:]));
+            if (i != 0 && i != hops - 1) _checkHop(path[i]);
         }
         if (path[0] != tokenIn || path[hops - 1] != tokenOut) revert RouteMismatch(tokenIn, tokenOut);
         return (

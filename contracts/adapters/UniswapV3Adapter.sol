@@ -9,7 +9,9 @@ import {AdapterBase} from "./AdapterBase.sol";
 
 /// @title Uniswap V3 adapter
 /// @notice Builds Uniswap V3 SwapRouter calls for Tandem vaults.
-/// Route encoding: a packed V3 path `tokenIn | fee (uint24) | token | fee | ... | tokenOut`.
+/// Route encoding: a packed V3 path `tokenIn | fee (uint24) | token | fee | ... | tokenOut`, every
+/// token between the ends an allow-listed asset of the hub and every fee one of the adapter's
+/// allowed fee tiers (anyone may create a pool at an unused tier, with liquidity of their own).
 /// A one-pool path (43 bytes) becomes `exactInputSingle`, a longer one `exactInput`; both return
 /// the output amount.
 contract UniswapV3Adapter is AdapterBase {
@@ -18,9 +20,34 @@ contract UniswapV3Adapter is AdapterBase {
 
     uint256 private constant ADDRESS_SIZE = 20;
     uint256 private constant HOP_SIZE = 23; // fee (3 bytes) + next token (20 bytes)
+    uint256 private constant MAX_FEE_TIERS = 10;
 
-    constructor(ITandemHub hub_, ISwapRouter router_) AdapterBase(hub_) {
+    /// @dev The allowed fee tiers, 24 bits each from the lowest bits, zero where there is none
+    /// (no Uniswap V3 pool has a zero fee).
+    uint256 private immutable FEE_TIERS;
+
+    /// @notice A fee tier that is not one of the adapter's allowed tiers.
+    error FeeTierNotAllowed(uint24 fee);
+
+    /// @param feeTiers The fee tiers a route may use, at most ten, none zero.
+    constructor(ITandemHub hub_, ISwapRouter router_, uint24[] memory feeTiers) AdapterBase(hub_) {
         router = router_;
+        if (feeTiers.length > MAX_FEE_TIERS) revert FeeTierNotAllowed(0);
+        uint256 packed;
+        for (uint256 i; i < feeTiers.length; ++i) {
+            if (feeTiers[i] == 0) revert FeeTierNotAllowed(0);
+            packed |= uint256(feeTiers[i]) << (24 * i);
+        }
+        FEE_TIERS = packed;
+    }
+
+    /// @notice Whether routes may use pools of fee tier `fee`.
+    function feeAllowed(uint24 fee) public view returns (bool) {
+        if (fee == 0) return false;
+        for (uint256 tiers = FEE_TIERS; tiers != 0; tiers >>= 24) {
+            if (uint24(tiers) == fee) return true;
+        }
+        return false;
     }
 
     /// @inheritdoc ISwapAdapter
@@ -36,6 +63,12 @@ contract UniswapV3Adapter is AdapterBase {
                 || address(bytes20(route[:ADDRESS_SIZE])) != tokenIn
                 || address(bytes20(route[length - ADDRESS_SIZE:])) != tokenOut
         ) revert RouteMismatch(tokenIn, tokenOut);
+        // Each hop: a fee tier, then the next token (the last one is tokenOut, checked above).
+        for (uint256 at = ADDRESS_SIZE; at < length; at += HOP_SIZE) {
+            uint24 fee = uint24(bytes3(route[at:at + 3]));
+            if (!feeAllowed(fee)) revert FeeTierNotAllowed(fee);
+            if (at + HOP_SIZE < length) _checkHop(address(bytes20(route[at + 3:at + HOP_SIZE])));
+        }
 
         if (length == ADDRESS_SIZE + HOP_SIZE) {
             ISwapRouter.ExactInputSingleParams memory single = ISwapRouter.ExactInputSingleParams({

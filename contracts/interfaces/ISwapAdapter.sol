@@ -16,9 +16,14 @@ interface ISwapAdapter {
     /// @notice The route does not start at `tokenIn` and end at `tokenOut`, or is malformed.
     error RouteMismatch(address tokenIn, address tokenOut);
 
+    /// @notice A hop of the route is not an allow-listed asset of the hub: a route through a token
+    /// (and pools) of the caller's own would let them choose where a swap's slippage goes.
+    error HopNotAllowed(address token);
+
     /// @notice Builds the router call that swaps exactly `amountIn` of `tokenIn` for at least
     /// `minAmountOut` of `tokenOut`, paid to the calling vault.
-    /// @dev Requirements: the caller is a hub vault; `route` starts at `tokenIn` and ends at `tokenOut`.
+    /// @dev Requirements: the caller is a hub vault; `route` starts at `tokenIn` and ends at
+    /// `tokenOut`; every token between is an allow-listed asset of the hub.
     /// @param route Adapter-specific path: see each adapter for its encoding.
     /// @return router The contract to call; the vault approves it for exactly `amountIn` of `tokenIn`.
     /// @return data The call. Its return data ends with the output amount the router reports, which

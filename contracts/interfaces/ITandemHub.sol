@@ -34,8 +34,9 @@ interface ITandemHub {
     /// @param defaultAllocationCapBps Allocation cap of a follower who has not chosen one.
     /// @param paused Whether deposits, allocations and trades are paused (exits never are).
     /// @param minOrderValue Smallest pool order worth executing, in USD with 18 decimals.
-    /// @param lossBudgetBps What a vault's swaps may lose against oracle prices, in total, as a share
-    /// of the vault's value; the budget refills linearly over `LOSS_REFILL_PERIOD`.
+    /// @param lossBudgetBps What a pool's swaps (its part of trades, mirrors, sales to base and risk
+    /// exits) may lose against oracle prices, in total, as a share of the pool's value; the budget
+    /// refills linearly over `LOSS_REFILL_PERIOD`.
     /// @param maxPoolMultiple Skin in the game: a pool may not be worth more than this multiple of
     /// its master's own equity.
     /// @param protocolFeeShareBps The treasury's share of every performance fee.
@@ -63,6 +64,14 @@ interface ITandemHub {
         uint104 allocated;
         uint16 capBps;
         uint32 lastFlow;
+    }
+
+    /// @notice A vetted route: an allow-listed adapter and its path, used for every swap whose route
+    /// the protocol chooses rather than the caller (risk exits, mirrors, entry swaps, the pool's
+    /// sales to base).
+    struct Route {
+        address adapter;
+        bytes path;
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -129,6 +138,9 @@ interface ITandemHub {
     event AssetTradableSet(address indexed token, bool tradable);
     /// @notice An adapter was allowed or disallowed.
     event AdapterSet(address indexed adapter, bool allowed);
+
+    /// @notice The vetted route from `tokenIn` to `tokenOut` was set (a zero adapter: removed).
+    event RouteSet(address indexed tokenIn, address indexed tokenOut, address adapter, bytes path);
     /// @notice Protocol parameters changed.
     event ParamsSet(
         uint16 maxSlippageBps,
@@ -172,6 +184,13 @@ interface ITandemHub {
 
     /// @notice Allows or disallows a swap adapter. Owner only.
     function setAdapter(address adapter, bool allowed) external;
+
+    /// @notice Sets the vetted route from `tokenIn` to `tokenOut` (a zero adapter removes it). Owner
+    /// only, so behind the timelock: those who only execute (keepers, strangers) swap along these
+    /// routes and choose nothing that moves value.
+    /// @dev Requirements: both tokens allow-listed; the adapter allow-listed. The adapter checks the
+    /// path itself at every swap (ends, allow-listed hops, allowed fee tiers).
+    function setRoute(address tokenIn, address tokenOut, address adapter, bytes calldata path) external;
 
     /// @notice Sets protocol parameters. Owner only; each within its hard bound.
     function setParams(
@@ -255,6 +274,14 @@ interface ITandemHub {
 
     /// @notice An asset's registration; a zero feed means not allowed.
     function asset(address token) external view returns (Asset memory);
+
+    /// @notice The vetted route from `tokenIn` to `tokenOut`; a zero adapter when there is none, or
+    /// when its adapter is no longer allow-listed.
+    function routeOf(address tokenIn, address tokenOut) external view returns (Route memory);
+
+    /// @notice Whether `token` is an allow-listed asset (it has a feed); adapters allow only these
+    /// as hops of a route.
+    function isListed(address token) external view returns (bool);
 
     /// @notice Whether `adapter` is allow-listed.
     function isAdapter(address adapter) external view returns (bool);

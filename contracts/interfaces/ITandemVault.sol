@@ -3,6 +3,240 @@ pragma solidity ^0.8.24;
 
 import {ITandemHub} from "./ITandemHub.sol";
 
+// A vault runs in three contracts that share one storage layout (see VaultBase): the trade path,
+// which clones point at, reaches the exits part by delegatecall for every function it does not
+// have, and the exits part reaches the lens the same way. Each part implements its own interface
+// below, so a signature that drifts from `ITandemVault` fails to compile; `ITandemVault` is all
+// three, with the types, errors and events they share.
+
+/// @title Tandem vault: the master's side and the trade path
+interface ITandemVaultTrading {
+    /// @notice Spends `t.amountIn` of the master's `t.tokenIn` for `t.tokenOut`, together with the
+    /// pool's part of the same trade, as one swap.
+    /// @dev The pool's part: a trade spending the base asset spends the same fraction of the pool's
+    /// equity as of the master's, both at oracle prices (capped at the pool's base balance); any
+    /// other trade sells the same fraction of the pool's position as the master sells of theirs.
+    /// The swap's output must reach the oracle value of the input less the maximum slippage, and
+    /// the master's minimum scaled to the combined input. Output is split pro rata to input. What the
+    /// pool's part loses against oracle prices is charged to the pool's loss budget. While copying
+    /// is suspended, the pool's part of a buy is skipped, and its part of a rotation into another
+    /// token is sold to the base asset along the hub's vetted route instead (`PoolSoldToBase`).
+    /// Requirements: caller is the master or delegate; not paused; adapter allowed; `tokenOut`
+    /// tradable; `t.amountIn` at most the master's balance of `t.tokenIn`; every hop of the route
+    /// an allow-listed asset (and, on V3, an allowed fee tier).
+    function trade(ITandemVault.Trade calldata t) external returns (uint256 masterOut, uint256 poolOut);
+
+    /// @notice Swaps up to `amountIn` of pending mirror `id` for the pool along the hub's vetted
+    /// route, within the oracle bound at this time and what the pool's loss budget has left, and
+    /// charges the loss to that budget. Drops the mirror instead (and returns zero) when its
+    /// deadline has passed or the master has sold. Anyone may call; paused with trades. The caller
+    /// chooses only the amount: the route is the protocol's.
+    /// @dev Requirements: the mirror is pending; the hub has a vetted route for it; the mirror waits
+    /// while copying is suspended (`CopyingIsSuspended`).
+    function executeMirror(uint256 id, uint256 amountIn) external returns (uint256 amountOut);
+
+    /// @notice Moves `amount` base asset from the master's wallet into the master's book.
+    /// @dev Requirements: master only; not paused; the vault approved for `amount`.
+    function depositMaster(uint256 amount) external;
+
+    /// @notice Moves `amount` of `token` from the master's book to the master's wallet. A withdrawal
+    /// of a token the pool also holds sells the same fraction of the pool's position to the base
+    /// asset, in the same transaction, along the hub's vetted route (`PoolSoldToBase`): a master
+    /// cannot leave a position and leave the pool in it.
+    /// @dev Requirements: master only; with followers in the pool, the master's equity afterwards
+    /// keeps the followers' part of the pool (fee shares of the master and the treasury aside)
+    /// within the hub's `maxPoolMultiple` of it; for a token the pool holds, not paused and the
+    /// pool's sale filled within the oracle bound.
+    function withdrawMaster(address token, uint256 amount) external;
+
+    /// @notice Names a key that may trade for the master and do nothing else (zero: none).
+    function setDelegate(address delegate) external;
+
+    /// @notice Sets the master's performance fee on followers' gains above their high-water marks.
+    /// A cut applies at once; a raise applies seven days later, and only to gains made after a
+    /// follower's next crystallisation (see `crystallise`). The treasury takes its share of it.
+    /// @dev Requirements: master only; at most `MAX_FEE_BPS`.
+    function setFee(uint16 feeBps) external;
+
+    /// @notice Called by the hub after transferring `amount` base asset: buys, along the hub's
+    /// vetted routes, the pool's current composition (the master's, for an empty pool) with it, and
+    /// mints pool shares to `follower` for the oracle value of what that bought. The newcomer pays
+    /// their own entry swaps, and every follower already in keeps their exposure. Refused when the
+    /// pool would grow past the hub's `maxPoolMultiple` of the master's equity.
+    function onAllocate(address follower, uint256 amount) external returns (uint256 shares);
+
+    /// @notice Swaps as the vault. Callable only by the vault itself, so that a swap can fail
+    /// without failing the whole call: a triggered exit then pays a slice in kind, and a trade too
+    /// large for the oracle bound leaves a pending mirror.
+    function swapAsVault(
+        address adapter,
+        address tokenIn,
+        address tokenOut,
+        uint256 amountIn,
+        uint256 minOut,
+        bytes calldata route
+    ) external returns (uint256 amountOut);
+}
+
+/// @title Tandem vault: followers' exits, limits, peaks and fees
+interface ITandemVaultExits {
+    /// @notice Burns `shares` of the caller for their pro-rata slice of every pool token, paid to
+    /// their wallet, after the performance fee on their gain (see `FeeCharged`). Needs no adapter
+    /// and no oracle (with a feed down the fee is skipped); never paused. A slice whose transfer
+    /// fails (a paused token, say) does not block the rest: it is held for the caller to `claim`.
+    function exitInKind(uint256 shares) external returns (address[] memory tokens, uint256[] memory amounts);
+
+    /// @notice Pays the caller's held slice of `token` (see `exitInKind`) to `to`.
+    function claim(address token, address to) external returns (uint256 amount);
+
+    /// @notice Burns `shares` of the caller, less the performance fee on their gain, for their
+    /// pro-rata slice of every pool token, swaps each non-base slice to the base asset within the
+    /// oracle bound, and credits the proceeds to the caller's hub account. Never paused.
+    /// @dev Requirements: one swap for every non-zero non-base slice (a swap for a slice that
+    /// rounds to nothing is ignored); allow-listed adapters and route hops; the proceeds at least
+    /// `minBaseOut` (the caller's own bound against sandwiches).
+    function exitToBase(uint256 shares, ITandemVault.ExitSwap[] calldata swaps, uint256 minBaseOut)
+        external
+        returns (uint256 baseOut);
+
+    /// @notice Sets the caller's exit limits on their allocation to this vault.
+    /// @dev Requirements: each limit within its protocol bound (zero turns it off).
+    function setLimits(ITandemVault.Limits calldata limits) external;
+
+    /// @notice Sets the caller's exit limits to a named preset.
+    function setPreset(ITandemVault.Preset preset) external;
+
+    /// @notice Sets how much below the oracle value a risk exit of the caller may sell their
+    /// slices (zero: the hub's `maxSlippageBps`, which also caps it).
+    /// @dev Requirements: at most the hub's hard bound on slippage (10%).
+    function setExitSlippage(uint16 bps) external;
+
+    /// @notice Exits `follower` wholly to the base asset when one of their limits holds at oracle
+    /// prices. See `triggerExits`, of which this is a batch of one.
+    /// @dev Requirements: the follower holds shares and a limit holds (`ExitConditionNotMet`).
+    function triggerExit(address follower) external returns (uint256 baseOut);
+
+    /// @notice Exits the listed followers whose limits hold, skipping those whose limits no longer
+    /// hold, who hold no shares, or who allocated in this block, instead of reverting. Every
+    /// follower is judged at one valuation, before any of them exits (as `followerStates` reports
+    /// them). The due followers' slices of each token are swapped together, in one swap per token
+    /// along the hub's vetted route for it, so every follower of the batch gets the same price and
+    /// the caller chooses nothing that moves value. Each swap must reach the oracle value less the
+    /// strictest exit slippage of the batch (see `setExitSlippage`) and lose no more than the
+    /// pool's loss budget has left. Each follower gets the swap's output pro rata to their slice,
+    /// rounded down; the few units this leaves stay in the pool's base book for the remaining
+    /// shares, or go to the batch's last follower when no shares remain. A token with no vetted
+    /// route, or whose swap fails, is paid in kind to every follower of the batch (or held for
+    /// them to claim). Each follower pays their own performance fee. Never paused; nothing done to
+    /// the pool before it lands can make it revert.
+    /// @return exited How many followers were exited (a follower listed twice counts once).
+    function triggerExits(address[] calldata followers) external returns (uint256 exited);
+
+    /// @notice Records the current oracle value of `follower`'s allocation as its peak.
+    /// @dev Requirements: the value is above the stored peak (`PeakNotHigher`).
+    function recordPeak(address follower) external;
+
+    /// @notice `recordPeak` for many followers, skipping those whose value is not above their peak.
+    /// @return recorded How many peaks were raised.
+    function recordPeaks(address[] calldata followers) external returns (uint256 recorded);
+
+    /// @notice Charges each follower's performance fee due on their gain above their high-water mark
+    /// and raises the mark to their value after the fee; also moves them onto the master's current
+    /// fee. Skips followers crystallised within the last `CRYSTALLISATION_PERIOD`, the master and
+    /// the treasury. Never paused.
+    /// @return charged How many followers were crystallised.
+    function crystallise(address[] calldata followers) external returns (uint256 charged);
+}
+
+/// @title Tandem vault: views
+interface ITandemVaultLens {
+    /// @notice A follower's limits in force (the conservative preset until they choose), and the
+    /// entry and peak values of their allocation, in USD with 18 decimals.
+    function limitsOf(address follower)
+        external
+        view
+        returns (ITandemVault.Limits memory limits, uint256 entryValue, uint256 peakValue);
+
+    /// @notice The exit slippage a risk exit of `follower` may sell at, in basis points: their own
+    /// choice, capped by the hub's `maxSlippageBps`.
+    function exitSlippageOf(address follower) external view returns (uint256);
+
+    /// @notice Whether one of `follower`'s limits holds at oracle prices, which (`None` if none),
+    /// and the value of their allocation in USD with 18 decimals.
+    function exitCondition(address follower)
+        external
+        view
+        returns (bool met, ITandemVault.ExitReason reason, uint256 value);
+
+    /// @notice The state of each of `followers` that keepers act on (see `FollowerState`), at one
+    /// valuation of the pool: the same one, and the same judgement, `triggerExits` would make in
+    /// this block. An address listed twice is reported twice (`triggerExits` exits it once).
+    /// @dev Reverts as `exitCondition` does when a price is not available.
+    function followerStates(address[] calldata followers)
+        external
+        view
+        returns (ITandemVault.FollowerState[] memory states);
+
+    /// @notice The master's performance fee in force, and a scheduled raise (zero if none) with the
+    /// time it takes effect.
+    function feeTerms() external view returns (uint256 feeBps, uint256 raisedFeeBps, uint256 effectiveAt);
+
+    /// @notice A follower's high-water mark (USD with 18 decimals), the fee they pay on gains above
+    /// it (at most the master's current fee), and when they were last crystallised.
+    function feeMarkOf(address follower)
+        external
+        view
+        returns (uint256 highWaterMark, uint256 feeBps, uint256 crystallisedAt);
+
+    /// @notice Whether copying of buys is suspended, with the master's performance index and its
+    /// peak over the last seven days as of the last trade.
+    function suspension() external view returns (bool suspended, uint256 index, uint256 peak);
+
+    /// @notice Pending mirror `id` (all zero unless it is the latest and still pending).
+    function mirror(uint256 id) external view returns (ITandemVault.Mirror memory);
+
+    /// @notice How many mirrors were ever recorded; ids run from zero, and only the latest may be
+    /// pending.
+    function mirrorCount() external view returns (uint256);
+
+    /// @notice The hub this vault belongs to.
+    function hub() external view returns (ITandemHub);
+
+    /// @notice The hub's base asset, in which followers allocate and exits to base pay.
+    function baseAsset() external view returns (address);
+
+    /// @notice The master trading this vault.
+    function master() external view returns (address);
+
+    /// @notice The master's trade-only delegate, or zero.
+    function delegate() external view returns (address);
+
+    /// @notice Tokens held by either book; the base asset is always first.
+    function tokens() external view returns (address[] memory);
+
+    /// @notice Amounts of `token` in the master's book and in the pool's book.
+    function books(address token) external view returns (uint256 masterAmount, uint256 poolAmount);
+
+    /// @notice Total pool shares.
+    function totalShares() external view returns (uint256);
+
+    /// @notice Pool shares of `follower`.
+    function sharesOf(address follower) external view returns (uint256);
+
+    /// @notice The slice of `token` held for `follower` after an in-kind exit could not pay it.
+    function unclaimed(address follower, address token) external view returns (uint256);
+
+    /// @notice The pool's loss budget: what the pool's swaps (trades, mirrors, sales to base and
+    /// risk exits) have lost against oracle prices, net of refills, and the most they may have
+    /// lost (the hub's `lossBudgetBps` of the pool's value), in USD with 18 decimals at the pool's
+    /// current value. The budget is kept as a share of the pool's value: every share may lose at
+    /// most that share of its value per refill period, whatever flows in or out.
+    function lossBudget() external view returns (uint256 used, uint256 capacity);
+
+    /// @notice Value of each book at oracle prices, in USD with 18 decimals.
+    function equities() external view returns (uint256 masterEquity, uint256 poolEquity);
+}
+
 /// @title Tandem vault
 /// @notice One vault per master, with two books: the master's own capital and the follower pool.
 /// When the master trades, the vault sizes the pool's part of the same trade on-chain, executes
@@ -10,7 +244,7 @@ import {ITandemHub} from "./ITandemHub.sol";
 /// in the master's own transaction, at the master's price, for no extra gas per follower.
 /// Nobody but a follower can move that follower's capital out of the vault, except a risk exit
 /// of the limits the follower set (anyone may trigger it; it pays only the follower).
-interface ITandemVault {
+interface ITandemVault is ITandemVaultTrading, ITandemVaultExits, ITandemVaultLens {
     // ---------------------------------------------------------------------------------------------
     // Types
     // ---------------------------------------------------------------------------------------------
@@ -19,8 +253,10 @@ interface ITandemVault {
     /// through an allow-listed `adapter` along `route`.
     /// @param minAmountOut The master's own minimum for their part; the vault also applies the
     /// oracle bound, and the stricter of the two wins.
-    /// @param maxPoolIn Zero, or the most of the pool's part to swap now if the whole trade cannot
-    /// be filled within the oracle bound: the rest becomes a pending mirror (see `executeMirror`).
+    /// @param maxPoolIn For a buy (a trade spending the base asset): zero, or the most of the pool's
+    /// part to swap now if the whole trade cannot be filled within the oracle bound along the hub's
+    /// vetted route; the rest becomes a pending mirror (see `executeMirror`). Ignored for any other
+    /// trade: a sale is copied whole in the same swap, or not at all.
     struct Trade {
         address tokenIn;
         address tokenOut;
@@ -70,8 +306,9 @@ interface ITandemVault {
         Aggressive
     }
 
-    /// @notice Which limit an exit trigger found met.
+    /// @notice Which limit an exit trigger found met (`None`: none).
     enum ExitReason {
+        None,
         StopLoss,
         MaxDrawdown,
         TakeProfit
@@ -92,7 +329,7 @@ interface ITandemVault {
     /// @param exitDue Exactly what `triggerExits` would do for this follower in the block the call
     /// runs in: true when they hold shares, did not allocate in that block, and one of their limits
     /// holds.
-    /// @param reason The limit that holds, as `exitCondition` reports it (`StopLoss` when none does).
+    /// @param reason The limit that holds, as `exitCondition` reports it (`None` when none does).
     struct FollowerState {
         uint256 shares;
         uint256 value;
@@ -145,8 +382,8 @@ interface ITandemVault {
     error TransferFeeNotSupported(address token, uint256 expected, uint256 received);
     /// @notice An adapter asked the vault to call the hub, itself or a token as if it were a router.
     error ForbiddenSwapTarget(address target);
-    /// @notice The trade's swap lost more against oracle prices than the vault's loss budget has
-    /// left: many small bad trades cannot bleed the pool. The budget refills over time.
+    /// @notice The pool's part of the swap lost more against oracle prices than the pool's loss
+    /// budget has left: many small bad trades cannot bleed the pool. The budget refills over time.
     error LossBudgetExceeded(uint256 loss, uint256 available);
     /// @notice Shares allocated in this block cannot be exited before the next one, so a round trip
     /// at a lagging oracle price cannot be made with borrowed money in one transaction.
@@ -189,6 +426,13 @@ interface ITandemVault {
     error UnexpectedExitSwap(address token);
     /// @notice Deposits and trades are paused in the hub.
     error ProtocolPaused();
+    /// @notice The hub has no vetted route (an allow-listed adapter and path) from `tokenIn` to
+    /// `tokenOut`, which swaps chosen by the protocol rather than by the caller need.
+    error NoVettedRoute(address tokenIn, address tokenOut);
+    /// @notice The exits part given to a vault implementation serves another hub or base asset.
+    error PartMismatch(address part);
+    /// @notice An exit slippage above the hub's hard bound of 10%.
+    error ExitSlippageOutOfBounds(uint256 bps, uint256 maxBps);
 
     // ---------------------------------------------------------------------------------------------
     // Events
@@ -230,8 +474,12 @@ interface ITandemVault {
 
     /// @notice A follower's allocation of `amount` base asset entered the pool for `shares`.
     /// @param poolValue Value of the pool before the allocation, in USD with 18 decimals.
+    /// @param entered What the allocation brought in after its entry swaps, in USD with 18
+    /// decimals at oracle prices: the value `shares` were minted for.
     /// @param basePrice Oracle price of the base asset used (see `ITandemHub.priceOf`).
-    event Allocated(address indexed follower, uint256 amount, uint256 shares, uint256 poolValue, uint256 basePrice);
+    event Allocated(
+        address indexed follower, uint256 amount, uint256 shares, uint256 poolValue, uint256 entered, uint256 basePrice
+    );
 
     /// @notice A follower burned `shares` for their slice of every pool token, paid to their wallet.
     event ExitedInKind(address indexed follower, uint256 shares, address[] tokens, uint256[] amounts);
@@ -297,6 +545,14 @@ interface ITandemVault {
     /// @notice Pending mirror `id` ended unfilled; `remaining` was never spent.
     event MirrorDropped(uint256 indexed id, uint256 remaining, MirrorDrop reason);
 
+    /// @notice The pool sold `amountIn` of `token` to the base asset along the hub's vetted route,
+    /// outside the master's own swap: its part of a master's in-kind withdrawal of `token`, or of a
+    /// rotation while copying is suspended.
+    event PoolSoldToBase(address indexed token, uint256 amountIn, uint256 baseOut);
+
+    /// @notice A follower chose how much below the oracle value a risk exit may sell their slices.
+    event ExitSlippageSet(address indexed follower, uint16 bps);
+
     /// @notice A slice of a triggered exit could not be swapped within the oracle bound, so it was
     /// paid to the follower in kind instead.
     event SlicePaidInKind(address indexed follower, address indexed token, uint256 amount);
@@ -307,220 +563,4 @@ interface ITandemVault {
     event ExitedToBase(
         address indexed follower, uint256 shares, address[] tokens, uint256[] amounts, uint256 baseOut
     );
-
-    // ---------------------------------------------------------------------------------------------
-    // Master
-    // ---------------------------------------------------------------------------------------------
-
-    /// @notice Spends `t.amountIn` of the master's `t.tokenIn` for `t.tokenOut`, together with the
-    /// pool's part of the same trade, as one swap.
-    /// @dev The pool's part: a trade spending the base asset spends the same fraction of the pool's
-    /// equity as of the master's, both at oracle prices (capped at the pool's base balance); any
-    /// other trade sells the same fraction of the pool's position as the master sells of theirs.
-    /// The swap's output must reach the oracle value of the input less the maximum slippage, and
-    /// the master's minimum scaled to the combined input. Output is split pro rata to input. What the
-    /// swap loses against oracle prices is charged to the vault's loss budget.
-    /// Requirements: caller is the master or delegate; not paused; adapter allowed; `tokenOut`
-    /// tradable; `t.amountIn` at most the master's balance of `t.tokenIn`.
-    function trade(Trade calldata t) external returns (uint256 masterOut, uint256 poolOut);
-
-    /// @notice Moves `amount` base asset from the master's wallet into the master's book.
-    /// @dev Requirements: master only; not paused; the vault approved for `amount`.
-    function depositMaster(uint256 amount) external;
-
-    /// @notice Moves `amount` of `token` from the master's book to the master's wallet.
-    /// @dev Requirements: master only; with followers in the pool, the master's equity afterwards
-    /// keeps the followers' part of the pool (fee shares of the master and the treasury aside)
-    /// within the hub's `maxPoolMultiple` of it. The pool's book is never touched.
-    function withdrawMaster(address token, uint256 amount) external;
-
-    /// @notice Names a key that may trade for the master and do nothing else (zero: none).
-    function setDelegate(address delegate) external;
-
-    /// @notice Sets the master's performance fee on followers' gains above their high-water marks.
-    /// A cut applies at once; a raise applies seven days later, and only to gains made after a
-    /// follower's next crystallisation (see `crystallise`). The treasury takes its share of it.
-    /// @dev Requirements: master only; at most `MAX_FEE_BPS`.
-    function setFee(uint16 feeBps) external;
-
-    // ---------------------------------------------------------------------------------------------
-    // Followers
-    // ---------------------------------------------------------------------------------------------
-
-    /// @notice Called by the hub after transferring `amount` base asset: mints pool shares to
-    /// `follower` at net asset value, unless the pool would grow past the hub's `maxPoolMultiple`
-    /// of the master's equity.
-    function onAllocate(address follower, uint256 amount) external returns (uint256 shares);
-
-    /// @notice Burns `shares` of the caller for their pro-rata slice of every pool token, paid to
-    /// their wallet, after the performance fee on their gain (see `FeeCharged`). Needs no adapter
-    /// and no oracle (with a feed down the fee is skipped); never paused. A slice whose transfer
-    /// fails (a paused token, say) does not block the rest: it is held for the caller to `claim`.
-    function exitInKind(uint256 shares) external returns (address[] memory tokens, uint256[] memory amounts);
-
-    /// @notice Pays the caller's held slice of `token` (see `exitInKind`) to `to`.
-    function claim(address token, address to) external returns (uint256 amount);
-
-    /// @notice Burns `shares` of the caller, less the performance fee on their gain, for their
-    /// pro-rata slice of every pool token, swaps each non-base slice to the base asset within the
-    /// oracle bound, and credits the proceeds to the caller's hub account. Never paused.
-    /// @dev Requirements: one swap for every non-zero non-base slice (a swap for a slice that
-    /// rounds to nothing is ignored); allow-listed adapters; the proceeds at least `minBaseOut`
-    /// (the caller's own bound against sandwiches).
-    function exitToBase(uint256 shares, ExitSwap[] calldata swaps, uint256 minBaseOut)
-        external
-        returns (uint256 baseOut);
-
-    /// @notice Sets the caller's exit limits on their allocation to this vault.
-    /// @dev Requirements: each limit within its protocol bound (zero turns it off).
-    function setLimits(Limits calldata limits) external;
-
-    /// @notice Sets the caller's exit limits to a named preset.
-    function setPreset(Preset preset) external;
-
-    // ---------------------------------------------------------------------------------------------
-    // Risk exits (anyone, typically keepers)
-    // ---------------------------------------------------------------------------------------------
-
-    /// @notice Exits `follower` wholly to the base asset when one of their limits holds at oracle
-    /// prices. Each slice is swapped along `swaps` within the oracle bound; a slice that cannot be
-    /// (no swap given, or the swap fails) is paid to the follower in kind, or held for them to
-    /// claim if even that transfer fails. The base proceeds are credited to the follower's hub
-    /// account. The performance fee on a gain is charged as on any exit. Never paused.
-    /// @dev Requirements: the follower holds shares and a limit holds (`ExitConditionNotMet`).
-    function triggerExit(address follower, ExitSwap[] calldata swaps) external returns (uint256 baseOut);
-
-    /// @notice `triggerExit` for many followers in one transaction, skipping those whose limits no
-    /// longer hold, who hold no shares, or who allocated in this block, instead of reverting.
-    /// Every follower is judged at one valuation, before any of them exits (as `followerStates`
-    /// reports them). The due followers' slices of each token are swapped together, in one swap
-    /// per token within the oracle bound on the total, so every follower of the batch gets the
-    /// same price. Each follower gets the swap's output pro rata to their slice, rounded down; the
-    /// few units this leaves stay in the pool's base book for the remaining shares, or go to the
-    /// batch's last follower when no shares remain. A token with no swap, or whose swap fails, is
-    /// paid in kind to every follower of the batch. Each follower pays their own performance fee.
-    /// Never paused.
-    /// @dev Requirements, checked only when a follower is due: each swap names a non-base token
-    /// the pool holds, at most once (a swap for a token whose total slice rounds to nothing is
-    /// ignored), through an allow-listed adapter.
-    /// @return exited How many followers were exited (a follower listed twice counts once).
-    function triggerExits(address[] calldata followers, ExitSwap[] calldata swaps) external returns (uint256 exited);
-
-    /// @notice Records the current oracle value of `follower`'s allocation as its peak.
-    /// @dev Requirements: the value is above the stored peak (`PeakNotHigher`).
-    function recordPeak(address follower) external;
-
-    /// @notice `recordPeak` for many followers, skipping those whose value is not above their peak.
-    /// @return recorded How many peaks were raised.
-    function recordPeaks(address[] calldata followers) external returns (uint256 recorded);
-
-    /// @notice Charges each follower's performance fee due on their gain above their high-water mark
-    /// and raises the mark to their value after the fee; also moves them onto the master's current
-    /// fee. Skips followers crystallised within the last `CRYSTALLISATION_PERIOD`, the master and
-    /// the treasury. Never paused.
-    /// @return charged How many followers were crystallised.
-    function crystallise(address[] calldata followers) external returns (uint256 charged);
-
-    /// @notice Swaps up to `amountIn` of pending mirror `id` for the pool along `adapter` and
-    /// `route`, within the oracle bound at this time, and charges the loss to the loss budget.
-    /// Drops the mirror instead (and returns zero) when its deadline has passed or the master has
-    /// sold. Anyone may call; paused with trades.
-    /// @dev Requirements: the mirror is pending; a mirror spending the base asset waits while
-    /// copying is suspended (`CopyingIsSuspended`).
-    function executeMirror(uint256 id, uint256 amountIn, address adapter, bytes calldata route)
-        external
-        returns (uint256 amountOut);
-
-    /// @notice Swaps as the vault. Callable only by the vault itself, so that a swap can fail
-    /// without failing the whole call: a triggered exit then pays a slice in kind, and a trade too
-    /// large for the oracle bound leaves a pending mirror.
-    function swapAsVault(
-        address adapter,
-        address tokenIn,
-        address tokenOut,
-        uint256 amountIn,
-        uint256 minOut,
-        bytes calldata route
-    ) external returns (uint256 amountOut);
-
-    // ---------------------------------------------------------------------------------------------
-    // Views
-    // ---------------------------------------------------------------------------------------------
-
-    /// @notice A follower's limits in force (the conservative preset until they choose), and the
-    /// entry and peak values of their allocation, in USD with 18 decimals.
-    function limitsOf(address follower)
-        external
-        view
-        returns (Limits memory limits, uint256 entryValue, uint256 peakValue);
-
-    /// @notice Whether one of `follower`'s limits holds at oracle prices, which, and the value of
-    /// their allocation in USD with 18 decimals.
-    function exitCondition(address follower) external view returns (bool met, ExitReason reason, uint256 value);
-
-    /// @notice The state of each of `followers` that keepers act on (see `FollowerState`), at one
-    /// valuation of the pool: the same one, and the same judgement, `triggerExits` would make in
-    /// this block. An address listed twice is reported twice (`triggerExits` exits it once).
-    /// @dev A view in effect: it changes nothing, and is not declared `view` only because the vault
-    /// runs it by delegatecall, in the code it keeps exits in. Call it with `eth_call`. Reverts as
-    /// `exitCondition` does when a price is not available.
-    function followerStates(address[] calldata followers) external returns (FollowerState[] memory states);
-
-    /// @notice The master's performance fee in force, and a scheduled raise (zero if none) with the
-    /// time it takes effect.
-    function feeTerms() external view returns (uint256 feeBps, uint256 raisedFeeBps, uint256 effectiveAt);
-
-    /// @notice A follower's high-water mark (USD with 18 decimals), the fee they pay on gains above
-    /// it (at most the master's current fee), and when they were last crystallised.
-    function feeMarkOf(address follower)
-        external
-        view
-        returns (uint256 highWaterMark, uint256 feeBps, uint256 crystallisedAt);
-
-    /// @notice Whether copying of buys is suspended, with the master's performance index and its
-    /// peak over the last seven days as of the last trade.
-    function suspension() external view returns (bool suspended, uint256 index, uint256 peak);
-
-    /// @notice Pending mirror `id` (all zero unless it is the latest and still pending).
-    function mirror(uint256 id) external view returns (Mirror memory);
-
-    /// @notice How many mirrors were ever recorded; ids run from zero, and only the latest may be
-    /// pending.
-    function mirrorCount() external view returns (uint256);
-
-    /// @notice The hub this vault belongs to.
-    function hub() external view returns (ITandemHub);
-
-    /// @notice The hub's base asset, in which followers allocate and exits to base pay.
-    function baseAsset() external view returns (address);
-
-    /// @notice The master trading this vault.
-    function master() external view returns (address);
-
-    /// @notice The master's trade-only delegate, or zero.
-    function delegate() external view returns (address);
-
-    /// @notice Tokens held by either book; the base asset is always first.
-    function tokens() external view returns (address[] memory);
-
-    /// @notice Amounts of `token` in the master's book and in the pool's book.
-    function books(address token) external view returns (uint256 masterAmount, uint256 poolAmount);
-
-    /// @notice Total pool shares.
-    function totalShares() external view returns (uint256);
-
-    /// @notice Pool shares of `follower`.
-    function sharesOf(address follower) external view returns (uint256);
-
-    /// @notice The slice of `token` held for `follower` after an in-kind exit could not pay it.
-    function unclaimed(address follower, address token) external view returns (uint256);
-
-    /// @notice The loss budget: what swaps have lost against oracle prices, net of refills, and the
-    /// most they may have lost (the hub's `lossBudgetBps` of the vault's value), in USD with 18
-    /// decimals at the vault's current value. The budget is kept as a share of the vault's value,
-    /// so flows in and out of the vault do not change how much of it is used.
-    function lossBudget() external view returns (uint256 used, uint256 capacity);
-
-    /// @notice Value of each book at oracle prices, in USD with 18 decimals.
-    function equities() external view returns (uint256 masterEquity, uint256 poolEquity);
 }
