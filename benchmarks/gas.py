@@ -212,12 +212,11 @@ def measure_risk_exits(
     figures.add(f"record_peaks_batch_{len(batch)}_per_follower", receipt["gasUsed"] // len(batch))
     # WETH falls by half at the oracle: every follower's stop-loss holds.
     transact(feed.functions.setAnswer(answer // 2), keeper)
-    routes = {"WETH": dep.v2_route("WETH", "USDC")}
-    swaps = p.exit_swaps(dep, vault, routes)
-    one = transact(vault.functions.triggerExit(followers[0], swaps), keeper)
+    # Each token is sold along the hub's vetted route for it: the local one is the V2 pair.
+    one = transact(vault.functions.triggerExit(followers[0]), keeper)
     figures.add("risk_exit_trigger_one_v2", one["gasUsed"])
     for v, members in ((vault, batch), (large_vault, large_followers)):
-        receipt = p.trigger_exits(dep, v, keeper, members, routes)
+        receipt = p.trigger_exits(v, keeper, members)
         exited = len(v.events.ExitTriggered().process_receipt(receipt, errors=DISCARD))
         if exited != len(members):
             raise SystemExit(f"expected {len(members)} risk exits in the batch, got {exited}")

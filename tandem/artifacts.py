@@ -36,6 +36,11 @@ UNISWAP_ARTIFACTS: dict[str, str] = {
     "IERC20": "@uniswap/v2-core/build/IERC20.json",
 }
 
+# A vault runs in three contracts behind one address (the trade path, which forwards what it does
+# not have to the exits part, which forwards views to the lens): its ABI is the interface of all
+# three, not any one part's.
+VAULT_INTERFACE = "ITandemVault"
+
 NPM_INSTALL_HINT = "run `npm install` in the project root"
 COMPILE_HINT = "run `tandem compile`"
 
@@ -114,6 +119,11 @@ def load(name: str, settings: Settings | None = None) -> Artifact:
         path, f"no compiled contract named {name!r} in {paths.artifacts_dir}", COMPILE_HINT
     )
     return Artifact.from_json(name, data)
+
+
+def vault_abi(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The ABI to call a vault with: every function, error and event of its three parts."""
+    return load(VAULT_INTERFACE, settings).abi
 
 
 def project_artifacts(settings: Settings | None = None) -> list[Artifact]:

@@ -329,7 +329,8 @@ class Demo:
             )
         exits = vault.events.ExitedToBase().get_logs(from_block=started)
         credited = {e["args"]["follower"]: e["args"]["baseOut"] for e in exits}
-        reasons = ("stop-loss", "maximum drawdown", "take-profit")  # ITandemVault.ExitReason
+        # In the order of ITandemVault.ExitReason.
+        reasons = ("none", "stop-loss", "maximum drawdown", "take-profit")
         names = {f.address: f.name for f in followers}
         for e in exited:
             a = e["args"]

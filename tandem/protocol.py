@@ -29,6 +29,9 @@ from tandem.errors import DeploymentError
 PRICE_UNIT = 10**18  # vault values are USD with 18 decimals
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 V3_FEE = 3000
+# The fee tiers routes through the local V3 adapter may use. The local pools use 3000; 10000 is
+# left out on purpose, so a pool at a tier the adapter does not allow can be shown refused.
+V3_FEE_TIERS = (500, 3000)
 
 
 # --- the local market: test assets, their feeds and Uniswap pools
@@ -133,8 +136,17 @@ class Deployment:
 
     def vault(self, address: str) -> Contract:
         return self.w3.eth.contract(
-            address=checksum(address), abi=artifacts.load("TandemVault", self.settings).abi
+            address=checksum(address), abi=artifacts.vault_abi(self.settings)
         )
+
+    def vetted_route(self, token_in: str, token_out: str) -> Route | None:
+        """The hub's vetted route from ``token_in`` to ``token_out`` (symbols or addresses), which
+        the vaults' own swaps (risk exits, mirrors, entry swaps, sales to base) take; None when
+        there is none."""
+        adapter, path = self.hub.functions.routeOf(
+            self.address_of(token_in), self.address_of(token_out)
+        ).call()
+        return None if adapter == ZERO_ADDRESS else Route(checksum(adapter), bytes(path))
 
     def addresses(self) -> dict[str, str]:
         book = {
@@ -157,7 +169,8 @@ def deploy_local(
     save: bool = True,
 ) -> Deployment:
     """Compile, then deploy real Uniswap V2 and V3, the test assets and feeds, deep pools at the
-    feeds' prices, and the protocol with every asset and both adapters allow-listed.
+    feeds' prices, and the protocol with every asset and both adapters allow-listed, and a vetted
+    route between the base asset and every other asset both ways, along the direct V2 pair.
     """
     compile_project(settings)
     owner = resolve_sender(w3, owner)
@@ -186,12 +199,17 @@ def deploy_local(
         )
 
     hub = deploy_hub(w3, tokens[BASE].address, owner, settings=settings)
-    v2_adapter, v3_adapter = (
-        deploy(w3, name, hub.address, router, sender=owner, settings=settings)[0]
-        for name, router in (
-            ("UniswapV2Adapter", market.v2.router.address),
-            ("UniswapV3Adapter", market.v3.router.address),
-        )
+    v2_adapter, _ = deploy(
+        w3, "UniswapV2Adapter", hub.address, market.v2.router.address, sender=owner, settings=settings
+    )
+    v3_adapter, _ = deploy(
+        w3,
+        "UniswapV3Adapter",
+        hub.address,
+        market.v3.router.address,
+        list(V3_FEE_TIERS),
+        sender=owner,
+        settings=settings,
     )
     timelock, _ = deploy(
         w3, "TandemTimelock", 0, [owner], [owner], ZERO_ADDRESS, sender=owner, settings=settings
@@ -214,6 +232,17 @@ def deploy_local(
     for adapter in (v2_adapter, v3_adapter):
         transact(hub.functions.setAdapter(adapter.address, True), owner)
     transact(hub.functions.setGuardian(owner), owner)
+    # The routes the protocol chooses for the vaults' own swaps: owner-only, so set before the
+    # timelock takes over.
+    for spec in LOCAL_ASSETS:
+        if spec.symbol == BASE:
+            continue
+        for path in ((spec.symbol, BASE), (BASE, spec.symbol)):
+            route = dep.v2_route(*path)
+            call = hub.functions.setRoute(
+                dep.address_of(path[0]), dep.address_of(path[1]), route.adapter, route.data
+            )
+            transact(call, owner)
 
     hand_over_to_timelock(dep, owner)
     for a, b in LOCAL_PAIRS:
@@ -316,11 +345,16 @@ def load_local(w3: Web3, settings: Settings | None = None) -> Deployment:
 
 def deploy_hub(w3: Web3, base_asset: str, owner: str, settings: Settings | None = None) -> Contract:
     """Deploy a hub owned by ``owner``. The vault implementation is too large to be deployed by
-    the hub, so it is deployed first, for the address the hub will get as ``owner``'s next
-    deployment, and the hub checks it."""
-    hub_address = create_address(owner, w3.eth.get_transaction_count(checksum(owner)) + 1)
+    the hub, so it is deployed first, in two parts, for the address the hub will get as
+    ``owner``'s third deployment from now, and the hub checks it: the exits part (which deploys
+    the views part itself), then the trade path, which clones point at and which forwards every
+    other call to the exits part."""
+    hub_address = create_address(owner, w3.eth.get_transaction_count(checksum(owner)) + 2)
+    exits, _ = deploy(
+        w3, "TandemVaultExits", hub_address, base_asset, sender=owner, settings=settings
+    )
     implementation, _ = deploy(
-        w3, "TandemVault", hub_address, base_asset, sender=owner, settings=settings
+        w3, "TandemVault", hub_address, base_asset, exits.address, sender=owner, settings=settings
     )
     hub, _ = deploy(
         w3, "TandemHub", base_asset, owner, implementation.address, sender=owner, settings=settings
@@ -543,22 +577,10 @@ def set_limits(
     return transact(vault.functions.setLimits(limits), follower)
 
 
-def exit_swaps(dep: Deployment, vault: Contract, routes: dict[str, Route]) -> list[tuple[Any, ...]]:
-    """One swap per non-base token the vault holds, for exits triggered on any of its followers;
-    a token without a route is paid in kind."""
-    return [
-        (token, routes[symbol].adapter, routes[symbol].data)
-        for token in vault.functions.tokens().call()[1:]
-        if (symbol := dep.symbol_of(token)) in routes
-    ]
-
-
-def trigger_exits(
-    dep: Deployment, vault: Contract, keeper: str, followers: list[str], routes: dict[str, Route]
-) -> TxReceipt:
-    """Exit every listed follower whose limits hold (the others are skipped), as ``keeper``."""
-    swaps = exit_swaps(dep, vault, routes)
-    return transact(vault.functions.triggerExits(followers, swaps), keeper)
+def trigger_exits(vault: Contract, keeper: str, followers: list[str]) -> TxReceipt:
+    """Exit every listed follower whose limits hold (the others are skipped), as ``keeper``; each
+    token is sold along the hub's vetted route for it (paid in kind without one)."""
+    return transact(vault.functions.triggerExits(followers), keeper)
 
 
 # --- reading state

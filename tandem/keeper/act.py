@@ -75,10 +75,8 @@ class Actor:
         calls = self.decider.calls
         followers = list(job.followers)
         if job.kind == "exits":
-            swaps = [
-                (token, adapter, bytes.fromhex(route[2:])) for token, adapter, route in job.swaps
-            ]
-            data = calls.encode("triggerExits", followers, swaps)
+            # The vault sells each token along the hub's vetted route: the keeper names whom.
+            data = calls.encode("triggerExits", followers)
         elif job.kind == "peaks":
             data = calls.encode("recordPeaks", followers)
         else:
@@ -103,12 +101,10 @@ class Actor:
         remaining = (await vault.functions.mirror(job.mirror_id).call())[3]
         if remaining == 0:
             return Outcome("already done")
-        _, adapter, route = job.swaps[0]
         amount = remaining
         for _ in range(MIRROR_HALVINGS + 1):
-            fn = vault.functions.executeMirror(
-                job.mirror_id, amount, adapter, bytes.fromhex(route[2:])
-            )
+            # The keeper chooses only how much: the vault swaps along the hub's vetted route.
+            fn = vault.functions.executeMirror(job.mirror_id, amount)
             tx: TxParams = {"to": vault.address, "data": fn._encode_transaction_data()}
             try:
                 await self.sender.call(tx)

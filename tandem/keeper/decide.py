@@ -3,6 +3,9 @@
 ``followerStates`` answers for a whole list of followers in one eth_call, from the same code
 ``triggerExits`` runs, so the keeper never judges a follower differently from the vault. Calls
 grow with batches of ``batch_size`` followers, never with followers.
+
+A job names only what to do, never how to swap: risk exits and mirror slices swap along the
+hub's vetted routes, which the vault reads itself.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 from eth_utils.address import to_checksum_address as checksum
@@ -26,8 +30,15 @@ from tandem.keeper.queue import Job
 log = logging.getLogger("tandem.keeper")
 
 BPS = 10_000
-V3_FEE_TIERS = (500, 3_000, 10_000)
-ZERO = "0x0000000000000000000000000000000000000000"
+
+
+class ExitReason(IntEnum):
+    """Which limit holds, as ``ITandemVault.ExitReason`` numbers them."""
+
+    NONE = 0
+    STOP_LOSS = 1
+    MAX_DRAWDOWN = 2
+    TAKE_PROFIT = 3
 
 
 @dataclass(frozen=True)
@@ -41,7 +52,7 @@ class FollowerState:
     crystallisable_at: int
     max_drawdown_bps: int
     exit_due: bool
-    reason: int
+    reason: ExitReason
 
 
 @dataclass(frozen=True)
@@ -56,64 +67,6 @@ class Sweep:
 
 def batches(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-class Routes:
-    """How to swap a token to another on exits and mirrors: the deepest direct Uniswap pool.
-
-    Found once per pair from the address book's factories and kept; a token without a pool is
-    paid in kind by the vault, which is the contract's own fallback.
-    """
-
-    def __init__(self, w3: AsyncWeb3[Any], book: dict[str, str], settings: Settings) -> None:
-        self.w3 = w3
-        self.book = book
-        self.settings = settings
-        self._cache: dict[tuple[str, str], tuple[str, str] | None] = {}
-        self._erc20 = artifacts.load("TestToken", settings).abi
-
-    def _contract(self, name: str, abi: list[dict[str, Any]]) -> AsyncContract | None:
-        address = self.book.get(name)
-        return self.w3.eth.contract(address=checksum(address), abi=abi) if address else None
-
-    async def route(self, token_in: str, token_out: str) -> tuple[str, str] | None:
-        """(adapter, route hex) for a direct swap, or None without a pool."""
-        key = (token_in, token_out)
-        if key not in self._cache:
-            self._cache[key] = await self._find(token_in, token_out)
-        return self._cache[key]
-
-    async def _find(self, token_in: str, token_out: str) -> tuple[str, str] | None:
-        candidates: list[tuple[int, str, str]] = []
-        v2 = self._contract(
-            "UniswapV2Factory", artifacts.uniswap("UniswapV2Factory", self.settings).abi
-        )
-        if v2 is not None and "UniswapV2Adapter" in self.book:
-            pair = await v2.functions.getPair(token_in, token_out).call()
-            if pair != ZERO:
-                depth = await self._depth(token_out, pair)
-                route = token_in[2:] + token_out[2:]
-                candidates.append((depth, self.book["UniswapV2Adapter"], "0x" + route.lower()))
-        v3 = self._contract(
-            "UniswapV3Factory", artifacts.uniswap("UniswapV3Factory", self.settings).abi
-        )
-        if v3 is not None and "UniswapV3Adapter" in self.book:
-            for fee in V3_FEE_TIERS:
-                pool = await v3.functions.getPool(token_in, token_out, fee).call()
-                if pool == ZERO:
-                    continue
-                depth = await self._depth(token_out, pool)
-                route = token_in[2:] + fee.to_bytes(3, "big").hex() + token_out[2:]
-                candidates.append((depth, self.book["UniswapV3Adapter"], "0x" + route.lower()))
-        if not candidates:
-            log.warning("no pool from %s to %s: exits pay that token in kind", token_in, token_out)
-            return None
-        _, adapter, route = max(candidates)
-        return checksum(adapter), route
-
-    async def _depth(self, token: str, pool: str) -> int:
-        contract = self.w3.eth.contract(address=checksum(token), abi=self._erc20)
-        return int(await contract.functions.balanceOf(pool).call())
 
 
 # followerStates returns an array of static structs: an offset, a length, then nine 32-byte
@@ -157,7 +110,9 @@ def decode_states(raw: bytes, followers: list[str]) -> list[FollowerState]:
         at = 2 * WORD + i * words * WORD
         v = [int.from_bytes(raw[at + k * WORD : at + (k + 1) * WORD], "big") for k in range(words)]
         states.append(
-            FollowerState(follower, v[0], v[1], v[2], v[3], v[4], v[5], v[6], bool(v[7]), v[8])
+            FollowerState(
+                follower, v[0], v[1], v[2], v[3], v[4], v[5], v[6], bool(v[7]), ExitReason(v[8])
+            )
         )
     return states
 
@@ -165,18 +120,13 @@ def decode_states(raw: bytes, followers: list[str]) -> list[FollowerState]:
 class Decider:
     """Reads follower states in batches and turns what is due into jobs."""
 
-    def __init__(
-        self, w3: AsyncWeb3[Any], settings: Settings, routes: Routes, base_asset: str
-    ) -> None:
+    def __init__(self, w3: AsyncWeb3[Any], settings: Settings) -> None:
         self.w3 = w3
         self.settings = settings
         self.keeper = settings.keeper
-        self.routes = routes
-        self.base_asset = base_asset
-        self.vault_abi = artifacts.load("TandemVault", settings).abi
+        self.vault_abi = artifacts.vault_abi(settings)
         check_layout(self.vault_abi)
         self.calls = VaultCalls(self.vault_abi)
-        self._swaps: dict[str, tuple[tuple[str, str, str], ...]] = {}
 
     def vault(self, address: str) -> AsyncContract:
         return self.w3.eth.contract(address=checksum(address), abi=self.vault_abi)
@@ -207,18 +157,12 @@ class Decider:
         """Look at ``vault``'s followers and ``put`` a job for what is due. Batches are read
         concurrently and each batch's job is put as soon as its answer arrives, so the first
         exit is on its way while later batches are still being read."""
-        swaps: asyncio.Future[tuple[tuple[str, str, str], ...]] | None = None
 
         async def one(batch: list[str]) -> None:
-            nonlocal swaps
             states = await self._states(vault, batch)
             due = [s.follower for s in states if s.exit_due]
             if sweep.exits and due:
-                if swaps is None:  # read once per vault and look, by the first batch that needs it
-                    swaps = asyncio.ensure_future(self.exit_swaps(vault))
-                await put(
-                    Job("exits", vault, tuple(due), await swaps, block=block, seen_at=seen_at)
-                )
+                await put(Job("exits", vault, tuple(due), block=block, seen_at=seen_at))
             for job in await self._other_jobs(vault, states, sweep, block, seen_at):
                 await put(job)
 
@@ -260,40 +204,13 @@ class Decider:
     async def _block_time(self, block: int) -> int:
         return int((await self.w3.eth.get_block(block))["timestamp"])
 
-    async def exit_swaps(self, vault: str) -> tuple[tuple[str, str, str], ...]:
-        """One swap to the base asset for each other token the vault holds, where a pool exists.
-
-        Kept until the vault trades (``forget_swaps``): finding routes takes a dozen calls, which
-        must not stand between a price drop and the exits it calls for."""
-        if vault not in self._swaps:
-            self._swaps[vault] = await self._exit_swaps(vault)
-        return self._swaps[vault]
-
-    def forget_swaps(self, vault: str) -> None:
-        self._swaps.pop(vault, None)
-
-    async def _exit_swaps(self, vault: str) -> tuple[tuple[str, str, str], ...]:
-        tokens = await self.vault(vault).functions.tokens().call()
-        swaps = []
-        for token in tokens[1:]:
-            route = await self.routes.route(checksum(token), self.base_asset)
-            if route is not None:
-                swaps.append((checksum(token), *route))
-        return tuple(swaps)
-
     async def _mirror_jobs(self, vault: str, block: int, seen_at: float) -> list[Job]:
         contract = self.vault(vault)
         count = await contract.functions.mirrorCount().call()
         if count == 0:
             return []
         mirror_id = count - 1
-        token_in, _deadline, token_out, remaining, _ = await contract.functions.mirror(
-            mirror_id
-        ).call()
+        remaining = (await contract.functions.mirror(mirror_id).call())[3]
         if remaining == 0:
             return []
-        route = await self.routes.route(checksum(token_in), checksum(token_out))
-        if route is None:
-            return []
-        swap = ((checksum(token_in), *route),)
-        return [Job("mirror", vault, (), swap, mirror_id=mirror_id, block=block, seen_at=seen_at)]
+        return [Job("mirror", vault, mirror_id=mirror_id, block=block, seen_at=seen_at)]

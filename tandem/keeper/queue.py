@@ -40,8 +40,6 @@ class Job:
     kind: Kind
     vault: str
     followers: tuple[str, ...] = ()
-    # Exit swaps as (token, adapter, route hex); for a mirror, one (tokenIn, adapter, route hex).
-    swaps: tuple[tuple[str, str, str], ...] = ()
     mirror_id: int = 0
     block: int = 0
     # When the block that prompted the job reached the keeper (for the reaction-time metric).
@@ -67,7 +65,8 @@ class Job:
     def from_json(cls, text: str | bytes) -> Job:
         data: dict[str, Any] = json.loads(text)
         data["followers"] = tuple(data["followers"])
-        data["swaps"] = tuple(tuple(s) for s in data["swaps"])
+        # Jobs queued by older keepers named the swaps; vaults now swap along vetted routes.
+        data.pop("swaps", None)
         return cls(**data)
 
     def describe(self) -> str:

@@ -22,9 +22,9 @@ from web3.types import RPCEndpoint, TxReceipt
 
 from tandem import artifacts
 from tandem.config import Settings, redact
-from tandem.errors import ConfigError, DeploymentError, NodeError, RevertError, TandemError
+from tandem.errors import ConfigError, DeploymentError, NodeError, RevertError
 from tandem.keeper.act import Actor, Outcome
-from tandem.keeper.decide import Decider, Routes, Sweep
+from tandem.keeper.decide import Decider, Sweep
 from tandem.keeper.metrics import Metrics
 from tandem.keeper.queue import Delivery, Job, JobQueue, LocalQueue, RedisQueue
 from tandem.keeper.sender import Heads, Sender, SendError
@@ -106,15 +106,6 @@ async def hub_address(w3: AsyncWeb3[Any], settings: Settings) -> str:
     return hub
 
 
-def address_book(chain_id: int, settings: Settings) -> dict[str, str]:
-    try:
-        return artifacts.load_deployment(chain_id, settings)
-    except TandemError:
-        # No address book for this chain: no pools are known, so exits pay in kind.
-        log.warning("no address book for chain %s: exits will pay every token in kind", chain_id)
-        return {}
-
-
 def consumer_name(address: str) -> str:
     """This process's name in the consumer group: unique per host and process, so a restarted
     keeper is a new consumer and takes over its old jobs by idle time like any other."""
@@ -163,12 +154,7 @@ class Keeper:
                 f"less than keeper.min_balance_eth ({self.keeper.min_balance_eth})",
                 "send it ether for gas",
             )
-        hub_contract = self.w3.eth.contract(
-            address=checksum(hub), abi=artifacts.load("TandemHub", self.settings).abi
-        )
-        base_asset = checksum(await hub_contract.functions.baseAsset().call())
-        routes = Routes(self.w3, address_book(chain_id, self.settings), self.settings)
-        self.decider = Decider(self.w3, self.settings, routes, base_asset)
+        self.decider = Decider(self.w3, self.settings)
         self.actor = Actor(self.decider, self.sender, on_sent=self._sent)
         self.watcher = Watcher(self.w3, self.settings, self.store, hub)
         log.info(
@@ -299,8 +285,6 @@ class Keeper:
 
     async def _decide(self, changes: Changes) -> None:
         head = changes.head
-        for vault in changes.traded:
-            self.decider.forget_swaps(vault)
         if not self._swept or changes.reorg_depth or changes.prices:
             # At start, after a reorganisation or a price move, every vault may have changed.
             first = not self._swept
@@ -314,12 +298,6 @@ class Keeper:
             self.metrics.alerts.labels("suspended").inc(len(changes.suspended))
         if vaults:
             await self._sweep_vaults(vaults, sweep, head.number, head.arrived_at)
-        # Exit routes ready before a price drop needs them (after a trade, or at start). One that
-        # cannot be found now is looked for again when an exit needs it.
-        await asyncio.gather(
-            *(self.decider.exit_swaps(v) for v in sorted(self.watcher.vaults)),
-            return_exceptions=True,
-        )
 
     async def _sweep_vaults(
         self, vaults: list[str], sweep: Sweep, block: int, seen_at: float

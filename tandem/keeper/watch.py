@@ -106,7 +106,7 @@ class Watcher:
         self.hub = checksum(hub)
         self.range = self.keeper.max_log_range
         hub_abi = artifacts.load("TandemHub", settings).abi
-        vault_abi = artifacts.load("TandemVault", settings).abi
+        vault_abi = artifacts.vault_abi(settings)
         feed_abi = artifacts.load("TestPriceFeed", settings).abi
         self.hub_contract = w3.eth.contract(address=self.hub, abi=hub_abi)
         self._vault_contract = w3.eth.contract(abi=vault_abi)

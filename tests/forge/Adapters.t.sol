@@ -4,7 +4,7 @@ pragma solidity 0.8.28;
 import {IUniswapV2Router01} from "@uniswap/v2-periphery/contracts/interfaces/IUniswapV2Router01.sol";
 import {ISwapRouter} from "@uniswap/v3-periphery/contracts/interfaces/ISwapRouter.sol";
 
-import {TandemVault} from "../../contracts/TandemVault.sol";
+
 import {ITandemHub} from "../../contracts/interfaces/ITandemHub.sol";
 import {ITandemVault} from "../../contracts/interfaces/ITandemVault.sol";
 import {ISwapAdapter} from "../../contracts/interfaces/ISwapAdapter.sol";
@@ -151,7 +151,7 @@ contract AdaptersTest is Fixture {
         assertEq(deadline, block.timestamp, "deadline is now");
 
         // Another vault asking gets a call that pays it, not this one.
-        TandemVault other = makeVault(carol, 0);
+        ITandemVault other = makeVault(carol, 0);
         (,,, to,) = _v2Call(address(other), address(usdc), address(wbtc), 1, 0, abi.encodePacked(route[0], route[1], route[2]));
         assertEq(to, address(other), "paid to the other vault");
     }
@@ -288,7 +288,7 @@ contract AdaptersTest is Fixture {
 
     function test_v3_swapCallEncodesExactInputForLongerPath() public {
         bytes memory route = abi.encodePacked(address(usdc), FEE, address(weth), uint24(500), address(wbtc));
-        TandemVault other = makeVault(carol, 0);
+        ITandemVault other = makeVault(carol, 0);
         vm.prank(address(other));
         (address router, bytes memory data) = v3Adapter.swapCall(address(usdc), address(wbtc), 1_234e6, 5_678, route);
         assertEq(router, address(v3Router), "calls the adapter's router");

@@ -2,10 +2,11 @@
 pragma solidity 0.8.28;
 
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {TandemVault} from "../../contracts/TandemVault.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {Strings} from "@openzeppelin/contracts/utils/Strings.sol";
 
-import {TandemVault} from "../../contracts/TandemVault.sol";
+
 import {ITandemHub} from "../../contracts/interfaces/ITandemHub.sol";
 import {ITandemVault} from "../../contracts/interfaces/ITandemVault.sol";
 import {TestPriceFeed} from "../../contracts/testing/TestPriceFeed.sol";
@@ -42,7 +43,7 @@ contract AttacksTest is Fixture {
     uint256 internal rigSpent;
 
     function test_lossBudget_stopsAMasterBleedingThePoolThroughOwnPairs() public {
-        TandemVault v = makeVault(mallory, 50_000e6); // $50k of the master's own: the least for...
+        ITandemVault v = makeVault(mallory, 50_000e6); // $50k of the master's own: the least for...
         follow(alice, v, 1_000_000e6); // ...$1M of followers' money, at the default multiple of 20
         (uint256 masterBefore, uint256 poolBefore) = v.equities();
         (, uint256 capacity) = v.lossBudget();
@@ -76,7 +77,7 @@ contract AttacksTest is Fixture {
         assertGt(pairsGain - masterLoss, poolLoss * 95 / 100, "the master netted about the pool's loss");
 
         // A week later the budget has refilled, and again only one such trade fits.
-        vm.warp(block.timestamp + v.LOSS_REFILL_PERIOD());
+        vm.warp(block.timestamp + TandemVault(address(v)).LOSS_REFILL_PERIOD());
         wbtcFeed.setAnswer(BTC_PRICE);
         usdcFeed.setAnswer(USD_PRICE);
         this.riggedTrade(v, wbtc, usdc);
@@ -85,7 +86,7 @@ contract AttacksTest is Fixture {
     }
 
     /// @dev External so a refused trade can be caught with its revert reason.
-    function riggedTrade(TandemVault v, TestToken tokenIn, TestToken tokenOut) external returns (uint256) {
+    function riggedTrade(ITandemVault v, TestToken tokenIn, TestToken tokenOut) external returns (uint256) {
         require(msg.sender == address(this), "test only");
         return _riggedTrade(v, tokenIn, tokenOut);
     }
@@ -93,7 +94,7 @@ contract AttacksTest is Fixture {
     /// @dev The master closes the whole of `tokenIn` (her book, so the pool's whole book too) along
     /// `tokenIn -> SCAM -> tokenOut`, through two fresh pairs holding only her own liquidity, whose
     /// output is just the vault's oracle minimum. Returns the oracle value she put into the pairs.
-    function _riggedTrade(TandemVault v, TestToken tokenIn, TestToken tokenOut) internal returns (uint256 spent) {
+    function _riggedTrade(ITandemVault v, TestToken tokenIn, TestToken tokenOut) internal returns (uint256 spent) {
         (uint256 m, uint256 p) = v.books(address(tokenIn));
         uint256 totalIn = m + p; // buy: 100% of master equity -> all pool base; sell: 100% -> 100%
         uint256 target = oracleMinOut(tokenIn, tokenOut, totalIn, hub.params().maxSlippageBps);
@@ -180,7 +181,7 @@ contract AttacksTest is Fixture {
         vm.prank(bob);
         hub.withdraw(300_000e6);
         assertEq(hub.account(bob).free, 0, "withdrew all free balance");
-        TandemVault other = makeVault(carol, 10_000e6);
+        ITandemVault other = makeVault(carol, 10_000e6);
         vm.prank(bob);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.InsufficientFreeBalance.selector, 0, 1));
         hub.allocate(address(other), 1);
@@ -298,7 +299,7 @@ contract AttacksTest is Fixture {
     /// @notice Hub accounting: `allocated` is the sum of allocations, and a full exit releases the
     /// whole allocation, after any sequence of partial exits in kind and to base.
     function testFuzz_pin_hubAllocatedEqualsSumOfAllocations(uint256 a, uint256 b, uint256 x, uint256 y) public {
-        TandemVault other = makeVault(carol, 100_000e6);
+        ITandemVault other = makeVault(carol, 100_000e6);
         fund(alice, 1_000_000e6);
         allocate(alice, vault, bound(a, 1e6, 250_000e6));
         allocate(alice, other, bound(b, 1e6, 200_000e6));
@@ -331,7 +332,7 @@ contract AttacksTest is Fixture {
     }
 
     function test_pin_implementationIsInert() public {
-        TandemVault impl = TandemVault(hub.vaultImplementation());
+        ITandemVault impl = ITandemVault(hub.vaultImplementation());
         assertFalse(hub.isVault(address(impl)), "implementation is not a vault");
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.NotVault.selector, address(impl)));
         vm.prank(address(impl));
@@ -347,7 +348,7 @@ contract AttacksTest is Fixture {
     function _checkTokenList(TestToken[3] memory all) internal view {
         address[] memory list = vault.tokens();
         assertEq(list[0], address(usdc), "base first");
-        assertLe(list.length, vault.MAX_TOKENS(), "at most MAX_TOKENS");
+        assertLe(list.length, TandemVault(address(vault)).MAX_TOKENS(), "at most MAX_TOKENS");
         for (uint256 i = 1; i < list.length; ++i) {
             assertTrue(list[i] != address(usdc), "base listed only once");
             for (uint256 j = i + 1; j < list.length; ++j) {

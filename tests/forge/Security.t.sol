@@ -6,9 +6,9 @@ import {IERC20Errors} from "@openzeppelin/contracts/interfaces/draft-IERC6093.so
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 import {TandemHub} from "../../contracts/TandemHub.sol";
-import {TandemVault} from "../../contracts/TandemVault.sol";
+
 import {ITandemHub} from "../../contracts/interfaces/ITandemHub.sol";
-import {ITandemVault} from "../../contracts/interfaces/ITandemVault.sol";
+import {ITandemVault, ITandemVaultExits, ITandemVaultTrading} from "../../contracts/interfaces/ITandemVault.sol";
 import {ISwapAdapter} from "../../contracts/interfaces/ISwapAdapter.sol";
 import {TestPriceFeed} from "../../contracts/testing/TestPriceFeed.sol";
 import {TestToken} from "../../contracts/testing/TestToken.sol";
@@ -168,7 +168,7 @@ contract SecurityTest is Fixture {
 
     function test_otherVault_cannotSettleForThisVault() public {
         // A vault settles only its own allocations: another master's vault releases nothing here.
-        TandemVault other = makeVault(carol, 0);
+        ITandemVault other = makeVault(carol, 0);
         vm.prank(address(other));
         hub.settleExit(alice, 1, 1, 0);
         assertEq(hub.allocationOf(alice, address(vault)), 20_000e6, "allocation to this vault untouched");
@@ -447,7 +447,7 @@ contract SecurityTest is Fixture {
             abi.encodeCall(TandemHub.settleExit, (master, 0, 1, 1_000_000e6)), // credit the master
             abi.encodeCall(IERC20.approve, (master, type(uint256).max)), // approve the master
             abi.encodeCall(IERC20.approve, (master, type(uint256).max)),
-            abi.encodeCall(TandemVault.withdrawMaster, (address(usdc), 1)) // re-enter
+            abi.encodeCall(ITandemVaultTrading.withdrawMaster, (address(usdc), 1)) // re-enter
         ];
         for (uint256 i; i < targets.length; ++i) {
             hijack.set(targets[i], calls[i]);
@@ -508,7 +508,7 @@ contract SecurityTest is Fixture {
         ReentrantToken token = _reentrantAsset();
         ITandemVault.Trade memory t =
             tradeOf(address(token), address(usdc), masterBook(vault, token), address(mockAdapter));
-        token.arm(address(vault), abi.encodeCall(TandemVault.trade, (t)));
+        token.arm(address(vault), abi.encodeCall(ITandemVaultTrading.trade, (t)));
         vm.prank(master);
         vm.expectRevert(REENTERED);
         vault.trade(t);
@@ -516,7 +516,7 @@ contract SecurityTest is Fixture {
 
     function test_reentrantToken_stoppedExitingDuringTrade() public {
         ReentrantToken token = _reentrantAsset();
-        token.arm(address(vault), abi.encodeCall(TandemVault.exitInKind, (1)));
+        token.arm(address(vault), abi.encodeCall(ITandemVaultExits.exitInKind, (1)));
         ITandemVault.Trade memory t =
             tradeOf(address(token), address(usdc), masterBook(vault, token), address(mockAdapter));
         vm.prank(master);
@@ -541,7 +541,7 @@ contract SecurityTest is Fixture {
 
     function test_reentrantToken_stoppedReenteringExitInKind() public {
         ReentrantToken token = _reentrantAsset();
-        token.arm(address(vault), abi.encodeCall(TandemVault.exitInKind, (1)));
+        token.arm(address(vault), abi.encodeCall(ITandemVaultExits.exitInKind, (1)));
         (, uint256 pool) = vault.books(address(token));
         uint256 slice = pool * aliceShares / vault.totalShares();
         vm.prank(alice);
@@ -559,7 +559,7 @@ contract SecurityTest is Fixture {
         ITandemVault.ExitSwap[] memory swaps = new ITandemVault.ExitSwap[](2);
         swaps[0] = ITandemVault.ExitSwap(address(weth), address(mockAdapter), "");
         swaps[1] = ITandemVault.ExitSwap(address(token), address(mockAdapter), "");
-        token.arm(address(vault), abi.encodeCall(TandemVault.exitToBase, (1, swaps, 0)));
+        token.arm(address(vault), abi.encodeCall(ITandemVaultExits.exitToBase, (1, swaps, 0)));
         vm.prank(alice);
         vm.expectRevert(REENTERED);
         vault.exitToBase(aliceShares, swaps, 0);
@@ -567,7 +567,7 @@ contract SecurityTest is Fixture {
 
     function test_reentrantToken_stoppedReenteringMasterWithdrawal() public {
         ReentrantToken token = _reentrantAsset();
-        token.arm(address(vault), abi.encodeCall(TandemVault.withdrawMaster, (address(token), 1)));
+        token.arm(address(vault), abi.encodeCall(ITandemVaultTrading.withdrawMaster, (address(token), 1)));
         vm.prank(master);
         vm.expectRevert(REENTERED);
         vault.withdrawMaster(address(token), 1e18);

@@ -6,6 +6,8 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 
 import {TandemHub} from "../../contracts/TandemHub.sol";
 import {TandemVault} from "../../contracts/TandemVault.sol";
+import {TandemVaultExits} from "../../contracts/TandemVaultExits.sol";
+
 import {ITandemHub} from "../../contracts/interfaces/ITandemHub.sol";
 import {ITandemVault} from "../../contracts/interfaces/ITandemVault.sol";
 import {FeeOnTransferToken} from "../../contracts/testing/FeeOnTransferToken.sol";
@@ -61,8 +63,18 @@ contract TandemHubTest is Fixture {
         vm.stopPrank();
     }
 
+    function test_vaultConstructor_revertsWhen_exitsPartBuiltForAnotherHubOrAsset() public {
+        TandemVaultExits other = new TandemVaultExits(address(hub), address(weth));
+        vm.expectRevert(abi.encodeWithSelector(ITandemVault.PartMismatch.selector, address(other)));
+        new TandemVault(address(hub), address(usdc), address(other));
+        other = new TandemVaultExits(alice, address(usdc));
+        vm.expectRevert(abi.encodeWithSelector(ITandemVault.PartMismatch.selector, address(other)));
+        new TandemVault(address(hub), address(usdc), address(other));
+    }
+
     function test_constructor_revertsWhen_implementationBuiltForAnotherHub() public {
-        TandemVault stray = new TandemVault(address(hub), address(usdc));
+        TandemVaultExits strayExits = new TandemVaultExits(address(hub), address(usdc));
+        TandemVault stray = new TandemVault(address(hub), address(usdc), address(strayExits));
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.VaultImplementationMismatch.selector, address(stray)));
         new TandemHub(IERC20(address(usdc)), owner, address(stray));
     }
@@ -264,8 +276,8 @@ contract TandemHubTest is Fixture {
         address v = hub.createVault();
         assertTrue(hub.isVault(v), "registered");
         assertEq(hub.vaultOf(carol), v, "looked up by master");
-        assertEq(TandemVault(v).master(), carol, "master");
-        assertEq(address(TandemVault(v).hub()), address(hub), "hub");
+        assertEq(ITandemVault(v).master(), carol, "master");
+        assertEq(address(ITandemVault(v).hub()), address(hub), "hub");
         assertFalse(hub.isVault(hub.vaultImplementation()), "implementation is no vault");
     }
 
@@ -366,7 +378,7 @@ contract TandemHubTest is Fixture {
         depositMaster(vault, limit / 20 + 1);
 
         // Allocations elsewhere count at cost in capital (free + allocated), not against this vault.
-        TandemVault other = makeVault(carol, limit / 20 + 1);
+        ITandemVault other = makeVault(carol, limit / 20 + 1);
         elsewhere = bound(elsewhere, 0, limit);
         if (elsewhere != 0) allocate(alice, other, elsewhere);
         // A first allocation to this vault counts against its cap.

@@ -71,7 +71,7 @@ contract TandemVaultBatchExitsTest is Fixture {
 
     function _triggerAll(address[] memory who, ITandemVault.ExitSwap[] memory swaps) internal returns (uint256) {
         vm.prank(keeper);
-        return vault.triggerExits(who, swaps);
+        return vault.triggerExits(who);
     }
 
     function _free(address who) internal view returns (uint256) {

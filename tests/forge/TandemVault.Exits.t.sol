@@ -4,7 +4,7 @@ pragma solidity 0.8.28;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 
-import {TandemVault} from "../../contracts/TandemVault.sol";
+
 import {ITandemHub} from "../../contracts/interfaces/ITandemHub.sol";
 import {ITandemVault} from "../../contracts/interfaces/ITandemVault.sol";
 
@@ -295,7 +295,7 @@ contract TandemVaultExitsTest is Fixture {
         hub.setParams(100, 2_500, 0, 100, 20, 1_000, 1_500);
         // This test is about what each slice fetches. The rounding dust a trade leaves the pool is
         // a gain, and a fee on it would move a few shares instead of burning them: fees have
-        // their own tests (TandemVault.Fees.t.sol).
+        // their own tests (ITandemVault.Fees.t.sol).
         vm.prank(master);
         vault.setFee(0);
         uint256 sa = follow(alice, vault, bound(a, 10e6, 1_000_000e6));

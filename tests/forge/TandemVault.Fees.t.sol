@@ -2,10 +2,11 @@
 pragma solidity 0.8.28;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {TandemVault} from "../../contracts/TandemVault.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 
 import {ITandemHub} from "../../contracts/interfaces/ITandemHub.sol";
-import {ITandemVault} from "../../contracts/interfaces/ITandemVault.sol";
+import {ITandemVault, ITandemVaultTrading} from "../../contracts/interfaces/ITandemVault.sol";
 
 import {Fixture} from "./utils/Fixture.sol";
 
@@ -154,10 +155,10 @@ contract TandemVaultFeesTest is Fixture {
     // ---------------------------------------------------------------------------------------------
 
     function test_feeDefaults_tenPercentCappedAtThirty_markIsTheValueAllocated() public {
-        assertEq(vault.DEFAULT_FEE_BPS(), DEFAULT_FEE, "default fee 10%");
-        assertEq(vault.MAX_FEE_BPS(), MAX_FEE, "cap 30%");
-        assertEq(vault.FEE_RAISE_DELAY(), RAISE_DELAY, "raise delay");
-        assertEq(vault.CRYSTALLISATION_PERIOD(), PERIOD, "crystallisation period");
+        assertEq(TandemVault(address(vault)).DEFAULT_FEE_BPS(), DEFAULT_FEE, "default fee 10%");
+        assertEq(TandemVault(address(vault)).MAX_FEE_BPS(), MAX_FEE, "cap 30%");
+        assertEq(TandemVault(address(vault)).FEE_RAISE_DELAY(), RAISE_DELAY, "raise delay");
+        assertEq(TandemVault(address(vault)).CRYSTALLISATION_PERIOD(), PERIOD, "crystallisation period");
         assertEq(hub.params().protocolFeeShareBps, 1_000, "treasury takes 10% of each fee");
         _assertTerms(DEFAULT_FEE, 0, 0, "a master who never set a fee");
         _assertMark(alice, 0, 0, 0, "no position");
@@ -347,7 +348,7 @@ contract TandemVaultFeesTest is Fixture {
         vm.expectEmit(address(vault));
         emit ITandemVault.FeeCharged(alice, 6_000e18, 600e18, feeShares * 9 / 10, feeShares / 10);
         vm.prank(keeper);
-        uint256 baseOut = vault.triggerExit(alice, _mockEth());
+        uint256 baseOut = vault.triggerExit(alice);
 
         // 96.25% of 7,000 base, plus 96.25% of 1 ETH at 9,000.
         assertEq(baseOut, 15_400e6, "16,000 less the fee of 600");
@@ -539,7 +540,7 @@ contract TandemVaultFeesTest is Fixture {
         _exitAll(carol);
     }
 
-    /// @dev ITandemVault.setFee: "a raise applies seven days later, and only to gains made after a
+    /// @dev ITandemVaultTrading.setFee: "a raise applies seven days later, and only to gains made after a
     /// follower's next crystallisation". Alice agrees to 10%; the master cuts to 5% (at once), Alice
     /// gains 2,000 while the fee is 5%, then the master raises back to 10%. Seven days later she has
     /// not been crystallised, so the raise must not reach the 2,000 she made at 5%.
@@ -628,9 +629,9 @@ contract TandemVaultFeesTest is Fixture {
         assertEq(value, _worth(ms), "valued like any shares");
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.ExitConditionNotMet.selector, master, value, 0, 0));
         vm.prank(keeper);
-        vault.triggerExit(master, _mockEth());
+        vault.triggerExit(master);
         vm.prank(keeper);
-        assertEq(vault.triggerExits(_list(master, treasury), _mockEth()), 0, "a batch skips both");
+        assertEq(vault.triggerExits(_list(master, treasury)), 0, "a batch skips both");
 
         // A period later and far up: crystallising them is skipped, so no mark and no fee.
         setEthPrice(20_000e18);

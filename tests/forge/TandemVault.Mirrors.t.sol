@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {TandemVault} from "../../contracts/TandemVault.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {IUniswapV2Factory} from "@uniswap/v2-core/contracts/interfaces/IUniswapV2Factory.sol";
 import {IUniswapV2Pair} from "@uniswap/v2-core/contracts/interfaces/IUniswapV2Pair.sol";
@@ -49,6 +50,9 @@ contract TandemVaultMirrorsTest is Fixture {
             address(usdc), address(thin), THIN_DEPTH * 1e6, THIN_DEPTH * 1e18, 0, 0, address(this), block.timestamp
         );
         pair = IUniswapV2Pair(IUniswapV2Factory(v2Factory).getPair(address(usdc), address(thin)));
+        // The protocol's route for THIN is the thin pair itself: the one the master trades on.
+        setRoute(address(usdc), address(thin), address(v2Adapter));
+        setRoute(address(thin), address(usdc), address(v2Adapter));
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -87,7 +91,7 @@ contract TandemVaultMirrorsTest is Fixture {
 
     function _execute(uint256 id, uint256 amountIn) internal returns (uint256) {
         vm.prank(keeper);
-        return vault.executeMirror(id, amountIn, address(v2Adapter), v2Route(address(usdc), address(thin)));
+        return vault.executeMirror(id, amountIn);
     }
 
     function _expectInsufficientOutput() internal {
@@ -187,7 +191,7 @@ contract TandemVaultMirrorsTest is Fixture {
         (uint256 used, uint256 capacity) = vault.lossBudget();
         assertEq(used, Math.mulDiv(_lossShare(loss, 200_000e18), value, 1e18), "the loss is charged to the budget");
         assertEq(capacity, value / 100, "1% of the vault's value");
-        assertEq(vault.MIRROR_TTL(), TTL, "an hour to live");
+        assertEq(TandemVault(address(vault)).MIRROR_TTL(), TTL, "an hour to live");
     }
 
     function test_trade_wholeTradeFits_recordsNoMirror_evenWithMaxPoolIn() public {
@@ -406,9 +410,9 @@ contract TandemVaultMirrorsTest is Fixture {
         }
         uint256 snapshot = vm.snapshotState();
         vm.prank(keeper);
-        vault.triggerExit(alice, new ITandemVault.ExitSwap[](0));
+        vault.triggerExit(alice);
         vm.prank(keeper);
-        vault.triggerExit(bob, new ITandemVault.ExitSwap[](0));
+        vault.triggerExit(bob);
         assertEq(vault.mirror(0).remaining, remaining, "one at a time");
         uint256 poolBase = poolBook(vault, usdc);
         vm.revertToState(snapshot);
@@ -416,7 +420,7 @@ contract TandemVaultMirrorsTest is Fixture {
         address[] memory batch = new address[](2);
         (batch[0], batch[1]) = (alice, bob);
         vm.prank(keeper);
-        assertEq(vault.triggerExits(batch, new ITandemVault.ExitSwap[](0)), 2, "both exited");
+        assertEq(vault.triggerExits(batch), 2, "both exited");
         assertEq(vault.mirror(0).remaining, remaining, "in a batch: the same");
         assertEq(poolBook(vault, usdc), poolBase, "the same base left in the pool");
         assertBooksBacked(vault, usdc);
@@ -448,7 +452,7 @@ contract TandemVaultMirrorsTest is Fixture {
         _execute(type(uint256).max, 1_000e6);
     }
 
-    function test_executeMirror_revertsWhen_pausedOrAdapterNotAllowed_orZero() public {
+    function test_executeMirror_revertsWhen_pausedOrNoVettedRoute_orZero() public {
         _recordMirror();
         _restore();
         vm.prank(guardian);
@@ -458,9 +462,18 @@ contract TandemVaultMirrorsTest is Fixture {
         vm.prank(owner);
         hub.setPaused(false);
 
-        vm.expectRevert(abi.encodeWithSelector(ITandemHub.AdapterNotAllowed.selector, keeper));
-        vm.prank(keeper);
-        vault.executeMirror(0, 1_000e6, keeper, "");
+        // The executor chooses only the amount: without the protocol's route there is nothing to run.
+        setRoute(address(usdc), address(thin), address(0));
+        vm.expectRevert(abi.encodeWithSelector(ITandemVault.NoVettedRoute.selector, address(usdc), address(thin)));
+        _execute(0, 1_000e6);
+        // An adapter taken off the list takes its routes with it.
+        setRoute(address(usdc), address(thin), address(v2Adapter));
+        vm.prank(owner);
+        hub.setAdapter(address(v2Adapter), false);
+        vm.expectRevert(abi.encodeWithSelector(ITandemVault.NoVettedRoute.selector, address(usdc), address(thin)));
+        _execute(0, 1_000e6);
+        vm.prank(owner);
+        hub.setAdapter(address(v2Adapter), true);
         vm.expectRevert(ITandemVault.ZeroAmount.selector);
         _execute(0, 0);
         assertEq(vault.mirror(0).remaining, 4_000e6, "nothing executed");
@@ -493,33 +506,22 @@ contract TandemVaultMirrorsTest is Fixture {
         assertEq(vault.mirror(0).remaining, 3_000e6, "runs once copying may resume");
     }
 
-    /// @dev A mirror of a sale spends a token, not the base asset: it reduces risk, so it runs while
-    /// copying is suspended (and its own watch of the index is what suspends it). A sale mirror is
-    /// not dropped when the master's base book falls: buys spend it.
-    function test_executeMirror_saleMirrorRunsWhileSuspended() public {
+    /// @dev A sale is copied whole in the master's swap or not at all: `maxPoolIn` does not split
+    /// it, so the master can never sell alone and leave the pool's part waiting (or expiring).
+    function test_trade_saleIsNeverSplit_wholeOrNothing() public {
         follow(alice, vault, 100_000e6);
-        tradeMock(vault, address(usdc), address(weth), 60_000e6);
         tradeMock(vault, address(usdc), address(thin), 5_000e6); // 5,000 THIN each, minted at the oracle price
         assertEq(poolBook(vault, thin), 5_000e18, "pool THIN");
         assertFalse(_fits(thin, usdc, 10_000e18), "selling 10,000 THIN does not fit");
-        assertTrue(_fits(thin, usdc, 6_000e18), "6,000 does");
+        _expectInsufficientOutput();
         _trade(address(thin), address(usdc), 5_000e18, 1_000e18);
-        ITandemVault.Mirror memory m = vault.mirror(0);
-        assertEq(m.tokenIn, address(thin), "a sale mirror");
-        assertEq(m.remaining, 4_000e18, "of 4,000 THIN");
-        assertEq(m.masterMark, masterBook(vault, usdc), "marked at the master's base");
+        assertEq(vault.mirrorCount(), 0, "no mirror");
 
-        tradeMock(vault, address(usdc), address(weth), 10_000e6); // the master's base book falls
-        _restore();
-        wethFeed.setAnswer(1_500e18);
-        uint256 out = _quote(address(thin), address(usdc), 1_000e18);
-        uint256 poolBase = poolBook(vault, usdc);
-        vm.expectEmit(address(vault));
-        emit ITandemVault.MirrorExecuted(0, keeper, 1_000e18, out, 3_000e18);
-        vm.prank(keeper);
-        vault.executeMirror(0, 1_000e18, address(v2Adapter), v2Route(address(thin), address(usdc)));
-        (bool suspended,,) = vault.suspension();
-        assertTrue(suspended, "copying of buys is suspended");
-        assertEq(poolBook(vault, usdc), poolBase + out, "the pool sold its slice");
+        // Half of it fits: both books sell half, in one swap.
+        (uint256 masterOut, uint256 poolOut) = _trade(address(thin), address(usdc), 2_500e18, 1_000e18);
+        assertEq(poolBook(vault, thin), 2_500e18, "the pool sold the master's fraction");
+        assertEq(masterBook(vault, thin), 2_500e18, "the master sold half");
+        assertEq(masterOut, poolOut, "at one price");
+        assertEq(vault.mirrorCount(), 0, "still no mirror");
     }
 }

@@ -68,7 +68,7 @@ contract TandemVaultRiskExitsTest is Fixture {
 
     function _trigger(address follower, ITandemVault.ExitSwap[] memory swaps) internal returns (uint256) {
         vm.prank(keeper);
-        return vault.triggerExit(follower, swaps);
+        return vault.triggerExit(follower);
     }
 
     function _assertLimits(address who, uint256 sl, uint256 tp, uint256 dd, string memory what) internal view {
@@ -528,7 +528,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         vm.expectRevert(stale);
         _trigger(alice, _mockEth());
         vm.expectRevert(stale);
-        vault.triggerExits(_addresses(alice, alice), _mockEth());
+        vault.triggerExits(_addresses(alice, alice));
         vm.expectRevert(stale);
         vault.exitCondition(alice);
         vm.expectRevert(stale);
@@ -569,7 +569,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         (list[4], list[5], list[6], list[7]) = (dave, erin, keeper, carol);
 
         vm.prank(keeper);
-        uint256 exited = vault.triggerExits(list, _mockEth());
+        uint256 exited = vault.triggerExits(list);
         assertEq(exited, 3, "alice, carol and erin");
 
         for (uint256 i; i < 5; ++i) {
@@ -597,7 +597,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         assertEq(poolBook(vault, weth), 2e18, "their ETH stays");
 
         vm.prank(keeper);
-        assertEq(vault.triggerExits(list, _mockEth()), 0, "nothing left to trigger");
+        assertEq(vault.triggerExits(list), 0, "nothing left to trigger");
     }
 
     function test_triggerExits_oneValuation_matchesIndividualExits() public {
@@ -605,7 +605,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         uint256 snap = vm.snapshotState();
         address[] memory list = new address[](3);
         (list[0], list[1], list[2]) = (alice, carol, erin);
-        vault.triggerExits(list, _mockEth());
+        vault.triggerExits(list);
         uint256[3] memory batched = [uint256(hub.account(alice).free), hub.account(carol).free, hub.account(erin).free];
         vm.revertToState(snap);
         _trigger(alice, _mockEth());
@@ -619,7 +619,7 @@ contract TandemVaultRiskExitsTest is Fixture {
     function test_triggerExits_payInKindFallbackPerFollower() public {
         _fivePool();
         vm.prank(keeper);
-        assertEq(vault.triggerExits(_addresses(alice, carol), _none()), 2, "both exited");
+        assertEq(vault.triggerExits(_addresses(alice, carol)), 2, "both exited");
         assertEq(weth.balanceOf(alice), 1e18, "alice's ETH in kind");
         assertEq(weth.balanceOf(carol), 1e18, "carol's ETH in kind");
         assertEq(hub.account(carol).free, 30_000e6 + 7_000e6, "base slice credited");
@@ -634,7 +634,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         assertTrue(met, "carol's stop-loss still holds");
         uint256 carolShares = vault.sharesOf(carol);
         vm.prank(keeper);
-        uint256 exited = vault.triggerExits(_addresses(carol, alice), _mockEth());
+        uint256 exited = vault.triggerExits(_addresses(carol, alice));
         assertEq(exited, 1, "alice exited, carol skipped");
         assertEq(vault.sharesOf(alice), 0, "alice exited");
         assertEq(vault.sharesOf(carol), carolShares, "carol untouched this block");
@@ -801,7 +801,7 @@ contract TandemVaultRiskExitsTest is Fixture {
 
         uint256 freeBefore = hub.account(alice).free;
         vm.prank(keeper);
-        (bool ok, bytes memory ret) = address(vault).call(abi.encodeCall(vault.triggerExit, (alice, _mockEth())));
+        (bool ok, bytes memory ret) = address(vault).call(abi.encodeCall(vault.triggerExit, (alice)));
         assertEq(ok, met, "a trigger succeeds iff a limit holds");
         if (ok) {
             _assertExited(alice, freeBefore, abi.decode(ret, (uint256)));
@@ -813,7 +813,7 @@ contract TandemVaultRiskExitsTest is Fixture {
             );
             address[] memory list = new address[](1);
             list[0] = alice;
-            assertEq(vault.triggerExits(list, _mockEth()), 0, "a batch skips her too");
+            assertEq(vault.triggerExits(list), 0, "a batch skips her too");
             assertEq(vault.sharesOf(alice), m.shares, "not exited");
         }
         assertEq(vault.sharesOf(bob), bobShares, "bob is never touched");

@@ -4,7 +4,7 @@ pragma solidity 0.8.28;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 
-import {TandemVault} from "../../contracts/TandemVault.sol";
+
 import {ITandemVault} from "../../contracts/interfaces/ITandemVault.sol";
 
 import {Fixture} from "./utils/Fixture.sol";
@@ -26,7 +26,7 @@ contract TandemVaultSharesTest is Fixture {
         fund(bob, 2_000e6);
         uint256 expected = Math.mulDiv(500e18, vault.totalShares() + VIRTUAL_SHARES, 1_000e18 + VIRTUAL_VALUE);
         vm.expectEmit(true, false, false, true, address(vault));
-        emit ITandemVault.Allocated(bob, 500e6, expected, 1_000e18, hub.priceOf(address(usdc)));
+        emit ITandemVault.Allocated(bob, 500e6, expected, 1_000e18, 500e18, hub.priceOf(address(usdc)));
         allocate(bob, vault, 500e6);
     }
 

@@ -3,7 +3,7 @@ pragma solidity 0.8.28;
 
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 
-import {TandemVault} from "../../contracts/TandemVault.sol";
+
 import {ITandemHub} from "../../contracts/interfaces/ITandemHub.sol";
 import {ITandemVault} from "../../contracts/interfaces/ITandemVault.sol";
 import {TestToken} from "../../contracts/testing/TestToken.sol";
@@ -27,7 +27,7 @@ contract TandemVaultSkinInTheGameTest is Fixture {
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.MasterBelowPoolMultiple.selector, masterEquity, required));
     }
 
-    function _withdrawMaster(TandemVault v, address token, uint256 amount) internal {
+    function _withdrawMaster(ITandemVault v, address token, uint256 amount) internal {
         vm.prank(v.master());
         v.withdrawMaster(token, amount);
     }
@@ -71,7 +71,7 @@ contract TandemVaultSkinInTheGameTest is Fixture {
         multiple = bound(multiple, 1, hub.MAX_POOL_MULTIPLE());
         vm.prank(owner);
         hub.setParams(100, 2_500, 0, 100, uint16(multiple), 1_000, 1_500);
-        TandemVault v = makeVault(carol, bound(masterBase, 1e6, 10_000_000e6));
+        ITandemVault v = makeVault(carol, bound(masterBase, 1e6, 10_000_000e6));
         first = bound(first, 0, maxAllocation(v));
         if (first != 0) follow(alice, v, first);
         buy = bound(buy, 0, masterBook(v, usdc));
@@ -107,7 +107,7 @@ contract TandemVaultSkinInTheGameTest is Fixture {
     }
 
     function test_allocate_revertsWhen_masterHasNoEquity() public {
-        TandemVault empty = makeVault(carol, 0);
+        ITandemVault empty = makeVault(carol, 0);
         fund(alice, 4_000_000e6);
         vm.prank(alice);
         _expectPoolAbove(BASE_UNIT_VALUE, 0);

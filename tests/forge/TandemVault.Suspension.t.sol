@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {TandemVault} from "../../contracts/TandemVault.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 
 import {ITandemHub} from "../../contracts/interfaces/ITandemHub.sol";
@@ -124,7 +125,7 @@ contract TandemVaultSuspensionTest is Fixture {
     // ---------------------------------------------------------------------------------------------
 
     function test_suspension_viewBeforeAndAfterTheFirstTrade() public {
-        assertEq(vault.SUSPENSION_WINDOW_DAYS(), 7, "a seven-day window");
+        assertEq(TandemVault(address(vault)).SUSPENSION_WINDOW_DAYS(), 7, "a seven-day window");
         assertEq(hub.params().suspensionDrawdownBps, 1_500, "default drawdown 15%");
         _assertSuspension(false, ONE, 0, "no trade yet: an index of one and no peak");
         _setup();

@@ -2,9 +2,10 @@
 pragma solidity 0.8.28;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {TandemVault} from "../../contracts/TandemVault.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 
-import {TandemVault} from "../../contracts/TandemVault.sol";
+
 import {ITandemHub} from "../../contracts/interfaces/ITandemHub.sol";
 import {ITandemVault} from "../../contracts/interfaces/ITandemVault.sol";
 import {TestToken} from "../../contracts/testing/TestToken.sol";
@@ -94,7 +95,7 @@ contract TandemVaultTradeTest is Fixture {
         uint256 multiple = _noMinOrderWidestRatio();
         masterBase = bound(masterBase, 1e6, 1_000_000e6);
         poolBase = bound(poolBase, 1e6, Math.min(1_000_000e6, masterBase * multiple)); // 1e-6x to 100x
-        TandemVault v = makeVault(carol, masterBase);
+        ITandemVault v = makeVault(carol, masterBase);
         follow(alice, v, poolBase);
         prior = bound(prior, 0, masterBase);
         if (prior != 0) tradeMock(v, address(usdc), address(weth), prior);
@@ -170,7 +171,7 @@ contract TandemVaultTradeTest is Fixture {
         uint256 multiple = _noMinOrderWidestRatio();
         masterBase = bound(masterBase, 10e6, 1_000_000e6);
         poolBase = bound(poolBase, 1e6, Math.min(1_000_000e6, masterBase * multiple));
-        TandemVault v = makeVault(carol, masterBase);
+        ITandemVault v = makeVault(carol, masterBase);
         follow(alice, v, poolBase);
         tradeMock(v, address(usdc), address(weth), bound(buy, 1e6, masterBase));
         uint256 mEth = masterBook(v, weth);
@@ -194,7 +195,7 @@ contract TandemVaultTradeTest is Fixture {
         uint256 multiple = _noMinOrderWidestRatio();
         masterBase = bound(masterBase, 10e6, 1_000_000e6);
         poolBase = bound(poolBase, 1e6, Math.min(1_000_000e6, masterBase * multiple));
-        TandemVault v = makeVault(carol, masterBase);
+        ITandemVault v = makeVault(carol, masterBase);
         follow(alice, v, poolBase);
         tradeV2(v, address(usdc), address(weth), bound(buy, 10e6, masterBase));
         // A partialSell sell first, so the two positions are no longer in their original ratio.
@@ -220,7 +221,7 @@ contract TandemVaultTradeTest is Fixture {
         uint256 multiple = _noMinOrderWidestRatio();
         masterBase = bound(masterBase, 100e6, 1_000_000e6);
         poolBase = bound(poolBase, 1e6, Math.min(1_000_000e6, masterBase * multiple));
-        TandemVault v = makeVault(carol, masterBase);
+        ITandemVault v = makeVault(carol, masterBase);
         follow(alice, v, poolBase);
 
         spend = bound(spend, 10e6, masterBase);
@@ -315,7 +316,7 @@ contract TandemVaultTradeTest is Fixture {
         assertEq(used, share * _vaultValue() / 1e18, "the swap's loss against the oracle is charged");
 
         // Half a refill period later, half the capacity has come back.
-        vm.warp(block.timestamp + vault.LOSS_REFILL_PERIOD() / 2);
+        vm.warp(block.timestamp + TandemVault(address(vault)).LOSS_REFILL_PERIOD() / 2);
         btcFeedFresh();
         uint256 capacityShare = hub.params().lossBudgetBps * uint256(1e18) / 10_000;
         uint256 left = share > capacityShare / 2 ? share - capacityShare / 2 : 0;
@@ -517,7 +518,7 @@ contract TandemVaultTradeTest is Fixture {
     }
 
     function test_trade_revertsWhen_tooManyTokens() public {
-        uint256 max = vault.MAX_TOKENS();
+        uint256 max = TandemVault(address(vault)).MAX_TOKENS();
         TestPriceFeed feed = new TestPriceFeed(8, "X / USD", 1e8);
         for (uint256 i; i < max; ++i) {
             TestToken token = new TestToken("X", "X", 18);
@@ -543,7 +544,7 @@ contract TandemVaultTradeTest is Fixture {
     /// @dev Fills the vault to its limit: base plus MAX_TOKENS - 1 tokens, in both books.
     function _fillToLimit() internal returns (TestToken[] memory held, TestPriceFeed feed) {
         follow(alice, vault, 10_000e6);
-        uint256 max = vault.MAX_TOKENS();
+        uint256 max = TandemVault(address(vault)).MAX_TOKENS();
         feed = new TestPriceFeed(8, "X / USD", 1e8);
         held = new TestToken[](max - 1);
         for (uint256 i; i < held.length; ++i) {
@@ -580,7 +581,7 @@ contract TandemVaultTradeTest is Fixture {
 
     function test_trade_rotatesWholePositionAtTokenLimit() public {
         (TestToken[] memory held, TestPriceFeed feed) = _fillToLimit();
-        uint256 max = vault.MAX_TOKENS();
+        uint256 max = TandemVault(address(vault)).MAX_TOKENS();
         TestToken sold = held[2];
         TestToken bought = _dollarToken(feed);
         (uint256 mSold, uint256 pSold) = vault.books(address(sold));

@@ -35,6 +35,8 @@ MASTER_DEPOSITS = {"ada": 50_000, "ben": 20_000}
 # What a swap that missed its minimum output reverts with: the router's own check (it is given
 # the vault's bound) or, should a router not check, the vault's.
 SLIPPAGE_REASONS = ("INSUFFICIENT_OUTPUT_AMOUNT", "Too little received", "SlippageExceeded")
+# ITandemVault.ExitReason: None, StopLoss, MaxDrawdown, TakeProfit.
+NO_EXIT, STOP_LOSS, MAX_DRAWDOWN, TAKE_PROFIT = range(4)
 
 
 # --- the cast and its setup
@@ -750,15 +752,30 @@ def test_only_the_master_or_delegate_trades_and_only_the_master_withdraws(
     refused(cast.delegate, lambda: vault.functions.withdrawMaster(usdc, 1), "NotMaster")
     refused(cast.delegate, lambda: vault.functions.setDelegate(cast.stranger), "NotMaster")
     # The master may withdraw their own book, never the pool's.
-    master_weth, pool_weth = books(vault, weth)
+    master_weth = books(vault, weth)[0]
     refused(
         cast.ada,
         lambda: vault.functions.withdrawMaster(weth, master_weth + 1),
         "InsufficientMasterBalance",
     )
-    transact(vault.functions.withdrawMaster(weth, master_weth), cast.ada)
-    assert books(vault, weth) == (0, pool_weth)
+    # A master leaving a position in kind takes the pool out of the same fraction of it, sold to
+    # the base asset along the hub's vetted route in the same transaction: followers are never
+    # left in a position the master left.
+    for part in (HALF, ALL):
+        master_now, pool_now = books(vault, weth)
+        pool_base = books(vault, usdc)[1]
+        taken = master_now * part.numerator // part.denominator
+        receipt = transact(vault.functions.withdrawMaster(weth, taken), cast.ada)
+        sold = pool_now * taken // master_now
+        (event,) = vault.events.PoolSoldToBase().process_receipt(receipt, errors=DISCARD)
+        assert (event["args"]["token"], event["args"]["amountIn"]) == (weth, sold)
+        base_out = event["args"]["baseOut"]
+        assert base_out >= oracle_min_out(sold, price(dep, weth), price(dep, usdc), 100)
+        assert books(vault, weth) == (master_now - taken, pool_now - sold)
+        assert books(vault, usdc)[1] == pool_base + base_out
+    assert weth not in vault.functions.tokens().call()
     assert dep.tokens["WETH"].functions.balanceOf(cast.ada).call() == master_weth
+    assert_balances_match_books(dep, vault)
     # Only the hub allocates; only hub vaults settle exits.
     refused(cast.stranger, lambda: vault.functions.onAllocate(cast.stranger, 10**6), "NotHub")
     refused(
@@ -808,8 +825,9 @@ def test_risk_exits_are_triggered_by_anyone_only_when_a_limit_holds(
     dep: Deployment, cast: Cast
 ) -> None:
     """Stop-losses on real Uniswap pools: a keeper's batch exits exactly the followers whose
-    limit holds at the oracle price, to base; a later single trigger with no route pays the risk
-    slice in kind."""
+    limit holds at the oracle price, to base, selling along the hub's vetted route; a later
+    single trigger of a follower whose exit slippage no swap can meet pays the risk slice in
+    kind."""
     vaults = setup_masters(dep, cast)
     ada = vaults["ada"]
     cleo, dev, eve = cast.followers
@@ -822,25 +840,31 @@ def test_risk_exits_are_triggered_by_anyone_only_when_a_limit_holds(
 
     def exited(receipt: TxReceipt) -> list[str]:
         events = ada.events.ExitTriggered().process_receipt(receipt, errors=DISCARD)
+        # Every one of them for the stop-loss (ITandemVault.ExitReason: None, StopLoss, ...).
+        assert {e["args"]["reason"] for e in events} == {STOP_LOSS}
         return [e["args"]["follower"] for e in events]
 
     # WETH falls 8% (move_price leaves the local market's reference price as it was): about 80%
     # of each allocation is in WETH, so each lost about 6.4%.
     p.move_price(dep, "WETH", dep.specs["WETH"].usd_price * Decimal("0.92"), cast.whale)
-    assert [ada.functions.exitCondition(f).call()[0] for f in (cleo, dev, eve)] == [
-        True,
-        False,
-        False,
+    conditions = [ada.functions.exitCondition(f).call() for f in (cleo, dev, eve)]
+    assert [(met, reason) for met, reason, _ in conditions] == [
+        (True, STOP_LOSS),
+        (False, NO_EXIT),
+        (False, NO_EXIT),
     ]
     # One eth_call tells a keeper whom a batch would exit, with each follower's shares and value.
     states = ada.functions.followerStates([cleo, dev, eve]).call()
-    assert [state[7] for state in states] == [True, False, False]  # exitDue
+    assert [(state[7], state[8]) for state in states] == [  # exitDue, reason
+        (True, STOP_LOSS),
+        (False, NO_EXIT),
+        (False, NO_EXIT),
+    ]
     for follower, state in zip((cleo, dev, eve), states, strict=True):
         assert state[0] == ada.functions.sharesOf(follower).call()
         assert state[1] == ada.functions.exitCondition(follower).call()[2]
     free_before = dep.hub.functions.account(cleo).call()[0]
-    routes = {"WETH": dep.v2_route("WETH", "USDC")}
-    receipt = p.trigger_exits(dep, ada, cast.stranger, [cleo, dev, eve], routes)
+    receipt = p.trigger_exits(ada, cast.stranger, [cleo, dev, eve])
     assert exited(receipt) == [cleo]
     assert ada.functions.sharesOf(cleo).call() == 0
     assert dep.hub.functions.allocationOf(cleo, ada.address).call() == 0
@@ -854,14 +878,26 @@ def test_risk_exits_are_triggered_by_anyone_only_when_a_limit_holds(
 
     # Dev's stop-loss does not hold yet: a direct trigger is refused with the values.
     with pytest.raises(RevertError) as excinfo:
-        transact(ada.functions.triggerExit(dev, []), cast.stranger)
+        transact(ada.functions.triggerExit(dev), cast.stranger)
     assert excinfo.value.error_name == "ExitConditionNotMet", excinfo.value.reason
 
-    # WETH falls to 85% of where it began: dev lost about 12%. Triggered with no route, his WETH
-    # slice is paid to his wallet in kind and his base slice credited to his account.
+    # A follower may sell at most this far below the oracle on a risk exit (at most the hub's
+    # maximum slippage, which is also the default).
+    assert ada.functions.exitSlippageOf(dev).call() == max_slippage(dep)
+    with pytest.raises(RevertError) as excinfo:
+        transact(ada.functions.setExitSlippage(1_001), dev)
+    assert excinfo.value.error_name == "ExitSlippageOutOfBounds", excinfo.value.reason
+    receipt = transact(ada.functions.setExitSlippage(10), dev)
+    (event,) = ada.events.ExitSlippageSet().process_receipt(receipt, errors=DISCARD)
+    assert (event["args"]["follower"], event["args"]["bps"]) == (dev, 10)
+    assert ada.functions.exitSlippageOf(dev).call() == 10
+
+    # WETH falls to 85% of where it began: dev lost about 12%. No swap along the vetted route
+    # comes within 0.1% of the oracle (the pair's fee alone is 0.3%), so his WETH slice is paid
+    # to his wallet in kind and his base slice credited to his account.
     p.move_price(dep, "WETH", dep.specs["WETH"].usd_price * Decimal("0.85"), cast.whale)
     weth_before = dep.tokens["WETH"].functions.balanceOf(dev).call()
-    receipt = transact(ada.functions.triggerExit(dev, []), cast.stranger)
+    receipt = transact(ada.functions.triggerExit(dev), cast.stranger)
     assert exited(receipt) == [dev]
     paid = ada.events.SlicePaidInKind().process_receipt(receipt, errors=DISCARD)
     assert [(e["args"]["token"], e["args"]["amount"]) for e in paid] == [
@@ -895,3 +931,165 @@ def test_the_hub_is_owned_by_a_timelock(dep: Deployment, cast: Cast) -> None:
     # The guardian pauses without waiting.
     transact(hub.functions.setPaused(True), cast.owner)
     assert hub.functions.params().call()[2] is True
+
+
+# --- 7. vetted routes, entry swaps, suspension
+
+
+def test_the_local_deployment_vets_a_route_each_way_between_usdc_and_every_asset(
+    dep: Deployment, cast: Cast
+) -> None:
+    """The swaps the protocol chooses (risk exits, mirrors, entry swaps, sales to base) go along
+    routes the hub's owner set: the direct V2 pair with USDC, both ways, and nothing else."""
+    for spec in p.LOCAL_ASSETS[1:]:
+        for path in ((spec.symbol, BASE), (BASE, spec.symbol)):
+            assert dep.vetted_route(*path) == dep.v2_route(*path)
+    assert dep.vetted_route("WETH", "WBTC") is None
+    # Setting one is the owner's (behind the timelock).
+    weth, usdc = dep.tokens["WETH"].address, dep.base.address
+    route = dep.v3_route("WETH", "USDC")
+    with pytest.raises(RevertError) as excinfo:
+        transact(dep.hub.functions.setRoute(weth, usdc, route.adapter, route.data), cast.stranger)
+    assert excinfo.value.error_name == "OwnableUnauthorizedAccount", excinfo.value.reason
+    # The V3 adapter takes only the fee tiers it was deployed with.
+    allowed = dep.v3_adapter.functions.feeAllowed
+    assert [allowed(fee).call() for fee in (100, 500, 3000, 10_000)] == [False, True, True, False]
+
+
+def test_routes_use_only_allowed_fee_tiers_and_listed_hops(dep: Deployment, cast: Cast) -> None:
+    """Anyone may open a V3 pool at an unused fee tier, or a pair with a token of their own, and
+    fill it as they like: a vault's route may use neither."""
+    w3, owner = dep.w3, cast.owner
+    usdc, weth = dep.base.address, dep.tokens["WETH"].address
+    depth = Decimal(1_000_000)
+    amount_usdc = dep.units(BASE, depth)
+    amount_weth = dep.units("WETH", depth / dep.specs["WETH"].usd_price)
+    p.fund(dep, owner, BASE, amount_usdc)
+    p.fund(dep, owner, "WETH", amount_weth)
+    uniswap.add_v3_liquidity(
+        w3, dep.uniswap.v3, usdc, weth, amount_usdc, amount_weth, fee=10_000, sender=owner
+    )
+    vault = setup_masters(dep, cast)["ada"]
+    before = state_of(dep, vault, (weth,))
+    amount = dep.units(BASE, 1_000)
+    with pytest.raises(RevertError) as excinfo:
+        p.trade(dep, vault, cast.ada, "USDC", "WETH", amount, dep.v3_route("USDC", "WETH", fee=10_000))
+    assert excinfo.value.reason == "FeeTierNotAllowed(fee=10000)"
+
+    own, _ = deploy(w3, "TestToken", "Own Token", "OWN", 18, sender=owner)
+    for via in (dep.v2_route, dep.v3_route):
+        with pytest.raises(RevertError) as excinfo:
+            p.trade(dep, vault, cast.ada, "USDC", "WETH", amount, via("USDC", own.address, "WETH"))
+        assert excinfo.value.reason == f"HopNotAllowed(token={own.address})"
+    assert state_of(dep, vault, (weth,)) == before
+    # A hop through an allow-listed asset is fine.
+    r = p.trade(dep, vault, cast.ada, "USDC", "WBTC", amount, dep.v3_route("USDC", "WETH", "WBTC"))
+    assert r.pool_in > 0 and r.pool_out > 0
+
+
+def pool_fractions(dep: Deployment, vault: Contract) -> dict[str, Fraction]:
+    """Each token's share of the pool's value at oracle prices."""
+    held = vault.functions.tokens().call()
+    values = {t: books(vault, t)[1] * price(dep, t) for t in held}
+    total = sum(values.values())
+    return {dep.symbol_of(t): Fraction(v, total) for t, v in values.items()}
+
+
+def check_entry(dep: Deployment, vault: Contract, newcomer: str, amount: int) -> Fraction:
+    """``newcomer`` allocates ``amount`` USDC to ``vault``: the allocation buys the pool's
+    composition along the vetted routes, and shares are minted for what that bought, at the
+    pool's net asset value. Returns what the entry swaps cost, as a share of the amount."""
+    total = vault.functions.totalShares().call()
+    _, pool_value = vault.functions.equities().call()
+    others = [
+        (f, vault.functions.exitCondition(f).call()[2])
+        for f in dep.w3.eth.accounts[:10]
+        if f != newcomer and vault.functions.sharesOf(f).call()
+    ]
+    p.deposit(dep, newcomer, amount * 4)
+    receipt = p.allocate(dep, newcomer, vault, amount)
+
+    (event,) = vault.events.Allocated().process_receipt(receipt, errors=DISCARD)
+    a = event["args"]
+    value = amount * a["basePrice"] // p.PRICE_UNIT
+    assert (a["follower"], a["amount"], a["poolValue"]) == (newcomer, amount, pool_value)
+    # Shares for what the allocation bought (1e6 virtual shares and one virtual unit of value).
+    assert a["shares"] == a["entered"] * (total + 10**6) // (pool_value + 1)
+    assert vault.functions.sharesOf(newcomer).call() == a["shares"]
+    # The entry swaps cost something, and stayed within the oracle bound.
+    assert value * (BPS - max_slippage(dep)) // BPS <= a["entered"] < value
+    # The newcomer owns what they brought in, and nobody else's value moved but for rounding
+    # in their favour.
+    owned = vault.functions.exitCondition(newcomer).call()[2]
+    assert a["entered"] - 10**13 <= owned <= a["entered"]
+    for follower, before in others:
+        after = vault.functions.exitCondition(follower).call()[2]
+        assert before <= after <= before + 10**13
+    # Their limits count from what they put in, entry costs included.
+    _, entry_value, peak_value = vault.functions.limitsOf(newcomer).call()
+    assert entry_value == peak_value == value
+    assert_balances_match_books(dep, vault)
+    return Fraction(value - a["entered"], value)
+
+
+def test_an_allocation_buys_the_pools_composition_along_the_vetted_routes(
+    dep: Deployment, cast: Cast
+) -> None:
+    ben = ben_with_positions(dep, cast)
+    fractions = pool_fractions(dep, ben.vault)
+    assert set(fractions) == {"USDC", "WBTC", "WETH"}
+    cost = check_entry(dep, ben.vault, cast.stranger, dep.units(BASE, 20_000))
+    # About the pairs' 0.3% fee on the part of the amount that was swapped.
+    assert 0 < cost < Fraction(4 * (1 - fractions["USDC"]), 1_000)
+    # Everyone already in keeps their exposure: the pool's composition is what it was, but for
+    # the newcomer's own costs in the second pass, a fraction of a fraction.
+    after = pool_fractions(dep, ben.vault)
+    for symbol, fraction in fractions.items():
+        assert abs(after[symbol] - fraction) < Fraction(1, 10**5), symbol
+    ben.assert_followers_mirror_master()
+
+
+def test_the_first_allocation_buys_the_masters_composition(dep: Deployment, cast: Cast) -> None:
+    vault = p.create_master(dep, cast.ada, dep.units(BASE, 50_000))
+    r = p.trade(dep, vault, cast.ada, "USDC", "WETH", dep.units(BASE, 20_000), dep.v2_route("USDC", "WETH"))
+    assert r.skipped == "no pool position"
+    master = p.master_holdings(dep, vault)
+    check_entry(dep, vault, cast.followers[1], dep.units(BASE, 2_500))
+    pool = pool_fractions(dep, vault)
+    assert abs(pool["WETH"] - Fraction(p.share_of_equity(master, "WETH"))) < Fraction(1, 10**5)
+
+
+def test_while_suspended_a_rotation_sells_the_pools_part_to_usdc(
+    dep: Deployment, cast: Cast
+) -> None:
+    """A master deep in drawdown is not followed into a new token: the pool's part of a
+    rotation is sold to the base asset along the vetted route, and the master rotates alone."""
+    vault = p.create_master(dep, cast.ada, dep.units(BASE, 10_000))
+    follower = cast.followers[1]
+    p.deposit(dep, follower, dep.units(BASE, 40_000))
+    p.allocate(dep, follower, vault, dep.units(BASE, 10_000))
+    link, usdc = dep.tokens["LINK"].address, dep.base.address
+    p.trade(dep, vault, cast.ada, "USDC", "LINK", dep.units(BASE, 6_000), dep.v2_route("USDC", "LINK"))
+    # LINK loses 30%: the master's index falls 18%, past the 15% that suspends copying.
+    p.move_price(dep, "LINK", dep.specs["LINK"].usd_price * Decimal("0.7"), cast.whale)
+    master_link, pool_link = books(vault, link)
+    pool_usdc = books(vault, usdc)[1]
+
+    r = p.trade(dep, vault, cast.ada, "LINK", "WETH", master_link, dep.v2_route("LINK", "USDC", "WETH"))
+
+    assert vault.events.CopyingSuspended().process_receipt(r.receipt, errors=DISCARD)
+    assert (r.master_in, r.pool_in, r.pool_out) == (master_link, 0, 0)
+    (sold,) = vault.events.PoolSoldToBase().process_receipt(r.receipt, errors=DISCARD)
+    assert (sold["args"]["token"], sold["args"]["amountIn"]) == (link, pool_link)
+    base_out = sold["args"]["baseOut"]
+    assert base_out >= oracle_min_out(pool_link, price(dep, link), price(dep, usdc), 100)
+    assert books(vault, link) == (0, 0)
+    assert books(vault, dep.tokens["WETH"].address) == (r.master_out, 0)
+    assert books(vault, usdc)[1] == pool_usdc + base_out
+    assert_balances_match_books(dep, vault)
+    # What the pool's swaps lost against the oracle is charged to its budget, a share of the
+    # pool's value.
+    used, capacity = vault.functions.lossBudget().call()
+    _, pool_value = vault.functions.equities().call()
+    assert capacity == pool_value * dep.hub.functions.params().call()[4] // BPS
+    assert 0 < used < capacity

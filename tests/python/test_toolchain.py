@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from web3 import Web3
@@ -247,3 +249,92 @@ def test_bin_forge_passes_a_failing_test_runs_exit_status_on(tmp_path: Path) -> 
     )
     assert "test_fails" in result.stdout, result.stdout + result.stderr
     assert result.returncode == 1, result.stdout + result.stderr
+
+
+# --- the project's own contracts
+
+# A vault's three parts run on one storage (each reaches the next by delegatecall), so their
+# layouts must be the same, slot for slot.
+VAULT_PARTS = ("TandemVault", "TandemVaultExits", "TandemVaultLens")
+# Every contract the protocol deploys; the test contracts (contracts/testing/) are not deployed
+# on a live chain.
+DEPLOYED = (
+    "TandemHub",
+    *VAULT_PARTS,
+    "UniswapV2Adapter",
+    "UniswapV3Adapter",
+    "TandemTimelock",
+)
+# EIP-170 and EIP-3860 limits, and the room each contract keeps below the runtime one so that a
+# fix does not have to fight for bytes.
+MAX_RUNTIME_BYTES = 24_576
+MAX_INITCODE_BYTES = 49_152
+RUNTIME_HEADROOM = 2_048
+# solc names struct, enum and contract types with the AST id of their definition, which differs
+# between the parts' compilations of the same definition: compare the names without it.
+_AST_ID = re.compile(r"(t_(?:struct|enum|contract|userDefinedValueType)\(\w+\))\d+")
+
+
+def _type_name(name: str) -> str:
+    return _AST_ID.sub(r"\1", name)
+
+
+def _layout(settings: Settings, name: str) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+    """A contract's storage as (slot, offset, label, type) entries, and the types they use
+    (structs with their members' places), without AST ids."""
+    layout = artifacts.load(name, settings).storage_layout
+    assert layout is not None, f"{name} was compiled without its storage layout"
+    entries = [
+        (int(e["slot"]), e["offset"], e["label"], _type_name(e["type"])) for e in layout["storage"]
+    ]
+    types = {}
+    for key, info in (layout.get("types") or {}).items():
+        described = {
+            field: _type_name(value) if isinstance(value, str) else value
+            for field, value in info.items()
+            if field != "members"
+        }
+        described["members"] = [
+            (int(m["slot"]), m["offset"], m["label"], _type_name(m["type"]))
+            for m in info.get("members", [])
+        ]
+        types[_type_name(key)] = described
+    return entries, types
+
+
+@pytest.fixture(scope="module")
+def project(settings: Settings) -> Settings:
+    """The project's own contracts, compiled (a no-op when the build is up to date)."""
+    compile_project(settings)
+    return settings
+
+
+def test_the_vault_parts_share_one_storage_layout(project: Settings) -> None:
+    trade_path, trade_types = _layout(project, "TandemVault")
+    assert [label for _, _, label, _ in trade_path][:2] == ["_delegate", "_totalShares"]
+    for part in VAULT_PARTS[1:]:
+        entries, types = _layout(project, part)
+        assert entries == trade_path, f"{part}'s storage differs from TandemVault's"
+        assert types == trade_types, f"{part}'s storage types differ from TandemVault's"
+
+
+def test_every_deployed_contract_fits_the_size_limits_with_room_to_spare(
+    project: Settings,
+) -> None:
+    compiled = {
+        a.name: a
+        for a in artifacts.project_artifacts(project)
+        if a.deployable
+        and (a.source_name or "").startswith("contracts/")
+        and not (a.source_name or "").startswith("contracts/testing/")
+    }
+    # Nothing deployed is left out of the check, and nothing is checked that is not deployed.
+    assert set(compiled) == set(DEPLOYED)
+    for name in DEPLOYED:
+        runtime = (len(compiled[name].deployed_bytecode) - 2) // 2
+        initcode = (len(compiled[name].bytecode) - 2) // 2
+        assert runtime <= MAX_RUNTIME_BYTES - RUNTIME_HEADROOM, (
+            f"{name}: {runtime:,} bytes of runtime code, "
+            f"{MAX_RUNTIME_BYTES - runtime:,} below the limit"
+        )
+        assert initcode < MAX_INITCODE_BYTES, f"{name}: {initcode:,} bytes of initcode"

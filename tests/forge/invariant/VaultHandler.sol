@@ -7,7 +7,7 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {TandemHub} from "../../../contracts/TandemHub.sol";
 import {TandemVault} from "../../../contracts/TandemVault.sol";
 import {ITandemHub} from "../../../contracts/interfaces/ITandemHub.sol";
-import {ITandemVault} from "../../../contracts/interfaces/ITandemVault.sol";
+import {ITandemVault, ITandemVaultExits, ITandemVaultLens, ITandemVaultTrading} from "../../../contracts/interfaces/ITandemVault.sol";
 import {TestToken} from "../../../contracts/testing/TestToken.sol";
 import {TestPriceFeed} from "../../../contracts/testing/TestPriceFeed.sol";
 
@@ -40,7 +40,7 @@ contract VaultHandler {
     struct Setup {
         TandemHub hub;
         MockAdapter adapter;
-        TandemVault[] vaults;
+        ITandemVault[] vaults;
         TestToken[] tokens; // the base asset first
         TestPriceFeed[] feeds; // the feed of each token, same order
         PausableToken freezable; // one of `tokens`
@@ -61,7 +61,7 @@ contract VaultHandler {
     address public immutable delegate;
     address public immutable keeper;
 
-    TandemVault[] internal _vaults;
+    ITandemVault[] internal _vaults;
     TestToken[] internal _tokens;
     TestPriceFeed[] internal _feeds;
     int256[] internal _startAnswers;
@@ -168,7 +168,7 @@ contract VaultHandler {
     // Views for the invariants
     // ---------------------------------------------------------------------------------------------
 
-    function vaults() external view returns (TandemVault[] memory) {
+    function vaults() external view returns (ITandemVault[] memory) {
         return _vaults;
     }
 
@@ -198,7 +198,7 @@ contract VaultHandler {
         bool exitInSameBlock
     ) external onClock {
         address f = _follower(who);
-        TandemVault v = _vault(vaultSeed);
+        ITandemVault v = _vault(vaultSeed);
 
         uint256 amount = _bound(depositSeed, 0, 250_000e6);
         if (amount != 0) {
@@ -244,7 +244,7 @@ contract VaultHandler {
     /// @notice A follower burns some or all of their shares for their slice of every pool token.
     function followerExitInKind(uint256 who, uint256 vaultSeed, uint256 sharesSeed) external onClock {
         address f = _follower(who);
-        TandemVault v = _vault(vaultSeed);
+        ITandemVault v = _vault(vaultSeed);
         uint256 held = v.sharesOf(f);
         if (held == 0) return;
         uint256 shares = sharesSeed % 4 == 0 ? held : _bound(sharesSeed, 1, held);
@@ -282,7 +282,7 @@ contract VaultHandler {
         onClock
     {
         address f = _follower(who);
-        TandemVault v = _vault(vaultSeed);
+        ITandemVault v = _vault(vaultSeed);
         uint256 held = v.sharesOf(f);
         if (held == 0) return;
         uint256 shares = sharesSeed % 4 == 0 ? held : _bound(sharesSeed, 1, held);
@@ -322,7 +322,7 @@ contract VaultHandler {
         onClock
     {
         address f = _follower(who);
-        TandemVault v = _vault(vaultSeed);
+        ITandemVault v = _vault(vaultSeed);
         mode %= 8;
         if (mode == 0) {
             vm.prank(f);
@@ -349,7 +349,7 @@ contract VaultHandler {
     /// @notice A follower claims a held slice (mostly one that exists).
     function followerClaim(uint256 who, uint256 vaultSeed, uint256 tokenSeed) external onClock {
         address f = _follower(who);
-        TandemVault v = _vault(vaultSeed);
+        ITandemVault v = _vault(vaultSeed);
         address token = address(_tokens[tokenSeed % _tokens.length]);
         uint256 owed = v.unclaimed(f, token);
         vm.prank(f);
@@ -389,7 +389,7 @@ contract VaultHandler {
 
     /// @notice A master moves base asset from their wallet into their book.
     function masterDeposit(uint256 vaultSeed, uint256 amountSeed) external onClock {
-        TandemVault v = _vault(vaultSeed);
+        ITandemVault v = _vault(vaultSeed);
         address m = v.master();
         uint256 amount = _bound(amountSeed, 1, 100_000e6);
         bytes32 fingerprint = _followerFingerprint();
@@ -404,7 +404,7 @@ contract VaultHandler {
     /// @notice A master withdraws a token from their book, mostly within what keeps the pool inside
     /// the hub's multiple of their equity.
     function masterWithdraw(uint256 vaultSeed, uint256 tokenSeed, uint256 amountSeed) external onClock {
-        TandemVault v = _vault(vaultSeed);
+        ITandemVault v = _vault(vaultSeed);
         address m = v.master();
         address[] memory list = v.tokens();
         address token = list[tokenSeed % list.length];
@@ -443,7 +443,7 @@ contract VaultHandler {
         uint256 fractionSeed,
         uint256 factorSeed
     ) external onClock {
-        TandemVault v = _vault(vaultSeed);
+        ITandemVault v = _vault(vaultSeed);
         address trader = byDelegate ? delegate : v.master();
         address[] memory list = v.tokens();
         address tokenIn = list[inSeed % list.length];
@@ -485,7 +485,7 @@ contract VaultHandler {
     /// and any swap that fails, are paid in kind).
     function keeperTriggerExit(uint256 who, uint256 vaultSeed, uint256 swapMask, uint256 factorSeed) external onClock {
         address f = _follower(who);
-        TandemVault v = _vault(vaultSeed);
+        ITandemVault v = _vault(vaultSeed);
         (bool met,,) = v.exitCondition(f);
         uint256 sharesBefore = v.sharesOf(f);
         address[] memory list = v.tokens();
@@ -495,7 +495,7 @@ contract VaultHandler {
         FeeCheck memory fee = _feeCheckBefore(v, f, sharesBefore);
 
         vm.prank(keeper);
-        try v.triggerExit(f, swaps) returns (uint256 baseOut) {
+        try v.triggerExit(f) returns (uint256 baseOut) {
             ++ghostTriggeredExits;
             _feeCheckAfter(v, fee, "triggerExit");
             ghostBaseFromExits[f] += baseOut;
@@ -523,7 +523,7 @@ contract VaultHandler {
         external
         onClock
     {
-        TandemVault v = _vault(vaultSeed);
+        ITandemVault v = _vault(vaultSeed);
         uint256 n = _followers.length;
         address[] memory batch = new address[](n + 1);
         for (uint256 i; i <= n; ++i) {
@@ -538,7 +538,7 @@ contract VaultHandler {
             freeBefore[i] = hub.account(_followers[i]).free;
         }
         // What the keeper is told: a view in effect, so it must also run in a static call.
-        (bool viewed, bytes memory ret) = address(v).staticcall(abi.encodeCall(ITandemVault.followerStates, (batch)));
+        (bool viewed, bytes memory ret) = address(v).staticcall(abi.encodeCall(ITandemVaultLens.followerStates, (batch)));
         bool[] memory due = new bool[](n);
         if (viewed) {
             ITandemVault.FollowerState[] memory states = abi.decode(ret, (ITandemVault.FollowerState[]));
@@ -562,7 +562,7 @@ contract VaultHandler {
         }
 
         vm.prank(keeper);
-        try v.triggerExits(batch, swaps) returns (uint256 exited) {
+        try v.triggerExits(batch) returns (uint256 exited) {
             _feeCheckAfter(v, fee, "triggerExits");
             if (!viewed) {
                 ++ghostTriggerViolations;
@@ -602,7 +602,7 @@ contract VaultHandler {
     /// @notice A keeper crystallises the fees of every follower (those not due are skipped); fees
     /// move shares only within the cap times each follower's gain.
     function keeperCrystallise(uint256 vaultSeed) external onClock {
-        TandemVault v = _vault(vaultSeed);
+        ITandemVault v = _vault(vaultSeed);
         FeeCheck memory fee = _feeCheckBefore(v, address(0), 0);
         for (uint256 i; i < _followers.length; ++i) {
             fee.maxFee += _maxFee(v, _followers[i], v.sharesOf(_followers[i]), fee);
@@ -616,7 +616,7 @@ contract VaultHandler {
 
     /// @notice A keeper records peaks, for one follower or for all.
     function keeperRecordPeaks(uint256 vaultSeed, uint256 who, bool one) external onClock {
-        TandemVault v = _vault(vaultSeed);
+        ITandemVault v = _vault(vaultSeed);
         bytes32 fingerprint = _followerFingerprint();
         if (one) {
             address f = _follower(who);
@@ -644,7 +644,7 @@ contract VaultHandler {
         external
         onClock
     {
-        TandemVault v = _vault(vaultSeed);
+        ITandemVault v = _vault(vaultSeed);
         address f = _follower(who);
         // Strangers, then the master, the delegate and a keeper, all outside their rights.
         uint256 k = callerSeed % (_strangers.length + 3);
@@ -666,14 +666,14 @@ contract VaultHandler {
         bytes memory data;
         string memory label;
         if (action == 0) {
-            (data, label) = (abi.encodeCall(ITandemVault.exitInKind, (Math.max(shares, 1))), "exitInKind");
+            (data, label) = (abi.encodeCall(ITandemVaultExits.exitInKind, (Math.max(shares, 1))), "exitInKind");
         } else if (action == 1) {
             ITandemVault.ExitSwap[] memory none;
-            (data, label) = (abi.encodeCall(ITandemVault.exitToBase, (Math.max(shares, 1), none, 0)), "exitToBase");
+            (data, label) = (abi.encodeCall(ITandemVaultExits.exitToBase, (Math.max(shares, 1), none, 0)), "exitToBase");
         } else if (action == 2) {
-            (data, label) = (abi.encodeCall(ITandemVault.claim, (token, caller)), "claim");
+            (data, label) = (abi.encodeCall(ITandemVaultExits.claim, (token, caller)), "claim");
         } else if (action == 3) {
-            (data, label) = (abi.encodeCall(ITandemVault.withdrawMaster, (token, amount)), "withdrawMaster");
+            (data, label) = (abi.encodeCall(ITandemVaultTrading.withdrawMaster, (token, amount)), "withdrawMaster");
         } else if (action == 4) {
             ITandemVault.Trade memory t = ITandemVault.Trade({
                 tokenIn: address(base),
@@ -684,14 +684,14 @@ contract VaultHandler {
                 route: "",
                 maxPoolIn: 0
             });
-            (data, label) = (abi.encodeCall(ITandemVault.trade, (t)), "trade");
+            (data, label) = (abi.encodeCall(ITandemVaultTrading.trade, (t)), "trade");
         } else if (action == 5) {
-            (data, label) = (abi.encodeCall(ITandemVault.setDelegate, (caller)), "setDelegate");
+            (data, label) = (abi.encodeCall(ITandemVaultTrading.setDelegate, (caller)), "setDelegate");
         } else if (action == 6) {
-            (data, label) = (abi.encodeCall(ITandemVault.onAllocate, (caller, amount)), "onAllocate");
+            (data, label) = (abi.encodeCall(ITandemVaultTrading.onAllocate, (caller, amount)), "onAllocate");
         } else if (action == 7) {
             (data, label) =
-            (abi.encodeCall(ITandemVault.swapAsVault, (address(adapter), token, address(base), amount, 0, "")), "swapAsVault");
+            (abi.encodeCall(ITandemVaultTrading.swapAsVault, (address(adapter), token, address(base), amount, 0, "")), "swapAsVault");
         } else if (action == 8) {
             target = address(hub);
             (data, label) =
@@ -706,13 +706,12 @@ contract VaultHandler {
             base.mint(caller, amount % 1e12 + 1);
             vm.prank(caller);
             base.approve(address(v), type(uint256).max);
-            (data, label) = (abi.encodeCall(ITandemVault.depositMaster, (amount % 1e12 + 1)), "depositMaster");
+            (data, label) = (abi.encodeCall(ITandemVaultTrading.depositMaster, (amount % 1e12 + 1)), "depositMaster");
         } else if (action == 12) {
             // Exiting a follower whose limits do not hold.
             (bool met,,) = v.exitCondition(f);
             if (met || shares == 0) return;
-            ITandemVault.ExitSwap[] memory none;
-            (data, label) = (abi.encodeCall(ITandemVault.triggerExit, (f, none)), "triggerExit (limits not met)");
+            (data, label) = (abi.encodeCall(ITandemVaultExits.triggerExit, (f)), "triggerExit (limits not met)");
         } else {
             // The guardian's pause is for the guardian and owner, resuming for the owner alone.
             if (!hub.params().paused) return;
@@ -733,7 +732,7 @@ contract VaultHandler {
 
     /// @notice Someone sends tokens to a vault outside its functions: no book may change.
     function donate(uint256 vaultSeed, uint256 tokenSeed, uint256 amountSeed) external onClock {
-        TandemVault v = _vault(vaultSeed);
+        ITandemVault v = _vault(vaultSeed);
         TestToken token = _tokens[tokenSeed % _tokens.length];
         (uint256 m, uint256 p) = v.books(address(token));
         uint256 listed = v.tokens().length;
@@ -825,7 +824,7 @@ contract VaultHandler {
         while (_followers[i] != f) ++i;
     }
 
-    function _vault(uint256 seed) internal view returns (TandemVault) {
+    function _vault(uint256 seed) internal view returns (ITandemVault) {
         return _vaults[seed % _vaults.length];
     }
 
@@ -840,7 +839,7 @@ contract VaultHandler {
         uint256 maxFee;
     }
 
-    function _feeCheckBefore(TandemVault v, address f, uint256 shares) internal view returns (FeeCheck memory c) {
+    function _feeCheckBefore(ITandemVault v, address f, uint256 shares) internal view returns (FeeCheck memory c) {
         c.total = v.totalShares();
         c.feeHeld = v.sharesOf(v.master()) + v.sharesOf(hub.treasury());
         try v.equities() returns (uint256, uint256 poolEquity) {
@@ -850,18 +849,18 @@ contract VaultHandler {
     }
 
     /// @dev The cap times `f`'s gain on `shares` above their part of their high-water mark.
-    function _maxFee(TandemVault v, address f, uint256 shares, FeeCheck memory c) internal view returns (uint256) {
+    function _maxFee(ITandemVault v, address f, uint256 shares, FeeCheck memory c) internal view returns (uint256) {
         uint256 held = v.sharesOf(f);
         if (!c.priced || held == 0 || shares == 0) return 0;
         (uint256 mark,,) = v.feeMarkOf(f);
         uint256 value = Math.mulDiv(c.poolValue, shares, c.total);
         uint256 markPart = Math.mulDiv(mark, shares, held, Math.Rounding.Ceil);
-        return value > markPart ? (value - markPart) * v.MAX_FEE_BPS() / 10_000 : 0;
+        return value > markPart ? (value - markPart) * TandemVault(address(v)).MAX_FEE_BPS() / 10_000 : 0;
     }
 
     /// @dev Records a violation when the shares the call moved to the fee holders are worth more
     /// than its fees may be (nothing at all without prices); returns the shares moved.
-    function _feeCheckAfter(TandemVault v, FeeCheck memory c, string memory label) internal returns (uint256 moved) {
+    function _feeCheckAfter(ITandemVault v, FeeCheck memory c, string memory label) internal returns (uint256 moved) {
         moved = v.sharesOf(v.master()) + v.sharesOf(hub.treasury()) - c.feeHeld;
         if (moved == 0) return 0;
         uint256 worth = c.priced ? Math.mulDiv(moved, c.poolValue, c.total) : 0;
@@ -882,7 +881,7 @@ contract VaultHandler {
         }
     }
 
-    function _slices(TandemVault v, uint256 shares)
+    function _slices(ITandemVault v, uint256 shares)
         internal
         view
         returns (address[] memory list, uint256[] memory slices)
@@ -897,7 +896,7 @@ contract VaultHandler {
     }
 
     /// @dev What `f` has received of each token: wallet balance plus the slice held for them.
-    function _received(TandemVault v, address f, address[] memory list)
+    function _received(ITandemVault v, address f, address[] memory list)
         internal
         view
         returns (uint256[] memory amounts)
@@ -929,7 +928,7 @@ contract VaultHandler {
 
     /// @dev Largest amount of `token` the master may withdraw with the pool still within the hub's
     /// multiple of their equity (zero if none), at current prices.
-    function _withdrawable(TandemVault v, address token) internal view returns (uint256) {
+    function _withdrawable(ITandemVault v, address token) internal view returns (uint256) {
         (uint256 masterEquity, uint256 poolEquity) = v.equities();
         uint256 required = Math.ceilDiv(poolEquity, hub.params().maxPoolMultiple);
         if (masterEquity <= required) return 0;
@@ -939,14 +938,14 @@ contract VaultHandler {
     }
 
     /// @dev Largest base amount `v` accepts now under the hub's multiple of the master's equity.
-    function _vaultRoom(TandemVault v) internal view returns (uint256) {
+    function _vaultRoom(ITandemVault v) internal view returns (uint256) {
         (uint256 masterEquity, uint256 poolEquity) = v.equities();
         uint256 limit = masterEquity * hub.params().maxPoolMultiple;
         if (poolEquity >= limit) return 0;
         return ((limit - poolEquity + 1) * 1e18 - 1) / hub.priceOf(address(base));
     }
 
-    function _poolBooks(TandemVault v) internal view returns (uint256[] memory pools) {
+    function _poolBooks(ITandemVault v) internal view returns (uint256[] memory pools) {
         pools = new uint256[](_tokens.length);
         for (uint256 i; i < _tokens.length; ++i) {
             (, pools[i]) = v.books(address(_tokens[i]));
@@ -961,7 +960,7 @@ contract VaultHandler {
             ITandemHub.Account memory acct = hub.account(f);
             h = keccak256(abi.encode(h, acct.free, acct.allocated));
             for (uint256 j; j < _vaults.length; ++j) {
-                TandemVault v = _vaults[j];
+                ITandemVault v = _vaults[j];
                 h = keccak256(abi.encode(h, v.sharesOf(f), hub.allocationOf(f, address(v))));
                 for (uint256 t; t < _tokens.length; ++t) {
                     h = keccak256(abi.encode(h, v.unclaimed(f, address(_tokens[t]))));

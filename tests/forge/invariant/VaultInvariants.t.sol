@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {ITandemVault} from "../../../contracts/interfaces/ITandemVault.sol";
 
 import {TandemVault} from "../../../contracts/TandemVault.sol";
 import {ITandemHub} from "../../../contracts/interfaces/ITandemHub.sol";
@@ -35,7 +36,7 @@ contract VaultInvariantsTest is Fixture {
 
     PausableToken internal frz;
     TestPriceFeed internal frzFeed;
-    TandemVault internal vault2;
+    ITandemVault internal vault2;
     VaultHandler internal handler;
 
     function setUp() public override {
@@ -53,7 +54,7 @@ contract VaultInvariantsTest is Fixture {
         VaultHandler.Setup memory s;
         s.hub = hub;
         s.adapter = mockAdapter;
-        s.vaults = new TandemVault[](2);
+        s.vaults = new ITandemVault[](2);
         (s.vaults[0], s.vaults[1]) = (vault, vault2);
         s.tokens = new TestToken[](4);
         (s.tokens[0], s.tokens[1], s.tokens[2], s.tokens[3]) = (usdc, wbtc, weth, frz);
@@ -119,10 +120,10 @@ contract VaultInvariantsTest is Fixture {
     /// the last holder to leave takes the whole book. A pool book without shares would be value
     /// nobody can claim, so it must be empty.
     function invariant_poolHoldingsCoverEveryFollowersClaim() public view {
-        TandemVault[] memory vs = handler.vaults();
+        ITandemVault[] memory vs = handler.vaults();
         TestToken[] memory ts = handler.allTokens();
         for (uint256 j; j < vs.length; ++j) {
-            TandemVault v = vs[j];
+            ITandemVault v = vs[j];
             address[] memory fs = _holders(v);
             uint256 total = v.totalShares();
             for (uint256 t; t < ts.length; ++t) {
@@ -159,10 +160,10 @@ contract VaultInvariantsTest is Fixture {
     /// no token twice, at most MAX_TOKENS, and a non-base token exactly when one of its books is
     /// not empty.
     function invariant_sharesSumToTotal() public view {
-        TandemVault[] memory vs = handler.vaults();
+        ITandemVault[] memory vs = handler.vaults();
         TestToken[] memory ts = handler.allTokens();
         for (uint256 j; j < vs.length; ++j) {
-            TandemVault v = vs[j];
+            ITandemVault v = vs[j];
             address[] memory fs = _holders(v);
             uint256 sum;
             for (uint256 i; i < fs.length; ++i) {
@@ -172,7 +173,7 @@ contract VaultInvariantsTest is Fixture {
 
             address[] memory list = v.tokens();
             assertEq(list[0], address(usdc), "base asset first");
-            assertLe(list.length, v.MAX_TOKENS(), "at most MAX_TOKENS");
+            assertLe(list.length, TandemVault(address(v)).MAX_TOKENS(), "at most MAX_TOKENS");
             for (uint256 a; a < list.length; ++a) {
                 for (uint256 b = a + 1; b < list.length; ++b) {
                     assertTrue(list[a] != list[b], "a token listed twice");
@@ -232,10 +233,10 @@ contract VaultInvariantsTest is Fixture {
     /// forge-config: ci.invariant.check-interval = 0
     function invariant_everyFollowerCanAlwaysExitInKind() public {
         assertEq(handler.ghostInKindFailures(), 0, "an in-kind exit was refused");
-        TandemVault[] memory vs = handler.vaults();
+        ITandemVault[] memory vs = handler.vaults();
         address[] memory fs = handler.followers();
         for (uint256 j; j < vs.length; ++j) {
-            TandemVault v = vs[j];
+            ITandemVault v = vs[j];
             for (uint256 i; i < fs.length; ++i) {
                 if (v.sharesOf(fs[i]) == 0) continue;
                 uint256 snapshot = vm.snapshotState();
@@ -280,7 +281,7 @@ contract VaultInvariantsTest is Fixture {
     /// `allocated` is the sum of their allocations to the vaults; and each free balance is what the
     /// follower deposited, less what they withdrew and allocated, plus what exits to base credited.
     function invariant_hubAccountsBalance() public view {
-        TandemVault[] memory vs = handler.vaults();
+        ITandemVault[] memory vs = handler.vaults();
         address[] memory fs = handler.followers();
         uint256 free;
         for (uint256 i; i < fs.length; ++i) {
@@ -332,7 +333,7 @@ contract VaultInvariantsTest is Fixture {
     /// @dev The next block, every feed stale, the protocol paused.
     /// @dev Everyone who may hold shares of `v`: the followers, then the master and the treasury,
     /// who receive performance fees as shares.
-    function _holders(TandemVault v) internal view returns (address[] memory holders) {
+    function _holders(ITandemVault v) internal view returns (address[] memory holders) {
         address[] memory fs = handler.followers();
         holders = new address[](fs.length + 2);
         for (uint256 i; i < fs.length; ++i) {
@@ -353,7 +354,7 @@ contract VaultInvariantsTest is Fixture {
 
     /// @dev `f` exits `v` in kind with all their shares: the exit must go through and pay (to the
     /// wallet or held) exactly the floored pro-rata slice of every pool token.
-    function _exitAllInKind(TandemVault v, address f) internal {
+    function _exitAllInKind(ITandemVault v, address f) internal {
         uint256 shares = v.sharesOf(f);
         uint256 total = v.totalShares();
         address[] memory list = v.tokens();

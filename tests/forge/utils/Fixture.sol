@@ -7,6 +7,7 @@ import {ISwapRouter} from "@uniswap/v3-periphery/contracts/interfaces/ISwapRoute
 
 import {TandemHub} from "../../../contracts/TandemHub.sol";
 import {TandemVault} from "../../../contracts/TandemVault.sol";
+import {TandemVaultExits} from "../../../contracts/TandemVaultExits.sol";
 import {ITandemHub} from "../../../contracts/interfaces/ITandemHub.sol";
 import {ITandemVault} from "../../../contracts/interfaces/ITandemVault.sol";
 import {IAggregatorV3} from "../../../contracts/interfaces/IAggregatorV3.sol";
@@ -55,7 +56,7 @@ abstract contract Fixture is Test {
     TestPriceFeed internal wethFeed;
 
     TandemHub internal hub;
-    TandemVault internal vault;
+    ITandemVault internal vault;
 
     IUniswapV2Router02 internal v2Router;
     address internal v2Factory;
@@ -79,7 +80,9 @@ abstract contract Fixture is Test {
         _deployUniswapV2();
         v2Adapter = new UniswapV2Adapter(hub, v2Router);
         v3Router = new MockV3Router(hub);
-        v3Adapter = new UniswapV3Adapter(hub, ISwapRouter(address(v3Router)));
+        uint24[] memory feeTiers = new uint24[](2);
+        (feeTiers[0], feeTiers[1]) = (500, 3000);
+        v3Adapter = new UniswapV3Adapter(hub, ISwapRouter(address(v3Router)), feeTiers);
 
         vm.startPrank(owner);
         hub.setAsset(address(usdc), usdcFeed, HEARTBEAT, 8, true);
@@ -90,6 +93,9 @@ abstract contract Fixture is Test {
         hub.setAdapter(address(mockAdapter), true);
         hub.setGuardian(guardian);
         vm.stopPrank();
+        // The protocol's own routes (for risk exits, mirrors, entry swaps and the pool's sales):
+        // the oracle-priced test adapter, so that their arithmetic is exact.
+        setRoutes(address(mockAdapter));
 
         _seedPool(usdc, wbtc);
         _seedPool(usdc, weth);
@@ -98,11 +104,30 @@ abstract contract Fixture is Test {
         vault = makeVault(master, 100_000e6);
     }
 
-    /// @dev Deploys the vault implementation for the hub's predicted address, then the hub.
+    /// @dev Deploys the vault's exits part and implementation for the hub's predicted address, then
+    /// the hub.
     function deployHub(IERC20 base, address owner_) internal returns (TandemHub) {
-        address predicted = vm.computeCreateAddress(address(this), vm.getNonce(address(this)) + 1);
-        TandemVault implementation = new TandemVault(predicted, address(base));
+        address predicted = vm.computeCreateAddress(address(this), vm.getNonce(address(this)) + 2);
+        TandemVaultExits exitsPart = new TandemVaultExits(predicted, address(base));
+        TandemVault implementation = new TandemVault(predicted, address(base), address(exitsPart));
         return new TandemHub(base, owner_, address(implementation));
+    }
+
+    /// @dev Sets the hub's vetted routes between the base asset and WBTC and WETH, both ways, through
+    /// `adapter` along the direct pair (zero: removes them).
+    function setRoutes(address adapter) internal {
+        address[2] memory assets = [address(wbtc), address(weth)];
+        for (uint256 i; i < assets.length; ++i) {
+            setRoute(address(usdc), assets[i], adapter);
+            setRoute(assets[i], address(usdc), adapter);
+        }
+    }
+
+    /// @dev Sets the hub's vetted route from `tokenIn` to `tokenOut` through `adapter` along the
+    /// direct pair (zero: removes it).
+    function setRoute(address tokenIn, address tokenOut, address adapter) internal {
+        vm.prank(owner);
+        hub.setRoute(tokenIn, tokenOut, adapter, adapter == address(0) ? bytes("") : v2Route(tokenIn, tokenOut));
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -143,13 +168,13 @@ abstract contract Fixture is Test {
     // ---------------------------------------------------------------------------------------------
 
     /// @dev Creates `who`'s vault and puts `baseAmount` of the base asset in the master's book.
-    function makeVault(address who, uint256 baseAmount) internal returns (TandemVault v) {
+    function makeVault(address who, uint256 baseAmount) internal returns (ITandemVault v) {
         vm.prank(who);
-        v = TandemVault(hub.createVault());
+        v = ITandemVault(hub.createVault());
         if (baseAmount != 0) depositMaster(v, baseAmount);
     }
 
-    function depositMaster(TandemVault v, uint256 amount) internal {
+    function depositMaster(ITandemVault v, uint256 amount) internal {
         address m = v.master();
         usdc.mint(m, amount);
         vm.startPrank(m);
@@ -168,14 +193,14 @@ abstract contract Fixture is Test {
     }
 
     /// @dev Allocates, then moves to the next block: shares cannot be exited in their own block.
-    function allocate(address follower, TandemVault v, uint256 amount) internal returns (uint256 shares) {
+    function allocate(address follower, ITandemVault v, uint256 amount) internal returns (uint256 shares) {
         vm.prank(follower);
         shares = hub.allocate(address(v), amount);
         vm.roll(block.number + 1);
     }
 
     /// @dev Funds `follower` with four times `amount` (the default cap is 25%) and allocates `amount`.
-    function follow(address follower, TandemVault v, uint256 amount) internal returns (uint256 shares) {
+    function follow(address follower, ITandemVault v, uint256 amount) internal returns (uint256 shares) {
         fund(follower, amount * 4);
         shares = allocate(follower, v, amount);
     }
@@ -223,7 +248,7 @@ abstract contract Fixture is Test {
 
     /// @dev The largest base amount `v` accepts from a follower now: its value may bring the pool
     /// up to, not past, the hub's multiple of the master's equity (zero if there is no room).
-    function maxAllocation(TandemVault v) internal view returns (uint256) {
+    function maxAllocation(ITandemVault v) internal view returns (uint256) {
         (uint256 mEq, uint256 pEq) = v.equities();
         uint256 limit = mEq * hub.params().maxPoolMultiple;
         if (pEq >= limit) return 0;
@@ -256,7 +281,7 @@ abstract contract Fixture is Test {
         });
     }
 
-    function tradeV2(TandemVault v, address tokenIn, address tokenOut, uint256 amountIn)
+    function tradeV2(ITandemVault v, address tokenIn, address tokenOut, uint256 amountIn)
         internal
         returns (uint256 masterOut, uint256 poolOut)
     {
@@ -264,7 +289,7 @@ abstract contract Fixture is Test {
         return v.trade(tradeOf(tokenIn, tokenOut, amountIn, address(v2Adapter)));
     }
 
-    function tradeMock(TandemVault v, address tokenIn, address tokenOut, uint256 amountIn)
+    function tradeMock(ITandemVault v, address tokenIn, address tokenOut, uint256 amountIn)
         internal
         returns (uint256 masterOut, uint256 poolOut)
     {
@@ -276,11 +301,11 @@ abstract contract Fixture is Test {
     // Reading
     // ---------------------------------------------------------------------------------------------
 
-    function masterBook(TandemVault v, IERC20 token) internal view returns (uint256 m) {
+    function masterBook(ITandemVault v, IERC20 token) internal view returns (uint256 m) {
         (m,) = v.books(address(token));
     }
 
-    function poolBook(TandemVault v, IERC20 token) internal view returns (uint256 p) {
+    function poolBook(ITandemVault v, IERC20 token) internal view returns (uint256 p) {
         (, p) = v.books(address(token));
     }
 
@@ -306,7 +331,7 @@ abstract contract Fixture is Test {
     }
 
     /// @dev Balance the vault holds of `token` must equal the two books (nothing lost or invented).
-    function assertBooksBacked(TandemVault v, IERC20 token) internal view {
+    function assertBooksBacked(ITandemVault v, IERC20 token) internal view {
         (uint256 m, uint256 p) = v.books(address(token));
         assertGe(token.balanceOf(address(v)), m + p, "vault balance covers both books");
     }

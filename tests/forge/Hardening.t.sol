@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+
+import {ITandemVault} from "../../contracts/interfaces/ITandemVault.sol";
+import {ISwapAdapter} from "../../contracts/interfaces/ISwapAdapter.sol";
+import {UniswapV3Adapter} from "../../contracts/adapters/UniswapV3Adapter.sol";
+import {TestToken} from "../../contracts/testing/TestToken.sol";
+
+import {Fixture} from "./utils/Fixture.sol";
+
+/// @title Attacks of the first independent review, one class per test group
+/// @notice Each test replays the class of a finding (numbered as in the review) against the rule
+/// that closes it: the loss budget is the pool's and counts only the pool's losses (1); those who
+/// only execute swap along the protocol's routes (2, 3, 5); every hop of a route is an allow-listed
+/// asset at an allowed fee tier (7); the pool leaves every position the master leaves (4); a
+/// newcomer enters at the pool's composition (6); a suspended master leads the pool into no new
+/// token (8).
+contract HardeningTest is Fixture {
+    address internal stranger = _addr("stranger");
+
+    function _poolValue() internal view returns (uint256 p) {
+        (, p) = vault.equities();
+    }
+
+    function _masterValue() internal view returns (uint256 m) {
+        (m,) = vault.equities();
+    }
+
+    function _valueOfShares(address who) internal view returns (uint256) {
+        return Math.mulDiv(_poolValue(), vault.sharesOf(who), vault.totalShares());
+    }
+
+    /// @dev Weight of `token` in a book, 1e18 for all of it, at oracle prices.
+    function _weight(IERC20 token, bool pool) internal view returns (uint256) {
+        (uint256 m, uint256 p) = vault.books(address(token));
+        return Math.mulDiv(valueOf(token, pool ? p : m), 1e18, pool ? _poolValue() : _masterValue());
+    }
+
+    function _assertWeightsEqual(IERC20 token, uint256 toleranceBps, string memory what) internal view {
+        (uint256 wp, uint256 wm) = (_weight(token, true), _weight(token, false));
+        uint256 gap = wp > wm ? wp - wm : wm - wp;
+        assertLe(gap, toleranceBps * 1e14, what);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // 1. The loss budget is the pool's: capital passing through cannot stretch it
+    // ---------------------------------------------------------------------------------------------
+
+    /// @dev The review's attack: the master parks 200M of (flash-borrowable) base in their own book,
+    /// then rotates the pool's whole ETH position through fills that each pay exactly the oracle
+    /// minimum. The budget counts only the pool's part of each loss against the pool's value, so
+    /// the master's capital makes no room: the rotations stop at 1% of the pool's value.
+    function test_lossBudget_passingCapitalCannotStretchIt() public {
+        follow(alice, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(weth), 50_000e6); // each book: 50k base + 50k ETH
+        uint256 poolBefore = _poolValue();
+        depositMaster(vault, 200_000_000e6);
+        mockAdapter.setFactorBps(9_950); // every fill loses 0.5%, inside the 1% bound
+
+        uint256 rotations;
+        bytes4 stoppedBy;
+        for (; rotations < 60; ++rotations) {
+            (address a, address b) = rotations % 2 == 0 ? (address(weth), address(wbtc)) : (address(wbtc), address(weth));
+            ITandemVault.Trade memory t = tradeOf(a, b, masterBook(vault, IERC20(a)), address(mockAdapter));
+            vm.prank(master);
+            try vault.trade(t) {}
+            catch (bytes memory err) {
+                stoppedBy = bytes4(err);
+                break;
+            }
+        }
+        assertEq(uint32(stoppedBy), uint32(ITandemVault.LossBudgetExceeded.selector), "stopped by the pool's budget");
+        assertLt(rotations, 5, "four rotations of half the pool at 0.5% use 1% of it");
+        uint256 lost = poolBefore - _poolValue();
+        assertLe(lost, poolBefore / 100, "the pool lost at most 1% of its value");
+        (uint256 used, uint256 capacity) = vault.lossBudget();
+        assertApproxEqAbs(capacity, _poolValue() / 100, 1, "capacity is 1% of the pool, not of the vault");
+        assertLe(used, capacity, "used within capacity");
+    }
+
+    /// @dev A master trading alone (no pool part) spends no budget: it is the pool's, for the pool's
+    /// losses.
+    function test_lossBudget_chargesOnlyThePoolsPart() public {
+        follow(alice, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(weth), 20_000e6);
+        (uint256 usedBefore,) = vault.lossBudget();
+        mockAdapter.setFactorBps(9_950);
+        tradeMock(vault, address(weth), address(usdc), masterBook(vault, weth) / 2);
+        (uint256 used,) = vault.lossBudget();
+        // The pool sold 10,000 of ETH at 0.5% below the oracle: 50 lost (rounded up).
+        assertApproxEqAbs(used - usedBefore, 50e18, 1e6, "only the pool's 50 USD is charged");
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // 7. Every hop is an allow-listed asset, every V3 fee tier an allowed one
+    // ---------------------------------------------------------------------------------------------
+
+    function test_trade_revertsWhen_routePassesThroughAnUnlistedToken() public {
+        TestToken nope = new TestToken("Nope", "NOPE", 18);
+        ITandemVault.Trade memory t = tradeOf(address(usdc), address(weth), 1_000e6, address(v2Adapter));
+        t.route = abi.encodePacked(address(usdc), address(nope), address(weth));
+        vm.prank(master);
+        vm.expectRevert(abi.encodeWithSelector(ISwapAdapter.HopNotAllowed.selector, address(nope)));
+        vault.trade(t);
+
+        t.adapter = address(v3Adapter);
+        t.route = abi.encodePacked(address(usdc), uint24(3000), address(nope), uint24(3000), address(weth));
+        vm.prank(master);
+        vm.expectRevert(abi.encodeWithSelector(ISwapAdapter.HopNotAllowed.selector, address(nope)));
+        vault.trade(t);
+    }
+
+    function test_trade_revertsWhen_v3FeeTierNotAllowed() public {
+        ITandemVault.Trade memory t = tradeOf(address(usdc), address(weth), 1_000e6, address(v3Adapter));
+        t.route = abi.encodePacked(address(usdc), uint24(10_000), address(weth));
+        vm.prank(master);
+        vm.expectRevert(abi.encodeWithSelector(UniswapV3Adapter.FeeTierNotAllowed.selector, uint24(10_000)));
+        vault.trade(t);
+        assertTrue(v3Adapter.feeAllowed(500) && v3Adapter.feeAllowed(3000), "the configured tiers");
+        assertFalse(v3Adapter.feeAllowed(100) || v3Adapter.feeAllowed(0), "no others");
+    }
+
+    function test_setRoute_ownerOnly_listedTokensAndAllowedAdapter() public {
+        vm.prank(stranger);
+        vm.expectRevert();
+        hub.setRoute(address(weth), address(usdc), address(v2Adapter), v2Route(address(weth), address(usdc)));
+        TestToken nope = new TestToken("Nope", "NOPE", 18);
+        vm.startPrank(owner);
+        vm.expectRevert();
+        hub.setRoute(address(nope), address(usdc), address(v2Adapter), "");
+        vm.expectRevert();
+        hub.setRoute(address(weth), address(usdc), stranger, "");
+        vm.stopPrank();
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // 2, 3, 5. Those who only execute choose nothing that moves value
+    // ---------------------------------------------------------------------------------------------
+
+    /// @dev Alice's stop-loss holds. The stranger who triggers her exit passes only her address; her
+    /// ETH goes along the protocol's route (the deep V2 pair), never a route of theirs.
+    function test_triggerExit_sellsAlongTheVettedRouteOnly() public {
+        setRoutes(address(v2Adapter));
+        follow(alice, vault, 100_000e6);
+        tradeV2(vault, address(usdc), address(weth), 50_000e6);
+        setEthPrice(1_200e18); // ETH -60%: her stop-loss (10%) holds
+        uint256 eth = poolBook(vault, weth);
+        address[] memory path = new address[](2);
+        (path[0], path[1]) = (address(weth), address(usdc));
+        // The deep pair is still at 3,000 USD per ETH: far above the feed, so the exit fills there.
+        uint256 expected = v2Router.getAmountsOut(eth, path)[1];
+        uint256 freeBefore = hub.account(alice).free;
+        vm.prank(stranger);
+        uint256 baseOut = vault.triggerExit(alice);
+        assertEq(baseOut, expected + 50_000e6, "her ETH sold at the vetted pair's price, plus her base");
+        assertEq(hub.account(alice).free, freeBefore + baseOut, "all of it credited to Alice");
+    }
+
+    /// @dev A follower bounds what her risk exit may lose to slippage: a fill below her bound is
+    /// refused and she is paid in kind; the batch still goes through.
+    function test_triggerExits_respectTheStrictestExitSlippage_elseInKind() public {
+        follow(alice, vault, 10_000e6);
+        tradeMock(vault, address(usdc), address(weth), 50_000e6);
+        vm.prank(alice);
+        vault.setExitSlippage(30);
+        assertEq(vault.exitSlippageOf(alice), 30, "her own bound");
+        assertEq(vault.exitSlippageOf(bob), 100, "the hub's by default");
+        vm.prank(alice);
+        vm.expectRevert(abi.encodeWithSelector(ITandemVault.ExitSlippageOutOfBounds.selector, 1_001, 1_000));
+        vault.setExitSlippage(1_001);
+
+        setEthPrice(2_000e18); // her stop-loss holds
+        mockAdapter.setFactorBps(9_950); // 0.5% below the oracle: within the hub's 1%, not her 0.3%
+        uint256 eth = poolBook(vault, weth);
+        vm.prank(stranger);
+        assertEq(vault.triggerExits(_one(alice)), 1, "exited");
+        assertEq(weth.balanceOf(alice), eth, "her ETH paid in kind rather than sold below her bound");
+    }
+
+    /// @dev The review's finding 5: the master front-runs a keeper's batch with a rotation that leaves
+    /// a token the keeper's swaps named. The batch names no swaps now: it goes through and exits both.
+    function test_triggerExits_surviveAFrontRunningRotation() public {
+        follow(alice, vault, 10_000e6);
+        follow(bob, vault, 10_000e6);
+        tradeMock(vault, address(usdc), address(weth), 90_000e6);
+        setEthPrice(2_000e18); // both stop-losses hold
+        // The master rotates every ETH, the pool's with it, into BTC first.
+        tradeMock(vault, address(weth), address(wbtc), masterBook(vault, weth));
+        assertEq(poolBook(vault, weth), 0, "no ETH left");
+        vm.prank(stranger);
+        assertEq(vault.triggerExits(_two(alice, bob)), 2, "both exited");
+        assertEq(vault.sharesOf(alice) + vault.sharesOf(bob), 0, "both out");
+    }
+
+    /// @dev A drained route (the swap fails) and a token without a route are paid in kind, and the
+    /// batch goes through.
+    function test_triggerExits_payInKind_whenTheRouteFailsOrIsMissing() public {
+        follow(alice, vault, 10_000e6);
+        tradeMock(vault, address(usdc), address(weth), 50_000e6);
+        tradeMock(vault, address(usdc), address(wbtc), 30_000e6);
+        setEthPrice(1_000e18);
+        mockAdapter.setFactorBps(5_000); // ETH's route now pays half: refused by the bound
+        setRoute(address(wbtc), address(usdc), address(0)); // BTC has no route at all
+        (uint256 eth, uint256 btc) = (poolBook(vault, weth), poolBook(vault, wbtc));
+        vm.prank(stranger);
+        assertEq(vault.triggerExits(_one(alice)), 1, "exited");
+        assertEq(weth.balanceOf(alice), eth, "ETH in kind");
+        assertEq(wbtc.balanceOf(alice), btc, "BTC in kind");
+    }
+
+    /// @dev Triggered exits spend the pool's budget too: a stranger cannot bleed exiting followers
+    /// past it, and once it is spent their slices are paid in kind.
+    function test_triggerExits_areChargedToThePoolsBudget() public {
+        follow(alice, vault, 100_000e6);
+        follow(bob, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(weth), 100_000e6);
+        setEthPrice(1_500e18); // both due
+        mockAdapter.setFactorBps(9_910); // her ETH sells 0.9% below the oracle
+        (uint256 usedBefore, uint256 capacity) = vault.lossBudget();
+        vm.prank(stranger);
+        vault.triggerExits(_one(alice));
+        (uint256 used,) = vault.lossBudget();
+        assertGt(used, usedBefore, "the exit's loss is charged");
+        assertLe(used, capacity, "within capacity");
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // 4. The pool leaves every position the master leaves
+    // ---------------------------------------------------------------------------------------------
+
+    function test_withdrawMaster_inKind_sellsThePoolsSameFraction() public {
+        follow(alice, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(weth), 60_000e6); // 20 ETH each
+        uint256 poolBase = poolBook(vault, usdc);
+        vm.expectEmit(address(vault));
+        emit ITandemVault.PoolSoldToBase(address(weth), 5e18, 15_000e6);
+        vm.prank(master);
+        vault.withdrawMaster(address(weth), 5e18);
+        assertEq(weth.balanceOf(master), 5e18, "the master has their ETH");
+        assertEq(poolBook(vault, weth), 15e18, "the pool sold a quarter too");
+        assertEq(poolBook(vault, usdc), poolBase + 15_000e6, "for base");
+
+        vm.prank(master);
+        vault.withdrawMaster(address(weth), 15e18);
+        assertEq(poolBook(vault, weth), 0, "all of it, when the master leaves all of it");
+        assertEq(vault.tokens().length, 1, "ETH no longer held");
+    }
+
+    function test_withdrawMaster_inKind_revertsWhen_thePoolCannotSell() public {
+        follow(alice, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(weth), 60_000e6);
+        setRoute(address(weth), address(usdc), address(0));
+        vm.prank(master);
+        vm.expectRevert(abi.encodeWithSelector(ITandemVault.NoVettedRoute.selector, address(weth), address(usdc)));
+        vault.withdrawMaster(address(weth), 5e18);
+        vm.prank(guardian);
+        hub.setPaused(true);
+        vm.prank(master);
+        vm.expectRevert(ITandemVault.ProtocolPaused.selector);
+        vault.withdrawMaster(address(weth), 5e18);
+        // Base is never a position: it always comes out.
+        vm.prank(master);
+        vault.withdrawMaster(address(usdc), 1_000e6);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // 6. A newcomer enters at the pool's composition and pays their own entry swaps
+    // ---------------------------------------------------------------------------------------------
+
+    /// @dev The review's scenario: master and pool both at 19.95% ETH, a 400k follower joins a 100k
+    /// pool. With entry swaps costing 0.3% (a V2 pool's fee), every follower's weight stays the
+    /// master's within a basis point, and Alice's value does not move.
+    function test_allocate_lateJoinerEntersAtThePoolsComposition() public {
+        follow(alice, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(weth), 19_950e6);
+        _assertWeightsEqual(weth, 0, "equal before");
+        uint256 aliceBefore = _valueOfShares(alice);
+        mockAdapter.setFactorBps(9_970);
+        follow(bob, vault, 400_000e6);
+        _assertWeightsEqual(weth, 1, "within 1 bp after the join");
+        assertGe(_valueOfShares(alice) + 1, aliceBefore, "Alice lost nothing to Bob's entry");
+        assertLe(_valueOfShares(bob), valueOf(usdc, 400_000e6), "Bob paid his own entry swaps");
+        assertGe(_valueOfShares(bob), valueOf(usdc, 400_000e6) * 9_990 / 10_000, "a 0.3% fee on a fifth");
+
+        // And after a later trade.
+        mockAdapter.setFactorBps(10_000);
+        tradeMock(vault, address(weth), address(usdc), masterBook(vault, weth) / 3);
+        _assertWeightsEqual(weth, 1, "within 1 bp after a later trade");
+    }
+
+    /// @dev An empty pool takes the master's composition.
+    function test_allocate_firstFollowerEntersAtTheMastersComposition() public {
+        tradeMock(vault, address(usdc), address(weth), 30_000e6);
+        tradeMock(vault, address(usdc), address(wbtc), 10_000e6);
+        follow(alice, vault, 50_000e6);
+        _assertWeightsEqual(weth, 0, "ETH as the master's");
+        _assertWeightsEqual(wbtc, 0, "BTC as the master's");
+    }
+
+    function test_allocate_revertsWhen_aTokenOfTheCompositionHasNoRoute() public {
+        tradeMock(vault, address(usdc), address(weth), 30_000e6);
+        setRoute(address(usdc), address(weth), address(0));
+        fund(alice, 40_000e6);
+        vm.prank(alice);
+        vm.expectRevert(abi.encodeWithSelector(ITandemVault.NoVettedRoute.selector, address(usdc), address(weth)));
+        hub.allocate(address(vault), 10_000e6);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // 8. A suspended master leads the pool into no new token
+    // ---------------------------------------------------------------------------------------------
+
+    function test_trade_suspendedRotation_sendsThePoolsPartToBase() public {
+        follow(alice, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(weth), 60_000e6); // 20 ETH each
+        setEthPrice(1_500e18); // the master's index falls by 30%: suspended at the next trade
+        uint256 poolBase = poolBook(vault, usdc);
+        tradeMock(vault, address(weth), address(wbtc), 10e18);
+        (bool suspended,,) = vault.suspension();
+        assertTrue(suspended, "suspended");
+        assertEq(poolBook(vault, wbtc), 0, "the pool bought no BTC");
+        assertEq(poolBook(vault, weth), 10e18, "but left half its ETH, as the master did");
+        assertEq(poolBook(vault, usdc), poolBase + 15_000e6, "for base");
+        assertGt(masterBook(vault, wbtc), 0, "the master rotated");
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Helpers
+    // ---------------------------------------------------------------------------------------------
+
+    function _one(address a) internal pure returns (address[] memory list) {
+        list = new address[](1);
+        list[0] = a;
+    }
+
+    function _two(address a, address b) internal pure returns (address[] memory list) {
+        list = new address[](2);
+        (list[0], list[1]) = (a, b);
+    }
+}
