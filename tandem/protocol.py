@@ -200,7 +200,12 @@ def deploy_local(
 
     hub = deploy_hub(w3, tokens[BASE].address, owner, settings=settings)
     v2_adapter, _ = deploy(
-        w3, "UniswapV2Adapter", hub.address, market.v2.router.address, sender=owner, settings=settings
+        w3,
+        "UniswapV2Adapter",
+        hub.address,
+        market.v2.router.address,
+        sender=owner,
+        settings=settings,
     )
     v3_adapter, _ = deploy(
         w3,
