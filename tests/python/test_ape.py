@@ -73,7 +73,14 @@ def test_ape_compile_uses_the_npm_pinned_solc(settings: Settings, ape_env: dict[
     pinned = solc_package_version(settings.paths)
     assert pinned == "0.8.28"
     assert solidity["version"].split("+")[0] == pinned
-    for name in ("TandemHub", "TandemVault", "UniswapV2Adapter", "UniswapV3Adapter"):
+    for name in (
+        "TandemHub",
+        "TandemVault",
+        "TandemVaultExits",
+        "TandemVaultLens",
+        "UniswapV2Adapter",
+        "UniswapV3Adapter",
+    ):
         assert name in solidity["contractTypes"]
         assert manifest["contractTypes"][name]["deploymentBytecode"]["bytecode"].startswith("0x")
 

@@ -147,8 +147,19 @@ def test_run_logs_json_lines_stops_on_sigterm_and_never_logs_secrets(
         wait_until(lambda: b"keeper " in log.read_bytes(), 30, "the keeper to start")
         import requests
 
-        metrics = requests.get(f"http://127.0.0.1:{ks.keeper.metrics_port}/metrics", timeout=5).text
-        assert "tandem_keeper_rpc_calls_total" in metrics
+        # The keeper logs that it is connected, then starts serving metrics.
+        url = f"http://127.0.0.1:{ks.keeper.metrics_port}/metrics"
+        metrics: list[str] = []
+
+        def served() -> bool:
+            try:
+                metrics.append(requests.get(url, timeout=5).text)
+            except requests.ConnectionError:
+                return False
+            return True
+
+        wait_until(served, 10, "the metrics endpoint")
+        assert "tandem_keeper_rpc_calls_total" in metrics[-1]
         status = tandem("keeper", "status", env=keeper_env(ks))
         assert status.returncode == 0, status.stderr
         assert "Cursor" in status.stdout and keeper_address in status.stdout
