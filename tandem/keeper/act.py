@@ -27,8 +27,10 @@ log = logging.getLogger("tandem.keeper")
 # A mirror slice that does not fit the oracle bound is halved, this many times at most; what
 # is left waits for the next look (a price update, another slice, or the scheduled sweep).
 MIRROR_HALVINGS = 4
-# Reverts meaning "not now" for a mirror slice, rather than a failure: the mirror waits...
-MIRROR_WAITS = {"CopyingIsSuspended", "ProtocolPaused"}
+# Reverts meaning "not now" for a mirror slice, rather than a failure: the mirror waits (for
+# copying to resume, the hub to unpause, or the hub's owner to vet a route; an expired mirror is
+# dropped whatever the reason)...
+MIRROR_WAITS = {"CopyingIsSuspended", "ProtocolPaused", "NoVettedRoute"}
 # ...or a smaller slice may fit: the vault's oracle bound, its loss budget, or the router's own
 # minimum output (Uniswap V3 and V2 say it in words), which the vault sets from the oracle.
 SLICE_TOO_LARGE = {"SlippageExceeded", "LossBudgetExceeded"}

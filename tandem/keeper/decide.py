@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 from eth_utils.address import to_checksum_address as checksum
@@ -32,15 +31,6 @@ log = logging.getLogger("tandem.keeper")
 BPS = 10_000
 
 
-class ExitReason(IntEnum):
-    """Which limit holds, as ``ITandemVault.ExitReason`` numbers them."""
-
-    NONE = 0
-    STOP_LOSS = 1
-    MAX_DRAWDOWN = 2
-    TAKE_PROFIT = 3
-
-
 @dataclass(frozen=True)
 class FollowerState:
     follower: str
@@ -52,7 +42,10 @@ class FollowerState:
     crystallisable_at: int
     max_drawdown_bps: int
     exit_due: bool
-    reason: ExitReason
+    # Which limit holds, numbered as ITandemVault.ExitReason: 0 none, 1 stop-loss, 2 maximum
+    # drawdown, 3 take-profit. Kept as a number: the keeper acts on `exit_due` alone, so a
+    # reason added to the contract later must not stop it from reading states.
+    reason: int
 
 
 @dataclass(frozen=True)
@@ -110,9 +103,7 @@ def decode_states(raw: bytes, followers: list[str]) -> list[FollowerState]:
         at = 2 * WORD + i * words * WORD
         v = [int.from_bytes(raw[at + k * WORD : at + (k + 1) * WORD], "big") for k in range(words)]
         states.append(
-            FollowerState(
-                follower, v[0], v[1], v[2], v[3], v[4], v[5], v[6], bool(v[7]), ExitReason(v[8])
-            )
+            FollowerState(follower, v[0], v[1], v[2], v[3], v[4], v[5], v[6], bool(v[7]), v[8])
         )
     return states
 
