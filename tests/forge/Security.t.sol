@@ -109,12 +109,21 @@ contract SecurityTest is Fixture {
             abi.encodeWithSelector(ITandemVault.InsufficientMasterBalance.selector, address(usdc), mBase, mBase + 1)
         );
         vault.withdrawMaster(address(usdc), mBase + 1);
-        // Their own book, and only it, comes out.
-        vault.withdrawMaster(address(weth), mEth);
+        // Their own book, and only it, comes out; the pool leaves the position with them, for base
+        // (at the oracle price here), and keeps its value.
         vm.stopPrank();
+        (, uint256 poolValue) = vault.equities();
+        uint256 pEth = poolBook(vault, weth);
+        uint256 pBase = poolBook(vault, usdc);
+        vm.prank(master);
+        vault.withdrawMaster(address(weth), mEth);
         assertEq(weth.balanceOf(master), mEth, "master took their own ETH");
-        assertGt(poolBook(vault, weth), 0, "pool's ETH untouched");
+        assertEq(poolBook(vault, weth), 0, "the pool left the position with the master");
+        assertEq(poolBook(vault, usdc), pBase + mockAdapter.quote(address(weth), address(usdc), pEth), "for base");
+        (, uint256 poolAfter) = vault.equities();
+        assertApproxEqAbs(poolAfter, poolValue, 1e12, "the pool kept its value");
         assertBooksBacked(vault, weth);
+        assertBooksBacked(vault, usdc);
     }
 
     function test_delegateKeeperOrStranger_cannotWithdrawFromVault() public {
@@ -496,6 +505,8 @@ contract SecurityTest is Fixture {
         vm.prank(owner);
         hub.setAsset(address(token), feed, HEARTBEAT, 8, true);
         tradeMock(vault, address(usdc), address(token), 10_000e6); // minted in: no hook
+        setRoute(address(token), address(usdc), address(mockAdapter));
+        setRoute(address(usdc), address(token), address(mockAdapter));
     }
 
     function test_reentrantToken_controlWithoutHookTradesNormally() public {

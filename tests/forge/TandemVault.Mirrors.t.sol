@@ -136,6 +136,10 @@ contract TandemVaultMirrorsTest is Fixture {
 
     /// @dev A loss as the share of the vault's value it uses of the budget (1e18: all of it),
     /// rounded up: the budget is kept as a share, so that flows do not change how much is used.
+    function _poolValue() internal view returns (uint256 p) {
+        (, p) = vault.equities();
+    }
+
     function _lossShare(uint256 loss, uint256 vaultValue) internal pure returns (uint256) {
         return Math.ceilDiv(loss * 1e18, vaultValue);
     }
@@ -187,10 +191,12 @@ contract TandemVaultMirrorsTest is Fixture {
         // The trade's swap (6,000 in) lost this much against the oracle, of a vault worth 200,000.
         uint256 loss = valueOf(usdc, 6_000e6) - valueOf(thin, masterBook(vault, thin) + poolBook(vault, thin));
         assertGt(loss, 0, "a real pair loses its fee at least");
-        uint256 value = _vaultValue();
+        // Only the pool's part of it (1,000 of the 6,000), against the pool's 100,000.
+        uint256 value = _poolValue();
         (uint256 used, uint256 capacity) = vault.lossBudget();
-        assertEq(used, Math.mulDiv(_lossShare(loss, 200_000e18), value, 1e18), "the loss is charged to the budget");
-        assertEq(capacity, value / 100, "1% of the vault's value");
+        uint256 poolLoss = Math.mulDiv(loss, 1_000e6, 6_000e6, Math.Rounding.Ceil);
+        assertEq(used, Math.mulDiv(_lossShare(poolLoss, 100_000e18), value, 1e18), "the loss is charged to the budget");
+        assertEq(capacity, value / 100, "1% of the pool's value");
         assertEq(TandemVault(address(vault)).MIRROR_TTL(), TTL, "an hour to live");
     }
 
@@ -263,10 +269,11 @@ contract TandemVaultMirrorsTest is Fixture {
         _restore();
         uint256 out = _quote(address(usdc), address(thin), 1_500e6);
         assertTrue(_fits(usdc, thin, 1_500e6), "fits once the pair is back");
-        // The budget used so far: the trade's loss, as a share of the 200,000 the vault was worth.
-        uint256 share =
-            _lossShare(valueOf(usdc, 6_000e6) - valueOf(thin, masterThin + poolBook(vault, thin)), 200_000e18);
-        uint256 valueBefore = _vaultValue();
+        // The budget used so far: the pool's part of the trade's loss (1,000 of 6,000), as a share of
+        // the 100,000 the pool was worth.
+        uint256 tradeLoss = valueOf(usdc, 6_000e6) - valueOf(thin, masterThin + poolBook(vault, thin));
+        uint256 share = _lossShare(Math.mulDiv(tradeLoss, 1_000e6, 6_000e6, Math.Rounding.Ceil), 100_000e18);
+        uint256 valueBefore = _poolValue();
         uint256 poolThin = poolBook(vault, thin);
         vm.expectEmit(address(vault));
         emit ITandemVault.MirrorExecuted(0, keeper, 1_500e6, out, 2_500e6);
@@ -276,7 +283,7 @@ contract TandemVaultMirrorsTest is Fixture {
         assertEq(masterBook(vault, usdc), masterBase, "the master's base is untouched");
         assertEq(masterBook(vault, thin), masterThin, "the master gets none of it");
         share += _lossShare(valueOf(usdc, 1_500e6) - valueOf(thin, out), valueBefore);
-        assertEq(_lossUsed(), Math.mulDiv(share, _vaultValue(), 1e18), "the slice's loss is charged to the budget");
+        assertEq(_lossUsed(), Math.mulDiv(share, _poolValue(), 1e18), "the slice's loss is charged to the budget");
         _assertMirror(0, address(usdc), m.deadline, address(thin), 2_500e6, m.masterMark, "partly filled");
 
         // More than what is left: only the rest is swapped, and the mirror is done.
@@ -378,6 +385,7 @@ contract TandemVaultMirrorsTest is Fixture {
         _trade(address(usdc), address(thin), 5_000e6, 1_000e6);
         vm.prank(bob);
         vault.exitInKind(sb);
+        _restore(); // Dave's entry buys THIN along the pair
         follow(dave, vault, 50_000e6);
         _restore();
         uint256 poolBase = poolBook(vault, usdc);
@@ -391,6 +399,8 @@ contract TandemVaultMirrorsTest is Fixture {
     function test_triggerExits_shrinksTheRemainingBurnByBurn() public {
         address[3] memory who = [alice, bob, dave];
         uint256[3] memory amounts = [uint256(33_333e6), 33_333e6, 33_334e6];
+        // THIN is paid in kind, so one exit at a time and a batch leave the same base.
+        setRoute(address(thin), address(usdc), address(address(0)));
         for (uint256 i; i < 3; ++i) {
             follow(who[i], vault, amounts[i]);
             vm.prank(who[i]);
@@ -504,6 +514,20 @@ contract TandemVaultMirrorsTest is Fixture {
         wethFeed.setAnswer(3_000e18);
         _execute(0, 1_000e6);
         assertEq(vault.mirror(0).remaining, 3_000e6, "runs once copying may resume");
+    }
+
+    /// @dev Whether a buy must be split is judged on the protocol's route, not the master's: the
+    /// master routes a buy too large for the thin pair there, with `maxPoolIn` set, while the
+    /// protocol's route for THIN is deep. The whole trade fills on the protocol's route, both books
+    /// at one price, and no part of the pool's is left behind.
+    function test_trade_splitJudgedOnTheVettedRoute_notTheMasters() public {
+        follow(alice, vault, 100_000e6);
+        setRoute(address(usdc), address(thin), address(mockAdapter)); // deep, at the oracle price
+        assertFalse(_fits(usdc, thin, 10_000e6), "the master's pair cannot take 10,000");
+        (uint256 masterOut, uint256 poolOut) = _trade(address(usdc), address(thin), 5_000e6, 1_000e6);
+        assertEq(vault.mirrorCount(), 0, "no mirror");
+        assertEq(masterOut, 5_000e18, "the master's 5,000 at the oracle price");
+        assertEq(poolOut, 5_000e18, "the pool's whole part at the same price");
     }
 
     /// @dev A sale is copied whole in the master's swap or not at all: `maxPoolIn` does not split

@@ -342,7 +342,8 @@ contract TandemVaultRiskExitsTest is Fixture {
         address[] memory path = new address[](2);
         (path[0], path[1]) = (address(weth), address(usdc));
         uint256 v2Out = v2Router.getAmountsOut(POOL_ETH, path)[1];
-        uint256 baseOut = _trigger(alice, _one(_v2Swap(weth)));
+        setRoute(address(weth), address(usdc), address(v2Adapter));
+        uint256 baseOut = _trigger(alice, _none());
         assertEq(baseOut, POOL_BASE + v2Out, "base slice + the pair's output");
         _assertExited(alice, 30_000e6, baseOut);
     }
@@ -414,19 +415,24 @@ contract TandemVaultRiskExitsTest is Fixture {
         assertEq(vault.sharesOf(alice), 0, "exited a block later");
     }
 
-    function test_triggerExit_revertsWhen_malformedSwaps() public {
-        _alicePool();
-        setEthPrice(1_000e18);
+    /// @dev A follower's own exit to base takes her routes, and is checked: each swap names a held
+    /// non-base token once, through an allow-listed adapter. (Triggered exits take no routes.)
+    function test_exitToBase_revertsWhen_malformedSwaps() public {
+        uint256 shares = _alicePool();
+        vm.startPrank(alice);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.UnexpectedExitSwap.selector, address(wbtc)));
-        _trigger(alice, _one(_swap(address(wbtc), address(mockAdapter))));
+        vault.exitToBase(shares, _one(_swap(address(wbtc), address(mockAdapter))), 0);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.UnexpectedExitSwap.selector, address(usdc)));
-        _trigger(alice, _one(_swap(address(usdc), address(mockAdapter))));
+        vault.exitToBase(shares, _one(_swap(address(usdc), address(mockAdapter))), 0);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.AdapterNotAllowed.selector, keeper));
-        _trigger(alice, _one(_swap(address(weth), keeper)));
+        vault.exitToBase(shares, _one(_swap(address(weth), keeper)), 0);
         ITandemVault.ExitSwap[] memory twice = new ITandemVault.ExitSwap[](2);
         (twice[0], twice[1]) = (_swap(address(weth), address(mockAdapter)), _swap(address(weth), address(mockAdapter)));
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.UnexpectedExitSwap.selector, address(weth)));
-        _trigger(alice, twice);
+        vault.exitToBase(shares, twice, 0);
+        vm.expectRevert(abi.encodeWithSelector(ITandemVault.MissingExitSwap.selector, address(weth)));
+        vault.exitToBase(shares, _none(), 0);
+        vm.stopPrank();
         assertGt(vault.sharesOf(alice), 0, "still in the pool");
     }
 
@@ -446,8 +452,8 @@ contract TandemVaultRiskExitsTest is Fixture {
         address[] memory path = new address[](2);
         (path[0], path[1]) = (address(wbtc), address(usdc));
         uint256 v2Out = v2Router.getAmountsOut(5e6, path)[1];
-        ITandemVault.ExitSwap[] memory swaps = new ITandemVault.ExitSwap[](2);
-        (swaps[0], swaps[1]) = (_swap(address(weth), address(mockAdapter)), _v2Swap(wbtc));
+        ITandemVault.ExitSwap[] memory swaps;
+        setRoute(address(wbtc), address(usdc), address(v2Adapter)); // ETH keeps the test adapter's
 
         vm.expectEmit(address(vault));
         emit ITandemVault.SlicePaidInKind(alice, address(weth), POOL_ETH);
@@ -465,6 +471,7 @@ contract TandemVaultRiskExitsTest is Fixture {
     function test_triggerExit_missingSwap_paysSliceInKind() public {
         _alicePool();
         setEthPrice(1_000e18);
+        setRoute(address(weth), address(usdc), address(0)); // ETH has no vetted route
         vm.expectEmit(address(vault));
         emit ITandemVault.SlicePaidInKind(alice, address(weth), POOL_ETH);
         uint256 baseOut = _trigger(alice, _none());
@@ -618,6 +625,7 @@ contract TandemVaultRiskExitsTest is Fixture {
 
     function test_triggerExits_payInKindFallbackPerFollower() public {
         _fivePool();
+        setRoute(address(weth), address(usdc), address(0)); // ETH has no vetted route
         vm.prank(keeper);
         assertEq(vault.triggerExits(_addresses(alice, carol)), 2, "both exited");
         assertEq(weth.balanceOf(alice), 1e18, "alice's ETH in kind");

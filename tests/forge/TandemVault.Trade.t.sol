@@ -282,8 +282,10 @@ contract TandemVaultTradeTest is Fixture {
         uint256 totalIn = spend + spend / 2;
         uint256 minimum = oracleMinOut(usdc, wbtc, totalIn, slippageBps);
         uint256 received = mockAdapter.quote(address(usdc), address(wbtc), totalIn);
-        // A fill within the bound may still lose more than the vault's loss budget allows.
+        // A fill within the bound may still lose more than the pool's loss budget allows: the pool's
+        // part of the loss (a third, rounded up) against the pool's budget.
         uint256 loss = valueOf(usdc, totalIn) - valueOf(wbtc, received);
+        loss = Math.mulDiv(loss, spend / 2, totalIn, Math.Rounding.Ceil);
         (uint256 used, uint256 capacity) = vault.lossBudget();
         vm.prank(master);
         if (received < minimum) {
@@ -302,18 +304,19 @@ contract TandemVaultTradeTest is Fixture {
         (uint256 used,) = vault.lossBudget();
         assertEq(used, 0, "nothing used yet");
 
-        // The budget is kept as a share of the vault's value: the loss over the value before the
-        // swap, rounded up, reported in USD at the value now.
-        (uint256 masterEquity, uint256 poolEquity) = vault.equities();
-        uint256 valueBefore = masterEquity + poolEquity;
+        // The budget is kept as a share of the pool's value: the pool's part of the loss over the
+        // pool's value before the swap, rounded up, reported in USD at the pool's value now.
+        uint256 poolValueBefore = _poolValue();
         uint256 poolBefore = poolBook(vault, usdc);
         (uint256 m, uint256 p) = tradeMock(vault, address(usdc), address(wbtc), 20_000e6);
-        uint256 totalIn = 20_000e6 + poolBefore - poolBook(vault, usdc);
+        uint256 poolIn = poolBefore - poolBook(vault, usdc);
+        uint256 totalIn = 20_000e6 + poolIn;
         uint256 loss = valueOf(usdc, totalIn) - valueOf(wbtc, m + p);
         assertGt(loss, valueOf(usdc, totalIn) * 49 / 10_000, "about 0.5% of the input lost");
-        uint256 share = Math.ceilDiv(loss * 1e18, valueBefore);
+        uint256 poolLoss = Math.mulDiv(loss, poolIn, totalIn, Math.Rounding.Ceil);
+        uint256 share = Math.ceilDiv(poolLoss * 1e18, poolValueBefore);
         (used,) = vault.lossBudget();
-        assertEq(used, share * _vaultValue() / 1e18, "the swap's loss against the oracle is charged");
+        assertEq(used, share * _poolValue() / 1e18, "the pool's part of the loss is charged");
 
         // Half a refill period later, half the capacity has come back.
         vm.warp(block.timestamp + TandemVault(address(vault)).LOSS_REFILL_PERIOD() / 2);
@@ -321,37 +324,37 @@ contract TandemVaultTradeTest is Fixture {
         uint256 capacityShare = hub.params().lossBudgetBps * uint256(1e18) / 10_000;
         uint256 left = share > capacityShare / 2 ? share - capacityShare / 2 : 0;
         (uint256 usedLater,) = vault.lossBudget();
-        assertEq(usedLater, left * _vaultValue() / 1e18, "refilled linearly");
+        assertEq(usedLater, left * _poolValue() / 1e18, "refilled linearly");
 
         // A fill at or above the oracle price charges nothing.
         mockAdapter.setFactorBps(10_000);
         (uint256 wbtcMaster,) = vault.books(address(wbtc));
         tradeMock(vault, address(wbtc), address(usdc), wbtcMaster / 2);
         (uint256 usedAfter,) = vault.lossBudget();
-        assertEq(usedAfter, left * _vaultValue() / 1e18, "no loss, no charge");
+        assertEq(usedAfter, left * _poolValue() / 1e18, "no loss, no charge");
     }
 
-    function _vaultValue() private view returns (uint256) {
-        (uint256 masterEquity, uint256 poolEquity) = vault.equities();
-        return masterEquity + poolEquity;
+    function _poolValue() private view returns (uint256 poolEquity) {
+        (, poolEquity) = vault.equities();
     }
 
-    function test_lossBudget_ofSellIntoBase_valuesTheBaseBooksOnce() public {
+    function test_lossBudget_ofSellIntoBase_valuesTheBaseBookOnce() public {
         follow(alice, vault, 100_000e6);
         tradeMock(vault, address(usdc), address(wbtc), masterBook(vault, usdc) / 2);
-        (uint256 masterEquity, uint256 poolEquity) = vault.equities();
-        uint256 capacity = (masterEquity + poolEquity) * hub.params().lossBudgetBps / BPS;
+        uint256 capacity = _poolValue() * hub.params().lossBudgetBps / BPS;
         (uint256 used,) = vault.lossBudget();
         // Selling all BTC 9% below the oracle (within a 10% slippage bound) loses more than the
-        // budget; the refusal reports what was available: a share of the vault's value with the
-        // base books counted once, although the base asset is also the token bought.
+        // budget; the refusal reports what was available: a share of the pool's value with its base
+        // book counted once, although the base asset is also the token bought.
         vm.prank(owner);
         hub.setParams(1_000, 2_500, 1e18, 100, 20, 1_000, 1_500);
         mockAdapter.setFactorBps(9_100);
         uint256 btc = masterBook(vault, wbtc);
-        uint256 totalIn = btc + poolBook(vault, wbtc);
+        uint256 poolIn = poolBook(vault, wbtc);
+        uint256 totalIn = btc + poolIn;
         uint256 loss = valueOf(wbtc, totalIn) - valueOf(usdc, mockAdapter.quote(address(wbtc), address(usdc), totalIn));
-        assertGt(loss, capacity - used, "the sale loses more than the budget has left");
+        loss = Math.mulDiv(loss, poolIn, totalIn, Math.Rounding.Ceil);
+        assertGt(loss, capacity - used, "the pool's part loses more than the budget has left");
         vm.prank(master);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.LossBudgetExceeded.selector, loss, capacity - used));
         vault.trade(tradeOf(address(wbtc), address(usdc), btc, address(mockAdapter)));
