@@ -213,7 +213,7 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         (bool priced, uint256[] memory prices) = (true, new uint256[](0));
         if (followerShares != 0 || poolPart != 0) prices = HUB.pricesOf(held);
         else (priced, prices) = _tryPrices(held);
-        uint256 poolEquity;
+        uint256 poolEquity = 0;
         if (priced) {
             uint256 masterEquity;
             (masterEquity, poolEquity) = _equities(held, prices);

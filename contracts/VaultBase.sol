@@ -137,12 +137,16 @@ abstract contract VaultBase is ReentrancyGuardTransient {
     ITandemHub internal immutable HUB;
     IERC20 internal immutable BASE_ASSET;
 
-    // Each half writes only some of the storage and reads the rest: Slither, which sees one half at
-    // a time, takes what the other half writes for never written (see slither-triage.md).
+    // Each part writes only some of the storage and reads the rest (the lens writes none of it):
+    // Slither, which sees one part at a time, takes what another part writes for never written (see
+    // slither-triage.md).
     // slither-disable-next-line constable-states,uninitialized-state
     address internal _delegate;
+    // slither-disable-next-line constable-states,uninitialized-state
     uint256 internal _totalShares;
+    // slither-disable-next-line uninitialized-state
     mapping(address follower => Position) internal _positions;
+    // slither-disable-next-line uninitialized-state
     mapping(address follower => Guard) internal _guards;
     // slither-disable-next-line uninitialized-state
     mapping(address follower => mapping(address token => uint256)) internal _unclaimed;
@@ -156,8 +160,10 @@ abstract contract VaultBase is ReentrancyGuardTransient {
     uint128[SUSPENSION_WINDOW_DAYS] internal _dayPeaks;
     // slither-disable-next-line uninitialized-state
     FeeTerms internal _fee;
+    // slither-disable-next-line uninitialized-state
     mapping(address follower => FeeMark) internal _feeMarks;
     /// @dev The pending mirror, if `remaining` is not zero; its id is `_mirrorCount - 1`.
+    // slither-disable-next-line uninitialized-state
     ITandemVault.Mirror internal _mirror;
     // slither-disable-next-line constable-states,uninitialized-state
     uint256 internal _mirrorCount;

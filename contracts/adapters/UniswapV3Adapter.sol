@@ -33,7 +33,7 @@ contract UniswapV3Adapter is AdapterBase {
     constructor(ITandemHub hub_, ISwapRouter router_, uint24[] memory feeTiers) AdapterBase(hub_) {
         router = router_;
         if (feeTiers.length > MAX_FEE_TIERS) revert FeeTierNotAllowed(0);
-        uint256 packed;
+        uint256 packed = 0;
         for (uint256 i; i < feeTiers.length; ++i) {
             if (feeTiers[i] == 0) revert FeeTierNotAllowed(0);
             packed |= uint256(feeTiers[i]) << (24 * i);
