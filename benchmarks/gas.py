@@ -1,14 +1,15 @@
 """Gas benchmark: co-executed master trades against plain router swaps, on a fresh anvil.
 
 Prints every figure with its ratio to the baseline measured in the same run, checks the targets,
-and writes benchmarks/gas-snapshot.txt so a change in cost shows in review.
+and writes benchmarks/gas-snapshot.txt so a change in cost shows in review. Also prints how much of
+the pool's loss budget an honest round trip on the demo's pools uses.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from web3.contract import Contract
@@ -35,6 +36,9 @@ MAX_UINT = 2**256 - 1
 @dataclass
 class Figures:
     rows: list[tuple[str, int]]
+    # Loss budget used by one honest round trip, per venue: basis points of the pool's value per
+    # round trip of the pool's whole value (what a week's 1% budget allows is 100 over this).
+    round_trip_bps: dict[str, float] = field(default_factory=dict)
 
     def add(self, name: str, gas: int) -> int:
         self.rows.append((name, gas))
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-write", action="store_true", help="do not update the snapshot")
     args = parser.parse_args(argv)
-    accounts_needed = 10 + sum(FOLLOWER_COUNTS) + COPIED_FOLLOWERS + 2
+    accounts_needed = 10 + sum(FOLLOWER_COUNTS) + COPIED_FOLLOWERS + 3
     with LocalNode(accounts=accounts_needed, startup_timeout=120) as node:
         w3 = connect(node.rpc_url)
         # One second per block, whatever the wall clock does: a Uniswap V2 pair updates its price
@@ -115,6 +119,13 @@ def measure(dep: Deployment, accounts: list[str]) -> Figures:
         if count == 100:
             measure_exits(dep, vault, followers, figures)
             risk_vault, risk_followers = vault, followers[2:]
+            # A newcomer to a pool holding WETH buys its composition: one entry swap.
+            newcomer = accounts[-1]
+            p.deposit(dep, newcomer, each * 4)
+            receipt = p.allocate(dep, newcomer, vault, each)
+            figures.add("follower_allocate_with_entry_swap_v2", receipt["gasUsed"])
+        if count == 1:
+            measure_round_trips(dep, vault, master, routes, figures)
         if count == 1000:
             large_batch = (vault, followers[:LARGE_RISK_BATCH])
 
@@ -141,6 +152,28 @@ def measure(dep: Deployment, accounts: list[str]) -> Figures:
     # Last, as it moves an oracle price away from the pools.
     measure_risk_exits(dep, risk_vault, risk_followers, large_batch, figures)
     return figures
+
+
+def measure_round_trips(
+    dep: Deployment,
+    vault: Contract,
+    master: str,
+    routes: dict[str, tuple[p.Route, p.Route]],
+    figures: Figures,
+) -> None:
+    """An honest master buys WETH with half the vault's base and sells it all back, on each venue:
+    what the pool's part of the round trip used of the pool's loss budget, per unit of the pool's
+    value turned over (the pools' fees, 0.3% a swap, and their price impact)."""
+    weth, base = dep.tokens["WETH"].address, dep.base.address
+    for venue, (buy, sell) in routes.items():
+        used_before = vault.functions.lossBudget().call()[0]
+        pool_before = vault.functions.books(base).call()[1]
+        amount = vault.functions.books(base).call()[0] // 2
+        p.trade(dep, vault, master, "USDC", "WETH", amount, buy)
+        turned_over = (pool_before - vault.functions.books(base).call()[1]) * 10**12  # USD, 18 dp
+        p.trade(dep, vault, master, "WETH", "USDC", vault.functions.books(weth).call()[0], sell)
+        used = vault.functions.lossBudget().call()[0] - used_before
+        figures.round_trip_bps[venue] = used * 10_000 / turned_over
 
 
 def trade_both_ways(
@@ -304,6 +337,13 @@ def report(f: Figures) -> bool:
             large * LARGE_RISK_BATCH <= BLOCK_GAS_LIMIT,
         )
     )
+
+    print("\nloss budget used by an honest round trip (buy and sell back) on the demo's pools")
+    for venue, bps in f.round_trip_bps.items():
+        print(
+            f"  {venue}: {bps:.1f} bps of the value turned over; a week's 1% budget allows "
+            f"{100 / bps:.1f} round trips of the pool's whole value"
+        )
 
     print("\ntargets")
     for text, passed in checks:
