@@ -30,6 +30,7 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         uint256 priceIn;
         uint256 priceOut;
         uint256 basePrice;
+        uint256 masterValue;
         uint256 poolValue;
         uint256 lossBudgetBps;
         uint256 maxSlippageBps;
@@ -110,6 +111,16 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         // The master's part rounds down, so any rounding dust goes to the followers.
         masterOut = Math.mulDiv(amountOut, t.amountIn, totalIn);
         poolOut = amountOut - masterOut;
+        // A fill above the oracle value (a pool of the master's own, paying them) is no
+        // performance: the excess buys units at the index, as a deposit would, so it cannot lift
+        // the master out of a drawdown.
+        uint256 masterIn = _value(t.amountIn, z.priceIn);
+        uint256 masterGot = _value(masterOut, z.priceOut);
+        if (masterGot > masterIn && z.masterValue != 0) {
+            uint256 units = _state.masterUnits;
+            _state.masterUnits =
+                SafeCast.toUint112(units + Math.mulDiv(masterGot - masterIn, units, z.masterValue, Math.Rounding.Ceil));
+        }
         // Untrack first, so a vault holding the most tokens it may can still rotate a whole position.
         if (bookIn.master == 0 && bookIn.pool == 0) _untrack(t.tokenIn);
         _credit(t.tokenOut, masterOut, poolOut);
@@ -126,8 +137,13 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         if (m.remaining == 0 || id != _mirrorCount - 1) revert ITandemVault.MirrorNotPending(id);
         uint256 remaining = m.remaining;
         if (block.timestamp > m.deadline) return _dropMirror(id, remaining, ITandemVault.MirrorDrop.Expired);
-        if (_books[m.tokenOut].master < m.masterMark) {
-            return _dropMirror(id, remaining, ITandemVault.MirrorDrop.MasterSold);
+        // The master sold part of what the mirror buys: the pool follows them, buying that much less
+        // (a sale of dust shrinks it by dust); all of it, and the mirror ends.
+        uint256 masterNow = _books[m.tokenOut].master;
+        if (masterNow < m.masterMark) {
+            remaining = Math.mulDiv(remaining, masterNow, m.masterMark);
+            if (remaining == 0) return _dropMirror(id, m.remaining, ITandemVault.MirrorDrop.MasterSold);
+            (_mirror.remaining, _mirror.masterMark) = (uint128(remaining), uint128(masterNow));
         }
         Books memory bookIn = _books[m.tokenIn];
         uint256 slice = Math.min(Math.min(amountIn, remaining), bookIn.pool);
@@ -254,34 +270,6 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         emit ITandemVault.MasterWithdrew(token, amount);
     }
 
-    /// @inheritdoc ITandemVaultTrading
-    function setDelegate(address delegate_) external onlyMaster {
-        _delegate = delegate_;
-        emit ITandemVault.DelegateSet(delegate_);
-    }
-
-    /// @inheritdoc ITandemVaultTrading
-    function setFee(uint16 feeBps) external onlyMaster {
-        if (feeBps > MAX_FEE_BPS) revert ITandemVault.FeeOutOfBounds(feeBps, MAX_FEE_BPS);
-        uint256 current = _feeBps();
-        if (feeBps <= current) {
-            // A cut, or no change: at once, and it cancels any scheduled raise. It also binds
-            // every follower until their next crystallisation, so a later raise cannot undo it.
-            _fee = FeeTerms(feeBps, 0, 0, true);
-            uint256 n = _cuts.length;
-            while (n != 0 && uint16(_cuts[n - 1]) >= feeBps) {
-                _cuts.pop();
-                --n;
-            }
-            _cuts.push(block.timestamp << 16 | feeBps);
-            emit ITandemVault.FeeSet(feeBps);
-        } else {
-            uint256 effectiveAt = block.timestamp + FEE_RAISE_DELAY;
-            _fee = FeeTerms(uint16(current), feeBps, uint40(effectiveAt), true);
-            emit ITandemVault.FeeRaiseScheduled(feeBps, effectiveAt);
-        }
-    }
-
     // ---------------------------------------------------------------------------------------------
     // Followers
     // ---------------------------------------------------------------------------------------------
@@ -300,6 +288,13 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         // Rounds down: a new follower never gets more than what they brought in is worth.
         shares = Math.mulDiv(entered, _totalShares + VIRTUAL_SHARES, poolValue + VIRTUAL_VALUE);
         if (shares == 0) revert ITandemVault.ZeroShares();
+        uint256 pending = _mirror.remaining;
+        if (pending != 0) {
+            // The newcomer's base takes its part of the pending buy, as the pool's did: the mirror
+            // grows with the shares (within the pool's base), so nobody's exposure shrinks.
+            pending += Math.mulDiv(pending, shares, _totalShares);
+            _mirror.remaining = uint128(Math.min(pending, _books[_mirror.tokenIn].pool));
+        }
         _totalShares += shares;
         Position storage position = _positions[follower];
         FeeMark storage mark = _feeMarks[follower];
@@ -347,15 +342,21 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         z.priceIn = prices[_indexIn(priced, t.tokenIn)];
         (z.priceOut, z.basePrice) = (prices[outIndex], prices[0]);
         (uint256 masterEquity, uint256 poolEquity) = _equities(priced, prices);
-        (z.poolValue, z.lossBudgetBps, z.maxSlippageBps, z.minOrderValue) =
-            (poolEquity, params.lossBudgetBps, params.maxSlippageBps, params.minOrderValue);
+        (z.masterValue, z.poolValue, z.lossBudgetBps, z.maxSlippageBps, z.minOrderValue) =
+            (masterEquity, poolEquity, params.lossBudgetBps, params.maxSlippageBps, params.minOrderValue);
 
         bool suspended = _watch(masterEquity, params.suspensionDrawdownBps);
         bool buy = t.tokenIn == address(BASE_ASSET);
         if (buy) {
             // A buy spends the fraction of the pool's equity that the master spends of theirs,
-            // capped at the pool's base balance.
-            z.poolIn = masterEquity == 0 ? 0 : Math.min(Math.mulDiv(t.amountIn, poolEquity, masterEquity), bookIn.pool);
+            // capped at the pool's base balance, and at the hub's multiple of the master's spend: a
+            // master whose equity fell far below the pool's cannot move the pool with a token buy.
+            z.poolIn = masterEquity == 0
+                ? 0
+                : Math.min(
+                    Math.min(Math.mulDiv(t.amountIn, poolEquity, masterEquity), bookIn.pool),
+                    t.amountIn * params.maxPoolMultiple
+                );
         } else {
             // Any other trade sells the fraction of the pool's position the master sells of theirs.
             z.poolIn = Math.mulDiv(bookIn.pool, t.amountIn, bookIn.master);
@@ -405,9 +406,13 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         if (r.adapter == address(0)) {
             return (_swap(t.adapter, t.tokenIn, t.tokenOut, t.amountIn + z.poolIn, z.minOut, t.route), 0);
         }
-        try this.swapAsVault(r.adapter, t.tokenIn, t.tokenOut, t.amountIn + z.poolIn, z.minOut, r.path) returns (
+        // At the oracle bound alone: a master's own minimum must not be what makes the trial fail.
+        uint256 trialMinOut = _oracleMinOut(t.amountIn + z.poolIn, z.priceIn, z.priceOut, z.maxSlippageBps);
+        try this.swapAsVault(r.adapter, t.tokenIn, t.tokenOut, t.amountIn + z.poolIn, trialMinOut, r.path) returns (
             uint256 out
         ) {
+            // The master's own minimum still holds for the whole trade.
+            if (out < z.minOut) revert ITandemVault.SlippageExceeded(out, z.minOut);
             return (out, 0);
         } catch {}
         rest = z.poolIn - t.maxPoolIn;

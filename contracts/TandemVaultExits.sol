@@ -57,6 +57,11 @@ contract TandemVaultExits is ITandemVaultExits, VaultBase {
         LENS = address(new TandemVaultLens(hub_, baseAsset_));
     }
 
+    modifier onlyMaster() {
+        if (msg.sender != _master()) revert ITandemVault.NotMaster(msg.sender);
+        _;
+    }
+
     /// @notice The views of {ITandemVault} run in {TandemVaultLens}.
     fallback() external {
         _forward(LENS);
@@ -120,6 +125,42 @@ contract TandemVaultExits is ITandemVaultExits, VaultBase {
     // Risk exits, peaks and crystallisation (anyone, typically keepers)
     // ---------------------------------------------------------------------------------------------
 
+    // ---------------------------------------------------------------------------------------------
+    // The master's settings
+    // ---------------------------------------------------------------------------------------------
+
+    /// @inheritdoc ITandemVaultExits
+    function setDelegate(address delegate_) external onlyMaster {
+        _delegate = delegate_;
+        emit ITandemVault.DelegateSet(delegate_);
+    }
+
+    /// @inheritdoc ITandemVaultExits
+    function setFee(uint16 feeBps) external onlyMaster {
+        if (feeBps > MAX_FEE_BPS) revert ITandemVault.FeeOutOfBounds(feeBps, MAX_FEE_BPS);
+        uint256 current = _feeBps();
+        if (feeBps <= current) {
+            // A cut, or no change: at once, and it cancels any scheduled raise. It also binds
+            // every follower until their next crystallisation, so a later raise cannot undo it.
+            _fee = FeeTerms(feeBps, 0, 0, true);
+            uint256 n = _cuts.length;
+            while (n != 0 && uint16(_cuts[n - 1]) >= feeBps) {
+                _cuts.pop();
+                --n;
+            }
+            _cuts.push(block.timestamp << 16 | feeBps);
+            emit ITandemVault.FeeSet(feeBps);
+        } else {
+            uint256 effectiveAt = block.timestamp + FEE_RAISE_DELAY;
+            _fee = FeeTerms(uint16(current), feeBps, uint40(effectiveAt), true);
+            emit ITandemVault.FeeRaiseScheduled(feeBps, effectiveAt);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Followers' settings
+    // ---------------------------------------------------------------------------------------------
+
     function setLimits(ITandemVault.Limits calldata l) external {
         _setLimits(l);
     }
@@ -172,9 +213,13 @@ contract TandemVaultExits is ITandemVaultExits, VaultBase {
             (bool met, ITandemVault.ExitReason reason, uint256 value) =
                 _condition(follower, position.shares, c.poolValue, c.total);
             if (!met) continue;
+            // The first due follower sets the batch's bound; one who chose a stricter bound waits
+            // for a batch of their own, rather than hold everyone else's exit to it.
+            uint256 own = _exitSlippage(position.exitSlippageBps, c.maxSlippageBps);
+            if (due == 0) slippageBps = own;
+            else if (own < slippageBps) continue;
             Exit memory e = exits[due++];
             (e.follower, e.reason, e.value) = (follower, reason, value);
-            slippageBps = _exitSlippage(position.exitSlippageBps, slippageBps);
         }
         if (due == 0) return 0;
         // Only the due followers go on.

@@ -1,4 +1,5 @@
-"""The end-to-end demo: two masters, three followers of very different sizes, real Uniswap.
+"""The end-to-end demo: two masters, three followers of very different sizes and a late
+joiner, real Uniswap.
 
 Starts its own anvil, deploys everything, trades, exits, prints a table after each step, and stops.
 """
@@ -44,9 +45,11 @@ class Cast:
     ben: Person  # master, rotation style on Uniswap V3
     followers: list[Person]
     whale: Person  # moves market prices between trades
+    late: Person  # a follower who joins Ben's pool once it holds WETH
 
 
 FOLLOWER_DEPOSITS = {"Cleo": 100, "Dev": 10_000, "Eve": 1_000_000}
+LATE_JOINER, LATE_DEPOSIT = "Finn", 400_000
 KEEPER_TIMEOUT = 60
 
 
@@ -99,9 +102,9 @@ def run(settings: Settings | None = None, console: Console | None = None) -> Non
 
 def _cast(w3: Web3) -> Cast:
     accounts = w3.eth.accounts
-    names = ["Ada", "Ben", *FOLLOWER_DEPOSITS, "Whale"]
+    names = ["Ada", "Ben", *FOLLOWER_DEPOSITS, "Whale", LATE_JOINER]
     people = [Person(name, accounts[i + 1]) for i, name in enumerate(names)]
-    return Cast(people[0], people[1], people[2:-1], people[-1])
+    return Cast(people[0], people[1], people[2:-2], people[-2], people[-1])
 
 
 class Demo:
@@ -189,6 +192,7 @@ class Demo:
             lambda: self.master_balance("Ben", "WETH") * 3 // 10,
             dep.v3_route("WETH", "USDC"),
         )
+        self.late_joiner(cast.late, "Ben", "WETH")
 
         cleo, dev, eve = cast.followers
         self.exit_in_kind(cleo, "Ben")
@@ -263,6 +267,38 @@ class Demo:
             f"\n[italic]Market: {symbol} moves from {spec.usd_price:,.0f} to {new_price:,.0f} USD "
             f"(pools traded by an outside account, feed updated).[/]"
         )
+
+    def late_joiner(self, follower: Person, master: str, symbol: str) -> None:
+        """``follower`` joins ``master``'s pool once it holds ``symbol``: the allocation buys the
+        pool's composition along the hub's vetted routes, the newcomer pays those entry swaps, and
+        the master, the pool and every follower hold the same weight of ``symbol`` afterwards."""
+        dep, vault = self.dep, self.vaults[master]
+        members = [f for f in self.cast.followers if vault.functions.sharesOf(f.address).call()]
+        before = sum(self.follower_value(f, master) for f in members)
+        capital = dep.units(BASE, LATE_DEPOSIT)
+        p.deposit(dep, follower.address, capital)
+        receipt = p.allocate(dep, follower.address, vault, capital // 4)
+        after = sum(self.follower_value(f, master) for f in members)
+        (event,) = vault.events.Allocated().process_receipt(receipt, errors=DISCARD)
+        a = event["args"]
+        value = Decimal(a["amount"] * a["basePrice"] // p.PRICE_UNIT) / p.PRICE_UNIT
+        cost = value - Decimal(a["entered"]) / p.PRICE_UNIT
+        self.console.print(
+            f"\n{follower.name} deposits {LATE_DEPOSIT:,} USDC and allocates 25% of it to "
+            f"{master}'s pool, which holds {symbol}: the allocation buys the pool's composition "
+            f"along the hub's vetted routes (gas {receipt['gasUsed']:,}). The entry swaps cost "
+            f"{follower.name} {cost:,.2f} USD ({cost / value:.3%}); the followers already in "
+            f"held {before:,.2f} USD before and {after:,.2f} USD after."
+        )
+        holders = [
+            ("master", p.master_holdings(dep, vault)),
+            ("pool", p.pool_holdings(dep, vault)),
+        ]
+        holders += [
+            (f.name, p.follower_holdings(dep, vault, f.address)) for f in [*members, follower]
+        ]
+        weights = ", ".join(f"{n} {p.share_of_equity(h, symbol):.2%}" for n, h in holders)
+        self.console.print(f"[bold]Late joiner:[/] {symbol} weight {weights}", soft_wrap=True)
 
     def exit_in_kind(self, follower: Person, master: str) -> None:
         vault = self.vaults[master]
@@ -384,8 +420,9 @@ class Demo:
             "P&L",
         ):
             table.add_column(column, justify="right" if column != "Follower" else "left")
-        for follower in self.cast.followers:
-            deposited = Decimal(FOLLOWER_DEPOSITS[follower.name])
+        deposits = {**FOLLOWER_DEPOSITS, LATE_JOINER: LATE_DEPOSIT}
+        for follower in [*self.cast.followers, self.cast.late]:
+            deposited = Decimal(deposits[follower.name])
             free = self.dep.amount(BASE, self.dep.hub.functions.account(follower.address).call()[0])
             pools = [self.follower_value(follower, m) for m in ("Ada", "Ben")]
             wallet = self.wallet_value(follower)

@@ -607,6 +607,11 @@ def master_holdings(dep: Deployment, vault: Contract) -> list[Holding]:
     return _holdings(dep, vault, lambda books: books[0])
 
 
+def pool_holdings(dep: Deployment, vault: Contract) -> list[Holding]:
+    """The follower pool's book of every token the vault holds."""
+    return _holdings(dep, vault, lambda books: books[1])
+
+
 def follower_holdings(dep: Deployment, vault: Contract, follower: str) -> list[Holding]:
     """A follower's pro-rata claim on every pool token (what an in-kind exit would pay)."""
     shares = vault.functions.sharesOf(checksum(follower)).call()

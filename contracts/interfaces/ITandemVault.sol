@@ -49,15 +49,6 @@ interface ITandemVaultTrading {
     /// pool's sale filled within the oracle bound.
     function withdrawMaster(address token, uint256 amount) external;
 
-    /// @notice Names a key that may trade for the master and do nothing else (zero: none).
-    function setDelegate(address delegate) external;
-
-    /// @notice Sets the master's performance fee on followers' gains above their high-water marks.
-    /// A cut applies at once; a raise applies seven days later, and only to gains made after a
-    /// follower's next crystallisation (see `crystallise`). The treasury takes its share of it.
-    /// @dev Requirements: master only; at most `MAX_FEE_BPS`.
-    function setFee(uint16 feeBps) external;
-
     /// @notice Called by the hub after transferring `amount` base asset: buys, along the hub's
     /// vetted routes, the pool's current composition (the master's, for an empty pool) with it, and
     /// mints pool shares to `follower` for the oracle value of what that bought. The newcomer pays
@@ -78,8 +69,17 @@ interface ITandemVaultTrading {
     ) external returns (uint256 amountOut);
 }
 
-/// @title Tandem vault: followers' exits, limits, peaks and fees
+/// @title Tandem vault: followers' exits, limits, peaks and fees, and the master's settings
 interface ITandemVaultExits {
+    /// @notice Names a key that may trade for the master and do nothing else (zero: none).
+    function setDelegate(address delegate) external;
+
+    /// @notice Sets the master's performance fee on followers' gains above their high-water marks.
+    /// A cut applies at once; a raise applies seven days later, and only to gains made after a
+    /// follower's next crystallisation (see `crystallise`). The treasury takes its share of it.
+    /// @dev Requirements: master only; at most `MAX_FEE_BPS`.
+    function setFee(uint16 feeBps) external;
+
     /// @notice Burns `shares` of the caller for their pro-rata slice of every pool token, paid to
     /// their wallet, after the performance fee on their gain (see `FeeCharged`). Needs no adapter
     /// and no oracle (with a feed down the fee is skipped); never paused. A slice whose transfer

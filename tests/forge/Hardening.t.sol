@@ -161,24 +161,32 @@ contract HardeningTest is Fixture {
     }
 
     /// @dev A follower bounds what her risk exit may lose to slippage: a fill below her bound is
-    /// refused and she is paid in kind; the batch still goes through.
-    function test_triggerExits_respectTheStrictestExitSlippage_elseInKind() public {
+    /// refused and she is paid in kind. The first due follower of a batch sets its bound; one who
+    /// chose a stricter bound is left for a batch of their own instead of holding everyone to it.
+    function test_triggerExits_exitSlippage_firstDueSetsTheBound_stricterWaits() public {
         follow(alice, vault, 10_000e6);
+        follow(bob, vault, 10_000e6);
         tradeMock(vault, address(usdc), address(weth), 50_000e6);
-        vm.prank(alice);
-        vault.setExitSlippage(30);
-        assertEq(vault.exitSlippageOf(alice), 30, "her own bound");
-        assertEq(vault.exitSlippageOf(bob), 100, "the hub's by default");
-        vm.prank(alice);
+        vm.prank(bob);
+        vault.setExitSlippage(20);
+        assertEq(vault.exitSlippageOf(bob), 20, "his own bound");
+        assertEq(vault.exitSlippageOf(alice), 100, "the hub's by default");
+        vm.prank(bob);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.ExitSlippageOutOfBounds.selector, 1_001, 1_000));
         vault.setExitSlippage(1_001);
 
-        setEthPrice(2_000e18); // her stop-loss holds
-        mockAdapter.setFactorBps(9_950); // 0.5% below the oracle: within the hub's 1%, not her 0.3%
+        setEthPrice(2_000e18); // both stop-losses hold
+        mockAdapter.setFactorBps(9_970); // 0.3% below the oracle: within the hub's 1%, not Bob's 0.2%
+        uint256 bobShares = vault.sharesOf(bob);
+        vm.prank(stranger);
+        assertEq(vault.triggerExits(_two(alice, bob)), 1, "Alice exited, Bob left for his own batch");
+        assertEq(weth.balanceOf(alice), 0, "Alice's ETH sold");
+        assertEq(vault.sharesOf(bob), bobShares, "Bob still in");
+
         uint256 eth = poolBook(vault, weth);
         vm.prank(stranger);
-        assertEq(vault.triggerExits(_one(alice)), 1, "exited");
-        assertEq(weth.balanceOf(alice), eth, "her ETH paid in kind rather than sold below her bound");
+        assertEq(vault.triggerExits(_one(bob)), 1, "Bob's own batch");
+        assertEq(weth.balanceOf(bob), eth, "his ETH paid in kind rather than sold below his bound");
     }
 
     /// @dev The review's finding 5: the master front-runs a keeper's batch with a rotation that leaves
@@ -226,6 +234,36 @@ contract HardeningTest is Fixture {
         (uint256 used,) = vault.lossBudget();
         assertGt(used, usedBefore, "the exit's loss is charged");
         assertLe(used, capacity, "within capacity");
+    }
+
+    /// @dev A fill above the oracle value (a pool of the master's own paying them 3x) is no
+    /// performance: it cannot lift a suspended master's index and resume copying.
+    function test_trade_offOracleGainDoesNotLiftTheMastersIndex() public {
+        follow(alice, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(weth), 60_000e6);
+        setEthPrice(1_500e18);
+        tradeMock(vault, address(usdc), address(wbtc), 10_000e6); // suspends; the pool is skipped
+        (bool suspended, uint256 index,) = vault.suspension();
+        assertTrue(suspended, "suspended");
+        mockAdapter.setFactorBps(30_000);
+        tradeMock(vault, address(wbtc), address(weth), masterBook(vault, wbtc));
+        (bool still, uint256 after_,) = vault.suspension();
+        assertTrue(still, "still suspended");
+        assertLe(after_, index + 1, "the index did not rise");
+        mockAdapter.setFactorBps(10_000);
+        uint256 poolEth = poolBook(vault, weth);
+        tradeMock(vault, address(usdc), address(weth), 1_000e6);
+        assertEq(poolBook(vault, weth), poolEth, "a buy is still not copied");
+    }
+
+    /// @dev A pool far above its master (the owner lowered the multiple under it) does not follow a
+    /// small buy with a huge one: its part is at most the multiple times the master's spend.
+    function test_trade_buysPoolPartCappedAtTheMultipleOfTheMastersSpend() public {
+        follow(alice, vault, 1_000_000e6); // ten times the master
+        setPoolMultiple(5);
+        uint256 poolBase = poolBook(vault, usdc);
+        tradeMock(vault, address(usdc), address(weth), 1_000e6);
+        assertEq(poolBase - poolBook(vault, usdc), 5_000e6, "five times the master's 1,000, not ten");
     }
 
     // ---------------------------------------------------------------------------------------------

@@ -540,7 +540,7 @@ contract TandemVaultFeesTest is Fixture {
         _exitAll(carol);
     }
 
-    /// @dev ITandemVaultTrading.setFee: "a raise applies seven days later, and only to gains made after a
+    /// @dev ITandemVaultExits.setFee: "a raise applies seven days later, and only to gains made after a
     /// follower's next crystallisation". Alice agrees to 10%; the master cuts to 5% (at once), Alice
     /// gains 2,000 while the fee is 5%, then the master raises back to 10%. Seven days later she has
     /// not been crystallised, so the raise must not reach the 2,000 she made at 5%.

@@ -321,7 +321,7 @@ contract TandemVaultMirrorsTest is Fixture {
 
     /// @dev Buying more keeps the mirror alive; selling below the mark left by the trade drops it
     /// unexecuted, whatever is left.
-    function test_executeMirror_masterSold_droppedNeverExecuted() public {
+    function test_executeMirror_masterSold_shrinksByTheFractionSold_droppedWhenAllSold() public {
         _recordMirror();
         uint256 mark = vault.mirror(0).masterMark;
         _restore();
@@ -330,20 +330,32 @@ contract TandemVaultMirrorsTest is Fixture {
         _execute(0, 1_000e6);
         assertEq(vault.mirror(0).remaining, 3_000e6, "still pending after the master bought more");
 
-        // The master sells one THIN more than they bought since the trade: below the mark.
+        // The master sells one THIN more than they bought since the trade: below the mark. The
+        // mirror shrinks by the fraction of the mark the master sold, no more: a sale of dust cannot
+        // drop it.
         uint256 sell = masterBook(vault, thin) - mark + 1e18;
         ITandemVault.Trade memory t = tradeOf(address(thin), address(usdc), sell, address(v2Adapter));
         vm.prank(master);
         vault.trade(t);
-        assertLt(masterBook(vault, thin), mark, "below the mark");
+        uint256 masterNow = masterBook(vault, thin);
+        assertLt(masterNow, mark, "below the mark");
+        uint256 expected = Math.mulDiv(3_000e6, masterNow, mark);
+        _restore();
+        _execute(0, 1_000e6);
+        assertEq(vault.mirror(0).remaining, expected - 1_000e6, "shrunk by the fraction sold, then a slice");
+        assertEq(vault.mirror(0).masterMark, masterNow, "marked anew");
+
+        // The master leaves THIN altogether: the mirror ends, never executed.
+        uint256 left = vault.mirror(0).remaining;
+        vm.prank(master);
+        vault.withdrawMaster(address(thin), masterNow);
         _restore();
         uint256 poolBase = poolBook(vault, usdc);
-        uint256 poolThin = poolBook(vault, thin);
         vm.expectEmit(address(vault));
-        emit ITandemVault.MirrorDropped(0, 3_000e6, ITandemVault.MirrorDrop.MasterSold);
+        emit ITandemVault.MirrorDropped(0, left, ITandemVault.MirrorDrop.MasterSold);
         assertEq(_execute(0, 1_000e6), 0, "nothing swapped");
         assertEq(poolBook(vault, usdc), poolBase, "no base spent");
-        assertEq(poolBook(vault, thin), poolThin, "no THIN bought");
+        assertEq(poolBook(vault, thin), 0, "the pool left THIN with the master");
         _assertGone(0);
     }
 
@@ -379,7 +391,7 @@ contract TandemVaultMirrorsTest is Fixture {
     /// @dev ITandemVault.Mirror: each exit shrinks `remaining` in proportion to the shares burned.
     /// Bob leaving with half the shares shrinks it to half; Dave allocating afterwards must not grow
     /// it back, or his base pays for the part Bob took away.
-    function test_executeMirror_allocationAfterAnExit_doesNotRegrowTheRemaining() public {
+    function test_executeMirror_allocationAfterAnExit_growsByTheNewcomersPartOnly() public {
         follow(alice, vault, 50_000e6);
         uint256 sb = follow(bob, vault, 50_000e6);
         _trade(address(usdc), address(thin), 5_000e6, 1_000e6);
@@ -388,9 +400,14 @@ contract TandemVaultMirrorsTest is Fixture {
         _restore(); // Dave's entry buys THIN along the pair
         follow(dave, vault, 50_000e6);
         _restore();
+        // Dave's base takes his own part of the pending buy, as large as Alice's (he entered with the
+        // same value): never Bob's, who took his with him.
+        uint256 expected = 2_000e6 + Math.mulDiv(2_000e6, vault.sharesOf(dave), vault.sharesOf(alice));
+        assertEq(vault.mirror(0).remaining, expected, "the mirror grew with Dave's shares");
         uint256 poolBase = poolBook(vault, usdc);
         _execute(0, type(uint256).max);
-        assertEq(poolBase - poolBook(vault, usdc), 2_000e6, "only alice's half of the unspent part is spent");
+        assertEq(poolBase - poolBook(vault, usdc), expected, "alice's half and Dave's own part");
+        assertApproxEqRel(expected, 4_000e6, 1e16, "about twice Alice's part");
     }
 
     /// @dev ITandemVault.Mirror: a batch of risk exits shrinks `remaining` burn by burn, exactly as
@@ -528,6 +545,23 @@ contract TandemVaultMirrorsTest is Fixture {
         assertEq(vault.mirrorCount(), 0, "no mirror");
         assertEq(masterOut, 5_000e18, "the master's 5,000 at the oracle price");
         assertEq(poolOut, 5_000e18, "the pool's whole part at the same price");
+    }
+
+    /// @dev The trial along the protocol's route is held to the oracle bound only: a master's own
+    /// minimum, set so that only a small trade could meet it, cannot make the trial fail and force
+    /// a split; it makes the whole trade fail instead.
+    function test_trade_mastersMinimumCannotForceASplit() public {
+        follow(alice, vault, 100_000e6);
+        setRoute(address(usdc), address(thin), address(mockAdapter));
+        mockAdapter.setFactorBps(9_950); // the protocol's route pays 0.5% below the oracle
+        ITandemVault.Trade memory t = tradeOf(address(usdc), address(thin), 5_000e6, address(v2Adapter));
+        (t.maxPoolIn, t.minAmountOut) = (1, 4_980e18); // 0.4% below the oracle: a small trade only
+        vm.prank(master);
+        vm.expectRevert(
+            abi.encodeWithSelector(ITandemVault.SlippageExceeded.selector, 9_950e18, 9_960e18)
+        );
+        vault.trade(t);
+        assertEq(vault.mirrorCount(), 0, "no mirror");
     }
 
     /// @dev A sale is copied whole in the master's swap or not at all: `maxPoolIn` does not split

@@ -136,6 +136,7 @@ def test_cli_node_runs_until_interrupted() -> None:
 # --- deploy and demo
 
 ANVIL_AT = re.compile(r"anvil at (http://127\.0\.0\.1:(\d+))")
+LATE_JOINER = re.compile(r"^Late joiner: WETH weight (.*)$", re.MULTILINE)
 
 
 def anvil_processes_on(port: int) -> str:
@@ -190,6 +191,13 @@ def test_cli_demo_runs_to_completion_and_stops_its_anvil() -> None:
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     assert "Trade 8" in result.stdout
+    # A follower joins Ben's pool once it holds WETH: the master, the pool and every follower
+    # (Cleo, Dev, Eve and the newcomer) hold the same weight of WETH.
+    late = LATE_JOINER.search(result.stdout)
+    assert late, result.stdout
+    weights = dict(re.findall(r"(\w+) (\d+\.\d\d)%", late.group(1)))
+    assert list(weights) == ["master", "pool", "Cleo", "Dev", "Eve", "Finn"], late.group(0)
+    assert len(set(weights.values())) == 1 and float(weights["master"]) > 0, late.group(0)
     # The risk scene: a fee on a gain, a losing streak that suspends copying, stop-losses.
     assert "Performance fee:" in result.stdout
     assert "pool part skipped: master suspended" in result.stdout

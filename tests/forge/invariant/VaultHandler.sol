@@ -699,7 +699,7 @@ contract VaultHandler {
             });
             (data, label) = (abi.encodeCall(ITandemVaultTrading.trade, (t)), "trade");
         } else if (action == 5) {
-            (data, label) = (abi.encodeCall(ITandemVaultTrading.setDelegate, (caller)), "setDelegate");
+            (data, label) = (abi.encodeCall(ITandemVaultExits.setDelegate, (caller)), "setDelegate");
         } else if (action == 6) {
             (data, label) = (abi.encodeCall(ITandemVaultTrading.onAllocate, (caller, amount)), "onAllocate");
         } else if (action == 7) {
