@@ -213,11 +213,12 @@ contract TandemVaultExits is ITandemVaultExits, VaultBase {
             (bool met, ITandemVault.ExitReason reason, uint256 value) =
                 _condition(follower, position.shares, c.poolValue, c.total);
             if (!met) continue;
-            // The first due follower sets the batch's bound; one who chose a stricter bound waits
-            // for a batch of their own, rather than hold everyone else's exit to it.
+            // One swap per token gives the whole batch one price, so the batch takes the first due
+            // follower's exit slippage and only followers with the same: anyone else waits for a
+            // batch of their own, rather than hold others to their bound or be held to others'.
             uint256 own = _exitSlippage(position.exitSlippageBps, c.maxSlippageBps);
             if (due == 0) slippageBps = own;
-            else if (own < slippageBps) continue;
+            else if (own != slippageBps) continue;
             Exit memory e = exits[due++];
             (e.follower, e.reason, e.value) = (follower, reason, value);
         }

@@ -122,7 +122,8 @@ interface ITandemVaultExits {
     /// them). The due followers' slices of each token are swapped together, in one swap per token
     /// along the hub's vetted route for it, so every follower of the batch gets the same price and
     /// the caller chooses nothing that moves value. Each swap must reach the oracle value less the
-    /// strictest exit slippage of the batch (see `setExitSlippage`) and lose no more than the
+    /// exit slippage of the batch's first due follower (see `setExitSlippage`; followers whose
+    /// exit slippage differs are skipped, for a batch of their own) and lose no more than the
     /// pool's loss budget has left. Each follower gets the swap's output pro rata to their slice,
     /// rounded down; the few units this leaves stay in the pool's base book for the remaining
     /// shares, or go to the batch's last follower when no shares remain. A token with no vetted
