@@ -4,6 +4,7 @@ pragma solidity 0.8.28;
 import {IUniswapV2Factory} from "@uniswap/v2-core/contracts/interfaces/IUniswapV2Factory.sol";
 import {IUniswapV2Router02} from "@uniswap/v2-periphery/contracts/interfaces/IUniswapV2Router02.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {Strings} from "@openzeppelin/contracts/utils/Strings.sol";
 
 import {TandemHub} from "../../../contracts/TandemHub.sol";
 import {ITandemHub} from "../../../contracts/interfaces/ITandemHub.sol";
@@ -34,8 +35,10 @@ contract ExtractionHandler {
     uint256 internal constant BPS = 10_000;
     uint256 internal constant SHARE_UNIT = 1e18;
     uint256 internal constant REFILL_PERIOD = 7 days;
-    /// @dev Rounding of value sums (each floored per token), far below a cent.
-    uint256 internal constant VALUE_DUST = 1e9;
+    /// @dev Rounding a call may cost the others, in the pool's favour or not: share and slice floors
+    /// of one unit of a token (a unit of USDC is 1e12 here). A thousandth of a cent; it matters
+    /// only for a pool worth dust, where a share of its value is no measure of anyone's loss.
+    uint256 internal constant VALUE_DUST = 1e13;
     uint256 internal constant PASSING_CAPITAL = 200_000_000e6;
 
     struct Setup {
@@ -363,7 +366,7 @@ contract ExtractionHandler {
         ghostMaxCallLoss = Math.max(ghostMaxCallLoss, share);
         if (ghostUsed > capacity) {
             ++ghostBreaches;
-            lastBreach = label;
+            lastBreach = string.concat(label, ": lost ", Strings.toString(loss), " of a pool of ", Strings.toString(poolBefore));
         }
     }
 
