@@ -35,10 +35,6 @@ contract ExtractionHandler {
     uint256 internal constant BPS = 10_000;
     uint256 internal constant SHARE_UNIT = 1e18;
     uint256 internal constant REFILL_PERIOD = 7 days;
-    /// @dev Rounding a call may cost the others, in the pool's favour or not: share and slice floors
-    /// of one unit of a token (a unit of USDC is 1e12 here). A thousandth of a cent; it matters
-    /// only for a pool worth dust, where a share of its value is no measure of anyone's loss.
-    uint256 internal constant VALUE_DUST = 1e13;
     uint256 internal constant PASSING_CAPITAL = 200_000_000e6;
 
     struct Setup {
@@ -353,7 +349,7 @@ contract ExtractionHandler {
     }
 
     function _charge(uint256 poolBefore, uint256 before, uint256 afterwards, string memory label) internal {
-        if (afterwards + VALUE_DUST >= before || poolBefore == 0) return;
+        if (afterwards + _dust() >= before || poolBefore == 0) return;
         uint256 loss = before - afterwards;
         uint256 share = loss * SHARE_UNIT / poolBefore;
         uint256 capacity = hub.params().lossBudgetBps * SHARE_UNIT / BPS;
@@ -368,6 +364,16 @@ contract ExtractionHandler {
             ++ghostBreaches;
             lastBreach = string.concat(label, ": lost ", Strings.toString(loss), " of a pool of ", Strings.toString(poolBefore));
         }
+    }
+
+    /// @dev Rounding a call may cost the others: a floor of one unit of each token for each holder
+    /// (a unit of WBTC is worth about 0.06 cents). It matters only for a pool worth dust, where a
+    /// share of its value is no measure of anyone's loss.
+    function _dust() internal view returns (uint256 dust) {
+        for (uint256 t; t < _tokens.length; ++t) {
+            dust += hub.priceOf(address(_tokens[t])) / 1e18 + 1;
+        }
+        dust *= _followers.length + 3; // the followers, the master's and treasury's fee shares, the pool
     }
 
     function _pair(uint256 seed) internal view returns (address a, address b) {
