@@ -26,12 +26,11 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.types import RPCEndpoint
 
+from keepers import keys, logs
+from keepers.run import KeeperThread
 from tandem import artifacts
 from tandem.chain import connect
-from tandem.config import load_settings
-from tandem.keeper import keys, logs
-from tandem.keeper.run import KeeperThread
-from tandem.keeper.settings import KeeperSettings
+from tandem.config import KeeperSettings, load_settings
 from tandem.node import LocalNode
 from tandem.protocol import (
     BASE,

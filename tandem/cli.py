@@ -23,11 +23,8 @@ from web3.exceptions import TimeExhausted, Web3Exception
 
 from tandem import __version__, artifacts, chain, demo, protocol
 from tandem.compiler import compile_project, prepare_ape
-from tandem.config import Settings, load_settings
+from tandem.config import KeeperSettings, Settings, load_settings
 from tandem.errors import ConfigError, DeploymentError, NodeError, TandemError
-from tandem.keeper import keys
-from tandem.keeper import run as keeper_run
-from tandem.keeper.settings import KeeperSettings
 from tandem.node import LocalNode
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -180,11 +177,16 @@ def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("demo", "run the copy-trading demo on its own fresh anvil (stopped afterwards)")
 def demo_command(args: argparse.Namespace, settings: Settings) -> int:
-    demo.run(settings)
+    from keepers.run import KeeperThread
+
+    demo.run(lambda s, account: KeeperThread(s, account).start(), settings)
     return 0
 
 
 # --- keeper
+#
+# The keeper service is imported inside each command: the shared package imports no service,
+# and the command line, its entry point, loads one only when asked to run it.
 
 KEYSTORE_ARG = arg(
     "--keystore", help="keystore file (default: keeper.keystore, keeper/keystore.json)"
@@ -233,6 +235,8 @@ def _password_file(args: argparse.Namespace, settings: Settings) -> Path | None:
     arg("--log-format", choices=["text", "json"], help="readable lines (default) or JSON lines"),
 )
 def keeper_run_command(args: argparse.Namespace, settings: Settings) -> int:
+    from keepers import keys, run
+
     settings = _keeper_settings(
         settings,
         hub=args.hub,
@@ -245,7 +249,7 @@ def keeper_run_command(args: argparse.Namespace, settings: Settings) -> int:
     )
     password = keys.read_password(_password_file(args, settings))
     account = keys.load_account(_keystore_path(args, settings), password)
-    return keeper_run.run(settings, account)
+    return run.run(settings, account)
 
 
 @command(
@@ -256,9 +260,11 @@ def keeper_run_command(args: argparse.Namespace, settings: Settings) -> int:
     arg("--redis-url", help="the Redis the keepers share, for the queue's depth"),
 )
 def keeper_status_command(args: argparse.Namespace, settings: Settings) -> int:
+    from keepers import keys, run
+
     settings = _keeper_settings(settings, database_url=args.database_url, redis_url=args.redis_url)
     address = keys.keystore_address(_keystore_path(args, settings))
-    status = keeper_run.status(settings, address)
+    status = run.status(settings, address)
     lag = "-" if status.lag is None else f"{status.lag} blocks"
     out.print(f"Cursor   {status.cursor if status.cursor is not None else 'none yet'} (lag {lag})")
     out.print(f"Head     {status.head}")
@@ -285,6 +291,8 @@ def keeper_status_command(args: argparse.Namespace, settings: Settings) -> int:
     "keeper new-key", "create a new keeper key in an encrypted keystore", KEYSTORE_ARG, PASSWORD_ARG
 )
 def keeper_new_key_command(args: argparse.Namespace, settings: Settings) -> int:
+    from keepers import keys
+
     path = _keystore_path(args, settings)
     password = keys.read_password(_password_file(args, settings), confirm=True)
     address = keys.create_keystore(path, password)
@@ -301,6 +309,8 @@ def keeper_new_key_command(args: argparse.Namespace, settings: Settings) -> int:
     arg("--key-file", help="file holding the private key as hex (delete it afterwards)"),
 )
 def keeper_import_key_command(args: argparse.Namespace, settings: Settings) -> int:
+    from keepers import keys
+
     path = _keystore_path(args, settings)
     if args.key_file:
         try:

@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from rich.console import Console
 from rich.table import Table
 from web3 import Web3
@@ -28,7 +29,6 @@ from tandem import protocol as p
 from tandem.chain import connect
 from tandem.config import Settings, load_settings
 from tandem.errors import DeploymentError
-from tandem.keeper.run import KeeperThread
 from tandem.node import LocalNode
 from tandem.protocol import BASE, Deployment
 
@@ -51,10 +51,26 @@ class Cast:
 FOLLOWER_DEPOSITS = {"Cleo": 100, "Dev": 10_000, "Eve": 1_000_000}
 LATE_JOINER, LATE_DEPOSIT = "Finn", 400_000
 KEEPER_TIMEOUT = 60
+# The keeper service's loggers: its own package, and the chain follower that works for it.
+KEEPER_LOGGERS = ("keepers", "tandem.follower")
+
+
+class RunningKeeper(Protocol):
+    """A keeper service started beside the demo: the risk scene reports its reaction times."""
+
+    @property
+    def reaction_samples(self) -> list[float]: ...
+
+    def stop(self) -> None: ...
+
+
+# Starts a keeper with these settings and key. The demo is part of the shared package, which
+# imports no service: the command line, which may, hands it the keeper service this way.
+StartKeeper = Callable[[Settings, LocalAccount], RunningKeeper]
 
 
 @contextmanager
-def run_keeper(dep: Deployment) -> Iterator[KeeperThread]:
+def run_keeper(dep: Deployment, start_keeper: StartKeeper) -> Iterator[RunningKeeper]:
     """A keeper with a fresh funded key and its state in a temporary folder, stopped at the end."""
     settings = dep.settings or load_settings()
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,19 +92,24 @@ def run_keeper(dep: Deployment) -> Iterator[KeeperThread]:
         account = Account.create()
         p.set_balance(dep.w3, account.address, 10**20)
         # The keeper's own log lines would interleave with the story: errors only.
-        keeper_log = logging.getLogger("tandem.keeper")
-        level = keeper_log.level
-        keeper_log.setLevel(logging.ERROR)
-        keeper = KeeperThread(settings, account).start()
+        loggers = [logging.getLogger(name) for name in KEEPER_LOGGERS]
+        levels = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        keeper = start_keeper(settings, account)
         try:
             yield keeper
         finally:
             keeper.stop()
-            keeper_log.setLevel(level)
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
 
 
-def run(settings: Settings | None = None, console: Console | None = None) -> None:
-    """Run the whole demo on a fresh local chain; nothing is left running afterwards."""
+def run(
+    start_keeper: StartKeeper, settings: Settings | None = None, console: Console | None = None
+) -> None:
+    """Run the whole demo on a fresh local chain, with ``start_keeper`` for its risk scene;
+    nothing is left running afterwards."""
     # Wide enough for the tables when the output is a pipe or a CI log rather than a terminal.
     console = console or Console(width=None if Console().is_terminal else 120)
     with LocalNode(settings=settings) as node:
@@ -96,7 +117,7 @@ def run(settings: Settings | None = None, console: Console | None = None) -> Non
         w3 = connect(node.rpc_url, settings=settings)
         console.print("Compiling and deploying Uniswap V2 + V3, test assets, feeds and Tandem ...")
         dep = p.deploy_local(w3, settings=settings, save=False)
-        Demo(dep, _cast(w3), console).play()
+        Demo(dep, _cast(w3), console, start_keeper).play()
     console.print("\nDone: the local chain is stopped.")
 
 
@@ -108,10 +129,13 @@ def _cast(w3: Web3) -> Cast:
 
 
 class Demo:
-    def __init__(self, dep: Deployment, cast: Cast, console: Console) -> None:
+    def __init__(
+        self, dep: Deployment, cast: Cast, console: Console, start_keeper: StartKeeper
+    ) -> None:
         self.dep = dep
         self.cast = cast
         self.console = console
+        self.start_keeper = start_keeper
         self.vaults: dict[str, Contract] = {}
         self.step = 0
 
@@ -339,7 +363,7 @@ class Demo:
             f"\n[italic]A keeper starts: {len(due)} of {master}'s followers have a limit that "
             "holds.[/]"
         )
-        with run_keeper(self.dep) as keeper:
+        with run_keeper(self.dep, self.start_keeper) as keeper:
             deadline = time.monotonic() + KEEPER_TIMEOUT
             exited: list[Any] = []
             while len(exited) < len(due):
@@ -350,7 +374,7 @@ class Demo:
                     )
                 time.sleep(0.1)
                 exited = vault.events.ExitTriggered().get_logs(from_block=started)
-            reaction = keeper.keeper.metrics.reaction_samples
+            reaction = keeper.reaction_samples
         receipts = {
             e["transactionHash"]: self.dep.w3.eth.get_transaction_receipt(e["transactionHash"])
             for e in exited

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from keepers import keys
+from keepers.run import KeeperThread
 from tandem.config import Settings
-from tandem.keeper import keys
-from tandem.keeper.run import KeeperThread
 from tandem.node import free_port
 from tandem.protocol import Deployment
 

@@ -18,10 +18,9 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.types import RPCEndpoint
 
+from keepers import keys
 from tandem import artifacts
-from tandem.config import Settings
-from tandem.keeper import keys
-from tandem.keeper.settings import KeeperSettings
+from tandem.config import KeeperSettings, Settings
 from tandem.protocol import (
     BASE,
     Deployment,

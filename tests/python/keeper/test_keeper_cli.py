@@ -12,8 +12,8 @@ from pathlib import Path
 
 from eth_account import Account
 
+from keepers import keys
 from tandem.config import Settings
-from tandem.keeper import keys
 from tandem.node import free_port
 from tandem.protocol import Deployment
 

@@ -22,11 +22,11 @@ from web3 import AsyncWeb3, Web3
 from web3.logs import DISCARD
 from web3.providers import AsyncHTTPProvider
 
+from keepers import keys
+from keepers.run import KeeperThread
+from keepers.sender import Heads, Sender
 from tandem import chain
 from tandem.config import Settings
-from tandem.keeper import keys
-from tandem.keeper.run import KeeperThread
-from tandem.keeper.sender import Heads, Sender
 from tandem.node import LocalNode
 from tandem.protocol import Deployment, deploy_local
 

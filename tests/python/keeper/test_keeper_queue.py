@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from tandem.keeper.queue import Job, JobQueue, LocalQueue, RedisQueue
+from keepers.queue import Job, JobQueue, LocalQueue, RedisQueue
 
 VAULT = "0x" + "11" * 20
 A, B, C = ("0x" + c * 40 for c in "abc")

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from web3.logs import DISCARD
 
+from keepers import watch
+from keepers.queue import Job
+from keepers.run import KeeperThread
+from keepers.store import Cursor, Store, database_url
 from tandem.config import Settings
 from tandem.errors import RevertError
-from tandem.keeper import watch
-from tandem.keeper.queue import Job
-from tandem.keeper.run import KeeperThread
-from tandem.keeper.store import Cursor, Store, database_url
 from tandem.protocol import BASE, Deployment, advance_time, move_price, trade
 
 from .conftest import StartKeeper
@@ -71,7 +71,7 @@ def test_keeper_on_postgresql_resumes_from_its_cursor(
     postgres: str,
     run_keeper: Callable[[Settings, Path], KeeperThread],
 ) -> None:
-    from tandem.keeper.store import metadata
+    from keepers.store import metadata
 
     url = database_url(postgres, tmp_path)
     ks = keeper_settings(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tandem.keeper.store import Cursor, Feed, Store, database_url, metadata, redact
+from keepers.store import Cursor, Feed, Store, database_url, metadata, redact
 
 VAULT, OTHER = "0x" + "11" * 20, "0x" + "22" * 20
 A, B, C = ("0x" + c * 40 for c in "abc")

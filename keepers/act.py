@@ -17,12 +17,12 @@ from eth_abi.abi import decode as abi_decode
 from eth_utils.address import to_checksum_address as checksum
 from web3.types import TxParams, TxReceipt
 
+from keepers.decide import Decider
+from keepers.queue import Job
+from keepers.sender import Sender
 from tandem.errors import RevertError
-from tandem.keeper.decide import Decider
-from tandem.keeper.queue import Job
-from tandem.keeper.sender import Sender
 
-log = logging.getLogger("tandem.keeper")
+log = logging.getLogger(__name__)
 
 # A mirror slice that does not fit the oracle bound is halved, this many times at most; what
 # is left waits for the next look (a price update, another slice, or the scheduled sweep).

@@ -28,11 +28,11 @@ from web3 import AsyncWeb3
 from web3.exceptions import Web3RPCError
 from web3.providers import WebSocketProvider
 
+from keepers.store import Cursor, Feed, Store
 from tandem import artifacts
 from tandem.config import Settings
-from tandem.keeper.store import Cursor, Feed, Store
 
-log = logging.getLogger("tandem.keeper")
+log = logging.getLogger(__name__)
 
 HUB_EVENTS = ("VaultCreated", "AssetSet")
 VAULT_EVENTS = (

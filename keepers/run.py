@@ -12,11 +12,11 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from sqlalchemy.exc import SQLAlchemyError
 
+from keepers import logs
+from keepers.service import Keeper, connect, open_queue
+from keepers.store import Store, database_url
 from tandem.config import Settings
 from tandem.errors import ConfigError
-from tandem.keeper import logs
-from tandem.keeper.service import Keeper, connect, open_queue
-from tandem.keeper.store import Store, database_url
 
 # A keeper whose heartbeat is older than this is shown as gone.
 STALE_HEARTBEAT = 15.0
@@ -61,6 +61,11 @@ class KeeperThread:
         if self.error is not None:
             raise self.error
         return self
+
+    @property
+    def reaction_samples(self) -> list[float]:
+        """Seconds from each event's block to the keeper's transaction, oldest first."""
+        return self.keeper.metrics.reaction_samples
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

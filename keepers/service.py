@@ -20,16 +20,13 @@ from web3.exceptions import ProviderConnectionError, Web3RPCError
 from web3.providers import AsyncHTTPProvider
 from web3.types import RPCEndpoint, TxReceipt
 
-from tandem import artifacts
-from tandem.config import Settings, redact
-from tandem.errors import ConfigError, DeploymentError, NodeError, RevertError
-from tandem.keeper.act import Actor, Outcome
-from tandem.keeper.decide import Decider, Sweep
-from tandem.keeper.metrics import Metrics
-from tandem.keeper.queue import Delivery, Job, JobQueue, LocalQueue, RedisQueue
-from tandem.keeper.sender import Heads, Sender, SendError
-from tandem.keeper.store import Store, database_url
-from tandem.keeper.watch import (
+from keepers.act import Actor, Outcome
+from keepers.decide import Decider, Sweep
+from keepers.metrics import Metrics
+from keepers.queue import Delivery, Job, JobQueue, LocalQueue, RedisQueue
+from keepers.sender import Heads, Sender, SendError
+from keepers.store import Store, database_url
+from keepers.watch import (
     ChainMoved,
     Changes,
     Head,
@@ -38,8 +35,11 @@ from tandem.keeper.watch import (
     subscribe_heads,
     ws_url_for,
 )
+from tandem import artifacts
+from tandem.config import Settings, redact
+from tandem.errors import ConfigError, DeploymentError, NodeError, RevertError
 
-log = logging.getLogger("tandem.keeper")
+log = logging.getLogger(__name__)
 
 # What a dropped connection to the node raises, from aiohttp and websockets (web3's transports)
 # or the OS.

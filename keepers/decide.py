@@ -21,12 +21,12 @@ from eth_utils.address import to_checksum_address as checksum
 from web3 import AsyncWeb3
 from web3.contract import AsyncContract
 
+from keepers.calls import VaultCalls
+from keepers.queue import Job
 from tandem import artifacts
 from tandem.config import Settings
-from tandem.keeper.calls import VaultCalls
-from tandem.keeper.queue import Job
 
-log = logging.getLogger("tandem.keeper")
+log = logging.getLogger(__name__)
 
 BPS = 10_000
 

@@ -28,7 +28,7 @@ from tandem.chain import decode_revert
 from tandem.config import Settings
 from tandem.errors import RevertError, TandemError
 
-log = logging.getLogger("tandem.keeper")
+log = logging.getLogger(__name__)
 
 GWEI = 10**9
 # Not mined yet, or a node that did not answer one receipt poll: the next poll asks again.

@@ -1,7 +1,7 @@
 """Keeper logs: readable lines by default, one JSON object per line when asked.
 
 Extra fields given to a log call (``extra={"tx": ...}``) appear as ``key=value`` or JSON keys.
-Nothing secret is ever passed to a log call; see ``tandem.keeper.keys``.
+Nothing secret is ever passed to a log call; see ``keepers.keys``.
 """
 
 from __future__ import annotations
@@ -44,12 +44,17 @@ class TextFormatter(logging.Formatter):
         return f"{line} {extras}" if extras else line
 
 
+# The keeper's own modules, and the shared package whose chain follower works for it.
+LOGGERS = ("keepers", "tandem")
+
+
 def setup(log_format: str, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    logger = logging.getLogger("tandem.keeper")
-    logger.handlers[:] = [handler]
-    logger.setLevel(level)
-    logger.propagate = False
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
     # APScheduler's own lines say "job executed" every sweep: only its warnings are useful.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
