@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from web3 import AsyncWeb3
@@ -27,6 +26,13 @@ from web3.types import RPCEndpoint, TxParams, TxReceipt
 from tandem.chain import decode_revert
 from tandem.config import Settings
 from tandem.errors import RevertError, TandemError
+from tandem.node_errors import (
+    CONNECTION_ERRORS,
+    method_missing,
+    nonce_too_low,
+    revert_data,
+    rpc_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +40,7 @@ GWEI = 10**9
 # Not mined yet, or a node that did not answer one receipt poll: the next poll asks again.
 NO_RECEIPT_YET: tuple[type[BaseException], ...] = (
     TransactionNotFound,
-    aiohttp.ClientError,
-    OSError,
-    TimeoutError,
+    *CONNECTION_ERRORS,
 )
 HEAD_WAIT = 2.0
 
@@ -154,10 +158,10 @@ class Sender:
             except ContractLogicError as exc:
                 raise self._revert(tx, exc) from exc
             except Web3RPCError as exc:
-                data = _error_data(exc)
+                data = revert_data(exc)
                 if data is not None:
                     raise self._revert_data(tx, data) from exc
-                if _method_missing(exc) or "not supported" in str(exc).lower():
+                if method_missing(exc):
                     self._access_lists = False
                     return await self.estimate(tx)
                 raise
@@ -256,17 +260,16 @@ class Sender:
             try:
                 tx_hash = await self.w3.eth.send_raw_transaction(signed.raw_transaction)
             except Web3RPCError as exc:
-                message = str(exc).lower()
-                if "nonce too low" in message or "nonce is too low" in message:
+                if nonce_too_low(exc):
                     await self.resync()
                     nonce = self.nonce
                     continue
-                if "insufficient funds" in message:
+                if "insufficient funds" in str(exc).lower():
                     raise SendError(
                         f"key {self.address} cannot pay for gas",
                         "send it ether (see `tandem keeper status` for its balance)",
                     ) from exc
-                raise SendError(f"the node refused the transaction: {_rpc_message(exc)}") from exc
+                raise SendError(f"the node refused the transaction: {rpc_message(exc)}") from exc
             return Attempt(HexBytes(tx_hash), tip, max_fee, time.monotonic()), nonce
         raise SendError(f"the node kept refusing nonces for {self.address}")
 
@@ -336,11 +339,10 @@ class Sender:
         try:
             tx_hash = await self.w3.eth.send_raw_transaction(signed.raw_transaction)
         except Web3RPCError as exc:
-            message = str(exc).lower()
-            if "nonce too low" in message or "already known" in message:
+            if nonce_too_low(exc) or "already known" in str(exc).lower():
                 last.sent_at = time.monotonic()
                 return last  # mined meanwhile: the next receipt check finds it
-            raise SendError(f"the node refused the fee bump: {_rpc_message(exc)}") from exc
+            raise SendError(f"the node refused the fee bump: {rpc_message(exc)}") from exc
         self.replacements += 1
         log.warning(
             "replaced stuck %s with higher fees",
@@ -389,25 +391,3 @@ def _target(tx: TxParams) -> str:
 
 def _hex_data(data: Any) -> str:
     return data if isinstance(data, str) else HexBytes(data).to_0x_hex()
-
-
-def _error_data(exc: Web3RPCError) -> str | None:
-    """The revert data a node put in its error response, if any."""
-    response: Any = exc.rpc_response
-    error = response.get("error") if isinstance(response, dict) else None
-    data = error.get("data") if isinstance(error, dict) else None
-    if isinstance(data, dict):  # some nodes nest it
-        data = data.get("data")
-    return data if isinstance(data, str) and data.startswith("0x") else None
-
-
-def _method_missing(exc: Web3RPCError) -> bool:
-    response: Any = exc.rpc_response
-    error = response.get("error") if isinstance(response, dict) else None
-    return isinstance(error, dict) and error.get("code") == -32601
-
-
-def _rpc_message(exc: Web3RPCError) -> str:
-    response: Any = exc.rpc_response
-    message = response.get("error", {}).get("message") if isinstance(response, dict) else None
-    return str(message or exc)

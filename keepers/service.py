@@ -11,12 +11,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aiohttp
-import websockets
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address as checksum
 from web3 import AsyncWeb3
-from web3.exceptions import ProviderConnectionError, Web3RPCError
+from web3.exceptions import Web3RPCError
 from web3.providers import AsyncHTTPProvider
 from web3.types import RPCEndpoint, TxReceipt
 
@@ -38,21 +36,9 @@ from keepers.watch import (
 from tandem import artifacts
 from tandem.config import Settings, redact
 from tandem.errors import ConfigError, DeploymentError, NodeError, RevertError
+from tandem.node_errors import NODE_ERRORS, UNREACHABLE
 
 log = logging.getLogger(__name__)
-
-# What a dropped connection to the node raises, from aiohttp and websockets (web3's transports)
-# or the OS.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    aiohttp.ClientError,
-    websockets.exceptions.WebSocketException,
-    ProviderConnectionError,
-)
-# ...and with a refusal from the node too: both are retried, neither is a bug.
-NODE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, Web3RPCError)
-UNREACHABLE: tuple[type[BaseException], ...] = (*NODE_ERRORS, ValueError)
 
 HEARTBEAT_SECONDS = 2.0
 MAX_BACKOFF = 5.0

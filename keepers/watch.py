@@ -29,7 +29,7 @@ from web3.exceptions import Web3RPCError
 from web3.providers import WebSocketProvider
 
 from keepers.store import Cursor, Feed, Store
-from tandem import artifacts
+from tandem import artifacts, node_errors
 from tandem.config import Settings
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class Watcher:
             try:
                 logs = await self._logs(first, last)
             except Web3RPCError as exc:
-                if self.range == 1 or not _range_refused(exc):
+                if self.range == 1 or not node_errors.range_refused(exc):
                     raise
                 self.range = max(1, self.range // 2)
                 log.info(
@@ -359,15 +359,6 @@ def _trade(vault: str, args: Any, block: int, tx_hash: str) -> dict[str, Any]:
             for key in ("masterIn", "poolIn", "masterOut", "poolOut", "priceIn", "priceOut")
         },
     }
-
-
-def _range_refused(exc: Web3RPCError) -> bool:
-    """Whether the node refused a getLogs range as too large (wordings differ by node)."""
-    message = str(exc).lower()
-    return any(
-        hint in message
-        for hint in ("range", "too many", "limit", "exceed", "response size", "timeout", "10000")
-    )
 
 
 class _Progress:

@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
-import requests
 from eth_abi.abi import decode as abi_decode
 from eth_typing import ABIError, ChecksumAddress
 from eth_utils.abi import abi_to_signature, get_abi_input_names, get_abi_input_types
@@ -20,7 +19,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
-from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
+from web3.exceptions import ContractLogicError, Web3RPCError
 from web3.providers import HTTPProvider
 from web3.types import TxParams, TxReceipt, Wei
 
@@ -28,6 +27,7 @@ from tandem import artifacts
 from tandem.artifacts import Artifact
 from tandem.config import Settings, load_settings, redact
 from tandem.errors import DeploymentError, NodeError, RevertError, TandemError
+from tandem.node_errors import UNREACHABLE, rpc_message
 
 ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
@@ -46,15 +46,6 @@ RECEIPT_TIMEOUT = 120.0
 # transact() sends from unlocked dev-node accounts, whose blocks are mined at once: poll for the
 # receipt often rather than at web3's default 0.1 s, which would dominate every transaction.
 RECEIPT_POLL_INTERVAL = 0.002
-
-# What a dead or wrong RPC endpoint raises somewhere between requests and web3.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    requests.RequestException,
-    OSError,
-    ValueError,
-    Web3Exception,
-)
-
 
 # --- connection
 
@@ -81,7 +72,7 @@ def connect(
     try:
         actual = w3.eth.chain_id
         unlocked = w3.eth.accounts
-    except CONNECTION_ERRORS as exc:
+    except UNREACHABLE as exc:
         raise NodeError(
             f"no node answers at {redact(url)}",
             "start one with `tandem node`, or set TANDEM_RPC_URL / --rpc-url to a running node",
@@ -168,7 +159,7 @@ def transact(
     except ContractLogicError as exc:
         raise _revert(label, exc, settings) from exc
     except Web3RPCError as exc:
-        raise TandemError(f"the node rejected {label}: {_rpc_message(exc)}") from exc
+        raise TandemError(f"the node rejected {label}: {rpc_message(exc)}") from exc
     receipt = w3.eth.wait_for_transaction_receipt(
         tx_hash, timeout=RECEIPT_TIMEOUT, poll_latency=RECEIPT_POLL_INTERVAL
     )
@@ -198,11 +189,6 @@ def _describe(fn: ContractFunction | ContractConstructor) -> str:
     return "contract creation"
 
 
-def _rpc_message(exc: Web3RPCError) -> str:
-    message = exc.rpc_response.get("error", {}).get("message") if exc.rpc_response else None
-    return str(message or exc.message or exc)
-
-
 def _revert(label: str, exc: ContractLogicError, settings: Settings | None) -> RevertError:
     data = exc.data if isinstance(exc.data, str) else None
     reason = decode_revert(data, settings) if data else (exc.message or "no reason given")
@@ -226,7 +212,7 @@ def _replayed_revert(
         w3.eth.call(call, block_identifier=receipt["blockNumber"] - 1)
     except ContractLogicError as exc:
         return _revert(label, exc, settings)
-    except CONNECTION_ERRORS:
+    except UNREACHABLE:
         pass
     reason = "an unknown reason (out of gas?)"
     return RevertError(f"{label} failed in block {receipt['blockNumber']} with {reason}", reason)
