@@ -124,7 +124,7 @@ def status(settings: Settings, address: str | None) -> Status:
 async def _status(settings: Settings, address: str | None) -> Status:
     store = Store(database_url(settings.keeper.database_url, settings.project_root), create=False)
     try:
-        cursor = store.cursor()
+        cursor = store.cursors.cursor()
         beats = store.heartbeats()
     except SQLAlchemyError as exc:  # a database no keeper has written to yet
         raise ConfigError(

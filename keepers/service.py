@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -24,19 +24,12 @@ from keepers.metrics import Metrics
 from keepers.queue import Delivery, Job, JobQueue, LocalQueue, RedisQueue
 from keepers.sender import Heads, Sender, SendError
 from keepers.store import Store, database_url
-from keepers.watch import (
-    ChainMoved,
-    Changes,
-    Head,
-    Watcher,
-    poll_heads,
-    subscribe_heads,
-    ws_url_for,
-)
+from keepers.watch import Changes, Watcher
 from tandem import artifacts
 from tandem.config import Settings, redact
 from tandem.errors import ConfigError, DeploymentError, NodeError, RevertError
-from tandem.node_errors import NODE_ERRORS, UNREACHABLE
+from tandem.follower import ChainMoved, Head, HeadSource
+from tandem.node_errors import NODE_ERRORS, UNREACHABLE, describe
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +101,6 @@ class Keeper:
         self.name = consumer_name(account.address)
         self._stopping = asyncio.Event()
         self._swept = False
-        self._subscribed = False
         self._sent_jobs: set[str] = set()  # jobs whose transaction has left
         self.latest: Head | None = None
         self.decided = -1  # the last head fully acted upon: synced, decided, published
@@ -143,6 +135,7 @@ class Keeper:
         self.decider = Decider(self.w3, self.settings)
         self.actor = Actor(self.decider, self.sender, on_sent=self._sent)
         self.watcher = Watcher(self.w3, self.settings, self.store, hub)
+        self.head_source = HeadSource(self.w3, self.keeper, self.settings.rpc_url)
         log.info(
             "keeper %s on chain %s, hub %s, %s queue",
             self.account.address,
@@ -210,7 +203,7 @@ class Keeper:
         backoff = 0.2
         while not self._stopping.is_set():
             try:
-                async for head in self._heads():
+                async for head in self.head_source:
                     await self.on_head(head)
                     backoff = 0.2
             except asyncio.CancelledError:
@@ -227,28 +220,6 @@ class Keeper:
                 log.exception("watching failed; trying again in %.1f s", backoff)
             await asyncio.sleep(backoff)
             backoff = min(MAX_BACKOFF, backoff * 2)
-
-    async def _heads(self) -> AsyncIterator[Head]:
-        mode = self.keeper.heads
-        if mode != "poll":
-            url = self.keeper.ws_url or ws_url_for(self.settings.rpc_url)
-            try:
-                async for head in subscribe_heads(self.watcher, url):
-                    self._subscribed = True
-                    yield head
-                return
-            except NODE_ERRORS as exc:
-                # Once subscriptions worked, a dropped connection is reconnected, not given up.
-                if mode == "subscribe" or self._subscribed:
-                    raise
-                log.info(
-                    "no WebSocket subscription at %s (%s): polling instead",
-                    redact(url),
-                    _short(exc),
-                )
-                self.keeper = self.keeper.model_copy(update={"heads": "poll"})
-        async for head in poll_heads(self.watcher, self.keeper.poll_interval):
-            yield head
 
     async def on_head(self, head: Head) -> None:
         """One block (or more, after a gap): sync, decide, publish."""
@@ -331,7 +302,7 @@ class Keeper:
         """Stale feeds and suspended vaults, logged and counted."""
         try:
             now = int((await self.w3.eth.get_block("latest"))["timestamp"])
-            abi = artifacts.load("TestPriceFeed", self.settings).abi
+            abi = artifacts.load("IAggregatorV3", self.settings).abi
             for feed in self.store.feeds():
                 contract = self.w3.eth.contract(address=checksum(feed.feed), abi=abi)
                 updated_at = (await contract.functions.latestRoundData().call())[3]
@@ -479,10 +450,7 @@ _SECRET_URLS: set[str] = set()
 def _short(exc: BaseException) -> str:
     """The first line of an error, without the configured URLs' secrets (aiohttp puts the
     whole URL, API key included, in its messages)."""
-    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-    for url in _SECRET_URLS:
-        text = text.replace(url, redact(url))
-    return text[:200]
+    return describe(exc, _SECRET_URLS)
 
 
 def _block(outcome: Outcome) -> int | None:

@@ -1,7 +1,6 @@
 """What a keeper remembers between runs, in the configured database (SQLite by default).
 
-- the cursor: the last block fully processed, with its hash;
-- recent block hashes, to find the common ancestor after a reorganisation;
+- the cursor and recent block hashes (``tandem.follower.cursor``'s tables, ``keeper_`` prefixed);
 - what it watches: vaults, their followers, the price feeds of tradable assets;
 - an outbox of master trades, published to consumers once confirmed;
 - each keeper's heartbeat, for ``tandem keeper status``.
@@ -45,26 +44,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tandem.config import redact
 from tandem.errors import ConfigError
-
-# How many recent block hashes to keep: deeper reorganisations than this are not expected on
-# any chain the protocol runs on, and the cursor then falls back by this much.
-RECENT_BLOCKS = 256
+from tandem.follower.cursor import CursorStore, cursor_tables
 
 metadata = MetaData()
 
-cursor_table = Table(
-    "keeper_cursor",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("block_number", BigInteger, nullable=False),
-    Column("block_hash", String(66), nullable=False),
-)
-blocks = Table(
-    "keeper_blocks",
-    metadata,
-    Column("number", BigInteger, primary_key=True),
-    Column("hash", String(66), nullable=False),
-)
+chain_cursor = cursor_tables(metadata, "keeper")
 vaults = Table(
     "keeper_vaults",
     metadata,
@@ -109,12 +93,6 @@ heartbeats = Table(
 
 
 @dataclass(frozen=True)
-class Cursor:
-    block_number: int
-    block_hash: str
-
-
-@dataclass(frozen=True)
 class Feed:
     token: str
     feed: str
@@ -155,6 +133,7 @@ class Store:
                     Path(database).parent.mkdir(parents=True, exist_ok=True)
             if create:
                 metadata.create_all(self.engine)
+            self.cursors = CursorStore(self.engine, chain_cursor)
         except (SQLAlchemyError, ImportError, OSError) as exc:
             raise ConfigError(
                 f"cannot open the keeper database {redact(url)}: {exc.__class__.__name__}",
@@ -169,52 +148,12 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    # --- cursor and recent blocks
-
-    def cursor(self, name: str = "main") -> Cursor | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(cursor_table.c.block_number, cursor_table.c.block_hash).where(
-                    cursor_table.c.name == name
-                )
-            ).first()
-        return Cursor(row[0], row[1]) if row else None
-
-    def advance(self, conn: Connection, number: int, block_hash: str, name: str = "main") -> None:
-        """Move the cursor to ``number`` and remember its hash among the recent blocks."""
-        values = {"block_number": number, "block_hash": block_hash}
-        updated = conn.execute(
-            update(cursor_table).where(cursor_table.c.name == name).values(**values)
-        )
-        if updated.rowcount == 0:
-            conn.execute(insert(cursor_table).values(name=name, **values))
-        conn.execute(delete(blocks).where(blocks.c.number >= number))
-        conn.execute(insert(blocks).values(number=number, hash=block_hash))
-        conn.execute(delete(blocks).where(blocks.c.number <= number - RECENT_BLOCKS))
-
-    def remember(self, conn: Connection, hashes: dict[int, str]) -> None:
-        """Keep more (number, hash) pairs for finding a common ancestor."""
-        for number, block_hash in hashes.items():
-            conn.execute(delete(blocks).where(blocks.c.number == number))
-            conn.execute(insert(blocks).values(number=number, hash=block_hash))
-
-    def recent_blocks(self) -> list[tuple[int, str]]:
-        """Remembered (number, hash) pairs, newest first."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(blocks.c.number, blocks.c.hash).order_by(blocks.c.number.desc())
-            )
-            return [(r[0], r[1]) for r in rows]
-
-    def roll_back(self, ancestor: int, ancestor_hash: str, name: str = "main") -> int:
+    def roll_back(self, conn: Connection, ancestor: int) -> int:
         """Forget everything found above block ``ancestor``; returns the trades withdrawn."""
-        with self.engine.begin() as conn:
-            for table in (vaults, followers, feeds):
-                conn.execute(delete(table).where(table.c.block_number > ancestor))
-            withdrawn = conn.execute(delete(trades).where(trades.c.block_number > ancestor))
-            conn.execute(delete(blocks).where(blocks.c.number > ancestor))
-            self.advance(conn, ancestor, ancestor_hash, name)
-            return withdrawn.rowcount or 0
+        for table in (vaults, followers, feeds):
+            conn.execute(delete(table).where(table.c.block_number > ancestor))
+        withdrawn = conn.execute(delete(trades).where(trades.c.block_number > ancestor))
+        return withdrawn.rowcount or 0
 
     # --- what is watched
 
@@ -241,11 +180,10 @@ class Store:
             )
         )
 
-    def vaults(self) -> list[str]:
-        with self.engine.connect() as conn:
-            return [
-                r[0] for r in conn.execute(select(vaults.c.vault).order_by(vaults.c.block_number))
-            ]
+    def vaults(self, conn: Connection | None = None) -> list[str]:
+        query = select(vaults.c.vault).order_by(vaults.c.block_number)
+        with _reading(self.engine, conn) as reader:
+            return [r[0] for r in reader.execute(query)]
 
     def followers(self, vault: str, conn: Connection | None = None) -> list[str]:
         query = (
@@ -253,22 +191,20 @@ class Store:
             .where(followers.c.vault == vault)
             .order_by(followers.c.block_number, followers.c.follower)
         )
-        if conn is not None:
-            return [r[0] for r in conn.execute(query)]
-        with self.engine.connect() as own:
-            return [r[0] for r in own.execute(query)]
+        with _reading(self.engine, conn) as reader:
+            return [r[0] for r in reader.execute(query)]
 
     def follower_count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(followers)).scalar_one())
 
-    def feeds(self) -> list[Feed]:
+    def feeds(self, conn: Connection | None = None) -> list[Feed]:
         """Each token's latest feed."""
         query = select(feeds.c.token, feeds.c.feed, feeds.c.heartbeat).order_by(
             feeds.c.block_number
         )
-        with self.engine.connect() as conn:
-            latest = {r[0]: Feed(r[0], r[1], r[2]) for r in conn.execute(query)}
+        with _reading(self.engine, conn) as reader:
+            latest = {r[0]: Feed(r[0], r[1], r[2]) for r in reader.execute(query)}
         return list(latest.values())
 
     # --- trades outbox
@@ -353,6 +289,17 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(select(heartbeats).order_by(heartbeats.c.keeper))
             return [(r.keeper, r.updated_at, r.status) for r in rows]
+
+
+@contextmanager
+def _reading(engine: Engine, conn: Connection | None) -> Iterator[Connection]:
+    """``conn`` (to read inside its transaction, what it wrote included), else a connection of
+    its own."""
+    if conn is not None:
+        yield conn
+        return
+    with engine.connect() as own:
+        yield own
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

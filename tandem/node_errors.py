@@ -7,12 +7,15 @@ Nodes word the same refusal differently (geth, anvil, Erigon, hosted providers):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
 import requests
 import websockets
 from web3.exceptions import ProviderConnectionError, Web3Exception, Web3RPCError
+
+from tandem.config import redact
 
 # Contact with the node was lost or never made: the transports of both clients, and the OS.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -71,3 +74,12 @@ def nonce_too_low(exc: Web3RPCError) -> bool:
     """Whether the node refused a transaction because its nonce is already used."""
     message = str(exc).lower()
     return any(hint in message for hint in _NONCE_TOO_LOW)
+
+
+def describe(exc: BaseException, urls: Iterable[str] = ()) -> str:
+    """The first line of an error, fit for a log line: the secrets of ``urls`` (paths holding API
+    keys, passwords) redacted, since aiohttp puts the whole URL in its messages."""
+    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    for url in urls:
+        text = text.replace(url, redact(url))
+    return text[:200]

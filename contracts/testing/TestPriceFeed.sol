@@ -3,15 +3,13 @@ pragma solidity 0.8.28;
 
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
-import {IAggregatorV3} from "../interfaces/IAggregatorV3.sol";
+import {IChainlinkAggregator} from "../interfaces/IChainlinkAggregator.sol";
 
 /// @title Test price feed
-/// @notice A Chainlink-compatible feed whose answer anyone may set, for local chains and tests.
+/// @notice A Chainlink-compatible feed whose answer anyone may set, for local chains and tests:
+/// an aggregator read directly, without a proxy in front (see `TestFeedProxy` for one).
 /// Round, answer and update time share one slot, so reading the feed costs one storage read.
-contract TestPriceFeed is IAggregatorV3 {
-    /// @notice A new answer was set.
-    event AnswerUpdated(int256 indexed current, uint256 indexed roundId, uint256 updatedAt);
-
+contract TestPriceFeed is IChainlinkAggregator {
     uint8 public immutable decimals;
     string public description;
 

@@ -83,3 +83,11 @@ def test_revert_data_flat_or_nested() -> None:
     assert node_errors.revert_data(refusal("reverted", 3, {"data": "0xabcd"})) == "0xabcd"
     assert node_errors.revert_data(refusal("reverted", 3, "Reverted 0x")) is None
     assert node_errors.revert_data(refusal("reverted")) is None
+
+
+def test_an_error_described_for_a_log_line_hides_the_urls_secrets() -> None:
+    url = "wss://mainnet.example.io/ws/v3/APIKEY123"
+    exc = aiohttp.ClientConnectionError(f"Cannot connect to host {url}\nmore detail")
+    described = node_errors.describe(exc, [url])
+    assert described == "Cannot connect to host wss://mainnet.example.io/***"
+    assert node_errors.describe(TimeoutError()) == "TimeoutError"

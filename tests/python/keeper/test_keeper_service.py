@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from web3.logs import DISCARD
 
-from keepers import watch
 from keepers.queue import Job
 from keepers.run import KeeperThread
-from keepers.store import Cursor, Store, database_url
+from keepers.store import Store, database_url
 from tandem.config import Settings
 from tandem.errors import RevertError
+from tandem.follower import Cursor, chain_follower
 from tandem.protocol import BASE, Deployment, advance_time, move_price, trade
 
 from .conftest import StartKeeper
@@ -61,7 +61,7 @@ def test_keeper_exits_every_breached_follower_once_and_no_other(
     assert len(keeper.keeper.metrics.reaction_samples) == len(transactions)
     store = keeper.keeper.store
     assert store.follower_count() == len(book.followers)
-    assert store.cursor() is not None
+    assert store.cursors.cursor() is not None
 
 
 def test_keeper_on_postgresql_resumes_from_its_cursor(
@@ -84,12 +84,14 @@ def test_keeper_on_postgresql_resumes_from_its_cursor(
     metadata.create_all(store.engine)
     first = run_keeper(ks, keystore)
     head = dep.w3.eth.block_number
-    wait_until(lambda: (store.cursor() or Cursor(-1, "")).block_number == head, 20, "the cursor")
+    wait_until(
+        lambda: (store.cursors.cursor() or Cursor(-1, "")).block_number == head, 20, "the cursor"
+    )
     first.stop()
     book = build_book(dep, "resume", 4)  # happens while no keeper runs
     second = run_keeper(ks, keystore)
     wait_until(
-        lambda: (store.cursor() or Cursor(-1, "")).block_number >= dep.w3.eth.block_number,
+        lambda: (store.cursors.cursor() or Cursor(-1, "")).block_number >= dep.w3.eth.block_number,
         20,
         "catch-up",
     )
@@ -108,7 +110,7 @@ def test_keeper_exits_with_websocket_heads(dep: Deployment, start_keeper: StartK
     wait_until(lambda: len(exits_of(dep, book.vault, start)) == 6, 30, "the exits")
     # Blocks come by subscription: ten more blocks, and the keeper asks for none of them
     # (polling would ask for the latest block many times a second).
-    assert keeper.keeper._subscribed
+    assert keeper.keeper.head_source.subscribed
     settle(keeper, dep.w3)
     asked = keeper.keeper.metrics.rpc.labels("eth_getBlockByNumber")
     before = asked._value.get()
@@ -252,7 +254,7 @@ def test_a_long_catch_up_shows_progress_on_a_terminal(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(watch, "PROGRESS_BLOCKS", 10)
+    monkeypatch.setattr(chain_follower, "PROGRESS_BLOCKS", 10)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     keeper = start_keeper(max_log_range=16)  # a catch-up of many ranges from block 0
     settle(keeper, dep.w3)

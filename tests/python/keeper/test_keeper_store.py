@@ -1,4 +1,4 @@
-"""The keeper's store on SQLite and on a real PostgreSQL server: cursor, reorg roll-back,
+"""The keeper's store on SQLite and on a real PostgreSQL server: its cursor, reorg roll-back,
 the trades outbox, heartbeats."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from keepers.store import Cursor, Feed, Store, database_url, metadata, redact
+from keepers.store import Feed, Store, database_url, metadata, redact
+from tandem.follower import Cursor
 
 VAULT, OTHER = "0x" + "11" * 20, "0x" + "22" * 20
 A, B, C = ("0x" + c * 40 for c in "abc")
@@ -31,7 +32,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 def test_cursor_survives_a_reopen_and_rolls_back_with_what_was_found(
     store: Store, tmp_path: Path
 ) -> None:
-    assert store.cursor() is None
+    assert store.cursors.cursor() is None
     with store.begin() as conn:
         store.add_vault(conn, VAULT, A, 10)
         store.add_followers(conn, VAULT, [(A, 10), (B, 12)])
@@ -45,7 +46,7 @@ def test_cursor_survives_a_reopen_and_rolls_back_with_what_was_found(
             vault=VAULT,
             trade={"x": 1},
         )
-        store.advance(conn, 12, "0xh12")
+        store.cursors.advance(conn, 12, "0xh12")
     with store.begin() as conn:
         store.set_feed(conn, Feed(C, VAULT, 60), 13)  # a new feed for C, then rolled back
         store.add_vault(conn, OTHER, B, 14)
@@ -59,16 +60,19 @@ def test_cursor_survives_a_reopen_and_rolls_back_with_what_was_found(
             vault=VAULT,
             trade={"x": 2},
         )
-        store.advance(conn, 14, "0xh14")
+        store.cursors.advance(conn, 14, "0xh14")
     reopened = Store(str(store.engine.url.render_as_string(hide_password=False)))
-    assert reopened.cursor() == Cursor(14, "0xh14")
+    assert reopened.cursors.cursor() == Cursor(14, "0xh14")
     assert reopened.followers(VAULT) == [A, B, C]
-    assert [n for n, _ in reopened.recent_blocks()] == [14, 12]
+    assert [n for n, _ in reopened.cursors.recent_blocks()] == [14, 12]
     reopened.close()
 
-    withdrawn = store.roll_back(12, "0xh12")
+    with store.begin() as conn:
+        withdrawn = store.roll_back(conn, 12)
+        store.cursors.rewind(conn, Cursor(12, "0xh12"))
     assert withdrawn == 1
-    assert store.cursor() == Cursor(12, "0xh12")
+    assert store.cursors.cursor() == Cursor(12, "0xh12")
+    assert [n for n, _ in store.cursors.recent_blocks()] == [12]
     assert store.vaults() == [VAULT]
     assert store.followers(VAULT) == [A, B]
     assert [t["block_number"] for t in store.confirmed_trades(100)] == [12]
