@@ -2,8 +2,9 @@
 
 The pipeline, one module per stage:
 
-- ``watch``: follows new blocks (WebSocket subscription or polling, one code path), fetches the
-  protocol's logs from a durable cursor, notices reorganisations and rolls back;
+- ``watch``: the keeper's part of following the chain (the shared ``tandem.follower`` brings
+  heads, logs from a durable cursor and reorganisations): the hub, its vaults and the aggregators
+  behind the price feeds, what their events mean to the keeper, and what it stores;
 - ``decide`` (with ``calls``): reads many followers per call (``followerStates``) and turns
   what is due into jobs: risk exits, peaks, crystallisations, pending-mirror slices;
 - ``queue``: hands jobs to workers, in process or through Redis Streams for several keepers;
