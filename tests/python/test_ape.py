@@ -48,8 +48,9 @@ def ape_env(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 
 def run_ape(
-    settings: Settings, env: dict[str, str], *args: str, timeout: float = 60
+    settings: Settings, env: dict[str, str], *args: str, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
+    # The timeout only catches a hang: a loaded 2-core machine takes minutes to compile.
     return subprocess.run(
         [ape_binary(), *args],
         cwd=settings.project_root,
