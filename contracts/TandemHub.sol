@@ -281,7 +281,12 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc ITandemHub
-    function allocate(address vault, uint256 amount) external nonReentrant whenNotPaused returns (uint256 shares) {
+    function allocate(address vault, uint256 amount, uint256 minShares)
+        external
+        nonReentrant
+        whenNotPaused
+        returns (uint256 shares)
+    {
         if (!isVault[vault]) revert UnknownVault(vault);
         if (amount == 0) revert ZeroAmount();
         Account memory acct = _accounts[msg.sender];
@@ -304,6 +309,7 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
 
         baseAsset.safeTransfer(vault, amount);
         shares = ITandemVault(vault).onAllocate(msg.sender, amount);
+        if (shares < minShares) revert SharesBelowMinimum(shares, minShares);
     }
 
     /// @inheritdoc ITandemHub

@@ -478,6 +478,10 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
                     : Math.mulDiv(want - have, spent[i], have);
                 spend = Math.min(spend, left);
                 if (_value(spend, prices[0]) < params.minOrderValue) continue;
+                // Vaults may not buy what the hub made untradable, and entering without it would
+                // dilute everyone else's exposure to it: no allocation while the newcomer's part
+                // of it is worth a minimum order.
+                if (!HUB.asset(held[i]).tradable) revert ITandemHub.AssetNotTradable(held[i]);
                 ITandemHub.Route memory r = _vetted(address(BASE_ASSET), held[i]);
                 if (r.adapter == address(0)) revert ITandemVault.NoVettedRoute(address(BASE_ASSET), held[i]);
                 uint256 minOut = _oracleMinOut(spend, prices[0], prices[i], params.maxSlippageBps);

@@ -68,6 +68,15 @@ contract TandemVaultLens is ITandemVaultLens, VaultBase {
     }
 
     /// @inheritdoc ITandemVaultLens
+    function previewAllocate(uint256 amount) external view returns (uint256) {
+        address[] memory held = _tokens();
+        uint256[] memory prices = HUB.pricesOf(held);
+        (, uint256 poolValue) = _equities(held, prices);
+        // The same rounding as `onAllocate`, on what the allocation is worth before entry costs.
+        return Math.mulDiv(_value(amount, prices[0]), _totalShares + VIRTUAL_SHARES, poolValue + VIRTUAL_VALUE);
+    }
+
+    /// @inheritdoc ITandemVaultLens
     function limitsOf(address follower)
         external
         view
@@ -103,6 +112,7 @@ contract TandemVaultLens is ITandemVaultLens, VaultBase {
         // The valuation and the judgement `triggerExits` makes, so the two never disagree.
         (uint256 poolValue, uint256 total) = _poolValue();
         (address master_, address treasury) = (_master(), HUB.treasury());
+        uint256 maxSlippageBps = HUB.params().maxSlippageBps;
         states = new ITandemVault.FollowerState[](followers.length);
         for (uint256 f; f < followers.length; ++f) {
             address follower = followers[f];
@@ -114,6 +124,9 @@ contract TandemVaultLens is ITandemVaultLens, VaultBase {
             Guard memory g = _guards[follower];
             (s.shares, s.value, s.entryValue, s.peakValue) = (position.shares, value, g.entryValue, g.peakValue);
             (s.exitDue, s.reason) = (met && position.allocatedAt != block.number, reason);
+            // A batch exit takes only followers with its first due follower's exit slippage: the
+            // keeper groups them by it.
+            s.exitSlippageBps = uint16(_exitSlippage(position.exitSlippageBps, maxSlippageBps));
             // Shares without an entry value (fee shares) carry no limits: no peak to record.
             if (g.entryValue != 0) s.maxDrawdownBps = _limitsIn(g).maxDrawdownBps;
             FeeMark memory mark = _feeMarks[follower];

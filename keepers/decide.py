@@ -46,6 +46,9 @@ class FollowerState:
     # drawdown, 3 take-profit. Kept as a number: the keeper acts on `exit_due` alone, so a
     # reason added to the contract later must not stop it from reading states.
     reason: int
+    # The slippage a risk exit of this follower sells at. A batch exit takes only the followers
+    # with its first due follower's, so due followers are grouped by it, one job per group.
+    exit_slippage_bps: int
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,18 @@ def batches(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-# followerStates returns an array of static structs: an offset, a length, then nine 32-byte
+def exit_groups(states: list[FollowerState]) -> list[tuple[str, ...]]:
+    """The due followers, grouped by exit slippage in the order they were listed: a batch exit
+    takes only the followers with its first due follower's exit slippage, so a mixed batch would
+    leave the others for another transaction anyway."""
+    groups: dict[int, list[str]] = {}
+    for s in states:
+        if s.exit_due:
+            groups.setdefault(s.exit_slippage_bps, []).append(s.follower)
+    return [tuple(g) for g in groups.values()]
+
+
+# followerStates returns an array of static structs: an offset, a length, then ten 32-byte
 # words per follower in the order of ITandemVault.FollowerState. Reading them by slicing is two
 # orders of magnitude faster than web3's generic decoder (about 1 ms instead of 60 ms for 250
 # followers), which is most of a keeper's reaction time. `check_layout` guards the assumption.
@@ -76,6 +90,7 @@ STATE_FIELDS = (
     ("maxDrawdownBps", "uint16"),
     ("exitDue", "bool"),
     ("reason", "uint8"),
+    ("exitSlippageBps", "uint16"),
 )
 WORD = 32
 
@@ -103,7 +118,9 @@ def decode_states(raw: bytes, followers: list[str]) -> list[FollowerState]:
         at = 2 * WORD + i * words * WORD
         v = [int.from_bytes(raw[at + k * WORD : at + (k + 1) * WORD], "big") for k in range(words)]
         states.append(
-            FollowerState(follower, v[0], v[1], v[2], v[3], v[4], v[5], v[6], bool(v[7]), v[8])
+            FollowerState(
+                follower, v[0], v[1], v[2], v[3], v[4], v[5], v[6], bool(v[7]), v[8], v[9]
+            )
         )
     return states
 
@@ -151,9 +168,9 @@ class Decider:
 
         async def one(batch: list[str]) -> None:
             states = await self._states(vault, batch)
-            due = [s.follower for s in states if s.exit_due]
-            if sweep.exits and due:
-                await put(Job("exits", vault, tuple(due), block=block, seen_at=seen_at))
+            if sweep.exits:
+                for due in exit_groups(states):
+                    await put(Job("exits", vault, due, block=block, seen_at=seen_at))
             for job in await self._other_jobs(vault, states, sweep, block, seen_at):
                 await put(job)
 

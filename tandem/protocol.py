@@ -27,6 +27,7 @@ from tandem.config import Settings
 from tandem.errors import DeploymentError
 
 PRICE_UNIT = 10**18  # vault values are USD with 18 decimals
+BPS = 10_000
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 V3_FEE = 3000
 # The fee tiers routes through the local V3 adapter may use. The local pools use 3000; 10000 is
@@ -413,13 +414,13 @@ def add_followers(
     for follower in followers:
         set_balance(w3, follower, 10**20)
     # An allocation may use at most the default cap (25%) of the follower's hub account.
-    deposit = allocation * 10_000 // dep.hub.functions.params().call()[1] + 1
+    deposit = allocation * BPS // dep.hub.functions.params().call()[1] + 1
     base, hub = dep.base, dep.hub
     steps: list[Callable[[str], Any]] = [
         lambda f: base.functions.mint(f, deposit),
         lambda f: base.functions.approve(hub.address, deposit),
         lambda f: hub.functions.deposit(deposit),
-        lambda f: hub.functions.allocate(vault.address, allocation),
+        lambda f: hub.functions.allocate(vault.address, allocation, 0),
     ]
     if limits:
         steps.append(lambda f: vault.functions.setLimits(limits[f]))
@@ -476,8 +477,16 @@ def deposit(dep: Deployment, follower: str, amount: int) -> TxReceipt:
     return transact(dep.hub.functions.deposit(amount), follower)
 
 
-def allocate(dep: Deployment, follower: str, vault: Contract, amount: int) -> TxReceipt:
-    return transact(dep.hub.functions.allocate(vault.address, amount), follower)
+def allocate(
+    dep: Deployment, follower: str, vault: Contract, amount: int, *, max_entry_cost_bps: int = 100
+) -> TxReceipt:
+    """Allocate ``amount`` base units of ``follower``'s free balance to ``vault``, for at least
+    the shares the pool quotes now less ``max_entry_cost_bps``: the entry swaps' cost and any move
+    of the pool's value before the transaction lands. Past that the hub reverts with
+    ``SharesBelowMinimum`` and nothing moves."""
+    quoted = vault.functions.previewAllocate(amount).call()
+    min_shares = quoted * (BPS - max_entry_cost_bps) // BPS
+    return transact(dep.hub.functions.allocate(vault.address, amount, min_shares), follower)
 
 
 @dataclass(frozen=True)

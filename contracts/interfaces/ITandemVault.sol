@@ -236,6 +236,11 @@ interface ITandemVaultLens {
 
     /// @notice Value of each book at oracle prices, in USD with 18 decimals.
     function equities() external view returns (uint256 masterEquity, uint256 poolEquity);
+
+    /// @notice The pool shares an allocation of `amount` base asset would mint now if its entry
+    /// swaps cost nothing: the most it can mint. A follower passes a fraction of it to
+    /// `ITandemHub.allocate` as `minShares`, the entry cost they accept.
+    function previewAllocate(uint256 amount) external view returns (uint256 shares);
 }
 
 /// @title Tandem vault
@@ -331,6 +336,8 @@ interface ITandemVault is ITandemVaultTrading, ITandemVaultExits, ITandemVaultLe
     /// runs in: true when they hold shares, did not allocate in that block, and one of their limits
     /// holds.
     /// @param reason The limit that holds, as `exitCondition` reports it (`None` when none does).
+    /// @param exitSlippageBps The slippage a risk exit of this follower sells at (`exitSlippageOf`).
+    /// A batch exit takes only followers with its first due follower's, so keepers group by it.
     struct FollowerState {
         uint256 shares;
         uint256 value;
@@ -341,6 +348,7 @@ interface ITandemVault is ITandemVaultTrading, ITandemVaultExits, ITandemVaultLe
         uint16 maxDrawdownBps;
         bool exitDue;
         ExitReason reason;
+        uint16 exitSlippageBps;
     }
 
     /// @notice Why the pool's part of a trade was not executed.

@@ -4,6 +4,7 @@ pragma solidity 0.8.28;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 
+import {ITandemHub} from "../../contracts/interfaces/ITandemHub.sol";
 import {ITandemVault} from "../../contracts/interfaces/ITandemVault.sol";
 import {ISwapAdapter} from "../../contracts/interfaces/ISwapAdapter.sol";
 import {UniswapV3Adapter} from "../../contracts/adapters/UniswapV3Adapter.sol";
@@ -345,7 +346,75 @@ contract HardeningTest is Fixture {
         fund(alice, 40_000e6);
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.NoVettedRoute.selector, address(usdc), address(weth)));
-        hub.allocate(address(vault), 10_000e6);
+        hub.allocate(address(vault), 10_000e6, 0);
+    }
+
+    /// @dev A newcomer's entry is bounded by their own minimum: the quote is exact for a pool all
+    /// in base (no entry swap), and one share more than it mints is refused.
+    function test_allocate_minShares_quoteIsExactWithoutEntrySwaps() public {
+        follow(alice, vault, 100_000e6);
+        fund(bob, 40_000e6);
+        uint256 quoted = vault.previewAllocate(10_000e6);
+        vm.prank(bob);
+        vm.expectRevert(abi.encodeWithSelector(ITandemHub.SharesBelowMinimum.selector, quoted, quoted + 1));
+        hub.allocate(address(vault), 10_000e6, quoted + 1);
+        vm.prank(bob);
+        assertEq(hub.allocate(address(vault), 10_000e6, quoted), quoted, "exactly the quote");
+    }
+
+    /// @dev The entry swaps are the newcomer's cost, and a fill worse than they accepted (a
+    /// sandwich of the vetted pool, a price moved since they signed) is refused: nothing moves.
+    function test_allocate_revertsWhen_theEntryCostsMoreThanTheFollowerAccepts() public {
+        follow(alice, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(weth), 50_000e6); // the pool is half ETH
+        fund(bob, 40_000e6);
+        uint256 quoted = vault.previewAllocate(10_000e6);
+        uint256 minShares = quoted * 9_980 / 10_000; // Bob accepts 0.2%
+        mockAdapter.setFactorBps(9_900); // his ETH fills 1% under the oracle: 0.5% of his entry
+        uint256 free = hub.account(bob).free;
+        vm.prank(bob);
+        try hub.allocate(address(vault), 10_000e6, minShares) {
+            fail("an entry past the follower's bound went through");
+        } catch (bytes memory reason) {
+            assertTrue(bytes4(reason) == ITandemHub.SharesBelowMinimum.selector, "named error");
+        }
+        assertEq(hub.account(bob).free, free, "his balance untouched");
+        assertEq(vault.sharesOf(bob), 0, "no shares");
+
+        mockAdapter.setFactorBps(9_970); // a 0.3% fill on half of it: 0.15%, within his bound
+        vm.prank(bob);
+        uint256 shares = hub.allocate(address(vault), 10_000e6, minShares);
+        assertGe(shares, minShares, "at least his minimum");
+        assertLt(shares, quoted, "the quote is the most an allocation mints");
+    }
+
+    /// @dev Vaults may not buy what the hub made untradable, and a newcomer entering without it
+    /// would dilute everyone's exposure to it: no allocation until the pool has left it.
+    function test_allocate_revertsWhen_thePoolHoldsAnUntradableToken() public {
+        follow(alice, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(weth), 50_000e6);
+        vm.prank(owner);
+        hub.setAssetTradable(address(weth), false);
+        fund(bob, 40_000e6);
+        vm.prank(bob);
+        vm.expectRevert(abi.encodeWithSelector(ITandemHub.AssetNotTradable.selector, address(weth)));
+        hub.allocate(address(vault), 10_000e6, 0);
+
+        tradeMock(vault, address(weth), address(usdc), masterBook(vault, weth)); // master and pool leave
+        assertEq(poolBook(vault, weth), 0, "the pool left ETH with the master");
+        assertGt(allocate(bob, vault, 10_000e6), 0, "newcomers come in again");
+    }
+
+    /// @dev Keepers group a batch by exit slippage (a batch takes only its first due follower's):
+    /// the states they read carry it.
+    function test_followerStates_reportEachFollowersExitSlippage() public {
+        follow(alice, vault, 10_000e6);
+        follow(bob, vault, 10_000e6);
+        vm.prank(bob);
+        vault.setExitSlippage(20);
+        ITandemVault.FollowerState[] memory states = vault.followerStates(_two(alice, bob));
+        assertEq(states[0].exitSlippageBps, 100, "the hub's bound by default");
+        assertEq(states[1].exitSlippageBps, 20, "his own");
     }
 
     // ---------------------------------------------------------------------------------------------

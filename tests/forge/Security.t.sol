@@ -542,7 +542,7 @@ contract SecurityTest is Fixture {
         usdc.mint(address(token), 4_000e6);
         token.execute(address(usdc), abi.encodeCall(IERC20.approve, (address(hub), 4_000e6)));
         token.execute(address(hub), abi.encodeCall(TandemHub.deposit, (4_000e6)));
-        token.arm(address(hub), abi.encodeCall(TandemHub.allocate, (address(vault), 1_000e6)));
+        token.arm(address(hub), abi.encodeCall(TandemHub.allocate, (address(vault), 1_000e6, 0)));
         ITandemVault.Trade memory t =
             tradeOf(address(token), address(usdc), masterBook(vault, token), address(mockAdapter));
         vm.prank(master);

@@ -407,7 +407,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         setEthPrice(1_000e18);
         fund(alice, 20_000e6);
         vm.prank(alice);
-        hub.allocate(address(vault), 100e6); // still breached, but allocated in this block
+        hub.allocate(address(vault), 100e6, 0); // still breached, but allocated in this block
         vm.expectRevert(ITandemVault.ExitInAllocationBlock.selector);
         _trigger(alice, _mockEth());
         vm.roll(block.number + 1);
@@ -637,7 +637,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         _fivePool();
         fund(carol, 10_000e6); // room under her cap
         vm.prank(carol);
-        hub.allocate(address(vault), 1_000e6); // carol tops up in the keeper's block, still breached
+        hub.allocate(address(vault), 1_000e6, 0); // carol tops up in the keeper's block, still breached
         (bool met,,) = vault.exitCondition(carol);
         assertTrue(met, "carol's stop-loss still holds");
         uint256 carolShares = vault.sharesOf(carol);

@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from fractions import Fraction
 
+import pytest
 import test_protocol
 from test_protocol import (
     BPS,
@@ -27,6 +28,8 @@ from web3.logs import DISCARD
 from web3.types import RPCEndpoint
 
 from tandem import protocol as p
+from tandem.chain import transact
+from tandem.errors import RevertError
 from tandem.protocol import BASE, PRICE_UNIT, Deployment
 
 ONE_BP = Fraction(1, BPS)
@@ -184,3 +187,39 @@ def test_a_batch_of_risk_exits_survives_a_rotation_landing_first(
         assert dep.units(BASE, 9_000) < args["baseOut"] < dep.units(BASE, 9_500)
     assert vault.functions.totalShares().call() == 0
     assert books(vault, wbtc)[1] == 0
+
+
+def test_a_late_joiner_bounds_their_entry_against_a_sandwich(dep: Deployment, cast: Cast) -> None:
+    """A newcomer signs an allocation to a pool that holds WETH, accepting 0.2% of entry cost.
+    A whale front-runs it by buying WETH in the vetted pair: the newcomer's entry swap would now
+    fill worse than they accepted, though within the protocol's oracle bound, so the hub refuses
+    it with ``SharesBelowMinimum`` and nothing of theirs moves. Once the pair is back, the same
+    bound lets the allocation through."""
+    vault = p.create_master(dep, cast.ada, dep.units(BASE, 50_000))
+    first, newcomer = cast.followers[0], cast.followers[1]
+    p.deposit(dep, first, dep.units(BASE, 400_000))
+    p.allocate(dep, first, vault, dep.units(BASE, 100_000))
+    master_base = books(vault, dep.base.address)[0]
+    p.trade(dep, vault, cast.ada, "USDC", "WETH", master_base // 2, dep.v2_route("USDC", "WETH"))
+    assert dep.vetted_route("USDC", "WETH") == dep.v2_route("USDC", "WETH")
+    p.deposit(dep, newcomer, dep.units(BASE, 400_000))
+    amount = dep.units(BASE, 100_000)
+
+    # The front-run: WETH up about 0.6% in the vetted pair, the feed unchanged. Half of the
+    # newcomer's 100,000 USDC buys WETH there: about 0.3% of the entry, past their 0.2%.
+    weth_price = dep.specs["WETH"].usd_price
+    p.move_price(dep, "WETH", weth_price * Decimal("1.006"), cast.whale)
+    transact(dep.feeds["WETH"].functions.setAnswer(dep.specs["WETH"].feed_answer), cast.whale)
+    free_before = dep.hub.functions.account(newcomer).call()[0]
+    with pytest.raises(RevertError) as excinfo:
+        p.allocate(dep, newcomer, vault, amount, max_entry_cost_bps=20)
+    assert excinfo.value.error_name == "SharesBelowMinimum", excinfo.value.reason
+    assert dep.hub.functions.account(newcomer).call()[0] == free_before
+    assert vault.functions.sharesOf(newcomer).call() == 0
+
+    # The pair back at the oracle price: the pair's 0.3% fee on half the entry fits the bound.
+    p.move_price(dep, "WETH", weth_price, cast.whale)
+    quoted = vault.functions.previewAllocate(amount).call()
+    p.allocate(dep, newcomer, vault, amount, max_entry_cost_bps=20)
+    shares = vault.functions.sharesOf(newcomer).call()
+    assert quoted * (BPS - 20) // BPS <= shares < quoted

@@ -266,7 +266,7 @@ contract ExtractionHandler {
         vm.startPrank(f);
         base.approve(address(hub), amount * 4);
         hub.deposit(amount * 4);
-        try hub.allocate(address(vault), amount) {
+        try hub.allocate(address(vault), amount, 0) {
             ++ghostAllocations;
         } catch {}
         vm.stopPrank();

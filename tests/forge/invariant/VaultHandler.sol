@@ -227,7 +227,7 @@ contract VaultHandler {
         uint256 alloc = allocSeed % 8 == 0 ? _bound(allocSeed, 1, acct.free) : _bound(allocSeed, 1, Math.max(room, 1));
 
         vm.prank(f);
-        try hub.allocate(address(v), alloc) {
+        try hub.allocate(address(v), alloc, 0) {
             ++ghostAllocations;
             ghostAllocated[f] += alloc;
             _allocatedAt[f][address(v)] = block.number;

@@ -195,7 +195,7 @@ abstract contract Fixture is Test {
     /// @dev Allocates, then moves to the next block: shares cannot be exited in their own block.
     function allocate(address follower, ITandemVault v, uint256 amount) internal returns (uint256 shares) {
         vm.prank(follower);
-        shares = hub.allocate(address(v), amount);
+        shares = hub.allocate(address(v), amount, 0);
         vm.roll(block.number + 1);
     }
 

@@ -10,11 +10,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.logs import DISCARD
 
+from keepers.decide import Decider, Sweep
 from keepers.queue import Job
 from keepers.run import KeeperThread
 from keepers.store import Store, database_url
+from tandem.chain import transact
 from tandem.config import Settings
 from tandem.errors import RevertError
 from tandem.follower import Cursor, chain_follower
@@ -259,3 +262,36 @@ def test_a_long_catch_up_shows_progress_on_a_terminal(
     keeper = start_keeper(max_log_range=16)  # a catch-up of many ranges from block 0
     settle(keeper, dep.w3)
     assert "catching up" in capsys.readouterr().err
+
+
+def test_due_followers_become_one_exit_job_per_exit_slippage(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    """A batch exit takes only the followers with its first due follower's exit slippage, so a
+    job mixing two slippages would leave half its followers for a later block. The keeper reads
+    each follower's slippage with its state and puts one job per slippage, in listing order."""
+    book = build_book(dep, "slippage", 6)
+    strict = book.followers[1::2]
+    for follower in strict:
+        transact(book.vault.functions.setExitSlippage(30), follower)
+    set_feed(dep, "LINK", Decimal("0.7"))  # every follower's stop-loss holds
+    rpc_url = dep.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    ks = keeper_settings(settings, rpc_url, tmp_path, dep.hub.address)
+    decider = Decider(AsyncWeb3(AsyncHTTPProvider(rpc_url)), ks)
+    jobs: list[Job] = []
+
+    async def put(job: Job) -> None:
+        jobs.append(job)
+
+    asyncio.run(
+        decider.decide(
+            book.vault.address, book.followers, Sweep(peaks=False), put, block=0, seen_at=0
+        )
+    )
+    assert [job.followers for job in jobs] == [tuple(book.followers[0::2]), tuple(strict)]
+    # And the vault agrees: each job exits all of its followers in one transaction.
+    for job in jobs:
+        receipt = transact(book.vault.functions.triggerExits(list(job.followers)), book.master)
+        assert len(
+            book.vault.events.ExitTriggered().process_receipt(receipt, errors=DISCARD)
+        ) == len(job.followers)
