@@ -370,7 +370,7 @@ contract HardeningTest is Fixture {
         fund(bob, 40_000e6);
         uint256 quoted = vault.previewAllocate(10_000e6);
         uint256 minShares = quoted * 9_980 / 10_000; // Bob accepts 0.2%
-        mockAdapter.setFactorBps(9_900); // his ETH fills 1% under the oracle: 0.5% of his entry
+        mockAdapter.setFactorBps(9_920); // his ETH fills 0.8% under the oracle: 0.4% of his entry
         uint256 free = hub.account(bob).free;
         vm.prank(bob);
         try hub.allocate(address(vault), 10_000e6, minShares) {
