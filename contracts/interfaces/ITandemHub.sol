@@ -250,7 +250,7 @@ interface ITandemHub {
     /// most the caller's cap share of their capital; at least `minShares` shares minted. The
     /// minimum is the caller's own bound on the entry: the pool's share price and the entry swaps'
     /// prices both move between signing and inclusion (`ITandemVaultLens.previewAllocate` quotes
-    /// the most the allocation can mint).
+    /// the shares at oracle prices).
     /// @return shares Pool shares minted to the caller.
     function allocate(address vault, uint256 amount, uint256 minShares) external returns (uint256 shares);
 

@@ -238,8 +238,8 @@ interface ITandemVaultLens {
     function equities() external view returns (uint256 masterEquity, uint256 poolEquity);
 
     /// @notice The pool shares an allocation of `amount` base asset would mint now if its entry
-    /// swaps cost nothing: the most it can mint. A follower passes a fraction of it to
-    /// `ITandemHub.allocate` as `minShares`, the entry cost they accept.
+    /// swaps filled at oracle prices. A follower passes a fraction of it to `ITandemHub.allocate`
+    /// as `minShares`: the entry cost they accept.
     function previewAllocate(uint256 amount) external view returns (uint256 shares);
 }
 

@@ -385,7 +385,7 @@ contract HardeningTest is Fixture {
         vm.prank(bob);
         uint256 shares = hub.allocate(address(vault), 10_000e6, minShares);
         assertGe(shares, minShares, "at least his minimum");
-        assertLt(shares, quoted, "the quote is the most an allocation mints");
+        assertLt(shares, quoted, "the entry swap cost him: fewer shares than at oracle prices");
     }
 
     /// @dev Vaults may not buy what the hub made untradable, and a newcomer entering without it
