@@ -281,7 +281,7 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc ITandemHub
-    function allocate(address vault, uint256 amount, uint256 minShares)
+    function allocate(address vault, uint256 amount, uint256 maxEntryCostBps)
         external
         nonReentrant
         whenNotPaused
@@ -308,8 +308,7 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
         emit AllocationChanged(msg.sender, vault, allocation, acct.free);
 
         baseAsset.safeTransfer(vault, amount);
-        shares = ITandemVault(vault).onAllocate(msg.sender, amount);
-        if (shares < minShares) revert SharesBelowMinimum(shares, minShares);
+        shares = ITandemVault(vault).onAllocate(msg.sender, amount, maxEntryCostBps);
     }
 
     /// @inheritdoc ITandemHub

@@ -275,7 +275,11 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
     // ---------------------------------------------------------------------------------------------
 
     /// @inheritdoc ITandemVaultTrading
-    function onAllocate(address follower, uint256 amount) external nonReentrant returns (uint256 shares) {
+    function onAllocate(address follower, uint256 amount, uint256 maxEntryCostBps)
+        external
+        nonReentrant
+        returns (uint256 shares)
+    {
         if (msg.sender != address(HUB)) revert ITandemVault.NotHub(msg.sender);
         address[] memory held = _tokens();
         uint256[] memory prices = HUB.pricesOf(held);
@@ -285,6 +289,10 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         uint256 limit = masterEquity * params.maxPoolMultiple;
         if (poolValue + value > limit) revert ITandemVault.PoolAboveMasterMultiple(poolValue + value, limit);
         uint256 entered = _enter(held, prices, amount, poolValue == 0 ? masterEquity : poolValue, poolValue != 0, params);
+        // Rounds up: a cost of exactly the bound passes, a unit more does not.
+        if (entered < Math.mulDiv(value, BPS - Math.min(maxEntryCostBps, BPS), BPS, Math.Rounding.Ceil)) {
+            revert ITandemVault.EntryCostAboveBound(entered, value, maxEntryCostBps);
+        }
         // Rounds down: a new follower never gets more than what they brought in is worth.
         shares = Math.mulDiv(entered, _totalShares + VIRTUAL_SHARES, poolValue + VIRTUAL_VALUE);
         if (shares == 0) revert ITandemVault.ZeroShares();

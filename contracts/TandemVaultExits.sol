@@ -192,7 +192,11 @@ contract TandemVaultExits is ITandemVaultExits, VaultBase {
         return exits[0].baseOut;
     }
 
-    function triggerExits(address[] calldata followers) external nonReentrant returns (uint256 exited) {
+    function triggerExits(address[] calldata followers, uint256 exitSlippageBps)
+        external
+        nonReentrant
+        returns (uint256 exited)
+    {
         // An exit takes its follower's pro-rata slice of every book, and a fee moves shares between
         // positions, so the value of a share is the same before and after each: the valuation at
         // the start serves the whole batch. Every follower is judged on it before anyone exits,
@@ -201,9 +205,6 @@ contract TandemVaultExits is ITandemVaultExits, VaultBase {
         FeeContext memory c = _feeContext(true);
         Exit[] memory exits = new Exit[](followers.length);
         uint256 due;
-        // The batch sells along each token's vetted route at the strictest slippage its followers
-        // chose.
-        uint256 slippageBps = c.maxSlippageBps;
         for (uint256 f; f < followers.length; ++f) {
             address follower = followers[f];
             Position memory position = _positions[follower];
@@ -213,12 +214,12 @@ contract TandemVaultExits is ITandemVaultExits, VaultBase {
             (bool met, ITandemVault.ExitReason reason, uint256 value) =
                 _condition(follower, position.shares, c.poolValue, c.total);
             if (!met) continue;
-            // One swap per token gives the whole batch one price, so the batch takes the first due
-            // follower's exit slippage and only followers with the same: anyone else waits for a
+            // One swap per token gives the whole batch one price, so the batch sells at the bound
+            // its caller names and takes only followers who chose it: anyone else waits for a
             // batch of their own, rather than hold others to their bound or be held to others'.
-            uint256 own = _exitSlippage(position.exitSlippageBps, c.maxSlippageBps);
-            if (due == 0) slippageBps = own;
-            else if (own != slippageBps) continue;
+            // The caller names it, not the first due follower, so a follower who changes theirs
+            // just before the batch lands leaves out only themselves.
+            if (_exitSlippage(position.exitSlippageBps, c.maxSlippageBps) != exitSlippageBps) continue;
             Exit memory e = exits[due++];
             (e.follower, e.reason, e.value) = (follower, reason, value);
         }
@@ -227,7 +228,7 @@ contract TandemVaultExits is ITandemVaultExits, VaultBase {
         assembly ("memory-safe") {
             mstore(exits, due)
         }
-        return _triggeredExits(exits, slippageBps, c);
+        return _triggeredExits(exits, exitSlippageBps, c);
     }
 
     function recordPeak(address follower) external nonReentrant {

@@ -124,7 +124,7 @@ contract TandemVaultLens is ITandemVaultLens, VaultBase {
             Guard memory g = _guards[follower];
             (s.shares, s.value, s.entryValue, s.peakValue) = (position.shares, value, g.entryValue, g.peakValue);
             (s.exitDue, s.reason) = (met && position.allocatedAt != block.number, reason);
-            // A batch exit takes only followers with its first due follower's exit slippage: the
+            // A batch exit sells at one exit slippage and takes only followers who chose it: the
             // keeper groups them by it.
             s.exitSlippageBps = uint16(_exitSlippage(position.exitSlippageBps, maxSlippageBps));
             // Shares without an entry value (fee shares) carry no limits: no peak to record.

@@ -78,7 +78,7 @@ class Actor:
         followers = list(job.followers)
         if job.kind == "exits":
             # The vault sells each token along the hub's vetted route: the keeper names whom.
-            data = calls.encode("triggerExits", followers)
+            data = calls.encode("triggerExits", followers, job.exit_slippage_bps)
         elif job.kind == "peaks":
             data = calls.encode("recordPeaks", followers)
         else:

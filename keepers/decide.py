@@ -46,8 +46,8 @@ class FollowerState:
     # drawdown, 3 take-profit. Kept as a number: the keeper acts on `exit_due` alone, so a
     # reason added to the contract later must not stop it from reading states.
     reason: int
-    # The slippage a risk exit of this follower sells at. A batch exit takes only the followers
-    # with its first due follower's, so due followers are grouped by it, one job per group.
+    # The slippage a risk exit of this follower sells at. A batch exit sells at one bound and
+    # takes only the followers who chose it, so due followers are grouped by it, one job each.
     exit_slippage_bps: int
 
 
@@ -65,15 +65,17 @@ def batches(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def exit_groups(states: list[FollowerState]) -> list[tuple[str, ...]]:
-    """The due followers, grouped by exit slippage in the order they were listed: a batch exit
-    takes only the followers with its first due follower's exit slippage, so a mixed batch would
-    leave the others for another transaction anyway."""
-    groups: dict[int, list[str]] = {}
+def exit_groups(states: list[FollowerState]) -> list[tuple[int, tuple[str, ...]]]:
+    """The due followers by exit slippage, the group with the most value at stake first: a batch
+    exit sells at one bound and takes only the followers who chose it. Ordering by value, not by
+    listing, means followers who spread dust positions over many bounds cannot put their own
+    batches ahead of everyone else's."""
+    groups: dict[int, list[FollowerState]] = {}
     for s in states:
         if s.exit_due:
-            groups.setdefault(s.exit_slippage_bps, []).append(s.follower)
-    return [tuple(g) for g in groups.values()]
+            groups.setdefault(s.exit_slippage_bps, []).append(s)
+    ordered = sorted(groups.items(), key=lambda g: -sum(s.value for s in g[1]))
+    return [(bps, tuple(s.follower for s in group)) for bps, group in ordered]
 
 
 # followerStates returns an array of static structs: an offset, a length, then ten 32-byte
@@ -169,8 +171,11 @@ class Decider:
         async def one(batch: list[str]) -> None:
             states = await self._states(vault, batch)
             if sweep.exits:
-                for due in exit_groups(states):
-                    await put(Job("exits", vault, due, block=block, seen_at=seen_at))
+                for bps, due in exit_groups(states):
+                    job = Job(
+                        "exits", vault, due, exit_slippage_bps=bps, block=block, seen_at=seen_at
+                    )
+                    await put(job)
             for job in await self._other_jobs(vault, states, sweep, block, seen_at):
                 await put(job)
 

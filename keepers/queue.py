@@ -41,6 +41,8 @@ class Job:
     vault: str
     followers: tuple[str, ...] = ()
     mirror_id: int = 0
+    # An exits job's batch sells at this bound and takes only followers who chose it.
+    exit_slippage_bps: int = 0
     block: int = 0
     # When the block that prompted the job reached the keeper (for the reaction-time metric).
     seen_at: float = 0.0

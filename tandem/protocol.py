@@ -420,7 +420,7 @@ def add_followers(
         lambda f: base.functions.mint(f, deposit),
         lambda f: base.functions.approve(hub.address, deposit),
         lambda f: hub.functions.deposit(deposit),
-        lambda f: hub.functions.allocate(vault.address, allocation, 0),
+        lambda f: hub.functions.allocate(vault.address, allocation, MAX_ENTRY_COST_BPS),
     ]
     if limits:
         steps.append(lambda f: vault.functions.setLimits(limits[f]))
@@ -477,16 +477,24 @@ def deposit(dep: Deployment, follower: str, amount: int) -> TxReceipt:
     return transact(dep.hub.functions.deposit(amount), follower)
 
 
+# An entry buys the pool's tokens; its swaps cost the pool's fee on the part not in base, plus
+# what the pools move. Half a percent leaves room for that and refuses a sandwich worth doing.
+MAX_ENTRY_COST_BPS = 50
+
+
 def allocate(
-    dep: Deployment, follower: str, vault: Contract, amount: int, *, max_entry_cost_bps: int = 100
+    dep: Deployment,
+    follower: str,
+    vault: Contract,
+    amount: int,
+    *,
+    max_entry_cost_bps: int = MAX_ENTRY_COST_BPS,
 ) -> TxReceipt:
-    """Allocate ``amount`` base units of ``follower``'s free balance to ``vault``, for at least
-    the shares the pool quotes now less ``max_entry_cost_bps``: the entry swaps' cost and any move
-    of the pool's value before the transaction lands. Past that the hub reverts with
-    ``SharesBelowMinimum`` and nothing moves."""
-    quoted = vault.functions.previewAllocate(amount).call()
-    min_shares = quoted * (BPS - max_entry_cost_bps) // BPS
-    return transact(dep.hub.functions.allocate(vault.address, amount, min_shares), follower)
+    """Allocate ``amount`` base units of ``follower``'s free balance to ``vault``, its entry
+    swaps costing at most ``max_entry_cost_bps`` of its oracle value; past that the vault reverts
+    with ``EntryCostAboveBound`` and nothing moves."""
+    call = dep.hub.functions.allocate(vault.address, amount, max_entry_cost_bps)
+    return transact(call, follower)
 
 
 @dataclass(frozen=True)
@@ -591,10 +599,15 @@ def set_limits(
     return transact(vault.functions.setLimits(limits), follower)
 
 
-def trigger_exits(vault: Contract, keeper: str, followers: list[str]) -> TxReceipt:
-    """Exit every listed follower whose limits hold (the others are skipped), as ``keeper``; each
-    token is sold along the hub's vetted route for it (paid in kind without one)."""
-    return transact(vault.functions.triggerExits(followers), keeper)
+def trigger_exits(
+    vault: Contract, keeper: str, followers: list[str], exit_slippage_bps: int | None = None
+) -> TxReceipt:
+    """Exit every listed follower whose limits hold and who chose ``exit_slippage_bps`` (the
+    first listed follower's unless given; the others are skipped), as ``keeper``; each token is
+    sold along the hub's vetted route for it within that bound (paid in kind without one)."""
+    if exit_slippage_bps is None:
+        exit_slippage_bps = vault.functions.exitSlippageOf(followers[0]).call()
+    return transact(vault.functions.triggerExits(followers, exit_slippage_bps), keeper)
 
 
 # --- reading state

@@ -108,9 +108,6 @@ interface ITandemHub {
     error VaultExists(address master, address vault);
     /// @notice Amounts must be positive.
     error ZeroAmount();
-    /// @notice The allocation would mint fewer pool shares than the caller's minimum: the entry
-    /// cost more than the caller accepted. Nothing moved; quote again and retry.
-    error SharesBelowMinimum(uint256 shares, uint256 minShares);
     /// @notice The follower's free balance is smaller than the amount asked for.
     error InsufficientFreeBalance(uint256 available, uint256 requested);
     /// @notice The allocation would take the follower's allocation to this vault above their cap.
@@ -247,12 +244,12 @@ interface ITandemHub {
     /// pool shares priced at net asset value. A newcomer enters at the pool's composition: the
     /// allocation buys the pool's tokens along the hub's vetted routes, at the caller's own cost.
     /// @dev Requirements: not paused; a hub vault; the allocation to the vault after this call at
-    /// most the caller's cap share of their capital; at least `minShares` shares minted. The
-    /// minimum is the caller's own bound on the entry: the pool's share price and the entry swaps'
-    /// prices both move between signing and inclusion (`ITandemVaultLens.previewAllocate` quotes
-    /// the shares at oracle prices).
+    /// most the caller's cap share of their capital; the entry swaps cost at most
+    /// `maxEntryCostBps` of the allocation's oracle value (`ITandemVault.EntryCostAboveBound`).
+    /// The bound is the caller's own, on the only value a newcomer can lose to others (a sandwich
+    /// of an entry swap); the share price moving with the pool's tokens is not a cost.
     /// @return shares Pool shares minted to the caller.
-    function allocate(address vault, uint256 amount, uint256 minShares) external returns (uint256 shares);
+    function allocate(address vault, uint256 amount, uint256 maxEntryCostBps) external returns (uint256 shares);
 
     /// @notice Called by a vault when a follower exits: releases the part of their allocation the
     /// burned shares stood for and credits `baseReturned` (already transferred) to their free balance.

@@ -53,8 +53,11 @@ interface ITandemVaultTrading {
     /// vetted routes, the pool's current composition (the master's, for an empty pool) with it, and
     /// mints pool shares to `follower` for the oracle value of what that bought. The newcomer pays
     /// their own entry swaps, and every follower already in keeps their exposure. Refused when the
-    /// pool would grow past the hub's `maxPoolMultiple` of the master's equity.
-    function onAllocate(address follower, uint256 amount) external returns (uint256 shares);
+    /// pool would grow past the hub's `maxPoolMultiple` of the master's equity, or when the entry
+    /// swaps cost more than `maxEntryCostBps` of the allocation's oracle value.
+    function onAllocate(address follower, uint256 amount, uint256 maxEntryCostBps)
+        external
+        returns (uint256 shares);
 
     /// @notice Swaps as the vault. Callable only by the vault itself, so that a swap can fail
     /// without failing the whole call: a triggered exit then pays a slice in kind, and a trade too
@@ -116,22 +119,26 @@ interface ITandemVaultExits {
     /// @dev Requirements: the follower holds shares and a limit holds (`ExitConditionNotMet`).
     function triggerExit(address follower) external returns (uint256 baseOut);
 
-    /// @notice Exits the listed followers whose limits hold, skipping those whose limits no longer
-    /// hold, who hold no shares, or who allocated in this block, instead of reverting. Every
+    /// @notice Exits the listed followers whose limits hold and whose exit slippage is
+    /// `exitSlippageBps`, skipping those whose limits no longer hold, who hold no shares, who
+    /// allocated in this block or whose exit slippage differs, instead of reverting. Every
     /// follower is judged at one valuation, before any of them exits (as `followerStates` reports
     /// them). The due followers' slices of each token are swapped together, in one swap per token
     /// along the hub's vetted route for it, so every follower of the batch gets the same price and
-    /// the caller chooses nothing that moves value. Each swap must reach the oracle value less the
-    /// exit slippage of the batch's first due follower (see `setExitSlippage`; followers whose
-    /// exit slippage differs are skipped, for a batch of their own) and lose no more than the
-    /// pool's loss budget has left. Each follower gets the swap's output pro rata to their slice,
+    /// the caller chooses nothing that moves value. Each swap must reach the oracle value less
+    /// `exitSlippageBps`, the bound every follower of the batch chose (see `setExitSlippage` and
+    /// `exitSlippageOf`; `followerStates` reports it, so keepers send one batch per bound: a
+    /// follower who changes theirs before the batch lands only leaves themselves out), and lose
+    /// no more than the pool's loss budget has left. Each follower gets the swap's output pro rata to their slice,
     /// rounded down; the few units this leaves stay in the pool's base book for the remaining
     /// shares, or go to the batch's last follower when no shares remain. A token with no vetted
     /// route, or whose swap fails, is paid in kind to every follower of the batch (or held for
     /// them to claim). Each follower pays their own performance fee. Never paused; nothing done to
     /// the pool before it lands can make it revert.
     /// @return exited How many followers were exited (a follower listed twice counts once).
-    function triggerExits(address[] calldata followers) external returns (uint256 exited);
+    function triggerExits(address[] calldata followers, uint256 exitSlippageBps)
+        external
+        returns (uint256 exited);
 
     /// @notice Records the current oracle value of `follower`'s allocation as its peak.
     /// @dev Requirements: the value is above the stored peak (`PeakNotHigher`).
@@ -238,8 +245,8 @@ interface ITandemVaultLens {
     function equities() external view returns (uint256 masterEquity, uint256 poolEquity);
 
     /// @notice The pool shares an allocation of `amount` base asset would mint now if its entry
-    /// swaps filled at oracle prices. A follower passes a fraction of it to `ITandemHub.allocate`
-    /// as `minShares`: the entry cost they accept.
+    /// swaps filled at oracle prices: a quote to show, within the entry cost the follower accepts
+    /// in `ITandemHub.allocate`.
     function previewAllocate(uint256 amount) external view returns (uint256 shares);
 }
 
@@ -337,7 +344,7 @@ interface ITandemVault is ITandemVaultTrading, ITandemVaultExits, ITandemVaultLe
     /// holds.
     /// @param reason The limit that holds, as `exitCondition` reports it (`None` when none does).
     /// @param exitSlippageBps The slippage a risk exit of this follower sells at (`exitSlippageOf`).
-    /// A batch exit takes only followers with its first due follower's, so keepers group by it.
+    /// A batch exit takes only followers who chose the bound it names, so keepers group by it.
     struct FollowerState {
         uint256 shares;
         uint256 value;
@@ -385,6 +392,10 @@ interface ITandemVault is ITandemVaultTrading, ITandemVaultExits, ITandemVaultLe
     error InsufficientShares(uint256 available, uint256 requested);
     /// @notice The allocation is too small to mint a single pool share.
     error ZeroShares();
+    /// @notice The entry swaps brought in `entered` (USD, 18 decimals) of an allocation worth
+    /// `value`: more cost than the follower's `maxEntryCostBps`. Nothing moved; retry later (a
+    /// sandwich or a moved pool) or accept more.
+    error EntryCostAboveBound(uint256 entered, uint256 value, uint256 maxEntryCostBps);
     /// @notice The swap returned less than the oracle bound or the master's minimum.
     error SlippageExceeded(uint256 received, uint256 minimum);
     /// @notice Less of `token` arrived than the router paid: tokens with transfer fees are not supported.

@@ -133,7 +133,7 @@ contract AttacksTest is Fixture {
         uint256 a = 100_000e6;
         fund(bob, 4 * a);
         vm.startPrank(bob);
-        uint256 shares = hub.allocate(address(vault), a, 0);
+        uint256 shares = hub.allocate(address(vault), a, ANY_ENTRY_COST);
         vm.expectRevert(ITandemVault.ExitInAllocationBlock.selector);
         vault.exitInKind(shares);
         vm.expectRevert(ITandemVault.ExitInAllocationBlock.selector);
@@ -159,14 +159,14 @@ contract AttacksTest is Fixture {
         ITandemVault other = makeVault(carol, 10_000e6);
         vm.prank(bob);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.InsufficientFreeBalance.selector, 0, 1));
-        hub.allocate(address(other), 1, 0);
+        hub.allocate(address(other), 1, ANY_ENTRY_COST);
         vm.roll(block.number + 1); // a deposit may not share a block with the withdrawal above
         fund(bob, 100_000e6); // capital now 200,000 (100,000 free): a quarter is 50,000
         vm.prank(bob);
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.AllocationCapExceeded.selector, address(other), 50_001e6, 50_000e6)
         );
-        hub.allocate(address(other), 50_001e6, 0);
+        hub.allocate(address(other), 50_001e6, ANY_ENTRY_COST);
         allocate(bob, other, 50_000e6); // exactly at the cap
     }
 
@@ -313,7 +313,7 @@ contract AttacksTest is Fixture {
         vm.prank(address(impl));
         hub.settleExit(alice, 1, 1, 0);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.NotHub.selector, address(this)));
-        impl.onAllocate(alice, 1);
+        impl.onAllocate(alice, 1, ANY_ENTRY_COST);
     }
 
     // ---------------------------------------------------------------------------------------------

@@ -162,9 +162,10 @@ contract HardeningTest is Fixture {
     }
 
     /// @dev A follower bounds what her risk exit may lose to slippage: a fill below her bound is
-    /// refused and she is paid in kind. The first due follower of a batch sets its bound; one who
-    /// chose a stricter bound is left for a batch of their own instead of holding everyone to it.
-    function test_triggerExits_exitSlippage_firstDueSetsTheBound_stricterWaits() public {
+    /// refused and she is paid in kind. A batch sells at the bound its caller names and takes only
+    /// the followers who chose it; one who chose a stricter bound waits for a batch of their own
+    /// instead of holding everyone to it.
+    function test_triggerExits_exitSlippage_batchTakesOnlyItsBound_stricterWaits() public {
         follow(alice, vault, 10_000e6);
         follow(bob, vault, 10_000e6);
         tradeMock(vault, address(usdc), address(weth), 50_000e6);
@@ -180,14 +181,37 @@ contract HardeningTest is Fixture {
         mockAdapter.setFactorBps(9_970); // 0.3% below the oracle: within the hub's 1%, not Bob's 0.2%
         uint256 bobShares = vault.sharesOf(bob);
         vm.prank(stranger);
-        assertEq(vault.triggerExits(_two(alice, bob)), 1, "Alice exited, Bob left for his own batch");
+        assertEq(vault.triggerExits(_two(bob, alice), 100), 1, "Alice exited, Bob left for his own batch");
         assertEq(weth.balanceOf(alice), 0, "Alice's ETH sold");
         assertEq(vault.sharesOf(bob), bobShares, "Bob still in");
 
         uint256 eth = poolBook(vault, weth);
         vm.prank(stranger);
-        assertEq(vault.triggerExits(_one(bob)), 1, "Bob's own batch");
+        assertEq(vault.triggerExits(_one(bob), 100), 0, "nobody sells Bob at a bound he did not choose");
+        vm.prank(stranger);
+        assertEq(vault.triggerExits(_one(bob), 20), 1, "Bob's own batch");
         assertEq(weth.balanceOf(bob), eth, "his ETH paid in kind rather than sold below his bound");
+    }
+
+    /// @dev The first follower of a keeper's batch changes her exit slippage just before the batch
+    /// lands: she leaves out only herself, and everyone else still exits in that batch.
+    function test_triggerExits_aSlippageChangeBeforeTheBatchLeavesOutOnlyItsAuthor() public {
+        address carol = _addr("carol");
+        follow(carol, vault, 10e6);
+        follow(alice, vault, 10_000e6);
+        follow(bob, vault, 10_000e6);
+        tradeMock(vault, address(usdc), address(weth), 50_000e6);
+        setEthPrice(2_000e18); // every stop-loss holds
+        address[] memory three = new address[](3);
+        (three[0], three[1], three[2]) = (carol, alice, bob);
+        ITandemVault.FollowerState[] memory states = vault.followerStates(three);
+        assertEq(states[0].exitSlippageBps, states[1].exitSlippageBps, "one batch for the keeper");
+        vm.prank(carol);
+        vault.setExitSlippage(99); // her front-run
+        vm.prank(stranger);
+        assertEq(vault.triggerExits(three, states[0].exitSlippageBps), 2, "Alice and Bob exited");
+        assertEq(vault.sharesOf(alice) + vault.sharesOf(bob), 0, "both out");
+        assertGt(vault.sharesOf(carol), 0, "Carol left for a batch at her new bound");
     }
 
     /// @dev The review's finding 5: the master front-runs a keeper's batch with a rotation that leaves
@@ -201,7 +225,7 @@ contract HardeningTest is Fixture {
         tradeMock(vault, address(weth), address(wbtc), masterBook(vault, weth));
         assertEq(poolBook(vault, weth), 0, "no ETH left");
         vm.prank(stranger);
-        assertEq(vault.triggerExits(_two(alice, bob)), 2, "both exited");
+        assertEq(vault.triggerExits(_two(alice, bob), DEFAULT_EXIT_SLIPPAGE), 2, "both exited");
         assertEq(vault.sharesOf(alice) + vault.sharesOf(bob), 0, "both out");
     }
 
@@ -216,7 +240,7 @@ contract HardeningTest is Fixture {
         setRoute(address(wbtc), address(usdc), address(0)); // BTC has no route at all
         (uint256 eth, uint256 btc) = (poolBook(vault, weth), poolBook(vault, wbtc));
         vm.prank(stranger);
-        assertEq(vault.triggerExits(_one(alice)), 1, "exited");
+        assertEq(vault.triggerExits(_one(alice), DEFAULT_EXIT_SLIPPAGE), 1, "exited");
         assertEq(weth.balanceOf(alice), eth, "ETH in kind");
         assertEq(wbtc.balanceOf(alice), btc, "BTC in kind");
     }
@@ -231,7 +255,7 @@ contract HardeningTest is Fixture {
         mockAdapter.setFactorBps(9_910); // her ETH sells 0.9% below the oracle
         (uint256 usedBefore, uint256 capacity) = vault.lossBudget();
         vm.prank(stranger);
-        vault.triggerExits(_one(alice));
+        vault.triggerExits(_one(alice), DEFAULT_EXIT_SLIPPAGE);
         (uint256 used,) = vault.lossBudget();
         assertGt(used, usedBefore, "the exit's loss is charged");
         assertLe(used, capacity, "within capacity");
@@ -346,46 +370,60 @@ contract HardeningTest is Fixture {
         fund(alice, 40_000e6);
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(ITandemVault.NoVettedRoute.selector, address(usdc), address(weth)));
-        hub.allocate(address(vault), 10_000e6, 0);
+        hub.allocate(address(vault), 10_000e6, ANY_ENTRY_COST);
     }
 
-    /// @dev A newcomer's entry is bounded by their own minimum: the quote is exact for a pool all
-    /// in base (no entry swap), and one share more than it mints is refused.
-    function test_allocate_minShares_quoteIsExactWithoutEntrySwaps() public {
+    /// @dev A newcomer into a pool all in base swaps nothing and pays nothing: even a zero bound
+    /// passes, and `previewAllocate` is exactly what the allocation mints.
+    function test_allocate_withoutEntrySwaps_costsNothing_andTheQuoteIsExact() public {
         follow(alice, vault, 100_000e6);
         fund(bob, 40_000e6);
         uint256 quoted = vault.previewAllocate(10_000e6);
         vm.prank(bob);
-        vm.expectRevert(abi.encodeWithSelector(ITandemHub.SharesBelowMinimum.selector, quoted, quoted + 1));
-        hub.allocate(address(vault), 10_000e6, quoted + 1);
-        vm.prank(bob);
-        assertEq(hub.allocate(address(vault), 10_000e6, quoted), quoted, "exactly the quote");
+        assertEq(hub.allocate(address(vault), 10_000e6, 0), quoted, "exactly the quote");
     }
 
-    /// @dev The entry swaps are the newcomer's cost, and a fill worse than they accepted (a
-    /// sandwich of the vetted pool, a price moved since they signed) is refused: nothing moves.
+    /// @dev The entry swaps are the newcomer's cost, and one above what they accept (a sandwich of
+    /// the vetted pool) is refused with nothing moved; a cost of exactly the bound passes.
     function test_allocate_revertsWhen_theEntryCostsMoreThanTheFollowerAccepts() public {
         follow(alice, vault, 100_000e6);
         tradeMock(vault, address(usdc), address(weth), 50_000e6); // the pool is half ETH
         fund(bob, 40_000e6);
-        uint256 quoted = vault.previewAllocate(10_000e6);
-        uint256 minShares = quoted * 9_980 / 10_000; // Bob accepts 0.2%
         mockAdapter.setFactorBps(9_920); // his ETH fills 0.8% under the oracle: 0.4% of his entry
         uint256 free = hub.account(bob).free;
         vm.prank(bob);
-        try hub.allocate(address(vault), 10_000e6, minShares) {
+        try hub.allocate(address(vault), 10_000e6, 20) {
             fail("an entry past the follower's bound went through");
         } catch (bytes memory reason) {
-            assertTrue(bytes4(reason) == ITandemHub.SharesBelowMinimum.selector, "named error");
+            assertTrue(bytes4(reason) == ITandemVault.EntryCostAboveBound.selector, "named error");
         }
         assertEq(hub.account(bob).free, free, "his balance untouched");
         assertEq(vault.sharesOf(bob), 0, "no shares");
 
-        mockAdapter.setFactorBps(9_970); // a 0.3% fill on half of it: 0.15%, within his bound
+        mockAdapter.setFactorBps(9_970); // 0.3% on about half of it: within his 0.2%
         vm.prank(bob);
-        uint256 shares = hub.allocate(address(vault), 10_000e6, minShares);
-        assertGe(shares, minShares, "at least his minimum");
-        assertLt(shares, quoted, "the entry swap cost him: fewer shares than at oracle prices");
+        assertGt(hub.allocate(address(vault), 10_000e6, 20), 0, "in");
+    }
+
+    /// @dev The bound is on the entry's cost, not on shares: the pool's tokens moving on the oracle
+    /// between signing and inclusion neither loosens it (a fall) nor trips it (a rise).
+    function test_allocate_entryCostBound_ignoresThePoolsPriceMoves() public {
+        follow(alice, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(weth), 50_000e6);
+        fund(bob, 80_000e6);
+        setEthPrice(2_940e18); // ETH down 2% after Bob signed
+        mockAdapter.setFactorBps(9_920); // an entry cost of about 0.4%, past his 0.2%
+        vm.prank(bob);
+        try hub.allocate(address(vault), 10_000e6, 20) {
+            fail("a falling pool loosened the bound");
+        } catch (bytes memory reason) {
+            assertTrue(bytes4(reason) == ITandemVault.EntryCostAboveBound.selector, "named error");
+        }
+
+        setEthPrice(3_060e18); // ETH up 2%
+        mockAdapter.setFactorBps(9_970); // a cost of about 0.15%
+        vm.prank(bob);
+        assertGt(hub.allocate(address(vault), 10_000e6, 20), 0, "within his bound whatever ETH did");
     }
 
     /// @dev Vaults may not buy what the hub made untradable, and a newcomer entering without it
@@ -398,14 +436,14 @@ contract HardeningTest is Fixture {
         fund(bob, 40_000e6);
         vm.prank(bob);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.AssetNotTradable.selector, address(weth)));
-        hub.allocate(address(vault), 10_000e6, 0);
+        hub.allocate(address(vault), 10_000e6, ANY_ENTRY_COST);
 
         tradeMock(vault, address(weth), address(usdc), masterBook(vault, weth)); // master and pool leave
         assertEq(poolBook(vault, weth), 0, "the pool left ETH with the master");
         assertGt(allocate(bob, vault, 10_000e6), 0, "newcomers come in again");
     }
 
-    /// @dev Keepers group a batch by exit slippage (a batch takes only its first due follower's):
+    /// @dev Keepers group a batch by exit slippage (a batch takes only followers who chose its bound):
     /// the states they read carry it.
     function test_followerStates_reportEachFollowersExitSlippage() public {
         follow(alice, vault, 10_000e6);

@@ -198,6 +198,6 @@ contract OracleTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.StalePrice.selector, address(weth), START, uint256(HEARTBEAT))
         );
-        hub.allocate(address(vault), 1_000e6, 0);
+        hub.allocate(address(vault), 1_000e6, ANY_ENTRY_COST);
     }
 }

@@ -170,7 +170,7 @@ contract SecurityTest is Fixture {
             vm.expectRevert(abi.encodeWithSelector(ITandemHub.NotVault.selector, others[i]));
             hub.settleExit(others[i], 0, 1, 1_000_000e6);
             vm.expectRevert(abi.encodeWithSelector(ITandemVault.NotHub.selector, others[i]));
-            vault.onAllocate(others[i], 1_000_000e6);
+            vault.onAllocate(others[i], 1_000_000e6, ANY_ENTRY_COST);
             vm.stopPrank();
         }
     }
@@ -542,7 +542,7 @@ contract SecurityTest is Fixture {
         usdc.mint(address(token), 4_000e6);
         token.execute(address(usdc), abi.encodeCall(IERC20.approve, (address(hub), 4_000e6)));
         token.execute(address(hub), abi.encodeCall(TandemHub.deposit, (4_000e6)));
-        token.arm(address(hub), abi.encodeCall(TandemHub.allocate, (address(vault), 1_000e6, 0)));
+        token.arm(address(hub), abi.encodeCall(TandemHub.allocate, (address(vault), 1_000e6, ANY_ENTRY_COST)));
         ITandemVault.Trade memory t =
             tradeOf(address(token), address(usdc), masterBook(vault, token), address(mockAdapter));
         vm.prank(master);

@@ -249,7 +249,7 @@ contract TandemHubTest is Fixture {
 
         vm.prank(alice);
         vm.expectRevert(ITandemHub.ProtocolPaused.selector);
-        hub.allocate(address(vault), 1_000e6, 0);
+        hub.allocate(address(vault), 1_000e6, ANY_ENTRY_COST);
 
         usdc.mint(master, 100e6);
         vm.startPrank(master);
@@ -354,7 +354,7 @@ contract TandemHubTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.AllocationCapExceeded.selector, address(vault), 1_000e6 + 1, 1_000e6)
         );
-        hub.allocate(address(vault), 1_000e6 + 1, 0);
+        hub.allocate(address(vault), 1_000e6 + 1, ANY_ENTRY_COST);
         vm.expectEmit(true, true, false, true, address(hub));
         emit ITandemHub.AllocationChanged(alice, address(vault), 1_000e6, 3_000e6);
         allocate(alice, vault, 1_000e6);
@@ -390,7 +390,7 @@ contract TandemHubTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.AllocationCapExceeded.selector, address(vault), limit + 1, limit)
         );
-        hub.allocate(address(vault), limit + 1 - first, 0);
+        hub.allocate(address(vault), limit + 1 - first, ANY_ENTRY_COST);
 
         if (limit > first) allocate(alice, vault, limit - first);
         assertEq(hub.allocationOf(alice, address(vault)), limit, "allocated exactly up to the cap");
@@ -408,7 +408,7 @@ contract TandemHubTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ITandemHub.AllocationCapExceeded.selector, address(vault), 875e6 + 1, 875e6)
         );
-        hub.allocate(address(vault), 375e6 + 1, 0);
+        hub.allocate(address(vault), 375e6 + 1, ANY_ENTRY_COST);
         allocate(alice, vault, 375e6);
     }
 
@@ -416,16 +416,16 @@ contract TandemHubTest is Fixture {
         fund(alice, 4_000e6);
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.UnknownVault.selector, address(0xBEEF)));
-        hub.allocate(address(0xBEEF), 100e6, 0);
+        hub.allocate(address(0xBEEF), 100e6, ANY_ENTRY_COST);
     }
 
     function test_allocate_revertsWhen_zeroOrAboveFreeBalance() public {
         fund(alice, 4_000e6);
         vm.startPrank(alice);
         vm.expectRevert(ITandemHub.ZeroAmount.selector);
-        hub.allocate(address(vault), 0, 0);
+        hub.allocate(address(vault), 0, ANY_ENTRY_COST);
         vm.expectRevert(abi.encodeWithSelector(ITandemHub.InsufficientFreeBalance.selector, 4_000e6, 4_000e6 + 1));
-        hub.allocate(address(vault), 4_000e6 + 1, 0);
+        hub.allocate(address(vault), 4_000e6 + 1, ANY_ENTRY_COST);
         vm.stopPrank();
     }
 

@@ -79,7 +79,7 @@ contract TandemVaultBatchExitsTest is Fixture {
             }
         }
         vm.prank(keeper);
-        return vault.triggerExits(who);
+        return vault.triggerExits(who, DEFAULT_EXIT_SLIPPAGE);
     }
 
     function _free(address who) internal view returns (uint256) {
@@ -358,7 +358,7 @@ contract TandemVaultBatchExitsTest is Fixture {
         setEthPrice(1_500e18); // each: about 8,420 after the fee
         fund(carol, 10_000e6);
         vm.prank(carol);
-        hub.allocate(address(vault), 1_000e6, 0);
+        hub.allocate(address(vault), 1_000e6, ANY_ENTRY_COST);
 
         address treasury = hub.treasury();
         address[] memory list = new address[](8);
@@ -456,7 +456,7 @@ contract TandemVaultBatchExitsTest is Fixture {
         if (topUp) {
             fund(carol, 10_000e6);
             vm.prank(carol);
-            hub.allocate(address(vault), 1_000e6, 0);
+            hub.allocate(address(vault), 1_000e6, ANY_ENTRY_COST);
         }
 
         ITandemVault.FollowerState[] memory states = vault.followerStates(list);

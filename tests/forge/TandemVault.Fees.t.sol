@@ -631,7 +631,7 @@ contract TandemVaultFeesTest is Fixture {
         vm.prank(keeper);
         vault.triggerExit(master);
         vm.prank(keeper);
-        assertEq(vault.triggerExits(_list(master, treasury)), 0, "a batch skips both");
+        assertEq(vault.triggerExits(_list(master, treasury), DEFAULT_EXIT_SLIPPAGE), 0, "a batch skips both");
 
         // A period later and far up: crystallising them is skipped, so no mark and no fee.
         setEthPrice(20_000e18);

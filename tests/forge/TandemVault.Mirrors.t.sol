@@ -447,7 +447,7 @@ contract TandemVaultMirrorsTest is Fixture {
         address[] memory batch = new address[](2);
         (batch[0], batch[1]) = (alice, bob);
         vm.prank(keeper);
-        assertEq(vault.triggerExits(batch), 2, "both exited");
+        assertEq(vault.triggerExits(batch, DEFAULT_EXIT_SLIPPAGE), 2, "both exited");
         assertEq(vault.mirror(0).remaining, remaining, "in a batch: the same");
         assertEq(poolBook(vault, usdc), poolBase, "the same base left in the pool");
         assertBooksBacked(vault, usdc);

@@ -407,7 +407,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         setEthPrice(1_000e18);
         fund(alice, 20_000e6);
         vm.prank(alice);
-        hub.allocate(address(vault), 100e6, 0); // still breached, but allocated in this block
+        hub.allocate(address(vault), 100e6, ANY_ENTRY_COST); // still breached, but allocated in this block
         vm.expectRevert(ITandemVault.ExitInAllocationBlock.selector);
         _trigger(alice, _mockEth());
         vm.roll(block.number + 1);
@@ -535,7 +535,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         vm.expectRevert(stale);
         _trigger(alice, _mockEth());
         vm.expectRevert(stale);
-        vault.triggerExits(_addresses(alice, alice));
+        vault.triggerExits(_addresses(alice, alice), DEFAULT_EXIT_SLIPPAGE);
         vm.expectRevert(stale);
         vault.exitCondition(alice);
         vm.expectRevert(stale);
@@ -576,7 +576,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         (list[4], list[5], list[6], list[7]) = (dave, erin, keeper, carol);
 
         vm.prank(keeper);
-        uint256 exited = vault.triggerExits(list);
+        uint256 exited = vault.triggerExits(list, DEFAULT_EXIT_SLIPPAGE);
         assertEq(exited, 3, "alice, carol and erin");
 
         for (uint256 i; i < 5; ++i) {
@@ -604,7 +604,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         assertEq(poolBook(vault, weth), 2e18, "their ETH stays");
 
         vm.prank(keeper);
-        assertEq(vault.triggerExits(list), 0, "nothing left to trigger");
+        assertEq(vault.triggerExits(list, DEFAULT_EXIT_SLIPPAGE), 0, "nothing left to trigger");
     }
 
     function test_triggerExits_oneValuation_matchesIndividualExits() public {
@@ -612,7 +612,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         uint256 snap = vm.snapshotState();
         address[] memory list = new address[](3);
         (list[0], list[1], list[2]) = (alice, carol, erin);
-        vault.triggerExits(list);
+        vault.triggerExits(list, DEFAULT_EXIT_SLIPPAGE);
         uint256[3] memory batched = [uint256(hub.account(alice).free), hub.account(carol).free, hub.account(erin).free];
         vm.revertToState(snap);
         _trigger(alice, _mockEth());
@@ -627,7 +627,7 @@ contract TandemVaultRiskExitsTest is Fixture {
         _fivePool();
         setRoute(address(weth), address(usdc), address(0)); // ETH has no vetted route
         vm.prank(keeper);
-        assertEq(vault.triggerExits(_addresses(alice, carol)), 2, "both exited");
+        assertEq(vault.triggerExits(_addresses(alice, carol), DEFAULT_EXIT_SLIPPAGE), 2, "both exited");
         assertEq(weth.balanceOf(alice), 1e18, "alice's ETH in kind");
         assertEq(weth.balanceOf(carol), 1e18, "carol's ETH in kind");
         assertEq(hub.account(carol).free, 30_000e6 + 7_000e6, "base slice credited");
@@ -637,12 +637,12 @@ contract TandemVaultRiskExitsTest is Fixture {
         _fivePool();
         fund(carol, 10_000e6); // room under her cap
         vm.prank(carol);
-        hub.allocate(address(vault), 1_000e6, 0); // carol tops up in the keeper's block, still breached
+        hub.allocate(address(vault), 1_000e6, ANY_ENTRY_COST); // carol tops up in the keeper's block, still breached
         (bool met,,) = vault.exitCondition(carol);
         assertTrue(met, "carol's stop-loss still holds");
         uint256 carolShares = vault.sharesOf(carol);
         vm.prank(keeper);
-        uint256 exited = vault.triggerExits(_addresses(carol, alice));
+        uint256 exited = vault.triggerExits(_addresses(carol, alice), DEFAULT_EXIT_SLIPPAGE);
         assertEq(exited, 1, "alice exited, carol skipped");
         assertEq(vault.sharesOf(alice), 0, "alice exited");
         assertEq(vault.sharesOf(carol), carolShares, "carol untouched this block");
@@ -821,7 +821,7 @@ contract TandemVaultRiskExitsTest is Fixture {
             );
             address[] memory list = new address[](1);
             list[0] = alice;
-            assertEq(vault.triggerExits(list), 0, "a batch skips her too");
+            assertEq(vault.triggerExits(list, DEFAULT_EXIT_SLIPPAGE), 0, "a batch skips her too");
             assertEq(vault.sharesOf(alice), m.shares, "not exited");
         }
         assertEq(vault.sharesOf(bob), bobShares, "bob is never touched");

@@ -122,7 +122,7 @@ contract TandemVaultSharesTest is Fixture {
         fund(bob, 4);
         vm.prank(bob);
         vm.expectRevert(ITandemVault.ZeroShares.selector);
-        hub.allocate(address(vault), 1, 0);
+        hub.allocate(address(vault), 1, ANY_ENTRY_COST);
     }
 
     function test_donation_isIgnoredByBooksAndSharePrice() public {

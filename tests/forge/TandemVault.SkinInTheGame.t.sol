@@ -47,7 +47,7 @@ contract TandemVaultSkinInTheGameTest is Fixture {
         fund(bob, 4 * (500_000e6 + 1)); // the allocation cap leaves room for one unit more
         vm.prank(bob);
         _expectPoolAbove(2_000_000e18 + BASE_UNIT_VALUE, 2_000_000e18);
-        hub.allocate(address(vault), 500_000e6 + 1, 0);
+        hub.allocate(address(vault), 500_000e6 + 1, ANY_ENTRY_COST);
 
         allocate(bob, vault, 500_000e6);
         (uint256 mEq, uint256 pEq) = vault.equities();
@@ -56,7 +56,7 @@ contract TandemVaultSkinInTheGameTest is Fixture {
         fund(carol, 4);
         vm.prank(carol);
         _expectPoolAbove(2_000_000e18 + BASE_UNIT_VALUE, 2_000_000e18);
-        hub.allocate(address(vault), 1, 0);
+        hub.allocate(address(vault), 1, ANY_ENTRY_COST);
     }
 
     /// @dev Whatever the books hold and whatever the price did since: the limit is the multiple of
@@ -94,7 +94,7 @@ contract TandemVaultSkinInTheGameTest is Fixture {
         fund(bob, 4 * (room + 1));
         vm.prank(bob);
         _expectPoolAbove(over, limit);
-        hub.allocate(address(v), room + 1, 0);
+        hub.allocate(address(v), room + 1, ANY_ENTRY_COST);
 
         if (room != 0) {
             uint256 shares = allocate(bob, v, room);
@@ -112,20 +112,20 @@ contract TandemVaultSkinInTheGameTest is Fixture {
         fund(alice, 4_000_000e6);
         vm.prank(alice);
         _expectPoolAbove(BASE_UNIT_VALUE, 0);
-        hub.allocate(address(empty), 1, 0);
+        hub.allocate(address(empty), 1, ANY_ENTRY_COST);
 
         // Not even at the largest multiple the hub allows.
         vm.prank(owner);
         hub.setParams(100, 2_500, 1e18, 100, 100, 1_000, 1_500);
         vm.prank(alice);
         _expectPoolAbove(1_000_000e18, 0);
-        hub.allocate(address(empty), 1_000_000e6, 0);
+        hub.allocate(address(empty), 1_000_000e6, ANY_ENTRY_COST);
 
         // Nor once a master has taken all their money back.
         _withdrawMaster(vault, address(usdc), 100_000e6);
         vm.prank(alice);
         _expectPoolAbove(BASE_UNIT_VALUE, 0);
-        hub.allocate(address(vault), 1, 0);
+        hub.allocate(address(vault), 1, ANY_ENTRY_COST);
         assertEq(hub.account(alice).allocated, 0, "nothing allocated");
     }
 
@@ -134,20 +134,20 @@ contract TandemVaultSkinInTheGameTest is Fixture {
         fund(bob, 4 * (8_000_000e6 + 1)); // the allocation cap leaves room for one unit more
         vm.prank(bob);
         _expectPoolAbove(2_000_000e18 + BASE_UNIT_VALUE, 2_000_000e18);
-        hub.allocate(address(vault), 1, 0);
+        hub.allocate(address(vault), 1, ANY_ENTRY_COST);
 
         setPoolMultiple(100);
         allocate(bob, vault, 8_000_000e6); // now 100 x $100k
         vm.prank(bob);
         _expectPoolAbove(10_000_000e18 + BASE_UNIT_VALUE, 10_000_000e18);
-        hub.allocate(address(vault), 1, 0);
+        hub.allocate(address(vault), 1, ANY_ENTRY_COST);
 
         // Lowering it again leaves the pool above the new multiple: no follower is pushed out and
         // every exit works, but the pool cannot grow and the master cannot withdraw.
         setPoolMultiple(MULTIPLE);
         vm.prank(bob);
         _expectPoolAbove(10_000_000e18 + BASE_UNIT_VALUE, 2_000_000e18);
-        hub.allocate(address(vault), 1, 0);
+        hub.allocate(address(vault), 1, ANY_ENTRY_COST);
         vm.prank(master);
         _expectMasterBelow(100_000e18 - BASE_UNIT_VALUE, 500_000e18);
         vault.withdrawMaster(address(usdc), 1);
@@ -312,7 +312,7 @@ contract TandemVaultSkinInTheGameTest is Fixture {
         fund(carol, 4e6);
         vm.prank(carol);
         _expectPoolAbove(pEq + BASE_UNIT_VALUE, 5 * mEq);
-        hub.allocate(address(vault), 1, 0);
+        hub.allocate(address(vault), 1, ANY_ENTRY_COST);
         depositMaster(vault, 1e6);
         (mEq,) = vault.equities();
         vm.prank(master);

@@ -153,7 +153,9 @@ def test_a_batch_of_risk_exits_survives_a_rotation_landing_first(
     try:
         hashes = [
             send_unmined(dep, rotation, cast.ada, 50),
-            send_unmined(dep, vault.functions.triggerExits(followers), keeper, 10),
+            send_unmined(
+                dep, vault.functions.triggerExits(followers, max_slippage(dep)), keeper, 10
+            ),
         ]
         w3.provider.make_request(RPCEndpoint("evm_mine"), [])
     finally:
@@ -192,8 +194,8 @@ def test_a_batch_of_risk_exits_survives_a_rotation_landing_first(
 def test_a_late_joiner_bounds_their_entry_against_a_sandwich(dep: Deployment, cast: Cast) -> None:
     """A newcomer signs an allocation to a pool that holds WETH, accepting 0.2% of entry cost.
     A whale front-runs it by buying WETH in the vetted pair: the newcomer's entry swap would now
-    fill worse than they accepted, though within the protocol's oracle bound, so the hub refuses
-    it with ``SharesBelowMinimum`` and nothing of theirs moves. Once the pair is back, the same
+    fill worse than they accepted, though within the protocol's oracle bound, so the vault refuses
+    it with ``EntryCostAboveBound`` and nothing of theirs moves. Once the pair is back, the same
     bound lets the allocation through."""
     vault = p.create_master(dep, cast.ada, dep.units(BASE, 50_000))
     first, newcomer = cast.followers[0], cast.followers[1]
@@ -213,7 +215,7 @@ def test_a_late_joiner_bounds_their_entry_against_a_sandwich(dep: Deployment, ca
     free_before = dep.hub.functions.account(newcomer).call()[0]
     with pytest.raises(RevertError) as excinfo:
         p.allocate(dep, newcomer, vault, amount, max_entry_cost_bps=20)
-    assert excinfo.value.error_name == "SharesBelowMinimum", excinfo.value.reason
+    assert excinfo.value.error_name == "EntryCostAboveBound", excinfo.value.reason
     assert dep.hub.functions.account(newcomer).call()[0] == free_before
     assert vault.functions.sharesOf(newcomer).call() == 0
 

@@ -777,7 +777,7 @@ def test_only_the_master_or_delegate_trades_and_only_the_master_withdraws(
     assert dep.tokens["WETH"].functions.balanceOf(cast.ada).call() == master_weth
     assert_balances_match_books(dep, vault)
     # Only the hub allocates; only hub vaults settle exits.
-    refused(cast.stranger, lambda: vault.functions.onAllocate(cast.stranger, 10**6), "NotHub")
+    refused(cast.stranger, lambda: vault.functions.onAllocate(cast.stranger, 10**6, 0), "NotHub")
     refused(
         cast.stranger, lambda: dep.hub.functions.settleExit(cast.stranger, 1, 1, 10**6), "NotVault"
     )

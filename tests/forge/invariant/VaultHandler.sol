@@ -227,7 +227,7 @@ contract VaultHandler {
         uint256 alloc = allocSeed % 8 == 0 ? _bound(allocSeed, 1, acct.free) : _bound(allocSeed, 1, Math.max(room, 1));
 
         vm.prank(f);
-        try hub.allocate(address(v), alloc, 0) {
+        try hub.allocate(address(v), alloc, 10_000) {
             ++ghostAllocations;
             ghostAllocated[f] += alloc;
             _allocatedAt[f][address(v)] = block.number;
@@ -574,8 +574,10 @@ contract VaultHandler {
             if (met[i]) fee.maxFee += _maxFee(v, _followers[i], sharesBefore[i], fee);
         }
 
+        // Nobody here chooses an exit slippage: every follower's is the hub's bound.
+        uint256 bound = v.exitSlippageOf(batch[0]);
         vm.prank(keeper);
-        try v.triggerExits(batch) returns (uint256 exited) {
+        try v.triggerExits(batch, bound) returns (uint256 exited) {
             _feeCheckAfter(v, fee, "triggerExits");
             if (!viewed) {
                 ++ghostTriggerViolations;
@@ -701,7 +703,7 @@ contract VaultHandler {
         } else if (action == 5) {
             (data, label) = (abi.encodeCall(ITandemVaultExits.setDelegate, (caller)), "setDelegate");
         } else if (action == 6) {
-            (data, label) = (abi.encodeCall(ITandemVaultTrading.onAllocate, (caller, amount)), "onAllocate");
+            (data, label) = (abi.encodeCall(ITandemVaultTrading.onAllocate, (caller, amount, 10_000)), "onAllocate");
         } else if (action == 7) {
             (data, label) =
             (abi.encodeCall(ITandemVaultTrading.swapAsVault, (address(adapter), token, address(base), amount, 0, "")), "swapAsVault");

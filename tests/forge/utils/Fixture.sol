@@ -29,6 +29,10 @@ abstract contract Fixture is Test {
     uint256 internal constant START = 1_700_000_000;
     uint32 internal constant HEARTBEAT = 1 days;
     uint256 internal constant BPS = 10_000;
+    /// @dev Every follower's exit slippage until they choose one: the hub's default maxSlippageBps.
+    uint256 internal constant DEFAULT_EXIT_SLIPPAGE = 100;
+    /// @dev An allocation's entry cost bound that accepts whatever the oracle bound lets through.
+    uint256 internal constant ANY_ENTRY_COST = 10_000;
     uint256 internal constant VIRTUAL_SHARES = 1e6;
     uint256 internal constant VIRTUAL_VALUE = 1;
 
@@ -195,7 +199,7 @@ abstract contract Fixture is Test {
     /// @dev Allocates, then moves to the next block: shares cannot be exited in their own block.
     function allocate(address follower, ITandemVault v, uint256 amount) internal returns (uint256 shares) {
         vm.prank(follower);
-        shares = hub.allocate(address(v), amount, 0);
+        shares = hub.allocate(address(v), amount, ANY_ENTRY_COST);
         vm.roll(block.number + 1);
     }
 

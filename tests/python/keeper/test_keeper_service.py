@@ -13,7 +13,7 @@ import pytest
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.logs import DISCARD
 
-from keepers.decide import Decider, Sweep
+from keepers.decide import Decider, FollowerState, Sweep, exit_groups
 from keepers.queue import Job
 from keepers.run import KeeperThread
 from keepers.store import Store, database_url
@@ -235,7 +235,14 @@ def test_a_job_already_done_is_done_without_a_transaction_and_reverts_are_decode
 
     async def again() -> tuple[str, str]:
         # The same exits again, as a job decided on an older block (a slow or restarted keeper).
-        job = Job("exits", book.vault.address, tuple(book.followers), block=start)
+        slippage = book.vault.functions.exitSlippageOf(book.followers[0]).call()
+        job = Job(
+            "exits",
+            book.vault.address,
+            tuple(book.followers),
+            exit_slippage_bps=slippage,
+            block=start,
+        )
         outcome = await keeper.actor.run(job)
         # A call that reverts is refused before a nonce is taken, its error decoded by name.
         withdraw = dep.hub.functions.withdraw(5)._encode_transaction_data()
@@ -267,9 +274,9 @@ def test_a_long_catch_up_shows_progress_on_a_terminal(
 def test_due_followers_become_one_exit_job_per_exit_slippage(
     dep: Deployment, settings: Settings, tmp_path: Path
 ) -> None:
-    """A batch exit takes only the followers with its first due follower's exit slippage, so a
-    job mixing two slippages would leave half its followers for a later block. The keeper reads
-    each follower's slippage with its state and puts one job per slippage, in listing order."""
+    """A batch exit sells at the bound its caller names and takes only the followers who chose
+    it. The keeper reads each follower's exit slippage with its state and puts one job per bound,
+    and the vault exits every follower of each job in one transaction."""
     book = build_book(dep, "slippage", 6)
     strict = book.followers[1::2]
     for follower in strict:
@@ -288,10 +295,27 @@ def test_due_followers_become_one_exit_job_per_exit_slippage(
             book.vault.address, book.followers, Sweep(peaks=False), put, block=0, seen_at=0
         )
     )
-    assert [job.followers for job in jobs] == [tuple(book.followers[0::2]), tuple(strict)]
-    # And the vault agrees: each job exits all of its followers in one transaction.
+    groups = {job.exit_slippage_bps: job.followers for job in jobs}
+    default = book.vault.functions.exitSlippageOf(book.followers[0]).call()
+    assert groups == {default: tuple(book.followers[0::2]), 30: tuple(strict)}
     for job in jobs:
-        receipt = transact(book.vault.functions.triggerExits(list(job.followers)), book.master)
-        assert len(
-            book.vault.events.ExitTriggered().process_receipt(receipt, errors=DISCARD)
-        ) == len(job.followers)
+        call = book.vault.functions.triggerExits(list(job.followers), job.exit_slippage_bps)
+        receipt = transact(call, book.master)
+        exited = book.vault.events.ExitTriggered().process_receipt(receipt, errors=DISCARD)
+        assert sorted(e["args"]["follower"] for e in exited) == sorted(job.followers)
+
+
+def test_exit_groups_put_the_most_value_first() -> None:
+    """Followers who spread dust positions over many exit slippages get a batch each, but after
+    the batch holding the most value: they cannot queue their own exits ahead of everyone's."""
+
+    def due(follower: str, value: int, bps: int) -> FollowerState:
+        return FollowerState(follower, 1, value, value, value, value, 0, 0, True, 1, bps)
+
+    states = [due(f"dust{i}", 10**15, i) for i in range(1, 21)]
+    states += [due("alice", 10**22, 100), due("bob", 10**22, 100), due("carol", 5 * 10**21, 50)]
+    states.append(FollowerState("dave", 1, 10**23, 0, 0, 0, 0, 0, False, 0, 100))  # not due
+    groups = exit_groups(states)
+    assert groups[0] == (100, ("alice", "bob"))
+    assert groups[1] == (50, ("carol",))
+    assert sorted(groups[2:]) == [(i, (f"dust{i}",)) for i in range(1, 21)]
