@@ -8,10 +8,10 @@ from __future__ import annotations
 import math
 import statistics
 from bisect import bisect_left, bisect_right
-from itertools import pairwise
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from itertools import pairwise
 
 # Money is an int: USD with 18 decimals, as the vault's events and views report it, so sums
 # reconcile with the chain to the unit. Ratios (ROI, volatility, Sharpe, ...) are floats: they
