@@ -28,6 +28,9 @@ DAYS_PER_YEAR = 365
 ANNUALISE = math.sqrt(DAYS_PER_YEAR)
 # Sharpe and Sortino need this many daily returns in their window; below it they are None.
 MIN_RATIO_DAYS = 30
+# A daily deviation below this is the index's rounding (1e-18), not risk: a ratio over it would
+# be noise blown up to a huge number, so a series that steady has no Sharpe or Sortino.
+NEGLIGIBLE_DEVIATION = 1e-12
 
 
 class Window(Enum):
@@ -267,11 +270,12 @@ def volatility(returns: Sequence[float]) -> float | None:
 
 def sharpe(returns: Sequence[float]) -> float | None:
     """Annualised Sharpe ratio with a zero risk-free rate: mean daily return over its sample
-    standard deviation, times sqrt(365). None under 30 returns or for a flat index."""
+    standard deviation, times sqrt(365). None under 30 returns or for a steady index (a
+    deviation below ``NEGLIGIBLE_DEVIATION``)."""
     if len(returns) < MIN_RATIO_DAYS:
         return None
     deviation = statistics.stdev(returns)
-    if deviation == 0:
+    if deviation < NEGLIGIBLE_DEVIATION:
         return None
     return statistics.fmean(returns) / deviation * ANNUALISE
 
@@ -290,7 +294,7 @@ def sortino(returns: Sequence[float]) -> float | None:
     if len(returns) < MIN_RATIO_DAYS:
         return None
     downside = downside_deviation(returns)
-    if downside == 0:
+    if downside < NEGLIGIBLE_DEVIATION:
         return None
     return statistics.fmean(returns) / downside * ANNUALISE
 

@@ -371,10 +371,11 @@ def top(
 
 
 def history(conn: Connection, master: str) -> list[RankingRow]:
-    """Every window's row of one master, closed or not."""
+    """Every window's row of one master, closed or not, shortest window first."""
     t = master_rankings
-    result = conn.execute(select(t).where(t.c.master == master).order_by(t.c.window))
-    return [_row(r._mapping) for r in result]
+    rows = [_row(r._mapping) for r in conn.execute(select(t).where(t.c.master == master))]
+    order = [w.value for w in Window]
+    return sorted(rows, key=lambda row: order.index(row.window))
 
 
 def _row(mapping: Any) -> RankingRow:
