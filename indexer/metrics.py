@@ -170,18 +170,26 @@ class FollowerOutcome:
 def performance_index(valuations: Iterable[Valuation]) -> list[IndexPoint]:
     """Turns equity valuations and flows into the performance index, as the vault does.
 
-    At each valuation the index is the equity per unit outstanding; then the flow issues (or
-    retires) units at that index. The first valuation must carry the opening deposit; its index
-    is 1e18. Moving money in or out therefore never moves the index.
+    At each valuation the index is the equity per unit outstanding; then the flow issues units
+    (rounded up, as the vault does) or retires them (rounded down) at that index, so moving money
+    never moves the index. Two departures from the vault's own index, both so that the history
+    cannot be restarted: a master whose book was emptied by withdrawals comes back at the index
+    they left at (the vault restarts at one), and a master whose equity reached zero stays at zero.
     """
     points: list[IndexPoint] = []
     units = 0
     index = INDEX_ONE
     for v in valuations:
-        if units > 0:
+        if units > 0 and index > 0:
             index = v.equity_usd * INDEX_ONE // units
-        units += v.flow_usd * INDEX_ONE // index if index > 0 else 0
-        points.append(IndexPoint(v.timestamp, v.block, index, max(units, 0)))
+        if index > 0 and v.flow_usd > 0:
+            if units > 0 and v.equity_usd > 0:
+                units += -(-v.flow_usd * units // v.equity_usd)
+            else:
+                units = -(-v.flow_usd * INDEX_ONE // index)
+        elif index > 0 and v.flow_usd < 0 and v.equity_usd > 0:
+            units = max(units - units * -v.flow_usd // v.equity_usd, 0)
+        points.append(IndexPoint(v.timestamp, v.block, index, units))
     return points
 
 

@@ -195,6 +195,30 @@ def test_roi_is_neutral_to_deposits_and_withdrawals(seed: int) -> None:
     assert busy[-1].equity_usd != quiet[-1].equity_usd
 
 
+def test_a_master_who_empties_the_book_and_comes_back_continues_at_the_index_they_left() -> None:
+    points = m.performance_index(
+        [
+            Valuation(T0, 1, 0, 1_000 * USD),  # 1,000 in at 1.0: 1,000 units
+            Valuation(T0 + DAY, 2, 1_500 * USD, -1_500 * USD),  # 1.5; everything out: no units
+            Valuation(T0 + 5 * DAY, 3, 0, 300 * USD),  # back with 300: 200 units at 1.5
+            Valuation(T0 + 6 * DAY, 4, 330 * USD),  # +10%: 1.65
+        ]
+    )
+    assert [p.index for p in points] == [ONE, 15 * ONE // 10, 15 * ONE // 10, 165 * ONE // 100]
+    assert [p.units // ONE for p in points] == [1_000, 0, 200, 200]
+
+
+def test_a_master_whose_equity_reached_zero_stays_at_zero_whatever_comes_in_next() -> None:
+    points = m.performance_index(
+        [
+            Valuation(T0, 1, 0, 1_000 * USD),
+            Valuation(T0 + DAY, 2, 0, 5_000 * USD),  # wiped out, then a fresh deposit
+            Valuation(T0 + 2 * DAY, 3, 6_000 * USD),  # a new run cannot lift the old record
+        ]
+    )
+    assert [p.index for p in points] == [ONE, 0, 0]
+
+
 # -------------------------------------------------------------------------------------------------
 # Round trips and what is measured over them
 # -------------------------------------------------------------------------------------------------
