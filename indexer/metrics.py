@@ -85,7 +85,8 @@ class IndexPoint:
 @dataclass(frozen=True, slots=True)
 class Valuation:
     """The master's equity at oracle prices at one block, before ``flow_usd`` moved in (positive:
-    a deposit) or out (negative: a withdrawal, valued at oracle prices) in that block."""
+    a deposit) or out (negative: a withdrawal, valued at oracle prices) in that block. A fill
+    above the oracle value is a deposit of the excess, as the vault counts it."""
 
     timestamp: int
     block: int

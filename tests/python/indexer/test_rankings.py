@@ -107,6 +107,29 @@ def test_every_master_gets_one_row_per_window_with_its_figures() -> None:
     assert by_window["7d"].from_block == 92 and by_window["7d"].to_block == 99
 
 
+def test_tracking_error_shows_a_pool_that_strayed_from_its_master() -> None:
+    ada = master("ada")
+    # The pool's share price is 1 bp above the master's index on day 50 only: its return is
+    # 1 bp higher on day 50 and about 1 bp lower on day 51. The follower was in for days 1..99:
+    # sqrt((1 + 1) / 99) = 0.142 bp.
+    pool = [
+        IndexPoint(
+            p.timestamp, p.block, p.index * 10_001 // 10_000 if p.block == 50 else p.index, 1
+        )
+        for p in ada.index
+    ]
+    row = r.master_rows(MasterInputs(**{**_fields(ada), "pool_index": pool}), NOW)[-1]
+    assert row.tracking_error_bps == pytest.approx(math.sqrt(2 / 99), rel=1e-2)
+
+
+def test_followers_now_leaves_out_those_who_left() -> None:
+    ada = master("ada")
+    gone = FollowerOutcome("gone", 100 * USD, 0, 90 * USD, 0, T0, left_at=T0 + 5 * DAY)
+    rows = r.master_rows(MasterInputs(**{**_fields(ada), "followers": [*ada.followers, gone]}), NOW)
+    assert (rows[0].followers_now, rows[0].followers_ever, rows[0].followers_in_profit) == (1, 2, 1)
+    assert rows[0].followers_pnl_usd == (100 - 10) * USD  # +100 for one, -10 for the other
+
+
 def test_no_history_means_no_rows() -> None:
     assert r.master_rows(master("new"), T0) == []
 
@@ -172,7 +195,7 @@ def test_a_recompute_replaces_only_the_masters_it_is_given(engine: Engine) -> No
 def test_an_infinite_profit_factor_survives_the_table(engine: Engine) -> None:
     winner = master("winner")
     fills = [Fill(T0, 1, "WETH", 1, 100 * USD), Fill(T0 + 9, 2, "WETH", -1, 120 * USD)]
-    store(engine, [winner.__class__(**{**_fields(winner), "round_trips": round_trips(fills)})])
+    store(engine, [MasterInputs(**{**_fields(winner), "round_trips": round_trips(fills)})])
     with engine.connect() as conn:
         assert r.history(conn, "winner")[-1].profit_factor == math.inf  # all time
 
