@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import Enum
 from itertools import pairwise
 
+from tandem.config import RankingSettings
+
 # Money is an int: USD with 18 decimals, as the vault's events and views report it, so sums
 # reconcile with the chain to the unit. Ratios (ROI, volatility, Sharpe, ...) are floats: they
 # are ranked and displayed, never settled, and 53 bits carry far more digits than any of them
@@ -586,9 +588,15 @@ class RankingRules:
     """The least track record a master needs to be ranked: days since the vault's first point,
     trades over all time, and the master's own equity now (skin in the game)."""
 
-    min_history_days: int = 30
-    min_trades: int = 10
-    min_equity_usd: int = 1_000 * USD
+    min_history_days: int
+    min_trades: int
+    min_equity_usd: int
+
+    @classmethod
+    def from_settings(cls, settings: RankingSettings | None = None) -> RankingRules:
+        """The rules of the ``[rankings]`` settings table (its defaults when None)."""
+        s = settings or RankingSettings()
+        return cls(s.min_history_days, s.min_trades, s.min_equity_usd * USD)
 
     def admits(self, history_days: int, trades: int, equity_usd: int) -> bool:
         return (

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    Select,
     String,
     Table,
     delete,
@@ -320,7 +321,7 @@ def _storable(row: RankingRow) -> dict[str, Any]:
 
 
 _FLOAT_MAX = 1.7976931348623157e308
-DEFAULT_RULES = RankingRules()
+DEFAULT_RULES = RankingRules.from_settings()
 
 
 class UnknownMetricError(ValueError):
@@ -330,8 +331,7 @@ class UnknownMetricError(ValueError):
         super().__init__(f"cannot rank by {metric!r}: choose one of {', '.join(SORTABLE)}")
 
 
-def top(
-    conn: Connection,
+def top_query(
     metric: str,
     window: Window,
     n: int = 50,
@@ -341,11 +341,9 @@ def top(
     max_risk_score: int | None = None,
     include_closed: bool = False,
     best_first: bool = True,
-) -> list[RankingRow]:
-    """The top ``n`` masters by ``metric`` over ``window`` among those ``rules`` admit, best first
-    (``best_first=False``: worst first). Masters without a value for the metric (a Sharpe ratio
-    under 30 days) are not ranked by it. Closed vaults stay in the table; ``include_closed``
-    ranks them too (judged by their figures when they closed)."""
+) -> Select[Any]:
+    """The SQL of ``top``: one range of the metric's index, read in order until ``n`` rows pass
+    the filters."""
     if metric not in SORTABLE:
         raise UnknownMetricError(metric)
     t = master_rankings
@@ -366,8 +364,36 @@ def top(
         query = query.where(t.c.closed.is_(False))
     # Ties go by master in the same direction, so one index serves the whole ORDER BY.
     order = (column.desc(), t.c.master.desc()) if descending else (column.asc(), t.c.master.asc())
-    result = conn.execute(query.order_by(*order).limit(n))
-    return [_row(r._mapping) for r in result]
+    return query.order_by(*order).limit(n)
+
+
+def top(
+    conn: Connection,
+    metric: str,
+    window: Window,
+    n: int = 50,
+    *,
+    rules: RankingRules = DEFAULT_RULES,
+    max_drawdown: float | None = None,
+    max_risk_score: int | None = None,
+    include_closed: bool = False,
+    best_first: bool = True,
+) -> list[RankingRow]:
+    """The top ``n`` masters by ``metric`` over ``window`` among those ``rules`` admit, best first
+    (``best_first=False``: worst first). Masters without a value for the metric (a Sharpe ratio
+    under 30 days) are not ranked by it. Closed vaults stay in the table; ``include_closed``
+    ranks them too (judged by their figures when they closed)."""
+    query = top_query(
+        metric,
+        window,
+        n,
+        rules=rules,
+        max_drawdown=max_drawdown,
+        max_risk_score=max_risk_score,
+        include_closed=include_closed,
+        best_first=best_first,
+    )
+    return [_row(r._mapping) for r in conn.execute(query)]
 
 
 def history(conn: Connection, master: str) -> list[RankingRow]:

@@ -24,6 +24,7 @@ from indexer.metrics import (
     Valuation,
     Window,
 )
+from tandem.config import Settings
 
 ONE = 10**18
 T0 = 20_000 * DAY  # a UTC midnight
@@ -423,6 +424,12 @@ def test_ranking_needs_every_part_of_a_track_record() -> None:
     assert not rules.admits(29, 500, 10**6 * USD)
     assert not rules.admits(400, 9, 10**6 * USD)
     assert not rules.admits(400, 500, 999 * USD)
+
+
+def test_the_rules_come_from_the_rankings_settings_in_whole_usd() -> None:
+    assert RankingRules.from_settings() == RankingRules(30, 10, 1_000 * USD)
+    settings = Settings(rankings={"min_trades": 3, "min_equity_usd": 50})  # type: ignore[arg-type]
+    assert RankingRules.from_settings(settings.rankings) == RankingRules(30, 3, 50 * USD)
 
 
 # -------------------------------------------------------------------------------------------------
