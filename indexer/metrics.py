@@ -239,7 +239,7 @@ def daily_closes(points: Sequence[IndexPoint], as_of: int) -> DailyCloses | None
     closes = [0] * (last_day - first_day + 1)
     known = [False] * len(closes)
     for p in points[:end]:
-        i = utc_day(p.timestamp) - first_day
+        i = p.timestamp // DAY - first_day
         closes[i] = p.index  # points come in order, so the last one of a day wins
         known[i] = True
     for i in range(1, len(closes)):
@@ -665,6 +665,7 @@ class AllocationView:
     unrealised_pnl_usd: int
     fees_paid_usd: int
     exits: tuple[ExitRecord, ...]
+    limits: Limits
     stop_loss_distance_bps: float | None
     take_profit_distance_bps: float | None
     max_drawdown_distance_bps: float | None
@@ -710,6 +711,7 @@ def allocation_view(
         unrealised_pnl_usd=value - entry,
         fees_paid_usd=fees,
         exits=tuple(exits),
+        limits=limits,
         **limit_distances_bps(value, entry, peak, limits),
     )
 
