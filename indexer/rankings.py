@@ -120,10 +120,12 @@ def master_rows(inputs: MasterInputs, as_of: int) -> list[RankingRow]:
         return []
     timestamps = [p.timestamp for p in inputs.index]
     returns = closes.returns()
-    upto = m.window_points(inputs.index, 0, as_of, timestamps)
-    last = upto[-1]
-    # A closed vault is judged by the master's equity before the withdrawal that closed it.
-    equity_point = upto[-2] if inputs.closed_at is not None and len(upto) > 1 else last
+    last = m.window_points(inputs.index, 0, as_of, timestamps)[-1]
+    equity_point = last
+    if inputs.closed_at is not None:
+        # A closed vault is judged by the master's equity before the withdrawal that closed it.
+        before = m.window_points(inputs.index, 0, inputs.closed_at - 1, timestamps)
+        equity_point = before[-1] if before else last
     pool_now = m.window_points(inputs.pool_index, 0, as_of)
     pool_value = pool_now[-1].equity_usd if pool_now else 0
 

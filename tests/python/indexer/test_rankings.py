@@ -173,8 +173,14 @@ def test_masters_without_a_value_for_the_metric_are_not_ranked_by_it(engine: Eng
 
 def test_a_closed_vault_stays_in_the_table_as_of_its_closing(engine: Engine) -> None:
     closing = T0 + 90 * DAY
-    store(engine, [master("open"), master("gone", 0.004, closed_at=closing)])
+    gone = master("gone", 0.004, closed_at=closing)
+    # The master took everything out when closing: no units, no equity left.
+    last = [p for p in gone.index if p.timestamp < closing][-1]
+    emptied = IndexPoint(closing, last.block, last.index, 0)
+    index = sorted([*gone.index, emptied], key=lambda p: p.timestamp)
+    store(engine, [master("open"), MasterInputs(**{**_fields(gone), "index": index})])
     assert top(engine, "roi") == ["open"]
+    # Judged by the equity before the closing withdrawal, it is still eligible.
     assert top(engine, "roi", include_closed=True) == ["gone", "open"]
     with engine.connect() as conn:
         rows = r.history(conn, "gone")
