@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Connection,
@@ -230,9 +231,10 @@ master_rankings = Table(
     Column("master", String(42), primary_key=True),
     Column("window", String(3), primary_key=True),
     Column("vault", String(42), nullable=False),
-    Column("as_of", Integer, nullable=False, comment="block timestamp the row is computed at"),
-    Column("from_block", Integer, nullable=False),
-    Column("to_block", Integer, nullable=False),
+    # Timestamps pass 2**31 in 2038 and some chains' block numbers sooner: 64 bits.
+    Column("as_of", BigInteger, nullable=False, comment="block timestamp the row is computed at"),
+    Column("from_block", BigInteger, nullable=False, comment="block of the window's base point"),
+    Column("to_block", BigInteger, nullable=False, comment="block of the window's last point"),
     Column("closed", Boolean, nullable=False),
     Column("history_days", Integer, nullable=False),
     Column("track_trades", Integer, nullable=False),
