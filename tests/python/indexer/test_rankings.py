@@ -70,9 +70,21 @@ def master(
     )
 
 
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    engine = create_engine("sqlite://")
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server (from the pgserver package) for this module."""
+    import pgserver  # type: ignore[import-untyped]
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+    server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    url = "sqlite://" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    engine = create_engine(url)
+    r.metadata.drop_all(engine)
     r.create_table(engine)
     yield engine
     engine.dispose()
@@ -213,3 +225,16 @@ def test_an_unknown_metric_is_refused_with_the_choices(engine: Engine) -> None:
 
 def _fields(inputs: MasterInputs) -> dict[str, object]:
     return {name: getattr(inputs, name) for name in MasterInputs.__dataclass_fields__}
+
+
+def test_money_is_exact_on_postgresql_and_ordered_everywhere(engine: Engine) -> None:
+    ada = master("ada")
+    odd = FollowerOutcome("odd", 1, 10**30 + 7, 0, 0, T0)  # not a double: 31 digits
+    store(engine, [MasterInputs(**{**_fields(ada), "followers": [odd]}), master("ben")])
+    with engine.connect() as conn:
+        stored = r.history(conn, "ada")[0].followers_pnl_usd
+    if engine.dialect.name == "postgresql":
+        assert stored == 10**30 + 6
+    else:
+        assert stored == pytest.approx(10**30 + 6, rel=1e-15)
+    assert top(engine, "followers_pnl_usd") == ["ada", "ben"]
