@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from decimal import Decimal
 from typing import Any
 
@@ -295,7 +295,8 @@ for _metric in SORTABLE:
         master_rankings.c.master,
     )
 
-_COLUMNS = [f.name for f in fields(RankingRow)]
+# The table's columns in the order of RankingRow's fields, so a result row is its arguments.
+_selected = [master_rankings.c[f.name] for f in fields(RankingRow)]
 
 
 def create_table(engine: Engine) -> None:
@@ -353,7 +354,7 @@ def top_query(
     t = master_rankings
     column = t.c[metric]
     descending = SORTABLE[metric] == best_first
-    query = select(t).where(
+    query = select(*_selected).where(
         t.c.window == window.value,
         column.is_not(None),
         t.c.history_days >= rules.min_history_days,
@@ -397,19 +398,19 @@ def top(
         include_closed=include_closed,
         best_first=best_first,
     )
-    return [_row(r._mapping) for r in conn.execute(query)]
+    return [_row(values) for values in conn.execute(query)]
 
 
 def history(conn: Connection, master: str) -> list[RankingRow]:
     """Every window's row of one master, closed or not, shortest window first."""
     t = master_rankings
-    rows = [_row(r._mapping) for r in conn.execute(select(t).where(t.c.master == master))]
+    rows = [_row(values) for values in conn.execute(select(*_selected).where(t.c.master == master))]
     order = [w.value for w in Window]
     return sorted(rows, key=lambda row: order.index(row.window))
 
 
-def _row(mapping: Any) -> RankingRow:
-    values = {name: mapping[name] for name in _COLUMNS}
-    if values["profit_factor"] == _FLOAT_MAX:
-        values["profit_factor"] = math.inf
-    return RankingRow(**values)
+def _row(values: Sequence[Any]) -> RankingRow:
+    row = RankingRow(*values)
+    if row.profit_factor == _FLOAT_MAX:
+        return replace(row, profit_factor=math.inf)
+    return row
