@@ -716,6 +716,35 @@ def allocation_view(
     )
 
 
+def follower_outcome(
+    follower: str, events: Sequence[AllocationEvent], share_price: int
+) -> FollowerOutcome:
+    """A follower's outcome with one master from the same events as ``allocation_view``: what
+    their allocations entered, what their exits paid, their fees, and their shares now at
+    ``share_price``. They left at the exit that burned their last share (None while in)."""
+    shares = invested = withdrawn = fees = 0
+    left_at: int | None = None
+    for e in events:
+        if e.kind is AllocationEventKind.ALLOCATED:
+            shares, invested, left_at = shares + e.shares, invested + e.value_usd, None
+        elif e.kind is AllocationEventKind.EXITED:
+            shares, withdrawn = shares - e.shares, withdrawn + e.value_usd
+            if shares <= 0:
+                left_at = e.timestamp
+        elif e.kind is AllocationEventKind.FEE:
+            shares, fees = shares - e.shares, fees + e.value_usd
+    joined_at = next((e.timestamp for e in events if e.kind is AllocationEventKind.ALLOCATED), 0)
+    return FollowerOutcome(
+        follower=follower,
+        invested_usd=invested,
+        current_value_usd=max(shares, 0) * share_price // 10**18,
+        withdrawn_usd=withdrawn,
+        fees_paid_usd=fees,
+        joined_at=joined_at,
+        left_at=left_at,
+    )
+
+
 def limit_distances_bps(
     value: int, entry: int, peak: int, limits: Limits
 ) -> dict[str, float | None]:

@@ -485,3 +485,23 @@ def test_a_full_exit_releases_the_whole_entry_and_leaves_no_position() -> None:
     assert sum(x.cost_usd for x in view.exits) == 100 * USD
     assert view.realised_pnl_usd == 0
     assert view.stop_loss_distance_bps is None
+
+
+def test_a_followers_outcome_comes_from_the_same_events() -> None:
+    events = [
+        event(AllocationEventKind.ALLOCATED, 1_000, 1_000, 0),
+        event(AllocationEventKind.EXITED, 400, 480, 2),
+        event(AllocationEventKind.FEE, 10, 12, 3),
+    ]
+    outcome = m.follower_outcome("f", events, 12 * ONE // 10)
+    # Put in 1,000; got 480 back; 590 shares worth 708 now: +188 after the 12 of fees.
+    assert (outcome.invested_usd, outcome.withdrawn_usd, outcome.current_value_usd) == (
+        1_000 * USD,
+        480 * USD,
+        708 * USD,
+    )
+    assert outcome.pnl_usd == 188 * USD and outcome.fees_paid_usd == 12 * USD
+    assert (outcome.joined_at, outcome.left_at) == (T0, None)
+    gone = m.follower_outcome("f", [*events, event(AllocationEventKind.EXITED, 590, 700, 9)], ONE)
+    assert gone.left_at == T0 + 9 and gone.current_value_usd == 0
+    assert gone.pnl_usd == (480 + 700 - 1_000) * USD
