@@ -9,7 +9,7 @@ import math
 import statistics
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from itertools import pairwise
 
@@ -410,47 +410,22 @@ def round_trips(fills: Iterable[Fill]) -> list[RoundTrip]:
         if f.amount > 0:
             if trip is None:
                 trip = RoundTrip(f.token, f.timestamp, f.block, None, None, 0, 0, 0)
-            trip = _with_fill(trip, cost=f.value_usd)
-            open_trips[f.token] = trip
+            open_trips[f.token] = replace(
+                trip, cost_usd=trip.cost_usd + f.value_usd, fills=trip.fills + 1
+            )
             holding[f.token] = position + f.amount
         elif f.amount < 0 and trip is not None:
-            trip = _with_fill(trip, proceeds=f.value_usd)
+            trip = replace(trip, proceeds_usd=trip.proceeds_usd + f.value_usd, fills=trip.fills + 1)
             position += f.amount
             if position <= 0:
-                closed.append(_closed(trip, f.timestamp, f.block))
+                closed.append(replace(trip, closed_at=f.timestamp, closed_block=f.block))
                 del open_trips[f.token]
-                holding.pop(f.token)
+                del holding[f.token]
             else:
                 open_trips[f.token] = trip
                 holding[f.token] = position
     closed.sort(key=lambda t: (t.closed_at, t.closed_block))
     return closed + list(open_trips.values())
-
-
-def _with_fill(trip: RoundTrip, *, cost: int = 0, proceeds: int = 0) -> RoundTrip:
-    return RoundTrip(
-        trip.token,
-        trip.opened_at,
-        trip.opened_block,
-        None,
-        None,
-        trip.cost_usd + cost,
-        trip.proceeds_usd + proceeds,
-        trip.fills + 1,
-    )
-
-
-def _closed(trip: RoundTrip, at: int, block: int) -> RoundTrip:
-    return RoundTrip(
-        trip.token,
-        trip.opened_at,
-        trip.opened_block,
-        at,
-        block,
-        trip.cost_usd,
-        trip.proceeds_usd,
-        trip.fills,
-    )
 
 
 def closed_in(trips: Iterable[RoundTrip], start: int, as_of: int) -> list[RoundTrip]:
