@@ -19,6 +19,7 @@ import random
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -155,6 +156,8 @@ def timed(fn: Callable[[], object]) -> float:
 @contextmanager
 def database(force_sqlite: bool) -> Iterator[tuple[Engine, str]]:
     """A real PostgreSQL server when pgserver starts one, SQLite in a temporary file otherwise."""
+    # pgserver asks for a runtime folder that containers do not set; it falls back to /tmp.
+    warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set")
     with tempfile.TemporaryDirectory() as tmp:
         server = None
         if not force_sqlite:
