@@ -192,9 +192,18 @@ def _tracking_errors(inputs: MasterInputs, closes: m.DailyCloses, as_of: int) ->
 
 
 def compute_rows(masters: Iterable[MasterInputs], as_of: int) -> list[RankingRow]:
-    """The rows of many masters: every master after a new UTC day (every window moved), only
-    the masters a block touched otherwise (see METRICS.md, "Recompute")."""
+    """The rows of many masters (those ``masters_to_recompute`` names), as of ``as_of``."""
     return [row for inputs in masters for row in master_rows(inputs, as_of)]
+
+
+def masters_to_recompute(
+    touched: Iterable[str], every_master: Iterable[str], previous_as_of: int | None, as_of: int
+) -> set[str]:
+    """Whose rows a new block makes stale: the masters whose vaults had events in it, or every
+    master when the block opens a new UTC day (every window moved) or nothing was computed yet."""
+    if previous_as_of is None or m.utc_day(previous_as_of) != m.utc_day(as_of):
+        return set(every_master)
+    return set(touched)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -238,3 +238,12 @@ def test_money_is_exact_on_postgresql_and_ordered_everywhere(engine: Engine) -> 
     else:
         assert stored == pytest.approx(10**30 + 6, rel=1e-15)
     assert top(engine, "followers_pnl_usd") == ["ada", "ben"]
+
+
+def test_a_block_recomputes_the_masters_it_touched_and_a_new_day_every_master() -> None:
+    everyone = ["a", "b", "c"]
+    assert r.masters_to_recompute(["b"], everyone, NOW, NOW + 12) == {"b"}
+    assert r.masters_to_recompute([], everyone, NOW, NOW + 12) == set()
+    midnight = (NOW // DAY + 1) * DAY
+    assert r.masters_to_recompute(["b"], everyone, midnight - 1, midnight) == set(everyone)
+    assert r.masters_to_recompute([], everyone, None, NOW) == set(everyone)
