@@ -38,8 +38,9 @@ def master(
     closed_at: int | None = None,
 ) -> MasterInputs:
     """A master with one point a day at noon, growing by ``daily_return`` a day (a 40% crash on
-    ``crash_on_day``), ``trades`` round trips of one buy and one sale each, a follower who
-    matches the pool to the master exactly, and ``equity`` USD of the master's own at the start."""
+    ``crash_on_day``), ``trades`` round trips of one buy and one sale each, one follower (+10%
+    after fees) in a pool that tracks the master exactly, and ``equity`` USD of the master's own
+    at the start."""
     first = 100 - days
     index, points = float(ONE), []
     units = equity * USD  # units at an index of 1.0: the equity grows with the index
