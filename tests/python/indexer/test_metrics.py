@@ -171,6 +171,22 @@ def test_pnl_counts_index_moves_times_units_and_not_deposits() -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
+def test_pnl_adds_up_over_consecutive_stretches_and_scales_with_units(seed: int) -> None:
+    rng = random.Random(seed)
+    points = [
+        IndexPoint(T0 + i, i, rng.randint(ONE // 2, 2 * ONE), rng.randint(1, 10**6) * ONE)
+        for i in range(40)
+    ]
+    # A stretch ends where the next begins: the shared point is the next one's base. Each
+    # part is rounded down once, so the parts may sum to one unit less than the whole.
+    cut = rng.randint(1, 38)
+    parts = m.pnl_usd(points[: cut + 1]) + m.pnl_usd(points[cut:])
+    assert m.pnl_usd(points) - parts in (0, 1)
+    doubled = [IndexPoint(p.timestamp, p.block, p.index, 2 * p.units) for p in points]
+    assert m.pnl_usd(doubled) - 2 * m.pnl_usd(points) in (0, 1)
+
+
+@pytest.mark.parametrize("seed", range(5))
 def test_roi_is_neutral_to_deposits_and_withdrawals(seed: int) -> None:
     rng = random.Random(seed)
     moves = [1 + rng.uniform(-0.08, 0.08) for _ in range(60)]
