@@ -46,6 +46,9 @@ from .metrics import (
     Window,
 )
 
+# The rules of the default settings; the indexer passes those of its own settings.
+DEFAULT_RULES = RankingRules.from_settings()
+
 
 @dataclass(frozen=True, slots=True)
 class MasterInputs:
@@ -75,7 +78,7 @@ class RankingRow:
 
     ``from_block``..``to_block``: the blocks of the window's first and last index points; every
     figure of the row comes from the vault's and the hub's events in that range (and, for the
-    all-time counts, before it).
+    all-time counts, before it). ``ranked``: the ranking rules in force admitted the master.
     """
 
     master: str
@@ -85,6 +88,7 @@ class RankingRow:
     from_block: int
     to_block: int
     closed: bool
+    ranked: bool
     history_days: int
     track_trades: int
     master_equity_usd: int
@@ -111,9 +115,12 @@ class RankingRow:
     tracking_error_max_bps: float | None
 
 
-def master_rows(inputs: MasterInputs, as_of: int) -> list[RankingRow]:
+def master_rows(
+    inputs: MasterInputs, as_of: int, rules: RankingRules = DEFAULT_RULES
+) -> list[RankingRow]:
     """The rows of one master for every window, as of block timestamp ``as_of`` (a closed vault:
-    as of its closing). No rows before the master's first index point."""
+    as of its closing), ranked if ``rules`` (those in force) admit the master. No rows before
+    the master's first index point."""
     if inputs.closed_at is not None:
         as_of = min(as_of, inputs.closed_at)
     closes = m.daily_closes(inputs.index, as_of)
@@ -134,6 +141,8 @@ def master_rows(inputs: MasterInputs, as_of: int) -> list[RankingRow]:
     tracking = _tracking_errors(inputs, closes, as_of)
     followers_now = sum(1 for f in inputs.followers if f.left_at is None or f.left_at > as_of)
     track_trades = m.trades_in(inputs.trade_times, 0, as_of)
+    history_days = closes.last_day - closes.first_day + 1
+    ranked = rules.admits(history_days, track_trades, equity_point.equity_usd)
 
     rows = []
     for window in Window:
@@ -153,7 +162,8 @@ def master_rows(inputs: MasterInputs, as_of: int) -> list[RankingRow]:
                 from_block=points[0].block,
                 to_block=points[-1].block,
                 closed=inputs.closed_at is not None,
-                history_days=closes.last_day - closes.first_day + 1,
+                ranked=ranked,
+                history_days=history_days,
                 track_trades=track_trades,
                 master_equity_usd=equity_point.equity_usd,
                 aum_usd=last.equity_usd + pool_value,
@@ -191,9 +201,11 @@ def _tracking_errors(inputs: MasterInputs, closes: m.DailyCloses, as_of: int) ->
     return [e for e in errors if e is not None]
 
 
-def compute_rows(masters: Iterable[MasterInputs], as_of: int) -> list[RankingRow]:
+def compute_rows(
+    masters: Iterable[MasterInputs], as_of: int, rules: RankingRules = DEFAULT_RULES
+) -> list[RankingRow]:
     """The rows of many masters (those ``masters_to_recompute`` names), as of ``as_of``."""
-    return [row for inputs in masters for row in master_rows(inputs, as_of)]
+    return [row for inputs in masters for row in master_rows(inputs, as_of, rules)]
 
 
 def masters_to_recompute(
@@ -245,6 +257,7 @@ master_rankings = Table(
     Column("from_block", BigInteger, nullable=False, comment="block of the window's base point"),
     Column("to_block", BigInteger, nullable=False, comment="block of the window's last point"),
     Column("closed", Boolean, nullable=False),
+    Column("ranked", Boolean, nullable=False, comment="the ranking rules in force admitted it"),
     Column("history_days", Integer, nullable=False),
     Column("track_trades", Integer, nullable=False),
     Column("master_equity_usd", UsdAmount, nullable=False),
@@ -294,14 +307,18 @@ SORTABLE: dict[str, bool] = {
     "tracking_error_bps": False,
 }
 
-# One index per sortable metric, led by the window: a top-N query reads N entries of one index
-# in order (forwards or backwards) and stops, whatever the number of masters.
+# One index per sortable metric, led by the window and holding ranked rows only: a top-N query
+# reads N entries of one index in order (forwards or backwards) and stops, however many
+# masters without a track record (thousands of fresh addresses with wild returns, say) would
+# otherwise sit above the first ranked one.
 for _metric in SORTABLE:
     Index(
         f"ix_master_rankings_{_metric}",
         master_rankings.c.window,
         master_rankings.c[_metric],
         master_rankings.c.master,
+        postgresql_where=master_rankings.c.ranked,
+        sqlite_where=master_rankings.c.ranked,
     )
 
 # The table's columns in the order of RankingRow's fields, so a result row is its arguments.
@@ -335,7 +352,6 @@ def _storable(row: RankingRow) -> dict[str, Any]:
 
 
 _FLOAT_MAX = 1.7976931348623157e308
-DEFAULT_RULES = RankingRules.from_settings()
 
 
 class UnknownMetricError(ValueError):
@@ -350,26 +366,29 @@ def top_query(
     window: Window,
     n: int = 50,
     *,
-    rules: RankingRules = DEFAULT_RULES,
+    rules: RankingRules | None = None,
     max_drawdown: float | None = None,
     max_risk_score: int | None = None,
     include_closed: bool = False,
+    include_unranked: bool = False,
     best_first: bool = True,
 ) -> Select[Any]:
-    """The SQL of ``top``: one range of the metric's index, read in order until ``n`` rows pass
-    the filters."""
+    """The SQL of ``top``: one range of the metric's partial index, read in order until ``n``
+    rows pass the filters (``include_unranked`` reads without it, and sorts)."""
     if metric not in SORTABLE:
         raise UnknownMetricError(metric)
     t = master_rankings
     column = t.c[metric]
     descending = SORTABLE[metric] == best_first
-    query = select(*_selected).where(
-        t.c.window == window.value,
-        column.is_not(None),
-        t.c.history_days >= rules.min_history_days,
-        t.c.track_trades >= rules.min_trades,
-        t.c.master_equity_usd >= rules.min_equity_usd,
-    )
+    query = select(*_selected).where(t.c.window == window.value, column.is_not(None))
+    if not include_unranked:
+        query = query.where(t.c.ranked)
+    if rules is not None:
+        query = query.where(
+            t.c.history_days >= rules.min_history_days,
+            t.c.track_trades >= rules.min_trades,
+            t.c.master_equity_usd >= rules.min_equity_usd,
+        )
     if max_drawdown is not None:
         query = query.where(t.c.max_drawdown <= max_drawdown)
     if max_risk_score is not None:
@@ -387,16 +406,21 @@ def top(
     window: Window,
     n: int = 50,
     *,
-    rules: RankingRules = DEFAULT_RULES,
+    rules: RankingRules | None = None,
     max_drawdown: float | None = None,
     max_risk_score: int | None = None,
     include_closed: bool = False,
+    include_unranked: bool = False,
     best_first: bool = True,
 ) -> list[RankingRow]:
-    """The top ``n`` masters by ``metric`` over ``window`` among those ``rules`` admit, best first
-    (``best_first=False``: worst first). Masters without a value for the metric (a Sharpe ratio
-    under 30 days) are not ranked by it. Closed vaults stay in the table; ``include_closed``
-    ranks them too (judged by their figures when they closed)."""
+    """The top ``n`` ranked masters by ``metric`` over ``window``, best first (``best_first=False``:
+    worst first).
+
+    Ranked masters are those the rules in force admitted when their rows were computed;
+    ``rules`` asks for more on top of them (a longer track record, say), ``include_unranked``
+    lists the others too. Masters without a value for the metric (a Sharpe ratio under 30 days)
+    are not ranked by it. Closed vaults stay in the table; ``include_closed`` ranks them too
+    (judged by their figures when they closed)."""
     query = top_query(
         metric,
         window,
@@ -405,6 +429,7 @@ def top(
         max_drawdown=max_drawdown,
         max_risk_score=max_risk_score,
         include_closed=include_closed,
+        include_unranked=include_unranked,
         best_first=best_first,
     )
     return [_row(values) for values in conn.execute(query)]

@@ -165,8 +165,19 @@ def test_a_master_without_enough_track_record_is_not_ranked(engine: Engine) -> N
         ],
     )
     assert top(engine, "roi") == ["ok"]
+    assert set(top(engine, "roi", include_unranked=True)) == {"ok", "young", "idle", "small"}
+
+
+def test_the_rules_in_force_decide_who_is_ranked_and_a_query_may_ask_for_more(
+    engine: Engine,
+) -> None:
+    masters = [master("old"), master("young", 0.01, days=40)]
     relaxed = RankingRules(min_history_days=10, min_trades=0, min_equity_usd=0)
-    assert set(top(engine, "roi", rules=relaxed)) == {"ok", "young", "idle", "small"}
+    with engine.begin() as conn:
+        r.store_rows(conn, r.compute_rows(masters, NOW, relaxed))
+    assert top(engine, "roi") == ["young", "old"]
+    longer = RankingRules(min_history_days=60, min_trades=0, min_equity_usd=0)
+    assert top(engine, "roi", rules=longer) == ["old"]
 
 
 def test_filters_on_drawdown_and_risk_score(engine: Engine) -> None:
