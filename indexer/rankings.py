@@ -35,6 +35,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql.type_api import TypeEngine
 from sqlalchemy.types import TypeDecorator
 
+from tandem.errors import TandemError
+
 from . import metrics as m
 from .metrics import (
     DAY,
@@ -354,11 +356,12 @@ def _storable(row: RankingRow) -> dict[str, Any]:
 _FLOAT_MAX = 1.7976931348623157e308
 
 
-class UnknownMetricError(ValueError):
+class UnknownMetricError(TandemError, ValueError):
     """The metric asked for is not one the rankings sort by."""
 
     def __init__(self, metric: str) -> None:
-        super().__init__(f"cannot rank by {metric!r}: choose one of {', '.join(SORTABLE)}")
+        super().__init__(f"cannot rank by {metric!r}", hint=f"choose one of {', '.join(SORTABLE)}")
+        self.metric = metric
 
 
 def top_query(
