@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from decimal import Decimal
@@ -56,12 +57,12 @@ DEFAULT_RULES = RankingRules.from_settings()
 class MasterInputs:
     """Everything the rankings need about one master, as the storage produces it from events.
 
-    ``index``: the master's performance index. ``pool_index``: the pool's share price as an index
-    (``index`` = pool value * 1e18 / total shares, ``units`` = total shares, so ``equity_usd`` is
-    the pool's value). ``trade_times``: timestamps of the master's ``Traded`` events, sorted.
-    ``round_trips``: from ``metrics.round_trips``. ``followers``: every follower ever, those who
-    left included. ``closed_at``: when the vault closed (the master left and the pool emptied);
-    a closed vault keeps its rows, computed as of that moment.
+    Every series is in chain order. ``index``: the master's performance index. ``pool_index``:
+    the pool's share price as an index (``index`` = pool value * 1e18 / total shares, ``units`` =
+    total shares, so ``equity_usd`` is the pool's value). ``trade_times``: timestamps of the
+    master's ``Traded`` events. ``round_trips``: from ``metrics.round_trips``. ``followers``:
+    every follower ever, those who left included. ``closed_at``: when the vault closed (the
+    master left and the pool emptied); a closed vault keeps its rows, computed as of that moment.
     """
 
     master: str
@@ -344,16 +345,16 @@ def store_rows(conn: Connection, rows: Sequence[RankingRow]) -> None:
         conn.execute(insert(master_rankings), [_storable(row) for row in rows])
 
 
+# JSON-minded drivers and some databases refuse infinity; a profit factor without a loss is
+# stored as the largest double, which still ranks first.
+_FLOAT_MAX = sys.float_info.max
+
+
 def _storable(row: RankingRow) -> dict[str, Any]:
     values = asdict(row)
-    # JSON-minded drivers and some databases refuse infinity; a profit factor without a loss
-    # is stored as the largest double, which still ranks first.
     if values["profit_factor"] == math.inf:
         values["profit_factor"] = _FLOAT_MAX
     return values
-
-
-_FLOAT_MAX = 1.7976931348623157e308
 
 
 class UnknownMetricError(TandemError, ValueError):
