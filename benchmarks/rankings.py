@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, text
 
@@ -126,7 +127,7 @@ def touched_by_a_block(
 ) -> list[MasterInputs]:
     """``count`` masters with one new index point each, 12 seconds after the last block."""
     out = []
-    for inputs in rng.sample(masters, count):
+    for inputs in rng.sample(masters, min(count, len(masters))):
         last = inputs.index[-1]
         point = IndexPoint(AS_OF + 12, last.block + 1, last.index * 1_001 // 1_000, last.units)
         out.append(
@@ -266,8 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             # The same SQL through the driver alone, rows left as tuples: what the database and
             # the wire cost, apart from building RankingRow objects.
             metric, window = QUERIES[0]
-            compiled = r.top_query(metric, window, 50).compile(dialect=conn.dialect)
-            sql, params = str(compiled), compiled.params
+            sql, params = driver_sql(conn, metric, window)
             raw = [
                 timed(lambda: conn.exec_driver_sql(sql, params).fetchall())
                 for _ in range(args.repeats)
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             admitted = r.top(conn, "roi", Window.D7, 50, include_unranked=True)
             print(
                 f"sybils in the top 50 by roi, 7d: {count_sybils(ranked)} "
-                f"(with no track record required: {count_sybils(admitted)})"
+                f"(with unranked masters listed too: {count_sybils(admitted)})"
             )
             if engine.dialect.name == "postgresql":
                 metric, window = QUERIES[2]
@@ -294,10 +294,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def driver_sql(conn: Connection, metric: str, window: Window) -> tuple[str, Any]:
+    """The top-50 query as the driver takes it: SQL text and its parameters, by name (psycopg) or
+    by position (sqlite3)."""
+    compiled = r.top_query(metric, window, 50).compile(dialect=conn.dialect)
+    if compiled.positiontup is not None:
+        return str(compiled), tuple(compiled.params[name] for name in compiled.positiontup)
+    return str(compiled), compiled.params
+
+
 def _explain(conn: Connection, metric: str, window: Window) -> str:
     """PostgreSQL's plan for one top-50 query, as the API runs it: which index it reads."""
-    compiled = r.top_query(metric, window, 50).compile(dialect=conn.dialect)
-    plan = [row[0] for row in conn.exec_driver_sql("EXPLAIN " + str(compiled), compiled.params)]
+    sql, params = driver_sql(conn, metric, window)
+    plan = [row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql, params)]
     return " / ".join(line.strip() for line in plan[:3])
 
 
