@@ -5,10 +5,10 @@ It measures, in one run: the full recompute of every (master, window) row; the r
 one block that touched 50 masters (a new point each), rows stored in the same transaction; then,
 on a real PostgreSQL server (the pgserver package; SQLite only if that fails, and it says so),
 the top-50 query by several metrics and windows (p50, p99 over many rounds), next to a trivial
-``SELECT 1`` on the same connection in the same rounds. Target: a top-50 query under 20 ms at p99. A tenth of the
-masters are sybils (days old, a few dollars, wild returns): the eligibility rules keep them out
-of the top and out of the indexes the query reads. It prints what it measured and asserts
-nothing about time.
+``SELECT 1`` on the same connection in the same rounds. Target: a top-50 query under 20 ms at
+p99. A tenth of the masters are sybils (days old, a few dollars, wild returns): the eligibility
+rules keep them out of the top and out of the indexes the query reads. It prints what it
+measured and asserts nothing about time.
 """
 
 from __future__ import annotations
