@@ -4,7 +4,9 @@ closed vaults kept, and a recompute that touches only the masters it is given.""
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine
@@ -72,13 +74,16 @@ def master(
 
 
 @pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL server (from the pgserver package) for this module."""
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server (from the pgserver package) for this module. Its data lives in a
+    folder of its own, not under pytest's numbered temporary folders, which a concurrent pytest
+    run on the same machine may prune while this one still uses them."""
     import pgserver  # type: ignore[import-untyped]
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
-    server.cleanup()
+    with tempfile.TemporaryDirectory(prefix="tandem-rankings-pg-") as data:
+        server = pgserver.get_server(Path(data), cleanup_mode="stop")
+        yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+        server.cleanup()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
