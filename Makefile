@@ -7,6 +7,7 @@
 #   make demo       run the copy-trading demo on a fresh local chain
 #   make bench-gas  gas benchmark of the protocol against plain Uniswap swaps
 #   make bench-keeper  one keeper exits 1,000 breached followers: reaction time, blocks, gas, RPC calls
+#   make bench-rankings  recompute the rankings of 10,000 masters; top-50 query latency on PostgreSQL
 #   make fuzz-long  the vault invariants at 10,000 runs of depth 100 (tens of minutes)
 #   make lint       ruff and mypy
 #   make clean      remove build outputs and caches (distclean: also .venv and node_modules)
@@ -21,7 +22,7 @@ PY_STAMP := $(VENV)/.tandem-installed
 NPM_STAMP := node_modules/.tandem-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test slither bench-gas bench-keeper fuzz-long lint clean distclean
+.PHONY: help setup demo test slither bench-gas bench-keeper bench-rankings fuzz-long lint clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -63,6 +64,9 @@ bench-gas: setup
 bench-keeper: setup
 	$(BIN)/tandem compile
 	$(BIN)/python benchmarks/keeper.py
+
+bench-rankings: setup
+	$(BIN)/python benchmarks/rankings.py
 
 # The invariant tests far beyond the ci profile's 256 runs, before a release or after a change
 # to the vault's accounting.

@@ -182,6 +182,17 @@ class KeeperSettings(FollowerSettings):
         return value
 
 
+class RankingSettings(BaseModel):
+    """The ``[rankings]`` table, or TANDEM_RANKINGS__* variables: the least track record a master
+    needs to be ranked by default (see indexer/METRICS.md)."""
+
+    model_config = {"extra": "forbid"}
+
+    min_history_days: int = Field(default=30, ge=0, description="days since the first index point")
+    min_trades: int = Field(default=10, ge=0, description="master trades since the vault's start")
+    min_equity_usd: int = Field(default=1_000, ge=0, description="master's own equity, whole USD")
+
+
 class Settings(BaseSettings):
     """Where the chain is and where the project keeps its files.
 
@@ -202,6 +213,7 @@ class Settings(BaseSettings):
     anvil_port: int = Field(default=8545, ge=1, le=65535)
     rpc_timeout: float = Field(default=10.0, gt=0)
     keeper: KeeperSettings = Field(default_factory=KeeperSettings)
+    rankings: RankingSettings = Field(default_factory=RankingSettings)
 
     @field_validator("rpc_url")
     @classmethod
