@@ -1,5 +1,5 @@
-"""Shared pytest fixtures: one local anvil node, a web3 client on it, deployed Uniswap, and the
-deployed protocol.
+"""Shared pytest fixtures: one local anvil node, a web3 client on it, deployed Uniswap, the
+deployed protocol, and a real PostgreSQL server for the database tests.
 
 The node, Uniswap and the protocol are session-scoped, so the whole run starts anvil and deploys
 each once; `dep` undoes each test's changes to the chain with an anvil snapshot.
@@ -72,3 +72,13 @@ def dep(deployment: Deployment) -> Iterator[Deployment]:
     with chain_snapshot(deployment.w3):
         yield deployment
     deployment.specs = specs
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server (from the pgserver package) for the whole run."""
+    import pgserver  # type: ignore[import-untyped]
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
