@@ -1,0 +1,141 @@
+"""Reorganisations during live indexing, on an anvil of its own: after each ``anvil_reorg`` (1, 3
+and 7 blocks deep, the dropped blocks replaced by other transactions), every table equals, row
+for row, the tables built from scratch on the chain as it then is."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from web3 import Web3
+
+from indexer.service import IndexerService
+from tandem import chain
+from tandem.config import Settings
+from tandem.db import models
+from tandem.node import LocalNode
+from tandem.protocol import BASE, Deployment, deploy_local, trade
+
+from .support import Story, indexer_settings, open_vault, rows, rpc, tables
+
+
+def activity(dep: Deployment, story: Story, blocks: int) -> None:
+    """``blocks`` blocks that each change the vault or a price, an hour apart from time to
+    time (so some prices make points)."""
+    for i in range(blocks):
+        if i % 2:
+            trade(
+                dep,
+                story.vault,
+                story.master,
+                BASE,
+                "LINK",
+                dep.units(BASE, 1_000 + i),
+                dep.v3_route(BASE, "LINK"),
+            )
+        else:
+            rpc(dep.w3, "evm_increaseTime", 3_600)
+            # Small moves about the pools' price: trades stay within the oracle bound.
+            set_link(dep, Decimal("1.002") if i % 4 else Decimal("0.998"))
+
+
+def set_link(dep: Deployment, factor: Decimal) -> None:
+    """LINK's feed at ``factor`` times the price the pools were seeded at."""
+    answer = int(dep.specs["LINK"].feed_answer * factor)
+    chain.transact(dep.feeds["LINK"].functions.setAnswer(answer), dep.w3.eth.accounts[0])
+
+
+def replacements(dep: Deployment, story: Story, depth: int) -> list[list[Any]]:
+    """Other transactions for the replaced blocks: a price the old chain never had in the first
+    block, a master trade in the last one."""
+    feed = dep.feeds["LINK"]
+    set_answer = feed.functions.setAnswer(int(dep.specs["LINK"].feed_answer * Decimal("0.9995")))
+    buy = story.vault.functions.trade(
+        (
+            dep.address_of(BASE),
+            dep.address_of("LINK"),
+            dep.units(BASE, 777),
+            0,
+            dep.v3_route(BASE, "LINK").adapter,
+            dep.v3_route(BASE, "LINK").data,
+            0,
+        )
+    )
+    return [
+        [_tx(set_answer, dep.w3.eth.accounts[0]), 0],
+        [_tx(buy, story.master), depth - 1],
+    ]
+
+
+def _tx(call: Any, sender: str) -> dict[str, Any]:
+    return {
+        "from": sender,
+        "to": call.address,
+        "data": call._encode_transaction_data(),
+        "gas": hex(2_000_000),
+    }
+
+
+async def scratch(ix: Settings, tmp: Path, name: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The tables a fresh indexer builds on the chain as it is now."""
+    fresh = ix.model_copy(
+        update={
+            "indexer": ix.indexer.model_copy(
+                update={"database_url": f"sqlite:///{tmp / f'{name}.db'}"}
+            )
+        }
+    )
+    service = IndexerService(fresh)
+    await service.open()
+    try:
+        await service.catch_up()
+        return tables(service.engine)
+    finally:
+        await service.close()
+
+
+def test_the_tables_after_reorganisations_during_live_indexing_equal_a_build_from_scratch(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with LocalNode(settings=settings) as node:
+        w3 = chain.connect(node.rpc_url, settings=settings)
+        dep = deploy_local(w3, settings=settings, save=False)
+        story = open_vault(dep, "reorg", followers=2)
+        ix = indexer_settings(settings, node.rpc_url, tmp_path, hub=dep.hub.address)
+
+        async def live() -> None:
+            service = IndexerService(ix)
+            await service.open()
+            try:
+                await service.catch_up()
+                for depth in (1, 3, 7):
+                    activity(dep, story, depth + 1)
+                    await service.catch_up()
+                    before = tables(service.engine)
+                    dropped = w3.eth.get_block(w3.eth.block_number - depth + 1)["hash"]
+                    rpc(w3, "anvil_reorg", depth, replacements(dep, story, depth))
+                    assert w3.eth.get_block(w3.eth.block_number - depth + 1)["hash"] != dropped
+                    await service.catch_up()
+                    assert service.metrics.reorg_depth._value.get() == depth
+                    after = tables(service.engine)
+                    assert after != before  # the dropped blocks' rows are gone
+                    # ... and the replacements' are in: the master's trade of 777 USDC.
+                    replaced = [
+                        t
+                        for t in rows(service.engine, models.Trade)
+                        if t["master_in"] == dep.units(BASE, 777)
+                    ]
+                    assert len(replaced) == (1, 3, 7).index(depth) + 1
+                    assert after == await scratch(ix, tmp_path, f"scratch-{depth}")
+                # The chain goes on after the last one, and so does the indexer.
+                activity(dep, story, 2)
+                await service.catch_up()
+                assert tables(service.engine) == await scratch(ix, tmp_path, "scratch-end")
+                assert service.metrics.reorgs._value.get() == 3
+            finally:
+                await service.close()
+
+        asyncio.run(live())
+        assert Web3.is_checksum_address(story.vault.address)
