@@ -70,7 +70,14 @@ FLOWS = frozenset(
 CAUSES = ("price", "flow", "trade")  # a stronger cause replaces a weaker one for one block
 
 # Node answers meaning "no state that old here" (a pruned node), not "no such block".
-_NO_STATE = ("out of range", "missing trie", "pruned", "historical state", "state not available")
+_NO_STATE = (
+    "out of range",
+    "outofrange",
+    "missing trie",
+    "pruned",
+    "historical state",
+    "state not available",
+)
 
 
 @dataclass
@@ -319,11 +326,17 @@ class Indexer:
     def _initial_params(self, batch: _Batch, event: Event, timestamp: int) -> None:
         """The parameters the hub's constructor set (without an event), read at the block of the
         hub's first event."""
-        at = HexBytes(event.block_hash)
+        at: Any = HexBytes(event.block_hash)
         params = self._call(lambda: self._hub.functions.params().call(block_identifier=at))
+        if params is None:
+            # A node without state that old: the parameters now, which differ only if they
+            # changed since (and then every change is a row of its own).
+            log.warning("reading the hub's first parameters at the latest block instead")
+            at = "latest"
+            params = self._hub.functions.params().call(block_identifier=at)
         treasury = self._call(lambda: self._hub.functions.treasury().call(block_identifier=at))
-        if params is None or treasury is None:
-            raise ChainMoved("cannot read the hub's first parameters")  # pragma: no cover
+        if treasury is None:
+            treasury = self._hub.functions.treasury().call(block_identifier="latest")
         (slippage, cap, paused, min_order, budget, multiple, share, drawdown) = params
         self.params = {
             "max_slippage_bps": slippage,
