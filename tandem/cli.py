@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from web3.exceptions import TimeExhausted, Web3Exception
 
-from tandem import __version__, artifacts, chain, demo, protocol
+from tandem import __version__, artifacts, chain, db, demo, protocol
 from tandem.compiler import compile_project, prepare_ape
 from tandem.config import IndexerSettings, KeeperSettings, Settings, load_settings, redact
 from tandem.errors import ConfigError, DeploymentError, NodeError, TandemError
@@ -177,9 +177,14 @@ def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("demo", "run the copy-trading demo on its own fresh anvil (stopped afterwards)")
 def demo_command(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.service import index_to_head
     from keepers.run import KeeperThread
 
-    demo.run(lambda s, account: KeeperThread(s, account).start(), settings)
+    def index_chain(settings: Settings) -> str:
+        index_to_head(settings)
+        return db.database_url(settings.indexer.database_url, settings.project_root)
+
+    demo.run(lambda s, account: KeeperThread(s, account).start(), settings, index_chain=index_chain)
     return 0
 
 
@@ -424,8 +429,6 @@ def indexer_reindex_command(args: argparse.Namespace, settings: Settings) -> int
     arg("--database-url", help="migrate only this database"),
 )
 def db_upgrade_command(args: argparse.Namespace, settings: Settings) -> int:
-    from tandem import db
-
     urls = (
         [args.database_url]
         if args.database_url
