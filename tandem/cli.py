@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from web3.exceptions import TimeExhausted, Web3Exception
 
-from tandem import __version__, artifacts, chain, db, demo, protocol
+from tandem import __version__, artifacts, chain, demo, protocol
 from tandem.compiler import compile_project, prepare_ape
 from tandem.config import IndexerSettings, KeeperSettings, Settings, load_settings, redact
 from tandem.errors import ConfigError, DeploymentError, NodeError, TandemError
@@ -179,6 +179,7 @@ def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
 def demo_command(args: argparse.Namespace, settings: Settings) -> int:
     from indexer.service import index_to_head
     from keepers.run import KeeperThread
+    from tandem import db
 
     def index_chain(settings: Settings) -> str:
         index_to_head(settings)
@@ -429,6 +430,10 @@ def indexer_reindex_command(args: argparse.Namespace, settings: Settings) -> int
     arg("--database-url", help="migrate only this database"),
 )
 def db_upgrade_command(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tandem import db
+
     urls = (
         [args.database_url]
         if args.database_url
@@ -439,6 +444,11 @@ def db_upgrade_command(args: argparse.Namespace, settings: Settings) -> int:
         try:
             db.upgrade(engine)
             out.print(f"{redact(url)}: schema at revision {db.revision_of(engine)}")
+        except SQLAlchemyError as exc:
+            raise ConfigError(
+                f"cannot migrate {redact(url)}: {exc.__class__.__name__}",
+                "check that the database is the project's (or empty) and writable",
+            ) from exc
         finally:
             engine.dispose()
     return 0

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import OperationalError
 
@@ -55,6 +56,20 @@ def wait_for(condition: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def scrape(port: int) -> str:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except requests.RequestException:
+        return ""
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in the metrics")
+
+
 def start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "tandem.cli", "indexer", "run"],
@@ -88,9 +103,19 @@ def test_a_backfill_killed_with_sigkill_and_restarted_equals_a_build_from_scratc
             first.kill()
         killed_at = cursor_of(url)
         assert killed_at is not None and 500 < killed_at < head - 100, killed_at
-        second = start(ix, log)
+        port = free_port()
+        watched = ix.model_copy(
+            update={"indexer": ix.indexer.model_copy(update={"metrics_port": port})}
+        )
+        second = start(watched, log)
         try:
             wait_for(lambda: cursor_of(url) == head, 60, "the restarted indexer to reach the head")
+            # What Prometheus scrapes: the head, no lag, the events read since the restart.
+            wait_for(lambda: "lag_blocks 0.0" in scrape(port), 20, "the metrics")
+            metrics = scrape(port)
+            assert f"tandem_indexer_head_block {float(head)}" in metrics
+            assert metric(metrics, "tandem_indexer_events_total") > 0
+            assert metric(metrics, "tandem_indexer_rows_total") > 0
             second.send_signal(signal.SIGTERM)
             assert second.wait(20) == 0, log.read_text()
         finally:
