@@ -5,6 +5,7 @@ for row, the tables built from scratch on the chain as it then is."""
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,24 @@ async def scratch(ix: Settings, tmp: Path, name: str) -> dict[str, list[tuple[An
         await service.close()
 
 
+async def settled(service: IndexerService, w3: Web3, timeout: float = 30) -> None:
+    """Wait until the running indexer's cursor is on the chain's head, hash included."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        head = w3.eth.get_block("latest")
+        cursor = service.indexer.follower.cursor
+        if cursor and (cursor.block_number, cursor.block_hash) == (
+            head["number"],
+            head["hash"].to_0x_hex(),
+        ):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(
+        f"the indexer did not reach the head in {timeout} s: {service.indexer.follower.cursor}, "
+        f"{head['number']} {head['hash'].to_0x_hex()}"
+    )
+
+
 def test_the_tables_after_reorganisations_during_live_indexing_equal_a_build_from_scratch(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -108,16 +127,21 @@ def test_the_tables_after_reorganisations_during_live_indexing_equal_a_build_fro
         async def live() -> None:
             service = IndexerService(ix)
             await service.open()
+            # The indexer runs as it does in production, following heads by polling, while the
+            # chain is changed under it from another thread.
+            running = asyncio.create_task(service.run())
             try:
-                await service.catch_up()
+                await settled(service, w3)
                 for depth in (1, 3, 7):
-                    activity(dep, story, depth + 1)
-                    await service.catch_up()
+                    await asyncio.to_thread(activity, dep, story, depth + 1)
+                    await settled(service, w3)
                     before = tables(service.engine)
                     dropped = w3.eth.get_block(w3.eth.block_number - depth + 1)["hash"]
-                    rpc(w3, "anvil_reorg", depth, replacements(dep, story, depth))
+                    await asyncio.to_thread(
+                        rpc, w3, "anvil_reorg", depth, replacements(dep, story, depth)
+                    )
                     assert w3.eth.get_block(w3.eth.block_number - depth + 1)["hash"] != dropped
-                    await service.catch_up()
+                    await settled(service, w3)
                     assert service.metrics.reorg_depth._value.get() == depth
                     after = tables(service.engine)
                     assert after != before  # the dropped blocks' rows are gone
@@ -130,11 +154,13 @@ def test_the_tables_after_reorganisations_during_live_indexing_equal_a_build_fro
                     assert len(replaced) == (1, 3, 7).index(depth) + 1
                     assert after == await scratch(ix, tmp_path, f"scratch-{depth}")
                 # The chain goes on after the last one, and so does the indexer.
-                activity(dep, story, 2)
-                await service.catch_up()
+                await asyncio.to_thread(activity, dep, story, 2)
+                await settled(service, w3)
                 assert tables(service.engine) == await scratch(ix, tmp_path, "scratch-end")
                 assert service.metrics.reorgs._value.get() == 3
             finally:
+                service.stop()
+                await running
                 await service.close()
 
         asyncio.run(live())
