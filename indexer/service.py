@@ -32,6 +32,8 @@ from tandem.node_errors import NODE_ERRORS, UNREACHABLE, describe
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 5.0
+# A sync over at least this many blocks is a catch-up, worth a log line.
+CATCH_UP_BLOCKS = 1_000
 
 
 async def connect(settings: Settings) -> AsyncWeb3[Any]:
@@ -153,6 +155,7 @@ class IndexerService:
         feeds = [asset["feed"] for asset in indexer.assets.values()]
         await indexer.sources.check(feeds, head.number)
         events, rows, started = indexer.events_read, indexer.rows_written, time.monotonic()
+        before = indexer.follower.cursor
         depth = await indexer.follower.sync(head)
         events, rows = indexer.events_read - events, indexer.rows_written - rows
         elapsed = time.monotonic() - started
@@ -167,6 +170,16 @@ class IndexerService:
         if cursor is not None:
             self.metrics.cursor.set(cursor.block_number)
             self.metrics.lag.set(max(0, head.number - cursor.block_number))
+            first = before.block_number + 1 if before is not None else None
+            if first is None or cursor.block_number - first >= CATCH_UP_BLOCKS:
+                # A catch-up, not a new block: say what it did (the bar shows only on terminals).
+                log.info(
+                    "indexed up to block %s: %s events, %s rows in %.1f s",
+                    cursor.block_number,
+                    events,
+                    rows,
+                    elapsed,
+                )
         return depth
 
     async def catch_up(self) -> Head:
