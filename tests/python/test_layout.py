@@ -34,7 +34,7 @@ def test_production_code_loads_no_test_contract_abi() -> None:
     pattern = re.compile(rf"""["']({names})["']""")
     offenders = [
         f"{path.relative_to(ROOT)}: {match.group(1)}"
-        for package in ("tandem", "keepers")
+        for package in ("tandem", "keepers", "indexer")
         for path in sorted((ROOT / package).rglob("*.py"))
         if str(path.relative_to(ROOT)) not in LOCAL_CHAIN_CODE
         for match in pattern.finditer(path.read_text(encoding="utf-8"))

@@ -1,1 +1,0 @@
-"""Alembic migrations of the project's schema (``tandem db upgrade``)."""
