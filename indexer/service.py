@@ -227,6 +227,10 @@ class IndexerService:
                     exc.__class__.__name__,
                     backoff,
                 )
+            except Exception:
+                # A bug or a surprise from the node must not stop the indexer for good: it is
+                # logged in full, and the next attempt starts again from the cursor.
+                log.exception("indexing failed; trying again in %.1f s", backoff)
             await asyncio.sleep(backoff)
             backoff = min(MAX_BACKOFF, backoff * 2)
 
