@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Integer, MetaData, String
+from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tandem.db.types import Int256, Uint256
@@ -117,6 +117,8 @@ class Price(EventRow, Base):
     in the feed's own decimals (see ``assets.feed_decimals``)."""
 
     __tablename__ = "prices"
+    # Rows are keyed by token first: rolling back by block needs its own index.
+    __table_args__ = (Index("ix_prices_block_number", "block_number"),)
     token: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
     source: Mapped[str] = mapped_column(ADDRESS)
     answer: Mapped[int] = mapped_column(Int256)
@@ -221,6 +223,8 @@ class ShareMove(VaultEventRow, Base):
     sum of ``delta`` up to it."""
 
     __tablename__ = "share_moves"
+    # Rows are keyed by holder first: rolling back by block needs its own index.
+    __table_args__ = (Index("ix_share_moves_block_number", "block_number"),)
     holder: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
     delta: Mapped[int] = mapped_column(Int256)
     kind: Mapped[str] = mapped_column(String(16))  # allocation | exit | fee
@@ -244,6 +248,8 @@ class ExitSlice(VaultEventRow, Base):
     """Each token's slice taken from the pool by the exit logged at the same position."""
 
     __tablename__ = "exit_slices"
+    # Rows are keyed by token first: rolling back by block needs its own index.
+    __table_args__ = (Index("ix_exit_slices_block_number", "block_number"),)
     token: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
     follower: Mapped[str] = mapped_column(ADDRESS)
     amount: Mapped[int] = mapped_column(Uint256)
@@ -353,6 +359,8 @@ class VaultPoint(Base):
     """
 
     __tablename__ = "vault_points"
+    # Rows are keyed by vault first: rolling back by block needs its own index.
+    __table_args__ = (Index("ix_vault_points_block_number", "block_number"),)
     vault: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
     block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     timestamp: Mapped[int] = mapped_column(BigInteger, index=True)

@@ -134,6 +134,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("token", "block_number", "log_index", name=op.f("pk_exit_slices")),
     )
     with op.batch_alter_table("exit_slices", schema=None) as batch_op:
+        batch_op.create_index("ix_exit_slices_block_number", ["block_number"], unique=False)
         batch_op.create_index(batch_op.f("ix_exit_slices_vault"), ["vault"], unique=False)
 
     op.create_table(
@@ -363,6 +364,9 @@ def upgrade() -> None:
         sa.Column("timestamp", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("token", "block_number", "log_index", name=op.f("pk_prices")),
     )
+    with op.batch_alter_table("prices", schema=None) as batch_op:
+        batch_op.create_index("ix_prices_block_number", ["block_number"], unique=False)
+
     op.create_table(
         "share_moves",
         sa.Column("holder", sa.String(length=42), nullable=False),
@@ -376,6 +380,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("holder", "block_number", "log_index", name=op.f("pk_share_moves")),
     )
     with op.batch_alter_table("share_moves", schema=None) as batch_op:
+        batch_op.create_index("ix_share_moves_block_number", ["block_number"], unique=False)
         batch_op.create_index(batch_op.f("ix_share_moves_vault"), ["vault"], unique=False)
 
     op.create_table(
@@ -432,6 +437,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("vault", "block_number", name=op.f("pk_vault_points")),
     )
     with op.batch_alter_table("vault_points", schema=None) as batch_op:
+        batch_op.create_index("ix_vault_points_block_number", ["block_number"], unique=False)
         batch_op.create_index(batch_op.f("ix_vault_points_timestamp"), ["timestamp"], unique=False)
 
     op.create_table(
@@ -526,6 +532,9 @@ def downgrade() -> None:
     with op.batch_alter_table("vault_points", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_vault_points_timestamp"))
 
+    with op.batch_alter_table("vault_points", schema=None) as batch_op:
+        batch_op.drop_index("ix_vault_points_block_number")
+
     op.drop_table("vault_points")
     with op.batch_alter_table("trades", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_trades_vault"))
@@ -538,7 +547,13 @@ def downgrade() -> None:
     with op.batch_alter_table("share_moves", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_share_moves_vault"))
 
+    with op.batch_alter_table("share_moves", schema=None) as batch_op:
+        batch_op.drop_index("ix_share_moves_block_number")
+
     op.drop_table("share_moves")
+    with op.batch_alter_table("prices", schema=None) as batch_op:
+        batch_op.drop_index("ix_prices_block_number")
+
     op.drop_table("prices")
     with op.batch_alter_table("pool_skips", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_pool_skips_vault"))
@@ -610,6 +625,9 @@ def downgrade() -> None:
     op.drop_table("exit_triggers")
     with op.batch_alter_table("exit_slices", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_exit_slices_vault"))
+
+    with op.batch_alter_table("exit_slices", schema=None) as batch_op:
+        batch_op.drop_index("ix_exit_slices_block_number")
 
     op.drop_table("exit_slices")
     with op.batch_alter_table("events", schema=None) as batch_op:
