@@ -86,7 +86,8 @@ def test_a_backfill_killed_with_sigkill_and_restarted_equals_a_build_from_scratc
         w3 = chain.connect(node.rpc_url, settings=settings)
         dep = deploy_local(w3, settings=settings, save=False)
         # A long history to read: 3,000 quiet blocks, then a vault's life.
-        rpc(w3, "anvil_mine", hex(3_000))
+        for _ in range(6):  # in parts: one call for all of them can outlast the RPC timeout
+            rpc(w3, "anvil_mine", hex(500))
         play(dep, open_vault(dep, "killed"))
         head = w3.eth.block_number
         ix = indexer_settings(
@@ -94,15 +95,21 @@ def test_a_backfill_killed_with_sigkill_and_restarted_equals_a_build_from_scratc
         )
         url = ix.indexer.database_url
         log = tmp_path / "indexer.log"
-        first = start(ix, log)
-        try:
-            wait_for(lambda: (cursor_of(url) or 0) > 500, 60, "the backfill to start")
-            first.send_signal(signal.SIGKILL)
-            first.wait(10)
-        finally:
-            first.kill()
-        killed_at = cursor_of(url)
-        assert killed_at is not None and 500 < killed_at < head - 100, killed_at
+        # Killed twice on the way, each time with no warning, then started again.
+        killed_at: list[int | None] = []
+        for beyond in (500, 1_500):
+            run = start(ix, log)
+            try:
+                wait_for(
+                    lambda b=beyond: (cursor_of(url) or 0) > b, 60, f"the cursor past {beyond}"
+                )
+                run.send_signal(signal.SIGKILL)
+                run.wait(10)
+            finally:
+                run.kill()
+            killed_at.append(cursor_of(url))
+        assert killed_at[0] is not None and killed_at[1] is not None, killed_at
+        assert 500 < killed_at[0] < killed_at[1] < head - 100, killed_at
         port = free_port()
         watched = ix.model_copy(
             update={"indexer": ix.indexer.model_copy(update={"metrics_port": port})}
