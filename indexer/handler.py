@@ -23,7 +23,7 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address as checksum
 from hexbytes import HexBytes
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, delete, func, insert, select
 from web3 import AsyncWeb3, Web3
 from web3.exceptions import (
     BlockNotFound,
@@ -130,6 +130,7 @@ class Indexer:
         self.base_asset: str = checksum(self._hub.functions.baseAsset().call())
         self.sources = FeedSources(w3, settings)
         self.cursors = CursorStore(engine, m.indexer_cursor)
+        self._conn: Connection | None = None
         self.rows_written = 0  # for metrics
         self.events_read = 0
         self._on: dict[str, Callable[[_Batch, Event, int], None]] = {
@@ -190,14 +191,17 @@ class Indexer:
             select(assets).order_by(assets.c.block_number, assets.c.log_index)
         ).mappings():
             self.assets[asset["token"]] = _state(asset)
-        self.shares: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for move in conn.execute(select(m.ShareMove.vault, m.ShareMove.holder, m.ShareMove.delta)):
-            self.shares[move.vault][move.holder] += move.delta
-        self.last_point: dict[str, int] = {}
-        for point in conn.execute(
-            select(m.VaultPoint.vault, m.VaultPoint.timestamp).order_by(m.VaultPoint.block_number)
-        ):
-            self.last_point[point.vault] = point.timestamp
+        # Share balances per vault, read from the tables when a range first needs them (a
+        # rollback or a restart reads nothing it does not use).
+        self._shares: dict[str, dict[str, int]] = {}
+        self.last_point: dict[str, int] = {
+            vault: int(timestamp)
+            for vault, timestamp in conn.execute(
+                select(m.VaultPoint.vault, func.max(m.VaultPoint.timestamp)).group_by(
+                    m.VaultPoint.vault
+                )
+            )
+        }
         self.mirrors: dict[tuple[str, int], tuple[str, str]] = {
             (r.vault, r.mirror_id): (r.token_in, r.token_out)
             for r in conn.execute(
@@ -240,6 +244,7 @@ class Indexer:
     def handle(self, conn: Connection, logs: Sequence[LogReceipt]) -> None:
         batch = _Batch()
         block: _Block | None = None
+        self._conn = conn
         try:
             for entry in logs:
                 event = self.decoder.decode(entry)
@@ -259,6 +264,8 @@ class Indexer:
             with self.engine.connect() as committed:
                 self.load(committed)
             raise
+        finally:
+            self._conn = None
         self.rows_written += batch.count()
 
     def roll_back(self, conn: Connection, ancestor: int) -> None:
@@ -642,8 +649,19 @@ class Indexer:
     ) -> None:
         if delta == 0:
             return
-        self.shares[e.address][holder] += delta
+        self._holders(e.address)[holder] += delta
         batch.add(m.ShareMove, **self._vault_row(e, ts), holder=holder, delta=delta, kind=kind)
+
+    def _holders(self, vault: str) -> dict[str, int]:
+        """``vault``'s share balances by holder, as of the rows stored and this range so far."""
+        holders = self._shares.get(vault)
+        if holders is None:
+            assert self._conn is not None, "balances are read while a range is stored"
+            query = select(m.ShareMove.holder, m.ShareMove.delta).where(m.ShareMove.vault == vault)
+            holders = self._shares[vault] = defaultdict(int)
+            for holder, delta in self._conn.execute(query):
+                holders[holder] += delta
+        return holders
 
     # --- time series
 
@@ -657,7 +675,7 @@ class Indexer:
         """Each vault with a point in ``block``, as it stands at the end of the block."""
         treasury = self.params["treasury"] if self.params else None
         for vault, cause in sorted(block.points.items()):
-            holders = self.shares[vault]
+            holders = self._holders(vault)
             total = sum(holders.values())
             followers = sum(
                 1
