@@ -426,7 +426,8 @@ def indexer_reindex_command(args: argparse.Namespace, settings: Settings) -> int
 
 @command(
     "db upgrade",
-    "create or migrate the database schema (the indexer's and the keeper's databases)",
+    "create or migrate the database schema: the indexer's database, and the keeper's if it "
+    "has one elsewhere (a keeper also migrates its own when it starts)",
     arg("--database-url", help="migrate only this database"),
 )
 def db_upgrade_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -434,12 +435,14 @@ def db_upgrade_command(args: argparse.Namespace, settings: Settings) -> int:
 
     from tandem import db
 
-    urls = (
-        [args.database_url]
-        if args.database_url
-        else [settings.indexer.database_url, settings.keeper.database_url]
-    )
-    for url in dict.fromkeys(db.database_url(u, settings.project_root) for u in urls):
+    root = settings.project_root
+    urls = [db.database_url(args.database_url or settings.indexer.database_url, root)]
+    keeper = db.database_url(settings.keeper.database_url, root)
+    # A keeper's SQLite file that does not exist is no keeper's yet: none is created here.
+    sqlite = keeper.startswith("sqlite:///")
+    if not args.database_url and (not sqlite or Path(keeper[len("sqlite:///") :]).exists()):
+        urls.append(keeper)
+    for url in dict.fromkeys(urls):
         engine = db.open_engine(url, setting="--database-url or the services' database_url")
         try:
             db.upgrade(engine)
