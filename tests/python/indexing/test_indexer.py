@@ -10,15 +10,17 @@ from typing import Any
 
 import pytest
 from eth_utils.crypto import keccak
+from keeper.support import build_book
 from sqlalchemy import Engine, create_engine
 from web3 import Web3
 from web3.logs import DISCARD
 
 from indexer import reading, service
+from tandem.chain import transact
 from tandem.config import Settings
 from tandem.db import database_url, models
 from tandem.events import Decoder
-from tandem.protocol import BASE, Deployment, scale_feed
+from tandem.protocol import BASE, Deployment, move_price, scale_feed, trade
 
 from .support import (
     Story,
@@ -217,3 +219,48 @@ def test_status_reports_the_cursor_and_the_final_block(
     assert (status.cursor, status.head, status.final) == (head, head, head - 5)
     assert status.vaults == 1 and status.events > 0 and status.points > 0
     assert Web3.is_checksum_address(dep.hub.address)
+
+
+def test_a_pending_mirror_is_stored_from_its_record_to_its_slices(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # A pool 19 times the master's equity and an order too large for one swap within the oracle
+    # bound: the rest of the pool's part waits as a pending mirror, then a slice of it is swapped.
+    book = build_book(
+        dep, "indexed-mirror", 2, allocation=Decimal(1_900_000), limits=(0, 0, 0), buy=False
+    )
+    vault = book.vault
+    result = trade(
+        dep,
+        vault,
+        book.master,
+        BASE,
+        "LINK",
+        dep.units(BASE, 190_000),
+        dep.v3_route(BASE, "LINK"),
+        max_pool_in=dep.units(BASE, 200_000),
+    )
+    (recorded,) = vault.events.MirrorRecorded().process_receipt(result.receipt, errors=DISCARD)
+    mirror_id = recorded["args"]["id"]
+    move_price(dep, "LINK", Decimal(15), dep.w3.eth.accounts[0])
+    executor = dep.w3.eth.accounts[1]
+    slice_in = recorded["args"]["amountIn"] // 10
+    receipt = transact(vault.functions.executeMirror(mirror_id, slice_in), executor)
+    (executed,) = vault.events.MirrorExecuted().process_receipt(receipt, errors=DISCARD)
+    engine = index_all(dep, settings, tmp_path)
+    mirrors = rows(engine, models.MirrorEvent, vault=vault.address)
+    assert [m["kind"] for m in mirrors] == ["recorded", "executed"]
+    assert {(m["token_in"], m["token_out"]) for m in mirrors} == {
+        (dep.address_of(BASE), dep.address_of("LINK"))
+    }
+    assert mirrors[0]["amount_in"] == recorded["args"]["amountIn"]
+    assert mirrors[0]["deadline"] == recorded["args"]["deadline"]
+    assert (mirrors[1]["amount_in"], mirrors[1]["amount_out"], mirrors[1]["remaining"]) == (
+        slice_in,
+        executed["args"]["amountOut"],
+        executed["args"]["remaining"],
+    )
+    assert mirrors[1]["keeper"] == executor
+    # The slice changed the pool's book: a point at its block.
+    points = {p["block_number"]: p for p in rows(engine, models.VaultPoint, vault=vault.address)}
+    assert points[receipt["blockNumber"]]["cause"] == "flow"
