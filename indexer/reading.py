@@ -51,3 +51,24 @@ def vault_points(conn: Connection, vault: str, *, up_to: int | None = None) -> l
 def position_value(shares: int, share_price: int) -> int:
     """What ``shares`` are worth at ``share_price`` (a point's), in USD with 18 decimals."""
     return shares * share_price // (ONE * SHARES_PER_VALUE)
+
+
+def portfolio(
+    conn: Connection, holder: str, *, up_to: int | None = None
+) -> dict[str, tuple[int, int]]:
+    """``holder``'s pool shares in every vault, and what they are worth (USD, 18 decimals) at
+    the vault's latest point with values up to block ``up_to``: vault -> (shares, value)."""
+    query = select(m.ShareMove.vault, m.ShareMove.delta).where(m.ShareMove.holder == holder)
+    if up_to is not None:
+        query = query.where(m.ShareMove.block_number <= up_to)
+    held: dict[str, int] = defaultdict(int)
+    for vault, delta in conn.execute(query):
+        held[vault] += delta
+    result: dict[str, tuple[int, int]] = {}
+    for vault, shares in sorted(held.items()):
+        if not shares:
+            continue
+        priced = [p for p in vault_points(conn, vault, up_to=up_to) if p["share_price"]]
+        value = position_value(shares, priced[-1]["share_price"]) if priced else 0
+        result[vault] = (shares, value)
+    return result

@@ -24,6 +24,7 @@ from tandem.protocol import BASE, Deployment, move_price, scale_feed, trade
 
 from .support import (
     Story,
+    address,
     fresh_postgres,
     indexer_settings,
     open_vault,
@@ -43,6 +44,7 @@ def index_all(dep: Deployment, settings: Settings, tmp_path: Path, **indexer: An
 
 def scenario(dep: Deployment) -> Story:
     story = play(dep, open_vault(dep, "indexed"))
+    transact(story.vault.functions.setDelegate(address("indexed:delegate")), story.master)
     # Two hours later LINK's feed answers twice in a row: one point from prices, not two.
     rpc(dep.w3, "evm_increaseTime", 7_200)
     scale_feed(dep, "LINK", Decimal("1.1"))
@@ -74,6 +76,18 @@ def test_a_scenario_is_stored_as_the_transactions_made_it(
     link_prices = [r["answer"] for r in rows(engine, models.Price, token=link)]
     assert link_prices[-1] == dep.feeds["LINK"].functions.latestRoundData().call()[1]
     assert len(link_prices) == 4
+
+    delegates = rows(engine, models.Delegate, vault=vault.address)
+    assert [d["delegate"] for d in delegates] == [address("indexed:delegate")]
+    with engine.connect() as conn:
+        assert reading.portfolio(conn, story.followers[0]) == {}  # stopped out: nothing left
+        held = reading.portfolio(conn, master)
+    # The master holds the fee shares: worth their part of the pool at the last point.
+    last = rows(engine, models.VaultPoint, vault=vault.address)[-1]
+    shares = vault.functions.sharesOf(master).call()
+    assert list(held) == [vault.address] and held[vault.address][0] == shares > 0
+    worth = shares * last["pool_aum"] // last["total_shares"]
+    assert held[vault.address][1] == pytest.approx(worth, rel=1e-12)  # the share price rounds
 
     # Trades: both books, the oracle prices and the transaction's gas, as the receipts say.
     trades = rows(engine, models.Trade, vault=vault.address)
