@@ -202,15 +202,18 @@ class Indexer:
                 )
             )
         }
-        self.mirrors: dict[tuple[str, int], tuple[str, str]] = {
-            (r.vault, r.mirror_id): (r.token_in, r.token_out)
+        # Each vault's latest mirror (the only one that can still be executed or dropped).
+        self.mirrors: dict[str, tuple[int, str, str]] = {
+            r.vault: (r.mirror_id, r.token_in, r.token_out)
             for r in conn.execute(
                 select(
                     m.MirrorEvent.vault,
                     m.MirrorEvent.mirror_id,
                     m.MirrorEvent.token_in,
                     m.MirrorEvent.token_out,
-                ).where(m.MirrorEvent.kind == "recorded")
+                )
+                .where(m.MirrorEvent.kind == "recorded")
+                .order_by(m.MirrorEvent.block_number, m.MirrorEvent.log_index)
             )
         }
 
@@ -564,10 +567,9 @@ class Indexer:
 
     def _mirror(self, batch: _Batch, e: Event, ts: int) -> None:
         a = e.args
-        key = (e.address, a["id"])
         row: dict[str, Any] = {"mirror_id": a["id"]}
         if e.name == "MirrorRecorded":
-            self.mirrors[key] = (a["tokenIn"], a["tokenOut"])
+            self.mirrors[e.address] = (a["id"], a["tokenIn"], a["tokenOut"])
             row.update(kind="recorded", amount_in=a["amountIn"], deadline=a["deadline"])
         elif e.name == "MirrorExecuted":
             row.update(
@@ -583,7 +585,8 @@ class Indexer:
                 remaining=a["remaining"],
                 reason=enum_name(MIRROR_DROPS, a["reason"]),
             )
-        token_in, token_out = self.mirrors.get(key, (None, None))
+        latest = self.mirrors.get(e.address)
+        token_in, token_out = latest[1:] if latest and latest[0] == a["id"] else (None, None)
         batch.add(
             m.MirrorEvent,
             **self._vault_row(e, ts),
