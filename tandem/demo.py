@@ -521,7 +521,7 @@ class Demo:
                     f"{count(m.Vault)} vaults, {count(m.VaultPoint)} time-series points "
                     f"in {elapsed:.1f} s."
                 )
-                table = Table(title="Vaults, from the indexer's database (at each last point)")
+                table = Table(title="Vaults, as indexed (each at its last point)")
                 for column in (
                     "Master",
                     "Trades",
@@ -545,7 +545,7 @@ class Demo:
                     )
                 self.console.print(table)
                 late = self.cast.late
-                portfolio = Table(title=f"{late.name}'s portfolio, from the indexer's database")
+                portfolio = Table(title=f"{late.name}'s portfolio, as indexed")
                 for column in ("Master", "Share of the pool", "Value (USD)"):
                     portfolio.add_column(column, justify="right" if column != "Master" else "left")
                 for name, vault in self.vaults.items():
