@@ -5,6 +5,9 @@
 - an outbox of master trades, published to consumers once confirmed;
 - each keeper's heartbeat, for ``tandem keeper status``.
 
+The tables are defined in ``tandem.db.keeper`` and created by the project's migrations, with the
+indexer's, when a keeper opens its database.
+
 Everything found in a block carries that block's number, so rolling back to an ancestor is one
 delete per table. The follower list only grows: a follower who left is skipped by the contract's
 own answer (no shares), which is cheaper than tracking exits and cannot be wrong.
@@ -17,79 +20,16 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    Column,
-    Connection,
-    Engine,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    create_engine,
-    delete,
-    event,
-    func,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from tandem.config import redact
-from tandem.errors import ConfigError
-from tandem.follower.cursor import CursorStore, cursor_tables
+from tandem.db import database_url, metadata, open_engine, upgrade
+from tandem.db.keeper import feeds, followers, heartbeats, keeper_cursor, trades, vaults
+from tandem.follower.cursor import CursorStore
 
-metadata = MetaData()
-
-chain_cursor = cursor_tables(metadata, "keeper")
-vaults = Table(
-    "keeper_vaults",
-    metadata,
-    Column("vault", String(42), primary_key=True),
-    Column("master", String(42), nullable=False),
-    Column("block_number", BigInteger, nullable=False, index=True),
-)
-followers = Table(
-    "keeper_followers",
-    metadata,
-    Column("vault", String(42), primary_key=True),
-    Column("follower", String(42), primary_key=True),
-    Column("block_number", BigInteger, nullable=False, index=True),
-)
-# Every feed a token was given, so that rolling a change back restores the one before.
-feeds = Table(
-    "keeper_feeds",
-    metadata,
-    Column("token", String(42), primary_key=True),
-    Column("block_number", BigInteger, primary_key=True),
-    Column("feed", String(42), nullable=False),
-    Column("heartbeat", Integer, nullable=False),
-)
-trades = Table(
-    "keeper_trades",
-    metadata,
-    Column("block_number", BigInteger, primary_key=True),
-    Column("log_index", Integer, primary_key=True),
-    Column("block_hash", String(66), nullable=False),
-    Column("tx_hash", String(66), nullable=False),
-    Column("vault", String(42), nullable=False),
-    Column("trade", JSON, nullable=False),
-    Column("published", Boolean, nullable=False, default=False, index=True),
-)
-heartbeats = Table(
-    "keeper_heartbeats",
-    metadata,
-    Column("keeper", String(128), primary_key=True),
-    Column("updated_at", Float, nullable=False),
-    Column("status", JSON, nullable=False),
-)
+__all__ = ["Feed", "Store", "database_url", "metadata", "redact"]
 
 
 @dataclass(frozen=True)
@@ -99,46 +39,18 @@ class Feed:
     heartbeat: int
 
 
-def database_url(url: str, project_root: Path) -> str:
-    """The SQLAlchemy URL for ``url``: a relative SQLite path is taken under the project root,
-    wherever the keeper runs from, and PostgreSQL goes through psycopg 3 (the driver the
-    project installs) unless the URL names another."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
-        return prefix + str(project_root / url[len(prefix) :])
-    for scheme in ("postgres://", "postgresql://"):
-        if url.startswith(scheme):
-            return "postgresql+psycopg://" + url[len(scheme) :]
-    return url
-
-
 class Store:
     """The keeper's tables. Methods run in their own transaction unless given one (``begin``)."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         """Open the store at ``url``, creating its tables unless ``create`` is false (a reader
         such as `keeper status`, which must not leave an empty database behind)."""
-        try:
-            self.engine: Engine = create_engine(url, future=True)
-            if self.engine.dialect.name == "sqlite":
-                event.listen(self.engine, "connect", _sqlite_pragmas)
-                database = self.engine.url.database
-                if database and database != ":memory:":
-                    if not create and not Path(database).exists():
-                        raise ConfigError(
-                            f"no keeper database at {database}",
-                            "no keeper has run with these settings yet",
-                        )
-                    # The SQLite file's folder is created on first use, like the file itself.
-                    Path(database).parent.mkdir(parents=True, exist_ok=True)
-            if create:
-                metadata.create_all(self.engine)
-            self.cursors = CursorStore(self.engine, chain_cursor)
-        except (SQLAlchemyError, ImportError, OSError) as exc:
-            raise ConfigError(
-                f"cannot open the keeper database {redact(url)}: {exc.__class__.__name__}",
-                "check keeper.database_url (and that the server is running)",
-            ) from exc
+        self.engine: Engine = open_engine(
+            url, owner="keeper", setting="keeper.database_url", must_exist=not create
+        )
+        if create:
+            upgrade(self.engine)
+        self.cursors = CursorStore(self.engine, keeper_cursor)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -300,14 +212,3 @@ def _reading(engine: Engine, conn: Connection | None) -> Iterator[Connection]:
         return
     with engine.connect() as own:
         yield own
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets `keeper status` read while a keeper writes; NORMAL sync is durable across process
-    # crashes, which is what a cursor needs (a power cut may lose the last block, which is
-    # simply processed again).
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()

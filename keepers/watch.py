@@ -15,15 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eth_utils.abi import event_abi_to_log_topic
 from eth_utils.address import to_checksum_address as checksum
 from sqlalchemy import Connection
 from web3 import AsyncWeb3
 from web3.types import LogReceipt
 
 from keepers.store import Feed, Store
-from tandem import artifacts
 from tandem.config import Settings
+from tandem.events import Decoder
 from tandem.follower import ChainFollower, Cursor, FeedSources, Head
 from tandem.follower.heads import to_hex
 
@@ -72,18 +71,7 @@ class Watcher:
     def __init__(self, w3: AsyncWeb3[Any], settings: Settings, store: Store, hub: str) -> None:
         self.store = store
         self.hub = checksum(hub)
-        events: dict[str, Any] = {}
-        for names, abi in (
-            (HUB_EVENTS, artifacts.load("TandemHub", settings).abi),
-            (VAULT_EVENTS, artifacts.vault_abi(settings)),
-            (FEED_EVENTS, artifacts.load("IChainlinkAggregator", settings).abi),
-        ):
-            contract = w3.eth.contract(abi=abi)
-            events.update({name: contract.events[name]() for name in names})
-        self._events = {
-            bytes(event_abi_to_log_topic(event.abi)): (name, event)
-            for name, event in events.items()
-        }
+        self.decoder = Decoder(settings, HUB_EVENTS + VAULT_EVENTS + FEED_EVENTS)
         self._on: dict[str, Callable[[Connection, Event], None]] = {
             "VaultCreated": self._vault_created,
             "AssetSet": self._asset_set,
@@ -128,7 +116,7 @@ class Watcher:
 
     @property
     def topics(self) -> Sequence[bytes]:
-        return list(self._events)
+        return self.decoder.topics
 
     def addresses(self) -> Sequence[str]:
         return [self.hub, *self.vaults, *self._price_sources()]
@@ -175,9 +163,9 @@ class Watcher:
     # --- what each event means to the keeper
 
     def _decode(self, entry: LogReceipt) -> Event:
-        name, event = self._events[bytes(entry["topics"][0])]
-        args = event.process_log(entry)["args"]
-        return Event(name, checksum(entry["address"]), int(entry["blockNumber"]), args, entry)
+        event = self.decoder.decode(entry)
+        assert event is not None, "the node returned a log of an event not asked for"
+        return Event(event.name, event.address, event.block_number, event.args, entry)
 
     @property
     def _now(self) -> Changes:

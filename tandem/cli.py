@@ -23,7 +23,7 @@ from web3.exceptions import TimeExhausted, Web3Exception
 
 from tandem import __version__, artifacts, chain, demo, protocol
 from tandem.compiler import compile_project, prepare_ape
-from tandem.config import KeeperSettings, Settings, load_settings
+from tandem.config import IndexerSettings, KeeperSettings, Settings, load_settings, redact
 from tandem.errors import ConfigError, DeploymentError, NodeError, TandemError
 from tandem.node import LocalNode
 
@@ -177,9 +177,15 @@ def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("demo", "run the copy-trading demo on its own fresh anvil (stopped afterwards)")
 def demo_command(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.service import index_to_head
     from keepers.run import KeeperThread
+    from tandem import db
 
-    demo.run(lambda s, account: KeeperThread(s, account).start(), settings)
+    def index_chain(settings: Settings) -> str:
+        index_to_head(settings)
+        return db.database_url(settings.indexer.database_url, settings.project_root)
+
+    demo.run(lambda s, account: KeeperThread(s, account).start(), settings, index_chain=index_chain)
     return 0
 
 
@@ -327,10 +333,138 @@ def keeper_import_key_command(args: argparse.Namespace, settings: Settings) -> i
     return 0
 
 
+# --- indexer and database
+#
+# The indexer, like the keeper, is imported inside each command.
+
+
+def _indexer_settings(settings: Settings, **flags: Any) -> Settings:
+    """The settings with the indexer flags given on the command line applied (and validated)."""
+    updates = {key: value for key, value in flags.items() if value is not None}
+    if not updates:
+        return settings
+    try:
+        indexer = IndexerSettings.model_validate({**settings.indexer.model_dump(), **updates})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid indexer option: {problems}") from exc
+    return settings.model_copy(update={"indexer": indexer})
+
+
+INDEXER_DB_ARG = arg("--database-url", help="database (default: indexer.database_url, SQLite)")
+
+
+@command(
+    "indexer run",
+    "index every protocol event into the database, following the chain until Ctrl-C or SIGTERM",
+    arg("--hub", help="hub address (default: indexer.hub, else this chain's address book)"),
+    INDEXER_DB_ARG,
+    arg("--start-block", type=int, help="first block to read (default: the hub's first)"),
+    arg("--finality-depth", type=int, help="blocks after which rows are final (default 12)"),
+    arg("--heads", choices=["auto", "subscribe", "poll"], help="how to learn of new blocks"),
+    arg("--ws-url", help="WebSocket endpoint for subscriptions"),
+    arg("--metrics-port", type=int, help="serve Prometheus metrics on this port"),
+    arg("--log-format", choices=["text", "json"], help="readable lines (default) or JSON lines"),
+)
+def indexer_run_command(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer import service
+
+    settings = _indexer_settings(
+        settings,
+        hub=args.hub,
+        database_url=args.database_url,
+        start_block=args.start_block,
+        finality_depth=args.finality_depth,
+        heads=args.heads,
+        ws_url=args.ws_url,
+        metrics_port=args.metrics_port,
+        log_format=args.log_format,
+    )
+    return service.run(settings)
+
+
+@command(
+    "indexer status", "show how far the indexer is, what it holds and what is final", INDEXER_DB_ARG
+)
+def indexer_status_command(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer import service
+
+    settings = _indexer_settings(settings, database_url=args.database_url)
+    status = service.status(settings)
+    if status.cursor is None:
+        out.print(f"Cursor   none yet (head {status.head})")
+    else:
+        out.print(f"Cursor   {status.cursor} (head {status.head}, lag {status.lag} blocks)")
+        out.print(
+            f"Final    up to block {status.final} (rows above it may still change: "
+            f"finality depth {status.finality_depth})"
+        )
+    out.print(
+        f"Stored   {status.events:,} events, {status.vaults:,} vaults, "
+        f"{status.points:,} time-series points"
+    )
+    return 0
+
+
+@command(
+    "indexer reindex",
+    "forget everything indexed and index again from the hub's first block up to the head",
+    INDEXER_DB_ARG,
+)
+def indexer_reindex_command(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer import service
+
+    settings = _indexer_settings(settings, database_url=args.database_url)
+    service.clear(settings)
+    head = service.index_to_head(settings)
+    status = service.status(settings)
+    out.print(f"Indexed up to block {head}: {status.events:,} events, {status.vaults:,} vaults")
+    return 0
+
+
+@command(
+    "db upgrade",
+    "create or migrate the database schema: the indexer's database, and the keeper's if it "
+    "has one elsewhere (a keeper also migrates its own when it starts)",
+    arg("--database-url", help="migrate only this database"),
+)
+def db_upgrade_command(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tandem import db
+
+    root = settings.project_root
+    urls = [db.database_url(args.database_url or settings.indexer.database_url, root)]
+    keeper = db.database_url(settings.keeper.database_url, root)
+    # A keeper's SQLite file that does not exist is no keeper's yet: none is created here.
+    sqlite = keeper.startswith("sqlite:///")
+    if not args.database_url and (not sqlite or Path(keeper[len("sqlite:///") :]).exists()):
+        urls.append(keeper)
+    for url in dict.fromkeys(urls):
+        engine = db.open_engine(url, setting="--database-url or the services' database_url")
+        try:
+            db.upgrade(engine)
+            out.print(f"{redact(url)}: schema at revision {db.revision_of(engine)}")
+        except SQLAlchemyError as exc:
+            raise ConfigError(
+                f"cannot migrate {redact(url)}: {exc.__class__.__name__}",
+                "check that the database is the project's (or empty) and writable",
+            ) from exc
+        finally:
+            engine.dispose()
+    return 0
+
+
 # --- entry point
 
 
-GROUPS = {"keeper": "run a keeper, see how keepers are doing, manage the keeper key"}
+GROUPS = {
+    "keeper": "run a keeper, see how keepers are doing, manage the keeper key",
+    "indexer": "index the protocol's events into the database, see how far it is, start again",
+    "db": "the database schema shared by the services",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

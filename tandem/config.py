@@ -1,7 +1,8 @@
 """Tandem settings and project paths.
 
 One settings object, read from an optional TOML file and TANDEM_* environment variables, with a
-table per service (``[keeper]``); services read their table from it, they define none of their own.
+table per service (``[keeper]``, ``[indexer]``); services read their table from it, they define
+none of their own.
 """
 
 from __future__ import annotations
@@ -182,6 +183,31 @@ class KeeperSettings(FollowerSettings):
         return value
 
 
+class IndexerSettings(FollowerSettings):
+    """The ``[indexer]`` table, or TANDEM_INDEXER__* variables."""
+
+    hub: str | None = Field(default=None, description="hub address (default: the address book)")
+    database_url: str = Field(
+        default="sqlite:///indexer.db",
+        description="where the indexer stores; a relative SQLite path is under the project root",
+    )
+    finality_depth: int = Field(
+        default=12,
+        ge=0,
+        le=200,
+        description="blocks below the head after which stored rows are final (reorganisations "
+        "deeper than this are still rolled back, up to the 256 recent blocks kept)",
+    )
+    point_interval: int = Field(
+        default=3_600, ge=1, description="seconds between a vault's time-series points from prices"
+    )
+    metrics_port: int | None = Field(default=None, ge=0, le=65_535)
+    metrics_host: str = Field(
+        default="127.0.0.1", description="0.0.0.0 to let a Prometheus on another host scrape"
+    )
+    log_format: Literal["text", "json"] = "text"
+
+
 class RankingSettings(BaseModel):
     """The ``[rankings]`` table, or TANDEM_RANKINGS__* variables: the least track record a master
     needs to be ranked by default (see indexer/METRICS.md)."""
@@ -213,6 +239,7 @@ class Settings(BaseSettings):
     anvil_port: int = Field(default=8545, ge=1, le=65535)
     rpc_timeout: float = Field(default=10.0, gt=0)
     keeper: KeeperSettings = Field(default_factory=KeeperSettings)
+    indexer: IndexerSettings = Field(default_factory=IndexerSettings)
     rankings: RankingSettings = Field(default_factory=RankingSettings)
 
     @field_validator("rpc_url")

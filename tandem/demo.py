@@ -67,6 +67,9 @@ class RunningKeeper(Protocol):
 # Starts a keeper with these settings and key. The demo is part of the shared package, which
 # imports no service: the command line, which may, hands it the keeper service this way.
 StartKeeper = Callable[[Settings, LocalAccount], RunningKeeper]
+# Indexes the chain up to its head with these settings and returns the database's URL: the
+# indexer service, handed over by the command line the same way.
+IndexChain = Callable[[Settings], str]
 
 
 @contextmanager
@@ -106,10 +109,13 @@ def run_keeper(dep: Deployment, start_keeper: StartKeeper) -> Iterator[RunningKe
 
 
 def run(
-    start_keeper: StartKeeper, settings: Settings | None = None, console: Console | None = None
+    start_keeper: StartKeeper,
+    settings: Settings | None = None,
+    console: Console | None = None,
+    index_chain: IndexChain | None = None,
 ) -> None:
-    """Run the whole demo on a fresh local chain, with ``start_keeper`` for its risk scene;
-    nothing is left running afterwards."""
+    """Run the whole demo on a fresh local chain, with ``start_keeper`` for its risk scene and
+    ``index_chain`` (if given) to index it at the end; nothing is left running afterwards."""
     # Wide enough for the tables when the output is a pipe or a CI log rather than a terminal.
     console = console or Console(width=None if Console().is_terminal else 120)
     with LocalNode(settings=settings) as node:
@@ -117,7 +123,10 @@ def run(
         w3 = connect(node.rpc_url, settings=settings)
         console.print("Compiling and deploying Uniswap V2 + V3, test assets, feeds and Tandem ...")
         dep = p.deploy_local(w3, settings=settings, save=False)
-        Demo(dep, _cast(w3), console, start_keeper).play()
+        demo = Demo(dep, _cast(w3), console, start_keeper)
+        demo.play()
+        if index_chain is not None:
+            demo.indexed(index_chain)
     console.print("\nDone: the local chain is stopped.")
 
 
@@ -463,6 +472,92 @@ class Demo:
         self.console.print()
         self.console.print(table)
         self.console.print("(Cleo's in-kind exit went to her wallet and counts in her total.)")
+
+    def indexed(self, index_chain: IndexChain) -> None:
+        """The indexer reads the whole demo chain; what it stored, per vault and for one
+        follower, from its database alone."""
+        from sqlalchemy import create_engine, func, select
+
+        from tandem.db import models as m
+
+        settings = self.dep.settings or load_settings()
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = settings.model_copy(
+                update={
+                    "rpc_url": self.dep.w3.provider.endpoint_uri,  # type: ignore[attr-defined]
+                    "deployments_dir": Path(tmp),
+                    "indexer": settings.indexer.model_copy(
+                        update={
+                            "hub": self.dep.hub.address,
+                            "database_url": f"sqlite:///{tmp}/i.db",
+                        }
+                    ),
+                }
+            )
+            started = time.monotonic()
+            engine = create_engine(index_chain(settings))
+            elapsed = time.monotonic() - started
+            with engine.connect() as conn:
+
+                def count(model: type[m.Base], **where: Any) -> int:
+                    query = select(func.count()).select_from(model).filter_by(**where)
+                    return int(conn.execute(query).scalar_one())
+
+                def latest(vault: str) -> Any:
+                    query = (
+                        select(m.VaultPoint)
+                        .filter_by(vault=vault)
+                        .where(m.VaultPoint.pool_aum.is_not(None))
+                        .order_by(m.VaultPoint.block_number.desc())
+                    )
+                    return conn.execute(query).first()
+
+                def shares(vault: str, holder: str) -> int:
+                    query = select(m.ShareMove.delta).filter_by(vault=vault, holder=holder)
+                    return sum(conn.execute(query).scalars())
+
+                self.console.print(
+                    f"\n[italic]The indexer reads the chain:[/] {count(m.Event):,} events, "
+                    f"{count(m.Vault)} vaults, {count(m.VaultPoint)} time-series points "
+                    f"in {elapsed:.1f} s."
+                )
+                table = Table(title="Vaults, as indexed (each at its last point)")
+                for column in (
+                    "Master",
+                    "Trades",
+                    "Followers",
+                    "Pool",
+                    "Master's book",
+                    "Master index",
+                    "Share price",
+                ):
+                    table.add_column(column, justify="right" if column != "Master" else "left")
+                for name, vault in self.vaults.items():
+                    point = latest(vault.address)
+                    table.add_row(
+                        name,
+                        str(count(m.Trade, vault=vault.address)),
+                        str(point.followers),
+                        f"{Decimal(point.pool_aum) / p.PRICE_UNIT:,.2f}",
+                        f"{Decimal(point.master_aum) / p.PRICE_UNIT:,.2f}",
+                        f"{Decimal(point.master_index) / p.PRICE_UNIT:.4f}",
+                        f"{Decimal(point.share_price) / p.PRICE_UNIT:.4f}",
+                    )
+                self.console.print(table)
+                late = self.cast.late
+                portfolio = Table(title=f"{late.name}'s portfolio, as indexed")
+                for column in ("Master", "Share of the pool", "Value (USD)"):
+                    portfolio.add_column(column, justify="right" if column != "Master" else "left")
+                for name, vault in self.vaults.items():
+                    held = shares(vault.address, late.address)
+                    point = latest(vault.address)
+                    # Share prices are 1e18 for a share worth what it was minted for; the vault
+                    # mints 10**6 shares per unit of value (USD with 18 decimals).
+                    value = Decimal(held) * Decimal(point.share_price) / Decimal(10) ** 42
+                    part = Decimal(held) / max(point.total_shares, 1)
+                    portfolio.add_row(name, f"{part:.2%}", f"{value:,.2f}")
+                self.console.print(portfolio)
+            engine.dispose()
 
     # --- tables
 

@@ -58,12 +58,13 @@ async def latest_head(w3: AsyncWeb3[Any]) -> Head:
 
 
 async def poll_heads(w3: AsyncWeb3[Any], interval: float) -> AsyncIterator[Head]:
-    """Heads by polling the latest block; yields each new one (and the first at once)."""
-    last = -1
+    """Heads by polling the latest block; yields each new one (and the first at once). A new
+    head is a new hash: a reorganisation that replaces the latest block keeps its number."""
+    last = ""
     while True:
         head = await latest_head(w3)
-        if head.number != last:
-            last = head.number
+        if head.hash != last:
+            last = head.hash
             yield head
         else:
             await asyncio.sleep(interval)

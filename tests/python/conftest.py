@@ -1,5 +1,5 @@
-"""Shared pytest fixtures: one local anvil node, a web3 client on it, deployed Uniswap, and the
-deployed protocol.
+"""Shared pytest fixtures: one local anvil node, a web3 client on it, deployed Uniswap, the
+deployed protocol, and a real PostgreSQL server for the database tests.
 
 The node, Uniswap and the protocol are session-scoped, so the whole run starts anvil and deploys
 each once; `dep` undoes each test's changes to the chain with an anvil snapshot.
@@ -7,8 +7,10 @@ each once; `dep` undoes each test's changes to the chain with an anvil snapshot.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 import pytest
 from web3 import Web3
@@ -72,3 +74,16 @@ def dep(deployment: Deployment) -> Iterator[Deployment]:
     with chain_snapshot(deployment.w3):
         yield deployment
     deployment.specs = specs
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A real PostgreSQL server (from the pgserver package) for the whole run. Its data lives in a
+    folder of its own, not under pytest's numbered temporary folders, which another pytest run on
+    the same machine may prune while this one still uses them."""
+    import pgserver  # type: ignore[import-untyped]
+
+    with tempfile.TemporaryDirectory(prefix="tandem-pg-") as data:
+        server = pgserver.get_server(Path(data), cleanup_mode="stop")
+        yield server.get_uri()
+        server.cleanup()

@@ -42,7 +42,7 @@ from tandem.follower import (
     cursor_tables,
     feeds,
 )
-from tandem.follower.heads import latest_head
+from tandem.follower.heads import latest_head, poll_heads
 from tandem.node import LocalNode
 
 
@@ -245,3 +245,21 @@ def test_a_feed_proxy_is_followed_at_its_aggregator_and_a_replacement_is_found(
     assert asyncio.run(check(110)) == [proxy.address]
     assert sources.source(proxy.address) == second.address
     assert asyncio.run(check(120)) == []
+
+
+def test_polling_yields_a_replaced_head_of_the_same_height(own_w3: Web3) -> None:
+    rpc(own_w3, "evm_mine")
+    aw3 = AsyncWeb3(AsyncHTTPProvider(own_w3.provider.endpoint_uri))
+
+    async def two_heads() -> list[Head]:
+        seen: list[Head] = []
+        async for head in poll_heads(aw3, 0.02):
+            seen.append(head)
+            if len(seen) == 2:
+                return seen
+            # The latest block is replaced by another: the chain is no longer, only different.
+            rpc(own_w3, "anvil_reorg", 1, [])
+        raise AssertionError("heads ended")
+
+    first, second = asyncio.run(asyncio.wait_for(two_heads(), 10))
+    assert second.number == first.number and second.hash != first.hash

@@ -203,6 +203,9 @@ def test_cli_demo_runs_to_completion_and_stops_its_anvil() -> None:
     assert "pool part skipped: master suspended" in result.stdout
     assert "Copying suspended:" in result.stdout
     assert "stop-loss" in result.stdout
+    # The indexer reads the demo's chain and shows its vaults and a follower from its database.
+    assert re.search(r"The indexer reads the chain: \d+ events, 2 vaults", result.stdout)
+    assert "Finn's portfolio" in result.stdout
     assert "Done: the local chain is stopped." in result.stdout
     assert elapsed < 30, f"the demo took {elapsed:.0f} s"
 

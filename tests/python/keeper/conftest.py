@@ -102,16 +102,6 @@ def redis_server(tmp: Path) -> Iterator[str]:
         process.wait(10)
 
 
-@pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL server (from the pgserver package) for the whole run."""
-    import pgserver  # type: ignore[import-untyped]
-
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    yield server.get_uri()
-    server.cleanup()
-
-
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
     with redis_server(tmp_path) as url:

@@ -4,9 +4,7 @@ closed vaults kept, and a recompute that touches only the masters it is given.""
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine
@@ -23,6 +21,8 @@ from indexer.metrics import (
     round_trips,
 )
 from indexer.rankings import MasterInputs
+
+from .support import fresh_postgres
 
 ONE = 10**18
 T0 = 20_000 * DAY
@@ -73,22 +73,12 @@ def master(
     )
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A real PostgreSQL server (from the pgserver package) for this module. Its data lives in a
-    folder of its own, not under pytest's numbered temporary folders, which a concurrent pytest
-    run on the same machine may prune while this one still uses them."""
-    import pgserver  # type: ignore[import-untyped]
-
-    with tempfile.TemporaryDirectory(prefix="tandem-rankings-pg-") as data:
-        server = pgserver.get_server(Path(data), cleanup_mode="stop")
-        yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
-        server.cleanup()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    url = "sqlite://" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    if request.param == "sqlite":
+        url = "sqlite://"
+    else:
+        url = fresh_postgres(request.getfixturevalue("postgres"), "rankings")
     engine = create_engine(url)
     r.metadata.drop_all(engine)
     r.create_table(engine)

@@ -1,8 +1,5 @@
 """The formulas of indexer/METRICS.md on small cases worked out by hand, their edge cases, and
 properties that must hold for any input (seeded random series).
-
-This folder has no ``__init__.py`` on purpose: as a package it would be imported as ``indexer``
-and hide the indexer package itself.
 """
 
 from __future__ import annotations

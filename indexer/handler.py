@@ -1,0 +1,757 @@
+"""What the indexer stores for each event, and what it forgets when the chain reorganises.
+
+The ``Indexer`` is the chain follower's ``LogHandler``: the follower reads the hub's, every
+vault's and every price source's logs in block ranges and hands them here in the database
+transaction that moves the cursor, so the tables and the cursor always agree, whatever stops the
+process. Every row carries its block number and nothing is ever updated, so a rollback is one
+delete per table, and the state kept in memory (vaults, feeds, share balances, when each vault's
+last point was) is re-read from the tables after one.
+
+Time-series points are the one thing not in the logs: at the end of each block that changed a
+vault (and hourly from prices), the vault's books are read with read-only calls at that block's
+hash. A block that vanished meanwhile fails the call, which aborts the range (``ChainMoved``) and
+the follower reads again from its cursor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_utils.address import to_checksum_address as checksum
+from hexbytes import HexBytes
+from sqlalchemy import Connection, Engine, delete, func, insert, select
+from web3 import AsyncWeb3, Web3
+from web3.exceptions import (
+    BlockNotFound,
+    ContractLogicError,
+    TransactionNotFound,
+    Web3RPCError,
+)
+from web3.types import LogReceipt
+
+from tandem import artifacts
+from tandem.config import Settings
+from tandem.db import models as m
+from tandem.events import (
+    EXIT_REASONS,
+    MIRROR_DROPS,
+    SKIP_REASONS,
+    Decoder,
+    Event,
+    enum_name,
+    jsonable,
+)
+from tandem.follower import ChainFollower, ChainMoved, CursorStore, FeedSources
+
+log = logging.getLogger(__name__)
+
+# Shares per unit of USD value (18 decimals) the vault mints into an empty pool: share prices are
+# scaled by it so that a share starts at 1.0 (1e18).
+SHARES_PER_VALUE = 10**6
+ONE = 10**18
+
+# Vault events that change its books or its shares: a point at the end of their block.
+FLOWS = frozenset(
+    {
+        "Allocated",
+        "ExitedInKind",
+        "ExitedToBase",
+        "MasterDeposited",
+        "MasterWithdrew",
+        "MirrorExecuted",
+        "PoolSoldToBase",
+        "FeeCharged",
+    }
+)
+CAUSES = ("price", "flow", "trade")  # a stronger cause replaces a weaker one for one block
+
+# Node answers meaning "no state that old here" (a pruned node), not "no such block".
+_NO_STATE = (
+    "out of range",
+    "outofrange",
+    "missing trie",
+    "pruned",
+    "historical state",
+    "state not available",
+)
+
+
+@dataclass
+class _Batch:
+    """What one range of logs adds, table by table, written at once at the end."""
+
+    rows: dict[type[m.Base], list[dict[str, Any]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    # (tx, vault, follower) -> the trigger of a risk exit, for the exit that follows it
+    triggers: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
+
+    def add(self, model: type[m.Base], **values: Any) -> None:
+        self.rows[model].append(values)
+
+    def count(self) -> int:
+        return sum(len(rows) for rows in self.rows.values())
+
+
+@dataclass
+class _Block:
+    number: int
+    hash: str
+    timestamp: int
+    points: dict[str, str] = field(default_factory=dict)  # vault -> cause
+
+
+class Indexer:
+    """The indexer's ``LogHandler``, and its view of the protocol between ranges."""
+
+    def __init__(
+        self,
+        w3: AsyncWeb3[Any],
+        reader: Web3,
+        settings: Settings,
+        engine: Engine,
+        hub: str,
+    ) -> None:
+        """``w3`` follows the chain; ``reader`` (a blocking client on the same node) makes the
+        few read-only calls a block's rows need inside the database transaction."""
+        self.settings = settings
+        self.reader = reader
+        self.engine = engine
+        self.hub = checksum(hub)
+        self.decoder = Decoder(settings)
+        self.interval = settings.indexer.point_interval
+        self._vault_abi = artifacts.vault_abi(settings)
+        self._hub = reader.eth.contract(self.hub, abi=artifacts.load("ITandemHub", settings).abi)
+        # Fixed when the hub was deployed: master deposits are in it.
+        self.base_asset: str = checksum(self._hub.functions.baseAsset().call())
+        self.sources = FeedSources(w3, settings)
+        self.cursors = CursorStore(engine, m.indexer_cursor)
+        self._conn: Connection | None = None
+        self.rows_written = 0  # for metrics
+        self.events_read = 0
+        self._on: dict[str, Callable[[_Batch, Event, int], None]] = {
+            "ParamsSet": self._params_set,
+            "TreasurySet": self._params_set,
+            "PausedSet": self._params_set,
+            "AssetSet": self._asset_set,
+            "AssetTradableSet": self._asset_set,
+            "AdapterSet": self._adapter_set,
+            "VaultCreated": self._vault_created,
+            "Deposited": self._follower_flow,
+            "Withdrawn": self._follower_flow,
+            "AllocationChanged": self._allocation_changed,
+            "AnswerUpdated": self._answer_updated,
+            "DelegateSet": self._delegate_set,
+            "Traded": self._traded,
+            "PoolPartSkipped": self._pool_part_skipped,
+            "MasterDeposited": self._master_flow,
+            "MasterWithdrew": self._master_flow,
+            "Allocated": self._allocated,
+            "ExitTriggered": self._exit_triggered,
+            "ExitedInKind": self._exited,
+            "ExitedToBase": self._exited,
+            "LimitsSet": self._limits_set,
+            "PeakRecorded": self._peak_recorded,
+            "MirrorRecorded": self._mirror,
+            "MirrorExecuted": self._mirror,
+            "MirrorDropped": self._mirror,
+            "CopyingSuspended": self._suspension,
+            "CopyingResumed": self._suspension,
+            "FeeSet": self._fee_change,
+            "FeeRaiseScheduled": self._fee_change,
+            "FeeCharged": self._fee_charged,
+            "PoolSoldToBase": self._pool_sold,
+        }
+        with engine.connect() as conn:
+            self.load(conn)
+        self.follower = ChainFollower(w3, settings.indexer, self.cursors, self, origin=self.hub)
+
+    # --- state between ranges, re-read from the tables
+
+    def load(self, conn: Connection) -> None:
+        self.vaults: dict[str, str] = {
+            r.vault: r.master for r in conn.execute(select(m.Vault.vault, m.Vault.master))
+        }
+        params = m.HubParams.__table__
+        latest = (
+            conn.execute(
+                select(params).order_by(params.c.block_number.desc(), params.c.log_index.desc())
+            )
+            .mappings()
+            .first()
+        )
+        self.params: dict[str, Any] | None = _state(latest) if latest is not None else None
+        assets = m.Asset.__table__
+        self.assets: dict[str, dict[str, Any]] = {}
+        for asset in conn.execute(
+            select(assets).order_by(assets.c.block_number, assets.c.log_index)
+        ).mappings():
+            self.assets[asset["token"]] = _state(asset)
+        # Share balances per vault, read from the tables when a range first needs them (a
+        # rollback or a restart reads nothing it does not use).
+        self._shares: dict[str, dict[str, int]] = {}
+        self.last_point: dict[str, int] = {
+            vault: int(timestamp)
+            for vault, timestamp in conn.execute(
+                select(m.VaultPoint.vault, func.max(m.VaultPoint.timestamp)).group_by(
+                    m.VaultPoint.vault
+                )
+            )
+        }
+        # Each vault's latest mirror (the only one that can still be executed or dropped).
+        self.mirrors: dict[str, tuple[int, str, str]] = {
+            r.vault: (r.mirror_id, r.token_in, r.token_out)
+            for r in conn.execute(
+                select(
+                    m.MirrorEvent.vault,
+                    m.MirrorEvent.mirror_id,
+                    m.MirrorEvent.token_in,
+                    m.MirrorEvent.token_out,
+                )
+                .where(m.MirrorEvent.kind == "recorded")
+                .order_by(m.MirrorEvent.block_number, m.MirrorEvent.log_index)
+            )
+        }
+
+    # --- LogHandler
+
+    @property
+    def topics(self) -> Sequence[bytes]:
+        return self.decoder.topics
+
+    def addresses(self) -> Sequence[str]:
+        return [self.hub, *self.vaults, *self._price_sources()]
+
+    async def discover(self, logs: Sequence[LogReceipt]) -> Sequence[str]:
+        """Vaults created and feeds set in ``logs``: their logs in the same range are read too."""
+        new: list[str] = []
+        watched = set(self.addresses())
+        for entry in logs:
+            event = self.decoder.decode(entry)
+            if event is None or event.address != self.hub:
+                continue
+            if event.name == "VaultCreated":
+                found = event.args["vault"]
+            elif event.name == "AssetSet":
+                found = await self.sources.resolve(event.args["feed"])
+            else:
+                continue
+            if found not in watched and found not in new:
+                new.append(found)
+        return new
+
+    def handle(self, conn: Connection, logs: Sequence[LogReceipt]) -> None:
+        batch = _Batch()
+        block: _Block | None = None
+        self._conn = conn
+        try:
+            for entry in logs:
+                event = self.decoder.decode(entry)
+                if event is None or not self._ours(event):
+                    continue
+                if block is None or block.number != event.block_number:
+                    if block is not None:
+                        self._end_block(batch, block)
+                    block = _Block(event.block_number, event.block_hash, self._timestamp(event))
+                self._store(batch, event, block)
+            if block is not None:
+                self._end_block(batch, block)
+            for model, rows in batch.rows.items():
+                conn.execute(insert(model), rows)
+        except BaseException:
+            # The transaction will not commit: what this range changed in memory goes too.
+            with self.engine.connect() as committed:
+                self.load(committed)
+            raise
+        finally:
+            self._conn = None
+        self.rows_written += batch.count()
+
+    def roll_back(self, conn: Connection, ancestor: int) -> None:
+        for model in m.INDEXER_MODELS:
+            table: Any = model.__table__
+            conn.execute(delete(table).where(table.c.block_number > ancestor))
+        self.load(conn)
+
+    # --- one event
+
+    def _ours(self, event: Event) -> bool:
+        """Only the hub's events from the hub, vaults' from its vaults, answers from feeds."""
+        if event.source == "hub":
+            return event.address == self.hub
+        if event.source == "vault":
+            return event.address in self.vaults
+        return event.address in self._price_sources()
+
+    def _store(self, batch: _Batch, event: Event, block: _Block) -> None:
+        if self.params is None and event.source == "hub":
+            self._initial_params(batch, event, block.timestamp)
+        self.events_read += 1
+        batch.add(
+            m.Event,
+            **self._where(event, block.timestamp),
+            block_hash=event.block_hash,
+            address=event.address,
+            name=event.name,
+            args=jsonable(event.args),
+        )
+        on = self._on.get(event.name)
+        if on is not None:
+            on(batch, event, block.timestamp)
+        if event.source == "vault" and (event.name == "Traded" or event.name in FLOWS):
+            self._point(block, event.address, "trade" if event.name == "Traded" else "flow")
+        elif event.name == "AnswerUpdated":
+            for vault in self.vaults:
+                last = self.last_point.get(vault)
+                if last is None or block.timestamp - last >= self.interval:
+                    self._point(block, vault, "price")
+
+    @staticmethod
+    def _where(event: Event, timestamp: int) -> dict[str, Any]:
+        return {
+            "block_number": event.block_number,
+            "log_index": event.log_index,
+            "tx_hash": event.tx_hash,
+            "timestamp": timestamp,
+        }
+
+    def _vault_row(self, event: Event, timestamp: int) -> dict[str, Any]:
+        return {**self._where(event, timestamp), "vault": event.address}
+
+    def _timestamp(self, event: Event) -> int:
+        if event.timestamp is not None:
+            return event.timestamp
+        try:
+            block = self.reader.eth.get_block(HexBytes(event.block_hash))
+        except BlockNotFound as exc:
+            raise ChainMoved(f"block {event.block_number} is gone") from exc
+        return int(block["timestamp"])
+
+    # --- the hub
+
+    def _initial_params(self, batch: _Batch, event: Event, timestamp: int) -> None:
+        """The parameters the hub's constructor set (without an event), read at the block of the
+        hub's first event."""
+        at: Any = HexBytes(event.block_hash)
+        params = self._call(lambda: self._hub.functions.params().call(block_identifier=at))
+        if params is None:
+            # A node without state that old: the parameters now, which differ only if they
+            # changed since (and then every change is a row of its own).
+            log.warning("reading the hub's first parameters at the latest block instead")
+            at = "latest"
+            params = self._hub.functions.params().call(block_identifier=at)
+        treasury = self._call(lambda: self._hub.functions.treasury().call(block_identifier=at))
+        if treasury is None:
+            treasury = self._hub.functions.treasury().call(block_identifier="latest")
+        (slippage, cap, paused, min_order, budget, multiple, share, drawdown) = params
+        self.params = {
+            "max_slippage_bps": slippage,
+            "default_allocation_cap_bps": cap,
+            "min_order_value": min_order,
+            "loss_budget_bps": budget,
+            "max_pool_multiple": multiple,
+            "protocol_fee_share_bps": share,
+            "suspension_drawdown_bps": drawdown,
+            "paused": paused,
+            "treasury": checksum(treasury),
+        }
+        batch.add(
+            m.HubParams,
+            **{**self._where(event, timestamp), "log_index": -1},
+            **self.params,
+        )
+
+    def _params_set(self, batch: _Batch, e: Event, ts: int) -> None:
+        assert self.params is not None
+        a = e.args
+        if e.name == "ParamsSet":
+            self.params.update(
+                max_slippage_bps=a["maxSlippageBps"],
+                default_allocation_cap_bps=a["defaultAllocationCapBps"],
+                min_order_value=a["minOrderValue"],
+                loss_budget_bps=a["lossBudgetBps"],
+                max_pool_multiple=a["maxPoolMultiple"],
+                protocol_fee_share_bps=a["protocolFeeShareBps"],
+                suspension_drawdown_bps=a["suspensionDrawdownBps"],
+            )
+        elif e.name == "TreasurySet":
+            self.params["treasury"] = a["treasury"]
+        else:
+            self.params["paused"] = a["paused"]
+        batch.add(m.HubParams, **self._where(e, ts), **self.params)
+
+    def _asset_set(self, batch: _Batch, e: Event, ts: int) -> None:
+        a = e.args
+        token = a["token"]
+        if e.name == "AssetSet":
+            asset = {
+                "token": token,
+                "feed": a["feed"],
+                "heartbeat": a["heartbeat"],
+                "token_decimals": a["tokenDecimals"],
+                "feed_decimals": a["feedDecimals"],
+                "tradable": a["tradable"],
+            }
+        else:
+            asset = {**self.assets[token], "tradable": a["tradable"]}
+        self.assets[token] = asset
+        batch.add(m.Asset, **self._where(e, ts), **asset)
+
+    def _adapter_set(self, batch: _Batch, e: Event, ts: int) -> None:
+        batch.add(
+            m.Adapter, **self._where(e, ts), adapter=e.args["adapter"], allowed=e.args["allowed"]
+        )
+
+    def _vault_created(self, batch: _Batch, e: Event, ts: int) -> None:
+        vault, master = e.args["vault"], e.args["master"]
+        self.vaults[vault] = master
+        batch.add(m.Vault, **self._where(e, ts), vault=vault, master=master)
+
+    def _follower_flow(self, batch: _Batch, e: Event, ts: int) -> None:
+        kind = "deposit" if e.name == "Deposited" else "withdrawal"
+        batch.add(
+            m.FollowerFlow,
+            **self._where(e, ts),
+            follower=e.args["follower"],
+            kind=kind,
+            amount=e.args["amount"],
+        )
+
+    def _allocation_changed(self, batch: _Batch, e: Event, ts: int) -> None:
+        a = e.args
+        batch.add(
+            m.AllocationChange,
+            **self._where(e, ts),
+            follower=a["follower"],
+            vault=a["vault"],
+            allocation=a["allocation"],
+            free=a["free"],
+        )
+
+    def _answer_updated(self, batch: _Batch, e: Event, ts: int) -> None:
+        for token in sorted(self._price_sources().get(e.address, ())):
+            batch.add(
+                m.Price,
+                **self._where(e, ts),
+                token=token,
+                source=e.address,
+                answer=e.args["current"],
+                round_id=e.args["roundId"],
+                updated_at=e.args["updatedAt"],
+            )
+
+    # --- vaults
+
+    def _delegate_set(self, batch: _Batch, e: Event, ts: int) -> None:
+        batch.add(m.Delegate, **self._vault_row(e, ts), delegate=e.args["delegate"])
+
+    def _traded(self, batch: _Batch, e: Event, ts: int) -> None:
+        a = e.args
+        try:
+            receipt = self.reader.eth.get_transaction_receipt(HexBytes(e.tx_hash))
+        except TransactionNotFound as exc:
+            raise ChainMoved(f"transaction {e.tx_hash} is gone") from exc
+        if HexBytes(receipt["blockHash"]).to_0x_hex() != e.block_hash:
+            raise ChainMoved(f"transaction {e.tx_hash} moved to another block")
+        batch.add(
+            m.Trade,
+            **self._vault_row(e, ts),
+            trader=a["trader"],
+            token_in=a["tokenIn"],
+            token_out=a["tokenOut"],
+            adapter=a["adapter"],
+            master_in=a["masterIn"],
+            pool_in=a["poolIn"],
+            master_out=a["masterOut"],
+            pool_out=a["poolOut"],
+            price_in=a["priceIn"],
+            price_out=a["priceOut"],
+            gas_used=int(receipt["gasUsed"]),
+            gas_price=int(receipt.get("effectiveGasPrice", 0)),
+        )
+
+    def _pool_part_skipped(self, batch: _Batch, e: Event, ts: int) -> None:
+        a = e.args
+        batch.add(
+            m.PoolSkip,
+            **self._vault_row(e, ts),
+            token_in=a["tokenIn"],
+            token_out=a["tokenOut"],
+            pool_in=a["poolIn"],
+            reason=enum_name(SKIP_REASONS, a["reason"]),
+        )
+
+    def _master_flow(self, batch: _Batch, e: Event, ts: int) -> None:
+        if e.name == "MasterDeposited":
+            kind, token = "deposit", self.base_asset
+        else:
+            kind, token = "withdrawal", e.args["token"]
+        batch.add(
+            m.MasterFlow, **self._vault_row(e, ts), kind=kind, token=token, amount=e.args["amount"]
+        )
+
+    def _allocated(self, batch: _Batch, e: Event, ts: int) -> None:
+        a = e.args
+        batch.add(
+            m.Allocation,
+            **self._vault_row(e, ts),
+            follower=a["follower"],
+            amount=a["amount"],
+            shares=a["shares"],
+            pool_value=a["poolValue"],
+            entered=a["entered"],
+            base_price=a["basePrice"],
+        )
+        self._move_shares(batch, e, ts, a["follower"], a["shares"], "allocation")
+
+    def _exit_triggered(self, batch: _Batch, e: Event, ts: int) -> None:
+        a = e.args
+        reason = enum_name(EXIT_REASONS, a["reason"])
+        batch.triggers[(e.tx_hash, e.address, a["follower"])] = (reason, a["keeper"])
+        batch.add(
+            m.ExitTrigger,
+            **self._vault_row(e, ts),
+            follower=a["follower"],
+            keeper=a["keeper"],
+            reason=reason,
+            value=a["value"],
+            entry_value=a["entryValue"],
+            peak_value=a["peakValue"],
+        )
+
+    def _exited(self, batch: _Batch, e: Event, ts: int) -> None:
+        a = e.args
+        follower = a["follower"]
+        trigger = batch.triggers.pop((e.tx_hash, e.address, follower), None)
+        batch.add(
+            m.Exit,
+            **self._vault_row(e, ts),
+            follower=follower,
+            kind="in_kind" if e.name == "ExitedInKind" else "to_base",
+            shares=a["shares"],
+            base_out=a.get("baseOut"),
+            trigger_reason=trigger[0] if trigger else None,
+            keeper=trigger[1] if trigger else None,
+        )
+        slices: dict[str, int] = defaultdict(int)
+        for token, amount in zip(a["tokens"], a["amounts"], strict=True):
+            slices[token] += amount
+        for token, amount in slices.items():
+            batch.add(
+                m.ExitSlice, **self._vault_row(e, ts), token=token, follower=follower, amount=amount
+            )
+        self._move_shares(batch, e, ts, follower, -a["shares"], "exit")
+
+    def _limits_set(self, batch: _Batch, e: Event, ts: int) -> None:
+        a = e.args
+        batch.add(
+            m.Limits,
+            **self._vault_row(e, ts),
+            follower=a["follower"],
+            stop_loss_bps=a["stopLossBps"],
+            take_profit_bps=a["takeProfitBps"],
+            max_drawdown_bps=a["maxDrawdownBps"],
+        )
+
+    def _peak_recorded(self, batch: _Batch, e: Event, ts: int) -> None:
+        batch.add(
+            m.Peak,
+            **self._vault_row(e, ts),
+            follower=e.args["follower"],
+            peak_value=e.args["peakValue"],
+        )
+
+    def _mirror(self, batch: _Batch, e: Event, ts: int) -> None:
+        a = e.args
+        row: dict[str, Any] = {"mirror_id": a["id"]}
+        if e.name == "MirrorRecorded":
+            self.mirrors[e.address] = (a["id"], a["tokenIn"], a["tokenOut"])
+            row.update(kind="recorded", amount_in=a["amountIn"], deadline=a["deadline"])
+        elif e.name == "MirrorExecuted":
+            row.update(
+                kind="executed",
+                amount_in=a["amountIn"],
+                amount_out=a["amountOut"],
+                remaining=a["remaining"],
+                keeper=a["keeper"],
+            )
+        else:
+            row.update(
+                kind="dropped",
+                remaining=a["remaining"],
+                reason=enum_name(MIRROR_DROPS, a["reason"]),
+            )
+        latest = self.mirrors.get(e.address)
+        token_in, token_out = latest[1:] if latest and latest[0] == a["id"] else (None, None)
+        batch.add(
+            m.MirrorEvent,
+            **self._vault_row(e, ts),
+            token_in=token_in,
+            token_out=token_out,
+            **{
+                "amount_in": None,
+                "amount_out": None,
+                "remaining": None,
+                "deadline": None,
+                "reason": None,
+                "keeper": None,
+                **row,
+            },
+        )
+
+    def _suspension(self, batch: _Batch, e: Event, ts: int) -> None:
+        batch.add(
+            m.Suspension,
+            **self._vault_row(e, ts),
+            suspended=e.name == "CopyingSuspended",
+            master_index=e.args["index"],
+            peak=e.args["peak"],
+        )
+
+    def _fee_change(self, batch: _Batch, e: Event, ts: int) -> None:
+        batch.add(
+            m.FeeChange,
+            **self._vault_row(e, ts),
+            fee_bps=e.args["feeBps"],
+            effective_at=e.args.get("effectiveAt"),
+        )
+
+    def _fee_charged(self, batch: _Batch, e: Event, ts: int) -> None:
+        a = e.args
+        batch.add(
+            m.FeeCharged,
+            **self._vault_row(e, ts),
+            follower=a["follower"],
+            gain=a["gain"],
+            fee=a["fee"],
+            master_shares=a["masterShares"],
+            protocol_shares=a["protocolShares"],
+        )
+        assert self.params is not None
+        moved = a["masterShares"] + a["protocolShares"]
+        self._move_shares(batch, e, ts, a["follower"], -moved, "fee")
+        self._move_shares(batch, e, ts, self.vaults[e.address], a["masterShares"], "fee")
+        self._move_shares(batch, e, ts, self.params["treasury"], a["protocolShares"], "fee")
+
+    def _pool_sold(self, batch: _Batch, e: Event, ts: int) -> None:
+        a = e.args
+        batch.add(
+            m.PoolSale,
+            **self._vault_row(e, ts),
+            token=a["token"],
+            amount_in=a["amountIn"],
+            base_out=a["baseOut"],
+        )
+
+    def _move_shares(
+        self, batch: _Batch, e: Event, ts: int, holder: str, delta: int, kind: str
+    ) -> None:
+        if delta == 0:
+            return
+        self._holders(e.address)[holder] += delta
+        batch.add(m.ShareMove, **self._vault_row(e, ts), holder=holder, delta=delta, kind=kind)
+
+    def _holders(self, vault: str) -> dict[str, int]:
+        """``vault``'s share balances by holder, as of the rows stored and this range so far."""
+        holders = self._shares.get(vault)
+        if holders is None:
+            assert self._conn is not None, "balances are read while a range is stored"
+            query = select(m.ShareMove.holder, m.ShareMove.delta).where(m.ShareMove.vault == vault)
+            holders = self._shares[vault] = defaultdict(int)
+            for holder, delta in self._conn.execute(query):
+                holders[holder] += delta
+        return holders
+
+    # --- time series
+
+    def _point(self, block: _Block, vault: str, cause: str) -> None:
+        known = block.points.get(vault)
+        if known is None or CAUSES.index(cause) > CAUSES.index(known):
+            block.points[vault] = cause
+        self.last_point[vault] = block.timestamp
+
+    def _end_block(self, batch: _Batch, block: _Block) -> None:
+        """Each vault with a point in ``block``, as it stands at the end of the block."""
+        treasury = self.params["treasury"] if self.params else None
+        for vault, cause in sorted(block.points.items()):
+            holders = self._holders(vault)
+            total = sum(holders.values())
+            followers = sum(
+                1
+                for holder, shares in holders.items()
+                if shares > 0 and holder not in (self.vaults[vault], treasury)
+            )
+            books = self._books(vault, block.hash)
+            master_index = master_aum = pool_aum = share_price = None
+            if books is not None:
+                master_index, master_aum, pool_aum = books
+                if total:
+                    share_price = pool_aum * ONE * SHARES_PER_VALUE // total
+            batch.add(
+                m.VaultPoint,
+                vault=vault,
+                block_number=block.number,
+                timestamp=block.timestamp,
+                cause=cause,
+                master_index=master_index,
+                master_aum=master_aum,
+                pool_aum=pool_aum,
+                share_price=share_price,
+                total_shares=total,
+                followers=followers,
+            )
+
+    def _books(self, vault: str, block_hash: str) -> tuple[int, int, int] | None:
+        """The master's index and both books' values at the end of the block, or None."""
+        contract = self.reader.eth.contract(Web3.to_checksum_address(vault), abi=self._vault_abi)
+        at = HexBytes(block_hash)
+        equities = self._call(lambda: contract.functions.equities().call(block_identifier=at))
+        suspension = self._call(lambda: contract.functions.suspension().call(block_identifier=at))
+        if equities is None or suspension is None:
+            return None
+        return int(suspension[1]), int(equities[0]), int(equities[1])
+
+    def _call(self, call: Callable[[], Any]) -> Any:
+        """A read-only call at a block: None when the node keeps no state that old or the vault
+        cannot price a token then; ``ChainMoved`` when the block is gone."""
+        try:
+            return call()
+        except BlockNotFound as exc:
+            raise ChainMoved("a block being indexed is gone") from exc
+        except ContractLogicError:
+            return None
+        except Web3RPCError as exc:
+            message = str(exc).lower()
+            if "not found" in message:
+                raise ChainMoved("a block being indexed is gone") from exc
+            if any(words in message for words in _NO_STATE):
+                if not getattr(self, "_warned_state", False):
+                    log.warning(
+                        "the node keeps no state this old: time-series values are left empty "
+                        "(an archive node fills them)"
+                    )
+                    self._warned_state = True
+                return None
+            raise
+
+    # --- feeds
+
+    def _price_sources(self) -> dict[str, set[str]]:
+        """Where answers come from -> the assets they price."""
+        sources: dict[str, set[str]] = defaultdict(set)
+        for token, asset in self.assets.items():
+            sources[self.sources.source(asset["feed"]) or asset["feed"]].add(token)
+        return sources
+
+
+def _state(row: Any) -> dict[str, Any]:
+    """A state row's values, without where they come from."""
+    return {
+        k: v
+        for k, v in row.items()
+        if k not in ("block_number", "log_index", "tx_hash", "timestamp")
+    }

@@ -1,0 +1,330 @@
+"""The indexer service behind ``tandem indexer run | status | reindex``: connects to the node
+and the database (one ``error:`` line when either is missing), follows heads, and keeps the
+metrics an operator watches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils.address import to_checksum_address as checksum
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from web3 import AsyncWeb3, Web3
+from web3.providers import AsyncHTTPProvider, HTTPProvider
+from web3.types import RPCEndpoint
+
+from indexer.handler import Indexer
+from indexer.monitoring import Metrics, setup_logs
+from tandem import artifacts
+from tandem.config import Settings, redact
+from tandem.db import database_url, head_revision, models, open_engine, revision_of, upgrade
+from tandem.errors import ConfigError, DeploymentError, NodeError
+from tandem.follower import ChainMoved, Head, HeadSource
+from tandem.follower.heads import latest_head
+from tandem.node_errors import NODE_ERRORS, UNREACHABLE, describe
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 5.0
+# A sync over at least this many blocks is a catch-up, worth a log line.
+CATCH_UP_BLOCKS = 1_000
+
+
+async def connect(settings: Settings) -> AsyncWeb3[Any]:
+    """An async web3 client on the RPC URL, checked to answer for the configured chain."""
+    w3 = AsyncWeb3(
+        AsyncHTTPProvider(
+            settings.rpc_url,
+            request_kwargs={"timeout": settings.rpc_timeout},
+            exception_retry_configuration=None,
+            cache_allowed_requests=True,
+            cacheable_requests={RPCEndpoint("eth_chainId")},
+        )
+    )
+    try:
+        chain_id = await w3.eth.chain_id
+    except UNREACHABLE as exc:
+        raise NodeError(
+            f"no node answers at {redact(settings.rpc_url)}",
+            "start it, or set --rpc-url / TANDEM_RPC_URL to a running node",
+        ) from exc
+    if settings.chain_id is not None and chain_id != settings.chain_id:
+        raise NodeError(
+            f"the node at {redact(settings.rpc_url)} runs chain {chain_id}, "
+            f"not chain {settings.chain_id}",
+            "point the indexer at the right node, or fix chain_id in the settings",
+        )
+    return w3
+
+
+def reader(settings: Settings) -> Web3:
+    """A blocking client on the same node, for the read-only calls made while storing a range."""
+    return Web3(
+        HTTPProvider(
+            settings.rpc_url,
+            request_kwargs={"timeout": settings.rpc_timeout},
+            exception_retry_configuration=None,
+        )
+    )
+
+
+async def hub_address(w3: AsyncWeb3[Any], settings: Settings) -> str:
+    """The configured hub, else the one in this chain's address book; checked to have code."""
+    chain_id = await w3.eth.chain_id
+    if settings.indexer.hub:
+        hub = settings.indexer.hub
+    else:
+        book = artifacts.load_deployment(chain_id, settings)
+        if "TandemHub" not in book:
+            raise DeploymentError("the address book has no TandemHub", "set indexer.hub")
+        hub = book["TandemHub"]
+    hub = checksum(hub)
+    if not await w3.eth.get_code(hub):
+        raise DeploymentError(
+            f"no contract at the hub address {hub} on chain {chain_id}",
+            "deploy the protocol (`tandem deploy`) or fix indexer.hub",
+        )
+    return hub
+
+
+def open_database(settings: Settings, *, create: bool = True) -> Engine:
+    """The indexer's database, migrated to the latest schema (unless only read: then it must
+    exist and be migrated already)."""
+    url = database_url(settings.indexer.database_url, settings.project_root)
+    engine = open_engine(
+        url, owner="indexer", setting="indexer.database_url", must_exist=not create
+    )
+    try:
+        if create:
+            upgrade(engine)
+        elif revision_of(engine) != head_revision():
+            raise ConfigError(
+                "the indexer database has an older schema or none",
+                "run `tandem db upgrade` or `tandem indexer run`",
+            )
+    except SQLAlchemyError as exc:
+        raise ConfigError(
+            f"cannot migrate the indexer database {redact(url)}: {exc.__class__.__name__}",
+            "check indexer.database_url (and that the server is running)",
+        ) from exc
+    return engine
+
+
+class IndexerService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self._stopping = asyncio.Event()
+        self.latest: Head | None = None
+
+    async def open(self) -> None:
+        """Connect to the node and the database, failing with one clear error."""
+        self.w3 = await connect(self.settings)
+        hub = await hub_address(self.w3, self.settings)
+        self.engine = open_database(self.settings)
+        self.indexer = Indexer(self.w3, reader(self.settings), self.settings, self.engine, hub)
+        self.head_source = HeadSource(self.w3, self.settings.indexer, self.settings.rpc_url)
+        cursor = self.indexer.follower.cursor
+        log.info(
+            "indexer on chain %s, hub %s, from %s",
+            await self.w3.eth.chain_id,
+            hub,
+            f"block {cursor.block_number + 1}" if cursor else "the hub's first block",
+        )
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.engine.dispose()
+        with contextlib.suppress(Exception):
+            await self.w3.provider.disconnect()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def sync(self, head: Head) -> int:
+        """Index up to ``head``; returns the depth of a reorganisation met on the way (0: none)."""
+        self.latest = head
+        self.metrics.head.set(head.number)
+        indexer = self.indexer
+        feeds = [asset["feed"] for asset in indexer.assets.values()]
+        await indexer.sources.check(feeds, head.number)
+        events, rows, started = indexer.events_read, indexer.rows_written, time.monotonic()
+        before = indexer.follower.cursor
+        depth = await indexer.follower.sync(head)
+        events, rows = indexer.events_read - events, indexer.rows_written - rows
+        elapsed = time.monotonic() - started
+        self.metrics.events.inc(events)
+        self.metrics.rows.inc(rows)
+        if events:
+            self.metrics.events_per_second.set(events / max(elapsed, 1e-6))
+        if depth:
+            self.metrics.reorgs.inc()
+            self.metrics.reorg_depth.set(depth)
+        cursor = indexer.follower.cursor
+        if cursor is not None:
+            self.metrics.cursor.set(cursor.block_number)
+            self.metrics.lag.set(max(0, head.number - cursor.block_number))
+            first = before.block_number + 1 if before is not None else None
+            if first is None or cursor.block_number - first >= CATCH_UP_BLOCKS:
+                # A catch-up, not a new block: say what it did (the bar shows only on terminals).
+                log.info(
+                    "indexed up to block %s: %s events, %s rows in %.1f s",
+                    cursor.block_number,
+                    events,
+                    rows,
+                    elapsed,
+                )
+        return depth
+
+    async def catch_up(self) -> Head:
+        """Index up to the node's current head (again from the cursor if the chain moves)."""
+        while True:
+            head = await latest_head(self.w3)
+            try:
+                await self.sync(head)
+                return head
+            except ChainMoved as exc:
+                log.info("%s: reading again", exc)
+
+    async def run(self) -> None:
+        """Follow the chain until ``stop()``."""
+        if self.settings.indexer.metrics_port is not None:
+            port = self.metrics.serve(
+                self.settings.indexer.metrics_port, self.settings.indexer.metrics_host
+            )
+            log.info("metrics on port %s", port)
+        following = asyncio.create_task(self._follow())
+        try:
+            await self._stopping.wait()
+        finally:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
+            log.info("stopped")
+
+    async def _follow(self) -> None:
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                async for head in self.head_source:
+                    await self.sync(head)
+                    backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except (*NODE_ERRORS, ChainMoved) as exc:  # type: ignore[misc]
+                self.metrics.errors.inc()
+                log.warning(
+                    "%s; trying again in %.1f s", describe(exc, [self.settings.rpc_url]), backoff
+                )
+            except SQLAlchemyError as exc:
+                log.warning(
+                    "the database failed (%s); trying again in %.1f s",
+                    exc.__class__.__name__,
+                    backoff,
+                )
+            except Exception:
+                # A bug or a surprise from the node must not stop the indexer for good: it is
+                # logged in full, and the next attempt starts again from the cursor.
+                log.exception("indexing failed; trying again in %.1f s", backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(MAX_BACKOFF, backoff * 2)
+
+
+# --- entry points
+
+
+def run(settings: Settings) -> int:
+    """Run the indexer until SIGINT or SIGTERM; returns the exit status."""
+    setup_logs(settings.indexer.log_format)
+    return asyncio.run(_run(settings))
+
+
+async def _run(settings: Settings) -> int:
+    service = IndexerService(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, service.stop)
+    try:
+        await service.open()
+        await service.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await service.close()
+    return 0
+
+
+def index_to_head(settings: Settings) -> int:
+    """Index up to the current head and return it (a backfill, or a from-scratch build after
+    ``clear``)."""
+
+    async def once() -> int:
+        service = IndexerService(settings)
+        try:
+            await service.open()
+            return (await service.catch_up()).number
+        finally:
+            await service.close()
+
+    return asyncio.run(once())
+
+
+def clear(settings: Settings) -> None:
+    """Forget everything indexed, and the cursor: the next run starts from the hub's first
+    block."""
+    engine = open_database(settings)
+    try:
+        with engine.begin() as conn:
+            for model in models.INDEXER_MODELS:
+                conn.execute(delete(model))
+            conn.execute(delete(models.indexer_cursor.blocks))
+            conn.execute(delete(models.indexer_cursor.cursor))
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class Status:
+    cursor: int | None
+    head: int
+    finality_depth: int
+    vaults: int
+    events: int
+    points: int
+
+    @property
+    def lag(self) -> int | None:
+        return None if self.cursor is None else max(0, self.head - self.cursor)
+
+    @property
+    def final(self) -> int | None:
+        """The newest block whose rows no reorganisation within the finality depth changes."""
+        return None if self.cursor is None else self.cursor - self.finality_depth
+
+
+def status(settings: Settings) -> Status:
+    """Where the indexer is, against the node's head."""
+    engine = open_database(settings, create=False)
+    try:
+        with engine.connect() as conn:
+            cursor = conn.execute(select(models.indexer_cursor.cursor.c.block_number)).scalar()
+            counts = [
+                int(conn.execute(select(func.count()).select_from(model)).scalar_one())
+                for model in (models.Vault, models.Event, models.VaultPoint)
+            ]
+    finally:
+        engine.dispose()
+
+    async def head() -> int:
+        w3 = await connect(settings)
+        try:
+            return int(await w3.eth.block_number)
+        finally:
+            await w3.provider.disconnect()
+
+    return Status(cursor, asyncio.run(head()), settings.indexer.finality_depth, *counts)

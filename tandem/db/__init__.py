@@ -1,0 +1,26 @@
+"""The project's database: one schema for every service (typed models for the indexer, the
+keeper's tables, each service's chain cursor), Alembic migrations inside the package, and engines
+opened from a URL (SQLite by default, PostgreSQL in production).
+
+- ``types``: exact uint256/int256 columns on every backend;
+- ``models``, ``keeper``: the tables;
+- ``migrate``: ``upgrade`` (``tandem db upgrade``) and the migration environment.
+"""
+
+from tandem.db import keeper as _keeper  # noqa: F401  (the keeper's tables join the metadata)
+from tandem.db.engine import database_url, open_engine
+from tandem.db.migrate import head_revision, revision_of, upgrade
+from tandem.db.models import Base, metadata
+from tandem.db.types import Int256, Uint256
+
+__all__ = [
+    "Base",
+    "Int256",
+    "Uint256",
+    "database_url",
+    "head_revision",
+    "metadata",
+    "open_engine",
+    "revision_of",
+    "upgrade",
+]

@@ -1,0 +1,66 @@
+"""Engines from a settings URL: SQLite files by default (relative paths under the project root),
+PostgreSQL through psycopg 3; a database that cannot be opened is one clear ``ConfigError``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from tandem.config import redact
+from tandem.errors import ConfigError
+
+
+def database_url(url: str, project_root: Path) -> str:
+    """The SQLAlchemy URL for ``url``: a relative SQLite path is taken under the project root,
+    wherever the service runs from, and PostgreSQL goes through psycopg 3 (the driver the
+    project installs) unless the URL names another."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str(project_root / url[len(prefix) :])
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
+def open_engine(
+    url: str, *, owner: str = "project", setting: str = "database_url", must_exist: bool = False
+) -> Engine:
+    """An engine on ``url``, checked to connect. ``owner`` and ``setting`` name the service and
+    its setting in errors; ``must_exist`` refuses to create a SQLite file (for readers such as
+    ``status``, which must not leave an empty database behind)."""
+    try:
+        engine = create_engine(url)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+            database = engine.url.database
+            if database and database != ":memory:":
+                if must_exist and not Path(database).exists():
+                    raise ConfigError(
+                        f"no {owner} database at {database}",
+                        f"nothing has run with these settings yet (or set {setting})",
+                    )
+                # The SQLite file's folder is created on first use, like the file itself.
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return engine
+    except (SQLAlchemyError, ImportError, OSError) as exc:
+        raise ConfigError(
+            f"cannot open the {owner} database {redact(url)}: {exc.__class__.__name__}",
+            f"check {setting} (and that the server is running)",
+        ) from exc
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets `status` read while a service writes; NORMAL sync is durable across process
+    # crashes, which is what a cursor needs (a power cut may lose the last block, which is
+    # simply processed again).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

@@ -1,0 +1,52 @@
+"""Column types for on-chain integers: uint256 and int256 stored exactly, never as floats.
+
+PostgreSQL keeps them as ``NUMERIC(78, 0)`` (every uint256 fits in 78 digits), so SQL can sum and
+compare them. SQLite has no exact type that wide (its NUMERIC falls back to a float above 2**63),
+so there they are decimal strings, read back as ``int``: sum them in Python, not in SQL.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Dialect, Numeric, String
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+DIGITS = 78  # len(str(2**256 - 1))
+
+
+class _ExactInt(TypeDecorator[int]):
+    impl = String(DIGITS + 1)
+    cache_ok = True
+    signed = False
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(Numeric(DIGITS, 0))
+        return dialect.type_descriptor(String(DIGITS + 1))
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{type(self).__name__} takes an int, not {value!r}")
+        if not self.signed and value < 0:
+            raise ValueError(f"{type(self).__name__} cannot hold a negative value ({value})")
+        return Decimal(value) if dialect.name == "postgresql" else str(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        return None if value is None else int(value)
+
+
+class Uint256(_ExactInt):
+    """A token amount, price or share count: any uint256, exactly."""
+
+    cache_ok = True
+
+
+class Int256(_ExactInt):
+    """A signed on-chain integer (a feed's answer, a change of shares), exactly."""
+
+    cache_ok = True
+    signed = True

@@ -1,0 +1,153 @@
+"""The protocol's events, decoded from logs with the interfaces' ABIs (never an implementation's
+or a test contract's): one table from each event's first topic to its decoder, for every service.
+
+``Decoder.decode`` turns a log into an ``Event``: the event's name, where and when it was logged,
+and its arguments by name as plain Python values (ints, checksummed addresses, ``0x`` hex for
+bytes, lists for arrays), ready for a database row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi.abi import decode as abi_decode
+from eth_utils.abi import collapse_if_tuple, event_abi_to_log_topic
+from eth_utils.address import to_checksum_address as checksum
+from hexbytes import HexBytes
+
+from tandem import artifacts
+from tandem.config import Settings
+
+# Where each event comes from: the interface whose ABI decodes it.
+SOURCES: dict[str, str] = {
+    "hub": "ITandemHub",
+    "vault": "ITandemVault",
+    "feed": "IChainlinkAggregator",
+}
+
+# The interfaces' enums, by value (the ABI gives only uint8): names in snake case, as stored.
+SKIP_REASONS = ("no_pool_position", "below_min_order", "master_suspended")  # SkipReason
+EXIT_REASONS = ("none", "stop_loss", "max_drawdown", "take_profit")  # ExitReason
+MIRROR_DROPS = ("expired", "master_sold", "superseded")  # MirrorDrop
+
+
+def enum_name(names: Sequence[str], value: int) -> str:
+    """An enum member's name, or its number for a member this code does not know yet."""
+    return names[value] if 0 <= value < len(names) else str(value)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One decoded log."""
+
+    name: str
+    source: str  # hub | vault | feed: the kind of contract that emits it
+    address: str
+    block_number: int
+    block_hash: str
+    log_index: int
+    tx_hash: str
+    timestamp: int | None  # the block's, when the node puts it in the log (most do)
+    args: dict[str, Any]
+
+
+class _EventAbi:
+    def __init__(self, source: str, abi: Mapping[str, Any]) -> None:
+        self.source = source
+        self.name: str = abi["name"]
+        inputs = abi["inputs"]
+        self.indexed = [(i["name"], collapse_if_tuple(i)) for i in inputs if i["indexed"]]
+        self.data = [(i["name"], collapse_if_tuple(i)) for i in inputs if not i["indexed"]]
+        self.order = [i["name"] for i in inputs]
+
+    def args(self, topics: Sequence[bytes], data: bytes) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for (name, kind), topic in zip(self.indexed, topics[1:], strict=True):
+            # An indexed dynamic value is logged as its hash: the hash is all there is.
+            dynamic = kind in ("string", "bytes") or kind.endswith("]") or kind.startswith("(")
+            values[name] = HexBytes(topic).to_0x_hex() if dynamic else abi_decode([kind], topic)[0]
+        decoded = abi_decode([kind for _, kind in self.data], data)
+        values.update(zip((name for name, _ in self.data), decoded, strict=True))
+        return {name: plain(values[name]) for name in self.order}
+
+
+def plain(value: Any) -> Any:
+    """An ABI value as a plain Python one: checksummed addresses, ``0x`` hex bytes, lists."""
+    if isinstance(value, str) and len(value) == 42 and value.startswith("0x"):
+        return checksum(value)
+    if isinstance(value, bytes | bytearray):
+        return HexBytes(value).to_0x_hex()
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` for a JSON column: integers as decimal strings (JSON numbers stop being exact
+    at 2**53), booleans as booleans."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value
+
+
+class Decoder:
+    """The protocol's events by first topic. ``names`` limits it to some events (all by
+    default); an event name is unique across the hub, the vault and the feed."""
+
+    def __init__(
+        self, settings: Settings | None = None, names: Iterable[str] | None = None
+    ) -> None:
+        wanted = set(names) if names is not None else None
+        self._by_topic: dict[bytes, _EventAbi] = {}
+        self._by_name: dict[str, bytes] = {}
+        for source, interface in SOURCES.items():
+            for item in artifacts.load(interface, settings).abi:
+                if item["type"] != "event" or (wanted is not None and item["name"] not in wanted):
+                    continue
+                topic = bytes(event_abi_to_log_topic(item))  # type: ignore[arg-type]
+                self._by_topic[topic] = _EventAbi(source, item)
+                self._by_name[item["name"]] = topic
+        if wanted is not None and (missing := wanted - set(self._by_name)):
+            raise KeyError(f"no such events in the interfaces: {', '.join(sorted(missing))}")
+
+    @property
+    def topics(self) -> list[bytes]:
+        """Every known event's first topic (what to ask ``eth_getLogs`` for)."""
+        return list(self._by_topic)
+
+    def topic(self, name: str) -> bytes:
+        return self._by_name[name]
+
+    def source(self, name: str) -> str:
+        return self._by_topic[self._by_name[name]].source
+
+    def decode(self, entry: Mapping[str, Any]) -> Event | None:
+        """``entry`` (a log as web3 returns it) decoded, or None for an event not known here."""
+        topics = [bytes(t) for t in entry["topics"]]
+        event = self._by_topic.get(topics[0]) if topics else None
+        if event is None:
+            return None
+        timestamp = entry.get("blockTimestamp")
+        return Event(
+            name=event.name,
+            source=event.source,
+            address=checksum(entry["address"]),
+            block_number=int(entry["blockNumber"]),
+            block_hash=HexBytes(entry["blockHash"]).to_0x_hex(),
+            log_index=int(entry["logIndex"]),
+            tx_hash=HexBytes(entry["transactionHash"]).to_0x_hex(),
+            timestamp=None if timestamp is None else _int(timestamp),
+            args=event.args(topics, bytes(HexBytes(entry["data"]))),
+        )
+
+
+def _int(value: Any) -> int:
+    return int(value, 16) if isinstance(value, str) else int(value)

@@ -1,0 +1,118 @@
+"""The project's database on SQLite and a real PostgreSQL: exact uint256 columns, a migration
+history that creates exactly the models' schema, and keepers' older databases migrated in place."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    create_engine,
+    insert,
+    inspect,
+    select,
+)
+from sqlalchemy.exc import StatementError
+
+from tandem.db import Int256, Uint256, head_revision, metadata, revision_of, upgrade
+from tandem.db import keeper as keeper_tables
+
+MAX_UINT = 2**256 - 1
+
+
+def test_uint256_and_int256_round_trip_exactly_at_their_limits(empty_engine: Engine) -> None:
+    numbers = MetaData()
+    table = Table(
+        "numbers",
+        numbers,
+        Column("id", Integer, primary_key=True),
+        Column("unsigned", Uint256),
+        Column("signed", Int256),
+    )
+    numbers.create_all(empty_engine)
+    values = [
+        (MAX_UINT, 2**255 - 1),
+        (0, -(2**255)),
+        (10**18 + 1, -1),
+        # Past a double's 53 bits: a float would come back as 2**64.
+        (2**64 + 1, -(2**64) - 1),
+    ]
+    with empty_engine.begin() as conn:
+        conn.execute(
+            insert(table),
+            [{"id": i, "unsigned": u, "signed": s} for i, (u, s) in enumerate(values)],
+        )
+    with empty_engine.connect() as conn:
+        rows = conn.execute(select(table.c.unsigned, table.c.signed).order_by(table.c.id))
+        back = [tuple(r) for r in rows]
+    assert back == values
+    assert all(type(u) is int and type(s) is int for u, s in back)
+
+
+def test_uint256_refuses_negative_and_non_integer_values(empty_engine: Engine) -> None:
+    numbers = MetaData()
+    table = Table("numbers", numbers, Column("id", Integer, primary_key=True), Column("u", Uint256))
+    numbers.create_all(empty_engine)
+    for bad in (-1, 1.5, "12"):
+        with pytest.raises(StatementError), empty_engine.begin() as conn:
+            conn.execute(insert(table).values(id=1, u=bad))
+
+
+def test_migrations_from_empty_create_exactly_the_models_schema(empty_engine: Engine) -> None:
+    assert revision_of(empty_engine) is None
+    upgrade(empty_engine)
+    assert revision_of(empty_engine) == head_revision()
+    with empty_engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        # What autogenerate would write next: nothing, the migrated schema is the models'.
+        assert compare_metadata(context, metadata) == []
+    names = set(inspect(empty_engine).get_table_names())
+    assert {t.name for t in metadata.sorted_tables} <= names
+    assert {"trades", "vault_points", "keeper_cursor", "indexer_cursor"} <= names
+    # Upgrading again changes nothing.
+    upgrade(empty_engine)
+    assert revision_of(empty_engine) == head_revision()
+
+
+def test_a_keepers_database_from_before_the_migrations_keeps_its_rows_and_gains_the_rest(
+    empty_engine: Engine,
+) -> None:
+    # What a keeper created itself, before the schema had a migration history.
+    old = MetaData()
+    for table in metadata.sorted_tables:
+        if table.name.startswith("keeper_"):
+            table.to_metadata(old)
+    old.create_all(empty_engine)
+    cursor = keeper_tables.keeper_cursor.cursor
+    with empty_engine.begin() as conn:
+        conn.execute(
+            insert(cursor).values(name="main", block_number=41, block_hash="0x" + "ab" * 32)
+        )
+    upgrade(empty_engine)
+    assert revision_of(empty_engine) == head_revision()
+    with empty_engine.connect() as conn:
+        assert conn.execute(select(cursor.c.block_number)).scalar_one() == 41
+    assert "vault_points" in inspect(empty_engine).get_table_names()
+
+
+def test_tandem_db_upgrade_migrates_the_named_database_from_an_installed_package(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    # Run from another folder: no alembic.ini or migrations folder in the working directory.
+    command = [sys.executable, "-m", "tandem.cli", "db", "upgrade", "--database-url", url]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"schema at revision {head_revision()}" in done.stdout
+    engine = create_engine(url)
+    assert revision_of(engine) == head_revision()
+    engine.dispose()

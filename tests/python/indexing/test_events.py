@@ -1,0 +1,98 @@
+"""Decoding logs with the interfaces' ABIs: names, arguments as plain values, arrays, indexed and
+unindexed arguments, unknown events, and JSON-safe integers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from eth_abi.abi import encode
+from eth_utils.crypto import keccak
+from web3 import Web3
+
+from tandem.config import Settings
+from tandem.events import EXIT_REASONS, Decoder, enum_name, jsonable
+
+VAULT = "0x" + "11" * 20
+FOLLOWER = "0x" + "aB" * 20
+TOKENS = ["0x" + "22" * 20, "0x" + "33" * 20]
+BLOCK_HASH = "0x" + "44" * 32
+TX_HASH = "0x" + "55" * 32
+
+
+def log(topics: list[bytes], data: bytes, **extra: object) -> dict[str, object]:
+    return {
+        "address": VAULT,
+        "topics": topics,
+        "data": data,
+        "blockNumber": 7,
+        "blockHash": bytes.fromhex(BLOCK_HASH[2:]),
+        "transactionHash": bytes.fromhex(TX_HASH[2:]),
+        "logIndex": 3,
+        **extra,
+    }
+
+
+def topic_of(signature: str) -> bytes:
+    return keccak(text=signature)
+
+
+def test_an_exit_to_base_decodes_with_its_arrays_and_its_indexed_follower(
+    settings: Settings,
+) -> None:
+    decoder = Decoder(settings)
+    signature = "ExitedToBase(address,uint256,address[],uint256[],uint256)"
+    assert decoder.topic("ExitedToBase") == topic_of(signature)
+    amounts = [2**256 - 1, 5]
+    data = encode(["uint256", "address[]", "uint256[]", "uint256"], [10**27, TOKENS, amounts, 99])
+    follower_topic = bytes(12) + bytes.fromhex(FOLLOWER[2:])
+    event = decoder.decode(log([topic_of(signature), follower_topic], data, blockTimestamp="0x10"))
+    assert event is not None
+    assert (event.name, event.source, event.block_number, event.log_index) == (
+        "ExitedToBase",
+        "vault",
+        7,
+        3,
+    )
+    assert (event.block_hash, event.tx_hash, event.timestamp) == (BLOCK_HASH, TX_HASH, 16)
+    # Addresses come back checksummed, in the event's own argument order.
+    assert list(event.args) == ["follower", "shares", "tokens", "amounts", "baseOut"]
+    assert event.args["follower"] == Web3.to_checksum_address(FOLLOWER)
+    assert event.args["tokens"] == [
+        "0x2222222222222222222222222222222222222222",
+        "0x3333333333333333333333333333333333333333",
+    ]
+    assert event.args["amounts"] == amounts and event.args["baseOut"] == 99
+    assert event.address == "0x1111111111111111111111111111111111111111"
+
+
+def test_a_feed_answer_decodes_a_negative_indexed_int(settings: Settings) -> None:
+    decoder = Decoder(settings)
+    signature = "AnswerUpdated(int256,uint256,uint256)"
+    current = encode(["int256"], [-42])
+    round_id = encode(["uint256"], [9])
+    event = decoder.decode(log([topic_of(signature), current, round_id], encode(["uint256"], [5])))
+    assert event is not None and event.source == "feed" and event.timestamp is None
+    assert event.args == {"current": -42, "roundId": 9, "updatedAt": 5}
+
+
+def test_unknown_events_are_not_decoded_and_limits_are_checked(settings: Settings) -> None:
+    decoder = Decoder(settings, ["Traded"])
+    assert decoder.topics == [decoder.topic("Traded")]
+    other = topic_of("OwnershipTransferred(address,address)")
+    assert decoder.decode(log([other], b"")) is None
+    assert decoder.decode(log([], b"")) is None
+    with pytest.raises(KeyError, match="NoSuchEvent"):
+        Decoder(settings, ["Traded", "NoSuchEvent"])
+
+
+def test_json_keeps_every_integer_exact_and_enums_have_names() -> None:
+    args = {"amount": 2**256 - 1, "ok": True, "list": [1, -2], "who": FOLLOWER}
+    assert json.loads(json.dumps(jsonable(args))) == {
+        "amount": str(2**256 - 1),
+        "ok": True,
+        "list": ["1", "-2"],
+        "who": FOLLOWER,
+    }
+    assert enum_name(EXIT_REASONS, 1) == "stop_loss"
+    assert enum_name(EXIT_REASONS, 9) == "9"  # a member added later still shows
