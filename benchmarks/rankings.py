@@ -39,6 +39,7 @@ from indexer.metrics import (
     round_trips,
 )
 from indexer.rankings import MasterInputs
+from tandem.db.migrate import upgrade
 
 ONE = 10**18
 DAYS = 365
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     with database(args.sqlite) as (engine, name):
-        r.create_table(engine)
+        upgrade(engine)
 
         def store_all() -> None:
             with engine.begin() as conn:

@@ -1,7 +1,7 @@
 """Rankings: one row per (master, window) with every metric, the ``master_rankings`` table that
 holds them, the recompute for the masters a block touched, and the top-N query by any metric.
 
-The table is self-contained (its own ``MetaData``) until the indexer's migrations adopt it.
+The table is ``master_rankings`` in the project's schema (``tandem.db.models.MasterRanking``).
 """
 
 from __future__ import annotations
@@ -11,31 +11,11 @@ import statistics
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Connection,
-    Dialect,
-    Double,
-    Index,
-    Integer,
-    MetaData,
-    Numeric,
-    Select,
-    String,
-    Table,
-    delete,
-    insert,
-    select,
-)
-from sqlalchemy.engine import Engine
-from sqlalchemy.sql.type_api import TypeEngine
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import Connection, Select, delete, insert, select
 
+from tandem.db import models
 from tandem.errors import TandemError
 
 from . import metrics as m
@@ -226,111 +206,12 @@ def masters_to_recompute(
 # -------------------------------------------------------------------------------------------------
 
 
-class UsdAmount(TypeDecorator[int]):
-    """USD with 18 decimals as an exact integer: NUMERIC(78, 0) (any uint256) on PostgreSQL.
-    SQLite has no such type; there it is a REAL, right for ordering, approximate in value."""
-
-    impl = Numeric(78, 0)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(Double())
-        return dialect.type_descriptor(Numeric(78, 0))
-
-    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        return float(value) if dialect.name == "sqlite" else Decimal(value)
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
-        return None if value is None else int(value)
-
-
-metadata = MetaData()
-
-master_rankings = Table(
-    "master_rankings",
-    metadata,
-    Column("master", String(42), primary_key=True),
-    Column("window", String(3), primary_key=True),
-    Column("vault", String(42), nullable=False),
-    # Timestamps pass 2**31 in 2038 and some chains' block numbers sooner: 64 bits.
-    Column("as_of", BigInteger, nullable=False, comment="block timestamp the row is computed at"),
-    Column("from_block", BigInteger, nullable=False, comment="block of the window's base point"),
-    Column("to_block", BigInteger, nullable=False, comment="block of the window's last point"),
-    Column("closed", Boolean, nullable=False),
-    Column("ranked", Boolean, nullable=False, comment="the ranking rules in force admitted it"),
-    Column("history_days", Integer, nullable=False),
-    Column("track_trades", Integer, nullable=False),
-    Column("master_equity_usd", UsdAmount, nullable=False),
-    Column("aum_usd", UsdAmount, nullable=False),
-    Column("roi", Double, nullable=False),
-    Column("pnl_usd", UsdAmount, nullable=False),
-    Column("max_drawdown", Double, nullable=False),
-    Column("volatility", Double),
-    Column("sharpe", Double),
-    Column("sortino", Double),
-    Column("risk_score", Integer),
-    Column("win_rate", Double),
-    Column("profit_factor", Double),
-    Column("avg_holding_seconds", Double),
-    Column("round_trips", Integer, nullable=False),
-    Column("trades", Integer, nullable=False),
-    Column("days_active", Integer, nullable=False),
-    Column("followers_now", Integer, nullable=False),
-    Column("followers_ever", Integer, nullable=False),
-    Column("followers_in_profit", Integer, nullable=False),
-    Column("follower_median_return", Double),
-    Column("followers_pnl_usd", UsdAmount, nullable=False),
-    Column("tracking_error_bps", Double),
-    Column("tracking_error_max_bps", Double),
-    comment="Every metric of each master over each window (7d, 30d, 90d, all); see METRICS.md.",
-)
-
-# Each sortable metric, and whether a higher value ranks first.
-SORTABLE: dict[str, bool] = {
-    "roi": True,
-    "pnl_usd": True,
-    "max_drawdown": False,
-    "volatility": False,
-    "sharpe": True,
-    "sortino": True,
-    "risk_score": False,
-    "win_rate": True,
-    "profit_factor": True,
-    "avg_holding_seconds": False,
-    "trades": True,
-    "days_active": True,
-    "aum_usd": True,
-    "followers_now": True,
-    "followers_in_profit": True,
-    "follower_median_return": True,
-    "followers_pnl_usd": True,
-    "tracking_error_bps": False,
-}
-
-# One index per sortable metric, led by the window and holding ranked rows only: a top-N query
-# reads N entries of one index in order (forwards or backwards) and stops, however many
-# masters without a track record (thousands of fresh addresses with wild returns, say) would
-# otherwise sit above the first ranked one.
-for _metric in SORTABLE:
-    Index(
-        f"ix_master_rankings_{_metric}",
-        master_rankings.c.window,
-        master_rankings.c[_metric],
-        master_rankings.c.master,
-        postgresql_where=master_rankings.c.ranked,
-        sqlite_where=master_rankings.c.ranked,
-    )
+# The table is ``tandem.db.models.MasterRanking``, in the project's migrations.
+master_rankings: Any = models.MasterRanking.__table__
+SORTABLE: dict[str, bool] = models.RANKING_SORTABLE
 
 # The table's columns in the order of RankingRow's fields, so a result row is its arguments.
 _selected = [master_rankings.c[f.name] for f in fields(RankingRow)]
-
-
-def create_table(engine: Engine) -> None:
-    """Creates ``master_rankings`` and its indexes if missing (until migrations own it)."""
-    metadata.create_all(engine, tables=[master_rankings])
 
 
 def store_rows(conn: Connection, rows: Sequence[RankingRow]) -> None:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, MetaData, String
+from sqlalchemy import JSON, BigInteger, Boolean, Double, Index, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from tandem.db.types import Int256, Uint256
+from tandem.db.types import Int256, OrderedInt256, Uint256
 from tandem.follower.cursor import cursor_tables
 
 ADDRESS = String(42)
@@ -371,6 +371,91 @@ class VaultPoint(Base):
     share_price: Mapped[int | None] = mapped_column(Uint256)
     total_shares: Mapped[int] = mapped_column(Uint256)
     followers: Mapped[int] = mapped_column(Integer)
+
+
+# --- derived data
+
+
+# Each metric the rankings sort by, and whether a higher value ranks first.
+RANKING_SORTABLE: dict[str, bool] = {
+    "roi": True,
+    "pnl_usd": True,
+    "max_drawdown": False,
+    "volatility": False,
+    "sharpe": True,
+    "sortino": True,
+    "risk_score": False,
+    "win_rate": True,
+    "profit_factor": True,
+    "avg_holding_seconds": False,
+    "trades": True,
+    "days_active": True,
+    "aum_usd": True,
+    "followers_now": True,
+    "followers_in_profit": True,
+    "follower_median_return": True,
+    "followers_pnl_usd": True,
+    "tracking_error_bps": False,
+}
+
+
+class MasterRanking(Base):
+    """Every metric of one master over one window (7d, 30d, 90d, all); see indexer/METRICS.md.
+
+    Derived, not read from the chain: computed from final rows only (at or below the cursor less
+    the finality depth), so a reorganisation within the finality depth never changes them, and
+    replaced whole for a master each time it is recomputed. Money is exact and sorts as numbers
+    on every backend (``OrderedInt256``); ratios are doubles, ranked and shown, never settled.
+    """
+
+    __tablename__ = "master_rankings"
+    master: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    window: Mapped[str] = mapped_column(String(3), primary_key=True)
+    vault: Mapped[str] = mapped_column(ADDRESS)
+    as_of: Mapped[int] = mapped_column(BigInteger, comment="block timestamp the row is computed at")
+    from_block: Mapped[int] = mapped_column(BigInteger, comment="block of the window's base point")
+    to_block: Mapped[int] = mapped_column(BigInteger, comment="block of the window's last point")
+    closed: Mapped[bool] = mapped_column(Boolean)
+    ranked: Mapped[bool] = mapped_column(Boolean, comment="the ranking rules in force admitted it")
+    history_days: Mapped[int] = mapped_column(Integer)
+    track_trades: Mapped[int] = mapped_column(Integer)
+    master_equity_usd: Mapped[int] = mapped_column(OrderedInt256)
+    aum_usd: Mapped[int] = mapped_column(OrderedInt256)
+    roi: Mapped[float] = mapped_column(Double)
+    pnl_usd: Mapped[int] = mapped_column(OrderedInt256)
+    max_drawdown: Mapped[float] = mapped_column(Double)
+    volatility: Mapped[float | None] = mapped_column(Double)
+    sharpe: Mapped[float | None] = mapped_column(Double)
+    sortino: Mapped[float | None] = mapped_column(Double)
+    risk_score: Mapped[int | None] = mapped_column(Integer)
+    win_rate: Mapped[float | None] = mapped_column(Double)
+    profit_factor: Mapped[float | None] = mapped_column(Double)
+    avg_holding_seconds: Mapped[float | None] = mapped_column(Double)
+    round_trips: Mapped[int] = mapped_column(Integer)
+    trades: Mapped[int] = mapped_column(Integer)
+    days_active: Mapped[int] = mapped_column(Integer)
+    followers_now: Mapped[int] = mapped_column(Integer)
+    followers_ever: Mapped[int] = mapped_column(Integer)
+    followers_in_profit: Mapped[int] = mapped_column(Integer)
+    follower_median_return: Mapped[float | None] = mapped_column(Double)
+    followers_pnl_usd: Mapped[int] = mapped_column(OrderedInt256)
+    tracking_error_bps: Mapped[float | None] = mapped_column(Double)
+    tracking_error_max_bps: Mapped[float | None] = mapped_column(Double)
+
+
+# One index per sortable metric, led by the window and holding ranked rows only: a top-N query
+# reads N entries of one index in order (forwards or backwards) and stops, however many masters
+# without a track record would otherwise sit above the first ranked one.
+_rankings: Any = MasterRanking.__table__
+for _metric in RANKING_SORTABLE:
+    Index(
+        f"ix_master_rankings_{_metric}",
+        _rankings.c.window,
+        _rankings.c[_metric],
+        _rankings.c.master,
+        postgresql_where=_rankings.c.ranked,
+        sqlite_where=_rankings.c.ranked,
+    )
 
 
 # Every indexer table whose rows carry a block number: what a reorganisation rolls back.

@@ -21,6 +21,7 @@ from indexer.metrics import (
     round_trips,
 )
 from indexer.rankings import MasterInputs
+from tandem.db.migrate import upgrade
 
 from .support import fresh_postgres
 
@@ -80,8 +81,7 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     else:
         url = fresh_postgres(request.getfixturevalue("postgres"), "rankings")
     engine = create_engine(url)
-    r.metadata.drop_all(engine)
-    r.create_table(engine)
+    upgrade(engine)
     yield engine
     engine.dispose()
 

@@ -1,0 +1,300 @@
+"""The rankings' and the follower profile's inputs, read from what the indexer stored: each
+master's ``MasterInputs`` and each follower's allocations, from final rows only.
+
+Every reader takes ``up_to``, the newest block whose rows it uses. The rankings pass
+``reading.final_block``: rows above it may still be rolled back by a reorganisation within the
+finality depth, rows at or below it cannot, so rankings computed from them never go stale when a
+shallow reorganisation replaces the latest blocks. Money is read as stored (exact integers) and
+summed here, in Python.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from tandem.db import models as m
+
+from . import metrics
+from . import rankings as r
+from .metrics import AllocationEvent, AllocationEventKind, IndexPoint
+
+ONE = 10**18
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """One follower's allocation to one vault, as their profile shows it."""
+
+    vault: str
+    master: str
+    view: metrics.AllocationView
+
+
+class Prices:
+    """Oracle prices as ``ITandemHub.priceOf`` gives them (USD with 36 decimals per smallest
+    unit), at any block, from the stored feed answers and the base prices of ``Allocated``."""
+
+    def __init__(self, conn: Connection, up_to: int) -> None:
+        decimals: dict[str, tuple[int, int]] = {}
+        for asset in conn.execute(
+            select(m.Asset.token, m.Asset.token_decimals, m.Asset.feed_decimals)
+            .where(m.Asset.block_number <= up_to)
+            .order_by(m.Asset.block_number, m.Asset.log_index)
+        ):
+            decimals[asset.token] = (asset.token_decimals, asset.feed_decimals)
+        seen: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+        for row in conn.execute(
+            select(m.Price.token, m.Price.block_number, m.Price.log_index, m.Price.answer).where(
+                m.Price.block_number <= up_to
+            )
+        ):
+            if row.token in decimals and row.answer > 0:
+                token_decimals, feed_decimals = decimals[row.token]
+                price = row.answer * 10**36 // 10 ** (token_decimals + feed_decimals)
+                seen[row.token].append((row.block_number, row.log_index, price))
+        # The vault priced the base asset itself at each allocation: the same price, exactly.
+        base = base_asset(conn, up_to)
+        if base is not None:
+            for entry in conn.execute(
+                select(
+                    m.Allocation.block_number, m.Allocation.log_index, m.Allocation.base_price
+                ).where(m.Allocation.block_number <= up_to)
+            ):
+                seen[base].append((entry.block_number, entry.log_index, entry.base_price))
+        self._series = {token: sorted(points) for token, points in seen.items()}
+
+    def value(self, token: str, amount: int, block: int) -> int:
+        """``amount`` of ``token`` in USD with 18 decimals at the latest price at or before the
+        end of ``block`` (zero without one)."""
+        series = self._series.get(token, [])
+        i = bisect.bisect_right(series, (block, 2**62, 0))
+        if i == 0:
+            return 0
+        return amount * series[i - 1][2] // ONE
+
+
+def base_asset(conn: Connection, up_to: int) -> str | None:
+    """The hub's base asset: what every master deposit is made in (None before the first)."""
+    return conn.execute(
+        select(m.MasterFlow.token)
+        .where(m.MasterFlow.kind == "deposit", m.MasterFlow.block_number <= up_to)
+        .limit(1)
+    ).scalar()
+
+
+def as_of(conn: Connection, up_to: int) -> int | None:
+    """The block timestamp of the newest stored row at or below ``up_to``: the rankings' time."""
+    times = [
+        conn.execute(select(func.max(model.timestamp)).where(model.block_number <= up_to)).scalar()
+        for model in (m.Event, m.VaultPoint)
+    ]
+    known = [int(t) for t in times if t is not None]
+    return max(known) if known else None
+
+
+def vault_masters(conn: Connection, up_to: int) -> dict[str, str]:
+    """Every vault created at or below ``up_to``, and its master."""
+    query = select(m.Vault.vault, m.Vault.master).where(m.Vault.block_number <= up_to)
+    return {row.vault: row.master for row in conn.execute(query)}
+
+
+def touched_vaults(conn: Connection, after: int, up_to: int) -> set[str]:
+    """Vaults with a time-series point in blocks ``after + 1`` to ``up_to``: those whose books,
+    shares or prices changed there."""
+    query = select(m.VaultPoint.vault).where(
+        m.VaultPoint.block_number > after, m.VaultPoint.block_number <= up_to
+    )
+    return set(conn.execute(query.distinct()).scalars())
+
+
+def _rows(conn: Connection, model: Any, vault: str, up_to: int, **where: Any) -> list[Any]:
+    query = select(model).where(model.vault == vault, model.block_number <= up_to)
+    for column, value in where.items():
+        query = query.where(getattr(model, column) == value)
+    return list(conn.execute(query.order_by(model.block_number, model.log_index)).scalars())
+
+
+def master_inputs(conn: Connection, vault: str, master: str, up_to: int) -> r.MasterInputs:
+    """Everything the rankings need about ``master``'s ``vault``, from rows at or below
+    ``up_to`` (see METRICS.md, "Inputs", for which event gives each series)."""
+    prices = Prices(conn, up_to)
+    base = base_asset(conn, up_to) or ""
+    points = _points(conn, vault, up_to)
+    index = [
+        IndexPoint(
+            p.timestamp,
+            p.block_number,
+            p.master_index,
+            p.master_aum * ONE // p.master_index if p.master_index else 0,
+        )
+        for p in points
+        if p.master_index is not None and p.master_aum is not None
+    ]
+    pool_index = [
+        IndexPoint(p.timestamp, p.block_number, p.pool_aum * ONE // p.total_shares, p.total_shares)
+        for p in points
+        if p.pool_aum is not None and p.total_shares > 0
+    ]
+
+    trades = _rows(conn, m.Trade, vault, up_to)
+    fills: list[tuple[int, int, list[metrics.Fill]]] = []
+    for t in trades:
+        fills.append(
+            (
+                t.block_number,
+                t.log_index,
+                metrics.fills_from_trade(
+                    timestamp=t.timestamp,
+                    block=t.block_number,
+                    token_in=t.token_in,
+                    token_out=t.token_out,
+                    master_in=t.master_in,
+                    master_out=t.master_out,
+                    price_in=t.price_in,
+                    price_out=t.price_out,
+                    base_asset=base,
+                ),
+            )
+        )
+    for w in _rows(conn, m.MasterFlow, vault, up_to, kind="withdrawal"):
+        if w.token != base:
+            # An in-kind withdrawal closes positions like a sale, at the oracle value.
+            value = prices.value(w.token, w.amount, w.block_number)
+            fill = metrics.Fill(w.timestamp, w.block_number, w.token, -w.amount, value)
+            fills.append((w.block_number, w.log_index, [fill]))
+    fills.sort(key=lambda f: (f[0], f[1]))
+    trips = metrics.round_trips(fill for _, _, group in fills for fill in group)
+
+    share_price = _share_price(points)
+    followers = [
+        metrics.follower_outcome(follower, events, share_price)
+        for follower, events in sorted(allocation_events(conn, vault, up_to, prices).items())
+    ]
+    return r.MasterInputs(
+        master=master,
+        vault=vault,
+        index=index,
+        pool_index=pool_index,
+        trade_times=[t.timestamp for t in trades],
+        round_trips=trips,
+        followers=followers,
+        closed_at=_closed_at(points),
+    )
+
+
+def _points(conn: Connection, vault: str, up_to: int) -> list[Any]:
+    query = select(m.VaultPoint).where(
+        m.VaultPoint.vault == vault, m.VaultPoint.block_number <= up_to
+    )
+    return list(conn.execute(query.order_by(m.VaultPoint.block_number)).scalars())
+
+
+def _share_price(points: list[Any]) -> int:
+    """What 1e18 pool shares are worth at the latest point with values (USD, 18 decimals)."""
+    priced = [p for p in points if p.pool_aum is not None and p.total_shares > 0]
+    return priced[-1].pool_aum * ONE // priced[-1].total_shares if priced else 0
+
+
+def _closed_at(points: list[Any]) -> int | None:
+    """When the vault closed: the start of a run of points, lasting to the latest, where the
+    master's book and the pool are both empty, after the master once had equity."""
+    closed_at = None
+    had_equity = False
+    for p in points:
+        empty = (p.master_aum or 0) == 0 and p.total_shares == 0 and p.master_index is not None
+        if not empty:
+            had_equity = had_equity or bool(p.master_aum)
+            closed_at = None
+        elif had_equity and closed_at is None:
+            closed_at = p.timestamp
+    return closed_at
+
+
+def allocation_events(
+    conn: Connection, vault: str, up_to: int, prices: Prices | None = None
+) -> dict[str, list[AllocationEvent]]:
+    """Each follower's allocation events in ``vault``, in chain order: ``Allocated``, exits
+    (what they paid: ``baseOut``, or the in-kind slices, at oracle prices), fees, peaks."""
+    prices = prices or Prices(conn, up_to)
+    base = base_asset(conn, up_to) or ""
+    slices: dict[tuple[int, int], int] = defaultdict(int)
+    for s in _rows(conn, m.ExitSlice, vault, up_to):
+        slices[(s.block_number, s.log_index)] += prices.value(s.token, s.amount, s.block_number)
+    found: dict[str, list[tuple[int, int, AllocationEvent]]] = defaultdict(list)
+
+    def add(row: Any, follower: str, kind: AllocationEventKind, shares: int, value: int) -> None:
+        event = AllocationEvent(row.timestamp, row.block_number, kind, shares, value)
+        found[follower].append((row.block_number, row.log_index, event))
+
+    for a in _rows(conn, m.Allocation, vault, up_to):
+        add(a, a.follower, AllocationEventKind.ALLOCATED, a.shares, a.entered)
+    for e in _rows(conn, m.Exit, vault, up_to):
+        if e.kind == "to_base" and e.base_out is not None:
+            paid = prices.value(base, e.base_out, e.block_number)
+        else:
+            paid = slices[(e.block_number, e.log_index)]
+        add(e, e.follower, AllocationEventKind.EXITED, e.shares, paid)
+    for f in _rows(conn, m.FeeCharged, vault, up_to):
+        add(f, f.follower, AllocationEventKind.FEE, f.master_shares + f.protocol_shares, f.fee)
+    for p in _rows(conn, m.Peak, vault, up_to):
+        add(p, p.follower, AllocationEventKind.PEAK, 0, p.peak_value)
+    return {
+        follower: [e for _, _, e in sorted(events, key=lambda x: (x[0], x[1]))]
+        for follower, events in found.items()
+    }
+
+
+def limits_of(conn: Connection, vault: str, follower: str, up_to: int) -> metrics.Limits:
+    """The follower's limits in force at ``up_to`` (the conservative preset until they chose)."""
+    rows = _rows(conn, m.Limits, vault, up_to, follower=follower)
+    if not rows:
+        return metrics.Limits()
+    last = rows[-1]
+    return metrics.Limits(last.stop_loss_bps, last.take_profit_bps, last.max_drawdown_bps)
+
+
+def portfolio(conn: Connection, follower: str, up_to: int) -> list[Position]:
+    """Every allocation ``follower`` ever made, by vault: entry, value now, realised and
+    unrealised P&L, fees, limits and the distance to each, exits."""
+    masters = vault_masters(conn, up_to)
+    query = select(m.Allocation.vault).where(
+        m.Allocation.follower == follower, m.Allocation.block_number <= up_to
+    )
+    vaults = sorted(set(conn.execute(query).scalars()))
+    positions = []
+    prices = Prices(conn, up_to)
+    for vault in vaults:
+        events = allocation_events(conn, vault, up_to, prices).get(follower, [])
+        points = _points(conn, vault, up_to)
+        view = metrics.allocation_view(
+            events, _share_price(points), limits_of(conn, vault, follower, up_to)
+        )
+        positions.append(Position(vault, masters.get(vault, ""), view))
+    return positions
+
+
+def recompute(
+    conn: Connection, masters: Iterable[str], up_to: int, rules: metrics.RankingRules
+) -> int:
+    """Computes and stores the rows of ``masters`` from rows at or below ``up_to``, as of that
+    block's time, replacing theirs (a master without a point there loses its rows). Returns the
+    number of rows written."""
+    when = as_of(conn, up_to)
+    wanted = set(masters)
+    chosen = {v: master for v, master in vault_masters(conn, up_to).items() if master in wanted}
+    rows = []
+    if when is not None:
+        for vault, master in sorted(chosen.items()):
+            rows += r.master_rows(master_inputs(conn, vault, master, up_to), when, rules)
+    # Masters asked for but without a vault at ``up_to`` (a reorganisation removed it) lose theirs.
+    stale = wanted - set(chosen.values())
+    if stale:
+        conn.execute(r.master_rankings.delete().where(r.master_rankings.c.master.in_(stale)))
+    r.store_rows(conn, rows)
+    return len(rows)
