@@ -19,7 +19,10 @@ from web3 import AsyncWeb3, Web3
 from web3.providers import AsyncHTTPProvider, HTTPProvider
 from web3.types import RPCEndpoint
 
+from indexer import inputs, reading
+from indexer import rankings as ranking
 from indexer.handler import Indexer
+from indexer.metrics import RankingRules
 from indexer.monitoring import Metrics, setup_logs
 from tandem import artifacts
 from tandem.config import Settings, redact
@@ -122,6 +125,7 @@ class IndexerService:
         self.metrics = Metrics()
         self._stopping = asyncio.Event()
         self.latest: Head | None = None
+        self.rankings = RankingsKeeper(settings)
 
     async def open(self) -> None:
         """Connect to the node and the database, failing with one clear error."""
@@ -166,6 +170,8 @@ class IndexerService:
         if depth:
             self.metrics.reorgs.inc()
             self.metrics.reorg_depth.set(depth)
+        # Off the event loop: reading every touched vault's rows is blocking database work.
+        await asyncio.to_thread(self.rankings.refresh, self.engine, depth)
         cursor = indexer.follower.cursor
         if cursor is not None:
             self.metrics.cursor.set(cursor.block_number)
@@ -235,6 +241,42 @@ class IndexerService:
             backoff = min(MAX_BACKOFF, backoff * 2)
 
 
+class RankingsKeeper:
+    """Keeps ``master_rankings`` up to date with the final rows: after each batch, the masters
+    whose vaults have new final rows (every master on a new UTC day, or after a reorganisation
+    deeper than the finality depth, which rewrote rows the rankings were computed from)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.finality_depth = settings.indexer.finality_depth
+        self.rules = RankingRules.from_settings(settings.rankings)
+        self.final: int | None = None  # the final block the rankings were last computed at
+        self.as_of: int | None = None
+
+    def refresh(self, engine: Engine, reorg_depth: int = 0) -> int:
+        """Recomputes what the batch made stale; returns the number of rows written."""
+        with engine.begin() as conn:
+            final = reading.final_block(conn, self.finality_depth)
+            deep = reorg_depth > self.finality_depth
+            if final is None or final < 0 or (final == self.final and not deep):
+                return 0
+            when = inputs.as_of(conn, final)
+            if when is None:
+                return 0
+            every = inputs.vault_masters(conn, final)
+            if deep or self.final is None:
+                # Rows the rankings came from may be gone: every master, and any ranked before.
+                ranked = conn.execute(select(ranking.master_rankings.c.master).distinct())
+                masters = set(every.values()) | set(ranked.scalars())
+            else:
+                touched = inputs.touched_vaults(conn, self.final, final)
+                masters = ranking.masters_to_recompute(
+                    (every[v] for v in touched if v in every), every.values(), self.as_of, when
+                )
+            written = inputs.recompute(conn, masters, final, self.rules) if masters else 0
+        self.final, self.as_of = final, when
+        return written
+
+
 # --- entry points
 
 
@@ -282,6 +324,7 @@ def clear(settings: Settings) -> None:
         with engine.begin() as conn:
             for model in models.INDEXER_MODELS:
                 conn.execute(delete(model))
+            conn.execute(delete(models.MasterRanking))
             conn.execute(delete(models.indexer_cursor.blocks))
             conn.execute(delete(models.indexer_cursor.cursor))
     finally:

@@ -409,6 +409,75 @@ def indexer_status_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 @command(
+    "indexer rankings",
+    "show the top masters by one metric over one window, from the indexer's final rows",
+    INDEXER_DB_ARG,
+    arg("--metric", default="roi", help="what to rank by (default roi)"),
+    arg("--window", default="30d", help="7d, 30d, 90d or all (default 30d)"),
+    arg("--limit", type=int, default=20, help="how many masters (default 20)"),
+    arg("--all", action="store_true", help="list masters the ranking rules do not admit too"),
+)
+def indexer_rankings_command(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer import rankings, service, views
+    from indexer.metrics import Window
+
+    windows = [w.value for w in Window]
+    if args.window not in windows:
+        raise ConfigError(f"no window {args.window!r}", f"choose one of {', '.join(windows)}")
+    if args.metric not in rankings.SORTABLE:
+        raise rankings.UnknownMetricError(args.metric)
+    if args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, not {args.limit}")
+    settings = _indexer_settings(settings, database_url=args.database_url)
+    engine = service.open_database(settings, create=False)
+    try:
+        with engine.connect() as conn:
+            rows = rankings.top(
+                conn, args.metric, Window(args.window), args.limit, include_unranked=args.all
+            )
+    finally:
+        engine.dispose()
+    title = f"Masters by {args.metric} over {args.window}"
+    out.print(views.rankings_table(rows, title))
+    if not rows:
+        out.print(
+            "No master is ranked yet: the rules ask for a track record (see [rankings]); "
+            "--all lists every master."
+        )
+    return 0
+
+
+@command(
+    "indexer portfolio",
+    "show a follower's allocations from the indexer's final rows: entry, value, P&L, fees, "
+    "limits and the distance to each, exits",
+    arg("follower", help="the follower's address"),
+    INDEXER_DB_ARG,
+)
+def indexer_portfolio_command(args: argparse.Namespace, settings: Settings) -> int:
+    from eth_utils.address import is_address, to_checksum_address
+
+    from indexer import inputs, reading, service, views
+
+    if not is_address(args.follower):
+        raise ConfigError(f"{args.follower!r} is not an address", "give a 0x... address")
+    follower = to_checksum_address(args.follower)
+    settings = _indexer_settings(settings, database_url=args.database_url)
+    engine = service.open_database(settings, create=False)
+    try:
+        with engine.connect() as conn:
+            final = reading.final_block(conn, settings.indexer.finality_depth)
+            positions = inputs.portfolio(conn, follower, final) if final is not None else []
+    finally:
+        engine.dispose()
+    if not positions:
+        out.print(f"{follower} has no allocation up to the final block {final}.")
+        return 0
+    out.print(views.portfolio_table(positions, f"{follower}'s allocations (final block {final})"))
+    return 0
+
+
+@command(
     "indexer reindex",
     "forget everything indexed and index again from the hub's first block up to the head",
     INDEXER_DB_ARG,
