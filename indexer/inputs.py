@@ -117,7 +117,7 @@ def _rows(conn: Connection, model: Any, vault: str, up_to: int, **where: Any) ->
     query = select(model).where(model.vault == vault, model.block_number <= up_to)
     for column, value in where.items():
         query = query.where(getattr(model, column) == value)
-    return list(conn.execute(query.order_by(model.block_number, model.log_index)).scalars())
+    return list(conn.execute(query.order_by(model.block_number, model.log_index)))
 
 
 def master_inputs(conn: Connection, vault: str, master: str, up_to: int) -> r.MasterInputs:
@@ -192,7 +192,7 @@ def _points(conn: Connection, vault: str, up_to: int) -> list[Any]:
     query = select(m.VaultPoint).where(
         m.VaultPoint.vault == vault, m.VaultPoint.block_number <= up_to
     )
-    return list(conn.execute(query.order_by(m.VaultPoint.block_number)).scalars())
+    return list(conn.execute(query.order_by(m.VaultPoint.block_number)))
 
 
 def _share_price(points: list[Any]) -> int:
