@@ -114,4 +114,6 @@ def _limit(limit_bps: int, distance: float | None) -> str:
     """A limit and the distance to it: ``10.00% (1,234 bps away)``; ``off`` when turned off."""
     if not limit_bps:
         return "off"
+    if distance is None:
+        return f"{limit_bps / 100:.2f}% (no position)"
     return f"{limit_bps / 100:.2f}% ({bps(distance)} away)"

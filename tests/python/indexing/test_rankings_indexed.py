@@ -6,6 +6,8 @@ keeps equal those of a build from scratch."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, create_engine
 from web3.logs import DISCARD
 
-from indexer import inputs, reading, service
+from indexer import inputs, reading, service, views
 from indexer import rankings as r
 from indexer.metrics import Window
 from indexer.service import IndexerService
@@ -21,7 +23,7 @@ from tandem.config import Settings
 from tandem.db import database_url, models
 from tandem.protocol import BASE, Deployment, trade
 
-from .support import Story, indexer_settings, open_vault, play, rows, rpc, tables
+from .support import Story, indexer_env, indexer_settings, open_vault, play, rows, rpc, tables
 
 FINALITY = 1
 
@@ -184,3 +186,73 @@ def test_rankings_after_a_reorganisation_past_finality_equal_a_build_from_scratc
     assert trades[a.master][at] == 2  # the buy and the replacement sale
     withdrawals = rows(engine_of(scratch), models.MasterFlow, vault=a.vault.address)
     assert [w["kind"] for w in withdrawals] == ["deposit"]  # the withdrawal is gone
+
+
+def cli(ix: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**indexer_env(ix), "COLUMNS": "400"}  # one line per table row
+    return subprocess.run(
+        [sys.executable, "-m", "tandem.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_tandem_indexer_rankings_and_portfolio_print_the_stored_figures(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    a, b = two_masters(dep)
+    ix = settings_for(dep, settings, tmp_path, "cli.db")
+    service.index_to_head(ix)
+    with engine_of(ix).connect() as conn:
+        all_a = r.history(conn, a.master)[-1]
+        final = reading.final_block(conn, FINALITY)
+        assert final is not None
+        (position_c,) = inputs.portfolio(conn, a.followers[2], final)
+
+    ranked = cli(ix, "indexer", "rankings", "--window", "all")
+    assert ranked.returncode == 0, ranked.stderr
+    assert "No master is ranked yet" in ranked.stdout
+
+    listed = cli(ix, "indexer", "rankings", "--window", "all", "--all", "--metric", "trades")
+    assert listed.returncode == 0, listed.stderr
+    lines = {
+        line.split("│")[2].strip(): line for line in listed.stdout.splitlines() if "0x" in line
+    }
+    assert set(lines) == {a.master, b.master}
+    line_a = [cell.strip() for cell in lines[a.master].split("│")]
+    assert line_a[1] == "1"  # two trades: first by trades
+    assert f"{all_a.roi * 100:.2f}%" in line_a
+    assert views.usd(all_a.pnl_usd) in line_a
+    assert "2" in line_a and "no" in line_a
+
+    shown = cli(ix, "indexer", "portfolio", a.followers[2])
+    assert shown.returncode == 0, shown.stderr
+    (row,) = [line for line in shown.stdout.splitlines() if a.master in line]
+    view = position_c.view
+    assert views.usd(view.realised_pnl_usd) in row and view.realised_pnl_usd != 0
+    assert f"{views.usd(view.exits[0].proceeds_usd)} for {views.usd(view.exits[0].cost_usd)}" in row
+    assert "30.00% (no position)" in row  # stop-loss set, nothing left to protect
+
+    # B's first follower still holds: a 10% stop-loss, and the buffer before it holds.
+    with engine_of(ix).connect() as conn:
+        (position,) = inputs.portfolio(conn, b.followers[0], final)
+    distance = position.view.stop_loss_distance_bps
+    assert distance is not None and 0 < distance < 1_000
+    held = cli(ix, "indexer", "portfolio", b.followers[0])
+    (row,) = [line for line in held.stdout.splitlines() if b.master in line]
+    assert f"10.00% ({distance:,.0f} bps away)" in row
+    assert views.usd(position.view.current_value_usd) in row
+
+    for args, choices in (
+        (("--metric", "luck"), "roi, pnl_usd, max_drawdown"),
+        (("--window", "1y"), "7d, 30d, 90d, all"),
+    ):
+        bad = cli(ix, "indexer", "rankings", *args)
+        assert bad.returncode == 1
+        assert bad.stdout == ""
+        (line,) = bad.stderr.splitlines()
+        assert line.startswith("error: ") and choices in line
+    bad = cli(ix, "indexer", "portfolio", "nobody")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: 'nobody' is not an address")
