@@ -13,10 +13,13 @@ from .rankings import RankingRow
 USD = 10**18
 
 
-def usd(amount: int) -> str:
-    """USD with 18 decimals, to the cent (rounded towards zero), with a sign when negative."""
-    cents = abs(amount) * 100 // USD
-    return f"{'-' if amount < 0 else ''}{cents // 100:,}.{cents % 100:02d}"
+def usd(amount: int, *, cents: bool = True) -> str:
+    """USD with 18 decimals, to the cent (or the dollar), rounded towards zero, signed."""
+    sign = "-" if amount < 0 else ""
+    if not cents:
+        return f"{sign}{abs(amount) // USD:,}"
+    hundredths = abs(amount) * 100 // USD
+    return f"{sign}{hundredths // 100:,}.{hundredths % 100:02d}"
 
 
 def percent(value: float | None) -> str:
@@ -27,45 +30,44 @@ def ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def bps(value: float | None) -> str:
-    return "off" if value is None else f"{value:,.0f} bps"
-
-
 def rankings_table(
     rows: Sequence[RankingRow], title: str, name: Callable[[str], str] = str
 ) -> Table:
-    """One line per master: the figures a follower compares, and whether the rules rank them."""
+    """One line per master and window (places counted within each window): the figures a
+    follower compares, in whole USD, and whether the ranking rules admit the master."""
     table = Table(title=title)
     for header in (
         "#",
         "master",
         "window",
         "ROI",
-        "P&L (USD)",
+        "P&L $",
         "max DD",
         "trades",
         "win rate",
         "risk",
-        "AUM (USD)",
+        "AUM $",
         "followers",
-        "history",
+        "days",
         "ranked",
     ):
         table.add_column(header, justify="left" if header in ("master", "window") else "right")
-    for place, row in enumerate(rows, 1):
+    places: dict[str, int] = {}
+    for row in rows:
+        places[row.window] = places.get(row.window, 0) + 1
         table.add_row(
-            str(place),
+            str(places[row.window]),
             name(row.master),
             row.window,
             percent(row.roi),
-            usd(row.pnl_usd),
+            usd(row.pnl_usd, cents=False),
             percent(row.max_drawdown),
             str(row.trades),
             percent(row.win_rate),
             "-" if row.risk_score is None else str(row.risk_score),
-            usd(row.aum_usd),
+            usd(row.aum_usd, cents=False),
             f"{row.followers_now}/{row.followers_ever}",
-            f"{row.history_days} d",
+            str(row.history_days),
             "yes" if row.ranked else "no",
         )
     return table
@@ -74,8 +76,12 @@ def rankings_table(
 def portfolio_table(
     positions: Sequence[Position], title: str, name: Callable[[str], str] = str
 ) -> Table:
-    """One line per allocation: entry, value, P&L, fees, and how far each limit is."""
-    table = Table(title=title)
+    """One line per allocation: entry, value, P&L, fees, and each limit with the distance to it
+    (how far the value may fall before a stop-loss or drawdown limit holds, or must rise for a
+    take-profit, in basis points of the value)."""
+    table = Table(
+        title=title, caption="Limits: the limit / how far the value is from it, in basis points."
+    )
     for header in (
         "master",
         "entry (USD)",
@@ -111,9 +117,9 @@ def portfolio_table(
 
 
 def _limit(limit_bps: int, distance: float | None) -> str:
-    """A limit and the distance to it: ``10.00% (1,234 bps away)``; ``off`` when turned off."""
+    """A limit and how far the value is from it in basis points: ``10% / 1,234``; ``off``."""
     if not limit_bps:
         return "off"
     if distance is None:
-        return f"{limit_bps / 100:.2f}% (no position)"
-    return f"{limit_bps / 100:.2f}% ({bps(distance)} away)"
+        return f"{limit_bps / 100:g}% / no position"
+    return f"{limit_bps / 100:g}% / {distance:,.0f}"

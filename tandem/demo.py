@@ -490,6 +490,9 @@ class Demo:
                         update={
                             "hub": self.dep.hub.address,
                             "database_url": f"sqlite:///{tmp}/i.db",
+                            # The demo's own anvil never reorganises: every block is final, so
+                            # the rankings cover the whole story.
+                            "finality_depth": 0,
                         }
                     ),
                 }
@@ -544,20 +547,42 @@ class Demo:
                         f"{Decimal(point.share_price) / p.PRICE_UNIT:.4f}",
                     )
                 self.console.print(table)
-                late = self.cast.late
-                portfolio = Table(title=f"{late.name}'s portfolio, as indexed")
-                for column in ("Master", "Share of the pool", "Value (USD)"):
-                    portfolio.add_column(column, justify="right" if column != "Master" else "left")
-                for name, vault in self.vaults.items():
-                    held = shares(vault.address, late.address)
-                    point = latest(vault.address)
-                    # Share prices are 1e18 for a share worth what it was minted for; the vault
-                    # mints 10**6 shares per unit of value (USD with 18 decimals).
-                    value = Decimal(held) * Decimal(point.share_price) / Decimal(10) ** 42
-                    part = Decimal(held) / max(point.total_shares, 1)
-                    portfolio.add_row(name, f"{part:.2%}", f"{value:,.2f}")
-                self.console.print(portfolio)
+                self.rankings_and_portfolio(conn, settings)
             engine.dispose()
+
+    def rankings_and_portfolio(self, conn: Any, settings: Settings) -> None:
+        """The rankings the indexer computed, and the late joiner's portfolio, from storage."""
+        from indexer import inputs, reading, views
+        from indexer import rankings as r
+        from indexer.metrics import Window
+
+        names: dict[str, str] = {str(v.address): name for name, v in self.vaults.items()}
+        masters = inputs.vault_masters(conn, reading.cursor_block(conn) or 0)
+        names.update({master: names.get(vault, master) for vault, master in masters.items()})
+
+        def name(address: str) -> str:
+            return names.get(address, address)
+
+        rows = [
+            row
+            for window in Window
+            for row in r.top(conn, "roi", window, 10, include_unranked=True)
+        ]
+        self.console.print(
+            views.rankings_table(rows, "Masters' rankings, as indexed (best ROI first)", name)
+        )
+        rules, days = settings.rankings, max((row.history_days for row in rows), default=0)
+        self.console.print(
+            f"Nobody is ranked yet (ranked: no): a ranking needs {rules.min_history_days} days "
+            f"of history, {rules.min_trades} trades and {rules.min_equity_usd:,} USD of the "
+            f"master's own equity, and this chain holds {days} days."
+        )
+        late = self.cast.late
+        final = reading.final_block(conn, settings.indexer.finality_depth) or 0
+        positions = inputs.portfolio(conn, late.address, final)
+        self.console.print(
+            views.portfolio_table(positions, f"{late.name}'s portfolio, as indexed", name)
+        )
 
     # --- tables
 

@@ -206,6 +206,25 @@ def test_cli_demo_runs_to_completion_and_stops_its_anvil() -> None:
     # The indexer reads the demo's chain and shows its vaults and a follower from its database.
     assert re.search(r"The indexer reads the chain: \d+ events, 2 vaults", result.stdout)
     assert "Finn's portfolio" in result.stdout
+    # It ends with the rankings the indexer computed (every window, nobody ranked yet on a chain
+    # days old, and why) and Finn's allocation to Ben from storage.
+    rankings = re.findall(
+        r"│ +\d │ (Ada|Ben) +│ (7d|30d|90d|all) +│ +(-?\d+\.\d\d)% │.*│ +(\d+) │ +(yes|no) │",
+        result.stdout,
+    )
+    assert {(m, w) for m, w, *_ in rankings} == {
+        (m, w) for m in ("Ada", "Ben") for w in ("7d", "30d", "90d", "all")
+    }, result.stdout[-4000:]
+    assert {ranked for *_, ranked in rankings} == {"no"}
+    assert all(-100 < float(roi) < 100 and int(days) >= 1 for _, _, roi, days, _ in rankings)
+    assert any(float(roi) != 0 for _, _, roi, _, _ in rankings)
+    assert "Nobody is ranked yet (ranked: no): a ranking needs 30 days" in result.stdout
+    finn = re.search(
+        r"│ Ben +│ +([\d,]+\.\d\d) │ +([\d,]+\.\d\d) │.*10% / ([\d,]+) ", result.stdout
+    )
+    assert finn, result.stdout[-2000:]
+    entry, value = (float(x.replace(",", "")) for x in finn.group(1, 2))
+    assert entry > 1_000 and 0.5 * entry < value < 2 * entry
     assert "Done: the local chain is stopped." in result.stdout
     assert elapsed < 30, f"the demo took {elapsed:.0f} s"
 

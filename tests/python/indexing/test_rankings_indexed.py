@@ -224,7 +224,7 @@ def test_tandem_indexer_rankings_and_portfolio_print_the_stored_figures(
     line_a = [cell.strip() for cell in lines[a.master].split("│")]
     assert line_a[1] == "1"  # two trades: first by trades
     assert f"{all_a.roi * 100:.2f}%" in line_a
-    assert views.usd(all_a.pnl_usd) in line_a
+    assert views.usd(all_a.pnl_usd, cents=False) in line_a
     assert "2" in line_a and "no" in line_a
 
     shown = cli(ix, "indexer", "portfolio", a.followers[2])
@@ -233,7 +233,7 @@ def test_tandem_indexer_rankings_and_portfolio_print_the_stored_figures(
     view = position_c.view
     assert views.usd(view.realised_pnl_usd) in row and view.realised_pnl_usd != 0
     assert f"{views.usd(view.exits[0].proceeds_usd)} for {views.usd(view.exits[0].cost_usd)}" in row
-    assert "30.00% (no position)" in row  # stop-loss set, nothing left to protect
+    assert "30% / no position" in row  # stop-loss set, nothing left to protect
 
     # B's first follower still holds: a 10% stop-loss, and the buffer before it holds.
     with engine_of(ix).connect() as conn:
@@ -242,7 +242,7 @@ def test_tandem_indexer_rankings_and_portfolio_print_the_stored_figures(
     assert distance is not None and 0 < distance < 1_000
     held = cli(ix, "indexer", "portfolio", b.followers[0])
     (row,) = [line for line in held.stdout.splitlines() if b.master in line]
-    assert f"10.00% ({distance:,.0f} bps away)" in row
+    assert f"10% / {distance:,.0f} " in row
     assert views.usd(position.view.current_value_usd) in row
 
     for args, choices in (
