@@ -25,6 +25,7 @@ from sqlalchemy.exc import StatementError
 
 from tandem.db import Int256, Uint256, head_revision, metadata, revision_of, upgrade
 from tandem.db import keeper as keeper_tables
+from tandem.db.types import OrderedInt256
 
 MAX_UINT = 2**256 - 1
 
@@ -56,6 +57,24 @@ def test_uint256_and_int256_round_trip_exactly_at_their_limits(empty_engine: Eng
         back = [tuple(r) for r in rows]
     assert back == values
     assert all(type(u) is int and type(s) is int for u, s in back)
+
+
+def test_ordered_int256_is_exact_and_sql_sorts_it_as_numbers(empty_engine: Engine) -> None:
+    numbers = MetaData()
+    table = Table(
+        "numbers", numbers, Column("id", Integer, primary_key=True), Column("v", OrderedInt256)
+    )
+    numbers.create_all(empty_engine)
+    # As text "9" sorts after "10", and "-2" after "-10": a ranking by P&L would be wrong.
+    values = [10, 9, -10, -2, 0, 10**77 + 1, -(10**77) - 1, 2**64 + 1, -(2**64) - 1, 1]
+    with empty_engine.begin() as conn:
+        conn.execute(insert(table), [{"id": i, "v": v} for i, v in enumerate(values)])
+    with empty_engine.connect() as conn:
+        ascending = list(conn.execute(select(table.c.v).order_by(table.c.v)).scalars())
+        top = list(conn.execute(select(table.c.v).order_by(table.c.v.desc()).limit(3)).scalars())
+    assert ascending == sorted(values)
+    assert all(type(v) is int for v in ascending)
+    assert top == [10**77 + 1, 2**64 + 1, 10]
 
 
 def test_uint256_refuses_negative_and_non_integer_values(empty_engine: Engine) -> None:
