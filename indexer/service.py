@@ -273,6 +273,12 @@ class RankingsKeeper:
                     (every[v] for v in touched if v in every), every.values(), self.as_of, when
                 )
             written = inputs.recompute(conn, masters, final, self.rules) if masters else 0
+            # The others' figures cannot have changed within the day (no new final row of
+            # theirs), only the time they hold at: the same rows a build from scratch writes.
+            t = ranking.master_rankings
+            conn.execute(
+                t.update().where(t.c.closed.is_(False), t.c.as_of < when).values(as_of=when)
+            )
         self.final, self.as_of = final, when
         return written
 
