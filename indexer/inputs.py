@@ -1,6 +1,12 @@
 """The rankings' and the follower profile's inputs, read from what the indexer stored: each
 master's ``MasterInputs`` and each follower's allocations, from final rows only.
 
+What the storage does not give yet: a daily mark (a point at the last block of every UTC day).
+``vault_points`` holds a point at each block that changed a vault and at a price update an
+``indexer.point_interval`` after the last point, so a day with neither keeps the previous close,
+as METRICS.md allows only for a vault that did not exist or was empty; until the marks are
+stored, such a day's price move lands in the next day with a point.
+
 Every reader takes ``up_to``, the newest block whose rows it uses. The rankings pass
 ``reading.final_block``: rows above it may still be rolled back by a reorganisation within the
 finality depth, rows at or below it cannot, so rankings computed from them never go stale when a
@@ -120,10 +126,12 @@ def _rows(conn: Connection, model: Any, vault: str, up_to: int, **where: Any) ->
     return list(conn.execute(query.order_by(model.block_number, model.log_index)))
 
 
-def master_inputs(conn: Connection, vault: str, master: str, up_to: int) -> r.MasterInputs:
+def master_inputs(
+    conn: Connection, vault: str, master: str, up_to: int, prices: Prices | None = None
+) -> r.MasterInputs:
     """Everything the rankings need about ``master``'s ``vault``, from rows at or below
     ``up_to`` (see METRICS.md, "Inputs", for which event gives each series)."""
-    prices = Prices(conn, up_to)
+    prices = prices or Prices(conn, up_to)
     base = base_asset(conn, up_to) or ""
     points = _points(conn, vault, up_to)
     index = [
@@ -290,8 +298,10 @@ def recompute(
     chosen = {v: master for v, master in vault_masters(conn, up_to).items() if master in wanted}
     rows = []
     if when is not None:
+        prices = Prices(conn, up_to)  # read once for every master
         for vault, master in sorted(chosen.items()):
-            rows += r.master_rows(master_inputs(conn, vault, master, up_to), when, rules)
+            inputs = master_inputs(conn, vault, master, up_to, prices)
+            rows += r.master_rows(inputs, when, rules)
     # Masters asked for but without a vault at ``up_to`` (a reorganisation removed it) lose theirs.
     stale = wanted - set(chosen.values())
     if stale:

@@ -29,6 +29,7 @@ from tandem.config import Settings, redact
 from tandem.db import database_url, head_revision, models, open_engine, revision_of, upgrade
 from tandem.errors import ConfigError, DeploymentError, NodeError
 from tandem.follower import ChainMoved, Head, HeadSource
+from tandem.follower.cursor import Cursor
 from tandem.follower.heads import latest_head
 from tandem.node_errors import NODE_ERRORS, UNREACHABLE, describe
 
@@ -126,6 +127,8 @@ class IndexerService:
         self._stopping = asyncio.Event()
         self.latest: Head | None = None
         self.rankings = RankingsKeeper(settings)
+        # The cursor the rankings were last brought up to date at (they follow each batch).
+        self.ranked_at: Cursor | None = None
 
     async def open(self) -> None:
         """Connect to the node and the database, failing with one clear error."""
@@ -171,7 +174,9 @@ class IndexerService:
             self.metrics.reorgs.inc()
             self.metrics.reorg_depth.set(depth)
         # Off the event loop: reading every touched vault's rows is blocking database work.
+        cursor = indexer.follower.cursor
         await asyncio.to_thread(self.rankings.refresh, self.engine, depth)
+        self.ranked_at = cursor
         cursor = indexer.follower.cursor
         if cursor is not None:
             self.metrics.cursor.set(cursor.block_number)

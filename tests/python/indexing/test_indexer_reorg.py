@@ -101,7 +101,6 @@ async def settled(service: IndexerService, w3: Web3, timeout: float = 30) -> Non
     """Wait until the running indexer's cursor is on the chain's head, hash included, and the
     rankings are computed at the final block below it (they follow each batch)."""
     deadline = time.monotonic() + timeout
-    depth = service.settings.indexer.finality_depth
     while time.monotonic() < deadline:
         head = w3.eth.get_block("latest")
         cursor = service.indexer.follower.cursor
@@ -109,7 +108,7 @@ async def settled(service: IndexerService, w3: Web3, timeout: float = 30) -> Non
             cursor
             and (cursor.block_number, cursor.block_hash)
             == (head["number"], head["hash"].to_0x_hex())
-            and service.rankings.final == cursor.block_number - depth
+            and service.ranked_at == cursor
         ):
             return
         await asyncio.sleep(0.05)
