@@ -46,6 +46,7 @@ from tandem.events import (
     jsonable,
 )
 from tandem.follower import ChainFollower, ChainMoved, CursorStore, FeedSources
+from tandem.follower.protocol import discovered
 
 log = logging.getLogger(__name__)
 
@@ -228,21 +229,8 @@ class Indexer:
 
     async def discover(self, logs: Sequence[LogReceipt]) -> Sequence[str]:
         """Vaults created and feeds set in ``logs``: their logs in the same range are read too."""
-        new: list[str] = []
-        watched = set(self.addresses())
-        for entry in logs:
-            event = self.decoder.decode(entry)
-            if event is None or event.address != self.hub:
-                continue
-            if event.name == "VaultCreated":
-                found = event.args["vault"]
-            elif event.name == "AssetSet":
-                found = await self.sources.resolve(event.args["feed"])
-            else:
-                continue
-            if found not in watched and found not in new:
-                new.append(found)
-        return new
+        events = (e for e in map(self.decoder.decode, logs) if e is not None)
+        return await discovered(events, self.hub, self.addresses(), self.sources)
 
     def handle(self, conn: Connection, logs: Sequence[LogReceipt]) -> None:
         batch = _Batch()

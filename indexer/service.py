@@ -10,61 +10,31 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from eth_utils.address import to_checksum_address as checksum
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
-from web3 import AsyncWeb3, Web3
-from web3.providers import AsyncHTTPProvider, HTTPProvider
-from web3.types import RPCEndpoint
+from web3 import Web3
+from web3.providers import HTTPProvider
 
 from indexer import inputs, reading
 from indexer import rankings as ranking
 from indexer.handler import Indexer
 from indexer.metrics import RankingRules
 from indexer.monitoring import Metrics, setup_logs
-from tandem import artifacts
 from tandem.config import Settings, redact
 from tandem.db import database_url, head_revision, models, open_engine, revision_of, upgrade
-from tandem.errors import ConfigError, DeploymentError, NodeError
+from tandem.errors import ConfigError
 from tandem.follower import ChainMoved, Head, HeadSource
 from tandem.follower.cursor import Cursor
 from tandem.follower.heads import latest_head
-from tandem.node_errors import NODE_ERRORS, UNREACHABLE, describe
+from tandem.follower.protocol import connect, hub_address
+from tandem.node_errors import NODE_ERRORS, describe
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 5.0
 # A sync over at least this many blocks is a catch-up, worth a log line.
 CATCH_UP_BLOCKS = 1_000
-
-
-async def connect(settings: Settings) -> AsyncWeb3[Any]:
-    """An async web3 client on the RPC URL, checked to answer for the configured chain."""
-    w3 = AsyncWeb3(
-        AsyncHTTPProvider(
-            settings.rpc_url,
-            request_kwargs={"timeout": settings.rpc_timeout},
-            exception_retry_configuration=None,
-            cache_allowed_requests=True,
-            cacheable_requests={RPCEndpoint("eth_chainId")},
-        )
-    )
-    try:
-        chain_id = await w3.eth.chain_id
-    except UNREACHABLE as exc:
-        raise NodeError(
-            f"no node answers at {redact(settings.rpc_url)}",
-            "start it, or set --rpc-url / TANDEM_RPC_URL to a running node",
-        ) from exc
-    if settings.chain_id is not None and chain_id != settings.chain_id:
-        raise NodeError(
-            f"the node at {redact(settings.rpc_url)} runs chain {chain_id}, "
-            f"not chain {settings.chain_id}",
-            "point the indexer at the right node, or fix chain_id in the settings",
-        )
-    return w3
 
 
 def reader(settings: Settings) -> Web3:
@@ -76,25 +46,6 @@ def reader(settings: Settings) -> Web3:
             exception_retry_configuration=None,
         )
     )
-
-
-async def hub_address(w3: AsyncWeb3[Any], settings: Settings) -> str:
-    """The configured hub, else the one in this chain's address book; checked to have code."""
-    chain_id = await w3.eth.chain_id
-    if settings.indexer.hub:
-        hub = settings.indexer.hub
-    else:
-        book = artifacts.load_deployment(chain_id, settings)
-        if "TandemHub" not in book:
-            raise DeploymentError("the address book has no TandemHub", "set indexer.hub")
-        hub = book["TandemHub"]
-    hub = checksum(hub)
-    if not await w3.eth.get_code(hub):
-        raise DeploymentError(
-            f"no contract at the hub address {hub} on chain {chain_id}",
-            "deploy the protocol (`tandem deploy`) or fix indexer.hub",
-        )
-    return hub
 
 
 def open_database(settings: Settings, *, create: bool = True) -> Engine:
@@ -132,8 +83,8 @@ class IndexerService:
 
     async def open(self) -> None:
         """Connect to the node and the database, failing with one clear error."""
-        self.w3 = await connect(self.settings)
-        hub = await hub_address(self.w3, self.settings)
+        self.w3 = await connect(self.settings, "indexer")
+        hub = await hub_address(self.w3, self.settings, self.settings.indexer.hub, "indexer.hub")
         self.engine = open_database(self.settings)
         self.indexer = Indexer(self.w3, reader(self.settings), self.settings, self.engine, hub)
         self.head_source = HeadSource(self.w3, self.settings.indexer, self.settings.rpc_url)
@@ -375,7 +326,7 @@ def status(settings: Settings) -> Status:
         engine.dispose()
 
     async def head() -> int:
-        w3 = await connect(settings)
+        w3 = await connect(settings, "indexer")
         try:
             return int(await w3.eth.block_number)
         finally:

@@ -15,8 +15,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address as checksum
 from web3 import AsyncWeb3
 from web3.exceptions import Web3RPCError
-from web3.providers import AsyncHTTPProvider
-from web3.types import RPCEndpoint, TxReceipt
+from web3.types import TxReceipt
 
 from keepers.act import Actor, Outcome
 from keepers.decide import Decider, Sweep
@@ -27,9 +26,11 @@ from keepers.store import Store, database_url
 from keepers.watch import Changes, Watcher
 from tandem import artifacts
 from tandem.config import Settings, redact
-from tandem.errors import ConfigError, DeploymentError, NodeError, RevertError
+from tandem.errors import ConfigError, RevertError
 from tandem.follower import ChainMoved, Head, HeadSource
-from tandem.node_errors import NODE_ERRORS, UNREACHABLE, describe
+from tandem.follower.protocol import connect as follower_connect
+from tandem.follower.protocol import hub_address
+from tandem.node_errors import NODE_ERRORS, describe
 
 log = logging.getLogger(__name__)
 
@@ -37,58 +38,16 @@ HEARTBEAT_SECONDS = 2.0
 MAX_BACKOFF = 5.0
 
 
-async def connect(settings: Settings) -> AsyncWeb3[Any]:
-    """An async web3 client on the RPC URL, checked to answer for the configured chain."""
-    _SECRET_URLS.update(u for u in (settings.rpc_url, settings.keeper.ws_url) if u)
-    w3 = AsyncWeb3(
-        AsyncHTTPProvider(
-            settings.rpc_url,
-            request_kwargs={"timeout": settings.rpc_timeout},
-            exception_retry_configuration=None,
-            # web3 asks for the chain id before many calls: it never changes, ask once.
-            cache_allowed_requests=True,
-            cacheable_requests={RPCEndpoint("eth_chainId")},
-        )
-    )
-    try:
-        chain_id = await w3.eth.chain_id
-    except UNREACHABLE as exc:
-        raise NodeError(
-            f"no node answers at {redact(settings.rpc_url)}",
-            "start it, or set --rpc-url / TANDEM_RPC_URL to a running node",
-        ) from exc
-    if settings.chain_id is not None and chain_id != settings.chain_id:
-        raise NodeError(
-            f"the node at {redact(settings.rpc_url)} runs chain {chain_id}, "
-            f"not chain {settings.chain_id}",
-            "point the keeper at the right node, or fix chain_id in the settings",
-        )
-    return w3
-
-
-async def hub_address(w3: AsyncWeb3[Any], settings: Settings) -> str:
-    """The configured hub, else the one in this chain's address book; checked to have code."""
-    chain_id = await w3.eth.chain_id
-    if settings.keeper.hub:
-        hub = settings.keeper.hub
-    else:
-        book = artifacts.load_deployment(chain_id, settings)
-        if "TandemHub" not in book:
-            raise DeploymentError("the address book has no TandemHub", "set keeper.hub")
-        hub = book["TandemHub"]
-    hub = checksum(hub)
-    if not await w3.eth.get_code(hub):
-        raise DeploymentError(
-            f"no contract at the hub address {hub} on chain {chain_id}",
-            "deploy the protocol (`tandem deploy`) or fix keeper.hub",
-        )
-    return hub
-
-
 def consumer_name(address: str) -> str:
     """This process's name in the consumer group: unique per host and process, so a restarted
     keeper is a new consumer and takes over its old jobs by idle time like any other."""
     return f"{address[:10]}@{socket.gethostname()}:{os.getpid()}"
+
+
+async def connect(settings: Settings) -> AsyncWeb3[Any]:
+    """The shared client on the node; its URLs (which may carry a key) are kept out of errors."""
+    _SECRET_URLS.update(u for u in (settings.rpc_url, settings.keeper.ws_url) if u)
+    return await follower_connect(settings, "keeper")
 
 
 class Keeper:
@@ -112,7 +71,7 @@ class Keeper:
         self.w3 = await connect(self.settings)
         self.metrics.count_rpc(self.w3)
         chain_id = await self.w3.eth.chain_id
-        hub = await hub_address(self.w3, self.settings)
+        hub = await hub_address(self.w3, self.settings, self.keeper.hub, "keeper.hub")
         url = database_url(self.keeper.database_url, self.settings.project_root)
         self.store = Store(url)
         self.queue = await open_queue(self.settings, self.name)

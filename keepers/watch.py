@@ -25,6 +25,7 @@ from tandem.config import Settings
 from tandem.events import Decoder
 from tandem.follower import ChainFollower, Cursor, FeedSources, Head
 from tandem.follower.heads import to_hex
+from tandem.follower.protocol import discovered
 
 log = logging.getLogger(__name__)
 
@@ -123,22 +124,8 @@ class Watcher:
 
     async def discover(self, logs: Sequence[LogReceipt]) -> Sequence[str]:
         """Vaults created and feeds set in ``logs``: their logs in the same range are read too."""
-        new: list[str] = []
-        watched = set(self.addresses())
-        for entry in logs:
-            event = self._decode(entry)
-            if event.address != self.hub:
-                continue
-            found: str
-            if event.name == "VaultCreated":
-                found = checksum(event.args["vault"])
-            elif event.name == "AssetSet":
-                found = await self.sources.resolve(event.args["feed"])
-            else:
-                continue
-            if found not in watched and found not in new:
-                new.append(found)
-        return new
+        events = map(self._decode, logs)
+        return await discovered(events, self.hub, self.addresses(), self.sources)
 
     def handle(self, conn: Connection, logs: Sequence[LogReceipt]) -> None:
         self._allocations = {}

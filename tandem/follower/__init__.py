@@ -6,7 +6,9 @@ cursor, and reorganisations, which roll the cursor and what the service stored b
 - ``reorg``: notices when the chain changed under the cursor and finds the common ancestor;
 - ``chain_follower``: reads logs from the cursor to the head in ranges that adapt to the node,
   and hands them to the service's ``LogHandler`` in the transaction that moves the cursor;
-- ``feeds``: where a price feed's answers are emitted (the aggregator behind a Chainlink proxy).
+- ``feeds``: where a price feed's answers are emitted (the aggregator behind a Chainlink proxy);
+- ``protocol``: the async client on the node, the hub's address, and the vaults and aggregators
+  the hub's own logs add to what a service follows.
 """
 
 from tandem.follower.chain_follower import ChainFollower, ChainMoved, LogHandler
