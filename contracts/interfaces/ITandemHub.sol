@@ -246,8 +246,8 @@ interface ITandemHub {
     /// @dev Requirements: not paused; a hub vault; the allocation to the vault after this call at
     /// most the caller's cap share of their capital; the entry swaps cost at most
     /// `maxEntryCostBps` of the allocation's oracle value (`ITandemVault.EntryCostAboveBound`).
-    /// The bound is the caller's own, on the only value a newcomer can lose to others (a sandwich
-    /// of an entry swap); the share price moving with the pool's tokens is not a cost.
+    /// The bound is the caller's own, on what the entry swaps bring in at oracle prices (a
+    /// sandwich of an entry swap); the share price moving with the pool's tokens is not a cost.
     /// @return shares Pool shares minted to the caller.
     function allocate(address vault, uint256 amount, uint256 maxEntryCostBps) external returns (uint256 shares);
 

@@ -246,7 +246,7 @@ interface ITandemVaultLens {
 
     /// @notice The pool shares an allocation of `amount` base asset would mint now if its entry
     /// swaps filled at oracle prices: a quote to show, within the entry cost the follower accepts
-    /// in `ITandemHub.allocate`.
+    /// in `ITandemHub.allocate`. It does not check that the allocation would go through.
     function previewAllocate(uint256 amount) external view returns (uint256 shares);
 }
 

@@ -193,6 +193,24 @@ contract HardeningTest is Fixture {
         assertEq(weth.balanceOf(bob), eth, "his ETH paid in kind rather than sold below his bound");
     }
 
+    /// @dev A follower who never chose an exit slippage follows the hub's bound as governance sets
+    /// it; one who chose is held to their choice, and never above the hub's bound.
+    function test_exitSlippage_unsetFollowsTheHubsBound_chosenIsCappedByIt() public {
+        follow(alice, vault, 10_000e6);
+        follow(bob, vault, 10_000e6);
+        vm.prank(bob);
+        vault.setExitSlippage(50);
+        ITandemHub.Params memory p = hub.params();
+        p.maxSlippageBps = 300;
+        setParams(p);
+        assertEq(vault.exitSlippageOf(alice), 300, "Alice follows the hub");
+        assertEq(vault.exitSlippageOf(bob), 50, "Bob keeps his choice");
+        p.maxSlippageBps = 30;
+        setParams(p);
+        assertEq(vault.exitSlippageOf(alice), 30, "Alice follows the hub down");
+        assertEq(vault.exitSlippageOf(bob), 30, "Bob capped by the hub");
+    }
+
     /// @dev The first follower of a keeper's batch changes her exit slippage just before the batch
     /// lands: she leaves out only herself, and everyone else still exits in that batch.
     function test_triggerExits_aSlippageChangeBeforeTheBatchLeavesOutOnlyItsAuthor() public {
