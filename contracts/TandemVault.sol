@@ -288,11 +288,9 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         uint256 value = _value(amount, prices[0]);
         uint256 limit = masterEquity * params.maxPoolMultiple;
         if (poolValue + value > limit) revert ITandemVault.PoolAboveMasterMultiple(poolValue + value, limit);
-        uint256 entered = _enter(held, prices, amount, poolValue == 0 ? masterEquity : poolValue, poolValue != 0, params);
-        // Rounds up: a cost of exactly the bound passes, a unit more does not.
-        if (entered < Math.mulDiv(value, BPS - Math.min(maxEntryCostBps, BPS), BPS, Math.Rounding.Ceil)) {
-            revert ITandemVault.EntryCostAboveBound(entered, value, maxEntryCostBps);
-        }
+        uint256 entered = _enter(
+            held, prices, amount, poolValue == 0 ? masterEquity : poolValue, poolValue != 0, maxEntryCostBps, params
+        );
         // Rounds down: a new follower never gets more than what they brought in is worth.
         shares = Math.mulDiv(entered, _totalShares + VIRTUAL_SHARES, poolValue + VIRTUAL_VALUE);
         if (shares == 0) revert ITandemVault.ZeroShares();
@@ -458,12 +456,16 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
     /// weight of what the newcomer holds after the first pass's costs, at the cost rate the first
     /// pass saw. The pool's composition is then what it was, within the second pass's own cost
     /// (a fraction of a fraction). A purchase worth less than the minimum order stays in base.
+    /// Each swap must bring in, at oracle prices, all but `maxEntryCostBps` of what it spent: bounded
+    /// swap by swap, a fill that looks better than the oracle on one token (its feed below the
+    /// market) cannot pay for a sandwiched fill of another, and the whole entry costs at most that.
     function _enter(
         address[] memory held,
         uint256[] memory prices,
         uint256 amount,
         uint256 refValue,
         bool byPool,
+        uint256 maxEntryCostBps,
         ITandemHub.Params memory params
     ) private returns (uint256 entered) {
         uint256 n = held.length;
@@ -492,8 +494,20 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
                 if (!HUB.asset(held[i]).tradable) revert ITandemHub.AssetNotTradable(held[i]);
                 ITandemHub.Route memory r = _vetted(address(BASE_ASSET), held[i]);
                 if (r.adapter == address(0)) revert ITandemVault.NoVettedRoute(address(BASE_ASSET), held[i]);
-                uint256 minOut = _oracleMinOut(spend, prices[0], prices[i], params.maxSlippageBps);
-                bought[i] += _swap(r.adapter, address(BASE_ASSET), held[i], spend, minOut, r.path);
+                uint256 got = _swap(
+                    r.adapter,
+                    address(BASE_ASSET),
+                    held[i],
+                    spend,
+                    _oracleMinOut(spend, prices[0], prices[i], params.maxSlippageBps),
+                    r.path
+                );
+                // Rounds up: a cost of exactly the bound passes, a unit more does not.
+                (uint256 paid, uint256 worth) = (_value(spend, prices[0]), _value(got, prices[i]));
+                if (worth < Math.mulDiv(paid, BPS - Math.min(maxEntryCostBps, BPS), BPS, Math.Rounding.Ceil)) {
+                    revert ITandemVault.EntryCostAboveBound(worth, paid, maxEntryCostBps);
+                }
+                bought[i] += got;
                 (spent[i], left) = (spent[i] + spend, left - spend);
             }
             // What the newcomer holds now, at oracle prices.

@@ -477,8 +477,8 @@ def deposit(dep: Deployment, follower: str, amount: int) -> TxReceipt:
     return transact(dep.hub.functions.deposit(amount), follower)
 
 
-# An entry buys the pool's tokens; its swaps cost the pool's fee on the part not in base, plus
-# what the pools move. Half a percent leaves room for that and refuses a sandwich worth doing.
+# An entry buys the pool's tokens; each swap costs the pool's fee (0.3% on a V2 pair) plus what it
+# moves the pool. Half a percent per swap leaves room for that and refuses a sandwich worth doing.
 MAX_ENTRY_COST_BPS = 50
 
 
@@ -490,9 +490,9 @@ def allocate(
     *,
     max_entry_cost_bps: int = MAX_ENTRY_COST_BPS,
 ) -> TxReceipt:
-    """Allocate ``amount`` base units of ``follower``'s free balance to ``vault``, its entry
-    swaps costing at most ``max_entry_cost_bps`` of its oracle value; past that the vault reverts
-    with ``EntryCostAboveBound`` and nothing moves."""
+    """Allocate ``amount`` base units of ``follower``'s free balance to ``vault``, each entry
+    swap costing at most ``max_entry_cost_bps`` of what it spends at oracle prices; past that the
+    vault reverts with ``EntryCostAboveBound`` and nothing moves."""
     call = dep.hub.functions.allocate(vault.address, amount, max_entry_cost_bps)
     return transact(call, follower)
 

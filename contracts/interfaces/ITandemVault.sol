@@ -53,8 +53,8 @@ interface ITandemVaultTrading {
     /// vetted routes, the pool's current composition (the master's, for an empty pool) with it, and
     /// mints pool shares to `follower` for the oracle value of what that bought. The newcomer pays
     /// their own entry swaps, and every follower already in keeps their exposure. Refused when the
-    /// pool would grow past the hub's `maxPoolMultiple` of the master's equity, or when the entry
-    /// swaps cost more than `maxEntryCostBps` of the allocation's oracle value.
+    /// pool would grow past the hub's `maxPoolMultiple` of the master's equity, or when an entry
+    /// swap costs more than `maxEntryCostBps` of what it spends, at oracle prices.
     function onAllocate(address follower, uint256 amount, uint256 maxEntryCostBps)
         external
         returns (uint256 shares);
@@ -392,8 +392,8 @@ interface ITandemVault is ITandemVaultTrading, ITandemVaultExits, ITandemVaultLe
     error InsufficientShares(uint256 available, uint256 requested);
     /// @notice The allocation is too small to mint a single pool share.
     error ZeroShares();
-    /// @notice The entry swaps brought in `entered` (USD, 18 decimals) of an allocation worth
-    /// `value`: more cost than the follower's `maxEntryCostBps`. Nothing moved; retry later (a
+    /// @notice An entry swap brought in `entered` (USD at oracle prices, 18 decimals) for `value`
+    /// spent: more cost than the follower's `maxEntryCostBps`. Nothing moved; retry later (a
     /// sandwich or a moved pool) or accept more.
     error EntryCostAboveBound(uint256 entered, uint256 value, uint256 maxEntryCostBps);
     /// @notice The swap returned less than the oracle bound or the master's minimum.

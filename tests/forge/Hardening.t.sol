@@ -11,6 +11,7 @@ import {UniswapV3Adapter} from "../../contracts/adapters/UniswapV3Adapter.sol";
 import {TestToken} from "../../contracts/testing/TestToken.sol";
 
 import {Fixture} from "./utils/Fixture.sol";
+import {MockAdapter} from "./utils/MockAdapter.sol";
 
 /// @title Attacks of the first independent review, one class per test group
 /// @notice Each test replays the class of a finding (numbered as in the review) against the rule
@@ -402,12 +403,12 @@ contract HardeningTest is Fixture {
     }
 
     /// @dev The entry swaps are the newcomer's cost, and one above what they accept (a sandwich of
-    /// the vetted pool) is refused with nothing moved; a cost of exactly the bound passes.
+    /// the vetted pool) is refused with nothing moved; a cost within the bound passes.
     function test_allocate_revertsWhen_theEntryCostsMoreThanTheFollowerAccepts() public {
         follow(alice, vault, 100_000e6);
         tradeMock(vault, address(usdc), address(weth), 50_000e6); // the pool is half ETH
         fund(bob, 40_000e6);
-        mockAdapter.setFactorBps(9_920); // his ETH fills 0.8% under the oracle: 0.4% of his entry
+        mockAdapter.setFactorBps(9_920); // his ETH fills 0.8% under the oracle
         uint256 free = hub.account(bob).free;
         vm.prank(bob);
         try hub.allocate(address(vault), 10_000e6, 20) {
@@ -418,9 +419,36 @@ contract HardeningTest is Fixture {
         assertEq(hub.account(bob).free, free, "his balance untouched");
         assertEq(vault.sharesOf(bob), 0, "no shares");
 
-        mockAdapter.setFactorBps(9_970); // 0.3% on about half of it: within his 0.2%
+        mockAdapter.setFactorBps(9_981); // 0.19% on the swap: within his 0.2%
         vm.prank(bob);
         assertGt(hub.allocate(address(vault), 10_000e6, 20), 0, "in");
+    }
+
+    /// @dev The bound holds swap by swap: an ETH fill above the oracle (its feed below the market)
+    /// cannot pay for a sandwiched BTC fill, although the two together cost nothing on average.
+    function test_allocate_entryCostBound_holdsSwapBySwap() public {
+        follow(alice, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(weth), 30_000e6);
+        tradeMock(vault, address(usdc), address(wbtc), 30_000e6);
+        MockAdapter generous = new MockAdapter(hub);
+        vm.prank(owner);
+        hub.setAdapter(address(generous), true);
+        setRoute(address(usdc), address(weth), address(generous));
+        generous.setFactorBps(10_080); // ETH fills 0.8% over the oracle
+        mockAdapter.setFactorBps(9_920); // BTC is sandwiched: 0.8% under
+        fund(bob, 40_000e6);
+        uint256 free = hub.account(bob).free;
+        vm.prank(bob);
+        try hub.allocate(address(vault), 10_000e6, 50) {
+            fail("a good fill of one token paid for a sandwiched fill of another");
+        } catch (bytes memory reason) {
+            assertTrue(bytes4(reason) == ITandemVault.EntryCostAboveBound.selector, "named error");
+        }
+        assertEq(hub.account(bob).free, free, "his balance untouched");
+
+        mockAdapter.setFactorBps(9_951); // BTC at 0.49%: within his 0.5%
+        vm.prank(bob);
+        assertGt(hub.allocate(address(vault), 10_000e6, 50), 0, "in");
     }
 
     /// @dev The bound is on the entry's cost, not on shares: the pool's tokens moving on the oracle
@@ -439,7 +467,7 @@ contract HardeningTest is Fixture {
         }
 
         setEthPrice(3_060e18); // ETH up 2%
-        mockAdapter.setFactorBps(9_970); // a cost of about 0.15%
+        mockAdapter.setFactorBps(9_985); // a cost of 0.15%
         vm.prank(bob);
         assertGt(hub.allocate(address(vault), 10_000e6, 20), 0, "within his bound whatever ETH did");
     }

@@ -192,11 +192,11 @@ def test_a_batch_of_risk_exits_survives_a_rotation_landing_first(
 
 
 def test_a_late_joiner_bounds_their_entry_against_a_sandwich(dep: Deployment, cast: Cast) -> None:
-    """A newcomer signs an allocation to a pool that holds WETH, accepting 0.2% of entry cost.
-    A whale front-runs it by buying WETH in the vetted pair: the newcomer's entry swap would now
-    fill worse than they accepted, though within the protocol's oracle bound, so the vault refuses
-    it with ``EntryCostAboveBound`` and nothing of theirs moves. Once the pair is back, the same
-    bound lets the allocation through."""
+    """A newcomer signs an allocation to a pool that holds WETH, accepting the default 0.5% of
+    cost per entry swap. A whale front-runs it by buying WETH in the vetted pair: the newcomer's
+    entry swap would now fill worse than they accepted, though within the protocol's oracle bound,
+    so the vault refuses it with ``EntryCostAboveBound`` and nothing of theirs moves. Once the pair
+    is back, the same bound lets the allocation through."""
     vault = p.create_master(dep, cast.ada, dep.units(BASE, 50_000))
     first, newcomer = cast.followers[0], cast.followers[1]
     p.deposit(dep, first, dep.units(BASE, 400_000))
@@ -207,21 +207,22 @@ def test_a_late_joiner_bounds_their_entry_against_a_sandwich(dep: Deployment, ca
     p.deposit(dep, newcomer, dep.units(BASE, 400_000))
     amount = dep.units(BASE, 100_000)
 
-    # The front-run: WETH up about 0.6% in the vetted pair, the feed unchanged. Half of the
-    # newcomer's 100,000 USDC buys WETH there: about 0.3% of the entry, past their 0.2%.
+    # The front-run: WETH up about 0.6% in the vetted pair, the feed unchanged. The newcomer's WETH
+    # would cost that plus the pair's 0.3% fee under the oracle: past their 0.5%.
     weth_price = dep.specs["WETH"].usd_price
     p.move_price(dep, "WETH", weth_price * Decimal("1.006"), cast.whale)
     transact(dep.feeds["WETH"].functions.setAnswer(dep.specs["WETH"].feed_answer), cast.whale)
     free_before = dep.hub.functions.account(newcomer).call()[0]
     with pytest.raises(RevertError) as excinfo:
-        p.allocate(dep, newcomer, vault, amount, max_entry_cost_bps=20)
+        p.allocate(dep, newcomer, vault, amount)
     assert excinfo.value.error_name == "EntryCostAboveBound", excinfo.value.reason
     assert dep.hub.functions.account(newcomer).call()[0] == free_before
     assert vault.functions.sharesOf(newcomer).call() == 0
 
-    # The pair back at the oracle price: the pair's 0.3% fee on half the entry fits the bound.
+    # The pair back at the oracle price: the pair's 0.3% fee and the swap's own move fit the bound,
+    # and cost about half of that of the whole entry (half of it stays in base).
     p.move_price(dep, "WETH", weth_price, cast.whale)
     quoted = vault.functions.previewAllocate(amount).call()
-    p.allocate(dep, newcomer, vault, amount, max_entry_cost_bps=20)
+    p.allocate(dep, newcomer, vault, amount)
     shares = vault.functions.sharesOf(newcomer).call()
-    assert quoted * (BPS - 20) // BPS <= shares < quoted
+    assert quoted * (BPS - p.MAX_ENTRY_COST_BPS // 2) // BPS <= shares < quoted
