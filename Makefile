@@ -8,6 +8,7 @@
 #   make bench-gas  gas benchmark of the protocol against plain Uniswap swaps
 #   make bench-keeper  one keeper exits 1,000 breached followers: reaction time, blocks, gas, RPC calls
 #   make bench-rankings  recompute the rankings of 10,000 masters; top-50 query latency on PostgreSQL
+#   make bench-indexer  backfill from anvil; decode-and-store of 1,000,000 recorded events into PostgreSQL
 #   make fuzz-long  the vault invariants at 10,000 runs of depth 100 (tens of minutes)
 #   make lint       ruff and mypy
 #   make clean      remove build outputs and caches (distclean: also .venv and node_modules)
@@ -22,7 +23,7 @@ PY_STAMP := $(VENV)/.tandem-installed
 NPM_STAMP := node_modules/.tandem-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test slither bench-gas bench-keeper bench-rankings fuzz-long lint clean distclean
+.PHONY: help setup demo test slither bench-gas bench-keeper bench-rankings bench-indexer fuzz-long lint clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -67,6 +68,9 @@ bench-keeper: setup
 
 bench-rankings: setup
 	$(BIN)/python benchmarks/rankings.py
+
+bench-indexer: setup
+	$(BIN)/python benchmarks/indexing.py
 
 # The invariant tests far beyond the ci profile's 256 runs, before a release or after a change
 # to the vault's accounting.

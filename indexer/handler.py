@@ -7,10 +7,12 @@ process. Every row carries its block number and nothing is ever updated, so a ro
 delete per table, and the state kept in memory (vaults, feeds, share balances, when each vault's
 last point was) is re-read from the tables after one.
 
-Time-series points are the one thing not in the logs: at the end of each block that changed a
-vault (and hourly from prices), the vault's books are read with read-only calls at that block's
-hash. A block that vanished meanwhile fails the call, which aborts the range (``ChainMoved``) and
-the follower reads again from its cursor.
+Two things are not in the logs: a trade's gas (from its receipt), and the time-series points (at
+the end of each block that changed a vault, and hourly from prices, the vault's books are read
+with read-only calls at that block's hash). Both are read for a whole range at once, in batches of
+raw JSON-RPC requests, after its logs are decoded: per request, web3's formatting costs more than
+everything else the indexer does for an event. A block that vanished meanwhile fails its read,
+which aborts the range (``ChainMoved``) and the follower reads again from its cursor.
 """
 
 from __future__ import annotations
@@ -19,31 +21,33 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from eth_utils.address import to_checksum_address as checksum
+from eth_utils.abi import collapse_if_tuple, function_abi_to_4byte_selector
 from hexbytes import HexBytes
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, delete, func, select
 from web3 import AsyncWeb3, Web3
 from web3.exceptions import (
     BlockNotFound,
     ContractLogicError,
-    TransactionNotFound,
     Web3RPCError,
 )
-from web3.types import LogReceipt
+from web3.types import LogReceipt, RPCEndpoint
 
 from tandem import artifacts
 from tandem.config import Settings
 from tandem.db import models as m
+from tandem.db.bulk import insert_rows
 from tandem.events import (
     EXIT_REASONS,
     MIRROR_DROPS,
     SKIP_REASONS,
     Decoder,
     Event,
+    checksum,
     enum_name,
     jsonable,
+    word_reader,
 )
 from tandem.follower import ChainFollower, ChainMoved, CursorStore, FeedSources
 from tandem.follower.protocol import discovered
@@ -70,6 +74,9 @@ FLOWS = frozenset(
 )
 CAUSES = ("price", "flow", "trade")  # a stronger cause replaces a weaker one for one block
 
+# Reads per batch request: public endpoints commonly take up to a thousand.
+READ_BATCH = 500
+
 # Node answers meaning "no state that old here" (a pruned node), not "no such block".
 _NO_STATE = (
     "out of range",
@@ -79,6 +86,24 @@ _NO_STATE = (
     "historical state",
     "state not available",
 )
+
+
+class _ViewCall:
+    """A vault view without arguments and with static results, as a raw ``eth_call``: its
+    calldata, and its results read word by word."""
+
+    def __init__(self, abi: Sequence[dict[str, Any]], name: str) -> None:
+        function = next(f for f in abi if f.get("type") == "function" and f["name"] == name)
+        self.selector = "0x" + function_abi_to_4byte_selector(function).hex()  # type: ignore[arg-type]
+        readers = [word_reader(collapse_if_tuple(o)) for o in function["outputs"]]
+        assert all(readers), f"{name} returns a type read otherwise"
+        self.readers = cast(list[Callable[[bytes], Any]], readers)
+
+    def decode(self, result: str) -> tuple[Any, ...]:
+        data = bytes(HexBytes(result))
+        if len(data) != 32 * len(self.readers):
+            raise ValueError(f"unexpected answer to a vault view: {result}")
+        return tuple(read(data[32 * i : 32 * i + 32]) for i, read in enumerate(self.readers))
 
 
 @dataclass
@@ -91,8 +116,14 @@ class _Batch:
     # (tx, vault, follower) -> the trigger of a risk exit, for the exit that follows it
     triggers: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
 
-    def add(self, model: type[m.Base], **values: Any) -> None:
+    # What the chain must still tell, read for the whole range at once:
+    # (a point's row, its block hash), and (a trade's row, its transaction, its block hash).
+    points: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    receipts: list[tuple[dict[str, Any], str, str]] = field(default_factory=list)
+
+    def add(self, model: type[m.Base], **values: Any) -> dict[str, Any]:
         self.rows[model].append(values)
+        return values
 
     def count(self) -> int:
         return sum(len(rows) for rows in self.rows.values())
@@ -125,7 +156,9 @@ class Indexer:
         self.hub = checksum(hub)
         self.decoder = Decoder(settings)
         self.interval = settings.indexer.point_interval
-        self._vault_abi = artifacts.vault_abi(settings)
+        vault_abi = artifacts.vault_abi(settings)
+        self._read_equities = _ViewCall(vault_abi, "equities")
+        self._read_suspension = _ViewCall(vault_abi, "suspension")
         self._hub = reader.eth.contract(self.hub, abi=artifacts.load("ITandemHub", settings).abi)
         # Fixed when the hub was deployed: master deposits are in it.
         self.base_asset: str = checksum(self._hub.functions.baseAsset().call())
@@ -248,8 +281,9 @@ class Indexer:
                 self._store(batch, event, block)
             if block is not None:
                 self._end_block(batch, block)
+            self._read_chain(batch)
             for model, rows in batch.rows.items():
-                conn.execute(insert(model), rows)
+                insert_rows(conn, model.__table__, rows)  # type: ignore[arg-type]
         except BaseException:
             # The transaction will not commit: what this range changed in memory goes too.
             with self.engine.connect() as committed:
@@ -439,13 +473,7 @@ class Indexer:
 
     def _traded(self, batch: _Batch, e: Event, ts: int) -> None:
         a = e.args
-        try:
-            receipt = self.reader.eth.get_transaction_receipt(HexBytes(e.tx_hash))
-        except TransactionNotFound as exc:
-            raise ChainMoved(f"transaction {e.tx_hash} is gone") from exc
-        if HexBytes(receipt["blockHash"]).to_0x_hex() != e.block_hash:
-            raise ChainMoved(f"transaction {e.tx_hash} moved to another block")
-        batch.add(
+        row = batch.add(
             m.Trade,
             **self._vault_row(e, ts),
             trader=a["trader"],
@@ -458,9 +486,10 @@ class Indexer:
             pool_out=a["poolOut"],
             price_in=a["priceIn"],
             price_out=a["priceOut"],
-            gas_used=int(receipt["gasUsed"]),
-            gas_price=int(receipt.get("effectiveGasPrice", 0)),
+            gas_used=None,  # from the receipt, read with the range's other reads
+            gas_price=None,
         )
+        batch.receipts.append((row, e.tx_hash, e.block_hash))
 
     def _pool_part_skipped(self, batch: _Batch, e: Event, ts: int) -> None:
         a = e.args
@@ -663,45 +692,101 @@ class Indexer:
         self.last_point[vault] = block.timestamp
 
     def _end_block(self, batch: _Batch, block: _Block) -> None:
-        """Each vault with a point in ``block``, as it stands at the end of the block."""
+        """Each vault with a point in ``block``, as it stands at the end of the block (its books
+        are read with the range's other reads)."""
         treasury = self.params["treasury"] if self.params else None
         for vault, cause in sorted(block.points.items()):
             holders = self._holders(vault)
-            total = sum(holders.values())
             followers = sum(
                 1
                 for holder, shares in holders.items()
                 if shares > 0 and holder not in (self.vaults[vault], treasury)
             )
-            books = self._books(vault, block.hash)
-            master_index = master_aum = pool_aum = share_price = None
-            if books is not None:
-                master_index, master_aum, pool_aum = books
-                if total:
-                    share_price = pool_aum * ONE * SHARES_PER_VALUE // total
-            batch.add(
+            row = batch.add(
                 m.VaultPoint,
                 vault=vault,
                 block_number=block.number,
                 timestamp=block.timestamp,
                 cause=cause,
-                master_index=master_index,
-                master_aum=master_aum,
-                pool_aum=pool_aum,
-                share_price=share_price,
-                total_shares=total,
+                master_index=None,
+                master_aum=None,
+                pool_aum=None,
+                share_price=None,
+                total_shares=sum(holders.values()),
                 followers=followers,
             )
+            batch.points.append((row, block.hash))
 
-    def _books(self, vault: str, block_hash: str) -> tuple[int, int, int] | None:
-        """The master's index and both books' values at the end of the block, or None."""
-        contract = self.reader.eth.contract(Web3.to_checksum_address(vault), abi=self._vault_abi)
-        at = HexBytes(block_hash)
-        equities = self._call(lambda: contract.functions.equities().call(block_identifier=at))
-        suspension = self._call(lambda: contract.functions.suspension().call(block_identifier=at))
-        if equities is None or suspension is None:
-            return None
-        return int(suspension[1]), int(equities[0]), int(equities[1])
+    def _read_chain(self, batch: _Batch) -> None:
+        """Fills in what the range's rows need from the chain: each point's books (None where the
+        node keeps no state that old or the vault cannot price a token then) and each trade's
+        gas."""
+        requests: list[tuple[str, list[Any]]] = []
+        for row, block_hash in batch.points:
+            at = {"blockHash": block_hash}
+            for view in (self._read_equities, self._read_suspension):
+                requests.append(("eth_call", [{"to": row["vault"], "data": view.selector}, at]))
+        requests += [("eth_getTransactionReceipt", [tx]) for _, tx, _ in batch.receipts]
+        answers = iter(self._ask(requests))
+        for row, _ in batch.points:
+            equities, suspension = next(answers), next(answers)
+            if equities is None or suspension is None:
+                continue
+            (master_aum, pool_aum), (_, master_index, _) = (
+                self._read_equities.decode(equities),
+                self._read_suspension.decode(suspension),
+            )
+            row.update(master_index=master_index, master_aum=master_aum, pool_aum=pool_aum)
+            if row["total_shares"]:
+                row["share_price"] = pool_aum * ONE * SHARES_PER_VALUE // row["total_shares"]
+        for (row, tx, block_hash), receipt in zip(batch.receipts, answers, strict=True):
+            if receipt is None:
+                raise ChainMoved(f"transaction {tx} is gone")
+            if receipt["blockHash"] != block_hash:
+                raise ChainMoved(f"transaction {tx} moved to another block")
+            row["gas_used"] = int(receipt["gasUsed"], 16)
+            row["gas_price"] = int(receipt.get("effectiveGasPrice", "0x0"), 16)
+
+    def _ask(self, requests: list[tuple[str, list[Any]]]) -> list[Any]:
+        """The results of ``requests``, in batches the node takes: None for a call that
+        reverted or a state the node does not keep; ``ChainMoved`` when a block is gone."""
+        results: list[Any] = []
+        provider: Any = self.reader.provider
+        for start in range(0, len(requests), READ_BATCH):
+            chunk = [
+                (RPCEndpoint(method), params)
+                for method, params in requests[start : start + READ_BATCH]
+            ]
+            responses = provider.make_batch_request(chunk)
+            if not isinstance(responses, list):  # one error for the whole batch
+                raise Web3RPCError(str(responses.get("error", responses)))
+            for response in responses:
+                error = response.get("error")
+                if error is not None:
+                    self._check(error)  # raises unless there is just nothing to read
+                results.append(None if error is not None else response.get("result"))
+        return results
+
+    def _check(self, error: Any) -> None:
+        """What a failed read means: a block gone (``ChainMoved``), a node error (raised), or,
+        for a revert or a state the node does not keep, nothing to read (returns)."""
+        message = str(error.get("message", error) if isinstance(error, dict) else error).lower()
+        if "not found" in message or "unknown block" in message:
+            raise ChainMoved("a block being indexed is gone")
+        if "revert" in message or (isinstance(error, dict) and error.get("code") == 3):
+            return
+        if any(words in message for words in _NO_STATE):
+            self._warn_no_state()
+            return
+        raise Web3RPCError(message)
+
+    def _warn_no_state(self) -> None:
+        if not getattr(self, "_warned_state", False):
+            log.warning(
+                "the node keeps no state this old: time-series values are left empty "
+                "(an archive node fills them)"
+            )
+            self._warned_state = True
 
     def _call(self, call: Callable[[], Any]) -> Any:
         """A read-only call at a block: None when the node keeps no state that old or the vault
@@ -717,12 +802,7 @@ class Indexer:
             if "not found" in message:
                 raise ChainMoved("a block being indexed is gone") from exc
             if any(words in message for words in _NO_STATE):
-                if not getattr(self, "_warned_state", False):
-                    log.warning(
-                        "the node keeps no state this old: time-series values are left empty "
-                        "(an archive node fills them)"
-                    )
-                    self._warned_state = True
+                self._warn_no_state()
                 return None
             raise
 

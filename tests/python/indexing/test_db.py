@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -135,3 +136,78 @@ def test_tandem_db_upgrade_migrates_the_named_database_from_an_installed_package
     engine = create_engine(url)
     assert revision_of(engine) == head_revision()
     engine.dispose()
+
+
+@pytest.mark.parametrize("count", [3, 200])
+def test_bulk_rows_are_stored_as_one_insert_per_row_stores_them(
+    empty_engine: Engine, count: int
+) -> None:
+    """``insert_rows`` (by COPY on PostgreSQL from 32 rows) stores exactly what one INSERT per
+    row stores: exact uint256 and int256 values at their limits, NULLs, JSON with big integers,
+    booleans."""
+    from tandem.db import models
+    from tandem.db.bulk import insert_rows
+
+    upgrade(empty_engine)
+    where = {"tx_hash": "0x" + "ab" * 32, "timestamp": 1_700_000_000}
+    events = [
+        {
+            "block_number": i,
+            "log_index": 0,
+            **where,
+            "block_hash": "0x" + "cd" * 32,
+            "address": "0x" + "12" * 20,
+            "name": "Traded",
+            "args": {"amount": str(2**256 - 1), "ok": True, "list": ["1", None]},
+        }
+        for i in range(count)
+    ]
+    shares = [
+        {
+            "block_number": i,
+            "log_index": 1,
+            **where,
+            "vault": "0x" + "34" * 20,
+            "holder": "0x" + "56" * 20,
+            "delta": [-(2**255), 2**255 - 1, 0][i % 3],
+            "kind": "mint",
+        }
+        for i in range(count)
+    ]
+    suspensions = [
+        {
+            "block_number": i,
+            "log_index": 2,
+            **where,
+            "vault": "0x" + "34" * 20,
+            "suspended": i % 2 == 0,
+            "master_index": 2**256 - 1,
+            "peak": 0,
+        }
+        for i in range(count)
+    ]
+    stored: list[tuple[Table, list[dict[str, Any]]]] = [
+        (cast(Table, models.Event.__table__), events),
+        (cast(Table, models.ShareMove.__table__), shares),
+        (cast(Table, models.Suspension.__table__), suspensions),
+    ]
+    with empty_engine.begin() as conn:
+        for table, rows in stored:
+            insert_rows(conn, table, rows)
+    with empty_engine.begin() as conn:
+        bulk = {
+            t.name: conn.execute(select(t).order_by(*t.primary_key.columns)).all()
+            for t, _ in stored
+        }
+        for table, rows in stored:
+            conn.execute(table.delete())
+            for row in rows:
+                conn.execute(table.insert().values(**row))
+        single = {
+            t.name: conn.execute(select(t).order_by(*t.primary_key.columns)).all()
+            for t, _ in stored
+        }
+    assert bulk == single
+    assert len(bulk["events"]) == count
+    assert bulk["events"][0].args == events[0]["args"]
+    assert {row.delta for row in bulk["share_moves"]} == {s["delta"] for s in shares}
