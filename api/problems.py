@@ -80,6 +80,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "A parameter is not valid (a cursor from another query, say)"),
         (404, "Nothing is indexed under this address"),
         (422, "A parameter does not have the expected form"),
+        (503, "The indexer has no final block yet"),
     )
 }
 

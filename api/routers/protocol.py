@@ -10,11 +10,12 @@ from fastapi import APIRouter, Request
 from sqlalchemy import Connection, select
 
 from api.database import Read
+from api.problems import PROBLEM_RESPONSES
 from api.schemas import resources as out
 from tandem.config import Settings
 from tandem.db import models as m
 
-router = APIRouter(tags=["protocol"])
+router = APIRouter(tags=["protocol"], responses={503: PROBLEM_RESPONSES[503]})
 
 # Hub events: the address that emitted one is the hub the indexer follows.
 HUB_EVENTS = ("AssetSet", "VaultCreated", "ParamsSet", "AdapterSet")

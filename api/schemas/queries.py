@@ -41,7 +41,9 @@ class MastersQuery(Page):
         description="only masters with the track record the ranking rules ask for; false lists "
         "fresh masters too",
     )
-    min_days: int | None = Field(default=None, ge=0, description="days of history, at least")
+    min_days: int | None = Field(
+        default=None, ge=0, le=36_500, description="days of history, at least"
+    )
     max_drawdown: float | None = Field(
         default=None, ge=0, le=1, description="the window's maximum drawdown, at most (0.2: 20%)"
     )

@@ -15,7 +15,7 @@ BIG_INTEGER_NOTE = (
 
 
 def _checksummed(value: str) -> str:
-    if not is_address(value):
+    if not (value.startswith("0x") and is_address(value)):
         raise ValueError("not an address: give 0x followed by 40 hexadecimal digits")
     return str(to_checksum_address(value))
 
