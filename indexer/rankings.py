@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from sqlalchemy import Connection, Select, delete, insert, select
+from sqlalchemy import Connection, Select, delete, insert, or_, select
 
 from tandem.db import models
 from tandem.errors import TandemError
@@ -257,9 +257,11 @@ def top_query(
     include_closed: bool = False,
     include_unranked: bool = False,
     best_first: bool = True,
+    after: tuple[Any, str] | None = None,
 ) -> Select[Any]:
     """The SQL of ``top``: one range of the metric's partial index, read in order until ``n``
-    rows pass the filters (``include_unranked`` reads without it, and sorts)."""
+    rows pass the filters (``include_unranked`` reads without it, and sorts). ``after`` is the
+    metric's value and the master of the last row of a previous page: the page starts past it."""
     if metric not in SORTABLE:
         raise UnknownMetricError(metric)
     t = master_rankings
@@ -280,6 +282,15 @@ def top_query(
         query = query.where(t.c.risk_score <= max_risk_score)
     if not include_closed:
         query = query.where(t.c.closed.is_(False))
+    if after is not None:
+        # Keyset pagination: rows past (value, master) in the order below. It names values, not
+        # positions, so a page never repeats or skips a row because others moved meanwhile.
+        value, master = after
+        value = _FLOAT_MAX if value == math.inf else value
+        if descending:
+            query = query.where(column <= value, or_(column < value, t.c.master < master))
+        else:
+            query = query.where(column >= value, or_(column > value, t.c.master > master))
     # Ties go by master in the same direction, so one index serves the whole ORDER BY.
     order = (column.desc(), t.c.master.desc()) if descending else (column.asc(), t.c.master.asc())
     return query.order_by(*order).limit(n)
@@ -297,6 +308,7 @@ def top(
     include_closed: bool = False,
     include_unranked: bool = False,
     best_first: bool = True,
+    after: tuple[Any, str] | None = None,
 ) -> list[RankingRow]:
     """The top ``n`` ranked masters by ``metric`` over ``window``, best first (``best_first=False``:
     worst first).
@@ -316,6 +328,7 @@ def top(
         include_closed=include_closed,
         include_unranked=include_unranked,
         best_first=best_first,
+        after=after,
     )
     return [_row(values) for values in conn.execute(query)]
 

@@ -23,7 +23,14 @@ from web3.exceptions import TimeExhausted, Web3Exception
 
 from tandem import __version__, artifacts, chain, demo, protocol
 from tandem.compiler import compile_project, prepare_ape
-from tandem.config import IndexerSettings, KeeperSettings, Settings, load_settings, redact
+from tandem.config import (
+    ApiSettings,
+    IndexerSettings,
+    KeeperSettings,
+    Settings,
+    load_settings,
+    redact,
+)
 from tandem.errors import ConfigError, DeploymentError, NodeError, TandemError
 from tandem.node import LocalNode
 
@@ -526,6 +533,37 @@ def db_upgrade_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- api
+#
+# The API is imported inside its command too.
+
+
+@command(
+    "api serve",
+    "serve the read-only REST API over the indexer's database until Ctrl-C or SIGTERM",
+    arg("--host", help="interface to listen on (default: api.host, 127.0.0.1)"),
+    arg("--port", type=int, help="port to listen on (default: api.port, 8000)"),
+    arg("--workers", type=int, help="server processes (default: api.workers, 2)"),
+    INDEXER_DB_ARG,
+)
+def api_serve_command(args: argparse.Namespace, settings: Settings) -> int:
+    from api.serve import serve
+
+    settings = _indexer_settings(settings, database_url=args.database_url)
+    updates = {
+        key: value
+        for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers))
+        if value is not None
+    }
+    try:
+        api = ApiSettings.model_validate({**settings.api.model_dump(), **updates})
+    except ValidationError as exc:
+        problems = "; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid api option: {problems}") from exc
+    settings = settings.model_copy(update={"api": api})
+    return serve(settings, config_file=args.config, rpc_url=args.rpc_url)
+
+
 # --- entry point
 
 
@@ -533,6 +571,7 @@ GROUPS = {
     "keeper": "run a keeper, see how keepers are doing, manage the keeper key",
     "indexer": "index the protocol's events into the database, see how far it is, start again",
     "db": "the database schema shared by the services",
+    "api": "serve the read-only REST API over the indexer's database",
 }
 
 

@@ -1,8 +1,8 @@
 """Tandem settings and project paths.
 
 One settings object, read from an optional TOML file and TANDEM_* environment variables, with a
-table per service (``[keeper]``, ``[indexer]``); services read their table from it, they define
-none of their own.
+table per service (``[keeper]``, ``[indexer]``, ``[api]``); services read their table from it,
+they define none of their own.
 """
 
 from __future__ import annotations
@@ -208,6 +208,17 @@ class IndexerSettings(FollowerSettings):
     log_format: Literal["text", "json"] = "text"
 
 
+class ApiSettings(BaseModel):
+    """The ``[api]`` table, or TANDEM_API__* variables. The API reads the indexer's database
+    (``indexer.database_url``) and finality depth: it has no database of its own."""
+
+    model_config = {"extra": "forbid"}
+
+    host: str = Field(default="127.0.0.1", description="0.0.0.0 to serve other hosts")
+    port: int = Field(default=8000, ge=0, le=65_535)
+    workers: int = Field(default=2, ge=1, le=64, description="server processes")
+
+
 class RankingSettings(BaseModel):
     """The ``[rankings]`` table, or TANDEM_RANKINGS__* variables: the least track record a master
     needs to be ranked by default (see indexer/METRICS.md)."""
@@ -241,6 +252,7 @@ class Settings(BaseSettings):
     keeper: KeeperSettings = Field(default_factory=KeeperSettings)
     indexer: IndexerSettings = Field(default_factory=IndexerSettings)
     rankings: RankingSettings = Field(default_factory=RankingSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @field_validator("rpc_url")
     @classmethod

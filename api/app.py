@@ -1,0 +1,76 @@
+"""The application: ``create_app(settings)`` builds it; ``from_environment`` is what each of
+uvicorn's worker processes calls, with the settings of the same file and environment."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from api import monitoring, problems
+from api.database import open_database
+from api.routers import followers, health, masters, protocol, vaults
+from api.schemas.types import BIG_INTEGER_NOTE
+from tandem import __version__, artifacts
+from tandem.config import Settings, load_settings
+
+# The interfaces a dApp builds transactions and decodes events with.
+INTERFACES = ("ITandemHub", "ITandemVault", "ISwapAdapter")
+
+DESCRIPTION = f"""Read-only access to what the Tandem indexer stored: the protocol, the masters'
+rankings and profiles, vaults and followers.
+
+**Big integers.** {BIG_INTEGER_NOTE}
+
+**Finality.** Every answer is read at the indexer's final block (named `block` in answers):
+rows above it may still be replaced by a reorganisation, rows at or below it cannot.
+
+**Errors** are RFC 9457 problem documents (`application/problem+json`): `type`, `title`,
+`status`, `detail` (what was wrong and what to do) and `instance` (the path asked for); a
+request's invalid parameters are listed in `errors`.
+
+**Pages.** Lists return `next_cursor`; pass it as `cursor` with the same query for the next
+page. A cursor names the last row's sort key, so every row is listed once even when rows move
+between two pages.
+"""
+
+
+def interface_abis(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    return {name: artifacts.load(name, settings).abi for name in INTERFACES}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API on the indexer database of ``settings`` (which must exist and be migrated)."""
+    abis = interface_abis(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.engine = open_database(settings)
+        try:
+            yield
+        finally:
+            app.state.engine.dispose()
+
+    app = FastAPI(
+        title="Tandem API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.abis = abis
+    app.state.metrics = monitoring.Metrics()
+    problems.install(app)
+    monitoring.install(app, app.state.metrics)
+    for router in (protocol.router, masters.router, vaults.router, followers.router):
+        app.include_router(router, prefix="/v1")
+    app.include_router(health.router)
+    return app
+
+
+def from_environment() -> FastAPI:
+    """The app of the settings file and TANDEM_* variables (``tandem api serve`` has checked
+    them and put its flags in the environment before starting the workers)."""
+    return create_app(load_settings())

@@ -1,0 +1,36 @@
+"""``tandem api serve``: checks the settings, the database and the ABIs once, with one clear
+error, then runs uvicorn with its workers (each builds the app from the same settings)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import uvicorn
+
+from api.app import interface_abis
+from api.database import open_database
+from tandem.config import Settings
+
+
+def serve(settings: Settings, *, config_file: str | None = None, rpc_url: str | None = None) -> int:
+    """Serve until SIGINT or SIGTERM; returns the exit status."""
+    open_database(settings).dispose()  # exists and is migrated, or one `error:` line
+    interface_abis(settings)  # compiled, or one `error:` line
+    # Workers are new processes that read the settings again: the same file and variables,
+    # with the command line's choices among them.
+    if config_file:
+        os.environ["TANDEM_CONFIG"] = str(Path(config_file).expanduser().resolve())
+    if rpc_url:
+        os.environ["TANDEM_RPC_URL"] = rpc_url
+    os.environ["TANDEM_INDEXER__DATABASE_URL"] = settings.indexer.database_url
+    api = settings.api
+    uvicorn.run(
+        "api.app:from_environment",
+        factory=True,
+        host=api.host,
+        port=api.port,
+        workers=api.workers,
+        log_level="info",
+    )
+    return 0

@@ -1,0 +1,325 @@
+"""Every endpoint of the API on a real server process, over what the real indexer stored from a
+real chain: the answers equal the tables (read here on their own), pages list each row once,
+sorting and filters hold, and money travels as strings of digits."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import httpx
+import pytest
+from conftest import World
+from indexing.support import rows
+from sqlalchemy import select
+from web3 import Web3
+
+from indexer import reading
+from tandem.db import models as m
+
+
+def final_block(world: World) -> int:
+    with world.engine.connect() as conn:
+        final = reading.final_block(conn, world.settings.indexer.finality_depth)
+    assert final is not None
+    return final
+
+
+def ok(response: httpx.Response) -> Any:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    return response.json()
+
+
+def latest(rows_: list[Any]) -> Any:
+    return max(rows_, key=lambda r: (r["block_number"], r["log_index"]))
+
+
+def test_protocol_names_the_deployment_its_parameters_assets_adapters_and_abis(
+    world: World, api: httpx.Client
+) -> None:
+    body = ok(api.get("/v1/protocol"))
+    dep = world.dep
+    assert body["block"] == final_block(world)
+    assert body["chain_id"] == dep.w3.eth.chain_id
+    assert body["hub"] == dep.hub.address
+    assert body["contracts"] == dep.addresses()
+    params = latest(rows(world.engine, m.HubParams))
+    assert body["params"]["min_order_value"] == str(params["min_order_value"])
+    assert body["params"]["max_slippage_bps"] == params["max_slippage_bps"]
+    assert body["params"]["treasury"] == params["treasury"]
+    assets: dict[str, Any] = defaultdict(list)
+    for row in rows(world.engine, m.Asset):
+        assets[row["token"]].append(row)
+    assert {a["token"]: a["tradable"] for a in body["assets"]} == {
+        token: latest(found)["tradable"] for token, found in assets.items()
+    }
+    link = dep.address_of("LINK")
+    (shown,) = [a for a in body["assets"] if a["token"] == link]
+    prices = [p for p in rows(world.engine, m.Price) if p["token"] == link]
+    assert shown["answer"] == str(latest(prices)["answer"])
+    assert {a["adapter"] for a in body["adapters"]} == {
+        dep.v2_adapter.address,
+        dep.v3_adapter.address,
+    }
+    assert set(body["abis"]) == {"ITandemHub", "ITandemVault", "ISwapAdapter"}
+    vault = {f.get("name") for f in body["abis"]["ITandemVault"]}
+    hub = {f.get("name") for f in body["abis"]["ITandemHub"]}
+    assert {"trade", "followerStates", "Traded"} <= vault
+    assert {"deposit", "allocate", "VaultCreated"} <= hub
+
+
+def ranking_rows(world: World, window: str) -> list[Any]:
+    return [r for r in rows(world.engine, m.MasterRanking) if r["window"] == window]
+
+
+def every_page(api: httpx.Client, path: str, **params: Any) -> list[dict[str, Any]]:
+    """Every item of a list, page by page: pages of ``limit`` rows until no next cursor."""
+    items: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(100):
+        page = ok(api.get(path, params={**params, **({"cursor": cursor} if cursor else {})}))
+        assert len(page["items"]) <= params["limit"]
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+        assert len(page["items"]) == params["limit"]
+    raise AssertionError("pages never ended")
+
+
+@pytest.mark.parametrize(
+    ("sort", "order", "descending"),
+    [
+        ("trades", None, True),
+        ("trades", "asc", False),
+        ("pnl_usd", "desc", True),
+        ("max_drawdown", None, False),  # lower is better: best first is ascending
+        ("aum_usd", "asc", False),
+    ],
+)
+def test_masters_pages_list_every_master_once_in_the_sort_order(
+    world: World, api: httpx.Client, sort: str, order: str | None, descending: bool
+) -> None:
+    params: dict[str, Any] = {"sort": sort, "window": "all", "ranked_only": "false", "limit": 1}
+    if order:
+        params["order"] = order
+    items = every_page(api, "/v1/masters", **params)
+    table = [r for r in ranking_rows(world, "all") if r[sort] is not None and not r["closed"]]
+    expected = sorted(table, key=lambda r: (r[sort], r["master"]), reverse=descending)
+    assert [i["master"] for i in items] == [r["master"] for r in expected]
+    assert len(items) == 3 and len({i["master"] for i in items}) == 3
+    # Every figure is the table's; money as strings of digits.
+    for item, row in zip(items, expected, strict=True):
+        assert item["pnl_usd"] == str(row["pnl_usd"]) and isinstance(item["pnl_usd"], str)
+        assert item["aum_usd"] == str(row["aum_usd"])
+        assert item["roi"] == row["roi"]
+        assert item["trades"] == row["trades"]
+        assert item["vault"] == row["vault"]
+
+
+def test_masters_default_to_the_ranked_and_filters_hold(world: World, api: httpx.Client) -> None:
+    table = ranking_rows(world, "all")
+    ranked = {r["master"] for r in table if r["ranked"]}
+    assert ranked == {world.a.master}  # the rules ask for two trades
+    body = ok(api.get("/v1/masters", params={"window": "all"}))
+    assert (body["sort"], body["order"], body["window"]) == ("roi", "desc", "all")
+    assert {i["master"] for i in body["items"]} == ranked
+    assert body["next_cursor"] is None
+
+    def listed(**params: Any) -> set[str]:
+        page = ok(
+            api.get("/v1/masters", params={"window": "all", "ranked_only": "false", **params})
+        )
+        return {i["master"] for i in page["items"]}
+
+    drawdowns = sorted(r["max_drawdown"] for r in table)
+    middle = drawdowns[1]
+    assert listed(max_drawdown=middle) == {
+        r["master"] for r in table if r["max_drawdown"] <= middle
+    }
+    assert listed(min_days=1) == {r["master"] for r in table}
+    assert listed(min_days=2) == set()  # minutes of history: one day each
+    scores = [r["risk_score"] for r in table if r["risk_score"] is not None]
+    if scores:
+        lowest = min(scores)
+        assert listed(max_risk_score=lowest) == {
+            r["master"] for r in table if r["risk_score"] is not None and r["risk_score"] <= lowest
+        }
+
+
+def test_a_master_profile_is_every_window_the_curve_the_followers_and_the_fees(
+    world: World, api: httpx.Client
+) -> None:
+    a = world.a
+    body = ok(api.get(f"/v1/masters/{a.master.lower()}"))  # any case in, checksummed out
+    assert body["master"] == a.master and body["vault"] == a.vault.address
+    final = body["block"]
+    assert final == final_block(world)
+    table = {r["window"]: r for r in rows(world.engine, m.MasterRanking, master=a.master)}
+    assert [w["window"] for w in body["metrics"]] == ["7d", "30d", "90d", "all"]
+    for shown in body["metrics"]:
+        row = table[shown["window"]]
+        assert shown["pnl_usd"] == str(row["pnl_usd"])
+        assert shown["max_drawdown"] == row["max_drawdown"]
+        assert shown["followers_ever"] == row["followers_ever"]
+
+    stored = rows(world.engine, m.VaultPoint, vault=a.vault.address)
+    points = [p for p in stored if p["block_number"] <= final]
+    assert [p["block_number"] for p in body["equity_curve"]] == [p["block_number"] for p in points]
+    peak = 0
+    for shown, point in zip(body["equity_curve"], points, strict=True):
+        assert shown["master_index"] == (
+            None if point["master_index"] is None else str(point["master_index"])
+        )
+        assert shown["pool_aum"] == (None if point["pool_aum"] is None else str(point["pool_aum"]))
+        if point["master_index"] is not None:
+            peak = max(peak, point["master_index"])
+            assert shown["drawdown"] == pytest.approx(1 - point["master_index"] / peak)
+    valued = [p for p in points if p["master_aum"] is not None]
+    first, last = valued[0]["master_index"], valued[-1]["master_index"]
+    (month,) = body["monthly_returns"]  # minutes of history: one month
+    assert month["roi"] == pytest.approx(last / first - 1)
+    assert body["aum"]["total_usd"] == str(valued[-1]["master_aum"] + valued[-1]["pool_aum"])
+
+    allocations = rows(world.engine, m.Allocation, vault=a.vault.address)
+    invested: dict[str, int] = defaultdict(int)
+    for row in allocations:
+        invested[row["follower"]] += row["entered"]
+    assert {f["follower"]: f["invested_usd"] for f in body["followers"]} == {
+        f: str(v) for f, v in invested.items()
+    }
+    fees: dict[str, int] = defaultdict(int)
+    for row in rows(world.engine, m.FeeCharged, vault=a.vault.address):
+        fees[row["follower"]] += row["fee"]
+    assert {f["follower"]: int(f["fees_paid_usd"]) for f in body["followers"]} == {
+        f: fees.get(f, 0) for f in invested
+    }
+    holders = reading_shares(world, a.vault.address, final)
+    assert body["followers_ever"] == len(invested) == 3
+    assert body["followers_now"] == len([f for f in invested if holders.get(f)])
+    assert body["fees"]["fee_bps"] == 500  # the story's setFee(500)
+    params = latest(rows(world.engine, m.HubParams))
+    assert body["fees"]["protocol_fee_share_bps"] == params["protocol_fee_share_bps"]
+
+
+def reading_shares(world: World, vault: str, up_to: int) -> dict[str, int]:
+    held: dict[str, int] = defaultdict(int)
+    for move in rows(world.engine, m.ShareMove, vault=vault):
+        if move["block_number"] <= up_to:
+            held[move["holder"]] += move["delta"]
+    return {holder: shares for holder, shares in held.items() if shares}
+
+
+@pytest.mark.parametrize("order", ["desc", "asc"])
+def test_trades_pages_list_each_trade_once_in_chain_order(
+    world: World, api: httpx.Client, order: str
+) -> None:
+    a = world.a
+    items = every_page(api, f"/v1/masters/{a.master}/trades", limit=1, order=order)
+    table = rows(world.engine, m.Trade, vault=a.vault.address)
+    expected = sorted(table, key=lambda t: (t["block_number"], t["log_index"]))
+    if order == "desc":
+        expected.reverse()
+    assert [(t["block_number"], t["log_index"]) for t in items] == [
+        (t["block_number"], t["log_index"]) for t in expected
+    ]
+    assert len(items) == len(a.trades) == 2
+    for item, row in zip(items, expected, strict=True):
+        for key in ("master_in", "pool_in", "master_out", "pool_out", "price_in", "gas_price"):
+            assert item[key] == str(row[key])
+        assert (item["token_in"], item["tx_hash"]) == (row["token_in"], row["tx_hash"])
+    page = ok(api.get(f"/v1/masters/{a.master}/trades", params={"limit": 200}))
+    assert len(page["items"]) == 2 and page["next_cursor"] is None
+
+
+def test_a_vault_state_is_its_latest_point_the_master_book_and_every_holder(
+    world: World, api: httpx.Client
+) -> None:
+    a, dep = world.a, world.dep
+    vault = a.vault.address
+    body = ok(api.get(f"/v1/vaults/{vault}"))
+    final = body["block"]
+    assert body["master"] == a.master
+    (created,) = rows(world.engine, m.Vault, vault=vault)
+    assert body["created_block"] == created["block_number"]
+    points = [
+        p for p in rows(world.engine, m.VaultPoint, vault=vault) if p["block_number"] <= final
+    ]
+    assert body["point"]["block_number"] == points[-1]["block_number"]
+    assert body["point"]["share_price"] == (
+        None if points[-1]["share_price"] is None else str(points[-1]["share_price"])
+    )
+    assert body["shares"] == {h: str(s) for h, s in reading_shares(world, vault, final).items()}
+    # The master's book is the vault's own, at the final block.
+    book = {h["token"]: int(h["amount"]) for h in body["master_book"]}
+    for symbol in (BASE_SYMBOL, "LINK"):
+        token = dep.address_of(symbol)
+        on_chain = a.vault.functions.books(token).call(block_identifier=final)[0]
+        assert book.get(token, 0) == on_chain
+    assert book  # the master holds something
+    assert body["pending_mirror"] is None  # no order large enough for a mirror
+    assert body["fees"]["fee_bps"] == 500
+
+
+BASE_SYMBOL = "USDC"
+
+
+def test_a_follower_is_their_account_and_every_allocation(world: World, api: httpx.Client) -> None:
+    a = world.a
+    c = a.followers[2]  # left to base: an exit with proceeds
+    body = ok(api.get(f"/v1/followers/{c}"))
+    final = body["block"]
+    flows = [f for f in rows(world.engine, m.FollowerFlow) if f["follower"] == c]
+    assert body["account"]["deposited"] == str(
+        sum(f["amount"] for f in flows if f["kind"] == "deposit")
+    )
+    changes = [x for x in rows(world.engine, m.AllocationChange) if x["follower"] == c]
+    assert body["account"]["free"] == str(latest(changes)["free"])
+    (position,) = body["positions"]
+    assert (position["vault"], position["master"]) == (a.vault.address, a.master)
+    entered = sum(
+        x["entered"]
+        for x in rows(world.engine, m.Allocation, vault=a.vault.address)
+        if x["follower"] == c
+    )
+    assert position["shares"] == "0"
+    (exit_,) = position["exits"]
+    assert int(exit_["cost_usd"]) == entered
+    assert int(position["realised_pnl_usd"]) == int(exit_["proceeds_usd"]) - entered
+    assert position["stop_loss_distance_bps"] is None  # nothing left to protect
+    (limits,) = [
+        x for x in rows(world.engine, m.Limits, vault=a.vault.address) if x["follower"] == c
+    ]
+    assert position["limits"]["stop_loss_bps"] == limits["stop_loss_bps"] == 3_000
+
+    b0 = world.b.followers[0]  # still in, a 10% stop-loss
+    body = ok(api.get(f"/v1/followers/{b0}"))
+    (position,) = body["positions"]
+    held = reading_shares(world, world.b.vault.address, final)[b0]
+    assert position["shares"] == str(held)
+    assert 0 < position["stop_loss_distance_bps"] < 1_000
+    assert body["fees_paid_usd"] == "0"
+
+    b = a.followers[1]  # exited in kind, and paid a fee
+    body = ok(api.get(f"/v1/followers/{b}"))
+    fees = sum(x["fee"] for x in rows(world.engine, m.FeeCharged) if x["follower"] == b)
+    assert body["fees_paid_usd"] == str(fees) and fees > 0
+
+
+def test_health_readiness_and_metrics(world: World, api: httpx.Client) -> None:
+    assert ok(api.get("/healthz")) == {"status": "up"}
+    ready = ok(api.get("/readyz"))
+    with world.engine.connect() as conn:
+        cursor = conn.execute(select(m.indexer_cursor.cursor.c.block_number)).scalar()
+    assert ready == {"status": "ready", "cursor": cursor, "final_block": final_block(world)}
+    api.get("/v1/protocol")
+    metrics = api.get("/metrics")
+    assert metrics.status_code == 200
+    assert 'tandem_api_requests_total{method="GET",route="/readyz",status="200"}' in metrics.text
+
+
+def test_addresses_come_back_checksummed(world: World, api: httpx.Client) -> None:
+    lower = world.b.vault.address.lower()
+    body = ok(api.get(f"/v1/vaults/{lower}"))
+    assert body["vault"] == Web3.to_checksum_address(lower) == world.b.vault.address
