@@ -72,7 +72,9 @@ FLOWS = frozenset(
         "FeeCharged",
     }
 )
-CAUSES = ("price", "flow", "trade")  # a stronger cause replaces a weaker one for one block
+# A stronger cause replaces a weaker one for one block (a mark is the weakest).
+CAUSES = ("mark", "price", "flow", "trade")
+DAY = 86_400
 
 # Reads per batch request: public endpoints commonly take up to a thousand.
 READ_BATCH = 500
@@ -207,6 +209,8 @@ class Indexer:
     # --- state between ranges, re-read from the tables
 
     def load(self, conn: Connection) -> None:
+        # The last protocol block stored: the day a new block's marks would close.
+        self.last_block: _Block | None = _last_block(conn)
         self.vaults: dict[str, str] = {
             r.vault: r.master for r in conn.execute(select(m.Vault.vault, m.Vault.master))
         }
@@ -275,12 +279,17 @@ class Indexer:
                 if event is None or not self._ours(event):
                     continue
                 if block is None or block.number != event.block_number:
+                    new = _Block(event.block_number, event.block_hash, self._timestamp(event))
                     if block is not None:
+                        self._mark_if_day_ended(batch, block, new)
                         self._end_block(batch, block)
-                    block = _Block(event.block_number, event.block_hash, self._timestamp(event))
+                    elif self.last_block is not None:
+                        self._mark_if_day_ended(batch, self.last_block, new, written=True)
+                    block = new
                 self._store(batch, event, block)
             if block is not None:
                 self._end_block(batch, block)
+                self.last_block = _Block(block.number, block.hash, block.timestamp)
             self._read_chain(batch)
             for model, rows in batch.rows.items():
                 insert_rows(conn, model.__table__, rows)  # type: ignore[arg-type]
@@ -297,6 +306,15 @@ class Indexer:
         for model in m.INDEXER_MODELS:
             table: Any = model.__table__
             conn.execute(delete(table).where(table.c.block_number > ancestor))
+        # A daily mark stands at the last protocol block of its day once a block of a later day
+        # proves the day over. The last day kept has lost its proof: its marks go (the day may
+        # yet have more blocks), and come back when a later day's block arrives.
+        last = _last_block(conn)
+        points: Any = m.VaultPoint.__table__
+        unproven = points.c.cause == "mark"
+        if last is not None:
+            unproven &= points.c.timestamp >= last.timestamp - last.timestamp % DAY
+        conn.execute(delete(points).where(unproven))
         self.load(conn)
 
     # --- one event
@@ -691,6 +709,28 @@ class Indexer:
             block.points[vault] = cause
         self.last_point[vault] = block.timestamp
 
+    def _mark_if_day_ended(
+        self, batch: _Batch, last: _Block, new: _Block, *, written: bool = False
+    ) -> None:
+        """The daily mark: when ``new`` is the first protocol block of a later UTC day than
+        ``last``, every vault gets a point at ``last``, the last protocol block of its day (one
+        it already has there stays as it is). Nothing the protocol values a vault by changes
+        without an event it logs (prices are feeds' events), so the mark is the vault's close of
+        the day, and a day without any protocol block rightly keeps the previous close.
+        ``written``: ``last`` was handled in an earlier range, its points are stored."""
+        if new.timestamp // DAY == last.timestamp // DAY:
+            return
+        if not written:
+            for vault in self.vaults:
+                self._point(last, vault, "mark")
+            return
+        assert self._conn is not None
+        have = select(m.VaultPoint.vault).where(m.VaultPoint.block_number == last.number)
+        marked = _Block(last.number, last.hash, last.timestamp)
+        for vault in set(self.vaults) - set(self._conn.execute(have).scalars()):
+            self._point(marked, vault, "mark")
+        self._end_block(batch, marked)
+
     def _end_block(self, batch: _Batch, block: _Block) -> None:
         """Each vault with a point in ``block``, as it stands at the end of the block (its books
         are read with the range's other reads)."""
@@ -814,6 +854,17 @@ class Indexer:
         for token, asset in self.assets.items():
             sources[self.sources.source(asset["feed"]) or asset["feed"]].add(token)
         return sources
+
+
+def _last_block(conn: Connection) -> _Block | None:
+    """The newest block with a stored event."""
+    events = m.Event.__table__
+    last = conn.execute(
+        select(events.c.block_number, events.c.block_hash, events.c.timestamp)
+        .order_by(events.c.block_number.desc())
+        .limit(1)
+    ).first()
+    return None if last is None else _Block(int(last[0]), last[1], int(last[2]))
 
 
 def _state(row: Any) -> dict[str, Any]:

@@ -1,11 +1,10 @@
 """The rankings' and the follower profile's inputs, read from what the indexer stored: each
 master's ``MasterInputs`` and each follower's allocations, from final rows only.
 
-What the storage does not give yet: a daily mark (a point at the last block of every UTC day).
-``vault_points`` holds a point at each block that changed a vault and at a price update an
-``indexer.point_interval`` after the last point, so a day with neither keeps the previous close,
-as METRICS.md allows only for a vault that did not exist or was empty; until the marks are
-stored, such a day's price move lands in the next day with a point.
+``vault_points`` holds a point at each block that changed a vault, at a price update an
+``indexer.point_interval`` after the vault's last point, and the daily mark at the last protocol
+block of each UTC day: every day with a protocol block has its close. A day without any keeps the
+previous close, which is exact: nothing that values a vault moves without a protocol event.
 
 Every reader takes ``up_to``, the newest block whose rows it uses. The rankings pass
 ``reading.final_block``: rows above it may still be rolled back by a reorganisation within the

@@ -342,8 +342,9 @@ class PoolSale(VaultEventRow, Base):
 
 class VaultPoint(Base):
     """One vault at the end of one block: at every block where its books or shares changed
-    (``cause`` ``trade`` or ``flow``), and at a price update when its last point is at least
-    ``indexer.point_interval`` seconds older (``price``).
+    (``cause`` ``trade`` or ``flow``), at a price update when its last point is at least
+    ``indexer.point_interval`` seconds older (``price``), and at the last protocol block of each
+    UTC day, once a later day's block has come (``mark``, the daily mark: the day's close).
 
     - ``master_index``: the master's performance index (1e18 at the start), the vault's own
       ``suspension()`` index: master equity per unit of capital, units issued at each master

@@ -20,7 +20,7 @@ from tandem.chain import transact
 from tandem.config import Settings
 from tandem.db import database_url, models
 from tandem.events import Decoder
-from tandem.protocol import BASE, Deployment, move_price, scale_feed, trade
+from tandem.protocol import BASE, Deployment, advance_time, move_price, scale_feed, trade
 
 from .support import (
     Story,
@@ -278,3 +278,77 @@ def test_a_pending_mirror_is_stored_from_its_record_to_its_slices(
     # The slice changed the pool's book: a point at its block.
     points = {p["block_number"]: p for p in rows(engine, models.VaultPoint, vault=vault.address)}
     assert points[receipt["blockNumber"]]["cause"] == "flow"
+
+
+DAY = 86_400
+
+
+def at(dep: Deployment, timestamp: int) -> None:
+    """The next block at ``timestamp``."""
+    rpc(dep.w3, "evm_setNextBlockTimestamp", timestamp)
+
+
+def test_a_day_closes_with_a_mark_at_its_last_protocol_block_even_after_a_reorganisation(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    """Vault A trades at 23:30 and LINK moves at 23:50: too soon after A's trade for a price
+    point of A's, so without a mark A's close of the day would miss the move. When a block of
+    the next day arrives, every vault gets a point at the 23:50 block (the last protocol block
+    of the day), unless it has one there already (B's price point stays). The mark follows a
+    reorganisation that gives the day a later block, as a build from scratch puts it."""
+    w3 = dep.w3
+    now = w3.eth.get_block("latest")["timestamp"]
+    day = now // DAY + 1
+    advance_time(dep, day * DAY + 3_600 - now, w3.eth.accounts[0])  # feeds answer anew
+    a = open_vault(dep, "marked:a")
+    b = open_vault(dep, "marked:b")
+    at(dep, (day + 1) * DAY - 1_800)
+    trade(dep, a.vault, a.master, BASE, "LINK", dep.units(BASE, 40_000), dep.v3_route(BASE, "LINK"))
+    at(dep, (day + 1) * DAY - 600)
+    scale_feed(dep, "LINK", Decimal("1.1"))
+    last_of_day = w3.eth.block_number
+    rpc_url = dep.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    ix = indexer_settings(settings, rpc_url, tmp_path, hub=dep.hub.address, finality_depth=0)
+    engine = create_engine(database_url(ix.indexer.database_url, tmp_path))
+
+    def points_at(block: int) -> dict[str, tuple[str, int]]:
+        found = [r for r in rows(engine, models.VaultPoint) if r["block_number"] == block]
+        return {r["vault"]: (r["cause"], r["master_index"]) for r in found}
+
+    service.index_to_head(ix)
+    assert points_at(last_of_day) == {
+        b.vault.address: ("price", b.vault.functions.suspension().call()[1])
+    }, "no mark while the day may have more blocks"
+
+    snapshot = rpc(w3, "evm_snapshot")
+    at(dep, (day + 1) * DAY + 600)
+    scale_feed(dep, "WETH", Decimal("0.9"))
+    service.index_to_head(ix)  # the mark is made in a later range than its block's
+    index_a = a.vault.functions.suspension().call(block_identifier=last_of_day)[1]
+    assert points_at(last_of_day) == {
+        a.vault.address: ("mark", index_a),
+        b.vault.address: ("price", b.vault.functions.suspension().call()[1]),
+    }
+    before_move = a.vault.functions.suspension().call(block_identifier=last_of_day - 1)[1]
+    assert index_a > before_move, "the mark holds the day's last price move"
+
+    # The day gets one more block after all: the mark moves there.
+    rpc(w3, "evm_revert", snapshot)
+    at(dep, (day + 1) * DAY - 300)
+    scale_feed(dep, "LINK", Decimal("1.05"))
+    later_last = w3.eth.block_number
+    at(dep, (day + 1) * DAY + 900)
+    scale_feed(dep, "WETH", Decimal("0.9"))
+    service.index_to_head(ix)
+    assert a.vault.address not in points_at(last_of_day)
+    assert points_at(later_last)[a.vault.address][0] == "mark"
+    assert points_at(later_last)[b.vault.address][0] == "mark"
+
+    scratch = indexer_settings(
+        settings, rpc_url, tmp_path / "scratch", hub=dep.hub.address, finality_depth=0
+    )
+    (tmp_path / "scratch").mkdir()
+    service.index_to_head(scratch)
+    assert tables(engine) == tables(
+        create_engine(database_url(scratch.indexer.database_url, tmp_path / "scratch"))
+    )
