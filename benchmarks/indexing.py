@@ -451,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with (
         tempfile.TemporaryDirectory() as tmp,
-        LocalNode(settings=base) as node,
+        # Every state in memory: the backfill reads the vaults at each of its blocks.
+        LocalNode(settings=base, extra_args=["--prune-history", "1000000"]) as node,
         postgres() as server,
     ):
         w3 = connect(node.rpc_url, settings=base)

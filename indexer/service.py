@@ -9,6 +9,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, func, select
@@ -21,7 +22,7 @@ from indexer import rankings as ranking
 from indexer.handler import Indexer
 from indexer.metrics import RankingRules
 from indexer.monitoring import Metrics, setup_logs
-from tandem.config import Settings, redact
+from tandem.config import RankingSettings, Settings, redact
 from tandem.db import database_url, head_revision, models, open_engine, revision_of, upgrade
 from tandem.errors import ConfigError
 from tandem.follower import ChainMoved, Head, HeadSource
@@ -80,6 +81,7 @@ class IndexerService:
         self.rankings = RankingsKeeper(settings)
         # The cursor the rankings were last brought up to date at (they follow each batch).
         self.ranked_at: Cursor | None = None
+        self._ranking = asyncio.Lock()  # one recompute at a time
 
     async def open(self) -> None:
         """Connect to the node and the database, failing with one clear error."""
@@ -126,7 +128,8 @@ class IndexerService:
             self.metrics.reorg_depth.set(depth)
         # Off the event loop: reading every touched vault's rows is blocking database work.
         cursor = indexer.follower.cursor
-        await asyncio.to_thread(self.rankings.refresh, self.engine, depth)
+        async with self._ranking:
+            await asyncio.to_thread(self.rankings.refresh, self.engine, depth)
         self.ranked_at = cursor
         cursor = indexer.follower.cursor
         if cursor is not None:
@@ -143,6 +146,20 @@ class IndexerService:
                     elapsed,
                 )
         return depth
+
+    async def reload_rules(self, settings: RankingSettings) -> bool:
+        """Rank by the rules of ``settings`` from now on: when they differ from those in force,
+        every master is recomputed at once (their ``ranked`` flags with them). Returns whether
+        they differed."""
+        rules = RankingRules.from_settings(settings)
+        if rules == self.rankings.rules:
+            log.info("ranking rules unchanged")
+            return False
+        async with self._ranking:
+            self.rankings.rules, self.rankings.final = rules, None  # None: every master
+            written = await asyncio.to_thread(self.rankings.refresh, self.engine)
+        log.info("ranking rules now %s: %s ranking rows recomputed", rules, written)
+        return True
 
     async def catch_up(self) -> Head:
         """Index up to the node's current head (again from the cursor if the chain moves)."""
@@ -242,22 +259,42 @@ class RankingsKeeper:
 # --- entry points
 
 
-def run(settings: Settings) -> int:
-    """Run the indexer until SIGINT or SIGTERM; returns the exit status."""
+def run(settings: Settings, reread: Callable[[], Settings] | None = None) -> int:
+    """Run the indexer until SIGINT or SIGTERM; returns the exit status. On SIGHUP, the ranking
+    rules are read again with ``reread`` (the settings file and the environment)."""
     setup_logs(settings.indexer.log_format)
-    return asyncio.run(_run(settings))
+    return asyncio.run(_run(settings, reread))
 
 
-async def _run(settings: Settings) -> int:
+async def _run(settings: Settings, reread: Callable[[], Settings] | None) -> int:
     service = IndexerService(settings)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = [signal.SIGINT, signal.SIGTERM]
+    for sig in signals:
         loop.add_signal_handler(sig, service.stop)
+    reloads: set[asyncio.Task[None]] = set()
+    if reread is not None:
+
+        async def reload() -> None:
+            try:
+                await service.reload_rules(reread().rankings)
+            except ConfigError as exc:
+                log.warning("settings not reloaded, the rules in force stay: %s", exc)
+            except Exception:
+                log.exception("reloading the ranking rules failed; the rules in force stay")
+
+        def on_hangup() -> None:
+            task = loop.create_task(reload())
+            reloads.add(task)  # kept until done: the loop holds tasks only weakly
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        signals.append(signal.SIGHUP)
     try:
         await service.open()
         await service.run()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             loop.remove_signal_handler(sig)
         await service.close()
     return 0

@@ -389,7 +389,8 @@ def indexer_run_command(args: argparse.Namespace, settings: Settings) -> int:
         metrics_port=args.metrics_port,
         log_format=args.log_format,
     )
-    return service.run(settings)
+    # SIGHUP reads the ranking rules again from the settings file and the environment.
+    return service.run(settings, reread=lambda: load_settings(args.config))
 
 
 @command(

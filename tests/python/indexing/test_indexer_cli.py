@@ -23,6 +23,7 @@ from tandem.node import LocalNode, free_port
 from tandem.protocol import Deployment, deploy_local
 
 from .support import (
+    address,
     indexer_env,
     indexer_settings,
     open_vault,
@@ -193,3 +194,55 @@ def test_reindex_builds_from_scratch_and_status_reads_it(ix: Settings, dep: Depl
     assert done.returncode == 0, done.stderr
     assert f"Cursor   {dep.w3.eth.block_number}" in done.stdout
     assert f"Final    up to block {dep.w3.eth.block_number - 2}" in done.stdout
+
+
+def test_sighup_reads_the_ranking_rules_again_and_reranks_every_master(
+    ix: Settings, dep: Deployment, tmp_path: Path
+) -> None:
+    """A running indexer ranks by the rules of its settings file; after the file changes, a
+    SIGHUP re-ranks every master by the new rules, without a restart or a new block. A file
+    that no longer reads keeps the rules in force, and the indexer running."""
+    play(dep, open_vault(dep, "reranked"))
+    master = address("reranked:master")
+    config = tmp_path / "tandem.toml"
+    config.write_text("[rankings]\nmin_history_days = 30\n")
+    url = ix.indexer.database_url
+    head = dep.w3.eth.block_number
+
+    def ranked() -> set[bool]:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                t = models.MasterRanking.__table__
+                query = select(t.c.ranked).where(t.c.master == master)
+                return set(conn.execute(query).scalars())
+        except OperationalError:
+            return set()
+        finally:
+            engine.dispose()
+
+    log = tmp_path / "indexer.log"
+    env = {**indexer_env(ix), "TANDEM_CONFIG": str(config)}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "tandem.cli", "indexer", "run"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: cursor_of(url) == head and ranked(), 60, "the first rankings")
+        assert ranked() == {False}, "a master of minutes is not ranked under a 30-day rule"
+
+        config.write_text("[rankings]\nmin_history_days = 0\nmin_trades = 0\nmin_equity_usd = 0\n")
+        run.send_signal(signal.SIGHUP)
+        wait_for(lambda: ranked() == {True}, 30, "every window ranked under the new rules")
+        assert dep.w3.eth.block_number == head, "no block was needed"
+
+        config.write_text("[rankings]\nmin_history_days = 'soon'\n")
+        run.send_signal(signal.SIGHUP)
+        wait_for(lambda: "settings not reloaded" in log.read_text(), 20, "the warning")
+        assert run.poll() is None and ranked() == {True}, log.read_text()
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(20) == 0, log.read_text()
+    finally:
+        run.kill()
