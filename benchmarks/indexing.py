@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     with (
         tempfile.TemporaryDirectory() as tmp,
         # Every state in memory: the backfill reads the vaults at each of its blocks.
-        LocalNode(settings=base, extra_args=["--prune-history", "1000000"]) as node,
+        LocalNode(settings=base, states_in_memory=100_000) as node,
         postgres() as server,
     ):
         w3 = connect(node.rpc_url, settings=base)

@@ -183,13 +183,22 @@ class Decoder:
             source=event.source,
             address=checksum(entry["address"]),
             block_number=int(entry["blockNumber"]),
-            block_hash=HexBytes(entry["blockHash"]).to_0x_hex(),
+            block_hash=_hex(entry["blockHash"]),
             log_index=int(entry["logIndex"]),
-            tx_hash=HexBytes(entry["transactionHash"]).to_0x_hex(),
+            tx_hash=_hex(entry["transactionHash"]),
             timestamp=None if timestamp is None else _int(timestamp),
-            args=event.args(topics, bytes(HexBytes(entry["data"]))),
+            args=event.args(topics, _bytes(entry["data"])),
         )
 
 
 def _int(value: Any) -> int:
     return int(value, 16) if isinstance(value, str) else int(value)
+
+
+# web3 gives bytes (HexBytes); raw answers give hex text. Each converted the cheap way.
+def _hex(value: Any) -> str:
+    return "0x" + value.hex() if isinstance(value, bytes) else HexBytes(value).to_0x_hex()
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else bytes(HexBytes(value))

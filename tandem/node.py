@@ -58,7 +58,8 @@ class LocalNode:
 
     ``port=None`` picks a free port; ``port=0`` is not accepted. ``inherit_output`` lets anvil
     print to this terminal (for ``tandem node``); otherwise its output goes to a temporary log
-    whose tail is shown when it fails to start.
+    whose tail is shown when it fails to start. Old blocks' states are dropped, unless
+    ``states_in_memory`` keeps that many in memory (for calls at old blocks).
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class LocalNode:
         block_time: float | None = None,
         chain_id: int | None = None,
         code_size_limit: int | None = None,
+        states_in_memory: int | None = None,
         extra_args: list[str] | None = None,
         inherit_output: bool = False,
         startup_timeout: float = 20.0,
@@ -85,6 +87,7 @@ class LocalNode:
         self.block_time = block_time
         self.chain_id = chain_id
         self.code_size_limit = code_size_limit
+        self.states_in_memory = states_in_memory
         self.extra_args = list(extra_args or [])
         self.inherit_output = inherit_output
         self.startup_timeout = startup_timeout
@@ -114,12 +117,14 @@ class LocalNode:
             str(self.accounts),
             "--balance",
             str(self.balance_eth),
-            # Anvil moves the states of older blocks to a temporary folder in the user's home and,
-            # when stopped, leaves them there: gigabytes for a long run such as the gas benchmark.
-            # Nothing here reads old states, so none are written to disk.
-            "--max-persisted-states",
-            "0",
         ]
+        if self.states_in_memory is None:
+            # Anvil moves the states of older blocks to a temporary folder in the user's home
+            # and, when stopped, leaves them there: gigabytes for a long run such as the gas
+            # benchmark. Old states are dropped instead, never written to disk.
+            args += ["--max-persisted-states", "0"]
+        else:
+            args += ["--prune-history", str(self.states_in_memory)]
         if self.block_time is not None:
             args += ["--block-time", str(self.block_time)]
         if self.chain_id is not None:

@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from eth_utils.address import to_checksum_address as checksum
 from web3 import AsyncWeb3
 from web3.exceptions import BadFunctionCallOutput, ContractLogicError
 
 from tandem import artifacts
 from tandem.config import Settings
+from tandem.events import checksum
 
 # Blocks between two looks for replaced aggregators (about ten minutes on Ethereum).
 CHECK_EVERY = 50
