@@ -65,6 +65,8 @@ def checksum(address: str) -> ChecksumAddress:
 def word_reader(kind: str) -> Callable[[bytes], Any] | None:
     """How to read a static elementary value from its 32-byte word, or None for other types
     (decoded by eth_abi)."""
+    if kind.endswith("]") or kind.startswith("("):
+        return None
     if kind == "address":
         return lambda word: checksum("0x" + word[12:].hex())
     if kind == "bool":
@@ -78,6 +80,58 @@ def word_reader(kind: str) -> Callable[[bytes], Any] | None:
     return None
 
 
+def _dynamic(kind: str) -> bool:
+    return kind in ("string", "bytes") or kind.endswith("]") or kind.startswith("(")
+
+
+class _Malformed(Exception):
+    """Data a reader cannot take as its type says: eth_abi is asked instead."""
+
+
+def _word(data: bytes, at: int) -> bytes:
+    word = data[at : at + 32]
+    if len(word) != 32:
+        raise _Malformed
+    return word
+
+
+def _offset(data: bytes, at: int) -> int:
+    value = int.from_bytes(_word(data, at), "big")
+    if value > len(data):
+        raise _Malformed
+    return value
+
+
+def _data_reader(kind: str) -> Callable[[bytes, int], Any] | None:
+    """How to read a value of ``kind`` whose head word is at a given offset of an event's data:
+    a static elementary value, a one-dimensional array of them, or ``bytes``."""
+    if (read := word_reader(kind)) is not None:
+        return lambda data, at: read(_word(data, at))
+    if kind == "bytes":
+
+        def read_bytes(data: bytes, at: int) -> str:
+            start = _offset(data, at)
+            length = _offset(data, start)
+            value = data[start + 32 : start + 32 + length]
+            if len(value) != length:
+                raise _Malformed
+            return "0x" + value.hex()
+
+        return read_bytes
+    if kind.endswith("[]") and (element := word_reader(kind[:-2])) is not None:
+
+        def read_array(data: bytes, at: int) -> list[Any]:
+            start = _offset(data, at)
+            length = _offset(data, start)
+            first = start + 32
+            if first + 32 * length > len(data):
+                raise _Malformed
+            return [element(data[i : i + 32]) for i in range(first, first + 32 * length, 32)]
+
+        return read_array
+    return None
+
+
 class _EventAbi:
     def __init__(self, source: str, abi: Mapping[str, Any]) -> None:
         self.source = source
@@ -86,30 +140,37 @@ class _EventAbi:
         self.indexed = [(i["name"], collapse_if_tuple(i)) for i in inputs if i["indexed"]]
         self.data = [(i["name"], collapse_if_tuple(i)) for i in inputs if not i["indexed"]]
         self.order = [i["name"] for i in inputs]
-        # Events of static elementary types only (most of the protocol's): each value is read
-        # from its own word, at a fraction of eth_abi's cost. The protocol's contracts write
-        # these words; a word eth_abi would refuse as badly padded cannot come from them.
-        fields = (*self.indexed, *self.data)
-        readers = [word_reader(kind) for _, kind in fields]
-        self.fast: list[tuple[str, Callable[[bytes], Any]]] | None = (
-            [(name, r) for (name, _), r in zip(fields, readers, strict=True) if r is not None]
-            if all(r is not None for r in readers)
-            else None
-        )
+        # Values are read word by word, at a fraction of eth_abi's cost, when every field is a
+        # static elementary value or, in the data, a one-dimensional array of them or `bytes`
+        # (every event of the protocol). Anything else, or data whose offsets and lengths do not
+        # hold, goes to eth_abi, which decodes it or says what is wrong.
+        self.topic_readers = [word_reader(kind) for _, kind in self.indexed]
+        self.data_readers = [_data_reader(kind) for _, kind in self.data]
+        self.fast = all(r is not None for r in (*self.topic_readers, *self.data_readers))
+        # Data of static values only has exactly one word per value.
+        self.data_size = None if any(_dynamic(k) for _, k in self.data) else 32 * len(self.data)
 
     def args(self, topics: Sequence[bytes], data: bytes) -> dict[str, Any]:
-        if self.fast is not None and len(topics) - 1 + len(data) // 32 == len(self.fast):
-            words = [*topics[1:], *(data[i : i + 32] for i in range(0, len(data), 32))]
-            fast = {name: read(word) for (name, read), word in zip(self.fast, words, strict=True)}
-            return {name: fast[name] for name in self.order}
+        size_holds = self.data_size is None or len(data) == self.data_size
+        if self.fast and size_holds and len(topics) == len(self.indexed) + 1:
+            values: dict[str, Any] = {}
+            for (name, _), read, topic in zip(self.indexed, self.topic_readers, topics[1:]):
+                values[name] = read(topic)  # type: ignore[misc]
+            try:
+                for i, ((name, _), reader) in enumerate(zip(self.data, self.data_readers)):
+                    values[name] = reader(data, 32 * i)  # type: ignore[misc]
+            except _Malformed:
+                return self._decoded(topics, data)
+            return {name: values[name] for name in self.order}
         return self._decoded(topics, data)
 
     def _decoded(self, topics: Sequence[bytes], data: bytes) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for (name, kind), topic in zip(self.indexed, topics[1:], strict=True):
             # An indexed dynamic value is logged as its hash: the hash is all there is.
-            dynamic = kind in ("string", "bytes") or kind.endswith("]") or kind.startswith("(")
-            values[name] = HexBytes(topic).to_0x_hex() if dynamic else abi_decode([kind], topic)[0]
+            values[name] = (
+                HexBytes(topic).to_0x_hex() if _dynamic(kind) else abi_decode([kind], topic)[0]
+            )
         decoded = abi_decode([kind for _, kind in self.data], data)
         values.update(zip((name for name, _ in self.data), decoded, strict=True))
         return {name: plain(values[name]) for name in self.order}
@@ -201,4 +262,5 @@ def _hex(value: Any) -> str:
 
 
 def _bytes(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else bytes(HexBytes(value))
+    # Plain bytes: slicing a HexBytes costs several times more.
+    return value if type(value) is bytes else bytes(HexBytes(value))

@@ -145,3 +145,39 @@ def test_every_event_decodes_as_eth_abi_decodes_it(settings: Settings) -> None:
                 assert event.args == slow, item["name"]
                 checked += 1
     assert checked >= 5 * 30  # every event of the hub, the vault and the feed
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["offset past the end", "array longer than the data", "bytes longer than the data", "cut"],
+)
+def test_data_that_does_not_hold_is_refused_as_eth_abi_refuses_it(
+    settings: Settings, damage: str
+) -> None:
+    """The word-by-word reader trusts no offset or length: damaged data goes to eth_abi, which
+    refuses it, rather than being read into wrong values."""
+    from eth_abi.exceptions import DecodingError
+
+    decoder = Decoder(settings)
+    follower = Web3.to_checksum_address("0x" + "ab" * 20)
+    exited = topic_of("ExitedToBase(address,uint256,address[],uint256[],uint256)")
+    topics = [exited, encode(["address"], [follower])]
+    tokens = [Web3.to_checksum_address("0x" + "cd" * 20)]
+    data = bytearray(
+        encode(["uint256", "address[]", "uint256[]", "uint256"], [5, tokens, [7], 9])
+    )
+    assert decoder.decode(log(topics, bytes(data))) is not None  # whole, it reads
+    if damage == "offset past the end":
+        data[32:64] = (len(data) + 32).to_bytes(32, "big")  # where the tokens array starts
+    elif damage == "array longer than the data":
+        start = int.from_bytes(data[32:64], "big")
+        data[start : start + 32] = (1000).to_bytes(32, "big")
+    elif damage == "bytes longer than the data":
+        route = topic_of("RouteSet(address,address,address,bytes)")
+        topics = [route, encode(["address"], [follower]), encode(["address"], [follower])]
+        data = bytearray(encode(["address", "bytes"], [follower, b"\x01" * 40]))
+        data[64:96] = (41 * 32).to_bytes(32, "big")
+    else:
+        data = data[:-32]
+    with pytest.raises(DecodingError):
+        decoder.decode(log(topics, bytes(data)))
