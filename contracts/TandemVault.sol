@@ -291,6 +291,8 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         uint256 entered = _enter(
             held, prices, amount, poolValue == 0 ? masterEquity : poolValue, poolValue != 0, maxEntryCostBps, params
         );
+        // And on what the entry brought in: fills above the oracle must not take the pool past it.
+        if (poolValue + entered > limit) revert ITandemVault.PoolAboveMasterMultiple(poolValue + entered, limit);
         // Rounds down: a new follower never gets more than what they brought in is worth.
         shares = Math.mulDiv(entered, _totalShares + VIRTUAL_SHARES, poolValue + VIRTUAL_VALUE);
         if (shares == 0) revert ITandemVault.ZeroShares();
@@ -456,9 +458,7 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
     /// weight of what the newcomer holds after the first pass's costs, at the cost rate the first
     /// pass saw. The pool's composition is then what it was, within the second pass's own cost
     /// (a fraction of a fraction). A purchase worth less than the minimum order stays in base.
-    /// Each swap must bring in, at oracle prices, all but `maxEntryCostBps` of what it spent: bounded
-    /// swap by swap, a fill that looks better than the oracle on one token (its feed below the
-    /// market) cannot pay for a sandwiched fill of another, and the whole entry costs at most that.
+    /// Each token's entry (both passes) is bounded at oracle prices by `_checkEntry`.
     function _enter(
         address[] memory held,
         uint256[] memory prices,
@@ -502,13 +502,11 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
                     _oracleMinOut(spend, prices[0], prices[i], params.maxSlippageBps),
                     r.path
                 );
-                // Rounds up: a cost of exactly the bound passes, a unit more does not.
-                (uint256 paid, uint256 worth) = (_value(spend, prices[0]), _value(got, prices[i]));
-                if (worth < Math.mulDiv(paid, BPS - Math.min(maxEntryCostBps, BPS), BPS, Math.Rounding.Ceil)) {
-                    revert ITandemVault.EntryCostAboveBound(worth, paid, maxEntryCostBps);
-                }
                 bought[i] += got;
                 (spent[i], left) = (spent[i] + spend, left - spend);
+                _checkEntry(
+                    _value(spent[i], prices[0]), _value(bought[i], prices[i]), maxEntryCostBps, params.maxSlippageBps
+                );
             }
             // What the newcomer holds now, at oracle prices.
             entered = _value(left, prices[0]);
@@ -519,6 +517,28 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         _credit(address(BASE_ASSET), 0, left);
         for (uint256 i = 1; i < n; ++i) {
             _credit(held[i], 0, bought[i]);
+        }
+    }
+
+    /// @dev What a newcomer's entry into one token brought in (`worth`, USD at oracle prices) for
+    /// what it spent (`paid`), both passes together. From below, all but the newcomer's own
+    /// `maxEntryCostBps`: token by token, a fill that looks better than the oracle on one token
+    /// cannot pay for a sandwiched fill of another, so the whole entry costs at most that too.
+    /// From above, the oracle bound: a fill much better than the oracle means the pool is off the
+    /// market (pushed there, or the feed is above it), and crediting it would skew the pool's
+    /// weights away from the master's and let the newcomer hand the pool tokens worth less than
+    /// the shares they get.
+    function _checkEntry(uint256 paid, uint256 worth, uint256 maxEntryCostBps, uint256 maxSlippageBps)
+        private
+        pure
+    {
+        // Rounds up: a cost of exactly the bound passes, a unit more does not.
+        if (worth < Math.mulDiv(paid, BPS - Math.min(maxEntryCostBps, BPS), BPS, Math.Rounding.Ceil)) {
+            revert ITandemVault.EntryCostAboveBound(worth, paid, maxEntryCostBps);
+        }
+        // Rounds down: a fill exactly at the bound passes, a unit more does not.
+        if (worth > Math.mulDiv(paid, BPS + maxSlippageBps, BPS)) {
+            revert ITandemVault.EntryFillAboveOracle(worth, paid, maxSlippageBps);
         }
     }
 

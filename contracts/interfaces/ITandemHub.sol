@@ -244,9 +244,10 @@ interface ITandemHub {
     /// pool shares priced at net asset value. A newcomer enters at the pool's composition: the
     /// allocation buys the pool's tokens along the hub's vetted routes, at the caller's own cost.
     /// @dev Requirements: not paused; a hub vault; the allocation to the vault after this call at
-    /// most the caller's cap share of their capital; each entry swap costs at most
+    /// most the caller's cap share of their capital; the entry into each token costs at most
     /// `maxEntryCostBps` of what it spends (`ITandemVault.EntryCostAboveBound`), so the whole entry
-    /// does too. The bound is the caller's own, on what each entry swap brings in at oracle prices
+    /// does too, and fills no better than the oracle bound (`ITandemVault.EntryFillAboveOracle`).
+    /// The bound is the caller's own, on what each token's entry swaps bring in at oracle prices
     /// (a sandwich of an entry swap); the share price moving with the pool's tokens is not a cost.
     /// @return shares Pool shares minted to the caller.
     function allocate(address vault, uint256 amount, uint256 maxEntryCostBps) external returns (uint256 shares);

@@ -53,8 +53,10 @@ interface ITandemVaultTrading {
     /// vetted routes, the pool's current composition (the master's, for an empty pool) with it, and
     /// mints pool shares to `follower` for the oracle value of what that bought. The newcomer pays
     /// their own entry swaps, and every follower already in keeps their exposure. Refused when the
-    /// pool would grow past the hub's `maxPoolMultiple` of the master's equity, or when an entry
-    /// swap costs more than `maxEntryCostBps` of what it spends, at oracle prices.
+    /// pool would grow past the hub's `maxPoolMultiple` of the master's equity (on what the
+    /// allocation spends and on what its entry brought in), when the entry into any one token
+    /// costs more than `maxEntryCostBps` of what it spends, at oracle prices, or when it fills
+    /// better than the oracle by more than the hub's `maxSlippageBps`.
     function onAllocate(address follower, uint256 amount, uint256 maxEntryCostBps)
         external
         returns (uint256 shares);
@@ -392,10 +394,14 @@ interface ITandemVault is ITandemVaultTrading, ITandemVaultExits, ITandemVaultLe
     error InsufficientShares(uint256 available, uint256 requested);
     /// @notice The allocation is too small to mint a single pool share.
     error ZeroShares();
-    /// @notice An entry swap brought in `entered` (USD at oracle prices, 18 decimals) for `value`
-    /// spent: more cost than the follower's `maxEntryCostBps`. Nothing moved; retry later (a
-    /// sandwich or a moved pool) or accept more.
+    /// @notice The entry swaps into one token brought in `entered` (USD at oracle prices, 18
+    /// decimals) for `value` spent: more cost than the follower's `maxEntryCostBps`. Nothing moved;
+    /// retry later (a sandwich or a moved pool) or accept more.
     error EntryCostAboveBound(uint256 entered, uint256 value, uint256 maxEntryCostBps);
+    /// @notice The entry swaps into one token brought in `entered` (USD at oracle prices, 18
+    /// decimals) for `value` spent: more than the hub's oracle bound `maxSlippageBps` above it. The
+    /// pool's price is off the market (or the feed is): nothing moved; retry once they agree.
+    error EntryFillAboveOracle(uint256 entered, uint256 value, uint256 maxSlippageBps);
     /// @notice The swap returned less than the oracle bound or the master's minimum.
     error SlippageExceeded(uint256 received, uint256 minimum);
     /// @notice Less of `token` arrived than the router paid: tokens with transfer fees are not supported.

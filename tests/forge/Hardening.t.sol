@@ -424,9 +424,9 @@ contract HardeningTest is Fixture {
         assertGt(hub.allocate(address(vault), 10_000e6, 20), 0, "in");
     }
 
-    /// @dev The bound holds swap by swap: an ETH fill above the oracle (its feed below the market)
+    /// @dev The bound holds token by token: an ETH fill above the oracle (its feed below the market)
     /// cannot pay for a sandwiched BTC fill, although the two together cost nothing on average.
-    function test_allocate_entryCostBound_holdsSwapBySwap() public {
+    function test_allocate_entryCostBound_holdsTokenByToken() public {
         follow(alice, vault, 100_000e6);
         tradeMock(vault, address(usdc), address(weth), 30_000e6);
         tradeMock(vault, address(usdc), address(wbtc), 30_000e6);
