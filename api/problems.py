@@ -116,7 +116,7 @@ def install(app: FastAPI) -> None:
         # The framework's own answers (no such route, a method not allowed).
         hints = {
             404: "No such route: every resource is under /v1 (see /openapi.json).",
-            405: "This route answers GET only.",
+            405: "This route does not answer this method (see /openapi.json).",
         }
         detail = hints.get(exc.status_code, str(exc.detail))
         return problem_response(request, exc.status_code, "about:blank", str(exc.detail), detail)
