@@ -182,7 +182,7 @@ def derive(conn: Connection, lo: int, hi: int) -> list[Draft]:
             .order_by(model.block_number, model.log_index)
         )
 
-    for trade in conn.execute(in_range(m.Trade)).scalars():
+    for trade in conn.execute(in_range(m.Trade)).all():
         master = ctx.masters.get(trade.vault, trade.trader)
         kind = _position_kind(conn, trade, ctx.base)
         data = {
@@ -209,7 +209,7 @@ def derive(conn: Connection, lo: int, hi: int) -> list[Draft]:
             if watcher not in holders:
                 add(watcher, kind, trade, trade.vault, **data, copied=False, watching=True)
 
-    for x in conn.execute(in_range(m.Exit).where(m.Exit.trigger_reason.is_not(None))).scalars():
+    for x in conn.execute(in_range(m.Exit).where(m.Exit.trigger_reason.is_not(None))).all():
         add(
             x.follower,
             "exit.limit",
@@ -223,7 +223,7 @@ def derive(conn: Connection, lo: int, hi: int) -> list[Draft]:
             keeper=x.keeper,
         )
 
-    for sus in conn.execute(in_range(m.Suspension)).scalars():
+    for sus in conn.execute(in_range(m.Suspension)).all():
         kind = "copying.suspended" if sus.suspended else "copying.resumed"
         master = ctx.masters.get(sus.vault)
         holders = ctx.holders(sus.vault, sus.block_number)
@@ -233,7 +233,7 @@ def derive(conn: Connection, lo: int, hi: int) -> list[Draft]:
             if watcher not in holders:
                 add(watcher, kind, sus, sus.vault, master=master, watching=True)
 
-    for fee in conn.execute(in_range(m.FeeCharged)).scalars():
+    for fee in conn.execute(in_range(m.FeeCharged)).all():
         add(
             fee.follower,
             "fee.charged",
@@ -247,7 +247,7 @@ def derive(conn: Connection, lo: int, hi: int) -> list[Draft]:
         )
 
     mirrors = in_range(m.MirrorEvent).where(m.MirrorEvent.kind.in_(("executed", "dropped")))
-    for mir in conn.execute(mirrors).scalars():
+    for mir in conn.execute(mirrors).all():
         for holder in ctx.holders(mir.vault, mir.block_number):
             add(
                 holder,

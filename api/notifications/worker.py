@@ -83,14 +83,20 @@ class Notifier:
     async def run(self) -> None:
         timeout = httpx.Timeout(self.settings.webhook_timeout)
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+            failures = 0
             while True:
                 try:
                     await self.round(client)
+                    failures = 0
                 except (SQLAlchemyError, OSError) as exc:
+                    failures += 1
                     log.warning("notifier round failed: %s", type(exc).__name__)
                 except Exception:
+                    failures += 1
                     log.exception("notifier round failed")
-                await asyncio.sleep(self.settings.notify_interval)
+                # After failures, wait longer (up to a minute) rather than fail in a loop.
+                pause = self.settings.notify_interval * 2 ** min(failures, 20)
+                await asyncio.sleep(min(pause, max(60.0, self.settings.notify_interval)))
 
     def release(self) -> None:
         s = t.notifier_state
