@@ -23,7 +23,7 @@ from tandem.db import accounts as t
 with warnings.catch_warnings():
     # abnf 2.8 warns about the grammar siwe 4.4 ships; the grammar works as it is.
     warnings.simplefilter("ignore")
-    from siwe import SiweMessage  # type: ignore[import-untyped]
+    from siwe import SiweMessage
 
 # How far a wallet's clock may run ahead of the server's.
 CLOCK_SKEW = 60.0
