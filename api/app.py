@@ -3,6 +3,8 @@ uvicorn's worker processes calls, with the settings of the same file and environ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,7 +12,10 @@ from typing import Any
 from fastapi import FastAPI
 
 from api import monitoring, problems
+from api.accounts import router as accounts
+from api.accounts.crypto import Box
 from api.database import open_database
+from api.notifications.worker import Notifier
 from api.routers import followers, health, masters, protocol, vaults
 from api.schemas.types import BIG_INTEGER_NOTE
 from tandem import __version__, artifacts
@@ -20,7 +25,13 @@ from tandem.config import Settings, load_settings
 INTERFACES = ("ITandemHub", "ITandemVault", "ISwapAdapter")
 
 DESCRIPTION = f"""Read-only access to what the Tandem indexer stored: the protocol, the masters'
-rankings and profiles, vaults and followers.
+rankings and profiles, vaults and followers; and accounts: Sign-In with Ethereum, a watchlist,
+notification settings, notifications and signed webhooks, each address its own.
+
+**Accounts.** `POST /v1/auth/nonce`, sign the EIP-4361 message, `POST /v1/auth/sign-in`: the
+answer's token goes in `Authorization: Bearer <token>` (a browser also gets an HttpOnly cookie).
+Routes touching secrets (webhooks) also need a TOTP code in `Tandem-TOTP`, from an authenticator
+enrolled once per address (`POST /v1/account/totp`).
 
 **Big integers.** {BIG_INTEGER_NOTE}
 
@@ -44,13 +55,22 @@ def interface_abis(settings: Settings) -> dict[str, list[dict[str, Any]]]:
 def create_app(settings: Settings) -> FastAPI:
     """The API on the indexer database of ``settings`` (which must exist and be migrated)."""
     abis = interface_abis(settings)
+    key = settings.api.secret_key
+    box = Box(key.get_secret_value() if key else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = open_database(settings)
+        notifier = Notifier(app.state.engine, box, settings.api)
+        task = asyncio.create_task(notifier.run()) if settings.api.notify else None
         try:
             yield
         finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                notifier.release()
             app.state.engine.dispose()
 
     app = FastAPI(
@@ -61,10 +81,12 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.abis = abis
+    app.state.box = box
     app.state.metrics = monitoring.Metrics()
     problems.install(app)
     monitoring.install(app, app.state.metrics)
-    for router in (protocol.router, masters.router, vaults.router, followers.router):
+    routers = (protocol.router, masters.router, vaults.router, followers.router)
+    for router in (*routers, accounts.auth, accounts.account):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
     return app

@@ -114,9 +114,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # The framework's own answers (no such route, a method not allowed).
+        allowed = (exc.headers or {}).get("Allow") or "other methods"
         hints = {
             404: "No such route: every resource is under /v1 (see /openapi.json).",
-            405: "This route answers GET only.",
+            405: f"This route answers {allowed} only (see /openapi.json).",
         }
         detail = hints.get(exc.status_code, str(exc.detail))
         return problem_response(request, exc.status_code, "about:blank", str(exc.detail), detail)

@@ -8,15 +8,22 @@ from pathlib import Path
 
 import uvicorn
 
+from api.accounts.crypto import Box
 from api.app import interface_abis
 from api.database import open_database
 from tandem.config import Settings
+from tandem.errors import ConfigError
 
 
 def serve(settings: Settings, *, config_file: str | None = None, rpc_url: str | None = None) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit status."""
     open_database(settings).dispose()  # exists and is migrated, or one `error:` line
     interface_abis(settings)  # compiled, or one `error:` line
+    key = settings.api.secret_key
+    try:
+        Box(key.get_secret_value() if key else None)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     # Workers are new processes that read the settings again: the same file and variables,
     # with the command line's choices among them.
     if config_file:

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -210,13 +217,49 @@ class IndexerSettings(FollowerSettings):
 
 class ApiSettings(BaseModel):
     """The ``[api]`` table, or TANDEM_API__* variables. The API reads the indexer's database
-    (``indexer.database_url``) and finality depth: it has no database of its own."""
+    (``indexer.database_url``) and finality depth, and keeps its accounts and notifications in
+    tables of the same database."""
 
     model_config = {"extra": "forbid"}
 
     host: str = Field(default="127.0.0.1", description="0.0.0.0 to serve other hosts")
     port: int = Field(default=8000, ge=0, le=65_535)
     workers: int = Field(default=2, ge=1, le=64, description="server processes")
+    # Accounts (Sign-In with Ethereum) and notifications: the API's own tables, in the same
+    # database and migration history as the indexer's.
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key (urlsafe base64 of 32 bytes) encrypting TOTP seeds and webhook "
+        "secrets at rest; without it, second factors and webhooks are unavailable",
+    )
+    siwe_domain: str | None = Field(
+        default=None,
+        description="the domain sign-in messages must name (default: the request's Host)",
+    )
+    siwe_uri: str | None = Field(
+        default=None,
+        description="the URI prefix sign-in messages must name (default: the request's origin)",
+    )
+    siwe_chain_id: int | None = Field(
+        default=None, description="the chain id messages must name (default: the deployment's)"
+    )
+    nonce_seconds: int = Field(default=600, ge=10, le=86_400, description="a nonce's lifetime")
+    session_seconds: int = Field(
+        default=86_400, ge=60, le=30 * 86_400, description="a session's lifetime"
+    )
+    cookie_secure: bool = Field(default=True, description="the session cookie is HTTPS-only")
+    notify: bool = Field(
+        default=True, description="derive notifications and deliver webhooks in the workers"
+    )
+    notify_interval: float = Field(default=0.1, gt=0, le=60, description="seconds between polls")
+    webhook_timeout: float = Field(default=5.0, gt=0, le=60)
+    webhook_attempts: int = Field(default=6, ge=1, le=20, description="attempts per delivery")
+    webhook_backoff: float = Field(
+        default=2.0, gt=0, le=3_600, description="seconds before the second attempt; doubles"
+    )
+    webhook_private_hosts: bool = Field(
+        default=False, description="allow webhooks to loopback and private addresses"
+    )
 
 
 class RankingSettings(BaseModel):

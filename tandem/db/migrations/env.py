@@ -1,10 +1,11 @@
 """Alembic environment: migrates the connection handed over by ``tandem.db.migrate``, against
-the project's one metadata (indexer models, keeper tables, cursors)."""
+the project's one metadata (indexer models, keeper tables, the API's tables, cursors)."""
 
 from __future__ import annotations
 
 from alembic import context
 
+import tandem.db.accounts  # (the API's tables join the metadata)
 import tandem.db.keeper  # noqa: F401  (the keeper's tables join the metadata)
 from tandem.db.models import metadata
 

@@ -147,8 +147,15 @@ def test_the_openapi_document_is_valid_and_every_resource_is_under_v1(api: httpx
     amount = spec["components"]["schemas"]["Trade"]["properties"]["master_in"]
     assert amount["type"] == "string"
     for path, operations in spec["paths"].items():
-        if path.startswith("/v1/"):
-            responses = operations["get"]["responses"]
-            assert "application/problem+json" in responses["503"]["content"], path
-            if operations["get"].get("parameters"):
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            if path.startswith(("/v1/auth", "/v1/account")):
+                # The accounts' routes: a session, a second factor; never the indexer's 503.
+                assert "application/problem+json" in responses["401"]["content"], path
+            else:
+                assert method == "get", path
+                assert "application/problem+json" in responses["503"]["content"], path
+            if operation.get("parameters") or operation.get("requestBody"):
                 assert "application/problem+json" in responses["422"]["content"], path

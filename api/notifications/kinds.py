@@ -1,0 +1,28 @@
+"""Every kind of notification. Followers hear about the vaults they hold shares in; an address
+that watches a master (its watchlist) hears about the master's trades and suspensions too."""
+
+from __future__ import annotations
+
+KINDS: dict[str, str] = {
+    "position.opened": "a master you copy or watch bought a token its book did not hold",
+    "position.closed": "a master you copy or watch sold all of a token",
+    "position.changed": "a master you copy or watch added to or reduced a position",
+    "exit.limit": "a limit of yours (stop-loss, take-profit, drawdown) fired its exit",
+    "limit.near": "your position came within your set distance of its stop-loss or drawdown limit",
+    "copying.suspended": "copying of a master you copy or watch was suspended",
+    "copying.resumed": "copying of a master you copy or watch resumed",
+    "fee.charged": "a performance fee was charged on your position",
+    "mirror.executed": "a pending mirror of a vault you are in was executed",
+    "mirror.dropped": "a pending mirror of a vault you are in was dropped",
+}
+
+# What a watcher (no capital in the vault) is told.
+WATCHER_KINDS = frozenset(
+    {
+        "position.opened",
+        "position.closed",
+        "position.changed",
+        "copying.suspended",
+        "copying.resumed",
+    }
+)
