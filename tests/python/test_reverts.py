@@ -37,12 +37,12 @@ def test_the_shipped_error_abi_holds_every_error_of_the_build(settings: Settings
     assert {e["name"] for e in artifacts.vault_abi(settings) if e["type"] == "error"} >= names
 
 
-def plain(dep: Deployment, name: str, address: str):  # noqa: ANN201
+def plain(dep: Deployment, name: str, address: str):
     """The contract as an integrator's web3.py sees it from one compiled artifact's ABI."""
     return dep.w3.eth.contract(address=address, abi=artifacts.load(name).abi)
 
 
-def reverted(call, sender: str) -> reverts.DecodedRevert:  # noqa: ANN001
+def reverted(call, sender: str) -> reverts.DecodedRevert:
     with pytest.raises(ContractLogicError) as caught:
         call.call({"from": sender})
     data = caught.value.data

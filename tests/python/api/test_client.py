@@ -92,7 +92,9 @@ def test_the_models_mirror_the_apis_resources() -> None:
         assert set(ours.model_fields) == set(theirs.model_fields)
 
 
-def test_every_endpoint_answers_typed(world: World, api: httpx.Client, client: TandemClient) -> None:
+def test_every_endpoint_answers_typed(
+    world: World, api: httpx.Client, client: TandemClient
+) -> None:
     protocol = client.protocol()
     assert isinstance(protocol, models.Protocol)
     assert protocol.hub == world.dep.hub.address
@@ -171,9 +173,7 @@ def test_nothing_listening_is_unreachable() -> None:
         client.health()
 
 
-def test_the_async_client_answers_the_same(
-    world: World, url: str, client: TandemClient
-) -> None:
+def test_the_async_client_answers_the_same(world: World, url: str, client: TandemClient) -> None:
     async def run() -> tuple[Any, ...]:
         async with AsyncTandemClient(url) as tandem:
             protocol = await tandem.protocol()
