@@ -10,6 +10,7 @@
 #   make bench-rankings  recompute the rankings of 10,000 masters; top-50 query latency on PostgreSQL
 #   make bench-indexer  backfill from anvil; decode-and-store of 1,000,000 recorded events into PostgreSQL
 #   make fuzz-long  the vault invariants at 10,000 runs of depth 100 (tens of minutes)
+#   make brownie    Brownie in its own .venv-brownie: compile with the project's solc, deploy, trade
 #   make lint       ruff and mypy
 #   make clean      remove build outputs and caches (distclean: also .venv and node_modules)
 #
@@ -23,7 +24,12 @@ PY_STAMP := $(VENV)/.tandem-installed
 NPM_STAMP := node_modules/.tandem-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test slither bench-gas bench-keeper bench-rankings bench-indexer fuzz-long lint clean distclean
+# Brownie pins packages that Ape cannot share an environment with: it gets its own.
+BROWNIE_VENV := .venv-brownie
+BROWNIE_STAMP := $(BROWNIE_VENV)/.tandem-installed
+BROWNIE_SPEC := eth-brownie>=1.22,<1.23
+
+.PHONY: help setup demo test slither brownie bench-gas bench-keeper bench-rankings bench-indexer fuzz-long lint clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -52,12 +58,29 @@ test: setup
 	$(BIN)/tandem compile
 	$(MAKE) --no-print-directory slither
 	FOUNDRY_PROFILE=ci bin/forge test
+	$(MAKE) --no-print-directory brownie
 	$(BIN)/pytest -q
 
 # Slither drives forge, so bin/ (forge as its native binary) goes first on PATH; see
 # contracts/slither-triage.md.
 slither: setup
 	FOUNDRY_PROFILE=slither PATH="$(CURDIR)/bin:$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/slither .
+
+$(BROWNIE_VENV)/bin/python:
+	$(PYTHON) -m venv $(BROWNIE_VENV)
+
+# eth-brownie and this package (for the real Uniswap builds), nothing of Ape's.
+$(BROWNIE_STAMP): pyproject.toml | $(BROWNIE_VENV)/bin/python
+	$(BROWNIE_VENV)/bin/python -m pip install --disable-pip-version-check -q '$(BROWNIE_SPEC)' -e .
+	@touch $@
+
+# `tandem compile` links bin/solc where Brownie's py-solc-x looks (build/ape/solcx); Brownie
+# starts anvil from node_modules/.bin on a free port for the run and stops it after.
+brownie: setup $(BROWNIE_STAMP)
+	$(BIN)/tandem compile
+	SOLCX_BINARY_PATH="$(CURDIR)/build/ape/solcx" PATH="$(CURDIR)/node_modules/.bin:$$PATH" \
+		TANDEM_BROWNIE_PORT=$$($(BIN)/python -c 'from tandem.node import free_port; print(free_port())') \
+		$(BROWNIE_VENV)/bin/brownie run brownie/scripts/deploy_and_trade.py
 
 bench-gas: setup
 	$(BIN)/python benchmarks/gas.py
@@ -88,4 +111,4 @@ clean:
 		-name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) node_modules *.egg-info
+	rm -rf $(VENV) $(BROWNIE_VENV) node_modules *.egg-info
