@@ -28,6 +28,7 @@ NPM_STAMP := node_modules/.tandem-installed
 BROWNIE_VENV := .venv-brownie
 BROWNIE_STAMP := $(BROWNIE_VENV)/.tandem-installed
 BROWNIE_SPEC := eth-brownie>=1.22,<1.23
+BROWNIE_HOME := $(CURDIR)/$(BROWNIE_VENV)/home
 
 .PHONY: help setup demo test slither brownie bench-gas bench-keeper bench-rankings bench-indexer fuzz-long lint clean distclean
 
@@ -74,13 +75,19 @@ $(BROWNIE_STAMP): pyproject.toml | $(BROWNIE_VENV)/bin/python
 	$(BROWNIE_VENV)/bin/python -m pip install --disable-pip-version-check -q '$(BROWNIE_SPEC)' -e .
 	@touch $@
 
-# `tandem compile` links bin/solc where Brownie's py-solc-x looks (build/ape/solcx); Brownie
-# starts anvil from node_modules/.bin on a free port for the run and stops it after.
+# `tandem compile` links bin/solc where Brownie's py-solc-x looks (build/ape/solcx). Brownie
+# keeps its network settings in ~/.brownie: HOME points into .venv-brownie, so the port chosen
+# here (a free one) stays there. Brownie starts anvil from node_modules/.bin on it for the run
+# and stops it after.
 brownie: setup $(BROWNIE_STAMP)
 	$(BIN)/tandem compile
-	SOLCX_BINARY_PATH="$(CURDIR)/build/ape/solcx" PATH="$(CURDIR)/node_modules/.bin:$$PATH" \
-		TANDEM_BROWNIE_PORT=$$($(BIN)/python -c 'from tandem.node import free_port; print(free_port())') \
-		$(BROWNIE_VENV)/bin/brownie run brownie/scripts/deploy_and_trade.py
+	@mkdir -p $(BROWNIE_HOME)
+	export HOME="$(BROWNIE_HOME)" SOLCX_BINARY_PATH="$(CURDIR)/build/ape/solcx" \
+		PATH="$(CURDIR)/node_modules/.bin:$$PATH" && \
+	$(BROWNIE_VENV)/bin/brownie networks modify development gas_limit=30000000 \
+		port=$$($(BIN)/python -c 'from tandem.node import free_port; print(free_port())') \
+		> /dev/null && \
+	$(BROWNIE_VENV)/bin/brownie run deploy_and_trade
 
 bench-gas: setup
 	$(BIN)/python benchmarks/gas.py
