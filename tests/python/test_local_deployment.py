@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from tandem import artifacts
+from tandem.chain import transact
 from tandem.protocol import (
     FEED_HEARTBEAT,
     GOVERNANCE_DELAY,
@@ -94,3 +96,29 @@ def test_who_holds_which_role(deployment: Deployment) -> None:
         assert adapter.functions.hub().call() == dep.hub.address
     assert dep.v3_adapter.functions.feeAllowed(500).call()
     assert not dep.v3_adapter.functions.feeAllowed(10_000).call()
+
+
+def test_test_assets_mint_to_anyone_and_feeds_take_any_answer(dep: Deployment) -> None:
+    stranger = dep.w3.eth.accounts[7]
+    token = dep.tokens["WBTC"]
+    before = token.functions.balanceOf(stranger).call()
+    transact(token.functions.mint(stranger, 5), stranger)
+    assert token.functions.balanceOf(stranger).call() == before + 5
+    transact(dep.feeds["LINK"].functions.setAnswer(16 * 10**18), stranger)
+    assert dep.feeds["LINK"].functions.latestRoundData().call()[1] == 16 * 10**18
+
+
+def test_the_deployer_holds_the_pools_liquidity(deployment: Deployment) -> None:
+    dep = deployment
+    deployer = dep.w3.eth.accounts[0]
+    pair_abi = artifacts.uniswap("UniswapV2Pair").abi
+    for a, b in LOCAL_PAIRS:
+        address = dep.uniswap.v2.factory.functions.getPair(
+            dep.address_of(a), dep.address_of(b)
+        ).call()
+        pair = dep.w3.eth.contract(address=address, abi=pair_abi)
+        # All but the 1,000 units Uniswap V2 locks forever.
+        supply = pair.functions.totalSupply().call()
+        assert pair.functions.balanceOf(deployer).call() == supply - 1000
+    positions = dep.uniswap.v3.position_manager.functions
+    assert positions.balanceOf(deployer).call() == positions.totalSupply().call() == 4

@@ -4,11 +4,14 @@ own error."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from eth_abi.abi import encode
 from web3.exceptions import ContractLogicError
 
-from tandem import artifacts, reverts
+from tandem import artifacts, cli, reverts
 from tandem.chain import deploy
 from tandem.config import Settings
 from tandem.errors import RevertError
@@ -122,3 +125,46 @@ def test_decoding_strings_panics_and_the_unknown() -> None:
     assert reverts.decode("0x").kind == "empty"
     unknown = reverts.decode("0xdeadbeef")
     assert unknown.kind == "unknown" and "0xdeadbeef" in unknown.message
+
+
+@pytest.mark.parametrize(("router_says", "means"), sorted(reverts.ROUTER_REASONS.items()))
+def test_every_router_string_has_the_protocols_name(
+    router_says: str, means: tuple[str, str]
+) -> None:
+    decoded = reverts.decode("0x08c379a0" + encode(["string"], [router_says]).hex())
+    assert (decoded.kind, decoded.name, decoded.message) == ("router", *means)
+    assert decoded.router_reason == router_says
+    assert str(decoded).startswith(f"{means[0]}(router={router_says!r}): ")
+
+
+def test_the_errors_abi_command(
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["errors-abi"]) == 0
+    assert json.loads(capsys.readouterr().out) == reverts.error_abi()
+    assert cli.main(["errors-abi", "--check"]) == 0
+    assert "as compiled" in capsys.readouterr().out
+
+    # A stale shipped copy fails the check in one line; --write renews it.
+    stale = tmp_path / "TandemErrors.json"
+    stale.write_text(reverts.render(reverts.error_abi()[1:]))
+    monkeypatch.setattr(reverts, "ERRORS_ABI_PATH", stale)
+    reverts._shipped.cache_clear()
+    try:
+        assert cli.main(["errors-abi", "--check"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and "--write" in err[0]
+        assert cli.main(["errors-abi", "--write"]) == 0
+        reverts._shipped.cache_clear()
+        assert cli.main(["errors-abi", "--check"]) == 0
+    finally:
+        reverts._shipped.cache_clear()
+
+    # Nothing compiled: one error line.
+    monkeypatch.setenv("TANDEM_BUILD_DIR", str(tmp_path / "empty"))
+    assert cli.main(["errors-abi", "--check"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: nothing is compiled under build/contracts: run `tandem compile`"]
