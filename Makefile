@@ -70,9 +70,10 @@ slither: setup
 $(BROWNIE_VENV)/bin/python:
 	$(PYTHON) -m venv $(BROWNIE_VENV)
 
-# eth-brownie and this package (for the real Uniswap builds), nothing of Ape's.
-$(BROWNIE_STAMP): pyproject.toml | $(BROWNIE_VENV)/bin/python
-	$(BROWNIE_VENV)/bin/python -m pip install --disable-pip-version-check -q '$(BROWNIE_SPEC)' -e .
+# eth-brownie alone: it pins packages this project's own need newer (python-dotenv for
+# pydantic-settings), so the brownie script uses nothing of the tandem package.
+$(BROWNIE_STAMP): | $(BROWNIE_VENV)/bin/python
+	$(BROWNIE_VENV)/bin/python -m pip install --disable-pip-version-check -q '$(BROWNIE_SPEC)'
 	@touch $@
 
 # `tandem compile` links bin/solc where Brownie's py-solc-x looks (build/ape/solcx). Brownie
