@@ -80,8 +80,11 @@ $(BROWNIE_STAMP): | $(BROWNIE_VENV)/bin/python
 # keeps its network settings in ~/.brownie: HOME points into .venv-brownie, so the port chosen
 # here (a free one) stays there. Brownie starts anvil from node_modules/.bin on it for the run
 # and stops it after.
+# Brownie compiles every source under contracts/, hidden folders too: Ape's copies of its
+# dependencies in contracts/.cache (which Ape makes again when it needs them) go first.
 brownie: setup $(BROWNIE_STAMP)
 	$(BIN)/tandem compile
+	rm -rf contracts/.cache
 	@mkdir -p $(BROWNIE_HOME)
 	export HOME="$(BROWNIE_HOME)" SOLCX_BINARY_PATH="$(CURDIR)/build/ape/solcx" \
 		PATH="$(CURDIR)/node_modules/.bin:$$PATH" && \
