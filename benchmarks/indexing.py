@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         # 1. End to end, recording what the node answered.
         engine = fresh_database(server, "backfill")
         settings = settings_for(base, node.rpc_url, engine, Path(tmp), dep.hub.address)
-        artifacts.save_deployment(w3.eth.chain_id, dep.addresses(), settings, merge=False)
+        artifacts.save_deployment(artifacts.book_key(w3), dep.addresses(), settings, merge=False)
         recorder = Recorder()
         service, elapsed = asyncio.run(backfill(settings, recorder))
         indexed, rows = service.indexer.events_read, service.indexer.rows_written

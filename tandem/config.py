@@ -405,8 +405,10 @@ class ProjectPaths:
     def artifact(self, name: str) -> Path:
         return self.artifacts_dir / f"{name}.json"
 
-    def deployment(self, chain_id: int) -> Path:
-        return self.deployments_dir / f"{chain_id}.json"
+    def deployment(self, key: int | str) -> Path:
+        """The address book ``<key>.json``: a chain id, or for a local node the chain id and its
+        genesis hash (``tandem.artifacts.BookKey``)."""
+        return self.deployments_dir / f"{key}.json"
 
     def foundry_binary(self, tool: str) -> Path:
         """The native anvil/forge binary from npm.

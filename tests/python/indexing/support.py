@@ -62,7 +62,7 @@ def indexer_settings(settings: Settings, rpc_url: str, tmp: Path, **indexer: Any
 
 
 def save_book(dep: Deployment, settings: Settings) -> None:
-    artifacts.save_deployment(dep.w3.eth.chain_id, dep.addresses(), settings, merge=False)
+    artifacts.save_deployment(artifacts.book_key(dep.w3), dep.addresses(), settings, merge=False)
 
 
 def indexer_env(settings: Settings) -> dict[str, str]:
