@@ -13,6 +13,7 @@ from api import monitoring, problems
 from api.database import open_database
 from api.routers import followers, health, masters, protocol, vaults
 from api.schemas.types import BIG_INTEGER_NOTE
+from api.stream import STREAM_NOTE, Hub, endpoint, install_metrics
 from tandem import __version__, artifacts
 from tandem.config import Settings, load_settings
 
@@ -20,7 +21,7 @@ from tandem.config import Settings, load_settings
 INTERFACES = ("ITandemHub", "ITandemVault", "ISwapAdapter")
 
 DESCRIPTION = f"""Read-only access to what the Tandem indexer stored: the protocol, the masters'
-rankings and profiles, vaults and followers.
+rankings and profiles, vaults and followers, and a live stream of its events.
 
 **Big integers.** {BIG_INTEGER_NOTE}
 
@@ -34,6 +35,8 @@ request's invalid parameters are listed in `errors`.
 **Pages.** Lists return `next_cursor`; pass it as `cursor` with the same query for the next
 page. A cursor names the last row's sort key, so every row is listed once even when rows move
 between two pages.
+
+{STREAM_NOTE}
 """
 
 
@@ -48,9 +51,12 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = open_database(settings)
+        app.state.stream = Hub(app.state.engine, settings)
+        await app.state.stream.start()
         try:
             yield
         finally:
+            await app.state.stream.stop()
             app.state.engine.dispose()
 
     app = FastAPI(
@@ -64,7 +70,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = monitoring.Metrics()
     problems.install(app)
     monitoring.install(app, app.state.metrics)
-    for router in (protocol.router, masters.router, vaults.router, followers.router):
+    install_metrics(app, app.state.metrics.registry)
+    for router in (
+        protocol.router,
+        masters.router,
+        vaults.router,
+        followers.router,
+        endpoint.router,
+    ):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
     return app
