@@ -41,12 +41,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def api_server(settings: Settings, *flags: str) -> Iterator[str]:
-    """``tandem api serve`` on a free port with these settings; its base URL."""
+def api_server(settings: Settings, *flags: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``tandem api serve`` on a free port with these settings (and ``env``); its base URL."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tandem.cli", "api", "serve", "--port", str(port), *flags],
-        env=indexer_env(settings),
+        env={**indexer_env(settings), **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
