@@ -9,6 +9,7 @@
 #   make bench-keeper  one keeper exits 1,000 breached followers: reaction time, blocks, gas, RPC calls
 #   make bench-rankings  recompute the rankings of 10,000 masters; top-50 query latency on PostgreSQL
 #   make bench-indexer  backfill from anvil; decode-and-store of 1,000,000 recorded events into PostgreSQL
+#   make bench-stream  1,000 WebSocket subscribers on two API workers: time until the last has an event
 #   make fuzz-long  the vault invariants at 10,000 runs of depth 100 (tens of minutes)
 #   make lint       ruff and mypy
 #   make clean      remove build outputs and caches (distclean: also .venv and node_modules)
@@ -23,7 +24,7 @@ PY_STAMP := $(VENV)/.tandem-installed
 NPM_STAMP := node_modules/.tandem-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test slither bench-gas bench-keeper bench-rankings bench-indexer fuzz-long lint clean distclean
+.PHONY: help setup demo test slither bench-gas bench-keeper bench-rankings bench-indexer bench-stream fuzz-long lint clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -71,6 +72,11 @@ bench-rankings: setup
 
 bench-indexer: setup
 	$(BIN)/python benchmarks/indexing.py
+
+# The API checks the interfaces' ABIs at start: compiled first.
+bench-stream: setup
+	$(BIN)/tandem compile
+	$(BIN)/python benchmarks/stream.py
 
 # The invariant tests far beyond the ci profile's 256 runs, before a release or after a change
 # to the vault's accounting.

@@ -52,6 +52,7 @@ def install_metrics(app: FastAPI, registry: CollectorRegistry) -> None:
         ("count", "Streams open on this server process"),
         ("delivered", "Stream messages handed to live subscribers"),
         ("dropped_slow", "Streams closed because the client read too slowly"),
+        ("wakeups", "Wake-ups received from PostgreSQL NOTIFY or Redis"),
         ("seq", "The last stream journal row this process read"),
     ):
         Gauge(f"tandem_api_stream_{name}", help_text, registry=registry).set_function(

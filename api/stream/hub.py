@@ -114,21 +114,22 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self.delivered = 0  # messages queued by the pump (for metrics)
         self.dropped_slow = 0
+        self.wakeups = 0  # notifications received from PostgreSQL or Redis
         url = engine.url
         if settings.indexer.stream_redis_url:
-            self.wakeups = "redis"
+            self.wake_by = "redis"
         elif url.get_backend_name() == "postgresql":
-            self.wakeups = "postgresql"
+            self.wake_by = "postgresql"
         else:
-            self.wakeups = "poll"
-        self.poll = settings.api.stream_poll_interval if self.wakeups == "poll" else FALLBACK_POLL
+            self.wake_by = "poll"
+        self.poll = settings.api.stream_poll_interval if self.wake_by == "poll" else FALLBACK_POLL
 
     async def start(self) -> None:
         self.seq = await asyncio.to_thread(latest, self.engine)
         self._tasks.append(asyncio.create_task(self._pump()))
-        if self.wakeups == "postgresql":
+        if self.wake_by == "postgresql":
             self._tasks.append(asyncio.create_task(self._listen_postgresql()))
-        elif self.wakeups == "redis":
+        elif self.wake_by == "redis":
             self._tasks.append(asyncio.create_task(self._listen_redis()))
 
     async def stop(self) -> None:
@@ -240,6 +241,7 @@ class Hub:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self._wake.set()  # anything committed while not listening
                     async for _ in conn.notifies():
+                        self.wakeups += 1
                         self._wake.set()
             except asyncio.CancelledError:
                 raise
@@ -260,6 +262,7 @@ class Hub:
                     self._wake.set()
                     async for item in pubsub.listen():
                         if item.get("type") == "message":
+                            self.wakeups += 1
                             self._wake.set()
             except asyncio.CancelledError:
                 raise

@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import World, api_server
 from indexing.support import (
@@ -336,6 +337,11 @@ def test_live_events_reorganisation_and_resume(
         assert [m["event"]["name"] for m in follows.messages] == ["Deposited", "LimitsSet"]
         for s in [*masters, prices, follows, protocol, both, back]:
             s.close()
+        if backend != "sqlite":
+            # The workers were woken by the indexer's NOTIFY or PUBLISH, not only by their timer.
+            scraped = httpx.get(f"{live.url}/metrics", timeout=10).text
+            (line,) = [x for x in scraped.splitlines() if x.startswith("tandem_api_stream_wakeups")]
+            assert float(line.split()[-1]) > 0, line
 
 
 def reorg_replacements(dep: Deployment, story: Story, depth: int) -> list[list[Any]]:
