@@ -75,22 +75,24 @@ def redis(tmp: Path) -> Iterator[str]:
 
 
 @contextmanager
-def api_server(env: dict[str, str], workers: int) -> Iterator[str]:
+def api_server(env: dict[str, str], workers: int, log: Path) -> Iterator[str]:
     port = free_port()
     command = ["api", "serve", "--port", str(port), "--workers", str(workers)]
+    # Its log goes to a file: a pipe nobody reads would stop the server once full (uvicorn logs
+    # every WebSocket opened).
+    output = log.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "tandem.cli", *command],
         env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"the API server stopped: {process.stderr.read()}")  # type: ignore[union-attr]
+                raise RuntimeError(f"the API server stopped: {log.read_text()}")
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
@@ -107,6 +109,7 @@ def api_server(env: dict[str, str], workers: int) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        output.close()
 
 
 def write_event(engine: Engine, i: int) -> float:
@@ -227,7 +230,7 @@ def run(wakeup: str, tmp: Path, args: argparse.Namespace, pg_url: str | None) ->
             if wakeup == "postgresql-redis"
             else None
         )
-        server = stack.enter_context(api_server(env, args.workers))
+        server = stack.enter_context(api_server(env, args.workers, tmp / "server.log"))
 
         def write(i: int) -> float:
             t0 = write_event(engine, i)
