@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -40,6 +41,7 @@ from indexer import service
 from tandem import chain
 from tandem.config import Settings
 from tandem.db import database_url
+from tandem.db.models import Event
 from tandem.db.stream import journal, state
 from tandem.node import LocalNode
 from tandem.protocol import (
@@ -197,11 +199,14 @@ def added_trade(usd_units: int) -> Callable[[list[dict[str, Any]]], bool]:
 
 
 def on_workers(url: str, topics: list[str], at_least: int) -> list[Stream]:
-    """Subscribers until both server processes hold some (the kernel spreads connections)."""
-    streams = [Stream(url, topics) for _ in range(at_least)]
-    while len({s.subscribed["worker"] for s in streams}) < 2 and len(streams) < 40:
-        streams.append(Stream(url, topics))
+    """Subscribers until both server processes hold some: whichever process accepts first takes
+    a connection, so they are opened ten at a time, at once, and the extra ones kept too."""
+    streams: list[Stream] = []
+    with ThreadPoolExecutor(10) as pool:
+        while len({s.subscribed["worker"] for s in streams}) < 2 and len(streams) < 200:
+            streams += pool.map(lambda _: Stream(url, topics), range(10))
     assert len({s.subscribed["worker"] for s in streams}) == 2, "one worker took every stream"
+    assert len(streams) >= at_least
     return streams
 
 
@@ -335,6 +340,25 @@ def test_live_events_reorganisation_and_resume(
 
         follows.quiet(0.2)
         assert [m["event"]["name"] for m in follows.messages] == ["Deposited", "LimitsSet"]
+
+        # What the stream told, added less removed, is what the indexer's tables hold now.
+        held: dict[tuple[int, int], tuple[str, str]] = {}
+        for m in keep.messages:
+            e = m["event"]
+            if m["type"] == "added":
+                held[(e["block_number"], e["log_index"])] = (e["name"], e["block_hash"])
+            else:
+                assert held.pop((e["block_number"], e["log_index"])) == (e["name"], e["block_hash"])
+        since = keep.messages[0]["event"]["block_number"]
+        engine = create_engine(database_url(live.ix.indexer.database_url, live.ix.project_root))
+        with engine.connect() as conn:
+            stored = conn.execute(
+                select(Event.block_number, Event.log_index, Event.name, Event.block_hash).where(
+                    Event.address == story.vault.address, Event.block_number >= since
+                )
+            ).all()
+        engine.dispose()
+        assert held == {(r[0], r[1]): (r[2], r[3]) for r in stored}
         for s in [*masters, prices, follows, protocol, both, back]:
             s.close()
         if backend != "sqlite":
