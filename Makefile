@@ -10,6 +10,7 @@
 #   make bench-rankings  recompute the rankings of 10,000 masters; top-50 query latency on PostgreSQL
 #   make bench-indexer  backfill from anvil; decode-and-store of 1,000,000 recorded events into PostgreSQL
 #   make bench-notifications  block-to-webhook latency of notifications (p50, p99; the node's share)
+#   make bench-stream  1,000 WebSocket subscribers on two API workers: time until the last has an event
 #   make fuzz-long  the vault invariants at 10,000 runs of depth 100 (tens of minutes)
 #   make brownie    Brownie in its own .venv-brownie: compile with the project's solc, deploy, trade
 #   make lint       ruff and mypy
@@ -31,7 +32,7 @@ BROWNIE_STAMP := $(BROWNIE_VENV)/.tandem-installed
 BROWNIE_SPEC := eth-brownie>=1.22,<1.23
 BROWNIE_HOME := $(CURDIR)/$(BROWNIE_VENV)/home
 
-.PHONY: help setup demo test slither brownie bench-gas bench-keeper bench-rankings bench-indexer bench-notifications fuzz-long lint clean distclean
+.PHONY: help setup demo test slither brownie bench-gas bench-keeper bench-rankings bench-indexer bench-notifications bench-stream fuzz-long lint clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -109,6 +110,11 @@ bench-indexer: setup
 
 bench-notifications: setup
 	$(BIN)/python benchmarks/notifications.py
+
+# The API checks the interfaces' ABIs at start: compiled first.
+bench-stream: setup
+	$(BIN)/tandem compile
+	$(BIN)/python benchmarks/stream.py
 
 # The invariant tests far beyond the ci profile's 256 runs, before a release or after a change
 # to the vault's accounting.

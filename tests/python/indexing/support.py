@@ -92,7 +92,8 @@ def tables(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     dump: dict[str, list[tuple[Any, ...]]] = {}
     with engine.connect() as conn:
         for table in metadata.sorted_tables:
-            if table.name.startswith("keeper_") or table.name == "indexer_blocks":
+            # The stream journal is what was told, removals included: a history, not a state.
+            if table.name.startswith(("keeper_", "stream_")) or table.name == "indexer_blocks":
                 continue
             order = list(table.primary_key.columns)
             dump[table.name] = [tuple(r) for r in conn.execute(select(table).order_by(*order))]
