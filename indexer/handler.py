@@ -343,18 +343,19 @@ class Indexer:
         if self.params is None and event.source == "hub":
             self._initial_params(batch, event, block.timestamp)
         self.events_read += 1
+        args = jsonable(event.args)
         batch.add(
             m.Event,
             **self._where(event, block.timestamp),
             block_hash=event.block_hash,
             address=event.address,
             name=event.name,
-            args=jsonable(event.args),
+            args=args,
         )
         on = self._on.get(event.name)
         if on is not None:
             on(batch, event, block.timestamp)
-        batch.journal.append(journal.added(event, block.timestamp, self._stream_keys(event)))
+        batch.journal.append(journal.added(event, block.timestamp, self._stream_keys(event), args))
         if event.source == "vault" and (event.name == "Traded" or event.name in FLOWS):
             self._point(block, event.address, "trade" if event.name == "Traded" else "flow")
         elif event.name == "AnswerUpdated":

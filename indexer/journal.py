@@ -45,9 +45,9 @@ def keys(event: Event, master: str | None, vault: str | None, assets: Iterable[s
     return " ".join(found)
 
 
-def body(event: Event, timestamp: int) -> dict[str, Any]:
+def body(event: Event, timestamp: int, args: dict[str, Any] | None = None) -> dict[str, Any]:
     """The event as the stream sends it: where it was logged, and its arguments by name
-    (integers as decimal strings, as in ``events.args``)."""
+    (integers as decimal strings, as in ``events.args``: ``args`` when already converted)."""
     return {
         "name": event.name,
         "contract": event.address,
@@ -56,11 +56,13 @@ def body(event: Event, timestamp: int) -> dict[str, Any]:
         "log_index": event.log_index,
         "tx_hash": event.tx_hash,
         "timestamp": timestamp,
-        "args": jsonable(event.args),
+        "args": jsonable(event.args) if args is None else args,
     }
 
 
-def added(event: Event, timestamp: int, topic_keys: str) -> dict[str, Any]:
+def added(
+    event: Event, timestamp: int, topic_keys: str, args: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The journal row of an event stored (``seq`` is given by the database)."""
     return {
         "action": "added",
@@ -68,7 +70,7 @@ def added(event: Event, timestamp: int, topic_keys: str) -> dict[str, Any]:
         "log_index": event.log_index,
         "block_hash": event.block_hash,
         "keys": topic_keys,
-        "body": body(event, timestamp),
+        "body": body(event, timestamp, args),
     }
 
 
