@@ -260,6 +260,11 @@ class ApiSettings(BaseModel):
     webhook_private_hosts: bool = Field(
         default=False, description="allow webhooks to loopback and private addresses"
     )
+    demo: bool = Field(
+        default=False,
+        description="local chains only: a faucet funding a test account in one click and a "
+        "JSON-RPC relay to the node for the dApp's demo account (`tandem up` turns it on)",
+    )
 
 
 class RankingSettings(BaseModel):
