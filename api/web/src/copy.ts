@@ -66,7 +66,7 @@ export function copy(master: string | undefined): Cleanup {
         <div class="stat"><div class="k">ROI (${m?.window ?? "–"})</div><div class="v ${cls(m?.roi)}">${pct(m?.roi)}</div></div>
         <div class="stat"><div class="k">Max drawdown</div><div class="v bad">${pct(m ? -m.max_drawdown : null)}</div></div>
         <div class="stat"><div class="k">Risk score</div><div class="v">${m?.risk_score ?? "–"}/10</div></div>
-        <div class="stat"><div class="k">Fee on gains</div><div class="v">${bps(p.fees.fee_bps)}</div></div>
+        <div class="stat"><div class="k">Fee on gains</div><div class="v">${p.fees.fee_bps === null ? "10% (default)" : bps(p.fees.fee_bps)}</div></div>
         <div class="stat"><div class="k">AUM</div><div class="v">${usd(p.aum.total_usd)}</div></div>
       </div>
       <p class="muted">You copy in the master's own transaction, at the master's price. You can leave at any time, in kind or to ${"USDC"}.</p>

@@ -40,7 +40,7 @@ export function profile(master: string): Cleanup {
           ${stat("Followers' pool", usd(p.aum.pool_usd))}
           ${stat("Followers", `${p.followers_now} now · ${p.followers_ever} ever`)}
           ${stat("Followers' P&L", `<span class="${cls(followersPnl)}">${signedUsd(followersPnl)}</span>`)}
-          ${stat("Performance fee", `${bps(f.fee_bps)}${f.scheduled_fee_bps !== null ? ` <span class="chip" data-test="fee-change">→ ${bps(f.scheduled_fee_bps)} from ${date(f.scheduled_at ?? 0)}</span>` : ""}`)}
+          ${stat("Performance fee", `${f.fee_bps === null ? "10% (the default)" : bps(f.fee_bps)}${f.scheduled_fee_bps !== null ? ` <span class="chip" data-test="fee-change">→ ${bps(f.scheduled_fee_bps)} from ${date(f.scheduled_at ?? 0)}</span>` : ""}`)}
         </div>
         <div class="card">
           <div class="row" role="group" aria-label="Window">${p.metrics.map((x) => `<button class="ghost${x.window === m?.window ? " on" : ""}" data-w="${x.window}">${x.window === "all" ? "All time" : x.window}</button>`).join("")}</div>
