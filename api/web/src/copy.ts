@@ -201,7 +201,7 @@ export function copy(master: string | undefined): Cleanup {
     }
     const pl = plan as Plan;
     root.innerHTML = `${header()}<div class="card">
-      <p>You allocate <b>${amount(pl.allocation, dep.base.decimals)} ${sym}</b> to master ${short(master)}${pl.shares ? ` for about ${amount(pl.shares, 18, 2)} pool shares` : ""}.
+      <p>You allocate <b>${amount(pl.allocation, dep.base.decimals)} ${sym}</b> to master ${short(master)}.
       ${pl.deposit > 0n ? `The flow deposits <b>${amount(pl.deposit, dep.base.decimals)} ${sym}</b>: one master may hold at most ${bps(pl.capBps)} of your capital in Tandem; what is not allocated stays free in your account.` : ""}</p>
       <ol class="flow" data-test="flow">${steps.map((s) => `<li data-step="${s.key}" data-state="${s.state}"><span>${esc(s.label)}</span><span class="muted">${esc(s.note ?? stateText(s.state))}</span></li>`).join("")}</ol>
       <div id="result">${finished ? `<div class="ok" data-test="copied">Done: you copy ${short(master)}. <a href="#/dashboard">Open your dashboard</a>.</div>` : failure}</div>

@@ -27,6 +27,7 @@ export function dashboard(): Cleanup {
     }
     root.innerHTML = `<h1>Dashboard <span class="muted" style="font-size:14px">${short(w.address)}</span></h1>
       <div id="summary" class="card grid" data-test="summary"><p class="muted">Loading…</p></div>
+      <div id="notice"></div>
       <div id="positions"></div>
       <div class="card scroll"><h2>Latest trades of your masters</h2><div id="trades" data-test="trades"><p class="muted">–</p></div></div>
       <div class="card"><h2>Notifications</h2><div id="notes" data-test="notifications"></div></div>`;
@@ -171,7 +172,7 @@ export function dashboard(): Cleanup {
       panel.querySelector("[data-test=exit-confirm]")?.addEventListener("click", (e) =>
         busy(e.target as HTMLButtonElement, panel.querySelector(`#emsg-${vault}`), async () => {
           await send(call);
-          panel.innerHTML = `<div class="ok" data-test="exited">Exited. ${kind === "base" ? `The ${dep.base.symbol} is free in your Tandem account.` : "The tokens are in your wallet."}</div>`;
+          (root.querySelector("#notice") as HTMLElement).innerHTML = `<div class="ok" data-test="exited">Exited. ${kind === "base" ? `The ${dep.base.symbol} is free in your Tandem account.` : "The tokens are in your wallet."}</div>`;
           openExit = null;
           window.setTimeout(refresh, 300);
         }),

@@ -210,7 +210,10 @@ export async function send(call: Call, onSent?: (hash: string) => void): Promise
   const w = requireWallet();
   await ensureChain(w);
   const { request } = await w.reads.simulateContract({ ...call, account: w.account } as never);
-  const hash = await w.wallet.writeContract(request as never);
+  // A margin over the estimate: calls that try a swap and catch its failure (entry swaps, exits)
+  // need more than the least gas that lets them succeed.
+  const gas = await w.reads.estimateContractGas({ ...call, account: w.account } as never);
+  const hash = await w.wallet.writeContract({ ...(request as object), gas: (gas * 13n) / 10n } as never);
   onSent?.(hash);
   const receipt = await w.reads.waitForTransactionReceipt({ hash, pollingInterval: 250 });
   if (receipt.status !== "success") throw new Reverted(`The transaction ${hash.slice(0, 10)}… reverted on-chain: nothing it would have done happened.`);
