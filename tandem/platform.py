@@ -91,7 +91,9 @@ class Platform:
         self._stack = ExitStack()
         self._processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
         self._stop = threading.Event()
-        self._tmp = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="tandem-up-")))
+        self._tmp = Path(
+            self._stack.enter_context(tempfile.TemporaryDirectory(prefix="tandem-up-"))
+        )
 
     # --- lifecycle
 
@@ -127,8 +129,10 @@ class Platform:
         artifacts.save_deployment(w3.eth.chain_id, dep.addresses(), settings, merge=False)
         log(f"making {o.days} days of history for {len(MASTERS)} masters (anvil time travel) ...")
         started = time.monotonic()
-        build_history(dep, self._open_masters(dep), o.days, random.Random(o.seed), log)
-        log(f"history made in {time.monotonic() - started:.0f} s, up to block {w3.eth.block_number}")
+        build_history(dep, self._open_masters(dep), o.days, random.Random(o.seed), log)  # noqa: S311 - a story, not a secret
+        log(
+            f"history made in {time.monotonic() - started:.0f} s, up to block {w3.eth.block_number}"
+        )
         self._stack.enter_context(run_keeper(dep, self.start_keeper))
         log("keeper running")
         self._services()
@@ -158,7 +162,9 @@ class Platform:
         while True:
             for name, process, out in self._processes:
                 if process.poll() is not None:
-                    raise TandemError(f"the {name} stopped (exit code {process.returncode})", details=_tail(out))
+                    raise TandemError(
+                        f"the {name} stopped (exit code {process.returncode})", details=_tail(out)
+                    )
             time.sleep(0.5)
 
     # --- the chain's story
@@ -171,7 +177,10 @@ class Platform:
             followers = [
                 _labelled(dep, f"platform:{spec.name}:follower:{n}") for n in range(spec.followers)
             ]
-            limits = {f: (1_000, 0, 1_500) if n % 2 else (3_000, 0, 4_000) for n, f in enumerate(followers)}
+            limits = {
+                f: (1_000, 0, 1_500) if n % 2 else (3_000, 0, 4_000)
+                for n, f in enumerate(followers)
+            }
             p.add_followers(dep, vault, followers, dep.units(BASE, spec.allocation), limits)
             self.masters.append(Master(spec, address, vault, followers))
         return self.masters
@@ -179,7 +188,7 @@ class Platform:
     def _market(self) -> None:
         """While running: now and then a master trades, so the dApp has something to show live."""
         assert self.dep is not None
-        rng = random.Random(self.options.seed + 1)
+        rng = random.Random(self.options.seed + 1)  # noqa: S311 - a story, not a secret
         while not self._stop.wait(self.options.trade_every):
             master = rng.choice(self.masters)
             try:
@@ -269,7 +278,11 @@ def _labelled(dep: Deployment, label: str) -> str:
 
 
 def _route(dep: Deployment, spec: MasterSpec, token_in: str, token_out: str) -> p.Route:
-    return dep.v3_route(token_in, token_out) if spec.venue == "v3" else dep.v2_route(token_in, token_out)
+    return (
+        dep.v3_route(token_in, token_out)
+        if spec.venue == "v3"
+        else dep.v2_route(token_in, token_out)
+    )
 
 
 def trade_once(dep: Deployment, master: Master, rng: random.Random) -> None:
@@ -279,10 +292,26 @@ def trade_once(dep: Deployment, master: Master, rng: random.Random) -> None:
     base = vault.functions.books(dep.address_of(BASE)).call()[0]
     if held and (rng.random() < 0.5 or base < dep.units(BASE, 100)):
         amount = held if rng.random() < 0.3 else held * rng.randint(30, 70) // 100
-        p.trade(dep, vault, master.address, spec.token, BASE, amount, _route(dep, spec, spec.token, BASE))
+        p.trade(
+            dep,
+            vault,
+            master.address,
+            spec.token,
+            BASE,
+            amount,
+            _route(dep, spec, spec.token, BASE),
+        )
     elif base >= dep.units(BASE, 100):
         amount = base * rng.randint(10, 30) // 100
-        p.trade(dep, vault, master.address, BASE, spec.token, amount, _route(dep, spec, BASE, spec.token))
+        p.trade(
+            dep,
+            vault,
+            master.address,
+            BASE,
+            spec.token,
+            amount,
+            _route(dep, spec, BASE, spec.token),
+        )
 
 
 def build_history(
@@ -290,8 +319,8 @@ def build_history(
 ) -> None:
     """``days`` days on the node's clock: each day the markets move (the pools are traded to the
     new price and the feed follows) and each master may trade."""
-    owner = dep.w3.eth.accounts[0]
-    whale = dep.w3.eth.accounts[9]
+    accounts = list(dep.w3.eth.accounts)
+    owner, whale = accounts[0], accounts[9]
     prices = {s: dep.specs[s].usd_price for s in {m.spec.token for m in masters}}
     sigma = {m.spec.token: m.spec.volatility for m in masters}
     for day in range(days):

@@ -101,7 +101,9 @@ def faucet(body: FaucetIn, request: Request) -> FaucetOut:
         if receipt:
             break
     if not receipt or int(receipt["status"], 16) != 1:
-        raise ProblemException(502, "faucet-failed", "Faucet failed", "The mint did not go through.")
+        raise ProblemException(
+            502, "faucet-failed", "Faucet failed", "The mint did not go through."
+        )
     return FaucetOut(address=body.address, ether=str(ETHER), base=str(amount), base_token=base)
 
 

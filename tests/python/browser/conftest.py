@@ -64,7 +64,9 @@ def browser() -> Iterator[Any]:
         instance.close()
 
 
-def open_page(browser: Any, platform: Platform, account: str, *, phone: bool = False, chain: int = 31337) -> Any:
+def open_page(
+    browser: Any, platform: Platform, account: str, *, phone: bool = False, chain: int = 31337
+) -> Any:
     """A page of the dApp with the test wallet of ``account`` (an anvil account)."""
     assert platform.node is not None
     script = (

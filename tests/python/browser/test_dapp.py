@@ -47,7 +47,15 @@ def connect(page: Any, *, sign_in: bool = True) -> None:
         page.wait_for_selector("[data-test=signed-in]")
 
 
-def copy_master(page: Any, master: str, amount: str, *, preset: str = "conservative", custom: tuple[str, str, str] | None = None, max_entry: str | None = None) -> None:
+def copy_master(
+    page: Any,
+    master: str,
+    amount: str,
+    *,
+    preset: str = "conservative",
+    custom: tuple[str, str, str] | None = None,
+    max_entry: str | None = None,
+) -> None:
     page.goto(page.url.split("#")[0] + f"#/copy/{master}")
     page.click("[data-test=next1]")
     page.fill("[data-test=amount]", amount)
@@ -69,8 +77,14 @@ def buy(platform: Platform, name: str, fraction: Decimal) -> str:
     assert dep is not None
     master = next(m for m in platform.masters if m.spec.name == name)
     base = master.vault.functions.books(dep.address_of(BASE)).call()[0]
-    route = dep.v3_route(BASE, master.spec.token) if master.spec.venue == "v3" else dep.v2_route(BASE, master.spec.token)
-    result = p.trade(dep, master.vault, master.address, BASE, master.spec.token, int(base * fraction), route)
+    route = (
+        dep.v3_route(BASE, master.spec.token)
+        if master.spec.venue == "v3"
+        else dep.v2_route(BASE, master.spec.token)
+    )
+    result = p.trade(
+        dep, master.vault, master.address, BASE, master.spec.token, int(base * fraction), route
+    )
     return str(result.receipt["transactionHash"].to_0x_hex())
 
 
@@ -98,7 +112,9 @@ def watch_trades(page: Any) -> None:
 
 
 @pytest.mark.parametrize("viewport", ["desktop", "phone"])
-def test_the_whole_path(platform: Platform, browser: Any, viewport: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_whole_path(
+    platform: Platform, browser: Any, viewport: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     phone = viewport == "phone"
     me = account(platform, PHONE if phone else DESKTOP)
     fund(platform, me)
@@ -123,8 +139,15 @@ def test_the_whole_path(platform: Platform, browser: Any, viewport: str, capsys:
     connect(page)
     copy_master(page, master.address, "1000")
     wait(page, "[data-test=copied]", f"{viewport}-copy")
-    states = page.locator("[data-test=flow] li").evaluate_all("(els) => els.map((e) => e.dataset.state)")
-    assert states == ["done", "done", "done", "skipped"]  # approve, deposit, allocate; the default limits
+    states = page.locator("[data-test=flow] li").evaluate_all(
+        "(els) => els.map((e) => e.dataset.state)"
+    )
+    assert states == [
+        "done",
+        "done",
+        "done",
+        "skipped",
+    ]  # approve, deposit, allocate; the default limits
     shot(page, f"{viewport}-3-copied")
 
     # The dashboard; a master's trade appears without a reload
@@ -185,7 +208,9 @@ def test_rejected_signature_and_transaction(platform: Platform, browser: Any) ->
 
     page.evaluate("() => { window.__wallet.reject = 'tx'; }")
     copy_master(page, platform.masters[2].address, "100")
-    error = page.wait_for_selector("[data-test=flow] ~ #result [data-test=error], #result [data-test=error]")
+    error = page.wait_for_selector(
+        "[data-test=flow] ~ #result [data-test=error], #result [data-test=error]"
+    )
     assert "rejected" in error.inner_text() and "nothing was sent" in error.inner_text().lower()
     assert page.locator("[data-step=approve]").get_attribute("data-state") == "failed"
     assert free_balance(platform, me) == 0
@@ -217,7 +242,9 @@ def test_wrong_network(platform: Platform, browser: Any) -> None:
     page.wait_for_selector("[data-test=wrong-network]", state="detached")
 
 
-def test_a_reverting_transaction_is_explained_and_nothing_moves(platform: Platform, browser: Any) -> None:
+def test_a_reverting_transaction_is_explained_and_nothing_moves(
+    platform: Platform, browser: Any
+) -> None:
     dep = platform.dep
     assert dep is not None
     me = account(platform, REVERTING)
