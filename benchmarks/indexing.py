@@ -52,6 +52,7 @@ from tandem import artifacts
 from tandem.chain import connect
 from tandem.config import IndexerSettings, Settings, load_settings
 from tandem.db import models
+from tandem.db.engine import new_engine
 from tandem.db.migrate import upgrade
 from tandem.db.stream import journal
 from tandem.node import LocalNode
@@ -357,7 +358,7 @@ def fresh_database(server_url: str, name: str) -> Engine:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     base, _, query = server_url.partition("?")
-    engine = create_engine(f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else ""))
+    engine = new_engine(f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else ""))
     upgrade(engine)
     return engine
 

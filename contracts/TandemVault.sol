@@ -286,13 +286,14 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         (uint256 masterEquity, uint256 poolValue) = _equities(held, prices);
         ITandemHub.Params memory params = HUB.params();
         uint256 value = _value(amount, prices[0]);
-        uint256 limit = masterEquity * params.maxPoolMultiple;
-        if (poolValue + value > limit) revert ITandemVault.PoolAboveMasterMultiple(poolValue + value, limit);
         uint256 entered = _enter(
             held, prices, amount, poolValue == 0 ? masterEquity : poolValue, poolValue != 0, maxEntryCostBps, params
         );
-        // And on what the entry brought in: fills above the oracle must not take the pool past it.
-        if (poolValue + entered > limit) revert ITandemVault.PoolAboveMasterMultiple(poolValue + entered, limit);
+        // On what the allocation spent and on what its entry brought in: fills above the oracle
+        // must not take the pool past the multiple either.
+        uint256 grown = poolValue + Math.max(value, entered);
+        uint256 limit = masterEquity * params.maxPoolMultiple;
+        if (grown > limit) revert ITandemVault.PoolAboveMasterMultiple(grown, limit);
         // Rounds down: a new follower never gets more than what they brought in is worth.
         shares = Math.mulDiv(entered, _totalShares + VIRTUAL_SHARES, poolValue + VIRTUAL_VALUE);
         if (shares == 0) revert ITandemVault.ZeroShares();

@@ -3,9 +3,11 @@ PostgreSQL through psycopg 3; a database that cannot be opened is one clear ``Co
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,6 +28,22 @@ def database_url(url: str, project_root: Path) -> str:
     return url
 
 
+def json_text(value: Any) -> str:
+    """``value`` as JSON text, for JSON columns: by orjson, several times faster than the
+    standard library (a backfill writes an event's arguments twice: its row and the stream's
+    journal), or by the standard library for what orjson refuses (integers past 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def new_engine(url: str, **options: Any) -> Engine:
+    """``create_engine`` with the project's JSON codec: every engine of the project's database
+    comes from here."""
+    return create_engine(url, json_serializer=json_text, json_deserializer=orjson.loads, **options)
+
+
 def open_engine(
     url: str, *, owner: str = "project", setting: str = "database_url", must_exist: bool = False
 ) -> Engine:
@@ -33,7 +51,7 @@ def open_engine(
     its setting in errors; ``must_exist`` refuses to create a SQLite file (for readers such as
     ``status``, which must not leave an empty database behind)."""
     try:
-        engine = create_engine(url)
+        engine = new_engine(url)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
             database = engine.url.database
