@@ -374,6 +374,25 @@ class VaultPoint(Base):
     followers: Mapped[int] = mapped_column(Integer)
 
 
+class VaultBook(Base):
+    """One token's two books in one vault at one of its points (``vault_points``): what the
+    master's book and the pool's book hold of ``token`` at the end of the block, read with the
+    point's other values (the vault's ``books(token)`` at the block, by hash). A token both of
+    whose books are empty has no row; a point whose values could not be read has none either.
+
+    The tokens read are the base asset and every token the vault's trades and mirrors bought:
+    the only tokens a vault's books can hold (allocations buy what the pool already holds).
+    """
+
+    __tablename__ = "vault_books"
+    __table_args__ = (Index("ix_vault_books_block_number", "block_number"),)
+    vault: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    token: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    master_amount: Mapped[int] = mapped_column(Uint256)
+    pool_amount: Mapped[int] = mapped_column(Uint256)
+
+
 # --- derived data
 
 
@@ -486,4 +505,5 @@ INDEXER_MODELS: tuple[type[Base], ...] = (
     FeeCharged,
     PoolSale,
     VaultPoint,
+    VaultBook,
 )
