@@ -19,7 +19,7 @@ from api.notifications.worker import Notifier
 from api.routers import followers, health, masters, protocol, vaults
 from api.schemas.types import BIG_INTEGER_NOTE
 from api.stream import STREAM_NOTE, Hub, endpoint, install_metrics
-from tandem import __version__, artifacts
+from tandem import __version__, artifacts, reverts
 from tandem.config import Settings, load_settings
 
 # The interfaces a dApp builds transactions and decodes events with.
@@ -53,7 +53,12 @@ between two pages.
 
 
 def interface_abis(settings: Settings) -> dict[str, list[dict[str, Any]]]:
-    return {name: artifacts.load(name, settings).abi for name in INTERFACES}
+    """Each interface's ABI with every custom error a Tandem contract, adapter or library may
+    revert with (a vault passes on the reverts of the hub, its adapters and the router), and
+    those errors alone as ``TandemErrors``: any revert decodes with any of them."""
+    abis = {name: reverts.with_errors(artifacts.load(name, settings).abi) for name in INTERFACES}
+    abis["TandemErrors"] = reverts.error_abi()
+    return abis
 
 
 def create_app(settings: Settings) -> FastAPI:

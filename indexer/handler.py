@@ -169,7 +169,9 @@ class Indexer:
         self._read_equities = _ViewCall(vault_abi, "equities")
         self._read_suspension = _ViewCall(vault_abi, "suspension")
         self._read_books = _ViewCall(vault_abi, "books")
-        self._hub = reader.eth.contract(self.hub, abi=artifacts.load("ITandemHub", settings).abi)
+        hub_abi = artifacts.load("ITandemHub", settings).abi
+        self._read_price = _ViewCall(hub_abi, "priceOf")
+        self._hub = reader.eth.contract(self.hub, abi=hub_abi)
         # Fixed when the hub was deployed: master deposits are in it.
         self.base_asset: str = checksum(self._hub.functions.baseAsset().call())
         self.sources = FeedSources(w3, settings)
@@ -822,14 +824,16 @@ class Indexer:
             for token in held:
                 data = self._read_books.calldata(token)
                 requests.append(("eth_call", [{"to": vault, "data": data}, at]))
+                data = self._read_price.calldata(token)
+                requests.append(("eth_call", [{"to": self.hub, "data": data}, at]))
         requests += [("eth_getTransactionReceipt", [tx]) for _, tx, _ in batch.receipts]
         answers = iter(self._ask(requests))
         for (row, _), held in zip(batch.points, tokens, strict=True):
             equities, suspension = next(answers), next(answers)
-            books = [next(answers) for _ in held]
-            if equities is None or suspension is None or any(b is None for b in books):
+            books = [(next(answers), next(answers)) for _ in held]
+            if equities is None or suspension is None or any(None in b for b in books):
                 continue
-            for token, answer in zip(held, books, strict=True):
+            for token, (answer, price) in zip(held, books, strict=True):
                 master_amount, pool_amount = self._read_books.decode(answer)
                 if master_amount or pool_amount or token == self.base_asset:
                     batch.add(
@@ -839,6 +843,7 @@ class Indexer:
                         token=token,
                         master_amount=master_amount,
                         pool_amount=pool_amount,
+                        price=self._read_price.decode(price)[0],
                     )
             (master_aum, pool_aum), (_, master_index, _) = (
                 self._read_equities.decode(equities),

@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("token", sa.String(length=42), nullable=False),
         sa.Column("master_amount", tandem.db.types.Uint256(), nullable=False),
         sa.Column("pool_amount", tandem.db.types.Uint256(), nullable=False),
+        sa.Column("price", tandem.db.types.Uint256(), nullable=False),
         sa.PrimaryKeyConstraint("vault", "block_number", "token", name=op.f("pk_vault_books")),
     )
     op.create_index("ix_vault_books_block_number", "vault_books", ["block_number"], unique=False)
