@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = open_database(settings)
         app.state.stream = Hub(app.state.engine, settings)
         await app.state.stream.start()
-        notifier = Notifier(app.state.engine, box, settings.api)
+        notifier = Notifier(app.state.engine, box, settings.api, on_new=app.state.stream.wake)
         task = asyncio.create_task(notifier.run()) if settings.api.notify else None
         try:
             yield
