@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         with api_server(env, args.workers, Path(tmp) / "server.log") as url:
             asyncio.run(load(url, args.clients, 5, args.share, seed=1))  # warm every worker
+            # One client alone: what a request costs the server when nothing waits.
+            alone = asyncio.run(load(url, 1, 400, args.share, seed=3))
             start, cpu = time.perf_counter(), time.process_time()
             times = asyncio.run(load(url, args.clients, args.requests, args.share, seed=2))
             elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -191,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.clients} clients, {args.workers} server processes, {total:,} requests in "
             f"{elapsed:.1f} s ({total / elapsed:.0f} a second)"
         )
+        print("one client alone (no concurrency):")
+        print(f"  GET /v1/masters top 50     {figures(alone['rankings'] + alone['pages'])}")
+        print(f"  GET /healthz               {figures(alone['baseline'])}")
+        print(f"{args.clients} concurrent clients:")
         print(f"GET /v1/masters top 50       {figures(times['rankings'])}")
         if times["pages"]:
             print(f"  the next page, by cursor   {figures(times['pages'])}")
