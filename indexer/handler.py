@@ -255,15 +255,16 @@ class Indexer:
         # The tokens each vault's books may hold besides the base asset: what its trades and
         # mirrors bought (allocations only buy what the pool holds already).
         self.bought: dict[str, set[str]] = defaultdict(set)
-        for vault, token in (
-            conn.execute(select(m.Trade.vault, m.Trade.token_out).distinct()).all()
-            + conn.execute(
-                select(m.MirrorEvent.vault, m.MirrorEvent.token_out)
-                .where(m.MirrorEvent.kind == "recorded")
-                .distinct()
-            ).all()
-        ):
-            self.bought[vault].add(token)
+        trades = select(m.Trade.vault, m.Trade.token_out).distinct()
+        mirrors = (
+            select(m.MirrorEvent.vault, m.MirrorEvent.token_out)
+            .where(m.MirrorEvent.kind == "recorded")
+            .distinct()
+        )
+        for query in (trades, mirrors):
+            for vault, token in conn.execute(query):
+                if token is not None:
+                    self.bought[vault].add(token)
         # Each vault's latest mirror (the only one that can still be executed or dropped).
         self.mirrors: dict[str, tuple[int, str, str]] = {
             r.vault: (r.mirror_id, r.token_in, r.token_out)
