@@ -14,6 +14,7 @@
 #   make bench-indexer  backfill from anvil; decode-and-store of 1,000,000 recorded events into PostgreSQL
 #   make bench-notifications  block-to-webhook latency of notifications (p50, p99; the node's share)
 #   make bench-stream  1,000 WebSocket subscribers on two API workers: time until the last has an event
+#   make bench-api  rankings over 10,000 masters in PostgreSQL at 50 concurrent clients (p50, p99) next to a trivial endpoint
 #   make fuzz-long  the vault invariants at 10,000 runs of depth 100 (tens of minutes)
 #   make brownie    Brownie in its own .venv-brownie: compile with the project's solc, deploy, trade
 #   make lint       ruff and mypy
@@ -38,7 +39,7 @@ BROWNIE_STAMP := $(BROWNIE_VENV)/.tandem-installed
 BROWNIE_SPEC := eth-brownie>=1.22,<1.23
 BROWNIE_HOME := $(CURDIR)/$(BROWNIE_VENV)/home
 
-.PHONY: help setup up demo test browser slither brownie bench-gas bench-keeper bench-rankings bench-indexer bench-notifications bench-stream fuzz-long lint clean distclean
+.PHONY: help setup up demo test browser slither brownie bench-gas bench-keeper bench-rankings bench-indexer bench-notifications bench-stream bench-api fuzz-long lint clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -139,6 +140,10 @@ bench-notifications: setup
 bench-stream: setup
 	$(BIN)/tandem compile
 	$(BIN)/python benchmarks/stream.py
+
+bench-api: setup
+	$(BIN)/tandem compile
+	$(BIN)/python benchmarks/api_load.py
 
 # The invariant tests far beyond the ci profile's 256 runs, before a release or after a change
 # to the vault's accounting.

@@ -21,7 +21,7 @@ from api.notifications.worker import Notifier
 from api.routers import demo, followers, health, masters, protocol, vaults
 from api.schemas.types import BIG_INTEGER_NOTE
 from api.stream import STREAM_NOTE, Hub, endpoint, install_metrics
-from tandem import __version__, artifacts
+from tandem import __version__, artifacts, reverts
 from tandem.config import Settings, load_settings
 
 # The interfaces a dApp builds transactions and decodes events with.
@@ -57,7 +57,12 @@ between two pages.
 
 
 def interface_abis(settings: Settings) -> dict[str, list[dict[str, Any]]]:
-    return {name: artifacts.load(name, settings).abi for name in INTERFACES}
+    """Each interface's ABI with every custom error a Tandem contract, adapter or library may
+    revert with (a vault passes on the reverts of the hub, its adapters and the router), and
+    those errors alone as ``TandemErrors``: any revert decodes with any of them."""
+    abis = {name: reverts.with_errors(artifacts.load(name, settings).abi) for name in INTERFACES}
+    abis["TandemErrors"] = reverts.error_abi()
+    return abis
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -71,7 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = open_database(settings)
         app.state.stream = Hub(app.state.engine, settings)
         await app.state.stream.start()
-        notifier = Notifier(app.state.engine, box, settings.api)
+        notifier = Notifier(app.state.engine, box, settings.api, on_new=app.state.stream.wake)
         task = asyncio.create_task(notifier.run()) if settings.api.notify else None
         try:
             yield

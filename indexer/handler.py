@@ -25,7 +25,7 @@ from typing import Any, cast
 
 from eth_utils.abi import collapse_if_tuple, function_abi_to_4byte_selector
 from hexbytes import HexBytes
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Connection, Engine, delete, func, select, tuple_
 from web3 import AsyncWeb3, Web3
 from web3.exceptions import (
     BlockNotFound,
@@ -102,6 +102,10 @@ class _ViewCall:
         assert all(readers), f"{name} returns a type read otherwise"
         self.readers = cast(list[Callable[[bytes], Any]], readers)
 
+    def calldata(self, *words: str) -> str:
+        """The call's data with address arguments (each a word)."""
+        return self.selector + "".join(w[2:].lower().rjust(64, "0") for w in words)
+
     def decode(self, result: str) -> tuple[Any, ...]:
         data = bytes(HexBytes(result))
         if len(data) != 32 * len(self.readers):
@@ -164,7 +168,10 @@ class Indexer:
         vault_abi = artifacts.vault_abi(settings)
         self._read_equities = _ViewCall(vault_abi, "equities")
         self._read_suspension = _ViewCall(vault_abi, "suspension")
-        self._hub = reader.eth.contract(self.hub, abi=artifacts.load("ITandemHub", settings).abi)
+        self._read_books = _ViewCall(vault_abi, "books")
+        hub_abi = artifacts.load("ITandemHub", settings).abi
+        self._read_price = _ViewCall(hub_abi, "priceOf")
+        self._hub = reader.eth.contract(self.hub, abi=hub_abi)
         # Fixed when the hub was deployed: master deposits are in it.
         self.base_asset: str = checksum(self._hub.functions.baseAsset().call())
         self.sources = FeedSources(w3, settings)
@@ -245,6 +252,19 @@ class Indexer:
                 )
             )
         }
+        # The tokens each vault's books may hold besides the base asset: what its trades and
+        # mirrors bought (allocations only buy what the pool holds already).
+        self.bought: dict[str, set[str]] = defaultdict(set)
+        trades = select(m.Trade.vault, m.Trade.token_out).distinct()
+        mirrors = (
+            select(m.MirrorEvent.vault, m.MirrorEvent.token_out)
+            .where(m.MirrorEvent.kind == "recorded")
+            .distinct()
+        )
+        for query in (trades, mirrors):
+            for vault, token in conn.execute(query):
+                if token is not None:
+                    self.bought[vault].add(token)
         # Each vault's latest mirror (the only one that can still be executed or dropped).
         self.mirrors: dict[str, tuple[int, str, str]] = {
             r.vault: (r.mirror_id, r.token_in, r.token_out)
@@ -326,6 +346,9 @@ class Indexer:
         unproven = points.c.cause == "mark"
         if last is not None:
             unproven &= points.c.timestamp >= last.timestamp - last.timestamp % DAY
+        books: Any = m.VaultBook.__table__
+        marked = select(points.c.vault, points.c.block_number).where(unproven)
+        conn.execute(delete(books).where(tuple_(books.c.vault, books.c.block_number).in_(marked)))
         conn.execute(delete(points).where(unproven))
         self.load(conn)
 
@@ -535,6 +558,7 @@ class Indexer:
             gas_price=None,
         )
         batch.receipts.append((row, e.tx_hash, e.block_hash))
+        self.bought[e.address].add(a["tokenOut"])
 
     def _pool_part_skipped(self, batch: _Batch, e: Event, ts: int) -> None:
         a = e.args
@@ -632,6 +656,7 @@ class Indexer:
         row: dict[str, Any] = {"mirror_id": a["id"]}
         if e.name == "MirrorRecorded":
             self.mirrors[e.address] = (a["id"], a["tokenIn"], a["tokenOut"])
+            self.bought[e.address].add(a["tokenOut"])
             row.update(kind="recorded", amount_in=a["amountIn"], deadline=a["deadline"])
         elif e.name == "MirrorExecuted":
             row.update(
@@ -789,16 +814,39 @@ class Indexer:
         node keeps no state that old or the vault cannot price a token then) and each trade's
         gas."""
         requests: list[tuple[str, list[Any]]] = []
+        tokens: list[list[str]] = []
         for row, block_hash in batch.points:
             at = {"blockHash": block_hash}
+            vault = row["vault"]
             for view in (self._read_equities, self._read_suspension):
-                requests.append(("eth_call", [{"to": row["vault"], "data": view.selector}, at]))
+                requests.append(("eth_call", [{"to": vault, "data": view.selector}, at]))
+            # The base asset first, always stored: a point with values has its books.
+            held = [self.base_asset, *sorted(self.bought.get(vault, set()) - {self.base_asset})]
+            tokens.append(held)
+            for token in held:
+                data = self._read_books.calldata(token)
+                requests.append(("eth_call", [{"to": vault, "data": data}, at]))
+                data = self._read_price.calldata(token)
+                requests.append(("eth_call", [{"to": self.hub, "data": data}, at]))
         requests += [("eth_getTransactionReceipt", [tx]) for _, tx, _ in batch.receipts]
         answers = iter(self._ask(requests))
-        for row, _ in batch.points:
+        for (row, _), held in zip(batch.points, tokens, strict=True):
             equities, suspension = next(answers), next(answers)
-            if equities is None or suspension is None:
+            books = [(next(answers), next(answers)) for _ in held]
+            if equities is None or suspension is None or any(None in b for b in books):
                 continue
+            for token, (answer, price) in zip(held, books, strict=True):
+                master_amount, pool_amount = self._read_books.decode(answer)
+                if master_amount or pool_amount or token == self.base_asset:
+                    batch.add(
+                        m.VaultBook,
+                        vault=row["vault"],
+                        block_number=row["block_number"],
+                        token=token,
+                        master_amount=master_amount,
+                        pool_amount=pool_amount,
+                        price=self._read_price.decode(price)[0],
+                    )
             (master_aum, pool_aum), (_, master_index, _) = (
                 self._read_equities.decode(equities),
                 self._read_suspension.decode(suspension),

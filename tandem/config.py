@@ -278,6 +278,21 @@ class ApiSettings(BaseModel):
     webhook_private_hosts: bool = Field(
         default=False, description="allow webhooks to loopback and private addresses"
     )
+    ready_max_lag: int | None = Field(
+        default=20,
+        ge=0,
+        description="blocks the indexer's cursor may be behind the node's head (at "
+        "`rpc_url`) for /readyz to answer ready; null: the node is not asked",
+    )
+
+    @field_validator("ready_max_lag", mode="before")
+    @classmethod
+    def _null_lag(cls, value: Any) -> Any:
+        # From a TANDEM_API__READY_MAX_LAG variable, "null" (or "none") is no limit.
+        if isinstance(value, str) and value.strip().lower() in ("null", "none"):
+            return None
+        return value
+
     # --- the live stream (/v1/stream)
     stream_queue: int = Field(
         default=1_000,

@@ -12,15 +12,17 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 
 import httpx
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from api.accounts.crypto import Box
 from api.notifications import produce, webhooks
 from tandem.config import ApiSettings
 from tandem.db import accounts as t
+from tandem.db.stream import CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,16 @@ LEASE = 10.0  # seconds a holder keeps the lease without renewing it
 
 
 class Notifier:
-    def __init__(self, engine: Engine, box: Box, settings: ApiSettings) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        box: Box,
+        settings: ApiSettings,
+        on_new: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_new`` is called when notifications were stored (the live stream reads them)."""
         self.engine, self.box, self.settings = engine, box, settings
+        self.on_new = on_new
         self.me = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def lease(self, now: float) -> bool:
@@ -55,7 +65,11 @@ class Notifier:
 
     def derive(self) -> int:
         with self.engine.begin() as conn:
-            return produce.produce(conn)
+            added = produce.produce(conn)
+            if added and conn.dialect.name == "postgresql":
+                # Every server process's stream reads them now (sent at commit).
+                conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+            return added
 
     async def deliver(self, client: httpx.AsyncClient) -> int:
         if not self.box.ready:
@@ -77,7 +91,8 @@ class Notifier:
             return
         # Deriving is quick; run it until it caught up with the indexer.
         while await asyncio.to_thread(self.derive):
-            pass
+            if self.on_new is not None:
+                self.on_new()
         await self.deliver(client)
 
     async def run(self) -> None:

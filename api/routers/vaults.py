@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from fastapi import APIRouter
 from sqlalchemy import Connection, select
@@ -15,14 +16,17 @@ from api.schemas.types import Address
 from indexer import inputs, reading
 from tandem.db import models as m
 
+ONE = 10**18
+
 router = APIRouter(prefix="/vaults", tags=["vaults"], responses=PROBLEM_RESPONSES)
 
 
 @router.get("/{vault}", response_model=out.VaultState)
 def vault_state(vault: Address, read: Read) -> out.VaultState:
     """The vault's master and delegate, its latest point (both books' value, share price,
-    followers), the master's book by token, every holder's shares, the pending mirror, the
-    suspension state and the fee terms."""
+    followers), the pool's composition next to the master's (each token's amounts, value at
+    oracle prices and weight in both books), the master's book by token, every holder's shares,
+    the pending mirror, the suspension state and the fee terms."""
     conn, block = read.conn, read.block
     row = conn.execute(
         select(m.Vault).where(m.Vault.vault == vault, m.Vault.block_number <= block)
@@ -53,11 +57,54 @@ def vault_state(vault: Address, read: Read) -> out.VaultState:
         created_block=row.block_number,
         delegate=delegate,
         point=out.Point.model_validate(points[-1]) if points else None,
+        composition=composition(conn, vault, points[-1]) if points else None,
         master_book=master_book(conn, vault, block),
         shares=reading.share_balances(conn, vault, up_to=block),
         pending_mirror=pending_mirror(conn, vault, block),
         suspension=out.Suspension.model_validate(suspension) if suspension else None,
         fees=fee_terms(conn, vault, block),
+    )
+
+
+def composition(conn: Connection, vault: str, point: Any) -> out.Composition | None:
+    """Both books at ``point``, each amount at the oracle price the vault valued it at in that
+    block, rounded down as the vault rounds: the values add up to the point's ``master_aum``
+    and ``pool_aum``. None when the indexer could not read the vault then (otherwise the base
+    asset has a row at least)."""
+    block = point.block_number
+    books = conn.execute(
+        select(m.VaultBook)
+        .where(m.VaultBook.vault == vault, m.VaultBook.block_number == block)
+        .order_by(m.VaultBook.token)
+    ).all()
+    if not books:
+        return None
+    base = inputs.base_asset(conn, block)
+    values = [
+        (book.master_amount * book.price // ONE, book.pool_amount * book.price // ONE)
+        for book in books
+    ]
+    master_total = sum(v[0] for v in values)
+    pool_total = sum(v[1] for v in values)
+    entries = [
+        out.BookEntry(
+            token=book.token,
+            master_amount=book.master_amount,
+            pool_amount=book.pool_amount,
+            price=book.price,
+            master_value_usd=master_value,
+            pool_value_usd=pool_value,
+            master_weight=master_value / master_total if master_total else None,
+            pool_weight=pool_value / pool_total if pool_total else None,
+        )
+        for book, (master_value, pool_value) in zip(books, values, strict=True)
+    ]
+    entries.sort(key=lambda e: (e.token != base, -e.pool_value_usd, e.token))
+    return out.Composition(
+        block_number=block,
+        master_value_usd=master_total,
+        pool_value_usd=pool_total,
+        tokens=entries,
     )
 
 

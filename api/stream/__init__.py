@@ -21,8 +21,10 @@ JSON text frames. Send first `{"type": "subscribe", "topics": [...], "cursor": "
 Topics: `master:<address>` (every event of the master's vaults, and their creation),
 `vault:<address>`, `follower:<address>` (the follower's hub account and every vault event naming
 them), `prices` or `prices:<asset>` (feed answers), `protocol` (the hub's parameters, assets,
-adapters, new vaults). The server answers `{"type": "subscribed", "topics", "cursor", "worker"}`,
-then sends:
+adapters, new vaults), `notifications` (the signed-in address's: add `"token": "<session
+token>"` and optionally `"notifications_after": "<last id read>"`). The server answers
+`{"type": "subscribed", "topics", "cursor", "worker"}` (with `address` and
+`notifications_after` for notifications), then sends:
 
 - `{"type": "added", "cursor", "topics", "event"}` for each event stored, where `event` is
   `{name, contract, block_number, block_hash, log_index, tx_hash, timestamp, args}` (integers in
@@ -30,13 +32,16 @@ then sends:
 - `{"type": "removed", "cursor", "topics", "event"}` when a reorganisation rolls that event back
   (the same `event` as its `added`), newest first, before the events that replace it;
 - `{"type": "reset", "cursor"}` when the indexer started again from scratch: forget every event;
-- `{"type": "heartbeat", "cursor"}` after a quiet while; `{"type": "pong"}` for `{"type": "ping"}`.
+- `{"type": "heartbeat", "cursor"}` after a quiet while; `{"type": "pong"}` for `{"type": "ping"}`;
+- `{"type": "notification", "id", "notification"}` for each of the address's notifications, in
+  id order (`notification` as `GET /v1/account/notifications` lists it).
 
 Events are streamed as soon as they are indexed, final or not: `removed` says which were taken
 back. Keep the `cursor` of the last message read; subscribing again with it sends every message
 after it, each once (and a heartbeat's cursor covers every message before it). Errors are a frame
 `{"type": "error", "error", "detail", "close_code"}` followed by that close code: 4400 the
-message or subscription is invalid (`detail` says what to fix), 4408 no subscribe message within
+message or subscription is invalid (`detail` says what to fix), 4401 the notifications topic
+without a session, or the session ended (sign in again), 4408 no subscribe message within
 30 s, 4410 the cursor is older than the journal keeps (read the state again, subscribe without
 one), 4429 the client read too slowly and was disconnected (reconnect with its last cursor),
 4503 the server cannot serve the stream now (try again)."""

@@ -7,21 +7,28 @@ import contextlib
 import json
 import os
 import socket
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.stream.hub import Hub, Subscriber, check_cursor
+from api.accounts.crypto import token_hash
+from api.stream.hub import Hub, Subscriber, check_cursor, check_notifications_after
 from api.stream.protocol import (
     INVALID,
+    NOTIFICATIONS,
     TIMEOUT,
     TOO_SLOW,
+    UNAUTHORIZED,
     UNAVAILABLE,
     StreamError,
     message,
     parse_subscribe,
 )
+from tandem.db import accounts as t
 
 router = APIRouter(tags=["stream"])
 
@@ -29,6 +36,30 @@ SUBSCRIBE_WITHIN = 30.0  # seconds a new connection has to send its subscribe me
 CLOSE_WITHIN = 5.0  # seconds to tell a client why before the connection is dropped
 # Which server process a stream is on, in the `subscribed` message (for diagnostics).
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
+SESSION_CHECK = 30.0  # seconds between checks that a notifications stream's session still holds
+
+
+def session_of(engine: Engine, token: str) -> Any:
+    """The session of ``token`` (address, expiry) while it holds: not signed out or expired."""
+    s = t.sessions
+    with engine.connect() as conn:
+        return conn.execute(
+            select(s.c.address, s.c.expires_at).where(
+                s.c.token_hash == token_hash(token),
+                s.c.revoked_at.is_(None),
+                s.c.expires_at > time.time(),
+            )
+        ).first()
+
+
+def _session_ended() -> StreamError:
+    return StreamError(
+        "session-ended",
+        "The session this stream's notifications were opened with has expired or was signed "
+        "out. Sign in again, then subscribe with the new token and the id of the last "
+        "notification received as notifications_after.",
+        UNAUTHORIZED,
+    )
 
 
 @router.websocket("/stream")
@@ -49,7 +80,7 @@ async def stream(ws: WebSocket) -> None:
         return
     hub.count += 1
     sub: Subscriber | None = None
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[Any]] = []
     try:
         try:
             text = await asyncio.wait_for(ws.receive_text(), SUBSCRIBE_WITHIN)
@@ -65,31 +96,59 @@ async def stream(ws: WebSocket) -> None:
                 "invalid-message", "Frames are JSON text, not binary.", INVALID
             ) from None
         subscription = parse_subscribe(text, settings.stream_max_topics)
-        sub = Subscriber(subscription.topics, asyncio.Queue(settings.stream_queue))
-        topics = sorted(subscription.topics)
-        catching_up: asyncio.Task[None] | None = None
-        if subscription.cursor is None:
-            sub.queue.put_nowait(
-                message("subscribed", topics=topics, cursor=str(hub.seq), worker=WORKER)
+        session = None
+        if subscription.token is not None:
+            session = await asyncio.to_thread(session_of, hub.engine, subscription.token)
+            if session is None:
+                raise StreamError(
+                    "unauthorized",
+                    "The token is no session: it is unknown, signed out or expired. Sign in "
+                    "again (POST /v1/auth/nonce, then POST /v1/auth/sign-in).",
+                    UNAUTHORIZED,
+                )
+        sub = Subscriber(
+            subscription.topics,
+            asyncio.Queue(settings.stream_queue),
+            address=session.address if session is not None else None,
+        )
+        topics = sorted(subscription.topics | ({NOTIFICATIONS} if session else set()))
+        subscribed: dict[str, Any] = {"topics": topics, "worker": WORKER}
+        if session is not None:
+            if subscription.notifications_after is not None:
+                after = subscription.notifications_after
+                await asyncio.to_thread(check_notifications_after, hub.engine, after)
+            subscribed["address"] = session.address
+            subscribed["notifications_after"] = str(
+                hub.notified
+                if subscription.notifications_after is None
+                else subscription.notifications_after
             )
+        catch_ups: set[asyncio.Task[Any]] = set()
+        if subscription.cursor is None:
+            sub.queue.put_nowait(message("subscribed", cursor=str(hub.seq), **subscribed))
             hub.go_live(sub)
         else:
             cursor = subscription.cursor
             await asyncio.to_thread(check_cursor, hub.engine, cursor)
-            sub.queue.put_nowait(
-                message("subscribed", topics=topics, cursor=str(cursor), worker=WORKER)
+            sub.queue.put_nowait(message("subscribed", cursor=str(cursor), **subscribed))
+            catch_ups.add(asyncio.create_task(hub.catch_up(sub, cursor)))
+        if session is not None:
+            catch_ups.add(
+                asyncio.create_task(hub.notifications_from(sub, subscription.notifications_after))
             )
-            catching_up = asyncio.create_task(hub.catch_up(sub, cursor))
-            tasks.append(catching_up)
+            tasks.append(
+                asyncio.create_task(_watch_session(hub.engine, subscription.token, session))
+            )
+        tasks += catch_ups
         sender = asyncio.create_task(_send(ws, hub, sub, settings.stream_heartbeat))
         receiver = asyncio.create_task(_receive(ws, sub))
         slow = asyncio.create_task(_wait(sub.too_slow))
         tasks += [sender, receiver, slow]
-        pending: set[asyncio.Task[None]] = set(tasks)
+        pending: set[asyncio.Task[Any]] = set(tasks)
         while True:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if catching_up in done and catching_up.exception() is None and len(done) == 1:
-                continue  # caught up: the pump hands it the rest
+            if done <= catch_ups and all(task.exception() is None for task in done):
+                continue  # caught up: the pumps hand it the rest
             break
         if slow in done:
             raise StreamError(
@@ -130,7 +189,7 @@ def _unavailable() -> StreamError:
 
 
 async def _close(
-    ws: WebSocket, error: StreamError, tasks: Sequence[asyncio.Task[None]] = ()
+    ws: WebSocket, error: StreamError, tasks: Sequence[asyncio.Task[Any]] = ()
 ) -> None:
     """Tell the client why, then close: within a few seconds, or the connection is dropped."""
     for task in tasks:
@@ -139,6 +198,18 @@ async def _close(
         async with asyncio.timeout(CLOSE_WITHIN):
             await ws.send_text(error.frame())
             await ws.close(error.code, error.error)
+
+
+async def _watch_session(engine: Engine, token: str | None, session: Any) -> None:
+    """Ends the stream (``session-ended``) once its session expires or is signed out."""
+    assert token is not None
+    expires_at = float(session.expires_at)
+    while True:
+        await asyncio.sleep(max(0.0, min(SESSION_CHECK, expires_at - time.time())))
+        if time.time() >= expires_at:
+            raise _session_ended()
+        if await asyncio.to_thread(session_of, engine, token) is None:
+            raise _session_ended()
 
 
 async def _wait(event: asyncio.Event) -> None:

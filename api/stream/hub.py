@@ -21,8 +21,10 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.notifications.produce import notifications_after
 from api.stream.protocol import EXPIRED, INVALID, StreamError, message
 from tandem.config import Settings
+from tandem.db import accounts as t
 from tandem.db.stream import CHANNEL, REDIS_CHANNEL, journal, state
 
 log = logging.getLogger(__name__)
@@ -91,12 +93,65 @@ def check_cursor(engine: Engine, cursor: int) -> None:
         )
 
 
+def _notification(row: Any) -> tuple[int, str, str]:
+    """A notification row as its stream message: (id, address, text)."""
+    body = {
+        "id": int(row.id),
+        "kind": row.kind,
+        "vault": row.vault,
+        "block_number": int(row.block_number),
+        "log_index": int(row.log_index),
+        "block_hash": row.block_hash,
+        "tx_hash": row.tx_hash,
+        "block_timestamp": int(row.block_timestamp),
+        "created_at": float(row.created_at),
+        "data": row.data,
+    }
+    return int(row.id), row.address, message("notification", id=str(row.id), notification=body)
+
+
+def read_notifications(engine: Engine, after: int, limit: int = PAGE) -> list[tuple[int, str, str]]:
+    """Every address's notifications after id ``after``, by id, as messages."""
+    n = t.notifications
+    with engine.connect() as conn:
+        rows = conn.execute(select(n).where(n.c.id > after).order_by(n.c.id).limit(limit)).all()
+    return [_notification(r) for r in rows]
+
+
+def latest_notification(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.max(t.notifications.c.id))).scalar() or 0)
+
+
+def address_notifications(
+    engine: Engine, address: str, after: int, up_to: int
+) -> list[tuple[int, str, str]]:
+    """``address``'s notifications after ``after`` up to ``up_to``, as messages (a page)."""
+    with engine.connect() as conn:
+        rows = notifications_after(conn, address, after, PAGE)
+    return [n for n in map(_notification, rows) if n[0] <= up_to]
+
+
+def check_notifications_after(engine: Engine, after: int) -> None:
+    """A ``StreamError`` unless ``after`` is an id given (not ahead of every notification)."""
+    newest = latest_notification(engine)
+    if after > newest:
+        raise StreamError(
+            "unknown-notification",
+            f"notifications_after {after} is ahead of every notification (the last is "
+            f"{newest}): pass the id of one received, or leave it out to start from now.",
+            INVALID,
+        )
+
+
 @dataclass(eq=False)
 class Subscriber:
     topics: frozenset[str]
     queue: asyncio.Queue[str]
     live: bool = False  # the pump hands it rows (after its catch-up)
     too_slow: asyncio.Event = field(default_factory=asyncio.Event)
+    address: str | None = None  # whose notifications it gets (signed in)
+    notified_live: bool = False  # the notification pump hands it its address's
 
 
 class Hub:
@@ -107,6 +162,11 @@ class Hub:
         self.settings = settings
         self.seq = 0  # the last journal row handed to the live subscribers
         self.by_topic: dict[str, set[Subscriber]] = defaultdict(set)
+        # Notifications: the last id handed to live subscribers, and those by address.
+        self.notified = 0
+        self.by_address: dict[str, set[Subscriber]] = defaultdict(set)
+        self._notify_wake = asyncio.Event()
+        self._notify_moved = asyncio.Event()
         self.everyone: set[Subscriber] = set()  # live ones
         self.count = 0  # connected ones, live or catching up
         self._wake = asyncio.Event()
@@ -123,10 +183,17 @@ class Hub:
         else:
             self.wake_by = "poll"
         self.poll = settings.api.stream_poll_interval if self.wake_by == "poll" else FALLBACK_POLL
+        # Notifications are written by the notifier of one API worker, which wakes its own
+        # process and, on PostgreSQL, every process (NOTIFY); otherwise they are polled.
+        self.notify_poll = (
+            settings.api.stream_poll_interval if self.wake_by != "postgresql" else FALLBACK_POLL
+        )
 
     async def start(self) -> None:
         self.seq = await asyncio.to_thread(latest, self.engine)
+        self.notified = await asyncio.to_thread(latest_notification, self.engine)
         self._tasks.append(asyncio.create_task(self._pump()))
+        self._tasks.append(asyncio.create_task(self._notification_pump()))
         if self.wake_by == "postgresql":
             self._tasks.append(asyncio.create_task(self._listen_postgresql()))
         elif self.wake_by == "redis":
@@ -145,7 +212,19 @@ class Hub:
         for topic in sub.topics:
             self.by_topic[topic].add(sub)
 
+    def wake(self) -> None:
+        """Read the journal and the notifications now (something new was committed)."""
+        self._wake.set()
+        self._notify_wake.set()
+
     def leave(self, sub: Subscriber) -> None:
+        if sub.notified_live and sub.address is not None:
+            sub.notified_live = False
+            subs = self.by_address.get(sub.address)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self.by_address[sub.address]
         if not sub.live:
             return
         sub.live = False
@@ -188,7 +267,80 @@ class Hub:
                 self.go_live(sub)
                 return
 
+    async def notifications_from(self, sub: Subscriber, after: int | None) -> int:
+        """Queue ``sub``'s notifications after id ``after`` (None: from now), then hand it the
+        later ones as they come: each once, in id order. Returns where it started."""
+        assert sub.address is not None
+        if after is None:
+            self._go_live_notified(sub)
+            return self.notified
+        await asyncio.to_thread(check_notifications_after, self.engine, after)
+        # The id may come from a worker whose pump is ahead of this one's: wait for ours.
+        for _ in range(100):
+            if self.notified >= after:
+                break
+            self._notify_wake.set()
+            self._notify_moved.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._notify_moved.wait(), 0.1)
+        else:
+            raise StreamError(
+                "unavailable", "The server cannot read notifications now. Try again.", 4503
+            )
+        done = after
+        while True:
+            target = self.notified
+            while done < target:
+                found = await asyncio.to_thread(
+                    address_notifications, self.engine, sub.address, done, target
+                )
+                for _, _, text in found:
+                    await sub.queue.put(text)
+                done = found[-1][0] if len(found) == PAGE else target
+            # No await between this check and going live: the pump hands it every later one.
+            if self.notified == done:
+                self._go_live_notified(sub)
+                return after
+
+    def _go_live_notified(self, sub: Subscriber) -> None:
+        assert sub.address is not None
+        sub.notified_live = True
+        self.by_address[sub.address].add(sub)
+
     # --- the pump
+
+    async def _notification_pump(self) -> None:
+        """Reads new notifications (every address's, once for all subscribers) and hands each
+        to the subscribers of its address."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._notify_wake.wait(), self.notify_poll)
+            self._notify_wake.clear()
+            try:
+                while True:
+                    found = await asyncio.to_thread(read_notifications, self.engine, self.notified)
+                    for note_id, address, text in found:
+                        for sub in list(self.by_address.get(address, ())):
+                            self._hand(sub, text)
+                        self.notified = note_id
+                    if found:
+                        self._notify_moved.set()
+                    if len(found) < PAGE:
+                        break
+            except SQLAlchemyError as exc:
+                log.warning("cannot read notifications (%s); trying again", exc)
+            except Exception:
+                log.exception("the notification pump failed; trying again")
+
+    def _hand(self, sub: Subscriber, text: str) -> None:
+        try:
+            sub.queue.put_nowait(text)
+            self.delivered += 1
+        except asyncio.QueueFull:
+            # A slow client is told and dropped; it can resume from its last cursor and id.
+            self.dropped_slow += 1
+            self.leave(sub)
+            sub.too_slow.set()
 
     async def _pump(self) -> None:
         while True:
@@ -220,14 +372,8 @@ class Hub:
                 if subs:
                     targets |= subs
         for sub in targets:
-            try:
-                sub.queue.put_nowait(row.text)
-                self.delivered += 1
-            except asyncio.QueueFull:
-                # A slow client is told and dropped; it can resume from its last cursor.
-                self.dropped_slow += 1
-                self.leave(sub)
-                sub.too_slow.set()
+            if sub.live:
+                self._hand(sub, row.text)
 
     # --- wake-ups
 
@@ -242,7 +388,7 @@ class Hub:
                     self._wake.set()  # anything committed while not listening
                     async for _ in conn.notifies():
                         self.wakeups += 1
-                        self._wake.set()
+                        self.wake()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

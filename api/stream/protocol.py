@@ -15,12 +15,15 @@ INVALID = 4400  # a message or subscription the server cannot use: fix it, then 
 EXPIRED = 4410  # the cursor is older than the journal keeps: read state again, then subscribe
 TIMEOUT = 4408  # no subscribe message in time
 TOO_SLOW = 4429  # the client did not keep up: reconnect with its last cursor
+UNAUTHORIZED = 4401  # the notifications topic without a valid session, or the session ended
 UNAVAILABLE = 4503  # the database does not answer, or the server is full: try again later
 
 TOPICS_HELP = (
-    "a topic is `protocol`, `prices`, `prices:<asset>`, `master:<address>`, `vault:<address>` "
-    "or `follower:<address>` (addresses as 0x and 40 hexadecimal digits)"
+    "a topic is `protocol`, `prices`, `prices:<asset>`, `master:<address>`, `vault:<address>`, "
+    "`follower:<address>` (addresses as 0x and 40 hexadecimal digits), or `notifications` (the "
+    "signed-in address's, with the session's `token`)"
 )
+NOTIFICATIONS = "notifications"
 ADDRESSED = ("master", "vault", "follower", "prices")
 
 
@@ -39,15 +42,18 @@ class StreamError(Exception):
 
 @dataclass(frozen=True)
 class Subscription:
-    topics: frozenset[str]
+    topics: frozenset[str]  # the journal's topics (events)
     cursor: int | None
+    notifications: bool = False  # the signed-in address's notifications too
+    token: str | None = None  # the session token (the bearer token sign-in gave)
+    notifications_after: int | None = None  # the last notification id seen
 
 
 def parse_topic(topic: Any) -> str:
     """``topic`` in its one written form (addresses checksummed), or ValueError saying why."""
     if not isinstance(topic, str):
         raise ValueError(f"{json.dumps(topic)} is not a string")
-    if topic in ("protocol", "prices"):
+    if topic in ("protocol", "prices", NOTIFICATIONS):
         return topic
     kind, sep, value = topic.partition(":")
     if not sep or kind not in ADDRESSED:
@@ -88,9 +94,12 @@ def parse_subscribe(text: str, max_topics: int) -> Subscription:
             '"cursor"); no other message is taken before it.',
         )
     problems: list[str] = []
-    unknown = sorted(set(message) - {"type", "topics", "cursor"})
+    unknown = sorted(set(message) - {"type", "topics", "cursor", "token", "notifications_after"})
     if unknown:
-        problems.append(f"unknown fields {unknown}: a subscribe message has topics and cursor")
+        problems.append(
+            f"unknown fields {unknown}: a subscribe message has topics, cursor, and for "
+            "notifications token and notifications_after"
+        )
     topics = message.get("topics")
     found: set[str] = set()
     if not isinstance(topics, list) or not topics:
@@ -111,9 +120,30 @@ def parse_subscribe(text: str, max_topics: int) -> Subscription:
         cursor = parse_cursor(message.get("cursor"))
     except ValueError as exc:
         problems.append(str(exc))
+    token = message.get("token")
+    if token is not None and (not isinstance(token, str) or not token):
+        problems.append("token must be the session token sign-in answered, as a string")
+    after = None
+    try:
+        after = parse_cursor(message.get("notifications_after"))
+    except ValueError:
+        problems.append(
+            "notifications_after must be a notification's id as a string of digits, or left out "
+            "to start from now"
+        )
+    notifications = NOTIFICATIONS in found
+    if not notifications and (after is not None or token is not None):
+        problems.append("token and notifications_after go with the `notifications` topic")
     if problems:
         raise StreamError("invalid-subscription", "; ".join(problems) + ".")
-    return Subscription(frozenset(found), cursor)
+    if notifications and token is None:
+        raise StreamError(
+            "unauthorized",
+            "The notifications topic is a signed-in address's: sign in (POST /v1/auth/nonce, "
+            'then POST /v1/auth/sign-in) and send the token as "token" in the subscribe message.',
+            UNAUTHORIZED,
+        )
+    return Subscription(frozenset(found - {NOTIFICATIONS}), cursor, notifications, token, after)
 
 
 def message(kind: str, **fields: Any) -> str:

@@ -81,7 +81,10 @@ class Protocol(Block):
     adapters: list[Adapter]
     contracts: dict[str, str] = Field(description="the deployment's address book: name -> address")
     abis: dict[str, list[dict[str, Any]]] = Field(
-        description="the interfaces' ABIs by name, to build calls and decode events"
+        description="the interfaces' ABIs by name (`ITandemHub`, `ITandemVault`, "
+        "`ISwapAdapter`), to build calls and decode events, each with every custom error a "
+        "Tandem contract, adapter or library may revert with; `TandemErrors` holds those "
+        "errors alone: every revert decodes with any of them"
     )
 
 
@@ -231,6 +234,44 @@ class Holding(Resource):
     amount: BigInt
 
 
+class BookEntry(Resource):
+    """One token in the vault's two books."""
+
+    token: str
+    master_amount: BigInt = Field(description="the master's book, in the token's smallest unit")
+    pool_amount: BigInt = Field(description="the pool's book (the followers'), same unit")
+    price: BigInt = Field(
+        description="the oracle price the vault valued the token at in the point's block, as "
+        "`ITandemHub.priceOf` gives it: USD with 36 decimals per smallest unit"
+    )
+    master_value_usd: BigInt = Field(
+        description="master_amount * price / 1e18, rounded down as the vault rounds"
+    )
+    pool_value_usd: BigInt = Field(description="pool_amount * price / 1e18, rounded down")
+    master_weight: float | None = Field(
+        description="this token's share of the master's book value (0.25: 25%; null: the "
+        "book is empty)"
+    )
+    pool_weight: float | None = Field(description="this token's share of the pool's book value")
+
+
+class Composition(Resource):
+    """Both books token by token at the vault's latest point, as the vault itself held and
+    valued them (read from the vault and the hub at that block by the indexer)."""
+
+    block_number: int = Field(description="the point's block: amounts and prices are at its end")
+    master_value_usd: BigInt = Field(
+        description="the master's book at oracle prices: the tokens' values added up, which is "
+        "the point's `master_aum`"
+    )
+    pool_value_usd: BigInt = Field(
+        description="the pool's book at oracle prices; the point's `pool_aum`"
+    )
+    tokens: list[BookEntry] = Field(
+        description="the base asset first, then each other token either book holds, by pool value"
+    )
+
+
 class Mirror(Resource):
     mirror_id: BigInt
     token_in: str | None
@@ -254,6 +295,11 @@ class VaultState(Block):
     point: Point | None = Field(description="the vault's latest point")
     master_book: list[Holding] = Field(
         description="the master's book by token, from the master's deposits, withdrawals and trades"
+    )
+    composition: Composition | None = Field(
+        description="the pool's composition next to the master's: each token's amount, value "
+        "and weight in both books, at the latest point (null when the indexer could not read "
+        "the vault at that block)"
     )
     shares: dict[str, BigInt] = Field(
         description="every holder's pool shares: the followers, and the master and the treasury "
@@ -326,6 +372,8 @@ class Readiness(Resource):
     status: str
     cursor: int = Field(description="the last block the indexer indexed")
     final_block: int = Field(description="the block answers are read at")
+    head: int | None = Field(description="the node's latest block (null: the node is not asked)")
+    lag: int | None = Field(description="blocks the indexer is behind the node's head")
 
 
 # --- problems (RFC 9457)

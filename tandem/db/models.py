@@ -374,6 +374,30 @@ class VaultPoint(Base):
     followers: Mapped[int] = mapped_column(Integer)
 
 
+class VaultBook(Base):
+    """One token's two books in one vault at one of its points (``vault_points``): what the
+    master's book and the pool's book hold of ``token`` at the end of the block, and the oracle
+    price the vault valued them at, read with the point's other values (the vault's
+    ``books(token)`` and the hub's ``priceOf(token)`` at the block, by hash; the price is USD
+    with 36 decimals per smallest unit, so ``amount * price // 10**18`` is the value the vault
+    adds up into ``master_aum`` and ``pool_aum``). The base asset always has a row; another
+    token both of whose books are empty has none; a point whose values could not be read has
+    none at all.
+
+    The tokens read are the base asset and every token the vault's trades and mirrors bought:
+    the only tokens a vault's books can hold (allocations buy what the pool already holds).
+    """
+
+    __tablename__ = "vault_books"
+    __table_args__ = (Index("ix_vault_books_block_number", "block_number"),)
+    vault: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    token: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    master_amount: Mapped[int] = mapped_column(Uint256)
+    pool_amount: Mapped[int] = mapped_column(Uint256)
+    price: Mapped[int] = mapped_column(Uint256)
+
+
 # --- derived data
 
 
@@ -486,4 +510,5 @@ INDEXER_MODELS: tuple[type[Base], ...] = (
     FeeCharged,
     PoolSale,
     VaultPoint,
+    VaultBook,
 )

@@ -4,18 +4,24 @@ sorting and filters hold, and money travels as strings of digits."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
 import httpx
 import pytest
 from conftest import World
+from eth_abi import decode
+from eth_utils import keccak
 from indexing.support import rows
 from sqlalchemy import select
 from web3 import Web3
+from web3.exceptions import ContractLogicError
 
 from indexer import reading
+from tandem import artifacts
 from tandem.db import models as m
+from tandem.reverts import ERRORS_ABI_PATH
 
 
 def final_block(world: World) -> int:
@@ -62,11 +68,60 @@ def test_protocol_names_the_deployment_its_parameters_assets_adapters_and_abis(
         dep.v2_adapter.address,
         dep.v3_adapter.address,
     }
-    assert set(body["abis"]) == {"ITandemHub", "ITandemVault", "ISwapAdapter"}
+    assert set(body["abis"]) == {"ITandemHub", "ITandemVault", "ISwapAdapter", "TandemErrors"}
     vault = {f.get("name") for f in body["abis"]["ITandemVault"]}
     hub = {f.get("name") for f in body["abis"]["ITandemHub"]}
     assert {"trade", "followerStates", "Traded"} <= vault
     assert {"deposit", "allocate", "VaultCreated"} <= hub
+
+
+def test_protocol_abis_decode_every_revert(world: World, api: httpx.Client) -> None:
+    """Every custom error of the shipped error ABI is in each interface's ABI the API serves,
+    so a dApp decodes a revert a vault passes on from an adapter with the vault's ABI alone."""
+    abis = ok(api.get("/v1/protocol"))["abis"]
+
+    def errors(abi: list[dict[str, Any]]) -> set[str]:
+        return {
+            f"{e['name']}({','.join(i['type'] for i in e['inputs'])})"
+            for e in abi
+            if e["type"] == "error"
+        }
+
+    shipped = errors(json.loads(ERRORS_ABI_PATH.read_text()))
+    assert errors(abis["TandemErrors"]) == shipped
+    assert len(shipped) > 40
+    for name in ("ITandemHub", "ITandemVault", "ISwapAdapter"):
+        assert shipped <= errors(abis[name]), name
+    # An adapter's revert passed on by the vault, decoded by web3 with the served ABI only.
+    dep, a = world.dep, world.a
+    outsider = "0x" + "42" * 20
+    via = dep.v2_route(BASE_SYMBOL, Web3.to_checksum_address(outsider), "WETH")
+    order = (
+        dep.address_of(BASE_SYMBOL),
+        dep.address_of("WETH"),
+        10**9,
+        0,
+        via.adapter,
+        via.data,
+        0,
+    )
+    vault = dep.w3.eth.contract(address=a.vault.address, abi=abis["ITandemVault"])
+    with pytest.raises(ContractLogicError) as caught:
+        vault.functions.trade(order).call({"from": a.master})
+    data = bytes.fromhex(str(caught.value.data)[2:])
+    (entry,) = [
+        e
+        for e in abis["ITandemVault"]
+        if e["type"] == "error"
+        and keccak(text=f"{e['name']}({','.join(i['type'] for i in e['inputs'])})")[:4] == data[:4]
+    ]
+    args = decode([i["type"] for i in entry["inputs"]], data[4:])
+    assert (entry["name"], Web3.to_checksum_address(args[0])) == (
+        "HopNotAllowed",
+        Web3.to_checksum_address(outsider),
+    )
+    own = {e.get("name") for e in artifacts.load("ITandemVault").abi}
+    assert "HopNotAllowed" not in own  # the interface alone would not have decoded it
 
 
 def ranking_rows(world: World, window: str) -> list[Any]:
@@ -262,6 +317,48 @@ def test_a_vault_state_is_its_latest_point_the_master_book_and_every_holder(
     assert body["fees"]["fee_bps"] == 500
 
 
+def test_a_vault_shows_the_pools_composition_next_to_the_masters(
+    world: World, api: httpx.Client
+) -> None:
+    """Each book token by token as the vault holds it at the latest point, valued as the vault
+    values it: the values add up to the point's AUMs exactly, the weights to one."""
+    dep = world.dep
+    tested = 0
+    for story in (world.a, world.b, world.c):
+        vault = story.vault.address
+        body = ok(api.get(f"/v1/vaults/{vault}"))
+        point, comp = body["point"], body["composition"]
+        assert comp["block_number"] == point["block_number"]
+        at = point["block_number"]
+        tokens = [t["token"] for t in comp["tokens"]]
+        assert tokens[0] == dep.address_of(BASE_SYMBOL)  # the base asset first
+        for symbol in (BASE_SYMBOL, "LINK"):
+            token = dep.address_of(symbol)
+            master, pool = story.vault.functions.books(token).call(block_identifier=at)
+            shown = [t for t in comp["tokens"] if t["token"] == token]
+            if not (master or pool) and symbol != BASE_SYMBOL:
+                assert shown == []  # a token neither book holds is not listed
+                continue
+            (entry,) = shown
+            assert (int(entry["master_amount"]), int(entry["pool_amount"])) == (master, pool)
+            price = dep.hub.functions.priceOf(token).call(block_identifier=at)
+            assert int(entry["price"]) == price
+            assert int(entry["pool_value_usd"]) == pool * price // 10**18
+        # Valued as the vault values its books: the sums are the point's AUMs, to the unit.
+        assert comp["pool_value_usd"] == point["pool_aum"]
+        assert comp["master_value_usd"] == point["master_aum"]
+        for side in ("master", "pool"):
+            if int(comp[f"{side}_value_usd"]):
+                weights = [t[f"{side}_weight"] for t in comp["tokens"]]
+                assert abs(sum(weights) - 1) < 1e-9
+        # The master's book from events and from the vault agree.
+        from_events = {h["token"]: h["amount"] for h in body["master_book"]}
+        from_vault = {t["token"]: t["master_amount"] for t in comp["tokens"]}
+        assert from_events == {k: v for k, v in from_vault.items() if v != "0"}
+        tested += any(int(t["pool_amount"]) for t in comp["tokens"] if t["token"] != tokens[0])
+    assert tested  # some pool holds more than the base asset
+
+
 BASE_SYMBOL = "USDC"
 
 
@@ -312,7 +409,16 @@ def test_health_readiness_and_metrics(world: World, api: httpx.Client) -> None:
     ready = ok(api.get("/readyz"))
     with world.engine.connect() as conn:
         cursor = conn.execute(select(m.indexer_cursor.cursor.c.block_number)).scalar()
-    assert ready == {"status": "ready", "cursor": cursor, "final_block": final_block(world)}
+    head = world.dep.w3.eth.block_number
+    # The node's head, asked by the server: the indexer is at it (nothing mined since).
+    assert ready == {
+        "status": "ready",
+        "cursor": cursor,
+        "final_block": final_block(world),
+        "head": head,
+        "lag": head - cursor,
+    }
+    assert ready["lag"] <= world.settings.api.ready_max_lag
     api.get("/v1/protocol")
     metrics = api.get("/metrics")
     assert metrics.status_code == 200
