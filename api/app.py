@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from api import monitoring, problems
 from api.accounts import router as accounts
 from api.accounts.crypto import Box
 from api.database import open_database
+from api.limits import BodyLimit
 from api.notifications.worker import Notifier
 from api.routers import followers, health, masters, protocol, vaults
 from api.schemas.types import BIG_INTEGER_NOTE
@@ -31,9 +32,10 @@ Sign-In with Ethereum, a watchlist, notification settings, notifications and sig
 each address its own.
 
 **Accounts.** `POST /v1/auth/nonce`, sign the EIP-4361 message, `POST /v1/auth/sign-in`: the
-answer's token goes in `Authorization: Bearer <token>` (a browser also gets an HttpOnly cookie).
-Routes touching secrets (webhooks) also need a TOTP code in `Tandem-TOTP`, from an authenticator
-enrolled once per address (`POST /v1/account/totp`).
+answer's token goes in `Authorization: Bearer <token>` (a browser also gets an HttpOnly cookie;
+a request that changes something with the cookie alone also needs a `Tandem-CSRF` header or an
+accepted `Origin`). Routes touching secrets (webhooks) also need a TOTP code in `Tandem-TOTP`,
+from an authenticator enrolled with a freshly signed message (`POST /v1/account/totp`).
 
 **Big integers.** {BIG_INTEGER_NOTE}
 
@@ -90,11 +92,25 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.abis = abis
     app.state.box = box
     app.state.metrics = monitoring.Metrics()
+    try:
+        origins = settings.api.sign_in_origins() if settings.api.accounts else []
+    except ValueError:
+        origins = []  # sign-in answers 503 (sign-in-unconfigured)
+    app.state.csrf_origins = frozenset(origin.lower() for _, origin in origins)
+    app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
     problems.install(app)
     monitoring.install(app, app.state.metrics)
     install_metrics(app, app.state.metrics.registry)
-    routers = (protocol.router, masters.router, vaults.router, followers.router, endpoint.router)
-    for router in (*routers, accounts.auth, accounts.account):
+    routers: tuple[APIRouter, ...] = (
+        protocol.router,
+        masters.router,
+        vaults.router,
+        followers.router,
+        endpoint.router,
+    )
+    if settings.api.accounts:
+        routers = (*routers, accounts.auth, accounts.account)
+    for router in routers:
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
     return app
