@@ -626,3 +626,452 @@ def test_verify_refuses_rather_than_raises_on_odd_headers() -> None:
             assert webhooks.verify("s3cret", headers, body, now) is False
         except (ValueError, TypeError) as exc:
             pytest.fail(f"verify raised {type(exc).__name__} on {headers}")
+
+
+# --- the defences, each tested (added with the fixes)
+
+
+def problem(response: httpx.Response, status: int, name: str) -> dict[str, Any]:
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"] == "application/problem+json", response.text
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"urn:tandem:problem:{name}", body
+    return body
+
+
+def from_address(api: Api, local: str) -> httpx.Client:
+    """A client connecting from another loopback address: another client to the server."""
+    transport = httpx.HTTPTransport(local_address=local)
+    return httpx.Client(base_url=api.url, transport=transport, timeout=30)
+
+
+def test_sign_in_domains_come_from_the_settings_never_from_a_request() -> None:
+    from tandem.config import ApiSettings
+
+    local = ApiSettings(host="127.0.0.1", port=8123).sign_in_origins()
+    assert local == [
+        ("127.0.0.1:8123", "http://127.0.0.1:8123"),
+        ("localhost:8123", "http://localhost:8123"),
+    ]
+    public = ApiSettings(
+        host="0.0.0.0",
+        siwe_domain="app.example.com",
+        siwe_extra_origins=["https://beta.example.com/"],
+    )
+    assert public.sign_in_origins() == [
+        ("app.example.com", "https://app.example.com"),
+        ("beta.example.com", "https://beta.example.com"),
+    ]
+    # Serving other hosts without them configured is refused, not guessed from a Host header.
+    with pytest.raises(ValueError, match="siwe_domain"):
+        ApiSettings(host="0.0.0.0").sign_in_origins()
+    with pytest.raises(ValueError):
+        ApiSettings(siwe_uri="https://app.example.com/login")
+
+
+def test_serve_refuses_accounts_on_a_public_host_without_a_sign_in_domain(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from api.serve import serve
+    from tandem.config import ApiSettings
+    from tandem.errors import ConfigError
+
+    db = f"sqlite:///{tmp_path / 'serve.db'}"
+    engine = create_engine(db)
+    upgrade(engine)
+    engine.dispose()
+    ix = settings.model_copy(
+        update={
+            "indexer": IndexerSettings.model_validate(
+                {**settings.indexer.model_dump(), "database_url": db}
+            ),
+            "api": ApiSettings(host="0.0.0.0", secret_key=KEY),
+        }
+    )
+    with pytest.raises(ConfigError, match="siwe_domain"):
+        serve(ix)
+
+
+def test_the_nonce_tells_the_configured_domain_and_localhost_also_signs_in(api: Api) -> None:
+    told = new_nonce(api)
+    assert (told["domain"], told["uri"]) == (api.host, api.url)
+    port = api.host.rsplit(":", 1)[1]
+    who = wallet("localhost")
+    text = message(
+        api,
+        who,
+        new_nonce(api)["nonce"],
+        domain=f"localhost:{port}",
+        uri=f"http://localhost:{port}/",
+    )
+    answer = httpx.post(
+        f"{api.url}/v1/auth/sign-in", json={"message": text, "signature": sign(who, text)}
+    )
+    assert answer.status_code == 201, answer.text
+
+
+def test_request_bodies_and_signatures_are_bounded(api: Api) -> None:
+    big = {"message": "x" * 100_000, "signature": "0x"}
+    problem(httpx.post(f"{api.url}/v1/auth/sign-in", json=big), 413, "body-too-large")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        for _ in range(100):
+            yield b" " * 1_000
+
+    streamed = httpx.post(
+        f"{api.url}/v1/auth/sign-in",
+        content=chunks(),
+        headers={"Content-Type": "application/json"},
+    )
+    problem(streamed, 413, "body-too-large")
+    text = message(api, wallet("longsig"), new_nonce(api)["nonce"])
+    answer = httpx.post(
+        f"{api.url}/v1/auth/sign-in", json={"message": text, "signature": "0x" + "ab" * 200}
+    )
+    problem(answer, 422, "invalid-request")
+    # A message naming a nonce nobody was given is refused before it is parsed.
+    text = message(api, wallet("nononce"), "f" * 32, statement="a" * 1_500)
+    answer = httpx.post(
+        f"{api.url}/v1/auth/sign-in", json={"message": text, "signature": "0x" + "00" * 65}
+    )
+    problem(answer, 401, "sign-in-refused")
+
+
+def test_unused_nonces_are_capped_per_client(api: Api) -> None:
+    with from_address(api, "127.0.0.5") as greedy, from_address(api, "127.0.0.6") as other:
+        answers = [greedy.post("/v1/auth/nonce") for _ in range(20)]
+        assert [a.status_code for a in answers] == [201] * 20
+        refused = greedy.post("/v1/auth/nonce")
+        problem(refused, 429, "too-many-nonces")
+        assert 0 < int(refused.headers["Retry-After"]) <= 600
+        # Another client is not held back.
+        assert other.post("/v1/auth/nonce").status_code == 201
+        # Signing in with one of them frees a place.
+        who = wallet("greedy")
+        text = message(api, who, answers[0].json()["nonce"])
+        signed = greedy.post(
+            "/v1/auth/sign-in", json={"message": text, "signature": sign(who, text)}
+        )
+        assert signed.status_code == 201, signed.text
+        assert greedy.post("/v1/auth/nonce").status_code == 201
+
+
+def test_totp_lockout_is_a_429_with_retry_after_counted_in_the_database(api: Api) -> None:
+    client = sign_in(api, wallet("locked"))
+    totp = enrol(client)
+    hook = {"url": "https://hooks.example.com/l"}
+    wrong = wrong_codes(totp, 5)
+    # The other worker, or another connection, sees the same count: alternate connections.
+    other = httpx.Client(base_url=api.url, headers=dict(client.headers), timeout=30)
+    for i, code in enumerate(wrong):
+        sender = client if i % 2 else other
+        answer = sender.post("/v1/account/webhooks", json=hook, headers={"Tandem-TOTP": code})
+        problem(answer, 403, "second-factor-refused")
+    locked = other.post("/v1/account/webhooks", json=hook, headers={"Tandem-TOTP": totp.now()})
+    body = problem(locked, 429, "second-factor-locked")
+    assert 0 < int(locked.headers["Retry-After"]) <= 30, locked.headers
+    assert totp.now() not in body["detail"]
+    with api.engine.connect() as conn:
+        row = conn.execute(
+            select(t.second_factors).where(t.second_factors.c.address == client.who.address)
+        ).one()
+    assert row.failures == 5 and row.locked_until > time.time()
+    other.close()
+
+
+def test_enrolling_totp_needs_a_fresh_signature_of_the_wallet(api: Api) -> None:
+    owner, thief_wallet = wallet("enrol-owner"), wallet("enrol-thief")
+    stolen = sign_in(api, owner)  # a session a thief holds, without the wallet
+    problem(stolen.post("/v1/account/totp"), 403, "signature-required")
+    # Signed by another wallet, or a sign-in message instead of the action's: refused.
+    problem(
+        stolen.post("/v1/account/totp", json=signed_action(stolen, "enrol-totp", thief_wallet)),
+        403,
+        "signature-refused",
+    )
+    text = message(api, owner, new_nonce(api)["nonce"])
+    problem(
+        stolen.post("/v1/account/totp", json={"message": text, "signature": sign(owner, text)}),
+        403,
+        "signature-refused",
+    )
+    # A message stating the action is no sign-in.
+    action = signed_action(stolen, "enrol-totp")
+    problem(httpx.post(f"{api.url}/v1/auth/sign-in", json=action), 401, "sign-in-refused")
+    # The owner's wallet enrols (with a message it signs now), and every other session ends.
+    owner_session = sign_in(api, owner)
+    enrol(owner_session)
+    problem(stolen.get("/v1/auth/session"), 401, "unauthorized")
+    assert owner_session.get("/v1/auth/session").json()["second_factor"] is True
+
+
+def test_resetting_totp_needs_a_signed_message_and_signs_out_other_sessions(api: Api) -> None:
+    owner = wallet("reset-owner")
+    first, second = sign_in(api, owner), sign_in(api, owner)
+    enrol(second)
+    problem(first.get("/v1/auth/session"), 401, "unauthorized")  # enrolment signed it out
+    third = sign_in(api, owner)
+    problem(third.post("/v1/account/totp/reset", json={}), 422, "invalid-request")
+    problem(
+        third.post("/v1/account/totp/reset", json=signed_action(third, "enrol-totp")),
+        403,
+        "signature-refused",
+    )
+    reset = third.post("/v1/account/totp/reset", json=signed_action(third, "reset-totp"))
+    assert reset.status_code == 200 and reset.json() == {"enrolled": False}, reset.text
+    problem(second.get("/v1/auth/session"), 401, "unauthorized")
+    assert third.get("/v1/auth/session").json()["second_factor"] is False
+    enrol(third)  # a new authenticator
+    assert third.get("/v1/auth/session").json()["second_factor"] is True
+
+
+def test_sign_out_everywhere_revokes_every_session_of_the_address(api: Api) -> None:
+    who, bystander = wallet("everywhere"), wallet("bystander")
+    phone, laptop, other = sign_in(api, who), sign_in(api, who), sign_in(api, bystander)
+    answer = laptop.post("/v1/auth/sign-out-everywhere")
+    assert answer.status_code == 204, answer.text
+    problem(phone.get("/v1/auth/session"), 401, "unauthorized")
+    problem(laptop.get("/v1/auth/session"), 401, "unauthorized")
+    assert other.get("/v1/auth/session").status_code == 200
+
+
+def test_cookie_sessions_need_a_custom_header_or_origin_to_change_anything(api: Api) -> None:
+    token = sign_in(api, wallet("cookie")).token
+    prefs = {"kinds": ["exit.limit"]}
+    with httpx.Client(base_url=api.url, cookies={"tandem_session": token}, timeout=30) as browser:
+        assert browser.get("/v1/account/notification-settings").status_code == 200
+        path = "/v1/account/notification-settings"
+        problem(browser.put(path, json=prefs), 403, "cross-site-refused")
+        problem(
+            browser.put(path, json=prefs, headers={"Origin": "https://evil.example"}),
+            403,
+            "cross-site-refused",
+        )
+        assert browser.put(path, json=prefs, headers={"Origin": api.url}).status_code == 200
+        assert browser.put(path, json=prefs, headers={"Tandem-CSRF": "1"}).status_code == 200
+    bearer = httpx.put(
+        f"{api.url}/v1/account/notification-settings",
+        json=prefs,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert bearer.status_code == 200
+
+
+def test_webhooks_are_capped_per_address(api: Api) -> None:
+    client = sign_in(api, wallet("many-hooks"))
+    totp = enrol(client)
+    now = time.time()
+    with api.engine.begin() as conn:
+        for i in range(10):
+            conn.execute(
+                insert(t.webhooks).values(
+                    address=client.who.address,
+                    url=f"https://hooks.example.com/{i}",
+                    secret=Fernet(KEY).encrypt(b"s").decode(),
+                    kinds=None,
+                    created_at=now,
+                    deleted_at=None,
+                )
+            )
+    answer = client.post(
+        "/v1/account/webhooks",
+        json={"url": "https://hooks.example.com/11"},
+        headers={"Tandem-TOTP": next_code(totp)},
+    )
+    problem(answer, 409, "too-many-webhooks")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost.",
+        "LOCALHOST",
+        "metadata.google.internal.",
+        "intranet",
+        "printer.local",
+        "[::ffff:127.0.0.1]",
+        "[::7f00:1]",
+        "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",  # Teredo
+        "[64:ff9b:1::a00:1]",  # local-use NAT64
+        "100.64.0.1",  # shared address space
+        "0.0.0.0",
+        "[ff02::1]",
+    ],
+)
+def test_the_registration_check_refuses_private_hosts(host: str) -> None:
+    from api.notifications.targets import refused_host
+
+    assert refused_host(host) is not None
+    assert refused_host("hooks.example.com") is None
+    assert refused_host("8.8.8.8") is None and refused_host("[2001:4860:4860::8888]") is None
+
+
+def test_delivery_connects_to_the_checked_address_with_the_original_host_and_sni() -> None:
+    import asyncio
+
+    from api.notifications.targets import PinnedTransport, TargetRefused
+
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    async def public(host: str, port: int) -> list[Any]:
+        return [ipaddress.ip_address("93.184.216.34")]
+
+    async def rebound(host: str, port: int) -> list[Any]:
+        return [ipaddress.ip_address("93.184.216.34"), ipaddress.ip_address("10.0.0.7")]
+
+    async def go(resolver: Any, url: str) -> httpx.Response:
+        pinned = PinnedTransport(
+            allow_private=False, inner=httpx.MockTransport(answer), resolver=resolver
+        )
+        async with httpx.AsyncClient(transport=pinned) as client:
+            return await client.post(url, content=b"{}")
+
+    assert asyncio.run(go(public, "https://hooks.example.com/x")).status_code == 204
+    sent = seen[-1]
+    assert str(sent.url) == "https://93.184.216.34/x"
+    assert sent.headers["Host"] == "hooks.example.com"
+    assert sent.extensions["sni_hostname"] == "hooks.example.com"
+    with pytest.raises(TargetRefused):
+        asyncio.run(go(rebound, "https://hooks.example.com/x"))
+    assert len(seen) == 1
+
+
+def test_a_real_connection_goes_to_the_resolved_address_with_the_original_host() -> None:
+    import asyncio
+
+    from api.notifications.targets import PinnedTransport, TargetRefused
+
+    hosts: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            hosts.append(str(self.headers["Host"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://localhost:{server.server_port}/hook"
+
+    async def post(allow_private: bool) -> int:
+        transport = PinnedTransport(allow_private=allow_private)
+        async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+            return (await client.post(url, content=b"{}")).status_code
+
+    try:
+        with pytest.raises(TargetRefused):
+            asyncio.run(post(allow_private=False))
+        assert hosts == []
+        assert asyncio.run(post(allow_private=True)) == 200
+        assert hosts == [f"localhost:{server.server_port}"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_webhook_whose_name_now_resolves_to_a_private_address_is_not_posted_to(
+    api: Api,
+) -> None:
+    """A webhook registered while its name was public, rebound to 127.0.0.1 since (written to
+    the database directly: registration refuses ``localhost``): the delivery refuses it."""
+    receiver = Receiver()
+    try:
+        owner = wallet("rebound")
+        now = time.time()
+        with api.engine.begin() as conn:
+            hook = conn.execute(
+                insert(t.webhooks)
+                .values(
+                    address=owner.address,
+                    url=f"http://localhost:{receiver.port}/hook",
+                    secret=Fernet(KEY).encrypt(b"s").decode(),
+                    kinds=None,
+                    created_at=now,
+                    deleted_at=None,
+                )
+                .returning(t.webhooks.c.id)
+            ).scalar_one()
+        delivery = queue_delivery(api, owner.address, hook)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not delivery_attempts(api, delivery):
+            time.sleep(0.1)
+        assert receiver.hits == 0
+        with api.engine.connect() as conn:
+            errors = (
+                conn.execute(select(t.attempts.c.error).where(t.attempts.c.delivery_id == delivery))
+                .scalars()
+                .all()
+            )
+        assert errors and set(errors) == {"TargetRefused"}, errors
+    finally:
+        receiver.close()
+
+
+def test_an_attempt_ends_at_its_deadline_whatever_the_receiver_does() -> None:
+    import asyncio
+
+    dripper = Dripper(seconds=30)
+    item = webhooks.Due("d", 1, 0, dripper.url, "s", b"{}")
+
+    async def go() -> webhooks.Outcome:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(0.5), trust_env=False) as client:
+            return await webhooks.attempt(client, item, 0.5)
+
+    try:
+        started = time.monotonic()
+        outcome = asyncio.run(go())
+        assert time.monotonic() - started < 2
+        assert outcome.status_code == 200  # the status line came; the body is never read
+    finally:
+        dripper.close()
+
+
+def test_a_delivery_is_claimed_once_and_its_attempt_recorded_once(
+    tmp_path: Path,
+) -> None:
+    """Two workers (a lease taken over while an attempt is out): one claims the delivery, and
+    a second record of the same attempt writes nothing."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'claims.db'}")
+    upgrade(engine)
+    api = Api("http://127.0.0.1:9", engine, "sqlite")
+    now = time.time()
+    with engine.begin() as conn:
+        hook = conn.execute(
+            insert(t.webhooks)
+            .values(
+                address=wallet("claims").address,
+                url="https://hooks.example.com/c",
+                secret=Fernet(KEY).encrypt(b"s").decode(),
+                kinds=None,
+                created_at=now,
+                deleted_at=None,
+            )
+            .returning(t.webhooks.c.id)
+        ).scalar_one()
+    delivery = queue_delivery(api, wallet("claims").address, hook)
+    from api.accounts.crypto import Box
+
+    with engine.begin() as conn:
+        [item] = webhooks.due(conn, Box(KEY), time.time() + 1)
+        assert webhooks.claim(conn, item, time.time() + 1, time.time() + 30)
+        assert not webhooks.claim(conn, item, time.time() + 1, time.time() + 30)
+        assert webhooks.due(conn, Box(KEY), time.time() + 1) == []
+    outcome = webhooks.Outcome(item, time.time(), 500, None, 1.0)
+    with engine.begin() as conn:
+        assert webhooks.record(conn, outcome, 6, 0.2)
+    with engine.begin() as conn:
+        assert not webhooks.record(conn, outcome, 6, 0.2)
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.attempts).where(t.attempts.c.delivery_id == delivery)).all()
+    assert [r.attempt for r in rows] == [1]
+    assert delivery_attempts(api, delivery) == 1
+    engine.dispose()
