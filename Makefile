@@ -1,8 +1,11 @@
 # Tandem developer tasks. Needs only Python 3.11+, Node.js and npm: the Solidity compiler,
 # anvil and forge all come from npm (see package.json), everything else from PyPI.
 #
-#   make setup      create .venv and install the Python and npm dependencies (when they changed)
-#   make test       compile, static analysis, the forge tests (ci profile) and the Python tests
+#   make setup      create .venv, install the Python and npm dependencies (when they changed), build the dApp
+#   make up         the whole platform on a local chain (anvil, masters with weeks of history, keeper,
+#                   indexer, API and dApp) until Ctrl-C
+#   make test       compile, static analysis, the forge tests (ci profile), the Python tests and the
+#                   dApp's browser tests (installs Debian's chromium when missing)
 #   make slither    static analysis of contracts/ (fails on any untriaged high or medium finding)
 #   make demo       run the copy-trading demo on a fresh local chain
 #   make bench-gas  gas benchmark of the protocol against plain Uniswap swaps
@@ -24,6 +27,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.tandem-installed
 NPM_STAMP := node_modules/.tandem-installed
+# The dApp's static files, built from api/web by esbuild (see api/web/build.mjs).
+WEB_STAMP := api/web/dist/index.html
+WEB_SOURCES := $(wildcard api/web/src/*) api/web/index.html api/web/build.mjs
 
 .DEFAULT_GOAL := help
 # Brownie pins packages that Ape cannot share an environment with: it gets its own.
@@ -32,12 +38,12 @@ BROWNIE_STAMP := $(BROWNIE_VENV)/.tandem-installed
 BROWNIE_SPEC := eth-brownie>=1.22,<1.23
 BROWNIE_HOME := $(CURDIR)/$(BROWNIE_VENV)/home
 
-.PHONY: help setup demo test slither brownie bench-gas bench-keeper bench-rankings bench-indexer bench-notifications bench-stream fuzz-long lint clean distclean
+.PHONY: help setup up demo test browser slither brownie bench-gas bench-keeper bench-rankings bench-indexer bench-notifications bench-stream fuzz-long lint clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
 
-setup: $(PY_STAMP) $(NPM_STAMP)
+setup: $(PY_STAMP) $(NPM_STAMP) $(WEB_STAMP)
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -54,16 +60,34 @@ $(NPM_STAMP): package.json package-lock.json
 	$(NPM) ci --no-audit --no-fund
 	@touch $@
 
+$(WEB_STAMP): $(NPM_STAMP) $(WEB_SOURCES)
+	node api/web/build.mjs
+
 demo: setup
 	$(BIN)/tandem demo
+
+up: setup
+	$(BIN)/tandem up
 
 test: setup
 	$(BIN)/tandem compile
 	$(MAKE) --no-print-directory slither
 	FOUNDRY_PROFILE=ci bin/forge test
 	$(MAKE) --no-print-directory brownie
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/python/browser
+	$(MAKE) --no-print-directory browser
 
+# The dApp in a real browser: Debian's chromium driven by Playwright (which cannot download a
+# browser of its own here). Installed with apt when missing, as root; otherwise it says how.
+browser: setup
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Debian's chromium for the browser tests"; \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+		else \
+			echo "error: the browser tests need chromium at /usr/bin/chromium: run 'sudo apt-get install chromium' (Debian/Ubuntu) or set TANDEM_CHROMIUM to a Chromium binary" >&2; exit 1; \
+		fi; }
+	$(BIN)/pytest -q tests/python/browser
 # Slither drives forge, so bin/ (forge as its native binary) goes first on PATH; see
 # contracts/slither-triage.md.
 slither: setup
@@ -125,6 +149,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	node_modules/.bin/tsc -p api/web
 
 clean:
 	rm -rf build .build contracts/.cache .pytest_cache .ruff_cache .mypy_cache

@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from api import monitoring, problems
 from api.accounts import router as accounts
@@ -17,7 +19,7 @@ from api.accounts.crypto import Box
 from api.database import open_database
 from api.limits import BodyLimit
 from api.notifications.worker import Notifier
-from api.routers import followers, health, masters, protocol, vaults
+from api.routers import demo, followers, health, masters, protocol, vaults
 from api.schemas.types import BIG_INTEGER_NOTE
 from api.stream import STREAM_NOTE, Hub, endpoint, install_metrics
 from tandem import __version__, artifacts
@@ -25,6 +27,8 @@ from tandem.config import Settings, load_settings
 
 # The interfaces a dApp builds transactions and decodes events with.
 INTERFACES = ("ITandemHub", "ITandemVault", "ISwapAdapter")
+# The dApp's static files, built from api/web/src by `make setup` (npm run build).
+WEB_DIST = Path(__file__).parent / "web" / "dist"
 
 DESCRIPTION = f"""Read-only access to what the Tandem indexer stored: the protocol, the masters'
 rankings and profiles, vaults and followers, and a live stream of its events; and accounts:
@@ -110,9 +114,12 @@ def create_app(settings: Settings) -> FastAPI:
     )
     if settings.api.accounts:
         routers = (*routers, accounts.auth, accounts.account)
-    for router in routers:
+    for router in (*routers, demo.router):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
+    if WEB_DIST.is_dir():
+        # Last, so that every API route comes first; `/` is the dApp's page.
+        app.mount("/", StaticFiles(directory=WEB_DIST, html=True), name="web")
     return app
 
 

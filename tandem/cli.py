@@ -243,6 +243,58 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@command(
+    "up",
+    "the whole platform on a local chain until Ctrl-C: anvil, the deployment, masters with weeks "
+    "of history, followers, the keeper, the indexer, the API and the dApp",
+    arg("--port", type=int, help="port of the API and the dApp (default: api.port, 8000)"),
+    arg("--anvil-port", type=int, help="anvil's port (default: a free one)"),
+    arg("--days", type=int, default=42, help="days of history (default: %(default)s)"),
+    arg("--seed", type=int, default=7, help="seed of the history's prices and trades"),
+    arg(
+        "--trade-every",
+        type=float,
+        default=20.0,
+        help="seconds between the masters' trades while running, 0 for none (default: %(default)s)",
+    ),
+)
+def up_command(args: argparse.Namespace, settings: Settings) -> int:
+    from keepers.run import KeeperThread
+    from tandem import platform
+
+    if args.days < 1:
+        raise ConfigError("--days must be at least 1")
+    options = platform.Options(
+        days=args.days,
+        port=args.port or settings.api.port,
+        anvil_port=args.anvil_port,
+        seed=args.seed,
+        trade_every=args.trade_every,
+        log=lambda line: out.print(line),
+    )
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with platform.Platform(
+            settings, lambda s, account: KeeperThread(s, account).start(), options
+        ) as running:
+            out.print(f"\n[bold]Tandem is up:[/bold] {running.url}/")
+            out.print(
+                "Open it, click Connect and choose 'Try it: a funded test account' (or a wallet on "
+                f"chain 31337, RPC {running.node.rpc_url if running.node else ''}). Masters:"
+            )
+            for master in running.masters:
+                out.print(
+                    f"  {master.spec.name}: {master.address} (vault {master.vault.address}, "
+                    f"{master.spec.token} on {master.spec.venue.upper()})"
+                )
+            out.print("Press Ctrl-C to stop everything.")
+            running.wait()
+    except KeyboardInterrupt:
+        out.print("Stopped: the API, the indexer, the keeper and anvil.")
+        return 0
+    return 1
+
+
 # --- keeper
 #
 # The keeper service is imported inside each command: the shared package imports no service,

@@ -337,6 +337,11 @@ class ApiSettings(BaseModel):
     stream_max_subscribers: int = Field(
         default=10_000, ge=1, description="open streams per server process"
     )
+    demo: bool = Field(
+        default=False,
+        description="local chains only: a faucet funding a test account in one click and a "
+        "JSON-RPC relay to the node for the dApp's demo account (`tandem up` turns it on)",
+    )
 
     @field_validator("siwe_uri")
     @classmethod

@@ -154,6 +154,9 @@ def test_the_openapi_document_is_valid_and_every_resource_is_under_v1(api: httpx
             if path.startswith(("/v1/auth", "/v1/account")):
                 # The accounts' routes: a session, a second factor; never the indexer's 503.
                 assert "application/problem+json" in responses["401"]["content"], path
+            elif path.startswith("/v1/demo"):
+                # The local demo's faucet and relay: not found unless `api.demo` is on.
+                assert "application/problem+json" in responses["404"]["content"], path
             else:
                 assert method == "get", path
                 assert "application/problem+json" in responses["503"]["content"], path

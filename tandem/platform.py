@@ -1,0 +1,341 @@
+"""The whole platform on a local chain, for ``tandem up`` and the dApp's browser tests: anvil,
+the deployment, masters with weeks of history (made with anvil's time travel), their followers,
+then the keeper, the indexer, the API and the dApp, until stopped.
+
+The shared package imports no service: the keeper comes in as ``start_keeper`` (as for the
+demo), and the indexer and the API run as ``tandem`` subprocesses."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import requests
+from web3.contract import Contract
+
+from tandem import artifacts
+from tandem import protocol as p
+from tandem.chain import connect
+from tandem.config import Settings
+from tandem.demo import StartKeeper, run_keeper
+from tandem.errors import NodeError, TandemError
+from tandem.node import LocalNode, free_port
+from tandem.protocol import BASE, Deployment
+
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class MasterSpec:
+    name: str
+    token: str  # what the master trades against the base asset
+    venue: str  # "v2" or "v3"
+    equity: int  # whole base units of their own
+    followers: int
+    allocation: int  # whole base units each follower allocates
+    volatility: float  # daily standard deviation of the token's price moves
+    activity: float  # chance of a trade each day
+
+
+MASTERS = (
+    MasterSpec("Ada", "WETH", "v2", 200_000, 4, 10_000, 0.03, 0.7),
+    MasterSpec("Ben", "WBTC", "v3", 120_000, 3, 5_000, 0.025, 0.6),
+    MasterSpec("Cleo", "LINK", "v2", 60_000, 3, 2_000, 0.05, 0.8),
+)
+
+
+@dataclass
+class Master:
+    spec: MasterSpec
+    address: str
+    vault: Contract
+    followers: list[str]
+
+
+@dataclass
+class Options:
+    days: int = 42
+    port: int | None = None  # the API's and the dApp's (default: a free one)
+    anvil_port: int | None = None
+    host: str = "127.0.0.1"
+    seed: int = 7
+    trade_every: float = 0.0  # seconds between the masters' trades while running (0: none)
+    env: dict[str, str] = field(default_factory=dict)  # more TANDEM_* settings for the services
+    log: Callable[[str], None] = print
+
+
+class Platform:
+    """Start with ``with Platform(...) as platform:``; everything it started stops at the end."""
+
+    def __init__(self, settings: Settings, start_keeper: StartKeeper, options: Options) -> None:
+        self.settings = settings
+        self.start_keeper = start_keeper
+        self.options = options
+        self.masters: list[Master] = []
+        self.node: LocalNode | None = None
+        self.dep: Deployment | None = None
+        self.url = ""
+        self._stack = ExitStack()
+        self._processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
+        self._stop = threading.Event()
+        self._tmp = Path(
+            self._stack.enter_context(tempfile.TemporaryDirectory(prefix="tandem-up-"))
+        )
+
+    # --- lifecycle
+
+    def __enter__(self) -> Platform:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        o, log = self.options, self.options.log
+        # Every state in memory: the indexer values the vaults at each past block of the history.
+        self.node = LocalNode(
+            port=o.anvil_port, host=o.host, states_in_memory=1_000_000, settings=self.settings
+        )
+        self._stack.callback(self.node.stop)
+        self.node.start()
+        log(f"anvil at {self.node.rpc_url}")
+        settings = self.settings.model_copy(
+            update={"rpc_url": self.node.rpc_url, "deployments_dir": self._tmp / "deployments"}
+        )
+        self.settings = settings
+        w3 = connect(self.node.rpc_url, settings=settings)
+        log("deploying Uniswap V2 and V3, test assets and feeds, and Tandem ...")
+        self.dep = dep = p.deploy_local(w3, settings=settings, save=False)
+        artifacts.save_deployment(w3.eth.chain_id, dep.addresses(), settings, merge=False)
+        log(f"making {o.days} days of history for {len(MASTERS)} masters (anvil time travel) ...")
+        started = time.monotonic()
+        build_history(dep, self._open_masters(dep), o.days, random.Random(o.seed), log)  # noqa: S311 - a story, not a secret
+        log(
+            f"history made in {time.monotonic() - started:.0f} s, up to block {w3.eth.block_number}"
+        )
+        self._stack.enter_context(run_keeper(dep, self.start_keeper))
+        log("keeper running")
+        self._services()
+        if o.trade_every > 0:
+            thread = threading.Thread(target=self._market, name="market", daemon=True)
+            thread.start()
+            self._stack.callback(thread.join, 10)
+            self._stack.callback(self._stop.set)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for _name, process, _log in reversed(self._processes):
+            if process.poll() is None:
+                process.terminate()
+        for _name, process, out in reversed(self._processes):
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            out.close()
+        self._processes.clear()
+        self._stack.close()
+
+    def wait(self) -> None:
+        """Until Ctrl-C (KeyboardInterrupt) or until a service stops by itself (an error)."""
+        while True:
+            for name, process, out in self._processes:
+                if process.poll() is not None:
+                    raise TandemError(
+                        f"the {name} stopped (exit code {process.returncode})", details=_tail(out)
+                    )
+            time.sleep(0.5)
+
+    # --- the chain's story
+
+    def _open_masters(self, dep: Deployment) -> list[Master]:
+        accounts = dep.w3.eth.accounts
+        for i, spec in enumerate(MASTERS):
+            address = accounts[1 + i]
+            vault = p.create_master(dep, address, dep.units(BASE, spec.equity))
+            followers = [
+                _labelled(dep, f"platform:{spec.name}:follower:{n}") for n in range(spec.followers)
+            ]
+            limits = {
+                f: (1_000, 0, 1_500) if n % 2 else (3_000, 0, 4_000)
+                for n, f in enumerate(followers)
+            }
+            p.add_followers(dep, vault, followers, dep.units(BASE, spec.allocation), limits)
+            self.masters.append(Master(spec, address, vault, followers))
+        return self.masters
+
+    def _market(self) -> None:
+        """While running: now and then a master trades, so the dApp has something to show live."""
+        assert self.dep is not None
+        rng = random.Random(self.options.seed + 1)  # noqa: S311 - a story, not a secret
+        while not self._stop.wait(self.options.trade_every):
+            master = rng.choice(self.masters)
+            try:
+                trade_once(self.dep, master, rng)
+            except Exception as exc:  # a refused trade (loss budget, bounds) is skipped
+                self.options.log(f"{master.spec.name}'s trade was refused: {exc}")
+
+    # --- services
+
+    def _env(self) -> dict[str, str]:
+        assert self.dep is not None and self.node is not None
+        env = dict(os.environ)
+        env.update(
+            {
+                "TANDEM_RPC_URL": self.node.rpc_url,
+                "TANDEM_DEPLOYMENTS_DIR": str(self._tmp / "deployments"),
+                "TANDEM_INDEXER__DATABASE_URL": f"sqlite:///{self._tmp / 'platform.db'}",
+                "TANDEM_INDEXER__HUB": self.dep.hub.address,
+                # A local chain mines on each transaction and never reorganises by itself.
+                "TANDEM_INDEXER__FINALITY_DEPTH": "0",
+                "TANDEM_INDEXER__HEADS": "poll",
+                "TANDEM_INDEXER__POLL_INTERVAL": "0.05",
+                "TANDEM_API__DEMO": "true",
+                "TANDEM_API__COOKIE_SECURE": "false",
+                "TANDEM_API__NOTIFY_INTERVAL": "0.1",
+            }
+        )
+        env.update(self.options.env)
+        return env
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        out = (self._tmp / f"{name}.log").open("w+b")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tandem.cli", *args],
+            env=self._env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us; we stop the services in order
+        )
+        self._processes.append((name, process, out))
+        return process
+
+    def _services(self) -> None:
+        o, log = self.options, self.options.log
+        assert self.dep is not None
+        head = self.dep.w3.eth.block_number
+        upgrade = subprocess.run(
+            [sys.executable, "-m", "tandem.cli", "db", "upgrade"],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+        )
+        if upgrade.returncode != 0:
+            raise TandemError("the database could not be created", details=upgrade.stderr)
+        self._spawn("indexer", "indexer", "run")
+        port = o.port or free_port(o.host)
+        self.url = f"http://{o.host}:{port}"
+        self._spawn("API", "api", "serve", "--host", o.host, "--port", str(port), "--workers", "1")
+        log(f"indexing the history (up to block {head}) and starting the API ...")
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            for name, process, out in self._processes:
+                if process.poll() is not None:
+                    raise TandemError(f"the {name} stopped while starting", details=_tail(out))
+            try:
+                ready = requests.get(f"{self.url}/readyz", timeout=2)
+                if ready.status_code == 200 and ready.json()["cursor"] >= head:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise NodeError("the indexer did not catch up with the history within 10 minutes")
+
+
+def _tail(out: IO[bytes], lines: int = 20) -> str:
+    out.flush()
+    out.seek(0)
+    return "\n".join(out.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def _labelled(dep: Deployment, label: str) -> str:
+    from eth_utils.crypto import keccak
+    from web3 import Web3
+
+    return Web3.to_checksum_address(keccak(text=label)[12:])
+
+
+def _route(dep: Deployment, spec: MasterSpec, token_in: str, token_out: str) -> p.Route:
+    return (
+        dep.v3_route(token_in, token_out)
+        if spec.venue == "v3"
+        else dep.v2_route(token_in, token_out)
+    )
+
+
+def trade_once(dep: Deployment, master: Master, rng: random.Random) -> None:
+    """One trade of ``master``: a buy with part of their base, or a sale of part of their token."""
+    spec, vault = master.spec, master.vault
+    held = vault.functions.books(dep.address_of(spec.token)).call()[0]
+    base = vault.functions.books(dep.address_of(BASE)).call()[0]
+    if held and (rng.random() < 0.5 or base < dep.units(BASE, 100)):
+        amount = held if rng.random() < 0.3 else held * rng.randint(30, 70) // 100
+        p.trade(
+            dep,
+            vault,
+            master.address,
+            spec.token,
+            BASE,
+            amount,
+            _route(dep, spec, spec.token, BASE),
+        )
+    elif base >= dep.units(BASE, 100):
+        amount = base * rng.randint(10, 30) // 100
+        p.trade(
+            dep,
+            vault,
+            master.address,
+            BASE,
+            spec.token,
+            amount,
+            _route(dep, spec, BASE, spec.token),
+        )
+
+
+def build_history(
+    dep: Deployment, masters: list[Master], days: int, rng: random.Random, log: Callable[[str], Any]
+) -> None:
+    """``days`` days on the node's clock: each day the markets move (the pools are traded to the
+    new price and the feed follows) and each master may trade."""
+    accounts = list(dep.w3.eth.accounts)
+    owner, whale = accounts[0], accounts[9]
+    prices = {s: dep.specs[s].usd_price for s in {m.spec.token for m in masters}}
+    sigma = {m.spec.token: m.spec.volatility for m in masters}
+    for day in range(days):
+        p.advance_time(dep, DAY - 600, owner)
+        for symbol in sorted(prices):
+            move = math.exp(rng.gauss(0.002, sigma[symbol]))
+            prices[symbol] = (prices[symbol] * Decimal(str(move))).quantize(Decimal("0.0001"))
+            p.move_price(dep, symbol, prices[symbol], whale)
+        for master in masters:
+            if rng.random() < master.spec.activity:
+                try:
+                    trade_once(dep, master, rng)
+                except Exception as exc:  # a refused trade (loss budget, bounds) is skipped
+                    log(f"day {day + 1}: {master.spec.name}'s trade was refused ({exc})")
+        if (day + 1) % 7 == 0:
+            log(f"  {day + 1} days")
+    # The feeds answer as of now; the last day's block is followed by one more.
+    p.advance_time(dep, 600, owner)
