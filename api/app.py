@@ -10,13 +10,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api import monitoring, problems
 from api.accounts import router as accounts
 from api.accounts.crypto import Box
 from api.database import open_database
+from api.limits import BodyLimit
 from api.notifications.worker import Notifier
 from api.routers import demo, followers, health, masters, protocol, vaults
 from api.schemas.types import BIG_INTEGER_NOTE
@@ -35,9 +36,10 @@ Sign-In with Ethereum, a watchlist, notification settings, notifications and sig
 each address its own.
 
 **Accounts.** `POST /v1/auth/nonce`, sign the EIP-4361 message, `POST /v1/auth/sign-in`: the
-answer's token goes in `Authorization: Bearer <token>` (a browser also gets an HttpOnly cookie).
-Routes touching secrets (webhooks) also need a TOTP code in `Tandem-TOTP`, from an authenticator
-enrolled once per address (`POST /v1/account/totp`).
+answer's token goes in `Authorization: Bearer <token>` (a browser also gets an HttpOnly cookie;
+a request that changes something with the cookie alone also needs a `Tandem-CSRF` header or an
+accepted `Origin`). Routes touching secrets (webhooks) also need a TOTP code in `Tandem-TOTP`,
+from an authenticator enrolled with a freshly signed message (`POST /v1/account/totp`).
 
 **Big integers.** {BIG_INTEGER_NOTE}
 
@@ -99,11 +101,25 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.abis = abis
     app.state.box = box
     app.state.metrics = monitoring.Metrics()
+    try:
+        origins = settings.api.sign_in_origins() if settings.api.accounts else []
+    except ValueError:
+        origins = []  # sign-in answers 503 (sign-in-unconfigured)
+    app.state.csrf_origins = frozenset(origin.lower() for _, origin in origins)
+    app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
     problems.install(app)
     monitoring.install(app, app.state.metrics)
     install_metrics(app, app.state.metrics.registry)
-    resources = (protocol.router, masters.router, vaults.router, followers.router)
-    for router in (*resources, endpoint.router, accounts.auth, accounts.account, demo.router):
+    routers: tuple[APIRouter, ...] = (
+        protocol.router,
+        masters.router,
+        vaults.router,
+        followers.router,
+        endpoint.router,
+    )
+    if settings.api.accounts:
+        routers = (*routers, accounts.auth, accounts.account)
+    for router in (*routers, demo.router):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
     if WEB_DIST.is_dir():

@@ -39,9 +39,17 @@ class Problem(BaseModel):
 class ProblemException(Exception):
     """Raised by a route to answer with a problem document."""
 
-    def __init__(self, status: int, name: str, title: str, detail: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        name: str,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status, self.name, self.title, self.detail = status, name, title, detail
+        self.headers = headers
 
 
 def not_found(what: str, hint: str) -> ProblemException:
@@ -59,6 +67,7 @@ def problem_response(
     title: str,
     detail: str,
     errors: list[ProblemError] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     problem = Problem(
         type=type_,
@@ -69,7 +78,10 @@ def problem_response(
         errors=errors,
     )
     return JSONResponse(
-        problem.model_dump(exclude_none=True), status_code=status, media_type=MEDIA_TYPE
+        problem.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=MEDIA_TYPE,
+        headers=headers,
     )
 
 
@@ -90,7 +102,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ProblemException)
     async def raised(request: Request, exc: ProblemException) -> JSONResponse:
-        return problem_response(request, exc.status, TYPE_PREFIX + exc.name, exc.title, exc.detail)
+        return problem_response(
+            request,
+            exc.status,
+            TYPE_PREFIX + exc.name,
+            exc.title,
+            exc.detail,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -24,6 +24,11 @@ def serve(settings: Settings, *, config_file: str | None = None, rpc_url: str | 
         Box(key.get_secret_value() if key else None)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if settings.api.accounts:
+        try:
+            settings.api.sign_in_origins()  # never a request's Host: configured, or loopback
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     # Workers are new processes that read the settings again: the same file and variables,
     # with the command line's choices among them.
     if config_file:
@@ -32,6 +37,9 @@ def serve(settings: Settings, *, config_file: str | None = None, rpc_url: str | 
         os.environ["TANDEM_RPC_URL"] = rpc_url
     os.environ["TANDEM_INDEXER__DATABASE_URL"] = settings.indexer.database_url
     api = settings.api
+    # The sign-in's default domain is made of these: the workers must see the same.
+    os.environ["TANDEM_API__HOST"] = api.host
+    os.environ["TANDEM_API__PORT"] = str(api.port)
     uvicorn.run(
         "api.app:from_environment",
         factory=True,

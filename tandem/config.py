@@ -250,18 +250,45 @@ class ApiSettings(BaseModel):
         description="Fernet key (urlsafe base64 of 32 bytes) encrypting TOTP seeds and webhook "
         "secrets at rest; without it, second factors and webhooks are unavailable",
     )
+    accounts: bool = Field(
+        default=True,
+        description="serve /v1/auth and /v1/account (sign-in, sessions, second factor, webhooks)",
+    )
     siwe_domain: str | None = Field(
         default=None,
-        description="the domain sign-in messages must name (default: the request's Host)",
+        description="the domain (host[:port]) sign-in messages must name, as the wallet shows it; "
+        "never taken from a request. Default: the URI's host[:port]; on a loopback host, "
+        "<host>:<port> (and localhost:<port>). Required when serving other hosts",
     )
     siwe_uri: str | None = Field(
         default=None,
-        description="the URI prefix sign-in messages must name (default: the request's origin)",
+        description="the origin (scheme://host[:port]) sign-in messages' URI must be on. "
+        "Default: https://<siwe_domain>; on a loopback host, http://<host>:<port>",
+    )
+    siwe_extra_origins: list[str] = Field(
+        default_factory=list,
+        description="further origins (scheme://host[:port]) a sign-in message may name: its "
+        "domain is the origin's host[:port]",
     )
     siwe_chain_id: int | None = Field(
         default=None, description="the chain id messages must name (default: the deployment's)"
     )
     nonce_seconds: int = Field(default=600, ge=10, le=86_400, description="a nonce's lifetime")
+    nonce_max_pending: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="nonces one client (an IPv4 address, an IPv6 /64) may hold unused at once",
+    )
+    max_body_bytes: int = Field(
+        default=65_536, ge=1_024, le=16 * 1024 * 1024, description="the largest request body"
+    )
+    totp_max_failures: int = Field(
+        default=5, ge=1, le=100, description="wrong codes in a row before the second factor locks"
+    )
+    totp_lockout_seconds: float = Field(
+        default=30.0, gt=0, le=3_600, description="the first lockout; each further one doubles"
+    )
     session_seconds: int = Field(
         default=86_400, ge=60, le=30 * 86_400, description="a session's lifetime"
     )
@@ -270,7 +297,18 @@ class ApiSettings(BaseModel):
         default=True, description="derive notifications and deliver webhooks in the workers"
     )
     notify_interval: float = Field(default=0.1, gt=0, le=60, description="seconds between polls")
-    webhook_timeout: float = Field(default=5.0, gt=0, le=60)
+    webhook_timeout: float = Field(
+        default=5.0, gt=0, le=60, description="seconds one attempt may take, all included"
+    )
+    webhook_concurrency: int = Field(
+        default=32, ge=1, le=1_000, description="attempts in flight at once per process"
+    )
+    webhook_concurrency_per_target: int = Field(
+        default=2, ge=1, le=100, description="attempts in flight at once to one webhook"
+    )
+    webhooks_per_address: int = Field(
+        default=10, ge=1, le=1_000, description="webhooks one address may have"
+    )
     webhook_attempts: int = Field(default=6, ge=1, le=20, description="attempts per delivery")
     webhook_backoff: float = Field(
         default=2.0, gt=0, le=3_600, description="seconds before the second attempt; doubles"
@@ -319,6 +357,63 @@ class ApiSettings(BaseModel):
         description="local chains only: a faucet funding a test account in one click and a "
         "JSON-RPC relay to the node for the dApp's demo account (`tandem up` turns it on)",
     )
+
+    @field_validator("siwe_uri")
+    @classmethod
+    def _check_siwe_uri(cls, value: str | None) -> str | None:
+        return None if value is None else origin_of(value)
+
+    @field_validator("siwe_extra_origins")
+    @classmethod
+    def _check_extra_origins(cls, value: list[str]) -> list[str]:
+        return [origin_of(v) for v in value]
+
+    @field_validator("siwe_domain")
+    @classmethod
+    def _check_siwe_domain(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c in value for c in "/ \t\r\n@")):
+            raise ValueError("must be host[:port], as a wallet shows it (no scheme, no path)")
+        return value
+
+    def sign_in_origins(self) -> list[tuple[str, str]]:
+        """The (domain, origin) pairs a sign-in message may name, the first one told by
+        ``/v1/auth/nonce``. Never derived from a request: from ``siwe_domain``/``siwe_uri``,
+        else, on a loopback host only, from ``host`` and ``port``; then ``siwe_extra_origins``.
+        A ValueError says what to set when there is none."""
+        pairs: list[tuple[str, str]] = []
+        if self.siwe_uri or self.siwe_domain:
+            origin = self.siwe_uri or f"https://{self.siwe_domain}"
+            pairs.append((self.siwe_domain or origin.split("://", 1)[1], origin))
+        elif self.host in LOOPBACK_HOSTS:
+            names = [self.host] if self.host == "localhost" else [self.host, "localhost"]
+            for name in names:
+                netloc = f"[{name}]:{self.port}" if ":" in name else f"{name}:{self.port}"
+                pairs.append((netloc, f"http://{netloc}"))
+        for origin in self.siwe_extra_origins:
+            pairs.append((origin.split("://", 1)[1], origin))
+        if not pairs:
+            raise ValueError(
+                f"api.siwe_domain and api.siwe_uri are not set and api.host ({self.host}) is not "
+                "a loopback address: set them to what the dApp's users sign in on (e.g. "
+                "TANDEM_API__SIWE_DOMAIN=app.example.com, "
+                "TANDEM_API__SIWE_URI=https://app.example.com), or api.accounts=false"
+            )
+        return pairs
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def origin_of(value: str) -> str:
+    """``scheme://host[:port]`` of an http(s) URL given as an origin (a trailing slash is
+    dropped); a ValueError for anything else."""
+    text = value.strip().rstrip("/")
+    scheme, sep, rest = text.partition("://")
+    if scheme.lower() not in ("http", "https") or not sep:
+        raise ValueError(f"{value!r} is not an http(s) origin (scheme://host[:port])")
+    if not rest or any(c in rest for c in "/?#@ "):
+        raise ValueError(f"{value!r} is not an origin: give scheme://host[:port] only")
+    return f"{scheme.lower()}://{rest}"
 
 
 class RankingSettings(BaseModel):

@@ -6,20 +6,21 @@ address, and another address's webhook is answered as not found."""
 
 from __future__ import annotations
 
-import ipaddress
+import math
 import time
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import pyotp
-from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
+from fastapi import APIRouter, Path, Query, Request, Response
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
 
 from api import cursors
 from api.accounts import schemas as s
 from api.accounts import signin
 from api.accounts.auth import (
     COOKIE,
+    Session,
     SignedIn,
     TotpHeader,
     check_second_factor,
@@ -28,6 +29,7 @@ from api.accounts.auth import (
 from api.accounts.crypto import Box, new_token, token_hash
 from api.notifications.kinds import KINDS
 from api.notifications.produce import notifications_after
+from api.notifications.targets import refused_host
 from api.problems import PROBLEM_RESPONSES, ProblemException, not_found
 from api.routers.protocol import address_book
 from api.schemas.types import Address
@@ -39,8 +41,15 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     **PROBLEM_RESPONSES,
     401: PROBLEM_RESPONSES[400] | {"description": "No session, or a refused sign-in"},
     403: PROBLEM_RESPONSES[400] | {"description": "A second factor is needed or was refused"},
-    409: PROBLEM_RESPONSES[400] | {"description": "Already done (a second factor is enrolled)"},
+    409: PROBLEM_RESPONSES[400]
+    | {"description": "Already done (a second factor is enrolled), or a limit reached"},
+    413: PROBLEM_RESPONSES[400] | {"description": "The request's body is too large"},
+    429: PROBLEM_RESPONSES[400]
+    | {"description": "Too many nonces, or wrong TOTP codes: see Retry-After"},
 }
+
+BIGINT = 2**63 - 1  # the largest id a column holds
+WebhookId = Annotated[int, Path(ge=1, le=BIGINT, description="the webhook's id")]
 
 auth = APIRouter(prefix="/auth", tags=["accounts"], responses=AUTH_RESPONSES)
 account = APIRouter(prefix="/account", tags=["accounts"], responses=AUTH_RESPONSES)
@@ -62,11 +71,20 @@ def _box(request: Request) -> Box:
 
 
 def expected(request: Request) -> signin.Expected:
+    """What a signed message must name: the settings' domains and origins (never the request's
+    Host, which whoever relays the request chooses) and chain id."""
     settings = _settings(request)
-    api = settings.api
-    host = request.headers.get("host", request.url.netloc)
-    origin = (api.siwe_uri or f"{request.url.scheme}://{host}").rstrip("/")
-    chain_id = api.siwe_chain_id or address_book(settings, settings.indexer.hub)[0]
+    try:
+        origins = tuple(settings.api.sign_in_origins())
+    except ValueError:
+        raise ProblemException(
+            503,
+            "sign-in-unconfigured",
+            "Sign-in not configured",
+            "The server does not know the domain sign-in messages are for. Ask the operator "
+            "to set TANDEM_API__SIWE_DOMAIN and TANDEM_API__SIWE_URI.",
+        ) from None
+    chain_id = settings.api.siwe_chain_id or address_book(settings, settings.indexer.hub)[0]
     if chain_id is None:
         raise ProblemException(
             503,
@@ -75,7 +93,7 @@ def expected(request: Request) -> signin.Expected:
             "The server knows no chain id to sign in on. Ask the operator to set "
             "TANDEM_API__SIWE_CHAIN_ID.",
         )
-    return signin.Expected(domain=api.siwe_domain or host, origin=origin, chain_id=chain_id)
+    return signin.Expected(origins=origins, chain_id=chain_id)
 
 
 # --- sign-in and sessions
@@ -84,11 +102,15 @@ def expected(request: Request) -> signin.Expected:
 @auth.post("/nonce", response_model=s.Nonce, status_code=201)
 def nonce(request: Request) -> s.Nonce:
     """A single-use nonce for an EIP-4361 message, with what the message must name: the
-    domain, an URI on the origin, the chain id. The message may also set an expiration time."""
+    domain, an URI on the origin, the chain id. The message may also set an expiration time.
+    A client may hold ``api.nonce_max_pending`` unused nonces at once (then 429)."""
     want = expected(request)
-    lifetime = _settings(request).api.nonce_seconds
+    api = _settings(request).api
+    client = signin.client_key(request.client.host if request.client else None)
     with _engine(request).begin() as conn:
-        value, expires = signin.issue_nonce(conn, time.time(), lifetime)
+        value, expires = signin.issue_nonce(
+            conn, time.time(), api.nonce_seconds, client, api.nonce_max_pending
+        )
     return s.Nonce(
         nonce=value,
         expires_at=expires,
@@ -162,14 +184,72 @@ def sign_out(me: SignedIn, request: Request, response: Response) -> Response:
     return response
 
 
+def _revoke_sessions(conn: Connection, address: str, now: float, keep: str | None) -> int:
+    """Signs out every session of ``address`` (but ``keep``, a token hash); how many."""
+    s_ = t.sessions
+    where = [s_.c.address == address, s_.c.revoked_at.is_(None)]
+    if keep is not None:
+        where.append(s_.c.token_hash != keep)
+    return conn.execute(update(s_).where(*where).values(revoked_at=now)).rowcount
+
+
+@auth.post("/sign-out-everywhere", status_code=204)
+def sign_out_everywhere(me: SignedIn, request: Request) -> Response:
+    """Signs out every session of the address, this one included (a token that may have been
+    stolen no longer opens anything)."""
+    with _engine(request).begin() as conn:
+        _revoke_sessions(conn, me.address, time.time(), keep=None)
+    response = Response(status_code=204)
+    response.delete_cookie(COOKIE, path="/v1")
+    return response
+
+
 # --- second factor
 
 
+def _signed_action(
+    conn: Connection, request: Request, me: Session, body: s.SignedMessage | None, action: str
+) -> None:
+    """Refuses unless ``body`` is a message the session's address signed just now over a
+    fresh nonce, stating ``action``: a stolen session cannot do this, the wallet can."""
+    statement = signin.ACTIONS[action]
+    if body is None:
+        raise ProblemException(
+            403,
+            "signature-required",
+            "Fresh signature required",
+            "This action needs the wallet's signature: ask for a nonce (POST /v1/auth/nonce), "
+            f"sign an EIP-4361 message with the statement {statement!r} and send "
+            "{message, signature}.",
+        )
+    api = _settings(request).api
+    signer = signin.verify(
+        conn,
+        body.message,
+        body.signature,
+        expected(request),
+        time.time(),
+        api.nonce_seconds,
+        action=action,
+    )
+    if signer != me.address:
+        raise ProblemException(
+            403,
+            "signature-refused",
+            "Signed message refused",
+            f"The message was signed by {signer}, not by the signed-in address {me.address}.",
+        )
+
+
 @account.post("/totp", response_model=s.TotpEnrolment, status_code=201)
-def enrol_totp(me: SignedIn, request: Request) -> s.TotpEnrolment:
-    """Starts enrolling a TOTP authenticator (once per address): the seed is shown here only,
-    and stored encrypted. Confirm it with a code (POST /v1/account/totp/confirm); until then,
-    asking again replaces the seed."""
+def enrol_totp(
+    me: SignedIn, request: Request, body: s.SignedMessage | None = None
+) -> s.TotpEnrolment:
+    """Starts enrolling a TOTP authenticator (once per address), with a message the address
+    signed just now stating the action (``ACTIONS["enrol-totp"]``, see the problem's detail):
+    a session alone cannot enrol. Every other session of the address is signed out. The seed
+    is shown here only, and stored encrypted. Confirm it with a code (POST
+    /v1/account/totp/confirm); until then, asking again (signed again) replaces the seed."""
     box = _box(request)
     with _engine(request).begin() as conn:
         if _enrolled(conn, me.address):
@@ -177,18 +257,33 @@ def enrol_totp(me: SignedIn, request: Request) -> s.TotpEnrolment:
                 409,
                 "second-factor-enrolled",
                 "Second factor enrolled already",
-                "This address has a confirmed authenticator, enrolled once for good.",
+                "This address has a confirmed authenticator. To replace it, remove it first "
+                "(POST /v1/account/totp/reset with a signed message).",
             )
+        _signed_action(conn, request, me, body, "enrol-totp")
         seed = pyotp.random_base32()
         sealed = box.seal(seed)
         conn.execute(delete(t.second_factors).where(t.second_factors.c.address == me.address))
         conn.execute(
             insert(t.second_factors).values(
-                address=me.address, seed=sealed, confirmed_at=None, last_step=None
+                address=me.address, seed=sealed, confirmed_at=None, last_step=None, failures=0
             )
         )
+        _revoke_sessions(conn, me.address, time.time(), keep=me.token_hash)
     uri = pyotp.TOTP(seed).provisioning_uri(name=me.address, issuer_name="Tandem")
     return s.TotpEnrolment(secret=seed, uri=uri)
+
+
+@account.post("/totp/reset", response_model=s.Enrolled)
+def reset_totp(body: s.SignedMessage, me: SignedIn, request: Request) -> s.Enrolled:
+    """Removes the address's authenticator (a lost phone), with a message the address signed
+    just now stating the action (``ACTIONS["reset-totp"]``); every other session is signed
+    out. Enrol again afterwards (POST /v1/account/totp)."""
+    with _engine(request).begin() as conn:
+        _signed_action(conn, request, me, body, "reset-totp")
+        conn.execute(delete(t.second_factors).where(t.second_factors.c.address == me.address))
+        _revoke_sessions(conn, me.address, time.time(), keep=me.token_hash)
+    return s.Enrolled(enrolled=False)
 
 
 @account.post("/totp/confirm", response_model=s.Enrolled)
@@ -311,22 +406,17 @@ def _webhook_out(row: Any) -> s.Webhook:
 
 
 def _check_target(url: str, allow_private: bool) -> None:
-    """Refuses webhooks to loopback, private and link-local addresses unless allowed."""
+    """Refuses webhooks to loopback, private and link-local hosts unless allowed (what the
+    names resolve to is checked again at each delivery)."""
     if allow_private:
         return
-    host = (urlsplit(url).hostname or "").strip("[]")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        private = host == "localhost" or host.endswith((".localhost", ".local", ".internal"))
-    else:
-        private = not ip.is_global
-    if private:
+    why = refused_host(urlsplit(url).hostname or "")
+    if why is not None:
         raise ProblemException(
             422,
             "invalid-webhook",
             "Webhook target not allowed",
-            f"{host} is a loopback, private or link-local host. Give a public http(s) URL.",
+            f"{why}: a webhook goes to a public host. Give a public http(s) URL.",
         )
 
 
@@ -356,8 +446,11 @@ def create_webhook(
     box = _box(request)
     secret = new_token()
     now = time.time()
-    with _engine(request).begin() as conn:
-        check_second_factor(conn, box, me.address, totp, now)
+    engine = _engine(request)
+    _check_webhook_room(engine, me.address, settings.webhooks_per_address)
+    check_second_factor(engine, box, me.address, totp, now, settings)
+    with engine.begin() as conn:
+        _check_webhook_room(conn, me.address, settings.webhooks_per_address)
         created = conn.execute(
             insert(t.webhooks)
             .values(
@@ -371,6 +464,24 @@ def create_webhook(
             .returning(t.webhooks.c.id)
         ).scalar_one()
     return s.WebhookCreated(id=created, url=url, kinds=body.kinds, created_at=now, secret=secret)
+
+
+def _check_webhook_room(db: Engine | Connection, address: str, most: int) -> None:
+    w = t.webhooks
+    query = select(func.count()).where(w.c.address == address, w.c.deleted_at.is_(None))
+    if isinstance(db, Engine):
+        with db.connect() as conn:
+            have = int(conn.execute(query).scalar_one())
+    else:
+        have = int(db.execute(query).scalar_one())
+    if have >= most:
+        raise ProblemException(
+            409,
+            "too-many-webhooks",
+            "Too many webhooks",
+            f"This address has {have} webhooks, the most it may have. Delete one first "
+            "(DELETE /v1/account/webhooks/{id}).",
+        )
 
 
 def _own_webhook(conn: Connection, me: SignedIn, webhook: int) -> Any:
@@ -388,13 +499,15 @@ def _own_webhook(conn: Connection, me: SignedIn, webhook: int) -> Any:
 
 @account.delete("/webhooks/{webhook}", status_code=204)
 def delete_webhook(
-    webhook: int, me: SignedIn, request: Request, totp: TotpHeader = None
+    webhook: WebhookId, me: SignedIn, request: Request, totp: TotpHeader = None
 ) -> Response:
     """Removes a webhook (needs the Tandem-TOTP header); its pending deliveries stop."""
     now = time.time()
-    with _engine(request).begin() as conn:
+    engine = _engine(request)
+    with engine.connect() as conn:
         _own_webhook(conn, me, webhook)
-        check_second_factor(conn, _box(request), me.address, totp, now)
+    check_second_factor(engine, _box(request), me.address, totp, now, _settings(request).api)
+    with engine.begin() as conn:
         conn.execute(update(t.webhooks).where(t.webhooks.c.id == webhook).values(deleted_at=now))
         conn.execute(
             update(t.deliveries)
@@ -406,7 +519,7 @@ def delete_webhook(
 
 @account.get("/webhooks/{webhook}/deliveries", response_model=s.Deliveries)
 def deliveries(
-    webhook: int,
+    webhook: WebhookId,
     me: SignedIn,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -421,7 +534,13 @@ def deliveries(
         where = [d.c.webhook_id == webhook]
         if cursor is not None:
             key = cursors.decode(cursor, query)
-            if len(key) != 2 or not isinstance(key[1], str):
+            if (
+                len(key) != 2
+                or isinstance(key[0], bool)
+                or not isinstance(key[0], int | float)
+                or not isinstance(key[1], str)
+                or not math.isfinite(key[0])
+            ):
                 raise cursors.invalid_key()
             created, last = float(key[0]), key[1]
             where.append(
@@ -476,7 +595,9 @@ def deliveries(
 def notifications(
     me: SignedIn,
     request: Request,
-    after: Annotated[int, Query(ge=0, description="the last id seen (0: from the first)")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=BIGINT, description="the last id seen (0: from the first)")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     kind: Annotated[str | None, Query(description=f"one of {', '.join(KINDS)}")] = None,
 ) -> s.Notifications:

@@ -6,8 +6,11 @@ from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
+from api.accounts.signin import MAX_MESSAGE, MAX_SIGNATURE
 from api.notifications.kinds import KINDS
 from api.schemas.types import Address
+
+MAX_URL = 2048  # the column's width
 
 
 def _known_kinds(value: list[str] | None) -> list[str] | None:
@@ -27,9 +30,19 @@ class Nonce(BaseModel):
     chain_id: int = Field(description="the chain id the message must name")
 
 
-class SignIn(BaseModel):
-    message: str = Field(description="the EIP-4361 message, exactly as the wallet signed it")
-    signature: str = Field(description="the EIP-191 signature, 0x and 130 hexadecimal digits")
+class SignedMessage(BaseModel):
+    message: str = Field(
+        max_length=MAX_MESSAGE,
+        description="the EIP-4361 message, exactly as the wallet signed it",
+    )
+    signature: str = Field(
+        max_length=MAX_SIGNATURE,
+        description="the EIP-191 signature, 0x and 130 hexadecimal digits",
+    )
+
+
+class SignIn(SignedMessage):
+    pass
 
 
 class SessionOut(BaseModel):
@@ -50,7 +63,7 @@ class TotpEnrolment(BaseModel):
 
 
 class TotpCode(BaseModel):
-    code: str = Field(min_length=6, max_length=8, pattern="^[0-9]+$")
+    code: str = Field(min_length=6, max_length=6, pattern="^[0-9]{6}$")
 
 
 class Enrolled(BaseModel):
@@ -87,10 +100,19 @@ class Preferences(BaseModel):
 
 
 class WebhookIn(BaseModel):
-    url: AnyHttpUrl = Field(description="where notifications are POSTed (http or https)")
+    url: AnyHttpUrl = Field(
+        description=f"where notifications are POSTed (http or https, at most {MAX_URL} characters)"
+    )
     kinds: list[str] | None = Field(default=None, description="kinds sent (default: every kind)")
 
     _kinds = field_validator("kinds")(_known_kinds)
+
+    @field_validator("url")
+    @classmethod
+    def _short_enough(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if len(str(value)) > MAX_URL:
+            raise ValueError(f"the URL is longer than {MAX_URL} characters")
+        return value
 
 
 class Webhook(BaseModel):

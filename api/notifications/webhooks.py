@@ -2,6 +2,12 @@
 (no answer, or a status other than 2xx) is tried again after a delay that doubles, until the
 attempts run out (the delivery is then ``failed``).
 
+One attempt has a hard deadline (``api.webhook_timeout``, everything included: resolving,
+connecting, sending, the answer's status line); the answer's body is never read. A delivery is
+claimed before it is sent (its next attempt moved past the deadline, in the database), so no
+other worker sends it meanwhile, and its attempt is recorded only if the delivery still has
+the attempts it had when claimed: never two rows for one attempt.
+
 What a receiver gets: the JSON body ``{"id", "notification"}`` and the headers
 
 - ``Tandem-Delivery``: the delivery's id, the same on every retry: a receiver that keeps the ids
@@ -17,17 +23,20 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from api.accounts.crypto import Box
 from tandem.db import accounts as t
 
 TOLERANCE = 300  # seconds a receiver should accept a timestamp for
+STAMP = re.compile(r"[0-9]{1,12}")
+SIGNATURE = re.compile(r"v1=[0-9a-f]{64}")
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -38,38 +47,65 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 def verify(
     secret: str, headers: dict[str, str], body: bytes, now: float, tolerance: float = TOLERANCE
 ) -> bool:
-    """What a receiver checks: the signature, and a timestamp within ``tolerance``."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    stamp = lower.get("tandem-timestamp", "")
-    given = lower.get("tandem-signature", "")
-    if not stamp.isdigit() or abs(now - int(stamp)) > tolerance:
+    """What a receiver checks: the signature, and a timestamp within ``tolerance``. Any header
+    that is not what a sender sends (missing, not ASCII digits, not ``v1=`` and 64 hexadecimal
+    digits, not text) is False, never an exception."""
+    try:
+        lower = {str(k).lower(): v for k, v in headers.items()}
+        stamp: object = lower.get("tandem-timestamp", "")
+        given: object = lower.get("tandem-signature", "")
+        if not isinstance(stamp, str) or not isinstance(given, str):
+            return False
+        if not STAMP.fullmatch(stamp) or not SIGNATURE.fullmatch(given):
+            return False
+        if abs(now - int(stamp)) > tolerance:
+            return False
+        expected = signature(secret, stamp, body)
+        return hmac.compare_digest(given.encode(), expected.encode())
+    except (TypeError, ValueError, AttributeError):
         return False
-    return hmac.compare_digest(given, signature(secret, stamp, body))
 
 
 @dataclass
 class Due:
     id: str
+    webhook_id: int
     attempts: int
     url: str
     secret: str
     body: bytes
 
 
-def due(conn: Connection, box: Box, now: float, limit: int = 100) -> list[Due]:
+def due(
+    conn: Connection, box: Box, now: float, limit: int = 100, per_webhook: int = 2
+) -> list[Due]:
+    """Pending deliveries whose attempt is due, the earliest first, at most ``per_webhook`` of
+    each webhook (one webhook's backlog does not hide the others')."""
     d, n, w = t.deliveries, t.notifications, t.webhooks
+    rank = (
+        func.row_number()
+        .over(partition_by=d.c.webhook_id, order_by=(d.c.next_attempt_at, d.c.notification_id))
+        .label("rank")
+    )
+    ranked = (
+        select(d.c.id, d.c.webhook_id, d.c.next_attempt_at, d.c.notification_id, rank)
+        .where(d.c.status == "pending", d.c.next_attempt_at <= now)
+        .subquery()
+    )
     rows = conn.execute(
         select(
             d.c.id,
+            d.c.webhook_id,
             d.c.attempts,
             w.c.url,
             w.c.secret,
             n.c.id.label("notification_id"),
             *(c for c in n.c if c.name != "id"),
         )
+        .join(ranked, ranked.c.id == d.c.id)
         .join(w, w.c.id == d.c.webhook_id)
         .join(n, n.c.id == d.c.notification_id)
-        .where(d.c.status == "pending", d.c.next_attempt_at <= now)
+        .where(ranked.c.rank <= per_webhook)
         .order_by(d.c.next_attempt_at, d.c.notification_id)
         .limit(limit)
     ).all()
@@ -89,8 +125,25 @@ def due(conn: Connection, box: Box, now: float, limit: int = 100) -> list[Due]:
             "data": r.data,
         }
         body = json.dumps({"id": r.id, "notification": notification}, separators=(",", ":"))
-        found.append(Due(r.id, r.attempts, r.url, box.open(r.secret), body.encode()))
+        found.append(Due(r.id, r.webhook_id, r.attempts, r.url, box.open(r.secret), body.encode()))
     return found
+
+
+def claim(conn: Connection, item: Due, now: float, until: float) -> bool:
+    """Takes ``item`` for one attempt: its next attempt moves to ``until`` (past the attempt's
+    deadline), so no worker finds it due meanwhile; False when another took it first."""
+    d = t.deliveries
+    taken = conn.execute(
+        update(d)
+        .where(
+            d.c.id == item.id,
+            d.c.status == "pending",
+            d.c.attempts == item.attempts,
+            d.c.next_attempt_at <= now,
+        )
+        .values(next_attempt_at=until)
+    )
+    return taken.rowcount == 1
 
 
 @dataclass
@@ -106,7 +159,9 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-async def attempt(client: httpx.AsyncClient, item: Due) -> Outcome:
+async def attempt(client: httpx.AsyncClient, item: Due, deadline: float) -> Outcome:
+    """One POST of ``item``, ended at ``deadline`` seconds whatever the receiver does; only
+    the status line of the answer is read."""
     at = time.time()
     stamp = str(int(at))
     headers = {
@@ -117,18 +172,43 @@ async def attempt(client: httpx.AsyncClient, item: Due) -> Outcome:
         "Tandem-Signature": signature(item.secret, stamp, item.body),
     }
     started = time.perf_counter()
+    code: int | None = None
+    error: str | None = None
     try:
-        response = await client.post(item.url, content=item.body, headers=headers)
-        code, error = response.status_code, None
+        async with (
+            asyncio.timeout(deadline),
+            client.stream("POST", item.url, content=item.body, headers=headers) as response,
+        ):
+            code = response.status_code  # the body is not read: closing drops the connection
+    except TimeoutError:
+        error = "Timeout" if code is None else None
     except httpx.HTTPError as exc:
         # The kind of failure only: a URL or an answer may carry what a log must not.
-        code, error = None, type(exc).__name__
+        if code is None:
+            code, error = None, type(exc).__name__
     return Outcome(item, at, code, error, (time.perf_counter() - started) * 1000)
 
 
-def record(conn: Connection, outcome: Outcome, max_attempts: int, backoff: float) -> None:
+def record(conn: Connection, outcome: Outcome, max_attempts: int, backoff: float) -> bool:
+    """Logs the attempt and schedules what follows, unless the delivery moved on meanwhile
+    (deleted, or attempted by another worker): False then, and nothing is written."""
     item = outcome.delivery
     number = item.attempts + 1
+    values: dict[str, Any] = {"attempts": number}
+    if outcome.ok:
+        values.update(status="delivered", delivered_at=time.time(), next_attempt_at=None)
+    elif number >= max_attempts:
+        values.update(status="failed", next_attempt_at=None)
+    else:
+        values.update(next_attempt_at=time.time() + backoff * 2 ** (number - 1))
+    d = t.deliveries
+    moved = conn.execute(
+        update(d)
+        .where(d.c.id == item.id, d.c.status == "pending", d.c.attempts == item.attempts)
+        .values(**values)
+    )
+    if moved.rowcount != 1:
+        return False
     conn.execute(
         insert(t.attempts).values(
             delivery_id=item.id,
@@ -139,15 +219,4 @@ def record(conn: Connection, outcome: Outcome, max_attempts: int, backoff: float
             duration_ms=outcome.duration_ms,
         )
     )
-    values: dict[str, Any] = {"attempts": number}
-    if outcome.ok:
-        values.update(status="delivered", delivered_at=time.time(), next_attempt_at=None)
-    elif number >= max_attempts:
-        values.update(status="failed", next_attempt_at=None)
-    else:
-        values.update(next_attempt_at=time.time() + backoff * 2 ** (number - 1))
-    conn.execute(update(t.deliveries).where(t.deliveries.c.id == item.id).values(**values))
-
-
-async def deliver(client: httpx.AsyncClient, items: list[Due]) -> list[Outcome]:
-    return list(await asyncio.gather(*(attempt(client, i) for i in items)))
+    return True

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from tandem.db.models import ADDRESS, HASH, metadata
@@ -33,6 +34,13 @@ nonces = Table(
     Column("nonce", String(64), primary_key=True),
     Column("expires_at", Double, nullable=False, index=True),
     Column("used_at", Double, nullable=True),
+    Column(
+        "client",
+        String(64),
+        nullable=True,
+        index=True,
+        comment="SHA-256 of who asked (an IPv4 address, an IPv6 /64): a cap on unused nonces",
+    ),
 )
 sessions = Table(
     "account_sessions",
@@ -50,6 +58,14 @@ second_factors = Table(
     Column("seed", Text, nullable=False, comment="the TOTP seed, encrypted"),
     Column("confirmed_at", Double, nullable=True),
     Column("last_step", BigInteger, nullable=True, comment="last time step used: no code twice"),
+    Column(
+        "failures",
+        Integer,
+        nullable=False,
+        server_default=text("0"),
+        comment="codes tried since the last right one (every worker counts here)",
+    ),
+    Column("locked_until", Double, nullable=True, comment="no code is checked before then"),
 )
 watchlist = Table(
     "account_watchlist",

@@ -33,6 +33,7 @@ from indexing.test_rankings_indexed import settings_for
 from siwe import SiweMessage
 from sqlalchemy import create_engine, select
 
+from api.accounts import signin
 from api.notifications import webhooks
 from indexer import service
 from tandem.config import Settings
@@ -154,16 +155,23 @@ def new_nonce(scene: Scene) -> str:
     return str(body["nonce"])
 
 
-def sign_in(scene: Scene, who: LocalAccount) -> httpx.Client:
+class Signed(httpx.Client):
+    """A client with a session, and the wallet and scene it signed in with."""
+
+    def __init__(self, scene: Scene, who: LocalAccount, token: str) -> None:
+        super().__init__(
+            base_url=scene.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        self.scene, self.who = scene, who
+
+
+def sign_in(scene: Scene, who: LocalAccount) -> Signed:
     text = message(scene, who, new_nonce(scene))
     response = httpx.post(
         f"{scene.url}/v1/auth/sign-in", json={"message": text, "signature": sign(who, text)}
     )
     assert response.status_code == 201, response.text
-    token = response.json()["token"]
-    return httpx.Client(
-        base_url=scene.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
+    return Signed(scene, who, response.json()["token"])
 
 
 def problem(response: httpx.Response, status: int, name: str | None = None) -> dict[str, Any]:
@@ -267,8 +275,17 @@ def test_sign_in_refuses_wrong_domain_uri_chain_expired_reused_and_forged(scene:
 # --- each address alone with its records
 
 
-def enrol(client: httpx.Client) -> pyotp.TOTP:
-    enrolment = client.post("/v1/account/totp")
+def enrol(client: Signed) -> pyotp.TOTP:
+    # Enrolling needs a message the wallet signed just now, stating the action.
+    text = message(
+        client.scene,
+        client.who,
+        new_nonce(client.scene),
+        statement=signin.ACTIONS["enrol-totp"],
+    )
+    enrolment = client.post(
+        "/v1/account/totp", json={"message": text, "signature": sign(client.who, text)}
+    )
     assert enrolment.status_code == 201, enrolment.text
     totp = pyotp.TOTP(enrolment.json()["secret"])
     confirmed = client.post("/v1/account/totp/confirm", json={"code": totp.now()})
