@@ -1,0 +1,96 @@
+"""The CEX bridge's tables: followers' exchange keys (secrets sealed, see ``tandem.envelope``),
+what each follower copies with them (a master, an allocation, the book the bridge keeps of it,
+the follower's own limits), and every order the bridge decides for a master trade, with its
+times and prices (the execution drag). The API writes keys and follows and reads drag; the
+bridge worker reads keys and writes orders. Amounts are decimal text; times Unix seconds."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from tandem.db.models import ADDRESS, metadata
+
+keys = Table(
+    "bridge_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("address", ADDRESS, nullable=False, index=True),
+    Column("exchange", String(16), nullable=False),
+    Column("api_key", String(128), nullable=False, comment="the key's public identifier"),
+    Column("kek_id", String(64), nullable=False, comment="the KEK that wraps the data key"),
+    Column("wrapped_key", Text, nullable=False, comment="the data key, AES-256-GCM under the KEK"),
+    Column("ciphertext", Text, nullable=False, comment="secret and passphrase, AES-256-GCM"),
+    Column("status", String(16), nullable=False, comment="active | suspended | deleted"),
+    Column("reason", Text, nullable=True, comment="why suspended"),
+    Column("can_trade", Boolean, nullable=False),
+    Column("can_withdraw", Boolean, nullable=False),
+    Column("ip_restricted", Boolean, nullable=False),
+    Column("checked_at", Double, nullable=False),
+    Column("created_at", Double, nullable=False),
+    UniqueConstraint("exchange", "api_key", name="uq_bridge_keys_exchange_api_key"),
+)
+follows = Table(
+    "bridge_follows",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key_id", Integer, ForeignKey("bridge_keys.id"), nullable=False, index=True),
+    Column("vault", ADDRESS, nullable=False, index=True),
+    Column("allocation", String(80), nullable=False, comment="quote put in"),
+    Column("cash", String(80), nullable=False, comment="quote the bridge may spend"),
+    Column("positions", JSON, nullable=False, comment="ccxt symbol -> base amount held"),
+    Column("carry", JSON, nullable=False, comment="ccxt symbol -> quote value owed (skips)"),
+    Column("peak", String(80), nullable=False, comment="highest equity seen"),
+    Column("stop_loss_bps", Integer, nullable=True),
+    Column("max_drawdown_bps", Integer, nullable=True),
+    Column("status", String(16), nullable=False, comment="active | stopped"),
+    Column("reason", Text, nullable=True),
+    Column("created_at", Double, nullable=False),
+    UniqueConstraint("key_id", "vault", name="uq_bridge_follows_key_vault"),
+)
+orders = Table(
+    "bridge_orders",
+    metadata,
+    Column("client_id", String(40), primary_key=True, comment="derived from trade and follow"),
+    Column("trade", String(40), nullable=False, comment="<block>-<log index>"),
+    Column("follow_id", Integer, ForeignKey("bridge_follows.id"), nullable=False),
+    Column("address", ADDRESS, nullable=False),
+    Column("vault", ADDRESS, nullable=False),
+    Column("exchange", String(16), nullable=False),
+    Column("symbol", String(32), nullable=False),
+    Column("side", String(4), nullable=False),
+    Column("size", String(80), nullable=False, comment="quote to spend (buy), base to sell"),
+    Column(
+        "status",
+        String(16),
+        nullable=False,
+        comment="planned | sending | acked | filled | skipped | failed",
+    ),
+    Column("reason", Text, nullable=True),
+    Column("order_id", String(64), nullable=True),
+    Column("filled", String(80), nullable=True),
+    Column("cost", String(80), nullable=True),
+    Column("average", String(80), nullable=True),
+    Column("fee", String(80), nullable=True),
+    Column("master_price", String(80), nullable=True, comment="quote per base, on-chain"),
+    Column("block_time", Double, nullable=True),
+    Column("known_at", Double, nullable=False),
+    Column("sent_at", Double, nullable=True),
+    Column("acked_at", Double, nullable=True),
+    Column("filled_at", Double, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Index("ix_bridge_orders_address", "address"),
+    Index("ix_bridge_orders_vault", "vault"),
+    Index("ix_bridge_orders_trade", "trade"),
+)
