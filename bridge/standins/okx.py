@@ -38,6 +38,7 @@ class Okx(Standin):
     name = "okx"
     ip_limit = Limit(1_000, 2.0)  # private endpoints are limited per account, not per IP
     order_limit = Limit(60, 2.0)
+    enforce_notional = False
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v5/public/instruments", self.instruments)

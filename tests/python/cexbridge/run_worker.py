@@ -1,0 +1,33 @@
+"""A bridge worker in its own process (the kill -9 test's), with the tests' context source.
+Arguments: a JSON file of settings, the database URL, the keyring text, the consumer name."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from sqlalchemy import create_engine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cexbridge.support import FixedContext  # noqa: E402
+
+from bridge.worker import Bridge  # noqa: E402
+from tandem.config import BridgeSettings  # noqa: E402
+from tandem.envelope import Keyring  # noqa: E402
+
+
+async def main() -> None:
+    settings = BridgeSettings.model_validate(json.loads(Path(sys.argv[1]).read_text()))
+    engine = create_engine(sys.argv[2])
+    keyring = Keyring.parse(sys.argv[3], "argv")
+    redis = aioredis.from_url(settings.redis_url, decode_responses=True)
+    await Bridge(settings, engine, keyring, redis, FixedContext(), sys.argv[4]).run()
+
+
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+asyncio.run(main())
