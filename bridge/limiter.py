@@ -82,7 +82,9 @@ return 1
 
 
 class Limiter:
-    def __init__(self, redis: Any, prefix: str, limits: dict[str, ExchangeLimits] | None = None) -> None:
+    def __init__(
+        self, redis: Any, prefix: str, limits: dict[str, ExchangeLimits] | None = None
+    ) -> None:
         self.redis = redis
         self.prefix = f"{prefix}:bridge:limit"
         self.limits = limits or LIMITS
@@ -92,7 +94,12 @@ class Limiter:
 
     def _keys(self, exchange: str, account: str) -> list[str]:
         base = f"{self.prefix}:{exchange}"
-        return [f"{base}:ip", f"{base}:acct:{account}", f"{base}:block:ip", f"{base}:block:acct:{account}"]
+        return [
+            f"{base}:ip",
+            f"{base}:acct:{account}",
+            f"{base}:block:ip",
+            f"{base}:block:acct:{account}",
+        ]
 
     async def acquire(self, exchange: str, account: str, order: bool) -> None:
         """Wait until one request (an order when ``order``) may go to ``exchange`` for

@@ -40,7 +40,7 @@ from sqlalchemy import Engine, insert, select, update
 from bridge import venue
 from bridge.limiter import Limiter
 from tandem import exchanges
-from tandem.config import BridgeSettings
+from tandem.config import BridgeExchange, BridgeSettings
 from tandem.db import bridge as t
 from tandem.envelope import Keyring, Sealed
 
@@ -154,6 +154,7 @@ class Bridge:
         self.stream = f"{settings.stream}:trades"
         self.group = f"{settings.stream}:bridge"
         self.limiter = Limiter(redis, settings.stream)
+        self.venues: dict[str, BridgeExchange] = {str(k): v for k, v in settings.exchanges.items()}
         self.clients: dict[int, Any] = {}
         self.markets: dict[str, dict[str, Any]] = {}
         self.paused: dict[str, float] = {}  # exchange -> since
@@ -207,7 +208,10 @@ class Bridge:
     async def close(self) -> None:
         for ex in self.clients.values():
             await ex.close()
+        for markets in self.markets.values():
+            await markets["__client__"].close()
         self.clients.clear()
+        self.markets.clear()
 
     # --- one trade
 
@@ -242,7 +246,9 @@ class Bridge:
             log.info("trade %s is not copied to exchanges (no mapped market)", entry_id)
             return
         side, token, price = planned
-        markets = self.settings.assets[token].markets
+        markets: dict[str, str] = {
+            str(k): v for k, v in self.settings.assets[token].markets.items()
+        }
         rows = self._existing(entry_id)
         context: Context | None = None
         follows = self._follows(trade["vault"], markets)
@@ -252,6 +258,7 @@ class Bridge:
             self._decide(entry_id, trade, follows, side, markets, price, context, known_at)
             rows = self._existing(entry_id)
         todo = [r for r in rows.values() if r["status"] in {"planned", "sending", "acked"}]
+        await self._ensure_markets({r["exchange"] for r in todo})
         await asyncio.gather(*(self._execute(r) for r in todo))
 
     def _existing(self, trade_id: str) -> dict[int, dict[str, Any]]:
@@ -330,7 +337,9 @@ class Bridge:
         owed_buy = f"buy:{symbol}"
         if side == "sell" and owed_buy in carry:
             # The master sold a fraction of the position: as much of a buy still owed goes.
-            carry[owed_buy] = str((Decimal(carry[owed_buy]) * (1 - fraction)).quantize(Decimal("0.01"), ROUND_DOWN))
+            carry[owed_buy] = str(
+                (Decimal(carry[owed_buy]) * (1 - fraction)).quantize(Decimal("0.01"), ROUND_DOWN)
+            )
         market = self.markets[f["exchange"]][symbol]
         cash = Decimal(f["cash"])
         held = Decimal((f["positions"] or {}).get(symbol, "0"))
@@ -366,8 +375,20 @@ class Bridge:
         for name in names:
             if name in self.markets:
                 continue
-            ex = exchanges.client(name, self.settings.exchanges.get(name))  # type: ignore[arg-type]
-            markets = await ex.load_markets()
+            import ccxt.async_support as ccxt
+
+            ex = exchanges.client(name, self.venues.get(name))
+            while True:
+                try:
+                    markets = await ex.load_markets()
+                    break
+                except (ccxt.NetworkError, ccxt.ExchangeNotAvailable) as exc:
+                    if name not in self.paused:
+                        self.paused[name] = time.time()
+                        log.warning(
+                            "%s is down (%s): its followers are paused", name, type(exc).__name__
+                        )
+                    await asyncio.sleep(self.settings.paused_retry)
             self.markets[name] = {**markets, "__client__": ex}
 
     # --- one order
@@ -377,8 +398,10 @@ class Bridge:
             row = conn.execute(select(t.keys).where(t.keys.c.id == key_id)).one()
         if key_id not in self.clients:
             sealed = Sealed(row.kek_id, row.wrapped_key, row.ciphertext)
-            creds = self.keyring.open(sealed, row.api_key, key_aad(row.address, row.exchange, row.api_key))
-            ex = venue.open_client(row.exchange, self.settings.exchanges.get(row.exchange), creds)
+            creds = self.keyring.open(
+                sealed, row.api_key, key_aad(row.address, row.exchange, row.api_key)
+            )
+            ex = venue.open_client(row.exchange, self.venues.get(row.exchange), creds)
             shared = self.markets[row.exchange]["__client__"]
             ex.set_markets(shared.markets, shared.currencies)
             self.clients[key_id] = ex
@@ -401,14 +424,18 @@ class Bridge:
             try:
                 if row["status"] == "planned":
                     await self._resume_check(exchange, ex, key)
-                    self._set(cid, status="sending", sent_at=time.time(), attempts=row["attempts"] + 1)
+                    self._set(
+                        cid, status="sending", sent_at=time.time(), attempts=row["attempts"] + 1
+                    )
                     row["status"] = "sending"
                     await self.limiter.acquire(exchange, key["api_key"], order=True)
                     sent = time.time()
                     if self.stats.first_sent is None:
                         self.stats.first_sent = sent
                     try:
-                        fill = await venue.place(ex, row["symbol"], row["side"], float(row["size"]), cid)
+                        fill = await venue.place(
+                            ex, row["symbol"], row["side"], float(row["size"]), cid
+                        )
                         self.stats.placed += 1
                     except ccxt.InvalidOrder as exc:
                         found = await venue.find(ex, row["symbol"], cid)
@@ -430,14 +457,19 @@ class Bridge:
                         row["status"] = "planned"
                         continue
                     self.stats.found += 1
-                    self._set(cid, status="acked", acked_at=row["acked_at"] or time.time(), order_id=found.id)
+                    self._set(
+                        cid,
+                        status="acked",
+                        acked_at=row["acked_at"] or time.time(),
+                        order_id=found.id,
+                    )
                     row["status"] = "acked"
                     fill = found
                 else:
                     fill = None
                 await self._follow_fill(ex, key, row, fill)
                 return
-            except ccxt.RateLimitExceeded | ccxt.DDoSProtection:
+            except (ccxt.RateLimitExceeded, ccxt.DDoSProtection):
                 retry = _retry_after(ex)
                 scope = key["api_key"] if _account_scoped(ex) else None
                 await self.limiter.block(exchange, scope, retry)
@@ -445,7 +477,9 @@ class Bridge:
             except (ccxt.NetworkError, ccxt.ExchangeNotAvailable) as exc:
                 if exchange not in self.paused:
                     self.paused[exchange] = time.time()
-                    log.warning("%s is down (%s): its followers are paused", exchange, type(exc).__name__)
+                    log.warning(
+                        "%s is down (%s): its followers are paused", exchange, type(exc).__name__
+                    )
                 await asyncio.sleep(self.settings.paused_retry)
 
     async def _resume_check(self, exchange: str, ex: Any, key: dict[str, Any]) -> None:
@@ -456,11 +490,15 @@ class Bridge:
         self.paused.pop(exchange, None)
         log.info("%s is back: its followers resume", exchange)
 
-    async def _follow_fill(self, ex: Any, key: dict[str, Any], row: dict[str, Any], fill: venue.Fill | None) -> None:
+    async def _follow_fill(
+        self, ex: Any, key: dict[str, Any], row: dict[str, Any], fill: venue.Fill | None
+    ) -> None:
         deadline = time.monotonic() + self.settings.fill_timeout
         while fill is None or not fill.done:
             if time.monotonic() > deadline:
-                log.warning("order %s not filled after %.0f s", row["client_id"], self.settings.fill_timeout)
+                log.warning(
+                    "order %s not filled after %.0f s", row["client_id"], self.settings.fill_timeout
+                )
                 break
             if fill is not None:
                 await asyncio.sleep(0.2)
@@ -468,12 +506,17 @@ class Bridge:
             fill = await venue.find(ex, row["symbol"], row["client_id"])
             if fill is None:
                 raise RuntimeError(f"order {row['client_id']} vanished from {row['exchange']}")
-        self._filled(row, fill)
+        if fill is not None:
+            self._filled(row, fill)
 
     def _filled(self, row: dict[str, Any], fill: venue.Fill) -> None:
         """The order's outcome and the follow's book, in one transaction (so once)."""
         now = time.time()
-        filled, cost, fee = Decimal(str(fill.filled)), Decimal(str(fill.cost)), Decimal(str(fill.fee))
+        filled, cost, fee = (
+            Decimal(str(fill.filled)),
+            Decimal(str(fill.cost)),
+            Decimal(str(fill.fee)),
+        )
         with self.engine.begin() as conn:
             current = conn.execute(
                 select(t.orders.c.status).where(t.orders.c.client_id == row["client_id"])
@@ -508,14 +551,36 @@ class Bridge:
             peak = max(Decimal(f.peak), equity)
             status, reason = f.status, f.reason
             allocation = Decimal(f.allocation)
-            if status == "active" and f.stop_loss_bps and equity < allocation * (1 - Decimal(f.stop_loss_bps) / 10_000):
-                status, reason = "stopped", f"stop-loss: equity {equity:.2f} below {f.stop_loss_bps} bps under {allocation}"
-            elif status == "active" and f.max_drawdown_bps and equity < peak * (1 - Decimal(f.max_drawdown_bps) / 10_000):
-                status, reason = "stopped", f"maximum drawdown: equity {equity:.2f} below {f.max_drawdown_bps} bps under the peak {peak:.2f}"
+            if (
+                status == "active"
+                and f.stop_loss_bps
+                and equity < allocation * (1 - Decimal(f.stop_loss_bps) / 10_000)
+            ):
+                status, reason = (
+                    "stopped",
+                    f"stop-loss: equity {equity:.2f} is {f.stop_loss_bps} bps or more under "
+                    f"{allocation}",
+                )
+            elif (
+                status == "active"
+                and f.max_drawdown_bps
+                and equity < peak * (1 - Decimal(f.max_drawdown_bps) / 10_000)
+            ):
+                status, reason = (
+                    "stopped",
+                    f"maximum drawdown: equity {equity:.2f} is {f.max_drawdown_bps} bps or more "
+                    f"under the peak {peak:.2f}",
+                )
             conn.execute(
                 update(t.follows)
                 .where(t.follows.c.id == row["follow_id"])
-                .values(cash=str(cash), positions=positions, peak=str(peak), status=status, reason=reason)
+                .values(
+                    cash=str(cash),
+                    positions=positions,
+                    peak=str(peak),
+                    status=status,
+                    reason=reason,
+                )
             )
         if status == "stopped" and f.status == "active":
             log.warning("follow %s stopped copying buys: %s", row["follow_id"], reason)
@@ -546,10 +611,17 @@ class Bridge:
 
     async def check_all_keys(self) -> None:
         with self.engine.connect() as conn:
-            ids = [r.id for r in conn.execute(select(t.keys.c.id, t.keys.c.exchange).where(t.keys.c.status == "active"))]
+            ids = [
+                r.id
+                for r in conn.execute(
+                    select(t.keys.c.id, t.keys.c.exchange).where(t.keys.c.status == "active")
+                )
+            ]
         for key_id in ids:
             with self.engine.connect() as conn:
-                exchange = conn.execute(select(t.keys.c.exchange).where(t.keys.c.id == key_id)).scalar_one()
+                exchange = conn.execute(
+                    select(t.keys.c.exchange).where(t.keys.c.id == key_id)
+                ).scalar_one()
             await self._ensure_markets([exchange])
             try:
                 await self.check_key(key_id)

@@ -337,8 +337,10 @@ class BridgeSettings(BaseModel):
     )
     exchanges: dict[Exchange, BridgeExchange] = Field(default_factory=dict)
     reclaim_idle: float = Field(
-        default=10.0, gt=0, le=3_600, description="seconds before a silent worker's trade is "
-        "taken over"
+        default=10.0,
+        gt=0,
+        le=3_600,
+        description="seconds before a silent worker's trade is taken over",
     )
     fill_timeout: float = Field(
         default=30.0, gt=0, le=3_600, description="seconds to follow a partial fill"

@@ -107,7 +107,9 @@ class Keyring:
             try:
                 return cls.parse(kek_file.read_text(), str(kek_file))
             except OSError as exc:
-                raise ConfigError(f"cannot read bridge.kek_file {kek_file}: {exc.strerror}") from exc
+                raise ConfigError(
+                    f"cannot read bridge.kek_file {kek_file}: {exc.strerror}"
+                ) from exc
         return cls.parse(os.environ.get(KEK_ENV, ""), KEK_ENV)
 
     def seal(self, credentials: Credentials, aad: str) -> Sealed:

@@ -64,20 +64,34 @@ class Binance(Standin):
         retry = str(max(1, int(wait + 0.999)))
         if kind == "ip" and self.banned_until.get(ip, 0) > time.time():
             # Going on after a 429 gets the IP banned: 418.
-            body = {"code": -1003, "msg": f"Way too many requests; IP banned until {now_ms() + 2000}."}
+            body = {
+                "code": -1003,
+                "msg": f"Way too many requests; IP banned until {now_ms() + 2000}.",
+            }
             self.banned_until[ip] = time.time() + 2
             return web.json_response(body, status=418, headers={"Retry-After": "2"})
         if kind == "ip":
             self.banned_until[ip] = time.time() + wait
-            body = {"code": -1003, "msg": "Too much request weight used; current limit is 6000 request weight per 1 MINUTE."}
+            body = {
+                "code": -1003,
+                "msg": "Too much request weight used; current limit is 6000 request weight "
+                "per 1 MINUTE.",
+            }
         else:
-            body = {"code": -1015, "msg": "Too many new orders; current limit is 50 orders per 10 SECOND."}
+            body = {
+                "code": -1015,
+                "msg": "Too many new orders; current limit is 50 orders per 10 SECOND.",
+            }
         headers = {**self._headers(request), "Retry-After": retry}
         return web.json_response(body, status=429, headers=headers)
 
     def _error(self, request: web.Request, kind: str) -> web.Response:
-        status, code, msg = ERRORS.get(kind, (400, -1100, "Illegal characters found in a parameter."))
-        return web.json_response({"code": code, "msg": msg}, status=status, headers=self._headers(request))
+        status, code, msg = ERRORS.get(
+            kind, (400, -1100, "Illegal characters found in a parameter.")
+        )
+        return web.json_response(
+            {"code": code, "msg": msg}, status=status, headers=self._headers(request)
+        )
 
     async def _signed(self, request: web.Request) -> tuple[Account, dict[str, str]] | web.Response:
         key = request.headers.get("X-MBX-APIKEY", "")
@@ -164,8 +178,18 @@ class Binance(Standin):
                 "timezone": "UTC",
                 "serverTime": now_ms(),
                 "rateLimits": [
-                    {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
-                    {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 50},
+                    {
+                        "rateLimitType": "REQUEST_WEIGHT",
+                        "interval": "MINUTE",
+                        "intervalNum": 1,
+                        "limit": 6000,
+                    },
+                    {
+                        "rateLimitType": "ORDERS",
+                        "interval": "SECOND",
+                        "intervalNum": 10,
+                        "limit": 50,
+                    },
                 ],
                 "exchangeFilters": [],
                 "symbols": symbols,
@@ -258,7 +282,9 @@ class Binance(Standin):
         if isinstance(signed, web.Response):
             return signed
         account, _ = signed
-        balances = [{"asset": a, "free": fmt(v), "locked": "0"} for a, v in account.balances.items()]
+        balances = [
+            {"asset": a, "free": fmt(v), "locked": "0"} for a, v in account.balances.items()
+        ]
         return web.json_response(
             {
                 "makerCommission": 10,

@@ -49,7 +49,9 @@ class Bitget(Standin):
         app.router.add_get("/api/v2/spot/account/info", self.info)
 
     def _ok(self, data: Any) -> web.Response:
-        return web.json_response({"code": "00000", "msg": "success", "requestTime": now_ms(), "data": data})
+        return web.json_response(
+            {"code": "00000", "msg": "success", "requestTime": now_ms(), "data": data}
+        )
 
     def _fail(self, code: str, msg: str, status: int = 400) -> web.Response:
         body = {"code": code, "msg": msg, "requestTime": now_ms(), "data": None}
@@ -69,7 +71,9 @@ class Bitget(Standin):
         query = f"?{request.query_string}" if request.query_string else ""
         message = f"{stamp}{request.method}{request.path}{query}{body}"
         mac = hmac.new(account.secret.encode(), message.encode(), hashlib.sha256)
-        if not hmac.compare_digest(base64.b64encode(mac.digest()).decode(), request.headers.get("ACCESS-SIGN", "")):
+        if not hmac.compare_digest(
+            base64.b64encode(mac.digest()).decode(), request.headers.get("ACCESS-SIGN", "")
+        ):
             return self._fail("40009", "sign signature error")
         if not stamp.isdigit() or abs(now_ms() - int(stamp)) > 30_000:
             return self._fail("40008", "Request timestamp expired")
@@ -117,7 +121,16 @@ class Bitget(Standin):
         status = "filled" if order.done(now) else "partially_filled" if filled else "live"
         fee_coin = order.market.base if order.side == "buy" else order.market.quote
         fee = filled * order.fee_rate if order.side == "buy" else order.fee(now)
-        fee_detail = {"newFees": {"c": 0, "d": 0, "deduction": False, "r": float(-fee), "t": float(-fee), "totalDeductionFee": 0}}
+        fee_detail = {
+            "newFees": {
+                "c": 0,
+                "d": 0,
+                "deduction": False,
+                "r": float(-fee),
+                "t": float(-fee),
+                "totalDeductionFee": 0,
+            }
+        }
         return {
             "userId": str(self.accounts[order.account].uid),
             "symbol": self.market_id(order.market),
@@ -184,7 +197,14 @@ class Bitget(Standin):
         account, _ = signed
         return self._ok(
             [
-                {"coin": c, "available": fmt(v), "frozen": "0", "locked": "0", "limitAvailable": "0", "uTime": str(now_ms())}
+                {
+                    "coin": c,
+                    "available": fmt(v),
+                    "frozen": "0",
+                    "locked": "0",
+                    "limitAvailable": "0",
+                    "uTime": str(now_ms()),
+                }
                 for c, v in account.balances.items()
             ]
         )
@@ -194,7 +214,11 @@ class Bitget(Standin):
         if isinstance(signed, web.Response):
             return signed
         account, _ = signed
-        authorities = ["readonly"] + (["trade"] if account.can_trade else []) + (["withdraw"] if account.can_withdraw else [])
+        authorities = (
+            ["readonly"]
+            + (["trade"] if account.can_trade else [])
+            + (["withdraw"] if account.can_withdraw else [])
+        )
         return self._ok(
             {
                 "userId": str(account.uid),

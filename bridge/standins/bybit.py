@@ -76,7 +76,9 @@ class Bybit(Standin):
         if not hmac.compare_digest(expected, request.headers.get("X-BAPI-SIGN", "")):
             return self._fail(10004, "error sign! origin_string[...]")
         if not stamp.isdigit() or abs(now_ms() - int(stamp)) > int(window):
-            return self._fail(10002, "invalid request, please check your server timestamp or recv_window param")
+            return self._fail(
+                10002, "invalid request, please check your server timestamp or recv_window param"
+            )
         params: dict[str, Any] = dict(request.query)
         if request.method == "POST" and body:
             params.update(json.loads(body))
@@ -110,7 +112,9 @@ class Bybit(Standin):
             for m in self.markets.values()
         ]
         category = request.query.get("category", "spot")
-        return self._ok({"category": category, "list": rows if category == "spot" else [], "nextPageCursor": ""})
+        return self._ok(
+            {"category": category, "list": rows if category == "spot" else [], "nextPageCursor": ""}
+        )
 
     def _order(self, order: Order) -> dict[str, Any]:
         now = time.monotonic()
@@ -163,7 +167,10 @@ class Bybit(Standin):
                 raise Refused("type")
             side = str(params.get("side", "")).lower()
             qty = Decimal(str(params.get("qty", "0")))
-            in_quote = params.get("marketUnit", "quoteCoin" if side == "buy" else "baseCoin") == "quoteCoin"
+            in_quote = (
+                params.get("marketUnit", "quoteCoin" if side == "buy" else "baseCoin")
+                == "quoteCoin"
+            )
             order = self.place(
                 account,
                 market,
@@ -186,7 +193,9 @@ class Bybit(Standin):
             return signed
         account, params = signed
         try:
-            rows = [self._order(self.find(account, params.get("orderLinkId"), params.get("orderId")))]
+            rows = [
+                self._order(self.find(account, params.get("orderLinkId"), params.get("orderId")))
+            ]
         except Refused:
             rows = []
         return self._ok({"list": rows, "nextPageCursor": "", "category": "spot"})
@@ -207,7 +216,9 @@ class Bybit(Standin):
         if isinstance(signed, web.Response):
             return signed
         account, _ = signed
-        wallet = ["AccountTransfer", "SubMemberTransfer"] + (["Withdraw"] if account.can_withdraw else [])
+        wallet = ["AccountTransfer", "SubMemberTransfer"] + (
+            ["Withdraw"] if account.can_withdraw else []
+        )
         return self._ok(
             {
                 "id": str(account.uid),

@@ -155,7 +155,9 @@ class Standin:
         self.markets[market.symbol] = market
         return market
 
-    def add_account(self, api_key: str, secret: str, passphrase: str | None = None, **kw: Any) -> Account:
+    def add_account(
+        self, api_key: str, secret: str, passphrase: str | None = None, **kw: Any
+    ) -> Account:
         account = Account(api_key, secret, passphrase, next(self._uids), **kw)
         self.accounts[api_key] = account
         return account
@@ -173,7 +175,9 @@ class Standin:
 
     def check_lot(self, market: Market, qty: Decimal) -> None:
         if qty < market.min_qty or (qty - market.min_qty) % market.step != 0:
-            raise Refused("lot", f"quantity {qty} is not a multiple of {market.step} from {market.min_qty}")
+            raise Refused(
+                "lot", f"quantity {qty} is not a multiple of {market.step} from {market.min_qty}"
+            )
 
     def place(
         self,
@@ -197,9 +201,7 @@ class Standin:
             notional = qty * market.price
             if self.enforce_notional and notional < market.min_notional:
                 raise Refused("notional", f"{notional} < {market.min_notional}")
-            pay, pay_amount = (
-                (market.quote, notional) if side == "buy" else (market.base, qty)
-            )
+            pay, pay_amount = (market.quote, notional) if side == "buy" else (market.base, qty)
             if account.balances.get(pay, Decimal(0)) < pay_amount:
                 raise Refused("balance", pay)
             first = qty
@@ -227,7 +229,9 @@ class Standin:
                 account.balances[market.base] = account.balances.get(market.base, Decimal(0)) + qty
             else:
                 account.balances[market.base] -= qty
-                account.balances[market.quote] = account.balances.get(market.quote, Decimal(0)) + notional
+                account.balances[market.quote] = (
+                    account.balances.get(market.quote, Decimal(0)) + notional
+                )
             self.orders[order.id] = order
             self.by_client[(account.api_key, client_id)] = order
             self.created += 1
@@ -255,7 +259,12 @@ class Standin:
         raise NotImplementedError
 
     def unavailable(self) -> web.Response:
-        return web.json_response({"msg": "Service Unavailable"}, status=503)
+        # What a load balancer answers in front of an exchange that is down.
+        return web.Response(
+            status=503,
+            text="<html><body>503 Service Unavailable</body></html>",
+            content_type="text/html",
+        )
 
     def request_weight(self, request: web.Request) -> int:
         return 1
@@ -335,7 +344,7 @@ class Standin:
 
 def decimals(step: Decimal) -> int:
     """Digits after the point of a step such as 0.001 (3)."""
-    return max(0, -int(math.floor(math.log10(step))))
+    return max(0, -math.floor(math.log10(step)))
 
 
 def fmt(value: Decimal) -> str:

@@ -52,7 +52,12 @@ class Okx(Standin):
         return f"{market.base}-{market.quote}"
 
     def rate_limited(self, request: web.Request, kind: str, wait: float, used: int) -> web.Response:
-        body = {"code": "50011", "msg": "Rate limit reached. Please refer to API documentation and throttle requests accordingly.", "data": []}
+        body = {
+            "code": "50011",
+            "msg": "Rate limit reached. Please refer to API documentation and throttle "
+            "requests accordingly.",
+            "data": [],
+        }
         return web.json_response(body, status=429)
 
     def _fail(self, code: str, msg: str, status: int = 200) -> web.Response:
@@ -67,7 +72,9 @@ class Okx(Standin):
         stamp = request.headers.get("OK-ACCESS-TIMESTAMP", "")
         body = await request.text() if request.method == "POST" else ""
         path = request.path + (f"?{request.query_string}" if request.query_string else "")
-        mac = hmac.new(account.secret.encode(), f"{stamp}{request.method}{path}{body}".encode(), hashlib.sha256)
+        mac = hmac.new(
+            account.secret.encode(), f"{stamp}{request.method}{path}{body}".encode(), hashlib.sha256
+        )
         expected = base64.b64encode(mac.digest()).decode()
         if not hmac.compare_digest(expected, request.headers.get("OK-ACCESS-SIGN", "")):
             return self._fail("50113", "Invalid Sign", 401)
@@ -187,10 +194,32 @@ class Okx(Standin):
             )
         except Refused as exc:
             code, msg = ERRORS.get(exc.kind, ("51000", "Parameter error"))
-            row = {"clOrdId": client_id, "ordId": "", "tag": "", "sCode": code, "sMsg": msg, "ts": str(now_ms())}
+            row = {
+                "clOrdId": client_id,
+                "ordId": "",
+                "tag": "",
+                "sCode": code,
+                "sMsg": msg,
+                "ts": str(now_ms()),
+            }
             return web.json_response({"code": "1", "msg": "All operations failed", "data": [row]})
-        row = {"clOrdId": order.client_id, "ordId": order.id, "tag": "", "sCode": "0", "sMsg": "Order placed", "ts": str(now_ms())}
-        return web.json_response({"code": "0", "msg": "", "data": [row], "inTime": str(now_ms() * 1000), "outTime": str(now_ms() * 1000)})
+        row = {
+            "clOrdId": order.client_id,
+            "ordId": order.id,
+            "tag": "",
+            "sCode": "0",
+            "sMsg": "Order placed",
+            "ts": str(now_ms()),
+        }
+        return web.json_response(
+            {
+                "code": "0",
+                "msg": "",
+                "data": [row],
+                "inTime": str(now_ms() * 1000),
+                "outTime": str(now_ms() * 1000),
+            }
+        )
 
     async def get_order(self, request: web.Request) -> web.Response:
         signed = await self._signed(request)
@@ -209,17 +238,34 @@ class Okx(Standin):
             return signed
         account, _ = signed
         details = [
-            {"ccy": c, "availBal": fmt(v), "cashBal": fmt(v), "eq": fmt(v), "frozenBal": "0", "uTime": str(now_ms())}
+            {
+                "ccy": c,
+                "availBal": fmt(v),
+                "cashBal": fmt(v),
+                "eq": fmt(v),
+                "frozenBal": "0",
+                "uTime": str(now_ms()),
+            }
             for c, v in account.balances.items()
         ]
-        return web.json_response({"code": "0", "msg": "", "data": [{"totalEq": "0", "uTime": str(now_ms()), "details": details}]})
+        return web.json_response(
+            {
+                "code": "0",
+                "msg": "",
+                "data": [{"totalEq": "0", "uTime": str(now_ms()), "details": details}],
+            }
+        )
 
     async def config(self, request: web.Request) -> web.Response:
         signed = await self._signed(request)
         if isinstance(signed, web.Response):
             return signed
         account, _ = signed
-        perm = ["read_only"] + (["trade"] if account.can_trade else []) + (["withdraw"] if account.can_withdraw else [])
+        perm = (
+            ["read_only"]
+            + (["trade"] if account.can_trade else [])
+            + (["withdraw"] if account.can_withdraw else [])
+        )
         row = {
             "uid": str(account.uid),
             "mainUid": str(account.uid),

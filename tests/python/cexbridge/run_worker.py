@@ -14,11 +14,10 @@ from sqlalchemy import create_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cexbridge.support import FixedContext  # noqa: E402
-
-from bridge.worker import Bridge  # noqa: E402
-from tandem.config import BridgeSettings  # noqa: E402
-from tandem.envelope import Keyring  # noqa: E402
+from bridge.worker import Bridge
+from cexbridge.support import FixedContext
+from tandem.config import BridgeSettings
+from tandem.envelope import Keyring
 
 
 async def main() -> None:

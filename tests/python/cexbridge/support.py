@@ -34,7 +34,15 @@ KINDS = {"binance": Binance, "okx": Okx, "bybit": Bybit, "bitget": Bitget}
 
 
 def eth_market() -> Market:
-    return Market("ETH", "USDT", Decimal("2000"), Decimal("0.01"), Decimal("0.0001"), Decimal("0.0001"), Decimal("5"))
+    return Market(
+        "ETH",
+        "USDT",
+        Decimal("2000"),
+        Decimal("0.01"),
+        Decimal("0.0001"),
+        Decimal("0.0001"),
+        Decimal("5"),
+    )
 
 
 @contextmanager
@@ -55,7 +63,19 @@ def redis_server(tmp: Path) -> Iterator[str]:
 
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -88,7 +108,9 @@ def settings_for(stands: dict[str, Standin], redis_url: str, **changes: Any) -> 
         fill_timeout=10,
         assets={
             USDC: BridgeAsset(symbol="USDC", decimals=6),
-            WETH: BridgeAsset(symbol="WETH", decimals=18, markets=dict.fromkeys(stands, "ETH/USDT")),
+            WETH: BridgeAsset(
+                symbol="WETH", decimals=18, markets=dict.fromkeys(stands, "ETH/USDT")
+            ),
         },
         exchanges={name: BridgeExchange(url=s.url) for name, s in stands.items()},
         **changes,
@@ -130,9 +152,20 @@ def add_followers(
     with engine.begin() as conn:
         for i in range(first, first + count):
             exchange = names[i % len(names)]
-            f = Follower(f"0x{i + 1:040x}", exchange, f"key-{exchange}-{i}", f"secret-{i}-{exchange}-Zq9", f"pass-{i}")
-            stands[exchange].add_account(f.api_key, f.secret, f.passphrase, balances={"USDT": cash * 10})
-            sealed = keyring.seal(Credentials(f.api_key, f.secret, f.passphrase), key_aad(f.address, exchange, f.api_key))
+            f = Follower(
+                f"0x{i + 1:040x}",
+                exchange,
+                f"key-{exchange}-{i}",
+                f"secret-{i}-{exchange}-Zq9",
+                f"pass-{i}",
+            )
+            stands[exchange].add_account(
+                f.api_key, f.secret, f.passphrase, balances={"USDT": cash * 10}
+            )
+            sealed = keyring.seal(
+                Credentials(f.api_key, f.secret, f.passphrase),
+                key_aad(f.address, exchange, f.api_key),
+            )
             f.key_id = conn.execute(
                 insert(t.keys)
                 .values(

@@ -5,7 +5,6 @@ down and back, and kill -9 of a worker mid-dispatch."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -44,7 +43,9 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 
 def orders(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(select(t.orders).order_by(t.orders.c.client_id))]
+        return [
+            dict(r._mapping) for r in conn.execute(select(t.orders).order_by(t.orders.c.client_id))
+        ]
 
 
 def follows(engine: Engine) -> dict[int, dict[str, Any]]:
@@ -85,9 +86,18 @@ def test_a_buy_and_a_sale_are_copied_on_all_four_exchanges_sized_rounded_and_ski
     with standins() as stands:
         settings = settings_for(stands, redis_url)
         big = add_followers(engine, ring, stands, 4, cash=Decimal(1000))
-        small = add_followers(engine, ring, stands, 4, cash=Decimal(20), first=4)  # 10% of 20 is 2 USDT < 5
+        small = add_followers(
+            engine, ring, stands, 4, cash=Decimal(20), first=4
+        )  # 10% of 20 is 2 USDT < 5
         # The master spends 10% of equity on WETH at 2,000, then sells a third of it.
-        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1)), ("101-0", trade(101, "sell", 333.2, 0.1666, 1 / 3))])
+        publish(
+            redis_url,
+            "test",
+            [
+                ("100-1", trade(100, "buy", 1000, 0.5, 0.1)),
+                ("101-0", trade(101, "sell", 333.2, 0.1666, 1 / 3)),
+            ],
+        )
         bridge = run_bridge(settings, engine, ring, 2)
         rows = orders(engine)
         by = {(r["follow_id"], r["side"]): r for r in rows}
@@ -100,7 +110,9 @@ def test_a_buy_and_a_sale_are_copied_on_all_four_exchanges_sized_rounded_and_ski
             # A third of 0.05 ETH, truncated to the 0.0001 step by amount_to_precision.
             assert sale["status"] == "filled" and Decimal(sale["size"]) == Decimal("0.0166")
             placed = stands[f.exchange].orders_of(f.api_key)
-            assert sorted(o.client_id for o in placed) == sorted([buy["client_id"], sale["client_id"]])
+            assert sorted(o.client_id for o in placed) == sorted(
+                [buy["client_id"], sale["client_id"]]
+            )
             assert buy["sent_at"] >= buy["known_at"] and buy["acked_at"] >= buy["sent_at"]
             assert buy["filled_at"] >= buy["acked_at"] and buy["block_time"] < buy["known_at"]
         for f in small:
@@ -116,10 +128,18 @@ def test_a_buy_and_a_sale_are_copied_on_all_four_exchanges_sized_rounded_and_ski
         assert Decimal(book["positions"]["ETH/USDT"]) == Decimal("0.0334")
         assert bridge.stats.placed == 4 + 1 + 4 + 1 and bridge.stats.skipped == 3 + 3
         # Two more buys carry the owed value forward: the second reaches 5 USDT (1.33 + 2 + 2).
-        publish(redis_url, "test", [(f"{b}-0", trade(b, "buy", 1000, 0.5, 0.1)) for b in (102, 103)])
+        publish(
+            redis_url, "test", [(f"{b}-0", trade(b, "buy", 1000, 0.5, 0.1)) for b in (102, 103)]
+        )
         run_bridge(settings, engine, ring, 2)
-        small_rows = [r for r in orders(engine) if r["follow_id"] == small[0].follow_id and r["side"] == "buy"]
-        assert [r["status"] for r in sorted(small_rows, key=lambda r: r["trade"])] == ["skipped", "skipped", "filled"]
+        small_rows = [
+            r for r in orders(engine) if r["follow_id"] == small[0].follow_id and r["side"] == "buy"
+        ]
+        assert [r["status"] for r in sorted(small_rows, key=lambda r: r["trade"])] == [
+            "skipped",
+            "skipped",
+            "filled",
+        ]
         assert Decimal(sorted(small_rows, key=lambda r: r["trade"])[-1]["size"]) == Decimal("5.33")
 
 
@@ -142,17 +162,23 @@ def test_partial_fills_are_followed_to_the_end_and_an_exchange_down_pauses_then_
 
         bridge = run_bridge(settings, engine, ring, 1, bring_back)
         rows = {r["exchange"]: r for r in orders(engine)}
-        assert rows["binance"]["status"] == "filled" and Decimal(rows["binance"]["filled"]) == Decimal("0.05")
+        assert rows["binance"]["status"] == "filled" and Decimal(
+            rows["binance"]["filled"]
+        ) == Decimal("0.05")
         assert rows["binance"]["filled_at"] - rows["binance"]["acked_at"] >= 0.5
         assert rows["okx"]["status"] == "filled"
-        assert [o.client_id for o in stands["okx"].orders_of(fs[1].api_key)] == [rows["okx"]["client_id"]]
+        assert [o.client_id for o in stands["okx"].orders_of(fs[1].api_key)] == [
+            rows["okx"]["client_id"]
+        ]
         # The exchange refused while down, and the key was checked again before resuming.
         statuses = [s for m, p, s in stands["okx"].requests]
         assert 503 in statuses and bridge.paused == {}
         assert ("GET", "/api/v5/account/config", 200) in stands["okx"].requests
 
 
-def test_a_worker_killed_mid_dispatch_loses_and_doubles_nothing(tmp_path: Path, redis_url: str) -> None:
+def test_a_worker_killed_mid_dispatch_loses_and_doubles_nothing(
+    tmp_path: Path, redis_url: str
+) -> None:
     ring, ring_text = keyring()
     db_url, engine = database(tmp_path)
     with standins() as stands:
@@ -172,11 +198,14 @@ def test_a_worker_killed_mid_dispatch_loses_and_doubles_nothing(tmp_path: Path, 
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
         before = sum(s.created for s in stands.values())
-        assert before < len(fs)  # killed mid-dispatch
+        assert before < len(fs)  # killed mid-dispatch: orders sent, none acknowledged yet
+        assert any(r["status"] == "sending" for r in orders(engine))
         second = subprocess.Popen([*args, "w2"], stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60
-            while not all(r["status"] == "filled" for r in orders(engine)) or len(orders(engine)) < len(fs):
+            while not all(r["status"] == "filled" for r in orders(engine)) or len(
+                orders(engine)
+            ) < len(fs):
                 assert time.monotonic() < deadline, [r["status"] for r in orders(engine)]
                 time.sleep(0.1)
         finally:
