@@ -10,6 +10,7 @@
 #   make bench-rankings  recompute the rankings of 10,000 masters; top-50 query latency on PostgreSQL
 #   make bench-indexer  backfill from anvil; decode-and-store of 1,000,000 recorded events into PostgreSQL
 #   make bench-notifications  block-to-webhook latency of notifications (p50, p99; the node's share)
+#   make bench-bridge  one master trade copied to 500 followers over the four stand-in exchanges
 #   make fuzz-long  the vault invariants at 10,000 runs of depth 100 (tens of minutes)
 #   make lint       ruff and mypy
 #   make clean      remove build outputs and caches (distclean: also .venv and node_modules)
@@ -24,7 +25,7 @@ PY_STAMP := $(VENV)/.tandem-installed
 NPM_STAMP := node_modules/.tandem-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test slither bench-gas bench-keeper bench-rankings bench-indexer bench-notifications fuzz-long lint clean distclean
+.PHONY: help setup demo test slither bench-gas bench-keeper bench-rankings bench-indexer bench-notifications bench-bridge fuzz-long lint clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -75,6 +76,9 @@ bench-indexer: setup
 
 bench-notifications: setup
 	$(BIN)/python benchmarks/notifications.py
+
+bench-bridge: setup
+	$(BIN)/python benchmarks/cex_bridge.py
 
 # The invariant tests far beyond the ci profile's 256 runs, before a release or after a change
 # to the vault's accounting.

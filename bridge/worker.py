@@ -259,7 +259,14 @@ class Bridge:
             rows = self._existing(entry_id)
         todo = [r for r in rows.values() if r["status"] in {"planned", "sending", "acked"}]
         await self._ensure_markets({r["exchange"] for r in todo})
-        await asyncio.gather(*(self._execute(r) for r in todo))
+        # Concurrency is bounded below Redis's connection pool; the limiter does the pacing.
+        gate = asyncio.Semaphore(64)
+
+        async def one(row: dict[str, Any]) -> None:
+            async with gate:
+                await self._execute(row)
+
+        await asyncio.gather(*(one(r) for r in todo))
 
     def _existing(self, trade_id: str) -> dict[int, dict[str, Any]]:
         with self.engine.connect() as conn:

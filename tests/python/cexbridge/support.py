@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, insert
+from sqlalchemy import Engine, insert
 
 from bridge.standins.binance import Binance
 from bridge.standins.bitget import Bitget
@@ -23,7 +23,7 @@ from bridge.standins.okx import Okx
 from bridge.worker import key_aad
 from tandem.config import BridgeAsset, BridgeExchange, BridgeSettings
 from tandem.db import bridge as t
-from tandem.db import migrate
+from tandem.db import migrate, open_engine
 from tandem.envelope import Credentials, Keyring, new_kek
 from tandem.node import free_port
 
@@ -101,11 +101,14 @@ def redis_server(tmp: Path) -> Iterator[str]:
 
 def settings_for(stands: dict[str, Standin], redis_url: str, **changes: Any) -> BridgeSettings:
     return BridgeSettings(
-        redis_url=redis_url,
-        stream="test",
-        reclaim_idle=1.0,
-        paused_retry=0.2,
-        fill_timeout=10,
+        **{
+            "redis_url": redis_url,
+            "stream": "test",
+            "reclaim_idle": 1.0,
+            "paused_retry": 0.2,
+            "fill_timeout": 10,
+            **changes,
+        },
         assets={
             USDC: BridgeAsset(symbol="USDC", decimals=6),
             WETH: BridgeAsset(
@@ -113,13 +116,12 @@ def settings_for(stands: dict[str, Standin], redis_url: str, **changes: Any) -> 
             ),
         },
         exchanges={name: BridgeExchange(url=s.url) for name, s in stands.items()},
-        **changes,
     )
 
 
 def database(tmp: Path) -> tuple[str, Engine]:
     url = f"sqlite:///{tmp / 'bridge.db'}"
-    engine = create_engine(url)
+    engine = open_engine(url)  # WAL, as the services open theirs
     migrate.upgrade(engine)
     return url, engine
 
