@@ -11,7 +11,9 @@
 #   make bench-indexer  backfill from anvil; decode-and-store of 1,000,000 recorded events into PostgreSQL
 #   make bench-notifications  block-to-webhook latency of notifications (p50, p99; the node's share)
 #   make bench-bridge  one master trade copied to 500 followers over the four stand-in exchanges
+#   make bench-stream  1,000 WebSocket subscribers on two API workers: time until the last has an event
 #   make fuzz-long  the vault invariants at 10,000 runs of depth 100 (tens of minutes)
+#   make brownie    Brownie in its own .venv-brownie: compile with the project's solc, deploy, trade
 #   make lint       ruff and mypy
 #   make clean      remove build outputs and caches (distclean: also .venv and node_modules)
 #
@@ -25,7 +27,13 @@ PY_STAMP := $(VENV)/.tandem-installed
 NPM_STAMP := node_modules/.tandem-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test slither bench-gas bench-keeper bench-rankings bench-indexer bench-notifications bench-bridge fuzz-long lint clean distclean
+# Brownie pins packages that Ape cannot share an environment with: it gets its own.
+BROWNIE_VENV := .venv-brownie
+BROWNIE_STAMP := $(BROWNIE_VENV)/.tandem-installed
+BROWNIE_SPEC := eth-brownie>=1.22,<1.23
+BROWNIE_HOME := $(CURDIR)/$(BROWNIE_VENV)/home
+
+.PHONY: help setup demo test slither brownie bench-gas bench-keeper bench-rankings bench-indexer bench-notifications bench-stream bench-bridge fuzz-long lint clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -54,12 +62,39 @@ test: setup
 	$(BIN)/tandem compile
 	$(MAKE) --no-print-directory slither
 	FOUNDRY_PROFILE=ci bin/forge test
+	$(MAKE) --no-print-directory brownie
 	$(BIN)/pytest -q
 
 # Slither drives forge, so bin/ (forge as its native binary) goes first on PATH; see
 # contracts/slither-triage.md.
 slither: setup
 	FOUNDRY_PROFILE=slither PATH="$(CURDIR)/bin:$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/slither .
+
+$(BROWNIE_VENV)/bin/python:
+	$(PYTHON) -m venv $(BROWNIE_VENV)
+
+# eth-brownie alone: it pins packages this project's own need newer (python-dotenv for
+# pydantic-settings), so the brownie script uses nothing of the tandem package.
+$(BROWNIE_STAMP): | $(BROWNIE_VENV)/bin/python
+	$(BROWNIE_VENV)/bin/python -m pip install --disable-pip-version-check -q '$(BROWNIE_SPEC)'
+	@touch $@
+
+# `tandem compile` links bin/solc where Brownie's py-solc-x looks (build/ape/solcx). Brownie
+# keeps its network settings in ~/.brownie: HOME points into .venv-brownie, so the port chosen
+# here (a free one) stays there. Brownie starts anvil from node_modules/.bin on it for the run
+# and stops it after.
+# Brownie compiles every source under contracts/, hidden folders too: Ape's copies of its
+# dependencies in contracts/.cache (which Ape makes again when it needs them) go first.
+brownie: setup $(BROWNIE_STAMP)
+	$(BIN)/tandem compile
+	rm -rf contracts/.cache
+	@mkdir -p $(BROWNIE_HOME)
+	export HOME="$(BROWNIE_HOME)" SOLCX_BINARY_PATH="$(CURDIR)/build/ape/solcx" \
+		PATH="$(CURDIR)/node_modules/.bin:$$PATH" && \
+	$(BROWNIE_VENV)/bin/brownie networks modify development gas_limit=30000000 \
+		port=$$($(BIN)/python -c 'from tandem.node import free_port; print(free_port())') \
+		> /dev/null && \
+	$(BROWNIE_VENV)/bin/brownie run deploy_and_trade
 
 bench-gas: setup
 	$(BIN)/python benchmarks/gas.py
@@ -80,6 +115,11 @@ bench-notifications: setup
 bench-bridge: setup
 	$(BIN)/python benchmarks/cex_bridge.py
 
+# The API checks the interfaces' ABIs at start: compiled first.
+bench-stream: setup
+	$(BIN)/tandem compile
+	$(BIN)/python benchmarks/stream.py
+
 # The invariant tests far beyond the ci profile's 256 runs, before a release or after a change
 # to the vault's accounting.
 fuzz-long: setup
@@ -96,4 +136,4 @@ clean:
 		-name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) node_modules *.egg-info
+	rm -rf $(VENV) $(BROWNIE_VENV) node_modules *.egg-info

@@ -18,6 +18,7 @@ from api.database import open_database
 from api.notifications.worker import Notifier
 from api.routers import followers, health, masters, protocol, vaults
 from api.schemas.types import BIG_INTEGER_NOTE
+from api.stream import STREAM_NOTE, Hub, endpoint, install_metrics
 from tandem import __version__, artifacts
 from tandem.config import Settings, load_settings
 
@@ -25,8 +26,9 @@ from tandem.config import Settings, load_settings
 INTERFACES = ("ITandemHub", "ITandemVault", "ISwapAdapter")
 
 DESCRIPTION = f"""Read-only access to what the Tandem indexer stored: the protocol, the masters'
-rankings and profiles, vaults and followers; and accounts: Sign-In with Ethereum, a watchlist,
-notification settings, notifications and signed webhooks, each address its own.
+rankings and profiles, vaults and followers, and a live stream of its events; and accounts:
+Sign-In with Ethereum, a watchlist, notification settings, notifications and signed webhooks,
+each address its own.
 
 **Accounts.** `POST /v1/auth/nonce`, sign the EIP-4361 message, `POST /v1/auth/sign-in`: the
 answer's token goes in `Authorization: Bearer <token>` (a browser also gets an HttpOnly cookie).
@@ -45,6 +47,8 @@ request's invalid parameters are listed in `errors`.
 **Pages.** Lists return `next_cursor`; pass it as `cursor` with the same query for the next
 page. A cursor names the last row's sort key, so every row is listed once even when rows move
 between two pages.
+
+{STREAM_NOTE}
 """
 
 
@@ -61,6 +65,8 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = open_database(settings)
+        app.state.stream = Hub(app.state.engine, settings)
+        await app.state.stream.start()
         notifier = Notifier(app.state.engine, box, settings.api)
         task = asyncio.create_task(notifier.run()) if settings.api.notify else None
         try:
@@ -71,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
                 notifier.release()
+            await app.state.stream.stop()
             app.state.engine.dispose()
 
     app = FastAPI(
@@ -85,7 +92,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = monitoring.Metrics()
     problems.install(app)
     monitoring.install(app, app.state.metrics)
-    routers = (protocol.router, masters.router, vaults.router, followers.router)
+    install_metrics(app, app.state.metrics.registry)
+    routers = (protocol.router, masters.router, vaults.router, followers.router, endpoint.router)
     for router in (*routers, accounts.auth, accounts.account):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)

@@ -93,7 +93,7 @@ def measure(followers: int, heads: str, repeats: int) -> Run:
         settings = settings.model_copy(
             update={"rpc_url": node.rpc_url, "deployments_dir": Path(tmp)}
         )
-        artifacts.save_deployment(w3.eth.chain_id, dep.addresses(), settings, merge=False)
+        artifacts.save_deployment(artifacts.book_key(w3), dep.addresses(), settings, merge=False)
         master = w3.eth.accounts[1]
         vault = create_master(dep, master, dep.units(BASE, MASTER_USDC))
         people = [

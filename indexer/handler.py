@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -34,6 +34,7 @@ from web3.exceptions import (
 )
 from web3.types import LogReceipt, RPCEndpoint
 
+from indexer import journal
 from tandem import artifacts
 from tandem.config import Settings
 from tandem.db import models as m
@@ -122,6 +123,8 @@ class _Batch:
     # (a point's row, its block hash), and (a trade's row, its transaction, its block hash).
     points: list[tuple[dict[str, Any], str]] = field(default_factory=list)
     receipts: list[tuple[dict[str, Any], str, str]] = field(default_factory=list)
+    # The stream journal's rows, one per event, in the order of the logs.
+    journal: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, model: type[m.Base], **values: Any) -> dict[str, Any]:
         self.rows[model].append(values)
@@ -169,6 +172,8 @@ class Indexer:
         self._conn: Connection | None = None
         self.rows_written = 0  # for metrics
         self.events_read = 0
+        self.journal_written = 0  # stream journal rows: a wake-up is due when it moves
+        self.stream_retention = settings.indexer.stream_retention_blocks
         self._on: dict[str, Callable[[_Batch, Event, int], None]] = {
             "ParamsSet": self._params_set,
             "TreasurySet": self._params_set,
@@ -293,6 +298,9 @@ class Indexer:
             self._read_chain(batch)
             for model, rows in batch.rows.items():
                 insert_rows(conn, model.__table__, rows)  # type: ignore[arg-type]
+            journal.append(conn, batch.journal)
+            if block is not None:
+                journal.prune(conn, block.number - self.stream_retention)
         except BaseException:
             # The transaction will not commit: what this range changed in memory goes too.
             with self.engine.connect() as committed:
@@ -301,8 +309,12 @@ class Indexer:
         finally:
             self._conn = None
         self.rows_written += batch.count()
+        self.journal_written += len(batch.journal)
 
     def roll_back(self, conn: Connection, ancestor: int) -> None:
+        # The stream tells what goes before it goes: each event still told as added above the
+        # ancestor gets its `removed` message, in this transaction.
+        self.journal_written += journal.remove_above(conn, ancestor)
         for model in m.INDEXER_MODELS:
             table: Any = model.__table__
             conn.execute(delete(table).where(table.c.block_number > ancestor))
@@ -331,17 +343,19 @@ class Indexer:
         if self.params is None and event.source == "hub":
             self._initial_params(batch, event, block.timestamp)
         self.events_read += 1
+        args = jsonable(event.args)
         batch.add(
             m.Event,
             **self._where(event, block.timestamp),
             block_hash=event.block_hash,
             address=event.address,
             name=event.name,
-            args=jsonable(event.args),
+            args=args,
         )
         on = self._on.get(event.name)
         if on is not None:
             on(batch, event, block.timestamp)
+        batch.journal.append(journal.added(event, block.timestamp, self._stream_keys(event), args))
         if event.source == "vault" and (event.name == "Traded" or event.name in FLOWS):
             self._point(block, event.address, "trade" if event.name == "Traded" else "flow")
         elif event.name == "AnswerUpdated":
@@ -349,6 +363,19 @@ class Indexer:
                 last = self.last_point.get(vault)
                 if last is None or block.timestamp - last >= self.interval:
                     self._point(block, vault, "price")
+
+    def _stream_keys(self, event: Event) -> str:
+        """The live stream's topics of ``event`` (after its handler: a new vault is known)."""
+        vault: str | None = None
+        assets: Iterable[str] = ()
+        if event.source == "vault":
+            vault = event.address
+        elif event.name in ("VaultCreated", "AllocationChanged"):
+            vault = event.args["vault"]
+        elif event.source == "feed":
+            assets = self._price_sources().get(event.address, ())
+        master = self.vaults.get(vault) if vault else None
+        return journal.keys(event, master, vault, assets)
 
     @staticmethod
     def _where(event: Event, timestamp: int) -> dict[str, Any]:

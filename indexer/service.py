@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from web3 import Web3
 from web3.providers import HTTPProvider
 
-from indexer import inputs, reading
+from indexer import inputs, journal, reading
 from indexer import rankings as ranking
 from indexer.handler import Indexer
 from indexer.metrics import RankingRules
@@ -82,6 +82,8 @@ class IndexerService:
         # The cursor the rankings were last brought up to date at (they follow each batch).
         self.ranked_at: Cursor | None = None
         self._ranking = asyncio.Lock()  # one recompute at a time
+        redis_url = settings.indexer.stream_redis_url
+        self.waker = journal.RedisWaker(redis_url) if redis_url else None
 
     async def open(self) -> None:
         """Connect to the node and the database, failing with one clear error."""
@@ -103,6 +105,8 @@ class IndexerService:
             self.engine.dispose()
         with contextlib.suppress(Exception):
             await self.w3.provider.disconnect()
+        if self.waker is not None:
+            self.waker.close()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -116,7 +120,13 @@ class IndexerService:
         await indexer.sources.check(feeds, head.number)
         events, rows, started = indexer.events_read, indexer.rows_written, time.monotonic()
         before = indexer.follower.cursor
-        depth = await indexer.follower.sync(head)
+        journaled = indexer.journal_written
+        try:
+            depth = await indexer.follower.sync(head)
+        finally:
+            # What was committed is in the journal: the stream's workers read it now.
+            if self.waker is not None and indexer.journal_written != journaled:
+                await asyncio.to_thread(self.waker.publish)
         events, rows = indexer.events_read - events, indexer.rows_written - rows
         elapsed = time.monotonic() - started
         self.metrics.events.inc(events)
@@ -326,6 +336,7 @@ def clear(settings: Settings) -> None:
             conn.execute(delete(models.MasterRanking))
             conn.execute(delete(models.indexer_cursor.blocks))
             conn.execute(delete(models.indexer_cursor.cursor))
+            journal.reset(conn)  # stream subscribers forget what they were told
     finally:
         engine.dispose()
 

@@ -23,7 +23,7 @@ from web3 import AsyncWeb3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import RPCEndpoint, TxParams, TxReceipt
 
-from tandem.chain import decode_revert
+from tandem.chain import decode_revert_data
 from tandem.config import Settings
 from tandem.errors import RevertError, TandemError
 from tandem.node_errors import (
@@ -176,13 +176,17 @@ class Sender:
     def _revert_data(
         self, tx: TxParams, data: str | None, message: str | None = None
     ) -> RevertError:
-        reason = decode_revert(data, self.settings) if data else (message or "no reason")
-        return RevertError(f"call to {_target(tx)} reverted with {reason}", reason)
+        if not data:
+            reason = message or "no reason"
+            return RevertError(f"call to {_target(tx)} reverted with {reason}", reason)
+        decoded = decode_revert_data(data, self.settings)
+        return RevertError(
+            f"call to {_target(tx)} reverted with {decoded}", str(decoded), decoded=decoded
+        )
 
     def _revert(self, tx: TxParams, exc: ContractLogicError) -> RevertError:
         data = exc.data if isinstance(exc.data, str) else None
-        reason = decode_revert(data, self.settings) if data else (exc.message or "no reason")
-        return RevertError(f"call to {_target(tx)} reverted with {reason}", reason)
+        return self._revert_data(tx, data, exc.message)
 
     # --- sending
 

@@ -122,8 +122,11 @@ def load(name: str, settings: Settings | None = None) -> Artifact:
 
 
 def vault_abi(settings: Settings | None = None) -> list[dict[str, Any]]:
-    """The ABI to call a vault with: every function, error and event of its three parts."""
-    return load(VAULT_INTERFACE, settings).abi
+    """The ABI to call a vault with: every function, error and event of its three parts, and
+    every error of the hub, the adapters and the libraries a vault's revert may pass on."""
+    from tandem.reverts import with_errors
+
+    return with_errors(load(VAULT_INTERFACE, settings).abi)
 
 
 def project_artifacts(settings: Settings | None = None) -> list[Artifact]:
@@ -158,17 +161,73 @@ def uniswap(name: str, settings: Settings | None = None) -> Artifact:
     return Artifact.from_json(name, data)
 
 
-# --- deployments: deployments/<chain_id>.json = {"chainId": 31337, "contracts": {name: address}}
+# --- deployments: deployments/<key>.json = {"chainId": 31337, "genesis": "0x..", "contracts": {}}
+#
+# A public chain's book is deployments/<chain id>.json. Every local node (anvil, Hardhat) runs
+# chain 31337 or 1337, and a restarted one forgets its contracts: a local node's book is keyed by
+# the chain id and the hash of the node's genesis block as well, deployments/31337-<hash>.json
+# (the hash's first 12 hex digits), so two nodes, or a node and its restart, never share a book.
+
+LOCAL_CHAIN_IDS = frozenset({31337, 1337})
+GENESIS_DIGITS = 12
 
 
-def load_deployment(chain_id: int, settings: Settings | None = None) -> dict[str, str]:
-    """Contract name -> address recorded for ``chain_id``."""
-    path = _paths(settings).deployment(chain_id)
+@dataclass(frozen=True)
+class BookKey:
+    """Which address book a node's deployment is recorded in."""
+
+    chain_id: int
+    genesis: str | None = None  # block 0's hash, 0x-prefixed: local chains only
+
+    @property
+    def name(self) -> str:
+        if self.genesis is None:
+            return str(self.chain_id)
+        return f"{self.chain_id}-{self.genesis.removeprefix('0x')[:GENESIS_DIGITS].lower()}"
+
+    @classmethod
+    def of(cls, chain_id: int, genesis_hash: str | bytes | None) -> BookKey:
+        """The key for a chain whose block 0 has ``genesis_hash`` (ignored off local chains)."""
+        if chain_id not in LOCAL_CHAIN_IDS or genesis_hash is None:
+            return cls(chain_id)
+        text = genesis_hash.hex() if isinstance(genesis_hash, bytes) else str(genesis_hash)
+        return cls(chain_id, "0x" + text.removeprefix("0x").lower())
+
+
+def book_key(w3: Any) -> BookKey:
+    """The address book of the node ``w3`` talks to (a ``web3.Web3``)."""
+    chain_id = int(w3.eth.chain_id)
+    if chain_id not in LOCAL_CHAIN_IDS:
+        return BookKey(chain_id)
+    return BookKey.of(chain_id, bytes(w3.eth.get_block(0)["hash"]))
+
+
+async def book_key_async(w3: Any) -> BookKey:
+    """``book_key`` for a ``web3.AsyncWeb3``."""
+    chain_id = int(await w3.eth.chain_id)
+    if chain_id not in LOCAL_CHAIN_IDS:
+        return BookKey(chain_id)
+    return BookKey.of(chain_id, bytes((await w3.eth.get_block(0))["hash"]))
+
+
+def _key(key: int | BookKey) -> BookKey:
+    return key if isinstance(key, BookKey) else BookKey(int(key))
+
+
+def deployment_path(key: int | BookKey, settings: Settings | None = None) -> Path:
+    return _paths(settings).deployment(_key(key).name)
+
+
+def load_deployment(key: int | BookKey, settings: Settings | None = None) -> dict[str, str]:
+    """Contract name -> address recorded for ``key`` (a node's ``book_key``, or a chain id)."""
+    key = _key(key)
+    path = deployment_path(key, settings)
+    where = f"chain {key.chain_id}" + (f" (genesis {key.genesis[:14]}..)" if key.genesis else "")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DeploymentError(
-            f"nothing is deployed on chain {chain_id} (no {path})", "run `tandem deploy`"
+            f"nothing is deployed on {where} (no {path})", "run `tandem deploy`"
         ) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise DeploymentError(f"cannot read {path}: {exc}", "delete it and redeploy") from exc
@@ -176,19 +235,23 @@ def load_deployment(chain_id: int, settings: Settings | None = None) -> dict[str
 
 
 def save_deployment(
-    chain_id: int,
+    key: int | BookKey,
     contracts: Mapping[str, str],
     settings: Settings | None = None,
     *,
     merge: bool = True,
 ) -> Path:
-    """Record addresses for ``chain_id``; with ``merge`` keep entries not named in ``contracts``."""
-    path = _paths(settings).deployment(chain_id)
+    """Record addresses for ``key``; with ``merge`` keep entries not named in ``contracts``."""
+    key = _key(key)
+    path = deployment_path(key, settings)
     book: dict[str, str] = {}
     if merge and path.is_file():
-        book = load_deployment(chain_id, settings)
+        book = load_deployment(key, settings)
     book.update(contracts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"chainId": chain_id, "contracts": dict(sorted(book.items()))}
+    payload: dict[str, Any] = {"chainId": key.chain_id}
+    if key.genesis is not None:
+        payload["genesis"] = key.genesis
+    payload["contracts"] = dict(sorted(book.items()))
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return path

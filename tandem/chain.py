@@ -1,6 +1,6 @@
 """The chain client: connect web3 to the configured node, deploy contracts, send transactions.
 
-Reverts are turned into RevertError with the custom error decoded from the project's ABIs.
+Reverts are turned into RevertError with the error decoded (see ``tandem.reverts``).
 """
 
 from __future__ import annotations
@@ -8,13 +8,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from eth_abi.abi import decode as abi_decode
 from eth_typing import ABIError, ChecksumAddress
-from eth_utils.abi import abi_to_signature, get_abi_input_names, get_abi_input_types
 from eth_utils.address import to_checksum_address as checksum
-from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
@@ -23,25 +20,13 @@ from web3.exceptions import ContractLogicError, Web3RPCError
 from web3.providers import HTTPProvider
 from web3.types import TxParams, TxReceipt, Wei
 
-from tandem import artifacts
+from tandem import artifacts, reverts
 from tandem.artifacts import Artifact
 from tandem.config import Settings, load_settings, redact
 from tandem.errors import DeploymentError, NodeError, RevertError, TandemError
 from tandem.node_errors import UNREACHABLE, rpc_message
+from tandem.reverts import DecodedRevert
 
-ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
-PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
-PANIC_CODES = {
-    0x01: "assertion failed",
-    0x11: "arithmetic overflow or underflow",
-    0x12: "division or modulo by zero",
-    0x21: "invalid enum value",
-    0x22: "bad storage byte array encoding",
-    0x31: "pop() on an empty array",
-    0x32: "array index out of bounds",
-    0x41: "out of memory",
-    0x51: "call to an uninitialised function pointer",
-}
 RECEIPT_TIMEOUT = 120.0
 # transact() sends from unlocked dev-node accounts, whose blocks are mined at once: poll for the
 # receipt often rather than at web3's default 0.1 s, which would dominate every transaction.
@@ -191,8 +176,11 @@ def _describe(fn: ContractFunction | ContractConstructor) -> str:
 
 def _revert(label: str, exc: ContractLogicError, settings: Settings | None) -> RevertError:
     data = exc.data if isinstance(exc.data, str) else None
-    reason = decode_revert(data, settings) if data else (exc.message or "no reason given")
-    return RevertError(f"{label} reverted with {reason}", reason)
+    if not data:
+        reason = exc.message or "no reason given"
+        return RevertError(f"{label} reverted with {reason}", reason)
+    decoded = decode_revert_data(data, settings)
+    return RevertError(f"{label} reverted with {decoded}", str(decoded), decoded=decoded)
 
 
 def _replayed_revert(
@@ -222,43 +210,15 @@ def _replayed_revert(
 
 
 def decode_revert(data: str | bytes | None, settings: Settings | None = None) -> str:
-    """Readable revert: ``Error("...")``, ``Panic(0x11: ...)`` or ``Name(arg=value, ...)``.
-
-    Custom errors are matched by selector against every ABI under build/contracts.
-    """
-    raw = bytes(HexBytes(data or b""))
-    if len(raw) < 4:
-        return "no reason (empty revert data)"
-    selector, payload = raw[:4], raw[4:]
-    if selector == ERROR_STRING_SELECTOR:
-        return f"Error({abi_decode(['string'], payload)[0]!r})"
-    if selector == PANIC_SELECTOR:
-        code = int(abi_decode(["uint256"], payload)[0])
-        return f"Panic(0x{code:02x}: {PANIC_CODES.get(code, 'unknown panic code')})"
-    entry = _error_index_for(settings).get(selector)
-    if entry is None:
-        return f"unknown custom error 0x{selector.hex()} (no ABI under build/contracts has it)"
-    try:
-        values = abi_decode(get_abi_input_types(entry), payload)
-    except Exception:  # malformed payload: still name the error
-        return f"{entry['name']}(<undecodable arguments 0x{payload.hex()}>)"
-    names = get_abi_input_names(entry)
-    args = ", ".join(
-        f"{name}={_show(value)}" if name else _show(value)
-        for name, value in zip(names, values, strict=True)
-    )
-    return f"{entry['name']}({args})"
+    """Readable revert: ``Error("...")``, ``Panic(0x11: ...)`` or ``Name(arg=value, ...)``; a
+    router's string as the protocol error it stands for (see ``tandem.reverts``)."""
+    return str(decode_revert_data(data, settings))
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, bytes):
-        return "0x" + value.hex()
-    if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
-        return checksum(value)
-    if isinstance(value, list | tuple):
-        inner = ", ".join(_show(item) for item in value)
-        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
-    return repr(value) if isinstance(value, str) else str(value)
+def decode_revert_data(data: str | bytes | None, settings: Settings | None = None) -> DecodedRevert:
+    """The revert decoded against the protocol's error ABI and every ABI under build/contracts
+    (which holds the errors of contracts compiled since the ABI shipped)."""
+    return reverts.decode_with(data, _error_index_for(settings))
 
 
 def _error_index_for(settings: Settings | None) -> dict[bytes, ABIError]:
@@ -271,10 +231,11 @@ def _error_index_for(settings: Settings | None) -> dict[bytes, ABIError]:
 @functools.lru_cache(maxsize=8)
 def _error_index(artifacts_dir: str, stamp_mtime: float) -> dict[bytes, ABIError]:
     found = artifacts.artifacts_in(Path(artifacts_dir))
-    return error_selectors(entry for art in found for entry in art.abi)
+    index = error_selectors(reverts.error_abi())
+    index.update(error_selectors(entry for art in found for entry in art.abi))
+    return index
 
 
 def error_selectors(abi: Iterable[dict[str, Any]]) -> dict[bytes, ABIError]:
     """4-byte selector -> error ABI entry, for every ``error`` in ``abi``."""
-    errors = [cast(ABIError, entry) for entry in abi if entry.get("type") == "error"]
-    return {keccak(text=abi_to_signature(entry))[:4]: entry for entry in errors}
+    return reverts.error_selectors(abi)

@@ -31,7 +31,7 @@ from tandem.config import (
     load_settings,
     redact,
 )
-from tandem.errors import ConfigError, DeploymentError, NodeError, TandemError
+from tandem.errors import ArtifactError, ConfigError, DeploymentError, NodeError, TandemError
 from tandem.node import LocalNode
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -148,6 +148,40 @@ def compile_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@command(
+    "errors-abi",
+    "print the ABI of every custom error a Tandem contract or adapter can raise (JSON)",
+    arg(
+        "--check",
+        action="store_true",
+        help="instead, fail when the shipped ABI differs from the errors of the contracts "
+        "compiled under build/contracts",
+    ),
+    arg("--write", action="store_true", help="instead, write the shipped ABI from that build"),
+)
+def errors_abi_command(args: argparse.Namespace, settings: Settings) -> int:
+    from tandem import reverts
+
+    if not (args.check or args.write):
+        sys.stdout.write(reverts.render(reverts.error_abi()))
+        return 0
+    found = artifacts.project_artifacts(settings)
+    if not found:
+        raise ArtifactError("nothing is compiled under build/contracts", "run `tandem compile`")
+    built = reverts.build_error_abi(found)
+    if args.write:
+        reverts.ERRORS_ABI_PATH.write_text(reverts.render(built), encoding="utf-8")
+        out.print(f"Wrote {len(built)} errors to {reverts.ERRORS_ABI_PATH}")
+        return 0
+    if built != reverts.error_abi():
+        raise ArtifactError(
+            f"{reverts.ERRORS_ABI_PATH} differs from the errors of the compiled contracts",
+            "write it again with `tandem errors-abi --write`",
+        )
+    out.print(f"{reverts.ERRORS_ABI_PATH}: {len(built)} errors, as compiled")
+    return 0
+
+
 @command("status", "check that the configured node answers and show what is deployed on it")
 def status_command(args: argparse.Namespace, settings: Settings) -> int:
     w3 = chain.connect(settings=settings)
@@ -155,8 +189,9 @@ def status_command(args: argparse.Namespace, settings: Settings) -> int:
     out.print(f"Node     {settings.rpc_url}")
     unlocked = len(w3.eth.accounts)
     out.print(f"Chain id {chain_id}, block {w3.eth.block_number}, {unlocked} unlocked accounts")
+    key = artifacts.book_key(w3)
     try:
-        book = artifacts.load_deployment(chain_id, settings)
+        book = artifacts.load_deployment(key, settings)
     except DeploymentError as exc:
         out.print(f"Deployments: none ({exc.hint})")
         return 0
@@ -165,20 +200,32 @@ def status_command(args: argparse.Namespace, settings: Settings) -> int:
         has_code = len(w3.eth.get_code(w3.to_checksum_address(address))) > 0
         table.add_row(name, address, "yes" if has_code else "[red]missing[/red]")
     out.print(table)
+    out.print(f"Address book {artifacts.deployment_path(key, settings)}")
     return 0
 
 
-@command("deploy", "deploy Uniswap, test assets, feeds and the protocol to the configured node")
+@command(
+    "deploy",
+    "deploy Uniswap, test assets, feeds and the protocol to the configured node",
+    arg(
+        "--force",
+        action="store_true",
+        help="deploy even when this node's address book names contracts that are still live",
+    ),
+)
 def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
     w3 = chain.connect(settings=settings)
     chain_id = w3.eth.chain_id
+    if not args.force:
+        protocol.refuse_live_book(w3, settings)  # before saying anything about deploying
     out.print(f"Deploying to {settings.rpc_url} (chain {chain_id}) ...")
-    dep = protocol.deploy_local(w3, settings=settings)
+    dep = protocol.deploy_local(w3, settings=settings, force=True)
     table = Table("contract", "address", box=None)
     for name, address in dep.addresses().items():
         table.add_row(name, address)
     out.print(table)
-    out.print(f"Address book written to {settings.paths.deployment(chain_id)}")
+    book = artifacts.deployment_path(artifacts.book_key(w3), settings)
+    out.print(f"Address book written to {book}")
     return 0
 
 

@@ -213,6 +213,24 @@ class IndexerSettings(FollowerSettings):
         default="127.0.0.1", description="0.0.0.0 to let a Prometheus on another host scrape"
     )
     log_format: Literal["text", "json"] = "text"
+    # --- the live stream's journal (written here, read by the API's /v1/stream)
+    stream_retention_blocks: int = Field(
+        default=50_400,
+        ge=256,
+        description="blocks of stream journal kept: a client away longer cannot resume",
+    )
+    stream_redis_url: str | None = Field(
+        default=None,
+        description="wake the API's stream workers through Redis PUBLISH after each commit "
+        "(default: PostgreSQL NOTIFY on PostgreSQL, polling on SQLite)",
+    )
+
+    @field_validator("stream_redis_url")
+    @classmethod
+    def _check_stream_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
 
 
 class ApiSettings(BaseModel):
@@ -259,6 +277,27 @@ class ApiSettings(BaseModel):
     )
     webhook_private_hosts: bool = Field(
         default=False, description="allow webhooks to loopback and private addresses"
+    )
+    # --- the live stream (/v1/stream)
+    stream_queue: int = Field(
+        default=1_000,
+        ge=1,
+        le=1_000_000,
+        description="messages a subscriber may have waiting; past it the slow client is told "
+        "and disconnected",
+    )
+    stream_heartbeat: float = Field(
+        default=15.0, gt=0, le=300, description="seconds of silence before a heartbeat"
+    )
+    stream_poll_interval: float = Field(
+        default=0.25,
+        gt=0,
+        le=60,
+        description="seconds between journal reads on SQLite (PostgreSQL and Redis wake workers)",
+    )
+    stream_max_topics: int = Field(default=100, ge=1, le=10_000, description="per subscription")
+    stream_max_subscribers: int = Field(
+        default=10_000, ge=1, description="open streams per server process"
     )
 
 
@@ -497,8 +536,10 @@ class ProjectPaths:
     def artifact(self, name: str) -> Path:
         return self.artifacts_dir / f"{name}.json"
 
-    def deployment(self, chain_id: int) -> Path:
-        return self.deployments_dir / f"{chain_id}.json"
+    def deployment(self, key: int | str) -> Path:
+        """The address book ``<key>.json``: a chain id, or for a local node the chain id and its
+        genesis hash (``tandem.artifacts.BookKey``)."""
+        return self.deployments_dir / f"{key}.json"
 
     def foundry_binary(self, tool: str) -> Path:
         """The native anvil/forge binary from npm.

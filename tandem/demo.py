@@ -91,7 +91,9 @@ def run_keeper(dep: Deployment, start_keeper: StartKeeper) -> Iterator[RunningKe
                 ),
             }
         )
-        artifacts.save_deployment(dep.w3.eth.chain_id, dep.addresses(), settings, merge=False)
+        artifacts.save_deployment(
+            artifacts.book_key(dep.w3), dep.addresses(), settings, merge=False
+        )
         account = Account.create()
         p.set_balance(dep.w3, account.address, 10**20)
         # The keeper's own log lines would interleave with the story: errors only.

@@ -5,6 +5,11 @@ Each message says what went wrong and, through its hint, what the user can do ab
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tandem.reverts import DecodedRevert
+
 
 class TandemError(Exception):
     """Root of every error the tooling raises on purpose.
@@ -44,13 +49,29 @@ class DeploymentError(TandemError):
 
 
 class RevertError(TandemError):
-    """A transaction or call reverted; ``reason`` is the decoded revert (``ProtocolPaused()``)."""
+    """A transaction or call reverted; ``reason`` is the decoded revert (``ProtocolPaused()``),
+    and ``decoded`` the same as data (name, arguments by name) when there was revert data."""
 
-    def __init__(self, message: str, reason: str, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        reason: str,
+        hint: str | None = None,
+        decoded: DecodedRevert | None = None,
+    ) -> None:
         super().__init__(message, hint)
         self.reason = reason
+        self.decoded = decoded
 
     @property
     def error_name(self) -> str:
-        """The bare error name, e.g. ``ERC20InsufficientBalance`` or ``Error``."""
+        """The bare error name, e.g. ``ERC20InsufficientBalance``, ``Error``, or for a router's
+        refusal the protocol error it stands for (``SlippageExceeded``)."""
+        if self.decoded is not None and self.decoded.name:
+            return self.decoded.name
         return self.reason.split("(", 1)[0]
+
+    @property
+    def error_args(self) -> dict[str, object]:
+        """The error's arguments by name (empty when there were none or no revert data)."""
+        return dict(self.decoded.args) if self.decoded is not None else {}

@@ -154,10 +154,12 @@ class _EventAbi:
         size_holds = self.data_size is None or len(data) == self.data_size
         if self.fast and size_holds and len(topics) == len(self.indexed) + 1:
             values: dict[str, Any] = {}
-            for (name, _), read, topic in zip(self.indexed, self.topic_readers, topics[1:]):
+            readers = zip(self.indexed, self.topic_readers, topics[1:], strict=True)
+            for (name, _), read, topic in readers:
                 values[name] = read(topic)  # type: ignore[misc]
             try:
-                for i, ((name, _), reader) in enumerate(zip(self.data, self.data_readers)):
+                fields = zip(self.data, self.data_readers, strict=True)
+                for i, ((name, _), reader) in enumerate(fields):
                     values[name] = reader(data, 32 * i)  # type: ignore[misc]
             except _Malformed:
                 return self._decoded(topics, data)
@@ -190,14 +192,17 @@ def plain(value: Any) -> Any:
 def jsonable(value: Any) -> Any:
     """``value`` for a JSON column: integers as decimal strings (JSON numbers stop being exact
     at 2**53), booleans as booleans."""
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
+    kind = type(value)  # exact types first: this runs for every argument of every event
+    if kind is int:
         return str(value)
+    if kind is str or kind is bool or value is None:
+        return value
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
         return [jsonable(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     return value
 
 

@@ -168,11 +168,17 @@ def deploy_local(
     owner: str | None = None,
     settings: Settings | None = None,
     save: bool = True,
+    force: bool = False,
 ) -> Deployment:
     """Compile, then deploy real Uniswap V2 and V3, the test assets and feeds, deep pools at the
     feeds' prices, and the protocol with every asset and both adapters allow-listed, and a vetted
     route between the base asset and every other asset both ways, along the direct V2 pair.
+
+    With ``save``, the node's address book is written; a book whose contracts are still live on
+    this node is not overwritten unless ``force`` (checked before anything is deployed).
     """
+    if save and not force:
+        refuse_live_book(w3, settings)
     compile_project(settings)
     owner = resolve_sender(w3, owner)
     # The pools need more ETH (as WETH) than anvil's default balance; a dev chain allows this.
@@ -254,8 +260,32 @@ def deploy_local(
     for a, b in LOCAL_PAIRS:
         seed_pools(dep, a, b, POOL_DEPTH_USD, owner)
     if save:
-        artifacts.save_deployment(w3.eth.chain_id, dep.addresses(), settings, merge=False)
+        artifacts.save_deployment(artifacts.book_key(w3), dep.addresses(), settings, merge=False)
     return dep
+
+
+def live_contracts(w3: Web3, book: dict[str, str]) -> list[str]:
+    """The names in ``book`` whose address has code on the node ``w3`` talks to."""
+    return [name for name, address in book.items() if len(w3.eth.get_code(checksum(address))) > 0]
+
+
+def refuse_live_book(w3: Web3, settings: Settings | None) -> None:
+    """Raise DeploymentError when this node's address book names contracts that still have code
+    here: deploying again would overwrite a deployment in use."""
+    key = artifacts.book_key(w3)
+    try:
+        book = artifacts.load_deployment(key, settings)
+    except DeploymentError:
+        return  # no book, or one that cannot be read: nothing live is recorded
+    live = live_contracts(w3, book)
+    if live:
+        path = artifacts.deployment_path(key, settings)
+        shown = "TandemHub" if "TandemHub" in live else live[0]
+        raise DeploymentError(
+            f"{path} records a live deployment on this node ({shown} at {book[shown]} and "
+            f"{len(live) - 1} more contracts have code)",
+            "pass --force to deploy anew and overwrite its address book, or keep using it",
+        )
 
 
 def hand_over_to_timelock(dep: Deployment, operator: str) -> None:
@@ -312,7 +342,7 @@ def seed_pools(dep: Deployment, a: str, b: str, depth_usd: Decimal, sender: str)
 
 def load_local(w3: Web3, settings: Settings | None = None) -> Deployment:
     """The deployment recorded for this chain (see ``deploy_local``), checked to be live."""
-    book = artifacts.load_deployment(w3.eth.chain_id, settings)
+    book = artifacts.load_deployment(artifacts.book_key(w3), settings)
 
     def at(name: str, artifact: str) -> Contract:
         if name not in book:

@@ -7,10 +7,12 @@ integers, JSON), so a row is stored the same way whichever path it takes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table, insert
+
+from tandem.db.types import ExactInt
 
 # Fewer rows than this go by INSERT: a COPY's set-up costs more than it saves.
 COPY_FROM_ROWS = 32
@@ -25,15 +27,29 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         conn.execute(insert(table), list(rows))
         return
     columns = [c for c in table.columns if c.name in rows[0]]
-    processors = [c.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for c in columns]
-    names = ", ".join(conn.dialect.identifier_preparer.quote(c.name) for c in columns)
-    statement = f"COPY {conn.dialect.identifier_preparer.format_table(table)} ({names}) FROM STDIN"
+    names = [c.name for c in columns]
+    converters = [_copy_converter(conn, c.type) for c in columns]
+    quoted = ", ".join(conn.dialect.identifier_preparer.quote(name) for name in names)
+    statement = f"COPY {conn.dialect.identifier_preparer.format_table(table)} ({quoted}) FROM STDIN"
     cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy(statement) as copy:
+        write = copy.write_row
         for row in rows:
-            copy.write_row(
+            write(
                 [
-                    row[c.name] if p is None or row[c.name] is None else p(row[c.name])
-                    for c, p in zip(columns, processors, strict=True)
+                    value if convert is None or value is None else convert(value)
+                    for value, convert in zip([row[n] for n in names], converters, strict=True)
                 ]
             )
+
+
+def _copy_converter(conn: Connection, kind: Any) -> Callable[[Any], Any] | None:
+    """What a value of a column of type ``kind`` goes through on its way into ``COPY``: the
+    type's own bind processing, or for exact integers only their check (a Decimal's text and the
+    int's are the same digits)."""
+    if isinstance(kind, ExactInt):
+        return kind.checked
+    processor: Callable[[Any], Any] | None = kind.dialect_impl(conn.dialect).bind_processor(
+        conn.dialect
+    )
+    return processor

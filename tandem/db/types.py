@@ -16,7 +16,9 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 DIGITS = 78  # len(str(2**256 - 1))
 
 
-class _ExactInt(TypeDecorator[int]):
+class ExactInt(TypeDecorator[int]):
+    """An on-chain integer, exactly: ``Uint256`` or ``Int256``."""
+
     impl = String(DIGITS + 1)
     cache_ok = True
     signed = False
@@ -26,26 +28,32 @@ class _ExactInt(TypeDecorator[int]):
             return dialect.type_descriptor(Numeric(DIGITS, 0))
         return dialect.type_descriptor(String(DIGITS + 1))
 
-    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
+    def checked(self, value: Any) -> int:
+        """``value`` if this column can hold it; a clear error otherwise. (``COPY`` takes the
+        checked int as it is: its text is the number's.)"""
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{type(self).__name__} takes an int, not {value!r}")
         if not self.signed and value < 0:
             raise ValueError(f"{type(self).__name__} cannot hold a negative value ({value})")
+        return value
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = self.checked(value)
         return Decimal(value) if dialect.name == "postgresql" else str(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
         return None if value is None else int(value)
 
 
-class Uint256(_ExactInt):
+class Uint256(ExactInt):
     """A token amount, price or share count: any uint256, exactly."""
 
     cache_ok = True
 
 
-class Int256(_ExactInt):
+class Int256(ExactInt):
     """A signed on-chain integer (a feed's answer, a change of shares), exactly."""
 
     cache_ok = True

@@ -66,7 +66,7 @@ async def hub_address(
     if configured:
         hub = configured
     else:
-        book = artifacts.load_deployment(chain_id, settings)
+        book = artifacts.load_deployment(await artifacts.book_key_async(w3), settings)
         if "TandemHub" not in book:
             raise DeploymentError("the address book has no TandemHub", f"set {setting}")
         hub = book["TandemHub"]

@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from web3 import Web3
 
+from tandem import artifacts, chain, protocol
 from tandem.compiler import prepare_ape, project_sources, solc_package_version
 from tandem.config import Settings
 from tandem.node import LocalNode, free_port, port_in_use
+from tandem.protocol import BASE
 
 pytestmark = pytest.mark.ape
 
@@ -89,27 +90,67 @@ def test_ape_compile_uses_the_npm_pinned_solc(settings: Settings, ape_env: dict[
     assert not [name for name in project_sources(settings.paths) if "/." in name]
 
 
-def test_ape_run_deploy_on_a_running_anvil(
+# What the README shows in `ape console`: the node's book, a contract from it, a call.
+CONSOLE = """
+from ape import Contract, chain, networks
+from tandem import artifacts
+with networks.parse_network_choice({url!r}):
+    book = artifacts.load_deployment(artifacts.book_key(chain.provider.web3))
+    hub = Contract(book["TandemHub"], abi=artifacts.load("ITandemHub").abi)
+    print("base asset", hub.baseAsset())
+"""
+
+
+def test_ape_run_deploy_to_a_node_the_user_runs_leaves_a_usable_deployment(
     settings: Settings, ape_env: dict[str, str], tmp_path: Path
 ) -> None:
     deployments = tmp_path / "deployments"
-    with LocalNode(settings=settings) as node:
-        env = {
-            **ape_env,
-            "APE_FOUNDRY_HOST": node.rpc_url,  # ape connects to this node instead of its own
-            "TANDEM_DEPLOYMENTS_DIR": str(deployments),
-        }
-        result = run_ape(settings, env, "run", "deploy", "--network", "ethereum:local:foundry")
+    local = settings.model_copy(update={"deployments_dir": deployments})
+    env = {**ape_env, "TANDEM_DEPLOYMENTS_DIR": str(deployments)}
+    with LocalNode(settings=settings, port=free_port()) as node:
+        # The README's way: the node's URL as the network.
+        result = run_ape(settings, env, "run", "deploy", "--network", node.rpc_url)
         assert result.returncode == 0, result.stdout + result.stderr
         found = HUB_LINE.search(result.stdout)
         assert found, result.stdout
         hub, chain_id = found.group(1), int(found.group(2))
-        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
-        assert len(w3.eth.get_code(Web3.to_checksum_address(hub))) > 0
         assert node.running  # ape did not stop a node it did not start
 
-    book = json.loads((deployments / f"{chain_id}.json").read_text(encoding="utf-8"))
-    assert book["contracts"]["TandemHub"] == hub
+        # After ape is gone, the deployment works: its book names it, and it trades.
+        w3 = chain.connect(node.rpc_url, settings=local)
+        key = artifacts.book_key(w3)
+        assert key.chain_id == chain_id == 31337 and key.genesis
+        book_path = deployments / f"{key.name}.json"
+        assert str(book_path) in result.stdout
+        dep = protocol.load_local(w3, local)
+        assert dep.hub.address == hub
+        master = w3.eth.accounts[2]
+        vault = protocol.create_master(dep, master, dep.units(BASE, 10_000))
+        done = protocol.trade(
+            dep, vault, master, BASE, "WETH", dep.units(BASE, 1_000), dep.v2_route(BASE, "WETH")
+        )
+        assert done.master_out > 0
+
+        # Ape's console reads the same book.
+        console = subprocess.run(
+            [str(Path(sys.executable)), "-c", CONSOLE.format(url=node.rpc_url)],
+            env=env,
+            cwd=settings.project_root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert console.returncode == 0, console.stdout + console.stderr
+        assert f"base asset {dep.base.address}" in console.stdout
+
+        # A second deployment would overwrite a live book: refused unless forced.
+        again = run_ape(settings, env, "run", "deploy", "--network", node.rpc_url)
+        assert again.returncode != 0
+        assert "records a live deployment on this node" in again.stdout + again.stderr
+        forced = run_ape(settings, env, "run", "deploy", "--force", "--network", node.rpc_url)
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        assert json.loads(book_path.read_text())["contracts"]["TandemHub"] != hub
 
 
 def test_ape_run_deploy_starts_and_stops_its_own_anvil(
@@ -125,7 +166,9 @@ def test_ape_run_deploy_starts_and_stops_its_own_anvil(
     result = run_ape(settings, env, "run", "deploy", "--network", "ethereum:local:foundry")
     assert result.returncode == 0, result.stdout + result.stderr
     assert HUB_LINE.search(result.stdout), result.stdout
-    assert (tmp_path / "deployments" / "31337.json").is_file()
+    # Its node goes when the script ends: no book names contracts that are gone.
+    assert "no address book was written" in result.stdout
+    assert not (tmp_path / "deployments").exists()
     # ape stops anvil through npm's launcher, which passes the signal on: allow a moment.
     deadline = time.monotonic() + 5
     while port_in_use(port) and time.monotonic() < deadline:

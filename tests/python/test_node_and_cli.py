@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from tandem import artifacts, cli
+from tandem import artifacts, cli, protocol
 from tandem.config import Settings
-from tandem.errors import NodeError
+from tandem.errors import DeploymentError, NodeError
 from tandem.node import LocalNode, free_port, port_in_use, rpc_request
+from tandem.protocol import Deployment
 
 TANDEM = [sys.executable, "-m", "tandem.cli"]
 
@@ -165,10 +166,68 @@ def test_cli_deploy_writes_the_address_book(
         hub = book["contracts"]["TandemHub"]
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
         assert len(w3.eth.get_code(Web3.to_checksum_address(hub))) > 0
+        # The deployment is live: deploying again would overwrite its book, so it is refused
+        # (one error line, nothing deployed) unless forced.
+        again = run_cli("--rpc-url", node.rpc_url, "deploy", timeout=120)
+        assert again.returncode == 1
+        lines = again.stderr.strip().splitlines()
+        assert len(lines) == 1, again.stderr
+        assert lines[0].startswith(f"error: {book_path} records a live deployment on this node")
+        assert hub in lines[0] and "--force" in lines[0]
+        assert "Deploying" not in again.stdout
+        assert json.loads(book_path.read_text(encoding="utf-8")) == book
+        forced = run_cli("--rpc-url", node.rpc_url, "deploy", "--force", timeout=120)
+        assert forced.returncode == 0, forced.stderr
+        rebook = json.loads(book_path.read_text(encoding="utf-8"))
+        assert rebook["contracts"]["TandemHub"] != hub
     for name in ("UniswapV2Adapter", "UniswapV3Adapter", "UniswapV2Router02", "token:USDC"):
         assert name in book["contracts"]
     assert hub in result.stdout
     assert str(book_path) in result.stdout
+
+
+def test_local_nodes_keep_books_of_their_own(
+    settings: Settings, node: LocalNode, deployment: Deployment, tmp_path: Path
+) -> None:
+    """Two anvils both run chain 31337; their books are told apart by the genesis hash, and a
+    book whose contracts are gone (a restarted node) does not stop a deployment."""
+    local = settings.model_copy(update={"deployments_dir": tmp_path})
+    w3 = deployment.w3
+    with LocalNode(settings=settings) as other:
+        other_w3 = Web3(Web3.HTTPProvider(other.rpc_url))
+        mine, theirs = artifacts.book_key(w3), artifacts.book_key(other_w3)
+        assert mine.chain_id == theirs.chain_id == 31337
+        assert mine.name != theirs.name
+        assert mine.genesis == w3.eth.get_block(0)["hash"].to_0x_hex()
+        assert mine.name == f"31337-{mine.genesis[2:14]}"
+        path = artifacts.save_deployment(mine, deployment.addresses(), local)
+        assert path == tmp_path / f"{mine.name}.json"
+        assert json.loads(path.read_text())["genesis"] == mine.genesis
+        with pytest.raises(DeploymentError, match="nothing is deployed on chain 31337"):
+            artifacts.load_deployment(theirs, local)
+        # The other node has none of these contracts: its own book may name them, unrefused.
+        artifacts.save_deployment(theirs, deployment.addresses(), local)
+        protocol.refuse_live_book(other_w3, local)
+    with pytest.raises(DeploymentError, match="records a live deployment on this node"):
+        protocol.refuse_live_book(w3, local)
+    assert protocol.load_local(w3, local).hub.address == deployment.hub.address
+
+
+def test_cli_status_names_the_nodes_book(
+    settings: Settings,
+    node: LocalNode,
+    deployment: Deployment,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TANDEM_DEPLOYMENTS_DIR", str(tmp_path))
+    local = settings.model_copy(update={"deployments_dir": tmp_path})
+    key = artifacts.book_key(deployment.w3)
+    path = artifacts.save_deployment(key, deployment.addresses(), local)
+    result = run_cli("--rpc-url", node.rpc_url, "status")
+    assert result.returncode == 0, result.stderr
+    assert str(path) in result.stdout
+    assert deployment.hub.address in result.stdout
 
 
 def test_cli_deploy_without_a_node_is_one_error_line(

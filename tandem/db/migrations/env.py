@@ -6,7 +6,8 @@ from __future__ import annotations
 from alembic import context
 
 import tandem.db.accounts  # (the API's tables join the metadata)
-import tandem.db.keeper  # noqa: F401  (the keeper's tables join the metadata)
+import tandem.db.keeper  # (the keeper's tables join the metadata)
+import tandem.db.stream  # noqa: F401  (and the stream journal's)
 from tandem.db.models import metadata
 
 connection = context.config.attributes.get("connection")

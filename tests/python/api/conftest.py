@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -45,11 +46,14 @@ def api_server(settings: Settings, *flags: str, env: dict[str, str] | None = Non
     """``tandem api serve`` on a free port with these settings (and ``env`` added to its
     environment); its base URL."""
     port = free_port()
+    # The server's log goes to a file: a pipe nobody reads stops the server once it is full
+    # (uvicorn logs every WebSocket opened and closed).
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115  (closed in the finally below)
     process = subprocess.Popen(
         [sys.executable, "-m", "tandem.cli", "api", "serve", "--port", str(port), *flags],
         env={**indexer_env(settings), **(env or {})},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -57,7 +61,8 @@ def api_server(settings: Settings, *flags: str, env: dict[str, str] | None = Non
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"the API server stopped: {process.stderr.read()}")  # type: ignore[union-attr]
+                log.seek(0)
+                raise RuntimeError(f"the API server stopped: {log.read()}")
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
@@ -74,6 +79,7 @@ def api_server(settings: Settings, *flags: str, env: dict[str, str] | None = Non
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
 
 
 @pytest.fixture(scope="module")

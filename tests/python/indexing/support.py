@@ -62,7 +62,7 @@ def indexer_settings(settings: Settings, rpc_url: str, tmp: Path, **indexer: Any
 
 
 def save_book(dep: Deployment, settings: Settings) -> None:
-    artifacts.save_deployment(dep.w3.eth.chain_id, dep.addresses(), settings, merge=False)
+    artifacts.save_deployment(artifacts.book_key(dep.w3), dep.addresses(), settings, merge=False)
 
 
 def indexer_env(settings: Settings) -> dict[str, str]:
@@ -92,7 +92,8 @@ def tables(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     dump: dict[str, list[tuple[Any, ...]]] = {}
     with engine.connect() as conn:
         for table in metadata.sorted_tables:
-            if table.name.startswith("keeper_") or table.name == "indexer_blocks":
+            # The stream journal is what was told, removals included: a history, not a state.
+            if table.name.startswith(("keeper_", "stream_")) or table.name == "indexer_blocks":
                 continue
             order = list(table.primary_key.columns)
             dump[table.name] = [tuple(r) for r in conn.execute(select(table).order_by(*order))]

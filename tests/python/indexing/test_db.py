@@ -211,3 +211,14 @@ def test_bulk_rows_are_stored_as_one_insert_per_row_stores_them(
     assert len(bulk["events"]) == count
     assert bulk["events"][0].args == events[0]["args"]
     assert {row.delta for row in bulk["share_moves"]} == {s["delta"] for s in shares}
+    # A value the column cannot hold is refused, by COPY as by INSERT, and nothing is stored.
+    bad = [{**row, "master_index": -1} for row in suspensions]
+    table = cast(Table, models.Suspension.__table__)
+    from sqlalchemy.exc import StatementError
+
+    refused = pytest.raises((ValueError, StatementError), match="cannot hold a negative value")
+    with refused, empty_engine.begin() as conn:
+        conn.execute(table.delete())
+        insert_rows(conn, table, bad)
+    with empty_engine.connect() as conn:
+        assert len(conn.execute(select(table)).all()) == count

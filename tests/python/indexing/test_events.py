@@ -163,9 +163,7 @@ def test_data_that_does_not_hold_is_refused_as_eth_abi_refuses_it(
     exited = topic_of("ExitedToBase(address,uint256,address[],uint256[],uint256)")
     topics = [exited, encode(["address"], [follower])]
     tokens = [Web3.to_checksum_address("0x" + "cd" * 20)]
-    data = bytearray(
-        encode(["uint256", "address[]", "uint256[]", "uint256"], [5, tokens, [7], 9])
-    )
+    data = bytearray(encode(["uint256", "address[]", "uint256[]", "uint256"], [5, tokens, [7], 9]))
     assert decoder.decode(log(topics, bytes(data))) is not None  # whole, it reads
     if damage == "offset past the end":
         data[32:64] = (len(data) + 32).to_bytes(32, "big")  # where the tokens array starts

@@ -122,7 +122,7 @@ def make_key(tmp: Path, w3: Web3, name: str = "keeper") -> tuple[Path, str]:
 
 
 def save_book(dep: Deployment, settings: Settings) -> None:
-    artifacts.save_deployment(dep.w3.eth.chain_id, dep.addresses(), settings, merge=False)
+    artifacts.save_deployment(artifacts.book_key(dep.w3), dep.addresses(), settings, merge=False)
 
 
 def keeper_settings(

@@ -1,0 +1,51 @@
+"""The stream journal: what the API's live stream (``/v1/stream``) tells, written by the indexer
+in the transaction that stores or rolls back the rows it speaks of.
+
+- ``stream_journal``: one row per message, in the order they are to be told: ``added`` for each
+  event stored, ``removed`` for each event a reorganisation rolled back, ``reset`` when the
+  indexer started again from scratch (``tandem indexer reindex``). ``seq`` grows and is never
+  used twice (AUTOINCREMENT on SQLite, a sequence on PostgreSQL): it is the stream's cursor.
+  ``keys`` are the topics the message belongs to, space separated (``master:0x..``,
+  ``vault:0x..``, ``follower:0x..``, ``prices``, ``prices:0x..``, ``protocol``; ``*`` for
+  everyone); ``body`` is the event as the stream sends it.
+- ``stream_state``: one row, ``pruned_to``: every journal row at or below it has been pruned
+  (rows older than ``indexer.stream_retention_blocks``), so a cursor below it cannot resume.
+
+One process writes the journal (the indexer, which holds the one cursor), one transaction at a
+time, so rows become visible in ``seq`` order and a reader that has seen ``seq`` N has seen every
+row below it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, Table
+
+from tandem.db.models import metadata
+
+# PostgreSQL NOTIFY channel and Redis PUBLISH channel of the wake-ups after a commit.
+CHANNEL = "tandem_stream"
+REDIS_CHANNEL = "tandem:stream"
+
+# SQLite's AUTOINCREMENT (never reuse a number) needs its INTEGER PRIMARY KEY.
+SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+journal = Table(
+    "stream_journal",
+    metadata,
+    Column("seq", SEQ, primary_key=True, autoincrement=True),
+    Column("action", String(8), nullable=False),  # added | removed | reset
+    Column("block_number", BigInteger, nullable=False),
+    Column("log_index", Integer, nullable=False),
+    Column("block_hash", String(66), nullable=False),
+    Column("keys", String, nullable=False),
+    Column("body", JSON, nullable=False),
+    Index("ix_stream_journal_block_number", "block_number", "log_index"),
+    sqlite_autoincrement=True,
+)
+
+state = Table(
+    "stream_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("pruned_to", BigInteger, nullable=False),
+)
