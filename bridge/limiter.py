@@ -38,6 +38,22 @@ LIMITS = {
 }
 MARGIN = 0.95
 
+
+def limits_for(overrides: dict[str, Any]) -> dict[str, ExchangeLimits]:
+    """The published limits, with an exchange's settings (``ip_weight``, ``ip_window``,
+    ``orders``, ``orders_window``) where set."""
+    out = dict(LIMITS)
+    for name, o in overrides.items():
+        base = LIMITS[name]
+        out[name] = ExchangeLimits(
+            Window(o.ip_weight or base.ip.capacity, o.ip_window or base.ip.seconds),
+            Window(o.orders or base.orders.capacity, o.orders_window or base.orders.seconds),
+            base.order_weight,
+            base.query_weight,
+        )
+    return out
+
+
 _SCRIPT = """
 -- KEYS: ip window, account window, ip block, account block
 -- ARGV: now ms, ip weight, ip capacity, ip window ms, account weight, account capacity,
@@ -91,6 +107,9 @@ class Limiter:
         self._take = redis.register_script(_SCRIPT)
         self._observe = redis.register_script(_OBSERVE)
         self.waited = 0.0
+        # Calls to Redis at once, below its client's connection pool (orders in flight may be
+        # many more: each holds a connection only for its script's round trip).
+        self._gate = asyncio.Semaphore(32)
 
     def _keys(self, exchange: str, account: str) -> list[str]:
         base = f"{self.prefix}:{exchange}"
@@ -109,9 +128,9 @@ class Limiter:
         acct_cap = max(1, int(limits.orders.capacity * MARGIN))
         weight = limits.order_weight if order else limits.query_weight
         while True:
-            now = int(time.time() * 1000)
-            wait = int(
-                await self._take(
+            async with self._gate:
+                now = int(time.time() * 1000)
+                answer = await self._take(
                     keys=self._keys(exchange, account),
                     args=[
                         now,
@@ -123,7 +142,7 @@ class Limiter:
                         int(limits.orders.seconds * 1000),
                     ],
                 )
-            )
+            wait = int(answer)
             if wait <= 0:
                 return
             self.waited += wait / 1000

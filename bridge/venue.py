@@ -28,20 +28,28 @@ class Fill:
     filled: float
     cost: float
     average: float | None
-    fee: float  # in quote (a fee paid in base is valued at the average price)
+    # In quote (a fee paid in base is valued at the average price); None when the answer
+    # does not say (Binance's order query has no fees: those of the acknowledgement stand).
+    fee: float | None
 
     @property
     def done(self) -> bool:
         return self.status in {"closed", "canceled", "rejected", "expired"}
 
 
-def open_client(exchange: str, settings: BridgeExchange | None, creds: Credentials) -> Any:
+def open_client(
+    exchange: str,
+    settings: BridgeExchange | None,
+    creds: Credentials,
+    session: Any | None = None,
+) -> Any:
     ex = exchanges.client(
         exchange,
         settings,
         api_key=creds.api_key,
         secret=creds.secret,
         passphrase=creds.passphrase,
+        session=session,
     )
     if exchange == "okx":
         ex.options["createOrder"] = "privatePostTradeOrder"  # one order, not a batch of one
@@ -52,16 +60,35 @@ def open_client(exchange: str, settings: BridgeExchange | None, creds: Credentia
     return ex
 
 
+def _in_quote(cost: float, currency: Any, order: dict[str, Any], average: Any) -> float:
+    symbol = str(order.get("symbol") or "")
+    base = symbol.split("/")[0] if "/" in symbol else None
+    return cost * float(average or 0) if currency == base else cost
+
+
+def _fee_from_info(order: dict[str, Any], average: Any) -> float | None:
+    """The fee in the exchange's own fields when ccxt found none: Bybit's ``cumExecFee``
+    (spot: a buy pays in base, a sale in quote) for answers without ``cumFeeDetail``."""
+    info = order.get("info") or {}
+    raw = info.get("cumExecFee") if isinstance(info, dict) else None
+    if raw in (None, ""):
+        return None
+    side = str(order.get("side") or info.get("side") or "").lower()
+    symbol = str(order.get("symbol") or "")
+    base = symbol.split("/")[0] if "/" in symbol else None
+    return _in_quote(abs(float(raw)), base if side == "buy" else None, order, average)
+
+
 def to_fill(order: dict[str, Any]) -> Fill:
     average = order.get("average")
-    fee = 0.0
+    fee: float | None = None
     for item in order.get("fees") or ([order["fee"]] if order.get("fee") else []):
         if not item or item.get("cost") is None:
             continue
         cost = abs(float(item["cost"]))
-        symbol = str(order.get("symbol") or "")
-        base = symbol.split("/")[0] if "/" in symbol else None
-        fee += cost * float(average or 0) if item.get("currency") == base else cost
+        fee = (fee or 0.0) + _in_quote(cost, item.get("currency"), order, average)
+    if fee is None:
+        fee = _fee_from_info(order, average)
     return Fill(
         id=str(order.get("id") or ""),
         status=str(order.get("status") or "open"),

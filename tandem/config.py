@@ -341,6 +341,12 @@ class BridgeExchange(BaseModel):
     )
     sandbox: bool = Field(default=False, description="the exchange's test network")
     timeout: float = Field(default=10.0, gt=0, le=120, description="seconds per request")
+    # The exchange's limits when they are not its published defaults (a VIP tier, a stand-in):
+    # request weight per IP in a window, orders per account in a window.
+    ip_weight: int | None = Field(default=None, gt=0, description="request weight per IP window")
+    ip_window: float | None = Field(default=None, gt=0, description="seconds")
+    orders: int | None = Field(default=None, gt=0, description="orders per account window")
+    orders_window: float | None = Field(default=None, gt=0, description="seconds")
 
     @field_validator("url")
     @classmethod
@@ -389,6 +395,15 @@ class BridgeSettings(BaseModel):
     )
     paused_retry: float = Field(
         default=5.0, gt=0, le=600, description="seconds between tries at an exchange that is down"
+    )
+    warm_every: float = Field(
+        default=30.0, gt=0, description="seconds between looks for new keys to make clients for"
+    )
+    write_every: float = Field(
+        default=0.05, gt=0, le=5, description="seconds between batched writes of order outcomes"
+    )
+    concurrency: int = Field(
+        default=128, gt=0, le=1_024, description="orders in flight per worker (limits pace them)"
     )
     log_format: Literal["text", "json"] = "text"
 

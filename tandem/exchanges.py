@@ -67,10 +67,13 @@ def client(
     api_key: str | None = None,
     secret: str | None = None,
     passphrase: str | None = None,
+    session: Any | None = None,
 ) -> Any:
     """An async ccxt client of ``exchange`` (spot markets only, no currencies fetched), its
     REST URLs rehosted to ``settings.url`` when set. The sandbox is chosen first: it replaces
-    ``urls['api']``, so rehosting after it would be undone."""
+    ``urls['api']``, so rehosting after it would be undone. ``session``: an aiohttp session
+    shared with other clients (its connections kept alive between them), which closing this
+    client leaves open."""
     import ccxt.async_support as ccxt
 
     if exchange not in EXCHANGES:
@@ -85,6 +88,8 @@ def client(
             "fetchMargins": False,
         },
     }
+    if session is not None:
+        config["session"] = session
     if api_key is not None:
         config.update(apiKey=api_key, secret=secret or "")
         if passphrase is not None:

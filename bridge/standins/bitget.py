@@ -145,7 +145,17 @@ class Bitget(Standin):
             "baseVolume": fmt(filled),
             "quoteVolume": fmt(order.cost(now)),
             "enterPointSource": "API",
-            "feeDetail": json.dumps(fee_detail | {fee_coin: {}}),
+            "feeDetail": json.dumps(
+                fee_detail
+                | {
+                    fee_coin: {
+                        "deduction": False,
+                        "feeCoinCode": fee_coin,
+                        "totalDeductionFee": 0,
+                        "totalFee": float(-fee),
+                    }
+                }
+            ),
             "orderSource": "market",
             "tpslType": "normal",
             "cancelReason": "",

@@ -121,6 +121,7 @@ class Bybit(Standin):
         filled = order.filled(now)
         status = "Filled" if order.done(now) else "PartiallyFilled" if filled else "New"
         fee = filled * order.fee_rate if order.side == "buy" else order.fee(now)
+        fee_coin = order.market.base if order.side == "buy" else order.market.quote
         return {
             "orderId": order.id,
             "orderLinkId": order.client_id,
@@ -140,6 +141,7 @@ class Bybit(Standin):
             "cumExecQty": fmt(filled),
             "cumExecValue": fmt(order.cost(now)),
             "cumExecFee": fmt(fee),
+            "cumFeeDetail": {fee_coin: fmt(fee)} if filled else {},
             "timeInForce": "IOC",
             "orderType": "Market",
             "stopOrderType": "",

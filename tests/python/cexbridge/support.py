@@ -195,6 +195,8 @@ def add_followers(
                     cash=str(cash),
                     positions={},
                     carry={},
+                    marks={},
+                    symbols={},
                     peak=str(cash),
                     stop_loss_bps=follow.get("stop_loss_bps"),
                     max_drawdown_bps=follow.get("max_drawdown_bps"),

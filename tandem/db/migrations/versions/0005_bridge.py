@@ -75,6 +75,15 @@ def upgrade() -> None:
         sa.Column(
             "carry", sa.JSON(), nullable=False, comment="ccxt symbol -> quote value owed (skips)"
         ),
+        sa.Column(
+            "marks", sa.JSON(), nullable=False, comment="ccxt symbol -> last price seen (equity)"
+        ),
+        sa.Column(
+            "symbols",
+            sa.JSON(),
+            nullable=False,
+            comment="token -> ccxt symbol, the follower's own (defaults: bridge.assets)",
+        ),
         sa.Column("peak", sa.String(length=80), nullable=False, comment="highest equity seen"),
         sa.Column("stop_loss_bps", sa.Integer(), nullable=True),
         sa.Column("max_drawdown_bps", sa.Integer(), nullable=True),
@@ -106,6 +115,7 @@ def upgrade() -> None:
         sa.Column("exchange", sa.String(length=16), nullable=False),
         sa.Column("symbol", sa.String(length=32), nullable=False),
         sa.Column("side", sa.String(length=4), nullable=False),
+        sa.Column("kind", sa.String(length=8), nullable=False, comment="copy | exit (a limit)"),
         sa.Column(
             "size",
             sa.String(length=80),
@@ -116,7 +126,7 @@ def upgrade() -> None:
             "status",
             sa.String(length=16),
             nullable=False,
-            comment="planned | sending | acked | filled | skipped | failed",
+            comment="sending | acked | filled | skipped | failed",
         ),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("order_id", sa.String(length=64), nullable=True),
