@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from api import monitoring, problems
+from api.accounts import exchange_keys
 from api.accounts import router as accounts
 from api.accounts.crypto import Box
 from api.database import open_database
@@ -94,7 +95,13 @@ def create_app(settings: Settings) -> FastAPI:
     monitoring.install(app, app.state.metrics)
     install_metrics(app, app.state.metrics.registry)
     routers = (protocol.router, masters.router, vaults.router, followers.router, endpoint.router)
-    for router in (*routers, accounts.auth, accounts.account):
+    for router in (
+        *routers,
+        accounts.auth,
+        accounts.account,
+        exchange_keys.keys,
+        exchange_keys.drag,
+    ):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
     return app

@@ -606,7 +606,7 @@ class Bridge:
                             ex, row["symbol"], row["side"], float(row["size"]), cid
                         )
                         self.stats.placed += 1
-                    except ccxt.InvalidOrder as exc:
+                    except (ccxt.InvalidOrder, ccxt.InsufficientFunds) as exc:
                         placing = False
                         found = await venue.find(ex, row["symbol"], cid)
                         if found is None:
@@ -641,6 +641,12 @@ class Bridge:
                         "%s is down (%s): its followers are paused", exchange, type(exc).__name__
                     )
                 await asyncio.sleep(self.settings.paused_retry)
+            except ccxt.ExchangeError as exc:
+                # Refused for this account alone (its key, its balance): the others go on.
+                log.warning("order %s failed: %s", cid, type(exc).__name__)
+                reason = f"{type(exc).__name__}: {str(exc)[:400]}"
+                self._pending.append(Outcome(row, "failed", sent=sent, reason=reason))
+                return
 
     async def _observe(self, exchange: str, ex: Any) -> None:
         """The weight an exchange says this IP used (Binance's ``X-MBX-USED-WEIGHT-1M``), once

@@ -15,6 +15,7 @@ through ccxt's implicit methods (signed by ccxt like any private call):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +23,12 @@ from urllib.parse import urlsplit, urlunsplit
 from tandem.config import EXCHANGES, BridgeExchange
 
 NEEDS_PASSPHRASE = {"okx", "bitget"}
+
+# ccxt logs every request's headers at DEBUG, and OKX's and Bitget's carry the key's
+# passphrase: its clients log here, where nothing under WARNING passes, whatever level the
+# logging is configured at.
+CLIENT_LOG = logging.getLogger("tandem.exchanges.ccxt")
+CLIENT_LOG.addFilter(lambda record: record.levelno >= logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ def client(
         if passphrase is not None:
             config["password"] = passphrase
     ex = getattr(ccxt, exchange)(config)
+    ex.logger = CLIENT_LOG
     ex.has["fetchCurrencies"] = False
     if settings.sandbox:
         ex.set_sandbox_mode(True)

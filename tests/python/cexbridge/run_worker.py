@@ -1,5 +1,6 @@
-"""A bridge worker in its own process (the kill -9 test's), with the tests' context source.
-Arguments: a JSON file of settings, the database URL, the keyring text, the consumer name."""
+"""A bridge worker in its own process (the kill -9 and secrets tests'), with the tests' context
+source. Arguments: a JSON file of settings, the database URL, the keyring text, the consumer
+name, and optionally a log level (INFO by default; the log goes to stderr)."""
 
 from __future__ import annotations
 
@@ -28,5 +29,5 @@ async def main() -> None:
     await Bridge(settings, engine, keyring, redis, FixedContext(), sys.argv[4]).run()
 
 
-logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+logging.basicConfig(level=sys.argv[5] if len(sys.argv) > 5 else logging.INFO, stream=sys.stderr)
 asyncio.run(main())

@@ -254,3 +254,104 @@ class FixedContext:
         from bridge.worker import Context
 
         return Context(Decimal(str(trade["fraction"])), time.time() - 0.05)
+
+
+# --- the API on the bridge's database, as a real server process
+
+
+@contextmanager
+def api_server(
+    db_url: str, bridge: BridgeSettings, ring_text: str, log_path: Path, chain_id: int = 31337
+) -> Iterator[str]:
+    """``tandem api serve`` (one worker) on ``db_url``, with the bridge's settings and keyring;
+    its log (stdout and stderr) goes to ``log_path``."""
+    import os
+    import sys
+
+    import httpx
+    from cryptography.fernet import Fernet
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "TANDEM_INDEXER__DATABASE_URL": db_url,
+        "TANDEM_API__SECRET_KEY": Fernet.generate_key().decode(),
+        "TANDEM_API__SIWE_CHAIN_ID": str(chain_id),
+        "TANDEM_API__COOKIE_SECURE": "false",
+        "TANDEM_API__NOTIFY": "false",
+        "TANDEM_BRIDGE": bridge.model_dump_json(),
+        "TANDEM_BRIDGE_KEK": ring_text,
+    }
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tandem.cli", "api", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the API server stopped: {log_path.read_text()}")
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the API server did not start in time")
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def sign_in(url: str, who: Any, chain_id: int = 31337, hook: Any = None) -> Any:
+    """A client with a session of ``who`` (an eth-account), by Sign-In with Ethereum."""
+    from datetime import UTC, datetime
+
+    import httpx
+    from eth_account.messages import encode_defunct
+    from siwe import SiweMessage
+
+    hooks = {"response": [hook]} if hook else {}
+    nonce = httpx.post(f"{url}/v1/auth/nonce").json()["nonce"]
+    text = SiweMessage(
+        domain=url.removeprefix("http://"),
+        address=who.address,
+        statement="Sign in to Tandem.",
+        uri=f"{url}/login",
+        version="1",
+        chain_id=chain_id,
+        nonce=nonce,
+        issued_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+    ).prepare_message()
+    signature = "0x" + who.sign_message(encode_defunct(text=text)).signature.hex().removeprefix(
+        "0x"
+    )
+    answer = httpx.post(f"{url}/v1/auth/sign-in", json={"message": text, "signature": signature})
+    assert answer.status_code == 201, answer.text
+    token = answer.json()["token"]
+    return httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, event_hooks=hooks
+    )
+
+
+def enrol(client: Any) -> Any:
+    """A TOTP authenticator enrolled for the client's address, confirmed with the code of the
+    step before this one, so that this step's and the next are still free for the test."""
+    import pyotp
+
+    answer = client.post("/v1/account/totp")
+    assert answer.status_code == 201, answer.text
+    totp = pyotp.TOTP(answer.json()["secret"])
+    confirmed = client.post("/v1/account/totp/confirm", json={"code": totp.at(time.time() - 30)})
+    assert confirmed.status_code == 200, confirmed.text
+    return totp
