@@ -88,6 +88,14 @@ end
 return 0
 """
 
+_BLOCK = """
+-- A block only ever grows: a shorter Retry-After does not cut a longer one short.
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 1
+"""
+
 _OBSERVE = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > current then
@@ -106,6 +114,7 @@ class Limiter:
         self.limits = limits or LIMITS
         self._take = redis.register_script(_SCRIPT)
         self._observe = redis.register_script(_OBSERVE)
+        self._block = redis.register_script(_BLOCK)
         self.waited = 0.0
         # Calls to Redis at once, below its client's connection pool (orders in flight may be
         # many more: each holds a connection only for its script's round trip).
@@ -153,7 +162,7 @@ class Limiter:
         ``seconds`` (the account's scope when the limit was the account's)."""
         keys = self._keys(exchange, account or "")
         key = keys[3] if account else keys[2]
-        await self.redis.set(key, "1", px=max(1, int(seconds * 1000)))
+        await self._block(keys=[key], args=[max(1, int(seconds * 1000))])
 
     async def observe_weight(self, exchange: str, used: int) -> None:
         """The exchange reports ``used`` weight in the current window: never count less."""

@@ -139,6 +139,7 @@ class Standin:
         self.partial_delay = 0.5
         self.latency = 0.0  # seconds added to every answer
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
+        self.arrivals: list[float] = []  # when each of ``requests`` arrived (Unix seconds)
         self.created = 0
         self.refused_rate = 0
         self._ids = itertools.count(10_000_001)
@@ -271,6 +272,7 @@ class Standin:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        arrived = time.time()
         if self.latency:
             await asyncio.sleep(self.latency)
         if self.down:
@@ -286,6 +288,7 @@ class Standin:
             else:
                 response = await handler(request)
         self.requests.append((request.method, request.path, response.status))
+        self.arrivals.append(arrived)
         return response
 
     def take_order_slot(self, request: web.Request, account: Account) -> web.Response | None:
