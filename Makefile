@@ -13,6 +13,7 @@
 #   make bench-rankings  recompute the rankings of 10,000 masters; top-50 query latency on PostgreSQL
 #   make bench-indexer  backfill from anvil; decode-and-store of 1,000,000 recorded events into PostgreSQL
 #   make bench-notifications  block-to-webhook latency of notifications (p50, p99; the node's share)
+#   make bench-bridge  one master trade copied to 500 followers over the four stand-in exchanges
 #   make bench-stream  1,000 WebSocket subscribers on two API workers: time until the last has an event
 #   make bench-api  rankings over 10,000 masters in PostgreSQL at 50 concurrent clients (p50, p99) next to a trivial endpoint
 #   make fuzz-long  the vault invariants at 10,000 runs of depth 100 (tens of minutes)
@@ -39,7 +40,7 @@ BROWNIE_STAMP := $(BROWNIE_VENV)/.tandem-installed
 BROWNIE_SPEC := eth-brownie>=1.22,<1.23
 BROWNIE_HOME := $(CURDIR)/$(BROWNIE_VENV)/home
 
-.PHONY: help setup up demo test browser slither brownie bench-gas bench-keeper bench-rankings bench-indexer bench-notifications bench-stream bench-api fuzz-long lint clean distclean
+.PHONY: help setup up demo test browser slither brownie bench-gas bench-keeper bench-rankings bench-indexer bench-notifications bench-stream bench-api bench-bridge fuzz-long lint clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -135,6 +136,9 @@ bench-indexer: setup
 
 bench-notifications: setup
 	$(BIN)/python benchmarks/notifications.py
+
+bench-bridge: setup
+	$(BIN)/python benchmarks/cex_bridge.py
 
 # The API checks the interfaces' ABIs at start: compiled first.
 bench-stream: setup

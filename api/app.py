@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api import monitoring, problems
+from api.accounts import exchange_keys
 from api.accounts import router as accounts
 from api.accounts.crypto import Box
 from api.database import open_database
@@ -118,7 +119,13 @@ def create_app(settings: Settings) -> FastAPI:
         endpoint.router,
     )
     if settings.api.accounts:
-        routers = (*routers, accounts.auth, accounts.account)
+        routers = (
+            *routers,
+            accounts.auth,
+            accounts.account,
+            exchange_keys.keys,
+            exchange_keys.drag,
+        )
     for router in (*routers, demo.router):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)

@@ -664,6 +664,28 @@ def api_serve_command(args: argparse.Namespace, settings: Settings) -> int:
     return serve(settings, config_file=args.config, rpc_url=args.rpc_url)
 
 
+# --- bridge
+#
+# The CEX bridge is imported inside its commands too.
+
+
+@command("bridge run", "copy master trades to followers' exchange accounts until Ctrl-C")
+def bridge_run_command(args: argparse.Namespace, settings: Settings) -> int:
+    from bridge.run import run
+
+    return run(settings)
+
+
+@command("bridge new-kek", "print a new key-encryption key line for bridge.kek_file")
+def bridge_new_kek_command(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from tandem.envelope import new_kek
+
+    print(f"k{int(time.time())}:{new_kek()}")
+    return 0
+
+
 # --- entry point
 
 
@@ -672,6 +694,7 @@ GROUPS = {
     "indexer": "index the protocol's events into the database, see how far it is, start again",
     "db": "the database schema shared by the services",
     "api": "serve the read-only REST API over the indexer's database",
+    "bridge": "copy master trades to followers on centralised exchanges",
 }
 
 

@@ -427,6 +427,112 @@ class RankingSettings(BaseModel):
     min_equity_usd: int = Field(default=1_000, ge=0, description="master's own equity, whole USD")
 
 
+EXCHANGES = ("binance", "okx", "bybit", "bitget")
+Exchange = Literal["binance", "okx", "bybit", "bitget"]
+
+
+class BridgeAsset(BaseModel):
+    """One token the masters trade, as the bridge knows it: its decimals on-chain and the
+    market that stands for it at each exchange (``WETH`` -> ``ETH/USDT``)."""
+
+    model_config = {"extra": "forbid"}
+
+    symbol: str = Field(min_length=1, description="the token's name, e.g. WETH")
+    decimals: int = Field(ge=0, le=36)
+    markets: dict[Exchange, str] = Field(
+        default_factory=dict, description="exchange -> ccxt symbol, e.g. ETH/USDT"
+    )
+
+
+class BridgeExchange(BaseModel):
+    """How the bridge reaches one exchange."""
+
+    model_config = {"extra": "forbid"}
+
+    url: str | None = Field(
+        default=None,
+        description="replace the host of every REST URL (a local stand-in, a proxy); "
+        "default: the exchange's own",
+    )
+    sandbox: bool = Field(default=False, description="the exchange's test network")
+    timeout: float = Field(default=10.0, gt=0, le=120, description="seconds per request")
+    # The exchange's limits when they are not its published defaults (a VIP tier, a stand-in):
+    # request weight per IP in a window, orders per account in a window.
+    ip_weight: int | None = Field(default=None, gt=0, description="request weight per IP window")
+    ip_window: float | None = Field(default=None, gt=0, description="seconds")
+    orders: int | None = Field(default=None, gt=0, description="orders per account window")
+    orders_window: float | None = Field(default=None, gt=0, description="seconds")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+class BridgeSettings(BaseModel):
+    """The ``[bridge]`` table, or TANDEM_BRIDGE__* variables: the CEX bridge copies the
+    master trades the keepers publish onto followers' exchange accounts. Its tables live in
+    the API's database (``indexer.database_url`` unless ``database_url`` is set)."""
+
+    model_config = {"extra": "forbid"}
+
+    database_url: str | None = Field(
+        default=None, description="default: indexer.database_url (the API registers keys there)"
+    )
+    redis_url: str | None = Field(
+        default=None, description="the keepers' Redis: trade stream, consumer group, limiter"
+    )
+    stream: str = Field(default="tandem", min_length=1, description="the keepers' key prefix")
+    consumer: str | None = Field(default=None, description="this worker's name in the group")
+    kek_file: Path | None = Field(
+        default=None,
+        description="key-encryption keys, one `<id>:<base64 of 32 bytes>` a line, newest "
+        "last (or TANDEM_BRIDGE_KEK in the same format)",
+    )
+    quote: str = Field(default="USDT", description="the quote currency followers hold")
+    assets: dict[str, BridgeAsset] = Field(
+        default_factory=dict, description="token address -> its markets"
+    )
+    exchanges: dict[Exchange, BridgeExchange] = Field(default_factory=dict)
+    reclaim_idle: float = Field(
+        default=10.0,
+        gt=0,
+        le=3_600,
+        description="seconds before a silent worker's trade is taken over",
+    )
+    fill_timeout: float = Field(
+        default=30.0, gt=0, le=3_600, description="seconds to follow a partial fill"
+    )
+    permission_every: float = Field(
+        default=3_600, gt=0, description="seconds between permission checks of every key"
+    )
+    paused_retry: float = Field(
+        default=5.0, gt=0, le=600, description="seconds between tries at an exchange that is down"
+    )
+    warm_every: float = Field(
+        default=30.0, gt=0, description="seconds between looks for new keys to make clients for"
+    )
+    write_every: float = Field(
+        default=0.05, gt=0, le=5, description="seconds between batched writes of order outcomes"
+    )
+    concurrency: int = Field(
+        default=128, gt=0, le=1_024, description="orders in flight per worker (limits pace them)"
+    )
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("assets")
+    @classmethod
+    def _checksum_assets(cls, value: dict[str, BridgeAsset]) -> dict[str, BridgeAsset]:
+        out: dict[str, BridgeAsset] = {}
+        for token, asset in value.items():
+            if not (token.startswith("0x") and len(token) == 42):
+                raise ValueError(f"{token!r} is not a token address")
+            out[token.lower()] = asset
+        return out
+
+
 class Settings(BaseSettings):
     """Where the chain is and where the project keeps its files.
 
@@ -450,6 +556,7 @@ class Settings(BaseSettings):
     indexer: IndexerSettings = Field(default_factory=IndexerSettings)
     rankings: RankingSettings = Field(default_factory=RankingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)
 
     @field_validator("rpc_url")
     @classmethod

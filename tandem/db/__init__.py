@@ -9,6 +9,7 @@ opened from a URL (SQLite by default, PostgreSQL in production).
 """
 
 from tandem.db import accounts as _accounts  # noqa: F401  (the API's tables join the metadata)
+from tandem.db import bridge as _bridge  # noqa: F401  (the CEX bridge's tables too)
 from tandem.db import keeper as _keeper  # noqa: F401  (the keeper's tables join the metadata)
 from tandem.db import stream as _stream  # noqa: F401  (and the stream journal's)
 from tandem.db.engine import database_url, open_engine

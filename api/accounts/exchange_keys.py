@@ -1,0 +1,693 @@
+"""``/v1/account/exchange-keys``: a follower's exchange API keys for the CEX bridge, each with
+what it copies (a master's vault, an allocation, markets, limits); ``/v1/account/drag`` and
+``/v1/drag/masters/{vault}``: the execution drag of copied trades.
+
+A key is checked on its exchange before it is stored: one that can withdraw is refused, one
+that cannot trade too, one open to every IP address is stored with a warning. Registering and
+replacing a key need the Tandem-TOTP second factor; the code is spent by the change it allows,
+not by a key the exchange refused. The secret and passphrase are sealed at once (envelope
+encryption, ``tandem.envelope``) and no answer ever holds them: a key is shown by its exchange,
+the last four characters of its API key and its permissions. Deleting a key needs the session
+alone (it only takes power away) and wipes the sealed secret."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from api import cursors
+from api.accounts.auth import SignedIn, TotpHeader, check_second_factor
+from api.accounts.crypto import Box
+from api.problems import PROBLEM_RESPONSES, ProblemException, not_found
+from api.schemas.types import Address
+from tandem import exchanges
+from tandem.config import Exchange, Settings
+from tandem.db import bridge as t
+from tandem.envelope import Credentials, Keyring
+from tandem.errors import ConfigError
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    **PROBLEM_RESPONSES,
+    401: PROBLEM_RESPONSES[400] | {"description": "No session"},
+    403: PROBLEM_RESPONSES[400] | {"description": "A second factor is needed or was refused"},
+    409: PROBLEM_RESPONSES[400] | {"description": "The API key is registered already"},
+    502: PROBLEM_RESPONSES[400] | {"description": "The exchange did not answer"},
+}
+
+keys = APIRouter(prefix="/account", tags=["exchange keys"], responses=RESPONSES)
+drag = APIRouter(tags=["exchange keys"], responses=PROBLEM_RESPONSES)
+
+
+# --- what the routes take and answer
+
+
+class KeyCredentials(BaseModel):
+    api_key: str = Field(min_length=4, max_length=128, description="the key's public identifier")
+    secret: SecretStr = Field(min_length=1, max_length=512, description="never shown again")
+    passphrase: SecretStr | None = Field(
+        default=None, max_length=128, description="OKX and Bitget keys have one"
+    )
+
+
+class FollowIn(BaseModel):
+    vault: Address = Field(description="the master's vault (GET /v1/masters lists them)")
+    allocation: str = Field(description="quote (USDT) the bridge may use at the exchange")
+    symbols: dict[str, str] = Field(
+        default_factory=dict,
+        description="token address -> the exchange's market (ETH/USDT), replacing the "
+        "bridge's default for this follow",
+    )
+    stop_loss_bps: int | None = Field(
+        default=None,
+        gt=0,
+        lt=10_000,
+        description="exit all when equity falls this far under the allocation",
+    )
+    max_drawdown_bps: int | None = Field(
+        default=None,
+        gt=0,
+        lt=10_000,
+        description="exit all when equity falls this far under its peak",
+    )
+
+    @field_validator("allocation")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        try:
+            amount = Decimal(value)
+        except InvalidOperation:
+            raise ValueError("not a decimal number, e.g. 1000 or 250.5") from None
+        if not amount.is_finite() or amount <= 0:
+            raise ValueError("must be more than 0")
+        return str(amount)
+
+    @field_validator("symbols")
+    @classmethod
+    def _tokens(cls, value: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for token, symbol in value.items():
+            if not (token.startswith("0x") and len(token) == 42):
+                raise ValueError(f"{token!r} is not a token address")
+            out[token.lower()] = symbol
+        return out
+
+
+class KeyIn(KeyCredentials):
+    exchange: Exchange
+    follow: FollowIn
+
+    @model_validator(mode="after")
+    def _passphrase(self) -> KeyIn:
+        if self.exchange in exchanges.NEEDS_PASSPHRASE and not self.passphrase:
+            raise ValueError(f"{self.exchange} keys have a passphrase: give it as `passphrase`")
+        return self
+
+
+class FollowOut(BaseModel):
+    id: int
+    vault: Address
+    allocation: str
+    cash: str = Field(description="quote the bridge holds for this follow")
+    positions: dict[str, str] = Field(description="market -> base amount held")
+    markets: dict[str, str] = Field(description="token -> market copied on (defaults applied)")
+    stop_loss_bps: int | None
+    max_drawdown_bps: int | None
+    status: str = Field(description="active, or stopped (a limit fired: its exit is in drag)")
+    reason: str | None
+
+
+class KeyOut(BaseModel):
+    id: int
+    exchange: str
+    api_key_hint: str = Field(description="the API key's last four characters")
+    status: str = Field(description="active | suspended | deleted")
+    reason: str | None = Field(description="why suspended")
+    can_trade: bool
+    can_withdraw: bool
+    ip_restricted: bool
+    checked_at: float
+    created_at: float
+    warnings: list[str]
+    follows: list[FollowOut]
+
+
+class KeyList(BaseModel):
+    items: list[KeyOut]
+
+
+class DragRow(BaseModel):
+    trade: str = Field(description="the master's trade, <block>-<log index>")
+    vault: Address
+    exchange: str
+    symbol: str
+    side: str
+    kind: str = Field(description="copy, or exit (a limit of the follower fired)")
+    status: str = Field(description="sending | acked | filled | skipped | failed")
+    reason: str | None = Field(description="why skipped or failed")
+    size: str = Field(description="quote spent (buy) or base sold")
+    filled: str | None
+    average: str | None = Field(description="the fill's average price")
+    master_price: str | None = Field(description="the master's on-chain price")
+    slippage_bps: float | None = Field(
+        description="the fill against the master's price, positive when worse for the follower"
+    )
+    fee: str | None = Field(description="in quote")
+    block_time: float | None
+    known_ms: float | None = Field(description="master's block to the bridge knowing the trade")
+    sent_ms: float | None = Field(description="master's block to the order sent")
+    acked_ms: float | None = Field(description="master's block to the exchange's acknowledgement")
+    filled_ms: float | None = Field(description="master's block to the order filled")
+
+
+class DragSummary(BaseModel):
+    orders: int
+    filled: int
+    skipped: int
+    exits: int
+    p50_filled_ms: float | None = Field(description="median, master's block to filled")
+    p99_filled_ms: float | None
+    p50_sent_ms: float | None
+    mean_slippage_bps: float | None = Field(description="weighted by cost")
+    fees: str = Field(description="in quote")
+
+
+class FollowDrag(DragSummary):
+    follow_id: int
+    vault: Address
+    exchange: str
+
+
+class MyDrag(BaseModel):
+    items: list[DragRow]
+    next_cursor: str | None
+    follows: list[FollowDrag] = Field(description="each of your follows, over all its orders")
+
+
+class MasterDrag(BaseModel):
+    vault: Address
+    overall: DragSummary
+    exchanges: dict[str, DragSummary]
+
+
+# --- helpers
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _keyring(settings: Settings) -> Keyring:
+    kek = settings.bridge.kek_file
+    try:
+        return Keyring.load(settings.under_root(kek) if kek else None)
+    except ConfigError:
+        raise ProblemException(
+            503,
+            "bridge-not-configured",
+            "Exchange keys not accepted",
+            "This server has no key-encryption key, so it stores no exchange key. Ask the "
+            "operator to set bridge.kek_file or TANDEM_BRIDGE_KEK.",
+        ) from None
+
+
+def key_aad(address: str, exchange: str, api_key: str) -> str:
+    # The same binding as the worker's (bridge.worker.key_aad), without importing the worker.
+    return f"{address.lower()}|{exchange}|{api_key}"
+
+
+def _verify_code(engine: Engine, box: Box, address: str, code: str | None) -> None:
+    """Refuses a wrong, replayed or missing code without spending a good one (the change it
+    allows spends it)."""
+    with engine.connect() as conn, conn.begin() as tx:
+        check_second_factor(conn, box, address, code, time.time())
+        tx.rollback()
+
+
+async def _probe(
+    settings: Settings, exchange: str, creds: Credentials, load_markets: bool
+) -> tuple[exchanges.Permissions, set[str]]:
+    """The key's permissions (and the exchange's markets) as the exchange tells them."""
+    import ccxt.async_support as ccxt
+
+    from bridge import venue
+
+    venues = {str(name): v for name, v in settings.bridge.exchanges.items()}
+    ex = venue.open_client(exchange, venues.get(exchange), creds)
+    try:
+        perms = await exchanges.read_permissions(ex)
+        symbols = set((await ex.load_markets()).keys()) if load_markets else set()
+        return perms, symbols
+    except ccxt.AuthenticationError:
+        raise ProblemException(
+            422,
+            "exchange-key-refused",
+            "The exchange refused the key",
+            f"{exchange} did not accept this API key and secret"
+            + (" and passphrase" if exchange in exchanges.NEEDS_PASSPHRASE else "")
+            + ". Copy them again from the exchange's API management page.",
+        ) from None
+    except (ccxt.NetworkError, ccxt.ExchangeNotAvailable):
+        raise ProblemException(
+            502,
+            "exchange-unreachable",
+            "The exchange did not answer",
+            f"{exchange} did not answer the permission check. Try again in a minute.",
+        ) from None
+    except ccxt.ExchangeError as exc:
+        raise ProblemException(
+            422,
+            "exchange-key-refused",
+            "The exchange refused the key",
+            f"{exchange} refused the permission check ({type(exc).__name__}). Check that the "
+            "key is a spot API key of this exchange.",
+        ) from None
+    finally:
+        await ex.close()
+
+
+def _refuse(perms: exchanges.Permissions, exchange: str) -> None:
+    refusal = perms.refusal(exchange)
+    if refusal is None:
+        return
+    name = "exchange-key-can-withdraw" if perms.can_withdraw else "exchange-key-cannot-trade"
+    title = "Key can withdraw" if perms.can_withdraw else "Key cannot trade"
+    raise ProblemException(422, name, title, refusal[0].upper() + refusal[1:] + ".")
+
+
+def _defaults(settings: Settings, exchange: str) -> dict[str, str]:
+    return {
+        token: symbol
+        for token, asset in settings.bridge.assets.items()
+        for name, symbol in asset.markets.items()
+        if name == exchange
+    }
+
+
+def _markets(settings: Settings, exchange: str, own: dict[str, str]) -> dict[str, str]:
+    return {**_defaults(settings, exchange), **own}
+
+
+def _check_symbols(
+    settings: Settings, exchange: str, own: dict[str, str], listed: set[str]
+) -> list[str]:
+    """Refuses a mapping of an unknown token or to a market the exchange lacks; the warnings."""
+    for token, symbol in own.items():
+        if token not in settings.bridge.assets:
+            raise ProblemException(
+                422,
+                "unknown-token",
+                "Unknown token",
+                f"The bridge copies no token {token}. The tokens it copies: "
+                f"{', '.join(sorted(settings.bridge.assets)) or 'none'}.",
+            )
+        if symbol not in listed:
+            raise ProblemException(
+                422,
+                "unknown-market",
+                "Unknown market",
+                f"{exchange} has no spot market {symbol!r}. Give a market as ccxt names it, "
+                "e.g. ETH/USDT.",
+            )
+    if not _markets(settings, exchange, own):
+        return [
+            f"no token is mapped to a market of {exchange}: nothing will be copied until "
+            "`follow.symbols` names one"
+        ]
+    return []
+
+
+def _hint(api_key: str) -> str:
+    return "…" + api_key[-4:]
+
+
+def _key_out(settings: Settings, row: Any, follows: list[Any]) -> KeyOut:
+    perms = exchanges.Permissions(row.can_trade, row.can_withdraw, row.ip_restricted)
+    return KeyOut(
+        id=row.id,
+        exchange=row.exchange,
+        api_key_hint=_hint(row.api_key),
+        status=row.status,
+        reason=row.reason,
+        can_trade=row.can_trade,
+        can_withdraw=row.can_withdraw,
+        ip_restricted=row.ip_restricted,
+        checked_at=row.checked_at,
+        created_at=row.created_at,
+        warnings=perms.warnings(row.exchange) if row.status == "active" else [],
+        follows=[
+            FollowOut(
+                id=f.id,
+                vault=f.vault,
+                allocation=f.allocation,
+                cash=f.cash,
+                positions=dict(f.positions or {}),
+                markets=_markets(settings, row.exchange, dict(f.symbols or {})),
+                stop_loss_bps=f.stop_loss_bps,
+                max_drawdown_bps=f.max_drawdown_bps,
+                status=f.status,
+                reason=f.reason,
+            )
+            for f in follows
+        ],
+    )
+
+
+def _own_key(conn: Connection, address: str, key_id: int) -> Any:
+    row = conn.execute(
+        select(t.keys).where(
+            t.keys.c.id == key_id, t.keys.c.address == address, t.keys.c.status != "deleted"
+        )
+    ).first()
+    if row is None:
+        raise not_found(
+            f"You have no exchange key {key_id}", "GET /v1/account/exchange-keys lists yours."
+        )
+    return row
+
+
+def _read_key(engine: Engine, settings: Settings, address: str, key_id: int) -> KeyOut:
+    with engine.connect() as conn:
+        row = _own_key(conn, address, key_id)
+        follows = conn.execute(
+            select(t.follows).where(t.follows.c.key_id == key_id).order_by(t.follows.c.id)
+        ).all()
+    return _key_out(settings, row, list(follows))
+
+
+def _duplicate(exchange: str) -> ProblemException:
+    return ProblemException(
+        409,
+        "exchange-key-registered",
+        "Key registered already",
+        f"This {exchange} API key is registered already (a deleted key too). GET "
+        "/v1/account/exchange-keys lists yours; to use a new key, create one on the exchange.",
+    )
+
+
+# --- routes
+
+
+@keys.post("/exchange-keys", response_model=KeyOut, status_code=201)
+async def register_key(
+    body: KeyIn, me: SignedIn, request: Request, totp: TotpHeader = None
+) -> KeyOut:
+    """Registers an exchange API key and what it copies (needs the Tandem-TOTP header). The
+    key's permissions are read from the exchange first: a key that can withdraw or cannot
+    trade spot is refused (422, with what to do); one without an IP restriction is stored and
+    the answer's `warnings` say so."""
+    settings, engine, box = _settings(request), _engine(request), request.app.state.box
+    keyring = _keyring(settings)
+    await run_in_threadpool(_verify_code, engine, box, me.address, totp)
+    passphrase = body.passphrase.get_secret_value() if body.passphrase else None
+    creds = Credentials(body.api_key, body.secret.get_secret_value(), passphrase)
+    perms, listed = await _probe(settings, body.exchange, creds, load_markets=True)
+    _refuse(perms, body.exchange)
+    warnings = perms.warnings(body.exchange)
+    warnings += _check_symbols(settings, body.exchange, body.follow.symbols, listed)
+    sealed = keyring.seal(creds, key_aad(me.address, body.exchange, body.api_key))
+
+    def store() -> int:
+        now = time.time()
+        follow = body.follow
+        try:
+            with engine.begin() as conn:
+                check_second_factor(conn, box, me.address, totp, now)
+                key_id = conn.execute(
+                    insert(t.keys)
+                    .values(
+                        address=me.address,
+                        exchange=body.exchange,
+                        api_key=body.api_key,
+                        kek_id=sealed.kek_id,
+                        wrapped_key=sealed.wrapped_key,
+                        ciphertext=sealed.ciphertext,
+                        status="active",
+                        reason=None,
+                        can_trade=perms.can_trade,
+                        can_withdraw=perms.can_withdraw,
+                        ip_restricted=perms.ip_restricted,
+                        checked_at=now,
+                        created_at=now,
+                    )
+                    .returning(t.keys.c.id)
+                ).scalar_one()
+                conn.execute(
+                    insert(t.follows).values(
+                        key_id=key_id,
+                        vault=follow.vault,
+                        allocation=follow.allocation,
+                        cash=follow.allocation,
+                        positions={},
+                        carry={},
+                        marks={},
+                        symbols=follow.symbols,
+                        peak=follow.allocation,
+                        stop_loss_bps=follow.stop_loss_bps,
+                        max_drawdown_bps=follow.max_drawdown_bps,
+                        status="active",
+                        reason=None,
+                        created_at=now,
+                    )
+                )
+        except IntegrityError:
+            raise _duplicate(body.exchange) from None
+        return int(key_id)
+
+    key_id = await run_in_threadpool(store)
+    out = await run_in_threadpool(_read_key, engine, settings, me.address, key_id)
+    return out.model_copy(update={"warnings": warnings})
+
+
+@keys.get("/exchange-keys", response_model=KeyList)
+def list_keys(me: SignedIn, request: Request) -> KeyList:
+    """Your exchange keys (never their secrets) and what each copies."""
+    settings = _settings(request)
+    with _engine(request).connect() as conn:
+        rows = conn.execute(
+            select(t.keys)
+            .where(t.keys.c.address == me.address, t.keys.c.status != "deleted")
+            .order_by(t.keys.c.id)
+        ).all()
+        follows = conn.execute(
+            select(t.follows)
+            .where(t.follows.c.key_id.in_([r.id for r in rows]))
+            .order_by(t.follows.c.id)
+        ).all()
+    return KeyList(
+        items=[_key_out(settings, r, [f for f in follows if f.key_id == r.id]) for r in rows]
+    )
+
+
+@keys.put("/exchange-keys/{key_id}", response_model=KeyOut)
+async def rotate_key(
+    key_id: int, body: KeyCredentials, me: SignedIn, request: Request, totp: TotpHeader = None
+) -> KeyOut:
+    """Replaces a key by a new one of the same exchange account (needs the Tandem-TOTP
+    header): checked on the exchange as a new key is, then sealed in place of the old one;
+    the follows and their books stay, and a suspended key becomes active again. The bridge's
+    workers use the new key from their next order."""
+    settings, engine, box = _settings(request), _engine(request), request.app.state.box
+    keyring = _keyring(settings)
+    with engine.connect() as conn:
+        row = _own_key(conn, me.address, key_id)
+    exchange = row.exchange
+    if exchange in exchanges.NEEDS_PASSPHRASE and not body.passphrase:
+        raise ProblemException(
+            422,
+            "invalid-request",
+            "The request is not valid",
+            f"{exchange} keys have a passphrase: give it as `passphrase`.",
+        )
+    await run_in_threadpool(_verify_code, engine, box, me.address, totp)
+    passphrase = body.passphrase.get_secret_value() if body.passphrase else None
+    creds = Credentials(body.api_key, body.secret.get_secret_value(), passphrase)
+    perms, _ = await _probe(settings, exchange, creds, load_markets=False)
+    _refuse(perms, exchange)
+    sealed = keyring.seal(creds, key_aad(me.address, exchange, body.api_key))
+
+    def store() -> None:
+        now = time.time()
+        try:
+            with engine.begin() as conn:
+                _own_key(conn, me.address, key_id)
+                check_second_factor(conn, box, me.address, totp, now)
+                conn.execute(
+                    update(t.keys)
+                    .where(t.keys.c.id == key_id)
+                    .values(
+                        api_key=body.api_key,
+                        kek_id=sealed.kek_id,
+                        wrapped_key=sealed.wrapped_key,
+                        ciphertext=sealed.ciphertext,
+                        status="active",
+                        reason=None,
+                        can_trade=perms.can_trade,
+                        can_withdraw=perms.can_withdraw,
+                        ip_restricted=perms.ip_restricted,
+                        checked_at=now,
+                    )
+                )
+        except IntegrityError:
+            raise _duplicate(exchange) from None
+
+    await run_in_threadpool(store)
+    return await run_in_threadpool(_read_key, engine, settings, me.address, key_id)
+
+
+@keys.delete("/exchange-keys/{key_id}", status_code=204)
+def delete_key(key_id: int, me: SignedIn, request: Request) -> Response:
+    """Deletes a key: its sealed secret is wiped and its follows copy nothing more (orders
+    already sent are followed to their fills; positions stay on the exchange, yours)."""
+    with _engine(request).begin() as conn:
+        _own_key(conn, me.address, key_id)
+        conn.execute(
+            update(t.keys)
+            .where(t.keys.c.id == key_id)
+            .values(status="deleted", reason="deleted by its owner", wrapped_key="", ciphertext="")
+        )
+    return Response(status_code=204)
+
+
+# --- drag
+
+
+def _ms(at: float | None, block: float | None) -> float | None:
+    return None if at is None or block is None else round(1000 * (at - block), 1)
+
+
+def _slippage(row: Any) -> float | None:
+    if not row.average or not row.master_price or Decimal(row.master_price) == 0:
+        return None
+    diff = (Decimal(row.average) - Decimal(row.master_price)) / Decimal(row.master_price)
+    sign = 1 if row.side == "buy" else -1
+    return round(float(diff * 10_000) * sign, 2)
+
+
+def _drag_row(row: Any) -> DragRow:
+    return DragRow(
+        trade=row.trade,
+        vault=row.vault,
+        exchange=row.exchange,
+        symbol=row.symbol,
+        side=row.side,
+        kind=row.kind,
+        status=row.status,
+        reason=row.reason,
+        size=row.size,
+        filled=row.filled,
+        average=row.average,
+        master_price=row.master_price,
+        slippage_bps=_slippage(row),
+        fee=row.fee,
+        block_time=row.block_time,
+        known_ms=_ms(row.known_at, row.block_time),
+        sent_ms=_ms(row.sent_at, row.block_time),
+        acked_ms=_ms(row.acked_at, row.block_time),
+        filled_ms=_ms(row.filled_at, row.block_time),
+    )
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def summarize(rows: list[Any]) -> DragSummary:
+    filled = [r for r in rows if r.status == "filled"]
+    to_fill = [x for r in filled if (x := _ms(r.filled_at, r.block_time)) is not None]
+    to_send = [x for r in rows if (x := _ms(r.sent_at, r.block_time)) is not None]
+    weighted = [(s, float(r.cost)) for r in filled if (s := _slippage(r)) is not None and r.cost]
+    total = sum(w for _, w in weighted)
+    return DragSummary(
+        orders=len(rows),
+        filled=len(filled),
+        skipped=sum(r.status == "skipped" for r in rows),
+        exits=sum(r.kind == "exit" for r in rows),
+        p50_filled_ms=round(statistics.median(to_fill), 1) if to_fill else None,
+        p99_filled_ms=_pct(to_fill, 0.99),
+        p50_sent_ms=round(statistics.median(to_send), 1) if to_send else None,
+        mean_slippage_bps=round(sum(s * w for s, w in weighted) / total, 2) if total else None,
+        fees=str(sum((Decimal(r.fee) for r in filled if r.fee), Decimal(0))),
+    )
+
+
+@keys.get("/drag", response_model=MyDrag)
+def my_drag(
+    me: SignedIn,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(description="next_cursor of the page before")] = None,
+) -> MyDrag:
+    """Every order the bridge decided for your follows, newest first: times from the master's
+    block to sent, acknowledged and filled, the fill against the master's on-chain price,
+    fees; skipped orders and limit exits with their reasons. `follows` aggregates each of
+    your follows over all its orders."""
+    query = ["drag", limit]
+    o = t.orders
+    q = select(o).where(o.c.address == me.address)
+    if cursor is not None:
+        known, cid = cursors.decode(cursor, query)
+        q = q.where((o.c.known_at < known) | ((o.c.known_at == known) & (o.c.client_id > cid)))
+    with _engine(request).connect() as conn:
+        rows = conn.execute(q.order_by(o.c.known_at.desc(), o.c.client_id).limit(limit + 1)).all()
+        every = conn.execute(
+            select(o, t.follows.c.id.label("fid"))
+            .join(t.follows, t.follows.c.id == o.c.follow_id)
+            .where(o.c.address == me.address)
+        ).all()
+    page = rows[:limit]
+    next_cursor = (
+        cursors.encode(query, [page[-1].known_at, page[-1].client_id])
+        if len(rows) > limit
+        else None
+    )
+    by_follow: dict[int, list[Any]] = {}
+    for r in every:
+        by_follow.setdefault(r.follow_id, []).append(r)
+    follows = [
+        FollowDrag(
+            follow_id=fid,
+            vault=rs[0].vault,
+            exchange=rs[0].exchange,
+            **summarize(rs).model_dump(),
+        )
+        for fid, rs in sorted(by_follow.items())
+    ]
+    return MyDrag(items=[_drag_row(r) for r in page], next_cursor=next_cursor, follows=follows)
+
+
+@drag.get("/drag/masters/{vault}", response_model=MasterDrag)
+def master_drag(vault: Address, request: Request) -> MasterDrag:
+    """The execution drag of every follower copying this master through the bridge, over
+    all their orders and per exchange (no follower is named)."""
+    with _engine(request).connect() as conn:
+        rows = conn.execute(select(t.orders).where(t.orders.c.vault == vault)).all()
+    if not rows:
+        raise not_found(
+            f"The bridge has copied no trade of {vault}",
+            "Drag appears once a follower's exchange key copies this master.",
+        )
+    per: dict[str, list[Any]] = {}
+    for r in rows:
+        per.setdefault(r.exchange, []).append(r)
+    return MasterDrag(
+        vault=vault,
+        overall=summarize(list(rows)),
+        exchanges={name: summarize(rs) for name, rs in sorted(per.items())},
+    )

@@ -1,0 +1,173 @@
+"""The exchanges' rate limits, shared by every bridge worker through Redis.
+
+Each exchange limits requests per IP and orders per account in fixed windows aligned to the
+clock (Binance's minute starts on the minute). A worker asks before every request: one Lua
+script charges the IP's and the account's windows together, or charges nothing and answers how
+long to wait. A 429 or 418 blocks the whole scope for the exchange's Retry-After; a weight the
+exchange reports (``X-MBX-USED-WEIGHT-1M``) above ours raises ours to it. A margin below each
+limit absorbs requests already in flight when a window turns."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Window:
+    capacity: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ExchangeLimits:
+    ip: Window  # request weight per IP
+    orders: Window  # orders per account
+    order_weight: int = 1
+    query_weight: int = 1
+
+
+# The exchanges' published limits for spot orders (and the stand-ins').
+LIMITS = {
+    "binance": ExchangeLimits(Window(6_000, 60), Window(50, 10), order_weight=1, query_weight=4),
+    "okx": ExchangeLimits(Window(1_000, 2), Window(60, 2)),
+    "bybit": ExchangeLimits(Window(600, 5), Window(20, 1)),
+    "bitget": ExchangeLimits(Window(6_000, 60), Window(10, 1)),
+}
+MARGIN = 0.95
+
+
+def limits_for(overrides: dict[str, Any]) -> dict[str, ExchangeLimits]:
+    """The published limits, with an exchange's settings (``ip_weight``, ``ip_window``,
+    ``orders``, ``orders_window``) where set."""
+    out = dict(LIMITS)
+    for name, o in overrides.items():
+        base = LIMITS[name]
+        out[name] = ExchangeLimits(
+            Window(o.ip_weight or base.ip.capacity, o.ip_window or base.ip.seconds),
+            Window(o.orders or base.orders.capacity, o.orders_window or base.orders.seconds),
+            base.order_weight,
+            base.query_weight,
+        )
+    return out
+
+
+_SCRIPT = """
+-- KEYS: ip window, account window, ip block, account block
+-- ARGV: now ms, ip weight, ip capacity, ip window ms, account weight, account capacity,
+--       account window ms
+local now = tonumber(ARGV[1])
+for i = 3, 4 do
+  local ttl = redis.call('PTTL', KEYS[i])
+  if ttl > 0 then return ttl end
+end
+local checks = {{KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])},
+                {KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}}
+local wait = 0
+for _, c in ipairs(checks) do
+  if c[2] > 0 then
+    local start = now - (now % c[4])
+    local key = c[1] .. ':' .. start
+    local used = tonumber(redis.call('GET', key) or '0')
+    if used + c[2] > c[3] then
+      wait = math.max(wait, start + c[4] - now)
+    end
+  end
+end
+if wait > 0 then return wait end
+for _, c in ipairs(checks) do
+  if c[2] > 0 then
+    local start = now - (now % c[4])
+    local key = c[1] .. ':' .. start
+    redis.call('INCRBY', key, c[2])
+    redis.call('PEXPIRE', key, c[4] * 2)
+  end
+end
+return 0
+"""
+
+_BLOCK = """
+-- A block only ever grows: a shorter Retry-After does not cut a longer one short.
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 1
+"""
+
+_OBSERVE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"""
+
+
+class Limiter:
+    def __init__(
+        self, redis: Any, prefix: str, limits: dict[str, ExchangeLimits] | None = None
+    ) -> None:
+        self.redis = redis
+        self.prefix = f"{prefix}:bridge:limit"
+        self.limits = limits or LIMITS
+        self._take = redis.register_script(_SCRIPT)
+        self._observe = redis.register_script(_OBSERVE)
+        self._block = redis.register_script(_BLOCK)
+        self.waited = 0.0
+        # Calls to Redis at once, below its client's connection pool (orders in flight may be
+        # many more: each holds a connection only for its script's round trip).
+        self._gate = asyncio.Semaphore(32)
+
+    def _keys(self, exchange: str, account: str) -> list[str]:
+        base = f"{self.prefix}:{exchange}"
+        return [
+            f"{base}:ip",
+            f"{base}:acct:{account}",
+            f"{base}:block:ip",
+            f"{base}:block:acct:{account}",
+        ]
+
+    async def acquire(self, exchange: str, account: str, order: bool) -> None:
+        """Wait until one request (an order when ``order``) may go to ``exchange`` for
+        ``account``, and charge it."""
+        limits = self.limits[exchange]
+        ip_cap = int(limits.ip.capacity * MARGIN)
+        acct_cap = max(1, int(limits.orders.capacity * MARGIN))
+        weight = limits.order_weight if order else limits.query_weight
+        while True:
+            async with self._gate:
+                now = int(time.time() * 1000)
+                answer = await self._take(
+                    keys=self._keys(exchange, account),
+                    args=[
+                        now,
+                        weight,
+                        ip_cap,
+                        int(limits.ip.seconds * 1000),
+                        1 if order else 0,
+                        acct_cap,
+                        int(limits.orders.seconds * 1000),
+                    ],
+                )
+            wait = int(answer)
+            if wait <= 0:
+                return
+            self.waited += wait / 1000
+            await asyncio.sleep(wait / 1000)
+
+    async def block(self, exchange: str, account: str | None, seconds: float) -> None:
+        """The exchange said too many (429/418, or its own code): nobody asks it for
+        ``seconds`` (the account's scope when the limit was the account's)."""
+        keys = self._keys(exchange, account or "")
+        key = keys[3] if account else keys[2]
+        await self._block(keys=[key], args=[max(1, int(seconds * 1000))])
+
+    async def observe_weight(self, exchange: str, used: int) -> None:
+        """The exchange reports ``used`` weight in the current window: never count less."""
+        limits = self.limits[exchange]
+        window = int(limits.ip.seconds * 1000)
+        now = int(time.time() * 1000)
+        key = f"{self._keys(exchange, '')[0]}:{now - now % window}"
+        await self._observe(keys=[key], args=[used, window * 2])

@@ -1,0 +1,139 @@
+"""One follower's account at one exchange, through ccxt: market orders with the bridge's
+client order id, and the order found again by that id (each exchange names it differently)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tandem import exchanges
+from tandem.config import BridgeExchange
+from tandem.envelope import Credentials
+
+# The parameter each exchange takes the client order id in.
+CLIENT_ID = {
+    "binance": "newClientOrderId",
+    "okx": "clOrdId",
+    "bybit": "orderLinkId",
+    "bitget": "clientOid",
+}
+
+
+@dataclass
+class Fill:
+    """An order as the exchange reports it."""
+
+    id: str
+    status: str  # open | closed | canceled | rejected
+    filled: float
+    cost: float
+    average: float | None
+    # In quote (a fee paid in base is valued at the average price); None when the answer
+    # does not say (Binance's order query has no fees: those of the acknowledgement stand).
+    fee: float | None
+
+    @property
+    def done(self) -> bool:
+        return self.status in {"closed", "canceled", "rejected", "expired"}
+
+
+def open_client(
+    exchange: str,
+    settings: BridgeExchange | None,
+    creds: Credentials,
+    session: Any | None = None,
+) -> Any:
+    ex = exchanges.client(
+        exchange,
+        settings,
+        api_key=creds.api_key,
+        secret=creds.secret,
+        passphrase=creds.passphrase,
+        session=session,
+    )
+    if exchange == "okx":
+        ex.options["createOrder"] = "privatePostTradeOrder"  # one order, not a batch of one
+    if exchange == "bybit":
+        # Spot on a unified trading account: ccxt would otherwise ask the exchange first.
+        ex.options["enableUnifiedAccount"] = True
+        ex.options["enableUnifiedMargin"] = False
+    return ex
+
+
+def _in_quote(cost: float, currency: Any, order: dict[str, Any], average: Any) -> float:
+    symbol = str(order.get("symbol") or "")
+    base = symbol.split("/")[0] if "/" in symbol else None
+    return cost * float(average or 0) if currency == base else cost
+
+
+def _fee_from_info(order: dict[str, Any], average: Any) -> float | None:
+    """The fee in the exchange's own fields when ccxt found none: Bybit's ``cumExecFee``
+    (spot: a buy pays in base, a sale in quote) for answers without ``cumFeeDetail``."""
+    info = order.get("info") or {}
+    raw = info.get("cumExecFee") if isinstance(info, dict) else None
+    if raw in (None, ""):
+        return None
+    side = str(order.get("side") or info.get("side") or "").lower()
+    symbol = str(order.get("symbol") or "")
+    base = symbol.split("/")[0] if "/" in symbol else None
+    return _in_quote(abs(float(raw)), base if side == "buy" else None, order, average)
+
+
+def to_fill(order: dict[str, Any]) -> Fill:
+    average = order.get("average")
+    fee: float | None = None
+    for item in order.get("fees") or ([order["fee"]] if order.get("fee") else []):
+        if not item or item.get("cost") is None:
+            continue
+        cost = abs(float(item["cost"]))
+        fee = (fee or 0.0) + _in_quote(cost, item.get("currency"), order, average)
+    if fee is None:
+        fee = _fee_from_info(order, average)
+    return Fill(
+        id=str(order.get("id") or ""),
+        status=str(order.get("status") or "open"),
+        filled=float(order.get("filled") or 0),
+        cost=float(order.get("cost") or 0),
+        average=float(average) if average else None,
+        fee=fee,
+    )
+
+
+async def place(ex: Any, symbol: str, side: str, size: float, client_id: str) -> Fill:
+    """A market buy spending ``size`` quote, or a market sale of ``size`` base."""
+    params = {CLIENT_ID[ex.id]: client_id}
+    if side == "buy":
+        order = await ex.create_market_buy_order_with_cost(symbol, size, params)
+    else:
+        order = await ex.create_order(symbol, "market", "sell", size, None, params)
+    fill = to_fill(order)
+    if not fill.id:
+        raise RuntimeError(f"{ex.id} acknowledged an order without an id")
+    return fill
+
+
+async def find(ex: Any, symbol: str, client_id: str) -> Fill | None:
+    """The order with this client id, or None when the exchange has none."""
+    import ccxt.async_support as ccxt
+
+    market = ex.market(symbol)
+    try:
+        if ex.id == "binance":
+            order = await ex.fetch_order(None, symbol, {"origClientOrderId": client_id})
+        elif ex.id == "okx":
+            order = await ex.fetch_order(None, symbol, {"clOrdId": client_id})
+        elif ex.id == "bitget":
+            order = await ex.fetch_order(None, symbol, {"clientOid": client_id})
+        elif ex.id == "bybit":
+            answer = await ex.private_get_v5_order_realtime(
+                {"category": "spot", "symbol": market["id"], "orderLinkId": client_id}
+            )
+            rows = (answer.get("result") or {}).get("list") or []
+            if not rows:
+                return None
+            order = ex.parse_order(rows[0], market)
+        else:
+            raise ValueError(f"unknown exchange {ex.id!r}")
+    except ccxt.OrderNotFound:
+        return None
+    return to_fill(order)

@@ -1,0 +1,900 @@
+"""The copy worker: master trades in, followers' exchange orders out, each exactly once.
+
+- **In.** The confirmed master trades the keepers publish to the Redis stream
+  ``<prefix>:trades`` (entry id ``<block>-<log index>``), read by the consumer group
+  ``<prefix>:bridge``: workers share the trades, and the trade of a worker silent for
+  ``reclaim_idle`` seconds (killed, say) is taken over by another (``XAUTOCLAIM``). A trade is
+  acknowledged only when every order it decided is filled, skipped or failed for good.
+- **Sizing.** A buy spends the master's fraction of the follower's equity at that exchange
+  (the bridge's book: cash plus positions at the master's price), capped at the cash; a sale
+  sells the master's fraction of the follower's position (all of it when the master closes).
+  Amounts go through ccxt's ``amount_to_precision``; the minimum amount and the minimum notional
+  (``limits.cost.min``, which ccxt does not check) are the bridge's. Below them the order is
+  skipped, recorded, and its value carried to the next order of the same market and direction,
+  so the position comes back toward the master's instead of drifting.
+- **Exactly once.** Each order's client id is derived from the trade and the follow. The rows
+  of a trade are written ``sending`` in one transaction before any is sent; a worker that
+  finds a row ``sending`` it did not write (its predecessor died, perhaps mid-request) asks the
+  exchange for the client id first and sends only when the exchange has no such order; so
+  does a worker whose request timed out. A duplicate refused by the exchange is found the same
+  way. Outcomes (acknowledged, filled, failed) are written in batches off the event loop, each
+  fill moving the follow's book once; the trade is acknowledged on the stream after the last
+  batch is written.
+- **Hot path.** Market lists, one aiohttp session per exchange (connections kept alive) and a
+  ccxt client per active key are made before trades arrive (``warm``, again every
+  ``warm_every`` seconds for new keys); a rotated key gets a new client.
+- **Follower limits.** At every trade the follow's equity is marked at the master's price: a
+  stop-loss (under the allocation) or maximum drawdown (under the peak) breached stops copying
+  and the follow's order for the trade becomes an exit, a sale to quote of all it holds of that
+  market (``kind = exit``); a breach seen at a fill exits at the next trade of the market.
+- **Limits.** Every request waits for the shared limiter (``bridge.limiter``); a 429/418 blocks
+  the exchange for its Retry-After. An exchange that does not answer pauses its orders: they
+  are retried every ``paused_retry`` seconds, the keys' permissions are read again before the
+  first order after it comes back, and nothing is lost (the trade stays pending meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, bindparam, insert, select, update
+
+from bridge import venue
+from bridge.limiter import Limiter, limits_for
+from tandem import exchanges
+from tandem.config import BridgeExchange, BridgeSettings
+from tandem.db import bridge as t
+from tandem.envelope import Keyring, Sealed
+
+log = logging.getLogger("tandem.bridge")
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the trade event does not say: the master's fraction (of equity for a buy, of the
+    position for a sale) and the block's time."""
+
+    fraction: Decimal
+    block_time: float | None
+
+
+class ContextSource(Protocol):
+    async def context(self, trade: dict[str, Any], side: str) -> Context: ...
+
+
+class ChainContext:
+    """Reads the vault one block before the trade: ``equities()`` for a buy (the value spent
+    over the master's equity), ``books(tokenIn)`` for a sale (the amount sold over the master's
+    holding)."""
+
+    def __init__(self, rpc_url: str) -> None:
+        from web3 import Web3
+
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url))
+        abi = [
+            {
+                "name": "equities",
+                "type": "function",
+                "stateMutability": "view",
+                "inputs": [],
+                "outputs": [{"type": "uint256"}, {"type": "uint256"}],
+            },
+            {
+                "name": "books",
+                "type": "function",
+                "stateMutability": "view",
+                "inputs": [{"type": "address"}],
+                "outputs": [{"type": "uint256"}, {"type": "uint256"}],
+            },
+        ]
+        self.abi = abi
+
+    def _read(self, trade: dict[str, Any], side: str) -> Context:
+        vault = self.w3.eth.contract(address=trade["vault"], abi=self.abi)
+        before = int(trade["block"]) - 1
+        master_in = int(trade["masterIn"])
+        if side == "buy":
+            equity = int(vault.functions.equities().call(block_identifier=before)[0])
+            spent = master_in * int(trade["priceIn"]) // 10**18
+            fraction = Decimal(spent) / Decimal(equity) if equity else ZERO
+        else:
+            held = int(vault.functions.books(trade["tokenIn"]).call(block_identifier=before)[0])
+            fraction = Decimal(master_in) / Decimal(held) if held else ZERO
+        block = self.w3.eth.get_block(int(trade["block"]))
+        return Context(min(fraction, Decimal(1)), float(block["timestamp"]))
+
+    async def context(self, trade: dict[str, Any], side: str) -> Context:
+        return await asyncio.to_thread(self._read, trade, side)
+
+
+def client_order_id(trade_id: str, follow_id: int) -> str:
+    """32 letters and digits (every exchange's client id accepts these): the same for the same
+    trade and follow, on every worker, before and after any restart."""
+    return "tdm" + hashlib.sha256(f"{trade_id}:{follow_id}".encode()).hexdigest()[:29]
+
+
+@dataclass
+class Stats:
+    trades: int = 0
+    placed: int = 0
+    skipped: int = 0
+    exits: int = 0
+    found: int = 0  # orders a restart found at the exchange instead of placing again
+    first_sent: float | None = None
+    acked: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What became of one order, waiting to be written (in batches, off the event loop)."""
+
+    row: dict[str, Any]
+    status: str  # acked | filled | failed
+    fill: venue.Fill | None = None
+    sent: float | None = None
+    acked: float | None = None
+    reason: str | None = None
+
+
+@dataclass
+class Decision:
+    """One follow's order for one trade, and the follow's book afterwards."""
+
+    kind: str  # copy | exit
+    side: str
+    size: Decimal
+    reason: str | None  # why skipped (None: sent)
+    book: dict[str, Any]
+
+
+class Bridge:
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        engine: Engine,
+        keyring: Keyring,
+        redis: Any,
+        contexts: ContextSource,
+        consumer: str,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.keyring = keyring
+        self.redis = redis
+        self.contexts = contexts
+        self.consumer = consumer
+        self.stream = f"{settings.stream}:trades"
+        self.group = f"{settings.stream}:bridge"
+        self.venues: dict[str, BridgeExchange] = {str(k): v for k, v in settings.exchanges.items()}
+        self.limiter = Limiter(redis, settings.stream, limits_for(self.venues))
+        self.clients: dict[int, tuple[str, Any]] = {}  # key id -> (its ciphertext, client)
+        self.markets: dict[str, dict[str, Any]] = {}
+        self.sessions: dict[str, Any] = {}  # exchange -> the aiohttp session its clients share
+        self.paused: dict[str, float] = {}  # exchange -> since
+        self.stats = Stats()
+        self.stopping = False
+        self._pending: list[Outcome] = []
+        self._writing = asyncio.Lock()
+        self._ssl_context: Any = None
+
+    # --- the stream
+
+    async def start(self) -> None:
+        from redis.exceptions import ResponseError
+
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def next_trade(self, block_ms: int = 1000) -> tuple[str, dict[str, Any]] | None:
+        idle = int(self.settings.reclaim_idle * 1000)
+        answer: Any = await self.redis.xautoclaim(
+            self.stream, self.group, self.consumer, idle, "0-0", count=1
+        )
+        if answer[1]:
+            entry_id, fields = answer[1][0]
+            if fields:
+                log.info("taking over trade %s from a silent worker", entry_id)
+                return str(entry_id), json.loads(fields["trade"])
+        read: Any = await self.redis.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=1, block=block_ms
+        )
+        if not read or not read[0][1]:
+            return None
+        entry_id, fields = read[0][1][0]
+        return str(entry_id), json.loads(fields["trade"])
+
+    async def run(self) -> None:
+        await self.start()
+        await self.warm()
+        checker = asyncio.create_task(self._permission_loop())
+        warmer = asyncio.create_task(self._warm_loop())
+        try:
+            while not self.stopping:
+                got = await self.next_trade()
+                if got is None:
+                    continue
+                entry_id, trade = got
+                await self.handle(entry_id, trade)
+                await self.redis.xack(self.stream, self.group, entry_id)
+        finally:
+            checker.cancel()
+            warmer.cancel()
+            await self.close()
+
+    async def close(self) -> None:
+        # ccxt's close() lingers a quarter of a second: all at once.
+        await asyncio.gather(
+            *(ex.close() for _, ex in self.clients.values()),
+            *(markets["__client__"].close() for markets in self.markets.values()),
+        )
+        for session in self.sessions.values():
+            await session.close()
+        self.clients.clear()
+        self.markets.clear()
+        self.sessions.clear()
+
+    # --- ready before the trade: markets, sessions, every active key's client
+
+    async def warm(self) -> int:
+        """Markets of every configured exchange and a client for every active key, made before
+        any trade needs them (a client costs milliseconds of CPU to build, a market list a
+        request); the number of clients made."""
+        names = set(self.venues) | set(exchanges_in_use(self.settings))
+        await asyncio.gather(*(self._ensure_markets([n]) for n in names))
+        with self.engine.connect() as conn:
+            keys = [
+                dict(r._mapping)
+                for r in conn.execute(select(t.keys).where(t.keys.c.status == "active"))
+            ]
+        made = 0
+        for key in keys:
+            if key["exchange"] in self.markets and self._cached(key) is None:
+                await self._open(key)
+                made += 1
+        return made
+
+    async def _warm_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.warm_every)
+            try:
+                await self.warm()
+            except Exception as exc:  # a key that does not open stops no trade
+                log.warning("warming clients failed: %s", type(exc).__name__)
+
+    def _session(self, exchange: str) -> Any:
+        import aiohttp
+
+        if exchange not in self.sessions:
+            # Connections kept alive and shared by every account's client at this exchange.
+            self.sessions[exchange] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=0, ttl_dns_cache=300),
+            )
+        return self.sessions[exchange]
+
+    def _ssl(self) -> Any:
+        """One TLS context for every client: ccxt makes one per client at its first request,
+        loading the CA bundle again (tens of milliseconds of CPU each)."""
+        if self._ssl_context is None:
+            import ssl
+
+            import certifi
+
+            self._ssl_context = ssl.create_default_context(cafile=certifi.where())
+        return self._ssl_context
+
+    def _cached(self, key: dict[str, Any]) -> Any | None:
+        got = self.clients.get(key["id"])
+        if got is None or got[0] != key["ciphertext"]:  # none yet, or the key was rotated
+            return None
+        return got[1]
+
+    async def _open(self, key: dict[str, Any]) -> Any:
+        old = self.clients.pop(key["id"], None)
+        if old is not None:
+            await old[1].close()
+        sealed = Sealed(key["kek_id"], key["wrapped_key"], key["ciphertext"])
+        creds = self.keyring.open(
+            sealed, key["api_key"], key_aad(key["address"], key["exchange"], key["api_key"])
+        )
+        await self._ensure_markets([key["exchange"]])
+        ex = venue.open_client(
+            key["exchange"], self.venues.get(key["exchange"]), creds, self._session(key["exchange"])
+        )
+        ex.ssl_context = self._ssl()
+        ex.set_markets_from_exchange(self.markets[key["exchange"]]["__client__"])
+        self.clients[key["id"]] = (key["ciphertext"], ex)
+        return ex
+
+    async def _client_of(self, key: dict[str, Any]) -> Any:
+        return self._cached(key) or await self._open(key)
+
+    # --- one trade
+
+    def _plan(self, trade: dict[str, Any]) -> tuple[str, str, Decimal] | None:
+        """(side, asset token, master's price in quote per base), or None when the bridge
+        does not copy this trade (a rotation between two tokens, an unmapped token)."""
+        assets = self.settings.assets
+        tin, tout = trade["tokenIn"].lower(), trade["tokenOut"].lower()
+        a_in, a_out = assets.get(tin), assets.get(tout)
+        if a_in is None or a_out is None:
+            return None
+        if not a_in.markets and a_out.markets:  # quote in: a buy of tokenOut
+            side, token, base, quote = "buy", tout, a_out, a_in
+            base_amount, quote_amount = int(trade["masterOut"]), int(trade["masterIn"])
+        elif a_in.markets and not a_out.markets:
+            side, token, base, quote = "sell", tin, a_in, a_out
+            base_amount, quote_amount = int(trade["masterIn"]), int(trade["masterOut"])
+        else:
+            return None
+        if base_amount == 0:
+            return None
+        price = (Decimal(quote_amount) / 10**quote.decimals) / (
+            Decimal(base_amount) / 10**base.decimals
+        )
+        return side, token, price
+
+    async def handle(self, entry_id: str, trade: dict[str, Any]) -> None:
+        known_at = time.time()
+        self.stats.trades += 1
+        planned = self._plan(trade)
+        if planned is None:
+            log.info("trade %s is not copied to exchanges (no mapped market)", entry_id)
+            return
+        side, token, price = planned
+        defaults: dict[str, str] = {
+            str(k): v for k, v in self.settings.assets[token].markets.items()
+        }
+        rows = self._existing(entry_id)
+        follows = [
+            f
+            for f in self._follows(trade["vault"])
+            if _symbol(f, token, defaults) is not None and f["id"] not in rows
+        ]
+        if follows:
+            context = await self.contexts.context(trade, side)
+            await self._ensure_markets({f["exchange"] for f in follows})
+            self._decide(entry_id, trade, follows, side, token, defaults, price, context, known_at)
+            rows = self._existing(entry_id)
+        todo = [r for r in rows.values() if r["status"] in {"planned", "sending", "acked"}]
+        if not todo:
+            return
+        keys = self._keys_of({r["follow_id"] for r in todo})
+        fresh = {f["id"] for f in follows}
+        gate = asyncio.Semaphore(self.settings.concurrency)
+
+        async def one(row: dict[str, Any]) -> None:
+            async with gate:
+                await self._execute(row, keys[row["follow_id"]], row["follow_id"] in fresh)
+
+        writer = asyncio.create_task(self._write_loop())
+        try:
+            await asyncio.gather(*(one(r) for r in todo))
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            await self._flush()
+
+    def _existing(self, trade_id: str) -> dict[int, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            found = conn.execute(select(t.orders).where(t.orders.c.trade == trade_id))
+            return {r.follow_id: dict(r._mapping) for r in found}
+
+    def _follows(self, vault: str) -> list[dict[str, Any]]:
+        query = (
+            select(t.follows, t.keys.c.exchange, t.keys.c.address)
+            .join(t.keys, t.keys.c.id == t.follows.c.key_id)
+            .where(t.follows.c.vault == vault, t.keys.c.status == "active")
+        )
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def _keys_of(self, follow_ids: set[int]) -> dict[int, dict[str, Any]]:
+        query = (
+            select(t.follows.c.id.label("follow_id"), t.keys)
+            .join(t.keys, t.keys.c.id == t.follows.c.key_id)
+            .where(t.follows.c.id.in_(follow_ids))
+        )
+        with self.engine.connect() as conn:
+            out = {}
+            for r in conn.execute(query):
+                key = dict(r._mapping)
+                out[key.pop("follow_id")] = key
+            return out
+
+    def _decide(
+        self,
+        trade_id: str,
+        trade: dict[str, Any],
+        follows: Iterable[dict[str, Any]],
+        side: str,
+        token: str,
+        defaults: dict[str, str],
+        price: Decimal,
+        context: Context,
+        known_at: float,
+    ) -> None:
+        """One row per follow and the follows' books, all in one transaction, before anything
+        is sent. Rows to send are written ``sending``: should this worker die, the one taking
+        the trade over asks the exchange for each client id before sending again."""
+        rows: list[dict[str, Any]] = []
+        books: list[dict[str, Any]] = []
+        for f in follows:
+            symbol = _symbol(f, token, defaults)
+            assert symbol is not None
+            d = self._decide_one(f, side, symbol, price, context.fraction)
+            rows.append(
+                {
+                    "client_id": client_order_id(trade_id, f["id"]),
+                    "trade": trade_id,
+                    "follow_id": f["id"],
+                    "address": f["address"],
+                    "vault": trade["vault"],
+                    "exchange": f["exchange"],
+                    "symbol": symbol,
+                    "side": d.side,
+                    "kind": d.kind,
+                    "size": str(d.size),
+                    "status": "skipped" if d.reason else "sending",
+                    "reason": d.reason,
+                    "master_price": str(price),
+                    "block_time": context.block_time,
+                    "known_at": known_at,
+                    "attempts": 0,
+                }
+            )
+            books.append({"b_id": f["id"], **d.book})
+            if d.reason:
+                self.stats.skipped += 1
+                log.info("follow %s skips trade %s: %s", f["id"], trade_id, d.reason)
+            if d.kind == "exit":
+                self.stats.exits += 1
+                log.warning("follow %s exits %s: %s", f["id"], symbol, d.book["reason"])
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(insert(t.orders), rows)
+            conn.execute(
+                update(t.follows)
+                .where(t.follows.c.id == bindparam("b_id"))
+                .values(
+                    carry=bindparam("carry"),
+                    marks=bindparam("marks"),
+                    peak=bindparam("peak"),
+                    status=bindparam("status"),
+                    reason=bindparam("reason"),
+                ),
+                books,
+            )
+
+    def _decide_one(
+        self, f: dict[str, Any], side: str, symbol: str, price: Decimal, fraction: Decimal
+    ) -> Decision:
+        carry = dict(f["carry"] or {})
+        marks = {**(f["marks"] or {}), symbol: str(price)}
+        positions = f["positions"] or {}
+        held = Decimal(positions.get(symbol, "0"))
+        equity = Decimal(f["cash"]) + sum(
+            (Decimal(v) * Decimal(marks.get(s, "0")) for s, v in positions.items()), ZERO
+        )
+        peak = max(Decimal(f["peak"]), equity)
+        status, reason = f["status"], f["reason"]
+        if status == "active":
+            breach = _breach(f, equity, peak)
+            if breach:
+                status, reason = "stopped", breach
+        book = {
+            "carry": carry,
+            "marks": marks,
+            "peak": str(peak),
+            "status": status,
+            "reason": reason,
+        }
+        market = self.markets[f["exchange"]].get(symbol)
+        if market is None:
+            return Decision("copy", side, ZERO, f"{f['exchange']} has no market {symbol}", book)
+        if status != "active":
+            # A limit fired (now or before): what is held of this market is sold to quote, and
+            # nothing more is copied.
+            if held <= 0:
+                return Decision("copy", side, ZERO, f"copying stopped: {reason}", book)
+            carry.pop(f"buy:{symbol}", None)
+            carry.pop(f"sell:{symbol}", None)
+            amount = self._precise(f["exchange"], symbol, held)
+            why = _below_minimum(market, amount, amount * price)
+            return Decision("exit", "sell", amount, why and f"exit {why}", book)
+        key = f"{side}:{symbol}"
+        owed = Decimal(carry.pop(key, "0"))
+        owed_buy = f"buy:{symbol}"
+        if side == "sell" and owed_buy in carry:
+            # The master sold a fraction of the position: as much of a buy still owed goes.
+            carry[owed_buy] = str(
+                (Decimal(carry[owed_buy]) * (1 - fraction)).quantize(Decimal("0.01"), ROUND_DOWN)
+            )
+        cash = Decimal(f["cash"])
+        if side == "buy":
+            spend = min(equity * fraction + owed, cash).quantize(Decimal("0.01"), ROUND_DOWN)
+            amount = spend / price if price else ZERO
+            value = size = spend
+        else:
+            wanted = held if fraction >= Decimal("0.9999") else held * fraction + owed / price
+            amount = self._precise(f["exchange"], symbol, min(wanted, held))
+            value = amount * price
+            size = amount
+        why = _below_minimum(market, amount, value)
+        if why and value > 0:
+            carry[key] = str(value)
+        return Decision("copy", side, size, why, book)
+
+    def _precise(self, exchange: str, symbol: str, amount: Decimal) -> Decimal:
+        if amount <= 0:
+            return ZERO
+        ex = self.markets[exchange]["__client__"]
+        return Decimal(ex.amount_to_precision(symbol, float(amount)))
+
+    async def _ensure_markets(self, names: Iterable[str]) -> None:
+        for name in names:
+            if name in self.markets:
+                continue
+            import ccxt.async_support as ccxt
+
+            ex = exchanges.client(name, self.venues.get(name), session=self._session(name))
+            ex.ssl_context = self._ssl()
+            while True:
+                try:
+                    markets = await ex.load_markets()
+                    break
+                except (ccxt.NetworkError, ccxt.ExchangeNotAvailable) as exc:
+                    if name not in self.paused:
+                        self.paused[name] = time.time()
+                        log.warning(
+                            "%s is down (%s): its followers are paused", name, type(exc).__name__
+                        )
+                    await asyncio.sleep(self.settings.paused_retry)
+            await self._observe(name, ex)
+            self.markets[name] = {**markets, "__client__": ex}
+
+    # --- one order
+
+    async def _execute(self, row: dict[str, Any], key: dict[str, Any], fresh: bool) -> None:
+        """Send one order (or find it: ``fresh`` says no worker can have sent it yet), follow
+        it to its fill, and queue what became of it."""
+        import ccxt.async_support as ccxt
+
+        if key["status"] == "deleted":
+            self._pending.append(Outcome(row, "failed", reason="the key was deleted"))
+            return
+        ex = await self._client_of(key)
+        exchange, cid = row["exchange"], row["client_id"]
+        maybe_sent = not fresh or row["status"] != "sending"
+        sent: float | None = row["sent_at"]
+        while True:
+            placing = False
+            try:
+                await self._resume_check(exchange, ex, key)
+                if maybe_sent:
+                    # Sent before (by a worker that died, or a request that timed out): ask.
+                    await self.limiter.acquire(exchange, key["api_key"], order=False)
+                    fill = await venue.find(ex, row["symbol"], cid)
+                    if fill is None:
+                        maybe_sent = False
+                        continue
+                    self.stats.found += 1
+                    acked = row["acked_at"] or time.time()
+                else:
+                    await self.limiter.acquire(exchange, key["api_key"], order=True)
+                    sent = time.time()
+                    if self.stats.first_sent is None:
+                        self.stats.first_sent = sent
+                    placing = maybe_sent = True
+                    try:
+                        fill = await venue.place(
+                            ex, row["symbol"], row["side"], float(row["size"]), cid
+                        )
+                        self.stats.placed += 1
+                    except (ccxt.InvalidOrder, ccxt.InsufficientFunds) as exc:
+                        placing = False
+                        found = await venue.find(ex, row["symbol"], cid)
+                        if found is None:
+                            log.warning("order %s refused: %s", cid, exc)
+                            self._pending.append(
+                                Outcome(row, "failed", sent=sent, reason=str(exc)[:500])
+                            )
+                            return
+                        fill = found
+                    placing = False
+                    acked = time.time()
+                    self.stats.acked.append(acked)
+                await self._observe(exchange, ex)
+                if not fill.done:
+                    self._pending.append(Outcome(row, "acked", fill, sent, acked))
+                    fill = await self._follow_fill(ex, key, row, fill)
+                self._pending.append(
+                    Outcome(row, "filled" if fill.done else "acked", fill, sent, acked)
+                )
+                return
+            except (ccxt.RateLimitExceeded, ccxt.DDoSProtection):
+                if placing:
+                    maybe_sent = False  # refused: not placed
+                retry = _retry_after(ex)
+                scope = key["api_key"] if _account_scoped(ex) else None
+                await self.limiter.block(exchange, scope, retry)
+                log.warning("%s: rate limited, waiting %.1f s", exchange, retry)
+            except (ccxt.NetworkError, ccxt.ExchangeNotAvailable) as exc:
+                if exchange not in self.paused:
+                    self.paused[exchange] = time.time()
+                    log.warning(
+                        "%s is down (%s): its followers are paused", exchange, type(exc).__name__
+                    )
+                await asyncio.sleep(self.settings.paused_retry)
+            except ccxt.ExchangeError as exc:
+                # Refused for this account alone (its key, its balance): the others go on.
+                log.warning("order %s failed: %s", cid, type(exc).__name__)
+                reason = f"{type(exc).__name__}: {str(exc)[:400]}"
+                self._pending.append(Outcome(row, "failed", sent=sent, reason=reason))
+                return
+
+    async def _observe(self, exchange: str, ex: Any) -> None:
+        """The weight an exchange says this IP used (Binance's ``X-MBX-USED-WEIGHT-1M``), once
+        it passes half the limit: our count never stays below it."""
+        headers = getattr(ex, "last_response_headers", None) or {}
+        used = headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("x-mbx-used-weight-1m")
+        capacity = self.limiter.limits[exchange].ip.capacity
+        if used and str(used).isdigit() and int(used) * 2 >= capacity:
+            await self.limiter.observe_weight(exchange, int(used))
+
+    async def _resume_check(self, exchange: str, ex: Any, key: dict[str, Any]) -> None:
+        """Before the first order after an outage, the key's permissions are read again."""
+        if exchange not in self.paused:
+            return
+        await self.check_key(key["id"], ex)
+        self.paused.pop(exchange, None)
+        log.info("%s is back: its followers resume", exchange)
+
+    async def _follow_fill(
+        self, ex: Any, key: dict[str, Any], row: dict[str, Any], fill: venue.Fill
+    ) -> venue.Fill:
+        deadline = time.monotonic() + self.settings.fill_timeout
+        first_fee = fill.fee
+        asked = False  # the acknowledgement of most exchanges is an id alone: ask at once
+        while not fill.done:
+            if time.monotonic() > deadline:
+                log.warning(
+                    "order %s not filled after %.0f s", row["client_id"], self.settings.fill_timeout
+                )
+                break
+            if asked or fill.filled:
+                await asyncio.sleep(0.2)
+            asked = True
+            await self.limiter.acquire(row["exchange"], key["api_key"], order=False)
+            found = await venue.find(ex, row["symbol"], row["client_id"])
+            if found is None:
+                raise RuntimeError(f"order {row['client_id']} vanished from {row['exchange']}")
+            fill = found
+        if fill.fee is None and first_fee is not None:
+            fill.fee = first_fee
+        return fill
+
+    # --- writing, in batches off the event loop
+
+    async def _write_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.write_every)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._writing:
+            batch, self._pending = self._pending, []
+            if batch:
+                await asyncio.to_thread(self._apply, batch)
+
+    def _apply(self, batch: list[Outcome]) -> None:
+        """Outcomes into their rows, and fills into the follows' books, in one transaction;
+        an order already ``filled`` moves no book again."""
+        now = time.time()
+        done = [o for o in batch if o.status == "filled" and o.fill is not None]
+        with self.engine.begin() as conn:
+            already = set()
+            books: dict[int, Any] = {}
+            if done:
+                already = {
+                    r.client_id
+                    for r in conn.execute(
+                        select(t.orders.c.client_id).where(
+                            t.orders.c.client_id.in_([o.row["client_id"] for o in done]),
+                            t.orders.c.status == "filled",
+                        )
+                    )
+                }
+                books = {
+                    r.id: dict(r._mapping)
+                    for r in conn.execute(
+                        select(t.follows).where(
+                            t.follows.c.id.in_({o.row["follow_id"] for o in done})
+                        )
+                    )
+                }
+            for o in batch:
+                cid = o.row["client_id"]
+                if cid in already:
+                    continue
+                values: dict[str, Any] = {"status": o.status, "reason": o.reason}
+                if o.sent is not None:
+                    values.update(sent_at=o.sent, attempts=o.row["attempts"] + 1)
+                if o.acked is not None:
+                    values["acked_at"] = o.acked
+                fill = o.fill
+                if fill is not None:
+                    values.update(
+                        order_id=fill.id,
+                        filled=str(Decimal(str(fill.filled))),
+                        cost=str(Decimal(str(fill.cost))),
+                        average=str(fill.average) if fill.average else None,
+                        fee=None if fill.fee is None else str(Decimal(str(fill.fee))),
+                    )
+                    if o.status == "filled":
+                        values["filled_at"] = now
+                        book = books[o.row["follow_id"]]
+                        _book_fill(book, o.row, fill)
+                        already.add(cid)
+                conn.execute(update(t.orders).where(t.orders.c.client_id == cid).values(**values))
+            for follow_id, book in books.items():
+                conn.execute(
+                    update(t.follows)
+                    .where(t.follows.c.id == follow_id)
+                    .values(
+                        cash=book["cash"],
+                        positions=book["positions"],
+                        marks=book["marks"],
+                        peak=book["peak"],
+                        status=book["status"],
+                        reason=book["reason"],
+                    )
+                )
+
+    # --- keys
+
+    async def check_key(self, key_id: int, ex: Any | None = None) -> exchanges.Permissions | None:
+        """Read a key's permissions again; one that can withdraw (or no longer trade) is
+        suspended at once."""
+        with self.engine.connect() as conn:
+            key = dict(conn.execute(select(t.keys).where(t.keys.c.id == key_id)).one()._mapping)
+        if ex is None:
+            ex = await self._client_of(key)
+        await self.limiter.acquire(key["exchange"], key["api_key"], order=False)
+        perms = await exchanges.read_permissions(ex)
+        refusal = perms.refusal(key["exchange"])
+        values: dict[str, Any] = {
+            "can_trade": perms.can_trade,
+            "can_withdraw": perms.can_withdraw,
+            "ip_restricted": perms.ip_restricted,
+            "checked_at": time.time(),
+        }
+        if refusal:
+            values.update(status="suspended", reason=refusal)
+            log.warning("key %s suspended: %s", key_id, refusal)
+        with self.engine.begin() as conn:
+            conn.execute(update(t.keys).where(t.keys.c.id == key_id).values(**values))
+        return perms
+
+    async def check_all_keys(self) -> None:
+        with self.engine.connect() as conn:
+            ids = [
+                r.id for r in conn.execute(select(t.keys.c.id).where(t.keys.c.status == "active"))
+            ]
+        for key_id in ids:
+            try:
+                await self.check_key(key_id)
+            except Exception as exc:  # one key's exchange being down stops no other check
+                log.warning("cannot check key %s: %s", key_id, type(exc).__name__)
+
+    async def _permission_loop(self) -> None:
+        while True:
+            await self.check_all_keys()
+            await asyncio.sleep(self.settings.permission_every)
+
+
+def exchanges_in_use(settings: BridgeSettings) -> set[str]:
+    return {str(name) for asset in settings.assets.values() for name in asset.markets}
+
+
+def _symbol(f: dict[str, Any], token: str, defaults: dict[str, str]) -> str | None:
+    """The follow's market for ``token``: its own mapping, else the bridge's."""
+    own = (f.get("symbols") or {}).get(token)
+    return own or defaults.get(f["exchange"])
+
+
+def _below_minimum(market: dict[str, Any], amount: Decimal, value: Decimal) -> str | None:
+    min_amount = market["limits"]["amount"]["min"]
+    min_cost = market["limits"]["cost"]["min"]
+    symbol = market["symbol"]
+    if min_amount is not None and amount < Decimal(str(min_amount)):
+        return f"below the minimum amount {min_amount} of {symbol}"
+    if min_cost is not None and value < Decimal(str(min_cost)):
+        return f"below the minimum notional {min_cost} of {symbol}"
+    return None
+
+
+def _breach(f: dict[str, Any], equity: Decimal, peak: Decimal) -> str | None:
+    """Why the follower's own limits stop copying at this equity, or None."""
+    allocation = Decimal(f["allocation"])
+    if f["stop_loss_bps"] and equity < allocation * (1 - Decimal(f["stop_loss_bps"]) / 10_000):
+        return (
+            f"stop-loss: equity {equity:.2f} is {f['stop_loss_bps']} bps or more under the "
+            f"allocation {allocation}"
+        )
+    if f["max_drawdown_bps"] and equity < peak * (1 - Decimal(f["max_drawdown_bps"]) / 10_000):
+        return (
+            f"maximum drawdown: equity {equity:.2f} is {f['max_drawdown_bps']} bps or more under "
+            f"the peak {peak:.2f}"
+        )
+    return None
+
+
+def _book_fill(book: dict[str, Any], row: dict[str, Any], fill: venue.Fill) -> None:
+    """A fill into the follow's book: cash, position, the mark, the peak, and the limits."""
+    filled, cost = Decimal(str(fill.filled)), Decimal(str(fill.cost))
+    fee = Decimal(str(fill.fee or 0))
+    positions = dict(book["positions"] or {})
+    symbol = row["symbol"]
+    held = Decimal(positions.get(symbol, "0"))
+    cash = Decimal(book["cash"])
+    if row["side"] == "buy":
+        held += filled
+        cash -= cost
+    else:
+        held -= filled
+        cash += cost - fee
+    positions[symbol] = str(held)
+    marks = dict(book["marks"] or {})
+    if fill.average:
+        marks[symbol] = str(fill.average)
+    equity = cash + sum(
+        (Decimal(v) * Decimal(marks.get(s, "0")) for s, v in positions.items()), ZERO
+    )
+    peak = max(Decimal(book["peak"]), equity)
+    book.update(cash=str(cash), positions=positions, marks=marks, peak=str(peak))
+    if book["status"] == "active":
+        breach = _breach(book, equity, peak)
+        if breach:
+            # The exit is the follow's order at the next trade of the market.
+            book.update(status="stopped", reason=breach)
+            log.warning("follow %s stopped: %s", row["follow_id"], breach)
+
+
+def key_aad(address: str, exchange: str, api_key: str) -> str:
+    """What a sealed secret is bound to: its owner, exchange and API key."""
+    return f"{address.lower()}|{exchange}|{api_key}"
+
+
+def _retry_after(ex: Any) -> float:
+    headers = {k.lower(): v for k, v in (getattr(ex, "last_response_headers", None) or {}).items()}
+    for name in ("retry-after",):
+        if name in headers:
+            try:
+                return max(0.1, float(headers[name]))
+            except ValueError:
+                pass
+    reset = headers.get("x-bapi-limit-reset-timestamp")
+    if reset and reset.isdigit():
+        return max(0.1, int(reset) / 1000 - time.time())
+    return 1.0
+
+
+def _account_scoped(ex: Any) -> bool:
+    headers = {k.lower() for k in (getattr(ex, "last_response_headers", None) or {})}
+    return "x-bapi-limit-reset-timestamp" in headers or ex.id in {"okx", "bitget"}

@@ -1,0 +1,160 @@
+"""Exchanges through ccxt, as the API (key registration) and the bridge (copying) both need
+them: a client pointed where the settings say, and a key's permissions read from the exchange
+itself.
+
+ccxt has no unified call for a key's permissions, so each exchange's own endpoint is called
+through ccxt's implicit methods (signed by ccxt like any private call):
+
+- Binance ``GET /sapi/v1/account/apiRestrictions``: ``enableWithdrawals``,
+  ``enableSpotAndMarginTrading``, ``ipRestrict``;
+- OKX ``GET /api/v5/account/config``: ``perm`` (``read_only,trade,withdraw``), ``ip``;
+- Bybit ``GET /v5/user/query-api``: ``permissions`` (``Wallet`` holds ``Withdraw``; ``Spot``
+  holds ``SpotTrade``), ``readOnly``, ``ips``;
+- Bitget ``GET /api/v2/spot/account/info``: ``authorities`` (``withdraw``, ``trade``), ``ips``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from tandem.config import EXCHANGES, BridgeExchange
+
+NEEDS_PASSPHRASE = {"okx", "bitget"}
+
+# ccxt logs every request's headers at DEBUG, and OKX's and Bitget's carry the key's
+# passphrase: its clients log here, where nothing under WARNING passes, whatever level the
+# logging is configured at.
+CLIENT_LOG = logging.getLogger("tandem.exchanges.ccxt")
+CLIENT_LOG.addFilter(lambda record: record.levelno >= logging.WARNING)
+
+
+@dataclass(frozen=True)
+class Permissions:
+    can_trade: bool
+    can_withdraw: bool
+    ip_restricted: bool
+
+    def refusal(self, exchange: str) -> str | None:
+        """Why a key with these permissions may not be used, or None."""
+        if self.can_withdraw:
+            return (
+                f"this {exchange} API key can withdraw funds, and the bridge never holds a key "
+                "that can: create a new key with trading only (withdrawals off) and register "
+                "that one"
+            )
+        if not self.can_trade:
+            return (
+                f"this {exchange} API key cannot trade spot: enable spot trading on the key "
+                "(and nothing that moves funds out) and register it again"
+            )
+        return None
+
+    def warnings(self, exchange: str) -> list[str]:
+        if self.ip_restricted:
+            return []
+        return [
+            f"this {exchange} API key accepts requests from any IP address: restrict it to the "
+            "bridge's addresses on the exchange"
+        ]
+
+
+def _rehost(url: str, base: str) -> str:
+    """``url`` with the scheme and host of ``base`` (its path kept)."""
+    parts, new = urlsplit(url), urlsplit(base)
+    return urlunsplit((new.scheme, new.netloc, parts.path, parts.query, parts.fragment))
+
+
+def client(
+    exchange: str,
+    settings: BridgeExchange | None = None,
+    *,
+    api_key: str | None = None,
+    secret: str | None = None,
+    passphrase: str | None = None,
+    session: Any | None = None,
+) -> Any:
+    """An async ccxt client of ``exchange`` (spot markets only, no currencies fetched), its
+    REST URLs rehosted to ``settings.url`` when set. The sandbox is chosen first: it replaces
+    ``urls['api']``, so rehosting after it would be undone. ``session``: an aiohttp session
+    shared with other clients (its connections kept alive between them), which closing this
+    client leaves open."""
+    import ccxt.async_support as ccxt
+
+    if exchange not in EXCHANGES:
+        raise ValueError(f"unknown exchange {exchange!r}: one of {', '.join(EXCHANGES)}")
+    settings = settings or BridgeExchange()
+    config: dict[str, Any] = {
+        "enableRateLimit": False,  # the bridge's shared limiter paces requests, not ccxt's
+        "timeout": int(settings.timeout * 1000),
+        "options": {
+            "fetchMarkets": {"types": ["spot"]},
+            "defaultType": "spot",
+            "fetchMargins": False,
+        },
+    }
+    if session is not None:
+        config["session"] = session
+    if api_key is not None:
+        config.update(apiKey=api_key, secret=secret or "")
+        if passphrase is not None:
+            config["password"] = passphrase
+    ex = getattr(ccxt, exchange)(config)
+    ex.logger = CLIENT_LOG
+    ex.has["fetchCurrencies"] = False
+    if settings.sandbox:
+        ex.set_sandbox_mode(True)
+    if settings.url:
+        ex.urls["api"] = {
+            key: _rehost(value, settings.url) if isinstance(value, str) else value
+            for key, value in ex.urls["api"].items()
+        }
+    return ex
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).lower() in {"true", "1"}
+
+
+def parse_permissions(exchange: str, answer: Any) -> Permissions:
+    """The permissions in an exchange's own answer (see the module's docstring)."""
+    if exchange == "binance":
+        return Permissions(
+            can_trade=_truthy(answer.get("enableSpotAndMarginTrading")),
+            can_withdraw=_truthy(answer.get("enableWithdrawals")),
+            ip_restricted=_truthy(answer.get("ipRestrict")),
+        )
+    if exchange == "okx":
+        row = (answer.get("data") or [{}])[0]
+        perms = {p.strip() for p in str(row.get("perm", "")).split(",")}
+        return Permissions("trade" in perms, "withdraw" in perms, bool(row.get("ip")))
+    if exchange == "bybit":
+        result = answer.get("result") or {}
+        permissions = result.get("permissions") or {}
+        wallet = set(permissions.get("Wallet") or [])
+        spot = set(permissions.get("Spot") or [])
+        ips = [ip for ip in result.get("ips") or [] if ip and ip != "*"]
+        trade = "SpotTrade" in spot and not _truthy(result.get("readOnly"))
+        return Permissions(trade, "Withdraw" in wallet, bool(ips))
+    if exchange == "bitget":
+        data = answer.get("data") or {}
+        authorities = {str(a).lower() for a in data.get("authorities") or []}
+        return Permissions("trade" in authorities, "withdraw" in authorities, bool(data.get("ips")))
+    raise ValueError(f"unknown exchange {exchange!r}")
+
+
+async def read_permissions(ex: Any) -> Permissions:
+    """Ask the exchange what the client's key may do."""
+    if ex.id == "binance":
+        answer = await ex.sapi_get_account_apirestrictions()
+    elif ex.id == "okx":
+        answer = await ex.private_get_account_config()
+    elif ex.id == "bybit":
+        answer = await ex.private_get_v5_user_query_api()
+    elif ex.id == "bitget":
+        answer = await ex.private_spot_get_v2_spot_account_info()
+    else:
+        raise ValueError(f"unknown exchange {ex.id!r}")
+    return parse_permissions(ex.id, answer)

@@ -1,0 +1,378 @@
+"""Exchange keys and drag through the API, on a real server process (``tandem api serve``) over
+the bridge's database, against the four stand-in exchanges: signed in with Ethereum, a TOTP
+second factor, each key's permissions read from its exchange before it is stored; then a real
+run (a key registered through the API, a worker process copies a trade) after which the
+secret and passphrase are searched for in the server's and worker's logs, every table, the
+database files and every API answer."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from eth_account import Account
+from eth_utils.crypto import keccak
+from sqlalchemy import Engine, inspect, select, text
+
+from bridge.standins.common import Standin
+from tandem.config import BridgeSettings
+from tandem.db import bridge as t
+
+from .support import (
+    VAULT,
+    WETH,
+    api_server,
+    database,
+    enrol,
+    keyring,
+    publish,
+    redis_server,
+    settings_for,
+    sign_in,
+    standins,
+    trade,
+)
+
+
+@dataclass
+class World:
+    url: str
+    stands: dict[str, Standin]
+    engine: Engine
+    db_url: str
+    ring_text: str
+    settings: BridgeSettings
+    redis_url: str
+    tmp: Path
+    server_log: Path
+    answers: list[str] = field(default_factory=list)  # every body the API answered
+
+    def client(self, label: str) -> httpx.Client:
+        who = Account.from_key(keccak(text=f"bridge-api:{label}"))
+
+        def keep(response: httpx.Response) -> None:
+            response.read()
+            self.answers.append(response.text)
+
+        client: httpx.Client = sign_in(self.url, who, hook=keep)
+        return client
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("bridge-api")
+    _, ring_text = keyring()
+    db_url, engine = database(tmp)
+    with redis_server(tmp) as redis_url, standins() as stands:
+        settings = settings_for(stands, redis_url)
+        log = tmp / "server.log"
+        with api_server(db_url, settings, ring_text, log) as url:
+            yield World(url, stands, engine, db_url, ring_text, settings, redis_url, tmp, log)
+    engine.dispose()
+
+
+def problem(response: httpx.Response, status: int, name: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"urn:tandem:problem:{name}", body
+    return body
+
+
+def key_body(
+    exchange: str, api_key: str, secret: str, passphrase: str | None = None, **follow: Any
+) -> dict[str, Any]:
+    return {
+        "exchange": exchange,
+        "api_key": api_key,
+        "secret": secret,
+        "passphrase": passphrase,
+        "follow": {"vault": VAULT, "allocation": "1000", **follow},
+    }
+
+
+def stored_keys(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(t.keys).order_by(t.keys.c.id))]
+
+
+def test_keys_are_checked_on_the_exchange_then_registered_with_totp_listed_rotated_deleted(
+    world: World,
+) -> None:
+    binance, okx, bybit, bitget = (world.stands[n] for n in ("binance", "okx", "bybit", "bitget"))
+    binance.add_account("bn-withdraws", "bn-secret-w", can_withdraw=True)
+    okx.add_account("okx-read-only", "okx-secret-r", "okx-pass-r", can_trade=False)
+    bybit.add_account("bybit-alice-1", "bybit-secret-a1", balances={"USDT": Decimal(5000)})
+    bybit.add_account("bybit-alice-2", "bybit-secret-a2", balances={"USDT": Decimal(5000)})
+    bybit.add_account("bybit-alice-w", "bybit-secret-aw", can_withdraw=True)
+    bitget.add_account("bitget-bob-1", "bitget-secret-b1", "bitget-pass-b1", ips=["203.0.113.7"])
+    alice, bob = world.client("alice"), world.client("bob")
+    good = key_body("bybit", "bybit-alice-1", "bybit-secret-a1")
+    # Without a second factor enrolled, then without a code: refused before the exchange is asked.
+    problem(alice.post("/v1/account/exchange-keys", json=good), 403, "second-factor-not-enrolled")
+    totp = enrol(alice)
+    problem(alice.post("/v1/account/exchange-keys", json=good), 403, "second-factor-required")
+    bad_code = {"Tandem-TOTP": "000000"}
+    problem(
+        alice.post("/v1/account/exchange-keys", json=good, headers=bad_code),
+        403,
+        "second-factor-refused",
+    )
+    assert bybit.requests == []  # the exchange was not asked
+    code = {"Tandem-TOTP": totp.now()}
+    # Refused keys, each with what to do; the code is not spent by a refusal.
+    body = problem(
+        alice.post(
+            "/v1/account/exchange-keys",
+            json=key_body("binance", "bn-withdraws", "bn-secret-w"),
+            headers=code,
+        ),
+        422,
+        "exchange-key-can-withdraw",
+    )
+    assert "withdrawals off" in body["detail"] and "register that one" in body["detail"]
+    body = problem(
+        alice.post(
+            "/v1/account/exchange-keys",
+            json=key_body("okx", "okx-read-only", "okx-secret-r", "okx-pass-r"),
+            headers=code,
+        ),
+        422,
+        "exchange-key-cannot-trade",
+    )
+    assert "enable spot trading" in body["detail"]
+    problem(
+        alice.post(
+            "/v1/account/exchange-keys",
+            json=key_body("bybit", "bybit-alice-1", "not-the-secret"),
+            headers=code,
+        ),
+        422,
+        "exchange-key-refused",
+    )
+    body = problem(
+        alice.post(
+            "/v1/account/exchange-keys",
+            json=key_body("okx", "okx-read-only", "okx-secret-r"),
+            headers=code,
+        ),
+        422,
+        "invalid-request",
+    )
+    assert "passphrase" in body["detail"]
+    problem(
+        alice.post(
+            "/v1/account/exchange-keys",
+            json=key_body("bybit", "bybit-alice-1", "bybit-secret-a1", symbols={WETH: "DOGE/USDT"}),
+            headers=code,
+        ),
+        422,
+        "unknown-market",
+    )
+    assert stored_keys(world.engine) == []
+    # A good key without an IP restriction: stored, with a warning; its follow's markets are
+    # the bridge's defaults.
+    created = alice.post(
+        "/v1/account/exchange-keys",
+        json=good | {"follow": good["follow"] | {"stop_loss_bps": 1500}},
+        headers=code,
+    )
+    assert created.status_code == 201, created.text
+    key = created.json()
+    assert key["exchange"] == "bybit" and key["api_key_hint"] == "…ce-1"
+    assert key["can_trade"] and not key["can_withdraw"] and not key["ip_restricted"]
+    assert any("any IP address" in w for w in key["warnings"])
+    (follow,) = key["follows"]
+    assert follow["markets"] == {WETH: "ETH/USDT"} and follow["stop_loss_bps"] == 1500
+    assert follow["cash"] == "1000" and follow["status"] == "active"
+    assert ("GET", "/v5/user/query-api", 200) in bybit.requests
+    # The code was spent: replaying it is refused.
+    problem(
+        alice.post(
+            "/v1/account/exchange-keys",
+            json=key_body("bybit", "bybit-alice-2", "bybit-secret-a2"),
+            headers=code,
+        ),
+        403,
+        "second-factor-refused",
+    )
+    # Bob: an IP-restricted Bitget key with his own market for WETH; no warning.
+    bob_totp = enrol(bob)
+    bob_code = {"Tandem-TOTP": bob_totp.now()}
+    made = bob.post(
+        "/v1/account/exchange-keys",
+        json=key_body(
+            "bitget",
+            "bitget-bob-1",
+            "bitget-secret-b1",
+            "bitget-pass-b1",
+            symbols={WETH: "ETH/USDT"},
+        ),
+        headers=bob_code,
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["warnings"] == [] and made.json()["ip_restricted"]
+    # The same key again: 409 (and the code, not spent by it, still works below).
+    bob_next = {"Tandem-TOTP": bob_totp.at(time.time() + 30)}
+    problem(
+        bob.post(
+            "/v1/account/exchange-keys",
+            json=key_body("bitget", "bitget-bob-1", "bitget-secret-b1", "bitget-pass-b1"),
+            headers=bob_next,
+        ),
+        409,
+        "exchange-key-registered",
+    )
+    # Each sees their own keys only, and cannot touch another's.
+    mine = alice.get("/v1/account/exchange-keys").json()["items"]
+    assert [k["id"] for k in mine] == [key["id"]]
+    assert [k["exchange"] for k in bob.get("/v1/account/exchange-keys").json()["items"]] == [
+        "bitget"
+    ]
+    problem(alice.delete(f"/v1/account/exchange-keys/{made.json()['id']}"), 404, "not-found")
+    # Rotation: a key that can withdraw is refused; a good one replaces the old in place.
+    later = {"Tandem-TOTP": totp.at(time.time() + 30)}
+    before = stored_keys(world.engine)[0]
+    problem(
+        alice.put(
+            f"/v1/account/exchange-keys/{key['id']}",
+            json={"api_key": "bybit-alice-w", "secret": "bybit-secret-aw"},
+            headers=later,
+        ),
+        422,
+        "exchange-key-can-withdraw",
+    )
+    rotated = alice.put(
+        f"/v1/account/exchange-keys/{key['id']}",
+        json={"api_key": "bybit-alice-2", "secret": "bybit-secret-a2"},
+        headers=later,
+    )
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["api_key_hint"] == "…ce-2" and rotated.json()["follows"] == key["follows"]
+    after = stored_keys(world.engine)[0]
+    assert after["api_key"] == "bybit-alice-2" and after["ciphertext"] != before["ciphertext"]
+    # Deleting needs the session alone; the sealed secret is wiped.
+    assert alice.delete(f"/v1/account/exchange-keys/{key['id']}").status_code == 204
+    assert alice.get("/v1/account/exchange-keys").json()["items"] == []
+    gone = stored_keys(world.engine)[0]
+    assert gone["status"] == "deleted" and gone["ciphertext"] == gone["wrapped_key"] == ""
+    problem(httpx.get(f"{world.url}/v1/account/exchange-keys"), 401, "unauthorized")
+    # No answer held a secret or passphrase.
+    for secret in (
+        "bn-secret-w",
+        "okx-secret-r",
+        "okx-pass-r",
+        "bybit-secret-a1",
+        "bybit-secret-a2",
+        "bitget-secret-b1",
+        "bitget-pass-b1",
+    ):
+        assert not any(secret in a for a in world.answers), secret
+
+
+def test_a_key_registered_through_the_api_copies_a_trade_and_no_secret_is_found_anywhere(
+    world: World,
+) -> None:
+    secret, passphrase = "Zq7-okx-SECRET-3f9c1a", "Pp4-okx-PASSPHRASE-77e2"
+    secret2, passphrase2 = "Zq7-bitget-SECRET-8d1e", "Pp4-bitget-PASSPHRASE-2b90"
+    world.stands["okx"].add_account(
+        "okx-carol", secret, passphrase, balances={"USDT": Decimal(5000)}
+    )
+    world.stands["bitget"].add_account(
+        "bitget-dan", secret2, passphrase2, balances={"USDT": Decimal(5000)}
+    )
+    # The exchanges fill at 2,010 what the master bought at 2,000: 50 bps of drag.
+    for s in world.stands.values():
+        s.markets["ETH/USDT"].price = Decimal(2010)
+    carol, dan = world.client("carol"), world.client("dan")
+    for who, body in (
+        (carol, key_body("okx", "okx-carol", secret, passphrase)),
+        (dan, key_body("bitget", "bitget-dan", secret2, passphrase2)),
+    ):
+        code = {"Tandem-TOTP": enrol(who).now()}
+        made = who.post("/v1/account/exchange-keys", json=body, headers=code)
+        assert made.status_code == 201, made.text
+    # A worker process, logging everything it logs at DEBUG.
+    (world.tmp / "settings.json").write_text(world.settings.model_dump_json())
+    worker_log = world.tmp / "worker.log"
+    script = Path(__file__).with_name("run_worker.py")
+    with worker_log.open("w") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                str(world.tmp / "settings.json"),
+                world.db_url,
+                world.ring_text,
+                "w-secrets",
+                "DEBUG",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            publish(world.redis_url, "test", [("200-1", trade(200, "buy", 1000, 0.5, 0.1))])
+            deadline = time.monotonic() + 60
+            while True:
+                rows = carol.get("/v1/account/drag").json()["items"]
+                rows += dan.get("/v1/account/drag").json()["items"]
+                if len(rows) == 2 and all(r["status"] == "filled" for r in rows):
+                    break
+                assert time.monotonic() < deadline, rows
+                assert worker.poll() is None, worker_log.read_text()[-3000:]
+                time.sleep(0.2)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+    # Drag per copied trade: times from the master's block, the fill against its price, fees.
+    mine = carol.get("/v1/account/drag").json()
+    (row,) = mine["items"]
+    assert row["exchange"] == "okx" and row["kind"] == "copy" and row["side"] == "buy"
+    assert 0 <= row["known_ms"] <= row["sent_ms"] <= row["acked_ms"] <= row["filled_ms"]
+    assert Decimal(row["master_price"]) == 2000 and Decimal(row["average"]) == 2010
+    assert row["slippage_bps"] == pytest.approx(50.0)
+    # 100 USDT spent at 2,010: 0.0497 ETH, a 0.1% fee paid in ETH and valued in USDT.
+    assert Decimal(row["filled"]) == Decimal("0.0497")
+    assert Decimal(row["fee"]) == pytest.approx(Decimal("0.0497") * Decimal("0.001") * 2010)
+    (per_follow,) = mine["follows"]
+    assert per_follow["orders"] == per_follow["filled"] == 1
+    assert per_follow["mean_slippage_bps"] == pytest.approx(50.0)
+    master = httpx.get(f"{world.url}/v1/drag/masters/{VAULT}")
+    world.answers.append(master.text)
+    assert master.status_code == 200, master.text
+    overall = master.json()["overall"]
+    assert overall["filled"] >= 2 and set(master.json()["exchanges"]) >= {"okx", "bitget"}
+    assert overall["p50_filled_ms"] is not None and overall["p50_filled_ms"] >= row["known_ms"]
+    assert Decimal(master.json()["exchanges"]["bitget"]["fees"]) > 0
+    # The secrets nowhere: logs, every table, the database's files, every answer.
+    server_log, log_text = world.server_log.read_text(), worker_log.read_text()
+    assert "POST /v1/account/exchange-keys" in server_log  # the log is the server's, and read
+    assert "DEBUG" in log_text  # the worker logged at DEBUG
+    with world.engine.connect() as conn:
+        tables = {
+            name: [dict(r._mapping) for r in conn.execute(text(f'SELECT * FROM "{name}"'))]
+            for name in inspect(conn).get_table_names()
+        }
+    dump = json.dumps(tables, default=str)
+    assert "okx-carol" in dump  # the tables were read
+    raw = b"".join(p.read_bytes() for p in world.tmp.glob("bridge.db*"))
+    for needle in (secret, passphrase, secret2, passphrase2):
+        assert needle not in server_log, needle
+        assert needle not in log_text, needle
+        assert needle not in dump, needle
+        assert needle.encode() not in raw, needle
+        assert not any(needle in a for a in world.answers), needle

@@ -1,0 +1,223 @@
+"""The copy worker against the four stand-ins with real ccxt, real Redis and a real database:
+sizing, precision, minimum notional, client ids, partial fills, rate limits, an exchange going
+down and back, and kill -9 of a worker mid-dispatch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy import Engine, select
+
+from bridge.worker import Bridge, client_order_id
+from tandem.db import bridge as t
+
+from .support import (
+    FixedContext,
+    add_followers,
+    database,
+    keyring,
+    publish,
+    redis_server,
+    settings_for,
+    standins,
+    trade,
+)
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    with redis_server(tmp_path) as url:
+        yield url
+
+
+def orders(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [
+            dict(r._mapping) for r in conn.execute(select(t.orders).order_by(t.orders.c.client_id))
+        ]
+
+
+def follows(engine: Engine) -> dict[int, dict[str, Any]]:
+    with engine.connect() as conn:
+        return {r.id: dict(r._mapping) for r in conn.execute(select(t.follows))}
+
+
+async def drain(bridge: Bridge, count: int) -> None:
+    await bridge.start()
+    for _ in range(count):
+        got = await bridge.next_trade(block_ms=2000)
+        assert got is not None
+        await bridge.handle(*got)
+        await bridge.redis.xack(bridge.stream, bridge.group, got[0])
+
+
+def run_bridge(settings: Any, engine: Engine, ring: Any, count: int, hook: Any = None) -> Bridge:
+    async def go() -> Bridge:
+        redis = aioredis.from_url(settings.redis_url, decode_responses=True)
+        bridge = Bridge(settings, engine, ring, redis, FixedContext(), "w1")
+        try:
+            if hook:
+                hook(bridge)
+            await drain(bridge, count)
+        finally:
+            await bridge.close()
+            await redis.aclose()
+        return bridge
+
+    return asyncio.run(go())
+
+
+def test_a_buy_and_a_sale_are_copied_on_all_four_exchanges_sized_rounded_and_skipped_below_minimum(
+    tmp_path: Path, redis_url: str
+) -> None:
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins() as stands:
+        settings = settings_for(stands, redis_url)
+        big = add_followers(engine, ring, stands, 4, cash=Decimal(1000))
+        small = add_followers(
+            engine, ring, stands, 4, cash=Decimal(20), first=4
+        )  # 10% of 20 is 2 USDT < 5
+        # The master spends 10% of equity on WETH at 2,000, then sells a third of it.
+        publish(
+            redis_url,
+            "test",
+            [
+                ("100-1", trade(100, "buy", 1000, 0.5, 0.1)),
+                ("101-0", trade(101, "sell", 333.2, 0.1666, 1 / 3)),
+            ],
+        )
+        bridge = run_bridge(settings, engine, ring, 2)
+        rows = orders(engine)
+        by = {(r["follow_id"], r["side"]): r for r in rows}
+        for f in big:
+            buy = by[(f.follow_id, "buy")]
+            assert buy["status"] == "filled" and Decimal(buy["size"]) == Decimal("100.00")
+            assert buy["client_id"] == client_order_id("100-1", f.follow_id)
+            assert Decimal(buy["filled"]) == Decimal("0.05") and Decimal(buy["average"]) == 2000
+            sale = by[(f.follow_id, "sell")]
+            # A third of 0.05 ETH, truncated to the 0.0001 step by amount_to_precision.
+            assert sale["status"] == "filled" and Decimal(sale["size"]) == Decimal("0.0166")
+            placed = stands[f.exchange].orders_of(f.api_key)
+            assert sorted(o.client_id for o in placed) == sorted(
+                [buy["client_id"], sale["client_id"]]
+            )
+            # Fees on all four: 0.1% of a buy (paid in ETH, valued at the fill) and of a sale.
+            assert Decimal(buy["fee"]) == pytest.approx(Decimal("0.1")), f.exchange
+            assert Decimal(sale["fee"]) == pytest.approx(Decimal("0.0332")), f.exchange
+            assert buy["kind"] == sale["kind"] == "copy"
+            assert buy["sent_at"] >= buy["known_at"] and buy["acked_at"] >= buy["sent_at"]
+            assert buy["filled_at"] >= buy["acked_at"] and buy["block_time"] < buy["known_at"]
+        for f in small:
+            buy = by[(f.follow_id, "buy")]
+            if f.exchange == "okx":  # OKX has a minimum size (0.0001 ETH) and no minimum notional
+                assert buy["status"] == "filled" and Decimal(buy["size"]) == Decimal("2.00")
+                continue
+            assert buy["status"] == "skipped" and "minimum notional" in buy["reason"]
+            assert stands[f.exchange].orders_of(f.api_key) == []
+            # Owed: the 2 USDT skipped, less the third the master has sold since.
+            assert follows(engine)[f.follow_id]["carry"] == {"buy:ETH/USDT": "1.33"}
+        book = follows(engine)[big[0].follow_id]
+        assert Decimal(book["positions"]["ETH/USDT"]) == Decimal("0.0334")
+        assert bridge.stats.placed == 4 + 1 + 4 + 1 and bridge.stats.skipped == 3 + 3
+        # Two more buys carry the owed value forward: the second reaches 5 USDT (1.33 + 2 + 2).
+        publish(
+            redis_url, "test", [(f"{b}-0", trade(b, "buy", 1000, 0.5, 0.1)) for b in (102, 103)]
+        )
+        run_bridge(settings, engine, ring, 2)
+        small_rows = [
+            r for r in orders(engine) if r["follow_id"] == small[0].follow_id and r["side"] == "buy"
+        ]
+        assert [r["status"] for r in sorted(small_rows, key=lambda r: r["trade"])] == [
+            "skipped",
+            "skipped",
+            "filled",
+        ]
+        assert Decimal(sorted(small_rows, key=lambda r: r["trade"])[-1]["size"]) == Decimal("5.33")
+
+
+def test_partial_fills_are_followed_to_the_end_and_an_exchange_down_pauses_then_resumes(
+    tmp_path: Path, redis_url: str
+) -> None:
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("binance", "okx")) as stands:
+        settings = settings_for(stands, redis_url)
+        fs = add_followers(engine, ring, stands, 2)
+        stands["binance"].partial = Decimal("0.5")
+        stands["binance"].partial_delay = 0.6
+        stands["okx"].down = True
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+
+        def bring_back(bridge: Bridge) -> None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(1.0, lambda: setattr(stands["okx"], "down", False))
+
+        bridge = run_bridge(settings, engine, ring, 1, bring_back)
+        rows = {r["exchange"]: r for r in orders(engine)}
+        assert rows["binance"]["status"] == "filled" and Decimal(
+            rows["binance"]["filled"]
+        ) == Decimal("0.05")
+        assert rows["binance"]["filled_at"] - rows["binance"]["acked_at"] >= 0.5
+        assert rows["okx"]["status"] == "filled"
+        assert [o.client_id for o in stands["okx"].orders_of(fs[1].api_key)] == [
+            rows["okx"]["client_id"]
+        ]
+        # The exchange refused while down, and the key was checked again before resuming.
+        statuses = [s for m, p, s in stands["okx"].requests]
+        assert 503 in statuses and bridge.paused == {}
+        assert ("GET", "/api/v5/account/config", 200) in stands["okx"].requests
+
+
+def test_a_worker_killed_mid_dispatch_loses_and_doubles_nothing(
+    tmp_path: Path, redis_url: str
+) -> None:
+    ring, ring_text = keyring()
+    db_url, engine = database(tmp_path)
+    with standins() as stands:
+        settings = settings_for(stands, redis_url)
+        fs = add_followers(engine, ring, stands, 40)
+        for s in stands.values():
+            s.latency = 0.05  # slow enough to be killed with orders in flight
+        (tmp_path / "settings.json").write_text(settings.model_dump_json())
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        script = Path(__file__).with_name("run_worker.py")
+        args = [sys.executable, str(script), str(tmp_path / "settings.json"), db_url, ring_text]
+        first = subprocess.Popen([*args, "w1"], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while sum(s.created for s in stands.values()) < 8:
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.01)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        before = sum(s.created for s in stands.values())
+        assert before < len(fs)  # killed mid-dispatch: orders sent, none acknowledged yet
+        assert any(r["status"] == "sending" for r in orders(engine))
+        second = subprocess.Popen([*args, "w2"], stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while not all(r["status"] == "filled" for r in orders(engine)) or len(
+                orders(engine)
+            ) < len(fs):
+                assert time.monotonic() < deadline, [r["status"] for r in orders(engine)]
+                time.sleep(0.1)
+        finally:
+            second.send_signal(signal.SIGKILL)
+            second.wait()
+        for f in fs:
+            placed = stands[f.exchange].orders_of(f.api_key)
+            assert [o.client_id for o in placed] == [client_order_id("100-1", f.follow_id)]
+        assert sum(s.created for s in stands.values()) == len(fs)
+        # Each follow's book moved once.
+        assert all(Decimal(b["cash"]) == Decimal(900) for b in follows(engine).values())

@@ -1,0 +1,115 @@
+"""Key permissions read through ccxt's implicit endpoints from the four stand-ins, which check
+each exchange's real signature scheme: a key that can withdraw is refused on all four, one
+that cannot trade too, one without an IP restriction warned; a bad signature is refused (so a
+passing call proves ccxt signed it right); a key that gained withdrawal rights is suspended by
+the bridge's check; envelope encryption opens only with the right KEK and record, and survives
+a KEK rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+
+import ccxt.async_support as ccxt
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy import select
+
+from bridge import venue
+from bridge.worker import Bridge, key_aad
+from tandem import exchanges
+from tandem.config import BridgeExchange
+from tandem.db import bridge as t
+from tandem.envelope import Credentials, Keyring, new_kek
+from tandem.errors import ConfigError
+
+from .support import (
+    FixedContext,
+    add_followers,
+    database,
+    keyring,
+    redis_server,
+    settings_for,
+    standins,
+)
+
+
+async def permissions(
+    url: str, name: str, key: str, secret: str, passphrase: str
+) -> exchanges.Permissions:
+    ex = venue.open_client(name, BridgeExchange(url=url), Credentials(key, secret, passphrase))
+    try:
+        return await exchanges.read_permissions(ex)
+    finally:
+        await ex.close()
+
+
+@pytest.mark.parametrize("name", ["binance", "okx", "bybit", "bitget"])
+def test_withdrawal_keys_are_refused_and_bad_signatures_too(name: str) -> None:
+    with standins((name,)) as stands:
+        s = stands[name]
+        s.add_account("trade-only", "s1", "p1", ips=["203.0.113.7"])
+        s.add_account("withdraws", "s2", "p2", can_withdraw=True)
+        s.add_account("read-only", "s3", "p3", can_trade=False)
+        s.add_account("open-ip", "s4", "p4")
+        good = asyncio.run(permissions(s.url, name, "trade-only", "s1", "p1"))
+        assert good == exchanges.Permissions(True, False, True)
+        assert good.refusal(name) is None and good.warnings(name) == []
+        withdraws = asyncio.run(permissions(s.url, name, "withdraws", "s2", "p2"))
+        refusal = withdraws.refusal(name)
+        assert refusal is not None and "can withdraw" in refusal and "withdrawals off" in refusal
+        read_only = asyncio.run(permissions(s.url, name, "read-only", "s3", "p3")).refusal(name)
+        assert read_only is not None and "cannot trade" in read_only
+        assert (
+            "any IP address"
+            in asyncio.run(permissions(s.url, name, "open-ip", "s4", "p4")).warnings(name)[0]
+        )
+        with pytest.raises(ccxt.AuthenticationError):
+            asyncio.run(permissions(s.url, name, "trade-only", "not-the-secret", "p1"))
+        assert s.requests[-1][2] in {200, 400, 401}  # refused in the exchange's own way
+
+
+def test_a_key_that_gained_withdrawal_rights_is_suspended(tmp_path: Path) -> None:
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with redis_server(tmp_path) as redis_url, standins(("bybit",)) as stands:
+        settings = settings_for(stands, redis_url)
+        (f,) = add_followers(engine, ring, stands, 1)
+        stands["bybit"].accounts[f.api_key].can_withdraw = True
+
+        async def check() -> None:
+            redis = aioredis.from_url(redis_url, decode_responses=True)
+            bridge = Bridge(settings, engine, ring, redis, FixedContext(), "w1")
+            try:
+                await bridge.check_all_keys()
+            finally:
+                await bridge.close()
+                await redis.aclose()
+
+        asyncio.run(check())
+        with engine.connect() as conn:
+            row = conn.execute(select(t.keys).where(t.keys.c.id == f.key_id)).one()
+        assert row.status == "suspended" and row.can_withdraw and "can withdraw" in row.reason
+        # The secret is nowhere in the database in plain text.
+        raw = (tmp_path / "bridge.db").read_bytes()
+        assert f.secret.encode() not in raw and f.passphrase.encode() not in raw
+
+
+def test_envelope_opens_only_its_own_record_and_survives_rotation() -> None:
+    old = Keyring.parse(f"a:{new_kek()}", "test")
+    creds = Credentials("key", "very-secret", "pass")
+    aad = key_aad("0xAbc", "okx", "key")
+    sealed = old.seal(creds, aad)
+    assert "very-secret" not in sealed.ciphertext + sealed.wrapped_key
+    assert old.open(sealed, "key", aad).secret == "very-secret"
+    with pytest.raises(ConfigError):
+        old.open(sealed, "key", key_aad("0xAbc", "okx", "another-key"))  # moved to another record
+    rotated = Keyring([("a", old.keys["a"]), ("b", base64.b64decode(new_kek()))])
+    rewrapped = rotated.rewrap(sealed, aad)
+    assert rewrapped.kek_id == "b" and rewrapped.ciphertext == sealed.ciphertext
+    only_new = Keyring([("b", rotated.keys["b"])])
+    assert only_new.open(rewrapped, "key", aad) == creds
+    with pytest.raises(ConfigError, match="not in the keyring"):
+        only_new.open(sealed, "key", aad)
+    assert "very-secret" not in repr(creds)

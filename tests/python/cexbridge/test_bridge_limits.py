@@ -1,0 +1,286 @@
+"""Rate limits and the follower's own limits, against the stand-ins with real ccxt, Redis and a
+database: two workers sharing the Redis limiter stay within an exchange's limits; a 429 or 418
+stops every request to the exchange for its Retry-After and loses no order; the weight the
+exchange reports used (another client of the same IP) is counted; a stop-loss or maximum
+drawdown sells the position to quote and says why."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy import Engine, select
+
+from bridge.standins.common import Limit, Standin
+from bridge.worker import Bridge
+from tandem.config import BridgeExchange
+from tandem.db import bridge as t
+
+from .support import (
+    FixedContext,
+    add_followers,
+    database,
+    keyring,
+    publish,
+    redis_server,
+    settings_for,
+    standins,
+    trade,
+)
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    with redis_server(tmp_path) as url:
+        yield url
+
+
+def orders(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(t.orders))]
+
+
+def follows(engine: Engine) -> dict[int, dict[str, Any]]:
+    with engine.connect() as conn:
+        return {r.id: dict(r._mapping) for r in conn.execute(select(t.follows))}
+
+
+def with_limits(settings: Any, name: str, url: str, **limits: Any) -> Any:
+    exchanges = {**settings.exchanges, name: BridgeExchange(url=url, **limits)}
+    return settings.model_copy(update={"exchanges": exchanges})
+
+
+async def workers(settings: Any, engine: Engine, ring: Any, count: int) -> list[Bridge]:
+    out = []
+    for i in range(count):
+        redis = aioredis.from_url(settings.redis_url, decode_responses=True)
+        bridge = Bridge(settings, engine, ring, redis, FixedContext(), f"w{i}")
+        await bridge.start()
+        out.append(bridge)
+    return out
+
+
+async def stop(bridges: list[Bridge]) -> None:
+    for b in bridges:
+        await b.close()
+        await b.redis.aclose()
+
+
+async def take(bridge: Bridge) -> None:
+    got = await bridge.next_trade(block_ms=2000)
+    assert got is not None
+    await bridge.handle(*got)
+    await bridge.redis.xack(bridge.stream, bridge.group, got[0])
+
+
+def test_two_workers_sharing_the_redis_limiter_stay_within_the_exchanges_limits(
+    tmp_path: Path, redis_url: str
+) -> None:
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("bybit",)) as stands:
+        bybit = stands["bybit"]
+        bybit.ip_limit = Limit(30, 1.0)  # its 403 "access too frequent" past it
+        settings = with_limits(
+            settings_for(stands, redis_url), "bybit", bybit.url, ip_weight=30, ip_window=1.0
+        )
+        fs = add_followers(engine, ring, stands, 30)
+        publish(
+            redis_url,
+            "test",
+            [
+                ("100-1", trade(100, "buy", 1000, 0.5, 0.1)),
+                ("101-1", trade(101, "buy", 1000, 0.5, 0.1)),
+            ],
+        )
+
+        async def go() -> list[Bridge]:
+            bridges = await workers(settings, engine, ring, 2)
+            try:
+                for b in bridges:
+                    await b.warm()
+                await asyncio.gather(*(take(b) for b in bridges))  # one trade each, at once
+            finally:
+                await stop(bridges)
+            return bridges
+
+        started = time.time()
+        bridges = asyncio.run(go())
+        elapsed = time.time() - started
+    rows = orders(engine)
+    assert len(rows) == 60 and all(r["status"] == "filled" for r in rows)
+    assert bybit.created == 60 and {len(bybit.orders_of(f.api_key)) for f in fs} == {2}
+    # Both workers sent, neither was ever refused, and the shared windows held them back:
+    # 120 requests (an order and its query each) at 28 a second take four windows at least.
+    assert [b.stats.placed for b in bridges] == [30, 30]
+    assert bybit.refused_rate == 0 and all(s == 200 for _, _, s in bybit.requests)
+    assert sum(b.limiter.waited for b in bridges) > 0 and elapsed >= 3
+    per_second: dict[int, int] = {}
+    for at in bybit.arrivals:
+        per_second[int(at)] = per_second.get(int(at), 0) + 1
+    assert max(per_second.values()) <= 30
+
+
+def test_a_429_and_418_stop_requests_for_their_retry_after_and_lose_no_order(
+    tmp_path: Path, redis_url: str
+) -> None:
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("binance",)) as stands:
+        binance = stands["binance"]
+        binance.ip_limit = Limit(30, 2.0)
+        # The worker believes the limit far higher than it is: the exchange says otherwise.
+        settings = with_limits(
+            settings_for(stands, redis_url), "binance", binance.url, ip_weight=1000, ip_window=2.0
+        )
+        fs = add_followers(engine, ring, stands, 60)
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+
+        async def go() -> None:
+            bridges = await workers(settings, engine, ring, 1)
+            try:
+                await bridges[0].warm()
+                await take(bridges[0])
+            finally:
+                await stop(bridges)
+
+        asyncio.run(go())
+    rows = orders(engine)
+    assert len(rows) == 60 and all(r["status"] == "filled" for r in rows)
+    for f in fs:  # every order placed once
+        assert len(binance.orders_of(f.api_key)) == 1
+    assert binance.created == 60
+    statuses = [s for _, _, s in binance.requests]
+    assert 429 in statuses
+    # After the first refusal answered, nothing reached the exchange until its Retry-After
+    # (at least one second) had passed, but what was in flight already.
+    timeline = sorted(zip(binance.arrivals, statuses, strict=True))
+    first = next(at for at, s in timeline if s in {429, 418})
+    quiet = [at for at, _ in timeline if first + 0.3 < at < first + 0.95]
+    assert quiet == [], [round(at - first, 2) for at in quiet]
+    # Every book moved once.
+    assert all(Decimal(b["cash"]) == 900 for b in follows(engine).values())
+
+
+def test_the_weight_the_exchange_reports_used_is_counted_before_sending(
+    tmp_path: Path, redis_url: str
+) -> None:
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("binance",)) as stands:
+        binance = stands["binance"]
+        binance.ip_limit = Limit(100, 3.0)
+        settings = with_limits(
+            settings_for(stands, redis_url), "binance", binance.url, ip_weight=100, ip_window=3.0
+        )
+        add_followers(engine, ring, stands, 15)
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        while time.time() % 3 > 0.3:  # at the start of one of the exchange's windows
+            time.sleep(0.02)
+        window_end = time.time() - time.time() % 3 + 3
+        # Another client on the same IP uses 80 of the 100 (exchangeInfo weighs 20).
+        for _ in range(4):
+            assert httpx.get(f"{binance.url}/api/v3/exchangeInfo").status_code == 200
+
+        async def go() -> Bridge:
+            bridges = await workers(settings, engine, ring, 1)
+            try:
+                await bridges[0].warm()  # the markets: 20 more, and the header says 100
+                await take(bridges[0])
+            finally:
+                await stop(bridges)
+            return bridges[0]
+
+        bridge = asyncio.run(go())
+    assert all(r["status"] == "filled" for r in orders(engine))
+    # Fifteen orders would have passed 100 in this window: the worker waited for the next.
+    assert binance.refused_rate == 0
+    sent = [
+        at for (m, p, _), at in zip(binance.requests, binance.arrivals, strict=True) if m == "POST"
+    ]
+    assert len(sent) == 15 and min(sent) >= window_end - 0.05
+    assert bridge.limiter.waited > 0
+
+
+def set_price(stands: dict[str, Standin], price: int) -> None:
+    for s in stands.values():
+        s.markets["ETH/USDT"].price = Decimal(price)
+
+
+def test_stop_loss_and_drawdown_sell_the_position_to_quote_and_say_why(
+    tmp_path: Path, redis_url: str
+) -> None:
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("okx", "bybit")) as stands:
+        settings = settings_for(stands, redis_url)
+        (stop_loss,) = add_followers(engine, ring, stands, 1, stop_loss_bps=1000)
+        (drawdown,) = add_followers(engine, ring, stands, 1, first=1, max_drawdown_bps=2000)
+        (free,) = add_followers(engine, ring, stands, 1, first=2)
+
+        def step(entry: str, side: str, price: int, fraction: float) -> None:
+            set_price(stands, price)
+            usdc, weth = 1000.0, 1000.0 / price
+            publish(
+                redis_url,
+                "test",
+                [(entry, trade(int(entry.split("-")[0]), side, usdc, weth, fraction))],
+            )
+
+            async def go() -> None:
+                bridges = await workers(settings, engine, ring, 1)
+                try:
+                    await take(bridges[0])
+                finally:
+                    await stop(bridges)
+
+            asyncio.run(go())
+
+        def rows_of(f: Any) -> list[dict[str, Any]]:
+            return sorted(
+                (r for r in orders(engine) if r["follow_id"] == f.follow_id),
+                key=lambda r: r["trade"],
+            )
+
+        step("100-1", "buy", 2000, 0.5)  # half of each book into ETH: 0.25 ETH, 500 USDT
+        step("101-1", "buy", 3000, 0.01)  # a small buy at 3,000: equity 1,250 is the peak
+        # At 1,800: equity about 950. The drawdown (20% under 1,250) fires, the stop-loss
+        # (10% under 1,000) not yet.
+        step("102-1", "sell", 1800, 0.1)
+        books = follows(engine)
+        exit_row = rows_of(drawdown)[-1]
+        assert exit_row["kind"] == "exit" and exit_row["side"] == "sell"
+        assert exit_row["status"] == "filled"
+        held = Decimal(exit_row["size"])
+        assert held == Decimal(exit_row["filled"]) and held > Decimal("0.25")  # all of it
+        assert books[drawdown.follow_id]["status"] == "stopped"
+        assert "maximum drawdown" in books[drawdown.follow_id]["reason"]
+        assert Decimal(books[drawdown.follow_id]["positions"]["ETH/USDT"]) == 0
+        assert rows_of(stop_loss)[-1]["kind"] == "copy"  # a tenth sold, as the master did
+        assert books[stop_loss.follow_id]["status"] == "active"
+        # At 1,000: the stop-loss fires; the follower without limits only copies.
+        step("103-1", "sell", 1000, 0.1)
+        books = follows(engine)
+        exit_row = rows_of(stop_loss)[-1]
+        assert exit_row["kind"] == "exit" and exit_row["status"] == "filled"
+        assert "stop-loss" in books[stop_loss.follow_id]["reason"]
+        assert Decimal(books[stop_loss.follow_id]["positions"]["ETH/USDT"]) == 0
+        assert Decimal(books[free.follow_id]["positions"]["ETH/USDT"]) > 0
+        assert rows_of(free)[-1]["kind"] == "copy"
+        # The exchange holds no ETH of the stopped followers any more.
+        for f in (stop_loss, drawdown):
+            account = stands[f.exchange].accounts[f.api_key]
+            assert account.balances.get("ETH", Decimal(0)) == 0
+        # Stopped follows copy no buy after, and say why.
+        step("104-1", "buy", 1000, 0.1)
+        for f, why in ((stop_loss, "stop-loss"), (drawdown, "maximum drawdown")):
+            last = rows_of(f)[-1]
+            assert last["status"] == "skipped" and why in last["reason"]
+        assert rows_of(free)[-1]["status"] == "filled"
