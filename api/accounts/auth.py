@@ -147,9 +147,13 @@ def check_second_factor(
     code: str | None,
     now: float,
     settings: ApiSettings,
+    *,
+    spend: bool = True,
 ) -> None:
     """Refuses unless ``code`` is a fresh TOTP code of the address's enrolled authenticator;
     a code, once accepted, is spent (a later or concurrent request cannot use it again).
+    ``spend=False`` checks a code without spending it, for an action that asks something else
+    first (an exchange, for a key) and then spends it with ``spend=True`` as it acts.
 
     Each attempt is counted before its code is checked, in a transaction of its own (so a
     refusal does not undo it): the attempt that reaches the limit locks the second factor at
@@ -205,16 +209,12 @@ def check_second_factor(
     )
     if step is None:
         raise refused
+    fresh = or_(f.c.last_step.is_(None), f.c.last_step < step)
     with engine.begin() as conn:
         # Spent with one conditional update: of concurrent requests with one code, one wins.
-        spent = conn.execute(
-            update(f)
-            .where(
-                f.c.address == address,
-                or_(f.c.last_step.is_(None), f.c.last_step < step),
-            )
-            .values(last_step=step, failures=0, locked_until=None)
-        )
+        # Checked only, the code is left unspent (the failures it was counted as cleared).
+        values = {"failures": 0, "locked_until": None} | ({"last_step": step} if spend else {})
+        spent = conn.execute(update(f).where(f.c.address == address, fresh).values(**values))
     if spent.rowcount != 1:
         raise refused
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import statistics
 import time
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -229,12 +230,13 @@ def key_aad(address: str, exchange: str, api_key: str) -> str:
     return f"{address.lower()}|{exchange}|{api_key}"
 
 
-def _verify_code(engine: Engine, box: Box, address: str, code: str | None) -> None:
-    """Refuses a wrong, replayed or missing code without spending a good one (the change it
-    allows spends it)."""
-    with engine.connect() as conn, conn.begin() as tx:
-        check_second_factor(conn, box, address, code, time.time())
-        tx.rollback()
+def _second_factor(
+    engine: Engine, box: Box, address: str, code: str | None, s: Settings, *, spend: bool
+) -> None:
+    """The second factor, counted and throttled as every check is: checked (``spend=False``)
+    before the exchange is asked, so a key the exchange refuses does not cost the code, and
+    spent as the key is stored (of two requests with one code, one stores)."""
+    check_second_factor(engine, box, address, code, time.time(), s.api, spend=spend)
 
 
 async def _probe(
@@ -411,7 +413,9 @@ async def register_key(
     the answer's `warnings` say so."""
     settings, engine, box = _settings(request), _engine(request), request.app.state.box
     keyring = _keyring(settings)
-    await run_in_threadpool(_verify_code, engine, box, me.address, totp)
+    await run_in_threadpool(
+        partial(_second_factor, spend=False), engine, box, me.address, totp, settings
+    )
     passphrase = body.passphrase.get_secret_value() if body.passphrase else None
     creds = Credentials(body.api_key, body.secret.get_secret_value(), passphrase)
     perms, listed = await _probe(settings, body.exchange, creds, load_markets=True)
@@ -421,11 +425,11 @@ async def register_key(
     sealed = keyring.seal(creds, key_aad(me.address, body.exchange, body.api_key))
 
     def store() -> int:
+        _second_factor(engine, box, me.address, totp, settings, spend=True)
         now = time.time()
         follow = body.follow
         try:
             with engine.begin() as conn:
-                check_second_factor(conn, box, me.address, totp, now)
                 key_id = conn.execute(
                     insert(t.keys)
                     .values(
@@ -512,7 +516,9 @@ async def rotate_key(
             "The request is not valid",
             f"{exchange} keys have a passphrase: give it as `passphrase`.",
         )
-    await run_in_threadpool(_verify_code, engine, box, me.address, totp)
+    await run_in_threadpool(
+        partial(_second_factor, spend=False), engine, box, me.address, totp, settings
+    )
     passphrase = body.passphrase.get_secret_value() if body.passphrase else None
     creds = Credentials(body.api_key, body.secret.get_secret_value(), passphrase)
     perms, _ = await _probe(settings, exchange, creds, load_markets=False)
@@ -520,11 +526,11 @@ async def rotate_key(
     sealed = keyring.seal(creds, key_aad(me.address, exchange, body.api_key))
 
     def store() -> None:
+        _second_factor(engine, box, me.address, totp, settings, spend=True)
         now = time.time()
         try:
             with engine.begin() as conn:
                 _own_key(conn, me.address, key_id)
-                check_second_factor(conn, box, me.address, totp, now)
                 conn.execute(
                     update(t.keys)
                     .where(t.keys.c.id == key_id)

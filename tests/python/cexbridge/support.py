@@ -313,20 +313,20 @@ def api_server(
                 process.wait()
 
 
-def sign_in(url: str, who: Any, chain_id: int = 31337, hook: Any = None) -> Any:
-    """A client with a session of ``who`` (an eth-account), by Sign-In with Ethereum."""
+def signed_message(url: str, who: Any, statement: str, chain_id: int = 31337) -> dict[str, str]:
+    """An EIP-4361 message for the API at ``url`` over a fresh nonce, stating ``statement``,
+    signed by ``who`` (an eth-account): the body sign-in and signed actions take."""
     from datetime import UTC, datetime
 
     import httpx
     from eth_account.messages import encode_defunct
     from siwe import SiweMessage
 
-    hooks = {"response": [hook]} if hook else {}
     nonce = httpx.post(f"{url}/v1/auth/nonce").json()["nonce"]
     text = SiweMessage(
         domain=url.removeprefix("http://"),
         address=who.address,
-        statement="Sign in to Tandem.",
+        statement=statement,
         uri=f"{url}/login",
         version="1",
         chain_id=chain_id,
@@ -336,12 +336,24 @@ def sign_in(url: str, who: Any, chain_id: int = 31337, hook: Any = None) -> Any:
     signature = "0x" + who.sign_message(encode_defunct(text=text)).signature.hex().removeprefix(
         "0x"
     )
-    answer = httpx.post(f"{url}/v1/auth/sign-in", json={"message": text, "signature": signature})
+    return {"message": text, "signature": signature}
+
+
+def sign_in(url: str, who: Any, chain_id: int = 31337, hook: Any = None) -> Any:
+    """A client with a session of ``who`` (an eth-account), by Sign-In with Ethereum; it
+    remembers who signed in, for actions that need a fresh signature (``enrol``)."""
+    import httpx
+
+    hooks = {"response": [hook]} if hook else {}
+    body = signed_message(url, who, "Sign in to Tandem.", chain_id)
+    answer = httpx.post(f"{url}/v1/auth/sign-in", json=body)
     assert answer.status_code == 201, answer.text
     token = answer.json()["token"]
-    return httpx.Client(
+    client = httpx.Client(
         base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, event_hooks=hooks
     )
+    client.signer = (url, who, chain_id)  # type: ignore[attr-defined]
+    return client
 
 
 def enrol(client: Any) -> Any:
@@ -349,7 +361,13 @@ def enrol(client: Any) -> Any:
     step before this one, so that this step's and the next are still free for the test."""
     import pyotp
 
-    answer = client.post("/v1/account/totp")
+    from api.accounts.signin import ACTIONS
+
+    url, who, chain_id = client.signer
+    # Enrolling needs a message the wallet signed just now, stating the action.
+    answer = client.post(
+        "/v1/account/totp", json=signed_message(url, who, ACTIONS["enrol-totp"], chain_id)
+    )
     assert answer.status_code == 201, answer.text
     totp = pyotp.TOTP(answer.json()["secret"])
     confirmed = client.post("/v1/account/totp/confirm", json={"code": totp.at(time.time() - 30)})

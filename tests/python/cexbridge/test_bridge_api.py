@@ -222,7 +222,7 @@ def test_keys_are_checked_on_the_exchange_then_registered_with_totp_listed_rotat
     )
     assert made.status_code == 201, made.text
     assert made.json()["warnings"] == [] and made.json()["ip_restricted"]
-    # The same key again: 409 (and the code, not spent by it, still works below).
+    # The same key again: 409.
     bob_next = {"Tandem-TOTP": bob_totp.at(time.time() + 30)}
     problem(
         bob.post(
