@@ -32,6 +32,7 @@ from api.schemas.types import Address
 from tandem import exchanges
 from tandem.config import Exchange, Settings
 from tandem.db import bridge as t
+from tandem.db.models import Vault
 from tandem.envelope import Credentials, Keyring
 from tandem.errors import ConfigError
 
@@ -684,11 +685,13 @@ def master_drag(vault: Address, request: Request) -> MasterDrag:
     all their orders and per exchange (no follower is named)."""
     with _engine(request).connect() as conn:
         rows = conn.execute(select(t.orders).where(t.orders.c.vault == vault)).all()
-    if not rows:
+        known = rows or conn.execute(select(Vault.vault).where(Vault.vault == vault)).first()
+    if not known:
         raise not_found(
-            f"The bridge has copied no trade of {vault}",
-            "Drag appears once a follower's exchange key copies this master.",
+            f"No vault {vault} is indexed",
+            "Name a vault of the hub (GET /v1/masters lists them).",
         )
+    # A vault nobody copies through the bridge yet: no orders, every figure empty.
     per: dict[str, list[Any]] = {}
     for r in rows:
         per.setdefault(r.exchange, []).append(r)
