@@ -88,8 +88,11 @@ def test_two_workers_sharing_the_redis_limiter_stay_within_the_exchanges_limits(
     with standins(("bybit",)) as stands:
         bybit = stands["bybit"]
         bybit.ip_limit = Limit(30, 1.0)  # its 403 "access too frequent" past it
+        # The bridge is told a fifth less than the exchange allows, as an operator would set
+        # it: the two clocks' windows never line up exactly, and a busy machine delays requests
+        # into the next one.
         settings = with_limits(
-            settings_for(stands, redis_url), "bybit", bybit.url, ip_weight=30, ip_window=1.0
+            settings_for(stands, redis_url), "bybit", bybit.url, ip_weight=24, ip_window=1.0
         )
         fs = add_followers(engine, ring, stands, 30)
         publish(
@@ -115,10 +118,11 @@ def test_two_workers_sharing_the_redis_limiter_stay_within_the_exchanges_limits(
         bridges = asyncio.run(go())
         elapsed = time.time() - started
     rows = orders(engine)
-    assert len(rows) == 60 and all(r["status"] == "filled" for r in rows)
+    assert len(rows) == 60, rows
+    assert [r["status"] for r in rows] == ["filled"] * 60, rows
     assert bybit.created == 60 and {len(bybit.orders_of(f.api_key)) for f in fs} == {2}
     # Both workers sent, neither was ever refused, and the shared windows held them back:
-    # 120 requests (an order and its query each) at 28 a second take four windows at least.
+    # 120 requests (an order and its query each) at 24 a second take four windows at least.
     assert [b.stats.placed for b in bridges] == [30, 30]
     assert bybit.refused_rate == 0 and all(s == 200 for _, _, s in bybit.requests)
     assert sum(b.limiter.waited for b in bridges) > 0 and elapsed >= 3
