@@ -314,11 +314,13 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         position.shares += SafeCast.toUint176(shares);
         position.allocatedAt = uint64(block.number);
         // New money enters at what it was worth when it came in, entry swaps' costs included: as
-        // cost, as peak and as high-water mark.
+        // cost and as peak. The high-water mark takes the larger of that and what the entry
+        // brought in: a fill above the oracle (within its bound) is no performance of the
+        // master's, and must not be charged a fee as one.
         Guard storage guard = _guards[follower];
         guard.entryValue = SafeCast.toUint96(guard.entryValue + value);
         guard.peakValue = SafeCast.toUint96(guard.peakValue + value);
-        mark.highWaterMark = SafeCast.toUint96(mark.highWaterMark + value);
+        mark.highWaterMark = SafeCast.toUint96(mark.highWaterMark + Math.max(value, entered));
         emit ITandemVault.Allocated(follower, amount, shares, poolValue, entered, prices[0]);
     }
 

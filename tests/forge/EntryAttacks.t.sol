@@ -180,6 +180,22 @@ contract EntryAttacksTest is Fixture {
         assertGt(hub.allocate(address(vault), room * 99 / 100, ANY_ENTRY_COST), 0, "within it, in");
     }
 
+    /// @dev An entry filling 1% above the oracle (within the bound) is no performance of the
+    /// master's: in and out again the next block, the newcomer pays the master no fee on it (the
+    /// high-water mark takes what the entry brought in).
+    function test_entryFillAboveOracle_isNotChargedAsPerformance() public {
+        setRoute(address(usdc), address(tkn), address(mockAdapter));
+        mockAdapter.setFactorBps(BPS + 100);
+        fund(eve, 40_000e6);
+        vm.prank(eve);
+        uint256 shares = hub.allocate(address(vault), 10_000e6, ANY_ENTRY_COST);
+        uint256 masterShares = vault.sharesOf(master);
+        vm.roll(block.number + 1);
+        vm.prank(eve);
+        vault.exitInKind(shares);
+        assertEq(vault.sharesOf(master), masterShares, "no fee on an entry's fill");
+    }
+
     /// @dev TKN's feed reads 1% above the market (within a feed's deviation or lag), the master
     /// (colluding) cut the fee to zero: Eve's push, which would deposit TKN bought at the market at
     /// the oracle's higher price, is refused, and Alice's value at the market is untouched.
