@@ -144,9 +144,13 @@ def test_the_tables_after_reorganisations_during_live_indexing_equal_a_build_fro
                     await settled(service, w3)
                     before = tables(service.engine)
                     dropped = w3.eth.get_block(w3.eth.block_number - depth + 1)["hash"]
-                    await asyncio.to_thread(
-                        rpc, w3, "anvil_reorg", depth, replacements(dep, story, depth)
-                    )
+                    # The reorganisation lands between two of the indexer's steps, never during
+                    # one: the call blocks the event loop the indexer runs on. A read made while
+                    # `anvil_reorg` is still re-mining can be answered, at a new block's hash, from
+                    # a state that mixes the dropped blocks and the new ones (a price point once
+                    # valued a dropped trade's tokens at the new chain's price); a real node
+                    # switches heads atomically.
+                    rpc(w3, "anvil_reorg", depth, replacements(dep, story, depth))
                     assert w3.eth.get_block(w3.eth.block_number - depth + 1)["hash"] != dropped
                     await settled(service, w3)
                     assert service.metrics.reorg_depth._value.get() == depth
