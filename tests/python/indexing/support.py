@@ -100,6 +100,22 @@ def tables(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     return dump
 
 
+def differences(
+    left: dict[str, list[tuple[Any, ...]]], right: dict[str, list[tuple[Any, ...]]]
+) -> dict[str, dict[str, list[tuple[Any, ...]]]]:
+    """Per table, the rows only one of two dumps holds: empty when they are equal. A failing
+    comparison then names the rows, not a truncated diff of whole tables."""
+    found: dict[str, dict[str, list[tuple[Any, ...]]]] = {}
+    for name in sorted(set(left) | set(right)):
+        mine, theirs = left.get(name, []), right.get(name, [])
+        if mine != theirs:
+            found[name] = {
+                "only_left": [r for r in mine if r not in theirs],
+                "only_right": [r for r in theirs if r not in mine],
+            }
+    return found
+
+
 def fresh_postgres(server_url: str, name: str) -> str:
     """A new, empty database on the shared PostgreSQL server; its URL."""
     url = server_url.replace("postgresql://", "postgresql+psycopg://", 1)

@@ -19,7 +19,7 @@ from tandem.db import models
 from tandem.node import LocalNode
 from tandem.protocol import BASE, Deployment, deploy_local, trade
 
-from .support import Story, indexer_settings, open_vault, rows, rpc, tables
+from .support import Story, differences, indexer_settings, open_vault, rows, rpc, tables
 
 
 def activity(dep: Deployment, story: Story, blocks: int) -> None:
@@ -163,11 +163,12 @@ def test_the_tables_after_reorganisations_during_live_indexing_equal_a_build_fro
                         if t["master_in"] == dep.units(BASE, 777)
                     ]
                     assert len(replaced) == (1, 3, 7).index(depth) + 1
-                    assert after == await scratch(ix, tmp_path, f"scratch-{depth}")
+                    assert not differences(after, await scratch(ix, tmp_path, f"scratch-{depth}"))
                 # The chain goes on after the last one, and so does the indexer.
                 await asyncio.to_thread(activity, dep, story, 2)
                 await settled(service, w3)
-                assert tables(service.engine) == await scratch(ix, tmp_path, "scratch-end")
+                final = tables(service.engine)
+                assert not differences(final, await scratch(ix, tmp_path, "scratch-end"))
                 assert service.metrics.reorgs._value.get() == 3
             finally:
                 service.stop()
