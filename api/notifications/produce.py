@@ -257,12 +257,23 @@ def derive(conn: Connection, lo: int, hi: int) -> list[Draft]:
                 master=ctx.masters.get(mir.vault),
                 mirror_id=str(mir.mirror_id),
                 reason=mir.reason,
-                remaining=None if mir.remaining is None else str(mir.remaining),
+                remaining=_text(mir.remaining),
+                token_in=mir.token_in,
+                token_out=mir.token_out,
+                # What the executed slice swapped, and who executed it (None for a drop).
+                amount_in=_text(mir.amount_in),
+                amount_out=_text(mir.amount_out),
+                keeper=mir.keeper,
             )
 
     drafts.extend(_near_limits(ctx, lo, hi))
     drafts.sort(key=lambda d: (d.block_number, d.log_index, d.address, d.kind))
     return drafts
+
+
+def _text(amount: int | None) -> str | None:
+    """A token amount as decimal text (JSON numbers lose integers past 2**53)."""
+    return None if amount is None else str(amount)
 
 
 def _position_kind(conn: Connection, trade: Any, base: str | None) -> str:
@@ -319,15 +330,20 @@ def _near_limits(ctx: _Ctx, lo: int, hi: int) -> list[Draft]:
         .order_by(p.block_number, p.vault)
     ).all()
     drafts = []
+    ordinals = _vault_ordinals(conn) if points else {}
     for vault, block, stamp in points:
         holders = ctx.holders(vault, block + 1)
+        # A point has no log: the notification's key takes a negative log index of its own for
+        # each vault and limit. Points of many vaults share a block (a price update, a day's
+        # close), and a follower near a limit in two of them is told of both.
+        base = -2 * ordinals[vault]
         for address in sorted(set(holders) & set(watching)):
             prefs = watching[address]
             now = _distances(conn, address, vault, block)
             before = _distances(conn, address, vault, _previous_point(conn, vault, block))
             for limit, threshold, index in (
-                ("stop_loss", prefs.stop_loss_distance_bps, -1),
-                ("max_drawdown", prefs.drawdown_distance_bps, -2),
+                ("stop_loss", prefs.stop_loss_distance_bps, base - 1),
+                ("max_drawdown", prefs.drawdown_distance_bps, base - 2),
             ):
                 if threshold is None:
                     continue
@@ -355,6 +371,14 @@ def _near_limits(ctx: _Ctx, lo: int, hi: int) -> list[Draft]:
                     )
                 )
     return drafts
+
+
+def _vault_ordinals(conn: Connection) -> dict[str, int]:
+    """Each vault's place in the order the hub created them (0 for the first): stable, as a
+    reorganisation that removes a vault removes every vault created after it too."""
+    v = m.Vault
+    found = conn.execute(select(v.vault).order_by(v.block_number, v.log_index)).scalars()
+    return {vault: i for i, vault in enumerate(found)}
 
 
 def _previous_point(conn: Connection, vault: str, block: int) -> int | None:
