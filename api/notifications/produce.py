@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from api.notifications.kinds import KINDS, WATCHER_KINDS
 from indexer import inputs, reading
@@ -323,10 +323,18 @@ def _near_limits(ctx: _Ctx, lo: int, hi: int) -> list[Draft]:
     }
     if not watching:
         return []
-    conn, p = ctx.conn, m.VaultPoint
+    conn, p, e = ctx.conn, m.VaultPoint, m.Event
+    in_range = and_(p.block_number > lo, p.block_number <= hi)
+    # A day's close mark stands at the day's last protocol block but is written when a block of
+    # a later day comes, so it can land at or below ``lo``, on a block derived already: at the
+    # last protocol block up to ``lo``. (A mark there derived before is the same notification,
+    # which storing drops.)
+    last = conn.execute(select(func.max(e.block_number)).where(e.block_number <= lo)).scalar()
+    if last is not None:
+        in_range = or_(in_range, and_(p.block_number == last, p.cause == "mark"))
     points = conn.execute(
         select(p.vault, p.block_number, p.timestamp)
-        .where(p.block_number > lo, p.block_number <= hi)
+        .where(in_range)
         .order_by(p.block_number, p.vault)
     ).all()
     drafts = []
@@ -359,7 +367,7 @@ def _near_limits(ctx: _Ctx, lo: int, hi: int) -> list[Draft]:
                         vault=vault,
                         block_number=block,
                         log_index=index,
-                        block_hash=ctx.hashes.get(block, ""),
+                        block_hash=ctx.hashes.get(block) or _block_hash(conn, block),
                         tx_hash=_block_tx(conn, block),
                         block_timestamp=stamp,
                         data={
@@ -389,6 +397,12 @@ def _previous_point(conn: Connection, vault: str, block: int) -> int | None:
         .order_by(p.block_number.desc())
         .limit(1)
     ).scalar()
+
+
+def _block_hash(conn: Connection, block: int) -> str:
+    e = m.Event
+    found = conn.execute(select(e.block_hash).where(e.block_number == block).limit(1)).scalar()
+    return str(found or "")
 
 
 def _block_tx(conn: Connection, block: int) -> str:

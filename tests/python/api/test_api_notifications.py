@@ -37,6 +37,7 @@ from tandem.protocol import (
     create_master,
     exit_in_kind,
     move_price,
+    scale_feed,
     set_balance,
     trade,
     trigger_exits,
@@ -322,6 +323,22 @@ def _play(s: Story) -> None:
     )
     s.sync()
 
+    # Late in the day LINK moves with Dave out of reach of his limit in vault C (a price point);
+    # minutes later it falls until he is 15% below his peak there: near again, but no point.
+    # The day's close mark is that block's point, written only when a block of the next day
+    # comes (a feed's update), when the notifier has passed the block.
+    rpc(w3, "evm_increaseTime", 7_200)
+    _move_link(dep, Decimal("1.05"))
+    s.values["out_of_reach"] = w3.eth.block_number
+    s.receipts["near_at_close"] = _move_link(
+        dep, _link_factor(dep, s.other, s.dave, Decimal("0.85"))
+    )
+    s.sync()
+    close = w3.eth.get_block("latest")["timestamp"]
+    rpc(w3, "evm_setNextBlockTimestamp", (close // DAY + 1) * DAY + 60)
+    scale_feed(dep, "WETH", Decimal(1))
+    s.sync()
+
 
 # --- reading what was told
 
@@ -471,7 +488,11 @@ def test_coming_near_a_limit_on_a_price_move_alone_is_told_at_the_vaults_next_po
         else:
             assert told.points(v.address)[block] == "price"
         # Once: not again at the points after, while still near.
-        (row,) = [r for r in told.rows(who, "limit.near") if r.vault == v.address]
+        (row,) = [
+            r
+            for r in told.rows(who, "limit.near")
+            if r.vault == v.address and r.block_number <= s.values["near_again"]
+        ]
         assert_from_chain(dep, row, receipt)
         d = row.data
         assert (d["master"], d["limit"], d["threshold_bps"]) == (
@@ -483,12 +504,29 @@ def test_coming_near_a_limit_on_a_price_move_alone_is_told_at_the_vaults_next_po
         assert 0 < on_chain <= threshold
         assert d["distance_bps"] == pytest.approx(on_chain, abs=0.01)
     assert len(told.rows(s.alice, "limit.near")) == 1
-    assert len(told.rows(s.dave, "limit.near")) == 2
+    assert len(told.rows(s.dave, "limit.near")) == 3  # and once more at a day's close, below
     after = s.values["near_again"]
     assert after in points
     assert _distance_bps(vault, s.dave, after, "max_drawdown") <= DRAWDOWN_DISTANCE
     # Carol set no distance, the watcher holds nothing: neither is told.
     assert told.rows(s.carol, "limit.near") == told.rows(s.bob, "limit.near") == []
+
+
+def test_coming_near_again_is_told_at_the_days_close_written_after_the_notifier_passed_it(
+    told: Told,
+) -> None:
+    s = told.story
+    other, receipt = s.other, s.receipts["near_at_close"]
+    block = receipt["blockNumber"]
+    points = told.points(other.address)
+    assert points[s.values["out_of_reach"]] == "price" and points[block] == "mark"
+    assert _distance_bps(other, s.dave, s.values["out_of_reach"], "max_drawdown") > 1_450
+    on_chain = _distance_bps(other, s.dave, block, "max_drawdown")
+    assert 0 < on_chain <= DRAWDOWN_DISTANCE
+    (row,) = [r for r in told.rows(s.dave, "limit.near") if r.block_number == block]
+    assert_from_chain(s.dep, row, receipt)
+    assert row.vault == other.address and row.data["limit"] == "max_drawdown"
+    assert row.data["distance_bps"] == pytest.approx(on_chain, abs=0.01)
 
 
 def test_a_limit_a_keeper_fired_tells_the_follower_its_exit(told: Told) -> None:
