@@ -402,7 +402,9 @@ def test_a_masters_trades_tell_holders_and_watchers_opened_changed_and_closed(to
     link, usdc = dep.address_of("LINK"), dep.address_of(BASE)
     for step, kind, holders in (
         ("open", "position.opened", [s.alice, s.carol, s.dave]),
-        ("add", "position.changed", [s.alice]),  # Carol left; Dave turned the kind off
+        # Carol left; Dave turned the kind off; the fee Carol paid gave the master and the
+        # treasury shares of the pool: holders too.
+        ("add", "position.changed", [s.alice, s.master, s.dep.hub.functions.treasury().call()]),
         ("suspend", "position.changed", []),  # Alice was stopped out
         ("close", "position.closed", [s.dave]),
     ):
