@@ -29,6 +29,8 @@ from . import metrics
 from . import rankings as r
 from .metrics import AllocationEvent, AllocationEventKind, IndexPoint
 
+PRICE_UNIT = 10**18  # as the vault values: amount * price // PRICE_UNIT is USD with 18 decimals
+
 ONE = 10**18
 
 
@@ -235,12 +237,22 @@ def allocation_events(
         slices[(s.block_number, s.log_index)] += prices.value(s.token, s.amount, s.block_number)
     found: dict[str, list[tuple[int, int, AllocationEvent]]] = defaultdict(list)
 
-    def add(row: Any, follower: str, kind: AllocationEventKind, shares: int, value: int) -> None:
-        event = AllocationEvent(row.timestamp, row.block_number, kind, shares, value)
+    def add(
+        row: Any,
+        follower: str,
+        kind: AllocationEventKind,
+        shares: int,
+        value: int,
+        guard: int | None = None,
+    ) -> None:
+        event = AllocationEvent(row.timestamp, row.block_number, kind, shares, value, guard)
         found[follower].append((row.block_number, row.log_index, event))
 
     for a in _rows(conn, m.Allocation, vault, up_to):
-        add(a, a.follower, AllocationEventKind.ALLOCATED, a.shares, a.entered)
+        # The vault's limits start from the amount at the oracle price (as ``onAllocate`` values
+        # it), not from what the entry swaps brought in.
+        guard = a.amount * a.base_price // PRICE_UNIT
+        add(a, a.follower, AllocationEventKind.ALLOCATED, a.shares, a.entered, guard)
     for e in _rows(conn, m.Exit, vault, up_to):
         if e.kind == "to_base" and e.base_out is not None:
             paid = prices.value(base, e.base_out, e.block_number)

@@ -596,13 +596,17 @@ class AllocationEventKind(Enum):
 @dataclass(frozen=True, slots=True)
 class AllocationEvent:
     """One event of a follower's allocation to one vault, in chain order. ``value_usd``: the
-    value entered, paid out, charged as a fee, or recorded as the peak, USD with 18 decimals."""
+    value entered, paid out, charged as a fee, or recorded as the peak, USD with 18 decimals.
+    ``guard_usd``, for an allocation: what the vault adds to the entry and peak values its limits
+    judge (the amount at the base asset's oracle price, entry swaps' cost included); the value
+    entered when not given."""
 
     timestamp: int
     block: int
     kind: AllocationEventKind
     shares: int
     value_usd: int
+    guard_usd: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -656,19 +660,26 @@ def allocation_view(
     the entry stays the cost of the shares kept. Realised P&L is what exits paid over the entry
     they released; unrealised is the value now over the entry kept. Fees are paid in shares, so
     they are already in both; ``fees_paid_usd`` shows them apart.
+
+    The limits are judged as the vault judges them: against its own entry value (the amount
+    allocated at the oracle price, which the entry swaps' cost is part of) and its peak, which
+    ``guard_usd`` gives; P&L is counted from what the allocation entered.
     """
-    shares = entry = peak = fees = 0
+    shares = entry = guard = peak = fees = 0
     exits: list[ExitRecord] = []
     for e in events:
         if e.kind is AllocationEventKind.ALLOCATED:
             shares += e.shares
             entry += e.value_usd
-            peak += e.value_usd
+            worth = e.value_usd if e.guard_usd is None else e.guard_usd
+            guard += worth
+            peak += worth
         elif e.kind is AllocationEventKind.EXITED and shares > 0:
             released = entry * e.shares // shares
             exits.append(ExitRecord(e.timestamp, e.block, e.shares, e.value_usd, released))
             kept = shares - e.shares
             entry, peak = entry - released, peak * kept // shares
+            guard = guard * kept // shares
             shares = kept
         elif e.kind is AllocationEventKind.FEE and shares > 0:
             peak = peak * (shares - e.shares) // shares
@@ -687,7 +698,7 @@ def allocation_view(
         fees_paid_usd=fees,
         exits=tuple(exits),
         limits=limits,
-        **limit_distances_bps(value, entry, peak, limits),
+        **limit_distances_bps(value, guard, peak, limits),
     )
 
 

@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from api.notifications.kinds import KINDS, WATCHER_KINDS
 from indexer import inputs, reading
@@ -257,12 +257,23 @@ def derive(conn: Connection, lo: int, hi: int) -> list[Draft]:
                 master=ctx.masters.get(mir.vault),
                 mirror_id=str(mir.mirror_id),
                 reason=mir.reason,
-                remaining=None if mir.remaining is None else str(mir.remaining),
+                remaining=_text(mir.remaining),
+                token_in=mir.token_in,
+                token_out=mir.token_out,
+                # What the executed slice swapped, and who executed it (None for a drop).
+                amount_in=_text(mir.amount_in),
+                amount_out=_text(mir.amount_out),
+                keeper=mir.keeper,
             )
 
     drafts.extend(_near_limits(ctx, lo, hi))
     drafts.sort(key=lambda d: (d.block_number, d.log_index, d.address, d.kind))
     return drafts
+
+
+def _text(amount: int | None) -> str | None:
+    """A token amount as decimal text (JSON numbers lose integers past 2**53)."""
+    return None if amount is None else str(amount)
 
 
 def _position_kind(conn: Connection, trade: Any, base: str | None) -> str:
@@ -312,22 +323,35 @@ def _near_limits(ctx: _Ctx, lo: int, hi: int) -> list[Draft]:
     }
     if not watching:
         return []
-    conn, p = ctx.conn, m.VaultPoint
+    conn, p, e = ctx.conn, m.VaultPoint, m.Event
+    in_range = and_(p.block_number > lo, p.block_number <= hi)
+    # A day's close mark stands at the day's last protocol block but is written when a block of
+    # a later day comes, so it can land at or below ``lo``, on a block derived already: at the
+    # last protocol block up to ``lo``. (A mark there derived before is the same notification,
+    # which storing drops.)
+    last = conn.execute(select(func.max(e.block_number)).where(e.block_number <= lo)).scalar()
+    if last is not None:
+        in_range = or_(in_range, and_(p.block_number == last, p.cause == "mark"))
     points = conn.execute(
         select(p.vault, p.block_number, p.timestamp)
-        .where(p.block_number > lo, p.block_number <= hi)
+        .where(in_range)
         .order_by(p.block_number, p.vault)
     ).all()
     drafts = []
+    ordinals = _vault_ordinals(conn) if points else {}
     for vault, block, stamp in points:
         holders = ctx.holders(vault, block + 1)
+        # A point has no log: the notification's key takes a negative log index of its own for
+        # each vault and limit. Points of many vaults share a block (a price update, a day's
+        # close), and a follower near a limit in two of them is told of both.
+        base = -2 * ordinals[vault]
         for address in sorted(set(holders) & set(watching)):
             prefs = watching[address]
             now = _distances(conn, address, vault, block)
             before = _distances(conn, address, vault, _previous_point(conn, vault, block))
             for limit, threshold, index in (
-                ("stop_loss", prefs.stop_loss_distance_bps, -1),
-                ("max_drawdown", prefs.drawdown_distance_bps, -2),
+                ("stop_loss", prefs.stop_loss_distance_bps, base - 1),
+                ("max_drawdown", prefs.drawdown_distance_bps, base - 2),
             ):
                 if threshold is None:
                     continue
@@ -343,7 +367,7 @@ def _near_limits(ctx: _Ctx, lo: int, hi: int) -> list[Draft]:
                         vault=vault,
                         block_number=block,
                         log_index=index,
-                        block_hash=ctx.hashes.get(block, ""),
+                        block_hash=ctx.hashes.get(block) or _block_hash(conn, block),
                         tx_hash=_block_tx(conn, block),
                         block_timestamp=stamp,
                         data={
@@ -357,6 +381,14 @@ def _near_limits(ctx: _Ctx, lo: int, hi: int) -> list[Draft]:
     return drafts
 
 
+def _vault_ordinals(conn: Connection) -> dict[str, int]:
+    """Each vault's place in the order the hub created them (0 for the first): stable, as a
+    reorganisation that removes a vault removes every vault created after it too."""
+    v = m.Vault
+    found = conn.execute(select(v.vault).order_by(v.block_number, v.log_index)).scalars()
+    return {vault: i for i, vault in enumerate(found)}
+
+
 def _previous_point(conn: Connection, vault: str, block: int) -> int | None:
     p = m.VaultPoint
     return conn.execute(
@@ -365,6 +397,12 @@ def _previous_point(conn: Connection, vault: str, block: int) -> int | None:
         .order_by(p.block_number.desc())
         .limit(1)
     ).scalar()
+
+
+def _block_hash(conn: Connection, block: int) -> str:
+    e = m.Event
+    found = conn.execute(select(e.block_hash).where(e.block_number == block).limit(1)).scalar()
+    return str(found or "")
 
 
 def _block_tx(conn: Connection, block: int) -> str:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from eth_utils.crypto import keccak
 
 from tandem import artifacts, chain, protocol
 from tandem.compiler import prepare_ape, project_sources, solc_package_version
@@ -179,3 +180,71 @@ def test_ape_run_deploy_starts_and_stops_its_own_anvil(
             [pgrep, "-f", f"anvil.*--port {port}"], capture_output=True, text=True, check=False
         )
         assert leftover.stdout == "", f"anvil still running: {leftover.stdout}"
+
+
+# A vault reverting with the hub's error, seen through Ape: first with TandemVault.json's ABI
+# alone (an unknown selector), then through tandem.ape_contracts (the error by name).
+APE_REVERT = """
+import json
+from ape import Contract, accounts, networks
+from ape.exceptions import ContractLogicError, CustomError
+from tandem import ape_contracts, artifacts
+
+with networks.parse_network_choice({url!r}):
+    order = {order!r}
+    plain = Contract({plain!r}, abi=artifacts.load("TandemVault").abi)
+    try:
+        plain.trade(order, sender=accounts.test_accounts[{plain_master}])
+    except ContractLogicError as err:
+        print("plain", json.dumps({{"custom": isinstance(err, CustomError), "message": str(err)}}))
+    vault = ape_contracts.vault({vault!r})
+    try:
+        vault.trade(order, sender=accounts.test_accounts[{master}])
+    except vault.HopNotAllowed as err:
+        found = {{"name": err.name, "inputs": err.inputs, "repr": repr(err), "text": str(err)}}
+        print("named", json.dumps({{**found, "custom": isinstance(err, CustomError)}}))
+"""
+
+
+def test_ape_names_a_hub_error_a_vault_passed_on(
+    settings: Settings, ape_env: dict[str, str]
+) -> None:
+    with LocalNode(settings=settings, port=free_port()) as node:
+        w3 = chain.connect(node.rpc_url, settings=settings)
+        dep = protocol.deploy_local(w3, settings=settings, save=False)
+        plain_master, master = 2, 3
+        plain = protocol.create_master(dep, w3.eth.accounts[plain_master], dep.units(BASE, 10_000))
+        vault = protocol.create_master(dep, w3.eth.accounts[master], dep.units(BASE, 10_000))
+        # A route through a token the hub does not allow: the adapter's check, passed on.
+        outsider, _ = chain.deploy(
+            w3, "TestToken", "Outsider", "OUT", 18, sender=w3.eth.accounts[master]
+        )
+        via = dep.v2_route(BASE, outsider.address, "WETH")
+        order = [dep.address_of(BASE), dep.address_of("WETH"), 10**9, 0, via.adapter, via.data, 0]
+        script = APE_REVERT.format(
+            url=node.rpc_url,
+            order=[*order[:5], "0x" + via.data.hex(), 0],
+            plain=plain.address,
+            plain_master=plain_master,
+            vault=vault.address,
+            master=master,
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            env=ape_env,
+            cwd=settings.project_root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Ape prints each failed call's trace too: the two answers are the lines the script wrote.
+    seen = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " {" in line)
+    before = json.loads(seen["plain"])
+    selector = "0x" + keccak(text="HopNotAllowed(address)")[:4].hex()
+    assert not before["custom"] and before["message"].startswith(selector)
+    named = json.loads(seen["named"])
+    assert named["custom"] and named["name"] == "HopNotAllowed"
+    assert named["inputs"] == {"token": outsider.address}
+    assert named["repr"] == f"HopNotAllowed(token={outsider.address})"

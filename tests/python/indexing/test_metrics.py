@@ -484,6 +484,30 @@ def test_an_allocation_view_splits_realised_and_unrealised_pnl_and_shows_fees() 
     assert view.max_drawdown_distance_bps == pytest.approx((708 - 613.6) / 708 * 10_000)
 
 
+def test_limits_are_judged_from_the_vaults_entry_value_not_from_what_the_entry_bought() -> None:
+    # 1,000 USD allocated, of which the entry swaps cost 1%: 990 entered. The vault's limits count
+    # from 1,000 (its entry and peak values), the P&L from the 990 the shares were minted for.
+    allocated = AllocationEvent(
+        T0, 0, AllocationEventKind.ALLOCATED, 1_000 * ONE, 990 * USD, 1_000 * USD
+    )
+    limits = Limits(1_000, 0, 2_000)
+    view = m.allocation_view([allocated], 95 * ONE // 100, limits)  # worth 950
+    assert view.entry_value_usd == 990 * USD and view.unrealised_pnl_usd == -40 * USD
+    assert view.peak_value_usd == 1_000 * USD
+    # Stop-loss at 1,000 * 0.9 = 900 (not 891); drawdown limit at 1,000 * 0.8 = 800.
+    assert view.stop_loss_distance_bps == pytest.approx((950 - 900) / 950 * 10_000)
+    assert view.max_drawdown_distance_bps == pytest.approx((950 - 800) / 950 * 10_000)
+    # Worth 895: the vault's stop-loss holds, though 895 is above 891.
+    held = m.allocation_view([allocated], 895 * ONE // 1_000, limits)
+    assert held.stop_loss_distance_bps is not None and held.stop_loss_distance_bps < 0
+    # An exit of half releases half of each, as the vault's guard does.
+    halved = m.allocation_view(
+        [allocated, event(AllocationEventKind.EXITED, 500, 470, 1)], 95 * ONE // 100, limits
+    )
+    assert halved.entry_value_usd == 495 * USD and halved.peak_value_usd == 500 * USD
+    assert halved.stop_loss_distance_bps == pytest.approx((475 - 450) / 475 * 10_000)
+
+
 def test_a_limit_that_holds_has_no_buffer_left_and_a_limit_turned_off_has_none() -> None:
     events = [event(AllocationEventKind.ALLOCATED, 100, 100)]
     view = m.allocation_view(events, 85 * ONE // 100, Limits(1_000, 0, 0))  # worth 85 of 100
