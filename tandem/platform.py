@@ -44,7 +44,9 @@ DAY = 86_400
 QUOTE = "USDT"  # what followers hold at the exchanges
 # The exchange market of each traded test asset (the bridge's default for every exchange).
 MARKETS = {"WETH": f"ETH/{QUOTE}", "WBTC": f"BTC/{QUOTE}", "LINK": f"LINK/{QUOTE}"}
-EXCHANGES = ("binance", "okx", "bybit", "bitget")
+# anvil's accounts: 0 deploys, 1-3 are the masters, 9 moves the market; the others are free for
+# the wallets of the dApp's browser tests.
+ACCOUNTS = 12
 
 
 class Exchange(Protocol):
@@ -132,6 +134,11 @@ class Platform:
             self._stack.enter_context(tempfile.TemporaryDirectory(prefix="tandem-up-"))
         )
 
+    @property
+    def database_url(self) -> str:
+        """The services' database: the indexer's tables, the API's and the bridge's."""
+        return f"sqlite:///{self._tmp / 'platform.db'}"
+
     # --- lifecycle
 
     def __enter__(self) -> Platform:
@@ -156,6 +163,7 @@ class Platform:
         self.node = LocalNode(
             port=o.anvil_port,
             host=o.host,
+            accounts=ACCOUNTS,
             states_in_memory=1_000_000,
             settings=self.settings,
             extra_args=["--timestamp", str(genesis)],
@@ -268,7 +276,7 @@ class Platform:
             {
                 "TANDEM_RPC_URL": self.node.rpc_url,
                 "TANDEM_DEPLOYMENTS_DIR": str(self._tmp / "deployments"),
-                "TANDEM_INDEXER__DATABASE_URL": f"sqlite:///{self._tmp / 'platform.db'}",
+                "TANDEM_INDEXER__DATABASE_URL": self.database_url,
                 "TANDEM_INDEXER__HUB": self.dep.hub.address,
                 # A local chain mines on each transaction and never reorganises by itself.
                 "TANDEM_INDEXER__FINALITY_DEPTH": "0",

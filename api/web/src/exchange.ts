@@ -207,12 +207,12 @@ export function exchangeView(): Cleanup {
 
   const keysHtml = (keys: ExchangeKey[]) => `<h2>Your exchange keys</h2>${
     keys.length
-      ? `<div class="scroll"><table><thead><tr><th>Exchange</th><th>Key</th><th>Copies</th><th>Allocation</th><th>Limits</th><th>Status</th><th></th></tr></thead><tbody>
+      ? `<div class="scroll"><table class="stack"><thead><tr><th>Exchange</th><th>Key</th><th>Copies</th><th>Allocation</th><th>Limits</th><th>Status</th><th></th></tr></thead><tbody>
         ${keys.map((k) => k.follows.map((f, i) => `<tr data-test="key-row" data-exchange="${esc(k.exchange)}">
-          <td>${i ? "" : esc(exchangeName(k.exchange))}</td><td>${i ? "" : `<code>${esc(k.api_key_hint)}</code>${k.ip_restricted ? "" : ` <span class="chip warnchip" title="${esc(k.warnings.join("; "))}">any IP</span>`}`}</td>
-          <td>${esc(vaultLabel(f.vault))}</td><td>${num(f.allocation, 2)} USDT<br><span class="muted">${num(f.cash, 2)} in cash</span></td>
-          <td>stop ${bps(f.stop_loss_bps)}<br>drawdown ${bps(f.max_drawdown_bps)}</td>
-          <td><span class="chip ${k.status === "active" && f.status === "active" ? "good" : "bad"}" data-test="key-status">${esc(k.status === "active" ? f.status : k.status)}</span>${(k.reason ?? f.reason) ? `<br><span class="muted">${esc(k.reason ?? f.reason)}</span>` : ""}</td>
+          <td data-label="Exchange">${i ? "" : esc(exchangeName(k.exchange))}</td><td data-label="Key">${i ? "" : `<span><code>${esc(k.api_key_hint)}</code>${k.ip_restricted ? "" : ` <span class="chip warnchip" title="${esc(k.warnings.join("; "))}">any IP</span>`}</span>`}</td>
+          <td data-label="Copies">${esc(vaultLabel(f.vault))}</td><td data-label="Allocation"><span>${num(f.allocation, 2)} USDT<br><span class="muted">${num(f.cash, 2)} in cash</span></span></td>
+          <td data-label="Limits"><span>stop ${bps(f.stop_loss_bps)}<br>drawdown ${bps(f.max_drawdown_bps)}</span></td>
+          <td data-label="Status"><span><span class="chip ${k.status === "active" && f.status === "active" ? "good" : "bad"}" data-test="key-status">${esc(k.status === "active" ? f.status : k.status)}</span>${(k.reason ?? f.reason) ? `<br><span class="muted wrap">${esc(k.reason ?? f.reason)}</span>` : ""}</span></td>
           <td>${i ? "" : `<button class="ghost" data-remove="${k.id}" data-test="key-remove">Remove</button>`}</td></tr>`).join("")).join("")}
       </tbody></table></div><div id="rmsg"></div>`
       : `<p class="muted" data-test="no-keys">No key connected yet.</p>`
@@ -239,28 +239,28 @@ export function exchangeView(): Cleanup {
 
   const dragHtml = (drag: MyDrag) => `<h2>Copied orders and their drag</h2>
     <p class="muted">Each master trade the bridge copied onto your account: milliseconds from the master's block to the order being sent, acknowledged and filled, the fill against the master's on-chain price (positive when worse for you) and the fee. Read again every second.</p>
-    ${drag.follows.length ? `<div class="grid">${drag.follows.map(followHtml).join("")}</div>` : ""}
+    ${drag.follows.length ? `<div class="grid" style="margin-bottom:10px">${drag.follows.map(followHtml).join("")}</div>` : ""}
     ${
       drag.items.length
-        ? `<div class="scroll"><table data-test="drag-orders"><thead><tr><th>Block time</th><th>Exchange</th><th>Order</th><th>Status</th><th>Filled</th><th>Master's price</th><th>Slippage</th><th>Fee</th><th>Block → sent / ack / fill</th></tr></thead><tbody>
+        ? `<div class="scroll"><table class="stack" data-test="drag-orders"><thead><tr><th>Block time</th><th>Exchange</th><th>Order</th><th>Status</th><th>Filled</th><th>Master's price</th><th>Slippage</th><th>Fee (USDT)</th><th>Block → sent / ack / fill</th></tr></thead><tbody>
           ${drag.items.map(rowHtml).join("")}</tbody></table></div>`
         : `<p class="muted" data-test="no-orders">No copied order yet: they appear here at the master's next trade.</p>`
     }`;
 
-  const followHtml = (f: FollowDrag) => `<div class="stat" data-test="follow-drag"><div class="k">${esc(exchangeName(f.exchange))} · ${esc(vaultLabel(f.vault))}</div>
+  const followHtml = (f: FollowDrag) => `<div class="stat" data-test="follow-drag"><div class="k">${esc(exchangeName(f.exchange))} · <span class="as-is">${esc(vaultLabel(f.vault))}</span></div>
     <div>${f.filled} filled of ${f.orders}${f.skipped ? `, ${f.skipped} skipped` : ""}${f.exits ? `, ${f.exits} limit exits` : ""}</div>
     <div class="muted">block → fill p50 ${ms(f.p50_filled_ms)}, p99 ${ms(f.p99_filled_ms)}; slippage ${slip(f.mean_slippage_bps)}; fees ${num(f.fees, 4)} USDT</div></div>`;
 
   const rowHtml = (r: DragRow) => `<tr data-test="drag-row" data-trade="${esc(r.trade)}" data-status="${esc(r.status)}">
-    <td>${r.block_time ? date(r.block_time) : "–"}<br><span class="muted">trade ${esc(r.trade)}</span></td>
-    <td>${esc(exchangeName(r.exchange))}</td>
-    <td>${r.kind === "exit" ? `<span class="chip bad">limit exit</span> ` : ""}${esc(r.side)} ${esc(r.symbol)}<br><span class="muted">${num(r.size)} ${r.side === "buy" ? "USDT" : esc(r.symbol.split("/")[0])}</span></td>
-    <td><span class="chip ${r.status === "filled" ? "good" : r.status === "skipped" || r.status === "failed" ? "bad" : ""}">${esc(r.status)}</span>${r.reason ? `<br><span class="muted wrap" data-test="drag-reason">${esc(r.reason)}</span>` : ""}</td>
-    <td>${r.filled === null ? "–" : `${num(r.filled, 6)} @ ${num(r.average, 2)}`}</td>
-    <td>${num(r.master_price, 2)}</td>
-    <td data-test="drag-slippage">${slip(r.slippage_bps)}</td>
-    <td>${num(r.fee, 4)}</td>
-    <td data-test="drag-times">${ms(r.sent_ms)} / ${ms(r.acked_ms)} / ${ms(r.filled_ms)}</td></tr>`;
+    <td data-label="Block time"><span>${r.block_time ? date(r.block_time) : "–"}<br><span class="muted">trade ${esc(r.trade)}</span></span></td>
+    <td data-label="Exchange">${esc(exchangeName(r.exchange))}</td>
+    <td data-label="Order"><span>${r.kind === "exit" ? `<span class="chip bad">limit exit</span> ` : ""}${esc(r.side)} ${esc(r.symbol)}<br><span class="muted">${num(r.size)} ${r.side === "buy" ? "USDT" : esc(r.symbol.split("/")[0])}</span></span></td>
+    <td data-label="Status"><span><span class="chip ${r.status === "filled" ? "good" : r.status === "skipped" || r.status === "failed" ? "bad" : ""}">${esc(r.status)}</span>${r.reason ? `<br><span class="muted wrap" data-test="drag-reason">${esc(r.reason)}</span>` : ""}</span></td>
+    <td data-label="Filled">${r.filled === null ? "–" : `${num(r.filled, 6)} @ ${num(r.average, 2)}`}</td>
+    <td data-label="Master's price">${num(r.master_price, 2)}</td>
+    <td data-label="Slippage" data-test="drag-slippage">${slip(r.slippage_bps)}</td>
+    <td data-label="Fee (USDT)">${num(r.fee, 4)}</td>
+    <td data-label="Block → sent / ack / fill" data-test="drag-times">${ms(r.sent_ms)} / ${ms(r.acked_ms)} / ${ms(r.filled_ms)}</td></tr>`;
 
   const safe = () =>
     render().catch((e) => {
