@@ -132,7 +132,15 @@ def test_exchange_followers(platform: Platform, browser: Any, viewport: str) -> 
     assert [page.input_value(s) for s in CREDENTIALS] == ["", "", "", ""]
     shot(page, f"exchange-{viewport}-3-withdrawal-key-refused")
 
-    # A good key, without an IP restriction: connected, with the warning.
+    # A good key with a wrong code: refused, nothing stored.
+    fill_key(page, exchange, good_key, good_secret, passphrase)
+    page.fill("[data-test=key-code]", "000000")
+    page.click("[data-test=key-submit]")
+    page.wait_for_function(
+        "() => /refused/.test(document.querySelector('[data-test=key-message]').innerText)"
+    )
+    assert "next code" in page.inner_text("[data-test=key-message]")
+    # Again with the right code; without an IP restriction: connected, with the warning.
     fill_key(page, exchange, good_key, good_secret, passphrase)
     page.fill("[data-test=key-code]", totp.now())
     page.click("[data-test=key-submit]")
@@ -167,6 +175,7 @@ def test_exchange_followers(platform: Platform, browser: Any, viewport: str) -> 
     row_of = f"[data-test=drag-row][data-trade^='{block}-'][data-status=filled]"
     filled = wait(page, row_of, f"{viewport}-fill")
     seen = time.time() - mined
+    assert seen < 5, seen  # read again every second
     assert page.evaluate("() => window.__sameDocument === true")  # no reload
     times = filled.query_selector("[data-test=drag-times]")
     assert times is not None and times.inner_text().count("ms") == 3, times
