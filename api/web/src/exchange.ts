@@ -21,7 +21,7 @@ function explain(error: unknown): unknown {
   const said: Record<string, string> = {
     "second-factor-required": "Enter the 6-digit code your authenticator shows now.",
     "second-factor-not-enrolled": "Enrol an authenticator first (step 1 above), then connect the key.",
-    "totp-enrolled": "An authenticator is enrolled already for this address.",
+    "second-factor-enrolled": "An authenticator is enrolled already for this address: reload the page to connect keys with it.",
   };
   const better = said[error.problem];
   return better ? new ApiError(error.status, error.title, better, error.problem) : error;
