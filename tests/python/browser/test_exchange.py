@@ -12,13 +12,16 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pyotp
 import pytest
 from conftest import open_page, shot
 from sqlalchemy import create_engine, select
 
+from bridge.worker import key_aad
 from tandem import protocol as p
 from tandem.db import bridge as t
+from tandem.envelope import Keyring, Sealed
 from tandem.platform import Master, Platform
 from tandem.protocol import BASE
 
@@ -159,6 +162,18 @@ def test_exchange_followers(platform: Platform, browser: Any, viewport: str) -> 
     assert stored.api_key == good_key and stored.status == "active" and stored.ciphertext
     for needle in (good_secret, bad_secret, passphrase or good_secret):
         assert needle not in stored.ciphertext and needle not in stored.wrapped_key
+    # ... and it is the secret typed: the run's key-encryption key opens it, bound to its owner.
+    keyring = Keyring.parse(platform._secrets["TANDEM_BRIDGE_KEK"], "the platform's run")
+    sealed = Sealed(stored.kek_id, stored.wrapped_key, stored.ciphertext)
+    opened = keyring.open(sealed, good_key, key_aad(me, exchange, good_key))
+    assert (opened.secret, opened.passphrase) == (good_secret, passphrase)
+    # The API's list of keys (with the page's own session) holds no secret either.
+    token = page.evaluate("() => sessionStorage.getItem('tandem.session')")
+    listed = httpx.get(
+        f"{platform.url}/v1/account/exchange-keys", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert listed.status_code == 200 and good_key[-4:] in listed.text
+    assert good_secret not in listed.text and (passphrase or good_secret) not in listed.text
     kept = stored_in_browser(page)
     assert good_key[-4:] in kept  # the page was read
     for needle in (good_secret, bad_secret, passphrase or good_secret, good_key, bad_key):
