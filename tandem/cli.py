@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import requests
 from pydantic import ValidationError
@@ -246,7 +246,8 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
 @command(
     "up",
     "the whole platform on a local chain until Ctrl-C: anvil, the deployment, masters with weeks "
-    "of history, followers, the keeper, the indexer, the API and the dApp",
+    "of history, followers, the keeper, the indexer, the API and the dApp, Redis, the stand-in "
+    "exchanges and the CEX bridge",
     arg("--port", type=int, help="port of the API and the dApp (default: api.port, 8000)"),
     arg("--anvil-port", type=int, help="anvil's port (default: a free one)"),
     arg("--days", type=int, default=42, help="days of history (default: %(default)s)"),
@@ -259,6 +260,8 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
     ),
 )
 def up_command(args: argparse.Namespace, settings: Settings) -> int:
+    from bridge.standins.common import Standin
+    from bridge.standins.local import demo_keys, start_all
     from keepers.run import KeeperThread
     from tandem import platform
 
@@ -275,7 +278,7 @@ def up_command(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with platform.Platform(
-            settings, lambda s, account: KeeperThread(s, account).start(), options
+            settings, lambda s, account: KeeperThread(s, account).start(), options, start_all
         ) as running:
             out.print(f"\n[bold]Tandem is up:[/bold] {running.url}/")
             out.print(
@@ -287,10 +290,24 @@ def up_command(args: argparse.Namespace, settings: Settings) -> int:
                     f"  {master.spec.name}: {master.address} (vault {master.vault.address}, "
                     f"{master.spec.token} on {master.spec.venue.upper()})"
                 )
+            if running.exchanges:
+                out.print(
+                    "Exchange followers (#/exchange): stand-in exchange keys made for this run, "
+                    "each account holding 10,000 USDT (the 'withdraw' keys are refused, as keys "
+                    "that can withdraw are):"
+                )
+                for key in demo_keys(cast("dict[str, Standin]", running.exchanges)):
+                    passphrase = f", passphrase {key.passphrase}" if key.passphrase else ""
+                    out.print(
+                        f"  {key.exchange}: API key {key.api_key}, secret {key.secret}{passphrase}"
+                    )
             out.print("Press Ctrl-C to stop everything.")
             running.wait()
     except KeyboardInterrupt:
-        out.print("Stopped: the API, the indexer, the keeper and anvil.")
+        out.print(
+            "Stopped: the API, the bridge, the indexer, the keeper, the stand-in exchanges, "
+            "Redis and anvil."
+        )
         return 0
     return 1
 

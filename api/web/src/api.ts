@@ -6,6 +6,7 @@ export class ApiError extends Error {
     readonly status: number,
     readonly title: string,
     detail: string,
+    readonly problem = "", // the problem's name: `exchange-key-can-withdraw` for urn:tandem:problem:exchange-key-can-withdraw
   ) {
     super(detail);
   }
@@ -24,8 +25,8 @@ export function hasSession(): boolean {
   return token !== null;
 }
 
-async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
-  const headers: Record<string, string> = { Accept: "application/json" };
+async function call<T>(method: string, path: string, body?: unknown, extra?: Record<string, string>): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json", ...extra };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (token) headers.Authorization = `Bearer ${token}`;
   let response: Response;
@@ -43,7 +44,8 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
   if (!response.ok) {
     if (response.status === 401 && path.startsWith("/v1/account")) setSession(null);
     const detail = data?.detail ?? `${response.status} ${response.statusText}`;
-    throw new ApiError(response.status, data?.title ?? "Error", String(detail));
+    const problem = String(data?.type ?? "").replace(/^urn:tandem:problem:/, "");
+    throw new ApiError(response.status, data?.title ?? "Error", String(detail), problem);
   }
   return data as T;
 }
@@ -54,7 +56,7 @@ export const get = <T>(path: string, query?: Record<string, string | number | bo
   const qs = params.toString();
   return call<T>("GET", qs ? `${path}?${qs}` : path);
 };
-export const post = <T>(path: string, body?: unknown) => call<T>("POST", path, body ?? {});
+export const post = <T>(path: string, body?: unknown, headers?: Record<string, string>) => call<T>("POST", path, body ?? {}, headers);
 export const del = <T>(path: string) => call<T>("DELETE", path);
 
 // --- what the API answers (the parts the dApp reads); big integers are decimal strings
@@ -123,3 +125,26 @@ export interface Notification {
   block_timestamp: number; created_at: number; data: Record<string, unknown>;
 }
 export interface Readiness { cursor: number; final_block: number; }
+export interface Session { address: string; expires_at: number; second_factor: boolean; }
+export interface ExchangeFollow {
+  id: number; vault: string; allocation: string; cash: string; positions: Record<string, string>;
+  markets: Record<string, string>; stop_loss_bps: number | null; max_drawdown_bps: number | null;
+  status: string; reason: string | null;
+}
+export interface ExchangeKey {
+  id: number; exchange: string; api_key_hint: string; status: string; reason: string | null;
+  can_trade: boolean; can_withdraw: boolean; ip_restricted: boolean; checked_at: number;
+  created_at: number; warnings: string[]; follows: ExchangeFollow[];
+}
+export interface DragRow {
+  trade: string; vault: string; exchange: string; symbol: string; side: string; kind: string;
+  status: string; reason: string | null; size: string; filled: string | null; average: string | null;
+  master_price: string | null; slippage_bps: number | null; fee: string | null; block_time: number | null;
+  known_ms: number | null; sent_ms: number | null; acked_ms: number | null; filled_ms: number | null;
+}
+export interface FollowDrag {
+  follow_id: number; vault: string; exchange: string; orders: number; filled: number; skipped: number;
+  exits: number; p50_filled_ms: number | null; p99_filled_ms: number | null; p50_sent_ms: number | null;
+  mean_slippage_bps: number | null; fees: string;
+}
+export interface MyDrag { items: DragRow[]; next_cursor: string | null; follows: FollowDrag[]; }

@@ -5,7 +5,8 @@ import { dashboard } from "./dashboard";
 import { discover } from "./discover";
 import { esc, short } from "./format";
 import { onStatus } from "./live";
-import { exchangeView, masterView } from "./master";
+import { exchangeView } from "./exchange";
+import { masterView } from "./master";
 import { profile } from "./profile";
 import { banner, busy, errorBox, type Cleanup } from "./ui";
 import {

@@ -105,9 +105,4 @@ export function masterView(): Cleanup {
   return onWalletChange(safe);
 }
 
-export function exchangeView(): Cleanup {
-  view().innerHTML = `<h1>Exchange followers</h1><div class="card"><p>Copying onto a centralised exchange account (an exchange key connected through the API, never kept in the browser, with the copied trades and their execution drag) comes with the exchange bridge. It is not available on this server yet.</p></div>`;
-  return () => {};
-}
-
 export type { Deployment };

@@ -235,7 +235,8 @@ export async function simulate<T>(call: Call): Promise<T> {
 
 export const signedIn = (): boolean => hasSession();
 
-export async function signIn(): Promise<void> {
+/** An EIP-4361 message over a fresh nonce stating ``statement``, signed by the wallet now. */
+export async function signStatement(statement: string, lifetimeMs = 86_400_000): Promise<{ message: string; signature: string }> {
   const w = requireWallet();
   const n = await post<{ nonce: string; domain: string; uri: string; chain_id: number }>("/v1/auth/nonce");
   const message = createSiweMessage({
@@ -245,12 +246,17 @@ export async function signIn(): Promise<void> {
     nonce: n.nonce,
     uri: n.uri,
     version: "1",
-    statement: "Sign in to Tandem to see your notifications.",
+    statement,
     issuedAt: new Date(),
-    expirationTime: new Date(Date.now() + 86_400_000),
+    expirationTime: new Date(Date.now() + lifetimeMs),
   });
   const signature = await w.wallet.signMessage({ account: w.account, message });
-  const session = await post<{ token: string }>("/v1/auth/sign-in", { message, signature });
+  return { message, signature };
+}
+
+export async function signIn(): Promise<void> {
+  const signed = await signStatement("Sign in to Tandem to see your notifications.");
+  const session = await post<{ token: string }>("/v1/auth/sign-in", signed);
   setSession(session.token);
   changed();
 }

@@ -1,6 +1,7 @@
 """The dApp in a real browser: the whole platform (``tandem.platform``, as ``tandem up`` runs it,
-with a short history) and Debian's chromium driven by Playwright, with a test wallet injected
-into the page (``provider.js``: EIP-1193 announced by EIP-6963, backed by an anvil account).
+with a short history, the stand-in exchanges and the CEX bridge) and Debian's chromium driven
+by Playwright, with a test wallet injected into the page (``provider.js``: EIP-1193 announced
+by EIP-6963, backed by an anvil account).
 Screenshots go to ``build/browser/``."""
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def chromium() -> str:
 
 @pytest.fixture(scope="session")
 def platform(settings: Settings) -> Iterator[Platform]:
+    from bridge.standins.local import start_all
     from keepers.run import KeeperThread
 
     def start_keeper(s: Settings, account: LocalAccount) -> Any:
@@ -50,7 +52,7 @@ def platform(settings: Settings) -> Iterator[Platform]:
             "TANDEM_RANKINGS__MIN_EQUITY_USD": "0",
         },
     )
-    with Platform(settings, start_keeper, options) as running:
+    with Platform(settings, start_keeper, options, start_all) as running:
         yield running
 
 
