@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import requests
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from web3 import Web3
@@ -39,11 +40,18 @@ CATCH_UP_BLOCKS = 1_000
 
 
 def reader(settings: Settings) -> Web3:
-    """A blocking client on the same node, for the read-only calls made while storing a range."""
+    """A blocking client on the same node, for the read-only calls made while storing a range.
+
+    It has a session of its own. Without one, web3 finds a thread's session in a cache guarded
+    by one lock for the whole process, which the async client of the chain follower takes for
+    each of its requests on a pool thread and gives back on the event loop: a first read made
+    on the event loop while such a request is in flight would wait for ever for the loop it
+    blocks."""
     return Web3(
         HTTPProvider(
             settings.rpc_url,
             request_kwargs={"timeout": settings.rpc_timeout},
+            session=requests.Session(),
             exception_retry_configuration=None,
         )
     )

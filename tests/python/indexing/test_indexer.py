@@ -4,6 +4,7 @@ block, and the same rows on SQLite and on a real PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from eth_utils.crypto import keccak
 from keeper.support import build_book
 from sqlalchemy import Engine, create_engine
 from web3 import Web3
+from web3._utils.http_session_manager import HTTPSessionManager
 from web3.logs import DISCARD
 
 from indexer import reading, service
@@ -20,6 +22,7 @@ from tandem.chain import transact
 from tandem.config import Settings
 from tandem.db import database_url, models
 from tandem.events import Decoder
+from tandem.node import LocalNode
 from tandem.protocol import BASE, Deployment, advance_time, move_price, scale_feed, trade
 
 from .support import (
@@ -352,3 +355,19 @@ def test_a_day_closes_with_a_mark_at_its_last_protocol_block_even_after_a_reorga
     assert tables(engine) == tables(
         create_engine(database_url(scratch.indexer.database_url, tmp_path / "scratch"))
     )
+
+
+def test_the_readers_first_call_never_waits_for_web3s_process_wide_session_lock(
+    node: LocalNode, settings: Settings
+) -> None:
+    # web3's async client holds this lock on a pool thread while one of its requests is
+    # between creating and caching its session, and gives it back on the event loop. The
+    # reader's first call is made on that same loop: were it to wait for the lock, the loop
+    # would never run again to give it back (the indexer once hung so, under load).
+    reads: list[int] = []
+    with HTTPSessionManager._lock:
+        w3 = service.reader(settings.model_copy(update={"rpc_url": node.rpc_url}))
+        caller = threading.Thread(target=lambda: reads.append(w3.eth.block_number), daemon=True)
+        caller.start()
+        caller.join(timeout=10)
+    assert reads and reads[0] >= 0

@@ -8,6 +8,7 @@ import asyncio
 import time
 from decimal import Decimal
 from pathlib import Path
+from pprint import pformat
 from typing import Any
 
 from web3 import Web3
@@ -163,12 +164,14 @@ def test_the_tables_after_reorganisations_during_live_indexing_equal_a_build_fro
                         if t["master_in"] == dep.units(BASE, 777)
                     ]
                     assert len(replaced) == (1, 3, 7).index(depth) + 1
-                    assert not differences(after, await scratch(ix, tmp_path, f"scratch-{depth}"))
+                    found = differences(after, await scratch(ix, tmp_path, f"scratch-{depth}"))
+                    assert not found, pformat(found, width=100)
                 # The chain goes on after the last one, and so does the indexer.
                 await asyncio.to_thread(activity, dep, story, 2)
                 await settled(service, w3)
                 final = tables(service.engine)
-                assert not differences(final, await scratch(ix, tmp_path, "scratch-end"))
+                found = differences(final, await scratch(ix, tmp_path, "scratch-end"))
+                assert not found, pformat(found, width=100)
                 assert service.metrics.reorgs._value.get() == 3
             finally:
                 service.stop()
