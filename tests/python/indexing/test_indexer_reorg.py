@@ -135,22 +135,21 @@ def test_the_tables_after_reorganisations_during_live_indexing_equal_a_build_fro
         async def live() -> None:
             service = IndexerService(ix)
             await service.open()
-            # The indexer runs as it does in production, following heads by polling, while the
-            # chain is changed under it from another thread.
+            # The indexer runs as it does in production, following heads by polling, and the
+            # chain changes between two of its steps: blocks are mined and reorganised by calls
+            # that block the event loop it runs on. anvil answers a call at its newest block
+            # (by hash too) from the state it is mining the next block into, so a read made
+            # while a block is mined, or while `anvil_reorg` re-mines, can see transactions of
+            # a later block (a point once showed the master's book after the next block's
+            # trade); a real node answers at a block hash from that block's state alone.
             running = asyncio.create_task(service.run())
             try:
                 await settled(service, w3)
                 for depth in (1, 3, 7):
-                    await asyncio.to_thread(activity, dep, story, depth + 1)
+                    activity(dep, story, depth + 1)
                     await settled(service, w3)
                     before = tables(service.engine)
                     dropped = w3.eth.get_block(w3.eth.block_number - depth + 1)["hash"]
-                    # The reorganisation lands between two of the indexer's steps, never during
-                    # one: the call blocks the event loop the indexer runs on. A read made while
-                    # `anvil_reorg` is still re-mining can be answered, at a new block's hash, from
-                    # a state that mixes the dropped blocks and the new ones (a price point once
-                    # valued a dropped trade's tokens at the new chain's price); a real node
-                    # switches heads atomically.
                     rpc(w3, "anvil_reorg", depth, replacements(dep, story, depth))
                     assert w3.eth.get_block(w3.eth.block_number - depth + 1)["hash"] != dropped
                     await settled(service, w3)
@@ -167,7 +166,7 @@ def test_the_tables_after_reorganisations_during_live_indexing_equal_a_build_fro
                     found = differences(after, await scratch(ix, tmp_path, f"scratch-{depth}"))
                     assert not found, pformat(found, width=100)
                 # The chain goes on after the last one, and so does the indexer.
-                await asyncio.to_thread(activity, dep, story, 2)
+                activity(dep, story, 2)
                 await settled(service, w3)
                 final = tables(service.engine)
                 found = differences(final, await scratch(ix, tmp_path, "scratch-end"))
