@@ -4,13 +4,15 @@
 The masters are the rankings benchmark's (``benchmarks/rankings.py``: a year of daily points,
 round trips, followers, a tenth of them sybils), computed and stored in ``master_rankings`` on a
 real PostgreSQL server (pgserver). ``tandem api serve`` (two workers) serves them; 50 clients in
-one asyncio process send requests back to back, each request drawn at random between a top-50
-query (one of several metrics and windows, some pages further by cursor) and the baseline
-``GET /healthz`` (no database), so both see the same load. It prints p50 and p99 of each, and
-where a rankings request's time goes: the same query and answer built in this process without
-HTTP (SQL, then the rows into the answer's JSON), the rest being the HTTP server, the worker's
-thread pool and waiting for a core. Target: p99 under 20 ms and under twice the baseline's. It
-prints what it measured and asserts nothing about time. (``rankings`` and ``stream`` below are
+one process, each on its own keep-alive connection, send requests back to back, each drawn at
+random between a top-50 query (one of several metrics and windows, some pages further by cursor)
+and the baseline ``GET /healthz`` (no database), so both see the same load. The server runs
+twice on the same database: as served, and with its rankings cache off (every page read and
+encoded). It prints p50 and p99 of each, the clients' CPU and the machine's busy cores, and
+where a rankings request's time goes: the same work done in this process without HTTP (the final
+block read, the SQL, the rows into the answer's JSON), the rest being the HTTP server, the
+worker's thread and waiting for a core. Target: p99 under 20 ms and under twice the baseline's.
+It prints what it measured and asserts nothing about time. (``rankings`` and ``stream`` below are
 the sibling benchmarks: this folder is on the path when the script runs.)
 """
 
