@@ -130,11 +130,13 @@ class Connection:
 
 
 async def load(
-    url: str, clients: int, requests: int, share: float, seed: int
+    url: str, clients: int, requests: int, share: float, seed: int, rate: float | None = None
 ) -> dict[str, list[float]]:
     """``clients`` clients, each on its own connection sending ``requests`` requests back to
-    back; each a rankings query with probability ``share``, else the baseline. Latency per kind,
-    in seconds; the distinct rankings queries asked under ``"distinct"`` (as its length)."""
+    back, or with ``rate``, all together that many a second on a fixed schedule; each a rankings
+    query with probability ``share``, else the baseline. Latency per kind, in seconds (on a
+    schedule, from when the request was due: a late answer delays the next request, and that
+    wait counts); the distinct rankings queries asked under ``"distinct"`` (as its length)."""
     times: dict[str, list[float]] = {"rankings": [], "baseline": [], "pages": []}
     address = urlsplit(url)
     host, port = address.hostname or "127.0.0.1", address.port or 80
@@ -143,9 +145,11 @@ async def load(
     asked: set[str] = set()
     failures: list[str] = []
 
+    began = time.perf_counter()
+
     async def client(n: int, http: Connection) -> None:
         rng = random.Random(seed + n)  # noqa: S311
-        for _ in range(requests):
+        for k in range(requests):
             if rng.random() < share:
                 i = rng.randrange(len(QUERIES))
                 params: dict[str, Any] = {**QUERIES[i], "limit": LIMIT}
@@ -157,6 +161,11 @@ async def load(
             else:
                 kind, target = "baseline", "/healthz"
             start = time.perf_counter()
+            if rate is not None:
+                due = began + (k + n / clients) * clients / rate
+                if due > start:
+                    await asyncio.sleep(due - start)
+                start = due
             status, body = await http.get(target)
             elapsed = time.perf_counter() - start
             if status != 200:
@@ -305,6 +314,19 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, list[float]]:
         f"    the clients used {cpu / elapsed:.2f} of a core; the machine's {os.cpu_count()} "
         f"cores were {busy:.2f} busy (everyone's work); load average "
         f"{os.getloadavg()[0]:.1f}"
+    )
+    # Back to back, latency is the clients over the throughput, whatever a request costs: the
+    # same clients at half that throughput show what a request waits when the server keeps up.
+    rate = total / elapsed / 2
+    paced = run(load(url, args.clients, args.requests // 2, args.share, seed=4, rate=rate))
+    ranked = paced["rankings"] + paced["pages"]
+    p99, base = percentile(ranked, 0.99), percentile(paced["baseline"], 0.99)
+    print(f"  the same {args.clients} clients at {rate:.0f} requests a second together:")
+    print(f"    GET /v1/masters top 50     {figures(ranked)}")
+    print(f"    GET /healthz (baseline)    {figures(paced['baseline'])}")
+    print(
+        f"    rankings p99 {p99 * 1e3:.1f} ms = {p99 / base:.2f} x the baseline's "
+        f"{base * 1e3:.1f} ms; load average {os.getloadavg()[0]:.1f}"
     )
     return alone
 
