@@ -102,10 +102,10 @@ def fill(engine: Engine, masters: int, days: int) -> int:
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection, spoken directly over asyncio's streams: the
-    clients share the server's two cores, and a full HTTP client costs them several times the
-    CPU a request costs the server (answers here are fixed-length: uvicorn sends
-    ``content-length`` for every non-streamed answer)."""
+    """One keep-alive HTTP/1.1 connection, spoken directly over asyncio's streams: the clients
+    share the server's cores, and the HTTP client library used before took about 4 ms of CPU a
+    request (half a core at 118 a second), this about 0.13 ms. Answers here are fixed-length:
+    uvicorn sends ``content-length`` for every answer that is not streamed."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
