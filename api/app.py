@@ -17,6 +17,7 @@ from api import monitoring, problems
 from api.accounts import exchange_keys
 from api.accounts import router as accounts
 from api.accounts.crypto import Box
+from api.answers import AnswerCache
 from api.database import open_database
 from api.limits import BodyLimit
 from api.notifications.worker import Notifier
@@ -102,6 +103,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.abis = abis
     app.state.box = box
     app.state.metrics = monitoring.Metrics()
+    app.state.rankings_cache = AnswerCache(
+        settings.api.rankings_cache_entries, settings.api.rankings_cache_seconds
+    )
     try:
         origins = settings.api.sign_in_origins() if settings.api.accounts else []
     except ValueError:

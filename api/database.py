@@ -5,6 +5,7 @@ reorganisation may still take back, and the rankings (computed from final rows) 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -39,15 +40,16 @@ class Snapshot:
     block: int
 
 
-def snapshot(request: Request) -> Iterator[Snapshot]:
-    engine: Engine = request.app.state.engine
-    depth: int = request.app.state.settings.indexer.finality_depth
+@contextmanager
+def read_final(engine: Engine, finality_depth: int) -> Iterator[Snapshot]:
+    """A connection in a transaction, and the indexer's final block every read on it stops at
+    (a 503 problem while nothing is indexed)."""
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             # One view of the tables for the whole answer, whatever the indexer commits meanwhile.
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            final = reading.final_block(conn, depth)
+            final = reading.final_block(conn, finality_depth)
             if final is None or final < 0:
                 raise ProblemException(
                     503,
@@ -57,6 +59,12 @@ def snapshot(request: Request) -> Iterator[Snapshot]:
                     "chain (GET /readyz answers 200 then).",
                 )
             yield Snapshot(conn, final)
+
+
+def snapshot(request: Request) -> Iterator[Snapshot]:
+    state = request.app.state
+    with read_final(state.engine, state.settings.indexer.finality_depth) as read:
+        yield read
 
 
 Read = Annotated[Snapshot, Depends(snapshot)]

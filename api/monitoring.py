@@ -4,10 +4,10 @@ requests by route and status, and how long they took."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class Metrics:
@@ -25,17 +25,45 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        self.rankings_cache = Counter(
+            "tandem_api_rankings_cache",
+            "Rankings pages asked for, by whether this process had the answer cached",
+            ["outcome"],
+            registry=r,
+        )
+
+
+class Measure:
+    """Counts and times every HTTP request. A plain ASGI middleware: Starlette's
+    ``BaseHTTPMiddleware`` (``@app.middleware("http")``) runs the rest of the app in a task of
+    its own and passes every answer through a memory stream, work on every request for
+    nothing this needs."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the server answers when the app fails before it starts an answer
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            # The route's template (/v1/masters/{master}), not the path: one series per route.
+            # The router writes it into this same scope on the way in.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
 
 def install(app: FastAPI, metrics: Metrics) -> None:
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        # The route's template (/v1/masters/{master}), not the path: one series per route.
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(Measure, metrics=metrics)

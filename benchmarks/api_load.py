@@ -4,13 +4,15 @@
 The masters are the rankings benchmark's (``benchmarks/rankings.py``: a year of daily points,
 round trips, followers, a tenth of them sybils), computed and stored in ``master_rankings`` on a
 real PostgreSQL server (pgserver). ``tandem api serve`` (two workers) serves them; 50 clients in
-one asyncio process send requests back to back, each request drawn at random between a top-50
-query (one of several metrics and windows, some pages further by cursor) and the baseline
-``GET /healthz`` (no database), so both see the same load. It prints p50 and p99 of each, and
-where a rankings request's time goes: the same query and answer built in this process without
-HTTP (SQL, then the rows into the answer's JSON), the rest being the HTTP server, the worker's
-thread pool and waiting for a core. Target: p99 under 20 ms and under twice the baseline's. It
-prints what it measured and asserts nothing about time. (``rankings`` and ``stream`` below are
+one process, each on its own keep-alive connection, send requests back to back, each drawn at
+random between a top-50 query (one of several metrics and windows, some pages further by cursor)
+and the baseline ``GET /healthz`` (no database), so both see the same load. The server runs
+twice on the same database: as served, and with its rankings cache off (every page read and
+encoded). It prints p50 and p99 of each, the clients' CPU and the machine's busy cores, and
+where a rankings request's time goes: the same work done in this process without HTTP (the final
+block read, the SQL, the rows into the answer's JSON), the rest being the HTTP server, the
+worker's thread and waiting for a core. Target: p99 under 20 ms and under twice the baseline's.
+It prints what it measured and asserts nothing about time. (``rankings`` and ``stream`` below are
 the sibling benchmarks: this folder is on the path when the script runs.)
 """
 
@@ -19,23 +21,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import math
 import os
 import random
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlencode, urlsplit
 
-import httpx
+import orjson
 import rankings as synthetic
 from sqlalchemy import Engine, insert, text
 from stream import api_server
 
 from api.schemas import resources as out
 from indexer import rankings as r
+from indexer import reading
 from indexer.metrics import Window
 from tandem.db import models as m
 from tandem.db.migrate import upgrade
@@ -50,6 +55,8 @@ QUERIES = [
     {"sort": "risk_score", "window": "30d", "max_drawdown": "0.5"},
 ]
 LIMIT = 50
+FINALITY_DEPTH = 12
+T = TypeVar("T")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -94,72 +101,225 @@ def fill(engine: Engine, masters: int, days: int) -> int:
     return len(rows)
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection, spoken directly over asyncio's streams: the clients
+    share the server's cores, and the HTTP client library used before took about 4 ms of CPU a
+    request (half a core at 118 a second), this about 0.13 ms. Answers here are fixed-length:
+    uvicorn sends ``content-length`` for every answer that is not streamed."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def get(self, target: str) -> tuple[int, bytes]:
+        self.writer.write(f"GET {target} HTTP/1.1\r\nhost: bench\r\n\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                return status, await self.reader.readexactly(int(value))
+        raise RuntimeError(f"an answer without content-length: {head!r}")
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
 async def load(
-    url: str, clients: int, requests: int, share: float, seed: int
+    url: str, clients: int, requests: int, share: float, seed: int, rate: float | None = None
 ) -> dict[str, list[float]]:
-    """``clients`` clients, each sending ``requests`` requests back to back; each a rankings
-    query with probability ``share``, else the baseline. Latency per kind, in seconds."""
+    """``clients`` clients, each on its own connection sending ``requests`` requests back to
+    back, or with ``rate``, all together that many a second on a fixed schedule; each a rankings
+    query with probability ``share``, else the baseline. Latency per kind, in seconds (on a
+    schedule, from when the request was due: a late answer delays the next request, and that
+    wait counts); the distinct rankings queries asked under ``"distinct"`` (as its length)."""
     times: dict[str, list[float]] = {"rankings": [], "baseline": [], "pages": []}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
-        cursors: dict[int, str] = {}
-        failures: list[str] = []
+    address = urlsplit(url)
+    host, port = address.hostname or "127.0.0.1", address.port or 80
+    connections = [await Connection.open(host, port) for _ in range(clients)]
+    cursors: dict[int, str] = {}
+    asked: set[str] = set()
+    failures: list[str] = []
 
-        async def client(n: int) -> None:
-            rng = random.Random(seed + n)  # noqa: S311
-            for _ in range(requests):
-                if rng.random() < share:
-                    i = rng.randrange(len(QUERIES))
-                    params: dict[str, Any] = {**QUERIES[i], "limit": LIMIT}
-                    kind = "rankings"
-                    if i in cursors and rng.random() < 0.25:
-                        params["cursor"], kind = cursors[i], "pages"
-                    path = "/v1/masters"
-                else:
-                    params, kind, path = {}, "baseline", "/healthz"
-                start = time.perf_counter()
-                response = await http.get(path, params=params)
-                elapsed = time.perf_counter() - start
-                if response.status_code != 200:
-                    failures.append(f"{path} {params}: {response.status_code} {response.text}")
-                    continue
-                times[kind].append(elapsed)
-                if kind == "rankings":
-                    body = response.json()
-                    if len(body["items"]) != LIMIT:
-                        failures.append(f"{params}: {len(body['items'])} items")
-                    if body["next_cursor"]:
-                        cursors[i] = body["next_cursor"]
+    began = time.perf_counter()
 
-        await asyncio.gather(*(client(n) for n in range(clients)))
-        if failures:
-            raise SystemExit(f"{len(failures)} requests failed, the first: {failures[0]}")
+    async def client(n: int, http: Connection) -> None:
+        rng = random.Random(seed + n)  # noqa: S311
+        for k in range(requests):
+            if rng.random() < share:
+                i = rng.randrange(len(QUERIES))
+                params: dict[str, Any] = {**QUERIES[i], "limit": LIMIT}
+                kind = "rankings"
+                if i in cursors and rng.random() < 0.25:
+                    params["cursor"], kind = cursors[i], "pages"
+                target = f"/v1/masters?{urlencode(params)}"
+                asked.add(target)
+            else:
+                kind, target = "baseline", "/healthz"
+            start = time.perf_counter()
+            if rate is not None:
+                due = began + (k + n / clients) * clients / rate
+                if due > start:
+                    await asyncio.sleep(due - start)
+                start = due
+            status, body = await http.get(target)
+            elapsed = time.perf_counter() - start
+            if status != 200:
+                failures.append(f"{target}: {status} {body[:500]!r}")
+                continue
+            times[kind].append(elapsed)
+            if kind != "baseline":
+                page = orjson.loads(body)
+                if len(page["items"]) != LIMIT:
+                    failures.append(f"{target}: {len(page['items'])} items")
+                if page["next_cursor"]:
+                    cursors[i] = page["next_cursor"]
+
+    try:
+        await asyncio.gather(*(client(n, c) for n, c in enumerate(connections)))
+    finally:
+        for connection in connections:
+            await connection.close()
+    if failures:
+        raise SystemExit(f"{len(failures)} requests failed, the first: {failures[0]}")
+    times["distinct"] = [0.0] * len(asked)
     return times
 
 
-def in_process(engine: Engine, rounds: int) -> tuple[list[float], list[float]]:
-    """The route's own work without HTTP: the top-50 query (as the route reads it, in one
-    transaction), then its rows into the answer's JSON. Seconds per query, each part."""
-    sql, answer = [], []
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The clients on uvloop too, where it exists: less of the cores for them."""
+    try:
+        import uvloop
+    except ImportError:  # Windows
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+def busy_cores() -> Callable[[], float]:
+    """How many of the machine's cores were busy (anyone's work) since this was called: a
+    reader of /proc/stat, NaN elsewhere."""
+
+    def sample() -> tuple[float, float]:
+        try:
+            fields = [float(f) for f in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        except OSError:
+            return math.nan, math.nan
+        idle = fields[3] + fields[4]  # idle and iowait
+        return sum(fields) - idle, sum(fields)
+
+    busy, total = sample()
+    cores = os.cpu_count() or 1
+
+    def since() -> float:
+        busy2, total2 = sample()
+        return cores * (busy2 - busy) / max(total2 - total, 1e-9)
+
+    return since
+
+
+def in_process(engine: Engine, rounds: int) -> dict[str, list[float]]:
+    """The route's own work without HTTP, in seconds per query: the final block read in the
+    answer's transaction (all a cached answer costs besides a lookup), then on a miss the
+    top-50 query in that transaction and its rows into the answer's JSON bytes."""
+    parts: dict[str, list[float]] = {
+        "snapshot": [],
+        "sql": [],
+        "answer": [],
+        "pydantic": [],
+        "orjson": [],
+    }
     for k in range(rounds):
         query = QUERIES[k % len(QUERIES)]
         window = Window(query["window"])
         sort = query["sort"]
         start = time.perf_counter()
-        with engine.connect() as conn, conn.begin():
-            rows = r.top(conn, sort, window, LIMIT + 1, best_first=True)
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                block = reading.final_block(conn, FINALITY_DEPTH)
+                assert block is not None
+                snapshot = time.perf_counter()
+                rows = r.top(conn, sort, window, LIMIT + 1, best_first=True)
         middle = time.perf_counter()
-        out.MasterPage(
+        page = out.MasterPage(
+            block=block,
             sort=sort,
             order="desc",
             window=window.value,
             items=[out.MasterMetrics.model_validate(row) for row in rows[:LIMIT]],
             next_cursor=None,
-        ).model_dump_json()
+        )
+        built = time.perf_counter()
+        page.model_dump_json().encode()
         end = time.perf_counter()
-        sql.append(middle - start)
-        answer.append(end - middle)
-    return sql, answer
+        # The same JSON another way: orjson, through the Python values of the page.
+        orjson.dumps(page.model_dump(mode="json"))
+        parts["orjson"].append(time.perf_counter() - end)
+        parts["pydantic"].append(end - built)
+        parts["snapshot"].append(snapshot - start)
+        parts["sql"].append(middle - snapshot)
+        parts["answer"].append(end - middle)
+    return parts
+
+
+def ms(seconds: list[float], q: float = 0.5) -> str:
+    return f"{percentile(seconds, q) * 1e3:.2f} ms"
+
+
+def measure(url: str, args: argparse.Namespace) -> dict[str, list[float]]:
+    """Warm every worker, then one client alone, then the concurrent clients; prints each."""
+    run(load(url, args.clients, 5, args.share, seed=1))  # warm every worker
+    # One client alone: what a request costs the server when nothing waits.
+    alone = run(load(url, 1, 400, args.share, seed=3))
+    cores = busy_cores()
+    start, cpu = time.perf_counter(), time.process_time()
+    times = run(load(url, args.clients, args.requests, args.share, seed=2))
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    busy = cores()
+    total = sum(len(times[k]) for k in ("rankings", "pages", "baseline"))
+    ranked = times["rankings"] + times["pages"]
+    print(
+        f"  {args.clients} clients, {args.workers} server processes: {total:,} requests in "
+        f"{elapsed:.1f} s, {total / elapsed:.0f} a second ({len(ranked):,} rankings pages, "
+        f"{len(times['distinct'])} distinct queries)"
+    )
+    print("  one client alone (no concurrency):")
+    print(f"    GET /v1/masters top 50     {figures(alone['rankings'] + alone['pages'])}")
+    print(f"    GET /healthz               {figures(alone['baseline'])}")
+    print(f"  {args.clients} concurrent clients:")
+    print(f"    GET /v1/masters top 50     {figures(ranked)}")
+    if times["pages"]:
+        print(f"      of which next pages      {figures(times['pages'])}")
+    print(f"    GET /healthz (baseline)    {figures(times['baseline'])}")
+    p99, base = percentile(ranked, 0.99), percentile(times["baseline"], 0.99)
+    print(
+        f"    rankings p99 {p99 * 1e3:.1f} ms = {p99 / base:.2f} x the baseline's "
+        f"{base * 1e3:.1f} ms; target under 20 ms ({'met' if p99 < 0.020 else 'missed'}) and "
+        f"under twice the baseline's ({'met' if p99 < 2 * base else 'missed'})"
+    )
+    print(
+        f"    the clients used {cpu / elapsed:.2f} of a core; the machine's {os.cpu_count()} "
+        f"cores were {busy:.2f} busy (everyone's work); load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
+    # Back to back, latency is the clients over the throughput, whatever a request costs: the
+    # same clients at half that throughput show what a request waits when the server keeps up.
+    rate = total / elapsed / 2
+    paced = run(load(url, args.clients, args.requests // 2, args.share, seed=4, rate=rate))
+    ranked = paced["rankings"] + paced["pages"]
+    p99, base = percentile(ranked, 0.99), percentile(paced["baseline"], 0.99)
+    print(f"  the same {args.clients} clients at {rate:.0f} requests a second together:")
+    print(f"    GET /v1/masters top 50     {figures(ranked)}")
+    print(f"    GET /healthz (baseline)    {figures(paced['baseline'])}")
+    print(
+        f"    rankings p99 {p99 * 1e3:.1f} ms = {p99 / base:.2f} x the baseline's "
+        f"{base * 1e3:.1f} ms; load average {os.getloadavg()[0]:.1f}"
+    )
+    return alone
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--masters", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=synthetic.DAYS, help="longest history")
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--requests", type=int, default=80, help="per client")
+    parser.add_argument("--requests", type=int, default=200, help="per client")
     parser.add_argument("--share", type=float, default=0.5, help="of requests that are rankings")
     parser.add_argument("--workers", type=int, default=2, help="server processes")
     args = parser.parse_args(argv)
@@ -178,47 +338,37 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         env = {
             "TANDEM_INDEXER__DATABASE_URL": engine.url.render_as_string(hide_password=False),
-            "TANDEM_INDEXER__FINALITY_DEPTH": "12",
+            "TANDEM_INDEXER__FINALITY_DEPTH": str(FINALITY_DEPTH),
             "TANDEM_API__NOTIFY": "false",  # no notifier polling beside the requests
         }
-        with api_server(env, args.workers, Path(tmp) / "server.log") as url:
-            asyncio.run(load(url, args.clients, 5, args.share, seed=1))  # warm every worker
-            # One client alone: what a request costs the server when nothing waits.
-            alone = asyncio.run(load(url, 1, 400, args.share, seed=3))
-            start, cpu = time.perf_counter(), time.process_time()
-            times = asyncio.run(load(url, args.clients, args.requests, args.share, seed=2))
-            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-        total = sum(len(v) for v in times.values())
+        alone: dict[str, dict[str, list[float]]] = {}
+        for label, entries in (("as served (rankings cache on)", "128"), ("no cache", "0")):
+            print(f"{label}:")
+            served = {**env, "TANDEM_API__RANKINGS_CACHE_ENTRIES": entries}
+            with api_server(served, args.workers, Path(tmp) / "server.log") as url:
+                alone[label] = measure(url, args)
+        parts = in_process(engine, 300)
+        lone = alone["no cache"]["rankings"] + alone["no cache"]["pages"]
+        cached = alone["as served (rankings cache on)"]
+        own = percentile(parts["snapshot"], 0.5) + percentile(parts["sql"], 0.5)
+        own += percentile(parts["answer"], 0.5)
+        print("where a lone rankings request's time goes (p50s; the route's parts measured in")
+        print("this process without HTTP):")
+        print(f"  the final block read, in the answer's transaction  {ms(parts['snapshot'])}")
+        print(f"  the top-50 query in that transaction               {ms(parts['sql'])}")
+        print(f"  its rows into the answer's JSON bytes              {ms(parts['answer'])}")
         print(
-            f"{args.clients} clients, {args.workers} server processes, {total:,} requests in "
-            f"{elapsed:.1f} s ({total / elapsed:.0f} a second)"
+            f"    of which the encoding: pydantic-core {ms(parts['pydantic'])}, orjson (of the "
+            f"page's Python values) {ms(parts['orjson'])}"
         )
-        print("one client alone (no concurrency):")
-        print(f"  GET /v1/masters top 50     {figures(alone['rankings'] + alone['pages'])}")
-        print(f"  GET /healthz               {figures(alone['baseline'])}")
-        print(f"{args.clients} concurrent clients:")
-        print(f"GET /v1/masters top 50       {figures(times['rankings'])}")
-        if times["pages"]:
-            print(f"  the next page, by cursor   {figures(times['pages'])}")
-        print(f"GET /healthz (baseline)      {figures(times['baseline'])}")
-        ranked = times["rankings"] + times["pages"]
-        p99, base = percentile(ranked, 0.99), percentile(times["baseline"], 0.99)
         print(
-            f"rankings p99 {p99 * 1e3:.1f} ms: target under 20 ms "
-            f"({'met' if p99 < 0.020 else 'missed'}) and under twice the baseline's "
-            f"{base * 1e3:.1f} ms ({'met' if p99 < 2 * base else 'missed'})"
+            f"  uncached: {ms(lone)} end to end = {own * 1e3:.2f} ms the route's own work + "
+            f"{(percentile(lone, 0.5) - own) * 1e3:.2f} ms HTTP, server and the clients"
         )
-        sql, answer = in_process(engine, 300)
-        print("where a rankings request's time goes, without HTTP or load (one process):")
-        print(f"  the query, in one transaction   p50 {percentile(sql, 0.5) * 1e3:.2f} ms")
-        print(f"  its rows into the answer's JSON p50 {percentile(answer, 0.5) * 1e3:.2f} ms")
         print(
-            f"  the clients themselves used {cpu / elapsed:.2f} of a core during the run; the "
-            "rest of a request's time is the HTTP server, the worker's thread pool and waiting "
-            "for a core (50 clients back to back: latency is 50 over the throughput)"
+            f"  cached: {ms(cached['rankings'] + cached['pages'])} end to end; /healthz "
+            f"{ms(cached['baseline'])}"
         )
-        load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        print(f"  load average at the end: {load_avg:.1f}")
     return 0
 
 

@@ -316,6 +316,20 @@ class ApiSettings(BaseModel):
     webhook_private_hosts: bool = Field(
         default=False, description="allow webhooks to loopback and private addresses"
     )
+    rankings_cache_entries: int = Field(
+        default=128,
+        ge=0,
+        le=100_000,
+        description="rankings pages each server process keeps encoded, to answer the same query "
+        "again at the same final block; 0: none",
+    )
+    rankings_cache_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=3_600,
+        description="the longest a kept rankings page is served: the indexer rewrites rankings "
+        "just after moving its final block, and when its rules are reloaded",
+    )
     ready_max_lag: int | None = Field(
         default=20,
         ge=0,

@@ -122,7 +122,7 @@ class MasterMetrics(Resource):
     tracking_error_max_bps: float | None
 
 
-class MasterPage(Resource):
+class MasterPage(Block):
     sort: str
     order: str
     window: str

@@ -5,7 +5,12 @@ sorting and filters hold, and money travels as strings of digits."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,13 +18,16 @@ import pytest
 from conftest import World
 from eth_abi import decode
 from eth_utils import keccak
+from fastapi.testclient import TestClient
 from indexing.support import rows
-from sqlalchemy import select
+from sqlalchemy import Engine, create_engine, select, update
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
+from api.app import create_app
 from indexer import reading
 from tandem import artifacts
+from tandem.db import database_url
 from tandem.db import models as m
 from tandem.reverts import ERRORS_ABI_PATH
 
@@ -179,6 +187,7 @@ def test_masters_default_to_the_ranked_and_filters_hold(world: World, api: httpx
     assert ranked == {world.a.master}  # the rules ask for two trades
     body = ok(api.get("/v1/masters", params={"window": "all"}))
     assert (body["sort"], body["order"], body["window"]) == ("roi", "desc", "all")
+    assert body["block"] == final_block(world)
     assert {i["master"] for i in body["items"]} == ranked
     assert body["next_cursor"] is None
 
@@ -429,3 +438,133 @@ def test_addresses_come_back_checksummed(world: World, api: httpx.Client) -> Non
     lower = world.b.vault.address.lower()
     body = ok(api.get(f"/v1/vaults/{lower}"))
     assert body["vault"] == Web3.to_checksum_address(lower) == world.b.vault.address
+
+
+# --- the rankings pages each server process keeps
+
+
+@contextmanager
+def copy_of_the_world(world: World, tmp_path: Path) -> Iterator[tuple[World, Engine]]:
+    """The world's settings on a copy of its database, which the test may change."""
+    source = database_url(world.settings.indexer.database_url, world.settings.project_root)
+    copy = tmp_path / "copy.db"
+    with (
+        sqlite3.connect(source.removeprefix("sqlite:///")) as src,
+        sqlite3.connect(copy) as dst,
+    ):
+        src.backup(dst)
+    settings = world.settings.model_copy(
+        update={
+            "indexer": world.settings.indexer.model_copy(
+                update={"database_url": f"sqlite:///{copy}"}
+            ),
+        }
+    )
+    engine = create_engine(f"sqlite:///{copy}")
+    try:
+        yield World(world.dep, settings, world.a, world.b, world.c, engine), engine
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def app_on(world: World, **api: Any) -> Iterator[TestClient]:
+    """The application in this process on the world's database, with these [api] settings."""
+    settings = world.settings.model_copy(
+        update={"api": world.settings.api.model_copy(update={"notify": False, **api})}
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def kept(client: TestClient, outcome: str) -> float:
+    counted = client.app.state.metrics.rankings_cache  # type: ignore[attr-defined]
+    return float(counted.labels(outcome)._value.get())
+
+
+RANKINGS = [
+    {"window": "all", "ranked_only": "false", "sort": "pnl_usd"},
+    {"window": "all", "ranked_only": "false", "sort": "pnl_usd", "order": "desc"},
+    {"window": "7d", "ranked_only": "false", "sort": "max_drawdown", "limit": 2},
+    {"window": "30d", "ranked_only": "false", "sort": "trades", "order": "asc", "limit": 1},
+]
+
+
+def test_a_kept_rankings_page_equals_a_fresh_one(world: World, api: httpx.Client) -> None:
+    with (
+        app_on(world, rankings_cache_entries=128, rankings_cache_seconds=3_600) as cached,
+        app_on(world, rankings_cache_entries=0) as fresh,
+    ):
+        queries = [*RANKINGS]
+        # The next page too, by the cursor of a first page.
+        first = ok(cached.get("/v1/masters", params=RANKINGS[2]))
+        assert first["next_cursor"] is not None
+        queries.append({**RANKINGS[2], "cursor": first["next_cursor"]})
+        for params in queries:
+            once = cached.get("/v1/masters", params=params)
+            again = cached.get("/v1/masters", params=params)
+            read_now = fresh.get("/v1/masters", params=params)
+            assert once.status_code == again.status_code == read_now.status_code == 200
+            assert once.headers["content-type"] == again.headers["content-type"]
+            assert once.content == again.content == read_now.content, params
+            # And what the server process answers, on the same database.
+            assert ok(api.get("/v1/masters", params=params)) == json.loads(once.content)
+        assert kept(fresh, "hit") == 0
+        # Each page was read once: the first pages of RANKINGS 0 (1 names its default order),
+        # 2 and 3, and 2's next page; the 7 other askings were kept answers.
+        assert (kept(cached, "miss"), kept(cached, "hit")) == (4, 7)
+
+
+def test_a_kept_page_is_not_served_once_the_final_block_moves(world: World, tmp_path: Path) -> None:
+    with copy_of_the_world(world, tmp_path) as (copy, engine):
+        a, params = copy.a.master, RANKINGS[0]
+        ranking = m.MasterRanking
+        with app_on(copy, rankings_cache_seconds=3_600) as client:
+
+            def page() -> tuple[int, str]:
+                body = ok(client.get("/v1/masters", params=params))
+                (item,) = [i for i in body["items"] if i["master"] == a]
+                return body["block"], item["pnl_usd"]
+
+            block, pnl = page()
+            assert block == final_block(copy)
+            assert page() == (block, pnl) and kept(client, "hit") == 1
+            with engine.begin() as conn:  # the indexer's next batch: a new figure, a new block
+                conn.execute(
+                    update(ranking)
+                    .where(ranking.master == a, ranking.window == "all")
+                    .values(pnl_usd=int(pnl) + 7)
+                )
+                conn.execute(
+                    update(m.indexer_cursor.cursor).values(
+                        block_number=m.indexer_cursor.cursor.c.block_number + 1
+                    )
+                )
+            assert page() == (block + 1, str(int(pnl) + 7))
+            assert kept(client, "hit") == 1
+
+
+def test_rankings_rewritten_at_the_same_final_block_show_within_the_kept_pages_seconds(
+    world: World, tmp_path: Path
+) -> None:
+    """The indexer rewrites rankings just after it moves its cursor, and when its rules are
+    reloaded: the block alone does not show those, the kept page's lifetime bounds them."""
+    with copy_of_the_world(world, tmp_path) as (copy, engine):
+        a, params = copy.a.master, RANKINGS[0]
+        ranking = m.MasterRanking
+        with app_on(copy, rankings_cache_seconds=0.5) as client:
+
+            def pnl() -> str:
+                body = ok(client.get("/v1/masters", params=params))
+                (item,) = [i for i in body["items"] if i["master"] == a]
+                return str(item["pnl_usd"])
+
+            before = pnl()
+            with engine.begin() as conn:
+                conn.execute(
+                    update(ranking)
+                    .where(ranking.master == a, ranking.window == "all")
+                    .values(pnl_usd=int(before) + 7)
+                )
+            time.sleep(0.6)
+            assert pnl() == str(int(before) + 7)

@@ -1,0 +1,55 @@
+"""Encoded answers kept for repeated queries: the rankings change only when the indexer's final
+block moves, and thousands of clients ask for the same few top pages in between."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+
+class AnswerCache:
+    """The JSON bytes of the latest answers to up to ``entries`` queries, each valid at one final
+    block and for ``seconds`` at most, in one server process (routes run in its threads).
+
+    An answer is served again only to the same query at the same final block, so it is never
+    older than the block it names. ``seconds`` bounds what the block alone does not show: the
+    indexer rewrites the rankings just after it moves its cursor, and again when its rules are
+    reloaded."""
+
+    def __init__(
+        self, entries: int, seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.entries, self.seconds, self._clock = entries, seconds, clock
+        self._block: int | None = None
+        self._answers: OrderedDict[Hashable, tuple[float, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, block: int, query: Hashable) -> bytes | None:
+        with self._lock:
+            if block != self._block:
+                return None
+            found = self._answers.get(query)
+            if found is None:
+                return None
+            stored_at, body = found
+            if self._clock() - stored_at > self.seconds:
+                del self._answers[query]
+                return None
+            self._answers.move_to_end(query)  # least recently used leaves first
+            return body
+
+    def put(self, block: int, query: Hashable, body: bytes) -> None:
+        if self.entries == 0:
+            return
+        with self._lock:
+            if block != self._block:
+                # The final block moved (back too, after a reorganisation deeper than the
+                # finality depth): no answer kept is of this block.
+                self._answers.clear()
+                self._block = block
+            self._answers[query] = (self._clock(), body)
+            self._answers.move_to_end(query)
+            while len(self._answers) > self.entries:
+                self._answers.popitem(last=False)
