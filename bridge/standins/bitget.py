@@ -20,7 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.standins.common import Account, Limit, Order, Refused, Standin, decimals, fmt, now_ms
+from bridge.standins.common import Account, Limit, Order, Refused, decimals, fmt, now_ms
+from bridge.standins.ws import BitgetStream
 
 ERRORS = {
     "duplicate": ("43118", "clientOid duplicate"),
@@ -33,7 +34,7 @@ ERRORS = {
 }
 
 
-class Bitget(Standin):
+class Bitget(BitgetStream):
     name = "bitget"
     ip_limit = Limit(6_000, 60.0)
     order_limit = Limit(10, 1.0)

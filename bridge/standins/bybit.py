@@ -20,7 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.standins.common import Account, Limit, Order, Refused, Standin, fmt, now_ms
+from bridge.standins.common import Account, Limit, Order, Refused, fmt, now_ms
+from bridge.standins.ws import BybitStream
 
 ERRORS = {
     "duplicate": (110072, "OrderLinkedID is duplicate"),
@@ -32,7 +33,7 @@ ERRORS = {
 }
 
 
-class Bybit(Standin):
+class Bybit(BybitStream):
     name = "bybit"
     ip_limit = Limit(600, 5.0)
     order_limit = Limit(20, 1.0)

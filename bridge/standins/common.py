@@ -82,6 +82,15 @@ class Order:
     def done(self, now: float | None = None) -> bool:
         return self.filled(now) >= self.qty
 
+    def cost_at(self, filled: Decimal) -> Decimal:
+        return (filled * self.price).quantize(Decimal("0.00000001"), ROUND_DOWN)
+
+    def fee_at(self, filled: Decimal) -> Decimal:
+        """The fee of ``filled``: a buy pays in base, a sale in quote (as the REST answers)."""
+        if self.side == "buy":
+            return filled * self.fee_rate
+        return (self.cost_at(filled) * self.fee_rate).quantize(Decimal("0.00000001"), ROUND_DOWN)
+
     def cost(self, now: float | None = None) -> Decimal:
         return (self.filled(now) * self.price).quantize(Decimal("0.00000001"), ROUND_DOWN)
 
@@ -236,7 +245,11 @@ class Standin:
             self.orders[order.id] = order
             self.by_client[(account.api_key, client_id)] = order
             self.created += 1
-            return order
+        self.order_changed(order)
+        return order
+
+    def order_changed(self, order: Order) -> None:
+        """Pushed to the account's order sockets (``bridge.standins.ws``): none here."""
 
     def find(self, account: Account, client_id: str | None, order_id: str | None) -> Order:
         order = None
@@ -255,6 +268,9 @@ class Standin:
 
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
+
+    def ws_routes(self, app: web.Application) -> None:
+        """The private order-update WebSocket (``bridge.standins.ws``): none here."""
 
     def rate_limited(self, request: web.Request, kind: str, wait: float, used: int) -> web.Response:
         raise NotImplementedError
@@ -311,6 +327,7 @@ class Standin:
         async def serve() -> None:
             app = web.Application(middlewares=[self._middleware])
             self.routes(app)
+            self.ws_routes(app)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             await web.TCPSite(self._runner, "127.0.0.1", port).start()

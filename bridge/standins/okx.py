@@ -21,7 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.standins.common import Account, Limit, Market, Order, Refused, Standin, fmt, now_ms
+from bridge.standins.common import Account, Limit, Market, Order, Refused, fmt, now_ms
+from bridge.standins.ws import OkxStream
 
 ERRORS = {
     "duplicate": ("51016", "Duplicated clOrdId"),
@@ -34,7 +35,7 @@ ERRORS = {
 }
 
 
-class Okx(Standin):
+class Okx(OkxStream):
     name = "okx"
     ip_limit = Limit(1_000, 2.0)  # private endpoints are limited per account, not per IP
     order_limit = Limit(60, 2.0)
