@@ -40,6 +40,7 @@ class FillStats:
     by_socket: int = 0  # orders followed to their end by pushed updates alone
     by_rest: int = 0  # orders followed by REST from the start (no socket subscribed in time)
     fell_back: int = 0  # orders that started on the socket and ended by REST
+    refused: int = 0  # sockets whose signature the exchange refused (a wrong secret)
 
 
 def _rehost_ws(urls: Any, base: str) -> Any:
@@ -76,7 +77,7 @@ def _pro_class(exchange: str) -> type:
 
         base: Any = getattr(ccxt.pro, exchange)
 
-        class Watching(base):  # type: ignore[misc,valid-type]
+        class Watching(base):  # type: ignore[misc]
             tandem_watch: Watch | None = None
 
             def handle_message(self, client: Any, message: Any) -> Any:
@@ -129,11 +130,23 @@ def _subscribed(exchange: str, message: Any) -> bool:
     return False
 
 
+def _refused(exc: BaseException | None, kind: type) -> bool:
+    """Whether the exchange refused the key: ``exc`` or what it was raised while handling (ccxt's
+    Binance stream raises a ``KeyError`` while handling the refusal)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, kind):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 class Watch:
     """One account's order socket and the latest update of each of its orders."""
 
-    def __init__(self, exchange: str, ex: Any, ciphertext: bytes) -> None:
+    def __init__(self, exchange: str, ex: Any, ciphertext: bytes, stats: FillStats) -> None:
         self.exchange = exchange
+        self.stats = stats
         self.ex = ex
         self.ciphertext = ciphertext
         self.live_since: float | None = None  # when the subscription was acknowledged
@@ -151,6 +164,7 @@ class Watch:
     def raw(self, message: Any) -> None:
         if _subscribed(self.exchange, message):
             self.live_since = time.time()
+            self.refused = False
             self.tried = True
             self._subscribed.set()
             self._wake()
@@ -172,7 +186,9 @@ class Watch:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.refused = isinstance(exc, ccxt.AuthenticationError)
+                if _refused(exc, ccxt.AuthenticationError) and not self.refused:
+                    self.refused = True
+                    self.stats.refused += 1
                 self._down()
                 failures += 1
                 wait = min(RETRY_MAX, 0.5 * 2**failures) if not self.refused else RETRY_MAX
@@ -291,7 +307,7 @@ class FillFollower:
             self.watches.pop(key["id"])
             asyncio.create_task(current.close())  # noqa: RUF006 (closing; nothing waits)
         pro = open_pro_client(exchange, self.venues.get(exchange), ex)
-        watch = Watch(exchange, pro, key["ciphertext"])
+        watch = Watch(exchange, pro, key["ciphertext"], self.stats)
         self.watches[key["id"]] = watch
         return watch
 

@@ -288,6 +288,9 @@ class Standin:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            # A socket is not a REST request: outside the request windows and the request log.
+            return self.unavailable() if self.down else await handler(request)
         arrived = time.time()
         if self.latency:
             await asyncio.sleep(self.latency)

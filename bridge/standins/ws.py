@@ -146,10 +146,11 @@ class OrderStream(Standin):
 
     def _login(self, session: dict[str, Any], api_key: str, accepted: bool) -> Account | None:
         self.ws_logins.append((api_key, accepted))
-        if accepted:
-            session["account"] = self.accounts[api_key]
-            return session["account"]
-        return None
+        if not accepted:
+            return None
+        account = self.accounts[api_key]
+        session["account"] = account
+        return account
 
     def ws_answer(self, session: dict[str, Any], text: str) -> list[Any]:
         raise NotImplementedError
@@ -344,7 +345,9 @@ class BybitStream(OrderStream):
             )
             self._login(session, api_key, good)
             if not good:
-                return [{"success": False, "ret_msg": "Request not authorized", **base}]
+                # As Bybit refuses a signature: the request echoed (ccxt reads its ``op``).
+                refused = {"op": "auth", "args": [api_key, expires, signature]}
+                return [{"success": False, "ret_msg": "error:USVC1111", **base, "request": refused}]
             if not expires.isdigit() or int(expires) < now_ms():
                 return [{"success": False, "ret_msg": "Params Error: auth expired", **base}]
             return [{"success": True, "ret_msg": "", **base}]

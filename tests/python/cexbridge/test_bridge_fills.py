@@ -4,7 +4,6 @@ refuses the key's signature; each order recorded once whichever path saw its fil
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -77,9 +76,10 @@ def trade_of(side: str, usdc: float, weth: float, fraction: float) -> dict[str, 
 
 
 def assert_each_order_once(rows: dict[tuple[str, str], dict[str, Any]], stands: Any, engine: Any):
-    for (exchange, side), row in rows.items():
+    for (exchange, _side), row in rows.items():
         assert row["status"] == "filled", [
-            (k, r["status"], r["filled"], r["filled_at"], r["reason"]) for k, r in sorted(rows.items())
+            (k, r["status"], r["filled"], r["filled_at"], r["reason"])
+            for k, r in sorted(rows.items())
         ]
         placed = [o.client_id for o in stands[exchange].orders.values()]
         assert placed.count(row["client_id"]) == 1
@@ -182,7 +182,8 @@ def test_a_wrong_secret_on_the_socket_falls_back_to_rest(
         # The socket refused the signature (and pushed nothing); REST followed the orders.
         assert stand.ws_logins and not any(ok for _, ok in stand.ws_logins), exchange
         assert order_queries(stand) > 0
-    assert bridge.fills.stats.by_rest == 8 and bridge.fills.stats.by_socket == 0
+    stats = bridge.fills.stats
+    assert stats.by_rest == 8 and stats.by_socket == 0 and stats.refused == 4
 
 
 def test_a_silent_socket_hands_the_order_to_rest_after_the_silence_timeout(
@@ -213,5 +214,3 @@ def test_watch_orders_off_for_one_exchange_follows_it_by_rest_alone(
     assert stands["okx"].ws_logins == [] and order_queries(stands["okx"]) > 0
     assert all(order_queries(stands[n]) == 0 for n in ("binance", "bybit", "bitget"))
     assert bridge.fills.stats.by_socket == 6 and bridge.fills.stats.by_rest == 2
-
-
