@@ -76,6 +76,8 @@ def main() -> None:
         _, engine = database(tmp)
         with redis_server(tmp) as redis_url, standins() as stands:
             settings = settings_for(stands, redis_url, stream="bench")
+            for venue in settings.exchanges.values():
+                venue.watch_orders = "--rest-only" not in sys.argv  # order sockets, or REST alone
             add_followers(engine, ring, stands, FOLLOWERS)
 
             async def go() -> Bridge:
@@ -126,6 +128,8 @@ def main() -> None:
         f"orders per second {len(acked) / last:8.0f} achieved; the limits allow {allowed:.0f} "
         "sustained from one IP (all 500 at once in one window)"
     )
+    sockets = sum(len(s.ws_logins) for s in stands.values())
+    print(f"order sockets     {sockets:8} subscribed at the warm-up (--rest-only: none)")
     n = max(1, len(acked))
     print(
         f"CPU per order     {1000 * cpu[0] / n:8.2f} ms in the worker's thread, "

@@ -130,6 +130,19 @@ def _subscribed(exchange: str, message: Any) -> bool:
     return False
 
 
+def _explained(exc: BaseException) -> str:
+    """The first exchange error in ``exc``'s chain, named with its message (which carries no
+    secret: the exchanges' refusals name codes, not keys)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        if type(seen).__module__.startswith("ccxt"):
+            return f"{type(seen).__name__}: {str(seen)[:200]}"
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
+
+
 def _refused(exc: BaseException | None, kind: type) -> bool:
     """Whether the exchange refused the key: ``exc`` or what it was raised while handling (ccxt's
     Binance stream raises a ``KeyError`` while handling the refusal)."""
@@ -195,7 +208,7 @@ class Watch:
                 log.warning(
                     "%s order socket failed (%s): REST follows its orders, again in %.0f s",
                     self.exchange,
-                    type(exc).__name__,
+                    _explained(exc),
                     wait,
                 )
                 await asyncio.sleep(wait)
@@ -310,6 +323,16 @@ class FillFollower:
         watch = Watch(exchange, pro, key["ciphertext"], self.stats)
         self.watches[key["id"]] = watch
         return watch
+
+    async def settle(self) -> None:
+        """Every socket's first attempt over (subscribed or failed), at most ``ws_wait`` each:
+        the warm-up leaves no account's first order waiting for its socket."""
+        await asyncio.gather(
+            *(
+                w.ready((self.venues.get(w.exchange) or BridgeExchange()).ws_wait)
+                for w in self.watches.values()
+            )
+        )
 
     async def ready(self, key: dict[str, Any], ex: Any) -> None:
         """Before an order is sent: the account's socket subscribed, so that no update of the
