@@ -246,6 +246,7 @@ class Watch:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
+        self._down()  # an order still followed here goes on by REST
         with contextlib.suppress(Exception):
             await self.ex.close()
 
@@ -323,6 +324,11 @@ class FillFollower:
         watch = Watch(exchange, pro, key["ciphertext"], self.stats)
         self.watches[key["id"]] = watch
         return watch
+
+    async def retain(self, key_ids: set[int]) -> None:
+        """Close the sockets of keys no longer active (deleted, suspended)."""
+        gone = [self.watches.pop(k) for k in list(self.watches) if k not in key_ids]
+        await asyncio.gather(*(w.close() for w in gone))
 
     async def settle(self) -> None:
         """Every socket's first attempt over (subscribed or failed), at most ``ws_wait`` each:

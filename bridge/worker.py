@@ -270,6 +270,7 @@ class Bridge:
                 made += 1
             if key["exchange"] in self.markets:
                 self.fills.watch(key, self.clients[key["id"]][1])
+        await self.fills.retain({key["id"] for key in keys})
         await self.fills.settle()
         return made
 

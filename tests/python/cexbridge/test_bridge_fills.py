@@ -52,6 +52,7 @@ def copy_partly_filled(
         settings = settings_for(stands, redis_url, **changes)
         for venue in settings.exchanges.values():
             venue.watch_orders = watch
+            venue.ws_wait = 10  # a busy machine is slow to open a socket: no test of that here
         add_followers(engine, ring, stands, 4)
         for s in stands.values():
             s.partial = Decimal("0.5")
