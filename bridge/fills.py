@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 WATCHED = frozenset({"binance", "okx", "bybit", "bitget"})
 REMEMBERED = 1_000  # updates kept per account (an order is followed for seconds, not hours)
 RETRY_MAX = 60.0  # seconds between tries at a socket that keeps failing
+# Sockets of one exchange opening at once, per worker: a login is signed before its socket
+# connects, and thousands connecting together outlive the signature (Binance's recvWindow,
+# Bybit's expiry) on a busy machine.
+OPENING = 16
 
 Poll = Callable[[Any, dict[str, Any], dict[str, Any], venue.Fill], Awaitable[venue.Fill]]
 
@@ -101,8 +105,12 @@ def open_pro_client(exchange: str, settings: BridgeExchange | None, rest: Any) -
             "enableRateLimit": False,
             "timeout": int(settings.timeout * 1000),
             "options": dict(rest.options),
+            # The REST client's aiohttp session (its connector, its one TLS context): each
+            # client of its own would load the CA bundle again, tens of milliseconds of CPU.
+            **({"session": rest.session} if rest.session is not None else {}),
         }
     )
+    ex.ssl_context = rest.ssl_context
     ex.logger = exchanges.CLIENT_LOG
     if settings.sandbox:
         ex.set_sandbox_mode(True)
@@ -157,9 +165,17 @@ def _refused(exc: BaseException | None, kind: type) -> bool:
 class Watch:
     """One account's order socket and the latest update of each of its orders."""
 
-    def __init__(self, exchange: str, ex: Any, ciphertext: bytes, stats: FillStats) -> None:
+    def __init__(
+        self,
+        exchange: str,
+        ex: Any,
+        ciphertext: bytes,
+        stats: FillStats,
+        opening: asyncio.Semaphore,
+    ) -> None:
         self.exchange = exchange
         self.stats = stats
+        self.opening = opening
         self.ex = ex
         self.ciphertext = ciphertext
         self.live_since: float | None = None  # when the subscription was acknowledged
@@ -195,7 +211,10 @@ class Watch:
         failures = 0
         while True:
             try:
-                orders = await self.ex.watch_orders()
+                if self.live_since is None:
+                    orders = await self._open()
+                else:
+                    orders = await self.ex.watch_orders()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -222,6 +241,21 @@ class Watch:
             while len(self.seen) > REMEMBERED:
                 self.seen.popitem(last=False)
             self._wake()
+
+    async def _open(self) -> Any:
+        """The first ``watch_orders`` of a connection, holding one of the exchange's opening
+        places until the subscription is acknowledged (or the attempt fails)."""
+        async with self.opening:
+            call = asyncio.ensure_future(self.ex.watch_orders())
+            acknowledged = asyncio.ensure_future(self._subscribed.wait())
+            try:
+                await asyncio.wait({call, acknowledged}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            finally:
+                acknowledged.cancel()
+        return await call
 
     def _down(self) -> None:
         self.live_since = None
@@ -303,6 +337,7 @@ class FillFollower:
         self.venues = venues
         self.fill_timeout = fill_timeout
         self.watches: dict[int, Watch] = {}  # key id -> its socket
+        self.opening: dict[str, asyncio.Semaphore] = {}  # exchange -> sockets opening at once
         self.stats = FillStats()
 
     def enabled(self, exchange: str) -> bool:
@@ -321,7 +356,8 @@ class FillFollower:
             self.watches.pop(key["id"])
             asyncio.create_task(current.close())  # noqa: RUF006 (closing; nothing waits)
         pro = open_pro_client(exchange, self.venues.get(exchange), ex)
-        watch = Watch(exchange, pro, key["ciphertext"], self.stats)
+        opening = self.opening.setdefault(exchange, asyncio.Semaphore(OPENING))
+        watch = Watch(exchange, pro, key["ciphertext"], self.stats, opening)
         self.watches[key["id"]] = watch
         return watch
 
