@@ -210,7 +210,7 @@ class Binance(BinanceStream):
             "origQty": fmt(order.qty),
             "executedQty": fmt(filled),
             "cummulativeQuoteQty": fmt(order.cost(now)),
-            "status": "FILLED" if order.done(now) else "PARTIALLY_FILLED" if filled else "NEW",
+            "status": order.state(now).upper(),
             "timeInForce": "GTC",
             "type": "MARKET",
             "side": order.side.upper(),

@@ -119,7 +119,7 @@ class Bitget(BitgetStream):
     def _order(self, order: Order) -> dict[str, Any]:
         now = time.monotonic()
         filled = order.filled(now)
-        status = "filled" if order.done(now) else "partially_filled" if filled else "live"
+        status = {"new": "live", "expired": "cancelled"}.get(order.state(now), order.state(now))
         fee_coin = order.market.base if order.side == "buy" else order.market.quote
         fee = filled * order.fee_rate if order.side == "buy" else order.fee(now)
         fee_detail = {

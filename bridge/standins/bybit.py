@@ -32,6 +32,14 @@ ERRORS = {
     "permission": (10005, "Permission denied, please check your API key permissions."),
 }
 
+# A spot market order whose rest is cancelled ends ``PartiallyFilledCanceled``.
+STATUS = {
+    "new": "New",
+    "partially_filled": "PartiallyFilled",
+    "filled": "Filled",
+    "expired": "PartiallyFilledCanceled",
+}
+
 
 class Bybit(BybitStream):
     name = "bybit"
@@ -120,7 +128,7 @@ class Bybit(BybitStream):
     def _order(self, order: Order) -> dict[str, Any]:
         now = time.monotonic()
         filled = order.filled(now)
-        status = "Filled" if order.done(now) else "PartiallyFilled" if filled else "New"
+        status = STATUS[order.state(now)]
         fee = filled * order.fee_rate if order.side == "buy" else order.fee(now)
         fee_coin = order.market.base if order.side == "buy" else order.market.quote
         return {

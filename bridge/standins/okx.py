@@ -134,7 +134,7 @@ class Okx(OkxStream):
     def _order(self, order: Order) -> dict[str, Any]:
         now = time.monotonic()
         filled = order.filled(now)
-        state = "filled" if order.done(now) else "partially_filled" if filled else "live"
+        state = {"new": "live", "expired": "canceled"}.get(order.state(now), order.state(now))
         fee_ccy = order.market.base if order.side == "buy" else order.market.quote
         fee = filled * order.fee_rate if order.side == "buy" else order.fee(now)
         return {

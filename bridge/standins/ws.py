@@ -12,8 +12,8 @@
   ``orders`` channel.
 
 A wrong signature is refused with the exchange's own error. Every change of an order of the
-account (placed, partly filled, filled) is pushed to its sockets with the exchange's field
-names; the fill that comes later is pushed when it happens. Tests can refuse new sockets
+account (placed, partly filled, filled, its rest expired) is pushed to its sockets with the
+exchange's field names, a later change when it happens. Tests can refuse new sockets
 (``ws_down``), close the open ones (``drop_sockets``) or keep them silent (``ws_silent``)."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Change:
     filled: Decimal
     last: Decimal
     trade_id: int
-    status: str  # new | partially_filled | filled
+    status: str  # new | partially_filled | filled | expired
 
 
 def _b64_hmac(secret: str, message: str) -> str:
@@ -84,7 +84,11 @@ class OrderStream(Standin):
             changes.append(Change(order, first, first, next(self._trade_ids), status))
         loop.call_soon_threadsafe(self._schedule, order.account, changes)
         if first < order.qty:
-            rest = Change(order, order.qty, order.qty - first, next(self._trade_ids), "filled")
+            rest = (
+                Change(order, first, Decimal(0), 0, "expired")
+                if order.expires
+                else Change(order, order.qty, order.qty - first, next(self._trade_ids), "filled")
+            )
             delay = max(0.0, order.rest_at - time.monotonic())
             loop.call_soon_threadsafe(
                 lambda: loop.call_later(delay, self._schedule, order.account, [rest])
@@ -206,7 +210,7 @@ class BinanceStream(OrderStream):
             "F": "0.00000000",
             "g": -1,
             "C": "",
-            "x": "TRADE" if trade else "NEW",
+            "x": "TRADE" if trade else "EXPIRED" if change.status == "expired" else "NEW",
             "X": change.status.upper(),
             "r": "NONE",
             "i": int(o.id),
@@ -279,7 +283,7 @@ class OkxStream(OrderStream):
         trade = change.last > 0
         fee_ccy = o.market.base if o.side == "buy" else o.market.quote
         last_fee = o.fee_at(change.filled) - o.fee_at(change.filled - change.last)
-        state = {"new": "live"}.get(change.status, change.status)
+        state = {"new": "live", "expired": "canceled"}.get(change.status, change.status)
         row = {
             "instType": "SPOT",
             "instId": self.market_id(o.market),
@@ -362,7 +366,12 @@ class BybitStream(OrderStream):
         o = change.order
         fee = o.fee_at(change.filled)
         fee_coin = o.market.base if o.side == "buy" else o.market.quote
-        status = {"new": "New", "partially_filled": "PartiallyFilled", "filled": "Filled"}
+        status = {
+            "new": "New",
+            "partially_filled": "PartiallyFilled",
+            "filled": "Filled",
+            "expired": "PartiallyFilledCanceled",
+        }
         row = {
             "category": "spot",
             "orderId": o.id,
@@ -461,7 +470,7 @@ class BitgetStream(OrderStream):
             "side": o.side,
             "accBaseVolume": fmt(change.filled),
             "priceAvg": fmt(o.price) if change.filled else "0",
-            "status": {"new": "live"}.get(change.status, change.status),
+            "status": {"new": "live", "expired": "cancelled"}.get(change.status, change.status),
             "cTime": str(o.created_ms),
             "uTime": str(now_ms()),
             "stpMode": "none",

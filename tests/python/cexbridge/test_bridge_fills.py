@@ -17,7 +17,16 @@ from bridge import fills
 from bridge.standins.common import Standin
 from bridge.worker import Bridge
 
-from .support import add_followers, database, keyring, publish, redis_server, settings_for, standins
+from .support import (
+    add_followers,
+    database,
+    keyring,
+    publish,
+    redis_server,
+    settings_for,
+    standins,
+    trade,
+)
 from .test_bridge_copy import follows, orders, run_bridge
 
 # Each exchange's REST order query: none is asked after the acknowledgement when the socket
@@ -71,8 +80,6 @@ def copy_partly_filled(
 
 
 def trade_of(side: str, usdc: float, weth: float, fraction: float) -> dict[str, Any]:
-    from .support import trade
-
     return trade(100 if side == "buy" else 101, side, usdc, weth, fraction)
 
 
@@ -215,3 +222,40 @@ def test_watch_orders_off_for_one_exchange_follows_it_by_rest_alone(
     assert stands["okx"].ws_logins == [] and order_queries(stands["okx"]) > 0
     assert all(order_queries(stands[n]) == 0 for n in ("binance", "bybit", "bitget"))
     assert bridge.fills.stats.by_socket == 6 and bridge.fills.stats.by_rest == 2
+
+
+@pytest.mark.parametrize("watch", [True, False], ids=["socket", "rest"])
+def test_an_order_whose_rest_expires_ends_with_what_filled_on_all_four_exchanges(
+    tmp_path: Path, redis_url: str, watch: bool
+) -> None:
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins() as stands:
+        settings = settings_for(stands, redis_url)
+        for venue in settings.exchanges.values():
+            venue.watch_orders = watch
+            venue.ws_wait = 10
+        fs = add_followers(engine, ring, stands, 4)
+        for s in stands.values():
+            s.partial = Decimal("0.5")
+            s.partial_delay = 0.6
+            s.expire_rest = True  # half fills, the rest finds nothing and expires
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        bridge = run_bridge(settings, engine, ring, 1)
+        rows = {r["exchange"]: r for r in orders(engine)}
+        books = follows(engine)
+        for f in fs:
+            row, stand = rows[f.exchange], stands[f.exchange]
+            # Done at the expiry with what filled: Binance EXPIRED, OKX canceled, Bybit
+            # PartiallyFilledCanceled, Bitget cancelled. OKX's cost is what filled, not the
+            # size in quote ccxt reports for a market buy.
+            assert row["status"] == "filled" and row["filled_at"] - row["acked_at"] >= 0.5
+            assert Decimal(row["filled"]) == Decimal("0.025"), f.exchange
+            assert Decimal(row["cost"]) == 50, f.exchange
+            assert Decimal(row["fee"]) == pytest.approx(Decimal("0.05")), f.exchange
+            book = books[f.follow_id]
+            assert Decimal(book["cash"]) == 950
+            assert Decimal(book["positions"]["ETH/USDT"]) == Decimal("0.025")
+            assert stand.accounts[f.api_key].balances["USDT"] == Decimal(10_000 - 50)
+            assert (order_queries(stand) == 0) is watch, f.exchange
+        assert bridge.fills.stats.by_socket == (4 if watch else 0)
