@@ -259,3 +259,30 @@ def test_an_order_whose_rest_expires_ends_with_what_filled_on_all_four_exchanges
             assert stand.accounts[f.api_key].balances["USDT"] == Decimal(10_000 - 50)
             assert (order_queries(stand) == 0) is watch, f.exchange
         assert bridge.fills.stats.by_socket == (4 if watch else 0)
+
+
+def test_a_dropped_socket_reconnects_and_follows_the_next_orders_again(
+    tmp_path: Path, redis_url: str
+) -> None:
+    def drop_when_acknowledged(bridge: Bridge, stands: dict[str, Standin]) -> None:
+        def watch() -> None:
+            deadline = time.monotonic() + 30
+            while sum(s.created for s in stands.values()) < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)
+            for s in stands.values():
+                s.drop_sockets()  # a gateway restart: the next connection is welcome
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    # The buys' rest fills 3 s after them: the sockets are back (a second after the drop)
+    # before the sales are sent.
+    bridge, rows, stands, engine = copy_partly_filled(
+        tmp_path, redis_url, watch=True, hook=drop_when_acknowledged, delay=3.0
+    )
+    assert_each_order_once(rows, stands, engine)
+    for exchange, stand in stands.items():
+        accepted = [key for key, ok in stand.ws_logins if ok]
+        assert len(accepted) == 2 and len(set(accepted)) == 1, exchange  # logged in again
+    stats = bridge.fills.stats
+    assert stats.fell_back == 4 and stats.by_socket == 4 and stats.by_rest == 0
