@@ -293,23 +293,27 @@ class Watch:
     def to_fill(self, order: dict[str, Any]) -> venue.Fill:
         """A pushed order as a ``Fill``, from the exchange's own cumulative fields where ccxt's
         parse of the push is not (Binance's fee is the first trade's, Bitget's ``filled`` the
-        last trade's)."""
+        last trade's). Computed in decimals, kept in the number type ``Fill`` holds."""
         fill = venue.to_fill(order)
+        number: Any = type(fill.cost)  # float, or Decimal where amounts are kept exact
         info = order.get("info") or {}
         if self.exchange == "binance" and "z" in info:
             filled, cost = Decimal(str(info["z"])), Decimal(str(info["Z"]))
-            fill.filled, fill.cost = float(filled), float(cost)
-            fill.average = float(cost / filled) if filled else None
+            average = cost / filled if filled else None
+            base = str(order.get("symbol") or "").split("/")[0]
             paid = self.commissions.get(str(info.get("c")), {})
-            fee = 0.0
-            for amount, asset in paid.values():
-                fee += venue._in_quote(float(amount), asset, order, fill.average)
-            fill.fee = fee if paid else None
+            fee = sum(
+                (amount * (average or 0) if asset == base else amount)
+                for amount, asset in paid.values()
+            )
+            fill.filled, fill.cost = number(str(filled)), number(str(cost))
+            fill.average = number(str(average)) if average else None
+            fill.fee = number(str(fee)) if paid else None
         elif self.exchange == "bitget" and "accBaseVolume" in info:
-            fill.filled = float(info["accBaseVolume"])
-            avg = float(info.get("priceAvg") or 0)
-            fill.average = avg or None
-            fill.cost = float(Decimal(str(info["accBaseVolume"])) * Decimal(str(avg)))
+            filled = Decimal(str(info["accBaseVolume"]))
+            average = Decimal(str(info.get("priceAvg") or 0))
+            fill.filled, fill.cost = number(str(filled)), number(str(filled * average))
+            fill.average = number(str(average)) if average else None
         return fill
 
     async def changed(self, timeout: float) -> bool:
