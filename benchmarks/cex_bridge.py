@@ -76,13 +76,17 @@ def main() -> None:
         _, engine = database(tmp)
         with redis_server(tmp) as redis_url, standins() as stands:
             settings = settings_for(stands, redis_url, stream="bench")
+            for venue in settings.exchanges.values():
+                venue.watch_orders = "--rest-only" not in sys.argv  # order sockets, or REST alone
             add_followers(engine, ring, stands, FOLLOWERS)
 
             async def go() -> Bridge:
                 redis = aioredis.from_url(redis_url, decode_responses=True)
                 bridge = Bridge(settings, engine, ring, redis, FixedContext(), "bench")
                 await bridge.start()
+                started = time.monotonic()
                 await bridge.warm()  # markets, sessions and every key's client, as run() does
+                warmed.append(time.monotonic() - started)
                 publish(redis_url, "bench", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
                 got = await bridge.next_trade()
                 assert got is not None
@@ -94,6 +98,7 @@ def main() -> None:
                 return bridge
 
             cpu: list[float] = []
+            warmed: list[float] = []
             bridge = asyncio.run(go())
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(select(t.orders))]
@@ -125,6 +130,11 @@ def main() -> None:
     print(
         f"orders per second {len(acked) / last:8.0f} achieved; the limits allow {allowed:.0f} "
         "sustained from one IP (all 500 at once in one window)"
+    )
+    sockets = sum(len(s.ws_logins) for s in stands.values())
+    print(
+        f"order sockets     {sockets:8} subscribed at the warm-up (--rest-only: none); warm-up "
+        f"{warmed[0]:.1f} s"
     )
     n = max(1, len(acked))
     print(

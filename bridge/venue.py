@@ -4,6 +4,7 @@ client order id, and the order found again by that id (each exchange names it di
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from tandem import exchanges
@@ -89,11 +90,17 @@ def to_fill(order: dict[str, Any]) -> Fill:
         fee = (fee or 0.0) + _in_quote(cost, item.get("currency"), order, average)
     if fee is None:
         fee = _fee_from_info(order, average)
+    cost = float(order.get("cost") or 0)
+    info = order.get("info") or {}
+    if isinstance(info, dict) and info.get("accFillSz") and info.get("avgPx"):
+        # OKX: ccxt takes a market buy's size in quote (``sz``) for its cost, all spent or not
+        # (a rest that expired); what filled is ``accFillSz`` at ``avgPx``.
+        cost = float(Decimal(str(info["accFillSz"])) * Decimal(str(info["avgPx"])))
     return Fill(
         id=str(order.get("id") or ""),
         status=str(order.get("status") or "open"),
         filled=float(order.get("filled") or 0),
-        cost=float(order.get("cost") or 0),
+        cost=cost,
         average=float(average) if average else None,
         fee=fee,
     )

@@ -49,6 +49,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, bindparam, insert, select, update
 
 from bridge import venue
+from bridge.fills import FillFollower
 from bridge.limiter import Limiter, limits_for
 from tandem import exchanges
 from tandem.config import BridgeExchange, BridgeSettings
@@ -183,6 +184,7 @@ class Bridge:
         self.sessions: dict[str, Any] = {}  # exchange -> the aiohttp session its clients share
         self.paused: dict[str, float] = {}  # exchange -> since
         self.stats = Stats()
+        self.fills = FillFollower(self.venues, settings.fill_timeout)  # sockets, REST otherwise
         self.stopping = False
         self._pending: list[Outcome] = []
         self._writing = asyncio.Lock()
@@ -238,6 +240,7 @@ class Bridge:
     async def close(self) -> None:
         # ccxt's close() lingers a quarter of a second: all at once.
         await asyncio.gather(
+            self.fills.close(),
             *(ex.close() for _, ex in self.clients.values()),
             *(markets["__client__"].close() for markets in self.markets.values()),
         )
@@ -265,6 +268,10 @@ class Bridge:
             if key["exchange"] in self.markets and self._cached(key) is None:
                 await self._open(key)
                 made += 1
+            if key["exchange"] in self.markets:
+                self.fills.watch(key, self.clients[key["id"]][1])
+        await self.fills.retain({key["id"] for key in keys})
+        await self.fills.settle()
         return made
 
     async def _warm_loop(self) -> None:
@@ -579,6 +586,7 @@ class Bridge:
             self._pending.append(Outcome(row, "failed", reason="the key was deleted"))
             return
         ex = await self._client_of(key)
+        await self.fills.ready(key, ex)
         exchange, cid = row["exchange"], row["client_id"]
         maybe_sent = not fresh or row["status"] != "sending"
         sent: float | None = row["sent_at"]
@@ -622,7 +630,7 @@ class Bridge:
                 await self._observe(exchange, ex)
                 if not fill.done:
                     self._pending.append(Outcome(row, "acked", fill, sent, acked))
-                    fill = await self._follow_fill(ex, key, row, fill)
+                    fill = await self.fills.follow(ex, key, row, fill, sent, self._follow_fill)
                 self._pending.append(
                     Outcome(row, "filled" if fill.done else "acked", fill, sent, acked)
                 )
@@ -700,7 +708,14 @@ class Bridge:
         async with self._writing:
             batch, self._pending = self._pending, []
             if batch:
-                await asyncio.to_thread(self._apply, batch)
+                # A writer stopped mid-batch still holds the lock until its batch is written:
+                # a later batch (an order's fill) never lands before an earlier one (its ack).
+                writing = asyncio.ensure_future(asyncio.to_thread(self._apply, batch))
+                try:
+                    await asyncio.shield(writing)
+                except asyncio.CancelledError:
+                    await writing
+                    raise
 
     def _apply(self, batch: list[Outcome]) -> None:
         """Outcomes into their rows, and fills into the follows' books, in one transaction;

@@ -476,12 +476,37 @@ class BridgeExchange(BaseModel):
     ip_window: float | None = Field(default=None, gt=0, description="seconds")
     orders: int | None = Field(default=None, gt=0, description="orders per account window")
     orders_window: float | None = Field(default=None, gt=0, description="seconds")
+    # Fills pushed on the account's order socket (ccxt.pro watch_orders), REST otherwise.
+    watch_orders: bool = Field(
+        default=True, description="follow fills on the exchange's order WebSocket; off: REST only"
+    )
+    ws_url: str | None = Field(
+        default=None,
+        description="replace the host of every WebSocket URL; default: the host of `url` when "
+        "set (a stand-in serves both), else the exchange's own",
+    )
+    ws_silence: float = Field(
+        default=5.0, gt=0, le=600, description="seconds without a push before REST takes over"
+    )
+    ws_wait: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="seconds an account's first order waits for its socket to subscribe",
+    )
 
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("ws_url")
+    @classmethod
+    def _check_ws_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
         return value
 
 

@@ -19,7 +19,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from bridge.standins.common import Account, Limit, Order, Refused, Standin, decimals, fmt, now_ms
+from bridge.standins.common import Account, Limit, Order, Refused, decimals, fmt, now_ms
+from bridge.standins.ws import BinanceStream
 
 ERRORS = {
     "duplicate": (400, -2010, "Duplicate order sent."),
@@ -33,7 +34,7 @@ ERRORS = {
 WEIGHTS = {"/api/v3/exchangeInfo": 20, "/api/v3/account": 20, "/api/v3/order:GET": 4}
 
 
-class Binance(Standin):
+class Binance(BinanceStream):
     name = "binance"
     ip_limit = Limit(6_000, 60.0)
     order_limit = Limit(50, 10.0)
@@ -209,7 +210,7 @@ class Binance(Standin):
             "origQty": fmt(order.qty),
             "executedQty": fmt(filled),
             "cummulativeQuoteQty": fmt(order.cost(now)),
-            "status": "FILLED" if order.done(now) else "PARTIALLY_FILLED" if filled else "NEW",
+            "status": order.state(now).upper(),
             "timeInForce": "GTC",
             "type": "MARKET",
             "side": order.side.upper(),

@@ -20,7 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.standins.common import Account, Limit, Order, Refused, Standin, decimals, fmt, now_ms
+from bridge.standins.common import Account, Limit, Order, Refused, decimals, fmt, now_ms
+from bridge.standins.ws import BitgetStream
 
 ERRORS = {
     "duplicate": ("43118", "clientOid duplicate"),
@@ -33,7 +34,7 @@ ERRORS = {
 }
 
 
-class Bitget(Standin):
+class Bitget(BitgetStream):
     name = "bitget"
     ip_limit = Limit(6_000, 60.0)
     order_limit = Limit(10, 1.0)
@@ -118,7 +119,7 @@ class Bitget(Standin):
     def _order(self, order: Order) -> dict[str, Any]:
         now = time.monotonic()
         filled = order.filled(now)
-        status = "filled" if order.done(now) else "partially_filled" if filled else "live"
+        status = {"new": "live", "expired": "cancelled"}.get(order.state(now), order.state(now))
         fee_coin = order.market.base if order.side == "buy" else order.market.quote
         fee = filled * order.fee_rate if order.side == "buy" else order.fee(now)
         fee_detail = {

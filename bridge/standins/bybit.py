@@ -20,7 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.standins.common import Account, Limit, Order, Refused, Standin, fmt, now_ms
+from bridge.standins.common import Account, Limit, Order, Refused, fmt, now_ms
+from bridge.standins.ws import BybitStream
 
 ERRORS = {
     "duplicate": (110072, "OrderLinkedID is duplicate"),
@@ -31,8 +32,16 @@ ERRORS = {
     "permission": (10005, "Permission denied, please check your API key permissions."),
 }
 
+# A spot market order whose rest is cancelled ends ``PartiallyFilledCanceled``.
+STATUS = {
+    "new": "New",
+    "partially_filled": "PartiallyFilled",
+    "filled": "Filled",
+    "expired": "PartiallyFilledCanceled",
+}
 
-class Bybit(Standin):
+
+class Bybit(BybitStream):
     name = "bybit"
     ip_limit = Limit(600, 5.0)
     order_limit = Limit(20, 1.0)
@@ -119,7 +128,7 @@ class Bybit(Standin):
     def _order(self, order: Order) -> dict[str, Any]:
         now = time.monotonic()
         filled = order.filled(now)
-        status = "Filled" if order.done(now) else "PartiallyFilled" if filled else "New"
+        status = STATUS[order.state(now)]
         fee = filled * order.fee_rate if order.side == "buy" else order.fee(now)
         fee_coin = order.market.base if order.side == "buy" else order.market.quote
         return {

@@ -75,12 +75,31 @@ class Order:
     rest_at: float  # monotonic time the rest fills
     fee_rate: Decimal
     quote_qty: Decimal | None = None  # a buy by cost: the quote to spend
+    expires: bool = False  # the rest never fills: the order expires at ``rest_at``
 
     def filled(self, now: float | None = None) -> Decimal:
+        if self.expires:
+            return self.first_fill
         return self.qty if (now or time.monotonic()) >= self.rest_at else self.first_fill
 
     def done(self, now: float | None = None) -> bool:
-        return self.filled(now) >= self.qty
+        return self.state(now) in {"filled", "expired"}
+
+    def state(self, now: float | None = None) -> str:
+        """new | partially_filled | filled | expired (the rest found nothing to fill it)."""
+        if self.expires and (now or time.monotonic()) >= self.rest_at:
+            return "expired"
+        filled = self.filled(now)
+        return "filled" if filled >= self.qty else "partially_filled" if filled else "new"
+
+    def cost_at(self, filled: Decimal) -> Decimal:
+        return (filled * self.price).quantize(Decimal("0.00000001"), ROUND_DOWN)
+
+    def fee_at(self, filled: Decimal) -> Decimal:
+        """The fee of ``filled``: a buy pays in base, a sale in quote (as the REST answers)."""
+        if self.side == "buy":
+            return filled * self.fee_rate
+        return (self.cost_at(filled) * self.fee_rate).quantize(Decimal("0.00000001"), ROUND_DOWN)
 
     def cost(self, now: float | None = None) -> Decimal:
         return (self.filled(now) * self.price).quantize(Decimal("0.00000001"), ROUND_DOWN)
@@ -137,6 +156,7 @@ class Standin:
         self.down = False
         self.partial: Decimal | None = None  # share filled at once; None: all at once
         self.partial_delay = 0.5
+        self.expire_rest = False  # with ``partial``: the rest expires instead of filling
         self.latency = 0.0  # seconds added to every answer
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self.arrivals: list[float] = []  # when each of ``requests`` arrived (Unix seconds)
@@ -210,6 +230,8 @@ class Standin:
             if self.partial is not None:
                 first = (qty * self.partial).quantize(market.step, ROUND_DOWN)
                 rest_at += self.partial_delay
+            expires = self.partial is not None and self.expire_rest
+            moved = first if expires else qty  # what ever fills moves the balances
             order = Order(
                 str(next(self._ids)),
                 client_id,
@@ -223,20 +245,27 @@ class Standin:
                 rest_at,
                 self.fee_rate,
                 quote_qty,
+                expires,
             )
             # Balances move by the whole order at once (the rest is reserved).
             if side == "buy":
-                account.balances[market.quote] -= notional
-                account.balances[market.base] = account.balances.get(market.base, Decimal(0)) + qty
+                account.balances[market.quote] -= moved * market.price
+                account.balances[market.base] = (
+                    account.balances.get(market.base, Decimal(0)) + moved
+                )
             else:
-                account.balances[market.base] -= qty
+                account.balances[market.base] -= moved
                 account.balances[market.quote] = (
-                    account.balances.get(market.quote, Decimal(0)) + notional
+                    account.balances.get(market.quote, Decimal(0)) + moved * market.price
                 )
             self.orders[order.id] = order
             self.by_client[(account.api_key, client_id)] = order
             self.created += 1
-            return order
+        self.order_changed(order)
+        return order
+
+    def order_changed(self, order: Order) -> None:
+        """Pushed to the account's order sockets (``bridge.standins.ws``): none here."""
 
     def find(self, account: Account, client_id: str | None, order_id: str | None) -> Order:
         order = None
@@ -256,6 +285,9 @@ class Standin:
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
 
+    def ws_routes(self, app: web.Application) -> None:
+        """The private order-update WebSocket (``bridge.standins.ws``): none here."""
+
     def rate_limited(self, request: web.Request, kind: str, wait: float, used: int) -> web.Response:
         raise NotImplementedError
 
@@ -272,6 +304,9 @@ class Standin:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            # A socket is not a REST request: outside the request windows and the request log.
+            return self.unavailable() if self.down else await handler(request)
         arrived = time.time()
         if self.latency:
             await asyncio.sleep(self.latency)
@@ -311,6 +346,7 @@ class Standin:
         async def serve() -> None:
             app = web.Application(middlewares=[self._middleware])
             self.routes(app)
+            self.ws_routes(app)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             await web.TCPSite(self._runner, "127.0.0.1", port).start()

@@ -21,7 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.standins.common import Account, Limit, Market, Order, Refused, Standin, fmt, now_ms
+from bridge.standins.common import Account, Limit, Market, Order, Refused, fmt, now_ms
+from bridge.standins.ws import OkxStream
 
 ERRORS = {
     "duplicate": ("51016", "Duplicated clOrdId"),
@@ -34,7 +35,7 @@ ERRORS = {
 }
 
 
-class Okx(Standin):
+class Okx(OkxStream):
     name = "okx"
     ip_limit = Limit(1_000, 2.0)  # private endpoints are limited per account, not per IP
     order_limit = Limit(60, 2.0)
@@ -133,7 +134,7 @@ class Okx(Standin):
     def _order(self, order: Order) -> dict[str, Any]:
         now = time.monotonic()
         filled = order.filled(now)
-        state = "filled" if order.done(now) else "partially_filled" if filled else "live"
+        state = {"new": "live", "expired": "canceled"}.get(order.state(now), order.state(now))
         fee_ccy = order.market.base if order.side == "buy" else order.market.quote
         fee = filled * order.fee_rate if order.side == "buy" else order.fee(now)
         return {
