@@ -248,12 +248,14 @@ def publish(redis_url: str, stream: str, entries: list[tuple[str, dict[str, Any]
 
 
 class FixedContext:
-    """The test's context source: the fraction the trade carries, the block an instant ago."""
+    """The test's context source: the fraction the trade carries, the block an instant ago
+    (its hash made up from its number)."""
 
-    async def context(self, trade: dict[str, Any], side: str) -> Any:
-        from bridge.worker import Context
+    async def context(self, trade: dict[str, Any], side: str, log_index: int) -> Any:
+        from bridge.context import Context
 
-        return Context(Decimal(str(trade["fraction"])), time.time() - 0.05)
+        block_hash = "0x" + f"{int(trade['block']):064x}"
+        return Context(Decimal(str(trade["fraction"])), time.time() - 0.05, block_hash)
 
 
 # --- the API on the bridge's database, as a real server process
