@@ -71,6 +71,11 @@ def decimal(value: Any) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
+def text(value: Decimal) -> str:
+    """A decimal as plain digits, without trailing zeros or an exponent (0.9, 3000)."""
+    return format(value.normalize(), "f")
+
+
 def _in_quote(
     cost: Decimal, currency: Any, order: dict[str, Any], average: Decimal | None
 ) -> Decimal:

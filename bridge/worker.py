@@ -458,7 +458,7 @@ class Bridge:
             # A limit fired (now or before): what is held of this market is sold to quote, and
             # nothing more is copied.
             if held <= 0:
-                return Decision("copy", side, ZERO, f"copying stopped: {reason}", book)
+                return Decision("copy", side, ZERO, f"{t.STOPPED}: {reason}", book)
             carry.pop(f"buy:{symbol}", None)
             carry.pop(f"sell:{symbol}", None)
             amount = self._precise(f["exchange"], symbol, held)
@@ -689,10 +689,10 @@ class Bridge:
                 if fill is not None:
                     values.update(
                         order_id=fill.id,
-                        filled=format(fill.filled, "f"),
-                        cost=format(fill.cost, "f"),
-                        average=format(fill.average, "f") if fill.average else None,
-                        fee=None if fill.fee is None else format(fill.fee, "f"),
+                        filled=venue.text(fill.filled),
+                        cost=venue.text(fill.cost),
+                        average=venue.text(fill.average) if fill.average else None,
+                        fee=None if fill.fee is None else venue.text(fill.fee),
                     )
                     if o.status == "filled":
                         values["filled_at"] = now

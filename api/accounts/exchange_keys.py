@@ -697,7 +697,9 @@ def _slippage(row: Any) -> float | None:
     return round(float(diff * 10_000) * sign, 2)
 
 
-def _drag_row(row: Any) -> DragRow:
+def drag_row(row: Any) -> DragRow:
+    """An order of ``bridge_orders`` as the drag routes (and the bridge's notifications) show
+    it."""
     return DragRow(
         trade=row.trade,
         vault=row.vault,
@@ -789,7 +791,7 @@ def my_drag(
         )
         for fid, rs in sorted(by_follow.items())
     ]
-    return MyDrag(items=[_drag_row(r) for r in page], next_cursor=next_cursor, follows=follows)
+    return MyDrag(items=[drag_row(r) for r in page], next_cursor=next_cursor, follows=follows)
 
 
 @drag.get("/drag/masters/{vault}", response_model=MasterDrag)

@@ -23,6 +23,9 @@ from sqlalchemy import (
 
 from tandem.db.models import ADDRESS, HASH, metadata
 
+# The reason an order of a follow whose limit fired (``stopped``) is skipped starts with this.
+STOPPED = "copying stopped"
+
 keys = Table(
     "bridge_keys",
     metadata,
