@@ -28,7 +28,7 @@ FINAL = ("filled", "skipped", "failed")
 # The most orders derived in one transaction.
 BATCH = 500
 # The kind of a copied order's notification, by its status.
-COPY_KINDS = {"filled": "bridge.filled", "skipped": "bridge.skipped", "failed": "bridge.failed"}
+COPY_KINDS = {status: f"bridge.{status}" for status in FINAL}  # kinds.BRIDGE_KINDS
 
 
 def produce(conn: Connection, now: float | None = None) -> int:

@@ -22,6 +22,9 @@ KINDS: dict[str, str] = {
     "bridge.failed": "an order the CEX bridge copied for you was refused by the exchange",
 }
 
+# What the CEX bridge's orders tell (api.notifications.bridge), besides its own exit.limit.
+BRIDGE_KINDS = frozenset({"bridge.filled", "bridge.skipped", "bridge.failed"})
+
 # What a watcher (no capital in the vault) is told.
 WATCHER_KINDS = frozenset(
     {
