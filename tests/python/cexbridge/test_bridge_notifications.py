@@ -497,3 +497,53 @@ def test_a_stop_seen_at_a_fill_is_told_once_and_each_follow_of_a_master_hears_of
 def select_orders(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
         return list(conn.execute(select(t.orders)))
+
+
+def test_orders_decided_before_the_migration_are_history_and_not_told(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from tandem.db import migrate, open_engine
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    migrate.upgrade(engine, "0007")
+    with engine.begin() as conn:  # a key, a follow and two orders, as a worker of 0007 wrote them
+        conn.execute(
+            text(
+                "INSERT INTO bridge_keys (id, address, exchange, api_key, kek_id, wrapped_key, "
+                "ciphertext, status, can_trade, can_withdraw, ip_restricted, checked_at, "
+                "created_at) VALUES (1, :a, 'okx', 'k', 'k1', 'w', 'c', 'active', true, false, "
+                "false, 0, 0)"
+            ),
+            {"a": "0x" + "ab" * 20},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO bridge_follows (id, key_id, vault, allocation, cash, positions, "
+                "carry, marks, symbols, peak, status, created_at) VALUES (1, 1, :v, '1000', "
+                "'900', '{}', '{}', '{}', '{}', '1000', 'active', 0)"
+            ),
+            {"v": VAULT},
+        )
+        for cid, status in (("tdm-filled", "filled"), ("tdm-sending", "sending")):
+            conn.execute(
+                text(
+                    "INSERT INTO bridge_orders (client_id, trade, follow_id, address, vault, "
+                    "exchange, symbol, side, kind, size, status, known_at, attempts) VALUES "
+                    "(:c, '100-1', 1, :a, :v, 'okx', 'ETH/USDT', 'buy', 'copy', '100', :s, 5, 0)"
+                ),
+                {"c": cid, "a": "0x" + "ab" * 20, "v": VAULT, "s": status},
+            )
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        marks = dict(conn.execute(select(t.orders.c.client_id, t.orders.c.notified_at)).all())
+        assert marks == {"tdm-filled": 5.0, "tdm-sending": None}
+        assert bridge_notes.produce(conn) == 0  # the filled one is history
+        # The one still in flight is told when it ends.
+        conn.execute(
+            update(t.orders).where(t.orders.c.client_id == "tdm-sending").values(status="filled")
+        )
+        assert bridge_notes.produce(conn) == 1
+        (note,) = conn.execute(select(a.notifications)).all()
+        assert note.kind == "bridge.filled" and note.ref == "tdm-sending"
+        assert note.block_hash == "" and note.block_number == 100 and note.log_index == 1
+    engine.dispose()
