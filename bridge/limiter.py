@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -26,12 +27,21 @@ class ExchangeLimits:
     ip: Window  # request weight per IP
     orders: Window  # orders per account
     order_weight: int = 1
-    query_weight: int = 1
+    query_weight: int = 1  # an order's query
+    # Other requests by name (``markets``, ``permissions``, ``account``), where they weigh
+    # other than a query.
+    weights: Mapping[str, int] = field(default_factory=dict)
 
 
 # The exchanges' published limits for spot orders (and the stand-ins').
 LIMITS = {
-    "binance": ExchangeLimits(Window(6_000, 60), Window(50, 10), order_weight=1, query_weight=4),
+    "binance": ExchangeLimits(
+        Window(6_000, 60),
+        Window(50, 10),
+        order_weight=1,
+        query_weight=4,
+        weights={"markets": 20, "account": 20, "permissions": 1},
+    ),
     "okx": ExchangeLimits(Window(1_000, 2), Window(60, 2)),
     "bybit": ExchangeLimits(Window(600, 5), Window(20, 1)),
     "bitget": ExchangeLimits(Window(6_000, 60), Window(10, 1)),
@@ -50,8 +60,18 @@ def limits_for(overrides: dict[str, Any]) -> dict[str, ExchangeLimits]:
             Window(o.orders or base.orders.capacity, o.orders_window or base.orders.seconds),
             base.order_weight,
             base.query_weight,
+            base.weights,
         )
     return out
+
+
+class Busy(Exception):
+    """The limits allow no request before ``wait`` seconds, more than the caller would wait."""
+
+    def __init__(self, exchange: str, wait: float) -> None:
+        super().__init__(f"{exchange}: no request may be sent for {wait:.1f} s")
+        self.exchange = exchange
+        self.wait = wait
 
 
 _SCRIPT = """
@@ -129,13 +149,25 @@ class Limiter:
             f"{base}:block:acct:{account}",
         ]
 
-    async def acquire(self, exchange: str, account: str, order: bool) -> None:
-        """Wait until one request (an order when ``order``) may go to ``exchange`` for
-        ``account``, and charge it."""
+    async def acquire(
+        self,
+        exchange: str,
+        account: str,
+        order: bool,
+        *,
+        request: str | None = None,
+        max_wait: float | None = None,
+    ) -> None:
+        """Wait until one request (an order when ``order``; else an order's query, or the
+        ``request`` so named in the limits' weights) may go to ``exchange`` for ``account``,
+        and charge it. With ``max_wait``, a longer wait raises ``Busy`` and charges nothing."""
         limits = self.limits[exchange]
         ip_cap = int(limits.ip.capacity * MARGIN)
         acct_cap = max(1, int(limits.orders.capacity * MARGIN))
-        weight = limits.order_weight if order else limits.query_weight
+        if order:
+            weight = limits.order_weight
+        else:
+            weight = limits.weights.get(request or "", limits.query_weight)
         while True:
             async with self._gate:
                 now = int(time.time() * 1000)
@@ -154,6 +186,8 @@ class Limiter:
             wait = int(answer)
             if wait <= 0:
                 return
+            if max_wait is not None and wait / 1000 > max_wait:
+                raise Busy(exchange, wait / 1000)
             self.waited += wait / 1000
             await asyncio.sleep(wait / 1000)
 

@@ -32,7 +32,8 @@ def check(settings: Settings) -> None:
 def run(settings: Settings) -> int:
     import redis.asyncio as aioredis
 
-    from bridge.worker import Bridge, ChainContext
+    from bridge.context import ChainContext
+    from bridge.worker import Bridge
 
     check(settings)
     bridge = settings.bridge
@@ -46,6 +47,7 @@ def run(settings: Settings) -> int:
 
     redis_url = bridge.redis_url
     assert redis_url is not None  # check() refused settings without one
+    contexts = ChainContext(settings)  # the node answers, and the ABIs are compiled
 
     async def main() -> None:
         redis = aioredis.from_url(redis_url, decode_responses=True)
@@ -53,7 +55,7 @@ def run(settings: Settings) -> int:
             await redis.ping()
         except OSError as exc:
             raise ConfigError(f"cannot reach bridge.redis_url: {exc}") from exc
-        worker = Bridge(bridge, engine, keyring, redis, ChainContext(settings.rpc_url), consumer)
+        worker = Bridge(bridge, engine, keyring, redis, contexts, consumer)
         try:
             await worker.run()
         finally:

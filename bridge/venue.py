@@ -1,5 +1,9 @@
 """One follower's account at one exchange, through ccxt: market orders with the bridge's
-client order id, and the order found again by that id (each exchange names it differently)."""
+client order id, and the order found again by that id (each exchange names it differently).
+
+Amounts stay exact: ccxt parses an exchange's decimal text into floats, which are turned back
+into the same decimals (the shortest text of a float is the text it was parsed from, for the
+digits exchanges send) and computed with as ``Decimal``; sizes go to ccxt as decimal text."""
 
 from __future__ import annotations
 
@@ -26,12 +30,12 @@ class Fill:
 
     id: str
     status: str  # open | closed | canceled | rejected
-    filled: float
-    cost: float
-    average: float | None
+    filled: Decimal
+    cost: Decimal
+    average: Decimal | None
     # In quote (a fee paid in base is valued at the average price); None when the answer
     # does not say (Binance's order query has no fees: those of the acknowledgement stand).
-    fee: float | None
+    fee: Decimal | None
 
     @property
     def done(self) -> bool:
@@ -61,13 +65,26 @@ def open_client(
     return ex
 
 
-def _in_quote(cost: float, currency: Any, order: dict[str, Any], average: Any) -> float:
+def decimal(value: Any) -> Decimal:
+    """A number as ccxt gives it (a float parsed from the exchange's text, or that text), as
+    the exact decimal the exchange sent."""
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def text(value: Decimal) -> str:
+    """A decimal as plain digits, without trailing zeros or an exponent (0.9, 3000)."""
+    return format(value.normalize(), "f")
+
+
+def _in_quote(
+    cost: Decimal, currency: Any, order: dict[str, Any], average: Decimal | None
+) -> Decimal:
     symbol = str(order.get("symbol") or "")
     base = symbol.split("/")[0] if "/" in symbol else None
-    return cost * float(average or 0) if currency == base else cost
+    return cost * (average or 0) if currency == base else cost
 
 
-def _fee_from_info(order: dict[str, Any], average: Any) -> float | None:
+def _fee_from_info(order: dict[str, Any], average: Decimal | None) -> Decimal | None:
     """The fee in the exchange's own fields when ccxt found none: Bybit's ``cumExecFee``
     (spot: a buy pays in base, a sale in quote) for answers without ``cumFeeDetail``."""
     info = order.get("info") or {}
@@ -77,42 +94,43 @@ def _fee_from_info(order: dict[str, Any], average: Any) -> float | None:
     side = str(order.get("side") or info.get("side") or "").lower()
     symbol = str(order.get("symbol") or "")
     base = symbol.split("/")[0] if "/" in symbol else None
-    return _in_quote(abs(float(raw)), base if side == "buy" else None, order, average)
+    return _in_quote(abs(decimal(raw)), base if side == "buy" else None, order, average)
 
 
 def to_fill(order: dict[str, Any]) -> Fill:
-    average = order.get("average")
-    fee: float | None = None
+    average = decimal(order["average"]) if order.get("average") else None
+    fee: Decimal | None = None
     for item in order.get("fees") or ([order["fee"]] if order.get("fee") else []):
         if not item or item.get("cost") is None:
             continue
-        cost = abs(float(item["cost"]))
-        fee = (fee or 0.0) + _in_quote(cost, item.get("currency"), order, average)
+        cost = abs(decimal(item["cost"]))
+        fee = (fee or Decimal(0)) + _in_quote(cost, item.get("currency"), order, average)
     if fee is None:
         fee = _fee_from_info(order, average)
-    cost = float(order.get("cost") or 0)
+    cost = decimal(order.get("cost") or 0)
     info = order.get("info") or {}
     if isinstance(info, dict) and info.get("accFillSz") and info.get("avgPx"):
         # OKX: ccxt takes a market buy's size in quote (``sz``) for its cost, all spent or not
         # (a rest that expired); what filled is ``accFillSz`` at ``avgPx``.
-        cost = float(Decimal(str(info["accFillSz"])) * Decimal(str(info["avgPx"])))
+        cost = decimal(info["accFillSz"]) * decimal(info["avgPx"])
     return Fill(
         id=str(order.get("id") or ""),
         status=str(order.get("status") or "open"),
-        filled=float(order.get("filled") or 0),
+        filled=decimal(order.get("filled") or 0),
         cost=cost,
-        average=float(average) if average else None,
+        average=average,
         fee=fee,
     )
 
 
-async def place(ex: Any, symbol: str, side: str, size: float, client_id: str) -> Fill:
-    """A market buy spending ``size`` quote, or a market sale of ``size`` base."""
+async def place(ex: Any, symbol: str, side: str, size: Decimal, client_id: str) -> Fill:
+    """A market buy spending ``size`` quote, or a market sale of ``size`` base (decimal text
+    to ccxt, which sends it as it is, truncated to the market's precision)."""
     params = {CLIENT_ID[ex.id]: client_id}
     if side == "buy":
-        order = await ex.create_market_buy_order_with_cost(symbol, size, params)
+        order = await ex.create_market_buy_order_with_cost(symbol, str(size), params)
     else:
-        order = await ex.create_order(symbol, "market", "sell", size, None, params)
+        order = await ex.create_order(symbol, "market", "sell", str(size), None, params)
     fill = to_fill(order)
     if not fill.id:
         raise RuntimeError(f"{ex.id} acknowledged an order without an id")

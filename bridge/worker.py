@@ -44,11 +44,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Engine, bindparam, insert, select, update
 
 from bridge import venue
+from bridge.context import Context, ContextSource
 from bridge.fills import FillFollower
 from bridge.limiter import Limiter, limits_for
 from tandem import exchanges
@@ -59,64 +60,6 @@ from tandem.envelope import Keyring, Sealed
 log = logging.getLogger("tandem.bridge")
 
 ZERO = Decimal(0)
-
-
-@dataclass(frozen=True)
-class Context:
-    """What the trade event does not say: the master's fraction (of equity for a buy, of the
-    position for a sale) and the block's time."""
-
-    fraction: Decimal
-    block_time: float | None
-
-
-class ContextSource(Protocol):
-    async def context(self, trade: dict[str, Any], side: str) -> Context: ...
-
-
-class ChainContext:
-    """Reads the vault one block before the trade: ``equities()`` for a buy (the value spent
-    over the master's equity), ``books(tokenIn)`` for a sale (the amount sold over the master's
-    holding)."""
-
-    def __init__(self, rpc_url: str) -> None:
-        from web3 import Web3
-
-        self.w3 = Web3(Web3.HTTPProvider(rpc_url))
-        abi = [
-            {
-                "name": "equities",
-                "type": "function",
-                "stateMutability": "view",
-                "inputs": [],
-                "outputs": [{"type": "uint256"}, {"type": "uint256"}],
-            },
-            {
-                "name": "books",
-                "type": "function",
-                "stateMutability": "view",
-                "inputs": [{"type": "address"}],
-                "outputs": [{"type": "uint256"}, {"type": "uint256"}],
-            },
-        ]
-        self.abi = abi
-
-    def _read(self, trade: dict[str, Any], side: str) -> Context:
-        vault = self.w3.eth.contract(address=trade["vault"], abi=self.abi)
-        before = int(trade["block"]) - 1
-        master_in = int(trade["masterIn"])
-        if side == "buy":
-            equity = int(vault.functions.equities().call(block_identifier=before)[0])
-            spent = master_in * int(trade["priceIn"]) // 10**18
-            fraction = Decimal(spent) / Decimal(equity) if equity else ZERO
-        else:
-            held = int(vault.functions.books(trade["tokenIn"]).call(block_identifier=before)[0])
-            fraction = Decimal(master_in) / Decimal(held) if held else ZERO
-        block = self.w3.eth.get_block(int(trade["block"]))
-        return Context(min(fraction, Decimal(1)), float(block["timestamp"]))
-
-    async def context(self, trade: dict[str, Any], side: str) -> Context:
-        return await asyncio.to_thread(self._read, trade, side)
 
 
 def client_order_id(trade_id: str, follow_id: int) -> str:
@@ -157,6 +100,7 @@ class Decision:
     size: Decimal
     reason: str | None  # why skipped (None: sent)
     book: dict[str, Any]
+    carried: str | None = None  # skipped: the quote value now owed to the next such order
 
 
 class Bridge:
@@ -372,7 +316,7 @@ class Bridge:
             if _symbol(f, token, defaults) is not None and f["id"] not in rows
         ]
         if follows:
-            context = await self.contexts.context(trade, side)
+            context = await self.contexts.context(trade, side, int(entry_id.split("-")[1]))
             await self._ensure_markets({f["exchange"] for f in follows})
             self._decide(entry_id, trade, follows, side, token, defaults, price, context, known_at)
             rows = self._existing(entry_id)
@@ -458,7 +402,10 @@ class Bridge:
                     "size": str(d.size),
                     "status": "skipped" if d.reason else "sending",
                     "reason": d.reason,
+                    "carried": d.carried,
                     "master_price": str(price),
+                    "block_hash": context.block_hash,
+                    "tx_hash": trade.get("tx"),
                     "block_time": context.block_time,
                     "known_at": known_at,
                     "attempts": 0,
@@ -518,7 +465,7 @@ class Bridge:
             # A limit fired (now or before): what is held of this market is sold to quote, and
             # nothing more is copied.
             if held <= 0:
-                return Decision("copy", side, ZERO, f"copying stopped: {reason}", book)
+                return Decision("copy", side, ZERO, f"{t.STOPPED}: {reason}", book)
             carry.pop(f"buy:{symbol}", None)
             carry.pop(f"sell:{symbol}", None)
             amount = self._precise(f["exchange"], symbol, held)
@@ -545,13 +492,14 @@ class Bridge:
         why = _below_minimum(market, amount, value)
         if why and value > 0:
             carry[key] = str(value)
-        return Decision("copy", side, size, why, book)
+        return Decision("copy", side, size, why, book, carry.get(key) if why else None)
 
     def _precise(self, exchange: str, symbol: str, amount: Decimal) -> Decimal:
         if amount <= 0:
             return ZERO
         ex = self.markets[exchange]["__client__"]
-        return Decimal(ex.amount_to_precision(symbol, float(amount)))
+        # Decimal text in, not a float: a float of 28 digits can round up past a step.
+        return Decimal(ex.amount_to_precision(symbol, str(amount)))
 
     async def _ensure_markets(self, names: Iterable[str]) -> None:
         for name in names:
@@ -611,7 +559,7 @@ class Bridge:
                     placing = maybe_sent = True
                     try:
                         fill = await venue.place(
-                            ex, row["symbol"], row["side"], float(row["size"]), cid
+                            ex, row["symbol"], row["side"], Decimal(row["size"]), cid
                         )
                         self.stats.placed += 1
                     except (ccxt.InvalidOrder, ccxt.InsufficientFunds) as exc:
@@ -756,10 +704,10 @@ class Bridge:
                 if fill is not None:
                     values.update(
                         order_id=fill.id,
-                        filled=str(Decimal(str(fill.filled))),
-                        cost=str(Decimal(str(fill.cost))),
-                        average=str(fill.average) if fill.average else None,
-                        fee=None if fill.fee is None else str(Decimal(str(fill.fee))),
+                        filled=venue.text(fill.filled),
+                        cost=venue.text(fill.cost),
+                        average=venue.text(fill.average) if fill.average else None,
+                        fee=None if fill.fee is None else venue.text(fill.fee),
                     )
                     if o.status == "filled":
                         values["filled_at"] = now
@@ -862,8 +810,7 @@ def _breach(f: dict[str, Any], equity: Decimal, peak: Decimal) -> str | None:
 
 def _book_fill(book: dict[str, Any], row: dict[str, Any], fill: venue.Fill) -> None:
     """A fill into the follow's book: cash, position, the mark, the peak, and the limits."""
-    filled, cost = Decimal(str(fill.filled)), Decimal(str(fill.cost))
-    fee = Decimal(str(fill.fee or 0))
+    filled, cost, fee = fill.filled, fill.cost, fill.fee or ZERO
     positions = dict(book["positions"] or {})
     symbol = row["symbol"]
     held = Decimal(positions.get(symbol, "0"))

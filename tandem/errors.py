@@ -44,6 +44,10 @@ class ArtifactError(TandemError):
     """A compiled contract or a Uniswap artifact is missing or unreadable."""
 
 
+class ExchangeAnswerError(TandemError, ValueError):
+    """An exchange answered without what was asked (the account a key belongs to)."""
+
+
 class DeploymentError(TandemError):
     """A deployment is missing, stale, or failed."""
 

@@ -3,9 +3,12 @@ what it copies (a master's vault, an allocation, markets, limits); ``/v1/account
 ``/v1/drag/masters/{vault}``: the execution drag of copied trades.
 
 A key is checked on its exchange before it is stored: one that can withdraw is refused, one
-that cannot trade too, one open to every IP address is stored with a warning. Registering and
-replacing a key need the Tandem-TOTP second factor; the code is spent by the change it allows,
-not by a key the exchange refused. The secret and passphrase are sealed at once (envelope
+that cannot trade too, one open to every IP address is stored with a warning; the exchange
+account it belongs to is read and kept, and a replacement key must belong to the same account
+(the bridge's book of the follow is that account's). These requests go through the bridge's
+shared rate limiter when Redis is configured, as the workers' do. Registering and replacing a
+key need the Tandem-TOTP second factor; the code is spent by the change it allows, not by a key
+the exchange refused. The secret and passphrase are sealed at once (envelope
 encryption, ``tandem.envelope``) and no answer ever holds them: a key is shown by its exchange,
 the last four characters of its API key and its permissions. Deleting a key needs the session
 alone (it only takes power away) and wipes the sealed secret."""
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal, InvalidOperation
 from functools import partial
 from typing import Annotated, Any
@@ -29,12 +34,13 @@ from api.accounts.auth import SignedIn, TotpHeader, check_second_factor
 from api.accounts.crypto import Box
 from api.problems import PROBLEM_RESPONSES, ProblemException, not_found
 from api.schemas.types import Address
+from bridge.limiter import Busy, Limiter, limits_for
 from tandem import exchanges
 from tandem.config import Exchange, Settings
 from tandem.db import bridge as t
 from tandem.db.models import Vault
-from tandem.envelope import Credentials, Keyring
-from tandem.errors import ConfigError
+from tandem.envelope import Credentials, Keyring, Sealed
+from tandem.errors import ConfigError, ExchangeAnswerError
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     **PROBLEM_RESPONSES,
@@ -42,7 +48,11 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     403: PROBLEM_RESPONSES[400] | {"description": "A second factor is needed or was refused"},
     409: PROBLEM_RESPONSES[400] | {"description": "The API key is registered already"},
     502: PROBLEM_RESPONSES[400] | {"description": "The exchange did not answer"},
+    503: PROBLEM_RESPONSES[400]
+    | {"description": "The exchange's rate limit or the bridge's limiter allows no request now"},
 }
+# The longest a registration waits for the shared rate limiter before answering 503.
+LIMITER_WAIT = 5.0
 
 keys = APIRouter(prefix="/account", tags=["exchange keys"], responses=RESPONSES)
 drag = APIRouter(tags=["exchange keys"], responses=PROBLEM_RESPONSES)
@@ -240,20 +250,66 @@ def _second_factor(
     check_second_factor(engine, box, address, code, time.time(), s.api, spend=spend)
 
 
+@asynccontextmanager
+async def _limiter(settings: Settings) -> AsyncIterator[Limiter | None]:
+    """The bridge's shared rate limiter when ``bridge.redis_url`` is set (None otherwise): the
+    API's requests to an exchange count in the same windows as the workers'."""
+    url = settings.bridge.redis_url
+    if not url:
+        yield None
+        return
+    import redis.asyncio as aioredis
+
+    venues = {str(name): v for name, v in settings.bridge.exchanges.items()}
+    redis = aioredis.from_url(url, decode_responses=True)
+    try:
+        yield Limiter(redis, settings.bridge.stream, limits_for(venues))
+    finally:
+        await redis.aclose()
+
+
 async def _probe(
     settings: Settings, exchange: str, creds: Credentials, load_markets: bool
-) -> tuple[exchanges.Permissions, set[str]]:
-    """The key's permissions (and the exchange's markets) as the exchange tells them."""
+) -> tuple[exchanges.Permissions, str, set[str]]:
+    """The key's permissions, the id of the exchange account it belongs to (and the exchange's
+    markets) as the exchange tells them, each request charged to the shared limiter first; a
+    refusal or silence is a problem saying what to do."""
     import ccxt.async_support as ccxt
+    import redis.exceptions
 
     from bridge import venue
 
     venues = {str(name): v for name, v in settings.bridge.exchanges.items()}
     ex = venue.open_client(exchange, venues.get(exchange), creds)
     try:
-        perms = await exchanges.read_permissions(ex)
-        symbols = set((await ex.load_markets()).keys()) if load_markets else set()
-        return perms, symbols
+        async with _limiter(settings) as limiter:
+
+            async def before(request: str) -> None:
+                if limiter is not None:
+                    await limiter.acquire(
+                        exchange, creds.api_key, False, request=request, max_wait=LIMITER_WAIT
+                    )
+
+            perms, account_id = await exchanges.read_key(ex, before)
+            symbols: set[str] = set()
+            if load_markets:
+                await before("markets")
+                symbols = set((await ex.load_markets()).keys())
+            return perms, account_id, symbols
+    except Busy as exc:
+        raise _busy(exchange, exc.wait) from None
+    except (ccxt.RateLimitExceeded, ccxt.DDoSProtection):
+        raise _busy(exchange, 60) from None
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        raise ProblemException(
+            503,
+            "limiter-unreachable",
+            "The bridge's rate limiter does not answer",
+            "The bridge's Redis (bridge.redis_url) does not answer, and no request goes to an "
+            "exchange without its rate limiter. Try again in a minute; if it lasts, tell the "
+            "operator.",
+            headers={"Retry-After": "60"},
+        ) from None
     except ccxt.AuthenticationError:
         raise ProblemException(
             422,
@@ -263,7 +319,7 @@ async def _probe(
             + (" and passphrase" if exchange in exchanges.NEEDS_PASSPHRASE else "")
             + ". Copy them again from the exchange's API management page.",
         ) from None
-    except (ccxt.NetworkError, ccxt.ExchangeNotAvailable):
+    except (ccxt.NetworkError, ccxt.ExchangeNotAvailable, ExchangeAnswerError):
         raise ProblemException(
             502,
             "exchange-unreachable",
@@ -280,6 +336,17 @@ async def _probe(
         ) from None
     finally:
         await ex.close()
+
+
+def _busy(exchange: str, wait: float) -> ProblemException:
+    return ProblemException(
+        503,
+        "exchange-busy",
+        "The exchange's rate limit is used up",
+        f"The bridge may send {exchange} no request for {wait:.0f} s (its rate limit is shared "
+        "by every worker and this server). Try again then.",
+        headers={"Retry-After": str(max(1, round(wait)))},
+    )
 
 
 def _refuse(perms: exchanges.Permissions, exchange: str) -> None:
@@ -419,7 +486,7 @@ async def register_key(
     )
     passphrase = body.passphrase.get_secret_value() if body.passphrase else None
     creds = Credentials(body.api_key, body.secret.get_secret_value(), passphrase)
-    perms, listed = await _probe(settings, body.exchange, creds, load_markets=True)
+    perms, account_id, listed = await _probe(settings, body.exchange, creds, load_markets=True)
     _refuse(perms, body.exchange)
     warnings = perms.warnings(body.exchange)
     warnings += _check_symbols(settings, body.exchange, body.follow.symbols, listed)
@@ -442,6 +509,7 @@ async def register_key(
                         ciphertext=sealed.ciphertext,
                         status="active",
                         reason=None,
+                        account_id=account_id,
                         can_trade=perms.can_trade,
                         can_withdraw=perms.can_withdraw,
                         ip_restricted=perms.ip_restricted,
@@ -503,8 +571,10 @@ async def rotate_key(
 ) -> KeyOut:
     """Replaces a key by a new one of the same exchange account (needs the Tandem-TOTP
     header): checked on the exchange as a new key is, then sealed in place of the old one;
-    the follows and their books stay, and a suspended key becomes active again. The bridge's
-    workers use the new key from their next order."""
+    the follows and their books stay, and a suspended key becomes active again. A key of
+    another exchange account is refused (422 `exchange-key-other-account`): the bridge's book
+    of the follows is the old account's. The bridge's workers use the new key from their next
+    order."""
     settings, engine, box = _settings(request), _engine(request), request.app.state.box
     keyring = _keyring(settings)
     with engine.connect() as conn:
@@ -522,8 +592,12 @@ async def rotate_key(
     )
     passphrase = body.passphrase.get_secret_value() if body.passphrase else None
     creds = Credentials(body.api_key, body.secret.get_secret_value(), passphrase)
-    perms, _ = await _probe(settings, exchange, creds, load_markets=False)
+    perms, account_id, _ = await _probe(settings, exchange, creds, load_markets=False)
     _refuse(perms, exchange)
+    # A key registered before accounts were kept: its account is asked with the old key itself.
+    previous = row.account_id or await _account_of(settings, keyring, row)
+    _same_account(exchange, previous, account_id)
+    warnings = [] if previous else [_UNCOMPARED.format(exchange=exchange)]
     sealed = keyring.seal(creds, key_aad(me.address, exchange, body.api_key))
 
     def store() -> None:
@@ -531,7 +605,8 @@ async def rotate_key(
         now = time.time()
         try:
             with engine.begin() as conn:
-                _own_key(conn, me.address, key_id)
+                current = _own_key(conn, me.address, key_id)
+                _same_account(exchange, current.account_id or previous, account_id)
                 conn.execute(
                     update(t.keys)
                     .where(t.keys.c.id == key_id)
@@ -542,6 +617,7 @@ async def rotate_key(
                         ciphertext=sealed.ciphertext,
                         status="active",
                         reason=None,
+                        account_id=account_id,
                         can_trade=perms.can_trade,
                         can_withdraw=perms.can_withdraw,
                         ip_restricted=perms.ip_restricted,
@@ -552,7 +628,44 @@ async def rotate_key(
             raise _duplicate(exchange) from None
 
     await run_in_threadpool(store)
-    return await run_in_threadpool(_read_key, engine, settings, me.address, key_id)
+    out = await run_in_threadpool(_read_key, engine, settings, me.address, key_id)
+    return out.model_copy(update={"warnings": out.warnings + warnings})
+
+
+_UNCOMPARED = (
+    "the key this one replaces was registered before the bridge kept each key's {exchange} "
+    "account, and no longer answers: check that the new key is of the same account (the "
+    "bridge's book of your follows is that account's)"
+)
+
+
+async def _account_of(settings: Settings, keyring: Keyring, row: Any) -> str | None:
+    """The exchange account of a stored key, asked with the key itself; None when it no
+    longer answers (revoked on the exchange, say)."""
+    sealed = Sealed(row.kek_id, row.wrapped_key, row.ciphertext)
+    creds = keyring.open(sealed, row.api_key, key_aad(row.address, row.exchange, row.api_key))
+    try:
+        _, account_id, _ = await _probe(settings, row.exchange, creds, load_markets=False)
+    except ProblemException as exc:
+        if exc.name in {"exchange-busy", "limiter-unreachable"}:
+            raise
+        return None
+    return account_id
+
+
+def _same_account(exchange: str, previous: str | None, new: str) -> None:
+    if previous is None or previous == new:
+        return
+    raise ProblemException(
+        422,
+        "exchange-key-other-account",
+        "Key of another exchange account",
+        f"This API key belongs to {exchange} account {new}, and the key it would replace to "
+        f"account {previous}: the bridge's book of this key's follows (cash and positions) is "
+        f"that account's. Create the new key on {exchange} account {previous}; to copy with "
+        f"account {new} instead, register its key as a new one (POST "
+        "/v1/account/exchange-keys) and delete this one.",
+    )
 
 
 @keys.delete("/exchange-keys/{key_id}", status_code=204)
@@ -584,7 +697,9 @@ def _slippage(row: Any) -> float | None:
     return round(float(diff * 10_000) * sign, 2)
 
 
-def _drag_row(row: Any) -> DragRow:
+def drag_row(row: Any) -> DragRow:
+    """An order of ``bridge_orders`` as the drag routes (and the bridge's notifications) show
+    it."""
     return DragRow(
         trade=row.trade,
         vault=row.vault,
@@ -676,7 +791,7 @@ def my_drag(
         )
         for fid, rs in sorted(by_follow.items())
     ]
-    return MyDrag(items=[_drag_row(r) for r in page], next_cursor=next_cursor, follows=follows)
+    return MyDrag(items=[drag_row(r) for r in page], next_cursor=next_cursor, follows=follows)
 
 
 @drag.get("/drag/masters/{vault}", response_model=MasterDrag)

@@ -1,5 +1,6 @@
 """Every kind of notification. Followers hear about the vaults they hold shares in; an address
-that watches a master (its watchlist) hears about the master's trades and suspensions too."""
+that watches a master (its watchlist) hears about the master's trades and suspensions too; a
+follower copying through the CEX bridge hears about the orders copied for them."""
 
 from __future__ import annotations
 
@@ -7,14 +8,22 @@ KINDS: dict[str, str] = {
     "position.opened": "a master you copy or watch bought a token its book did not hold",
     "position.closed": "a master you copy or watch sold all of a token",
     "position.changed": "a master you copy or watch added to or reduced a position",
-    "exit.limit": "a limit of yours (stop-loss, take-profit, drawdown) fired its exit",
+    "exit.limit": "a limit of yours (stop-loss, take-profit, drawdown) fired its exit, in a vault "
+    "or at an exchange",
     "limit.near": "your position came within your set distance of its stop-loss or drawdown limit",
     "copying.suspended": "copying of a master you copy or watch was suspended",
     "copying.resumed": "copying of a master you copy or watch resumed",
     "fee.charged": "a performance fee was charged on your position",
     "mirror.executed": "a pending mirror of a vault you are in was executed",
     "mirror.dropped": "a pending mirror of a vault you are in was dropped",
+    "bridge.filled": "an order the CEX bridge copied for you filled, with its execution drag",
+    "bridge.skipped": "an order the CEX bridge would have copied for you was below the "
+    "exchange's minimum: skipped, its value carried to the next",
+    "bridge.failed": "an order the CEX bridge copied for you was refused by the exchange",
 }
+
+# What the CEX bridge's orders tell (api.notifications.bridge), besides its own exit.limit.
+BRIDGE_KINDS = frozenset({"bridge.filled", "bridge.skipped", "bridge.failed"})
 
 # What a watcher (no capital in the vault) is told.
 WATCHER_KINDS = frozenset(

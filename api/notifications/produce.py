@@ -46,6 +46,7 @@ class Draft:
     tx_hash: str
     block_timestamp: int
     data: dict[str, Any] = field(default_factory=dict)
+    ref: str = ""  # what of the event it tells, when not the event itself (a bridge order)
 
 
 def notifications_after(
@@ -441,7 +442,7 @@ def store(conn: Connection, drafts: list[Draft], now: float) -> int:
     seen = {
         tuple(r)
         for r in conn.execute(
-            select(n.c.address, n.c.kind, n.c.block_hash, n.c.log_index).where(
+            select(n.c.address, n.c.kind, n.c.block_hash, n.c.log_index, n.c.ref).where(
                 n.c.block_number >= lo, n.c.block_number <= hi
             )
         )
@@ -455,7 +456,7 @@ def store(conn: Connection, drafts: list[Draft], now: float) -> int:
         hooks[hook.address].append(hook)
     added = 0
     for d in drafts:
-        key = (d.address, d.kind, d.block_hash, d.log_index)
+        key = (d.address, d.kind, d.block_hash, d.log_index, d.ref)
         if key in seen or d.kind not in KINDS:
             continue
         seen.add(key)
@@ -472,6 +473,7 @@ def store(conn: Connection, drafts: list[Draft], now: float) -> int:
                 block_timestamp=d.block_timestamp,
                 data=d.data,
                 created_at=now,
+                ref=d.ref,
             )
             .returning(n.c.id)
         ).scalar_one()

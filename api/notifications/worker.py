@@ -27,7 +27,7 @@ from sqlalchemy import Engine, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from api.accounts.crypto import Box
-from api.notifications import produce, webhooks
+from api.notifications import bridge, produce, webhooks
 from api.notifications.targets import PinnedTransport
 from tandem.config import ApiSettings
 from tandem.db import accounts as t
@@ -77,6 +77,7 @@ class Notifier:
     def derive(self) -> int:
         with self.engine.begin() as conn:
             added = produce.produce(conn)
+            added += bridge.produce(conn)  # the CEX bridge's orders
             if added and conn.dialect.name == "postgresql":
                 # Every server process's stream reads them now (sent at commit).
                 conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})

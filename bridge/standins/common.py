@@ -51,6 +51,10 @@ class Market:
 
 @dataclass
 class Account:
+    """One API key, and the exchange account it belongs to (``uid``, as each exchange reports
+    it): several keys of one account share its balances and its orders (client ids are unique
+    per account, not per key)."""
+
     api_key: str
     secret: str
     passphrase: str | None = None
@@ -65,7 +69,7 @@ class Account:
 class Order:
     id: str
     client_id: str
-    account: str
+    account: str  # the API key that placed it
     market: Market
     side: str  # buy | sell
     qty: Decimal  # base amount ordered
@@ -151,7 +155,7 @@ class Standin:
         self.markets: dict[str, Market] = {}
         self.accounts: dict[str, Account] = {}
         self.orders: dict[str, Order] = {}  # by exchange id
-        self.by_client: dict[tuple[str, str], Order] = {}
+        self.by_client: dict[tuple[int, str], Order] = {}  # (account uid, client id)
         self.windows = Windows()
         self.down = False
         self.partial: Decimal | None = None  # share filled at once; None: all at once
@@ -179,9 +183,20 @@ class Standin:
     def add_account(
         self, api_key: str, secret: str, passphrase: str | None = None, **kw: Any
     ) -> Account:
+        """A new exchange account (its own uid) with one API key."""
         account = Account(api_key, secret, passphrase, next(self._uids), **kw)
         self.accounts[api_key] = account
         return account
+
+    def add_key(
+        self, of: str, api_key: str, secret: str, passphrase: str | None = None, **kw: Any
+    ) -> Account:
+        """Another API key of the account that key ``of`` belongs to: the same uid, balances
+        and orders (a key rotated on the exchange)."""
+        owner = self.accounts[of]
+        key = Account(api_key, secret, passphrase, owner.uid, balances=owner.balances, **kw)
+        self.accounts[api_key] = key
+        return key
 
     # --- the engine
 
@@ -213,7 +228,7 @@ class Standin:
         if not account.can_trade:
             raise Refused("permission", "this key cannot trade")
         with self.lock:
-            if (account.api_key, client_id) in self.by_client:
+            if (account.uid, client_id) in self.by_client:
                 raise Refused("duplicate", client_id)
             if quote_qty is not None:
                 qty = (quote_qty / market.price).quantize(market.step, ROUND_DOWN)
@@ -259,7 +274,7 @@ class Standin:
                     account.balances.get(market.quote, Decimal(0)) + moved * market.price
                 )
             self.orders[order.id] = order
-            self.by_client[(account.api_key, client_id)] = order
+            self.by_client[(account.uid, client_id)] = order
             self.created += 1
         self.order_changed(order)
         return order
@@ -270,15 +285,17 @@ class Standin:
     def find(self, account: Account, client_id: str | None, order_id: str | None) -> Order:
         order = None
         if client_id:
-            order = self.by_client.get((account.api_key, client_id))
+            order = self.by_client.get((account.uid, client_id))
         elif order_id:
             order = self.orders.get(order_id)
-        if order is None or order.account != account.api_key:
+        if order is None or self.accounts[order.account].uid != account.uid:
             raise Refused("unknown_order", client_id or order_id or "")
         return order
 
     def orders_of(self, api_key: str) -> list[Order]:
-        return [o for o in self.orders.values() if o.account == api_key]
+        """The orders of the account ``api_key`` belongs to, whichever of its keys placed them."""
+        uid = self.accounts[api_key].uid
+        return [o for o in self.orders.values() if self.accounts[o.account].uid == uid]
 
     # --- serving
 

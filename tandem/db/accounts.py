@@ -114,7 +114,16 @@ notifications = Table(
     Column("block_timestamp", BigInteger, nullable=False),
     Column("data", JSON, nullable=False),
     Column("created_at", Double, nullable=False),
-    UniqueConstraint("address", "kind", "block_hash", "log_index", name="uq_notifications_source"),
+    Column(
+        "ref",
+        String(40),
+        nullable=False,
+        server_default="",
+        comment="what of its event it tells: '' the event itself; a bridge order's client id",
+    ),
+    UniqueConstraint(
+        "address", "kind", "block_hash", "log_index", "ref", name="uq_notifications_source"
+    ),
     Index("ix_notifications_address_id", "address", "id"),
 )
 notifier_state = Table(

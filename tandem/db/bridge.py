@@ -2,7 +2,8 @@
 what each follower copies with them (a master, an allocation, the book the bridge keeps of it,
 the follower's own limits), and every order the bridge decides for a master trade, with its
 times and prices (the execution drag). The API writes keys and follows and reads drag; the
-bridge worker reads keys and writes orders. Amounts are decimal text; times Unix seconds."""
+bridge worker reads keys and writes orders; the API's notifier marks the orders it told their
+followers about. Amounts are decimal text; times Unix seconds."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from tandem.db.models import ADDRESS, metadata
+from tandem.db.models import ADDRESS, HASH, metadata
+
+# The reason an order of a follow whose limit fired (``stopped``) is skipped starts with this.
+STOPPED = "copying stopped"
 
 keys = Table(
     "bridge_keys",
@@ -34,6 +38,13 @@ keys = Table(
     Column("ciphertext", Text, nullable=False, comment="secret and passphrase, AES-256-GCM"),
     Column("status", String(16), nullable=False, comment="active | suspended | deleted"),
     Column("reason", Text, nullable=True, comment="why suspended"),
+    Column(
+        "account_id",
+        String(64),
+        nullable=True,
+        comment="the exchange account the key belongs to, as the exchange names it (null: "
+        "registered before it was read)",
+    ),
     Column("can_trade", Boolean, nullable=False),
     Column("can_withdraw", Boolean, nullable=False),
     Column("ip_restricted", Boolean, nullable=False),
@@ -86,19 +97,34 @@ orders = Table(
         comment="sending | acked | filled | skipped | failed",
     ),
     Column("reason", Text, nullable=True),
+    Column(
+        "carried",
+        String(80),
+        nullable=True,
+        comment="skipped: quote value owed to the next order of the market and side",
+    ),
     Column("order_id", String(64), nullable=True),
     Column("filled", String(80), nullable=True),
     Column("cost", String(80), nullable=True),
     Column("average", String(80), nullable=True),
     Column("fee", String(80), nullable=True),
     Column("master_price", String(80), nullable=True, comment="quote per base, on-chain"),
+    Column("block_hash", HASH, nullable=True, comment="the master trade's block"),
+    Column("tx_hash", HASH, nullable=True, comment="the master trade's transaction"),
     Column("block_time", Double, nullable=True),
     Column("known_at", Double, nullable=False),
     Column("sent_at", Double, nullable=True),
     Column("acked_at", Double, nullable=True),
     Column("filled_at", Double, nullable=True),
     Column("attempts", Integer, nullable=False),
+    Column(
+        "notified_at",
+        Double,
+        nullable=True,
+        comment="when the notifier told the follower its outcome (null: not yet)",
+    ),
     Index("ix_bridge_orders_address", "address"),
+    Index("ix_bridge_orders_notified_at", "notified_at"),
     Index("ix_bridge_orders_vault", "vault"),
     Index("ix_bridge_orders_trade", "trade"),
 )

@@ -151,62 +151,81 @@ def add_followers(
     and a follow of VAULT with ``cash`` allocated."""
     names = list(stands)
     out = []
-    with engine.begin() as conn:
-        for i in range(first, first + count):
-            exchange = names[i % len(names)]
-            f = Follower(
-                f"0x{i + 1:040x}",
-                exchange,
-                f"key-{exchange}-{i}",
-                f"secret-{i}-{exchange}-Zq9",
-                f"pass-{i}",
-            )
-            stands[exchange].add_account(
-                f.api_key, f.secret, f.passphrase, balances={"USDT": cash * 10}
-            )
-            sealed = keyring.seal(
-                Credentials(f.api_key, f.secret, f.passphrase),
-                key_aad(f.address, exchange, f.api_key),
-            )
-            f.key_id = conn.execute(
-                insert(t.keys)
-                .values(
-                    address=f.address,
-                    exchange=exchange,
-                    api_key=f.api_key,
-                    kek_id=sealed.kek_id,
-                    wrapped_key=sealed.wrapped_key,
-                    ciphertext=sealed.ciphertext,
-                    status="active",
-                    can_trade=True,
-                    can_withdraw=False,
-                    ip_restricted=False,
-                    checked_at=time.time(),
-                    created_at=time.time(),
-                )
-                .returning(t.keys.c.id)
-            ).scalar_one()
-            f.follow_id = conn.execute(
-                insert(t.follows)
-                .values(
-                    key_id=f.key_id,
-                    vault=VAULT,
-                    allocation=str(cash),
-                    cash=str(cash),
-                    positions={},
-                    carry={},
-                    marks={},
-                    symbols={},
-                    peak=str(cash),
-                    stop_loss_bps=follow.get("stop_loss_bps"),
-                    max_drawdown_bps=follow.get("max_drawdown_bps"),
-                    status="active",
-                    created_at=time.time(),
-                )
-                .returning(t.follows.c.id)
-            ).scalar_one()
-            out.append(f)
+    for i in range(first, first + count):
+        exchange = names[i % len(names)]
+        out.append(
+            add_follower(engine, keyring, stands[exchange], f"0x{i + 1:040x}", cash, n=i, **follow)
+        )
     return out
+
+
+def add_follower(
+    engine: Engine,
+    keyring: Keyring,
+    stand: Standin,
+    address: str,
+    cash: Decimal,
+    n: int = 0,
+    vault: str = VAULT,
+    balance: Decimal | None = None,
+    **follow: Any,
+) -> Follower:
+    """A follower at ``stand``: an account holding ``balance`` USDT (ten times ``cash`` by
+    default), its key sealed as the API seals it, and a follow of ``vault`` with ``cash``
+    allocated (and ``stop_loss_bps``, ``max_drawdown_bps``)."""
+    exchange = stand.name
+    f = Follower(
+        address, exchange, f"key-{exchange}-{n}", f"secret-{n}-{exchange}-Zq9", f"pass-{n}"
+    )
+    account = stand.add_account(
+        f.api_key,
+        f.secret,
+        f.passphrase,
+        balances={"USDT": cash * 10 if balance is None else balance},
+    )
+    sealed = keyring.seal(
+        Credentials(f.api_key, f.secret, f.passphrase), key_aad(f.address, exchange, f.api_key)
+    )
+    with engine.begin() as conn:
+        f.key_id = conn.execute(
+            insert(t.keys)
+            .values(
+                address=f.address,
+                exchange=exchange,
+                api_key=f.api_key,
+                kek_id=sealed.kek_id,
+                wrapped_key=sealed.wrapped_key,
+                ciphertext=sealed.ciphertext,
+                status="active",
+                account_id=str(account.uid),
+                can_trade=True,
+                can_withdraw=False,
+                ip_restricted=False,
+                checked_at=time.time(),
+                created_at=time.time(),
+            )
+            .returning(t.keys.c.id)
+        ).scalar_one()
+        f.follow_id = conn.execute(
+            insert(t.follows)
+            .values(
+                key_id=f.key_id,
+                vault=vault,
+                allocation=str(cash),
+                cash=str(cash),
+                positions={},
+                carry={},
+                marks={},
+                symbols={},
+                peak=str(cash),
+                stop_loss_bps=follow.get("stop_loss_bps"),
+                max_drawdown_bps=follow.get("max_drawdown_bps"),
+                status="active",
+                created_at=time.time(),
+            )
+            .returning(t.follows.c.id)
+        ).scalar_one()
+    return f
 
 
 def keyring() -> tuple[Keyring, str]:
@@ -248,12 +267,14 @@ def publish(redis_url: str, stream: str, entries: list[tuple[str, dict[str, Any]
 
 
 class FixedContext:
-    """The test's context source: the fraction the trade carries, the block an instant ago."""
+    """The test's context source: the fraction the trade carries, the block an instant ago
+    (its hash made up from its number)."""
 
-    async def context(self, trade: dict[str, Any], side: str) -> Any:
-        from bridge.worker import Context
+    async def context(self, trade: dict[str, Any], side: str, log_index: int) -> Any:
+        from bridge.context import Context
 
-        return Context(Decimal(str(trade["fraction"])), time.time() - 0.05)
+        block_hash = "0x" + f"{int(trade['block']):064x}"
+        return Context(Decimal(str(trade["fraction"])), time.time() - 0.05, block_hash)
 
 
 # --- the API on the bridge's database, as a real server process
@@ -261,10 +282,16 @@ class FixedContext:
 
 @contextmanager
 def api_server(
-    db_url: str, bridge: BridgeSettings, ring_text: str, log_path: Path, chain_id: int = 31337
+    db_url: str,
+    bridge: BridgeSettings,
+    ring_text: str,
+    log_path: Path,
+    chain_id: int = 31337,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """``tandem api serve`` (one worker) on ``db_url``, with the bridge's settings and keyring;
-    its log (stdout and stderr) goes to ``log_path``."""
+    """``tandem api serve`` (one worker) on ``db_url``, with the bridge's settings and keyring
+    (and ``env`` added: the notifier is off unless it says otherwise); its log (stdout and
+    stderr) goes to ``log_path``."""
     import os
     import sys
 
@@ -281,6 +308,7 @@ def api_server(
         "TANDEM_API__NOTIFY": "false",
         "TANDEM_BRIDGE": bridge.model_dump_json(),
         "TANDEM_BRIDGE_KEK": ring_text,
+        **(env or {}),
     }
     with log_path.open("w") as log:
         process = subprocess.Popen(

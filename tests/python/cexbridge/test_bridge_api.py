@@ -112,9 +112,11 @@ def test_keys_are_checked_on_the_exchange_then_registered_with_totp_listed_rotat
     binance, okx, bybit, bitget = (world.stands[n] for n in ("binance", "okx", "bybit", "bitget"))
     binance.add_account("bn-withdraws", "bn-secret-w", can_withdraw=True)
     okx.add_account("okx-read-only", "okx-secret-r", "okx-pass-r", can_trade=False)
-    bybit.add_account("bybit-alice-1", "bybit-secret-a1", balances={"USDT": Decimal(5000)})
-    bybit.add_account("bybit-alice-2", "bybit-secret-a2", balances={"USDT": Decimal(5000)})
-    bybit.add_account("bybit-alice-w", "bybit-secret-aw", can_withdraw=True)
+    alices = bybit.add_account("bybit-alice-1", "bybit-secret-a1", balances={"USDT": Decimal(5000)})
+    bybit.add_key("bybit-alice-1", "bybit-alice-2", "bybit-secret-a2")  # the same account
+    bybit.add_key("bybit-alice-1", "bybit-alice-w", "bybit-secret-aw", can_withdraw=True)
+    # Alice's other Bybit account: its key is hers, but its balances are not the book's.
+    elsewhere = bybit.add_account("bybit-alice-9", "bybit-secret-a9")
     bitget.add_account("bitget-bob-1", "bitget-secret-b1", "bitget-pass-b1", ips=["203.0.113.7"])
     alice, bob = world.client("alice"), world.client("bob")
     good = key_body("bybit", "bybit-alice-1", "bybit-secret-a1")
@@ -196,6 +198,7 @@ def test_keys_are_checked_on_the_exchange_then_registered_with_totp_listed_rotat
     assert follow["markets"] == {WETH: "ETH/USDT"} and follow["stop_loss_bps"] == 1500
     assert follow["cash"] == "1000" and follow["status"] == "active"
     assert ("GET", "/v5/user/query-api", 200) in bybit.requests
+    assert stored_keys(world.engine)[0]["account_id"] == str(alices.uid)  # read and kept
     # The code was spent: replaying it is refused.
     problem(
         alice.post(
@@ -240,7 +243,9 @@ def test_keys_are_checked_on_the_exchange_then_registered_with_totp_listed_rotat
         "bitget"
     ]
     problem(alice.delete(f"/v1/account/exchange-keys/{made.json()['id']}"), 404, "not-found")
-    # Rotation: a key that can withdraw is refused; a good one replaces the old in place.
+    # Rotation: a key that can withdraw is refused, and a key of another account (the book of
+    # the follow is this account's), each saying what to do; a good one replaces the old in
+    # place.
     later = {"Tandem-TOTP": totp.at(time.time() + 30)}
     before = stored_keys(world.engine)[0]
     problem(
@@ -252,6 +257,19 @@ def test_keys_are_checked_on_the_exchange_then_registered_with_totp_listed_rotat
         422,
         "exchange-key-can-withdraw",
     )
+    body = problem(
+        alice.put(
+            f"/v1/account/exchange-keys/{key['id']}",
+            json={"api_key": "bybit-alice-9", "secret": "bybit-secret-a9"},
+            headers=later,
+        ),
+        422,
+        "exchange-key-other-account",
+    )
+    assert f"account {elsewhere.uid}" in body["detail"]
+    assert f"Create the new key on bybit account {alices.uid}" in body["detail"]
+    assert "register its key as a new one" in body["detail"]
+    assert stored_keys(world.engine)[0] == before  # nothing changed, the code not spent
     rotated = alice.put(
         f"/v1/account/exchange-keys/{key['id']}",
         json={"api_key": "bybit-alice-2", "secret": "bybit-secret-a2"},
@@ -261,6 +279,7 @@ def test_keys_are_checked_on_the_exchange_then_registered_with_totp_listed_rotat
     assert rotated.json()["api_key_hint"] == "…ce-2" and rotated.json()["follows"] == key["follows"]
     after = stored_keys(world.engine)[0]
     assert after["api_key"] == "bybit-alice-2" and after["ciphertext"] != before["ciphertext"]
+    assert after["account_id"] == str(alices.uid)
     # Deleting needs the session alone; the sealed secret is wiped.
     assert alice.delete(f"/v1/account/exchange-keys/{key['id']}").status_code == 204
     assert alice.get("/v1/account/exchange-keys").json()["items"] == []
@@ -347,7 +366,7 @@ def test_a_key_registered_through_the_api_copies_a_trade_and_no_secret_is_found_
     assert row["slippage_bps"] == pytest.approx(50.0)
     # 100 USDT spent at 2,010: 0.0497 ETH, a 0.1% fee paid in ETH and valued in USDT.
     assert Decimal(row["filled"]) == Decimal("0.0497")
-    assert Decimal(row["fee"]) == pytest.approx(Decimal("0.0497") * Decimal("0.001") * 2010)
+    assert Decimal(row["fee"]) == Decimal("0.0497") * Decimal("0.001") * 2010
     (per_follow,) = mine["follows"]
     assert per_follow["orders"] == per_follow["filled"] == 1
     assert per_follow["mean_slippage_bps"] == pytest.approx(50.0)
@@ -376,3 +395,90 @@ def test_a_key_registered_through_the_api_copies_a_trade_and_no_secret_is_found_
         assert needle not in dump, needle
         assert needle.encode() not in raw, needle
         assert not any(needle in a for a in world.answers), needle
+
+
+def test_a_key_from_before_accounts_were_kept_is_compared_through_the_old_key(
+    world: World,
+) -> None:
+    okx = world.stands["okx"]
+    frank_okx = okx.add_account("okx-frank-1", "okx-secret-f1", "okx-pass-f1")
+    okx.add_key("okx-frank-1", "okx-frank-2", "okx-secret-f2", "okx-pass-f2")
+    okx.add_account("okx-frank-9", "okx-secret-f9", "okx-pass-f9")
+    frank = world.client("frank")
+    totp = enrol(frank)
+    made = frank.post(
+        "/v1/account/exchange-keys",
+        json=key_body("okx", "okx-frank-1", "okx-secret-f1", "okx-pass-f1"),
+        headers={"Tandem-TOTP": totp.now()},
+    )
+    assert made.status_code == 201, made.text
+    key_id = made.json()["id"]
+
+    def forget_account() -> None:  # as a key registered before migration 0008 is
+        with world.engine.begin() as conn:
+            conn.execute(t.keys.update().where(t.keys.c.id == key_id).values(account_id=None))
+
+    def rotate(api_key: str, n: str) -> httpx.Response:
+        return frank.put(
+            f"/v1/account/exchange-keys/{key_id}",
+            json={"api_key": api_key, "secret": f"okx-secret-f{n}", "passphrase": f"okx-pass-f{n}"},
+            headers={"Tandem-TOTP": totp.at(time.time() + 30)},
+        )
+
+    # The old key still answers: its account is asked, and another account's key refused.
+    forget_account()
+    problem(rotate("okx-frank-9", "9"), 422, "exchange-key-other-account")
+    (row,) = [k for k in stored_keys(world.engine) if k["id"] == key_id]
+    assert row["api_key"] == "okx-frank-1" and row["account_id"] is None
+    # The old key was revoked on the exchange: nothing to compare with, stored with a warning
+    # (and the account kept from now on).
+    del okx.accounts["okx-frank-1"]
+    rotated = rotate("okx-frank-2", "2")
+    assert rotated.status_code == 200, rotated.text
+    assert any("registered before" in w for w in rotated.json()["warnings"])
+    (row,) = [k for k in stored_keys(world.engine) if k["id"] == key_id]
+    assert row["api_key"] == "okx-frank-2" and row["account_id"] == str(frank_okx.uid)
+
+
+def test_registration_asks_the_exchange_through_the_shared_limiter(world: World) -> None:
+    import redis
+
+    from bridge.standins.binance import WEIGHTS
+
+    binance = world.stands["binance"]
+    binance.add_account("bn-erin", "bn-secret-e")
+    erin = world.client("erin")
+    code = {"Tandem-TOTP": enrol(erin).now()}
+    body = key_body("binance", "bn-erin", "bn-secret-e")
+    r = redis.Redis.from_url(world.redis_url, decode_responses=True)
+    windows = "test:bridge:limit:binance:ip:*"
+
+    def windows_now() -> dict[str, int]:
+        return {k: int(r.get(k) or 0) for k in r.keys(windows)}
+
+    def charged_since(before: dict[str, int]) -> int:
+        """What was charged since ``before`` (windows that expired meanwhile left out)."""
+        return sum(v - before.get(k, 0) for k, v in windows_now().items())
+
+    # Every worker is blocked from Binance (a 418's Retry-After, say): so is the API, which
+    # answers when to try again; the exchange is not asked.
+    was, asked = windows_now(), len(binance.requests)
+    r.set("test:bridge:limit:binance:block:ip", "1", px=30_000)
+    busy = erin.post("/v1/account/exchange-keys", json=body, headers=code)
+    problem(busy, 503, "exchange-busy")
+    assert 1 <= int(busy.headers["Retry-After"]) <= 30
+    assert len(binance.requests) == asked and charged_since(was) == 0
+    r.delete("test:bridge:limit:binance:block:ip")
+    # Free again: registered, and every request it made was charged at the exchange's weight
+    # (the permissions 1, the account 20, the markets 20).
+    made = erin.post("/v1/account/exchange-keys", json=body, headers=code)
+    assert made.status_code == 201, made.text
+    sent = binance.requests[asked:]
+    weight = sum(WEIGHTS.get(f"{p}:{m}", WEIGHTS.get(p, 1)) for m, p, _ in sent)
+    assert [p for _, p, _ in sent] == [
+        "/sapi/v1/account/apiRestrictions",
+        "/api/v3/account",
+        "/api/v3/exchangeInfo",
+    ]
+    assert charged_since(was) == weight == 41
+    r.close()

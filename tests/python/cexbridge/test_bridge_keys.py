@@ -70,6 +70,45 @@ def test_withdrawal_keys_are_refused_and_bad_signatures_too(name: str) -> None:
         assert s.requests[-1][2] in {200, 400, 401}  # refused in the exchange's own way
 
 
+# Where each exchange names the account a key belongs to.
+ACCOUNT_PATHS = {
+    "binance": "/api/v3/account",
+    "okx": "/api/v5/account/config",
+    "bybit": "/v5/user/query-api",
+    "bitget": "/api/v2/spot/account/info",
+}
+
+
+async def key_of(
+    url: str, name: str, key: str, secret: str, passphrase: str
+) -> tuple[exchanges.Permissions, str]:
+    ex = venue.open_client(name, BridgeExchange(url=url), Credentials(key, secret, passphrase))
+    try:
+        return await exchanges.read_key(ex)
+    finally:
+        await ex.close()
+
+
+@pytest.mark.parametrize("name", ["binance", "okx", "bybit", "bitget"])
+def test_the_account_a_key_belongs_to_is_read_from_each_exchange(name: str) -> None:
+    with standins((name,)) as stands:
+        s = stands[name]
+        first = s.add_account("acct-a-1", "s1", "p1")
+        s.add_key("acct-a-1", "acct-a-2", "s2", "p2")  # a second key of the same account
+        other = s.add_account("acct-b", "s3", "p3", can_withdraw=True)
+        perms_a1, a1 = asyncio.run(key_of(s.url, name, "acct-a-1", "s1", "p1"))
+        _, a2 = asyncio.run(key_of(s.url, name, "acct-a-2", "s2", "p2"))
+        perms_b, b = asyncio.run(key_of(s.url, name, "acct-b", "s3", "p3"))
+        assert a1 == a2 == str(first.uid) and b == str(other.uid) != a1
+        # The permissions come with it, as read_permissions reads them.
+        assert perms_a1 == exchanges.Permissions(True, False, False)
+        assert perms_b.can_withdraw
+        asked = [(m, p) for m, p, status in s.requests if status == 200]
+        assert ("GET", ACCOUNT_PATHS[name]) in asked
+        # One request per key, but on Binance, whose permission answer names no account.
+        assert len(asked) == (6 if name == "binance" else 3)
+
+
 def test_a_key_that_gained_withdrawal_rights_is_suspended(tmp_path: Path) -> None:
     ring, _ = keyring()
     _, engine = database(tmp_path)

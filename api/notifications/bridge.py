@@ -1,0 +1,151 @@
+"""Notifications of the CEX bridge, derived from its orders (``bridge_orders``): a follower is
+told when an order copied for them was skipped (below the exchange's minimum: why, and the
+value carried to the next order), filled (with its execution drag) or failed, and when the
+bridge fired their stop-loss or drawdown exit (``exit.limit``, with the exchange).
+
+The bridge's workers write the orders; the notifier, holding its lease, derives each order once
+it is final and marks it told (``notified_at``) in the transaction that stores its
+notification, so the notifications table keeps one writer. A notification is keyed like the
+others, by the master trade's block hash and log index, and by the order (``ref``, its client
+id): a follower with two follows of one master hears of each order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from api.accounts.exchange_keys import drag_row
+from api.notifications.produce import Draft, store
+from tandem.db import accounts as a
+from tandem.db import bridge as t
+from tandem.db import models as m
+
+FINAL = ("filled", "skipped", "failed")
+# The most orders derived in one transaction.
+BATCH = 500
+# The kind of a copied order's notification, by its status.
+COPY_KINDS = {status: f"bridge.{status}" for status in FINAL}  # kinds.BRIDGE_KINDS
+
+
+def produce(conn: Connection, now: float | None = None) -> int:
+    """Derives the orders become final since the last call (up to ``BATCH``), with their
+    webhook deliveries; the number of notifications added."""
+    now = time.time() if now is None else now
+    o, f = t.orders, t.follows
+    rows = conn.execute(
+        select(o, f.c.reason.label("limit_reason"))
+        .join(f, f.c.id == o.c.follow_id)
+        .where(o.c.notified_at.is_(None), o.c.status.in_(FINAL))
+        .order_by(o.c.known_at, o.c.client_id)
+        .limit(BATCH)
+    ).all()
+    if not rows:
+        return 0
+    addresses = {r.address for r in rows}
+    kinds = dict(
+        conn.execute(
+            select(a.preferences.c.address, a.preferences.c.kinds).where(
+                a.preferences.c.address.in_(addresses)
+            )
+        ).all()
+    )
+    masters = dict(
+        conn.execute(
+            select(m.Vault.vault, m.Vault.master).where(m.Vault.vault.in_({r.vault for r in rows}))
+        ).all()
+    )
+    told = _stops_told(conn, rows)
+    drafts = []
+    for row in rows:
+        kind = _kind(row, told)
+        wanted = kinds.get(row.address)
+        if kind is not None and (wanted is None or kind in wanted):
+            drafts.append(_draft(row, kind, masters.get(row.vault)))
+    added = store(conn, drafts, now)
+    conn.execute(
+        update(o)
+        .where(o.c.client_id.in_([r.client_id for r in rows]), o.c.notified_at.is_(None))
+        .values(notified_at=now)
+    )
+    return added
+
+
+def _stopped_skip(row: Any) -> bool:
+    return (
+        row.kind == "copy" and row.status == "skipped" and (row.reason or "").startswith(t.STOPPED)
+    )
+
+
+def _stops_told(conn: Connection, rows: Sequence[Any]) -> set[int]:
+    """The follows of ``rows`` whose stop was told already (an ``exit.limit`` of one of their
+    orders is stored)."""
+    follows = {r.follow_id for r in rows if _stopped_skip(r)}
+    if not follows:
+        return set()
+    o, n = t.orders, a.notifications
+    found = conn.execute(
+        select(o.c.follow_id)
+        .join(n, (n.c.address == o.c.address) & (n.c.ref == o.c.client_id))
+        .where(o.c.follow_id.in_(follows), n.c.kind == "exit.limit")
+        .distinct()
+    )
+    return set(found.scalars())
+
+
+def _kind(row: Any, told: set[int]) -> str | None:
+    """What an order tells its follower, or None. Each exit order is an ``exit.limit``; a follow
+    stopped with nothing of the market to sell has no exit order, and hears of its stop at the
+    first order skipped after it (not at every one after)."""
+    if row.kind == "exit":
+        return "exit.limit"
+    if _stopped_skip(row):
+        if row.follow_id in told:
+            return None
+        told.add(row.follow_id)
+        return "exit.limit"
+    if row.status == "skipped" and row.carried is None and Decimal(row.size) == 0:
+        return None  # nothing was at stake: a sale of a position the follower does not hold
+    return COPY_KINDS[row.status]
+
+
+def _limit(reason: str | None) -> str | None:
+    """The limit that stopped a follow, named as on-chain exits name it (the worker's reasons
+    start with the limit: ``stop-loss: ...``, ``maximum drawdown: ...``)."""
+    if reason is None:
+        return None
+    if reason.startswith("stop-loss"):
+        return "stop_loss"
+    if reason.startswith("maximum drawdown"):
+        return "max_drawdown"
+    return None
+
+
+def _draft(row: Any, kind: str, master: str | None) -> Draft:
+    block, log_index = (int(part) for part in row.trade.split("-"))
+    data: dict[str, Any] = {
+        "master": master,
+        **drag_row(row).model_dump(mode="json"),
+        "cost": row.cost,
+        "client_order_id": row.client_id,
+        "follow_id": row.follow_id,
+    }
+    if kind == "bridge.skipped":
+        data["carried"] = row.carried
+    if kind == "exit.limit":
+        data.update(limit=_limit(row.limit_reason), limit_reason=row.limit_reason)
+    return Draft(
+        address=row.address,
+        kind=kind,
+        vault=row.vault,
+        block_number=block,
+        log_index=log_index,
+        block_hash=row.block_hash or "",
+        tx_hash=row.tx_hash or "",
+        block_timestamp=int(row.block_time or 0),
+        data=data,
+        ref=row.client_id,
+    )

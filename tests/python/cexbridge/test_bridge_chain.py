@@ -1,0 +1,285 @@
+"""The master's fraction read from a real chain (anvil, real Uniswap V2/V3, the deployed
+protocol): what the bridge copies is the fraction the vault sized the pool's part of the same
+trade with, for a buy, a sale, and trades sharing a block; a worker reading it sizes the
+followers' orders by it (real ccxt against the stand-ins, real Redis), in exact integers and
+decimal text end to end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from indexing.support import address, rpc
+from sqlalchemy import select
+from web3.contract import Contract
+
+from bridge.context import ChainContext, Context
+from bridge.worker import Bridge
+from keepers.watch import _trade as keeper_message
+from tandem.config import BridgeAsset, BridgeExchange, BridgeSettings, Settings
+from tandem.db import bridge as t
+from tandem.node import LocalNode
+from tandem.protocol import BASE, Deployment, add_followers, create_master, set_balance, trade
+
+from .support import add_followers as add_exchange_followers
+from .support import database, keyring, publish, redis_server, standins
+
+
+@dataclass
+class Copied:
+    """A master trade as the keepers publish it, where it sits in its block, and what the
+    vault and the chain context said of it."""
+
+    entry: str
+    message: dict[str, Any]
+    side: str
+    receipt: Any
+    args: dict[str, Any]
+    context: Context
+
+
+@dataclass
+class Scene:
+    dep: Deployment
+    vault: Contract
+    master: str
+    settings: Settings
+    trades: list[Copied] = field(default_factory=list)
+    # The same two buys mined in separate blocks (then undone): the fraction each had.
+    apart: list[Decimal] = field(default_factory=list)
+
+
+def _traded(vault: Contract, receipt: Any) -> list[Any]:
+    return list(vault.events.Traded().process_receipt(receipt))
+
+
+def _send_in_one_block(dep: Deployment, calls: list[Any], sender: str) -> list[Any]:
+    """``calls`` sent without mining, then mined together in one block, in order."""
+    w3 = dep.w3
+    rpc(w3, "evm_setAutomine", False)
+    try:
+        hashes = [fn.transact({"from": sender, "gas": 3_000_000}) for fn in calls]
+        rpc(w3, "evm_mine")
+    finally:
+        rpc(w3, "evm_setAutomine", True)
+    receipts = [w3.eth.wait_for_transaction_receipt(h) for h in hashes]
+    assert len({r["blockNumber"] for r in receipts}) == 1
+    assert all(r["status"] == 1 for r in receipts)
+    return receipts
+
+
+def _trade_call(
+    dep: Deployment, vault: Contract, token_in: str, token_out: str, amount: int
+) -> Any:
+    route = dep.v2_route(token_in, token_out)
+    return vault.functions.trade(
+        (
+            dep.address_of(token_in),
+            dep.address_of(token_out),
+            amount,
+            0,
+            route.adapter,
+            route.data,
+            0,
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def scene(
+    deployment: Deployment,
+    settings: Settings,
+    node: LocalNode,
+    rollback: Callable[[], AbstractContextManager[None]],
+) -> Iterator[Scene]:
+    """A master with a pool, trading on anvil: a buy, a sale of a third, two buys in one block,
+    and a close in two sales of one block; each trade read by the chain context as a worker
+    reads it. Undone at the end of the module."""
+    dep = deployment
+    specs = dict(dep.specs)
+    chain_settings = settings.model_copy(update={"rpc_url": node.rpc_url})
+    contexts = ChainContext(chain_settings)
+    with rollback():
+        master = address("bridge-chain:master")
+        rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+        set_balance(dep.w3, master, 10**21)
+        vault = create_master(dep, master, dep.units(BASE, 100_000))
+        followers = [address(f"bridge-chain:follower:{i}") for i in range(2)]
+        add_followers(dep, vault, followers, dep.units(BASE, 2_000))
+        scene = Scene(dep, vault, master, chain_settings)
+
+        def copied(receipt: Any, side: str) -> None:
+            for event in _traded(vault, receipt):
+                message = keeper_message(
+                    vault.address,
+                    event["args"],
+                    receipt["blockNumber"],
+                    receipt["transactionHash"].to_0x_hex(),
+                )
+                entry = f"{receipt['blockNumber']}-{event['logIndex']}"
+                context = asyncio.run(contexts.context(message, side, event["logIndex"]))
+                scene.trades.append(
+                    Copied(entry, message, side, receipt, dict(event["args"]), context)
+                )
+
+        weth = dep.tokens["WETH"]
+
+        def master_weth() -> int:
+            return int(vault.functions.books(weth.address).call()[0])
+
+        copied(
+            trade(
+                dep,
+                vault,
+                master,
+                BASE,
+                "WETH",
+                dep.units(BASE, 10_000),
+                dep.v2_route(BASE, "WETH"),
+            ).receipt,
+            "buy",
+        )
+        copied(
+            trade(
+                dep, vault, master, "WETH", BASE, master_weth() // 3, dep.v2_route("WETH", BASE)
+            ).receipt,
+            "sell",
+        )
+        buys = [_trade_call(dep, vault, BASE, "WETH", dep.units(BASE, n)) for n in (20_000, 7_000)]
+        # The same two buys in separate blocks, read as each stood, then undone.
+        with rollback():
+            for fn in buys:
+                receipt = dep.w3.eth.wait_for_transaction_receipt(fn.transact({"from": master}))
+                (event,) = _traded(vault, receipt)
+                message = keeper_message(vault.address, event["args"], receipt["blockNumber"], "0x")
+                scene.apart.append(
+                    asyncio.run(contexts.context(message, "buy", event["logIndex"])).fraction
+                )
+        for receipt in _send_in_one_block(dep, buys, master):
+            copied(receipt, "buy")
+        held = master_weth()
+        sales = [
+            _trade_call(dep, vault, "WETH", BASE, held // 2),
+            _trade_call(dep, vault, "WETH", BASE, held - held // 2),
+        ]
+        for receipt in _send_in_one_block(dep, sales, master):
+            copied(receipt, "sell")
+        assert master_weth() == 0
+        yield scene
+    dep.specs = specs
+
+
+def test_the_fraction_copied_is_the_one_the_vault_sized_the_pool_with(scene: Scene) -> None:
+    vault, weth = scene.vault, scene.dep.tokens["WETH"].address
+    buy, sale, buy1, buy2, close1, close2 = scene.trades
+    # A buy alone in its block: the value spent over the master's equity just before, as the
+    # vault used it (the pool's part is the same share of the pool's equity: mulDiv).
+    block = buy.receipt["blockNumber"]
+    master_equity, pool_equity = vault.functions.equities().call(block_identifier=block - 1)
+    a = buy.args
+    assert a["poolIn"] == a["masterIn"] * pool_equity // master_equity > 0
+    spent = a["masterIn"] * a["priceIn"] // 10**18
+    assert buy.context.fraction == Decimal(spent) / Decimal(master_equity)
+    assert Decimal("0.09") < buy.context.fraction < Decimal("0.11")  # 10,000 of about 100,000
+    assert buy.context.block_hash == buy.receipt["blockHash"].to_0x_hex()
+    assert buy.context.block_time == scene.dep.w3.eth.get_block(block)["timestamp"]
+    # A sale: the amount sold over the master's holding, as the vault sold the pool's.
+    block = sale.receipt["blockNumber"]
+    master_held, pool_held = vault.functions.books(weth).call(block_identifier=block - 1)
+    a = sale.args
+    assert a["poolIn"] == pool_held * a["masterIn"] // master_held > 0
+    assert sale.context.fraction == Decimal(a["masterIn"]) / Decimal(master_held)
+    assert abs(sale.context.fraction - Decimal(1) / 3) < Decimal("1e-17")
+    # Two buys in one block: the second is sized on the equity after the first (the block
+    # before knows neither), as when each had its own block.
+    assert buy1.receipt["blockNumber"] == buy2.receipt["blockNumber"]
+    assert buy1.context.fraction == scene.apart[0]
+    # The equity moved by the first trade at its own prices: equal to the 18th decimal of a
+    # dollar (the vault floors each token's value on its own).
+    assert abs(buy2.context.fraction - scene.apart[1]) < Decimal("1e-22")
+    # A close in two sales of one block: half, then all that is left (the vault's pool sold
+    # all of its own too); read at the block before alone, the second would have been a half.
+    assert close1.context.fraction == Decimal(close1.args["masterIn"]) / (
+        Decimal(close1.args["masterIn"] + close2.args["masterIn"])
+    )
+    assert close2.context.fraction == 1
+    assert vault.functions.books(weth).call() == [0, 0]
+
+
+def test_a_worker_reading_the_chain_sizes_the_orders_by_the_vaults_fraction(
+    scene: Scene, tmp_path: Path
+) -> None:
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    dep = scene.dep
+    usdc, weth = dep.address_of(BASE), dep.address_of("WETH")
+    contexts = ChainContext(scene.settings)
+    with redis_server(tmp_path) as redis_url, standins(("bybit",)) as stands:
+        bybit = stands["bybit"]
+        # A price at which a float product of the fee and the price is not the decimal one.
+        bybit.markets["ETH/USDT"].price = Decimal("3000.01")
+        settings = BridgeSettings(
+            redis_url=redis_url,
+            stream="chain",
+            fill_timeout=10,
+            assets={
+                usdc: BridgeAsset(symbol="USDC", decimals=6),
+                weth: BridgeAsset(symbol="WETH", decimals=18, markets={"bybit": "ETH/USDT"}),
+            },
+            exchanges={"bybit": BridgeExchange(url=bybit.url)},
+        )
+        (follower,) = add_exchange_followers(engine, ring, stands, 1, cash=Decimal(1000))
+        with engine.begin() as conn:  # the follow copies the scene's vault
+            conn.execute(
+                t.follows.update()
+                .where(t.follows.c.id == follower.follow_id)
+                .values(vault=scene.vault.address)
+            )
+        publish(redis_url, "chain", [(c.entry, c.message) for c in scene.trades])
+
+        async def go() -> None:
+            redis = aioredis.from_url(redis_url, decode_responses=True)
+            bridge = Bridge(settings, engine, ring, redis, contexts, "w1")
+            try:
+                await bridge.start()
+                for _ in scene.trades:
+                    got = await bridge.next_trade(block_ms=2000)
+                    assert got is not None
+                    await bridge.handle(*got)
+                    await bridge.redis.xack(bridge.stream, bridge.group, got[0])
+            finally:
+                await bridge.close()
+                await redis.aclose()
+
+        asyncio.run(go())
+    with engine.connect() as conn:
+        rows = {r.trade: r for r in conn.execute(select(t.orders))}
+        book = conn.execute(select(t.follows)).one()
+    assert [rows[c.entry].status for c in scene.trades] == ["filled"] * len(scene.trades)
+    first = rows[scene.trades[0].entry]
+    # The first buy spends the vault's fraction of the follower's 1,000 USDT, to the cent.
+    fraction = scene.trades[0].context.fraction
+    assert Decimal(first.size) == (1000 * fraction).quantize(Decimal("0.01"), ROUND_DOWN)
+    # Exact decimal text end to end: 0.0333 ETH at 3,000.01 cost 99.900333 USDT, and its fee
+    # of 0.0000333 ETH is worth 0.099900333 USDT (a float product says 0.09990033300000002).
+    assert (first.filled, first.cost, first.average) == ("0.0333", "99.900333", "3000.01")
+    assert first.fee == "0.099900333"
+    assert Decimal(book.cash) == 1000 - sum(
+        (Decimal(r.cost) for r in rows.values() if r.side == "buy"), Decimal(0)
+    ) + sum(
+        (Decimal(r.cost) - Decimal(r.fee) for r in rows.values() if r.side == "sell"), Decimal(0)
+    )
+    assert first.block_hash == scene.trades[0].context.block_hash
+    assert first.tx_hash == scene.trades[0].message["tx"]
+    # The close in two sales of one block sold everything the follower held: half, then the rest.
+    close1, close2 = (rows[c.entry] for c in scene.trades[-2:])
+    assert Decimal(close1.size) > 0 and Decimal(close2.size) > 0
+    assert Decimal(book.positions["ETH/USDT"]) == 0
+    assert bybit.accounts[follower.api_key].balances["ETH"] == 0
