@@ -68,6 +68,16 @@ class KeyCredentials(BaseModel):
         default=None, max_length=128, description="OKX and Bitget keys have one"
     )
 
+    @field_validator("api_key", "secret", "passphrase")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        # The key and passphrase travel in request headers, where a control character is
+        # refused by the HTTP client (a 500 here, before the exchange was asked).
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is not None and any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+            raise ValueError("holds a control character (a line break?): copy it again")
+        return value
+
 
 class FollowIn(BaseModel):
     vault: Address = Field(description="the master's vault (GET /v1/masters lists them)")

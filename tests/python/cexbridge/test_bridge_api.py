@@ -482,3 +482,45 @@ def test_registration_asks_the_exchange_through_the_shared_limiter(world: World)
     ]
     assert charged_since(was) == weight == 41
     r.close()
+
+
+def test_a_key_or_passphrase_holding_a_control_character_is_refused_as_invalid(
+    world: World,
+) -> None:
+    # They travel in request headers, which the HTTP client refuses to write with a line break
+    # in them: refused as the request's fault, before the code is checked or the exchange asked.
+    okx = world.stands["okx"]
+    okx.add_account("okx-gina-1", "okx-secret-g1", "okx-pass-g1")
+    gina = world.client("gina")
+    totp = enrol(gina)
+    asked = len(okx.requests)
+    for api_key, passphrase in [
+        ("okx-gina-1\r\nX-Injected: 1", "okx-pass-g1"),
+        ("okx-gina-1", "okx-pass-g1\n"),
+        ("okx-gina-1\x00", "okx-pass-g1"),
+    ]:
+        body = problem(
+            gina.post(
+                "/v1/account/exchange-keys",
+                json=key_body("okx", api_key, "okx-secret-g1", passphrase),
+                headers={"Tandem-TOTP": totp.now()},
+            ),
+            422,
+            "invalid-request",
+        )
+        assert "control character" in body["detail"] and "okx-pass-g1" not in body["detail"]
+    assert len(okx.requests) == asked
+    code = {"Tandem-TOTP": totp.now()}
+    made = gina.post(
+        "/v1/account/exchange-keys",
+        json=key_body("okx", "okx-gina-1", "okx-secret-g1", "okx-pass-g1"),
+        headers=code,
+    )
+    assert made.status_code == 201, made.text  # the code was not spent by the refusals
+    rotated = gina.put(
+        f"/v1/account/exchange-keys/{made.json()['id']}",
+        json={"api_key": "okx-gina-2", "secret": "okx-secret-g2", "passphrase": "p\r\nX: y"},
+        headers={"Tandem-TOTP": totp.at(time.time() + 30)},
+    )
+    problem(rotated, 422, "invalid-request")
+
