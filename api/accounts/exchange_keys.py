@@ -53,6 +53,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 # The longest a registration waits for the shared rate limiter before answering 503.
 LIMITER_WAIT = 5.0
+# The largest allocation, in quote: the bridge's books round amounts to cents in decimals of 28
+# digits, which a larger one would overflow (every follower of the master's trade stopped).
+MAX_ALLOCATION = Decimal(10) ** 15
 
 keys = APIRouter(prefix="/account", tags=["exchange keys"], responses=RESPONSES)
 drag = APIRouter(tags=["exchange keys"], responses=PROBLEM_RESPONSES)
@@ -109,6 +112,8 @@ class FollowIn(BaseModel):
             raise ValueError("not a decimal number, e.g. 1000 or 250.5") from None
         if not amount.is_finite() or amount <= 0:
             raise ValueError("must be more than 0")
+        if amount > MAX_ALLOCATION:
+            raise ValueError(f"must be at most {MAX_ALLOCATION:,}")
         return str(amount)
 
     @field_validator("symbols")

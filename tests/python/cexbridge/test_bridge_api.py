@@ -524,3 +524,29 @@ def test_a_key_or_passphrase_holding_a_control_character_is_refused_as_invalid(
     )
     problem(rotated, 422, "invalid-request")
 
+
+def test_an_allocation_beyond_what_the_books_can_round_is_refused(world: World) -> None:
+    # The bridge rounds a buy's spend to cents in 28-digit decimals: an allocation of 10^30
+    # would make it raise for the master's next trade, for every follower of it at once.
+    bybit = world.stands["bybit"]
+    bybit.add_account("bybit-hugo-1", "bybit-secret-h1")
+    hugo = world.client("hugo")
+    code = {"Tandem-TOTP": enrol(hugo).now()}
+    for allocation in ["1e30", "1000000000000000.01", "9" * 40]:
+        body = problem(
+            hugo.post(
+                "/v1/account/exchange-keys",
+                json=key_body("bybit", "bybit-hugo-1", "bybit-secret-h1", allocation=allocation),
+                headers=code,
+            ),
+            422,
+            "invalid-request",
+        )
+        assert "follow.allocation" in body["detail"] and "at most" in body["detail"]
+    made = hugo.post(
+        "/v1/account/exchange-keys",
+        json=key_body("bybit", "bybit-hugo-1", "bybit-secret-h1", allocation="1e15"),
+        headers=code,
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["follows"][0]["allocation"] == "1E+15"
