@@ -15,6 +15,7 @@ alone (it only takes power away) and wipes the sealed secret."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -779,7 +780,17 @@ def my_drag(
     o = t.orders
     q = select(o).where(o.c.address == me.address)
     if cursor is not None:
-        known, cid = cursors.decode(cursor, query)
+        key = cursors.decode(cursor, query)
+        # A cursor is not signed: its key is checked to be of the shape given.
+        if not (
+            len(key) == 2
+            and isinstance(key[0], int | float)
+            and not isinstance(key[0], bool)
+            and math.isfinite(key[0])
+            and isinstance(key[1], str)
+        ):
+            raise cursors.invalid_key()
+        known, cid = float(key[0]), key[1]
         q = q.where((o.c.known_at < known) | ((o.c.known_at == known) & (o.c.client_id > cid)))
     with _engine(request).connect() as conn:
         rows = conn.execute(q.order_by(o.c.known_at.desc(), o.c.client_id).limit(limit + 1)).all()

@@ -550,3 +550,21 @@ def test_an_allocation_beyond_what_the_books_can_round_is_refused(world: World) 
     )
     assert made.status_code == 201, made.text
     assert made.json()["follows"][0]["allocation"] == "1E+15"
+
+
+def test_a_drag_cursor_with_a_key_of_another_shape_is_an_invalid_cursor(world: World) -> None:
+    import base64
+
+    ivy = world.client("ivy")
+
+    def cursor(key: Any) -> str:
+        text = json.dumps({"q": ["drag", 100], "k": key})
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    for key in [[1, "a", 3], [1], [{"a": 1}, "c"], [[1], "c"], [1.5, 7], [True, "c"], [1e400, "c"]]:
+        body = problem(
+            ivy.get("/v1/account/drag", params={"cursor": cursor(key)}), 400, "invalid-cursor"
+        )
+        assert "not a cursor this API gave" in body["detail"]
+    # A cursor of the shape given is taken.
+    assert ivy.get("/v1/account/drag", params={"cursor": cursor([1.5, "c"])}).status_code == 200
