@@ -291,7 +291,9 @@ class Bridge:
             base_amount, quote_amount = int(trade["masterIn"]), int(trade["masterOut"])
         else:
             return None
-        if base_amount == 0:
+        if base_amount == 0 or quote_amount == 0:
+            # No price: the master's part rounds down to nothing on a dust trade, and a price
+            # of 0 would value every follower's position at nothing.
             return None
         price = (Decimal(quote_amount) / 10**quote.decimals) / (
             Decimal(base_amount) / 10**base.decimals

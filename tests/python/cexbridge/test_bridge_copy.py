@@ -181,6 +181,37 @@ def test_partial_fills_are_followed_to_the_end_and_an_exchange_down_pauses_then_
         assert ("GET", "/api/v5/account/config", 200) in stands["okx"].requests
 
 
+def test_a_sale_for_nothing_is_not_copied_and_stops_no_worker(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # The master's part of a sale rounds down (masterOut = amountOut * masterIn / totalIn): a
+    # dust sale can bring the master nothing, a price of 0. Dividing by it stopped the worker
+    # on that trade (for every follower, again at each restart), and a mark of 0 would value
+    # the followers' positions at nothing (a stop-loss fired by a dust sale).
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("binance",)) as stands:
+        settings = settings_for(stands, redis_url)
+        (f,) = add_followers(engine, ring, stands, 1, stop_loss_bps=2000)
+        publish(
+            redis_url,
+            "test",
+            [
+                ("100-1", trade(100, "buy", 1000, 0.5, 0.1)),
+                ("101-0", trade(101, "sell", 0, 1e-18, 1e-6)),  # 1 wei for 0 USDC
+                ("102-0", trade(102, "sell", 666.4, 0.3332, 1 / 3)),
+            ],
+        )
+        run_bridge(settings, engine, ring, 3)
+        rows = orders(engine)
+        assert sorted((r["trade"], r["side"], r["status"]) for r in rows) == [
+            ("100-1", "buy", "filled"),
+            ("102-0", "sell", "filled"),
+        ]
+        book = follows(engine)[f.follow_id]
+        assert book["status"] == "active" and Decimal(book["marks"]["ETH/USDT"]) == 2000
+
+
 def test_a_worker_killed_mid_dispatch_loses_and_doubles_nothing(
     tmp_path: Path, redis_url: str
 ) -> None:
