@@ -24,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -57,6 +57,9 @@ LIMITER_WAIT = 5.0
 # The largest allocation, in quote: the bridge's books round amounts to cents in decimals of 28
 # digits, which a larger one would overflow (every follower of the master's trade stopped).
 MAX_ALLOCATION = Decimal(10) ** 15
+
+# A key's id, within what its column holds (an integer of 4 bytes on PostgreSQL).
+KeyId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the key's id")]
 
 keys = APIRouter(prefix="/account", tags=["exchange keys"], responses=RESPONSES)
 drag = APIRouter(tags=["exchange keys"], responses=PROBLEM_RESPONSES)
@@ -583,7 +586,7 @@ def list_keys(me: SignedIn, request: Request) -> KeyList:
 
 @keys.put("/exchange-keys/{key_id}", response_model=KeyOut)
 async def rotate_key(
-    key_id: int, body: KeyCredentials, me: SignedIn, request: Request, totp: TotpHeader = None
+    key_id: KeyId, body: KeyCredentials, me: SignedIn, request: Request, totp: TotpHeader = None
 ) -> KeyOut:
     """Replaces a key by a new one of the same exchange account (needs the Tandem-TOTP
     header): checked on the exchange as a new key is, then sealed in place of the old one;
@@ -685,7 +688,7 @@ def _same_account(exchange: str, previous: str | None, new: str) -> None:
 
 
 @keys.delete("/exchange-keys/{key_id}", status_code=204)
-def delete_key(key_id: int, me: SignedIn, request: Request) -> Response:
+def delete_key(key_id: KeyId, me: SignedIn, request: Request) -> Response:
     """Deletes a key: its sealed secret is wiped and its follows copy nothing more (orders
     already sent are followed to their fills; positions stay on the exchange, yours)."""
     with _engine(request).begin() as conn:

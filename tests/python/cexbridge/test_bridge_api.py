@@ -568,3 +568,18 @@ def test_a_drag_cursor_with_a_key_of_another_shape_is_an_invalid_cursor(world: W
         assert "not a cursor this API gave" in body["detail"]
     # A cursor of the shape given is taken.
     assert ivy.get("/v1/account/drag", params={"cursor": cursor([1.5, "c"])}).status_code == 200
+
+
+def test_a_key_id_beyond_what_the_column_holds_is_an_invalid_request(world: World) -> None:
+    # Bound into the query as it came, an id past 64 bits overflowed the driver (a 500).
+    jo = world.client("jo")
+    totp = enrol(jo)
+    for key_id in ["99999999999999999999", str(2**31), "0", "-1"]:
+        problem(jo.delete(f"/v1/account/exchange-keys/{key_id}"), 422, "invalid-request")
+        rotated = jo.put(
+            f"/v1/account/exchange-keys/{key_id}",
+            json={"api_key": "bybit-jo-1", "secret": "bybit-secret-j1"},
+            headers={"Tandem-TOTP": totp.now()},
+        )
+        problem(rotated, 422, "invalid-request")
+    problem(jo.delete("/v1/account/exchange-keys/2147483647"), 404, "not-found")
