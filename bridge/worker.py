@@ -499,9 +499,14 @@ class Bridge:
     def _precise(self, exchange: str, symbol: str, amount: Decimal) -> Decimal:
         if amount <= 0:
             return ZERO
+        import ccxt.async_support as ccxt
+
         ex = self.markets[exchange]["__client__"]
-        # Decimal text in, not a float: a float of 28 digits can round up past a step.
-        return Decimal(ex.amount_to_precision(symbol, str(amount)))
+        try:
+            # Decimal text in, not a float: a float of 28 digits can round up past a step.
+            return Decimal(ex.amount_to_precision(symbol, str(amount)))
+        except ccxt.InvalidOrder:  # under the market's step: nothing of it can be sent
+            return ZERO
 
     async def _ensure_markets(self, names: Iterable[str]) -> None:
         for name in names:

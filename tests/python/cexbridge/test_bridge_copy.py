@@ -181,6 +181,37 @@ def test_partial_fills_are_followed_to_the_end_and_an_exchange_down_pauses_then_
         assert ("GET", "/api/v5/account/config", 200) in stands["okx"].requests
 
 
+def test_a_sale_under_the_markets_step_is_skipped_and_stops_no_worker(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # The master sells 0.1% of the position: a follower holding 0.05 ETH would sell 0.00005,
+    # which ccxt truncates to 0 at the 0.0001 step and refuses (InvalidOrder) as it sizes the
+    # order. Raised in the decision, it stopped the worker on that trade, for every follower.
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins() as stands:
+        settings = settings_for(stands, redis_url)
+        fs = add_followers(engine, ring, stands, 4)
+        publish(
+            redis_url,
+            "test",
+            [
+                ("100-1", trade(100, "buy", 1000, 0.5, 0.1)),
+                ("101-0", trade(101, "sell", 1.0, 0.0005, 0.001)),
+                ("102-0", trade(102, "sell", 333.2, 0.1666, 1 / 3)),
+            ],
+        )
+        run_bridge(settings, engine, ring, 3)
+        by = {(r["follow_id"], r["trade"]): r for r in orders(engine)}
+        for f in fs:
+            small, next_sale = by[(f.follow_id, "101-0")], by[(f.follow_id, "102-0")]
+            assert small["status"] == "skipped" and Decimal(small["size"]) == 0, f.exchange
+            assert "below the minimum amount" in small["reason"]
+            assert next_sale["status"] == "filled" and Decimal(next_sale["size"]) == Decimal(
+                "0.0166"
+            )
+
+
 def test_a_sale_for_nothing_is_not_copied_and_stops_no_worker(
     tmp_path: Path, redis_url: str
 ) -> None:
