@@ -243,6 +243,33 @@ def test_a_sale_for_nothing_is_not_copied_and_stops_no_worker(
         assert book["status"] == "active" and Decimal(book["marks"]["ETH/USDT"]) == 2000
 
 
+def test_a_dust_trade_marks_no_position_so_fires_no_limit(tmp_path: Path, redis_url: str) -> None:
+    # 9.9e8 wei (0.00198 USDC at 2,000) sold for 1 unit of USDC, the rest rounded away: a
+    # price of about 1,010. As a mark it valued the follower's 0.05 ETH at half, under the 2%
+    # stop-loss, and the bridge sold the whole position at the exchange.
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("binance",)) as stands:
+        settings = settings_for(stands, redis_url)
+        (f,) = add_followers(engine, ring, stands, 1, stop_loss_bps=200)
+        publish(
+            redis_url,
+            "test",
+            [
+                ("100-1", trade(100, "buy", 1000, 0.5, 0.1)),
+                ("101-0", trade(101, "sell", 0.000001, 9.9e-10, 1e-6)),
+                ("102-0", trade(102, "sell", 333.2, 0.1666, 1 / 3)),
+            ],
+        )
+        run_bridge(settings, engine, ring, 3)
+        rows = {r["trade"]: r for r in orders(engine)}
+        assert rows["101-0"]["kind"] == "copy" and rows["101-0"]["status"] == "skipped"
+        assert rows["102-0"]["kind"] == "copy" and rows["102-0"]["status"] == "filled"
+        assert Decimal(rows["102-0"]["size"]) == Decimal("0.0166")
+        book = follows(engine)[f.follow_id]
+        assert book["status"] == "active" and Decimal(book["marks"]["ETH/USDT"]) == 2000
+
+
 def test_a_worker_killed_mid_dispatch_loses_and_doubles_nothing(
     tmp_path: Path, redis_url: str
 ) -> None:
