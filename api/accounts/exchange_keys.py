@@ -54,6 +54,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 # The longest a registration waits for the shared rate limiter before answering 503.
 LIMITER_WAIT = 5.0
+# The most of an exchange's IP weight the key checks take together: anyone signed in may ask
+# for them, again and again (a refused key spends no code), and the rest is the workers'.
+API_SHARE = 0.25
 # The largest allocation, in quote: the bridge's books round amounts to cents in decimals of 28
 # digits, which a larger one would overflow (every follower of the master's trade stopped).
 MAX_ALLOCATION = Decimal(10) ** 15
@@ -306,7 +309,12 @@ async def _probe(
             async def before(request: str) -> None:
                 if limiter is not None:
                     await limiter.acquire(
-                        exchange, creds.api_key, False, request=request, max_wait=LIMITER_WAIT
+                        exchange,
+                        creds.api_key,
+                        False,
+                        request=request,
+                        max_wait=LIMITER_WAIT,
+                        share=API_SHARE,
                     )
 
             perms, account_id = await exchanges.read_key(ex, before)

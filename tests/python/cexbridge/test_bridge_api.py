@@ -583,3 +583,34 @@ def test_a_key_id_beyond_what_the_column_holds_is_an_invalid_request(world: Worl
         )
         problem(rotated, 422, "invalid-request")
     problem(jo.delete("/v1/account/exchange-keys/2147483647"), 404, "not-found")
+
+
+def test_key_checks_take_at_most_their_share_of_an_exchange_s_weight(world: World) -> None:
+    import redis
+
+    from api.accounts.exchange_keys import API_SHARE
+    from bridge.limiter import MARGIN
+
+    # A key that can withdraw is refused after the permissions, the account and the markets
+    # (41 of Binance's weight), and the code stays unspent: one address asking again and again
+    # took the weight the workers' orders wait for, the whole of every window.
+    binance = world.stands["binance"]
+    binance.add_account("bn-kim-w", "bn-secret-kw", can_withdraw=True)
+    kim = world.client("kim")
+    code = {"Tandem-TOTP": enrol(kim).now()}
+    body = key_body("binance", "bn-kim-w", "bn-secret-kw")
+    r = redis.Redis.from_url(world.redis_url, decode_responses=True)
+    share = int(6_000 * MARGIN * API_SHARE)
+    if time.time() % 60 > 45:  # all in one of Binance's minutes
+        time.sleep(61 - time.time() % 60)
+    statuses = []
+    for _ in range(share // 41 + 3):
+        answer = kim.post("/v1/account/exchange-keys", json=body, headers=code)
+        statuses.append(answer.status_code)
+        if answer.status_code == 503:
+            problem(answer, 503, "exchange-busy")
+            break
+    assert statuses[-1] == 503 and set(statuses[:-1]) <= {422}
+    windows = r.keys("test:bridge:limit:binance:share:*")
+    assert windows and all(int(r.get(k) or 0) <= share for k in windows)
+    r.close()
