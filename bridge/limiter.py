@@ -157,10 +157,14 @@ class Limiter:
         *,
         request: str | None = None,
         max_wait: float | None = None,
+        share: float | None = None,
     ) -> None:
         """Wait until one request (an order when ``order``; else an order's query, or the
         ``request`` so named in the limits' weights) may go to ``exchange`` for ``account``,
-        and charge it. With ``max_wait``, a longer wait raises ``Busy`` and charges nothing."""
+        and charge it. With ``max_wait``, a longer wait raises ``Busy`` and charges nothing.
+        With ``share``, the request is first charged to a window of its own holding that share
+        of the IP's weight: such callers together (the API's key checks, which anyone signed in
+        may ask for) never take more of it, whatever the workers' orders need."""
         limits = self.limits[exchange]
         ip_cap = int(limits.ip.capacity * MARGIN)
         acct_cap = max(1, int(limits.orders.capacity * MARGIN))
@@ -168,21 +172,26 @@ class Limiter:
             weight = limits.order_weight
         else:
             weight = limits.weights.get(request or "", limits.query_weight)
+        ip_ms = int(limits.ip.seconds * 1000)
+        keys = self._keys(exchange, account)
+        if share is not None:
+            own = [f"{self.prefix}:{exchange}:share", keys[1], keys[2], keys[3]]
+            cap = max(1, int(ip_cap * share))
+            await self._charge(exchange, own, [weight, cap, ip_ms, 0, 1, 1], max_wait)
+        await self._charge(
+            exchange,
+            keys,
+            [weight, ip_cap, ip_ms, 1 if order else 0, acct_cap, int(limits.orders.seconds * 1000)],
+            max_wait,
+        )
+
+    async def _charge(
+        self, exchange: str, keys: list[str], args: list[int], max_wait: float | None
+    ) -> None:
         while True:
             async with self._gate:
                 now = int(time.time() * 1000)
-                answer = await self._take(
-                    keys=self._keys(exchange, account),
-                    args=[
-                        now,
-                        weight,
-                        ip_cap,
-                        int(limits.ip.seconds * 1000),
-                        1 if order else 0,
-                        acct_cap,
-                        int(limits.orders.seconds * 1000),
-                    ],
-                )
+                answer = await self._take(keys=keys, args=[now, *args])
             wait = int(answer)
             if wait <= 0:
                 return

@@ -60,6 +60,9 @@ from tandem.envelope import Keyring, Sealed
 log = logging.getLogger("tandem.bridge")
 
 ZERO = Decimal(0)
+# The fewest token units on each side of a master trade for its price to mark the followers'
+# positions: a unit of rounding is then a basis point at most.
+PRICED_UNITS = 10_000
 
 
 def client_order_id(trade_id: str, follow_id: int) -> str:
@@ -275,9 +278,10 @@ class Bridge:
 
     # --- one trade
 
-    def _plan(self, trade: dict[str, Any]) -> tuple[str, str, Decimal] | None:
-        """(side, asset token, master's price in quote per base), or None when the bridge
-        does not copy this trade (a rotation between two tokens, an unmapped token)."""
+    def _plan(self, trade: dict[str, Any]) -> tuple[str, str, Decimal, bool] | None:
+        """(side, asset token, master's price in quote per base, whether the price marks the
+        followers' positions), or None when the bridge does not copy this trade (a rotation
+        between two tokens, an unmapped token)."""
         assets = self.settings.assets
         tin, tout = trade["tokenIn"].lower(), trade["tokenOut"].lower()
         a_in, a_out = assets.get(tin), assets.get(tout)
@@ -291,12 +295,17 @@ class Bridge:
             base_amount, quote_amount = int(trade["masterIn"]), int(trade["masterOut"])
         else:
             return None
-        if base_amount == 0:
+        if base_amount == 0 or quote_amount == 0:
+            # No price: the master's part rounds down to nothing on a dust trade, and a price
+            # of 0 would value every follower's position at nothing.
             return None
         price = (Decimal(quote_amount) / 10**quote.decimals) / (
             Decimal(base_amount) / 10**base.decimals
         )
-        return side, token, price
+        # A dust trade's price is off by its rounding (the master's part rounds down, a pool's
+        # fee rounds up: 1 unit of 2 is half): copied, but it marks no position, or a master
+        # could value the followers' positions at will and fire their limits' exits.
+        return side, token, price, min(base_amount, quote_amount) >= PRICED_UNITS
 
     async def handle(self, entry_id: str, trade: dict[str, Any]) -> None:
         known_at = time.time()
@@ -305,7 +314,7 @@ class Bridge:
         if planned is None:
             log.info("trade %s is not copied to exchanges (no mapped market)", entry_id)
             return
-        side, token, price = planned
+        side, token, price, priced = planned
         defaults: dict[str, str] = {
             str(k): v for k, v in self.settings.assets[token].markets.items()
         }
@@ -318,7 +327,9 @@ class Bridge:
         if follows:
             context = await self.contexts.context(trade, side, int(entry_id.split("-")[1]))
             await self._ensure_markets({f["exchange"] for f in follows})
-            self._decide(entry_id, trade, follows, side, token, defaults, price, context, known_at)
+            self._decide(
+                entry_id, trade, follows, side, token, defaults, price, context, known_at, priced
+            )
             rows = self._existing(entry_id)
         todo = [r for r in rows.values() if r["status"] in {"planned", "sending", "acked"}]
         if not todo:
@@ -378,6 +389,7 @@ class Bridge:
         price: Decimal,
         context: Context,
         known_at: float,
+        priced: bool = True,
     ) -> None:
         """One row per follow and the follows' books, all in one transaction, before anything
         is sent. Rows to send are written ``sending``: should this worker die, the one taking
@@ -387,7 +399,7 @@ class Bridge:
         for f in follows:
             symbol = _symbol(f, token, defaults)
             assert symbol is not None
-            d = self._decide_one(f, side, symbol, price, context.fraction)
+            d = self._decide_one(f, side, symbol, price, context.fraction, priced)
             rows.append(
                 {
                     "client_id": client_order_id(trade_id, f["id"]),
@@ -436,10 +448,16 @@ class Bridge:
             )
 
     def _decide_one(
-        self, f: dict[str, Any], side: str, symbol: str, price: Decimal, fraction: Decimal
+        self,
+        f: dict[str, Any],
+        side: str,
+        symbol: str,
+        price: Decimal,
+        fraction: Decimal,
+        priced: bool = True,
     ) -> Decision:
         carry = dict(f["carry"] or {})
-        marks = {**(f["marks"] or {}), symbol: str(price)}
+        marks = {**(f["marks"] or {}), **({symbol: str(price)} if priced else {})}
         positions = f["positions"] or {}
         held = Decimal(positions.get(symbol, "0"))
         equity = Decimal(f["cash"]) + sum(
@@ -497,9 +515,14 @@ class Bridge:
     def _precise(self, exchange: str, symbol: str, amount: Decimal) -> Decimal:
         if amount <= 0:
             return ZERO
+        import ccxt.async_support as ccxt
+
         ex = self.markets[exchange]["__client__"]
-        # Decimal text in, not a float: a float of 28 digits can round up past a step.
-        return Decimal(ex.amount_to_precision(symbol, str(amount)))
+        try:
+            # Decimal text in, not a float: a float of 28 digits can round up past a step.
+            return Decimal(ex.amount_to_precision(symbol, str(amount)))
+        except ccxt.InvalidOrder:  # under the market's step: nothing of it can be sent
+            return ZERO
 
     async def _ensure_markets(self, names: Iterable[str]) -> None:
         for name in names:

@@ -123,8 +123,24 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() in {"true", "1"}
 
 
+def _garbled(exchange: str, what: str) -> ExchangeAnswerError:
+    return ExchangeAnswerError(
+        f"{exchange} answered {what} in a shape it does not send", "try again in a minute"
+    )
+
+
 def parse_permissions(exchange: str, answer: Any) -> Permissions:
-    """The permissions in an exchange's own answer (see the module's docstring)."""
+    """The permissions in an exchange's own answer (see the module's docstring); an answer of
+    another shape (a proxy's page, say) is an ``ExchangeAnswerError``."""
+    if exchange not in EXCHANGES:
+        raise ValueError(f"unknown exchange {exchange!r}")
+    try:
+        return _permissions(exchange, answer)
+    except (AttributeError, TypeError, KeyError, IndexError):
+        raise _garbled(exchange, "the permission check") from None
+
+
+def _permissions(exchange: str, answer: Any) -> Permissions:
     if exchange == "binance":
         return Permissions(
             can_trade=_truthy(answer.get("enableSpotAndMarginTrading")),
@@ -143,30 +159,39 @@ def parse_permissions(exchange: str, answer: Any) -> Permissions:
         ips = [ip for ip in result.get("ips") or [] if ip and ip != "*"]
         trade = "SpotTrade" in spot and not _truthy(result.get("readOnly"))
         return Permissions(trade, "Withdraw" in wallet, bool(ips))
-    if exchange == "bitget":
-        data = answer.get("data") or {}
-        authorities = {str(a).lower() for a in data.get("authorities") or []}
-        return Permissions("trade" in authorities, "withdraw" in authorities, bool(data.get("ips")))
-    raise ValueError(f"unknown exchange {exchange!r}")
+    data = answer.get("data") or {}  # bitget
+    authorities = {str(a).lower() for a in data.get("authorities") or []}
+    return Permissions("trade" in authorities, "withdraw" in authorities, bool(data.get("ips")))
 
 
 def parse_account_id(exchange: str, answer: Any) -> str:
     """The exchange account's id in an exchange's own answer (see the module's docstring)."""
+    if exchange not in EXCHANGES:
+        raise ValueError(f"unknown exchange {exchange!r}")
+    try:
+        found = _account_id(exchange, answer)
+    except (AttributeError, TypeError, KeyError, IndexError):
+        raise _garbled(exchange, "the account check") from None
+    if found in (None, "", 0, "0"):
+        raise ExchangeAnswerError(
+            f"{exchange} did not say which account the key belongs to", "try again in a minute"
+        )
+    # An id as exchanges give them, within what bridge_keys.account_id keeps (64 characters).
+    if isinstance(found, bool) or not isinstance(found, str | int) or len(str(found)) > 64:
+        raise _garbled(exchange, "the account check")
+    return str(found)
+
+
+def _account_id(exchange: str, answer: Any) -> Any:
     if exchange == "binance":
         found = answer.get("uid")
     elif exchange == "okx":
         found = (answer.get("data") or [{}])[0].get("uid")
     elif exchange == "bybit":
         found = (answer.get("result") or {}).get("userID")
-    elif exchange == "bitget":
-        found = (answer.get("data") or {}).get("userId")
     else:
-        raise ValueError(f"unknown exchange {exchange!r}")
-    if found in (None, "", 0, "0"):
-        raise ExchangeAnswerError(
-            f"{exchange} did not say which account the key belongs to", "try again in a minute"
-        )
-    return str(found)
+        found = (answer.get("data") or {}).get("userId")
+    return found
 
 
 # Called before each request with its name (``permissions``, ``account``): a rate limiter.

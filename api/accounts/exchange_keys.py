@@ -15,6 +15,7 @@ alone (it only takes power away) and wipes the sealed secret."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -53,6 +54,15 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 # The longest a registration waits for the shared rate limiter before answering 503.
 LIMITER_WAIT = 5.0
+# The most of an exchange's IP weight the key checks take together: anyone signed in may ask
+# for them, again and again (a refused key spends no code), and the rest is the workers'.
+API_SHARE = 0.25
+# The largest allocation, in quote: the bridge's books round amounts to cents in decimals of 28
+# digits, which a larger one would overflow (every follower of the master's trade stopped).
+MAX_ALLOCATION = Decimal(10) ** 15
+
+# A key's id, within what its column holds (an integer of 4 bytes on PostgreSQL).
+KeyId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the key's id")]
 
 keys = APIRouter(prefix="/account", tags=["exchange keys"], responses=RESPONSES)
 drag = APIRouter(tags=["exchange keys"], responses=PROBLEM_RESPONSES)
@@ -67,6 +77,16 @@ class KeyCredentials(BaseModel):
     passphrase: SecretStr | None = Field(
         default=None, max_length=128, description="OKX and Bitget keys have one"
     )
+
+    @field_validator("api_key", "secret", "passphrase")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        # The key and passphrase travel in request headers, where a control character is
+        # refused by the HTTP client (a 500 here, before the exchange was asked).
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is not None and any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+            raise ValueError("holds a control character (a line break?): copy it again")
+        return value
 
 
 class FollowIn(BaseModel):
@@ -99,6 +119,8 @@ class FollowIn(BaseModel):
             raise ValueError("not a decimal number, e.g. 1000 or 250.5") from None
         if not amount.is_finite() or amount <= 0:
             raise ValueError("must be more than 0")
+        if amount > MAX_ALLOCATION:
+            raise ValueError(f"must be at most {MAX_ALLOCATION:,}")
         return str(amount)
 
     @field_validator("symbols")
@@ -287,7 +309,12 @@ async def _probe(
             async def before(request: str) -> None:
                 if limiter is not None:
                     await limiter.acquire(
-                        exchange, creds.api_key, False, request=request, max_wait=LIMITER_WAIT
+                        exchange,
+                        creds.api_key,
+                        False,
+                        request=request,
+                        max_wait=LIMITER_WAIT,
+                        share=API_SHARE,
                     )
 
             perms, account_id = await exchanges.read_key(ex, before)
@@ -567,7 +594,7 @@ def list_keys(me: SignedIn, request: Request) -> KeyList:
 
 @keys.put("/exchange-keys/{key_id}", response_model=KeyOut)
 async def rotate_key(
-    key_id: int, body: KeyCredentials, me: SignedIn, request: Request, totp: TotpHeader = None
+    key_id: KeyId, body: KeyCredentials, me: SignedIn, request: Request, totp: TotpHeader = None
 ) -> KeyOut:
     """Replaces a key by a new one of the same exchange account (needs the Tandem-TOTP
     header): checked on the exchange as a new key is, then sealed in place of the old one;
@@ -669,7 +696,7 @@ def _same_account(exchange: str, previous: str | None, new: str) -> None:
 
 
 @keys.delete("/exchange-keys/{key_id}", status_code=204)
-def delete_key(key_id: int, me: SignedIn, request: Request) -> Response:
+def delete_key(key_id: KeyId, me: SignedIn, request: Request) -> Response:
     """Deletes a key: its sealed secret is wiped and its follows copy nothing more (orders
     already sent are followed to their fills; positions stay on the exchange, yours)."""
     with _engine(request).begin() as conn:
@@ -764,7 +791,17 @@ def my_drag(
     o = t.orders
     q = select(o).where(o.c.address == me.address)
     if cursor is not None:
-        known, cid = cursors.decode(cursor, query)
+        key = cursors.decode(cursor, query)
+        # A cursor is not signed: its key is checked to be of the shape given.
+        if not (
+            len(key) == 2
+            and isinstance(key[0], int | float)
+            and not isinstance(key[0], bool)
+            and math.isfinite(key[0])
+            and isinstance(key[1], str)
+        ):
+            raise cursors.invalid_key()
+        known, cid = float(key[0]), key[1]
         q = q.where((o.c.known_at < known) | ((o.c.known_at == known) & (o.c.client_id > cid)))
     with _engine(request).connect() as conn:
         rows = conn.execute(q.order_by(o.c.known_at.desc(), o.c.client_id).limit(limit + 1)).all()

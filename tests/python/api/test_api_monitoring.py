@@ -54,3 +54,34 @@ def test_requests_are_counted_by_route_template_and_status_failures_too() -> Non
         metrics.registry.get_sample_value("tandem_api_request_seconds_count", {"route": "/stream"})
         is None
     )
+
+
+def test_methods_outside_http_s_own_are_counted_as_one_series() -> None:
+    # The method is the client's to choose: each made-up one became a series of its own, kept
+    # for the process's life (memory, and the size of every scrape, grew as a client asked).
+    app = FastAPI()
+    metrics = monitoring.Metrics()
+    monitoring.install(app, metrics)
+
+    @app.get("/masters")
+    def masters() -> list[str]:
+        return []
+
+    with TestClient(app) as client:
+        for n in range(50):
+            assert client.request(f"BREW{n}", "/masters").status_code == 405
+            assert client.request(f"BREW{n}", "/nowhere").status_code == 404
+        assert client.get("/masters").status_code == 200
+        assert client.options("/masters").status_code == 405
+
+    methods = {
+        sample.labels["method"]
+        for family in metrics.registry.collect()
+        if family.name == "tandem_api_requests"
+        for sample in family.samples
+    }
+    assert methods == {"GET", "OPTIONS", "other"}
+    value = metrics.registry.get_sample_value(
+        "tandem_api_requests_total", {"method": "other", "route": "/masters", "status": "405"}
+    )
+    assert value == 50

@@ -482,3 +482,135 @@ def test_registration_asks_the_exchange_through_the_shared_limiter(world: World)
     ]
     assert charged_since(was) == weight == 41
     r.close()
+
+
+def test_a_key_or_passphrase_holding_a_control_character_is_refused_as_invalid(
+    world: World,
+) -> None:
+    # They travel in request headers, which the HTTP client refuses to write with a line break
+    # in them: refused as the request's fault, before the code is checked or the exchange asked.
+    okx = world.stands["okx"]
+    okx.add_account("okx-gina-1", "okx-secret-g1", "okx-pass-g1")
+    gina = world.client("gina")
+    totp = enrol(gina)
+    asked = len(okx.requests)
+    for api_key, passphrase in [
+        ("okx-gina-1\r\nX-Injected: 1", "okx-pass-g1"),
+        ("okx-gina-1", "okx-pass-g1\n"),
+        ("okx-gina-1\x00", "okx-pass-g1"),
+    ]:
+        body = problem(
+            gina.post(
+                "/v1/account/exchange-keys",
+                json=key_body("okx", api_key, "okx-secret-g1", passphrase),
+                headers={"Tandem-TOTP": totp.now()},
+            ),
+            422,
+            "invalid-request",
+        )
+        assert "control character" in body["detail"] and "okx-pass-g1" not in body["detail"]
+    assert len(okx.requests) == asked
+    code = {"Tandem-TOTP": totp.now()}
+    made = gina.post(
+        "/v1/account/exchange-keys",
+        json=key_body("okx", "okx-gina-1", "okx-secret-g1", "okx-pass-g1"),
+        headers=code,
+    )
+    assert made.status_code == 201, made.text  # the code was not spent by the refusals
+    rotated = gina.put(
+        f"/v1/account/exchange-keys/{made.json()['id']}",
+        json={"api_key": "okx-gina-2", "secret": "okx-secret-g2", "passphrase": "p\r\nX: y"},
+        headers={"Tandem-TOTP": totp.at(time.time() + 30)},
+    )
+    problem(rotated, 422, "invalid-request")
+
+
+def test_an_allocation_beyond_what_the_books_can_round_is_refused(world: World) -> None:
+    # The bridge rounds a buy's spend to cents in 28-digit decimals: an allocation of 10^30
+    # would make it raise for the master's next trade, for every follower of it at once.
+    bybit = world.stands["bybit"]
+    bybit.add_account("bybit-hugo-1", "bybit-secret-h1")
+    hugo = world.client("hugo")
+    code = {"Tandem-TOTP": enrol(hugo).now()}
+    for allocation in ["1e30", "1000000000000000.01", "9" * 40]:
+        body = problem(
+            hugo.post(
+                "/v1/account/exchange-keys",
+                json=key_body("bybit", "bybit-hugo-1", "bybit-secret-h1", allocation=allocation),
+                headers=code,
+            ),
+            422,
+            "invalid-request",
+        )
+        assert "follow.allocation" in body["detail"] and "at most" in body["detail"]
+    made = hugo.post(
+        "/v1/account/exchange-keys",
+        json=key_body("bybit", "bybit-hugo-1", "bybit-secret-h1", allocation="1e15"),
+        headers=code,
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["follows"][0]["allocation"] == "1E+15"
+
+
+def test_a_drag_cursor_with_a_key_of_another_shape_is_an_invalid_cursor(world: World) -> None:
+    import base64
+
+    ivy = world.client("ivy")
+
+    def cursor(key: Any) -> str:
+        text = json.dumps({"q": ["drag", 100], "k": key})
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    for key in [[1, "a", 3], [1], [{"a": 1}, "c"], [[1], "c"], [1.5, 7], [True, "c"], [1e400, "c"]]:
+        body = problem(
+            ivy.get("/v1/account/drag", params={"cursor": cursor(key)}), 400, "invalid-cursor"
+        )
+        assert "not a cursor this API gave" in body["detail"]
+    # A cursor of the shape given is taken.
+    assert ivy.get("/v1/account/drag", params={"cursor": cursor([1.5, "c"])}).status_code == 200
+
+
+def test_a_key_id_beyond_what_the_column_holds_is_an_invalid_request(world: World) -> None:
+    # Bound into the query as it came, an id past 64 bits overflowed the driver (a 500).
+    jo = world.client("jo")
+    totp = enrol(jo)
+    for key_id in ["99999999999999999999", str(2**31), "0", "-1"]:
+        problem(jo.delete(f"/v1/account/exchange-keys/{key_id}"), 422, "invalid-request")
+        rotated = jo.put(
+            f"/v1/account/exchange-keys/{key_id}",
+            json={"api_key": "bybit-jo-1", "secret": "bybit-secret-j1"},
+            headers={"Tandem-TOTP": totp.now()},
+        )
+        problem(rotated, 422, "invalid-request")
+    problem(jo.delete("/v1/account/exchange-keys/2147483647"), 404, "not-found")
+
+
+def test_key_checks_take_at_most_their_share_of_an_exchange_s_weight(world: World) -> None:
+    import redis
+
+    from api.accounts.exchange_keys import API_SHARE
+    from bridge.limiter import MARGIN
+
+    # A key that can withdraw is refused after the permissions, the account and the markets
+    # (41 of Binance's weight), and the code stays unspent: one address asking again and again
+    # took the weight the workers' orders wait for, the whole of every window.
+    binance = world.stands["binance"]
+    binance.add_account("bn-kim-w", "bn-secret-kw", can_withdraw=True)
+    kim = world.client("kim")
+    code = {"Tandem-TOTP": enrol(kim).now()}
+    body = key_body("binance", "bn-kim-w", "bn-secret-kw")
+    r = redis.Redis.from_url(world.redis_url, decode_responses=True)
+    share = int(6_000 * MARGIN * API_SHARE)
+    if time.time() % 60 > 45:  # all in one of Binance's minutes
+        time.sleep(61 - time.time() % 60)
+    statuses = []
+    for _ in range(share // 41 + 3):
+        answer = kim.post("/v1/account/exchange-keys", json=body, headers=code)
+        statuses.append(answer.status_code)
+        if answer.status_code == 503:
+            problem(answer, 503, "exchange-busy")
+            break
+    assert statuses[-1] == 503 and set(statuses[:-1]) <= {422}
+    windows = r.keys("test:bridge:limit:binance:share:*")
+    assert windows and all(int(r.get(k) or 0) <= share for k in windows)
+    r.close()

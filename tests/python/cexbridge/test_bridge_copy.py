@@ -181,6 +181,95 @@ def test_partial_fills_are_followed_to_the_end_and_an_exchange_down_pauses_then_
         assert ("GET", "/api/v5/account/config", 200) in stands["okx"].requests
 
 
+def test_a_sale_under_the_markets_step_is_skipped_and_stops_no_worker(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # The master sells 0.1% of the position: a follower holding 0.05 ETH would sell 0.00005,
+    # which ccxt truncates to 0 at the 0.0001 step and refuses (InvalidOrder) as it sizes the
+    # order. Raised in the decision, it stopped the worker on that trade, for every follower.
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins() as stands:
+        settings = settings_for(stands, redis_url)
+        fs = add_followers(engine, ring, stands, 4)
+        publish(
+            redis_url,
+            "test",
+            [
+                ("100-1", trade(100, "buy", 1000, 0.5, 0.1)),
+                ("101-0", trade(101, "sell", 1.0, 0.0005, 0.001)),
+                ("102-0", trade(102, "sell", 333.2, 0.1666, 1 / 3)),
+            ],
+        )
+        run_bridge(settings, engine, ring, 3)
+        by = {(r["follow_id"], r["trade"]): r for r in orders(engine)}
+        for f in fs:
+            small, next_sale = by[(f.follow_id, "101-0")], by[(f.follow_id, "102-0")]
+            assert small["status"] == "skipped" and Decimal(small["size"]) == 0, f.exchange
+            assert "below the minimum amount" in small["reason"]
+            assert next_sale["status"] == "filled" and Decimal(next_sale["size"]) == Decimal(
+                "0.0166"
+            )
+
+
+def test_a_sale_for_nothing_is_not_copied_and_stops_no_worker(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # The master's part of a sale rounds down (masterOut = amountOut * masterIn / totalIn): a
+    # dust sale can bring the master nothing, a price of 0. Dividing by it stopped the worker
+    # on that trade (for every follower, again at each restart), and a mark of 0 would value
+    # the followers' positions at nothing (a stop-loss fired by a dust sale).
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("binance",)) as stands:
+        settings = settings_for(stands, redis_url)
+        (f,) = add_followers(engine, ring, stands, 1, stop_loss_bps=2000)
+        publish(
+            redis_url,
+            "test",
+            [
+                ("100-1", trade(100, "buy", 1000, 0.5, 0.1)),
+                ("101-0", trade(101, "sell", 0, 1e-18, 1e-6)),  # 1 wei for 0 USDC
+                ("102-0", trade(102, "sell", 666.4, 0.3332, 1 / 3)),
+            ],
+        )
+        run_bridge(settings, engine, ring, 3)
+        rows = orders(engine)
+        assert sorted((r["trade"], r["side"], r["status"]) for r in rows) == [
+            ("100-1", "buy", "filled"),
+            ("102-0", "sell", "filled"),
+        ]
+        book = follows(engine)[f.follow_id]
+        assert book["status"] == "active" and Decimal(book["marks"]["ETH/USDT"]) == 2000
+
+
+def test_a_dust_trade_marks_no_position_so_fires_no_limit(tmp_path: Path, redis_url: str) -> None:
+    # 9.9e8 wei (0.00198 USDC at 2,000) sold for 1 unit of USDC, the rest rounded away: a
+    # price of about 1,010. As a mark it valued the follower's 0.05 ETH at half, under the 2%
+    # stop-loss, and the bridge sold the whole position at the exchange.
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("binance",)) as stands:
+        settings = settings_for(stands, redis_url)
+        (f,) = add_followers(engine, ring, stands, 1, stop_loss_bps=200)
+        publish(
+            redis_url,
+            "test",
+            [
+                ("100-1", trade(100, "buy", 1000, 0.5, 0.1)),
+                ("101-0", trade(101, "sell", 0.000001, 9.9e-10, 1e-6)),
+                ("102-0", trade(102, "sell", 333.2, 0.1666, 1 / 3)),
+            ],
+        )
+        run_bridge(settings, engine, ring, 3)
+        rows = {r["trade"]: r for r in orders(engine)}
+        assert rows["101-0"]["kind"] == "copy" and rows["101-0"]["status"] == "skipped"
+        assert rows["102-0"]["kind"] == "copy" and rows["102-0"]["status"] == "filled"
+        assert Decimal(rows["102-0"]["size"]) == Decimal("0.0166")
+        book = follows(engine)[f.follow_id]
+        assert book["status"] == "active" and Decimal(book["marks"]["ETH/USDT"]) == 2000
+
+
 def test_a_worker_killed_mid_dispatch_loses_and_doubles_nothing(
     tmp_path: Path, redis_url: str
 ) -> None:

@@ -10,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import base64
 from pathlib import Path
+from typing import Any
 
 import ccxt.async_support as ccxt
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 from sqlalchemy import select
 
 from bridge import venue
+from bridge.standins.bybit import Bybit
 from bridge.worker import Bridge, key_aad
 from tandem import exchanges
 from tandem.config import BridgeExchange
 from tandem.db import bridge as t
 from tandem.envelope import Credentials, Keyring, new_kek
-from tandem.errors import ConfigError
+from tandem.errors import ConfigError, ExchangeAnswerError
 
 from .support import (
     FixedContext,
@@ -87,6 +90,47 @@ async def key_of(
         return await exchanges.read_key(ex)
     finally:
         await ex.close()
+
+
+class GarbledBybit(Bybit):
+    """Bybit answering its key query with ``garbage`` as the result, signed and with code 0."""
+
+    garbage: Any = None
+
+    async def query_api(self, request: web.Request) -> web.Response:
+        signed = await self._signed(request)
+        return signed if isinstance(signed, web.Response) else self._ok(self.garbage)
+
+
+GARBAGE: dict[str, list[Any]] = {
+    "binance": [["enableWithdrawals"], "<html>", None],
+    "okx": [{"data": [None]}, {"data": {"perm": "trade"}}, {"data": "x"}, ["data"]],
+    "bybit": [{"result": ["x"]}, {"result": {"permissions": ["Spot"]}}, {"result": "x"}],
+    "bitget": [{"data": ["userId"]}, {"data": {"authorities": 7}}, "<html>"],
+}
+
+
+def test_an_exchange_answering_garbage_to_the_key_check_is_an_answer_error() -> None:
+    # Through ccxt from a stand-in: a result of the wrong shape, and an account id longer than
+    # any exchange's (the keys table keeps 64 characters).
+    stand = GarbledBybit()
+    stand.start()
+    try:
+        stand.add_account("garbled", "s1")
+        for garbage in [["x"], {"permissions": ["Spot"]}, "x", {"userID": "9" * 65}]:
+            stand.garbage = garbage
+            with pytest.raises(ExchangeAnswerError):
+                asyncio.run(key_of(stand.url, "bybit", "garbled", "s1", "p1"))
+    finally:
+        stand.stop()
+    # Each exchange's own answer, of shapes it never sends: what the API answers 502 for, not
+    # an exception of the parser's (a 500).
+    for name, answers in GARBAGE.items():
+        for answer in answers:
+            with pytest.raises(ExchangeAnswerError):
+                exchanges.parse_permissions(name, answer)
+            with pytest.raises(ExchangeAnswerError):
+                exchanges.parse_account_id(name, answer)
 
 
 @pytest.mark.parametrize("name", ["binance", "okx", "bybit", "bitget"])
