@@ -689,35 +689,17 @@ class Bridge:
                     raise
 
     def _apply(self, batch: list[Outcome]) -> None:
-        """Outcomes into their rows, and fills into the follows' books, in one transaction;
-        an order already ``filled`` moves no book again."""
+        """Outcomes into their rows, and fills into the follows' books, in one transaction.
+        An order's row changes only while it is not ``filled``, by one conditional ``UPDATE``,
+        and only the transaction whose update took the row books the fill: two workers that
+        both saw an order end (a trade taken over while its first worker still lives) move
+        the book once, on PostgreSQL too, where the second waits for the first's row lock and
+        then finds the row filled. The follows it books into are locked before they are read,
+        so no worker's book overwrites another's."""
         now = time.time()
-        done = [o for o in batch if o.status == "filled" and o.fill is not None]
         with self.engine.begin() as conn:
-            already = set()
-            books: dict[int, Any] = {}
-            if done:
-                already = {
-                    r.client_id
-                    for r in conn.execute(
-                        select(t.orders.c.client_id).where(
-                            t.orders.c.client_id.in_([o.row["client_id"] for o in done]),
-                            t.orders.c.status == "filled",
-                        )
-                    )
-                }
-                books = {
-                    r.id: dict(r._mapping)
-                    for r in conn.execute(
-                        select(t.follows).where(
-                            t.follows.c.id.in_({o.row["follow_id"] for o in done})
-                        )
-                    )
-                }
+            booked: list[Outcome] = []
             for o in batch:
-                cid = o.row["client_id"]
-                if cid in already:
-                    continue
                 values: dict[str, Any] = {"status": o.status, "reason": o.reason}
                 if o.sent is not None:
                     values.update(sent_at=o.sent, attempts=o.row["attempts"] + 1)
@@ -734,10 +716,28 @@ class Bridge:
                     )
                     if o.status == "filled":
                         values["filled_at"] = now
-                        book = books[o.row["follow_id"]]
-                        _book_fill(book, o.row, fill)
-                        already.add(cid)
-                conn.execute(update(t.orders).where(t.orders.c.client_id == cid).values(**values))
+                taken = conn.execute(
+                    update(t.orders)
+                    .where(t.orders.c.client_id == o.row["client_id"])
+                    .where(t.orders.c.status != "filled")
+                    .values(**values)
+                ).rowcount
+                if taken and o.status == "filled" and fill is not None:
+                    booked.append(o)
+            if not booked:
+                return
+            books = {
+                r.id: dict(r._mapping)
+                for r in conn.execute(
+                    select(t.follows)
+                    .where(t.follows.c.id.in_({o.row["follow_id"] for o in booked}))
+                    .order_by(t.follows.c.id)  # one order of locks for every worker
+                    .with_for_update()
+                )
+            }
+            for o in booked:
+                assert o.fill is not None
+                _book_fill(books[o.row["follow_id"]], o.row, o.fill)
             for follow_id, book in books.items():
                 conn.execute(
                     update(t.follows)

@@ -9,21 +9,28 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, create_engine, insert, select, text
 
-from bridge.worker import Bridge, client_order_id
+from bridge.venue import Fill
+from bridge.worker import Bridge, Outcome, client_order_id
 from tandem.db import bridge as t
+from tandem.db import migrate, open_engine
 
 from .support import (
+    VAULT,
     FixedContext,
+    add_follower,
     add_followers,
     database,
     keyring,
@@ -311,3 +318,81 @@ def test_a_worker_killed_mid_dispatch_loses_and_doubles_nothing(
         assert sum(s.created for s in stands.values()) == len(fs)
         # Each follow's book moved once.
         assert all(Decimal(b["cash"]) == Decimal(900) for b in follows(engine).values())
+
+
+def test_fills_two_workers_record_at_once_both_reach_the_book(postgres: str) -> None:
+    # Two workers can record fills of one follow at once (a trade taken over while its first
+    # worker still lives, or two trades): on PostgreSQL each could read the book before the
+    # other wrote it, and the later write would lose the earlier fill.
+    url = postgres.replace("postgresql://", "postgresql+psycopg://", 1)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text('DROP DATABASE IF EXISTS "bridge_fill_race"'))
+        conn.execute(text('CREATE DATABASE "bridge_fill_race"'))
+    admin.dispose()
+    base, _, query = url.partition("?")
+    engine = open_engine(
+        f"{base.rsplit('/', 1)[0]}/bridge_fill_race" + (f"?{query}" if query else "")
+    )
+    migrate.upgrade(engine)
+    ring, _ = keyring()
+    with standins(("okx",)) as stands:
+        f = add_follower(engine, ring, stands["okx"], "0x" + "ab" * 20, Decimal(1000))
+
+    def order(client_id: str, trade: str) -> dict[str, Any]:
+        return {
+            "client_id": client_id,
+            "trade": trade,
+            "follow_id": f.follow_id,
+            "address": f.address,
+            "vault": VAULT,
+            "exchange": "okx",
+            "symbol": "ETH/USDT",
+            "side": "buy",
+            "kind": "copy",
+            "size": "100",
+            "status": "acked",
+            "known_at": time.time(),
+            "attempts": 1,
+        }
+
+    a, b = order("race-a", "1-0"), order("race-b", "2-0")
+    with engine.begin() as conn:
+        conn.execute(insert(t.orders), [a, b])
+    fill_a = Fill("o-a", "closed", Decimal("0.05"), Decimal("100"), Decimal("2000"), None)
+    fill_b = Fill("o-b", "closed", Decimal("0.015"), Decimal("30"), Decimal("2000"), None)
+
+    # The first worker has booked order a and not committed when the second books order b.
+    first = engine.connect()
+    first_tx = first.begin()
+    Bridge._apply(
+        cast(Bridge, SimpleNamespace(engine=_Shared(first))), [Outcome(a, "filled", fill_a)]
+    )
+    second = threading.Thread(
+        target=Bridge._apply,
+        args=(cast(Bridge, SimpleNamespace(engine=engine)), [Outcome(b, "filled", fill_b)]),
+    )
+    second.start()
+    second.join(1.0)
+    first_tx.commit()
+    first.close()
+    second.join(30)
+    assert not second.is_alive()
+    # The same fill recorded again later moves nothing.
+    Bridge._apply(cast(Bridge, SimpleNamespace(engine=engine)), [Outcome(a, "filled", fill_a)])
+    with engine.connect() as conn:
+        follow = conn.execute(select(t.follows).where(t.follows.c.id == f.follow_id)).one()
+    engine.dispose()
+    assert Decimal(follow.cash) == Decimal(870)  # 1,000 less both fills' 100 and 30
+    assert Decimal(follow.positions["ETH/USDT"]) == Decimal("0.065")
+
+
+class _Shared:
+    """An engine whose ``begin()`` joins a transaction already open on one connection."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    @contextmanager
+    def begin(self) -> Iterator[Any]:
+        yield self.conn
