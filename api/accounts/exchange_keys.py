@@ -60,6 +60,9 @@ API_SHARE = 0.25
 # The largest allocation, in quote: the bridge's books round amounts to cents in decimals of 28
 # digits, which a larger one would overflow (every follower of the master's trade stopped).
 MAX_ALLOCATION = Decimal(10) ** 15
+# A master's drag is summed over this many of their followers' latest orders: the route is
+# public, and its work must not grow with the master's whole history.
+MASTER_DRAG_ORDERS = 10_000
 
 # A key's id, within what its column holds (an integer of 4 bytes on PostgreSQL).
 KeyId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the key's id")]
@@ -834,9 +837,14 @@ def my_drag(
 @drag.get("/drag/masters/{vault}", response_model=MasterDrag)
 def master_drag(vault: Address, request: Request) -> MasterDrag:
     """The execution drag of every follower copying this master through the bridge, over
-    all their orders and per exchange (no follower is named)."""
+    their latest ``MASTER_DRAG_ORDERS`` orders and per exchange (no follower is named)."""
     with _engine(request).connect() as conn:
-        rows = conn.execute(select(t.orders).where(t.orders.c.vault == vault)).all()
+        rows = conn.execute(
+            select(t.orders)
+            .where(t.orders.c.vault == vault)
+            .order_by(t.orders.c.known_at.desc())
+            .limit(MASTER_DRAG_ORDERS)
+        ).all()
         known = rows or conn.execute(select(Vault.vault).where(Vault.vault == vault)).first()
     if not known:
         raise not_found(

@@ -396,3 +396,42 @@ class _Shared:
     @contextmanager
     def begin(self) -> Iterator[Any]:
         yield self.conn
+
+
+def test_a_masters_drag_sums_their_followers_latest_orders_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The route is public: what one request reads must not grow with the master's history.
+    from api.accounts import exchange_keys
+
+    monkeypatch.setattr(exchange_keys, "MASTER_DRAG_ORDERS", 3)
+    _, engine = database(tmp_path)
+    ring, _ = keyring()
+    with standins(("okx",)) as stands:
+        f = add_follower(engine, ring, stands["okx"], "0x" + "cd" * 20, Decimal(1000))
+    now = time.time()
+    rows = [
+        {
+            "client_id": f"drag-{i}",
+            "trade": f"{i}-0",
+            "follow_id": f.follow_id,
+            "address": f.address,
+            "vault": VAULT,
+            "exchange": "okx",
+            "symbol": "ETH/USDT",
+            "side": "buy",
+            "kind": "copy",
+            "size": "10",
+            # The oldest two were skipped, the latest three failed: only the latest are summed.
+            "status": "skipped" if i < 2 else "failed",
+            "known_at": now + i,
+            "attempts": 0,
+        }
+        for i in range(5)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(t.orders), rows)
+    request = cast(Any, SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(engine=engine))))
+    drag = exchange_keys.master_drag(VAULT, request)
+    assert drag.overall.orders == 3
+    assert drag.overall.skipped == 0  # the two oldest orders are not among them
