@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from eth_typing import ChecksumAddress
 
 from tandem.config import Settings
+from tandem.events import checksum
 
 ZERO = Decimal(0)
 WAD = 10**18
@@ -35,13 +36,22 @@ class ContextSource(Protocol):
 
 class ChainContext:
     """The fraction as the vault sized the pool's part: a buy spends the value spent over the
-    master's equity (``equities()``), a sale sells the amount sold over the master's holding
-    (``books(tokenIn)``), both as they stood just before the trade: the vault's state one block
-    before, moved by the vault's own events earlier in the trade's block (a trade in the block
-    before it would otherwise be missed: a master closing a position in two sales of one block
-    would be copied as half a close). Each is an exact integer from the chain; the fraction is
-    their quotient. A feed answer moved earlier in the same block is not seen (the equity is
-    valued at the block before's prices, the trades of the block at their own)."""
+    master's equity, a sale sells the amount sold over the master's holding (``books(tokenIn)``),
+    both as they stood just before the trade: the vault's books one block before, moved by the
+    vault's own events earlier in the trade's block (a trade in the block before it would
+    otherwise be missed: a master closing a position in two sales of one block would be copied
+    as half a close). The equity is valued as the vault values it (``_equities``): each token's
+    master book at its price, floored token by token, the price being the hub's ``priceOf`` one
+    block before, or the answer the token's feed moved to earlier in the block, converted as
+    ``priceOf`` converts it. Each is an exact integer from the chain; the fraction is their
+    quotient.
+
+    Why logs and calls at the block before rather than the state just before the transaction:
+    no standard JSON-RPC call reads state at a transaction index (``debug_traceTransaction``'s
+    prestate or ``trace_callMany`` would, but many providers serve neither), while
+    ``eth_getLogs`` and ``eth_call`` at a block are served by every node and provider. What
+    moves the equity within a block without a log of the vault or a feed (a proxy re-pointed
+    at another aggregator, a hub's ``setAsset``) is not seen."""
 
     def __init__(self, settings: Settings) -> None:
         from tandem import artifacts, chain
@@ -50,7 +60,12 @@ class ChainContext:
         self.w3 = chain.connect(settings.rpc_url, settings=settings)
         self.vault_abi = artifacts.load("ITandemVault", settings).abi
         self.hub_abi = artifacts.load("ITandemHub", settings).abi
+        self.proxy_abi = artifacts.load("IChainlinkProxy", settings).abi
         self.decoder = Decoder(settings, names=MASTER_BOOK_EVENTS)
+        self.answer_topic = (
+            "0x" + Decoder(settings, names=("AnswerUpdated",)).topic("AnswerUpdated").hex()
+        )
+        self._hubs: dict[str, str] = {}  # vault -> its hub (immutable)
 
     def _earlier(self, vault: ChecksumAddress, block: int, log_index: int) -> list[Any]:
         """The vault's events moving the master's book, in ``block`` before ``log_index``."""
@@ -72,14 +87,13 @@ class ChainContext:
         master_in = int(trade["masterIn"])
         earlier = self._earlier(vault.address, block, log_index)
         if side == "buy":
-            equity = int(vault.functions.equities().call(block_identifier=before)[0])
-            equity += sum(self._value_moved(vault, e, before) for e in earlier)
+            equity = self._equity(vault, block, log_index, earlier)
             spent = master_in * int(trade["priceIn"]) // WAD
             fraction = Decimal(spent) / Decimal(equity) if equity > 0 else ZERO
         else:
             token = trade["tokenIn"]
             held = int(vault.functions.books(token).call(block_identifier=before)[0])
-            held += sum(_amount_moved(e, token) for e in earlier)
+            held += sum(_amount_moved(e, token, None) for e in earlier)
             fraction = Decimal(master_in) / Decimal(held) if held > 0 else ZERO
         header = self.w3.eth.get_block(block)
         return Context(
@@ -88,29 +102,91 @@ class ChainContext:
             "0x" + bytes(header["hash"]).hex(),
         )
 
-    def _value_moved(self, vault: Any, e: Any, before: int) -> int:
-        """What an earlier event of the block moved the master's equity by, in USD with 18
-        decimals: a trade at its own prices, a deposit or withdrawal at the oracle's."""
-        a = e.args
-        if e.name == "Traded":
-            return int(a["masterOut"]) * int(a["priceOut"]) // WAD - (
-                int(a["masterIn"]) * int(a["priceIn"]) // WAD
+    def _equity(self, vault: Any, block: int, log_index: int, earlier: list[Any]) -> int:
+        """The master's equity just before the trade at ``log_index``, in USD with 18
+        decimals, as the vault's ``_equities`` computes it."""
+        before = block - 1
+        base = vault.functions.baseAsset().call()
+        tokens = list(vault.functions.tokens().call(block_identifier=before))
+        for e in earlier:  # a token an earlier trade of the block brought in
+            if e.name == "Traded" and e.args["tokenOut"] not in tokens:
+                tokens.append(e.args["tokenOut"])
+        held = {
+            token: int(vault.functions.books(token).call(block_identifier=before)[0])
+            + sum(_amount_moved(e, token, base) for e in earlier)
+            for token in tokens
+        }
+        held = {token: amount for token, amount in held.items() if amount > 0}
+        hub = self.w3.eth.contract(address=self._hub_of(vault), abi=self.hub_abi)
+        moved = self._moved_prices(hub, list(held), block, log_index)
+        equity = 0
+        for token, amount in held.items():
+            price = moved.get(token)
+            if price is None:
+                price = int(hub.functions.priceOf(token).call(block_identifier=before))
+            equity += amount * price // WAD  # the vault's _value: mulDiv, rounded down
+        return equity
+
+    def _hub_of(self, vault: Any) -> str:
+        if vault.address not in self._hubs:
+            self._hubs[vault.address] = vault.functions.hub().call()
+        return self._hubs[vault.address]
+
+    def _moved_prices(
+        self, hub: Any, tokens: list[str], block: int, log_index: int
+    ) -> dict[str, int]:
+        """token -> its price after the last ``AnswerUpdated`` of its feed in ``block`` before
+        ``log_index``, converted as the hub's ``priceOf`` converts an answer; tokens whose feed
+        did not move in the block are absent."""
+        before = block - 1
+        by_source: dict[str, list[tuple[str, int]]] = {}
+        for token in tokens:
+            feed, _, token_decimals, feed_decimals, _ = hub.functions.asset(token).call(
+                block_identifier=before
             )
-        token = a["token"] if e.name == "MasterWithdrew" else vault.functions.baseAsset().call()
-        hub = self.w3.eth.contract(address=vault.functions.hub().call(), abi=self.hub_abi)
-        value = int(a["amount"]) * int(hub.functions.priceOf(token).call(block_identifier=before))
-        return value // WAD if e.name == "MasterDeposited" else -(value // WAD)
+            scale = 10 ** (36 - int(feed_decimals) - int(token_decimals))
+            for source in {self._source(feed, before), self._source(feed, block)}:
+                by_source.setdefault(source, []).append((token, scale))
+        logs = self.w3.eth.get_logs(
+            {
+                "address": list(by_source),
+                "fromBlock": block,
+                "toBlock": block,
+                "topics": [self.answer_topic],
+            }
+        )
+        prices: dict[str, int] = {}
+        for entry in sorted(logs, key=lambda entry: int(entry["logIndex"])):
+            if int(entry["logIndex"]) >= log_index:
+                break
+            answer = int.from_bytes(bytes(entry["topics"][1]), "big", signed=True)
+            for token, scale in by_source.get(checksum(entry["address"]), []):
+                prices[token] = answer * scale
+        return prices
+
+    def _source(self, feed: str, block: int) -> str:
+        """Where ``feed``'s answers are emitted at ``block``: the aggregator behind a proxy, or
+        the feed itself (see ``tandem.follower.feeds``)."""
+        from web3.exceptions import BadFunctionCallOutput, ContractLogicError
+
+        proxy = self.w3.eth.contract(address=checksum(feed), abi=self.proxy_abi)
+        try:
+            aggregator = proxy.functions.aggregator().call(block_identifier=block)
+        except (ContractLogicError, BadFunctionCallOutput):
+            return checksum(feed)
+        return checksum(feed) if int(aggregator, 16) == 0 else checksum(aggregator)
 
     async def context(self, trade: dict[str, Any], side: str, log_index: int) -> Context:
         return await asyncio.to_thread(self._read, trade, side, log_index)
 
 
-def _amount_moved(e: Any, token: str) -> int:
-    """What an earlier event of the block moved the master's book of ``token`` by."""
+def _amount_moved(e: Any, token: str, base: str | None) -> int:
+    """What an earlier event of the block moved the master's book of ``token`` by (a deposit
+    moves the base asset's, ``base``)."""
     a, token = e.args, token.lower()
     if e.name == "Traded":
         moved = int(a["masterOut"]) if a["tokenOut"].lower() == token else 0
         return moved - (int(a["masterIn"]) if a["tokenIn"].lower() == token else 0)
     if e.name == "MasterWithdrew":
         return -int(a["amount"]) if a["token"].lower() == token else 0
-    return 0  # a deposit is of the base asset, which is never sold as a position
+    return int(a["amount"]) if base is not None and base.lower() == token else 0

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from indexing.support import address, rpc
 from sqlalchemy import select
 from web3.contract import Contract
+from web3.logs import DISCARD
 
 from bridge.context import ChainContext, Context
 from bridge.worker import Bridge
@@ -57,7 +58,7 @@ class Scene:
 
 
 def _traded(vault: Contract, receipt: Any) -> list[Any]:
-    return list(vault.events.Traded().process_receipt(receipt))
+    return list(vault.events.Traded().process_receipt(receipt, errors=DISCARD))
 
 
 def _send_in_one_block(dep: Deployment, calls: list[Any], sender: str) -> list[Any]:
@@ -201,9 +202,8 @@ def test_the_fraction_copied_is_the_one_the_vault_sized_the_pool_with(scene: Sce
     # before knows neither), as when each had its own block.
     assert buy1.receipt["blockNumber"] == buy2.receipt["blockNumber"]
     assert buy1.context.fraction == scene.apart[0]
-    # The equity moved by the first trade at its own prices: equal to the 18th decimal of a
-    # dollar (the vault floors each token's value on its own).
-    assert abs(buy2.context.fraction - scene.apart[1]) < Decimal("1e-22")
+    # The equity valued as the vault values it, token by token: exactly.
+    assert buy2.context.fraction == scene.apart[1]
     # A close in two sales of one block: half, then all that is left (the vault's pool sold
     # all of its own too); read at the block before alone, the second would have been a half.
     assert close1.context.fraction == Decimal(close1.args["masterIn"]) / (
@@ -211,6 +211,55 @@ def test_the_fraction_copied_is_the_one_the_vault_sized_the_pool_with(scene: Sce
     )
     assert close2.context.fraction == 1
     assert vault.functions.books(weth).call() == [0, 0]
+
+
+def test_a_feed_answer_moved_earlier_in_the_block_is_in_the_fraction(
+    scene: Scene, rollback: Callable[[], AbstractContextManager[None]]
+) -> None:
+    """One block: the master buys WETH, WETH's feed moves 5% up, the master buys again. The
+    second buy is sized by the vault on an equity holding the first buy's WETH at the new
+    answer; the block before knows neither. The same three transactions mined one block each
+    give the fractions the vault used (the block before each is then the state just before it)."""
+    dep, vault, master = scene.dep, scene.vault, scene.master
+    contexts = ChainContext(scene.settings)
+    feed = dep.feeds["WETH"]
+    answer = int(feed.functions.latestRoundData().call()[1])
+    calls = [
+        _trade_call(dep, vault, BASE, "WETH", dep.units(BASE, 15_000)),
+        feed.functions.setAnswer(answer * 105 // 100),
+        _trade_call(dep, vault, BASE, "WETH", dep.units(BASE, 6_000)),
+    ]
+
+    def read(receipt: Any) -> tuple[dict[str, Any], Decimal]:
+        (event,) = _traded(vault, receipt)
+        message = keeper_message(vault.address, event["args"], receipt["blockNumber"], "0x")
+        context = asyncio.run(contexts.context(message, "buy", event["logIndex"]))
+        return dict(event["args"]), context.fraction
+
+    with rollback():
+        receipts = [
+            dep.w3.eth.wait_for_transaction_receipt(fn.transact({"from": master})) for fn in calls
+        ]
+        first_alone, (second_alone, fraction_alone) = read(receipts[0])[1], read(receipts[2])
+        master_equity, pool_equity = vault.functions.equities().call(
+            block_identifier=receipts[2]["blockNumber"] - 1
+        )
+    with rollback():
+        receipts = _send_in_one_block(dep, calls, master)
+        first, (second, fraction) = read(receipts[0])[1], read(receipts[2])
+        at_block_before = vault.functions.equities().call(
+            block_identifier=receipts[2]["blockNumber"] - 1
+        )[0]
+    spent = second["masterIn"] * second["priceIn"] // 10**18
+    # The vault sized the second buy's pool part on the equity just before it, mined alone or not.
+    assert second["poolIn"] == second["masterIn"] * pool_equity // master_equity > 0
+    assert second["poolIn"] == second_alone["poolIn"]
+    assert second["priceOut"] == answer * 105 // 100 * 10 ** (36 - 8 - 18)
+    # The bridge's fraction is that equity's, to the last unit; the block before's is not.
+    assert fraction_alone == Decimal(spent) / Decimal(master_equity)
+    assert fraction == fraction_alone
+    assert first == first_alone
+    assert Decimal(spent) / Decimal(at_block_before) != fraction
 
 
 def test_a_worker_reading_the_chain_sizes_the_orders_by_the_vaults_fraction(
