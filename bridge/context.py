@@ -65,7 +65,7 @@ class ChainContext:
         self.answer_topic = (
             "0x" + Decoder(settings, names=("AnswerUpdated",)).topic("AnswerUpdated").hex()
         )
-        self._hubs: dict[str, str] = {}  # vault -> its hub (immutable)
+        self._hubs: dict[str, ChecksumAddress] = {}  # vault -> its hub (immutable)
 
     def _earlier(self, vault: ChecksumAddress, block: int, log_index: int) -> list[Any]:
         """The vault's events moving the master's book, in ``block`` before ``log_index``."""
@@ -127,7 +127,7 @@ class ChainContext:
             equity += amount * price // WAD  # the vault's _value: mulDiv, rounded down
         return equity
 
-    def _hub_of(self, vault: Any) -> str:
+    def _hub_of(self, vault: Any) -> ChecksumAddress:
         if vault.address not in self._hubs:
             self._hubs[vault.address] = vault.functions.hub().call()
         return self._hubs[vault.address]
@@ -139,7 +139,7 @@ class ChainContext:
         ``log_index``, converted as the hub's ``priceOf`` converts an answer; tokens whose feed
         did not move in the block are absent."""
         before = block - 1
-        by_source: dict[str, list[tuple[str, int]]] = {}
+        by_source: dict[ChecksumAddress, list[tuple[str, int]]] = {}
         for token in tokens:
             feed, _, token_decimals, feed_decimals, _ = hub.functions.asset(token).call(
                 block_identifier=before
@@ -164,7 +164,7 @@ class ChainContext:
                 prices[token] = answer * scale
         return prices
 
-    def _source(self, feed: str, block: int) -> str:
+    def _source(self, feed: str, block: int) -> ChecksumAddress:
         """Where ``feed``'s answers are emitted at ``block``: the aggregator behind a proxy, or
         the feed itself (see ``tandem.follower.feeds``)."""
         from web3.exceptions import BadFunctionCallOutput, ContractLogicError
