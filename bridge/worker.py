@@ -602,9 +602,14 @@ class Bridge:
                 if not fill.done:
                     self._pending.append(Outcome(row, "acked", fill, sent, acked))
                     fill = await self.fills.follow(ex, key, row, fill, sent, self._follow_fill)
-                self._pending.append(
-                    Outcome(row, "filled" if fill.done else "acked", fill, sent, acked)
-                )
+                if not fill.done:
+                    fill = await self._last_look(ex, key, row, fill)
+                if fill.done:
+                    self._pending.append(Outcome(row, "filled", fill, sent, acked))
+                else:
+                    reason = _expired(self.settings.fill_timeout, row, fill)
+                    log.warning("order %s expired: %s", cid, reason)
+                    self._pending.append(Outcome(row, "expired", fill, sent, acked, reason))
                 return
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection):
                 if placing:
@@ -643,6 +648,19 @@ class Bridge:
         await self.check_key(key["id"], ex)
         self.paused.pop(exchange, None)
         log.info("%s is back: its followers resume", exchange)
+
+    async def _last_look(
+        self, ex: Any, key: dict[str, Any], row: dict[str, Any], fill: venue.Fill
+    ) -> venue.Fill:
+        """An order not done after ``fill_timeout``: the exchange is asked once more, so that
+        what filled until now is what the book moves by."""
+        await self.limiter.acquire(row["exchange"], key["api_key"], order=False)
+        found = await venue.find(ex, row["symbol"], row["client_id"])
+        if found is None or found.filled < fill.filled:
+            return fill
+        if found.fee is None:
+            found.fee = fill.fee
+        return found
 
     async def _follow_fill(
         self, ex: Any, key: dict[str, Any], row: dict[str, Any], fill: venue.Fill
@@ -690,12 +708,12 @@ class Bridge:
 
     def _apply(self, batch: list[Outcome]) -> None:
         """Outcomes into their rows, and fills into the follows' books, in one transaction.
-        An order's row changes only while it is not ``filled``, by one conditional ``UPDATE``,
-        and only the transaction whose update took the row books the fill: two workers that
-        both saw an order end (a trade taken over while its first worker still lives) move
-        the book once, on PostgreSQL too, where the second waits for the first's row lock and
-        then finds the row filled. The follows it books into are locked before they are read,
-        so no worker's book overwrites another's."""
+        An order's row changes only while it is not booked (``filled``, or ``expired`` with
+        what filled), by one conditional ``UPDATE``, and only the transaction whose update took
+        the row books the fill: two workers that both saw an order end (a trade taken over
+        while its first worker still lives) move the book once, on PostgreSQL too, where the
+        second waits for the first's row lock and then finds the row booked. The follows it
+        books into are locked before they are read, so no worker's book overwrites another's."""
         now = time.time()
         with self.engine.begin() as conn:
             booked: list[Outcome] = []
@@ -719,10 +737,10 @@ class Bridge:
                 taken = conn.execute(
                     update(t.orders)
                     .where(t.orders.c.client_id == o.row["client_id"])
-                    .where(t.orders.c.status != "filled")
+                    .where(t.orders.c.status.not_in(t.BOOKED))
                     .values(**values)
                 ).rowcount
-                if taken and o.status == "filled" and fill is not None:
+                if taken and o.status in t.BOOKED and fill is not None:
                     booked.append(o)
             if not booked:
                 return
@@ -813,6 +831,16 @@ def _below_minimum(market: dict[str, Any], amount: Decimal, value: Decimal) -> s
     if min_cost is not None and value < Decimal(str(min_cost)):
         return f"below the minimum notional {min_cost} of {symbol}"
     return None
+
+
+def _expired(timeout: float, row: dict[str, Any], fill: venue.Fill) -> str:
+    """Why an order that did not end within ``timeout`` seconds is over for the bridge."""
+    base, quote = row["symbol"].split("/")[0], row["symbol"].split("/")[-1]
+    ordered = f"{row['size']} {quote if row['side'] == 'buy' else base}"
+    return (
+        f"not done after {timeout:.0f} s: {venue.text(fill.filled)} {base} filled (booked) "
+        f"for {ordered} ordered; a later fill of the rest is not booked"
+    )
 
 
 def _breach(f: dict[str, Any], equity: Decimal, peak: Decimal) -> str | None:

@@ -187,8 +187,8 @@ class DragRow(BaseModel):
     symbol: str
     side: str
     kind: str = Field(description="copy, or exit (a limit of the follower fired)")
-    status: str = Field(description="sending | acked | filled | skipped | failed")
-    reason: str | None = Field(description="why skipped or failed")
+    status: str = Field(description="sending | acked | filled | skipped | failed | expired")
+    reason: str | None = Field(description="why skipped, failed or expired")
     size: str = Field(description="quote spent (buy) or base sold")
     filled: str | None
     average: str | None = Field(description="the fill's average price")

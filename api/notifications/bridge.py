@@ -1,6 +1,7 @@
 """Notifications of the CEX bridge, derived from its orders (``bridge_orders``): a follower is
 told when an order copied for them was skipped (below the exchange's minimum: why, and the
-value carried to the next order), filled (with its execution drag) or failed, and when the
+value carried to the next order), filled (with its execution drag), failed, or expired (not
+done within the bridge's ``fill_timeout``: what filled, booked, and why), and when the
 bridge fired their stop-loss or drawdown exit (``exit.limit``, with the exchange).
 
 The bridge's workers write the orders; the notifier, holding its lease, derives each order once
@@ -24,7 +25,7 @@ from tandem.db import accounts as a
 from tandem.db import bridge as t
 from tandem.db import models as m
 
-FINAL = ("filled", "skipped", "failed")
+FINAL = ("filled", "skipped", "failed", "expired")
 # The most orders derived in one transaction.
 BATCH = 500
 # The kind of a copied order's notification, by its status.

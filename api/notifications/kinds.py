@@ -20,10 +20,12 @@ KINDS: dict[str, str] = {
     "bridge.skipped": "an order the CEX bridge would have copied for you was below the "
     "exchange's minimum: skipped, its value carried to the next",
     "bridge.failed": "an order the CEX bridge copied for you was refused by the exchange",
+    "bridge.expired": "an order the CEX bridge copied for you was not done within the bridge's "
+    "time: what filled is booked, the rest is not followed",
 }
 
 # What the CEX bridge's orders tell (api.notifications.bridge), besides its own exit.limit.
-BRIDGE_KINDS = frozenset({"bridge.filled", "bridge.skipped", "bridge.failed"})
+BRIDGE_KINDS = frozenset({"bridge.filled", "bridge.skipped", "bridge.failed", "bridge.expired"})
 
 # What a watcher (no capital in the vault) is told.
 WATCHER_KINDS = frozenset(

@@ -25,6 +25,9 @@ from tandem.db.models import ADDRESS, HASH, metadata
 
 # The reason an order of a follow whose limit fired (``stopped``) is skipped starts with this.
 STOPPED = "copying stopped"
+# The statuses of an order whose fill moved its follow's book: all of it, or what filled
+# before the bridge stopped following it (``expired``).
+BOOKED = ("filled", "expired")
 
 keys = Table(
     "bridge_keys",
@@ -94,7 +97,7 @@ orders = Table(
         "status",
         String(16),
         nullable=False,
-        comment="sending | acked | filled | skipped | failed",
+        comment="sending | acked | filled | skipped | failed | expired",
     ),
     Column("reason", Text, nullable=True),
     Column(

@@ -4,6 +4,8 @@ refuses the key's signature; each order recorded once whichever path saw its fil
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -12,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from bridge import fills
 from bridge.standins.common import Standin
 from bridge.worker import Bridge
 
 from .support import (
+    FixedContext,
     add_followers,
     database,
     keyring,
@@ -259,6 +263,78 @@ def test_an_order_whose_rest_expires_ends_with_what_filled_on_all_four_exchanges
             assert stand.accounts[f.api_key].balances["USDT"] == Decimal(10_000 - 50)
             assert (order_queries(stand) == 0) is watch, f.exchange
         assert bridge.fills.stats.by_socket == (4 if watch else 0)
+
+
+@pytest.mark.parametrize("watch", [True, False], ids=["socket", "rest"])
+def test_an_order_that_never_ends_expires_with_what_filled_booked_once_and_told(
+    tmp_path: Path, redis_url: str, watch: bool
+) -> None:
+    """Half of each buy fills, the rest would fill in an hour: past ``fill_timeout`` the bridge
+    asks once more, books the half, marks the order ``expired`` with why, and the follower is
+    told once (``bridge.expired``)."""
+    from sqlalchemy import select
+
+    from api.notifications import bridge as bridge_notes
+    from tandem.db import accounts as a
+
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins() as stands:
+        settings = settings_for(stands, redis_url, fill_timeout=2)
+        for venue in settings.exchanges.values():
+            venue.watch_orders = watch
+            venue.ws_wait = 10
+        fs = add_followers(engine, ring, stands, 4)
+        for s in stands.values():
+            s.partial = Decimal("0.5")
+            s.partial_delay = 3600  # never, for the bridge
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        started = time.monotonic()
+        run_bridge(settings, engine, ring, 1)
+        took = time.monotonic() - started
+        queries = {name: order_queries(stand) for name, stand in stands.items()}
+        rows = {r["exchange"]: r for r in orders(engine)}
+        books = follows(engine)
+        for f in fs:
+            row = rows[f.exchange]
+            assert row["status"] == "expired", (f.exchange, row["status"], row["reason"])
+            assert row["reason"] == (
+                "not done after 2 s: 0.025 ETH filled (booked) for 100.00 USDT ordered; a later "
+                "fill of the rest is not booked"
+            )
+            assert Decimal(row["filled"]) == Decimal("0.025") and Decimal(row["cost"]) == 50
+            assert row["filled_at"] is None and row["acked_at"] is not None
+            book = books[f.follow_id]  # moved by the half that filled, once
+            assert Decimal(book["cash"]) == 950
+            assert Decimal(book["positions"]["ETH/USDT"]) == Decimal("0.025")
+            # The last look is one REST query, on the socket path too.
+            assert queries[f.exchange] >= 1, f.exchange
+        assert took < 15
+        # Handled again (a worker taking the trade over): nothing sent, no book moved again.
+        ended = orders(engine)
+
+        async def again() -> None:
+            redis = aioredis.from_url(redis_url, decode_responses=True)
+            second = Bridge(settings, engine, ring, redis, FixedContext(), "w2")
+            try:
+                await second.handle("100-1", trade(100, "buy", 1000, 0.5, 0.1))
+            finally:
+                await second.close()
+                await redis.aclose()
+
+        asyncio.run(again())
+        assert sum(s.created for s in stands.values()) == 4
+    assert orders(engine) == ended and follows(engine) == books
+    with engine.begin() as conn:
+        assert bridge_notes.produce(conn) == 4
+        assert bridge_notes.produce(conn) == 0
+        notes = list(conn.execute(select(a.notifications)))
+    assert sorted(n.address for n in notes) == sorted(f.address for f in fs)
+    assert {n.kind for n in notes} == {"bridge.expired"}
+    for note in notes:
+        data = note.data if isinstance(note.data, dict) else json.loads(note.data)
+        assert data["status"] == "expired" and data["filled"] == "0.025"
+        assert data["reason"].startswith("not done after 2 s")
 
 
 def test_a_dropped_socket_reconnects_and_follows_the_next_orders_again(
