@@ -37,6 +37,8 @@ RETRY_MAX = 60.0  # seconds between tries at a socket that keeps failing
 OPENING = 16
 
 Poll = Callable[[Any, dict[str, Any], dict[str, Any], venue.Fill], Awaitable[venue.Fill]]
+# Waits until one more connection may be opened to an exchange (the shared limiter's).
+Pace = Callable[[str], Awaitable[None]]
 
 
 @dataclass
@@ -172,10 +174,12 @@ class Watch:
         ciphertext: bytes,
         stats: FillStats,
         opening: asyncio.Semaphore,
+        pace: Pace | None = None,
     ) -> None:
         self.exchange = exchange
         self.stats = stats
         self.opening = opening
+        self.pace = pace
         self.ex = ex
         self.ciphertext = ciphertext
         self.live_since: float | None = None  # when the subscription was acknowledged
@@ -244,8 +248,12 @@ class Watch:
 
     async def _open(self) -> Any:
         """The first ``watch_orders`` of a connection, holding one of the exchange's opening
-        places until the subscription is acknowledged (or the attempt fails)."""
+        places until the subscription is acknowledged (or the attempt fails). The connection is
+        first charged to the shared limiter: every worker's new connections to the exchange
+        from this IP, reconnections too, stay within its connection limit."""
         async with self.opening:
+            if self.pace is not None:
+                await self.pace(self.exchange)
             call = asyncio.ensure_future(self.ex.watch_orders())
             acknowledged = asyncio.ensure_future(self._subscribed.wait())
             try:
@@ -337,9 +345,11 @@ class FillFollower:
         self,
         venues: dict[str, BridgeExchange],
         fill_timeout: float,
+        pace: Pace | None = None,
     ) -> None:
         self.venues = venues
         self.fill_timeout = fill_timeout
+        self.pace = pace
         self.watches: dict[int, Watch] = {}  # key id -> its socket
         self.opening: dict[str, asyncio.Semaphore] = {}  # exchange -> sockets opening at once
         self.stats = FillStats()
@@ -361,7 +371,7 @@ class FillFollower:
             asyncio.create_task(current.close())  # noqa: RUF006 (closing; nothing waits)
         pro = open_pro_client(exchange, self.venues.get(exchange), ex)
         opening = self.opening.setdefault(exchange, asyncio.Semaphore(OPENING))
-        watch = Watch(exchange, pro, key["ciphertext"], self.stats, opening)
+        watch = Watch(exchange, pro, key["ciphertext"], self.stats, opening, self.pace)
         self.watches[key["id"]] = watch
         return watch
 

@@ -31,9 +31,13 @@ class ExchangeLimits:
     # Other requests by name (``markets``, ``permissions``, ``account``), where they weigh
     # other than a query.
     weights: Mapping[str, int] = field(default_factory=dict)
+    # New WebSocket connections per IP (a reconnection counts as one).
+    connections: Window = Window(100, 60)
 
 
-# The exchanges' published limits for spot orders (and the stand-ins').
+# The exchanges' published limits for spot orders (and the stand-ins'), and for new WebSocket
+# connections per IP: Binance 300 every 5 minutes, OKX 3 a second, Bybit 500 every 5 minutes,
+# Bitget 300 an hour.
 LIMITS = {
     "binance": ExchangeLimits(
         Window(6_000, 60),
@@ -41,17 +45,18 @@ LIMITS = {
         order_weight=1,
         query_weight=4,
         weights={"markets": 20, "account": 20, "permissions": 1},
+        connections=Window(300, 300),
     ),
-    "okx": ExchangeLimits(Window(1_000, 2), Window(60, 2)),
-    "bybit": ExchangeLimits(Window(600, 5), Window(20, 1)),
-    "bitget": ExchangeLimits(Window(6_000, 60), Window(10, 1)),
+    "okx": ExchangeLimits(Window(1_000, 2), Window(60, 2), connections=Window(3, 1)),
+    "bybit": ExchangeLimits(Window(600, 5), Window(20, 1), connections=Window(500, 300)),
+    "bitget": ExchangeLimits(Window(6_000, 60), Window(10, 1), connections=Window(300, 3_600)),
 }
 MARGIN = 0.95
 
 
 def limits_for(overrides: dict[str, Any]) -> dict[str, ExchangeLimits]:
     """The published limits, with an exchange's settings (``ip_weight``, ``ip_window``,
-    ``orders``, ``orders_window``) where set."""
+    ``orders``, ``orders_window``, ``connections``, ``connections_window``) where set."""
     out = dict(LIMITS)
     for name, o in overrides.items():
         base = LIMITS[name]
@@ -61,6 +66,10 @@ def limits_for(overrides: dict[str, Any]) -> dict[str, ExchangeLimits]:
             base.order_weight,
             base.query_weight,
             base.weights,
+            Window(
+                o.connections or base.connections.capacity,
+                o.connections_window or base.connections.seconds,
+            ),
         )
     return out
 
@@ -183,6 +192,26 @@ class Limiter:
             keys,
             [weight, ip_cap, ip_ms, 1 if order else 0, acct_cap, int(limits.orders.seconds * 1000)],
             max_wait,
+        )
+
+    async def connection(self, exchange: str) -> None:
+        """Wait until one more WebSocket connection may be opened to ``exchange`` from this IP
+        (the exchanges cap new connections per IP, whoever's key logs in on them), and charge
+        it. A block of the IP (a 429 or 418) holds connections back too."""
+        limits = self.limits[exchange]
+        ip_window, account_window, ip_block, account_block = self._keys(exchange, "")
+        await self._charge(
+            exchange,
+            [f"{ip_window}:connections", account_window, ip_block, account_block],
+            [
+                1,
+                max(1, int(limits.connections.capacity * MARGIN)),
+                int(limits.connections.seconds * 1000),
+                0,  # no account's window
+                1,
+                1000,
+            ],
+            None,
         )
 
     async def _charge(

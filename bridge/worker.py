@@ -131,7 +131,8 @@ class Bridge:
         self.sessions: dict[str, Any] = {}  # exchange -> the aiohttp session its clients share
         self.paused: dict[str, float] = {}  # exchange -> since
         self.stats = Stats()
-        self.fills = FillFollower(self.venues, settings.fill_timeout)  # sockets, REST otherwise
+        # Sockets (each connection paced by the shared limiter), REST otherwise.
+        self.fills = FillFollower(self.venues, settings.fill_timeout, self.limiter.connection)
         self.stopping = False
         self._pending: list[Outcome] = []
         self._writing = asyncio.Lock()

@@ -471,11 +471,16 @@ class BridgeExchange(BaseModel):
     sandbox: bool = Field(default=False, description="the exchange's test network")
     timeout: float = Field(default=10.0, gt=0, le=120, description="seconds per request")
     # The exchange's limits when they are not its published defaults (a VIP tier, a stand-in):
-    # request weight per IP in a window, orders per account in a window.
+    # request weight per IP in a window, orders per account in a window, new WebSocket
+    # connections per IP in a window.
     ip_weight: int | None = Field(default=None, gt=0, description="request weight per IP window")
     ip_window: float | None = Field(default=None, gt=0, description="seconds")
     orders: int | None = Field(default=None, gt=0, description="orders per account window")
     orders_window: float | None = Field(default=None, gt=0, description="seconds")
+    connections: int | None = Field(
+        default=None, gt=0, description="new WebSocket connections per IP window"
+    )
+    connections_window: float | None = Field(default=None, gt=0, description="seconds")
     # Fills pushed on the account's order socket (ccxt.pro watch_orders), REST otherwise.
     watch_orders: bool = Field(
         default=True, description="follow fills on the exchange's order WebSocket; off: REST only"

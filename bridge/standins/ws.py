@@ -68,6 +68,7 @@ class OrderStream(Standin):
         self.ws_silent = False  # sockets open, nothing pushed
         self.ws_pushed = 0  # order updates pushed
         self.ws_logins: list[tuple[str, bool]] = []  # (api key, accepted)
+        self.ws_opened: list[float] = []  # when each connection was asked for (Unix seconds)
         self._trade_ids = itertools.count(70_000_001)
         self._pushing: set[asyncio.Future[None]] = set()
 
@@ -128,6 +129,7 @@ class OrderStream(Standin):
         app.router.add_get(self.ws_path, self._serve)
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
+        self.ws_opened.append(time.time())
         if self.ws_down:
             return self.unavailable()
         ws = web.WebSocketResponse(autoping=True, heartbeat=None)

@@ -138,6 +138,72 @@ def test_two_workers_sharing_the_redis_limiter_stay_within_the_exchanges_limits(
     assert bybit.refused_rate <= len(bybit.requests) // 10, bybit.refused_rate
 
 
+def test_sockets_open_within_the_connection_limit_while_orders_follow_fills_by_rest(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Two workers open the order sockets of 12 OKX accounts each (one copying a trade, its
+    sockets opened at each account's first order; one warming up) under a limit of 5 new
+    connections a second, told the bridge: the shared Redis windows let 4 (the margin) through
+    a second, so the 24 connections take six windows, and the trade's orders, not waiting
+    for their sockets, are followed to their fills by REST meanwhile."""
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("okx",)) as stands:
+        okx = stands["okx"]
+        okx.partial = Decimal("0.5")  # every order needs following after its acknowledgement
+        okx.partial_delay = 0.5
+        settings = with_limits(
+            settings_for(stands, redis_url),
+            "okx",
+            okx.url,
+            connections=5,
+            connections_window=1.0,
+            ws_wait=0.2,
+        )
+        fs = add_followers(engine, ring, stands, 12)
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        windows: dict[str, int] = {}  # each connection window the limiter kept: its count
+
+        async def go() -> tuple[list[Bridge], float]:
+            bridges = await workers(settings, engine, ring, 2)
+
+            async def sample() -> None:  # a window's key lives two windows: read them all along
+                redis = bridges[0].redis
+                deadline = time.monotonic() + 60
+                last = False
+                while not last:
+                    last = len(okx.ws_logins) >= 24 or time.monotonic() > deadline
+                    for key in await redis.keys("test:bridge:limit:okx:*connections*"):
+                        windows[key] = max(windows.get(key, 0), int(await redis.get(key) or 0))
+                    await asyncio.sleep(0.05)
+
+            try:
+                sampling = asyncio.ensure_future(sample())
+                copying = asyncio.ensure_future(take(bridges[0]))
+                await bridges[1].warm()
+                await copying
+                copied = time.time()
+                await sampling
+            finally:
+                await stop(bridges)
+            return bridges, copied
+
+        bridges, copied = asyncio.run(go())
+    rows = orders(engine)
+    assert [r["status"] for r in rows] == ["filled"] * 12, rows
+    assert okx.created == 12 and {len(okx.orders_of(f.api_key)) for f in fs} == {1}
+    # Every connection was charged to the shared windows, never more than 4 in one.
+    assert len(okx.ws_opened) == 24 and len(okx.ws_logins) == 24
+    assert all(ok for _, ok in okx.ws_logins)
+    assert max(windows.values()) == 4 and sum(windows.values()) == 24, windows
+    opened = sorted(okx.ws_opened)
+    assert opened[-1] - opened[0] > 4  # six windows: more than four seconds from first to last
+    # The copy did not wait for the sockets: its orders ended by REST before the last opened.
+    stats = bridges[0].fills.stats
+    assert stats.by_rest + stats.by_socket == 12 and stats.by_rest >= 8, stats
+    assert copied < opened[-1]
+
+
 def test_a_429_and_418_stop_requests_for_their_retry_after_and_lose_no_order(
     tmp_path: Path, redis_url: str
 ) -> None:
