@@ -547,7 +547,11 @@ class BridgeSettings(BaseModel):
         description="seconds before a silent worker's trade is taken over",
     )
     fill_timeout: float = Field(
-        default=30.0, gt=0, le=3_600, description="seconds to follow a partial fill"
+        default=30.0,
+        gt=0,
+        le=3_600,
+        description="seconds to follow a partial fill; an order not done by then is expired "
+        "with what filled",
     )
     permission_every: float = Field(
         default=3_600, gt=0, description="seconds between permission checks of every key"
