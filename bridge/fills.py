@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bridge import venue
+from bridge.limiter import Busy
 from tandem import exchanges
 from tandem.config import BridgeExchange
 
@@ -37,8 +38,9 @@ RETRY_MAX = 60.0  # seconds between tries at a socket that keeps failing
 OPENING = 16
 
 Poll = Callable[[Any, dict[str, Any], dict[str, Any], venue.Fill], Awaitable[venue.Fill]]
-# Waits until one more connection may be opened to an exchange (the shared limiter's).
-Pace = Callable[[str], Awaitable[None]]
+# Waits until one more connection may be opened to an exchange, at most a number of seconds
+# (None: as long as it takes), else raises ``Busy``: the shared limiter's ``connection``.
+Pace = Callable[[str, float | None], Awaitable[None]]
 
 
 @dataclass
@@ -185,6 +187,7 @@ class Watch:
         self.live_since: float | None = None  # when the subscription was acknowledged
         self.tried = False  # a first attempt has ended (well or not)
         self.refused = False  # the exchange refused the key's signature
+        self.held = False  # the connection limit held the socket back: orders do not wait
         self.seen: OrderedDict[str, dict[str, Any]] = OrderedDict()  # client id -> order
         self.commissions: OrderedDict[str, dict[str, tuple[Decimal, str]]] = OrderedDict()
         self._changed = asyncio.Event()
@@ -252,8 +255,7 @@ class Watch:
         first charged to the shared limiter: every worker's new connections to the exchange
         from this IP, reconnections too, stay within its connection limit."""
         async with self.opening:
-            if self.pace is not None:
-                await self.pace(self.exchange)
+            await self._paced()
             call = asyncio.ensure_future(self.ex.watch_orders())
             acknowledged = asyncio.ensure_future(self._subscribed.wait())
             try:
@@ -264,6 +266,20 @@ class Watch:
             finally:
                 acknowledged.cancel()
         return await call
+
+    async def _paced(self) -> None:
+        """The connection charged to the shared limiter. One the limits hold back lets the
+        orders waiting for it go on at once (REST follows them), and every later one too until
+        it is subscribed: an order's drag never pays for the pacing of sockets."""
+        if self.pace is None:
+            return
+        try:
+            await self.pace(self.exchange, 0.0)
+        except Busy:
+            self.held = True
+            self._subscribed.set()
+            self._subscribed = asyncio.Event()
+            await self.pace(self.exchange, None)
 
     def _down(self) -> None:
         self.live_since = None
@@ -279,7 +295,7 @@ class Watch:
     async def ready(self, wait: float) -> None:
         """Until subscribed, for at most ``wait`` seconds, and only on the first attempt (a
         socket that failed once does not hold orders back again)."""
-        if self.live_since is not None or self.tried:
+        if self.live_since is not None or self.tried or self.held:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._subscribed.wait(), wait)

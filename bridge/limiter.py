@@ -194,10 +194,11 @@ class Limiter:
             max_wait,
         )
 
-    async def connection(self, exchange: str) -> None:
+    async def connection(self, exchange: str, max_wait: float | None = None) -> None:
         """Wait until one more WebSocket connection may be opened to ``exchange`` from this IP
         (the exchanges cap new connections per IP, whoever's key logs in on them), and charge
-        it. A block of the IP (a 429 or 418) holds connections back too."""
+        it; with ``max_wait``, a longer wait raises ``Busy`` and charges nothing. A block of
+        the IP (a 429 or 418) holds connections back too."""
         limits = self.limits[exchange]
         ip_window, account_window, ip_block, account_block = self._keys(exchange, "")
         await self._charge(
@@ -211,7 +212,7 @@ class Limiter:
                 1,
                 1000,
             ],
-            None,
+            max_wait,
         )
 
     async def _charge(

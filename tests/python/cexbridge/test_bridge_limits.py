@@ -145,7 +145,7 @@ def test_sockets_open_within_the_connection_limit_while_orders_follow_fills_by_r
     sockets opened at each account's first order; one warming up) under a limit of 5 new
     connections a second, told the bridge: the shared Redis windows let 4 (the margin) through
     a second, so the 24 connections take six windows, and the trade's orders, not waiting
-    for their sockets, are followed to their fills by REST meanwhile."""
+    for sockets held back, are followed to their fills by REST meanwhile."""
     ring, _ = keyring()
     _, engine = database(tmp_path)
     with standins(("okx",)) as stands:
@@ -158,7 +158,7 @@ def test_sockets_open_within_the_connection_limit_while_orders_follow_fills_by_r
             okx.url,
             connections=5,
             connections_window=1.0,
-            ws_wait=0.2,
+            ws_wait=5,  # an account's first order waits that long for a socket opening, not held
         )
         fs = add_followers(engine, ring, stands, 12)
         publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
@@ -201,6 +201,8 @@ def test_sockets_open_within_the_connection_limit_while_orders_follow_fills_by_r
     # The copy did not wait for the sockets: its orders ended by REST before the last opened.
     stats = bridges[0].fills.stats
     assert stats.by_rest + stats.by_socket == 12 and stats.by_rest >= 8, stats
+    # No order waited for a socket the limits held back (``ws_wait`` is 5 s).
+    assert max(r["sent_at"] - r["known_at"] for r in rows) < 2.5
     assert copied < opened[-1]
 
 
