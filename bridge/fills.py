@@ -177,17 +177,20 @@ class Watch:
         stats: FillStats,
         opening: asyncio.Semaphore,
         pace: Pace | None = None,
+        held: dict[str, asyncio.Event] | None = None,
     ) -> None:
         self.exchange = exchange
         self.stats = stats
         self.opening = opening
         self.pace = pace
+        # Exchange -> set while the limits hold its new connections back (shared by every
+        # account's socket): no order waits for a socket of the exchange then.
+        self.held = held if held is not None else {}
         self.ex = ex
         self.ciphertext = ciphertext
         self.live_since: float | None = None  # when the subscription was acknowledged
         self.tried = False  # a first attempt has ended (well or not)
         self.refused = False  # the exchange refused the key's signature
-        self.held = False  # the connection limit held the socket back: orders do not wait
         self.seen: OrderedDict[str, dict[str, Any]] = OrderedDict()  # client id -> order
         self.commissions: OrderedDict[str, dict[str, tuple[Decimal, str]]] = OrderedDict()
         self._changed = asyncio.Event()
@@ -268,17 +271,18 @@ class Watch:
         return await call
 
     async def _paced(self) -> None:
-        """The connection charged to the shared limiter. One the limits hold back lets the
-        orders waiting for it go on at once (REST follows them), and every later one too until
-        it is subscribed: an order's drag never pays for the pacing of sockets."""
+        """The connection charged to the shared limiter. While the limits hold the exchange's
+        connections back (from a socket told to wait until one is let through at once), the
+        orders waiting for its sockets, queued or held, go on at once and REST follows them:
+        an order's drag never pays for the pacing of sockets."""
         if self.pace is None:
             return
         try:
             await self.pace(self.exchange, 0.0)
+            # Cleared, not replaced: an order waiting on it hears of the next hold.
+            self.held.setdefault(self.exchange, asyncio.Event()).clear()
         except Busy:
-            self.held = True
-            self._subscribed.set()
-            self._subscribed = asyncio.Event()
+            self.held.setdefault(self.exchange, asyncio.Event()).set()
             await self.pace(self.exchange, None)
 
     def _down(self) -> None:
@@ -294,11 +298,19 @@ class Watch:
 
     async def ready(self, wait: float) -> None:
         """Until subscribed, for at most ``wait`` seconds, and only on the first attempt (a
-        socket that failed once does not hold orders back again)."""
-        if self.live_since is not None or self.tried or self.held:
+        socket that failed once does not hold orders back again), nor while the limits hold
+        the exchange's new connections back."""
+        if self.live_since is not None or self.tried:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._subscribed.wait(), wait)
+        held = self.held.setdefault(self.exchange, asyncio.Event())
+        if held.is_set():
+            return
+        waits = {asyncio.ensure_future(self._subscribed.wait()), asyncio.ensure_future(held.wait())}
+        try:
+            await asyncio.wait(waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     async def close(self) -> None:
         self.task.cancel()
@@ -368,6 +380,8 @@ class FillFollower:
         self.pace = pace
         self.watches: dict[int, Watch] = {}  # key id -> its socket
         self.opening: dict[str, asyncio.Semaphore] = {}  # exchange -> sockets opening at once
+        # Exchange -> set while the limits hold its new connections back.
+        self.held: dict[str, asyncio.Event] = {}
         self.stats = FillStats()
 
     def enabled(self, exchange: str) -> bool:
@@ -387,7 +401,7 @@ class FillFollower:
             asyncio.create_task(current.close())  # noqa: RUF006 (closing; nothing waits)
         pro = open_pro_client(exchange, self.venues.get(exchange), ex)
         opening = self.opening.setdefault(exchange, asyncio.Semaphore(OPENING))
-        watch = Watch(exchange, pro, key["ciphertext"], self.stats, opening, self.pace)
+        watch = Watch(exchange, pro, key["ciphertext"], self.stats, opening, self.pace, self.held)
         self.watches[key["id"]] = watch
         return watch
 
