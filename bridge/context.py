@@ -43,8 +43,9 @@ class ChainContext:
     as half a close). The equity is valued as the vault values it (``_equities``): each token's
     master book at its price, floored token by token, the price being the hub's ``priceOf`` one
     block before, or the answer the token's feed moved to earlier in the block, converted as
-    ``priceOf`` converts it. Each is an exact integer from the chain; the fraction is their
-    quotient.
+    ``priceOf`` converts it. A block in which neither the vault's book nor any feed moved before
+    the trade takes the vault's own ``equities()`` one block before (the same number, in one
+    call). Each is an exact integer from the chain; the fraction is their quotient.
 
     Why logs and calls at the block before rather than the state just before the transaction:
     no standard JSON-RPC call reads state at a transaction index (``debug_traceTransaction``'s
@@ -87,7 +88,11 @@ class ChainContext:
         master_in = int(trade["masterIn"])
         earlier = self._earlier(vault.address, block, log_index)
         if side == "buy":
-            equity = self._equity(vault, block, log_index, earlier)
+            answers = self._answers(block, log_index)
+            if earlier or answers:
+                equity = self._equity(vault, block, log_index, earlier, answers)
+            else:  # nothing moved it in the block: the vault's own valuation the block before
+                equity = int(vault.functions.equities().call(block_identifier=before)[0])
             spent = master_in * int(trade["priceIn"]) // WAD
             fraction = Decimal(spent) / Decimal(equity) if equity > 0 else ZERO
         else:
@@ -102,7 +107,18 @@ class ChainContext:
             "0x" + bytes(header["hash"]).hex(),
         )
 
-    def _equity(self, vault: Any, block: int, log_index: int, earlier: list[Any]) -> int:
+    def _answers(self, block: int, log_index: int) -> list[Any]:
+        """Every feed's ``AnswerUpdated`` in ``block`` before ``log_index``, in order (one
+        query, whichever feeds they are: most blocks have none of the hub's)."""
+        logs = self.w3.eth.get_logs(
+            {"fromBlock": block, "toBlock": block, "topics": [self.answer_topic]}
+        )
+        earlier = [entry for entry in logs if int(entry["logIndex"]) < log_index]
+        return sorted(earlier, key=lambda entry: int(entry["logIndex"]))
+
+    def _equity(
+        self, vault: Any, block: int, log_index: int, earlier: list[Any], answers: list[Any]
+    ) -> int:
         """The master's equity just before the trade at ``log_index``, in USD with 18
         decimals, as the vault's ``_equities`` computes it."""
         before = block - 1
@@ -118,7 +134,7 @@ class ChainContext:
         }
         held = {token: amount for token, amount in held.items() if amount > 0}
         hub = self.w3.eth.contract(address=self._hub_of(vault), abi=self.hub_abi)
-        moved = self._moved_prices(hub, list(held), block, log_index)
+        moved = self._moved_prices(hub, list(held), block, answers) if answers else {}
         equity = 0
         for token, amount in held.items():
             price = moved.get(token)
@@ -133,11 +149,10 @@ class ChainContext:
         return self._hubs[vault.address]
 
     def _moved_prices(
-        self, hub: Any, tokens: list[str], block: int, log_index: int
+        self, hub: Any, tokens: list[str], block: int, answers: list[Any]
     ) -> dict[str, int]:
-        """token -> its price after the last ``AnswerUpdated`` of its feed in ``block`` before
-        ``log_index``, converted as the hub's ``priceOf`` converts an answer; tokens whose feed
-        did not move in the block are absent."""
+        """token -> its price after the last of ``answers`` from its feed, converted as the
+        hub's ``priceOf`` converts an answer; tokens whose feed did not move are absent."""
         before = block - 1
         by_source: dict[ChecksumAddress, list[tuple[str, int]]] = {}
         for token in tokens:
@@ -147,18 +162,8 @@ class ChainContext:
             scale = 10 ** (36 - int(feed_decimals) - int(token_decimals))
             for source in {self._source(feed, before), self._source(feed, block)}:
                 by_source.setdefault(source, []).append((token, scale))
-        logs = self.w3.eth.get_logs(
-            {
-                "address": list(by_source),
-                "fromBlock": block,
-                "toBlock": block,
-                "topics": [self.answer_topic],
-            }
-        )
         prices: dict[str, int] = {}
-        for entry in sorted(logs, key=lambda entry: int(entry["logIndex"])):
-            if int(entry["logIndex"]) >= log_index:
-                break
+        for entry in answers:
             answer = int.from_bytes(bytes(entry["topics"][1]), "big", signed=True)
             for token, scale in by_source.get(checksum(entry["address"]), []):
                 prices[token] = answer * scale

@@ -213,12 +213,14 @@ def test_the_fraction_copied_is_the_one_the_vault_sized_the_pool_with(scene: Sce
     assert vault.functions.books(weth).call() == [0, 0]
 
 
+@pytest.mark.parametrize("first_in_block", [True, False], ids=["buy-in-block", "buy-before"])
 def test_a_feed_answer_moved_earlier_in_the_block_is_in_the_fraction(
-    scene: Scene, rollback: Callable[[], AbstractContextManager[None]]
+    scene: Scene, rollback: Callable[[], AbstractContextManager[None]], first_in_block: bool
 ) -> None:
-    """One block: the master buys WETH, WETH's feed moves 5% up, the master buys again. The
-    second buy is sized by the vault on an equity holding the first buy's WETH at the new
-    answer; the block before knows neither. The same three transactions mined one block each
+    """The master buys WETH, WETH's feed moves 5% up, the master buys again: the second buy is
+    sized by the vault on an equity holding the first buy's WETH at the new answer. The update
+    and the second buy share a block, with the first buy (which the block before then does not
+    know) or after it in the block before. The same three transactions mined one block each
     give the fractions the vault used (the block before each is then the state just before it)."""
     dep, vault, master = scene.dep, scene.vault, scene.master
     contexts = ChainContext(scene.settings)
@@ -229,6 +231,7 @@ def test_a_feed_answer_moved_earlier_in_the_block_is_in_the_fraction(
         feed.functions.setAnswer(answer * 105 // 100),
         _trade_call(dep, vault, BASE, "WETH", dep.units(BASE, 6_000)),
     ]
+    alone = 0 if first_in_block else 1  # the calls mined alone before the shared block
 
     def read(receipt: Any) -> tuple[dict[str, Any], Decimal]:
         (event,) = _traded(vault, receipt)
@@ -236,16 +239,19 @@ def test_a_feed_answer_moved_earlier_in_the_block_is_in_the_fraction(
         context = asyncio.run(contexts.context(message, "buy", event["logIndex"]))
         return dict(event["args"]), context.fraction
 
+    def mine(fn: Any) -> Any:
+        return dep.w3.eth.wait_for_transaction_receipt(fn.transact({"from": master}))
+
     with rollback():
-        receipts = [
-            dep.w3.eth.wait_for_transaction_receipt(fn.transact({"from": master})) for fn in calls
-        ]
+        receipts = [mine(fn) for fn in calls]
         first_alone, (second_alone, fraction_alone) = read(receipts[0])[1], read(receipts[2])
         master_equity, pool_equity = vault.functions.equities().call(
             block_identifier=receipts[2]["blockNumber"] - 1
         )
     with rollback():
-        receipts = _send_in_one_block(dep, calls, master)
+        receipts = [mine(fn) for fn in calls[:alone]]
+        receipts += _send_in_one_block(dep, calls[alone:], master)
+        assert (receipts[0]["blockNumber"] == receipts[2]["blockNumber"]) is first_in_block
         first, (second, fraction) = read(receipts[0])[1], read(receipts[2])
         at_block_before = vault.functions.equities().call(
             block_identifier=receipts[2]["blockNumber"] - 1
