@@ -101,16 +101,24 @@ class _ViewCall:
         readers = [word_reader(collapse_if_tuple(o)) for o in function["outputs"]]
         assert all(readers), f"{name} returns a type read otherwise"
         self.readers = cast(list[Callable[[bytes], Any]], readers)
+        self.offsets = range(0, 32 * len(readers), 32)
+        self._calldata: dict[str, str] = {}
 
-    def calldata(self, *words: str) -> str:
-        """The call's data with address arguments (each a word)."""
-        return self.selector + "".join(w[2:].lower().rjust(64, "0") for w in words)
+    def calldata(self, word: str) -> str:
+        """The call's data with one address argument: a few tokens are asked about at every
+        point, so each is formatted once."""
+        data = self._calldata.get(word)
+        if data is None:
+            data = self._calldata[word] = self.selector + word[2:].lower().rjust(64, "0")
+        return data
 
     def decode(self, result: str) -> tuple[Any, ...]:
-        data = bytes(HexBytes(result))
+        # Raw answers are 0x hex text: bytes.fromhex is many times cheaper than HexBytes.
+        data = bytes.fromhex(result[2:]) if result[:2] in ("0x", "0X") else bytes(HexBytes(result))
         if len(data) != 32 * len(self.readers):
             raise ValueError(f"unexpected answer to a vault view: {result}")
-        return tuple(read(data[32 * i : 32 * i + 32]) for i, read in enumerate(self.readers))
+        pairs = zip(self.offsets, self.readers, strict=True)
+        return tuple([read(data[i : i + 32]) for i, read in pairs])
 
 
 @dataclass
