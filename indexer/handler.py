@@ -375,13 +375,17 @@ class Indexer:
             self._initial_params(batch, event, block.timestamp)
         self.events_read += 1
         args = jsonable(event.args)
-        batch.add(
-            m.Event,
-            **self._where(event, block.timestamp),
-            block_hash=event.block_hash,
-            address=event.address,
-            name=event.name,
-            args=args,
+        batch.rows[m.Event].append(
+            {
+                "block_number": event.block_number,
+                "log_index": event.log_index,
+                "tx_hash": event.tx_hash,
+                "timestamp": block.timestamp,
+                "block_hash": event.block_hash,
+                "address": event.address,
+                "name": event.name,
+                "args": args,
+            }
         )
         on = self._on.get(event.name)
         if on is not None:
@@ -417,8 +421,15 @@ class Indexer:
             "timestamp": timestamp,
         }
 
-    def _vault_row(self, event: Event, timestamp: int) -> dict[str, Any]:
-        return {**self._where(event, timestamp), "vault": event.address}
+    @staticmethod
+    def _vault_row(event: Event, timestamp: int) -> dict[str, Any]:
+        return {
+            "block_number": event.block_number,
+            "log_index": event.log_index,
+            "tx_hash": event.tx_hash,
+            "timestamp": timestamp,
+            "vault": event.address,
+        }
 
     def _timestamp(self, event: Event) -> int:
         if event.timestamp is not None:
