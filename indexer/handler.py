@@ -101,16 +101,24 @@ class _ViewCall:
         readers = [word_reader(collapse_if_tuple(o)) for o in function["outputs"]]
         assert all(readers), f"{name} returns a type read otherwise"
         self.readers = cast(list[Callable[[bytes], Any]], readers)
+        self.offsets = range(0, 32 * len(readers), 32)
+        self._calldata: dict[str, str] = {}
 
-    def calldata(self, *words: str) -> str:
-        """The call's data with address arguments (each a word)."""
-        return self.selector + "".join(w[2:].lower().rjust(64, "0") for w in words)
+    def calldata(self, word: str) -> str:
+        """The call's data with one address argument: a few tokens are asked about at every
+        point, so each is formatted once."""
+        data = self._calldata.get(word)
+        if data is None:
+            data = self._calldata[word] = self.selector + word[2:].lower().rjust(64, "0")
+        return data
 
     def decode(self, result: str) -> tuple[Any, ...]:
-        data = bytes(HexBytes(result))
+        # Raw answers are 0x hex text: bytes.fromhex is many times cheaper than HexBytes.
+        data = bytes.fromhex(result[2:]) if result[:2] in ("0x", "0X") else bytes(HexBytes(result))
         if len(data) != 32 * len(self.readers):
             raise ValueError(f"unexpected answer to a vault view: {result}")
-        return tuple(read(data[32 * i : 32 * i + 32]) for i, read in enumerate(self.readers))
+        pairs = zip(self.offsets, self.readers, strict=True)
+        return tuple([read(data[i : i + 32]) for i, read in pairs])
 
 
 @dataclass
@@ -367,13 +375,17 @@ class Indexer:
             self._initial_params(batch, event, block.timestamp)
         self.events_read += 1
         args = jsonable(event.args)
-        batch.add(
-            m.Event,
-            **self._where(event, block.timestamp),
-            block_hash=event.block_hash,
-            address=event.address,
-            name=event.name,
-            args=args,
+        batch.rows[m.Event].append(
+            {
+                "block_number": event.block_number,
+                "log_index": event.log_index,
+                "tx_hash": event.tx_hash,
+                "timestamp": block.timestamp,
+                "block_hash": event.block_hash,
+                "address": event.address,
+                "name": event.name,
+                "args": args,
+            }
         )
         on = self._on.get(event.name)
         if on is not None:
@@ -409,8 +421,15 @@ class Indexer:
             "timestamp": timestamp,
         }
 
-    def _vault_row(self, event: Event, timestamp: int) -> dict[str, Any]:
-        return {**self._where(event, timestamp), "vault": event.address}
+    @staticmethod
+    def _vault_row(event: Event, timestamp: int) -> dict[str, Any]:
+        return {
+            "block_number": event.block_number,
+            "log_index": event.log_index,
+            "tx_hash": event.tx_hash,
+            "timestamp": timestamp,
+            "vault": event.address,
+        }
 
     def _timestamp(self, event: Event) -> int:
         if event.timestamp is not None:

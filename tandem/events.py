@@ -149,21 +149,29 @@ class _EventAbi:
         self.fast = all(r is not None for r in (*self.topic_readers, *self.data_readers))
         # Data of static values only has exactly one word per value.
         self.data_size = None if any(_dynamic(k) for _, k in self.data) else 32 * len(self.data)
+        # Where each argument is, in the event's order: its topic's index and how to read it,
+        # or its head word's offset in the data and how to read from there.
+        topic_at = {name: i + 1 for i, (name, _) in enumerate(self.indexed)}
+        data_at = {name: 32 * i for i, (name, _) in enumerate(self.data)}
+        topic_read = dict(zip((n for n, _ in self.indexed), self.topic_readers, strict=True))
+        data_read = dict(zip((n for n, _ in self.data), self.data_readers, strict=True))
+        self.plan: list[tuple[str, int, Any, bool]] = [
+            (name, topic_at[name], topic_read[name], True)
+            if name in topic_at
+            else (name, data_at[name], data_read[name], False)
+            for name in self.order
+        ]
 
     def args(self, topics: Sequence[bytes], data: bytes) -> dict[str, Any]:
         size_holds = self.data_size is None or len(data) == self.data_size
         if self.fast and size_holds and len(topics) == len(self.indexed) + 1:
             values: dict[str, Any] = {}
-            readers = zip(self.indexed, self.topic_readers, topics[1:], strict=True)
-            for (name, _), read, topic in readers:
-                values[name] = read(topic)  # type: ignore[misc]
             try:
-                fields = zip(self.data, self.data_readers, strict=True)
-                for i, ((name, _), reader) in enumerate(fields):
-                    values[name] = reader(data, 32 * i)  # type: ignore[misc]
+                for name, at, read, in_topic in self.plan:
+                    values[name] = read(topics[at]) if in_topic else read(data, at)
             except _Malformed:
                 return self._decoded(topics, data)
-            return {name: values[name] for name in self.order}
+            return values
         return self._decoded(topics, data)
 
     def _decoded(self, topics: Sequence[bytes], data: bytes) -> dict[str, Any]:
@@ -197,6 +205,11 @@ def jsonable(value: Any) -> Any:
         return str(value)
     if kind is str or kind is bool or value is None:
         return value
+    if kind is dict:  # an event's arguments: their plain values converted here, without a call
+        return {
+            k: str(v) if type(v) is int else v if type(v) is str else jsonable(v)
+            for k, v in value.items()
+        }
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list):

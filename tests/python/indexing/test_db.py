@@ -157,8 +157,30 @@ def test_bulk_rows_are_stored_as_one_insert_per_row_stores_them(
             **where,
             "block_hash": "0x" + "cd" * 32,
             "address": "0x" + "12" * 20,
-            "name": "Traded",
-            "args": {"amount": str(2**256 - 1), "ok": True, "list": ["1", None]},
+            # COPY's text format escapes these characters: some rows have them, in text and JSON.
+            "name": "Traded\t\\x\n\r" if i % 3 == 1 else "Traded",
+            "args": {
+                "amount": str(2**256 - 1),
+                "ok": True,
+                "list": ["1", None],
+                "note": 'a "quoted" \\ back\tslash\n' if i % 2 else "",
+            },
+        }
+        for i in range(count)
+    ]
+    exits = [
+        {
+            "block_number": i,
+            "log_index": 3,
+            **where,
+            "vault": "0x" + "34" * 20,
+            "follower": "0x" + "56" * 20,
+            "kind": "to_base",
+            "shares": 2**256 - 1,
+            # NULLs among values, in an exact column and in text ones.
+            "base_out": None if i % 2 else i,
+            "trigger_reason": None if i % 2 else "stop_loss",
+            "keeper": None,
         }
         for i in range(count)
     ]
@@ -190,6 +212,7 @@ def test_bulk_rows_are_stored_as_one_insert_per_row_stores_them(
         (cast(Table, models.Event.__table__), events),
         (cast(Table, models.ShareMove.__table__), shares),
         (cast(Table, models.Suspension.__table__), suspensions),
+        (cast(Table, models.Exit.__table__), exits),
     ]
     with empty_engine.begin() as conn:
         for table, rows in stored:
@@ -209,7 +232,9 @@ def test_bulk_rows_are_stored_as_one_insert_per_row_stores_them(
         }
     assert bulk == single
     assert len(bulk["events"]) == count
-    assert bulk["events"][0].args == events[0]["args"]
+    assert [row.args for row in bulk["events"]] == [e["args"] for e in events]
+    assert [row.name for row in bulk["events"]] == [e["name"] for e in events]
+    assert [row.base_out for row in bulk["exits"]] == [e["base_out"] for e in exits]
     assert {row.delta for row in bulk["share_moves"]} == {s["delta"] for s in shares}
     # A value the column cannot hold is refused, by COPY as by INSERT, and nothing is stored.
     bad = [{**row, "master_index": -1} for row in suspensions]
@@ -222,3 +247,7 @@ def test_bulk_rows_are_stored_as_one_insert_per_row_stores_them(
         insert_rows(conn, table, bad)
     with empty_engine.connect() as conn:
         assert len(conn.execute(select(table)).all()) == count
+    # So is a boolean where an exact integer goes.
+    refused = pytest.raises((TypeError, StatementError), match="takes an int")
+    with refused, empty_engine.begin() as conn:
+        insert_rows(conn, table, [{**row, "peak": True} for row in suspensions])
