@@ -65,6 +65,13 @@ def upgrade() -> None:
             )
         )
         batch_op.create_index("ix_bridge_orders_notified_at", ["notified_at"], unique=False)
+        batch_op.alter_column(
+            "status",
+            existing_type=sa.String(length=16),
+            existing_nullable=False,
+            comment="sending | acked | filled | skipped | failed | expired",
+            existing_comment="sending | acked | filled | skipped | failed",
+        )
     # Orders decided before the notifier knew them are history: not told.
     op.execute(
         "UPDATE bridge_orders SET notified_at = known_at "
@@ -95,6 +102,13 @@ def downgrade() -> None:
         )
         batch_op.drop_column("ref")
     with op.batch_alter_table("bridge_orders", schema=None) as batch_op:
+        batch_op.alter_column(
+            "status",
+            existing_type=sa.String(length=16),
+            existing_nullable=False,
+            comment="sending | acked | filled | skipped | failed",
+            existing_comment="sending | acked | filled | skipped | failed | expired",
+        )
         batch_op.drop_index("ix_bridge_orders_notified_at")
         batch_op.drop_column("notified_at")
         batch_op.drop_column("tx_hash")
