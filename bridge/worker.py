@@ -400,7 +400,17 @@ class Bridge:
         for f in follows:
             symbol = _symbol(f, token, defaults)
             assert symbol is not None
-            d = self._decide_one(f, side, symbol, price, context.fraction, priced)
+            failed = None
+            try:
+                d = self._decide_one(f, side, symbol, price, context.fraction, priced)
+            except Exception as exc:
+                # A follow whose order cannot be sized (a fault of ours, or a book no rule
+                # foresaw) fails alone: left unhandled it held up the trade for every follower,
+                # again at each restart. Its book stays as it was; its order is told failed.
+                log.exception("follow %s: trade %s could not be sized", f["id"], trade_id)
+                failed = f"could not be sized ({type(exc).__name__}): nothing was sent"
+                book = {k: f[k] for k in ("carry", "marks", "peak", "status", "reason")}
+                d = Decision("copy", side, ZERO, failed, book)
             rows.append(
                 {
                     "client_id": client_order_id(trade_id, f["id"]),
@@ -413,7 +423,7 @@ class Bridge:
                     "side": d.side,
                     "kind": d.kind,
                     "size": str(d.size),
-                    "status": "skipped" if d.reason else "sending",
+                    "status": "failed" if failed else "skipped" if d.reason else "sending",
                     "reason": d.reason,
                     "carried": d.carried,
                     "master_price": str(price),
@@ -425,7 +435,7 @@ class Bridge:
                 }
             )
             books.append({"b_id": f["id"], **d.book})
-            if d.reason:
+            if d.reason and not failed:
                 self.stats.skipped += 1
                 log.info("follow %s skips trade %s: %s", f["id"], trade_id, d.reason)
             if d.kind == "exit":

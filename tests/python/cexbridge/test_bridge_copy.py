@@ -435,3 +435,35 @@ def test_a_masters_drag_sums_their_followers_latest_orders_only(
     drag = exchange_keys.master_drag(VAULT, request)
     assert drag.overall.orders == 3
     assert drag.overall.skipped == 0  # the two oldest orders are not among them
+
+
+def test_a_follow_whose_order_cannot_be_sized_fails_alone_and_the_others_are_copied(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fault in sizing one follow's order (here injected; the dust trades above were real
+    # ones) once stopped the worker on the trade, for every follower, at every restart.
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("binance",)) as stands:
+        settings = settings_for(stands, redis_url)
+        broken, fine = add_followers(engine, ring, stands, 2)
+        size = Bridge._decide_one
+
+        def decide_one(self: Bridge, f: dict[str, Any], *args: Any) -> Any:
+            if f["id"] == broken.follow_id:
+                raise ArithmeticError("a book no rule sizes")
+            return size(self, f, *args)
+
+        monkeypatch.setattr(Bridge, "_decide_one", decide_one)
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        run_bridge(settings, engine, ring, 1)
+        rows = {r["follow_id"]: r for r in orders(engine)}
+        assert rows[fine.follow_id]["status"] == "filled"
+        assert rows[broken.follow_id]["status"] == "failed"
+        assert "could not be sized (ArithmeticError)" in rows[broken.follow_id]["reason"]
+        books = follows(engine)
+        assert Decimal(books[broken.follow_id]["cash"]) == 1000  # nothing moved
+        assert Decimal(books[fine.follow_id]["cash"]) < 1000
+        # One order reached the exchange: the other follower's.
+        assert len(stands["binance"].orders_of(fine.api_key)) == 1
+        assert stands["binance"].orders_of(broken.api_key) == []
