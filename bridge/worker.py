@@ -132,6 +132,7 @@ class Bridge:
         self.fills = FillFollower(self.venues, settings.fill_timeout)  # sockets, REST otherwise
         self.stopping = False
         self._pending: list[Outcome] = []
+        self._exiting: set[asyncio.Task[None]] = set()  # exits claimed at a fill, running
         self._writing = asyncio.Lock()
         self._ssl_context: Any = None
 
@@ -185,6 +186,11 @@ class Bridge:
             await self.close()
 
     async def close(self) -> None:
+        if self._exiting:
+            # An exit under way is finished if it can be soon; else another worker resumes it.
+            _, late = await asyncio.wait(self._exiting, timeout=self.settings.fill_timeout)
+            for task in late:
+                task.cancel()
         # ccxt's close() lingers a quarter of a second: all at once.
         await asyncio.gather(
             self.fills.close(),
@@ -843,6 +849,14 @@ class Bridge:
                 await keeper
             await self.redis.eval(_RELEASE, 1, lease, self.consumer)
 
+    def _exits_after_fills(self, claimed: list[int]) -> None:
+        """Exits claimed at a fill run beside what this worker does (not within the write that
+        found them, which holds the writer)."""
+        for follow_id in claimed:
+            task = asyncio.create_task(self._run_exit(follow_id))
+            self._exiting.add(task)
+            task.add_done_callback(self._exiting.discard)
+
     async def _keep_lease(self, lease: str, ttl: int) -> None:
         while True:
             await asyncio.sleep(ttl / 3000)
@@ -863,16 +877,20 @@ class Bridge:
                 # a later batch (an order's fill) never lands before an earlier one (its ack).
                 writing = asyncio.ensure_future(asyncio.to_thread(self._apply, batch))
                 try:
-                    await asyncio.shield(writing)
+                    claimed = await asyncio.shield(writing)
                 except asyncio.CancelledError:
                     await writing
                     raise
+                self._exits_after_fills(claimed)
 
-    def _apply(self, batch: list[Outcome]) -> None:
+    def _apply(self, batch: list[Outcome]) -> list[int]:
         """Outcomes into their rows, and fills into the follows' books, in one transaction;
-        an order already ``filled`` moves no book again."""
+        an order already ``filled`` moves no book again. A follow whose limit a fill breaches is
+        stopped and its exit written in the same transaction: the follows whose exit this
+        worker claimed are returned."""
         now = time.time()
         done = [o for o in batch if o.status == "filled" and o.fill is not None]
+        breached: dict[int, str] = {}
         with self.engine.begin() as conn:
             already = set()
             books: dict[int, Any] = {}
@@ -915,7 +933,9 @@ class Bridge:
                     if o.status == "filled":
                         values["filled_at"] = now
                         book = books[o.row["follow_id"]]
-                        _book_fill(book, o.row, fill)
+                        breach = _book_fill(book, o.row, fill)
+                        if breach:
+                            breached[o.row["follow_id"]] = breach
                         already.add(cid)
                 conn.execute(update(t.orders).where(t.orders.c.client_id == cid).values(**values))
             for follow_id, book in books.items():
@@ -929,6 +949,7 @@ class Bridge:
                         peak=book["peak"],
                     )
                 )
+            return self._stop_breached(conn, breached)
 
     # --- keys
 
@@ -1034,8 +1055,9 @@ def _breach(f: dict[str, Any], equity: Decimal, peak: Decimal) -> str | None:
     return None
 
 
-def _book_fill(book: dict[str, Any], row: dict[str, Any], fill: venue.Fill) -> None:
-    """A fill into the follow's book: cash, position, the mark, the peak, and the limits."""
+def _book_fill(book: dict[str, Any], row: dict[str, Any], fill: venue.Fill) -> str | None:
+    """A fill into the follow's book: cash, position, the mark, the peak; the limit it breaches,
+    or None."""
     filled, cost, fee = fill.filled, fill.cost, fill.fee or ZERO
     positions = dict(book["positions"] or {})
     symbol = row["symbol"]
@@ -1055,9 +1077,9 @@ def _book_fill(book: dict[str, Any], row: dict[str, Any], fill: venue.Fill) -> N
         (Decimal(v) * Decimal(marks.get(s, "0")) for s, v in positions.items()), ZERO
     )
     peak = max(Decimal(book["peak"]), equity)
-    # A limit breached at this fill is found by the next watch of the limits (or the next
-    # trade), which stops the follow and claims its exit: a fill never stops one itself.
     book.update(cash=str(cash), positions=positions, marks=marks, peak=str(peak))
+    # A limit breached at this fill stops the follow (``_claim_exit``, after the book is written).
+    return _breach(book, equity, peak) if book["status"] == "active" else None
 
 
 def key_aad(address: str, exchange: str, api_key: str) -> str:
