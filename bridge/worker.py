@@ -23,10 +23,13 @@
 - **Hot path.** Market lists, one aiohttp session per exchange (connections kept alive) and a
   ccxt client per active key are made before trades arrive (``warm``, again every
   ``warm_every`` seconds for new keys); a rotated key gets a new client.
-- **Follower limits.** At every trade the follow's equity is marked at the master's price: a
-  stop-loss (under the allocation) or maximum drawdown (under the peak) breached stops copying
-  and the follow's order for the trade becomes an exit, a sale to quote of all it holds of that
-  market (``kind = exit``); a breach seen at a fill exits at the next trade of the market.
+- **Follower limits.** Every ``limits_every`` seconds each active follow holding positions is
+  marked at its exchange's prices (one tickers request per exchange), at every trade at the
+  master's price, at every fill at the fill's. A stop-loss (under the allocation) or maximum
+  drawdown (under the peak) breached stops the follow in one conditional UPDATE (one worker
+  wins it) and writes its exit in the same transaction: a sale to quote of every market it
+  holds (``kind = exit``, client ids derived from the follow and the market), sent under a
+  Redis lease, each asked for at the exchange first, so no exit order is sent twice.
 - **Limits.** Every request waits for the shared limiter (``bridge.limiter``); a 429/418 blocks
   the exchange for its Retry-After. An exchange that does not answer pauses its orders: they
   are retried every ``paused_retry`` seconds, the keys' permissions are read again before the
