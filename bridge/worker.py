@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -135,7 +136,8 @@ class Bridge:
         self.fills = FillFollower(self.venues, settings.fill_timeout)  # sockets, REST otherwise
         self.stopping = False
         self._pending: list[Outcome] = []
-        self._exiting: set[asyncio.Task[None]] = set()  # exits claimed at a fill, running
+        # Exits running beside the trades (claimed by the watch or at a fill): follow -> task.
+        self._exiting: dict[int, asyncio.Task[None]] = {}
         self._writing = asyncio.Lock()
         self._ssl_context: Any = None
 
@@ -191,7 +193,7 @@ class Bridge:
     async def close(self) -> None:
         if self._exiting:
             # An exit under way is finished if it can be soon; else another worker resumes it.
-            _, late = await asyncio.wait(self._exiting, timeout=self.settings.fill_timeout)
+            _, late = await asyncio.wait(self._exiting.values(), timeout=self.settings.fill_timeout)
             for task in late:
                 task.cancel()
         # ccxt's close() lingers a quarter of a second: all at once.
@@ -656,17 +658,18 @@ class Bridge:
             await asyncio.sleep(every)
             try:
                 if self.settings.limits_every:
-                    await self.watch_limits()
+                    await self.watch_limits(wait=False)
                 else:
-                    await self._run_exits(self._unfinished_exits())
+                    self._start_exits(self._unfinished_exits())
             except Exception as exc:  # an exchange down stops no later watch
                 log.warning("watching the followers' limits failed: %s", type(exc).__name__)
 
-    async def watch_limits(self) -> list[int]:
+    async def watch_limits(self, wait: bool = True) -> list[int]:
         """Every active follow holding positions marked at its exchange's prices (one tickers
         request per exchange), its peak raised; a stop-loss or maximum drawdown breached stops
         it and exits it. Exits left unfinished (a worker died) are resumed. The follows this
-        call stopped are returned."""
+        call stopped are returned; with ``wait``, once their exits are done (the worker's loop
+        does not wait: an exchange down, whose exit waits for it, holds no other's watch)."""
         follows = self._holding()
         wanted: dict[str, set[str]] = {}
         for f in follows:
@@ -707,7 +710,9 @@ class Bridge:
                     books,
                 )
                 claimed = self._stop_breached(conn, breached)
-        await self._run_exits(set(claimed) | self._unfinished_exits())
+        running = self._start_exits(set(claimed) | self._unfinished_exits())
+        if wait and running:
+            await asyncio.wait(running)
         return claimed
 
     def _holding(self) -> list[dict[str, Any]]:
@@ -852,13 +857,21 @@ class Bridge:
                 await keeper
             await self.redis.eval(_RELEASE, 1, lease, self.consumer)
 
-    def _exits_after_fills(self, claimed: list[int]) -> None:
-        """Exits claimed at a fill run beside what this worker does (not within the write that
-        found them, which holds the writer)."""
-        for follow_id in claimed:
-            task = asyncio.create_task(self._run_exit(follow_id))
-            self._exiting.add(task)
-            task.add_done_callback(self._exiting.discard)
+    def _start_exits(self, follow_ids: Iterable[int]) -> list[asyncio.Task[None]]:
+        """Exits run beside what this worker does (each once at a time in this worker; the
+        lease keeps the other workers off it)."""
+        for follow_id in follow_ids:
+            if follow_id not in self._exiting:
+                task = asyncio.create_task(self._run_exit(follow_id))
+                self._exiting[follow_id] = task
+                task.add_done_callback(functools.partial(self._exit_done, follow_id))
+        return list(self._exiting.values())
+
+    def _exit_done(self, follow_id: int, task: asyncio.Task[None]) -> None:
+        self._exiting.pop(follow_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            # Left unfinished: the next watch (of any worker) resumes it.
+            log.warning("exit of follow %s stopped: %s", follow_id, type(task.exception()).__name__)
 
     async def _keep_lease(self, lease: str, ttl: int) -> None:
         while True:
@@ -884,7 +897,8 @@ class Bridge:
                 except asyncio.CancelledError:
                     await writing
                     raise
-                self._exits_after_fills(claimed)
+                # Not within this write, which holds the writer the exit's outcomes need.
+                self._start_exits(claimed)
 
     def _apply(self, batch: list[Outcome]) -> list[int]:
         """Outcomes into their rows, and fills into the follows' books, in one transaction;

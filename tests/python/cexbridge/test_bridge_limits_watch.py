@@ -269,17 +269,25 @@ def test_a_breach_found_at_a_master_trade_sells_every_market(
         settings = world_settings(stands, redis_url, limits_every=0)
         (f,) = add_followers(engine, ring, stands, 1, stop_loss_bps=1000)
         buy_both(settings, engine, ring)
-        # The master sells a tenth of their ETH at 1,000 (the exchange's price too): the
+        # ETH halves on the exchange. The watch is off (``limits_every = 0``): a worker running
+        # for a while stops nothing. Then the master sells a tenth of their ETH at 1,000: the
         # follow's equity, marked at it, breaks its stop-loss. Its exit sells its BTC as well.
         set_prices(stands, 1000, 50000)
-        publish(redis_url, "test", [("102-1", trade(102, "sell", 100, 0.1, 0.1))])
 
         async def go() -> None:
             (bridge,) = await workers(settings, engine, ring, 1)
-            try:
-                await take(bridge)
-            finally:
-                await stop([bridge])
+            running = asyncio.create_task(bridge.run())
+            await asyncio.sleep(2)
+            assert follows(engine)[f.follow_id]["status"] == "active"
+            assert not [r for r in orders(engine) if r["kind"] == "exit"]
+            publish(redis_url, "test", [("102-1", trade(102, "sell", 100, 0.1, 0.1))])
+            deadline = time.monotonic() + 30
+            while len([r for r in orders(engine) if r["status"] == "filled"]) < 4:
+                assert time.monotonic() < deadline and not running.done()
+                await asyncio.sleep(0.1)
+            bridge.stopping = True
+            await running
+            await bridge.redis.aclose()
 
         asyncio.run(go())
         (at_trade,) = [r for r in orders(engine) if r["trade"] == "102-1"]
@@ -298,7 +306,7 @@ def test_a_worker_killed_mid_exit_does_not_double_it(tmp_path: Path, redis_url: 
     ring, ring_text = keyring()
     db_url, engine = database(tmp_path)
     with standins(("bybit",)) as stands:
-        settings = world_settings(stands, redis_url, limits_every=0.2)
+        settings = world_settings(stands, redis_url, limits_every=0)
         fs = add_followers(engine, ring, stands, 3, stop_loss_bps=1000)
         buy_both(settings, engine, ring)
         bybit = stands["bybit"]
