@@ -306,7 +306,7 @@ def test_a_worker_killed_mid_exit_does_not_double_it(tmp_path: Path, redis_url: 
     ring, ring_text = keyring()
     db_url, engine = database(tmp_path)
     with standins(("bybit",)) as stands:
-        settings = world_settings(stands, redis_url, limits_every=0)
+        settings = world_settings(stands, redis_url, limits_every=0.2)
         fs = add_followers(engine, ring, stands, 3, stop_loss_bps=1000)
         buy_both(settings, engine, ring)
         bybit = stands["bybit"]
