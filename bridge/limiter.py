@@ -44,7 +44,8 @@ LIMITS = {
         Window(50, 10),
         order_weight=1,
         query_weight=4,
-        weights={"markets": 20, "account": 20, "permissions": 1},
+        # ``tickers``: the 24-hour tickers of up to 20 symbols (the limits' watch).
+        weights={"markets": 20, "account": 20, "permissions": 1, "tickers": 2, "ticker": 2},
         connections=Window(300, 300),
     ),
     "okx": ExchangeLimits(Window(1_000, 2), Window(60, 2), connections=Window(3, 1)),

@@ -23,10 +23,13 @@
 - **Hot path.** Market lists, one aiohttp session per exchange (connections kept alive) and a
   ccxt client per active key are made before trades arrive (``warm``, again every
   ``warm_every`` seconds for new keys); a rotated key gets a new client.
-- **Follower limits.** At every trade the follow's equity is marked at the master's price: a
-  stop-loss (under the allocation) or maximum drawdown (under the peak) breached stops copying
-  and the follow's order for the trade becomes an exit, a sale to quote of all it holds of that
-  market (``kind = exit``); a breach seen at a fill exits at the next trade of the market.
+- **Follower limits.** Every ``limits_every`` seconds each active follow holding positions is
+  marked at its exchange's prices (one tickers request per exchange), at every trade at the
+  master's price, at every fill at the fill's. A stop-loss (under the allocation) or maximum
+  drawdown (under the peak) breached stops the follow in one conditional UPDATE (one worker
+  wins it) and writes its exit in the same transaction: a sale to quote of every market it
+  holds (``kind = exit``, client ids derived from the follow and the market), sent under a
+  Redis lease, each asked for at the exchange first, so no exit order is sent twice.
 - **Limits.** Every request waits for the shared limiter (``bridge.limiter``); a 429/418 blocks
   the exchange for its Retry-After. An exchange that does not answer pauses its orders: they
   are retried every ``paused_retry`` seconds, the keys' permissions are read again before the
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -104,6 +108,7 @@ class Decision:
     reason: str | None  # why skipped (None: sent)
     book: dict[str, Any]
     carried: str | None = None  # skipped: the quote value now owed to the next such order
+    breach: str | None = None  # a limit this trade found breached: the follow's exit is due
 
 
 class Bridge:
@@ -135,6 +140,8 @@ class Bridge:
         self.fills = FillFollower(self.venues, settings.fill_timeout, self.limiter.connection)
         self.stopping = False
         self._pending: list[Outcome] = []
+        # Exits running beside the trades (claimed by the watch or at a fill): follow -> task.
+        self._exiting: dict[int, asyncio.Task[None]] = {}
         self._writing = asyncio.Lock()
         self._ssl_context: Any = None
 
@@ -172,6 +179,7 @@ class Bridge:
         await self.warm()
         checker = asyncio.create_task(self._permission_loop())
         warmer = asyncio.create_task(self._warm_loop())
+        watcher = asyncio.create_task(self._limits_loop())
         try:
             while not self.stopping:
                 got = await self.next_trade()
@@ -183,9 +191,15 @@ class Bridge:
         finally:
             checker.cancel()
             warmer.cancel()
+            watcher.cancel()
             await self.close()
 
     async def close(self) -> None:
+        if self._exiting:
+            # An exit under way is finished if it can be soon; else another worker resumes it.
+            _, late = await asyncio.wait(self._exiting.values(), timeout=self.settings.fill_timeout)
+            for task in late:
+                task.cancel()
         # ccxt's close() lingers a quarter of a second: all at once.
         await asyncio.gather(
             self.fills.close(),
@@ -320,6 +334,7 @@ class Bridge:
             str(k): v for k, v in self.settings.assets[token].markets.items()
         }
         rows = self._existing(entry_id)
+        claimed: list[int] = []
         follows = [
             f
             for f in self._follows(trade["vault"])
@@ -328,12 +343,13 @@ class Bridge:
         if follows:
             context = await self.contexts.context(trade, side, int(entry_id.split("-")[1]))
             await self._ensure_markets({f["exchange"] for f in follows})
-            self._decide(
+            claimed = self._decide(
                 entry_id, trade, follows, side, token, defaults, price, context, known_at, priced
             )
             rows = self._existing(entry_id)
         todo = [r for r in rows.values() if r["status"] in {"planned", "sending", "acked"}]
         if not todo:
+            await self._run_exits(claimed)
             return
         keys = self._keys_of({r["follow_id"] for r in todo})
         fresh = {f["id"] for f in follows}
@@ -345,7 +361,7 @@ class Bridge:
 
         writer = asyncio.create_task(self._write_loop())
         try:
-            await asyncio.gather(*(one(r) for r in todo))
+            await asyncio.gather(*(one(r) for r in todo), self._run_exits(claimed))
         finally:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -391,12 +407,15 @@ class Bridge:
         context: Context,
         known_at: float,
         priced: bool = True,
-    ) -> None:
+    ) -> list[int]:
         """One row per follow and the follows' books, all in one transaction, before anything
         is sent. Rows to send are written ``sending``: should this worker die, the one taking
-        the trade over asks the exchange for each client id before sending again."""
+        the trade over asks the exchange for each client id before sending again. A follow
+        whose limit this trade breaches is stopped and its exit written in the same
+        transaction; the follows whose exit this worker claimed are returned."""
         rows: list[dict[str, Any]] = []
         books: list[dict[str, Any]] = []
+        breached: dict[int, str] = {}
         for f in follows:
             symbol = _symbol(f, token, defaults)
             assert symbol is not None
@@ -409,7 +428,7 @@ class Bridge:
                 # again at each restart. Its book stays as it was; its order is told failed.
                 log.exception("follow %s: trade %s could not be sized", f["id"], trade_id)
                 failed = f"could not be sized ({type(exc).__name__}): nothing was sent"
-                book = {k: f[k] for k in ("carry", "marks", "peak", "status", "reason")}
+                book = {k: f[k] for k in ("carry", "marks", "peak")}
                 d = Decision("copy", side, ZERO, failed, book)
             rows.append(
                 {
@@ -438,25 +457,21 @@ class Bridge:
             if d.reason and not failed:
                 self.stats.skipped += 1
                 log.info("follow %s skips trade %s: %s", f["id"], trade_id, d.reason)
-            if d.kind == "exit":
-                self.stats.exits += 1
-                log.warning("follow %s exits %s: %s", f["id"], symbol, d.book["reason"])
+            if d.breach:
+                breached[f["id"]] = d.breach
         if not rows:
-            return
+            return []
         with self.engine.begin() as conn:
             conn.execute(insert(t.orders), rows)
+            # The status is not written here: only ``_claim_exit`` stops a follow, and a book
+            # read before another worker stopped it must not make it active again.
             conn.execute(
                 update(t.follows)
                 .where(t.follows.c.id == bindparam("b_id"))
-                .values(
-                    carry=bindparam("carry"),
-                    marks=bindparam("marks"),
-                    peak=bindparam("peak"),
-                    status=bindparam("status"),
-                    reason=bindparam("reason"),
-                ),
+                .values(carry=bindparam("carry"), marks=bindparam("marks"), peak=bindparam("peak")),
                 books,
             )
+            return self._stop_breached(conn, breached)
 
     def _decide_one(
         self,
@@ -475,31 +490,18 @@ class Bridge:
             (Decimal(v) * Decimal(marks.get(s, "0")) for s, v in positions.items()), ZERO
         )
         peak = max(Decimal(f["peak"]), equity)
-        status, reason = f["status"], f["reason"]
-        if status == "active":
-            breach = _breach(f, equity, peak)
-            if breach:
-                status, reason = "stopped", breach
-        book = {
-            "carry": carry,
-            "marks": marks,
-            "peak": str(peak),
-            "status": status,
-            "reason": reason,
-        }
+        book = {"carry": carry, "marks": marks, "peak": str(peak)}
+        if f["status"] != "active":
+            # A limit fired before: nothing more is copied (the follow's exit sold, or is
+            # selling, every market it held).
+            return Decision("copy", side, ZERO, f"{t.STOPPED}: {f['reason']}", book)
+        breach = _breach(f, equity, peak)
+        if breach:
+            # The follow's exit (every market it holds, ``_claim_exit``) replaces this order.
+            return Decision("copy", side, ZERO, f"{t.STOPPED}: {breach}", book, breach=breach)
         market = self.markets[f["exchange"]].get(symbol)
         if market is None:
             return Decision("copy", side, ZERO, f"{f['exchange']} has no market {symbol}", book)
-        if status != "active":
-            # A limit fired (now or before): what is held of this market is sold to quote, and
-            # nothing more is copied.
-            if held <= 0:
-                return Decision("copy", side, ZERO, f"{t.STOPPED}: {reason}", book)
-            carry.pop(f"buy:{symbol}", None)
-            carry.pop(f"sell:{symbol}", None)
-            amount = self._precise(f["exchange"], symbol, held)
-            why = _below_minimum(market, amount, amount * price)
-            return Decision("exit", "sell", amount, why and f"exit {why}", book)
         key = f"{side}:{symbol}"
         owed = Decimal(carry.pop(key, "0"))
         owed_buy = f"buy:{symbol}"
@@ -697,6 +699,235 @@ class Bridge:
             fill.fee = first_fee
         return fill
 
+    # --- the follower's limits: the watch, and the exit of every market a follow holds
+
+    async def _limits_loop(self) -> None:
+        # With the watch off, exits left unfinished by a worker that died are still resumed.
+        every = self.settings.limits_every or self.settings.reclaim_idle
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if self.settings.limits_every:
+                    await self.watch_limits(wait=False)
+                else:
+                    self._start_exits(self._unfinished_exits())
+            except Exception as exc:  # an exchange down stops no later watch
+                log.warning("watching the followers' limits failed: %s", type(exc).__name__)
+
+    async def watch_limits(self, wait: bool = True) -> list[int]:
+        """Every active follow holding positions marked at its exchange's prices (one tickers
+        request per exchange), its peak raised; a stop-loss or maximum drawdown breached stops
+        it and exits it. Exits left unfinished (a worker died) are resumed. The follows this
+        call stopped are returned; with ``wait``, once their exits are done (the worker's loop
+        does not wait: an exchange down, whose exit waits for it, holds no other's watch)."""
+        follows = self._holding()
+        wanted: dict[str, set[str]] = {}
+        for f in follows:
+            wanted.setdefault(f["exchange"], set()).update(_held(f))
+        names = sorted(wanted)
+        answers = await asyncio.gather(
+            *(self._prices(name, wanted[name]) for name in names), return_exceptions=True
+        )
+        prices: dict[str, dict[str, Decimal]] = {}
+        for name, answer in zip(names, answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.warning("%s: no prices for the limits (%s)", name, type(answer).__name__)
+            else:
+                prices[name] = answer
+        books: list[dict[str, Any]] = []
+        breached: dict[int, str] = {}
+        for f in follows:
+            got = prices.get(f["exchange"], {})
+            held = _held(f)
+            if not held or any(symbol not in got for symbol in held):
+                continue  # a market without a price: not marked rather than marked wrong
+            marks = {**(f["marks"] or {}), **{s: venue.text(got[s]) for s in held}}
+            equity = Decimal(f["cash"]) + sum(
+                (Decimal(f["positions"][s]) * got[s] for s in held), ZERO
+            )
+            peak = max(Decimal(f["peak"]), equity)
+            books.append({"b_id": f["id"], "marks": marks, "peak": str(peak)})
+            breach = _breach(f, equity, peak)
+            if breach:
+                breached[f["id"]] = breach
+        claimed: list[int] = []
+        if books:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(t.follows)
+                    .where(t.follows.c.id == bindparam("b_id"), t.follows.c.status == "active")
+                    .values(marks=bindparam("marks"), peak=bindparam("peak")),
+                    books,
+                )
+                claimed = self._stop_breached(conn, breached)
+        running = self._start_exits(set(claimed) | self._unfinished_exits())
+        if wait and running:
+            await asyncio.wait(running)
+        return claimed
+
+    def _holding(self) -> list[dict[str, Any]]:
+        """The active follows of active keys holding a position."""
+        query = (
+            select(t.follows, t.keys.c.exchange, t.keys.c.address)
+            .join(t.keys, t.keys.c.id == t.follows.c.key_id)
+            .where(t.follows.c.status == "active", t.keys.c.status == "active")
+        )
+        with self.engine.connect() as conn:
+            follows = [dict(r._mapping) for r in conn.execute(query)]
+        return [f for f in follows if _held(f)]
+
+    async def _prices(self, exchange: str, symbols: set[str]) -> dict[str, Decimal]:
+        """The exchange's last price of each market, in one request where ccxt can ask for
+        several (all four exchanges)."""
+        await self._ensure_markets([exchange])
+        ex = self.markets[exchange]["__client__"]
+        wanted = sorted(s for s in symbols if s in self.markets[exchange])
+        if not wanted:
+            return {}
+        if ex.has.get("fetchTickers"):
+            await self.limiter.acquire(exchange, "", order=False, request="tickers")
+            tickers = await ex.fetch_tickers(wanted)
+        else:
+            tickers = {}
+            for symbol in wanted:
+                await self.limiter.acquire(exchange, "", order=False, request="ticker")
+                tickers[symbol] = await ex.fetch_ticker(symbol)
+        await self._observe(exchange, ex)
+        out = {}
+        for symbol in wanted:
+            last = (tickers.get(symbol) or {}).get("last")
+            if last:
+                out[symbol] = venue.decimal(last)
+        return out
+
+    def _stop_breached(self, conn: Any, breached: dict[int, str]) -> list[int]:
+        return [i for i, reason in breached.items() if self._claim_exit(conn, i, reason)]
+
+    def _claim_exit(self, conn: Any, follow_id: int, reason: str) -> bool:
+        """Stop the follow and write its exit: a sale to quote of every market it holds, one
+        row ``sending`` each (``kind = exit``, client ids derived from the follow and the
+        market). One conditional UPDATE decides which worker stops it: the others find it
+        stopped already and write nothing. True when this call stopped it."""
+        stopped = conn.execute(
+            update(t.follows)
+            .where(t.follows.c.id == follow_id, t.follows.c.status == "active")
+            .values(status="stopped", reason=reason)
+        )
+        if stopped.rowcount != 1:
+            return False
+        log.warning("follow %s stopped: %s", follow_id, reason)
+        f = dict(
+            conn.execute(
+                select(t.follows, t.keys.c.exchange, t.keys.c.address)
+                .join(t.keys, t.keys.c.id == t.follows.c.key_id)
+                .where(t.follows.c.id == follow_id)
+            )
+            .one()
+            ._mapping
+        )
+        now = time.time()
+        rows = []
+        for symbol in sorted(_held(f)):
+            held = Decimal(f["positions"][symbol])
+            markets = self.markets.get(f["exchange"], {})
+            market = markets.get(symbol)
+            why: str | None
+            if market is None:
+                amount, why = held, f"{f['exchange']} has no market {symbol}"
+            else:
+                amount = self._precise(f["exchange"], symbol, held)
+                mark = Decimal((f["marks"] or {}).get(symbol, "0"))
+                why = _below_minimum(market, amount, amount * mark)
+            rows.append(
+                {
+                    "client_id": exit_order_id(follow_id, symbol),
+                    "trade": exit_name(follow_id),
+                    "follow_id": follow_id,
+                    "address": f["address"],
+                    "vault": f["vault"],
+                    "exchange": f["exchange"],
+                    "symbol": symbol,
+                    "side": "sell",
+                    "kind": "exit",
+                    "size": str(amount),
+                    "status": "skipped" if why else "sending",
+                    "reason": why and f"exit {why}",
+                    "known_at": now,
+                    "attempts": 0,
+                }
+            )
+            self.stats.exits += 1
+            log.warning("follow %s exits %s: %s", follow_id, symbol, reason)
+        if rows:
+            conn.execute(insert(t.orders), rows)
+        return True
+
+    def _unfinished_exits(self) -> set[int]:
+        """Follows whose exit has orders not yet final (the worker running it died, or runs
+        it now: ``_run_exit`` holds a lease on it)."""
+        query = select(t.orders.c.follow_id).where(
+            t.orders.c.kind == "exit",
+            t.orders.c.trade.startswith(EXIT),
+            t.orders.c.status.in_(("sending", "acked")),
+        )
+        with self.engine.connect() as conn:
+            return set(conn.execute(query.distinct()).scalars())
+
+    async def _run_exits(self, follow_ids: Iterable[int]) -> None:
+        await asyncio.gather(*(self._run_exit(i) for i in set(follow_ids)))
+
+    async def _run_exit(self, follow_id: int) -> None:
+        """Send the follow's exit orders not yet final, holding the exit's lease in Redis so
+        that no other worker sends them meanwhile; each is asked for at the exchange first (a
+        worker that held the lease may have sent it and died), so none is sent twice."""
+        lease = f"{self.settings.stream}:exit:{follow_id}"
+        ttl = max(1000, int(self.settings.reclaim_idle * 1000))
+        if not await self.redis.set(lease, self.consumer, nx=True, px=ttl):
+            return  # another worker runs it
+        keeper = asyncio.create_task(self._keep_lease(lease, ttl))
+        try:
+            with self.engine.connect() as conn:  # read under the lease: what is left to do
+                todo = [
+                    dict(r._mapping)
+                    for r in conn.execute(
+                        select(t.orders).where(
+                            t.orders.c.trade == exit_name(follow_id),
+                            t.orders.c.status.in_(("sending", "acked")),
+                        )
+                    )
+                ]
+            if todo:
+                key = self._keys_of({follow_id})[follow_id]
+                await self._ensure_markets([key["exchange"]])
+                await asyncio.gather(*(self._execute(r, key, fresh=False) for r in todo))
+                await self._flush()
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            await self.redis.eval(_RELEASE, 1, lease, self.consumer)
+
+    def _start_exits(self, follow_ids: Iterable[int]) -> list[asyncio.Task[None]]:
+        """Exits run beside what this worker does (each once at a time in this worker; the
+        lease keeps the other workers off it)."""
+        for follow_id in follow_ids:
+            if follow_id not in self._exiting:
+                task = asyncio.create_task(self._run_exit(follow_id))
+                self._exiting[follow_id] = task
+                task.add_done_callback(functools.partial(self._exit_done, follow_id))
+        return list(self._exiting.values())
+
+    def _exit_done(self, follow_id: int, task: asyncio.Task[None]) -> None:
+        self._exiting.pop(follow_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            # Left unfinished: the next watch (of any worker) resumes it.
+            log.warning("exit of follow %s stopped: %s", follow_id, type(task.exception()).__name__)
+
+    async def _keep_lease(self, lease: str, ttl: int) -> None:
+        while True:
+            await asyncio.sleep(ttl / 3000)
+            await self.redis.pexpire(lease, ttl)
+
     # --- writing, in batches off the event loop
 
     async def _write_loop(self) -> None:
@@ -712,20 +943,25 @@ class Bridge:
                 # a later batch (an order's fill) never lands before an earlier one (its ack).
                 writing = asyncio.ensure_future(asyncio.to_thread(self._apply, batch))
                 try:
-                    await asyncio.shield(writing)
+                    claimed = await asyncio.shield(writing)
                 except asyncio.CancelledError:
                     await writing
                     raise
+                # Not within this write, which holds the writer the exit's outcomes need.
+                self._start_exits(claimed)
 
-    def _apply(self, batch: list[Outcome]) -> None:
+    def _apply(self, batch: list[Outcome]) -> list[int]:
         """Outcomes into their rows, and fills into the follows' books, in one transaction.
         An order's row changes only while it is not booked (``filled``, or ``expired`` with
         what filled), by one conditional ``UPDATE``, and only the transaction whose update took
         the row books the fill: two workers that both saw an order end (a trade taken over
         while its first worker still lives) move the book once, on PostgreSQL too, where the
         second waits for the first's row lock and then finds the row booked. The follows it
-        books into are locked before they are read, so no worker's book overwrites another's."""
+        books into are locked before they are read, so no worker's book overwrites another's.
+        A follow whose limit a fill breaches is stopped and its exit written in the same
+        transaction: the follows whose exit this worker claimed are returned."""
         now = time.time()
+        breached: dict[int, str] = {}
         with self.engine.begin() as conn:
             booked: list[Outcome] = []
             for o in batch:
@@ -754,7 +990,7 @@ class Bridge:
                 if taken and o.status in t.BOOKED and fill is not None:
                     booked.append(o)
             if not booked:
-                return
+                return []
             books = {
                 r.id: dict(r._mapping)
                 for r in conn.execute(
@@ -766,7 +1002,9 @@ class Bridge:
             }
             for o in booked:
                 assert o.fill is not None
-                _book_fill(books[o.row["follow_id"]], o.row, o.fill)
+                breach = _book_fill(books[o.row["follow_id"]], o.row, o.fill)
+                if breach:
+                    breached[o.row["follow_id"]] = breach
             for follow_id, book in books.items():
                 conn.execute(
                     update(t.follows)
@@ -776,10 +1014,9 @@ class Bridge:
                         positions=book["positions"],
                         marks=book["marks"],
                         peak=book["peak"],
-                        status=book["status"],
-                        reason=book["reason"],
                     )
                 )
+            return self._stop_breached(conn, breached)
 
     # --- keys
 
@@ -821,6 +1058,31 @@ class Bridge:
         while True:
             await self.check_all_keys()
             await asyncio.sleep(self.settings.permission_every)
+
+
+# A follow's exit is named ``exit-<follow id>`` in the orders' ``trade`` (it has no master
+# trade): a follow is stopped once, and never made active again.
+EXIT = "exit-"
+# Deletes a lease only while it is still the caller's.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def exit_name(follow_id: int) -> str:
+    return f"{EXIT}{follow_id}"
+
+
+def exit_order_id(follow_id: int, symbol: str) -> str:
+    """The client id of a follow's exit order of one market: the same on every worker, before
+    and after any restart (32 letters and digits, as ``client_order_id``)."""
+    return "tdm" + hashlib.sha256(f"{EXIT}{follow_id}:{symbol}".encode()).hexdigest()[:29]
+
+
+def _held(f: dict[str, Any]) -> list[str]:
+    """The markets a follow holds a position of."""
+    return [s for s, v in (f["positions"] or {}).items() if Decimal(v) > 0]
 
 
 def exchanges_in_use(settings: BridgeSettings) -> set[str]:
@@ -870,8 +1132,9 @@ def _breach(f: dict[str, Any], equity: Decimal, peak: Decimal) -> str | None:
     return None
 
 
-def _book_fill(book: dict[str, Any], row: dict[str, Any], fill: venue.Fill) -> None:
-    """A fill into the follow's book: cash, position, the mark, the peak, and the limits."""
+def _book_fill(book: dict[str, Any], row: dict[str, Any], fill: venue.Fill) -> str | None:
+    """A fill into the follow's book: cash, position, the mark, the peak; the limit it breaches,
+    or None."""
     filled, cost, fee = fill.filled, fill.cost, fill.fee or ZERO
     positions = dict(book["positions"] or {})
     symbol = row["symbol"]
@@ -892,12 +1155,8 @@ def _book_fill(book: dict[str, Any], row: dict[str, Any], fill: venue.Fill) -> N
     )
     peak = max(Decimal(book["peak"]), equity)
     book.update(cash=str(cash), positions=positions, marks=marks, peak=str(peak))
-    if book["status"] == "active":
-        breach = _breach(book, equity, peak)
-        if breach:
-            # The exit is the follow's order at the next trade of the market.
-            book.update(status="stopped", reason=breach)
-            log.warning("follow %s stopped: %s", row["follow_id"], breach)
+    # A limit breached at this fill stops the follow (``_claim_exit``, after the book is written).
+    return _breach(book, equity, peak) if book["status"] == "active" else None
 
 
 def key_aad(address: str, exchange: str, api_key: str) -> str:

@@ -562,6 +562,12 @@ class BridgeSettings(BaseModel):
     warm_every: float = Field(
         default=30.0, gt=0, description="seconds between looks for new keys to make clients for"
     )
+    limits_every: float = Field(
+        default=3.0,
+        ge=0,
+        description="seconds between marks of every follow holding positions at the exchanges' "
+        "prices, for its stop-loss and maximum drawdown (0: only at master trades)",
+    )
     write_every: float = Field(
         default=0.05, gt=0, le=5, description="seconds between batched writes of order outcomes"
     )

@@ -181,7 +181,10 @@ class KeyList(BaseModel):
 
 
 class DragRow(BaseModel):
-    trade: str = Field(description="the master's trade, <block>-<log index>")
+    trade: str = Field(
+        description="the master's trade, <block>-<log index>; exit-<follow id> for the exit "
+        "of a follow whose limit fired"
+    )
     vault: Address
     exchange: str
     symbol: str

@@ -2,13 +2,16 @@
 told when an order copied for them was skipped (below the exchange's minimum: why, and the
 value carried to the next order), filled (with its execution drag), failed, or expired (not
 done within the bridge's ``fill_timeout``: what filled, booked, and why), and when the
-bridge fired their stop-loss or drawdown exit (``exit.limit``, with the exchange).
+bridge fired their stop-loss or drawdown exit (``exit.limit``, with the exchange and the limit:
+one for each market the exit sells, or one for a follow stopped holding nothing).
 
 The bridge's workers write the orders; the notifier, holding its lease, derives each order once
 it is final and marks it told (``notified_at``) in the transaction that stores its
 notification, so the notifications table keeps one writer. A notification is keyed like the
 others, by the master trade's block hash and log index, and by the order (``ref``, its client
-id): a follower with two follows of one master hears of each order."""
+id): a follower with two follows of one master hears of each order. An exit has no master
+trade (the watch of the limits may find it, at the exchange's prices): its orders are keyed by
+their client ids alone."""
 
 from __future__ import annotations
 
@@ -24,6 +27,10 @@ from api.notifications.produce import Draft, store
 from tandem.db import accounts as a
 from tandem.db import bridge as t
 from tandem.db import models as m
+
+# The ``trade`` of a follow's exit orders (``bridge.worker.exit_name``): they have no master
+# trade.
+EXIT = "exit-"
 
 FINAL = ("filled", "skipped", "failed", "expired")
 # The most orders derived in one transaction.
@@ -83,7 +90,8 @@ def _stopped_skip(row: Any) -> bool:
 
 def _stops_told(conn: Connection, rows: Sequence[Any]) -> set[int]:
     """The follows of ``rows`` whose stop was told already (an ``exit.limit`` of one of their
-    orders is stored)."""
+    orders is stored), or is told by their exit's orders (a follow stopped holding positions
+    has exit orders, written when it was stopped)."""
     follows = {r.follow_id for r in rows if _stopped_skip(r)}
     if not follows:
         return set()
@@ -94,7 +102,10 @@ def _stops_told(conn: Connection, rows: Sequence[Any]) -> set[int]:
         .where(o.c.follow_id.in_(follows), n.c.kind == "exit.limit")
         .distinct()
     )
-    return set(found.scalars())
+    exiting = conn.execute(
+        select(o.c.follow_id).where(o.c.follow_id.in_(follows), o.c.kind == "exit").distinct()
+    )
+    return set(found.scalars()) | set(exiting.scalars())
 
 
 def _kind(row: Any, told: set[int]) -> str | None:
@@ -126,7 +137,12 @@ def _limit(reason: str | None) -> str | None:
 
 
 def _draft(row: Any, kind: str, master: str | None) -> Draft:
-    block, log_index = (int(part) for part in row.trade.split("-"))
+    if row.trade.startswith(EXIT):
+        # An exit the limits' watch or a trade decided: no master trade of its own, keyed by
+        # the order alone (``ref``), so each exit order is told once.
+        block, log_index = 0, 0
+    else:
+        block, log_index = (int(part) for part in row.trade.split("-"))
     data: dict[str, Any] = {
         "master": master,
         **drag_row(row).model_dump(mode="json"),

@@ -31,7 +31,12 @@ ERRORS = {
     "unknown_symbol": (400, -1121, "Invalid symbol."),
     "permission": (401, -2015, "Invalid API-key, IP, or permissions for action."),
 }
-WEIGHTS = {"/api/v3/exchangeInfo": 20, "/api/v3/account": 20, "/api/v3/order:GET": 4}
+WEIGHTS = {
+    "/api/v3/ticker/24hr": 2,
+    "/api/v3/exchangeInfo": 20,
+    "/api/v3/account": 20,
+    "/api/v3/order:GET": 4,
+}
 
 
 class Binance(BinanceStream):
@@ -46,6 +51,7 @@ class Binance(BinanceStream):
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v3/exchangeInfo", self.exchange_info)
         app.router.add_get("/api/v3/time", self.server_time)
+        app.router.add_get("/api/v3/ticker/24hr", self.ticker)
         app.router.add_post("/api/v3/order", self.create_order)
         app.router.add_get("/api/v3/order", self.get_order)
         app.router.add_get("/api/v3/account", self.account)
@@ -117,6 +123,33 @@ class Binance(BinanceStream):
 
     async def server_time(self, request: web.Request) -> web.Response:
         return web.json_response({"serverTime": now_ms()})
+
+    async def ticker(self, request: web.Request) -> web.Response:
+        """``symbol=ETHUSDT`` (an object) or ``symbols=["ETHUSDT",...]`` (a list)."""
+        import json
+
+        one = request.query.get("symbol")
+        many = request.query.get("symbols")
+        try:
+            markets = self.tickers([one] if one else json.loads(many) if many else None)
+        except Refused:
+            return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
+        rows = [
+            {
+                "symbol": self.market_id(m),
+                "lastPrice": fmt(m.price),
+                "bidPrice": fmt(m.price),
+                "askPrice": fmt(m.price),
+                "openPrice": fmt(m.price),
+                "highPrice": fmt(m.price),
+                "lowPrice": fmt(m.price),
+                "volume": "0",
+                "quoteVolume": "0",
+                "closeTime": now_ms(),
+            }
+            for m in markets
+        ]
+        return web.json_response(rows[0] if one else rows, headers=self._headers(request))
 
     async def exchange_info(self, request: web.Request) -> web.Response:
         symbols = []

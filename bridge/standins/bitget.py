@@ -42,6 +42,7 @@ class Bitget(BitgetStream):
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v2/spot/public/symbols", self.symbols)
         app.router.add_get("/api/v2/public/time", self.server_time)
+        app.router.add_get("/api/v2/spot/market/tickers", self.tickers_answer)
         # ccxt reads which spot markets are borrowable with the symbols: none here.
         app.router.add_get("/api/v2/margin/currencies", self.margin_currencies)
         app.router.add_post("/api/v2/spot/trade/place-order", self.create_order)
@@ -82,6 +83,36 @@ class Bitget(BitgetStream):
         if body:
             params.update(json.loads(body))
         return account, params
+
+    async def tickers_answer(self, request: web.Request) -> web.Response:
+        """All markets, or the ``symbol`` named."""
+        one = request.query.get("symbol")
+        try:
+            markets = self.tickers([one] if one else None)
+        except Refused:
+            return self._fail("40034", "Parameter does not exist")
+        rows = [
+            {
+                "symbol": self.market_id(m),
+                "high24h": fmt(m.price),
+                "open": fmt(m.price),
+                "low24h": fmt(m.price),
+                "lastPr": fmt(m.price),
+                "quoteVolume": "0",
+                "baseVolume": "0",
+                "usdtVolume": "0",
+                "bidPr": fmt(m.price),
+                "askPr": fmt(m.price),
+                "bidSz": "1",
+                "askSz": "1",
+                "openUtc": fmt(m.price),
+                "ts": str(now_ms()),
+                "changeUtc24h": "0",
+                "change24h": "0",
+            }
+            for m in markets
+        ]
+        return self._ok(rows)
 
     async def server_time(self, request: web.Request) -> web.Response:
         return self._ok({"serverTime": str(now_ms())})

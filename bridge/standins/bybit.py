@@ -49,6 +49,7 @@ class Bybit(BybitStream):
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/v5/market/instruments-info", self.instruments)
         app.router.add_get("/v5/market/time", self.server_time)
+        app.router.add_get("/v5/market/tickers", self.tickers_answer)
         app.router.add_post("/v5/order/create", self.create_order)
         app.router.add_get("/v5/order/realtime", self.get_order)
         app.router.add_get("/v5/order/history", self.get_order)
@@ -92,6 +93,32 @@ class Bybit(BybitStream):
         if request.method == "POST" and body:
             params.update(json.loads(body))
         return account, params
+
+    async def tickers_answer(self, request: web.Request) -> web.Response:
+        """``category=spot``, all markets or the ``symbol`` named."""
+        one = request.query.get("symbol")
+        try:
+            markets = self.tickers([one] if one else None)
+        except Refused:
+            return self._fail(10001, "Not supported symbols")
+        rows = [
+            {
+                "symbol": self.market_id(m),
+                "lastPrice": fmt(m.price),
+                "bid1Price": fmt(m.price),
+                "bid1Size": "1",
+                "ask1Price": fmt(m.price),
+                "ask1Size": "1",
+                "prevPrice24h": fmt(m.price),
+                "price24hPcnt": "0",
+                "highPrice24h": fmt(m.price),
+                "lowPrice24h": fmt(m.price),
+                "volume24h": "0",
+                "turnover24h": "0",
+            }
+            for m in markets
+        ]
+        return self._ok({"category": "spot", "list": rows})
 
     async def server_time(self, request: web.Request) -> web.Response:
         t = time.time()

@@ -1,5 +1,6 @@
 """What the four stand-in exchanges share: accounts (API keys with their permissions, balances),
-spot markets with their filters, a matching engine that fills market orders at the market's
+spot markets with their filters and their prices (served as tickers; a test moves one with
+``set_price``), a matching engine that fills market orders at the market's
 price (at once, or partially and the rest later), client order ids unique per account, the
 exchanges' fixed-window rate limits, and a switch that takes the exchange down.
 
@@ -199,6 +200,16 @@ class Standin:
         return key
 
     # --- the engine
+
+    def set_price(self, symbol: str, price: Decimal) -> None:
+        """The market's price moves: orders fill and tickers answer at it from now on."""
+        self.markets[symbol].price = price
+
+    def tickers(self, market_ids: list[str] | None) -> list[Market]:
+        """The markets a tickers request asks for (all of them when it names none)."""
+        if not market_ids:
+            return list(self.markets.values())
+        return [self.market_by_id(i) for i in market_ids]
 
     def market_by_id(self, market_id: str) -> Market:
         for market in self.markets.values():

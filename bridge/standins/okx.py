@@ -44,6 +44,8 @@ class Okx(OkxStream):
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v5/public/instruments", self.instruments)
         app.router.add_get("/api/v5/public/time", self.server_time)
+        app.router.add_get("/api/v5/market/tickers", self.tickers_answer)
+        app.router.add_get("/api/v5/market/ticker", self.tickers_answer)
         app.router.add_post("/api/v5/trade/order", self.create_order)
         app.router.add_get("/api/v5/trade/order", self.get_order)
         app.router.add_get("/api/v5/account/balance", self.balance)
@@ -89,6 +91,36 @@ class Okx(OkxStream):
         if body:
             params.update(json.loads(body))
         return account, params
+
+    async def tickers_answer(self, request: web.Request) -> web.Response:
+        """``market/tickers?instType=SPOT`` (all) or ``market/ticker?instId=ETH-USDT``."""
+        one = request.query.get("instId")
+        try:
+            markets = self.tickers([one] if one else None)
+        except Refused:
+            return web.json_response({"code": "51001", "msg": "Instrument ID does not exist"})
+        data = [
+            {
+                "instType": "SPOT",
+                "instId": self.market_id(m),
+                "last": fmt(m.price),
+                "lastSz": "0",
+                "askPx": fmt(m.price),
+                "askSz": "1",
+                "bidPx": fmt(m.price),
+                "bidSz": "1",
+                "open24h": fmt(m.price),
+                "high24h": fmt(m.price),
+                "low24h": fmt(m.price),
+                "volCcy24h": "0",
+                "vol24h": "0",
+                "sodUtc0": fmt(m.price),
+                "sodUtc8": fmt(m.price),
+                "ts": str(now_ms()),
+            }
+            for m in markets
+        ]
+        return web.json_response({"code": "0", "msg": "", "data": data})
 
     async def server_time(self, request: web.Request) -> web.Response:
         return web.json_response({"code": "0", "msg": "", "data": [{"ts": str(now_ms())}]})

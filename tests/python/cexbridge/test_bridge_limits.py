@@ -325,9 +325,10 @@ def test_stop_loss_and_drawdown_sell_the_position_to_quote_and_say_why(
             asyncio.run(go())
 
         def rows_of(f: Any) -> list[dict[str, Any]]:
+            # In the order they were decided (an exit is named after its follow, not a trade).
             return sorted(
                 (r for r in orders(engine) if r["follow_id"] == f.follow_id),
-                key=lambda r: r["trade"],
+                key=lambda r: r["known_at"],
             )
 
         step("100-1", "buy", 2000, 0.5)  # half of each book into ETH: 0.25 ETH, 500 USDT
