@@ -365,12 +365,10 @@ def test_fills_two_workers_record_at_once_both_reach_the_book(postgres: str) -> 
     # The first worker has booked order a and not committed when the second books order b.
     first = engine.connect()
     first_tx = first.begin()
-    Bridge._apply(
-        cast(Bridge, SimpleNamespace(engine=_Shared(first))), [Outcome(a, "filled", fill_a)]
-    )
+    Bridge._apply(_worker(_Shared(first)), [Outcome(a, "filled", fill_a)])
     second = threading.Thread(
         target=Bridge._apply,
-        args=(cast(Bridge, SimpleNamespace(engine=engine)), [Outcome(b, "filled", fill_b)]),
+        args=(_worker(engine), [Outcome(b, "filled", fill_b)]),
     )
     second.start()
     second.join(1.0)
@@ -379,12 +377,20 @@ def test_fills_two_workers_record_at_once_both_reach_the_book(postgres: str) -> 
     second.join(30)
     assert not second.is_alive()
     # The same fill recorded again later moves nothing.
-    Bridge._apply(cast(Bridge, SimpleNamespace(engine=engine)), [Outcome(a, "filled", fill_a)])
+    Bridge._apply(_worker(engine), [Outcome(a, "filled", fill_a)])
     with engine.connect() as conn:
         follow = conn.execute(select(t.follows).where(t.follows.c.id == f.follow_id)).one()
     engine.dispose()
     assert Decimal(follow.cash) == Decimal(870)  # 1,000 less both fills' 100 and 30
     assert Decimal(follow.positions["ETH/USDT"]) == Decimal("0.065")
+
+
+def _worker(engine: Any) -> Bridge:
+    """A worker with only its database: what recording outcomes uses (no follow here has
+    limits, so none is stopped)."""
+    worker = object.__new__(Bridge)
+    worker.engine = engine
+    return worker
 
 
 class _Shared:
