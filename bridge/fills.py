@@ -329,27 +329,30 @@ class Watch:
     def to_fill(self, order: dict[str, Any]) -> venue.Fill:
         """A pushed order as a ``Fill``, from the exchange's own cumulative fields where ccxt's
         parse of the push is not (Binance's fee is the first trade's, Bitget's ``filled`` the
-        last trade's). Computed in decimals, kept in the number type ``Fill`` holds."""
+        last trade's)."""
         fill = venue.to_fill(order)
-        number: Any = type(fill.cost)  # float, or Decimal where amounts are kept exact
         info = order.get("info") or {}
         if self.exchange == "binance" and "z" in info:
-            filled, cost = Decimal(str(info["z"])), Decimal(str(info["Z"]))
-            average = cost / filled if filled else None
+            fill.filled, fill.cost = venue.decimal(info["z"]), venue.decimal(info["Z"])
+            fill.average = fill.cost / fill.filled if fill.filled else None
             base = str(order.get("symbol") or "").split("/")[0]
             paid = self.commissions.get(str(info.get("c")), {})
-            fee = sum(
-                (amount * (average or 0) if asset == base else amount)
-                for amount, asset in paid.values()
+            fill.fee = (
+                sum(
+                    (
+                        (amount * (fill.average or 0) if asset == base else amount)
+                        for amount, asset in paid.values()
+                    ),
+                    Decimal(0),
+                )
+                if paid
+                else None
             )
-            fill.filled, fill.cost = number(str(filled)), number(str(cost))
-            fill.average = number(str(average)) if average else None
-            fill.fee = number(str(fee)) if paid else None
         elif self.exchange == "bitget" and "accBaseVolume" in info:
-            filled = Decimal(str(info["accBaseVolume"]))
-            average = Decimal(str(info.get("priceAvg") or 0))
-            fill.filled, fill.cost = number(str(filled)), number(str(filled * average))
-            fill.average = number(str(average)) if average else None
+            fill.filled = venue.decimal(info["accBaseVolume"])
+            average = venue.decimal(info.get("priceAvg") or 0)
+            fill.cost = fill.filled * average
+            fill.average = average or None
         return fill
 
     async def changed(self, timeout: float) -> bool:

@@ -158,6 +158,15 @@ class OrderStream(Standin):
         session["account"] = account
         return account
 
+    def _passphrase_login(self, arg: dict[str, Any], signed: str) -> bool:
+        """OKX's and Bitget's login: the key's passphrase, and the base64 HMAC of ``signed``."""
+        account = self.accounts.get(str(arg.get("apiKey", "")))
+        return (
+            account is not None
+            and arg.get("passphrase") == account.passphrase
+            and hmac.compare_digest(_b64_hmac(account.secret, signed), str(arg.get("sign")))
+        )
+
     def ws_answer(self, session: dict[str, Any], text: str) -> list[Any]:
         raise NotImplementedError
 
@@ -248,15 +257,8 @@ class OkxStream(OrderStream):
         conn = session["conn"]
         if op == "login":
             arg = args[0]
-            account = self.accounts.get(str(arg.get("apiKey", "")))
             stamp = str(arg.get("timestamp", ""))
-            good = (
-                account is not None
-                and arg.get("passphrase") == account.passphrase
-                and hmac.compare_digest(
-                    _b64_hmac(account.secret, f"{stamp}GET/users/self/verify"), str(arg.get("sign"))
-                )
-            )
+            good = self._passphrase_login(arg, f"{stamp}GET/users/self/verify")
             self._login(session, str(arg.get("apiKey", "")), good)
             if not good:
                 return [{"event": "error", "code": "60009", "msg": "Login failed.", "connId": conn}]
@@ -431,15 +433,8 @@ class BitgetStream(OrderStream):
         op, args = request.get("op"), request.get("args") or [{}]
         if op == "login":
             arg = args[0]
-            account = self.accounts.get(str(arg.get("apiKey", "")))
             stamp = str(arg.get("timestamp", ""))
-            good = (
-                account is not None
-                and arg.get("passphrase") == account.passphrase
-                and hmac.compare_digest(
-                    _b64_hmac(account.secret, f"{stamp}GET/user/verify"), str(arg.get("sign"))
-                )
-            )
+            good = self._passphrase_login(arg, f"{stamp}GET/user/verify")
             self._login(session, str(arg.get("apiKey", "")), good)
             if not good:
                 return [{"event": "error", "code": 30005, "msg": "Login failed"}]

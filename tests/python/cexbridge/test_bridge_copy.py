@@ -30,6 +30,7 @@ from tandem.db import migrate, open_engine
 from .support import (
     VAULT,
     FixedContext,
+    Follower,
     add_follower,
     add_followers,
     database,
@@ -339,24 +340,7 @@ def test_fills_two_workers_record_at_once_both_reach_the_book(postgres: str) -> 
     with standins(("okx",)) as stands:
         f = add_follower(engine, ring, stands["okx"], "0x" + "ab" * 20, Decimal(1000))
 
-    def order(client_id: str, trade: str) -> dict[str, Any]:
-        return {
-            "client_id": client_id,
-            "trade": trade,
-            "follow_id": f.follow_id,
-            "address": f.address,
-            "vault": VAULT,
-            "exchange": "okx",
-            "symbol": "ETH/USDT",
-            "side": "buy",
-            "kind": "copy",
-            "size": "100",
-            "status": "acked",
-            "known_at": time.time(),
-            "attempts": 1,
-        }
-
-    a, b = order("race-a", "1-0"), order("race-b", "2-0")
+    a, b = order_row(f, "race-a", "acked", 0), order_row(f, "race-b", "acked", 1)
     with engine.begin() as conn:
         conn.execute(insert(t.orders), [a, b])
     fill_a = Fill("o-a", "closed", Decimal("0.05"), Decimal("100"), Decimal("2000"), None)
@@ -393,6 +377,25 @@ def _worker(engine: Any) -> Bridge:
     return worker
 
 
+def order_row(f: Follower, client_id: str, status: str, n: int) -> dict[str, Any]:
+    """An order row of the follow's, the ``n``-th decided (a buy of ETH for 100 USDT at OKX)."""
+    return {
+        "client_id": client_id,
+        "trade": f"{n + 1}-0",
+        "follow_id": f.follow_id,
+        "address": f.address,
+        "vault": VAULT,
+        "exchange": "okx",
+        "symbol": "ETH/USDT",
+        "side": "buy",
+        "kind": "copy",
+        "size": "100",
+        "status": status,
+        "known_at": time.time() + n,
+        "attempts": 1,
+    }
+
+
 class _Shared:
     """An engine whose ``begin()`` joins a transaction already open on one connection."""
 
@@ -415,26 +418,8 @@ def test_a_masters_drag_sums_their_followers_latest_orders_only(
     ring, _ = keyring()
     with standins(("okx",)) as stands:
         f = add_follower(engine, ring, stands["okx"], "0x" + "cd" * 20, Decimal(1000))
-    now = time.time()
-    rows = [
-        {
-            "client_id": f"drag-{i}",
-            "trade": f"{i}-0",
-            "follow_id": f.follow_id,
-            "address": f.address,
-            "vault": VAULT,
-            "exchange": "okx",
-            "symbol": "ETH/USDT",
-            "side": "buy",
-            "kind": "copy",
-            "size": "10",
-            # The oldest two were skipped, the latest three failed: only the latest are summed.
-            "status": "skipped" if i < 2 else "failed",
-            "known_at": now + i,
-            "attempts": 0,
-        }
-        for i in range(5)
-    ]
+    # The oldest two were skipped, the latest three failed: only the latest are summed.
+    rows = [order_row(f, f"drag-{i}", "skipped" if i < 2 else "failed", i) for i in range(5)]
     with engine.begin() as conn:
         conn.execute(insert(t.orders), rows)
     request = cast(Any, SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(engine=engine))))
