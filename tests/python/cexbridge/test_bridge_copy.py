@@ -20,7 +20,8 @@ from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import Engine, create_engine, insert, select, text
+from indexing.support import fresh_postgres
+from sqlalchemy import Engine, insert, select
 
 from bridge.venue import Fill
 from bridge.worker import Bridge, Outcome, client_order_id
@@ -325,16 +326,7 @@ def test_fills_two_workers_record_at_once_both_reach_the_book(postgres: str) -> 
     # Two workers can record fills of one follow at once (a trade taken over while its first
     # worker still lives, or two trades): on PostgreSQL each could read the book before the
     # other wrote it, and the later write would lose the earlier fill.
-    url = postgres.replace("postgresql://", "postgresql+psycopg://", 1)
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text('DROP DATABASE IF EXISTS "bridge_fill_race"'))
-        conn.execute(text('CREATE DATABASE "bridge_fill_race"'))
-    admin.dispose()
-    base, _, query = url.partition("?")
-    engine = open_engine(
-        f"{base.rsplit('/', 1)[0]}/bridge_fill_race" + (f"?{query}" if query else "")
-    )
+    engine = open_engine(fresh_postgres(postgres, "bridge_fill_race"))
     migrate.upgrade(engine)
     ring, _ = keyring()
     with standins(("okx",)) as stands:
