@@ -137,6 +137,29 @@ async def place(ex: Any, symbol: str, side: str, size: Decimal, client_id: str) 
     return fill
 
 
+# The parameter each exchange's cancel takes the client order id in.
+CANCEL_ID = {
+    "binance": "origClientOrderId",
+    "okx": "clOrdId",
+    "bybit": "orderLinkId",
+    "bitget": "clientOid",
+}
+
+
+async def cancel(ex: Any, symbol: str, client_id: str) -> bool:
+    """Cancel the rest of the order with this client id: True when the exchange cancelled it,
+    False when it had no such order open (unknown, or done already: filled, its rest expired
+    or cancelled). What filled is read afterwards (``find``): of the four, only Binance
+    answers a cancel with the order, and without its fees."""
+    import ccxt.async_support as ccxt
+
+    try:
+        await ex.cancel_order(None, symbol, {CANCEL_ID[ex.id]: client_id})
+    except (ccxt.OrderNotFound, ccxt.InvalidOrder):
+        return False
+    return True
+
+
 async def find(ex: Any, symbol: str, client_id: str) -> Fill | None:
     """The order with this client id, or None when the exchange has none."""
     import ccxt.async_support as ccxt
