@@ -170,6 +170,8 @@ class Standin:
         self.expire_rest = False  # with ``partial``: the rest expires instead of filling
         # A cancel arriving finds the rest filled just before it (a cancel racing the fill).
         self.fill_on_cancel = False
+        # Cancels answered accepted and not carried out (an exchange whose cancel lags).
+        self.cancel_lags = False
         self.latency = 0.0  # seconds added to every answer
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self.arrivals: list[float] = []  # when each of ``requests`` arrived (Unix seconds)
@@ -314,6 +316,8 @@ class Standin:
         with self.lock:
             if order.done(now):
                 raise Refused("final", order.state(now))
+            if self.cancel_lags:
+                return order
             filled = order.filled(now)
             order.canceled = filled
             rest = order.qty - filled

@@ -385,6 +385,7 @@ def test_an_order_that_never_ends_expires_with_what_filled_booked_once_and_told(
         data = note.data if isinstance(note.data, dict) else json.loads(note.data)
         assert data["status"] == "expired" and data["filled"] == "0.025"
         assert data["reason"].startswith("not done after 2 s")
+        assert data["reason"].endswith("the rest was cancelled at the exchange")
 
 
 def test_a_dropped_socket_reconnects_and_follows_the_next_orders_again(
@@ -419,8 +420,9 @@ def test_a_cancel_is_answered_and_pushed_as_each_exchange_does(tmp_path: Path) -
     client id (``cancel_order``), reads cancelled with the half (Binance ``CANCELED``, OKX
     ``canceled``, Bybit ``PartiallyFilledCanceled``, Bitget ``cancelled``), as its socket
     pushes it; a second cancel and a cancel of an unknown order are refused as the exchange
-    refuses them (ccxt's ``OrderNotFound``); a cancel signed with a wrong secret is refused
-    and cancels nothing; the rest's time come, nothing more fills."""
+    refuses them (ccxt's ``OrderNotFound``); a cancel signed with a wrong secret, or sent by
+    another account (by the client id or the order id), is refused and cancels nothing; the
+    rest's time come, nothing more fills."""
     import ccxt.async_support as ccxt
 
     from bridge import venue
@@ -439,12 +441,15 @@ def test_a_cancel_is_answered_and_pushed_as_each_exchange_does(tmp_path: Path) -
     async def one(stand: Standin) -> None:
         name = stand.name
         stand.add_account("key", "secret", "pass", balances={"USDT": Decimal(1000)})
+        stand.add_account("other", "other-secret", "pass", balances={"USDT": Decimal(1000)})
         stand.partial, stand.partial_delay = Decimal("0.5"), 2.0
         settings = BridgeExchange(url=stand.url)
         ex = venue.open_client(name, settings, Credentials("key", "secret", "pass"))
         forged = venue.open_client(name, settings, Credentials("key", "not-the-secret", "pass"))
+        other = venue.open_client(name, settings, Credentials("other", "other-secret", "pass"))
         await ex.load_markets()
         forged.set_markets_from_exchange(ex)
+        other.set_markets_from_exchange(ex)
         pro = open_pro_client(name, settings, ex)
         pushed: list[dict[str, Any]] = []
 
@@ -461,7 +466,12 @@ def test_a_cancel_is_answered_and_pushed_as_each_exchange_does(tmp_path: Path) -
             with pytest.raises(ccxt.AuthenticationError):
                 await forged.cancel_order(None, "ETH/USDT", {venue.CANCEL_ID[name]: "cid-1"})
             (order,) = stand.orders.values()
-            assert order.canceled is None, name  # the forged cancel cancelled nothing
+            # Another account cannot cancel it, by its client id nor by its order id.
+            with pytest.raises(ccxt.OrderNotFound):
+                await other.cancel_order(None, "ETH/USDT", {venue.CANCEL_ID[name]: "cid-1"})
+            with pytest.raises(ccxt.OrderNotFound):
+                await other.cancel_order(order.id, "ETH/USDT")
+            assert order.canceled is None, name  # neither they nor the forged cancel did
             assert await venue.cancel(ex, "ETH/USDT", "cid-1") is True
             found = await venue.find(ex, "ETH/USDT", "cid-1")
             assert found is not None and found.done, name
@@ -489,7 +499,7 @@ def test_a_cancel_is_answered_and_pushed_as_each_exchange_does(tmp_path: Path) -
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watching
-            await asyncio.gather(pro.close(), ex.close(), forged.close())
+            await asyncio.gather(pro.close(), ex.close(), forged.close(), other.close())
 
     async def go(stands: dict[str, Standin]) -> None:
         await asyncio.gather(*(one(s) for s in stands.values()))
@@ -600,3 +610,25 @@ def test_a_worker_that_dies_between_the_cancel_and_the_booking_is_taken_over(
                 "USDT": Decimal(10_000 - 50),
                 "ETH": Decimal("0.025"),
             }
+
+
+def test_a_cancel_the_exchange_does_not_confirm_is_said_so(tmp_path: Path, redis_url: str) -> None:
+    """A cancel answered accepted while the order goes on (five reads, 0.2 s apart): the order
+    is ``expired`` with what filled booked, its reason saying the end was not confirmed."""
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("bybit",)) as stands:
+        settings = settings_for(stands, redis_url, fill_timeout=1)
+        settings.exchanges["bybit"].watch_orders = False
+        (f,) = add_followers(engine, ring, stands, 1)
+        bybit = stands["bybit"]
+        bybit.partial, bybit.partial_delay, bybit.cancel_lags = Decimal("0.5"), 3600, True
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        run_bridge(settings, engine, ring, 1)
+        (row,) = orders(engine)
+        assert row["status"] == "expired" and cancels(bybit) == [200]
+        assert row["reason"] == (
+            "not done after 1 s: 0.025 ETH filled (booked) for 100.00 USDT ordered; the rest's "
+            "cancel was not confirmed: a later fill of it is not booked"
+        )
+        assert Decimal(follows(engine)[f.follow_id]["cash"]) == 950
