@@ -1,5 +1,6 @@
 """One follower's account at one exchange, through ccxt: market orders with the bridge's
-client order id, and the order found again by that id (each exchange names it differently).
+client order id, the order found again by that id, and its rest cancelled by it (each exchange
+names it differently).
 
 Amounts stay exact: ccxt parses an exchange's decimal text into floats, which are turned back
 into the same decimals (the shortest text of a float is the text it was parsed from, for the

@@ -19,7 +19,8 @@
   does a worker whose request timed out. A duplicate refused by the exchange is found the same
   way. Outcomes (acknowledged, filled, failed) are written in batches off the event loop, each
   fill moving the follow's book once; the trade is acknowledged on the stream after the last
-  batch is written.
+  batch is written. An order not done within ``fill_timeout`` has its rest cancelled at the
+  exchange, and what filled by then is booked (``expired``): nothing of it fills later.
 - **Hot path.** Market lists, one aiohttp session per exchange (connections kept alive) and a
   ccxt client per active key are made before trades arrive (``warm``, again every
   ``warm_every`` seconds for new keys); a rotated key gets a new client.
