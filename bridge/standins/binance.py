@@ -342,8 +342,10 @@ class Binance(BinanceStream):
         account, params = signed
         try:
             order = self.cancel(account, params.get("origClientOrderId"), params.get("orderId"))
-        except Refused:
-            return self._error(request, "unknown_cancel")
+        except Refused as exc:
+            return self._error(
+                request, "permission" if exc.kind == "permission" else "unknown_cancel"
+            )
         body = self._order(order, full=False)
         for gone in ("time", "updateTime", "isWorking", "workingTime"):
             body.pop(gone, None)

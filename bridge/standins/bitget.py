@@ -247,8 +247,9 @@ class Bitget(BitgetStream):
         account, params = signed
         try:
             order = self.cancel(account, params.get("clientOid"), params.get("orderId"))
-        except Refused:
-            return self._fail(*ERRORS["unknown_cancel"])
+        except Refused as exc:
+            kind = "permission" if exc.kind == "permission" else "unknown_cancel"
+            return self._fail(*ERRORS[kind])
         return self._ok({"orderId": order.id, "clientOid": order.client_id})
 
     async def assets(self, request: web.Request) -> web.Response:

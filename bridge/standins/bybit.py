@@ -245,8 +245,10 @@ class Bybit(BybitStream):
             return self._fail(10001, "params error: category invalid")
         try:
             order = self.cancel(account, params.get("orderLinkId"), params.get("orderId"))
-        except Refused:
-            return self._fail(*ERRORS["unknown_order"])
+        except Refused as exc:
+            return self._fail(
+                *ERRORS["permission" if exc.kind == "permission" else "unknown_order"]
+            )
         return self._ok({"orderId": order.id, "orderLinkId": order.client_id})
 
     async def balance(self, request: web.Request) -> web.Response:

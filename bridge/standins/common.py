@@ -303,8 +303,11 @@ class Standin:
 
     def cancel(self, account: Account, client_id: str | None, order_id: str | None) -> Order:
         """The rest of an order not done cancelled by its owner: what filled stays, the rest is
-        given back to the account and never fills. An order unknown, or done already (filled,
-        expired, cancelled), is refused (``unknown_order``, ``final``)."""
+        given back to the account and never fills. A key that cannot trade is refused
+        (``permission``), as is an order unknown, or done already (filled, expired, cancelled:
+        ``unknown_order``, ``final``)."""
+        if not account.can_trade:
+            raise Refused("permission", "this key cannot trade")
         with self.lock:
             order = self.find(account, client_id, order_id)
             now = time.monotonic()

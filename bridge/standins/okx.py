@@ -285,6 +285,8 @@ class Okx(OkxStream):
         try:
             order = self.cancel(account, client_id, order_id)
         except Refused as exc:
+            if exc.kind == "permission":  # the key's, before any order is looked at
+                return self._fail(*ERRORS["permission"], 401)
             kind = "unknown_cancel"
             if exc.kind == "final":
                 kind = "canceled" if exc.detail == "canceled" else "completed"

@@ -420,9 +420,9 @@ def test_a_cancel_is_answered_and_pushed_as_each_exchange_does(tmp_path: Path) -
     client id (``cancel_order``), reads cancelled with the half (Binance ``CANCELED``, OKX
     ``canceled``, Bybit ``PartiallyFilledCanceled``, Bitget ``cancelled``), as its socket
     pushes it; a second cancel and a cancel of an unknown order are refused as the exchange
-    refuses them (ccxt's ``OrderNotFound``); a cancel signed with a wrong secret, or sent by
-    another account (by the client id or the order id), is refused and cancels nothing; the
-    rest's time come, nothing more fills."""
+    refuses them (ccxt's ``OrderNotFound``); a cancel signed with a wrong secret, sent by
+    another account (by the client id or the order id) or by a key of the account that cannot
+    trade is refused and cancels nothing; the rest's time come, nothing more fills."""
     import ccxt.async_support as ccxt
 
     from bridge import venue
@@ -442,14 +442,16 @@ def test_a_cancel_is_answered_and_pushed_as_each_exchange_does(tmp_path: Path) -
         name = stand.name
         stand.add_account("key", "secret", "pass", balances={"USDT": Decimal(1000)})
         stand.add_account("other", "other-secret", "pass", balances={"USDT": Decimal(1000)})
+        stand.add_key("key", "reader", "reader-secret", "pass", can_trade=False)
         stand.partial, stand.partial_delay = Decimal("0.5"), 2.0
         settings = BridgeExchange(url=stand.url)
         ex = venue.open_client(name, settings, Credentials("key", "secret", "pass"))
         forged = venue.open_client(name, settings, Credentials("key", "not-the-secret", "pass"))
         other = venue.open_client(name, settings, Credentials("other", "other-secret", "pass"))
+        reader = venue.open_client(name, settings, Credentials("reader", "reader-secret", "pass"))
         await ex.load_markets()
-        forged.set_markets_from_exchange(ex)
-        other.set_markets_from_exchange(ex)
+        for client in (forged, other, reader):
+            client.set_markets_from_exchange(ex)
         pro = open_pro_client(name, settings, ex)
         pushed: list[dict[str, Any]] = []
 
@@ -471,7 +473,13 @@ def test_a_cancel_is_answered_and_pushed_as_each_exchange_does(tmp_path: Path) -
                 await other.cancel_order(None, "ETH/USDT", {venue.CANCEL_ID[name]: "cid-1"})
             with pytest.raises(ccxt.OrderNotFound):
                 await other.cancel_order(order.id, "ETH/USDT")
-            assert order.canceled is None, name  # neither they nor the forged cancel did
+            # Nor can a key of the account that may only read (ccxt maps OKX's 50120 to no
+            # narrower error).
+            with pytest.raises(ccxt.ExchangeError) as refused:
+                await reader.cancel_order(None, "ETH/USDT", {venue.CANCEL_ID[name]: "cid-1"})
+            assert not isinstance(refused.value, ccxt.OrderNotFound), name
+            assert name == "okx" or isinstance(refused.value, ccxt.AuthenticationError), name
+            assert order.canceled is None, name  # none of them cancelled it
             assert await venue.cancel(ex, "ETH/USDT", "cid-1") is True
             found = await venue.find(ex, "ETH/USDT", "cid-1")
             assert found is not None and found.done, name
@@ -499,7 +507,9 @@ def test_a_cancel_is_answered_and_pushed_as_each_exchange_does(tmp_path: Path) -
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watching
-            await asyncio.gather(pro.close(), ex.close(), forged.close(), other.close())
+            await asyncio.gather(
+                pro.close(), ex.close(), forged.close(), other.close(), reader.close()
+            )
 
     async def go(stands: dict[str, Standin]) -> None:
         await asyncio.gather(*(one(s) for s in stands.values()))
