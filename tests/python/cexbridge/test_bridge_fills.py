@@ -343,6 +343,8 @@ def test_an_order_that_never_ends_expires_with_what_filled_booked_once_and_told(
             assert cancels(stands[f.exchange]) == [200], f.exchange
             assert asked.count((f.exchange, "cancel")) == 1, f.exchange
             assert queries[f.exchange] >= 1, f.exchange
+        # Binance weighs a cancel 1, as the limiter charged it.
+        assert bridge.limiter.limits["binance"].weight("cancel") == 1
         # On the socket, the wait ends at ``fill_timeout``: no fall back to REST for another.
         assert bridge.fills.stats.fell_back == 0
         assert took < 15
