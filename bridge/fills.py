@@ -466,7 +466,10 @@ class FillFollower:
                 if watch.live_since != since:
                     why = "the socket dropped"
                 elif not await watch.changed(min(settings.ws_silence, left)):
-                    why = f"the socket was silent {settings.ws_silence:.0f} s"
+                    # Quiet until the deadline is no silence: the order is over for the wait
+                    # (REST would have waited a whole ``fill_timeout`` again before its cancel).
+                    if time.monotonic() < deadline:
+                        why = f"the socket was silent {settings.ws_silence:.0f} s"
                 elif watch.live_since != since:
                     why = "the socket dropped"
                 if why:

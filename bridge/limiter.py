@@ -33,6 +33,16 @@ class ExchangeLimits:
     weights: Mapping[str, int] = field(default_factory=dict)
     # New WebSocket connections per IP (a reconnection counts as one).
     connections: Window = Window(100, 60)
+    # Where a tickers request weighs by the number of markets it names: (at most that many,
+    # weight), in order; None: any number more. Empty: one weight whatever the count.
+    tickers: tuple[tuple[int | None, int], ...] = ()
+
+    def weight(self, request: str | None, count: int | None = None) -> int:
+        """The weight of a request other than an order (an order's query when unnamed); a
+        tickers request's by the ``count`` of markets it names."""
+        if request == "tickers" and self.tickers and count:
+            return next(w for most, w in self.tickers if most is None or count <= most)
+        return self.weights.get(request or "", self.query_weight)
 
 
 # The exchanges' published limits for spot orders (and the stand-ins'), and for new WebSocket
@@ -44,9 +54,12 @@ LIMITS = {
         Window(50, 10),
         order_weight=1,
         query_weight=4,
-        # ``tickers``: the 24-hour tickers of up to 20 symbols (the limits' watch).
-        weights={"markets": 20, "account": 20, "permissions": 1, "tickers": 2, "ticker": 2},
+        # ``cancel``: ``DELETE /api/v3/order``, charged to no account's order window.
+        weights={"markets": 20, "account": 20, "permissions": 1, "ticker": 2, "cancel": 1},
         connections=Window(300, 300),
+        # The 24-hour tickers of the markets named (the limits' watch): 2 for up to 20, 40 for
+        # up to 100, 80 beyond.
+        tickers=((20, 2), (100, 40), (None, 80)),
     ),
     "okx": ExchangeLimits(Window(1_000, 2), Window(60, 2), connections=Window(3, 1)),
     "bybit": ExchangeLimits(Window(600, 5), Window(20, 1), connections=Window(500, 300)),
@@ -71,6 +84,7 @@ def limits_for(overrides: dict[str, Any]) -> dict[str, ExchangeLimits]:
                 o.connections or base.connections.capacity,
                 o.connections_window or base.connections.seconds,
             ),
+            base.tickers,
         )
     return out
 
@@ -168,20 +182,19 @@ class Limiter:
         request: str | None = None,
         max_wait: float | None = None,
         share: float | None = None,
+        count: int | None = None,
     ) -> None:
         """Wait until one request (an order when ``order``; else an order's query, or the
         ``request`` so named in the limits' weights) may go to ``exchange`` for ``account``,
         and charge it. With ``max_wait``, a longer wait raises ``Busy`` and charges nothing.
         With ``share``, the request is first charged to a window of its own holding that share
         of the IP's weight: such callers together (the API's key checks, which anyone signed in
-        may ask for) never take more of it, whatever the workers' orders need."""
+        may ask for) never take more of it, whatever the workers' orders need. ``count``: the
+        markets a ``tickers`` request names, where the exchange weighs it by their number."""
         limits = self.limits[exchange]
         ip_cap = int(limits.ip.capacity * MARGIN)
         acct_cap = max(1, int(limits.orders.capacity * MARGIN))
-        if order:
-            weight = limits.order_weight
-        else:
-            weight = limits.weights.get(request or "", limits.query_weight)
+        weight = limits.order_weight if order else limits.weight(request, count)
         ip_ms = int(limits.ip.seconds * 1000)
         keys = self._keys(exchange, account)
         if share is not None:

@@ -1,5 +1,6 @@
 """One follower's account at one exchange, through ccxt: market orders with the bridge's
-client order id, and the order found again by that id (each exchange names it differently).
+client order id, the order found again by that id, and its rest cancelled by it (each exchange
+names it differently).
 
 Amounts stay exact: ccxt parses an exchange's decimal text into floats, which are turned back
 into the same decimals (the shortest text of a float is the text it was parsed from, for the
@@ -135,6 +136,29 @@ async def place(ex: Any, symbol: str, side: str, size: Decimal, client_id: str) 
     if not fill.id:
         raise RuntimeError(f"{ex.id} acknowledged an order without an id")
     return fill
+
+
+# The parameter each exchange's cancel takes the client order id in.
+CANCEL_ID = {
+    "binance": "origClientOrderId",
+    "okx": "clOrdId",
+    "bybit": "orderLinkId",
+    "bitget": "clientOid",
+}
+
+
+async def cancel(ex: Any, symbol: str, client_id: str) -> bool:
+    """Cancel the rest of the order with this client id: True when the exchange cancelled it,
+    False when it had no such order open (unknown, or done already: filled, its rest expired
+    or cancelled). What filled is read afterwards (``find``): of the four, only Binance
+    answers a cancel with the order, and without its fees."""
+    import ccxt.async_support as ccxt
+
+    try:
+        await ex.cancel_order(None, symbol, {CANCEL_ID[ex.id]: client_id})
+    except (ccxt.OrderNotFound, ccxt.InvalidOrder):
+        return False
+    return True
 
 
 async def find(ex: Any, symbol: str, client_id: str) -> Fill | None:

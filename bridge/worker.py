@@ -19,7 +19,8 @@
   does a worker whose request timed out. A duplicate refused by the exchange is found the same
   way. Outcomes (acknowledged, filled, failed) are written in batches off the event loop, each
   fill moving the follow's book once; the trade is acknowledged on the stream after the last
-  batch is written.
+  batch is written. An order not done within ``fill_timeout`` has its rest cancelled at the
+  exchange, and what filled by then is booked (``expired``): nothing of it fills later.
 - **Hot path.** Market lists, one aiohttp session per exchange (connections kept alive) and a
   ccxt client per active key are made before trades arrive (``warm``, again every
   ``warm_every`` seconds for new keys); a rotated key gets a new client.
@@ -615,9 +616,13 @@ class Bridge:
                 if not fill.done:
                     self._pending.append(Outcome(row, "acked", fill, sent, acked))
                     fill = await self.fills.follow(ex, key, row, fill, sent, self._follow_fill)
-                if not fill.done:
-                    fill = await self._last_look(ex, key, row, fill)
                 if fill.done:
+                    self._pending.append(Outcome(row, "filled", fill, sent, acked))
+                    return
+                cancelled, fill = await self._cancel_rest(ex, key, row, fill)
+                if fill.done and not cancelled:
+                    # It ended before the cancel arrived (filled, or its rest expired): as if
+                    # it had within the time.
                     self._pending.append(Outcome(row, "filled", fill, sent, acked))
                 else:
                     reason = _expired(self.settings.fill_timeout, row, fill)
@@ -662,18 +667,33 @@ class Bridge:
         self.paused.pop(exchange, None)
         log.info("%s is back: its followers resume", exchange)
 
-    async def _last_look(
+    async def _cancel_rest(
         self, ex: Any, key: dict[str, Any], row: dict[str, Any], fill: venue.Fill
-    ) -> venue.Fill:
-        """An order not done after ``fill_timeout``: the exchange is asked once more, so that
-        what filled until now is what the book moves by."""
-        await self.limiter.acquire(row["exchange"], key["api_key"], order=False)
-        found = await venue.find(ex, row["symbol"], row["client_id"])
-        if found is None or found.filled < fill.filled:
-            return fill
-        if found.fee is None:
-            found.fee = fill.fee
-        return found
+    ) -> tuple[bool, venue.Fill]:
+        """An order not done after ``fill_timeout``: its rest is cancelled at the exchange (a
+        rest left open could fill later, and the account would hold more than the book), then
+        the order is read until the exchange says it is over: what filled by then, and no more
+        ever, is what the book moves by. A cancel answered "no such open order" (it filled, or
+        its rest expired, just before) reads the order the same way. Whether the cancel took,
+        and the order as last read (not done: the exchange did not confirm the end, which the
+        order's reason says)."""
+        exchange, cid = row["exchange"], row["client_id"]
+        await self.limiter.acquire(exchange, key["api_key"], order=False, request="cancel")
+        cancelled = await venue.cancel(ex, row["symbol"], cid)
+        if not cancelled:
+            log.info("order %s: nothing left to cancel", cid)
+        for attempt in range(CANCEL_READS):
+            if attempt:
+                await asyncio.sleep(0.2)
+            await self.limiter.acquire(exchange, key["api_key"], order=False)
+            found = await venue.find(ex, row["symbol"], cid)
+            if found is not None and found.filled >= fill.filled:
+                if found.fee is None:  # Binance's query has no fees: the ones seen stand
+                    found.fee = fill.fee
+                fill = found
+            if fill.done:
+                break
+        return cancelled, fill
 
     async def _follow_fill(
         self, ex: Any, key: dict[str, Any], row: dict[str, Any], fill: venue.Fill
@@ -785,7 +805,9 @@ class Bridge:
         if not wanted:
             return {}
         if ex.has.get("fetchTickers"):
-            await self.limiter.acquire(exchange, "", order=False, request="tickers")
+            await self.limiter.acquire(
+                exchange, "", order=False, request="tickers", count=len(wanted)
+            )
             tickers = await ex.fetch_tickers(wanted)
         else:
             tickers = {}
@@ -1060,6 +1082,8 @@ class Bridge:
             await asyncio.sleep(self.settings.permission_every)
 
 
+# Reads of an order after its rest's cancel, 0.2 s apart, until the exchange says it is over.
+CANCEL_READS = 5
 # A follow's exit is named ``exit-<follow id>`` in the orders' ``trade`` (it has no master
 # trade): a follow is stopped once, and never made active again.
 EXIT = "exit-"
@@ -1107,12 +1131,18 @@ def _below_minimum(market: dict[str, Any], amount: Decimal, value: Decimal) -> s
 
 
 def _expired(timeout: float, row: dict[str, Any], fill: venue.Fill) -> str:
-    """Why an order that did not end within ``timeout`` seconds is over for the bridge."""
+    """Why an order that did not end within ``timeout`` seconds is over for the bridge (its
+    rest cancelled at the exchange, which said the order is over, or did not say so)."""
     base, quote = row["symbol"].split("/")[0], row["symbol"].split("/")[-1]
     ordered = f"{row['size']} {quote if row['side'] == 'buy' else base}"
+    rest = (
+        "the rest was cancelled at the exchange"
+        if fill.done
+        else "the rest's cancel was not confirmed: a later fill of it is not booked"
+    )
     return (
         f"not done after {timeout:.0f} s: {venue.text(fill.filled)} {base} filled (booked) "
-        f"for {ordered} ordered; a later fill of the rest is not booked"
+        f"for {ordered} ordered; {rest}"
     )
 
 

@@ -1,9 +1,10 @@
 """Notifications of the CEX bridge, derived from its orders (``bridge_orders``): a follower is
 told when an order copied for them was skipped (below the exchange's minimum: why, and the
 value carried to the next order), filled (with its execution drag), failed, or expired (not
-done within the bridge's ``fill_timeout``: what filled, booked, and why), and when the
-bridge fired their stop-loss or drawdown exit (``exit.limit``, with the exchange and the limit:
-one for each market the exit sells, or one for a follow stopped holding nothing).
+done within the bridge's ``fill_timeout``: what filled, booked, and why; its rest was cancelled
+at the exchange), and when the bridge fired their stop-loss or drawdown exit (``exit.limit``,
+with the exchange and the limit: one for each market the exit sells, or one for a follow
+stopped holding nothing).
 
 The bridge's workers write the orders; the notifier, holding its lease, derives each order once
 it is final and marks it told (``notified_at``) in the transaction that stores its

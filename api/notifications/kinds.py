@@ -21,7 +21,7 @@ KINDS: dict[str, str] = {
     "exchange's minimum: skipped, its value carried to the next",
     "bridge.failed": "an order the CEX bridge copied for you was refused by the exchange",
     "bridge.expired": "an order the CEX bridge copied for you was not done within the bridge's "
-    "time: what filled is booked, the rest is not followed",
+    "time: what filled is booked, the rest was cancelled at the exchange",
 }
 
 # What the CEX bridge's orders tell (api.notifications.bridge), besides its own exit.limit.

@@ -1,12 +1,13 @@
 """Binance spot, as ccxt's ``binance`` calls it: ``/api/v3`` (exchangeInfo, order, account)
 and ``/sapi/v1/account/apiRestrictions``.
 
-Signed requests carry ``X-MBX-APIKEY`` and ``signature``: the hex HMAC-SHA256, under the
-secret, of the query string (GET, DELETE) or form body (POST) before ``&signature=``, with a
-``timestamp`` within ``recvWindow``. Filters: PRICE_FILTER, LOT_SIZE, NOTIONAL. Limits: 6,000
-request weight a minute per IP (``X-MBX-USED-WEIGHT-1M`` on every answer; 429 with -1003 past
-it, 418 for an IP that goes on after a 429) and 50 orders per 10 s per account
-(``X-MBX-ORDER-COUNT-10S``)."""
+``DELETE /api/v3/order`` cancels an order's rest (-2011 "Unknown order sent." for an order
+unknown or done already). Signed requests carry ``X-MBX-APIKEY`` and ``signature``: the hex
+HMAC-SHA256, under the secret, of the query string (GET, DELETE) or form body (POST) before
+``&signature=``, with a ``timestamp`` within ``recvWindow``. Filters: PRICE_FILTER, LOT_SIZE,
+NOTIONAL. Limits: 6,000 request weight a minute per IP (``X-MBX-USED-WEIGHT-1M`` on every
+answer; 429 with -1003 past it, 418 for an IP that goes on after a 429; the tickers weigh by
+the number of symbols named) and 50 orders per 10 s per account (``X-MBX-ORDER-COUNT-10S``)."""
 
 from __future__ import annotations
 
@@ -28,15 +29,33 @@ ERRORS = {
     "notional": (400, -1013, "Filter failure: NOTIONAL"),
     "balance": (400, -2010, "Account has insufficient balance for requested action."),
     "unknown_order": (400, -2013, "Order does not exist."),
+    # A cancel of an order unknown, or done already (filled, expired, cancelled).
+    "unknown_cancel": (400, -2011, "Unknown order sent."),
     "unknown_symbol": (400, -1121, "Invalid symbol."),
     "permission": (401, -2015, "Invalid API-key, IP, or permissions for action."),
 }
 WEIGHTS = {
-    "/api/v3/ticker/24hr": 2,
     "/api/v3/exchangeInfo": 20,
     "/api/v3/account": 20,
     "/api/v3/order:GET": 4,
 }
+
+
+def ticker_weight(request: web.Request) -> int:
+    """The 24-hour tickers' weight: 2 for one ``symbol``; by the number of ``symbols``, 2 up to
+    20, 40 up to 100, 80 beyond; 80 for every market (neither named)."""
+    import json
+
+    if request.query.get("symbol"):
+        return 2
+    many = request.query.get("symbols")
+    try:
+        count = len(json.loads(many)) if many else 0
+    except ValueError:
+        count = 0
+    if not count:
+        return 80
+    return 2 if count <= 20 else 40 if count <= 100 else 80
 
 
 class Binance(BinanceStream):
@@ -54,10 +73,13 @@ class Binance(BinanceStream):
         app.router.add_get("/api/v3/ticker/24hr", self.ticker)
         app.router.add_post("/api/v3/order", self.create_order)
         app.router.add_get("/api/v3/order", self.get_order)
+        app.router.add_delete("/api/v3/order", self.cancel_order)
         app.router.add_get("/api/v3/account", self.account)
         app.router.add_get("/sapi/v1/account/apiRestrictions", self.restrictions)
 
     def request_weight(self, request: web.Request) -> int:
+        if request.path == "/api/v3/ticker/24hr":
+            return ticker_weight(request)
         return WEIGHTS.get(f"{request.path}:{request.method}", WEIGHTS.get(request.path, 1))
 
     def _headers(self, request: web.Request) -> dict[str, str]:
@@ -310,6 +332,25 @@ class Binance(BinanceStream):
         except Refused as exc:
             return self._error(request, exc.kind)
         return web.json_response(self._order(order, full=False), headers=self._headers(request))
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        """``DELETE /api/v3/order`` by ``origClientOrderId`` or ``orderId`` (weight 1; a cancel
+        is no new order): the order as it ends, ``CANCELED`` with what had filled."""
+        signed = await self._signed(request)
+        if isinstance(signed, web.Response):
+            return signed
+        account, params = signed
+        try:
+            order = self.cancel(account, params.get("origClientOrderId"), params.get("orderId"))
+        except Refused as exc:
+            return self._error(
+                request, "permission" if exc.kind == "permission" else "unknown_cancel"
+            )
+        body = self._order(order, full=False)
+        for gone in ("time", "updateTime", "isWorking", "workingTime"):
+            body.pop(gone, None)
+        body.update(origClientOrderId=order.client_id, transactTime=now_ms())
+        return web.json_response(body, headers=self._headers(request))
 
     async def account(self, request: web.Request) -> web.Response:
         signed = await self._signed(request)

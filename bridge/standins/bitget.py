@@ -1,5 +1,6 @@
 """Bitget v2 spot, as ccxt's ``bitget`` calls it: ``/api/v2/spot/public/symbols``,
 ``/api/v2/spot/trade/place-order``, ``/api/v2/spot/trade/orderInfo`` (by ``clientOid``),
+``/api/v2/spot/trade/cancel-order`` (43001 for an order unknown or done already),
 ``/api/v2/spot/account/assets`` and ``/api/v2/spot/account/info`` (``authorities``).
 
 Signed requests carry ``ACCESS-KEY``, ``ACCESS-PASSPHRASE``, ``ACCESS-TIMESTAMP`` (ms) and
@@ -29,6 +30,8 @@ ERRORS = {
     "notional": ("45110", "less than the minimum amount 1 USDT"),
     "balance": ("43012", "Insufficient balance"),
     "unknown_order": ("40768", "Order does not exist"),
+    # A cancel of an order unknown, or done already (filled, cancelled).
+    "unknown_cancel": ("43001", "The order does not exist"),
     "unknown_symbol": ("40034", "Parameter symbol does not exist"),
     "permission": ("40014", "Incorrect permissions"),
 }
@@ -47,6 +50,7 @@ class Bitget(BitgetStream):
         app.router.add_get("/api/v2/margin/currencies", self.margin_currencies)
         app.router.add_post("/api/v2/spot/trade/place-order", self.create_order)
         app.router.add_get("/api/v2/spot/trade/orderInfo", self.get_order)
+        app.router.add_post("/api/v2/spot/trade/cancel-order", self.cancel_order)
         app.router.add_get("/api/v2/spot/account/assets", self.assets)
         app.router.add_get("/api/v2/spot/account/info", self.info)
 
@@ -150,7 +154,9 @@ class Bitget(BitgetStream):
     def _order(self, order: Order) -> dict[str, Any]:
         now = time.monotonic()
         filled = order.filled(now)
-        status = {"new": "live", "expired": "cancelled"}.get(order.state(now), order.state(now))
+        status = {"new": "live", "expired": "cancelled", "canceled": "cancelled"}.get(
+            order.state(now), order.state(now)
+        )
         fee_coin = order.market.base if order.side == "buy" else order.market.quote
         fee = filled * order.fee_rate if order.side == "buy" else order.fee(now)
         fee_detail = {
@@ -231,6 +237,20 @@ class Bitget(BitgetStream):
         except Refused as exc:
             return self._fail(*ERRORS[exc.kind])
         return self._ok([self._order(order)])
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        """``POST /api/v2/spot/trade/cancel-order`` by ``clientOid`` or ``orderId``: the ids
+        (the order then reads ``cancelled``)."""
+        signed = await self._signed(request)
+        if isinstance(signed, web.Response):
+            return signed
+        account, params = signed
+        try:
+            order = self.cancel(account, params.get("clientOid"), params.get("orderId"))
+        except Refused as exc:
+            kind = "permission" if exc.kind == "permission" else "unknown_cancel"
+            return self._fail(*ERRORS[kind])
+        return self._ok({"orderId": order.id, "clientOid": order.client_id})
 
     async def assets(self, request: web.Request) -> web.Response:
         signed = await self._signed(request)

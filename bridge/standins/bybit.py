@@ -1,6 +1,6 @@
 """Bybit v5 spot (unified account), as ccxt's ``bybit`` calls it:
 ``/v5/market/instruments-info``, ``/v5/order/create``, ``/v5/order/realtime`` (by
-``orderLinkId``), ``/v5/account/wallet-balance`` and ``/v5/user/query-api``.
+``orderLinkId``), ``/v5/order/cancel``, ``/v5/account/wallet-balance`` and ``/v5/user/query-api``.
 
 Signed requests carry ``X-BAPI-API-KEY``, ``X-BAPI-TIMESTAMP``, ``X-BAPI-RECV-WINDOW`` and
 ``X-BAPI-SIGN``: hex HMAC-SHA256 over timestamp + key + recv window + (the JSON body of a POST,
@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.standins.common import Account, Limit, Order, Refused, fmt, now_ms
-from bridge.standins.ws import BybitStream
+from bridge.standins.ws import BybitStream, bybit_status
 
 ERRORS = {
     "duplicate": (110072, "OrderLinkedID is duplicate"),
@@ -29,15 +29,9 @@ ERRORS = {
     "notional": (170140, "Order value exceeded lower limit."),
     "balance": (170131, "Insufficient balance."),
     "unknown_symbol": (10001, "params error: symbol invalid"),
+    # A spot cancel of an order unknown, or done already (filled, cancelled).
+    "unknown_order": (170213, "Order does not exist."),
     "permission": (10005, "Permission denied, please check your API key permissions."),
-}
-
-# A spot market order whose rest is cancelled ends ``PartiallyFilledCanceled``.
-STATUS = {
-    "new": "New",
-    "partially_filled": "PartiallyFilled",
-    "filled": "Filled",
-    "expired": "PartiallyFilledCanceled",
 }
 
 
@@ -52,6 +46,7 @@ class Bybit(BybitStream):
         app.router.add_get("/v5/market/tickers", self.tickers_answer)
         app.router.add_post("/v5/order/create", self.create_order)
         app.router.add_get("/v5/order/realtime", self.get_order)
+        app.router.add_post("/v5/order/cancel", self.cancel_order)
         app.router.add_get("/v5/order/history", self.get_order)
         app.router.add_get("/v5/account/wallet-balance", self.balance)
         app.router.add_get("/v5/user/query-api", self.query_api)
@@ -155,7 +150,7 @@ class Bybit(BybitStream):
     def _order(self, order: Order) -> dict[str, Any]:
         now = time.monotonic()
         filled = order.filled(now)
-        status = STATUS[order.state(now)]
+        status = bybit_status(order.state(now), filled)
         fee = filled * order.fee_rate if order.side == "buy" else order.fee(now)
         fee_coin = order.market.base if order.side == "buy" else order.market.quote
         return {
@@ -237,6 +232,24 @@ class Bybit(BybitStream):
         except Refused:
             rows = []
         return self._ok({"list": rows, "nextPageCursor": "", "category": "spot"})
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        """``POST /v5/order/cancel`` (``category`` spot) by ``orderLinkId`` or ``orderId``: the
+        ids (the order then reads ``PartiallyFilledCanceled``, or ``Cancelled`` with nothing
+        filled)."""
+        signed = await self._signed(request)
+        if isinstance(signed, web.Response):
+            return signed
+        account, params = signed
+        if params.get("category") != "spot":
+            return self._fail(10001, "params error: category invalid")
+        try:
+            order = self.cancel(account, params.get("orderLinkId"), params.get("orderId"))
+        except Refused as exc:
+            return self._fail(
+                *ERRORS["permission" if exc.kind == "permission" else "unknown_order"]
+            )
+        return self._ok({"orderId": order.id, "orderLinkId": order.client_id})
 
     async def balance(self, request: web.Request) -> web.Response:
         signed = await self._signed(request)

@@ -81,17 +81,23 @@ class Order:
     fee_rate: Decimal
     quote_qty: Decimal | None = None  # a buy by cost: the quote to spend
     expires: bool = False  # the rest never fills: the order expires at ``rest_at``
+    canceled: Decimal | None = None  # cancelled by its owner: what had filled then
 
     def filled(self, now: float | None = None) -> Decimal:
+        if self.canceled is not None:
+            return self.canceled
         if self.expires:
             return self.first_fill
         return self.qty if (now or time.monotonic()) >= self.rest_at else self.first_fill
 
     def done(self, now: float | None = None) -> bool:
-        return self.state(now) in {"filled", "expired"}
+        return self.state(now) in {"filled", "expired", "canceled"}
 
     def state(self, now: float | None = None) -> str:
-        """new | partially_filled | filled | expired (the rest found nothing to fill it)."""
+        """new | partially_filled | filled | expired (the rest found nothing to fill it) |
+        canceled (its owner cancelled the rest)."""
+        if self.canceled is not None:
+            return "canceled"
         if self.expires and (now or time.monotonic()) >= self.rest_at:
             return "expired"
         filled = self.filled(now)
@@ -162,9 +168,14 @@ class Standin:
         self.partial: Decimal | None = None  # share filled at once; None: all at once
         self.partial_delay = 0.5
         self.expire_rest = False  # with ``partial``: the rest expires instead of filling
+        # A cancel arriving finds the rest filled just before it (a cancel racing the fill).
+        self.fill_on_cancel = False
+        # Cancels answered accepted and not carried out (an exchange whose cancel lags).
+        self.cancel_lags = False
         self.latency = 0.0  # seconds added to every answer
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self.arrivals: list[float] = []  # when each of ``requests`` arrived (Unix seconds)
+        self.weight_used = 0  # the request weight of ``requests``, as the exchange counts it
         self.created = 0
         self.refused_rate = 0
         self._ids = itertools.count(10_000_001)
@@ -290,8 +301,49 @@ class Standin:
         self.order_changed(order)
         return order
 
+    def cancel(self, account: Account, client_id: str | None, order_id: str | None) -> Order:
+        """The rest of an order not done cancelled by its owner: what filled stays, the rest is
+        given back to the account and never fills. A key that cannot trade is refused
+        (``permission``), as is an order unknown, or done already (filled, expired, cancelled:
+        ``unknown_order``, ``final``)."""
+        if not account.can_trade:
+            raise Refused("permission", "this key cannot trade")
+        with self.lock:
+            order = self.find(account, client_id, order_id)
+            now = time.monotonic()
+            raced = self.fill_on_cancel and order.rest_at > now and not order.expires
+            if raced:
+                order.rest_at = now  # the rest fills as the cancel arrives
+        if raced:
+            self.rest_filled(order)
+        with self.lock:
+            if order.done(now):
+                raise Refused("final", order.state(now))
+            if self.cancel_lags:
+                return order
+            filled = order.filled(now)
+            order.canceled = filled
+            rest = order.qty - filled
+            holder = self.accounts[order.account]
+            market = order.market
+            # Placing moved the balances by the whole order (the rest reserved): given back.
+            if order.side == "buy":
+                holder.balances[market.quote] += rest * order.price
+                holder.balances[market.base] -= rest
+            else:
+                holder.balances[market.base] += rest
+                holder.balances[market.quote] -= rest * order.price
+        self.order_canceled(order)
+        return order
+
     def order_changed(self, order: Order) -> None:
         """Pushed to the account's order sockets (``bridge.standins.ws``): none here."""
+
+    def order_canceled(self, order: Order) -> None:
+        """Pushed to the account's order sockets (``bridge.standins.ws``): none here."""
+
+    def rest_filled(self, order: Order) -> None:
+        """The rest filled sooner than scheduled, pushed at once (``bridge.standins.ws``)."""
 
     def find(self, account: Account, client_id: str | None, order_id: str | None) -> Order:
         order = None
@@ -341,8 +393,10 @@ class Standin:
         if self.down:
             response: web.StreamResponse = self.unavailable()
         else:
+            weight = self.request_weight(request)
+            self.weight_used += weight
             ok, used, wait = self.windows.take(
-                f"ip:{request.remote}", self.ip_limit, self.request_weight(request), time.time()
+                f"ip:{request.remote}", self.ip_limit, weight, time.time()
             )
             request["ip_used"] = used
             if not ok:

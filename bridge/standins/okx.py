@@ -1,6 +1,7 @@
 """OKX v5 spot, as ccxt's ``okx`` calls it: ``/api/v5/public/instruments``,
-``/api/v5/trade/order`` (place; get by ``clOrdId``), ``/api/v5/account/balance`` and
-``/api/v5/account/config`` (``perm``).
+``/api/v5/trade/order`` (place; get by ``clOrdId``), ``/api/v5/trade/cancel-order`` (``sCode``
+51400 for an order unknown, 51401 cancelled already, 51402 done), ``/api/v5/account/balance``
+and ``/api/v5/account/config`` (``perm``).
 
 Signed requests carry ``OK-ACCESS-KEY``, ``OK-ACCESS-PASSPHRASE``, ``OK-ACCESS-TIMESTAMP`` (ISO
 8601) and ``OK-ACCESS-SIGN``: base64 of HMAC-SHA256 over timestamp + method + request path
@@ -30,6 +31,13 @@ ERRORS = {
     "notional": ("51020", "Your order should meet or exceed the minimum order amount."),
     "balance": ("51008", "Order failed. Insufficient USDT balance in account."),
     "unknown_order": ("51603", "Order does not exist"),
+    # A cancel of an order unknown, cancelled already, or done (filled, its rest expired).
+    "unknown_cancel": (
+        "51400",
+        "Order cancellation failed as the order has been filled, canceled or does not exist",
+    ),
+    "canceled": ("51401", "Order cancellation failed as the order has been canceled"),
+    "completed": ("51402", "Order cancellation failed as the order has been completed"),
     "unknown_symbol": ("51001", "Instrument ID does not exist"),
     "permission": ("50120", "API key doesn't have permission"),
 }
@@ -48,6 +56,7 @@ class Okx(OkxStream):
         app.router.add_get("/api/v5/market/ticker", self.tickers_answer)
         app.router.add_post("/api/v5/trade/order", self.create_order)
         app.router.add_get("/api/v5/trade/order", self.get_order)
+        app.router.add_post("/api/v5/trade/cancel-order", self.cancel_order)
         app.router.add_get("/api/v5/account/balance", self.balance)
         app.router.add_get("/api/v5/account/config", self.config)
 
@@ -264,6 +273,48 @@ class Okx(OkxStream):
         except Refused as exc:
             return self._fail(*ERRORS[exc.kind])
         return web.json_response({"code": "0", "msg": "", "data": [self._order(order)]})
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        """``POST /api/v5/trade/cancel-order`` by ``clOrdId`` or ``ordId``: the ids and
+        ``sCode`` 0 (the order then reads ``canceled``), or the refusal in ``sCode``."""
+        signed = await self._signed(request)
+        if isinstance(signed, web.Response):
+            return signed
+        account, params = signed
+        client_id, order_id = params.get("clOrdId"), params.get("ordId")
+        try:
+            order = self.cancel(account, client_id, order_id)
+        except Refused as exc:
+            if exc.kind == "permission":  # the key's, before any order is looked at
+                return self._fail(*ERRORS["permission"], 401)
+            kind = "unknown_cancel"
+            if exc.kind == "final":
+                kind = "canceled" if exc.detail == "canceled" else "completed"
+            code, msg = ERRORS[kind]
+            row = {
+                "clOrdId": client_id or "",
+                "ordId": order_id or "",
+                "sCode": code,
+                "sMsg": msg,
+                "ts": str(now_ms()),
+            }
+            return web.json_response({"code": "1", "msg": "", "data": [row]})
+        row = {
+            "clOrdId": order.client_id,
+            "ordId": order.id,
+            "sCode": "0",
+            "sMsg": "",
+            "ts": str(now_ms()),
+        }
+        return web.json_response(
+            {
+                "code": "0",
+                "msg": "",
+                "data": [row],
+                "inTime": str(now_ms() * 1000),
+                "outTime": str(now_ms() * 1000),
+            }
+        )
 
     async def balance(self, request: web.Request) -> web.Response:
         signed = await self._signed(request)

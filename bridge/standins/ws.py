@@ -12,9 +12,10 @@
   ``orders`` channel.
 
 A wrong signature is refused with the exchange's own error. Every change of an order of the
-account (placed, partly filled, filled, its rest expired) is pushed to its sockets with the
-exchange's field names, a later change when it happens. Tests can refuse new sockets
-(``ws_down``), close the open ones (``drop_sockets``) or keep them silent (``ws_silent``)."""
+account (placed, partly filled, filled, its rest expired or cancelled by its owner) is pushed to
+its sockets with the exchange's field names, a later change when it happens. Tests can refuse
+new sockets (``ws_down``), close the open ones (``drop_sockets``) or keep them silent
+(``ws_silent``)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class Change:
     filled: Decimal
     last: Decimal
     trade_id: int
-    status: str  # new | partially_filled | filled | expired
+    status: str  # new | partially_filled | filled | expired | canceled
 
 
 def _b64_hmac(secret: str, message: str) -> str:
@@ -71,6 +72,7 @@ class OrderStream(Standin):
         self.ws_opened: list[float] = []  # when each connection was asked for (Unix seconds)
         self._trade_ids = itertools.count(70_000_001)
         self._pushing: set[asyncio.Future[None]] = set()
+        self._rest_pushed: set[str] = set()  # orders whose rest was pushed (filled or expired)
 
     # --- the engine's side
 
@@ -85,15 +87,32 @@ class OrderStream(Standin):
             changes.append(Change(order, first, first, next(self._trade_ids), status))
         loop.call_soon_threadsafe(self._schedule, order.account, changes)
         if first < order.qty:
-            rest = (
-                Change(order, first, Decimal(0), 0, "expired")
-                if order.expires
-                else Change(order, order.qty, order.qty - first, next(self._trade_ids), "filled")
-            )
             delay = max(0.0, order.rest_at - time.monotonic())
-            loop.call_soon_threadsafe(
-                lambda: loop.call_later(delay, self._schedule, order.account, [rest])
-            )
+            loop.call_soon_threadsafe(lambda: loop.call_later(delay, self._rest, order))
+
+    def rest_filled(self, order: Order) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._rest, order)
+
+    def order_canceled(self, order: Order) -> None:
+        loop = self._loop
+        if loop is not None and order.canceled is not None:
+            change = Change(order, order.canceled, Decimal(0), 0, "canceled")
+            loop.call_soon_threadsafe(self._schedule, order.account, [change])
+
+    def _rest(self, order: Order) -> None:
+        """The rest of a partly filled order, pushed once when it fills or expires; nothing for
+        an order whose rest was cancelled (it never fills)."""
+        if order.canceled is not None or order.id in self._rest_pushed:
+            return
+        self._rest_pushed.add(order.id)
+        first = order.first_fill
+        rest = (
+            Change(order, first, Decimal(0), 0, "expired")
+            if order.expires
+            else Change(order, order.qty, order.qty - first, next(self._trade_ids), "filled")
+        )
+        self._schedule(order.account, [rest])
 
     def _schedule(self, api_key: str, changes: list[Change]) -> None:
         task = asyncio.ensure_future(self._push(api_key, changes))
@@ -174,6 +193,10 @@ class OrderStream(Standin):
         raise NotImplementedError
 
 
+# Binance's execution type of a change that is no trade.
+EXECUTION = {"expired": "EXPIRED", "canceled": "CANCELED"}
+
+
 class BinanceStream(OrderStream):
     ws_path = "/ws-api/v3"
 
@@ -221,7 +244,7 @@ class BinanceStream(OrderStream):
             "F": "0.00000000",
             "g": -1,
             "C": "",
-            "x": "TRADE" if trade else "EXPIRED" if change.status == "expired" else "NEW",
+            "x": "TRADE" if trade else EXECUTION.get(change.status, "NEW"),
             "X": change.status.upper(),
             "r": "NONE",
             "i": int(o.id),
@@ -334,6 +357,14 @@ class OkxStream(OrderStream):
         return [{"arg": arg, "data": [row]}]
 
 
+def bybit_status(state: str, filled: Decimal) -> str:
+    """Bybit's ``orderStatus`` of a spot order: a market order whose rest ended unfilled
+    (expired, or cancelled by its owner after a part filled) is ``PartiallyFilledCanceled``."""
+    if state in {"expired", "canceled"}:
+        return "PartiallyFilledCanceled" if filled else "Cancelled"
+    return {"new": "New", "partially_filled": "PartiallyFilled", "filled": "Filled"}[state]
+
+
 class BybitStream(OrderStream):
     ws_path = "/v5/private"
 
@@ -370,12 +401,6 @@ class BybitStream(OrderStream):
         o = change.order
         fee = o.fee_at(change.filled)
         fee_coin = o.market.base if o.side == "buy" else o.market.quote
-        status = {
-            "new": "New",
-            "partially_filled": "PartiallyFilled",
-            "filled": "Filled",
-            "expired": "PartiallyFilledCanceled",
-        }
         row = {
             "category": "spot",
             "orderId": o.id,
@@ -387,7 +412,7 @@ class BybitStream(OrderStream):
             "qty": fmt(o.quote_qty if o.quote_qty is not None else o.qty),
             "side": o.side.capitalize(),
             "positionIdx": 0,
-            "orderStatus": status[change.status],
+            "orderStatus": bybit_status(change.status, change.filled),
             "createType": "CreateByUser",
             "cancelType": "UNKNOWN",
             "rejectReason": "EC_NoError",
@@ -467,7 +492,9 @@ class BitgetStream(OrderStream):
             "side": o.side,
             "accBaseVolume": fmt(change.filled),
             "priceAvg": fmt(o.price) if change.filled else "0",
-            "status": {"new": "live", "expired": "cancelled"}.get(change.status, change.status),
+            "status": {"new": "live", "expired": "cancelled", "canceled": "cancelled"}.get(
+                change.status, change.status
+            ),
             "cTime": str(o.created_ms),
             "uTime": str(now_ms()),
             "stpMode": "none",

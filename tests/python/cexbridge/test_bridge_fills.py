@@ -5,6 +5,7 @@ refuses the key's signature; each order recorded once whichever path saw its fil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -265,13 +266,42 @@ def test_an_order_whose_rest_expires_ends_with_what_filled_on_all_four_exchanges
         assert bridge.fills.stats.by_socket == (4 if watch else 0)
 
 
+# Each exchange's cancel, as ccxt's ``cancel_order`` sends it.
+CANCEL = {
+    "binance": ("DELETE", "/api/v3/order"),
+    "okx": ("POST", "/api/v5/trade/cancel-order"),
+    "bybit": ("POST", "/v5/order/cancel"),
+    "bitget": ("POST", "/api/v2/spot/trade/cancel-order"),
+}
+
+
+def cancels(stand: Standin) -> list[int]:
+    """The statuses of the cancel requests ``stand`` answered."""
+    method, path = CANCEL[stand.name]
+    return [status for m, p, status in stand.requests if (m, p) == (method, path)]
+
+
+def charged(bridge: Bridge, asked: list[tuple[str, str | None]]) -> None:
+    """Every request the bridge's limiter is asked for from now on, into ``asked``: (exchange,
+    the request's name)."""
+    real = bridge.limiter.acquire
+
+    async def acquire(exchange: str, account: str, order: bool, **kw: Any) -> None:
+        asked.append((exchange, "order" if order else kw.get("request")))
+        await real(exchange, account, order, **kw)
+
+    bridge.limiter.acquire = acquire  # type: ignore[method-assign]
+
+
 @pytest.mark.parametrize("watch", [True, False], ids=["socket", "rest"])
 def test_an_order_that_never_ends_expires_with_what_filled_booked_once_and_told(
     tmp_path: Path, redis_url: str, watch: bool
 ) -> None:
-    """Half of each buy fills, the rest would fill in an hour: past ``fill_timeout`` the bridge
-    asks once more, books the half, marks the order ``expired`` with why, and the follower is
-    told once (``bridge.expired``)."""
+    """Half of each buy fills, the rest would fill 4 s later: past ``fill_timeout`` (2 s) the
+    bridge cancels the rest at the exchange, reads the order, books the half, marks the order
+    ``expired`` with why, and the follower is told once (``bridge.expired``); when the rest's
+    time comes, the stand-in finds nothing to fill: the account holds exactly what was
+    booked."""
     from sqlalchemy import select
 
     from api.notifications import bridge as bridge_notes
@@ -287,29 +317,51 @@ def test_an_order_that_never_ends_expires_with_what_filled_booked_once_and_told(
         fs = add_followers(engine, ring, stands, 4)
         for s in stands.values():
             s.partial = Decimal("0.5")
-            s.partial_delay = 3600  # never, for the bridge
+            s.partial_delay = 4  # later than the bridge waits
         publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        asked: list[tuple[str, str | None]] = []
         started = time.monotonic()
-        run_bridge(settings, engine, ring, 1)
+        bridge = run_bridge(settings, engine, ring, 1, lambda b: charged(b, asked))
         took = time.monotonic() - started
         queries = {name: order_queries(stand) for name, stand in stands.items()}
         rows = {r["exchange"]: r for r in orders(engine)}
         books = follows(engine)
         for f in fs:
             row = rows[f.exchange]
-            assert row["status"] == "expired", (f.exchange, row["status"], row["reason"])
+            assert row["status"] == "expired"
             assert row["reason"] == (
-                "not done after 2 s: 0.025 ETH filled (booked) for 100.00 USDT ordered; a later "
-                "fill of the rest is not booked"
+                "not done after 2 s: 0.025 ETH filled (booked) for 100.00 USDT ordered; the rest "
+                "was cancelled at the exchange"
             )
             assert Decimal(row["filled"]) == Decimal("0.025") and Decimal(row["cost"]) == 50
             assert row["filled_at"] is None and row["acked_at"] is not None
             book = books[f.follow_id]  # moved by the half that filled, once
             assert Decimal(book["cash"]) == 950
             assert Decimal(book["positions"]["ETH/USDT"]) == Decimal("0.025")
-            # The last look is one REST query, on the socket path too.
+            # One cancel, accepted and charged to the limiter; the order read after it by REST,
+            # on the socket path too.
+            assert cancels(stands[f.exchange]) == [200], f.exchange
+            assert asked.count((f.exchange, "cancel")) == 1, f.exchange
             assert queries[f.exchange] >= 1, f.exchange
+        # Binance weighs a cancel 1, as the limiter charged it.
+        assert bridge.limiter.limits["binance"].weight("cancel") == 1
+        # On the socket, the wait ends at ``fill_timeout``: no fall back to REST for another.
+        assert bridge.fills.stats.fell_back == 0
         assert took < 15
+        # The rest's time comes: the stand-ins find nothing to fill, push nothing more, and each
+        # account holds exactly what was booked.
+        pushed = {name: s.ws_pushed for name, s in stands.items()}
+        rest_at = max(o.rest_at for s in stands.values() for o in s.orders.values())
+        time.sleep(max(0.0, rest_at - time.monotonic()) + 0.5)
+        for f in fs:
+            stand = stands[f.exchange]
+            (order,) = stand.orders.values()
+            assert order.state() == "canceled" and order.filled() == Decimal("0.025")
+            assert stand.accounts[f.api_key].balances == {
+                "USDT": Decimal(10_000 - 50),
+                "ETH": Decimal("0.025"),
+            }, f.exchange
+            assert stand.ws_pushed == pushed[f.exchange]
         # Handled again (a worker taking the trade over): nothing sent, no book moved again.
         ended = orders(engine)
 
@@ -335,6 +387,7 @@ def test_an_order_that_never_ends_expires_with_what_filled_booked_once_and_told(
         data = note.data if isinstance(note.data, dict) else json.loads(note.data)
         assert data["status"] == "expired" and data["filled"] == "0.025"
         assert data["reason"].startswith("not done after 2 s")
+        assert data["reason"].endswith("the rest was cancelled at the exchange")
 
 
 def test_a_dropped_socket_reconnects_and_follows_the_next_orders_again(
@@ -362,3 +415,232 @@ def test_a_dropped_socket_reconnects_and_follows_the_next_orders_again(
         assert len(accepted) == 2 and len(set(accepted)) == 1, exchange  # logged in again
     stats = bridge.fills.stats
     assert stats.fell_back == 4 and stats.by_socket == 4 and stats.by_rest == 0
+
+
+def test_a_cancel_is_answered_and_pushed_as_each_exchange_does(tmp_path: Path) -> None:
+    """Through real ccxt on the four stand-ins: an order half filled, its rest cancelled by its
+    client id (``cancel_order``), reads cancelled with the half (Binance ``CANCELED``, OKX
+    ``canceled``, Bybit ``PartiallyFilledCanceled``, Bitget ``cancelled``), as its socket
+    pushes it; a second cancel and a cancel of an unknown order are refused as the exchange
+    refuses them (ccxt's ``OrderNotFound``); a cancel signed with a wrong secret, sent by
+    another account (by the client id or the order id) or by a key of the account that cannot
+    trade is refused and cancels nothing; the rest's time come, nothing more fills."""
+    import ccxt.async_support as ccxt
+
+    from bridge import venue
+    from bridge.fills import open_pro_client
+    from tandem.config import BridgeExchange
+    from tandem.envelope import Credentials
+
+    state = {
+        "binance": "CANCELED",
+        "okx": "canceled",
+        "bybit": "PartiallyFilledCanceled",
+        "bitget": "cancelled",
+    }
+    status_field = {"binance": "X", "okx": "state", "bybit": "orderStatus", "bitget": "status"}
+
+    async def one(stand: Standin) -> None:
+        name = stand.name
+        stand.add_account("key", "secret", "pass", balances={"USDT": Decimal(1000)})
+        stand.add_account("other", "other-secret", "pass", balances={"USDT": Decimal(1000)})
+        stand.add_key("key", "reader", "reader-secret", "pass", can_trade=False)
+        stand.partial, stand.partial_delay = Decimal("0.5"), 2.0
+        settings = BridgeExchange(url=stand.url)
+        ex = venue.open_client(name, settings, Credentials("key", "secret", "pass"))
+        forged = venue.open_client(name, settings, Credentials("key", "not-the-secret", "pass"))
+        other = venue.open_client(name, settings, Credentials("other", "other-secret", "pass"))
+        reader = venue.open_client(name, settings, Credentials("reader", "reader-secret", "pass"))
+        await ex.load_markets()
+        for client in (forged, other, reader):
+            client.set_markets_from_exchange(ex)
+        pro = open_pro_client(name, settings, ex)
+        pushed: list[dict[str, Any]] = []
+
+        async def collect() -> None:
+            while True:
+                pushed.extend(await pro.watch_orders())
+
+        watching = asyncio.ensure_future(collect())
+        try:
+            deadline = time.monotonic() + 10
+            while not stand.sockets and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await venue.place(ex, "ETH/USDT", "buy", Decimal(100), "cid-1")
+            with pytest.raises(ccxt.AuthenticationError):
+                await forged.cancel_order(None, "ETH/USDT", {venue.CANCEL_ID[name]: "cid-1"})
+            (order,) = stand.orders.values()
+            # Another account cannot cancel it, by its client id nor by its order id.
+            with pytest.raises(ccxt.OrderNotFound):
+                await other.cancel_order(None, "ETH/USDT", {venue.CANCEL_ID[name]: "cid-1"})
+            with pytest.raises(ccxt.OrderNotFound):
+                await other.cancel_order(order.id, "ETH/USDT")
+            # Nor can a key of the account that may only read (ccxt maps OKX's 50120 to no
+            # narrower error).
+            with pytest.raises(ccxt.ExchangeError) as refused:
+                await reader.cancel_order(None, "ETH/USDT", {venue.CANCEL_ID[name]: "cid-1"})
+            assert not isinstance(refused.value, ccxt.OrderNotFound), name
+            assert name == "okx" or isinstance(refused.value, ccxt.AuthenticationError), name
+            assert order.canceled is None, name  # none of them cancelled it
+            assert await venue.cancel(ex, "ETH/USDT", "cid-1") is True
+            found = await venue.find(ex, "ETH/USDT", "cid-1")
+            assert found is not None and found.done, name
+            assert found.filled == Decimal("0.025") and found.cost == 50, (name, found)
+            for client_id in ("cid-1", "cid-unknown"):
+                with pytest.raises(ccxt.OrderNotFound):
+                    await ex.cancel_order(None, "ETH/USDT", {venue.CANCEL_ID[name]: client_id})
+            while time.monotonic() < deadline and not any(
+                o["info"].get(status_field[name]) == state[name] for o in pushed
+            ):
+                await asyncio.sleep(0.05)
+            last = pushed[-1]
+            assert last["info"][status_field[name]] == state[name], (name, pushed)
+            assert last["clientOrderId"] == "cid-1" and Decimal(str(last["filled"])) == Decimal(
+                "0.025"
+            ), (name, last)
+            count = len(pushed)
+            await asyncio.sleep(max(0.0, order.rest_at - time.monotonic()) + 0.3)
+            assert len(pushed) == count, name  # the rest's time: nothing fills, nothing pushed
+            again = await venue.find(ex, "ETH/USDT", "cid-1")
+            assert again is not None and again.filled == Decimal("0.025"), name
+            balances = stand.accounts["key"].balances
+            assert balances == {"USDT": Decimal(950), "ETH": Decimal("0.025")}, name
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watching
+            await asyncio.gather(
+                pro.close(), ex.close(), forged.close(), other.close(), reader.close()
+            )
+
+    async def go(stands: dict[str, Standin]) -> None:
+        await asyncio.gather(*(one(s) for s in stands.values()))
+
+    with standins() as stands:
+        asyncio.run(go(stands))
+
+
+def test_a_cancel_racing_the_rest_s_fill_books_the_whole_fill(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The rest fills just as the bridge's cancel arrives: each exchange refuses the cancel
+    (nothing open to cancel), the bridge reads the order again and books it whole, once."""
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins() as stands:
+        settings = settings_for(stands, redis_url, fill_timeout=1)
+        for venue in settings.exchanges.values():
+            venue.watch_orders = False
+        fs = add_followers(engine, ring, stands, 4)
+        for s in stands.values():
+            s.partial = Decimal("0.5")
+            s.partial_delay = 3600
+            s.fill_on_cancel = True
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        run_bridge(settings, engine, ring, 1)
+        rows = {r["exchange"]: r for r in orders(engine)}
+        books = follows(engine)
+        for f in fs:
+            row, stand = rows[f.exchange], stands[f.exchange]
+            assert row["status"] == "filled" and row["reason"] is None, (f.exchange, row)
+            assert Decimal(row["filled"]) == Decimal("0.05") and Decimal(row["cost"]) == 100
+            book = books[f.follow_id]
+            assert Decimal(book["cash"]) == 900
+            assert Decimal(book["positions"]["ETH/USDT"]) == Decimal("0.05")
+            # One cancel, refused as the exchange refuses a cancel of a filled order.
+            assert len(cancels(stand)) == 1, f.exchange
+            (order,) = stand.orders.values()
+            assert order.state() == "filled" and order.canceled is None
+            assert stand.accounts[f.api_key].balances == {
+                "USDT": Decimal(10_000 - 100),
+                "ETH": Decimal("0.05"),
+            }
+
+
+def test_a_worker_that_dies_between_the_cancel_and_the_booking_is_taken_over(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker cancels each order's rest and dies before it books anything (the rows stay
+    ``acked``); the worker taking the trade over asks each exchange for the client id, finds
+    the order over with its half filled, and books that half once, sending nothing again."""
+    from bridge import venue as venue_module
+
+    class Died(Exception):
+        pass
+
+    real = venue_module.cancel
+    done: list[str] = []
+    all_done = asyncio.Event()
+
+    async def cancel_then_die(ex: Any, symbol: str, client_id: str) -> bool:
+        await real(ex, symbol, client_id)
+        done.append(client_id)
+        if len(done) == 4:
+            all_done.set()
+        await all_done.wait()  # every order's rest cancelled, none booked: the worker dies
+        raise Died(client_id)
+
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins() as stands:
+        settings = settings_for(stands, redis_url, fill_timeout=1)
+        for venue in settings.exchanges.values():
+            venue.watch_orders = False
+        fs = add_followers(engine, ring, stands, 4)
+        for s in stands.values():
+            s.partial = Decimal("0.5")
+            s.partial_delay = 3600
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        monkeypatch.setattr(venue_module, "cancel", cancel_then_die)
+        with pytest.raises(Died):
+            run_bridge(settings, engine, ring, 1)
+        monkeypatch.setattr(venue_module, "cancel", real)
+        assert {r["status"] for r in orders(engine)} == {"acked"}
+        assert all(Decimal(f["cash"]) == 1000 for f in follows(engine).values())
+
+        async def take_over() -> None:
+            redis = aioredis.from_url(redis_url, decode_responses=True)
+            second = Bridge(settings, engine, ring, redis, FixedContext(), "w2")
+            try:
+                await second.handle("100-1", trade(100, "buy", 1000, 0.5, 0.1))
+                await second.handle("100-1", trade(100, "buy", 1000, 0.5, 0.1))  # again: nothing
+            finally:
+                await second.close()
+                await redis.aclose()
+
+        asyncio.run(take_over())
+        rows = {r["exchange"]: r for r in orders(engine)}
+        books = follows(engine)
+        for f in fs:
+            row, stand = rows[f.exchange], stands[f.exchange]
+            assert row["status"] == "filled", (f.exchange, row)
+            assert Decimal(row["filled"]) == Decimal("0.025") and Decimal(row["cost"]) == 50
+            assert Decimal(books[f.follow_id]["cash"]) == 950
+            assert Decimal(books[f.follow_id]["positions"]["ETH/USDT"]) == Decimal("0.025")
+            assert cancels(stand) == [200] and stand.created == 1, f.exchange
+            assert stand.accounts[f.api_key].balances == {
+                "USDT": Decimal(10_000 - 50),
+                "ETH": Decimal("0.025"),
+            }
+
+
+def test_a_cancel_the_exchange_does_not_confirm_is_said_so(tmp_path: Path, redis_url: str) -> None:
+    """A cancel answered accepted while the order goes on (five reads, 0.2 s apart): the order
+    is ``expired`` with what filled booked, its reason saying the end was not confirmed."""
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("bybit",)) as stands:
+        settings = settings_for(stands, redis_url, fill_timeout=1)
+        settings.exchanges["bybit"].watch_orders = False
+        (f,) = add_followers(engine, ring, stands, 1)
+        bybit = stands["bybit"]
+        bybit.partial, bybit.partial_delay, bybit.cancel_lags = Decimal("0.5"), 3600, True
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        run_bridge(settings, engine, ring, 1)
+        (row,) = orders(engine)
+        assert row["status"] == "expired" and cancels(bybit) == [200]
+        assert row["reason"] == (
+            "not done after 1 s: 0.025 ETH filled (booked) for 100.00 USDT ordered; the rest's "
+            "cancel was not confirmed: a later fill of it is not booked"
+        )
+        assert Decimal(follows(engine)[f.follow_id]["cash"]) == 950

@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, func, select, update
 
 from api.notifications import bridge as bridge_notes
@@ -340,3 +341,59 @@ def test_a_worker_killed_mid_exit_does_not_double_it(tmp_path: Path, redis_url: 
         for f in fs:
             assert_exited_once(engine, stands, f, "stop-loss")
         assert bybit.created == created + 6
+
+
+@pytest.mark.parametrize(("held", "weight"), [(20, 2), (21, 40)])
+def test_a_watch_over_many_binance_markets_charges_what_binance_weighs(
+    tmp_path: Path, redis_url: str, held: int, weight: int
+) -> None:
+    """Binance weighs its 24-hour tickers by the number of symbols named (2 up to 20, 40 up to
+    100, 80 beyond): a watch of a follow holding ``held`` markets makes one tickers request,
+    which the shared limiter charges as the stand-in (which weighs it so) counts it."""
+    import redis as sync_redis
+
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("binance",)) as stands:
+        binance = stands["binance"]
+        symbols = ["ETH/USDT"] + [f"T{i:02d}/USDT" for i in range(1, held)]
+        for symbol in symbols[1:]:
+            base = symbol.split("/")[0]
+            binance.add_market(Market(base, "USDT", Decimal("3"), min_notional=Decimal("1")))
+        settings = settings_for(stands, redis_url)
+        (f,) = add_followers(engine, ring, stands, 1)
+        with engine.begin() as conn:  # the follow holds a little of every market
+            conn.execute(
+                update(t.follows)
+                .where(t.follows.c.id == f.follow_id)
+                .values(positions=dict.fromkeys(symbols, "1"))
+            )
+        client = sync_redis.Redis.from_url(redis_url, decode_responses=True)
+
+        def window() -> int:
+            """What the workers' shared windows hold of Binance's IP weight."""
+            keys = [
+                k
+                for k in client.keys("test:bridge:limit:binance:ip:*")
+                if k.rsplit(":", 1)[1].isdigit()
+            ]
+            return sum(int(client.get(k) or 0) for k in keys)
+
+        async def go() -> None:
+            (bridge,) = await workers(settings, engine, ring, 1)
+            try:
+                await bridge.warm()
+                charged, counted = window(), binance.weight_used
+                asked = len(binance.requests)
+                assert await bridge.watch_limits() == []
+                tickers = [p for _, p, _ in binance.requests[asked:] if p == "/api/v3/ticker/24hr"]
+                assert len(tickers) == 1 and len(binance.requests) == asked + 1
+                assert binance.weight_used - counted == weight
+                assert window() - charged == weight
+            finally:
+                await stop([bridge])
+
+        asyncio.run(go())
+        client.close()
+    marks = follows(engine)[f.follow_id]["marks"]
+    assert set(marks) == set(symbols)  # every market priced by the one request
