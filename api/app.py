@@ -104,7 +104,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.box = box
     app.state.metrics = monitoring.Metrics()
     app.state.rankings_cache = AnswerCache(
-        settings.api.rankings_cache_entries, settings.api.rankings_cache_seconds
+        settings.api.rankings_cache_entries,
+        settings.api.rankings_cache_seconds,
+        settings.api.final_block_trust_seconds,
     )
     try:
         origins = settings.api.sign_in_origins() if settings.api.accounts else []
@@ -130,9 +132,10 @@ def create_app(settings: Settings) -> FastAPI:
             exchange_keys.keys,
             exchange_keys.drag,
         )
+    # The router tries routes in order: the health checks, asked most often, first.
+    app.include_router(health.router)
     for router in (*routers, demo.router):
         app.include_router(router, prefix="/v1")
-    app.include_router(health.router)
     if WEB_DIST.is_dir():
         # Last, so that every API route comes first; `/` is the dApp's page.
         app.mount("/", StaticFiles(directory=WEB_DIST, html=True), name="web")

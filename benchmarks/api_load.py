@@ -8,7 +8,8 @@ one process, each on its own keep-alive connection, send requests back to back, 
 random between a top-50 query (one of several metrics and windows, some pages further by cursor)
 and the baseline ``GET /healthz`` (no database), so both see the same load. The server runs
 twice on the same database: as served, and with its rankings cache off (every page read and
-encoded). It prints p50 and p99 of each, the clients' CPU and the machine's busy cores, and
+encoded). It prints p50 and p99 of each, the clients' CPU and the machine's busy cores, the
+CPU an answer costs the server and the clients (what other work on the machine hardly moves), and
 where a rankings request's time goes: the same work done in this process without HTTP (the final
 block read, the SQL, the rows into the answer's JSON), the rest being the HTTP server, the
 worker's thread and waiting for a core. Target: p99 under 20 ms and under twice the baseline's.
@@ -221,6 +222,48 @@ def busy_cores() -> Callable[[], float]:
     return since
 
 
+def server_cpu(url: str) -> Callable[[], float]:
+    """The CPU seconds the server at ``url`` (its supervisor and worker processes) used since
+    this was called: unlike its latency, a figure other work on the machine hardly moves. A
+    reader of /proc, NaN elsewhere."""
+    port = str(urlsplit(url).port)
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def stats() -> dict[int, tuple[int, float]]:
+        found = {}
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # ppid, and utime + stime of the process (fields 4, 14 and 15 of stat)
+            found[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        return found
+
+    def tree() -> float:
+        try:
+            procs = stats()
+        except OSError:
+            return math.nan
+        roots = set()
+        for pid in procs:
+            try:
+                argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in argv and b"--port" in argv and port.encode() in argv:
+                roots.add(pid)
+        members, grew = set(roots), True
+        while grew:
+            grown = {p for p, (parent, _) in procs.items() if parent in members}
+            grew = not grown <= members
+            members |= grown
+        return sum(procs[p][1] for p in members) if members else math.nan
+
+    before = tree()
+    return lambda: tree() - before
+
+
 def in_process(engine: Engine, rounds: int) -> dict[str, list[float]]:
     """The route's own work without HTTP, in seconds per query: the final block read in the
     answer's transaction (all a cached answer costs besides a lookup), then on a miss the
@@ -275,11 +318,11 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, list[float]]:
     run(load(url, args.clients, 5, args.share, seed=1))  # warm every worker
     # One client alone: what a request costs the server when nothing waits.
     alone = run(load(url, 1, 400, args.share, seed=3))
-    cores = busy_cores()
+    cores, served = busy_cores(), server_cpu(url)
     start, cpu = time.perf_counter(), time.process_time()
     times = run(load(url, args.clients, args.requests, args.share, seed=2))
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    busy = cores()
+    busy, server = cores(), served()
     total = sum(len(times[k]) for k in ("rankings", "pages", "baseline"))
     ranked = times["rankings"] + times["pages"]
     print(
@@ -305,6 +348,12 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, list[float]]:
         f"    the clients used {cpu / elapsed:.2f} of a core; the machine's {os.cpu_count()} "
         f"cores were {busy:.2f} busy (everyone's work); load average "
         f"{os.getloadavg()[0]:.1f}"
+    )
+    # What an answer costs the cores, whatever else runs: the server's CPU and the clients'.
+    print(
+        f"    CPU per answer: the server {server / total * 1e3:.3f} ms, the clients "
+        f"{cpu / total * 1e3:.3f} ms; two free cores would answer at most "
+        f"{(os.cpu_count() or 1) / ((server + cpu) / total):,.0f} a second"
     )
     # Back to back, latency is the clients over the throughput, whatever a request costs: the
     # same clients at half that throughput show what a request waits when the server keeps up.

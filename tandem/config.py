@@ -330,6 +330,14 @@ class ApiSettings(BaseModel):
         description="the longest a kept rankings page is served: the indexer rewrites rankings "
         "just after moving its final block, and when its rules are reloaded",
     )
+    final_block_trust_seconds: float = Field(
+        default=0.1,
+        ge=0,
+        le=60,
+        description="how long a server process answers a kept rankings page without reading "
+        "the final block again: a new final block shows at most this late; 0: read at every "
+        "request",
+    )
     ready_max_lag: int | None = Field(
         default=20,
         ge=0,

@@ -28,17 +28,24 @@ router = APIRouter(prefix="/masters", tags=["masters"], responses=PROBLEM_RESPON
 async def masters(request: Request, query: Annotated[MastersQuery, Query()]) -> Response:
     """The masters of one window, sorted by one metric (best first by default) and filtered,
     a page at a time: pass each page's ``next_cursor`` to get the next."""
-    # One trip to a worker thread for the whole answer (a dependency would cost two more).
-    body = await run_in_threadpool(cached_page, request.app.state, query)
-    return Response(body, media_type="application/json")
-
-
-def cached_page(state: State, query: MastersQuery) -> bytes:
-    """The page's JSON: kept from an identical query at the same final block, or read now."""
+    state = request.app.state
     # By default the best first: descending where higher is better, ascending where lower is.
     order = query.order or ("desc" if r.SORTABLE[query.sort] else "asc")
     # The same page whether the default order was named or not.
     asked = (order, *query.model_dump(exclude={"order"}).values())
+    # A page kept while the final block was read moments ago is answered here, on the event
+    # loop: no worker thread, no database. Otherwise one trip to a worker thread for the whole
+    # answer (a dependency would cost two more).
+    body = state.rankings_cache.recent(asked)
+    if body is not None:
+        state.metrics.rankings_cache.labels("hit").inc()
+    else:
+        body = await run_in_threadpool(cached_page, state, query, order, asked)
+    return Response(body, media_type="application/json")
+
+
+def cached_page(state: State, query: MastersQuery, order: str, asked: tuple[Any, ...]) -> bytes:
+    """The page's JSON: kept from an identical query at the same final block, or read now."""
     cache: AnswerCache = state.rankings_cache
     counted = state.metrics.rankings_cache
     with read_final(state.engine, state.settings.indexer.finality_depth) as read:

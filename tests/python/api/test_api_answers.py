@@ -50,3 +50,31 @@ def test_the_least_recently_used_answer_leaves_first_and_zero_entries_keep_none(
     none = AnswerCache(entries=0, seconds=60)
     none.put(100, "a", b"a")
     assert none.get(100, "a") is None
+
+
+def test_a_kept_answer_is_served_without_a_block_read_only_while_the_block_is_trusted() -> None:
+    clock = Clock()
+    cache = AnswerCache(entries=8, seconds=60, trust=0.1, clock=clock)
+    assert cache.recent("q") is None  # no final block read yet
+    cache.put(100, "q", b"at 100")  # read at the final block 100, now
+    clock.now = 0.09
+    assert cache.recent("q") == b"at 100"
+    assert cache.recent("other") is None
+    clock.now = 0.1
+    assert cache.recent("q") is None  # the block must be read again
+    assert cache.get(100, "q") == b"at 100"  # it was still 100: trusted anew from now
+    clock.now = 0.19
+    assert cache.recent("q") == b"at 100"
+    clock.now = 0.25
+    assert cache.get(101, "q") is None  # it moved: nothing kept is served, nothing trusted
+    assert cache.recent("q") is None
+    # The answer's own lifetime bounds it even while the block is trusted.
+    aging = AnswerCache(entries=8, seconds=1.0, trust=5.0, clock=clock)
+    aging.put(7, "q", b"at 7")
+    clock.now += 1.01
+    assert aging.recent("q") is None
+    # No trust: every answer waits for a block read.
+    untrusting = AnswerCache(entries=8, seconds=60, trust=0.0, clock=clock)
+    untrusting.put(7, "q", b"at 7")
+    assert untrusting.recent("q") is None
+    assert untrusting.get(7, "q") == b"at 7"

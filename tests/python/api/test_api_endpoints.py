@@ -20,7 +20,7 @@ from eth_abi import decode
 from eth_utils import keccak
 from fastapi.testclient import TestClient
 from indexing.support import rows
-from sqlalchemy import Engine, create_engine, select, update
+from sqlalchemy import Engine, create_engine, event, select, update
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
@@ -515,11 +515,17 @@ def test_a_kept_rankings_page_equals_a_fresh_one(world: World, api: httpx.Client
         assert (kept(cached, "miss"), kept(cached, "hit")) == (4, 7)
 
 
-def test_a_kept_page_is_not_served_once_the_final_block_moves(world: World, tmp_path: Path) -> None:
+@pytest.mark.parametrize("trust", [0.0, 2.0])
+def test_a_kept_page_is_not_served_once_the_final_block_moves(
+    world: World, tmp_path: Path, trust: float
+) -> None:
+    """Served again at the same final block only; with ``final_block_trust_seconds``, without
+    asking the database until the block read last is that old."""
     with copy_of_the_world(world, tmp_path) as (copy, engine):
         a, params = copy.a.master, RANKINGS[0]
         ranking = m.MasterRanking
-        with app_on(copy, rankings_cache_seconds=3_600) as client:
+        settings = {"rankings_cache_seconds": 3_600, "final_block_trust_seconds": trust}
+        with app_on(copy, **settings) as client:
 
             def page() -> tuple[int, str]:
                 body = ok(client.get("/v1/masters", params=params))
@@ -527,6 +533,7 @@ def test_a_kept_page_is_not_served_once_the_final_block_moves(world: World, tmp_
                 return body["block"], item["pnl_usd"]
 
             block, pnl = page()
+            read_at = time.monotonic()
             assert block == final_block(copy)
             assert page() == (block, pnl) and kept(client, "hit") == 1
             with engine.begin() as conn:  # the indexer's next batch: a new figure, a new block
@@ -540,8 +547,16 @@ def test_a_kept_page_is_not_served_once_the_final_block_moves(world: World, tmp_
                         block_number=m.indexer_cursor.cursor.c.block_number + 1
                     )
                 )
+            if trust:
+                # Within the trust, the page kept is answered with no database read at all.
+                reads: list[str] = []
+                served = client.app.state.engine  # type: ignore[attr-defined]
+                event.listen(served.pool, "checkout", lambda *_: reads.append("read"))
+                assert time.monotonic() - read_at < trust
+                assert page() == (block, pnl) and kept(client, "hit") == 2 and reads == []
+                time.sleep(max(0.0, trust - (time.monotonic() - read_at)) + 0.05)
             assert page() == (block + 1, str(int(pnl) + 7))
-            assert kept(client, "hit") == 1
+            assert kept(client, "hit") == (2 if trust else 1)
 
 
 def test_rankings_rewritten_at_the_same_final_block_show_within_the_kept_pages_seconds(
