@@ -198,8 +198,11 @@ def test_sockets_open_within_the_connection_limit_while_orders_follow_fills_by_r
     assert len(okx.ws_opened) == 24 and len(okx.ws_logins) == 24
     assert all(ok for _, ok in okx.ws_logins)
     assert max(windows.values()) == 4 and sum(windows.values()) == 24, windows
+    assert len(windows) >= 6, windows  # six windows at least: over four seconds of charges
+    # As the exchange saw them: a connection arrives a moment after its charge (later on a
+    # busy machine), so the first may arrive late in its window and the last early in its own.
     opened = sorted(okx.ws_opened)
-    assert opened[-1] - opened[0] > 4  # six windows: more than four seconds from first to last
+    assert opened[-1] - opened[0] > 3.5
     # The copy did not wait for the sockets: its orders ended by REST before the last opened.
     stats = bridges[0].fills.stats
     assert stats.by_rest + stats.by_socket == 12 and stats.by_rest >= 8, stats
