@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, bindparam, case, insert, select, update
 
 from bridge import venue
 from bridge.context import Context, ContextSource
@@ -67,6 +67,15 @@ ZERO = Decimal(0)
 # The fewest token units on each side of a master trade for its price to mark the followers'
 # positions: a unit of rounding is then a basis point at most.
 PRICED_UNITS = 10_000
+
+
+# A peak computed from a book read without a lock is written only while the follow's allocation
+# is the one read: the API moves the peak with the allocation (``.../follows/{id}``, under the
+# row's lock), and a peak of the allocation before would undo that move.
+_PEAK = case(
+    (t.follows.c.allocation == bindparam("b_allocation"), bindparam("peak")),
+    else_=t.follows.c.peak,
+)
 
 
 def client_order_id(trade_id: str, follow_id: int) -> str:
@@ -378,6 +387,7 @@ class Bridge:
             select(t.follows, t.keys.c.exchange, t.keys.c.address)
             .join(t.keys, t.keys.c.id == t.follows.c.key_id)
             .where(t.follows.c.vault == vault, t.keys.c.status == "active")
+            .where(t.follows.c.status != t.ENDED)  # ended by its owner: no order, not even skipped
         )
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
@@ -453,7 +463,7 @@ class Bridge:
                     "attempts": 0,
                 }
             )
-            books.append({"b_id": f["id"], **d.book})
+            books.append({"b_id": f["id"], "b_allocation": f["allocation"], **d.book})
             if d.reason and not failed:
                 self.stats.skipped += 1
                 log.info("follow %s skips trade %s: %s", f["id"], trade_id, d.reason)
@@ -468,7 +478,7 @@ class Bridge:
             conn.execute(
                 update(t.follows)
                 .where(t.follows.c.id == bindparam("b_id"))
-                .values(carry=bindparam("carry"), marks=bindparam("marks"), peak=bindparam("peak")),
+                .values(carry=bindparam("carry"), marks=bindparam("marks"), peak=_PEAK),
                 books,
             )
             return self._stop_breached(conn, breached)
@@ -746,7 +756,8 @@ class Bridge:
                 (Decimal(f["positions"][s]) * got[s] for s in held), ZERO
             )
             peak = max(Decimal(f["peak"]), equity)
-            books.append({"b_id": f["id"], "marks": marks, "peak": str(peak)})
+            book = {"marks": marks, "peak": str(peak)}
+            books.append({"b_id": f["id"], "b_allocation": f["allocation"], **book})
             breach = _breach(f, equity, peak)
             if breach:
                 breached[f["id"]] = breach
@@ -756,7 +767,7 @@ class Bridge:
                 conn.execute(
                     update(t.follows)
                     .where(t.follows.c.id == bindparam("b_id"), t.follows.c.status == "active")
-                    .values(marks=bindparam("marks"), peak=bindparam("peak")),
+                    .values(marks=bindparam("marks"), peak=_PEAK),
                     books,
                 )
                 claimed = self._stop_breached(conn, breached)
