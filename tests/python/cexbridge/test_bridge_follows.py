@@ -613,6 +613,31 @@ def test_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in_the_book(
         assert final["allocation"] == "1800" and Decimal(final["cash"]) == 1700
         assert Decimal(final["peak"]) == 1800  # not 800, the peak the worker read
 
+        # The limits' watch reads the book, asks the exchange's prices, then writes the marks
+        # and the peak: the follower lowers the allocation by 100 while the prices are asked.
+        async def watch_while_lowered() -> None:
+            redis = aioredis.from_url(redis_url, decode_responses=True)
+            w = Bridge(settings, engine, ring, redis, FixedContext(), "ww")
+            real = w._prices
+
+            async def prices(exchange: str, symbols: set[str]) -> dict[str, Decimal]:
+                lowered = await asyncio.to_thread(quinn.patch, path, json={"allocation": "1700"})
+                assert lowered.status_code == 200, lowered.text
+                return await real(exchange, symbols)
+
+            w._prices = prices  # type: ignore[method-assign]
+            try:
+                assert await w.watch_limits() == []
+            finally:
+                await w.close()
+                await redis.aclose()
+
+        asyncio.run(watch_while_lowered())
+        watched = book(engine, f.follow_id)
+        assert watched["marks"]["ETH/USDT"] == "2000"  # written
+        assert watched["allocation"] == "1700" and Decimal(watched["cash"]) == 1600
+        assert Decimal(watched["peak"]) == 1700  # not the 1,800 read before the lowering
+
 
 class _Shared:
     """An engine whose ``begin()`` joins a transaction already open on one connection."""
