@@ -11,7 +11,12 @@ key need the Tandem-TOTP second factor; the code is spent by the change it allow
 the exchange refused. The secret and passphrase are sealed at once (envelope
 encryption, ``tandem.envelope``) and no answer ever holds them: a key is shown by its exchange,
 the last four characters of its API key and its permissions. Deleting a key needs the session
-alone (it only takes power away) and wipes the sealed secret."""
+alone (it only takes power away) and wipes the sealed secret.
+
+``/v1/account/exchange-keys/{id}/follows``: a key's follows, several per key (one active per
+master), added with the second factor, changed (the second factor to raise the allocation,
+loosen a limit or change the markets; the session alone to lower or tighten) and ended (the
+session alone; nothing is sold)."""
 
 from __future__ import annotations
 
