@@ -909,6 +909,26 @@ def _changed_book(conn: Connection, key_id: int, f: Any, change: FollowChange) -
     return values
 
 
+def _held_markets_kept(settings: Settings, exchange: str, f: Any, change: FollowChange) -> None:
+    """Refuses moving a token the follow holds a position in to another market: the master's
+    sales of the token would no longer sell that position."""
+    if change.symbols is None:
+        return
+    after = _markets(settings, exchange, change.symbols)
+    for token, market in _markets(settings, exchange, dict(f.symbols or {})).items():
+        held = Decimal((f.positions or {}).get(market, "0"))
+        if after.get(token) != market and held > 0:
+            raise ProblemException(
+                409,
+                "market-held",
+                "Market held",
+                f"Follow {f.id} holds {held} on {market}, the market of token {token}: moved "
+                "to another market, the master's sales of the token would no longer sell it. "
+                "Change it once the follow holds none (the master sold), or end the follow and "
+                "add a new one.",
+            )
+
+
 def _not_free(key_id: int, f: Any, committed: Decimal, free: Decimal) -> ProblemException:
     held = ", ".join(sorted(s for s, v in (f.positions or {}).items() if Decimal(v) > 0))
     lowest = EXACT.subtract(Decimal(f.allocation), free)
@@ -1019,6 +1039,7 @@ async def change_follow(
         f = _own_follow(conn, key_id, follow_id)
         _active(key_id, f)
         _changed_book(conn, key_id, f, body)  # a refusal before the code is asked for
+        _held_markets_kept(settings, key.exchange, f, body)
     risk = _risk_added(f, body)
     warnings: list[str] = []
     if risk:
@@ -1037,6 +1058,7 @@ async def change_follow(
             if _risk_added(now, body) and not risk:
                 raise _changed_meanwhile(follow_id)
             values = _changed_book(conn, key_id, now, body)
+            _held_markets_kept(settings, key.exchange, now, body)
             conn.execute(update(t.follows).where(t.follows.c.id == follow_id).values(**values))
 
     await run_in_threadpool(store)

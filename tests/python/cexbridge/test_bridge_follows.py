@@ -267,6 +267,12 @@ def test_raising_and_lowering_an_allocation_moves_the_book_exactly_and_sizes_the
     third = orders_of(world.engine, f.follow_id)[-1]
     assert third["status"] == "skipped" and Decimal(third["size"]) == 0
     assert Decimal(book(world.engine, f.follow_id)["cash"]) == 0
+    # The ETH it holds keeps its market: moved to another, the master's sales of WETH would
+    # no longer sell it. Refused before the code is asked for.
+    held = book(world.engine, f.follow_id)
+    body = problem(mia.patch(url, json={"symbols": {WETH_: "ETH/USDC"}}), 409, "market-held")
+    assert f"holds {held['positions']['ETH/USDT']} on ETH/USDT" in body["detail"]
+    assert book(world.engine, f.follow_id) == held
 
 
 def test_limits_and_markets_need_the_second_factor_to_loosen_and_bad_changes_are_refused(
