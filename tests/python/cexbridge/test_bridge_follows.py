@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
@@ -76,23 +76,40 @@ def master_trade(vault: str, block: int, side: str, fraction: float) -> dict[str
     return {**trade(block, side, 1000, 0.5, fraction), "vault": vault}
 
 
-def copy(w: World, *trades: tuple[str, dict[str, Any]]) -> None:
-    """A worker (in this process, with the test's context source) copies ``trades`` to the end:
-    every order sent, filled and booked."""
+Copy = Callable[..., None]
 
-    async def go() -> None:
-        redis = aioredis.from_url(w.redis_url, decode_responses=True)
-        worker = Bridge(
-            w.settings, w.engine, Keyring.parse(w.ring_text, "test"), redis, FixedContext(), "wf"
-        )
-        try:
-            for entry_id, body in trades:
-                await worker.handle(entry_id, body)
-        finally:
-            await worker.close()
-            await redis.aclose()
 
-    asyncio.run(go())
+@pytest.fixture
+def copy(world: World) -> Iterator[Copy]:  # noqa: F811
+    """One worker for the whole test (in this process, on an event loop of its own thread, with
+    the test's context source), told nothing of the follows' changes: ``copy(*trades)`` has it
+    copy master trades to the end, every order sent, filled and booked."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def run(job: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(job, loop).result(120)
+
+    async def start() -> tuple[Any, Bridge]:
+        redis = aioredis.from_url(world.redis_url, decode_responses=True)
+        ring = Keyring.parse(world.ring_text, "test")
+        return redis, Bridge(world.settings, world.engine, ring, redis, FixedContext(), "wf")
+
+    redis, worker = run(start())
+
+    def copy(*trades: tuple[str, dict[str, Any]]) -> None:
+        for entry_id, body in trades:
+            run(worker.handle(entry_id, body))
+
+    try:
+        yield copy
+    finally:
+        run(worker.close())
+        run(redis.aclose())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def equity(f: dict[str, Any]) -> Decimal:
@@ -111,24 +128,36 @@ def at_2000(world: World) -> None:  # noqa: F811
 
 def test_a_second_follow_is_added_with_the_second_factor_and_copied_with_its_own_size(
     world: World,  # noqa: F811
+    copy: Copy,
 ) -> None:
     bybit = world.stands["bybit"]
     bybit.add_account("bybit-lena-1", "bybit-secret-l1", balances={"USDT": Decimal(10_000)})
     lena = world.client("lena")
     totp = enrol(lena)
+    key = {"exchange": "bybit", "api_key": "bybit-lena-1", "secret": "bybit-secret-l1"}
+    # An allocation finer than 18 decimal places: refused at registration too.
+    body = problem(
+        lena.post(
+            "/v1/account/exchange-keys",
+            json=key | {"follow": {"vault": MASTER_A, "allocation": "1." + "0" * 18 + "1"}},
+            headers={"Tandem-TOTP": totp.now()},
+        ),
+        422,
+        "invalid-request",
+    )
+    assert "18 decimal places" in body["detail"]
     made = lena.post(
         "/v1/account/exchange-keys",
-        json={
-            "exchange": "bybit",
-            "api_key": "bybit-lena-1",
-            "secret": "bybit-secret-l1",
-            "follow": {"vault": MASTER_A, "allocation": "1000"},
-        },
+        json=key | {"follow": {"vault": MASTER_A, "allocation": "1000"}},
         headers={"Tandem-TOTP": totp.now()},
     )
     assert made.status_code == 201, made.text
     key_id, (first,) = made.json()["id"], made.json()["follows"]
     follows = f"/v1/account/exchange-keys/{key_id}/follows"
+    # The worker copies a trade of master B before the key follows B: nothing to copy.
+    copy(("899-1", master_trade(MASTER_B, 899, "buy", 0.2)))
+    with world.engine.connect() as conn:
+        assert conn.execute(select(t.orders).where(t.orders.c.trade == "899-1")).all() == []
     second = {"vault": MASTER_B, "allocation": "3000", "stop_loss_bps": 2000}
     # It commits money to copying: the second factor, a fresh code.
     problem(lena.post(follows, json=second), 403, "second-factor-required")
@@ -179,10 +208,9 @@ def test_a_second_follow_is_added_with_the_second_factor_and_copied_with_its_own
     (listed,) = lena.get("/v1/account/exchange-keys").json()["items"]
     assert [f["vault"] for f in listed["follows"]] == [MASTER_A, MASTER_B]
     # Each master's next trade is copied for its own follow, sized by its own book: a tenth
-    # of 1,000 for A, a fifth of 3,000 for B. No worker was told: it reads the follows at
-    # each trade.
+    # of 1,000 for A, a fifth of 3,000 for B. The worker that saw no follow of B was told
+    # nothing: it reads the follows at each trade.
     copy(
-        world,
         ("900-1", master_trade(MASTER_A, 900, "buy", 0.1)),
         ("900-2", master_trade(MASTER_B, 900, "buy", 0.2)),
     )
@@ -199,6 +227,7 @@ WETH_ = "0x" + "22" * 20  # the token the bridge copies (support.WETH)
 
 def test_raising_and_lowering_an_allocation_moves_the_book_exactly_and_sizes_the_next_order(
     world: World,  # noqa: F811
+    copy: Copy,
 ) -> None:
     mia = world.client("mia")
     totp = enrol(mia)
@@ -215,7 +244,7 @@ def test_raising_and_lowering_an_allocation_moves_the_book_exactly_and_sizes_the
         max_drawdown_bps=3000,
     )
     url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
-    copy(world, ("910-1", master_trade(MASTER_A, 910, "buy", 0.1)))
+    copy(("910-1", master_trade(MASTER_A, 910, "buy", 0.1)))
     before = book(world.engine, f.follow_id)
     (first,) = orders_of(world.engine, f.follow_id)
     assert Decimal(before["cash"]) == 1000 - Decimal(first["cost"])
@@ -239,7 +268,7 @@ def test_raising_and_lowering_an_allocation_moves_the_book_exactly_and_sizes_the
     problem(mia.patch(url, json={"allocation": "3000"}, headers=code), 403, "second-factor-refused")
     # The next order is sized by the new book: a tenth of its equity at the master's price.
     wanted = (equity(after) * Decimal("0.1")).quantize(CENT, ROUND_DOWN)
-    copy(world, ("911-1", master_trade(MASTER_A, 911, "buy", 0.1)))
+    copy(("911-1", master_trade(MASTER_A, 911, "buy", 0.1)))
     second = orders_of(world.engine, f.follow_id)[-1]
     assert second["status"] == "filled" and Decimal(second["size"]) == wanted
     filled = book(world.engine, f.follow_id)
@@ -263,7 +292,7 @@ def test_raising_and_lowering_an_allocation_moves_the_book_exactly_and_sizes_the
     assert lowest.status_code == 200, lowest.text
     assert Decimal(book(world.engine, f.follow_id)["cash"]) == 0
     # The next buy has nothing to spend: the book does not go below 0.
-    copy(world, ("912-1", master_trade(MASTER_A, 912, "buy", 0.1)))
+    copy(("912-1", master_trade(MASTER_A, 912, "buy", 0.1)))
     third = orders_of(world.engine, f.follow_id)[-1]
     assert third["status"] == "skipped" and Decimal(third["size"]) == 0
     assert Decimal(book(world.engine, f.follow_id)["cash"]) == 0
@@ -362,6 +391,7 @@ def test_limits_and_markets_need_the_second_factor_to_loosen_and_bad_changes_are
 
 def test_a_stopped_follow_stays_stopped_an_ended_one_copies_nothing_and_a_new_one_copies(
     world: World,  # noqa: F811
+    copy: Copy,
 ) -> None:
     olga = world.client("olga")
     totp = enrol(olga)
@@ -378,7 +408,7 @@ def test_a_stopped_follow_stays_stopped_an_ended_one_copies_nothing_and_a_new_on
     )
     base = f"/v1/account/exchange-keys/{f.key_id}/follows"
     url = f"{base}/{f.follow_id}"
-    copy(world, ("920-1", master_trade(MASTER_A, 920, "buy", 0.1)))
+    copy(("920-1", master_trade(MASTER_A, 920, "buy", 0.1)))
     held = book(world.engine, f.follow_id)["positions"]["ETH/USDT"]
     # A limit fired (as a worker stops a follow: status and reason, its exit written).
     reason = "stop-loss: equity 880.00 is 1000 bps or more under the allocation 1000"
@@ -404,7 +434,7 @@ def test_a_stopped_follow_stays_stopped_an_ended_one_copies_nothing_and_a_new_on
     assert again.status_code == 201, again.text
     new_id = again.json()["id"]
     # The master's next trade: copied for the new follow; the ended one writes no order.
-    copy(world, ("921-1", master_trade(MASTER_A, 921, "buy", 0.1)))
+    copy(("921-1", master_trade(MASTER_A, 921, "buy", 0.1)))
     assert [o["trade"] for o in orders_of(world.engine, f.follow_id)] == ["920-1"]
     (order,) = orders_of(world.engine, new_id)
     assert order["status"] == "filled" and Decimal(order["size"]) == 40
@@ -419,7 +449,7 @@ def test_a_stopped_follow_stays_stopped_an_ended_one_copies_nothing_and_a_new_on
     assert gone["positions"] == was["positions"] and gone["cash"] == was["cash"]
     assert olga.delete(f"{base}/{new_id}").status_code == 204  # again: nothing more changes
     assert book(world.engine, new_id) == gone
-    copy(world, ("922-1", master_trade(MASTER_A, 922, "sell", 1.0)))
+    copy(("922-1", master_trade(MASTER_A, 922, "sell", 1.0)))
     assert len(orders_of(world.engine, new_id)) == 1
     assert account.balances.get("ETH", Decimal(0)) == eth
     # Every follow of the key is listed, with its book and status.
