@@ -674,6 +674,33 @@ def test_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in_the_book(
         assert watched["allocation"] == "1700" and Decimal(watched["cash"]) == 1600
         assert Decimal(watched["peak"]) == 1700  # not the 1,800 read before the lowering
 
+        # Two changes at once: a lowering to 1,600 (no code) checked against 1,700 waits for
+        # the row while another change lowers the follow to 1,000 (its book moved as the API
+        # moves it). Against 1,000, 1,600 is a raise: refused, not made without the code.
+        holder = engine.connect()
+        held = holder.begin()
+        holder.execute(select(t.follows).where(t.follows.c.id == f.follow_id).with_for_update())
+        answers.clear()
+        second = threading.Thread(
+            target=lambda: answers.append(quinn.patch(path, json={"allocation": "1600"}))
+        )
+        second.start()
+        second.join(1.0)
+        assert second.is_alive()  # waiting for the row
+        holder.execute(
+            update(t.follows)
+            .where(t.follows.c.id == f.follow_id)
+            .values(allocation="1000", cash="900", peak="1000")
+        )
+        held.commit()
+        holder.close()
+        second.join(30)
+        (answer,) = answers
+        body = problem(answer, 409, "follow-changed")
+        assert "Tandem-TOTP" in body["detail"]
+        last = book(engine, f.follow_id)
+        assert (last["allocation"], last["cash"], last["peak"]) == ("1000", "900", "1000")
+
 
 class _Shared:
     """An engine whose ``begin()`` joins a transaction already open on one connection."""
