@@ -69,9 +69,10 @@ ZERO = Decimal(0)
 PRICED_UNITS = 10_000
 
 
-# A peak computed from a book read without a lock is written only while the follow's allocation
-# is the one read: the API moves the peak with the allocation (``.../follows/{id}``, under the
-# row's lock), and a peak of the allocation before would undo that move.
+# The limits' watch writes a peak computed from a book read before it asked the exchange's prices
+# only while the follow's allocation is the one read: the API moves the peak with the allocation
+# (``.../follows/{id}``, under the row's lock), and a peak of the allocation before would undo
+# that move.
 _PEAK = case(
     (t.follows.c.allocation == bindparam("b_allocation"), bindparam("peak")),
     else_=t.follows.c.peak,
@@ -352,9 +353,13 @@ class Bridge:
         if follows:
             context = await self.contexts.context(trade, side, int(entry_id.split("-")[1]))
             await self._ensure_markets({f["exchange"] for f in follows})
-            claimed = self._decide(
-                entry_id, trade, follows, side, token, defaults, price, context, known_at, priced
-            )
+            sizing = (side, token, defaults, price, context, known_at, priced)
+            while (decided := self._decide(entry_id, trade, follows, *sizing)) is None:
+                # An allocation moved while the orders were sized: sized again from the follows
+                # as they are now.
+                ids = {f["id"] for f in follows}
+                follows = [f for f in self._follows(trade["vault"]) if f["id"] in ids]
+            claimed = decided
             rows = self._existing(entry_id)
         todo = [r for r in rows.values() if r["status"] in {"planned", "sending", "acked"}]
         if not todo:
@@ -417,12 +422,13 @@ class Bridge:
         context: Context,
         known_at: float,
         priced: bool = True,
-    ) -> list[int]:
+    ) -> list[int] | None:
         """One row per follow and the follows' books, all in one transaction, before anything
         is sent. Rows to send are written ``sending``: should this worker die, the one taking
         the trade over asks the exchange for each client id before sending again. A follow
         whose limit this trade breaches is stopped and its exit written in the same
-        transaction; the follows whose exit this worker claimed are returned."""
+        transaction; the follows whose exit this worker claimed are returned. None, with
+        nothing written, when a follow's allocation moved since it was read (its cash with it)."""
         rows: list[dict[str, Any]] = []
         books: list[dict[str, Any]] = []
         breached: dict[int, str] = {}
@@ -463,7 +469,7 @@ class Bridge:
                     "attempts": 0,
                 }
             )
-            books.append({"b_id": f["id"], "b_allocation": f["allocation"], **d.book})
+            books.append({"b_id": f["id"], **d.book})
             if d.reason and not failed:
                 self.stats.skipped += 1
                 log.info("follow %s skips trade %s: %s", f["id"], trade_id, d.reason)
@@ -472,16 +478,31 @@ class Bridge:
         if not rows:
             return []
         with self.engine.begin() as conn:
+            if self._moved(conn, follows):
+                return None
             conn.execute(insert(t.orders), rows)
             # The status is not written here: only ``_claim_exit`` stops a follow, and a book
             # read before another worker stopped it must not make it active again.
             conn.execute(
                 update(t.follows)
                 .where(t.follows.c.id == bindparam("b_id"))
-                .values(carry=bindparam("carry"), marks=bindparam("marks"), peak=_PEAK),
+                .values(carry=bindparam("carry"), marks=bindparam("marks"), peak=bindparam("peak")),
                 books,
             )
             return self._stop_breached(conn, breached)
+
+    def _moved(self, conn: Any, follows: Iterable[dict[str, Any]]) -> bool:
+        """Locks the follows, as the API locks one to change its allocation (so a lowering
+        counts the orders written here as in flight, or these are sized after it), and tells
+        whether an allocation is not the one read."""
+        read = {f["id"]: f["allocation"] for f in follows}
+        now = conn.execute(
+            select(t.follows.c.id, t.follows.c.allocation)
+            .where(t.follows.c.id.in_(read))
+            .order_by(t.follows.c.id)  # one order of locks for every worker
+            .with_for_update()
+        )
+        return any(read[i] != allocation for i, allocation in now)
 
     def _decide_one(
         self,

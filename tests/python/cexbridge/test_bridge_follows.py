@@ -611,15 +611,12 @@ def test_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in_the_book(
         assert Decimal(after["cash"]) == 700 and after["allocation"] == "800"
         assert Decimal(after["positions"]["ETH/USDT"]) == Decimal("0.05")
         assert Decimal(after["peak"]) == 800
-        # A worker that read the book before a raise does not write back the peak it had.
-        stale = dict(after)
 
-        async def decide_on_stale_book() -> None:
-            redis = aioredis.from_url(redis_url, decode_responses=True)
-            w = Bridge(settings, engine, ring, redis, FixedContext(), "wr")
-            try:
-                await w._ensure_markets({"okx"})
-                follows = [{**stale, "exchange": "okx", "address": f.address}]
+        # A worker reads the follows at a master's trade, asks the chain for the master's
+        # fraction, then sizes and writes the orders: the follower raises the allocation to
+        # 1,800 while the chain is asked. The order is sized by the raised book.
+        class RaisedMeanwhile(FixedContext):
+            async def context(self, trade: dict[str, Any], side: str, log_index: int) -> Any:
                 raised = await asyncio.to_thread(
                     quinn.patch,
                     path,
@@ -627,27 +624,25 @@ def test_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in_the_book(
                     headers={"Tandem-TOTP": totp.now()},
                 )
                 assert raised.status_code == 200, raised.text
-                body = master_trade(MASTER_A, 931, "buy", 0.1)
-                context = await w.contexts.context(body, "buy", 1)
-                w._decide(
-                    "931-1",
-                    body,
-                    follows,
-                    "buy",
-                    WETH_,
-                    {"okx": "ETH/USDT"},
-                    Decimal(2000),
-                    context,
-                    time.time(),
-                )
+                return await super().context(trade, side, log_index)
+
+        async def copy_while_raised() -> None:
+            redis = aioredis.from_url(redis_url, decode_responses=True)
+            w = Bridge(settings, engine, ring, redis, RaisedMeanwhile(), "wr")
+            try:
+                await w.handle("931-1", master_trade(MASTER_A, 931, "buy", 0.1))
             finally:
                 await w.close()
                 await redis.aclose()
 
-        asyncio.run(decide_on_stale_book())
+        asyncio.run(copy_while_raised())
         final = book(engine, f.follow_id)
-        assert final["allocation"] == "1800" and Decimal(final["cash"]) == 1700
-        assert Decimal(final["peak"]) == 1800  # not 800, the peak the worker read
+        (order,) = [o for o in orders_of(engine, f.follow_id) if o["trade"] == "931-1"]
+        # A tenth of 1,800 (cash 1,700 and 0.05 ETH at 2,000), not of the 800 read first.
+        assert order["status"] == "filled" and Decimal(order["size"]) == 180
+        assert final["allocation"] == "1800"
+        assert Decimal(final["cash"]) == 1700 - Decimal(order["cost"])
+        assert Decimal(final["peak"]) == 1800  # not 800, the peak read first
 
         # The limits' watch reads the book, asks the exchange's prices, then writes the marks
         # and the peak: the follower lowers the allocation by 100 while the prices are asked.
@@ -671,7 +666,8 @@ def test_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in_the_book(
         asyncio.run(watch_while_lowered())
         watched = book(engine, f.follow_id)
         assert watched["marks"]["ETH/USDT"] == "2000"  # written
-        assert watched["allocation"] == "1700" and Decimal(watched["cash"]) == 1600
+        assert watched["allocation"] == "1700"
+        assert Decimal(watched["cash"]) == Decimal(final["cash"]) - 100
         assert Decimal(watched["peak"]) == 1700  # not the 1,800 read before the lowering
 
         # Two changes at once: a lowering to 1,600 (no code) checked against 1,700 waits for
@@ -690,7 +686,7 @@ def test_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in_the_book(
         holder.execute(
             update(t.follows)
             .where(t.follows.c.id == f.follow_id)
-            .values(allocation="1000", cash="900", peak="1000")
+            .values(allocation="1000", cash=str(Decimal(watched["cash"]) - 700), peak="1000")
         )
         held.commit()
         holder.close()
@@ -699,7 +695,8 @@ def test_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in_the_book(
         body = problem(answer, 409, "follow-changed")
         assert "Tandem-TOTP" in body["detail"]
         last = book(engine, f.follow_id)
-        assert (last["allocation"], last["cash"], last["peak"]) == ("1000", "900", "1000")
+        assert (last["allocation"], last["peak"]) == ("1000", "1000")
+        assert Decimal(last["cash"]) == Decimal(watched["cash"]) - 700
 
 
 class _Shared:
