@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, bindparam, case, insert, select, update
 
 from bridge import venue
 from bridge.context import Context, ContextSource
@@ -68,6 +68,16 @@ ZERO = Decimal(0)
 # The fewest token units on each side of a master trade for its price to mark the followers'
 # positions: a unit of rounding is then a basis point at most.
 PRICED_UNITS = 10_000
+
+
+# The limits' watch writes a peak computed from a book read before it asked the exchange's prices
+# only while the follow's allocation is the one read: the API moves the peak with the allocation
+# (``.../follows/{id}``, under the row's lock), and a peak of the allocation before would undo
+# that move.
+_PEAK = case(
+    (t.follows.c.allocation == bindparam("b_allocation"), bindparam("peak")),
+    else_=t.follows.c.peak,
+)
 
 
 def client_order_id(trade_id: str, follow_id: int) -> str:
@@ -344,9 +354,13 @@ class Bridge:
         if follows:
             context = await self.contexts.context(trade, side, int(entry_id.split("-")[1]))
             await self._ensure_markets({f["exchange"] for f in follows})
-            claimed = self._decide(
-                entry_id, trade, follows, side, token, defaults, price, context, known_at, priced
-            )
+            sizing = (side, token, defaults, price, context, known_at, priced)
+            while (decided := self._decide(entry_id, trade, follows, *sizing)) is None:
+                # An allocation moved while the orders were sized: sized again from the follows
+                # as they are now.
+                ids = {f["id"] for f in follows}
+                follows = [f for f in self._follows(trade["vault"]) if f["id"] in ids]
+            claimed = decided
             rows = self._existing(entry_id)
         todo = [r for r in rows.values() if r["status"] in {"planned", "sending", "acked"}]
         if not todo:
@@ -379,6 +393,7 @@ class Bridge:
             select(t.follows, t.keys.c.exchange, t.keys.c.address)
             .join(t.keys, t.keys.c.id == t.follows.c.key_id)
             .where(t.follows.c.vault == vault, t.keys.c.status == "active")
+            .where(t.follows.c.status != t.ENDED)  # ended by its owner: no order, not even skipped
         )
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
@@ -408,12 +423,13 @@ class Bridge:
         context: Context,
         known_at: float,
         priced: bool = True,
-    ) -> list[int]:
+    ) -> list[int] | None:
         """One row per follow and the follows' books, all in one transaction, before anything
         is sent. Rows to send are written ``sending``: should this worker die, the one taking
         the trade over asks the exchange for each client id before sending again. A follow
         whose limit this trade breaches is stopped and its exit written in the same
-        transaction; the follows whose exit this worker claimed are returned."""
+        transaction; the follows whose exit this worker claimed are returned. None, with
+        nothing written, when a follow's allocation moved since it was read (its cash with it)."""
         rows: list[dict[str, Any]] = []
         books: list[dict[str, Any]] = []
         breached: dict[int, str] = {}
@@ -463,6 +479,8 @@ class Bridge:
         if not rows:
             return []
         with self.engine.begin() as conn:
+            if self._moved(conn, follows):
+                return None
             conn.execute(insert(t.orders), rows)
             # The status is not written here: only ``_claim_exit`` stops a follow, and a book
             # read before another worker stopped it must not make it active again.
@@ -473,6 +491,19 @@ class Bridge:
                 books,
             )
             return self._stop_breached(conn, breached)
+
+    def _moved(self, conn: Any, follows: Iterable[dict[str, Any]]) -> bool:
+        """Locks the follows, as the API locks one to change its allocation (so a lowering
+        counts the orders written here as in flight, or these are sized after it), and tells
+        whether an allocation is not the one read."""
+        read = {f["id"]: f["allocation"] for f in follows}
+        now = conn.execute(
+            select(t.follows.c.id, t.follows.c.allocation)
+            .where(t.follows.c.id.in_(read))
+            .order_by(t.follows.c.id)  # one order of locks for every worker
+            .with_for_update()
+        )
+        return any(read[i] != allocation for i, allocation in now)
 
     def _decide_one(
         self,
@@ -766,7 +797,8 @@ class Bridge:
                 (Decimal(f["positions"][s]) * got[s] for s in held), ZERO
             )
             peak = max(Decimal(f["peak"]), equity)
-            books.append({"b_id": f["id"], "marks": marks, "peak": str(peak)})
+            book = {"marks": marks, "peak": str(peak)}
+            books.append({"b_id": f["id"], "b_allocation": f["allocation"], **book})
             breach = _breach(f, equity, peak)
             if breach:
                 breached[f["id"]] = breach
@@ -776,7 +808,7 @@ class Bridge:
                 conn.execute(
                     update(t.follows)
                     .where(t.follows.c.id == bindparam("b_id"), t.follows.c.status == "active")
-                    .values(marks=bindparam("marks"), peak=bindparam("peak")),
+                    .values(marks=bindparam("marks"), peak=_PEAK),
                     books,
                 )
                 claimed = self._stop_breached(conn, breached)

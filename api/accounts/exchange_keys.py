@@ -11,7 +11,12 @@ key need the Tandem-TOTP second factor; the code is spent by the change it allow
 the exchange refused. The secret and passphrase are sealed at once (envelope
 encryption, ``tandem.envelope``) and no answer ever holds them: a key is shown by its exchange,
 the last four characters of its API key and its permissions. Deleting a key needs the session
-alone (it only takes power away) and wipes the sealed secret."""
+alone (it only takes power away) and wipes the sealed secret.
+
+``/v1/account/exchange-keys/{id}/follows``: a key's follows, several per key (one active per
+master), added with the second factor, changed (the second factor to raise the allocation,
+loosen a limit or change the markets; the session alone to lower or tighten) and ended (the
+session alone; nothing is sold)."""
 
 from __future__ import annotations
 
@@ -20,13 +25,13 @@ import statistics
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from sqlalchemy import Connection, Engine, insert, select, update
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from sqlalchemy import Connection, Engine, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
@@ -60,12 +65,18 @@ API_SHARE = 0.25
 # The largest allocation, in quote: the bridge's books round amounts to cents in decimals of 28
 # digits, which a larger one would overflow (every follower of the master's trade stopped).
 MAX_ALLOCATION = Decimal(10) ** 15
+# The finest an allocation is given in: no exchange counts quote in smaller units.
+ALLOCATION_PLACES = 18
+# The arithmetic of a book whose allocation changes: every digit kept (its columns hold 80
+# characters); a result that would need rounding is refused, never stored rounded.
+EXACT = Context(prec=80, traps=[Inexact, InvalidOperation, Overflow])
 # A master's drag is summed over this many of their followers' latest orders: the route is
 # public, and its work must not grow with the master's whole history.
 MASTER_DRAG_ORDERS = 10_000
 
 # A key's id, within what its column holds (an integer of 4 bytes on PostgreSQL).
 KeyId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the key's id")]
+FollowId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the follow's id")]
 
 keys = APIRouter(prefix="/account", tags=["exchange keys"], responses=RESPONSES)
 drag = APIRouter(tags=["exchange keys"], responses=PROBLEM_RESPONSES)
@@ -92,6 +103,33 @@ class KeyCredentials(BaseModel):
         return value
 
 
+def _allocation(value: str) -> str:
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise ValueError("not a decimal number, e.g. 1000 or 250.5") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ValueError("must be more than 0")
+    if amount > MAX_ALLOCATION:
+        raise ValueError(f"must be at most {MAX_ALLOCATION:,}")
+    if -amount.as_tuple().exponent > ALLOCATION_PLACES:  # type: ignore[operator]
+        raise ValueError(f"must have at most {ALLOCATION_PLACES} decimal places")
+    return str(amount)
+
+
+def _tokens(value: dict[str, str]) -> dict[str, str]:
+    out = {}
+    for token, symbol in value.items():
+        if not (token.startswith("0x") and len(token) == 42):
+            raise ValueError(f"{token!r} is not a token address")
+        out[token.lower()] = symbol
+    return out
+
+
+STOP_LOSS = "exit all when equity falls this far under the allocation"
+MAX_DRAWDOWN = "exit all when equity falls this far under its peak"
+
+
 class FollowIn(BaseModel):
     vault: Address = Field(description="the master's vault (GET /v1/masters lists them)")
     allocation: str = Field(description="quote (USDT) the bridge may use at the exchange")
@@ -100,41 +138,56 @@ class FollowIn(BaseModel):
         description="token address -> the exchange's market (ETH/USDT), replacing the "
         "bridge's default for this follow",
     )
-    stop_loss_bps: int | None = Field(
+    stop_loss_bps: int | None = Field(default=None, gt=0, lt=10_000, description=STOP_LOSS)
+    max_drawdown_bps: int | None = Field(default=None, gt=0, lt=10_000, description=MAX_DRAWDOWN)
+
+    _allocation = field_validator("allocation")(_allocation)
+    _tokens = field_validator("symbols")(_tokens)
+
+
+class FollowChange(BaseModel):
+    """What a PATCH of a follow changes: only the fields given. Raising the allocation,
+    loosening or removing a limit, or changing the markets needs the Tandem-TOTP header;
+    lowering the allocation or tightening a limit needs the session alone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allocation: str | None = Field(
         default=None,
-        gt=0,
-        lt=10_000,
-        description="exit all when equity falls this far under the allocation",
+        description="the new allocation: the difference is added to (or taken from) the "
+        "follow's cash and its drawdown peak",
+    )
+    symbols: dict[str, str] | None = Field(
+        default=None, description="the follow's own markets, replacing its map ({}: defaults)"
+    )
+    stop_loss_bps: int | None = Field(
+        default=None, gt=0, lt=10_000, description=STOP_LOSS + " (null: none)"
     )
     max_drawdown_bps: int | None = Field(
-        default=None,
-        gt=0,
-        lt=10_000,
-        description="exit all when equity falls this far under its peak",
+        default=None, gt=0, lt=10_000, description=MAX_DRAWDOWN + " (null: none)"
     )
 
     @field_validator("allocation")
     @classmethod
-    def _positive(cls, value: str) -> str:
-        try:
-            amount = Decimal(value)
-        except InvalidOperation:
-            raise ValueError("not a decimal number, e.g. 1000 or 250.5") from None
-        if not amount.is_finite() or amount <= 0:
-            raise ValueError("must be more than 0")
-        if amount > MAX_ALLOCATION:
-            raise ValueError(f"must be at most {MAX_ALLOCATION:,}")
-        return str(amount)
+    def _allocation(cls, value: str | None) -> str | None:
+        if value is None:
+            raise ValueError("give the new allocation, or leave `allocation` out")
+        return _allocation(value)
 
     @field_validator("symbols")
     @classmethod
-    def _tokens(cls, value: dict[str, str]) -> dict[str, str]:
-        out = {}
-        for token, symbol in value.items():
-            if not (token.startswith("0x") and len(token) == 42):
-                raise ValueError(f"{token!r} is not a token address")
-            out[token.lower()] = symbol
-        return out
+    def _tokens(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            raise ValueError("give the markets ({} for the bridge's), or leave `symbols` out")
+        return _tokens(value)
+
+    @model_validator(mode="after")
+    def _something(self) -> FollowChange:
+        if not self.model_fields_set:
+            raise ValueError(
+                "name what changes: allocation, symbols, stop_loss_bps, max_drawdown_bps"
+            )
+        return self
 
 
 class KeyIn(KeyCredentials):
@@ -157,8 +210,16 @@ class FollowOut(BaseModel):
     markets: dict[str, str] = Field(description="token -> market copied on (defaults applied)")
     stop_loss_bps: int | None
     max_drawdown_bps: int | None
-    status: str = Field(description="active, or stopped (a limit fired: its exit is in drag)")
+    status: str = Field(
+        description="active; stopped (a limit fired: its exit is in drag); ended (by you: what "
+        "it holds stays at the exchange)"
+    )
     reason: str | None
+
+
+class FollowMade(FollowOut):
+    key_id: int
+    warnings: list[str]
 
 
 class KeyOut(BaseModel):
@@ -451,21 +512,22 @@ def _key_out(settings: Settings, row: Any, follows: list[Any]) -> KeyOut:
         checked_at=row.checked_at,
         created_at=row.created_at,
         warnings=perms.warnings(row.exchange) if row.status == "active" else [],
-        follows=[
-            FollowOut(
-                id=f.id,
-                vault=f.vault,
-                allocation=f.allocation,
-                cash=f.cash,
-                positions=dict(f.positions or {}),
-                markets=_markets(settings, row.exchange, dict(f.symbols or {})),
-                stop_loss_bps=f.stop_loss_bps,
-                max_drawdown_bps=f.max_drawdown_bps,
-                status=f.status,
-                reason=f.reason,
-            )
-            for f in follows
-        ],
+        follows=[_follow_out(settings, row.exchange, f) for f in follows],
+    )
+
+
+def _follow_out(settings: Settings, exchange: str, f: Any) -> FollowOut:
+    return FollowOut(
+        id=f.id,
+        vault=f.vault,
+        allocation=f.allocation,
+        cash=f.cash,
+        positions=dict(f.positions or {}),
+        markets=_markets(settings, exchange, dict(f.symbols or {})),
+        stop_loss_bps=f.stop_loss_bps,
+        max_drawdown_bps=f.max_drawdown_bps,
+        status=f.status,
+        reason=f.reason,
     )
 
 
@@ -551,24 +613,7 @@ async def register_key(
                     )
                     .returning(t.keys.c.id)
                 ).scalar_one()
-                conn.execute(
-                    insert(t.follows).values(
-                        key_id=key_id,
-                        vault=follow.vault,
-                        allocation=follow.allocation,
-                        cash=follow.allocation,
-                        positions={},
-                        carry={},
-                        marks={},
-                        symbols=follow.symbols,
-                        peak=follow.allocation,
-                        stop_loss_bps=follow.stop_loss_bps,
-                        max_drawdown_bps=follow.max_drawdown_bps,
-                        status="active",
-                        reason=None,
-                        created_at=now,
-                    )
-                )
+                conn.execute(insert(t.follows).values(**_new_follow(key_id, follow, now)))
         except IntegrityError:
             raise _duplicate(body.exchange) from None
         return int(key_id)
@@ -711,6 +756,334 @@ def delete_key(key_id: KeyId, me: SignedIn, request: Request) -> Response:
             update(t.keys)
             .where(t.keys.c.id == key_id)
             .values(status="deleted", reason="deleted by its owner", wrapped_key="", ciphertext="")
+        )
+    return Response(status_code=204)
+
+
+# --- follows: more than one per key, each changed or ended on its own
+#
+# A follow's book is the bridge's account of the money it copies with: ``allocation`` (what
+# the follower put in), ``cash`` (quote the bridge may spend), ``positions``, and ``peak`` (the
+# highest equity seen, for the maximum drawdown). Changing the allocation from A to A + X (X
+# of either sign) moves all three by exactly X: cash C + X, allocation A + X, peak P + X, in
+# decimal arithmetic that keeps every digit (``EXACT``). The stop-loss is then judged against
+# A + X and the drawdown against P + X, so the distance of the equity to each limit, in quote,
+# is what it was. Lowering takes only what is free: the cash less what buys in flight may
+# still spend (their fills move the book after), else 409 ``allocation-not-free`` saying how
+# much can be released. The row is locked while it changes (``with_for_update``), as the
+# workers lock it to book a fill (``bridge.worker._apply``), so a fill and a change both land;
+# a worker's peak from a book read before the change is not written (``bridge.worker._PEAK``).
+# Workers read the follows at each master trade (``bridge.worker._follows``): a new or changed
+# follow is copied from the master's next trade.
+
+
+def _new_follow(key_id: int, follow: FollowIn, now: float) -> dict[str, Any]:
+    """A follow's row as it starts: all of its allocation in cash."""
+    return {
+        "key_id": key_id,
+        "vault": follow.vault,
+        "allocation": follow.allocation,
+        "cash": follow.allocation,
+        "positions": {},
+        "carry": {},
+        "marks": {},
+        "symbols": follow.symbols,
+        "peak": follow.allocation,
+        "stop_loss_bps": follow.stop_loss_bps,
+        "max_drawdown_bps": follow.max_drawdown_bps,
+        "status": "active",
+        "reason": None,
+        "created_at": now,
+    }
+
+
+def _own_follow(conn: Connection, key_id: int, follow_id: int, lock: bool = False) -> Any:
+    """The follow of the key (whose owner ``_own_key`` checked), locked when ``lock``."""
+    query = select(t.follows).where(t.follows.c.id == follow_id, t.follows.c.key_id == key_id)
+    row = conn.execute(query.with_for_update() if lock else query).first()
+    if row is None:
+        raise not_found(
+            f"Your exchange key {key_id} has no follow {follow_id}",
+            "GET /v1/account/exchange-keys lists your keys and their follows.",
+        )
+    return row
+
+
+def _active(key_id: int, f: Any) -> None:
+    """A stopped follow (a limit fired, its exit sold what it held) or an ended one is not
+    changed, nor made active again: its book is the record of what it did. A new follow is the
+    way to copy the master again."""
+    if f.status != "active":
+        raise ProblemException(
+            409,
+            "follow-not-active",
+            "Follow not active",
+            f"Follow {f.id} is {f.status} ({f.reason}): it copies nothing more and is not "
+            "changed. To copy this master again, add a new follow: POST "
+            f"/v1/account/exchange-keys/{key_id}/follows.",
+        )
+
+
+def _no_active_follow(conn: Connection, key_id: int, vault: str) -> None:
+    found = conn.execute(
+        select(t.follows.c.id).where(
+            t.follows.c.key_id == key_id, t.follows.c.vault == vault, t.follows.c.status == "active"
+        )
+    ).scalar()
+    if found is not None:
+        raise _follow_exists(key_id, vault, found)
+
+
+def _follow_exists(key_id: int, vault: str, found: int | None) -> ProblemException:
+    which = f"follow {found}" if found is not None else "a follow"
+    return ProblemException(
+        409,
+        "follow-exists",
+        "Master followed already",
+        f"Your exchange key {key_id} copies {vault} already ({which}): change it with PATCH "
+        f"/v1/account/exchange-keys/{key_id}/follows/{found or '{id}'}, or end it (DELETE) "
+        "and add a new one.",
+    )
+
+
+def _risk_added(f: Any, change: FollowChange) -> list[str]:
+    """What of ``change`` gives the bridge more of the follower's money or fewer brakes on it:
+    these need the second factor. Lowering the allocation or tightening a limit only takes
+    power away (the session may do it); changing the markets could send orders to a market
+    of another's choosing, so it needs the second factor too."""
+    out = []
+    if change.allocation is not None and Decimal(change.allocation) > Decimal(f.allocation):
+        out.append("raises the allocation")
+    for name in ("stop_loss_bps", "max_drawdown_bps"):
+        old, new = getattr(f, name), getattr(change, name)
+        if name in change.model_fields_set and old is not None and (new is None or new > old):
+            out.append(f"loosens {name}")
+    if change.symbols is not None and change.symbols != dict(f.symbols or {}):
+        out.append("changes the markets")
+    return out
+
+
+def _in_flight(conn: Connection, follow_id: int) -> Decimal:
+    """Quote the follow's buys in flight may still spend (their fills are not booked yet)."""
+    sizes = conn.execute(
+        select(t.orders.c.size).where(
+            t.orders.c.follow_id == follow_id,
+            t.orders.c.side == "buy",
+            t.orders.c.status.in_(("sending", "acked")),
+        )
+    ).scalars()
+    return sum((Decimal(size) for size in sizes), Decimal(0))
+
+
+def _changed_book(conn: Connection, key_id: int, f: Any, change: FollowChange) -> dict[str, Any]:
+    """The follow's columns after ``change`` (see the note above on the book); refuses a
+    lowering beyond what is free."""
+    values: dict[str, Any] = {}
+    if change.allocation is not None:
+        old, new = Decimal(f.allocation), Decimal(change.allocation)
+        try:
+            moved = EXACT.subtract(new, old)
+            if moved < 0:
+                committed = _in_flight(conn, f.id)
+                free = max(EXACT.subtract(Decimal(f.cash), committed), Decimal(0))
+                if -moved > free:
+                    raise _not_free(key_id, f, committed, free)
+            values.update(
+                allocation=str(new),
+                cash=str(EXACT.add(Decimal(f.cash), moved)),
+                peak=str(EXACT.add(Decimal(f.peak), moved)),
+            )
+        except (Inexact, InvalidOperation, Overflow):
+            raise ProblemException(
+                422,
+                "invalid-request",
+                "The request is not valid",
+                "body.allocation: the book cannot take this allocation exactly; give it with "
+                "fewer digits.",
+            ) from None
+    for name in ("stop_loss_bps", "max_drawdown_bps"):
+        if name in change.model_fields_set:
+            values[name] = getattr(change, name)
+    if change.symbols is not None:
+        values["symbols"] = change.symbols
+    return values
+
+
+def _held_markets_kept(settings: Settings, exchange: str, f: Any, change: FollowChange) -> None:
+    """Refuses moving a token the follow holds a position in to another market: the master's
+    sales of the token would no longer sell that position."""
+    if change.symbols is None:
+        return
+    after = _markets(settings, exchange, change.symbols)
+    for token, market in _markets(settings, exchange, dict(f.symbols or {})).items():
+        held = Decimal((f.positions or {}).get(market, "0"))
+        if after.get(token) != market and held > 0:
+            raise ProblemException(
+                409,
+                "market-held",
+                "Market held",
+                f"Follow {f.id} holds {held} on {market}, the market of token {token}: moved "
+                "to another market, the master's sales of the token would no longer sell it. "
+                "Change it once the follow holds none (the master sold), or end the follow and "
+                "add a new one.",
+            )
+
+
+def _not_free(key_id: int, f: Any, committed: Decimal, free: Decimal) -> ProblemException:
+    held = ", ".join(sorted(s for s, v in (f.positions or {}).items() if Decimal(v) > 0))
+    lowest = EXACT.subtract(Decimal(f.allocation), free)
+    return ProblemException(
+        409,
+        "allocation-not-free",
+        "Allocation not free",
+        f"Follow {f.id} has {f.cash} in cash, {committed} of it committed to buys in flight: "
+        f"at most {free} can be released now, so its allocation can go down to {lowest}, not "
+        f"lower. The rest is in positions ({held or 'none'}): it comes back to cash as the "
+        "master sells. To stop copying instead, end the follow (DELETE "
+        f"/v1/account/exchange-keys/{key_id}/follows/{f.id}): what it holds stays at the "
+        "exchange, yours.",
+    )
+
+
+def _changed_meanwhile(follow_id: int) -> ProblemException:
+    return ProblemException(
+        409,
+        "follow-changed",
+        "Follow changed meanwhile",
+        f"Follow {follow_id} changed while this request was checked, and the change now needs "
+        "the second factor: read it again (GET /v1/account/exchange-keys) and send the change "
+        "with the Tandem-TOTP header.",
+    )
+
+
+async def _checked_markets(
+    settings: Settings, keyring: Keyring, key: Any, own: dict[str, str]
+) -> list[str]:
+    """Refuses a follow's own market the exchange lacks (asked with the key's own credentials,
+    through the shared limiter); the warnings."""
+    listed: set[str] = set()
+    if own:
+        sealed = Sealed(key.kek_id, key.wrapped_key, key.ciphertext)
+        aad = key_aad(key.address, key.exchange, key.api_key)
+        creds = keyring.open(sealed, key.api_key, aad)
+        _, _, listed = await _probe(settings, key.exchange, creds, load_markets=True)
+    return _check_symbols(settings, key.exchange, own, listed)
+
+
+@keys.post("/exchange-keys/{key_id}/follows", response_model=FollowMade, status_code=201)
+async def add_follow(
+    key_id: KeyId, body: FollowIn, me: SignedIn, request: Request, totp: TotpHeader = None
+) -> FollowMade:
+    """Adds a follow to a key (needs the Tandem-TOTP header: it commits money to copying): a
+    master the key does not copy yet, or one whose follow was stopped or ended. Its book starts
+    with all of its allocation in cash; workers copy it from the master's next trade. A master
+    the key copies already: 409 ``follow-exists``. Refusals do not spend the code."""
+    settings, engine, box = _settings(request), _engine(request), request.app.state.box
+    keyring = _keyring(settings)
+    with engine.connect() as conn:
+        key = _own_key(conn, me.address, key_id)
+        _no_active_follow(conn, key_id, body.vault)
+    await run_in_threadpool(
+        partial(_second_factor, spend=False), engine, box, me.address, totp, settings
+    )
+    warnings = await _checked_markets(settings, keyring, key, body.symbols)
+
+    def store() -> int:
+        with engine.connect() as conn:  # refused before the code is spent
+            _own_key(conn, me.address, key_id)
+            _no_active_follow(conn, key_id, body.vault)
+        _second_factor(engine, box, me.address, totp, settings, spend=True)
+        try:
+            with engine.begin() as conn:
+                made = conn.execute(
+                    insert(t.follows)
+                    .values(**_new_follow(key_id, body, time.time()))
+                    .returning(t.follows.c.id)
+                ).scalar_one()
+        except IntegrityError:  # a follow of the same master added at the same moment
+            raise _follow_exists(key_id, body.vault, None) from None
+        return int(made)
+
+    follow_id = await run_in_threadpool(store)
+    return await run_in_threadpool(_read_follow, engine, settings, key, follow_id, warnings)
+
+
+def _read_follow(
+    engine: Engine, settings: Settings, key: Any, follow_id: int, warnings: list[str]
+) -> FollowMade:
+    with engine.connect() as conn:
+        f = _own_follow(conn, key.id, follow_id)
+    out = _follow_out(settings, key.exchange, f)
+    return FollowMade(**out.model_dump(), key_id=key.id, warnings=warnings)
+
+
+@keys.patch("/exchange-keys/{key_id}/follows/{follow_id}", response_model=FollowMade)
+async def change_follow(
+    key_id: KeyId,
+    follow_id: FollowId,
+    body: FollowChange,
+    me: SignedIn,
+    request: Request,
+    totp: TotpHeader = None,
+) -> FollowMade:
+    """Changes an active follow's allocation, limits or markets. Raising the allocation,
+    loosening or removing a limit and changing the markets need the Tandem-TOTP header;
+    lowering the allocation and tightening a limit need the session alone. A new allocation
+    moves the follow's cash and peak by the same amount; it is lowered only by what is free in
+    cash (else 409 ``allocation-not-free``, saying how much can be released). A stopped or
+    ended follow is not changed (409 ``follow-not-active``): add a new follow instead. The
+    workers size by the change from the master's next trade."""
+    settings, engine, box = _settings(request), _engine(request), request.app.state.box
+    with engine.connect() as conn:
+        key = _own_key(conn, me.address, key_id)
+        f = _own_follow(conn, key_id, follow_id)
+        _active(key_id, f)
+        _changed_book(conn, key_id, f, body)  # a refusal before the code is asked for
+        _held_markets_kept(settings, key.exchange, f, body)
+    risk = _risk_added(f, body)
+    warnings: list[str] = []
+    if risk:
+        await run_in_threadpool(
+            partial(_second_factor, spend=False), engine, box, me.address, totp, settings
+        )
+    if body.symbols is not None and body.symbols != dict(f.symbols or {}):
+        warnings = await _checked_markets(settings, _keyring(settings), key, body.symbols)
+
+    def store() -> None:
+        if risk:
+            _second_factor(engine, box, me.address, totp, settings, spend=True)
+        with engine.begin() as conn:
+            now = _own_follow(conn, key_id, follow_id, lock=True)
+            _active(key_id, now)
+            if _risk_added(now, body) and not risk:
+                raise _changed_meanwhile(follow_id)
+            values = _changed_book(conn, key_id, now, body)
+            _held_markets_kept(settings, key.exchange, now, body)
+            conn.execute(update(t.follows).where(t.follows.c.id == follow_id).values(**values))
+
+    await run_in_threadpool(store)
+    return await run_in_threadpool(_read_follow, engine, settings, key, follow_id, warnings)
+
+
+@keys.delete("/exchange-keys/{key_id}/follows/{follow_id}", status_code=204)
+def end_follow(key_id: KeyId, follow_id: FollowId, me: SignedIn, request: Request) -> Response:
+    """Ends a follow (the session alone: it only takes power away). Nothing more is copied for
+    it from the master's next trade; nothing is sold: what it holds stays at the exchange,
+    yours, and stays in its book as it was (an order already sent is followed to its fill and
+    booked). A stopped follow ended keeps the reason its limit gave."""
+    with _engine(request).begin() as conn:
+        _own_key(conn, me.address, key_id)
+        _own_follow(conn, key_id, follow_id, lock=True)
+        conn.execute(
+            update(t.follows)
+            .where(t.follows.c.id == follow_id, t.follows.c.status != t.ENDED)
+            .values(
+                status=t.ENDED,
+                reason=case(
+                    (t.follows.c.status == "active", "ended by its owner"),
+                    else_=t.follows.c.reason,
+                ),
+            )
         )
     return Response(status_code=204)
 

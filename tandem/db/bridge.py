@@ -19,12 +19,17 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from tandem.db.models import ADDRESS, HASH, metadata
 
 # The reason an order of a follow whose limit fired (``stopped``) is skipped starts with this.
 STOPPED = "copying stopped"
+# The status of a follow its owner ended (``DELETE .../follows/{id}``): the workers no longer
+# read it, and what it holds stays at the exchange, the follower's. (``stopped``: a limit of
+# the follower fired, and its exit sells what it held.)
+ENDED = "ended"
 # The statuses of an order whose fill moved its follow's book: all of it, or what filled
 # before the bridge stopped following it (``expired``).
 BOOKED = ("filled", "expired")
@@ -75,10 +80,23 @@ follows = Table(
     Column("peak", String(80), nullable=False, comment="highest equity seen"),
     Column("stop_loss_bps", Integer, nullable=True),
     Column("max_drawdown_bps", Integer, nullable=True),
-    Column("status", String(16), nullable=False, comment="active | stopped"),
+    Column(
+        "status",
+        String(16),
+        nullable=False,
+        comment="active | stopped (a limit fired) | ended (by its owner)",
+    ),
     Column("reason", Text, nullable=True),
     Column("created_at", Double, nullable=False),
-    UniqueConstraint("key_id", "vault", name="uq_bridge_follows_key_vault"),
+    # One active follow of a master per key; a stopped or ended one leaves room for a new one.
+    Index(
+        "uq_bridge_follows_key_vault_active",
+        "key_id",
+        "vault",
+        unique=True,
+        postgresql_where=text("status = 'active'"),
+        sqlite_where=text("status = 'active'"),
+    ),
 )
 orders = Table(
     "bridge_orders",

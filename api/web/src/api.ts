@@ -58,6 +58,7 @@ export const get = <T>(path: string, query?: Record<string, string | number | bo
 };
 export const post = <T>(path: string, body?: unknown, headers?: Record<string, string>) => call<T>("POST", path, body ?? {}, headers);
 export const del = <T>(path: string) => call<T>("DELETE", path);
+export const patch = <T>(path: string, body: unknown, headers?: Record<string, string>) => call<T>("PATCH", path, body, headers);
 
 // --- what the API answers (the parts the dApp reads); big integers are decimal strings
 

@@ -2,8 +2,9 @@
 // bridge. The second factor (TOTP) is enrolled with a freshly signed message; an exchange key is
 // sent to the API once, with a TOTP code, and never kept in the browser: no storage, and the
 // form's fields are emptied as soon as it is sent. The copied orders and their execution drag
-// are read again every second while the page is open.
-import { ApiError, del, get, post, type DragRow, type ExchangeKey, type FollowDrag, type MasterPage, type MyDrag, type Session } from "./api";
+// are read again every second while the page is open. A follow's allocation is changed (raising
+// it needs a code, lowering the session alone) and a follow is stopped from the list of keys.
+import { ApiError, del, get, patch, post, type DragRow, type ExchangeFollow, type ExchangeKey, type FollowDrag, type MasterPage, type MyDrag, type Session } from "./api";
 import { bps, date, esc, short } from "./format";
 import { busy, errorBox, q, view, type Cleanup } from "./ui";
 import { connected, onWalletChange, signedIn, signIn, signStatement } from "./wallet";
@@ -62,9 +63,11 @@ export function exchangeView(): Cleanup {
       <div class="card" id="totp" data-test="totp-card">${session.second_factor ? enrolledHtml() : enrolHtml()}</div>
       <div class="card" id="connect-key">${connectHtml(session.second_factor)}</div>
       <div class="card" id="keys" data-test="keys"><h2>Your exchange keys</h2><p class="muted">Loading…</p></div>
+      <div class="card" id="follow-edit" data-test="follow-edit" hidden>${editHtml()}</div>
       <div class="card" id="drag" data-test="drag"><h2>Copied orders and their drag</h2><p class="muted">Loading…</p></div>`;
     if (!session.second_factor) wireEnrol();
     wireConnect();
+    wireEdit();
     await refresh();
   };
 
@@ -195,6 +198,7 @@ export function exchangeView(): Cleanup {
         q(root, "#keys").innerHTML = keysHtml(keys.items);
         q(root, "#drag").innerHTML = dragHtml(drag);
         wireRemove();
+        wireFollows();
       }
     } catch (e) {
       if (e instanceof ApiError && e.status === 401) return void render();
@@ -213,10 +217,86 @@ export function exchangeView(): Cleanup {
           <td data-label="Copies">${esc(vaultLabel(f.vault))}</td><td data-label="Allocation"><span>${num(f.allocation, 2)} USDT<br><span class="muted">${num(f.cash, 2)} in cash</span></span></td>
           <td data-label="Limits"><span>stop ${bps(f.stop_loss_bps)}<br>drawdown ${bps(f.max_drawdown_bps)}</span></td>
           <td data-label="Status"><span><span class="chip ${k.status === "active" && f.status === "active" ? "good" : "bad"}" data-test="key-status">${esc(k.status === "active" ? f.status : k.status)}</span>${(k.reason ?? f.reason) ? `<br><span class="muted wrap">${esc(k.reason ?? f.reason)}</span>` : ""}</span></td>
-          <td>${i ? "" : `<button class="ghost" data-remove="${k.id}" data-test="key-remove">Remove</button>`}</td></tr>`).join("")).join("")}
+          <td><span>${f.status === "active" ? followButtons(k, f) : ""}${i ? "" : `<button class="ghost" data-remove="${k.id}" data-test="key-remove">Remove</button>`}</span></td></tr>`).join("")).join("")}
       </tbody></table></div><div id="rmsg"></div>`
       : `<p class="muted" data-test="no-keys">No key connected yet.</p>`
   }`;
+
+  const followButtons = (k: ExchangeKey, f: ExchangeFollow) =>
+    `<button class="ghost" data-edit="${k.id}/${f.id}" data-allocation="${esc(f.allocation)}" data-test="follow-change">Change allocation</button><br>
+     <button class="ghost" data-stop="${k.id}/${f.id}" data-test="follow-stop">Stop copying</button><br>`;
+
+  // --- a follow's allocation: in a card of its own, which the refresh every second leaves alone
+
+  const editHtml = () => `<h2>Change an allocation</h2>
+    <p class="muted">Raising it puts more of your money at the exchange to work: it needs your authenticator's code. Lowering it needs none; only the cash the follow holds can be released (what it holds in positions comes back as the master sells).</p>
+    <form id="editform" autocomplete="off"><div class="row">
+      <label><span>Allocation (USDT)</span><input id="falloc" data-test="follow-allocation" inputmode="decimal" size="12"></label>
+      <label><span>Authenticator code (to raise)</span><input id="fcode" data-test="follow-code" inputmode="numeric" autocomplete="one-time-code" maxlength="6" size="8"></label>
+      <button id="fsave" data-test="follow-save" type="submit">Save</button>
+      <button id="fcancel" class="ghost" type="button">Cancel</button>
+    </div></form><div id="fmsg" data-test="follow-message" aria-live="polite"></div>`;
+
+  let editing = ""; // "<key id>/<follow id>" of the follow the card changes
+
+  const wireEdit = () => {
+    const card = q(root, "#follow-edit");
+    q(root, "#fcancel").addEventListener("click", () => (card.hidden = true));
+    q<HTMLFormElement>(root, "#editform").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const out = q(root, "#fmsg");
+      busy(q<HTMLButtonElement>(root, "#fsave"), out, async () => {
+        const allocation = q<HTMLInputElement>(root, "#falloc").value.trim();
+        const codeInput = q<HTMLInputElement>(root, "#fcode");
+        const code = codeInput.value.trim();
+        codeInput.value = "";
+        if (!/^\d+(\.\d+)?$/.test(allocation) || Number(allocation) <= 0) throw new Error("The allocation is an amount of USDT above zero, e.g. 1000.");
+        if (code && !/^\d{6}$/.test(code)) throw new Error("A code is the 6 digits your authenticator shows.");
+        let follow: ExchangeFollow;
+        try {
+          follow = await patch<ExchangeFollow>(`/v1/account/exchange-keys/${editing.split("/")[0]}/follows/${editing.split("/")[1]}`, { allocation }, code ? { "Tandem-TOTP": code } : undefined);
+        } catch (x) {
+          if (x instanceof ApiError && x.problem === "second-factor-required") throw new ApiError(x.status, x.title, "Raising the allocation needs the 6-digit code your authenticator shows now.", x.problem);
+          throw explain(x);
+        }
+        out.innerHTML = `<div class="ok" data-test="follow-changed">Allocation now ${num(follow.allocation, 2)} USDT, ${num(follow.cash, 2)} of it in cash. The bridge sizes the master's next trades by it.</div>`;
+        shown = "";
+        await refresh();
+      });
+    });
+  };
+
+  const wireFollows = () => {
+    root.querySelectorAll<HTMLButtonElement>("[data-edit]").forEach((b) =>
+      b.addEventListener("click", () => {
+        editing = b.dataset.edit ?? "";
+        const card = q(root, "#follow-edit");
+        q<HTMLInputElement>(root, "#falloc").value = b.dataset.allocation ?? "";
+        q(root, "#fmsg").innerHTML = "";
+        card.hidden = false;
+        q<HTMLInputElement>(root, "#falloc").focus();
+      }),
+    );
+    root.querySelectorAll<HTMLButtonElement>("[data-stop]").forEach((b) =>
+      b.addEventListener("click", () => {
+        // Two clicks, no dialog: the second confirms. Nothing is sold: what the follow holds
+        // stays on the exchange account.
+        if (b.dataset.armed !== "1") {
+          b.dataset.armed = "1";
+          b.textContent = "Stop: sure? (nothing is sold)";
+          b.classList.remove("ghost");
+          return;
+        }
+        busy(b, root.querySelector("#rmsg"), async () => {
+          const [key, follow] = (b.dataset.stop ?? "").split("/");
+          await del(`/v1/account/exchange-keys/${key}/follows/${follow}`);
+          if (editing === b.dataset.stop) q(root, "#follow-edit").hidden = true;
+          shown = "";
+          await refresh();
+        });
+      }),
+    );
+  };
 
   const wireRemove = () => {
     root.querySelectorAll<HTMLButtonElement>("[data-remove]").forEach((b) =>

@@ -53,6 +53,19 @@ def trade(platform: Platform, master: Master, sell: bool) -> int:
     return int(result.receipt["blockNumber"])
 
 
+def follow_of(platform: Platform, me: str) -> Any:
+    """The address's one follow, as the bridge's book holds it."""
+    engine = create_engine(platform.database_url)
+    with engine.connect() as conn:
+        (follow,) = conn.execute(
+            select(t.follows)
+            .join(t.keys, t.keys.c.id == t.follows.c.key_id)
+            .where(t.keys.c.address == me)
+        ).all()
+    engine.dispose()
+    return follow
+
+
 def fill_key(page: Any, exchange: str, api_key: str, secret: str, passphrase: str | None) -> None:
     page.select_option("[data-test=key-exchange]", exchange)
     page.fill("[data-test=key-api]", api_key)
@@ -203,6 +216,47 @@ def test_exchange_followers(platform: Platform, browser: Any, viewport: str) -> 
     shot(page, f"exchange-{viewport}-5-copied-with-drag")
     print(f"\n[{viewport}] master's block mined to its copied order on the page: {seen:.2f} s")
 
+    # The follow's allocation: lowered with the session alone, past its cash refused in words,
+    # raised with a code only; then the follow stopped, nothing sold.
+    before = follow_of(platform, me)
+    page.click("[data-test=follow-change]")
+    assert page.input_value("[data-test=follow-allocation]") == before.allocation
+    page.fill("[data-test=follow-allocation]", "900")
+    page.click("[data-test=follow-save]")
+    wait(page, "[data-test=follow-changed]", f"{viewport}-lowered")
+    lowered = follow_of(platform, me)
+    assert lowered.allocation == "900"
+    assert Decimal(lowered.cash) == Decimal(before.cash) - Decimal(before.allocation) + 900
+    page.fill("[data-test=follow-allocation]", "1")
+    page.click("[data-test=follow-save]")
+    error = wait(page, "[data-test=follow-message] [data-test=error]", f"{viewport}-not-free")
+    assert "can be released" in error.inner_text(), error.inner_text()
+    page.fill("[data-test=follow-allocation]", "1500")
+    page.click("[data-test=follow-save]")
+    page.wait_for_function(
+        "() => /authenticator/.test(document.querySelector('[data-test=follow-message]').innerText)"
+    )
+    assert follow_of(platform, me).allocation == "900"  # refused without the code
+    page.fill("[data-test=follow-code]", totp.at(time.time() + 30))
+    page.click("[data-test=follow-save]")
+    page.wait_for_function(
+        "() => /1,500 USDT/.test(document.querySelector('[data-test=follow-message]').innerText)"
+    )
+    raised = follow_of(platform, me)
+    assert raised.allocation == "1500" and Decimal(raised.cash) == Decimal(lowered.cash) + 600
+    wait(page, "[data-test=key-row]:has-text('1,500 USDT')", f"{viewport}-raised-row")
+    shot(page, f"exchange-{viewport}-6-allocation-changed")
+    (market,) = raised.positions  # what the follow bought, held on the exchange account
+    base = market.split("/")[0]
+    held = standin.accounts[good_key].balances[base]
+    assert held > 0
+    page.click("[data-test=follow-stop]")
+    page.click("[data-test=follow-stop]")
+    wait(page, "[data-test=key-status]:has-text('ended')", f"{viewport}-stopped")
+    assert follow_of(platform, me).status == "ended"
+    assert standin.accounts[good_key].balances[base] == held  # nothing sold
+    assert page.query_selector("[data-test=follow-change]") is None
+
     # Removing the key: two clicks, then it is gone and its sealed secret wiped.
     page.click("[data-test=key-remove]")
     page.click("[data-test=key-remove]")
@@ -212,5 +266,5 @@ def test_exchange_followers(platform: Platform, browser: Any, viewport: str) -> 
         (gone,) = conn.execute(select(t.keys).where(t.keys.c.address == me)).all()
     engine.dispose()
     assert gone.status == "deleted" and gone.ciphertext == ""
-    shot(page, f"exchange-{viewport}-6-key-removed")
+    shot(page, f"exchange-{viewport}-7-key-removed")
     page.context.close()

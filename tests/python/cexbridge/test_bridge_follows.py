@@ -1,0 +1,710 @@
+"""A key's follows through the API (``/v1/account/exchange-keys/{id}/follows``), on a real
+server process (``tandem api serve``) against the stand-in exchanges, with a real worker copying
+the masters' trades: a second follow added with the second factor, an allocation raised (second
+factor) and lowered (the session alone) with the book moved exactly and the next order sized by
+it, a lowering beyond the free cash refused, a stopped follow never made active again, a follow
+ended, another address refused, and a change and a fill booked at the same moment on
+PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from indexing.support import fresh_postgres
+from sqlalchemy import Engine, insert, select, update
+
+from bridge.venue import Fill
+from bridge.worker import Bridge, Outcome
+from tandem.db import bridge as t
+from tandem.db import migrate, open_engine
+from tandem.envelope import Keyring
+
+from .support import (
+    FixedContext,
+    add_follower,
+    api_server,
+    enrol,
+    keyring,
+    redis_server,
+    settings_for,
+    standins,
+    trade,
+)
+from .test_bridge_api import World, problem, world  # noqa: F401  (the module's world)
+
+MASTER_A = "0x" + "12" * 20  # digits only: the same checksummed
+MASTER_B = "0x" + "34" * 20
+CENT = Decimal("0.01")
+
+
+def address_of(client: httpx.Client) -> str:
+    found: str = client.get("/v1/auth/session").json()["address"]
+    return found
+
+
+def book(engine: Engine, follow_id: int) -> dict[str, Any]:
+    with engine.connect() as conn:
+        return dict(
+            conn.execute(select(t.follows).where(t.follows.c.id == follow_id)).one()._mapping
+        )
+
+
+def orders_of(engine: Engine, follow_id: int) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(t.orders)
+                .where(t.orders.c.follow_id == follow_id)
+                .order_by(t.orders.c.known_at)
+            )
+        ]
+
+
+def master_trade(vault: str, block: int, side: str, fraction: float) -> dict[str, Any]:
+    """A master's trade of ``vault`` at 2,000 USDC an ETH (the stand-ins fill at 2,000 too)."""
+    return {**trade(block, side, 1000, 0.5, fraction), "vault": vault}
+
+
+Copy = Callable[..., None]
+
+
+@pytest.fixture
+def copy(world: World) -> Iterator[Copy]:  # noqa: F811
+    """One worker for the whole test (in this process, on an event loop of its own thread, with
+    the test's context source), told nothing of the follows' changes: ``copy(*trades)`` has it
+    copy master trades to the end, every order sent, filled and booked."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def run(job: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(job, loop).result(120)
+
+    async def start() -> tuple[Any, Bridge]:
+        redis = aioredis.from_url(world.redis_url, decode_responses=True)
+        ring = Keyring.parse(world.ring_text, "test")
+        return redis, Bridge(world.settings, world.engine, ring, redis, FixedContext(), "wf")
+
+    redis, worker = run(start())
+
+    def copy(*trades: tuple[str, dict[str, Any]]) -> None:
+        for entry_id, body in trades:
+            run(worker.handle(entry_id, body))
+
+    try:
+        yield copy
+    finally:
+        run(worker.close())
+        run(redis.aclose())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def equity(f: dict[str, Any]) -> Decimal:
+    marks = f["marks"] or {}
+    return Decimal(f["cash"]) + sum(
+        (Decimal(v) * Decimal(marks.get(s, "0")) for s, v in (f["positions"] or {}).items()),
+        Decimal(0),
+    )
+
+
+@pytest.fixture(autouse=True)
+def at_2000(world: World) -> None:  # noqa: F811
+    for s in world.stands.values():
+        s.markets["ETH/USDT"].price = Decimal(2000)
+
+
+def test_a_second_follow_is_added_with_the_second_factor_and_copied_with_its_own_size(
+    world: World,  # noqa: F811
+    copy: Copy,
+) -> None:
+    bybit = world.stands["bybit"]
+    bybit.add_account("bybit-lena-1", "bybit-secret-l1", balances={"USDT": Decimal(10_000)})
+    lena = world.client("lena")
+    totp = enrol(lena)
+    key = {"exchange": "bybit", "api_key": "bybit-lena-1", "secret": "bybit-secret-l1"}
+    # An allocation finer than 18 decimal places: refused at registration too.
+    body = problem(
+        lena.post(
+            "/v1/account/exchange-keys",
+            json=key | {"follow": {"vault": MASTER_A, "allocation": "1." + "0" * 18 + "1"}},
+            headers={"Tandem-TOTP": totp.now()},
+        ),
+        422,
+        "invalid-request",
+    )
+    assert "18 decimal places" in body["detail"]
+    made = lena.post(
+        "/v1/account/exchange-keys",
+        json=key | {"follow": {"vault": MASTER_A, "allocation": "1000"}},
+        headers={"Tandem-TOTP": totp.now()},
+    )
+    assert made.status_code == 201, made.text
+    key_id, (first,) = made.json()["id"], made.json()["follows"]
+    follows = f"/v1/account/exchange-keys/{key_id}/follows"
+    # The worker copies a trade of master B before the key follows B: nothing to copy.
+    copy(("899-1", master_trade(MASTER_B, 899, "buy", 0.2)))
+    with world.engine.connect() as conn:
+        assert conn.execute(select(t.orders).where(t.orders.c.trade == "899-1")).all() == []
+    second = {"vault": MASTER_B, "allocation": "3000", "stop_loss_bps": 2000}
+    # It commits money to copying: the second factor, a fresh code.
+    problem(lena.post(follows, json=second), 403, "second-factor-required")
+    problem(
+        lena.post(follows, json=second, headers={"Tandem-TOTP": "000000"}),
+        403,
+        "second-factor-refused",
+    )
+    problem(  # the registration's code, replayed
+        lena.post(follows, json=second, headers={"Tandem-TOTP": totp.now()}),
+        403,
+        "second-factor-refused",
+    )
+    code = {"Tandem-TOTP": totp.at(time.time() + 30)}
+    # The master the key copies already: refused, the code not spent.
+    body = problem(
+        lena.post(follows, json={"vault": MASTER_A, "allocation": "5"}, headers=code),
+        409,
+        "follow-exists",
+    )
+    assert f"follow {first['id']}" in body["detail"] and "PATCH" in body["detail"]
+    problem(  # a market the exchange lacks: refused after asking it, the code not spent
+        lena.post(follows, json=second | {"symbols": {WETH_: "DOGE/USDT"}}, headers=code),
+        422,
+        "unknown-market",
+    )
+    for bad in (
+        {"allocation": "1e16"},
+        {"allocation": "-1"},
+        {"allocation": "0.1" + "0" * 18 + "1"},
+    ):
+        problem(lena.post(follows, json=second | bad, headers=code), 422, "invalid-request")
+    with world.engine.connect() as conn:
+        assert conn.execute(select(t.follows).where(t.follows.c.key_id == key_id)).all() != []
+        assert len(conn.execute(select(t.follows).where(t.follows.c.key_id == key_id)).all()) == 1
+    added = lena.post(follows, json=second, headers=code)
+    assert added.status_code == 201, added.text
+    follow = added.json()
+    assert follow["key_id"] == key_id and follow["vault"] == MASTER_B
+    assert follow["allocation"] == follow["cash"] == "3000" and follow["status"] == "active"
+    assert follow["stop_loss_bps"] == 2000 and follow["positions"] == {}
+    # The code was spent by the follow it added.
+    problem(
+        lena.post(follows, json=second | {"vault": "0x" + "56" * 20}, headers=code),
+        403,
+        "second-factor-refused",
+    )
+    (listed,) = lena.get("/v1/account/exchange-keys").json()["items"]
+    assert [f["vault"] for f in listed["follows"]] == [MASTER_A, MASTER_B]
+    # Each master's next trade is copied for its own follow, sized by its own book: a tenth
+    # of 1,000 for A, a fifth of 3,000 for B. The worker that saw no follow of B was told
+    # nothing: it reads the follows at each trade.
+    copy(
+        ("900-1", master_trade(MASTER_A, 900, "buy", 0.1)),
+        ("900-2", master_trade(MASTER_B, 900, "buy", 0.2)),
+    )
+    (a,) = orders_of(world.engine, first["id"])
+    (b,) = orders_of(world.engine, follow["id"])
+    assert (a["status"], Decimal(a["size"]), a["trade"]) == ("filled", Decimal(100), "900-1")
+    assert (b["status"], Decimal(b["size"]), b["trade"]) == ("filled", Decimal(600), "900-2")
+    assert Decimal(book(world.engine, first["id"])["cash"]) == 1000 - Decimal(a["cost"])
+    assert Decimal(book(world.engine, follow["id"])["cash"]) == 3000 - Decimal(b["cost"])
+
+
+WETH_ = "0x" + "22" * 20  # the token the bridge copies (support.WETH)
+
+
+def test_raising_and_lowering_an_allocation_moves_the_book_exactly_and_sizes_the_next_order(
+    world: World,  # noqa: F811
+    copy: Copy,
+) -> None:
+    mia = world.client("mia")
+    totp = enrol(mia)
+    ring = Keyring.parse(world.ring_text, "test")
+    f = add_follower(
+        world.engine,
+        ring,
+        world.stands["okx"],
+        address_of(mia),
+        Decimal(1000),
+        n=701,
+        vault=MASTER_A,
+        stop_loss_bps=1000,
+        max_drawdown_bps=3000,
+    )
+    url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
+    copy(("910-1", master_trade(MASTER_A, 910, "buy", 0.1)))
+    before = book(world.engine, f.follow_id)
+    (first,) = orders_of(world.engine, f.follow_id)
+    assert Decimal(before["cash"]) == 1000 - Decimal(first["cost"])
+    # Raising puts more money at risk: the second factor; refused without it, nothing changed.
+    problem(mia.patch(url, json={"allocation": "2500.25"}), 403, "second-factor-required")
+    problem(
+        mia.patch(url, json={"allocation": "2500.25"}, headers={"Tandem-TOTP": "000000"}),
+        403,
+        "second-factor-refused",
+    )
+    assert book(world.engine, f.follow_id) == before
+    code = {"Tandem-TOTP": totp.now()}
+    raised = mia.patch(url, json={"allocation": "2500.25"}, headers=code)
+    assert raised.status_code == 200, raised.text
+    after = book(world.engine, f.follow_id)
+    # Raised by 1,500.25: cash, allocation and peak each moved by exactly that.
+    assert after["allocation"] == "2500.25" == raised.json()["allocation"]
+    assert Decimal(after["cash"]) == Decimal(before["cash"]) + Decimal("1500.25")
+    assert Decimal(after["peak"]) == Decimal(before["peak"]) + Decimal("1500.25")
+    assert after["positions"] == before["positions"]
+    problem(mia.patch(url, json={"allocation": "3000"}, headers=code), 403, "second-factor-refused")
+    # The next order is sized by the new book: a tenth of its equity at the master's price.
+    wanted = (equity(after) * Decimal("0.1")).quantize(CENT, ROUND_DOWN)
+    copy(("911-1", master_trade(MASTER_A, 911, "buy", 0.1)))
+    second = orders_of(world.engine, f.follow_id)[-1]
+    assert second["status"] == "filled" and Decimal(second["size"]) == wanted
+    filled = book(world.engine, f.follow_id)
+    assert Decimal(filled["cash"]) == Decimal(after["cash"]) - Decimal(second["cost"])
+    # Lowering takes power away: the session alone, by what is free in cash.
+    lowered = mia.patch(url, json={"allocation": "2000.25"})
+    assert lowered.status_code == 200, lowered.text
+    low = book(world.engine, f.follow_id)
+    assert Decimal(low["cash"]) == Decimal(filled["cash"]) - 500
+    assert Decimal(low["peak"]) == Decimal(filled["peak"]) - 500
+    assert low["allocation"] == "2000.25"
+    # Lowering beyond the cash is refused, saying what can be released; nothing changes.
+    free = Decimal(low["cash"])
+    body = problem(mia.patch(url, json={"allocation": "100"}), 409, "allocation-not-free")
+    assert f"at most {free} can be released" in body["detail"]
+    assert f"down to {Decimal('2000.25') - free}" in body["detail"]
+    assert "ETH/USDT" in body["detail"] and "DELETE" in body["detail"]
+    assert book(world.engine, f.follow_id) == low
+    # Exactly the free cash can go: the cash is then 0.
+    lowest = mia.patch(url, json={"allocation": str(Decimal("2000.25") - free)})
+    assert lowest.status_code == 200, lowest.text
+    assert Decimal(book(world.engine, f.follow_id)["cash"]) == 0
+    # The next buy has nothing to spend: the book does not go below 0.
+    copy(("912-1", master_trade(MASTER_A, 912, "buy", 0.1)))
+    third = orders_of(world.engine, f.follow_id)[-1]
+    assert third["status"] == "skipped" and Decimal(third["size"]) == 0
+    assert Decimal(book(world.engine, f.follow_id)["cash"]) == 0
+    # The ETH it holds keeps its market: moved to another, the master's sales of WETH would
+    # no longer sell it. Refused before the code is asked for.
+    held = book(world.engine, f.follow_id)
+    body = problem(mia.patch(url, json={"symbols": {WETH_: "ETH/USDC"}}), 409, "market-held")
+    assert f"holds {held['positions']['ETH/USDT']} on ETH/USDT" in body["detail"]
+    assert book(world.engine, f.follow_id) == held
+
+
+def test_limits_and_markets_need_the_second_factor_to_loosen_and_bad_changes_are_refused(
+    world: World,  # noqa: F811
+) -> None:
+    nora = world.client("nora")
+    totp = enrol(nora)
+    ring = Keyring.parse(world.ring_text, "test")
+    f = add_follower(
+        world.engine,
+        ring,
+        world.stands["bybit"],
+        address_of(nora),
+        Decimal(1000),
+        n=702,
+        vault=MASTER_A,
+        stop_loss_bps=1000,
+        max_drawdown_bps=3000,
+    )
+    url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
+    before = book(world.engine, f.follow_id)
+    # Loosening or removing a limit, changing the markets: the second factor.
+    for change in (
+        {"stop_loss_bps": 2000},
+        {"stop_loss_bps": None},
+        {"max_drawdown_bps": 5000},
+        {"max_drawdown_bps": None},
+        {"symbols": {WETH_: "ETH/USDT"}},
+        {"stop_loss_bps": 500, "allocation": "1000.01"},
+    ):
+        problem(nora.patch(url, json=change), 403, "second-factor-required")
+    # Bad input: a problem naming it, never a 500; nothing changed.
+    for change in (
+        {},
+        {"status": "active"},
+        {"vault": MASTER_B},
+        {"allocation": None},
+        {"allocation": "ten"},
+        {"allocation": "0"},
+        {"allocation": "NaN"},
+        {"allocation": "1e15000"},
+        {"allocation": "1000000000000000.01"},
+        {"allocation": "1e-19"},
+        {"stop_loss_bps": 0},
+        {"stop_loss_bps": 10_000},
+        {"max_drawdown_bps": "x"},
+        {"symbols": None},
+        {"symbols": {"eth": "ETH/USDT"}},
+    ):
+        problem(nora.patch(url, json=change), 422, "invalid-request")
+    assert book(world.engine, f.follow_id) == before
+    # Tightening needs the session alone.
+    tight = nora.patch(url, json={"stop_loss_bps": 500, "max_drawdown_bps": 2000})
+    assert tight.status_code == 200, tight.text
+    assert (tight.json()["stop_loss_bps"], tight.json()["max_drawdown_bps"]) == (500, 2000)
+    # With the code: loosened, a market of the exchange's checked on it, and the allocation
+    # at its bound.
+    loose = nora.patch(
+        url,
+        json={"stop_loss_bps": None, "symbols": {WETH_: "ETH/USDT"}, "allocation": "1e15"},
+        headers={"Tandem-TOTP": totp.now()},
+    )
+    assert loose.status_code == 200, loose.text
+    now = book(world.engine, f.follow_id)
+    assert now["stop_loss_bps"] is None and now["max_drawdown_bps"] == 2000
+    assert now["symbols"] == {WETH_: "ETH/USDT"}
+    assert Decimal(now["allocation"]) == Decimal(10) ** 15
+    assert Decimal(now["cash"]) == Decimal(10) ** 15 and Decimal(now["peak"]) == Decimal(10) ** 15
+    problem(
+        nora.patch(
+            url, json={"allocation": "1000000000000001"}, headers={"Tandem-TOTP": totp.now()}
+        ),
+        422,
+        "invalid-request",
+    )
+    # A market the exchange lacks: refused, the code not spent.
+    next_code = {"Tandem-TOTP": totp.at(time.time() + 30)}
+    problem(
+        nora.patch(url, json={"symbols": {WETH_: "DOGE/USDT"}}, headers=next_code),
+        422,
+        "unknown-market",
+    )
+    ok = nora.patch(url, json={"symbols": {}}, headers=next_code)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["markets"] == {WETH_: "ETH/USDT"}  # the bridge's default again
+
+
+def test_a_stopped_follow_stays_stopped_an_ended_one_copies_nothing_and_a_new_one_copies(
+    world: World,  # noqa: F811
+    copy: Copy,
+) -> None:
+    olga = world.client("olga")
+    totp = enrol(olga)
+    ring = Keyring.parse(world.ring_text, "test")
+    f = add_follower(
+        world.engine,
+        ring,
+        world.stands["bitget"],
+        address_of(olga),
+        Decimal(1000),
+        n=703,
+        vault=MASTER_A,
+        stop_loss_bps=1000,
+    )
+    base = f"/v1/account/exchange-keys/{f.key_id}/follows"
+    url = f"{base}/{f.follow_id}"
+    copy(("920-1", master_trade(MASTER_A, 920, "buy", 0.1)))
+    held = book(world.engine, f.follow_id)["positions"]["ETH/USDT"]
+    # A limit fired (as a worker stops a follow: status and reason, its exit written).
+    reason = "stop-loss: equity 880.00 is 1000 bps or more under the allocation 1000"
+    with world.engine.begin() as conn:
+        conn.execute(
+            update(t.follows)
+            .where(t.follows.c.id == f.follow_id)
+            .values(status="stopped", reason=reason)
+        )
+    stopped = book(world.engine, f.follow_id)
+    code = {"Tandem-TOTP": totp.now()}
+    for change in ({"allocation": "500"}, {"allocation": "5000"}, {"stop_loss_bps": 500}):
+        body = problem(olga.patch(url, json=change, headers=code), 409, "follow-not-active")
+        assert "add a new follow" in body["detail"] and f"POST {base}" in body["detail"]
+    problem(olga.patch(url, json={"status": "active"}, headers=code), 422, "invalid-request")
+    assert book(world.engine, f.follow_id) == stopped
+    # Ending it (the session alone): it keeps the reason its limit gave.
+    assert olga.delete(url).status_code == 204
+    ended = book(world.engine, f.follow_id)
+    assert ended["status"] == "ended" and ended["reason"] == reason
+    # A new follow of the same master (the second factor; the code was not spent above).
+    again = olga.post(base, json={"vault": MASTER_A, "allocation": "400"}, headers=code)
+    assert again.status_code == 201, again.text
+    new_id = again.json()["id"]
+    # The master's next trade: copied for the new follow; the ended one writes no order.
+    copy(("921-1", master_trade(MASTER_A, 921, "buy", 0.1)))
+    assert [o["trade"] for o in orders_of(world.engine, f.follow_id)] == ["920-1"]
+    (order,) = orders_of(world.engine, new_id)
+    assert order["status"] == "filled" and Decimal(order["size"]) == 40
+    # Ending an active follow holding ETH sells nothing: it stays at the exchange, the
+    # follower's, and in the follow's book as it was.
+    account = world.stands["bitget"].accounts[f.api_key]
+    eth = account.balances.get("ETH", Decimal(0))
+    was = book(world.engine, new_id)
+    assert olga.delete(f"{base}/{new_id}").status_code == 204
+    gone = book(world.engine, new_id)
+    assert gone["status"] == "ended" and gone["reason"] == "ended by its owner"
+    assert gone["positions"] == was["positions"] and gone["cash"] == was["cash"]
+    assert olga.delete(f"{base}/{new_id}").status_code == 204  # again: nothing more changes
+    assert book(world.engine, new_id) == gone
+    copy(("922-1", master_trade(MASTER_A, 922, "sell", 1.0)))
+    assert len(orders_of(world.engine, new_id)) == 1
+    assert account.balances.get("ETH", Decimal(0)) == eth
+    # Every follow of the key is listed, with its book and status.
+    (key,) = olga.get("/v1/account/exchange-keys").json()["items"]
+    assert [(x["id"], x["status"]) for x in key["follows"]] == [
+        (f.follow_id, "ended"),
+        (new_id, "ended"),
+    ]
+    assert key["follows"][0]["positions"] == {"ETH/USDT": held}
+
+
+def test_another_address_cannot_reach_a_key_or_follow_it_does_not_own(
+    world: World,  # noqa: F811
+) -> None:
+    paul, eve = world.client("paul"), world.client("eve")
+    ring = Keyring.parse(world.ring_text, "test")
+    f = add_follower(
+        world.engine,
+        ring,
+        world.stands["binance"],
+        address_of(paul),
+        Decimal(1000),
+        n=704,
+        vault=MASTER_A,
+    )
+    mine = add_follower(
+        world.engine,
+        ring,
+        world.stands["binance"],
+        address_of(eve),
+        Decimal(1000),
+        n=705,
+        vault=MASTER_A,
+    )
+    eve_totp = enrol(eve)
+    before = book(world.engine, f.follow_id)
+    code = {"Tandem-TOTP": eve_totp.now()}
+    theirs = f"/v1/account/exchange-keys/{f.key_id}/follows"
+    # Paul's key and follow, with Eve's session and a good code of hers: not found.
+    for answer in (
+        eve.post(theirs, json={"vault": MASTER_B, "allocation": "10"}, headers=code),
+        eve.patch(f"{theirs}/{f.follow_id}", json={"allocation": "5000"}, headers=code),
+        eve.patch(f"{theirs}/{f.follow_id}", json={"allocation": "1"}),
+        eve.delete(f"{theirs}/{f.follow_id}"),
+        # Paul's follow under Eve's own key.
+        eve.patch(
+            f"/v1/account/exchange-keys/{mine.key_id}/follows/{f.follow_id}",
+            json={"allocation": "1"},
+        ),
+        eve.delete(f"/v1/account/exchange-keys/{mine.key_id}/follows/{f.follow_id}"),
+    ):
+        problem(answer, 404, "not-found")
+    assert book(world.engine, f.follow_id) == before
+    with world.engine.connect() as conn:
+        assert len(conn.execute(select(t.follows).where(t.follows.c.key_id == f.key_id)).all()) == 1
+    # Without a session: 401. Ids beyond what the columns hold: 422.
+    problem(httpx.delete(f"{world.url}{theirs}/{f.follow_id}"), 401, "unauthorized")
+    for bad in ("0", "-1", str(2**31), "9" * 30):
+        problem(
+            eve.patch(
+                f"/v1/account/exchange-keys/{mine.key_id}/follows/{bad}", json={"allocation": "1"}
+            ),
+            422,
+            "invalid-request",
+        )
+        problem(
+            eve.post(f"/v1/account/exchange-keys/{bad}/follows", json={}), 422, "invalid-request"
+        )
+    # Eve's code was not spent by any of it: she raises her own follow with it.
+    raised = eve.patch(
+        f"/v1/account/exchange-keys/{mine.key_id}/follows/{mine.follow_id}",
+        json={"allocation": "1500"},
+        headers=code,
+    )
+    assert raised.status_code == 200, raised.text
+
+
+# --- on PostgreSQL: a change and a fill booked at the same moment
+
+
+@contextmanager
+def pg_world(postgres: str, tmp: Path) -> Iterator[tuple[str, Engine, Any, Any]]:
+    db_url = fresh_postgres(postgres, "bridge_follow_change_race")
+    engine = open_engine(db_url)
+    migrate.upgrade(engine)
+    ring, ring_text = keyring()
+    with redis_server(tmp) as redis_url, standins(("okx",)) as stands:
+        settings = settings_for(stands, redis_url)
+        with api_server(db_url, settings, ring_text, tmp / "server.log") as url:
+            yield url, engine, ring, (stands, settings, redis_url)
+    engine.dispose()
+
+
+def test_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in_the_book(
+    postgres: str, tmp_path: Path
+) -> None:
+    from eth_account import Account
+    from eth_utils.crypto import keccak
+
+    from .support import sign_in
+
+    with pg_world(postgres, tmp_path) as (url, engine, ring, (stands, settings, redis_url)):
+        quinn = sign_in(url, Account.from_key(keccak(text="bridge-follows:quinn")))
+        totp = enrol(quinn)
+        f = add_follower(
+            engine,
+            ring,
+            stands["okx"],
+            address_of(quinn),
+            Decimal(1000),
+            n=801,
+            vault=MASTER_A,
+            max_drawdown_bps=3000,
+        )
+        path = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
+        row = {
+            "client_id": "race-fill",
+            "trade": "930-1",
+            "follow_id": f.follow_id,
+            "address": f.address,
+            "vault": MASTER_A,
+            "exchange": "okx",
+            "symbol": "ETH/USDT",
+            "side": "buy",
+            "kind": "copy",
+            "size": "100",
+            "status": "acked",
+            "known_at": time.time(),
+            "attempts": 1,
+        }
+        with engine.begin() as conn:
+            conn.execute(insert(t.orders), [row])
+        fill = Fill("o-race", "closed", Decimal("0.05"), Decimal("100"), Decimal("2000"), None)
+        # The buy in flight commits 100 of the cash: at most 900 can be released.
+        body = problem(quinn.patch(path, json={"allocation": "50"}), 409, "allocation-not-free")
+        assert "at most 900 can be released" in body["detail"]
+        # A worker books the fill and has not committed when the follower lowers the
+        # allocation by 200: the change waits for the row, then moves the booked book.
+        worker = object.__new__(Bridge)
+        first = engine.connect()
+        tx = first.begin()
+        worker.engine = _Shared(first)  # type: ignore[assignment]
+        Bridge._apply(worker, [Outcome(row, "filled", fill)])
+        answers: list[httpx.Response] = []
+        change = threading.Thread(
+            target=lambda: answers.append(quinn.patch(path, json={"allocation": "800"}))
+        )
+        change.start()
+        change.join(1.0)
+        assert change.is_alive()  # waiting for the worker's lock
+        tx.commit()
+        first.close()
+        change.join(30)
+        (answer,) = answers
+        assert answer.status_code == 200, answer.text
+        after = book(engine, f.follow_id)
+        # 1,000 less the fill's 100 less the 200 released; the peak (1,000: 900 and 0.05 ETH
+        # at 2,000) less the 200.
+        assert Decimal(after["cash"]) == 700 and after["allocation"] == "800"
+        assert Decimal(after["positions"]["ETH/USDT"]) == Decimal("0.05")
+        assert Decimal(after["peak"]) == 800
+
+        # A worker reads the follows at a master's trade, asks the chain for the master's
+        # fraction, then sizes and writes the orders: the follower raises the allocation to
+        # 1,800 while the chain is asked. The order is sized by the raised book.
+        class RaisedMeanwhile(FixedContext):
+            async def context(self, trade: dict[str, Any], side: str, log_index: int) -> Any:
+                raised = await asyncio.to_thread(
+                    quinn.patch,
+                    path,
+                    json={"allocation": "1800"},
+                    headers={"Tandem-TOTP": totp.now()},
+                )
+                assert raised.status_code == 200, raised.text
+                return await super().context(trade, side, log_index)
+
+        async def copy_while_raised() -> None:
+            redis = aioredis.from_url(redis_url, decode_responses=True)
+            w = Bridge(settings, engine, ring, redis, RaisedMeanwhile(), "wr")
+            try:
+                await w.handle("931-1", master_trade(MASTER_A, 931, "buy", 0.1))
+            finally:
+                await w.close()
+                await redis.aclose()
+
+        asyncio.run(copy_while_raised())
+        final = book(engine, f.follow_id)
+        (order,) = [o for o in orders_of(engine, f.follow_id) if o["trade"] == "931-1"]
+        # A tenth of 1,800 (cash 1,700 and 0.05 ETH at 2,000), not of the 800 read first.
+        assert order["status"] == "filled" and Decimal(order["size"]) == 180
+        assert final["allocation"] == "1800"
+        assert Decimal(final["cash"]) == 1700 - Decimal(order["cost"])
+        assert Decimal(final["peak"]) == 1800  # not 800, the peak read first
+
+        # The limits' watch reads the book, asks the exchange's prices, then writes the marks
+        # and the peak: the follower lowers the allocation by 100 while the prices are asked.
+        async def watch_while_lowered() -> None:
+            redis = aioredis.from_url(redis_url, decode_responses=True)
+            w = Bridge(settings, engine, ring, redis, FixedContext(), "ww")
+            real = w._prices
+
+            async def prices(exchange: str, symbols: set[str]) -> dict[str, Decimal]:
+                lowered = await asyncio.to_thread(quinn.patch, path, json={"allocation": "1700"})
+                assert lowered.status_code == 200, lowered.text
+                return await real(exchange, symbols)
+
+            w._prices = prices  # type: ignore[method-assign]
+            try:
+                assert await w.watch_limits() == []
+            finally:
+                await w.close()
+                await redis.aclose()
+
+        asyncio.run(watch_while_lowered())
+        watched = book(engine, f.follow_id)
+        assert watched["marks"]["ETH/USDT"] == "2000"  # written
+        assert watched["allocation"] == "1700"
+        assert Decimal(watched["cash"]) == Decimal(final["cash"]) - 100
+        assert Decimal(watched["peak"]) == 1700  # not the 1,800 read before the lowering
+
+        # Two changes at once: a lowering to 1,600 (no code) checked against 1,700 waits for
+        # the row while another change lowers the follow to 1,000 (its book moved as the API
+        # moves it). Against 1,000, 1,600 is a raise: refused, not made without the code.
+        holder = engine.connect()
+        held = holder.begin()
+        holder.execute(select(t.follows).where(t.follows.c.id == f.follow_id).with_for_update())
+        answers.clear()
+        second = threading.Thread(
+            target=lambda: answers.append(quinn.patch(path, json={"allocation": "1600"}))
+        )
+        second.start()
+        second.join(1.0)
+        assert second.is_alive()  # waiting for the row
+        holder.execute(
+            update(t.follows)
+            .where(t.follows.c.id == f.follow_id)
+            .values(allocation="1000", cash=str(Decimal(watched["cash"]) - 700), peak="1000")
+        )
+        held.commit()
+        holder.close()
+        second.join(30)
+        (answer,) = answers
+        body = problem(answer, 409, "follow-changed")
+        assert "Tandem-TOTP" in body["detail"]
+        last = book(engine, f.follow_id)
+        assert (last["allocation"], last["peak"]) == ("1000", "1000")
+        assert Decimal(last["cash"]) == Decimal(watched["cash"]) - 700
+
+
+class _Shared:
+    """An engine whose ``begin()`` joins a transaction already open on one connection."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    @contextmanager
+    def begin(self) -> Iterator[Any]:
+        yield self.conn
