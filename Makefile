@@ -13,7 +13,7 @@
 #   make bench-rankings  recompute the rankings of 10,000 masters; top-50 query latency on PostgreSQL
 #   make bench-indexer  backfill from anvil; decode-and-store of 1,000,000 recorded events into PostgreSQL
 #   make bench-notifications  block-to-webhook latency of notifications (p50, p99; the node's share)
-#   make bench-bridge  one master trade copied to 500 followers over the four stand-in exchanges
+#   make bench-bridge  one master trade copied to 500 followers over the four stand-ins, then their 500 exits at once
 #   make bench-stream  1,000 WebSocket subscribers on two API workers: time until the last has an event
 #   make bench-api  rankings over 10,000 masters in PostgreSQL at 50 concurrent clients (p50, p99) next to a trivial endpoint
 #   make fuzz-long  the vault invariants at 10,000 runs of depth 100 (tens of minutes)

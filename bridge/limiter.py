@@ -89,6 +89,14 @@ def limits_for(overrides: dict[str, Any]) -> dict[str, ExchangeLimits]:
     return out
 
 
+def calls_at_once(redis: Any) -> int:
+    """How many calls the limiter lets wait on ``redis`` at once: 32, fewer with a smaller
+    connection pool, leaving two connections for the worker's trade stream (a blocking read
+    and its acknowledgement)."""
+    size = getattr(getattr(redis, "connection_pool", None), "max_connections", None) or 100
+    return max(1, min(32, size - 2))
+
+
 class Busy(Exception):
     """The limits allow no request before ``wait`` seconds, more than the caller would wait."""
 
@@ -161,8 +169,10 @@ class Limiter:
         self._block = redis.register_script(_BLOCK)
         self.waited = 0.0
         # Calls to Redis at once, below its client's connection pool (orders in flight may be
-        # many more: each holds a connection only for its script's round trip).
-        self._gate = asyncio.Semaphore(32)
+        # many more: each holds a connection only for its script's round trip). The worker's
+        # other calls at once (its exits' leases) pass here too, so that none finds the pool
+        # taken: a client's pool refuses a call beyond its size rather than queue it.
+        self.gate = asyncio.Semaphore(calls_at_once(redis))
 
     def _keys(self, exchange: str, account: str) -> list[str]:
         base = f"{self.prefix}:{exchange}"
@@ -233,7 +243,7 @@ class Limiter:
         self, exchange: str, keys: list[str], args: list[int], max_wait: float | None
     ) -> None:
         while True:
-            async with self._gate:
+            async with self.gate:
                 now = int(time.time() * 1000)
                 answer = await self._take(keys=keys, args=[now, *args])
             wait = int(answer)
@@ -249,7 +259,8 @@ class Limiter:
         ``seconds`` (the account's scope when the limit was the account's)."""
         keys = self._keys(exchange, account or "")
         key = keys[3] if account else keys[2]
-        await self._block(keys=[key], args=[max(1, int(seconds * 1000))])
+        async with self.gate:
+            await self._block(keys=[key], args=[max(1, int(seconds * 1000))])
 
     async def observe_weight(self, exchange: str, used: int) -> None:
         """The exchange reports ``used`` weight in the current window: never count less."""
@@ -257,4 +268,5 @@ class Limiter:
         window = int(limits.ip.seconds * 1000)
         now = int(time.time() * 1000)
         key = f"{self._keys(exchange, '')[0]}:{now - now % window}"
-        await self._observe(keys=[key], args=[used, window * 2])
+        async with self.gate:
+            await self._observe(keys=[key], args=[used, window * 2])

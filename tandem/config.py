@@ -582,6 +582,13 @@ class BridgeSettings(BaseModel):
     concurrency: int = Field(
         default=128, gt=0, le=1_024, description="orders in flight per worker (limits pace them)"
     )
+    exit_concurrency: int = Field(
+        default=64,
+        gt=0,
+        le=1_024,
+        description="followers' limit exits running at once per worker (each holds its lease "
+        "and sends its orders, paced by the limits); more wait their turn",
+    )
     log_format: Literal["text", "json"] = "text"
 
     @field_validator("assets")

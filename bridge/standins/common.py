@@ -176,6 +176,7 @@ class Standin:
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self.arrivals: list[float] = []  # when each of ``requests`` arrived (Unix seconds)
         self.weight_used = 0  # the request weight of ``requests``, as the exchange counts it
+        self.answered: list[float] = []  # when each of ``requests`` was answered
         self.created = 0
         self.refused_rate = 0
         self._ids = itertools.count(10_000_001)
@@ -406,6 +407,7 @@ class Standin:
                 response = await handler(request)
         self.requests.append((request.method, request.path, response.status))
         self.arrivals.append(arrived)
+        self.answered.append(time.time())
         return response
 
     def take_order_slot(self, request: web.Request, account: Account) -> web.Response | None:

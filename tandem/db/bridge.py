@@ -148,4 +148,6 @@ orders = Table(
     Index("ix_bridge_orders_notified_at", "notified_at"),
     Index("ix_bridge_orders_vault", "vault"),
     Index("ix_bridge_orders_trade", "trade"),
+    # A follow's orders in flight (its exit sells what they do not).
+    Index("ix_bridge_orders_follow_id_status", "follow_id", "status"),
 )
