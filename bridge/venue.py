@@ -158,6 +158,14 @@ async def cancel(ex: Any, symbol: str, client_id: str) -> bool:
         await ex.cancel_order(None, symbol, {CANCEL_ID[ex.id]: client_id})
     except (ccxt.OrderNotFound, ccxt.InvalidOrder):
         return False
+    except ccxt.DDoSProtection as exc:
+        # ccxt reads Binance's -2015 (the key may not do this: its trade permission was taken
+        # off) from a key that signed in before as an IP ban: the worker then waited and
+        # cancelled again, for ever, holding up the trade and every Binance account's orders.
+        # It is the account's refusal.
+        if ex.id == "binance" and '"code":-2015' in str(exc).replace(" ", ""):
+            raise ccxt.PermissionDenied(str(exc)) from exc
+        raise
     return True
 
 

@@ -705,19 +705,33 @@ class Bridge:
         rest left open could fill later, and the account would hold more than the book), then
         the order is read until the exchange says it is over: what filled by then, and no more
         ever, is what the book moves by. A cancel answered "no such open order" (it filled, or
-        its rest expired, just before) reads the order the same way. Whether the cancel took,
+        its rest expired, just before) reads the order the same way, as does one the exchange
+        refuses for the account (its key may no longer trade). Whether the cancel took,
         and the order as last read (not done: the exchange did not confirm the end, which the
         order's reason says)."""
+        import ccxt.async_support as ccxt
+
         exchange, cid = row["exchange"], row["client_id"]
         await self.limiter.acquire(exchange, key["api_key"], order=False, request="cancel")
-        cancelled = await venue.cancel(ex, row["symbol"], cid)
+        try:
+            cancelled = await venue.cancel(ex, row["symbol"], cid)
+        except ccxt.ExchangeError as exc:
+            # Refused for this account (its key lost the trade permission, say): the order
+            # half filled is no failure. Left to ``_execute``, it was told ``failed`` and what
+            # filled never reached the book, which then held cash the account had spent.
+            log.warning("order %s: its rest's cancel was refused (%s)", cid, type(exc).__name__)
+            cancelled = False
         if not cancelled:
             log.info("order %s: nothing left to cancel", cid)
         for attempt in range(CANCEL_READS):
             if attempt:
                 await asyncio.sleep(0.2)
             await self.limiter.acquire(exchange, key["api_key"], order=False)
-            found = await venue.find(ex, row["symbol"], cid)
+            try:
+                found = await venue.find(ex, row["symbol"], cid)
+            except ccxt.ExchangeError:
+                # As for the cancel: what was seen filled is booked, the end not confirmed.
+                break
             if found is not None and found.filled >= fill.filled:
                 if found.fee is None:  # Binance's query has no fees: the ones seen stand
                     found.fee = fill.fee

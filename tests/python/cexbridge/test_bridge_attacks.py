@@ -1,0 +1,140 @@
+"""Attacks on a key's follows and on the cancel of an order's rest, each on a real API server
+(``tandem api serve``) or a real worker against the stand-in exchanges: what an attacker
+(another address, or a follower against their own book) tries, and what must hold."""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from bridge.standins.common import Market, Standin
+from tandem.db import bridge as t
+from tandem.envelope import Keyring
+
+from .support import (
+    add_follower,
+    add_followers,
+    database,
+    enrol,
+    keyring,
+    publish,
+    redis_server,
+    settings_for,
+    standins,
+    trade,
+)
+from .test_bridge_api import World, problem, world  # noqa: F401  (the module's world)
+from .test_bridge_copy import follows, orders, run_bridge
+from .test_bridge_fills import cancels
+from .test_bridge_follows import MASTER_B, WETH_, address_of, book
+
+
+def revoke_trading_once_placed(stands: dict[str, Standin], count: int) -> None:
+    """Once ``count`` orders are placed over ``stands``, every account's key loses its trade
+    permission at the exchange (its owner edits the key there), as a watcher thread."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while sum(s.created for s in stands.values()) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for s in stands.values():
+            for account in s.accounts.values():
+                account.can_trade = False
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def test_a_cancel_refused_for_the_key_s_permission_still_books_what_filled(
+    tmp_path: Path,
+) -> None:
+    """Attack: a follower takes the trade permission off their key at the exchange while an
+    order of the bridge is half filled. Past ``fill_timeout`` the bridge's cancel is refused
+    with the exchange's permission error (not "no such order"). Must hold: what filled is
+    still booked once (``expired``, the cancel said not confirmed), never the order told
+    ``failed`` with its fill left out of the book: the book would hold cash the account spent
+    and miss the base it bought."""
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with redis_server(tmp_path) as redis_url, standins() as stands:
+        settings = settings_for(stands, redis_url, fill_timeout=1)
+        for venue in settings.exchanges.values():
+            venue.watch_orders = False
+        fs = add_followers(engine, ring, stands, 4)
+        for s in stands.values():
+            s.partial = Decimal("0.5")
+            s.partial_delay = 3600
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        revoke_trading_once_placed(stands, 4)
+        run_bridge(settings, engine, ring, 1)
+        rows = {r["exchange"]: r for r in orders(engine)}
+        books = follows(engine)
+        for f in fs:
+            row, stand = rows[f.exchange], stands[f.exchange]
+            assert len(cancels(stand)) == 1, f.exchange  # asked once, refused
+            assert row["status"] == "expired", (f.exchange, row["status"], row["reason"])
+            assert Decimal(row["filled"]) == Decimal("0.025"), f.exchange
+            assert row["reason"].endswith(
+                "the rest's cancel was not confirmed: a later fill of it is not booked"
+            ), row["reason"]
+            book_ = books[f.follow_id]
+            assert Decimal(book_["cash"]) == 950, f.exchange
+            assert Decimal(book_["positions"]["ETH/USDT"]) == Decimal("0.025"), f.exchange
+            (order,) = stand.orders.values()
+            assert order.canceled is None and order.filled() == Decimal("0.025"), f.exchange
+
+
+def test_a_token_s_market_is_kept_while_a_buy_on_it_is_in_flight(
+    world: World,  # noqa: F811
+) -> None:
+    """Attack: a follower whose follow holds nothing yet on a token's market, but has a buy
+    of it in flight there, moves the token to another market (with the second factor). The
+    buy fills after the change: the follow then holds base on a market the master's sales of
+    the token no longer sell (the very case ``market-held`` refuses). Must hold: a market with
+    a buy in flight is held as a position is: 409 ``market-held``, nothing changed."""
+    rita = world.client("rita")
+    totp = enrol(rita)
+    ring = Keyring.parse(world.ring_text, "test")
+    f = add_follower(
+        world.engine,
+        ring,
+        world.stands["okx"],
+        address_of(rita),
+        Decimal(1000),
+        n=901,
+        vault=MASTER_B,
+    )
+    url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
+    world.stands["okx"].add_market(Market("ETH", "USDC", Decimal(2000)))  # the market moved to
+    with world.engine.begin() as conn:
+        conn.execute(
+            insert(t.orders),
+            [
+                {
+                    "client_id": "attack-in-flight",
+                    "trade": "990-1",
+                    "follow_id": f.follow_id,
+                    "address": f.address,
+                    "vault": MASTER_B,
+                    "exchange": "okx",
+                    "symbol": "ETH/USDT",
+                    "side": "buy",
+                    "kind": "copy",
+                    "size": "100",
+                    "status": "acked",
+                    "known_at": time.time(),
+                    "attempts": 1,
+                }
+            ],
+        )
+    before = book(world.engine, f.follow_id)
+    assert not any(Decimal(v) > 0 for v in (before["positions"] or {}).values())
+    code = {"Tandem-TOTP": totp.now()}
+    body = problem(
+        rita.patch(url, json={"symbols": {WETH_: "ETH/USDC"}}, headers=code), 409, "market-held"
+    )
+    assert "ETH/USDT" in body["detail"] and "in flight" in body["detail"]
+    assert book(world.engine, f.follow_id) == before
