@@ -1063,8 +1063,6 @@ async def change_follow(
         warnings = await _checked_markets(settings, _keyring(settings), key, body.symbols)
 
     def store() -> None:
-        if risk:
-            _second_factor(engine, box, me.address, totp, settings, spend=True)
         with engine.begin() as conn:
             now = _own_follow(conn, key_id, follow_id, lock=True)
             _active(key_id, now)
@@ -1072,6 +1070,10 @@ async def change_follow(
                 raise _changed_meanwhile(follow_id)
             values = _changed_book(conn, key_id, now, body)
             _held_markets_kept(conn, settings, key.exchange, now, body)
+            if risk:
+                # Spent once every check under the row's lock has passed: spent before them, a
+                # follow stopped while the exchange was asked cost the follower the code.
+                _second_factor(engine, box, me.address, totp, settings, spend=True)
             conn.execute(update(t.follows).where(t.follows.c.id == follow_id).values(**values))
 
     await run_in_threadpool(store)

@@ -8,8 +8,9 @@ import threading
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 from bridge.standins.common import Market, Standin
 from tandem.db import bridge as t
@@ -138,3 +139,49 @@ def test_a_token_s_market_is_kept_while_a_buy_on_it_is_in_flight(
     )
     assert "ETH/USDT" in body["detail"] and "in flight" in body["detail"]
     assert book(world.engine, f.follow_id) == before
+
+
+def test_a_change_refused_under_the_row_s_lock_does_not_spend_the_code(
+    world: World,  # noqa: F811
+) -> None:
+    """Attack (on the follower's second factor): a change needing the code (new markets) is
+    checked, then waits for the exchange's market list; meanwhile the follow's limit fires
+    (stopped). Must hold: the change is refused (409 ``follow-not-active``) and the code it
+    carried is not spent by that refusal, so the follower's next change in the same step
+    still goes through with it."""
+    sam = world.client("sam")
+    totp = enrol(sam)
+    ring = Keyring.parse(world.ring_text, "test")
+    okx = world.stands["okx"]
+    okx.add_market(Market("ETH", "USDC", Decimal(2000)))
+    f = add_follower(world.engine, ring, okx, address_of(sam), Decimal(1000), n=902, vault=MASTER_B)
+    url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
+    code = {"Tandem-TOTP": totp.now()}
+    answers: list[Any] = []
+    okx.latency = 0.5  # the market list takes a while
+    try:
+        change = threading.Thread(
+            target=lambda: answers.append(
+                sam.patch(url, json={"symbols": {WETH_: "ETH/USDC"}}, headers=code)
+            )
+        )
+        change.start()
+        time.sleep(0.3)  # checked, waiting for the exchange: the limit fires now
+        with world.engine.begin() as conn:
+            conn.execute(
+                update(t.follows)
+                .where(t.follows.c.id == f.follow_id)
+                .values(status="stopped", reason="stop-loss: test")
+            )
+        change.join(30)
+    finally:
+        okx.latency = 0.0
+    (answer,) = answers
+    problem(answer, 409, "follow-not-active")
+    # A new follow of the master, added with the same code: the refusal did not spend it.
+    added = sam.post(
+        f"/v1/account/exchange-keys/{f.key_id}/follows",
+        json={"vault": MASTER_B, "allocation": "500"},
+        headers=code,
+    )
+    assert added.status_code == 201, added.text
