@@ -660,7 +660,15 @@ class Bridge:
                     log.warning("order %s expired: %s", cid, reason)
                     self._pending.append(Outcome(row, "expired", fill, sent, acked, reason))
                 return
-            except (ccxt.RateLimitExceeded, ccxt.DDoSProtection):
+            except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as exc:
+                if venue.key_refused(ex, exc):
+                    # The account's refusal, not a ban of the IP (``venue.key_refused``): this
+                    # account's order fails, as another account refusal does, and the others
+                    # go on.
+                    log.warning("order %s failed: the key was refused", cid)
+                    reason = f"PermissionDenied: {str(exc)[:400]}"
+                    self._pending.append(Outcome(row, "failed", sent=sent, reason=reason))
+                    return
                 if placing:
                     maybe_sent = False  # refused: not placed
                 retry = _retry_after(ex)

@@ -185,3 +185,48 @@ def test_a_change_refused_under_the_row_s_lock_does_not_spend_the_code(
         headers=code,
     )
     assert added.status_code == 201, added.text
+
+
+def test_a_binance_key_that_may_no_longer_trade_fails_its_order_and_holds_up_no_one(
+    tmp_path: Path,
+) -> None:
+    """Attack: a follower on Binance whose first copied order filled takes the trade
+    permission off their key at the exchange before the master's next trade. Binance answers
+    the next order -2015, which ccxt raises as an IP ban for a key that signed in before. Must
+    hold: that order is ``failed`` for that account alone and the trade ends (the worker does
+    not wait and send it again for ever, blocking Binance for every follower); the other
+    Binance follower's order fills."""
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with redis_server(tmp_path) as redis_url, standins(("binance",)) as stands:
+        settings = settings_for(stands, redis_url)
+        settings.exchanges["binance"].watch_orders = False
+        revoked, fine = add_followers(engine, ring, stands, 2)
+        binance = stands["binance"]
+        publish(
+            redis_url,
+            "test",
+            [
+                ("100-1", trade(100, "buy", 1000, 0.5, 0.1)),
+                ("101-1", trade(101, "buy", 1000, 0.5, 0.1)),
+            ],
+        )
+
+        def revoke() -> None:
+            deadline = time.monotonic() + 30
+            while binance.created < 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            binance.accounts[revoked.api_key].can_trade = False
+
+        threading.Thread(target=revoke, daemon=True).start()
+        done: list[Any] = []
+        worker = threading.Thread(
+            target=lambda: done.append(run_bridge(settings, engine, ring, 2)), daemon=True
+        )
+        worker.start()
+        worker.join(60)
+        assert done, "the trade never ended: the worker waits and sends again for ever"
+        rows = {(r["follow_id"], r["trade"]): r for r in orders(engine)}
+        assert rows[(revoked.follow_id, "100-1")]["status"] == "filled"
+        assert rows[(revoked.follow_id, "101-1")]["status"] == "failed"
+        assert rows[(fine.follow_id, "101-1")]["status"] == "filled"
