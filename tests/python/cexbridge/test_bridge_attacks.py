@@ -230,3 +230,70 @@ def test_a_binance_key_that_may_no_longer_trade_fails_its_order_and_holds_up_no_
         assert rows[(revoked.follow_id, "100-1")]["status"] == "filled"
         assert rows[(revoked.follow_id, "101-1")]["status"] == "failed"
         assert rows[(fine.follow_id, "101-1")]["status"] == "filled"
+
+
+def test_odd_bodies_and_others_ids_are_4xx_problems_and_change_nothing(
+    world: World,  # noqa: F811
+) -> None:
+    """Attack: bodies a client would not send (numbers where text is asked, exponents,
+    NaN, huge digits, unknown fields, a deep or huge document) and ids of another address's
+    key and follow, on each new route. Must hold: a 4xx problem document every time (never a
+    500), the book unchanged, and another's key and follow answered as if absent (404)."""
+    tess, uma = world.client("tess"), world.client("uma")
+    totp = enrol(tess)
+    ring = Keyring.parse(world.ring_text, "test")
+    f = add_follower(
+        world.engine, ring, world.stands["bitget"], address_of(tess), Decimal(1000), n=903
+    )
+    url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
+    before = book(world.engine, f.follow_id)
+    code = {"Tandem-TOTP": totp.now()}
+    odd: list[Any] = [
+        {"allocation": 500},
+        {"allocation": "NaN"},
+        {"allocation": "-Infinity"},
+        {"allocation": "1e-19"},
+        {"allocation": "9" * 5000},
+        {"allocation": "1e999999999999999999999"},
+        {"allocation": "0x10"},
+        {"allocation": None},
+        {"symbols": None},
+        {"symbols": {"0x" + "22" * 20: 5}},
+        {"symbols": {"nonsense": "ETH/USDT"}},
+        {"stop_loss_bps": 1.5},
+        {"stop_loss_bps": 10_000},
+        {"max_drawdown_bps": -1},
+        {"status": "active"},
+        {},
+        [],
+        "x" * 10,
+        {"allocation": "500", "nested": {"a": [[[[[]]]]]}},
+    ]
+    for body in odd:
+        for headers in ({}, code):
+            answer = tess.patch(url, json=body, headers=headers)
+            assert 400 <= answer.status_code < 500, (body, answer.status_code, answer.text)
+            assert answer.headers["content-type"] == "application/problem+json", body
+    deep = "[" * 5000 + "]" * 5000
+    answer = tess.patch(url, content=deep, headers={"content-type": "application/json"})
+    assert 400 <= answer.status_code < 500, answer.text
+    assert book(world.engine, f.follow_id) == before
+    # Another address: the same answer as for an id that does not exist.
+    for method, path, body in (
+        ("PATCH", url, {"allocation": "1"}),
+        ("DELETE", url, None),
+        ("POST", f"/v1/account/exchange-keys/{f.key_id}/follows", {"vault": MASTER_B}),
+    ):
+        answer = uma.request(method, path, json=body)
+        assert answer.status_code in (404, 422), (method, answer.text)
+        if method != "POST":
+            problem(answer, 404, "not-found")
+    assert book(world.engine, f.follow_id) == before
+    # No secret of the key in any answer of the server nor in its log (the follows' routes
+    # open the sealed key to ask the exchange for its markets).
+    markets = tess.patch(url, json={"symbols": {WETH_: "ETH/USDT"}}, headers=code)
+    assert markets.status_code in (200, 403), markets.text  # the code may be spent: either
+    log = world.server_log.read_text()
+    for secret in (f.secret, f.passphrase):
+        assert secret and secret not in log
+        assert not any(secret in text for text in world.answers)
