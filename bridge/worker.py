@@ -833,7 +833,16 @@ class Bridge:
                     .values(marks=bindparam("marks"), peak=_PEAK),
                     books,
                 )
-                claimed = self._stop_breached(conn, breached)
+                # A breach judged on a book read before its allocation moved stops nothing: the
+                # move changes the equity and the limits' lines by unequal amounts (a raise of
+                # X moves the stop-loss line by X less its share), and the follow would be
+                # stopped and sold out on a book no longer there. The next watch judges it.
+                read = {f["id"]: f["allocation"] for f in follows}
+                claimed = [
+                    i
+                    for i, reason in breached.items()
+                    if self._claim_exit(conn, i, reason, allocation=read[i])
+                ]
         running = self._start_exits(set(claimed) | self._unfinished_exits())
         if wait and running:
             await asyncio.wait(running)
@@ -879,16 +888,18 @@ class Bridge:
     def _stop_breached(self, conn: Any, breached: dict[int, str]) -> list[int]:
         return [i for i, reason in breached.items() if self._claim_exit(conn, i, reason)]
 
-    def _claim_exit(self, conn: Any, follow_id: int, reason: str) -> bool:
+    def _claim_exit(
+        self, conn: Any, follow_id: int, reason: str, allocation: str | None = None
+    ) -> bool:
         """Stop the follow and write its exit: a sale to quote of every market it holds, one
         row ``sending`` each (``kind = exit``, client ids derived from the follow and the
         market). One conditional UPDATE decides which worker stops it: the others find it
-        stopped already and write nothing. True when this call stopped it."""
-        stopped = conn.execute(
-            update(t.follows)
-            .where(t.follows.c.id == follow_id, t.follows.c.status == "active")
-            .values(status="stopped", reason=reason)
-        )
+        stopped already and write nothing. Given ``allocation``, only while the follow's is
+        still that one. True when this call stopped it."""
+        query = update(t.follows).where(t.follows.c.id == follow_id, t.follows.c.status == "active")
+        if allocation is not None:
+            query = query.where(t.follows.c.allocation == allocation)
+        stopped = conn.execute(query.values(status="stopped", reason=reason))
         if stopped.rowcount != 1:
             return False
         log.warning("follow %s stopped: %s", follow_id, reason)

@@ -297,3 +297,69 @@ def test_odd_bodies_and_others_ids_are_4xx_problems_and_change_nothing(
     for secret in (f.secret, f.passphrase):
         assert secret and secret not in log
         assert not any(secret in text for text in world.answers)
+
+
+def test_the_limits_watch_stops_no_follow_whose_allocation_moved_since_it_read_it(
+    world: World,  # noqa: F811
+) -> None:
+    """Race: the limits' watch reads a follow (equity 875 of 1,000 with a stop-loss of 10%:
+    breached), and while it asks the exchange's prices the follower raises the allocation by
+    2,000 (with the second factor): equity 2,875 of 3,000, within the stop-loss. Must hold:
+    the watch does not stop the follow on the book it read before the raise (its exit would
+    sell everything the follower just chose to keep copying with); the next watch judges the
+    book as it is."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from bridge.worker import Bridge
+
+    from .support import FixedContext
+
+    vic = world.client("vic")
+    totp = enrol(vic)
+    ring = Keyring.parse(world.ring_text, "test")
+    okx = world.stands["okx"]
+    okx.markets["ETH/USDT"].price = Decimal(1500)
+    f = add_follower(
+        world.engine, ring, okx, address_of(vic), Decimal(1000), n=904, stop_loss_bps=1000
+    )
+    with world.engine.begin() as conn:  # half of it bought at 2,000: 0.25 ETH, now at 1,500
+        conn.execute(
+            update(t.follows)
+            .where(t.follows.c.id == f.follow_id)
+            .values(cash="500", positions={"ETH/USDT": "0.25"}, marks={"ETH/USDT": "2000"})
+        )
+    url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
+
+    async def watch() -> list[int]:
+        redis = aioredis.from_url(world.redis_url, decode_responses=True)
+        w = Bridge(world.settings, world.engine, ring, redis, FixedContext(), "wl")
+        real = w._prices
+
+        async def raised_meanwhile(exchange: str, symbols: set[str]) -> Any:
+            if exchange == "okx":
+                raised = await asyncio.to_thread(
+                    vic.patch,
+                    url,
+                    json={"allocation": "3000"},
+                    headers={"Tandem-TOTP": totp.now()},
+                )
+                assert raised.status_code == 200, raised.text
+            return await real(exchange, symbols)
+
+        w._prices = raised_meanwhile  # type: ignore[method-assign]
+        try:
+            return await w.watch_limits(wait=False)
+        finally:
+            await w.close()
+            await redis.aclose()
+
+    try:
+        stopped = asyncio.run(watch())
+    finally:
+        okx.markets["ETH/USDT"].price = Decimal(2000)
+    after = book(world.engine, f.follow_id)
+    assert after["allocation"] == "3000" and Decimal(after["cash"]) == 2500
+    assert f.follow_id not in stopped
+    assert after["status"] == "active", after["reason"]
