@@ -356,8 +356,8 @@ class Bridge:
             await self._ensure_markets({f["exchange"] for f in follows})
             sizing = (side, token, defaults, price, context, known_at, priced)
             while (decided := self._decide(entry_id, trade, follows, *sizing)) is None:
-                # An allocation moved while the orders were sized: sized again from the follows
-                # as they are now.
+                # An allocation moved (or a follow was ended or stopped) while the orders were
+                # sized: sized again from the follows as they are now.
                 ids = {f["id"] for f in follows}
                 follows = [f for f in self._follows(trade["vault"]) if f["id"] in ids]
             claimed = decided
@@ -429,7 +429,8 @@ class Bridge:
         the trade over asks the exchange for each client id before sending again. A follow
         whose limit this trade breaches is stopped and its exit written in the same
         transaction; the follows whose exit this worker claimed are returned. None, with
-        nothing written, when a follow's allocation moved since it was read (its cash with it)."""
+        nothing written, when a follow's allocation moved since it was read (its cash with it),
+        or its status changed."""
         rows: list[dict[str, Any]] = []
         books: list[dict[str, Any]] = []
         breached: dict[int, str] = {}
@@ -495,15 +496,18 @@ class Bridge:
     def _moved(self, conn: Any, follows: Iterable[dict[str, Any]]) -> bool:
         """Locks the follows, as the API locks one to change its allocation (so a lowering
         counts the orders written here as in flight, or these are sized after it), and tells
-        whether an allocation is not the one read."""
-        read = {f["id"]: f["allocation"] for f in follows}
+        whether an allocation or a status is not the one read."""
+        # The status too: a follow ended by its owner (or stopped by a limit, its exit
+        # written) after it was read got an order written and sent after the owner was told
+        # nothing more is copied (or bought a position its exit no longer sells).
+        read = {f["id"]: (f["allocation"], f["status"]) for f in follows}
         now = conn.execute(
-            select(t.follows.c.id, t.follows.c.allocation)
+            select(t.follows.c.id, t.follows.c.allocation, t.follows.c.status)
             .where(t.follows.c.id.in_(read))
             .order_by(t.follows.c.id)  # one order of locks for every worker
             .with_for_update()
         )
-        return any(read[i] != allocation for i, allocation in now)
+        return any(read[i] != (allocation, status) for i, allocation, status in now)
 
     def _decide_one(
         self,

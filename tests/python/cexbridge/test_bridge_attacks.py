@@ -363,3 +363,54 @@ def test_the_limits_watch_stops_no_follow_whose_allocation_moved_since_it_read_i
     assert after["allocation"] == "3000" and Decimal(after["cash"]) == 2500
     assert f.follow_id not in stopped
     assert after["status"] == "active", after["reason"]
+
+
+def test_a_follow_ended_while_a_trade_is_sized_gets_no_order_of_it(
+    world: World,  # noqa: F811
+) -> None:
+    """Race: a worker reads the follows at a master's trade and asks the chain for the
+    master's fraction; meanwhile the follower ends their follow (204: "nothing more is
+    copied"). Must hold: no order of that trade is written or sent for the ended follow (its
+    book stays as it was), as a lock of the follows when the orders are written sees."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from bridge.worker import Bridge
+
+    from .support import FixedContext
+    from .test_bridge_follows import master_trade
+
+    wes = world.client("wes")
+    ring = Keyring.parse(world.ring_text, "test")
+    okx = world.stands["okx"]
+    okx.markets["ETH/USDT"].price = Decimal(2000)
+    f = add_follower(world.engine, ring, okx, address_of(wes), Decimal(1000), n=905, vault=MASTER_B)
+    url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
+    before = book(world.engine, f.follow_id)
+    created = okx.created
+
+    class EndedMeanwhile(FixedContext):
+        async def context(self, trade: dict[str, Any], side: str, log_index: int) -> Any:
+            ended = await asyncio.to_thread(wes.delete, url)
+            assert ended.status_code == 204, ended.text
+            return await super().context(trade, side, log_index)
+
+    async def copy() -> None:
+        redis = aioredis.from_url(world.redis_url, decode_responses=True)
+        w = Bridge(world.settings, world.engine, ring, redis, EndedMeanwhile(), "we")
+        try:
+            await w.handle("995-1", master_trade(MASTER_B, 995, "buy", 0.1))
+        finally:
+            await w.close()
+            await redis.aclose()
+
+    asyncio.run(copy())
+    sent = [r for r in orders(world.engine) if r["follow_id"] == f.follow_id]
+    assert sent == [], [(r["status"], r["size"]) for r in sent]
+    assert okx.created == created
+    after = book(world.engine, f.follow_id)
+    assert after["status"] == "ended"
+    assert {k: after[k] for k in ("cash", "positions")} == {
+        k: before[k] for k in ("cash", "positions")
+    }
