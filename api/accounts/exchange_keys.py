@@ -478,6 +478,19 @@ def _check_symbols(
                 f"The bridge copies no token {token}. The tokens it copies: "
                 f"{', '.join(sorted(settings.bridge.assets)) or 'none'}.",
             )
+        quote = settings.bridge.quote
+        if symbol.count("/") != 1 or ":" in symbol or symbol.split("/")[1] != quote:
+            # The book counts cash and costs in the bridge's quote: a market quoted in another
+            # currency (ETH/BTC) spent that currency's units as if they were the quote's, and a
+            # derivative (ETH/USDT:USDT) bought leverage no spot book can follow.
+            raise ProblemException(
+                422,
+                "market-not-spot-quote",
+                "Market not quoted in the bridge's quote",
+                f"{symbol!r} is not a spot market quoted in {quote}: the bridge's book of a "
+                f"follow counts its cash and costs in {quote}. Give a market such as "
+                f"ETH/{quote}.",
+            )
         if symbol not in listed:
             raise ProblemException(
                 422,

@@ -109,7 +109,7 @@ def test_a_token_s_market_is_kept_while_a_buy_on_it_is_in_flight(
         vault=MASTER_B,
     )
     url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
-    world.stands["okx"].add_market(Market("ETH", "USDC", Decimal(2000)))  # the market moved to
+    world.stands["okx"].add_market(Market("WETH", "USDT", Decimal(2000)))  # the market moved to
     with world.engine.begin() as conn:
         conn.execute(
             insert(t.orders),
@@ -135,7 +135,7 @@ def test_a_token_s_market_is_kept_while_a_buy_on_it_is_in_flight(
     assert not any(Decimal(v) > 0 for v in (before["positions"] or {}).values())
     code = {"Tandem-TOTP": totp.now()}
     body = problem(
-        rita.patch(url, json={"symbols": {WETH_: "ETH/USDC"}}, headers=code), 409, "market-held"
+        rita.patch(url, json={"symbols": {WETH_: "WETH/USDT"}}, headers=code), 409, "market-held"
     )
     assert "ETH/USDT" in body["detail"] and "in flight" in body["detail"]
     assert book(world.engine, f.follow_id) == before
@@ -153,7 +153,7 @@ def test_a_change_refused_under_the_row_s_lock_does_not_spend_the_code(
     totp = enrol(sam)
     ring = Keyring.parse(world.ring_text, "test")
     okx = world.stands["okx"]
-    okx.add_market(Market("ETH", "USDC", Decimal(2000)))
+    okx.add_market(Market("WETH", "USDT", Decimal(2000)))
     f = add_follower(world.engine, ring, okx, address_of(sam), Decimal(1000), n=902, vault=MASTER_B)
     url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
     code = {"Tandem-TOTP": totp.now()}
@@ -162,7 +162,7 @@ def test_a_change_refused_under_the_row_s_lock_does_not_spend_the_code(
     try:
         change = threading.Thread(
             target=lambda: answers.append(
-                sam.patch(url, json={"symbols": {WETH_: "ETH/USDC"}}, headers=code)
+                sam.patch(url, json={"symbols": {WETH_: "WETH/USDT"}}, headers=code)
             )
         )
         change.start()
@@ -388,7 +388,6 @@ def test_a_follow_ended_while_a_trade_is_sized_gets_no_order_of_it(
     f = add_follower(world.engine, ring, okx, address_of(wes), Decimal(1000), n=905, vault=MASTER_B)
     url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
     before = book(world.engine, f.follow_id)
-    created = okx.created
 
     class EndedMeanwhile(FixedContext):
         async def context(self, trade: dict[str, Any], side: str, log_index: int) -> Any:
@@ -408,9 +407,37 @@ def test_a_follow_ended_while_a_trade_is_sized_gets_no_order_of_it(
     asyncio.run(copy())
     sent = [r for r in orders(world.engine) if r["follow_id"] == f.follow_id]
     assert sent == [], [(r["status"], r["size"]) for r in sent]
-    assert okx.created == created
+    assert not [o for o in okx.orders.values() if o.account == f.api_key]
     after = book(world.engine, f.follow_id)
     assert after["status"] == "ended"
     assert {k: after[k] for k in ("cash", "positions")} == {
         k: before[k] for k in ("cash", "positions")
     }
+
+
+def test_a_token_is_not_mapped_to_a_market_of_another_quote_or_a_derivative(
+    world: World,  # noqa: F811
+) -> None:
+    """Attack: a follower maps the token to a market the exchange lists but quoted in another
+    currency (ETH/BTC) or a perpetual (ETH/USDT:USDT), with the second factor. The book counts
+    cash and costs in the bridge's quote (USDT): a buy of 100 would spend 100 BTC, booked as
+    100 USDT. Must hold: 422, at the follow's change and at its creation, nothing changed."""
+    xan = world.client("xan")
+    totp = enrol(xan)
+    ring = Keyring.parse(world.ring_text, "test")
+    bybit = world.stands["bybit"]
+    bybit.add_market(Market("ETH", "BTC", Decimal("0.05")))
+    f = add_follower(world.engine, ring, bybit, address_of(xan), Decimal(1000), n=906)
+    url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
+    before = book(world.engine, f.follow_id)
+    code = {"Tandem-TOTP": totp.now()}
+    for market in ("ETH/BTC", "ETH/USDT:USDT"):
+        answer = xan.patch(url, json={"symbols": {WETH_: market}}, headers=code)
+        problem(answer, 422, "market-not-spot-quote")
+        added = xan.post(
+            f"/v1/account/exchange-keys/{f.key_id}/follows",
+            json={"vault": MASTER_B, "allocation": "100", "symbols": {WETH_: market}},
+            headers=code,
+        )
+        problem(added, 422, "market-not-spot-quote")
+    assert book(world.engine, f.follow_id) == before
