@@ -158,7 +158,20 @@ async def cancel(ex: Any, symbol: str, client_id: str) -> bool:
         await ex.cancel_order(None, symbol, {CANCEL_ID[ex.id]: client_id})
     except (ccxt.OrderNotFound, ccxt.InvalidOrder):
         return False
+    except ccxt.DDoSProtection as exc:
+        if key_refused(ex, exc):
+            raise ccxt.PermissionDenied(str(exc)) from exc
+        raise
     return True
+
+
+def key_refused(ex: Any, exc: Exception) -> bool:
+    """Whether a rate-limit error of ccxt is in truth the account's refusal: ccxt raises
+    Binance's -2015 ("Invalid API-key, IP, or permissions for action": the key's trade
+    permission was taken off, say) as ``DDoSProtection`` once the key signed in before. Taken
+    for an IP ban, the worker waited and sent again for ever, holding up the trade and, by
+    the exchange-wide wait, every Binance account's orders."""
+    return ex.id == "binance" and '"code":-2015' in str(exc).replace(" ", "")
 
 
 async def find(ex: Any, symbol: str, client_id: str) -> Fill | None:

@@ -364,8 +364,8 @@ class Bridge:
             await self._ensure_markets({f["exchange"] for f in follows})
             sizing = (side, token, defaults, price, context, known_at, priced)
             while (decided := self._decide(entry_id, trade, follows, *sizing)) is None:
-                # An allocation moved while the orders were sized: sized again from the follows
-                # as they are now.
+                # An allocation moved (or a follow was ended or stopped) while the orders were
+                # sized: sized again from the follows as they are now.
                 ids = {f["id"] for f in follows}
                 follows = [f for f in self._follows(trade["vault"]) if f["id"] in ids]
             claimed = decided
@@ -439,7 +439,8 @@ class Bridge:
         the trade over asks the exchange for each client id before sending again. A follow
         whose limit this trade breaches is stopped and its exit written in the same
         transaction; the follows whose exit this worker claimed are returned. None, with
-        nothing written, when a follow's allocation moved since it was read (its cash with it)."""
+        nothing written, when a follow's allocation moved since it was read (its cash with it),
+        or its status changed."""
         rows: list[dict[str, Any]] = []
         books: list[dict[str, Any]] = []
         breached: dict[int, str] = {}
@@ -521,15 +522,18 @@ class Bridge:
     def _moved(self, conn: Any, follows: Iterable[dict[str, Any]]) -> bool:
         """Locks the follows, as the API locks one to change its allocation (so a lowering
         counts the orders written here as in flight, or these are sized after it), and tells
-        whether an allocation is not the one read."""
-        read = {f["id"]: f["allocation"] for f in follows}
+        whether an allocation or a status is not the one read."""
+        # The status too: a follow ended by its owner (or stopped by a limit, its exit
+        # written) after it was read got an order written and sent after the owner was told
+        # nothing more is copied (or bought a position its exit no longer sells).
+        read = {f["id"]: (f["allocation"], f["status"]) for f in follows}
         now = conn.execute(
-            select(t.follows.c.id, t.follows.c.allocation)
+            select(t.follows.c.id, t.follows.c.allocation, t.follows.c.status)
             .where(t.follows.c.id.in_(read))
             .order_by(t.follows.c.id)  # one order of locks for every worker
             .with_for_update()
         )
-        return any(read[i] != allocation for i, allocation in now)
+        return any(read[i] != (allocation, status) for i, allocation, status in now)
 
     def _decide_one(
         self,
@@ -686,7 +690,15 @@ class Bridge:
                     log.warning("order %s expired: %s", cid, reason)
                     self._pending.append(Outcome(row, "expired", fill, sent, acked, reason))
                 return
-            except (ccxt.RateLimitExceeded, ccxt.DDoSProtection):
+            except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as exc:
+                if venue.key_refused(ex, exc):
+                    # The account's refusal, not a ban of the IP (``venue.key_refused``): this
+                    # account's order fails, as another account refusal does, and the others
+                    # go on.
+                    log.warning("order %s failed: the key was refused", cid)
+                    reason = f"PermissionDenied: {str(exc)[:400]}"
+                    self._pending.append(Outcome(row, "failed", sent=sent, reason=reason))
+                    return
                 if placing:
                     maybe_sent = False  # refused: not placed
                 retry = _retry_after(ex)
@@ -731,19 +743,33 @@ class Bridge:
         rest left open could fill later, and the account would hold more than the book), then
         the order is read until the exchange says it is over: what filled by then, and no more
         ever, is what the book moves by. A cancel answered "no such open order" (it filled, or
-        its rest expired, just before) reads the order the same way. Whether the cancel took,
+        its rest expired, just before) reads the order the same way, as does one the exchange
+        refuses for the account (its key may no longer trade). Whether the cancel took,
         and the order as last read (not done: the exchange did not confirm the end, which the
         order's reason says)."""
+        import ccxt.async_support as ccxt
+
         exchange, cid = row["exchange"], row["client_id"]
         await self.limiter.acquire(exchange, key["api_key"], order=False, request="cancel")
-        cancelled = await venue.cancel(ex, row["symbol"], cid)
+        try:
+            cancelled = await venue.cancel(ex, row["symbol"], cid)
+        except ccxt.ExchangeError as exc:
+            # Refused for this account (its key lost the trade permission, say): the order
+            # half filled is no failure. Left to ``_execute``, it was told ``failed`` and what
+            # filled never reached the book, which then held cash the account had spent.
+            log.warning("order %s: its rest's cancel was refused (%s)", cid, type(exc).__name__)
+            cancelled = False
         if not cancelled:
             log.info("order %s: nothing left to cancel", cid)
         for attempt in range(CANCEL_READS):
             if attempt:
                 await asyncio.sleep(0.2)
             await self.limiter.acquire(exchange, key["api_key"], order=False)
-            found = await venue.find(ex, row["symbol"], cid)
+            try:
+                found = await venue.find(ex, row["symbol"], cid)
+            except ccxt.ExchangeError:
+                # As for the cancel: what was seen filled is booked, the end not confirmed.
+                break
             if found is not None and found.filled >= fill.filled:
                 if found.fee is None:  # Binance's query has no fees: the ones seen stand
                     found.fee = fill.fee
@@ -832,16 +858,20 @@ class Bridge:
         if books:
             # Off the event loop: stopping hundreds of follows and writing their exits takes a
             # while (about a second for 500), and the worker's orders go on meanwhile.
-            claimed = await asyncio.to_thread(self._mark, books, breached)
+            read = {f["id"]: f["allocation"] for f in follows}
+            claimed = await asyncio.to_thread(self._mark, books, breached, read)
         # Every exit due is started, and waits for its slot (``exit_concurrency``) if need be.
         running = self._start_exits(set(claimed) | self._unfinished_exits())
         if wait and running:
             await asyncio.wait(running)
         return claimed
 
-    def _mark(self, books: list[dict[str, Any]], breached: dict[int, str]) -> list[int]:
+    def _mark(
+        self, books: list[dict[str, Any]], breached: dict[int, str], read: dict[int, str]
+    ) -> list[int]:
         """The watch's marks and peaks written to the follows still active, and those breached
-        stopped, their exits written, in one transaction: the follows it stopped."""
+        stopped, their exits written, in one transaction: the follows it stopped. ``read``:
+        each follow's allocation as the watch read it."""
         with self.engine.begin() as conn:
             conn.execute(
                 update(t.follows)
@@ -849,7 +879,15 @@ class Bridge:
                 .values(marks=bindparam("marks"), peak=_PEAK),
                 sorted(books, key=lambda b: int(b["b_id"])),
             )
-            return self._stop_breached(conn, breached)
+            # A breach judged on a book read before its allocation moved stops nothing: the
+            # move changes the equity and the limits' lines by unequal amounts (a raise of X
+            # moves the stop-loss line by X less its share), and the follow would be stopped
+            # and sold out on a book no longer there. The next watch judges it.
+            return [
+                i
+                for i, reason in breached.items()
+                if self._claim_exit(conn, i, reason, allocation=read[i])
+            ]
 
     def _holding(self) -> list[dict[str, Any]]:
         """The active follows of active keys holding a position."""
@@ -903,16 +941,18 @@ class Bridge:
     # exit order is (under the exit's lease, asked for at the exchange first), so no crash
     # sends it twice. Orders written after the stop are skipped (``_decide``).
 
-    def _claim_exit(self, conn: Any, follow_id: int, reason: str) -> bool:
+    def _claim_exit(
+        self, conn: Any, follow_id: int, reason: str, allocation: str | None = None
+    ) -> bool:
         """Stop the follow and write its exit: a sale to quote of every market it holds, one
         row ``sending`` each (``kind = exit``, client ids derived from the follow and the
         market). One conditional UPDATE decides which worker stops it: the others find it
-        stopped already and write nothing. True when this call stopped it."""
-        stopped = conn.execute(
-            update(t.follows)
-            .where(t.follows.c.id == follow_id, t.follows.c.status == "active")
-            .values(status="stopped", reason=reason)
-        )
+        stopped already and write nothing. Given ``allocation``, only while the follow's is
+        still that one. True when this call stopped it."""
+        query = update(t.follows).where(t.follows.c.id == follow_id, t.follows.c.status == "active")
+        if allocation is not None:
+            query = query.where(t.follows.c.allocation == allocation)
+        stopped = conn.execute(query.values(status="stopped", reason=reason))
         if stopped.rowcount != 1:
             return False
         log.warning("follow %s stopped: %s", follow_id, reason)

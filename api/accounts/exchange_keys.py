@@ -478,6 +478,19 @@ def _check_symbols(
                 f"The bridge copies no token {token}. The tokens it copies: "
                 f"{', '.join(sorted(settings.bridge.assets)) or 'none'}.",
             )
+        quote = settings.bridge.quote
+        if symbol.count("/") != 1 or ":" in symbol or symbol.split("/")[1] != quote:
+            # The book counts cash and costs in the bridge's quote: a market quoted in another
+            # currency (ETH/BTC) spent that currency's units as if they were the quote's, and a
+            # derivative (ETH/USDT:USDT) bought leverage no spot book can follow.
+            raise ProblemException(
+                422,
+                "market-not-spot-quote",
+                "Market not quoted in the bridge's quote",
+                f"{symbol!r} is not a spot market quoted in {quote}: the bridge's book of a "
+                f"follow counts its cash and costs in {quote}. Give a market such as "
+                f"ETH/{quote}.",
+            )
         if symbol not in listed:
             raise ProblemException(
                 422,
@@ -909,20 +922,33 @@ def _changed_book(conn: Connection, key_id: int, f: Any, change: FollowChange) -
     return values
 
 
-def _held_markets_kept(settings: Settings, exchange: str, f: Any, change: FollowChange) -> None:
-    """Refuses moving a token the follow holds a position in to another market: the master's
-    sales of the token would no longer sell that position."""
+def _held_markets_kept(
+    conn: Connection, settings: Settings, exchange: str, f: Any, change: FollowChange
+) -> None:
+    """Refuses moving a token the follow holds a position in, or has an order in flight on,
+    to another market: the master's sales of the token would no longer sell that position."""
     if change.symbols is None:
         return
     after = _markets(settings, exchange, change.symbols)
+    # A market with an order of the follow in flight is held as a position is: a buy
+    # acknowledged and not yet booked holds nothing in the book, and moving its token away
+    # before the fill left the base it buys on a market the master's sales no longer sell.
+    flying = set(
+        conn.execute(
+            select(t.orders.c.symbol).where(
+                t.orders.c.follow_id == f.id, t.orders.c.status.in_(("sending", "acked"))
+            )
+        ).scalars()
+    )
     for token, market in _markets(settings, exchange, dict(f.symbols or {})).items():
         held = Decimal((f.positions or {}).get(market, "0"))
-        if after.get(token) != market and held > 0:
+        if after.get(token) != market and (held > 0 or market in flying):
+            what = f"holds {held}" if held > 0 else "has an order in flight"
             raise ProblemException(
                 409,
                 "market-held",
                 "Market held",
-                f"Follow {f.id} holds {held} on {market}, the market of token {token}: moved "
+                f"Follow {f.id} {what} on {market}, the market of token {token}: moved "
                 "to another market, the master's sales of the token would no longer sell it. "
                 "Change it once the follow holds none (the master sold), or end the follow and "
                 "add a new one.",
@@ -1039,7 +1065,7 @@ async def change_follow(
         f = _own_follow(conn, key_id, follow_id)
         _active(key_id, f)
         _changed_book(conn, key_id, f, body)  # a refusal before the code is asked for
-        _held_markets_kept(settings, key.exchange, f, body)
+        _held_markets_kept(conn, settings, key.exchange, f, body)
     risk = _risk_added(f, body)
     warnings: list[str] = []
     if risk:
@@ -1050,15 +1076,17 @@ async def change_follow(
         warnings = await _checked_markets(settings, _keyring(settings), key, body.symbols)
 
     def store() -> None:
-        if risk:
-            _second_factor(engine, box, me.address, totp, settings, spend=True)
         with engine.begin() as conn:
             now = _own_follow(conn, key_id, follow_id, lock=True)
             _active(key_id, now)
             if _risk_added(now, body) and not risk:
                 raise _changed_meanwhile(follow_id)
             values = _changed_book(conn, key_id, now, body)
-            _held_markets_kept(settings, key.exchange, now, body)
+            _held_markets_kept(conn, settings, key.exchange, now, body)
+            if risk:
+                # Spent once every check under the row's lock has passed: spent before them, a
+                # follow stopped while the exchange was asked cost the follower the code.
+                _second_factor(engine, box, me.address, totp, settings, spend=True)
             conn.execute(update(t.follows).where(t.follows.c.id == follow_id).values(**values))
 
     await run_in_threadpool(store)
