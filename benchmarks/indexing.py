@@ -240,16 +240,16 @@ def key(method: str, params: Any) -> tuple[Any, ...]:
 
 
 def view_call(method: str, params: Any) -> tuple[Any, Any, Any] | None:
-    """An ``eth_call`` of the indexer's reads (to, data, at a block hash): its address, data and
-    block hash; None for any other request."""
+    """An ``eth_call`` of the indexer's reads (data, to an address or to none, at a block hash):
+    its address (None), data and block hash; None for any other request."""
     if method != "eth_call" or len(params) != 2:
         return None
     call, at = params
-    if type(call) is not dict or call.keys() != {"to", "data"}:
+    if type(call) is not dict or not call.keys() <= {"to", "data"} or "data" not in call:
         return None
     if type(at) is not dict or at.keys() != {"blockHash"}:
         return None
-    return call["to"], call["data"], at["blockHash"]
+    return call.get("to"), call["data"], at["blockHash"]
 
 
 def frozen(param: Any) -> Any:

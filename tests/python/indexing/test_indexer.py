@@ -199,6 +199,19 @@ def test_a_scenario_is_stored_as_the_transactions_made_it(
         index,
     )
     assert buy["followers"] == 3 and buy["total_shares"] == 3 * allocations[0]["shares"]
+    # With it, each token either book holds and its oracle price, as the vault and the hub tell
+    # at that block: the base asset and what the trade bought.
+    books = [
+        r
+        for r in rows(engine, models.VaultBook, vault=vault.address)
+        if r["block_number"] == story.blocks["buy"]
+    ]
+    assert {r["token"] for r in books} == {dep.base.address, story.trades[0].token_out}
+    for r in books:
+        at = story.blocks["buy"]
+        held = vault.functions.books(r["token"]).call(block_identifier=at)
+        price = dep.hub.functions.priceOf(r["token"]).call(block_identifier=at)
+        assert (r["master_amount"], r["pool_amount"], r["price"]) == (*held, price)
     assert buy["share_price"] == pool_equity * 10**24 // buy["total_shares"]
     assert points[story.blocks["sell"]]["cause"] == "trade"
     assert points[story.blocks["sell"]]["followers"] == 0
