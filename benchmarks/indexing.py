@@ -11,9 +11,12 @@ It measures, in one run, on a real PostgreSQL server (the pgserver package):
    through the indexer's own handler into a fresh database, in the ranges the follower reads.
    The node is not asked anything, so its speed is not what is measured: this is the share of a
    backfill that is our own code's (decoding, the rows for every table, the inserts).
-3. **The ceiling.** The same PostgreSQL, in the same run, takes the same number of plain rows
-   (one per event, shaped as the ``events`` table) by ``COPY``: the fastest any indexer could
-   write them there. The throughput is printed as a share of it.
+3. **The ceilings.** The same PostgreSQL, in the same run, takes the same number of plain rows
+   (one per event, shaped as the ``events`` table) by ``COPY``: the issue's ceiling, the fastest
+   any indexer writing one row per event could go. The indexer writes about six (the event's
+   row, its journal row, typed rows, points and books): the rows this run wrote, every table's
+   with the same content, are timed by ``COPY`` too, in events per second. The throughput is
+   printed as a share of each.
 
 Targets: at least 10,000 events per second and at least half the ceiling. It prints what it
 measured and asserts nothing about time.
@@ -240,16 +243,16 @@ def key(method: str, params: Any) -> tuple[Any, ...]:
 
 
 def view_call(method: str, params: Any) -> tuple[Any, Any, Any] | None:
-    """An ``eth_call`` of the indexer's reads (to, data, at a block hash): its address, data and
-    block hash; None for any other request."""
+    """An ``eth_call`` of the indexer's reads (data, to an address or to none, at a block hash):
+    its address (None), data and block hash; None for any other request."""
     if method != "eth_call" or len(params) != 2:
         return None
     call, at = params
-    if type(call) is not dict or call.keys() != {"to", "data"}:
+    if type(call) is not dict or not call.keys() <= {"to", "data"} or "data" not in call:
         return None
     if type(at) is not dict or at.keys() != {"blockHash"}:
         return None
-    return call["to"], call["data"], at["blockHash"]
+    return call.get("to"), call["data"], at["blockHash"]
 
 
 def frozen(param: Any) -> Any:
@@ -558,17 +561,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"  requests not in the recording: {sum(replay.asked.values())}")
 
-        # 3. The ceiling, and the database's share.
+        # 3. The ceilings: the issue's (one plain row per event), and this run's own rows.
         ceiling = total / copy_ceiling(replay_engine, total)
         print(
-            f"COPY ceiling:          {total:,} plain rows at {ceiling:,.0f} rows/s: decode and "
-            f"store is {rate / ceiling:.0%} of it (target: at least half)"
+            f"COPY ceiling:          {total:,} plain rows, one per event, at {ceiling:,.0f} "
+            f"rows/s: decode and store is {rate / ceiling:.1%} of it (target: at least half)"
         )
         rows, seconds = copy_same_rows(replay_engine)
+        same = total / seconds
         print(
-            f"the same rows by COPY: {rows:,} rows (the journal's too) in {seconds:.1f} s: decode "
-            f"and store runs at {seconds / replayed:.0%} of their COPY rate (the database's share "
-            f"of its time; our code's is {1 - seconds / replayed:.0%})"
+            f"COPY of this run's rows: the {rows:,} rows the replay wrote ({rows / total:.2f} per "
+            f"event, every table's, the journal's too) in {seconds:.1f} s: {same:,.0f} events/s; "
+            f"decode and store is {rate / same:.0%} of it (the database's share of its time; "
+            f"our code's is {1 - rate / same:.0%})"
         )
         replay_engine.dispose()
     return 0

@@ -8,22 +8,23 @@ delete per table, and the state kept in memory (vaults, feeds, share balances, w
 last point was) is re-read from the tables after one.
 
 Two things are not in the logs: a trade's gas (from its receipt), and the time-series points (at
-the end of each block that changed a vault, and hourly from prices, the vault's books are read
-with read-only calls at that block's hash). Both are read for a whole range at once, in batches of
-raw JSON-RPC requests, after its logs are decoded: per request, web3's formatting costs more than
-everything else the indexer does for an event. A block that vanished meanwhile fails its read,
-which aborts the range (``ChainMoved``) and the follower reads again from its cursor.
+the end of each block that changed a vault, and hourly from prices, the vault's books are read at
+that block's hash, in one read-only call per point: ``_PointRead``). Both are read for a whole
+range at once, in batches of raw JSON-RPC requests, after its logs are decoded: per request,
+web3's formatting costs more than everything else the indexer does for an event. A block that
+vanished meanwhile fails its read, which aborts the range (``ChainMoved``) and the follower reads
+again from its cursor.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from eth_utils.abi import collapse_if_tuple, function_abi_to_4byte_selector
 from hexbytes import HexBytes
 from sqlalchemy import Connection, Engine, delete, func, select, tuple_
 from web3 import AsyncWeb3, Web3
@@ -48,7 +49,6 @@ from tandem.events import (
     checksum,
     enum_name,
     jsonable,
-    word_reader,
 )
 from tandem.follower import ChainFollower, ChainMoved, CursorStore, FeedSources
 from tandem.follower.protocol import discovered
@@ -91,34 +91,37 @@ _NO_STATE = (
 )
 
 
-class _ViewCall:
-    """A vault view without arguments and with static results, as a raw ``eth_call``: its
-    calldata, and its results read word by word."""
+class _PointRead:
+    """A time-series point's reads in one ``eth_call`` without a target: the creation code of
+    ``TandemPointReader`` (never deployed) with the vault, the hub and the tokens as its
+    constructor's arguments. Its answer is raw words: the vault's equities (master, pool), its
+    performance index, then each token's books (master, pool) and price (see the contract)."""
 
-    def __init__(self, abi: Sequence[dict[str, Any]], name: str) -> None:
-        function = next(f for f in abi if f.get("type") == "function" and f["name"] == name)
-        self.selector = "0x" + function_abi_to_4byte_selector(function).hex()  # type: ignore[arg-type]
-        readers = [word_reader(collapse_if_tuple(o)) for o in function["outputs"]]
-        assert all(readers), f"{name} returns a type read otherwise"
-        self.readers = cast(list[Callable[[bytes], Any]], readers)
-        self.offsets = range(0, 32 * len(readers), 32)
-        self._calldata: dict[str, str] = {}
+    def __init__(self, settings: Settings, hub: str) -> None:
+        self.code = artifacts.load("TandemPointReader", settings).bytecode
+        self.hub = _address_word(hub)
 
-    def calldata(self, word: str) -> str:
-        """The call's data with one address argument: a few tokens are asked about at every
-        point, so each is formatted once."""
-        data = self._calldata.get(word)
-        if data is None:
-            data = self._calldata[word] = self.selector + word[2:].lower().rjust(64, "0")
-        return data
+    def calldata(self, vault: str, tokens: Sequence[str]) -> str:
+        # The constructor's arguments, ABI-encoded: the array's offset, then its length and items.
+        head = _address_word(vault) + self.hub + f"{96:064x}" + f"{len(tokens):064x}"
+        return self.code + head + "".join(map(_address_word, tokens))
 
-    def decode(self, result: str) -> tuple[Any, ...]:
+    def decode(
+        self, result: str, tokens: Sequence[str]
+    ) -> tuple[int, int, int, list[tuple[int, int, int]]]:
         # Raw answers are 0x hex text: bytes.fromhex is many times cheaper than HexBytes.
         data = bytes.fromhex(result[2:]) if result[:2] in ("0x", "0X") else bytes(HexBytes(result))
-        if len(data) != 32 * len(self.readers):
-            raise ValueError(f"unexpected answer to a vault view: {result}")
-        pairs = zip(self.offsets, self.readers, strict=True)
-        return tuple([read(data[i : i + 32]) for i, read in pairs])
+        if len(data) != 32 * (3 + 3 * len(tokens)):
+            raise ValueError(f"unexpected answer to a point's reads: {result}")
+        words = [int.from_bytes(data[i : i + 32], "big") for i in range(0, len(data), 32)]
+        books = [(words[i], words[i + 1], words[i + 2]) for i in range(3, len(words), 3)]
+        return words[0], words[1], words[2], books
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _address_word(address: str) -> str:
+    """An address as an ABI word in hex (a few vaults and tokens are in every point's call)."""
+    return address[2:].lower().rjust(64, "0")
 
 
 @dataclass
@@ -173,12 +176,8 @@ class Indexer:
         self.hub = checksum(hub)
         self.decoder = Decoder(settings)
         self.interval = settings.indexer.point_interval
-        vault_abi = artifacts.vault_abi(settings)
-        self._read_equities = _ViewCall(vault_abi, "equities")
-        self._read_suspension = _ViewCall(vault_abi, "suspension")
-        self._read_books = _ViewCall(vault_abi, "books")
+        self._read_point = _PointRead(settings, self.hub)
         hub_abi = artifacts.load("ITandemHub", settings).abi
-        self._read_price = _ViewCall(hub_abi, "priceOf")
         self._hub = reader.eth.contract(self.hub, abi=hub_abi)
         # Fixed when the hub was deployed: master deposits are in it.
         self.base_asset: str = checksum(self._hub.functions.baseAsset().call())
@@ -835,27 +834,20 @@ class Indexer:
         requests: list[tuple[str, list[Any]]] = []
         tokens: list[list[str]] = []
         for row, block_hash in batch.points:
-            at = {"blockHash": block_hash}
             vault = row["vault"]
-            for view in (self._read_equities, self._read_suspension):
-                requests.append(("eth_call", [{"to": vault, "data": view.selector}, at]))
             # The base asset first, always stored: a point with values has its books.
             held = [self.base_asset, *sorted(self.bought.get(vault, set()) - {self.base_asset})]
             tokens.append(held)
-            for token in held:
-                data = self._read_books.calldata(token)
-                requests.append(("eth_call", [{"to": vault, "data": data}, at]))
-                data = self._read_price.calldata(token)
-                requests.append(("eth_call", [{"to": self.hub, "data": data}, at]))
+            data = self._read_point.calldata(vault, held)
+            requests.append(("eth_call", [{"data": data}, {"blockHash": block_hash}]))
         requests += [("eth_getTransactionReceipt", [tx]) for _, tx, _ in batch.receipts]
         answers = iter(self._ask(requests))
         for (row, _), held in zip(batch.points, tokens, strict=True):
-            equities, suspension = next(answers), next(answers)
-            books = [(next(answers), next(answers)) for _ in held]
-            if equities is None or suspension is None or any(None in b for b in books):
+            answer = next(answers)
+            if answer is None:
                 continue
-            for token, (answer, price) in zip(held, books, strict=True):
-                master_amount, pool_amount = self._read_books.decode(answer)
+            master_aum, pool_aum, master_index, books = self._read_point.decode(answer, held)
+            for token, (master_amount, pool_amount, price) in zip(held, books, strict=True):
                 if master_amount or pool_amount or token == self.base_asset:
                     batch.add(
                         m.VaultBook,
@@ -864,12 +856,8 @@ class Indexer:
                         token=token,
                         master_amount=master_amount,
                         pool_amount=pool_amount,
-                        price=self._read_price.decode(price)[0],
+                        price=price,
                     )
-            (master_aum, pool_aum), (_, master_index, _) = (
-                self._read_equities.decode(equities),
-                self._read_suspension.decode(suspension),
-            )
             row.update(master_index=master_index, master_aum=master_aum, pool_aum=pool_aum)
             if row["total_shares"]:
                 row["share_price"] = pool_aum * ONE * SHARES_PER_VALUE // row["total_shares"]

@@ -118,6 +118,12 @@ def prune(conn: Connection, below_block: int) -> None:
     the journal, so the rows kept are every row after ``pruned_to``; ``reset`` rows, a few in
     a database's life, are kept: a client from before one resumes at it)."""
     told = journal.c.action != "reset"
+    # Whether there is anything to forget, asked of the block index first: PostgreSQL finds the
+    # latest row below by scanning the journal backwards from its newest row, which reads the
+    # whole journal when there is none (every range of a backfill younger than the retention).
+    below = select(journal.c.block_number).where(journal.c.block_number < below_block, told)
+    if conn.execute(below.order_by(journal.c.block_number).limit(1)).first() is None:
+        return
     last = conn.execute(
         select(func.max(journal.c.seq)).where(journal.c.block_number < below_block, told)
     ).scalar()

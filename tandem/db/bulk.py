@@ -96,9 +96,11 @@ def _copy_text(conn: Connection, kind: Any, values: list[Any]) -> list[str] | No
 
 
 def _escaped(values: list[str]) -> list[str]:
-    """Text values with COPY's special characters escaped: one scan in C finds whether the
-    column has any (addresses, hashes and JSON of them seldom do)."""
-    if _SPECIAL.search("".join(values)) is None:
+    """Text values with COPY's special characters escaped. Whether the column has any
+    (addresses, hashes and JSON of them seldom do) is a search for each character in the joined
+    column: a plain character search is many times faster than the pattern's."""
+    joined = "".join(values)
+    if not any(special in joined for special in _ESCAPES):
         return values
     return [_SPECIAL.sub(lambda match: _ESCAPES[match.group()], v) for v in values]
 

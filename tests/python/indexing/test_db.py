@@ -251,3 +251,41 @@ def test_bulk_rows_are_stored_as_one_insert_per_row_stores_them(
     refused = pytest.raises((TypeError, StatementError), match="takes an int")
     with refused, empty_engine.begin() as conn:
         insert_rows(conn, table, [{**row, "peak": True} for row in suspensions])
+
+
+def test_the_stream_journal_forgets_its_rows_below_the_retention_and_keeps_resets(
+    empty_engine: Engine,
+) -> None:
+    from indexer import journal
+    from tandem.db.stream import journal as table
+    from tandem.db.stream import state
+
+    upgrade(empty_engine)
+    with empty_engine.begin() as conn:
+        journal.reset(conn)
+        rows = [
+            {
+                "action": "added",
+                "block_number": block,
+                "log_index": 0,
+                "block_hash": f"0x{block:064x}",
+                "keys": "protocol",
+                "body": {"block": block},
+            }
+            for block in range(1, 11)
+        ]
+        journal.append(conn, rows)
+        # A removal told after the rows above it, about a block below the cut.
+        journal.append(conn, [{**rows[2], "action": "removed"}])
+        journal.prune(conn, 1)  # nothing below block 1 but the reset
+        assert conn.execute(select(state)).all() == []
+        journal.prune(conn, 5)
+        kept = conn.execute(select(table.c.action, table.c.block_number).order_by(table.c.seq))
+        # Up to the last row about a block below 5 (the removal), every row but the reset goes.
+        assert kept.all() == [("reset", -1)]
+        pruned_to = conn.execute(select(state.c.pruned_to)).scalar()
+        assert pruned_to == 12  # the reset, ten rows, the removal
+        journal.append(conn, [{**rows[-1], "block_number": 11}])
+        journal.prune(conn, 5)  # nothing left below 5: unchanged
+        assert conn.execute(select(state.c.pruned_to)).scalar() == pruned_to
+        assert [r.block_number for r in conn.execute(select(table))] == [-1, 11]

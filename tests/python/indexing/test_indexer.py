@@ -23,7 +23,15 @@ from tandem.config import Settings
 from tandem.db import database_url, models
 from tandem.events import Decoder
 from tandem.node import LocalNode
-from tandem.protocol import BASE, Deployment, advance_time, move_price, scale_feed, trade
+from tandem.protocol import (
+    BASE,
+    FEED_HEARTBEAT,
+    Deployment,
+    advance_time,
+    move_price,
+    scale_feed,
+    trade,
+)
 
 from .support import (
     Story,
@@ -199,6 +207,19 @@ def test_a_scenario_is_stored_as_the_transactions_made_it(
         index,
     )
     assert buy["followers"] == 3 and buy["total_shares"] == 3 * allocations[0]["shares"]
+    # With it, each token either book holds and its oracle price, as the vault and the hub tell
+    # at that block: the base asset and what the trade bought.
+    books = [
+        r
+        for r in rows(engine, models.VaultBook, vault=vault.address)
+        if r["block_number"] == story.blocks["buy"]
+    ]
+    assert {r["token"] for r in books} == {dep.base.address, story.trades[0].token_out}
+    for r in books:
+        at = story.blocks["buy"]
+        held = vault.functions.books(r["token"]).call(block_identifier=at)
+        price = dep.hub.functions.priceOf(r["token"]).call(block_identifier=at)
+        assert (r["master_amount"], r["pool_amount"], r["price"]) == (*held, price)
     assert buy["share_price"] == pool_equity * 10**24 // buy["total_shares"]
     assert points[story.blocks["sell"]]["cause"] == "trade"
     assert points[story.blocks["sell"]]["followers"] == 0
@@ -223,6 +244,30 @@ def test_postgresql_holds_the_same_rows_as_sqlite(
     assert pg_rows == lite_rows
     lite.dispose()
     pg.dispose()
+
+
+def test_a_point_the_vault_cannot_value_at_its_block_stores_no_values_and_no_books(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    story = open_vault(dep, "stale", followers=1)
+    vault, master = story.vault, story.master
+    bought = trade(
+        dep, vault, master, BASE, "LINK", dep.units(BASE, 10_000), dep.v3_route(BASE, "LINK")
+    )
+    # A day and more later LINK's feed answers, the others are stale: the answer brings a point
+    # (its last is over an hour old) that the vault's views cannot value.
+    rpc(dep.w3, "evm_increaseTime", FEED_HEARTBEAT + 60)
+    scale_feed(dep, "LINK", Decimal("1.01"))
+    answered = dep.w3.eth.block_number
+    engine = index_all(dep, settings, tmp_path)
+    points = {p["block_number"]: p for p in rows(engine, models.VaultPoint, vault=vault.address)}
+    books = {b["block_number"] for b in rows(engine, models.VaultBook, vault=vault.address)}
+    valued = points[bought.receipt["blockNumber"]]
+    assert valued["master_aum"] is not None and valued["block_number"] in books
+    stale = points[answered]
+    assert stale["cause"] == "price" and stale["total_shares"] == valued["total_shares"]
+    assert (stale["master_aum"], stale["pool_aum"], stale["master_index"]) == (None, None, None)
+    assert stale["share_price"] is None and stale["block_number"] not in books
 
 
 def test_status_reports_the_cursor_and_the_final_block(

@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {ITandemHub} from "../interfaces/ITandemHub.sol";
+import {ITandemVault} from "../interfaces/ITandemVault.sol";
+
+/// @title Tandem point reader
+/// @notice Never deployed. The indexer sends its creation code with the constructor's arguments
+/// as an `eth_call` without a target, at the block of a vault's time-series point: the
+/// constructor reads everything the point stores and returns it as the call's answer, so a
+/// point costs one read-only call where the vault's and the hub's views one by one cost two and
+/// two per token (about ten).
+/// @dev The answer is raw words, no ABI head: the vault's `equities()` (master, pool), the index
+/// of its `suspension()`, then for each token in the order given its `books(token)` (master,
+/// pool) and the hub's `priceOf(token)`. Any of those views reverting reverts the call, as a
+/// point then stores no values at all.
+contract TandemPointReader {
+    constructor(ITandemVault vault, ITandemHub hub, address[] memory tokens) {
+        uint256[] memory words = new uint256[](3 + 3 * tokens.length);
+        (words[0], words[1]) = vault.equities();
+        (, words[2],) = vault.suspension();
+        for (uint256 i = 0; i < tokens.length; ++i) {
+            (words[3 + 3 * i], words[4 + 3 * i]) = vault.books(tokens[i]);
+            words[5 + 3 * i] = hub.priceOf(tokens[i]);
+        }
+        assembly ("memory-safe") {
+            return(add(words, 32), mul(mload(words), 32))
+        }
+    }
+}
