@@ -18,6 +18,9 @@ contract TandemPointReader {
     constructor(ITandemVault vault, ITandemHub hub, address[] memory tokens) {
         uint256[] memory words = new uint256[](3 + 3 * tokens.length);
         (words[0], words[1]) = vault.equities();
+        // The point stores the suspension's index alone: whether it is suspended and its
+        // peak are other events' business.
+        // slither-disable-next-line unused-return
         (, words[2],) = vault.suspension();
         for (uint256 i = 0; i < tokens.length; ++i) {
             (words[3 + 3 * i], words[4 + 3 * i]) = vault.books(tokens[i]);
