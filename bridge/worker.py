@@ -745,8 +745,7 @@ class Bridge:
             await self.limiter.acquire(exchange, key["api_key"], order=False)
             found = await venue.find(ex, row["symbol"], cid)
             if found is not None and found.filled >= fill.filled:
-                if found.fee is None:  # Binance's query has no fees: the ones seen stand
-                    found.fee = fill.fee
+                found.fees_from(fill)  # Binance's query has no fees: the ones seen stand
                 fill = found
             if fill.done:
                 break
@@ -756,7 +755,7 @@ class Bridge:
         self, ex: Any, key: dict[str, Any], row: dict[str, Any], fill: venue.Fill
     ) -> venue.Fill:
         deadline = time.monotonic() + self.settings.fill_timeout
-        first_fee = fill.fee
+        first = fill
         asked = False  # the acknowledgement of most exchanges is an id alone: ask at once
         while not fill.done:
             if time.monotonic() > deadline:
@@ -772,8 +771,7 @@ class Bridge:
             if found is None:
                 raise RuntimeError(f"order {row['client_id']} vanished from {row['exchange']}")
             fill = found
-        if fill.fee is None and first_fee is not None:
-            fill.fee = first_fee
+        fill.fees_from(first)
         return fill
 
     # --- the follower's limits: the watch, and the exit of every market a follow holds
@@ -1341,17 +1339,21 @@ def _breach(f: dict[str, Any], equity: Decimal, peak: Decimal) -> str | None:
 def _book_fill(book: dict[str, Any], row: dict[str, Any], fill: venue.Fill) -> str | None:
     """A fill into the follow's book: cash, position, the mark, the peak; the limit it breaches,
     or None."""
-    filled, cost, fee = fill.filled, fill.cost, fill.fee or ZERO
+    filled, cost = fill.filled, fill.cost
+    # What the account paid: the fee's part in base out of the position (a buy's, on the four
+    # exchanges), the rest out of the cash; a book that ignored the base part would hold more
+    # than the account, and a sale of all of it (an exit, the master's close) would be refused.
+    in_base, in_quote = fill.fee_base, fill.fee_quote
     positions = dict(book["positions"] or {})
     symbol = row["symbol"]
     held = Decimal(positions.get(symbol, "0"))
     cash = Decimal(book["cash"])
     if row["side"] == "buy":
-        held += filled
-        cash -= cost
+        held += filled - in_base
+        cash -= cost + in_quote
     else:
-        held -= filled
-        cash += cost - fee
+        held -= filled + in_base
+        cash += cost - in_quote
     positions[symbol] = str(held)
     marks = dict(book["marks"] or {})
     if fill.average:
