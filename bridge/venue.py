@@ -120,12 +120,7 @@ def to_fill(order: dict[str, Any]) -> Fill:
         for item in order.get("fees") or ([order["fee"]] if order.get("fee") else [])
         if item and item.get("cost") is not None
     ] or _fees_from_info(order)
-    base = base_of(order)
-    fee = sum((_in_quote(cost, currency, order, average) for cost, currency in paid), Decimal(0))
-    fee_base = sum((cost for cost, currency in paid if currency == base), Decimal(0))
-    quote = str(order.get("symbol") or "").partition("/")[2].partition(":")[0] or None
-    # A fee without its currency is taken as quote, as ``fee`` values it.
-    fee_quote = sum((cost for cost, currency in paid if currency in (quote, None)), Decimal(0))
+    fee, fee_base, fee_quote = _fee_parts(paid, order, average)
     cost = decimal(order.get("cost") or 0)
     info = order.get("info") or {}
     if isinstance(info, dict) and info.get("accFillSz") and info.get("avgPx"):
@@ -138,10 +133,40 @@ def to_fill(order: dict[str, Any]) -> Fill:
         filled=decimal(order.get("filled") or 0),
         cost=cost,
         average=average,
-        fee=fee if paid else None,
+        fee=fee,
         fee_base=fee_base,
         fee_quote=fee_quote,
     )
+
+
+def _fee_parts(
+    paid: list[tuple[Decimal, Any]], order: dict[str, Any], average: Decimal | None
+) -> tuple[Decimal | None, Decimal, Decimal]:
+    """Fees paid, as (cost, currency): the whole valued in quote (None when there are none),
+    the part in base, the part in quote."""
+    base = base_of(order)
+    fee = sum((_in_quote(cost, currency, order, average) for cost, currency in paid), Decimal(0))
+    fee_base = sum((cost for cost, currency in paid if currency == base), Decimal(0))
+    quote = str(order.get("symbol") or "").partition("/")[2].partition(":")[0] or None
+    # A fee without its currency is taken as quote, as ``fee`` values it.
+    fee_quote = sum((cost for cost, currency in paid if currency in (quote, None)), Decimal(0))
+    return (fee if paid else None), fee_base, fee_quote
+
+
+async def trade_fees(ex: Any, symbol: str, fill: Fill) -> None:
+    """The order's fees from its trades (Binance's ``GET /api/v3/myTrades`` by ``orderId``),
+    into ``fill``: Binance's order query has none, so an order whose fills were read by it
+    beyond what its acknowledgement reported (or found by its client id alone, a worker taking
+    it over) knows its whole fee only so."""
+    trades = await ex.fetch_order_trades(fill.id, symbol)
+    paid = [
+        (abs(decimal(t["fee"]["cost"])), t["fee"].get("currency"))
+        for t in trades
+        if t.get("fee") and t["fee"].get("cost") is not None
+    ]
+    fee, fee_base, fee_quote = _fee_parts(paid, {"symbol": symbol}, fill.average)
+    if fee is not None:
+        fill.fee, fill.fee_base, fill.fee_quote = fee, fee_base, fee_quote
 
 
 async def place(ex: Any, symbol: str, side: str, size: Decimal, client_id: str) -> Fill:

@@ -645,6 +645,8 @@ class Bridge:
                         continue
                     self.stats.found += 1
                     acked = row["acked_at"] or time.time()
+                    if fill.done:  # found by its client id alone: no fee seen yet
+                        await self._trade_fees(ex, key, row, fill, None)
                 else:
                     await self.limiter.acquire(exchange, key["api_key"], order=True)
                     sent = time.time()
@@ -735,6 +737,7 @@ class Bridge:
         and the order as last read (not done: the exchange did not confirm the end, which the
         order's reason says)."""
         exchange, cid = row["exchange"], row["client_id"]
+        seen = fill
         await self.limiter.acquire(exchange, key["api_key"], order=False, request="cancel")
         cancelled = await venue.cancel(ex, row["symbol"], cid)
         if not cancelled:
@@ -749,6 +752,7 @@ class Bridge:
                 fill = found
             if fill.done:
                 break
+        await self._trade_fees(ex, key, row, fill, seen)
         return cancelled, fill
 
     async def _follow_fill(
@@ -772,7 +776,27 @@ class Bridge:
                 raise RuntimeError(f"order {row['client_id']} vanished from {row['exchange']}")
             fill = found
         fill.fees_from(first)
+        await self._trade_fees(ex, key, row, fill, first)
         return fill
+
+    async def _trade_fees(
+        self,
+        ex: Any,
+        key: dict[str, Any],
+        row: dict[str, Any],
+        fill: venue.Fill,
+        seen: venue.Fill | None,
+    ) -> None:
+        """Binance's order query (``GET /api/v3/order``) has no fees: an order read by it for
+        more than ``seen`` (the answer whose fees are known: the acknowledgement's fills) would
+        book only the fees seen, and a buy's fee in base left out of the position makes the
+        book hold more than the account. Its trades are read then, for every fee paid."""
+        if row["exchange"] != "binance" or not fill.filled:
+            return
+        if seen is not None and seen.fee is not None and seen.filled >= fill.filled:
+            return
+        await self.limiter.acquire(row["exchange"], key["api_key"], order=False, request="trades")
+        await venue.trade_fees(ex, row["symbol"], fill)
 
     # --- the follower's limits: the watch, and the exit of every market a follow holds
 
