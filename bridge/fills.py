@@ -335,7 +335,7 @@ class Watch:
         if self.exchange == "binance" and "z" in info:
             fill.filled, fill.cost = venue.decimal(info["z"]), venue.decimal(info["Z"])
             fill.average = fill.cost / fill.filled if fill.filled else None
-            base = str(order.get("symbol") or "").split("/")[0]
+            base = venue.base_of(order)
             paid = self.commissions.get(str(info.get("c")), {})
             fill.fee = (
                 sum(
@@ -347,6 +347,13 @@ class Watch:
                 )
                 if paid
                 else None
+            )
+            fill.fee_base = sum(
+                (amount for amount, asset in paid.values() if asset == base), Decimal(0)
+            )
+            quote = str(order.get("symbol") or "").partition("/")[2]
+            fill.fee_quote = sum(
+                (amount for amount, asset in paid.values() if asset == quote), Decimal(0)
             )
         elif self.exchange == "bitget" and "accBaseVolume" in info:
             fill.filled = venue.decimal(info["accBaseVolume"])
@@ -448,7 +455,7 @@ class FillFollower:
             return await poll(ex, key, row, fill)
         settings = self.venues.get(key["exchange"]) or BridgeExchange()
         cid = row["client_id"]
-        first_fee = fill.fee
+        first = fill
         deadline = time.monotonic() + self.fill_timeout
         try:
             while True:
@@ -478,8 +485,7 @@ class FillFollower:
                     return await poll(ex, key, row, fill)
         finally:
             watch.forget(cid)
-        if fill.fee is None and first_fee is not None:
-            fill.fee = first_fee
+        fill.fees_from(first)
         return fill
 
     async def close(self) -> None:

@@ -55,7 +55,15 @@ LIMITS = {
         order_weight=1,
         query_weight=4,
         # ``cancel``: ``DELETE /api/v3/order``, charged to no account's order window.
-        weights={"markets": 20, "account": 20, "permissions": 1, "ticker": 2, "cancel": 1},
+        # ``trades``: ``GET /api/v3/myTrades``, an order's trades (their fees).
+        weights={
+            "markets": 20,
+            "account": 20,
+            "permissions": 1,
+            "ticker": 2,
+            "cancel": 1,
+            "trades": 20,
+        },
         connections=Window(300, 300),
         # The 24-hour tickers of the markets named (the limits' watch): 2 for up to 20, 40 for
         # up to 100, 80 beyond.

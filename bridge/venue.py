@@ -37,6 +37,20 @@ class Fill:
     # In quote (a fee paid in base is valued at the average price); None when the answer
     # does not say (Binance's order query has no fees: those of the acknowledgement stand).
     fee: Decimal | None
+    # What was paid, as the account pays it: in base units (a buy's fee on the four
+    # exchanges, taken out of what it bought: the account receives ``filled`` less it) and in
+    # quote units (a sale's). A fee in a third asset (Binance's BNB) is in neither.
+    fee_base: Decimal = Decimal(0)
+    fee_quote: Decimal = Decimal(0)
+
+    def fees_from(self, earlier: Fill) -> None:
+        """The fees of an earlier answer about the same order, when this one has none."""
+        if self.fee is None and earlier.fee is not None:
+            self.fee, self.fee_base, self.fee_quote = (
+                earlier.fee,
+                earlier.fee_base,
+                earlier.fee_quote,
+            )
 
     @property
     def done(self) -> bool:
@@ -80,34 +94,33 @@ def text(value: Decimal) -> str:
 def _in_quote(
     cost: Decimal, currency: Any, order: dict[str, Any], average: Decimal | None
 ) -> Decimal:
+    return cost * (average or 0) if currency == base_of(order) else cost
+
+
+def base_of(order: dict[str, Any]) -> str | None:
     symbol = str(order.get("symbol") or "")
-    base = symbol.split("/")[0] if "/" in symbol else None
-    return cost * (average or 0) if currency == base else cost
+    return symbol.split("/")[0] if "/" in symbol else None
 
 
-def _fee_from_info(order: dict[str, Any], average: Decimal | None) -> Decimal | None:
+def _fees_from_info(order: dict[str, Any]) -> list[tuple[Decimal, Any]]:
     """The fee in the exchange's own fields when ccxt found none: Bybit's ``cumExecFee``
     (spot: a buy pays in base, a sale in quote) for answers without ``cumFeeDetail``."""
     info = order.get("info") or {}
     raw = info.get("cumExecFee") if isinstance(info, dict) else None
     if raw in (None, ""):
-        return None
+        return []
     side = str(order.get("side") or info.get("side") or "").lower()
-    symbol = str(order.get("symbol") or "")
-    base = symbol.split("/")[0] if "/" in symbol else None
-    return _in_quote(abs(decimal(raw)), base if side == "buy" else None, order, average)
+    return [(abs(decimal(raw)), base_of(order) if side == "buy" else None)]
 
 
 def to_fill(order: dict[str, Any]) -> Fill:
     average = decimal(order["average"]) if order.get("average") else None
-    fee: Decimal | None = None
-    for item in order.get("fees") or ([order["fee"]] if order.get("fee") else []):
-        if not item or item.get("cost") is None:
-            continue
-        cost = abs(decimal(item["cost"]))
-        fee = (fee or Decimal(0)) + _in_quote(cost, item.get("currency"), order, average)
-    if fee is None:
-        fee = _fee_from_info(order, average)
+    paid = [
+        (abs(decimal(item["cost"])), item.get("currency"))
+        for item in order.get("fees") or ([order["fee"]] if order.get("fee") else [])
+        if item and item.get("cost") is not None
+    ] or _fees_from_info(order)
+    fee, fee_base, fee_quote = _fee_parts(paid, order, average)
     cost = decimal(order.get("cost") or 0)
     info = order.get("info") or {}
     if isinstance(info, dict) and info.get("accFillSz") and info.get("avgPx"):
@@ -121,7 +134,39 @@ def to_fill(order: dict[str, Any]) -> Fill:
         cost=cost,
         average=average,
         fee=fee,
+        fee_base=fee_base,
+        fee_quote=fee_quote,
     )
+
+
+def _fee_parts(
+    paid: list[tuple[Decimal, Any]], order: dict[str, Any], average: Decimal | None
+) -> tuple[Decimal | None, Decimal, Decimal]:
+    """Fees paid, as (cost, currency): the whole valued in quote (None when there are none),
+    the part in base, the part in quote."""
+    base = base_of(order)
+    fee = sum((_in_quote(cost, currency, order, average) for cost, currency in paid), Decimal(0))
+    fee_base = sum((cost for cost, currency in paid if currency == base), Decimal(0))
+    quote = str(order.get("symbol") or "").partition("/")[2].partition(":")[0] or None
+    # A fee without its currency is taken as quote, as ``fee`` values it.
+    fee_quote = sum((cost for cost, currency in paid if currency in (quote, None)), Decimal(0))
+    return (fee if paid else None), fee_base, fee_quote
+
+
+async def trade_fees(ex: Any, symbol: str, fill: Fill) -> None:
+    """The order's fees from its trades (Binance's ``GET /api/v3/myTrades`` by ``orderId``),
+    into ``fill``: Binance's order query has none, so an order whose fills were read by it
+    beyond what its acknowledgement reported (or found by its client id alone, a worker taking
+    it over) knows its whole fee only so."""
+    trades = await ex.fetch_order_trades(fill.id, symbol)
+    paid = [
+        (abs(decimal(t["fee"]["cost"])), t["fee"].get("currency"))
+        for t in trades
+        if t.get("fee") and t["fee"].get("cost") is not None
+    ]
+    fee, fee_base, fee_quote = _fee_parts(paid, {"symbol": symbol}, fill.average)
+    if fee is not None:
+        fill.fee, fill.fee_base, fill.fee_quote = fee, fee_base, fee_quote
 
 
 async def place(ex: Any, symbol: str, side: str, size: Decimal, client_id: str) -> Fill:

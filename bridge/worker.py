@@ -649,6 +649,8 @@ class Bridge:
                         continue
                     self.stats.found += 1
                     acked = row["acked_at"] or time.time()
+                    if fill.done:  # found by its client id alone: no fee seen yet
+                        await self._trade_fees(ex, key, row, fill, None)
                 else:
                     await self.limiter.acquire(exchange, key["api_key"], order=True)
                     sent = time.time()
@@ -750,6 +752,7 @@ class Bridge:
         import ccxt.async_support as ccxt
 
         exchange, cid = row["exchange"], row["client_id"]
+        seen = fill
         await self.limiter.acquire(exchange, key["api_key"], order=False, request="cancel")
         try:
             cancelled = await venue.cancel(ex, row["symbol"], cid)
@@ -771,18 +774,18 @@ class Bridge:
                 # As for the cancel: what was seen filled is booked, the end not confirmed.
                 break
             if found is not None and found.filled >= fill.filled:
-                if found.fee is None:  # Binance's query has no fees: the ones seen stand
-                    found.fee = fill.fee
+                found.fees_from(fill)  # Binance's query has no fees: the ones seen stand
                 fill = found
             if fill.done:
                 break
+        await self._trade_fees(ex, key, row, fill, seen)
         return cancelled, fill
 
     async def _follow_fill(
         self, ex: Any, key: dict[str, Any], row: dict[str, Any], fill: venue.Fill
     ) -> venue.Fill:
         deadline = time.monotonic() + self.settings.fill_timeout
-        first_fee = fill.fee
+        first = fill
         asked = False  # the acknowledgement of most exchanges is an id alone: ask at once
         while not fill.done:
             if time.monotonic() > deadline:
@@ -798,9 +801,28 @@ class Bridge:
             if found is None:
                 raise RuntimeError(f"order {row['client_id']} vanished from {row['exchange']}")
             fill = found
-        if fill.fee is None and first_fee is not None:
-            fill.fee = first_fee
+        fill.fees_from(first)
+        await self._trade_fees(ex, key, row, fill, first)
         return fill
+
+    async def _trade_fees(
+        self,
+        ex: Any,
+        key: dict[str, Any],
+        row: dict[str, Any],
+        fill: venue.Fill,
+        seen: venue.Fill | None,
+    ) -> None:
+        """Binance's order query (``GET /api/v3/order``) has no fees: an order read by it for
+        more than ``seen`` (the answer whose fees are known: the acknowledgement's fills) would
+        book only the fees seen, and a buy's fee in base left out of the position makes the
+        book hold more than the account. Its trades are read then, for every fee paid."""
+        if row["exchange"] != "binance" or not fill.filled:
+            return
+        if seen is not None and seen.fee is not None and seen.filled >= fill.filled:
+            return
+        await self.limiter.acquire(row["exchange"], key["api_key"], order=False, request="trades")
+        await venue.trade_fees(ex, row["symbol"], fill)
 
     # --- the follower's limits: the watch, and the exit of every market a follow holds
 
@@ -1381,17 +1403,21 @@ def _breach(f: dict[str, Any], equity: Decimal, peak: Decimal) -> str | None:
 def _book_fill(book: dict[str, Any], row: dict[str, Any], fill: venue.Fill) -> str | None:
     """A fill into the follow's book: cash, position, the mark, the peak; the limit it breaches,
     or None."""
-    filled, cost, fee = fill.filled, fill.cost, fill.fee or ZERO
+    filled, cost = fill.filled, fill.cost
+    # What the account paid: the fee's part in base out of the position (a buy's, on the four
+    # exchanges), the rest out of the cash; a book that ignored the base part would hold more
+    # than the account, and a sale of all of it (an exit, the master's close) would be refused.
+    in_base, in_quote = fill.fee_base, fill.fee_quote
     positions = dict(book["positions"] or {})
     symbol = row["symbol"]
     held = Decimal(positions.get(symbol, "0"))
     cash = Decimal(book["cash"])
     if row["side"] == "buy":
-        held += filled
-        cash -= cost
+        held += filled - in_base
+        cash -= cost + in_quote
     else:
-        held -= filled
-        cash += cost - fee
+        held -= filled + in_base
+        cash += cost - in_quote
     positions[symbol] = str(held)
     marks = dict(book["marks"] or {})
     if fill.average:

@@ -38,6 +38,7 @@ WEIGHTS = {
     "/api/v3/exchangeInfo": 20,
     "/api/v3/account": 20,
     "/api/v3/order:GET": 4,
+    "/api/v3/myTrades": 20,
 }
 
 
@@ -74,6 +75,7 @@ class Binance(BinanceStream):
         app.router.add_post("/api/v3/order", self.create_order)
         app.router.add_get("/api/v3/order", self.get_order)
         app.router.add_delete("/api/v3/order", self.cancel_order)
+        app.router.add_get("/api/v3/myTrades", self.my_trades)
         app.router.add_get("/api/v3/account", self.account)
         app.router.add_get("/sapi/v1/account/apiRestrictions", self.restrictions)
 
@@ -332,6 +334,45 @@ class Binance(BinanceStream):
         except Refused as exc:
             return self._error(request, exc.kind)
         return web.json_response(self._order(order, full=False), headers=self._headers(request))
+
+    async def my_trades(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/myTrades`` by ``symbol`` and ``orderId`` (weight 20): the order's
+        trades, each with its commission (what the order query lacks). An order here trades
+        twice at most: what filled at once, and the rest."""
+        signed = await self._signed(request)
+        if isinstance(signed, web.Response):
+            return signed
+        account, params = signed
+        try:
+            market = self.market_by_id(params.get("symbol", ""))
+            order = self.find(account, None, params.get("orderId"))
+        except Refused as exc:
+            return self._error(request, exc.kind)
+        if order.market is not market:
+            return web.json_response([], headers=self._headers(request))
+        filled = order.filled(time.monotonic())
+        fee_asset = market.base if order.side == "buy" else market.quote
+        parts = [(Decimal(0), min(order.first_fill, filled)), (order.first_fill, filled)]
+        trades = [
+            {
+                "symbol": self.market_id(market),
+                "id": int(order.id) * 10 + n,
+                "orderId": int(order.id),
+                "orderListId": -1,
+                "price": fmt(order.price),
+                "qty": fmt(upto - since),
+                "quoteQty": fmt(order.cost_at(upto) - order.cost_at(since)),
+                "commission": fmt(order.fee_at(upto) - order.fee_at(since)),
+                "commissionAsset": fee_asset,
+                "time": order.created_ms,
+                "isBuyer": order.side == "buy",
+                "isMaker": False,
+                "isBestMatch": True,
+            }
+            for n, (since, upto) in enumerate(parts)
+            if upto > since
+        ]
+        return web.json_response(trades, headers=self._headers(request))
 
     async def cancel_order(self, request: web.Request) -> web.Response:
         """``DELETE /api/v3/order`` by ``origClientOrderId`` or ``orderId`` (weight 1; a cancel

@@ -285,16 +285,18 @@ class Standin:
                 quote_qty,
                 expires,
             )
-            # Balances move by the whole order at once (the rest is reserved).
+            # Balances move by the whole order at once (the rest is reserved), its fee taken
+            # out of what it brings, as the exchanges take it: a buy's in base, a sale's in quote.
+            fee = order.fee_at(moved)
             if side == "buy":
                 account.balances[market.quote] -= moved * market.price
                 account.balances[market.base] = (
-                    account.balances.get(market.base, Decimal(0)) + moved
+                    account.balances.get(market.base, Decimal(0)) + moved - fee
                 )
             else:
                 account.balances[market.base] -= moved
                 account.balances[market.quote] = (
-                    account.balances.get(market.quote, Decimal(0)) + moved * market.price
+                    account.balances.get(market.quote, Decimal(0)) + moved * market.price - fee
                 )
             self.orders[order.id] = order
             self.by_client[(account.uid, client_id)] = order
@@ -327,13 +329,15 @@ class Standin:
             rest = order.qty - filled
             holder = self.accounts[order.account]
             market = order.market
-            # Placing moved the balances by the whole order (the rest reserved): given back.
+            # Placing moved the balances by the whole order (the rest reserved) less its fee:
+            # given back, with the rest's share of the fee.
+            fee_back = order.fee_at(order.qty) - order.fee_at(filled)
             if order.side == "buy":
                 holder.balances[market.quote] += rest * order.price
-                holder.balances[market.base] -= rest
+                holder.balances[market.base] -= rest - fee_back
             else:
                 holder.balances[market.base] += rest
-                holder.balances[market.quote] -= rest * order.price
+                holder.balances[market.quote] -= rest * order.price - fee_back
         self.order_canceled(order)
         return order
 

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, insert
 from bridge.standins.binance import Binance
 from bridge.standins.bitget import Bitget
 from bridge.standins.bybit import Bybit
-from bridge.standins.common import Market, Standin
+from bridge.standins.common import Account, Market, Standin
 from bridge.standins.okx import Okx
 from bridge.worker import key_aad
 from tandem.config import BridgeAsset, BridgeExchange, BridgeSettings
@@ -43,6 +43,19 @@ def eth_market() -> Market:
         Decimal("0.0001"),
         Decimal("5"),
     )
+
+
+def assert_dust(
+    book: dict[str, Any], account: Account, symbol: str = "ETH/USDT", step: Decimal | None = None
+) -> Decimal:
+    """What is left of ``symbol`` after a sale of all of it: the book holds exactly what the
+    account holds (a buy's fee, paid in base, came out of both), and it is below one lot step
+    of the market, ``step`` (ETH's by default; unsellable, as on the exchanges: an exit skips
+    it as below the minimum). Returns it."""
+    held = Decimal((book["positions"] or {}).get(symbol, "0"))
+    assert held == account.balances.get(symbol.split("/")[0], Decimal(0)), (held, account)
+    assert 0 <= held < (step or eth_market().step), held
+    return held
 
 
 @contextmanager

@@ -34,6 +34,7 @@ from .support import (
     Follower,
     add_follower,
     add_followers,
+    assert_dust,
     database,
     keyring,
     publish,
@@ -138,8 +139,12 @@ def test_a_buy_and_a_sale_are_copied_on_all_four_exchanges_sized_rounded_and_ski
             assert stands[f.exchange].orders_of(f.api_key) == []
             # Owed: the 2 USDT skipped, less the third the master has sold since.
             assert follows(engine)[f.follow_id]["carry"] == {"buy:ETH/USDT": "1.33"}
-        book = follows(engine)[big[0].follow_id]
-        assert Decimal(book["positions"]["ETH/USDT"]) == Decimal("0.0334")
+        for f in big:
+            # 0.05 ETH bought less its fee in ETH (0.00005), less the 0.0166 sold: the book
+            # holds exactly what the account does.
+            book = follows(engine)[f.follow_id]
+            held = stands[f.exchange].accounts[f.api_key].balances["ETH"]
+            assert Decimal(book["positions"]["ETH/USDT"]) == held == Decimal("0.03335")
         assert bridge.stats.placed == 4 + 1 + 4 + 1 and bridge.stats.skipped == 3 + 3
         # Two more buys carry the owed value forward: the second reaches 5 USDT (1.33 + 2 + 2).
         publish(
@@ -155,6 +160,47 @@ def test_a_buy_and_a_sale_are_copied_on_all_four_exchanges_sized_rounded_and_ski
             "filled",
         ]
         assert Decimal(sorted(small_rows, key=lambda r: r["trade"])[-1]["size"]) == Decimal("5.33")
+
+
+def test_a_buy_s_fee_paid_in_base_leaves_the_book_equal_to_the_account_and_a_close_is_sold(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # On the four exchanges a spot buy's fee is paid in the base asset: the account receives
+    # what filled less it. A book that took the fee from neither the position nor the cash held
+    # 0.05 ETH where the account held 0.04995, and the master's close asked for 0.05: refused
+    # for balance, the follower left holding the whole position.
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins() as stands:
+        settings = settings_for(stands, redis_url)
+        # Each account holds exactly the follow's cash, so the book's cash is its USDT too.
+        fs = add_followers(engine, ring, stands, 4, balance=Decimal(1000))
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        run_bridge(settings, engine, ring, 1)
+        for f in fs:
+            account = stands[f.exchange].accounts[f.api_key]
+            (buy,) = [r for r in orders(engine) if r["follow_id"] == f.follow_id]
+            assert buy["status"] == "filled" and Decimal(buy["filled"]) == Decimal("0.05")
+            book = follows(engine)[f.follow_id]
+            # 0.05 ETH less its 0.1% fee, in ETH; 100 USDT spent.
+            assert Decimal(book["positions"]["ETH/USDT"]) == account.balances["ETH"]
+            assert account.balances["ETH"] == Decimal("0.04995"), f.exchange
+            assert Decimal(book["cash"]) == account.balances["USDT"] == Decimal(900)
+        # The master closes: sells everything.
+        publish(redis_url, "test", [("101-0", trade(101, "sell", 1000, 0.5, 1.0))])
+        run_bridge(settings, engine, ring, 1)
+        for f in fs:
+            account = stands[f.exchange].accounts[f.api_key]
+            sale = next(
+                r for r in orders(engine) if r["follow_id"] == f.follow_id and r["side"] == "sell"
+            )
+            # All of the 0.04995 held that the 0.0001 step can sell, accepted.
+            assert sale["status"] == "filled", (f.exchange, sale["reason"])
+            assert Decimal(sale["size"]) == Decimal(sale["filled"]) == Decimal("0.0499")
+            book = follows(engine)[f.follow_id]
+            assert assert_dust(book, account) == Decimal("0.00005"), f.exchange
+            # 99.8 USDT less the sale's 0.1% fee, in USDT.
+            assert Decimal(book["cash"]) == account.balances["USDT"] == Decimal("999.7002")
 
 
 def test_partial_fills_are_followed_to_the_end_and_an_exchange_down_pauses_then_resumes(

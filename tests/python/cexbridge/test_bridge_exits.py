@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from tandem.db import bridge as t
 from .support import (
     FixedContext,
     add_followers,
+    assert_dust,
     database,
     keyring,
     publish,
@@ -33,7 +34,7 @@ from .support import (
     trade,
 )
 from .test_bridge_limits import follows, orders, redis_url, stop, take, workers
-from .test_bridge_limits_watch import btc_trade, set_prices, world_settings
+from .test_bridge_limits_watch import btc_market, btc_trade, set_prices, world_settings
 
 __all__ = ["redis_url"]  # the fixture, used by name
 
@@ -117,24 +118,29 @@ def test_an_order_in_flight_when_the_watch_stops_the_follow_leaves_the_account_h
             # The stop came while 101-1 was in flight: acknowledged before, filled after.
             assert copy["acked_at"] < at_stop["known_at"] < copy["filled_at"]
             late = late_exit_order_id(copy["client_id"])
+            # 100-1 bought 0.2 ETH, of which the account received 0.1998: the fee, in ETH.
             if side == "sell":
-                # The exit sold what the sale in flight did not: 0.1 ETH each, no sale refused.
+                # The exit sold what the sale in flight (half of 0.1998) did not: 0.0999 ETH
+                # each, no sale refused.
                 assert set(exits) == {at_stop["client_id"]}
-                assert Decimal(at_stop["size"]) == Decimal(copy["filled"]) == Decimal("0.1")
+                assert Decimal(at_stop["size"]) == Decimal(copy["filled"]) == Decimal("0.0999")
             else:
-                # The exit sold the 0.2 ETH held at the stop; what 101-1 bought was sold once it
-                # was booked, by one more exit order named after it.
+                # The exit sold the 0.1998 ETH held at the stop; what 101-1 bought, less its fee
+                # in the bought asset, was sold once it was booked, to the market's step, by one
+                # more exit order named after it.
                 assert set(exits) == {at_stop["client_id"], late}
-                assert Decimal(at_stop["size"]) == Decimal("0.2")
+                assert Decimal(at_stop["size"]) == Decimal("0.1998")
                 assert exits[late]["symbol"] == symbol
-                assert Decimal(exits[late]["size"]) == Decimal(copy["filled"]) > 0
+                step = btc_market().step if symbol == "BTC/USDT" else Decimal("0.0001")
+                received = Decimal(copy["filled"]) * Decimal("0.999")
+                assert Decimal(exits[late]["size"]) == received.quantize(step, ROUND_DOWN) > 0
                 assert exits[late]["known_at"] > copy["acked_at"]
             assert all(r["status"] == "filled" and r["side"] == "sell" for r in exits.values())
-            # The book and the account hold nothing; each order reached the exchange once.
-            assert all(Decimal(v) == 0 for v in book["positions"].values()), book["positions"]
+            # The book and the account hold the same dust under each market's step, no more;
+            # each order reached the exchange once.
             account = stands[f.exchange].accounts[f.api_key]
-            assert account.balances.get("ETH", Decimal(0)) == 0
-            assert account.balances.get("BTC", Decimal(0)) == 0
+            assert_dust(book, account)
+            assert_dust(book, account, "BTC/USDT", btc_market().step)
             placed = sorted(o.client_id for o in stands[f.exchange].orders_of(f.api_key))
             assert placed == sorted(
                 [client_order_id("100-1", f.follow_id), copy["client_id"], *exits]
@@ -204,8 +210,10 @@ def test_an_order_decided_before_the_stop_and_written_after_it_is_not_sent(
         # skipped at its write: nothing bought that the exit would have to sell again.
         assert copy["status"] == "skipped" and copy["reason"].startswith(t.STOPPED), copy
         (exit_row,) = [r for r in rows if r["follow_id"] == f.follow_id and r["kind"] == "exit"]
-        assert exit_row["status"] == "filled" and Decimal(exit_row["size"]) == Decimal("0.2")
-        assert stands[f.exchange].accounts[f.api_key].balances["ETH"] == 0
+        # The 0.2 ETH bought less its fee in ETH: 0.1998, all sold, nothing left.
+        assert exit_row["status"] == "filled" and Decimal(exit_row["size"]) == Decimal("0.1998")
+        account = stands[f.exchange].accounts[f.api_key]
+        assert assert_dust(follows(engine)[f.follow_id], account) == 0
         placed = sorted(o.client_id for o in stands[f.exchange].orders_of(f.api_key))
         assert placed == sorted([client_order_id("100-1", f.follow_id), exit_row["client_id"]])
 
@@ -280,7 +288,8 @@ def test_two_hundred_follows_breached_in_one_watch_all_exit_in_it_paced(
     for f in fs:
         assert follows(engine)[f.follow_id]["status"] == "stopped"
         account = stands[f.exchange].accounts[f.api_key]
-        assert account.balances.get("ETH", Decimal(0)) == 0
+        # 0.2 ETH bought less its fee in ETH, 0.1998, all sold by the exit: nothing left.
+        assert assert_dust(follows(engine)[f.follow_id], account) == 0
         placed = sorted(o.client_id for o in stands[f.exchange].orders_of(f.api_key))
         assert placed == sorted(
             [client_order_id("100-1", f.follow_id), exit_order_id(f.follow_id, "ETH/USDT")]
@@ -346,6 +355,8 @@ def test_an_order_in_flight_when_its_owner_ends_the_follow_is_booked_and_nothing
         book = follows(engine)[f.follow_id]
         assert book["status"] == t.ENDED
         held = Decimal(book["positions"]["ETH/USDT"])
-        assert held == Decimal("0.2") + Decimal(copy["filled"]) and Decimal(copy["filled"]) > 0
+        # Each buy less its 0.1% fee, paid in ETH: what the account holds.
+        assert held == (Decimal("0.2") + Decimal(copy["filled"])) * Decimal("0.999")
+        assert Decimal(copy["filled"]) > 0
         account = stands[f.exchange].accounts[f.api_key]
         assert account.balances["ETH"] == held

@@ -98,12 +98,15 @@ def assert_each_order_once(rows: dict[tuple[str, str], dict[str, Any]], stands: 
         assert placed.count(row["client_id"]) == 1
     assert sum(s.created for s in stands.values()) == 8
     # Every book moved once per fill: 1,000 - 100 spent + a third of 0.05 ETH sold, less the
-    # sale's fee as recorded.
+    # sale's fee as recorded; 0.05 ETH bought less its fee in ETH (0.00005), less the 0.0166
+    # sold: exactly what the account holds.
     books = follows(engine)
-    for (_, side), row in rows.items():
+    for (exchange, side), row in rows.items():
         if side == "sell":
             book = books[row["follow_id"]]
-            assert Decimal(book["positions"]["ETH/USDT"]) == Decimal("0.0334")
+            account = stands[exchange].accounts[f"key-{exchange}-{list(stands).index(exchange)}"]
+            held = Decimal(book["positions"]["ETH/USDT"])
+            assert held == account.balances["ETH"] == Decimal("0.03335"), exchange
             assert Decimal(book["cash"]) == Decimal("933.2") - Decimal(row["fee"])
 
 
@@ -142,13 +145,12 @@ def test_fees_and_prices_from_websocket_updates_equal_what_rest_gives(
         rest_row = by_rest[key]
         for column in ("filled", "cost", "average"):
             assert Decimal(ws_row[column]) == Decimal(rest_row[column]), (key, column)
-        if key[0] == "binance":
-            # Binance's order query has no fees: REST keeps the acknowledgement's (the first
-            # half's); the socket's trades carry every commission, the whole fee.
-            assert Decimal(rest_row["fee"]) == pytest.approx(Decimal(ws_row["fee"]) / 2)
-        else:
-            assert Decimal(ws_row["fee"]) == pytest.approx(Decimal(rest_row["fee"])), key
+        # The whole fee on all four. Binance's order query has no fees: by REST, the order's
+        # trades are read for them once the order is read beyond its acknowledgement.
+        assert Decimal(ws_row["fee"]) == pytest.approx(Decimal(rest_row["fee"])), key
     assert all(order_queries(s) > 0 for s in rest_stands.values())
+    trades = [r for r in rest_stands["binance"].requests if r[1] == "/api/v3/myTrades"]
+    assert trades == [("GET", "/api/v3/myTrades", 200)] * 2  # the buy's and the sale's
 
 
 def test_a_socket_dropping_mid_order_falls_back_to_rest_and_records_each_order_once(
@@ -260,7 +262,9 @@ def test_an_order_whose_rest_expires_ends_with_what_filled_on_all_four_exchanges
             assert Decimal(row["fee"]) == pytest.approx(Decimal("0.05")), f.exchange
             book = books[f.follow_id]
             assert Decimal(book["cash"]) == 950
-            assert Decimal(book["positions"]["ETH/USDT"]) == Decimal("0.025")
+            # The 0.025 ETH filled less its fee in ETH: what the account holds.
+            held = Decimal(book["positions"]["ETH/USDT"])
+            assert held == stand.accounts[f.api_key].balances["ETH"] == Decimal("0.024975")
             assert stand.accounts[f.api_key].balances["USDT"] == Decimal(10_000 - 50)
             assert (order_queries(stand) == 0) is watch, f.exchange
         assert bridge.fills.stats.by_socket == (4 if watch else 0)
@@ -337,7 +341,8 @@ def test_an_order_that_never_ends_expires_with_what_filled_booked_once_and_told(
             assert row["filled_at"] is None and row["acked_at"] is not None
             book = books[f.follow_id]  # moved by the half that filled, once
             assert Decimal(book["cash"]) == 950
-            assert Decimal(book["positions"]["ETH/USDT"]) == Decimal("0.025")
+            # 0.025 ETH less its fee in ETH.
+            assert Decimal(book["positions"]["ETH/USDT"]) == Decimal("0.024975")
             # One cancel, accepted and charged to the limiter; the order read after it by REST,
             # on the socket path too.
             assert cancels(stands[f.exchange]) == [200], f.exchange
@@ -359,7 +364,7 @@ def test_an_order_that_never_ends_expires_with_what_filled_booked_once_and_told(
             assert order.state() == "canceled" and order.filled() == Decimal("0.025")
             assert stand.accounts[f.api_key].balances == {
                 "USDT": Decimal(10_000 - 50),
-                "ETH": Decimal("0.025"),
+                "ETH": Decimal(books[f.follow_id]["positions"]["ETH/USDT"]),
             }, f.exchange
             assert stand.ws_pushed == pushed[f.exchange]
         # Handled again (a worker taking the trade over): nothing sent, no book moved again.
@@ -503,8 +508,11 @@ def test_a_cancel_is_answered_and_pushed_as_each_exchange_does(tmp_path: Path) -
             assert len(pushed) == count, name  # the rest's time: nothing fills, nothing pushed
             again = await venue.find(ex, "ETH/USDT", "cid-1")
             assert again is not None and again.filled == Decimal("0.025"), name
+            # What filled less its fee in ETH stays; the rest's share of the fee came back.
             balances = stand.accounts["key"].balances
-            assert balances == {"USDT": Decimal(950), "ETH": Decimal("0.025")}, name
+            assert balances == {"USDT": Decimal(950), "ETH": Decimal("0.024975")}, name
+            if name != "binance":  # Binance's order query has no fees
+                assert again.fee_base == Decimal("0.000025") and again.fee_quote == 0, name
         finally:
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -546,15 +554,19 @@ def test_a_cancel_racing_the_rest_s_fill_books_the_whole_fill(
             assert Decimal(row["filled"]) == Decimal("0.05") and Decimal(row["cost"]) == 100
             book = books[f.follow_id]
             assert Decimal(book["cash"]) == 900
-            assert Decimal(book["positions"]["ETH/USDT"]) == Decimal("0.05")
             # One cancel, refused as the exchange refuses a cancel of a filled order.
             assert len(cancels(stand)) == 1, f.exchange
             (order,) = stand.orders.values()
             assert order.state() == "filled" and order.canceled is None
+            # 0.05 ETH less its fee in ETH (0.00005).
             assert stand.accounts[f.api_key].balances == {
                 "USDT": Decimal(10_000 - 100),
-                "ETH": Decimal("0.05"),
+                "ETH": Decimal("0.04995"),
             }
+            # The book holds it too (Binance's rest, read by its order query, which has no
+            # fees: its fee read from the order's trades).
+            held = Decimal(book["positions"]["ETH/USDT"])
+            assert held == stand.accounts[f.api_key].balances["ETH"], f.exchange
 
 
 def test_a_worker_that_dies_between_the_cancel_and_the_booking_is_taken_over(
@@ -616,12 +628,16 @@ def test_a_worker_that_dies_between_the_cancel_and_the_booking_is_taken_over(
             assert row["status"] == "filled", (f.exchange, row)
             assert Decimal(row["filled"]) == Decimal("0.025") and Decimal(row["cost"]) == 50
             assert Decimal(books[f.follow_id]["cash"]) == 950
-            assert Decimal(books[f.follow_id]["positions"]["ETH/USDT"]) == Decimal("0.025")
             assert cancels(stand) == [200] and stand.created == 1, f.exchange
+            # 0.025 ETH less its fee in ETH.
             assert stand.accounts[f.api_key].balances == {
                 "USDT": Decimal(10_000 - 50),
-                "ETH": Decimal("0.025"),
+                "ETH": Decimal("0.024975"),
             }
+            # The book holds it too (on Binance, whose order query has no fees and whose
+            # acknowledgement the worker taking over never saw, read from the order's trades).
+            held = Decimal(books[f.follow_id]["positions"]["ETH/USDT"])
+            assert held == stand.accounts[f.api_key].balances["ETH"], f.exchange
 
 
 def test_a_cancel_the_exchange_does_not_confirm_is_said_so(tmp_path: Path, redis_url: str) -> None:

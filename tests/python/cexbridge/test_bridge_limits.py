@@ -26,6 +26,7 @@ from tandem.db import bridge as t
 from .support import (
     FixedContext,
     add_followers,
+    assert_dust,
     database,
     keyring,
     publish,
@@ -347,7 +348,9 @@ def test_stop_loss_and_drawdown_sell_the_position_to_quote_and_say_why(
         assert held == Decimal(exit_row["filled"]) and held > Decimal("0.25")  # all of it
         assert books[drawdown.follow_id]["status"] == "stopped"
         assert "maximum drawdown" in books[drawdown.follow_id]["reason"]
-        assert Decimal(books[drawdown.follow_id]["positions"]["ETH/USDT"]) == 0
+        # What is left is the dust under the market's step (the buys' fees were paid in ETH),
+        # the book's exactly the account's: the exit sold everything above it.
+        assert_dust(books[drawdown.follow_id], stands[drawdown.exchange].accounts[drawdown.api_key])
         assert rows_of(stop_loss)[-1]["kind"] == "copy"  # a tenth sold, as the master did
         assert books[stop_loss.follow_id]["status"] == "active"
         # At 1,000: the stop-loss fires; the follower without limits only copies.
@@ -356,13 +359,17 @@ def test_stop_loss_and_drawdown_sell_the_position_to_quote_and_say_why(
         exit_row = rows_of(stop_loss)[-1]
         assert exit_row["kind"] == "exit" and exit_row["status"] == "filled"
         assert "stop-loss" in books[stop_loss.follow_id]["reason"]
-        assert Decimal(books[stop_loss.follow_id]["positions"]["ETH/USDT"]) == 0
+        assert_dust(
+            books[stop_loss.follow_id], stands[stop_loss.exchange].accounts[stop_loss.api_key]
+        )
         assert Decimal(books[free.follow_id]["positions"]["ETH/USDT"]) > 0
         assert rows_of(free)[-1]["kind"] == "copy"
-        # The exchange holds no ETH of the stopped followers any more.
+        # The exchange holds no more ETH of the stopped followers than the dust their books
+        # hold, and the free follower's book is its account's too.
         for f in (stop_loss, drawdown):
-            account = stands[f.exchange].accounts[f.api_key]
-            assert account.balances.get("ETH", Decimal(0)) == 0
+            assert_dust(follows(engine)[f.follow_id], stands[f.exchange].accounts[f.api_key])
+        free_book = Decimal(books[free.follow_id]["positions"]["ETH/USDT"])
+        assert free_book == stands[free.exchange].accounts[free.api_key].balances["ETH"]
         # Stopped follows copy no buy after, and say why.
         step("104-1", "buy", 1000, 0.1)
         for f, why in ((stop_loss, "stop-loss"), (drawdown, "maximum drawdown")):

@@ -342,7 +342,8 @@ def test_each_follower_is_told_once_what_became_of_the_orders_copied_for_them(
     data = exited["data"]
     assert data["exchange"] == "bybit" and data["kind"] == "exit" and data["status"] == "filled"
     assert data["limit"] == "stop_loss" and data["limit_reason"].startswith("stop-loss")
-    assert data["side"] == "sell" and data["filled"] == "0.3" and data["master"] == w.master
+    # All she holds: the 0.3 ETH bought less its fee, paid in ETH (0.0003).
+    assert data["side"] == "sell" and data["filled"] == "0.2997" and data["master"] == w.master
     # Nothing else: bob and carol held nothing to sell (a sale of nothing tells nothing).
     assert [n["kind"] for n in told(alice)] == ["bridge.filled", "exit.limit"]
     assert len(told(bob)) == len(told(carol)) == 1 and told(dave) == []
@@ -476,19 +477,26 @@ def test_a_stop_seen_at_a_fill_is_told_once_and_each_follow_of_a_master_hears_of
         assert len({(n.block_hash, n.log_index) for n in filled}) == 1  # one trade
         assert notes(gina) == []  # her fill was not wanted
         # The master closes at 1,900 (equity 975: no breach), the exchange fills at 1,500: the
-        # OKX follow's cash, 500 + 375 less the fee, is under its stop-loss: stopped at the fill
-        # with nothing left to sell.
-        assert copy("101-1", "sell", 1.0, 1500) == 2  # Frank's two sales
+        # OKX follow's cash, 500 + about 375 less the fee, is under its stop-loss: stopped at
+        # the fill with nothing left to sell but the dust under the market's step (the buy's
+        # fee was paid in ETH: 0.24975 held, 0.2497 sold), its exit skipped below the minimum.
+        assert copy("101-1", "sell", 1.0, 1500) == 3  # Frank's two sales, and the stop
         with engine.connect() as conn:
             stopped = conn.execute(
                 select(t.follows).where(t.follows.c.id == on_okx.follow_id)
             ).one()
         assert stopped.status == "stopped" and stopped.reason.startswith("stop-loss")
-        # The next trade: the OKX follow's order is skipped, and its stop told, once.
-        assert copy("102-1", "buy", 0.1, 1500) == 2  # Bybit's buy filled, and the stop
+        # The book holds exactly the account's dust, which its exit found below the minimum.
+        dust = Decimal(stopped.positions["ETH/USDT"])
+        assert dust == stands["okx"].accounts[on_okx.api_key].balances["ETH"]
+        assert 0 < dust < Decimal("0.0001")
         exits = [n for n in notes(frank) if n.kind == "exit.limit"]
         assert len(exits) == 1 and exits[0].data["limit"] == "stop_loss"
         assert exits[0].data["exchange"] == "okx" and exits[0].data["status"] == "skipped"
+        assert "below the minimum amount" in exits[0].data["reason"], exits[0].data
+        # The next trade: the OKX follow's order is skipped, its stop told already, not again.
+        assert copy("102-1", "buy", 0.1, 1500) == 1  # Bybit's buy filled
+        assert len([n for n in notes(frank) if n.kind == "exit.limit"]) == 1
         assert copy("103-1", "buy", 0.1, 1500) == 1  # Bybit's buy alone
         assert len([n for n in notes(frank) if n.kind == "exit.limit"]) == 1
         assert notes(gina) == []
