@@ -212,16 +212,25 @@ def test_a_binance_key_that_may_no_longer_trade_fails_its_order_and_holds_up_no_
             ],
         )
 
-        def revoke() -> None:
-            deadline = time.monotonic() + 30
-            while binance.created < 2 and time.monotonic() < deadline:
-                time.sleep(0.005)
-            binance.accounts[revoked.api_key].can_trade = False
+        def revoke_before_the_second_trade(bridge: Any) -> None:
+            # The same worker (its client has signed in with the key) copies both trades; the
+            # permission goes between them, once the first trade's orders are all done.
+            handle = bridge.handle
 
-        threading.Thread(target=revoke, daemon=True).start()
+            async def handle_then(entry_id: str, trade: dict[str, Any]) -> None:
+                if entry_id == "101-1":
+                    assert binance.created == 2
+                    binance.accounts[revoked.api_key].can_trade = False
+                await handle(entry_id, trade)
+
+            bridge.handle = handle_then
+
         done: list[Any] = []
         worker = threading.Thread(
-            target=lambda: done.append(run_bridge(settings, engine, ring, 2)), daemon=True
+            target=lambda: done.append(
+                run_bridge(settings, engine, ring, 2, hook=revoke_before_the_second_trade)
+            ),
+            daemon=True,
         )
         worker.start()
         worker.join(60)
