@@ -34,6 +34,7 @@ from tandem.protocol import (
     BASE,
     Deployment,
     add_followers,
+    advance_time,
     create_master,
     exit_in_kind,
     move_price,
@@ -148,10 +149,10 @@ def story(
     w3 = dep.w3
     with rollback():
         # The story starts a minute into a UTC day and lasts hours: no day's close mark (a point
-        # of its own) falls between the price moves the story tells apart.
+        # of its own) falls between the price moves the story tells apart. The jump (up to a
+        # day, by the hour the tests run) leaves every feed answering anew, none stale.
         now = w3.eth.get_block("latest")["timestamp"]
-        rpc(w3, "evm_setNextBlockTimestamp", (now // DAY + 1) * DAY + 60)
-        rpc(w3, "evm_mine")
+        advance_time(dep, (now // DAY + 1) * DAY + 60 - now, w3.eth.accounts[0])
         master = address("notify:master")
         rpc(w3, "anvil_autoImpersonateAccount", True)
         set_balance(w3, master, 10**21)
