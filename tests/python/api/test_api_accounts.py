@@ -484,7 +484,13 @@ def test_indexed_events_become_notifications_and_signed_webhooks_with_retries(
         time.sleep(0.1)
     assert sorted(a["notification"]["id"] for a in receiver.accepted.values()) == ids
     assert receiver.bad_signatures == 0
-    log = alice.get(f"/v1/account/webhooks/{hook}/deliveries").json()["items"]
+    # The receiver has a delivery's answer before the notifier writes it down: the log is
+    # read until every delivery is written delivered.
+    while True:
+        log = alice.get(f"/v1/account/webhooks/{hook}/deliveries").json()["items"]
+        if all(d["status"] == "delivered" for d in log) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert {d["id"] for d in log} == set(receiver.accepted)
     for delivery in log:
         assert delivery["status"] == "delivered"
