@@ -351,7 +351,7 @@ class Watch:
             fill.fee_base = sum(
                 (amount for amount, asset in paid.values() if asset == base), Decimal(0)
             )
-            quote = str(order.get("symbol") or "").partition("/")[2]
+            quote = venue.quote_of(order)
             fill.fee_quote = sum(
                 (amount for amount, asset in paid.values() if asset == quote), Decimal(0)
             )

@@ -102,6 +102,11 @@ def base_of(order: dict[str, Any]) -> str | None:
     return symbol.split("/")[0] if "/" in symbol else None
 
 
+def quote_of(order: dict[str, Any]) -> str | None:
+    """The quote asset of the order's market (ccxt's ``BASE/QUOTE``, ``:SETTLE`` dropped)."""
+    return str(order.get("symbol") or "").partition("/")[2].partition(":")[0] or None
+
+
 def _fees_from_info(order: dict[str, Any]) -> list[tuple[Decimal, Any]]:
     """The fee in the exchange's own fields when ccxt found none: Bybit's ``cumExecFee``
     (spot: a buy pays in base, a sale in quote) for answers without ``cumFeeDetail``."""
@@ -147,7 +152,7 @@ def _fee_parts(
     base = base_of(order)
     fee = sum((_in_quote(cost, currency, order, average) for cost, currency in paid), Decimal(0))
     fee_base = sum((cost for cost, currency in paid if currency == base), Decimal(0))
-    quote = str(order.get("symbol") or "").partition("/")[2].partition(":")[0] or None
+    quote = quote_of(order)
     # A fee without its currency is taken as quote, as ``fee`` values it.
     fee_quote = sum((cost for cost, currency in paid if currency in (quote, None)), Decimal(0))
     return (fee if paid else None), fee_base, fee_quote

@@ -236,32 +236,8 @@ class Okx(OkxStream):
             )
         except Refused as exc:
             code, msg = ERRORS.get(exc.kind, ("51000", "Parameter error"))
-            row = {
-                "clOrdId": client_id,
-                "ordId": "",
-                "tag": "",
-                "sCode": code,
-                "sMsg": msg,
-                "ts": str(now_ms()),
-            }
-            return web.json_response({"code": "1", "msg": "All operations failed", "data": [row]})
-        row = {
-            "clOrdId": order.client_id,
-            "ordId": order.id,
-            "tag": "",
-            "sCode": "0",
-            "sMsg": "Order placed",
-            "ts": str(now_ms()),
-        }
-        return web.json_response(
-            {
-                "code": "0",
-                "msg": "",
-                "data": [row],
-                "inTime": str(now_ms() * 1000),
-                "outTime": str(now_ms() * 1000),
-            }
-        )
+            return _operation(client_id, "", code, msg, tag="")
+        return _operation(order.client_id, order.id, "0", "Order placed", tag="")
 
     async def get_order(self, request: web.Request) -> web.Response:
         signed = await self._signed(request)
@@ -290,31 +266,8 @@ class Okx(OkxStream):
             kind = "unknown_cancel"
             if exc.kind == "final":
                 kind = "canceled" if exc.detail == "canceled" else "completed"
-            code, msg = ERRORS[kind]
-            row = {
-                "clOrdId": client_id or "",
-                "ordId": order_id or "",
-                "sCode": code,
-                "sMsg": msg,
-                "ts": str(now_ms()),
-            }
-            return web.json_response({"code": "1", "msg": "", "data": [row]})
-        row = {
-            "clOrdId": order.client_id,
-            "ordId": order.id,
-            "sCode": "0",
-            "sMsg": "",
-            "ts": str(now_ms()),
-        }
-        return web.json_response(
-            {
-                "code": "0",
-                "msg": "",
-                "data": [row],
-                "inTime": str(now_ms() * 1000),
-                "outTime": str(now_ms() * 1000),
-            }
-        )
+            return _operation(client_id or "", order_id or "", *ERRORS[kind])
+        return _operation(order.client_id, order.id, "0", "")
 
     async def balance(self, request: web.Request) -> web.Response:
         signed = await self._signed(request)
@@ -372,3 +325,16 @@ class Okx(OkxStream):
             "perm": ",".join(perm),
         }
         return web.json_response({"code": "0", "msg": "", "data": [row]})
+
+
+def _operation(client_id: str, order_id: str, code: str, msg: str, **extra: str) -> web.Response:
+    """OKX's answer to an operation on one order (placing, cancelling): one result row, whose
+    ``sCode`` says whether it took; the answer's ``code`` is 1 when nothing did."""
+    row = {"clOrdId": client_id, "ordId": order_id, **extra}
+    row.update(sCode=code, sMsg=msg, ts=str(now_ms()))
+    if code != "0":
+        return web.json_response({"code": "1", "msg": "All operations failed", "data": [row]})
+    micros = str(now_ms() * 1000)
+    return web.json_response(
+        {"code": "0", "msg": "", "data": [row], "inTime": micros, "outTime": micros}
+    )
