@@ -309,6 +309,55 @@ def in_process(engine: Engine, rounds: int) -> dict[str, list[float]]:
     return parts
 
 
+def app_alone(env: dict[str, str], calls: int) -> dict[str, float]:
+    """The CPU one request costs the application itself, called as uvicorn calls it (ASGI) in
+    this process, without HTTP or a server: ``/healthz`` and a kept rankings page, in seconds."""
+    os.environ.update(env)
+    from api.app import from_environment
+
+    app = from_environment()
+    targets = {"/healthz": ("/healthz", b""), "kept page": ("/v1/masters", b"sort=roi&window=30d")}
+
+    async def call(path: str, query: bytes) -> int:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query,
+            "root_path": "",
+            "headers": [(b"host", b"bench")],
+            "client": ("127.0.0.1", 1),
+            "server": ("bench", 80),
+        }
+        sent: list[Any] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return int(sent[0]["status"])
+
+    async def measure_all() -> dict[str, float]:
+        costs = {}
+        async with app.router.lifespan_context(app):
+            for label, (path, query) in targets.items():
+                assert await call(path, query) == 200, label  # the page is kept from here on
+                cpu = time.process_time()
+                for _ in range(calls):
+                    await call(path, query)
+                costs[label] = (time.process_time() - cpu) / calls
+        return costs
+
+    return asyncio.run(measure_all())
+
+
 def ms(seconds: list[float], q: float = 0.5) -> str:
     return f"{percentile(seconds, q) * 1e3:.2f} ms"
 
@@ -396,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             served = {**env, "TANDEM_API__RANKINGS_CACHE_ENTRIES": entries}
             with api_server(served, args.workers, Path(tmp) / "server.log") as url:
                 alone[label] = measure(url, args)
+        alone_cpu = app_alone({**env, "TANDEM_API__RANKINGS_CACHE_ENTRIES": "128"}, 3_000)
         parts = in_process(engine, 300)
         lone = alone["no cache"]["rankings"] + alone["no cache"]["pages"]
         cached = alone["as served (rankings cache on)"]
@@ -417,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  cached: {ms(cached['rankings'] + cached['pages'])} end to end; /healthz "
             f"{ms(cached['baseline'])}"
+        )
+        print(
+            "the application alone (called as the server calls it, no HTTP), CPU per request: "
+            + ", ".join(f"{label} {cpu * 1e3:.3f} ms" for label, cpu in alone_cpu.items())
         )
     return 0
 
