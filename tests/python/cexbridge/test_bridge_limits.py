@@ -112,13 +112,27 @@ def test_two_workers_sharing_the_redis_limiter_stay_within_the_exchanges_limits(
             ],
         )
 
+        windows: dict[str, int] = {}  # each IP window the shared limiter kept: its count
+
         async def go() -> list[Bridge]:
             bridges = await workers(settings, engine, ring, 2)
+            copied = asyncio.Event()
+
+            async def sample() -> None:  # a window's key lives two windows: read them all along
+                redis = bridges[0].redis
+                while not copied.is_set():
+                    for key in await redis.keys("test:bridge:limit:bybit:ip:*"):
+                        windows[key] = max(windows.get(key, 0), int(await redis.get(key) or 0))
+                    await asyncio.sleep(0.05)
+
+            sampling = asyncio.ensure_future(sample())
             try:
                 for b in bridges:
                     await b.warm()
                 await asyncio.gather(*(take(b) for b in bridges))  # one trade each, at once
             finally:
+                copied.set()
+                await sampling
                 await stop(bridges)
             return bridges
 
@@ -130,13 +144,16 @@ def test_two_workers_sharing_the_redis_limiter_stay_within_the_exchanges_limits(
     assert [r["status"] for r in rows] == ["filled"] * 60, rows
     assert bybit.created == 60 and {len(bybit.orders_of(f.api_key)) for f in fs} == {2}
     # Both workers sent, and the shared windows held them back: 120 requests (an order and its
-    # query each) at 24 a second take four windows at least. A request the limiter let through
-    # at the end of a window may reach the exchange in the next one when the machine is busy,
-    # and be refused there: only those few are (without the shared limiter, or with one per
-    # worker, most of the 120 would be), and each was retried (every order filled, once).
+    # query each) at 24 a second take four windows at least, none charged more than 24.
     assert [b.stats.placed for b in bridges] == [30, 30]
     assert sum(b.limiter.waited for b in bridges) > 0 and elapsed >= 3
-    assert bybit.refused_rate <= len(bybit.requests) // 10, bybit.refused_rate
+    assert max(windows.values()) <= 24 and len(windows) >= 4, windows
+    # A request the limiter let through at the end of a window may reach the exchange in the
+    # next one when the machine is busy, and be refused there (the exchange counts the refused
+    # too): only such stragglers are, a few or a dozen as the machine is idle or loaded, where
+    # without the shared limiter, or with one per worker, most of the 120 would be. Each was
+    # retried: every order filled, once.
+    assert bybit.refused_rate <= len(bybit.requests) // 4, bybit.refused_rate
 
 
 def test_sockets_open_within_the_connection_limit_while_orders_follow_fills_by_rest(
