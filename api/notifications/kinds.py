@@ -10,6 +10,8 @@ KINDS: dict[str, str] = {
     "position.changed": "a master you copy or watch added to or reduced a position",
     "exit.limit": "a limit of yours (stop-loss, take-profit, drawdown) fired its exit, in a vault "
     "or at an exchange",
+    "exit.failed": "an exit of your limit at an exchange could not sell everything: the bridge "
+    "gave up (its attempts spent, or the key refused), and what is left is yours to sell there",
     "limit.near": "your position came within your set distance of its stop-loss or drawdown limit",
     "copying.suspended": "copying of a master you copy or watch was suspended",
     "copying.resumed": "copying of a master you copy or watch resumed",
