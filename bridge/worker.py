@@ -20,7 +20,10 @@
   way. Outcomes (acknowledged, filled, failed) are written in batches off the event loop, each
   fill moving the follow's book once; the trade is acknowledged on the stream after the last
   batch is written. An order not done within ``fill_timeout`` has its rest cancelled at the
-  exchange, and what filled by then is booked (``expired``): nothing of it fills later.
+  exchange, and what filled by then is booked (``expired``). Should the exchange not confirm
+  the end (the cancel not carried out, or refused; a read refused for the key), the order is
+  read again beside each limits watch (``recheck``) until it does, and what filled meanwhile
+  is booked then, once.
 - **Hot path.** Market lists, one aiohttp session per exchange (connections kept alive) and a
   ccxt client per active key are made before trades arrive (``warm``, again every
   ``warm_every`` seconds for new keys); a rotated key gets a new client.
@@ -32,7 +35,10 @@
   holds (``kind = exit``, client ids derived from the follow and the market), sent under a
   Redis lease, each asked for at the exchange first, so no exit order is sent twice. A copy
   order still in flight then ends later: what it leaves held is sold by one more exit order
-  (``_sell_leftover``). At most ``exit_concurrency`` exits run at once per worker; the rest
+  (``_sell_leftover``). An exit order that fails, or leaves part unsold, is followed by the
+  exit's next attempt after a backoff (``_exit_again``) until nothing above the market's
+  minimum is held, or the exit is given up (``exit_attempts``, or the key refused for good)
+  and the follower told. At most ``exit_concurrency`` exits run at once per worker; the rest
   wait their turn.
 - **Limits.** Every request waits for the shared limiter (``bridge.limiter``); a 429/418 blocks
   the exchange for its Retry-After. An exchange that does not answer pauses its orders: they
@@ -933,7 +939,14 @@ class Bridge:
                 log.warning("watching the followers' limits failed: %s", type(exc).__name__)
             # Beside the watch, never two at once: an exchange down holds no later watch.
             if rechecking is None or rechecking.done():
-                rechecking = asyncio.create_task(self.recheck())
+                rechecking = asyncio.create_task(self._recheck_logged())
+
+    async def _recheck_logged(self) -> int:
+        try:
+            return await self.recheck()
+        except Exception as exc:  # the database away, say: the next watch tries again
+            log.warning("reading orders again failed: %s", type(exc).__name__)
+            return 0
 
     async def recheck(self) -> int:
         """Orders whose end the exchange did not confirm (``expired`` with ``due_at``), once

@@ -26,8 +26,11 @@ KINDS: dict[str, str] = {
     "time: what filled is booked, the rest was cancelled at the exchange",
 }
 
-# What the CEX bridge's orders tell (api.notifications.bridge), besides its own exit.limit.
-BRIDGE_KINDS = frozenset({"bridge.filled", "bridge.skipped", "bridge.failed", "bridge.expired"})
+# What the CEX bridge's orders alone tell (api.notifications.bridge), besides the exit.limit it
+# shares with the vaults: exit.failed is an exit at an exchange given up.
+BRIDGE_KINDS = frozenset(
+    {"bridge.filled", "bridge.skipped", "bridge.failed", "bridge.expired", "exit.failed"}
+)
 
 # What a watcher (no capital in the vault) is told.
 WATCHER_KINDS = frozenset(

@@ -287,3 +287,45 @@ def test_an_exit_refused_at_every_attempt_is_given_up_after_the_bound_and_told_o
         assert produce(engine) == 1
         (note,) = notes_of(engine, f)
         assert note.kind == "exit.failed" and note.ref == ids[2] and note.data["attempt"] == 3
+
+
+def test_an_exit_attempt_due_while_the_exchange_is_down_is_sent_once_it_is_back(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The exit's first order sells half (its rest expires); Bitget then goes down for the
+    second attempt's backoff and past it. Must hold: the attempt waits for the exchange (a
+    503 is no refusal of the order: it is not counted an attempt, nor given up), is sent once
+    when the exchange is back, and the follow holds nothing."""
+    import threading
+
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("bitget",)) as stands:
+        settings = settings_for(stands, redis_url, exit_retry=1, exit_attempts=2)
+        (f,) = add_followers(engine, ring, stands, 1, stop_loss_bps=1000)
+        buy_eth(settings, engine, ring)
+        bitget = stands["bitget"]
+        bitget.set_price(ETH, Decimal(1000))
+        first_order_only_half_filled(bitget)
+        created = bitget.created
+
+        def outage() -> None:
+            deadline = time.monotonic() + 30
+            while len(exits_of(engine, f)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            bitget.down = True  # within the second attempt's backoff of 1 s, and past it
+            time.sleep(2)
+            bitget.down = False
+
+        down = threading.Thread(target=outage, daemon=True)
+        down.start()
+        assert watch(settings, engine, ring, 1) == [f.follow_id]
+        down.join()
+        first, second = exits_of(engine, f)
+        assert Decimal(first["filled"]) == Decimal("0.0999")
+        assert second["status"] == "filled" and Decimal(second["filled"]) == Decimal("0.0999")
+        assert not second["given_up"]
+        assert any(status == 503 for _, _, status in bitget.requests)  # it was down meanwhile
+        assert bitget.created == created + 2
+        assert assert_dust(follows(engine)[f.follow_id], bitget.accounts[f.api_key]) == 0
+        assert produce(engine) == 1
