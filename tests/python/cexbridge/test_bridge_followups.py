@@ -9,6 +9,7 @@ rest once the exchange answers again."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -16,16 +17,20 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import Engine, update
+from indexing.support import fresh_postgres
+from sqlalchemy import Engine, insert, select, update
 
 from api.notifications import bridge as bridge_notes
 from bridge.standins.common import Order, Standin
-from bridge.worker import Bridge
+from bridge.venue import Fill
+from bridge.worker import Bridge, Outcome
 from tandem.config import BridgeSettings
 from tandem.db import bridge as t
+from tandem.db import migrate, open_engine
 
 from .support import (
     FixedContext,
+    add_follower,
     add_followers,
     database,
     keyring,
@@ -34,7 +39,7 @@ from .support import (
     standins,
     trade,
 )
-from .test_bridge_copy import follows, orders, redis_url, run_bridge
+from .test_bridge_copy import _Shared, _worker, follows, order_row, orders, redis_url, run_bridge
 from .test_bridge_fills import cancels
 
 __all__ = ["redis_url"]  # the fixture, used by name
@@ -209,3 +214,49 @@ def test_an_order_whose_reads_are_refused_books_what_filled_then_the_rest_once_r
             assert account.balances["ETH"] == Decimal("0.024975")
             held = Decimal(books[f.follow_id]["positions"]["ETH/USDT"])
             assert held == account.balances["ETH"], f.exchange
+
+
+def test_two_workers_booking_one_later_read_at_once_book_it_once(postgres: str) -> None:
+    """On PostgreSQL, two workers record the same later read of an order whose end was not
+    confirmed (its rest filled) at once: the first has booked it and not committed when the
+    second does. Must hold: the second waits for the row, finds it no longer as read (its fill
+    moved) and books nothing; the same read recorded again later moves nothing either."""
+    engine = open_engine(fresh_postgres(postgres, "bridge_followup_race"))
+    migrate.upgrade(engine)
+    ring, _ = keyring()
+    with standins(("okx",)) as stands:
+        f = add_follower(engine, ring, stands["okx"], "0x" + "cd" * 20, Decimal(1000))
+    row = order_row(f, "unconfirmed", "acked", 0)
+    with engine.begin() as conn:
+        conn.execute(insert(t.orders), [row])
+    half = Fill("o-1", "open", HALF, Decimal(50), Decimal(2000), Decimal("0.05"), HALF / 1000)
+    due = time.time() + 3
+    Bridge._apply(_worker(engine), [Outcome(row, "expired", half, reason="unconfirmed", due=due)])
+    with engine.connect() as conn:
+        read = dict(conn.execute(select(t.orders)).one()._mapping)
+    assert read["due_at"] == due and read["fee_base"] == "0.000025"
+    whole = Fill("o-1", "closed", WHOLE, Decimal(100), Decimal(2000), Decimal("0.1"), WHOLE / 1000)
+
+    def later() -> list[Outcome]:
+        return [Outcome(read, "expired", whole, reason="over", later=True)]
+
+    first = engine.connect()
+    first_tx = first.begin()
+    Bridge._apply(_worker(_Shared(first)), later())
+    second = threading.Thread(target=Bridge._apply, args=(_worker(engine), later()))
+    second.start()
+    second.join(1.0)
+    assert second.is_alive()  # waiting for the row the first holds
+    first_tx.commit()
+    first.close()
+    second.join(30)
+    assert not second.is_alive()
+    Bridge._apply(_worker(engine), later())
+    with engine.connect() as conn:
+        follow = conn.execute(select(t.follows).where(t.follows.c.id == f.follow_id)).one()
+        done = conn.execute(select(t.orders)).one()
+    engine.dispose()
+    assert Decimal(follow.cash) == 900  # 50, then the other 50: once
+    assert Decimal(follow.positions["ETH/USDT"]) == WHOLE - WHOLE / 1000  # less its fee in ETH
+    assert done.due_at is None and done.reason == "over" and Decimal(done.filled) == WHOLE
+    assert done.fee_base == "0.00005"
