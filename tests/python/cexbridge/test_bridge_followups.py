@@ -260,3 +260,43 @@ def test_two_workers_booking_one_later_read_at_once_book_it_once(postgres: str) 
     assert Decimal(follow.positions["ETH/USDT"]) == WHOLE - WHOLE / 1000  # less its fee in ETH
     assert done.due_at is None and done.reason == "over" and Decimal(done.filled) == WHOLE
     assert done.fee_base == "0.00005"
+
+
+def test_a_worker_that_dies_between_the_later_read_and_its_booking_leaves_it_to_the_next(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker reads again an order whose cancel was not confirmed (its rest filled since),
+    then dies before it books anything. Must hold: the order stays due (claimed for the next
+    interval, not lost), and the next worker's read books the rest once: on Binance, whose
+    order query has no fees, the rest's fee read from the order's trades."""
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("binance",)) as stands:
+        settings = rest_settings(stands, redis_url)
+        (f,) = add_followers(engine, ring, stands, 1)
+        binance = stands["binance"]
+        binance.partial, binance.partial_delay, binance.cancel_lags = Decimal("0.5"), 3600, True
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        run_bridge(settings, engine, ring, 1)
+        rest_fills_now(binance)
+
+        async def died(self: Bridge) -> None:
+            self._pending.clear()  # killed before the batch was written
+
+        with monkeypatch.context() as m:
+            m.setattr(Bridge, "_flush", died)
+            due_now(engine)
+            assert recheck(settings, engine, ring, 1) == [1]
+        (row,) = orders(engine)
+        assert Decimal(row["filled"]) == HALF and row["due_at"] > time.time()
+        assert Decimal(follows(engine)[f.follow_id]["cash"]) == 950
+        due_now(engine)
+        assert recheck(settings, engine, ring, 1) == [1]
+        (row,) = orders(engine)
+        assert Decimal(row["filled"]) == WHOLE and row["due_at"] is None
+        book = follows(engine)[f.follow_id]
+        assert Decimal(book["cash"]) == 900
+        account = binance.accounts[f.api_key]
+        assert (
+            Decimal(book["positions"]["ETH/USDT"]) == account.balances["ETH"] == Decimal("0.04995")
+        )
