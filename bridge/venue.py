@@ -224,6 +224,22 @@ def key_refused(ex: Any, exc: Exception) -> bool:
     return ex.id == "binance" and '"code":-2015' in str(exc).replace(" ", "")
 
 
+# Codes with which an exchange refuses the key itself (not the order) that ccxt raises as a
+# plain ``ExchangeError``: OKX's 50120 "API key doesn't have permission".
+KEY_CODES = {"okx": ("50120",)}
+
+
+def refused_for_good(ex: Any, exc: Exception) -> bool:
+    """Whether an order was refused for the key (a permission taken off, a key revoked), which
+    no later attempt with the same key changes, rather than for the order or the moment."""
+    import ccxt.async_support as ccxt
+
+    if isinstance(exc, ccxt.AuthenticationError) or key_refused(ex, exc):
+        return True
+    said = str(exc).replace(" ", "")
+    return any(f'"{code}"' in said for code in KEY_CODES.get(ex.id, ()))
+
+
 async def find(ex: Any, symbol: str, client_id: str) -> Fill | None:
     """The order with this client id, or None when the exchange has none."""
     import ccxt.async_support as ccxt

@@ -20,7 +20,10 @@
   way. Outcomes (acknowledged, filled, failed) are written in batches off the event loop, each
   fill moving the follow's book once; the trade is acknowledged on the stream after the last
   batch is written. An order not done within ``fill_timeout`` has its rest cancelled at the
-  exchange, and what filled by then is booked (``expired``): nothing of it fills later.
+  exchange, and what filled by then is booked (``expired``). Should the exchange not confirm
+  the end (the cancel not carried out, or refused; a read refused for the key), the order is
+  read again beside each limits watch (``recheck``) until it does, and what filled meanwhile
+  is booked then, once.
 - **Hot path.** Market lists, one aiohttp session per exchange (connections kept alive) and a
   ccxt client per active key are made before trades arrive (``warm``, again every
   ``warm_every`` seconds for new keys); a rotated key gets a new client.
@@ -32,7 +35,10 @@
   holds (``kind = exit``, client ids derived from the follow and the market), sent under a
   Redis lease, each asked for at the exchange first, so no exit order is sent twice. A copy
   order still in flight then ends later: what it leaves held is sold by one more exit order
-  (``_sell_leftover``). At most ``exit_concurrency`` exits run at once per worker; the rest
+  (``_sell_leftover``). An exit order that fails, or leaves part unsold, is followed by the
+  exit's next attempt after a backoff (``_exit_again``) until nothing above the market's
+  minimum is held, or the exit is given up (``exit_attempts``, or the key refused for good)
+  and the follower told. At most ``exit_concurrency`` exits run at once per worker; the rest
   wait their turn.
 - **Limits.** Every request waits for the shared limiter (``bridge.limiter``); a 429/418 blocks
   the exchange for its Retry-After. An exchange that does not answer pauses its orders: they
@@ -112,6 +118,24 @@ class Outcome:
     sent: float | None = None
     acked: float | None = None
     reason: str | None = None
+    # A refusal no later attempt can change (the key may no longer trade, or was deleted): an
+    # exit order so failed is given up, not sent again.
+    final: bool = False
+    # ``expired`` without the exchange saying the order is over (its cancel unconfirmed or
+    # refused, a read of it refused): when it is read again (``Bridge.recheck``).
+    due: float | None = None
+    # A later read of an order booked already (``expired``): it books what it adds, once.
+    later: bool = False
+
+
+class ReadRefused(Exception):
+    """The exchange refused to read an order it holds (the key lost its permission, say): the
+    order as last read, and the refusal."""
+
+    def __init__(self, fill: venue.Fill, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.fill = fill
+        self.error = error
 
 
 @dataclass
@@ -599,7 +623,9 @@ class Bridge:
         except ccxt.InvalidOrder:  # under the market's step: nothing of it can be sent
             return ZERO
 
-    async def _ensure_markets(self, names: Iterable[str]) -> None:
+    async def _ensure_markets(self, names: Iterable[str], wait: bool = True) -> None:
+        """Each exchange's market list, loaded once; an exchange down is waited for (its
+        followers paused), or, without ``wait``, its error raised (a follow-up tries later)."""
         for name in names:
             if name in self.markets:
                 continue
@@ -612,6 +638,9 @@ class Bridge:
                     markets = await ex.load_markets()
                     break
                 except (ccxt.NetworkError, ccxt.ExchangeNotAvailable) as exc:
+                    if not wait:
+                        await ex.close()
+                        raise
                     if name not in self.paused:
                         self.paused[name] = time.time()
                         log.warning(
@@ -629,13 +658,15 @@ class Bridge:
         import ccxt.async_support as ccxt
 
         if key["status"] == "deleted":
-            self._pending.append(Outcome(row, "failed", reason="the key was deleted"))
+            self._pending.append(Outcome(row, "failed", reason="the key was deleted", final=True))
             return
         ex = await self._client_of(key)
         await self.fills.ready(key, ex)
         exchange, cid = row["exchange"], row["client_id"]
         maybe_sent = not fresh or row["status"] != "sending"
         sent: float | None = row["sent_at"]
+        acked: float | None = row["acked_at"]
+        seen: venue.Fill | None = None  # the order as last read: what filled is booked
         while True:
             placing = False
             try:
@@ -647,6 +678,7 @@ class Bridge:
                     if fill is None:
                         maybe_sent = False
                         continue
+                    seen = fill
                     self.stats.found += 1
                     acked = row["acked_at"] or time.time()
                     if fill.done:  # found by its client id alone: no fee seen yet
@@ -672,6 +704,7 @@ class Bridge:
                             )
                             return
                         fill = found
+                    seen = fill
                     placing = False
                     acked = time.time()
                     self.stats.acked.append(acked)
@@ -679,27 +712,43 @@ class Bridge:
                 if not fill.done:
                     self._pending.append(Outcome(row, "acked", fill, sent, acked))
                     fill = await self.fills.follow(ex, key, row, fill, sent, self._follow_fill)
+                    seen = fill
                 if fill.done:
                     self._pending.append(Outcome(row, "filled", fill, sent, acked))
                     return
-                cancelled, fill = await self._cancel_rest(ex, key, row, fill)
-                if fill.done and not cancelled:
+                cancelled, fill, confirmed = await self._cancel_rest(ex, key, row, fill)
+                if confirmed and not cancelled:
                     # It ended before the cancel arrived (filled, or its rest expired): as if
                     # it had within the time.
                     self._pending.append(Outcome(row, "filled", fill, sent, acked))
                 else:
-                    reason = _expired(self.settings.fill_timeout, row, fill)
+                    reason = _expired(self.settings.fill_timeout, row, fill, confirmed)
                     log.warning("order %s expired: %s", cid, reason)
-                    self._pending.append(Outcome(row, "expired", fill, sent, acked, reason))
+                    due = None if confirmed else self._recheck_at(sent)
+                    self._pending.append(
+                        Outcome(row, "expired", fill, sent, acked, reason, due=due)
+                    )
+                return
+            except ReadRefused as exc:
+                # The order was placed (or may have been, by a worker that died): what was seen
+                # filled is booked, never dropped with the order told ``failed``, and the order
+                # is read again later until the exchange says it is over.
+                self._unconfirmed(row, exc.fill, sent, acked, exc.error)
                 return
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as exc:
                 if venue.key_refused(ex, exc):
                     # The account's refusal, not a ban of the IP (``venue.key_refused``): this
                     # account's order fails, as another account refusal does, and the others
-                    # go on.
+                    # go on; or, when the order may be at the exchange already (a read of it
+                    # refused), is read again later.
+                    if not placing and (maybe_sent or seen is not None):
+                        self._unconfirmed(row, seen, sent, acked, exc)
+                        return
                     log.warning("order %s failed: the key was refused", cid)
                     reason = f"PermissionDenied: {str(exc)[:400]}"
-                    self._pending.append(Outcome(row, "failed", sent=sent, reason=reason))
+                    self._pending.append(
+                        Outcome(row, "failed", sent=sent, reason=reason, final=True)
+                    )
                     return
                 if placing:
                     maybe_sent = False  # refused: not placed
@@ -715,11 +764,43 @@ class Bridge:
                     )
                 await asyncio.sleep(self.settings.paused_retry)
             except ccxt.ExchangeError as exc:
+                if not placing and (maybe_sent or seen is not None):
+                    # A read of an order that is, or may be, at the exchange refused: read
+                    # again later, what was seen filled booked.
+                    self._unconfirmed(row, seen, sent, acked, exc)
+                    return
                 # Refused for this account alone (its key, its balance): the others go on.
                 log.warning("order %s failed: %s", cid, type(exc).__name__)
                 reason = f"{type(exc).__name__}: {str(exc)[:400]}"
-                self._pending.append(Outcome(row, "failed", sent=sent, reason=reason))
+                final = venue.refused_for_good(ex, exc)  # a permission, a key
+                self._pending.append(Outcome(row, "failed", sent=sent, reason=reason, final=final))
                 return
+
+    def _unconfirmed(
+        self,
+        row: dict[str, Any],
+        fill: venue.Fill | None,
+        sent: float | None,
+        acked: float | None,
+        error: BaseException,
+    ) -> None:
+        """An order the exchange would not read (the key lost its permission, say) after it was
+        placed, or may have been: ``expired`` with what was seen filled booked, and read again
+        later (``recheck``) until the exchange says it is over."""
+        seen = fill or venue.Fill("", "open", ZERO, ZERO, None, None)
+        reason = _unread(row, seen, error)
+        log.warning("order %s: %s", row["client_id"], reason)
+        due = self._recheck_at(sent)
+        self._pending.append(Outcome(row, "expired", seen, sent, acked, reason, due=due))
+
+    def _recheck_at(self, sent: float | None) -> float:
+        """When an order whose end is not confirmed is read again: at the next watch of the
+        limits at first, then as long after as the order is old (so, doubling), at most
+        ``exit_retry_max`` apart: a key refused for good costs a few requests an hour."""
+        now = time.time()
+        age = now - (sent or now)
+        first = self.settings.limits_every or self.settings.reclaim_idle
+        return now + min(max(first, age), max(first, self.settings.exit_retry_max))
 
     async def _observe(self, exchange: str, ex: Any) -> None:
         """The weight an exchange says this IP used (Binance's ``X-MBX-USED-WEIGHT-1M``), once
@@ -740,15 +821,16 @@ class Bridge:
 
     async def _cancel_rest(
         self, ex: Any, key: dict[str, Any], row: dict[str, Any], fill: venue.Fill
-    ) -> tuple[bool, venue.Fill]:
+    ) -> tuple[bool, venue.Fill, bool]:
         """An order not done after ``fill_timeout``: its rest is cancelled at the exchange (a
         rest left open could fill later, and the account would hold more than the book), then
         the order is read until the exchange says it is over: what filled by then, and no more
         ever, is what the book moves by. A cancel answered "no such open order" (it filled, or
         its rest expired, just before) reads the order the same way, as does one the exchange
-        refuses for the account (its key may no longer trade). Whether the cancel took,
-        and the order as last read (not done: the exchange did not confirm the end, which the
-        order's reason says)."""
+        refuses for the account (its key may no longer trade). Whether the cancel took, the
+        order as last read, and whether the exchange confirmed its end (and, on Binance, its
+        fees): when not, the order is read again later (``recheck``) and a later fill of its
+        rest booked then."""
         import ccxt.async_support as ccxt
 
         exchange, cid = row["exchange"], row["client_id"]
@@ -770,7 +852,9 @@ class Bridge:
             await self.limiter.acquire(exchange, key["api_key"], order=False)
             try:
                 found = await venue.find(ex, row["symbol"], cid)
-            except ccxt.ExchangeError:
+            except (ccxt.ExchangeError, ccxt.DDoSProtection) as exc:
+                if isinstance(exc, ccxt.DDoSProtection) and not venue.key_refused(ex, exc):
+                    raise  # a ban of the IP: waited for by ``_execute``
                 # As for the cancel: what was seen filled is booked, the end not confirmed.
                 break
             if found is not None and found.filled >= fill.filled:
@@ -778,12 +862,20 @@ class Bridge:
                 fill = found
             if fill.done:
                 break
-        await self._trade_fees(ex, key, row, fill, seen)
-        return cancelled, fill
+        try:
+            await self._trade_fees(ex, key, row, fill, seen)
+        except (ccxt.ExchangeError, ccxt.DDoSProtection) as exc:
+            if isinstance(exc, ccxt.DDoSProtection) and not venue.key_refused(ex, exc):
+                raise
+            # The fees seen stand; the order is read again later for the rest of them.
+            return cancelled, fill, False
+        return cancelled, fill, fill.done
 
     async def _follow_fill(
         self, ex: Any, key: dict[str, Any], row: dict[str, Any], fill: venue.Fill
     ) -> venue.Fill:
+        import ccxt.async_support as ccxt
+
         deadline = time.monotonic() + self.settings.fill_timeout
         first = fill
         asked = False  # the acknowledgement of most exchanges is an id alone: ask at once
@@ -797,7 +889,13 @@ class Bridge:
                 await asyncio.sleep(0.2)
             asked = True
             await self.limiter.acquire(row["exchange"], key["api_key"], order=False)
-            found = await venue.find(ex, row["symbol"], row["client_id"])
+            try:
+                found = await venue.find(ex, row["symbol"], row["client_id"])
+            except (ccxt.ExchangeError, ccxt.DDoSProtection) as exc:
+                if isinstance(exc, ccxt.DDoSProtection) and not venue.key_refused(ex, exc):
+                    raise  # a ban of the IP: waited for by ``_execute``
+                fill.fees_from(first)
+                raise ReadRefused(fill, exc) from exc
             if found is None:
                 raise RuntimeError(f"order {row['client_id']} vanished from {row['exchange']}")
             fill = found
@@ -829,6 +927,7 @@ class Bridge:
     async def _limits_loop(self) -> None:
         # With the watch off, exits left unfinished by a worker that died are still resumed.
         every = self.settings.limits_every or self.settings.reclaim_idle
+        rechecking: asyncio.Task[int] | None = None
         while True:
             await asyncio.sleep(every)
             try:
@@ -838,6 +937,99 @@ class Bridge:
                     self._start_exits(self._unfinished_exits())
             except Exception as exc:  # an exchange down stops no later watch
                 log.warning("watching the followers' limits failed: %s", type(exc).__name__)
+            # Beside the watch, never two at once: an exchange down holds no later watch.
+            if rechecking is None or rechecking.done():
+                rechecking = asyncio.create_task(self._recheck_logged())
+
+    async def _recheck_logged(self) -> int:
+        try:
+            return await self.recheck()
+        except Exception as exc:  # the database away, say: the next watch tries again
+            log.warning("reading orders again failed: %s", type(exc).__name__)
+            return 0
+
+    async def recheck(self) -> int:
+        """Orders whose end the exchange did not confirm (``expired`` with ``due_at``), once
+        due: each has its rest cancelled again and is read, through the shared limiter, until
+        the exchange says it is over; what filled since it was booked is booked then, once
+        (``_take_later``), and an exit order's rest unsold is sold again (``_exit_again``). A
+        worker claims each order for its next interval by one conditional UPDATE, so two
+        workers do not read it at once. The orders read."""
+        now = time.time()
+        o_ = t.orders.c
+        with self.engine.begin() as conn:
+            due = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(t.orders)
+                    .where(o_.status == "expired", o_.due_at.is_not(None), o_.due_at <= now)
+                    .order_by(o_.due_at)
+                    .limit(RECHECKS)
+                )
+            ]
+            claimed = []
+            for row in due:
+                later = self._recheck_at(row["sent_at"])
+                took = conn.execute(
+                    update(t.orders)
+                    .where(o_.client_id == row["client_id"], o_.due_at == row["due_at"])
+                    .values(due_at=later)
+                ).rowcount
+                if took:
+                    claimed.append({**row, "due_at": later})
+        if not claimed:
+            return 0
+        keys = self._keys_of({r["follow_id"] for r in claimed})
+        results = await asyncio.gather(
+            *(self._recheck_one(r, keys[r["follow_id"]]) for r in claimed), return_exceptions=True
+        )
+        for row, result in zip(claimed, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("order %s not read again: %s", row["client_id"], result)
+        await self._flush()
+        return len(claimed)
+
+    async def _recheck_one(self, row: dict[str, Any], key: dict[str, Any]) -> None:
+        """One order whose end was not confirmed: its rest cancelled again, then read. Over at
+        the exchange (or unknown there: never placed, or long gone), its fill is booked as
+        read and its end confirmed; not yet, what it adds is booked and it stays due."""
+        import ccxt.async_support as ccxt
+
+        if key["status"] == "deleted":
+            # Its secret is wiped: nothing can read it again. What was booked stands.
+            reason = f"{row['reason']}; its key was deleted: not read again"
+            self._pending.append(
+                Outcome(row, "expired", _booked_fill(row), reason=reason, later=True)
+            )
+            return
+        exchange, cid = row["exchange"], row["client_id"]
+        # An exchange down holds no other exchange's follow-ups: this one is tried later.
+        await self._ensure_markets([exchange], wait=False)
+        ex = await self._client_of(key)
+        await self.limiter.acquire(exchange, key["api_key"], order=False, request="cancel")
+        try:
+            await venue.cancel(ex, row["symbol"], cid)
+        except ccxt.ExchangeError as exc:  # refused again: the read says how it stands
+            log.info("order %s: its rest's cancel refused again (%s)", cid, type(exc).__name__)
+        await self.limiter.acquire(exchange, key["api_key"], order=False)
+        found = await venue.find(ex, row["symbol"], cid)
+        if found is None:
+            # No such order at the exchange: never placed (a read refused before it could be
+            # known), or over long ago. Nothing more fills.
+            found = _booked_fill(row)
+            found.status = "closed"
+        elif found.filled:
+            before = _booked_fill(row)
+            found.fees_from(before)
+            if exchange == "binance" and (found.filled > before.filled or before.fee is None):
+                # Its order query has no fees: its trades have every one.
+                await self.limiter.acquire(exchange, key["api_key"], order=False, request="trades")
+                await venue.trade_fees(ex, row["symbol"], found)
+        if found.done:
+            reason, due = _confirmed_later(row, found), None
+        else:
+            reason, due = row["reason"], row["due_at"]
+        self._pending.append(Outcome(row, "expired", found, reason=reason, due=due, later=True))
 
     async def watch_limits(self, wait: bool = True) -> list[int]:
         """Every active follow holding positions marked at its exchange's prices (one tickers
@@ -1072,20 +1264,29 @@ class Bridge:
 
     async def _run_exit(self, follow_id: int) -> None:
         """Send the follow's exit orders not yet final, once one of the worker's
-        ``exit_concurrency`` slots is free, under the exit's lease (``_exit_under_lease``)."""
-        async with self._exit_slots:
-            self.stats.exits_running += 1
-            self.stats.exits_peak = max(self.stats.exits_peak, self.stats.exits_running)
-            try:
-                handled: set[str] = set()
-                # Looked at again once the lease is let go: an order written while it was held
-                # (what a copy order left) found the lease taken, or this task running, and
-                # was left to it.
-                while await self._exit_under_lease(follow_id, handled):
-                    if not self._exit_todo(follow_id, handled):
-                        return
-            finally:
-                self.stats.exits_running -= 1
+        ``exit_concurrency`` slots is free, under the exit's lease (``_exit_under_lease``). An
+        attempt not yet due (its backoff, ``_exit_again``) is waited for holding neither the
+        slot nor the lease; should this worker die meanwhile, any worker's watch resumes it."""
+        handled: set[str] = set()
+        while True:
+            async with self._exit_slots:
+                self.stats.exits_running += 1
+                self.stats.exits_peak = max(self.stats.exits_peak, self.stats.exits_running)
+                try:
+                    # Looked at again once the lease is let go: an order written while it was
+                    # held (what a copy order left, an exit's next attempt) found the lease
+                    # taken, or this task running, and was left to it.
+                    while await self._exit_under_lease(follow_id, handled):
+                        todo = self._exit_todo(follow_id, handled)
+                        if not todo:
+                            return
+                        if not any(_due(r) for r in todo):
+                            break
+                    else:
+                        return  # another worker holds the exit
+                finally:
+                    self.stats.exits_running -= 1
+            await asyncio.sleep(max(0.0, min(r["due_at"] or 0 for r in todo) - time.time()))
 
     async def _exit_under_lease(self, follow_id: int, handled: set[str]) -> bool:
         """Holding the exit's lease in Redis, so that no other worker sends them meanwhile,
@@ -1102,7 +1303,7 @@ class Bridge:
         done = asyncio.Event()
         keeper = asyncio.create_task(self._keep_lease(lease, ttl, done))
         try:
-            todo = self._exit_todo(follow_id, handled)  # read under the lease
+            todo = [r for r in self._exit_todo(follow_id, handled) if _due(r)]  # under the lease
             if todo:
                 handled.update(r["client_id"] for r in todo)
                 key = self._keys_of({follow_id})[follow_id]
@@ -1179,50 +1380,47 @@ class Bridge:
         what filled), by one conditional ``UPDATE``, and only the transaction whose update took
         the row books the fill: two workers that both saw an order end (a trade taken over
         while its first worker still lives) move the book once, on PostgreSQL too, where the
-        second waits for the first's row lock and then finds the row booked. The follows it
-        books into are locked before they are read, so no worker's book overwrites another's.
-        A follow whose limit a fill breaches is stopped and its exit written in the same
-        transaction; a copy order ending for a follow stopped before sells what it leaves
-        (``_sell_leftover``). The follows with exit orders to send are returned."""
+        second waits for the first's row lock and then finds the row booked. An ``expired``
+        order whose end the exchange did not confirm takes a later read only while its row is
+        still as that read found it (``_take_later``), which books what the read adds, once.
+        The follows it books into are locked before they are read, so no worker's book
+        overwrites another's. A follow whose limit a fill breaches is stopped and its exit
+        written in the same transaction; a copy order ending for a follow stopped before sells
+        what it leaves (``_sell_leftover``); an exit order that failed, or ended with its sale's
+        rest unsold, is followed by its next attempt (``_exit_again``). The follows with exit
+        orders to send are returned."""
         now = time.time()
         breached: dict[int, str] = {}
         with self.engine.begin() as conn:
-            booked: list[Outcome] = []
-            ended: list[Outcome] = []  # copy orders whose end this transaction wrote
+            booked: list[tuple[Outcome, venue.Fill]] = []  # and what each books
+            ended: list[Outcome] = []  # copy orders whose (confirmed) end this transaction wrote
+            exits: list[Outcome] = []  # exit orders that ended with their sale not all done
             for o in batch:
-                values: dict[str, Any] = {"status": o.status, "reason": o.reason}
-                if o.sent is not None:
-                    values.update(sent_at=o.sent, attempts=o.row["attempts"] + 1)
-                if o.acked is not None:
-                    values["acked_at"] = o.acked
-                fill = o.fill
-                if fill is not None:
-                    values.update(
-                        order_id=fill.id,
-                        filled=venue.text(fill.filled),
-                        cost=venue.text(fill.cost),
-                        average=venue.text(fill.average) if fill.average else None,
-                        fee=None if fill.fee is None else venue.text(fill.fee),
-                    )
-                    if o.status == "filled":
-                        values["filled_at"] = now
-                taken = conn.execute(
-                    update(t.orders)
-                    .where(t.orders.c.client_id == o.row["client_id"])
-                    .where(t.orders.c.status.not_in(t.BOOKED))
-                    .values(**values)
-                ).rowcount
-                if taken and o.status in t.BOOKED and fill is not None:
-                    booked.append(o)
-                if taken and o.status != "acked" and o.row["kind"] == "copy":
+                confirmed = o.due is None
+                if o.later:
+                    taken, added = self._take_later(conn, o)
+                    if added is not None:
+                        booked.append((o, added))
+                else:
+                    taken, added = self._take(conn, o, now), o.fill
+                    if taken and o.status in t.BOOKED and added is not None:
+                        booked.append((o, added))
+                if not taken or o.status == "acked" or not confirmed:
+                    continue
+                if o.row["kind"] == "copy":
                     ended.append(o)
-            if not booked and not ended:
+                elif o.status in ("failed", "expired") or _part_unsold(o):
+                    exits.append(o)
+            if not booked and not ended and not exits:
                 return []
+            involved = {o.row["follow_id"] for o, _ in booked} | {
+                o.row["follow_id"] for o in ended + exits
+            }
             books = {
                 r.id: dict(r._mapping)
                 for r in conn.execute(
                     select(t.follows)
-                    .where(t.follows.c.id.in_({o.row["follow_id"] for o in booked + ended}))
+                    .where(t.follows.c.id.in_(involved))
                     .order_by(t.follows.c.id)  # one order of locks for every worker
                     .with_for_update()
                 )
@@ -1230,12 +1428,11 @@ class Bridge:
             # Stopped before this transaction: their exit is written, and an order ending now
             # may leave something it does not sell.
             stopped_before = {i for i, book in books.items() if book["status"] == "stopped"}
-            for o in booked:
-                assert o.fill is not None
-                breach = _book_fill(books[o.row["follow_id"]], o.row, o.fill)
+            for o, fill in booked:
+                breach = _book_fill(books[o.row["follow_id"]], o.row, fill)
                 if breach:
                     breached[o.row["follow_id"]] = breach
-            for follow_id in {o.row["follow_id"] for o in booked}:
+            for follow_id in {o.row["follow_id"] for o, _ in booked}:
                 book = books[follow_id]
                 conn.execute(
                     update(t.follows)
@@ -1253,7 +1450,123 @@ class Bridge:
                 for o in ended
                 if o.row["follow_id"] in stopped_before and self._sell_leftover(conn, o.row)
             }
-            return [*claimed, *sorted(late)]
+            again = {o.row["follow_id"] for o in exits if self._exit_again(conn, o, now)}
+            return [*claimed, *sorted(late | again)]
+
+    def _take(self, conn: Any, o: Outcome, now: float) -> bool:
+        """The outcome into its order's row, while the row is not booked; True when it took."""
+        values: dict[str, Any] = {"status": o.status, "reason": o.reason}
+        if o.sent is not None:
+            values.update(sent_at=o.sent, attempts=o.row["attempts"] + 1)
+        if o.acked is not None:
+            values["acked_at"] = o.acked
+        fill = o.fill
+        if fill is not None:
+            values.update(_fill_values(fill))
+            if o.status == "filled":
+                values["filled_at"] = now
+        if o.status in t.BOOKED:
+            values["due_at"] = o.due
+        taken = conn.execute(
+            update(t.orders)
+            .where(t.orders.c.client_id == o.row["client_id"])
+            .where(t.orders.c.status.not_in(t.BOOKED))
+            .values(**values)
+        ).rowcount
+        return bool(taken)
+
+    def _take_later(self, conn: Any, o: Outcome) -> tuple[bool, venue.Fill | None]:
+        """A later read of an ``expired`` order whose end was not confirmed, into its row while
+        the row is still as that read's worker found it (its fill and fees as booked): whether
+        it took, and what it adds to the book (None: nothing). A second worker reading the
+        order at once finds the row changed and books nothing."""
+        row, fill = o.row, o.fill
+        assert fill is not None
+        before = _booked_fill(row)
+        delta = venue.Fill(
+            fill.id,
+            fill.status,
+            fill.filled - before.filled,
+            fill.cost - before.cost,
+            fill.average,
+            None,
+            fill.fee_base - before.fee_base if fill.fee is not None else ZERO,
+            fill.fee_quote - before.fee_quote if fill.fee is not None else ZERO,
+        )
+        values: dict[str, Any] = {"reason": o.reason, "due_at": o.due}
+        parts = (delta.filled, delta.cost, delta.fee_base, delta.fee_quote)
+        added: venue.Fill | None = None
+        if min(parts) < 0:
+            # The exchange reports less than was booked: nothing is taken back on its word.
+            log.warning("order %s: a later read reports less than booked", row["client_id"])
+        elif any(parts):
+            added = delta
+            if fill.fee is None:  # Binance's order query: the fees booked stand
+                fill.fee = Decimal(row["fee"]) if row["fee"] is not None else None
+                fill.fee_base, fill.fee_quote = before.fee_base, before.fee_quote
+            values.update(_fill_values(fill))
+        o_ = t.orders.c
+        taken = conn.execute(
+            update(t.orders)
+            .where(o_.client_id == row["client_id"], o_.status == "expired")
+            .where(o_.due_at.is_not(None))
+            .where(o_.filled.is_not_distinct_from(row["filled"]))
+            .where(o_.fee_base.is_not_distinct_from(row["fee_base"]))
+            .where(o_.fee_quote.is_not_distinct_from(row["fee_quote"]))
+            .values(**values)
+        ).rowcount
+        if not taken:
+            return False, None
+        return True, added
+
+    def _exit_again(self, conn: Any, o: Outcome, now: float) -> bool:
+        """An exit order that failed, or ended with its sale's rest unsold: what the follow
+        still holds of its market beyond the sales in flight is sold by the exit's next
+        attempt, its client id derived from this order's and the attempt's number (any worker
+        writing it writes the same one, once), not sent before a backoff doubling from
+        ``exit_retry`` up to ``exit_retry_max``. Below the market's minimum, the attempt is
+        recorded ``skipped`` (dust). After ``exit_attempts``, or a refusal no attempt changes
+        (``Outcome.final``), the exit is given up: this order is marked so, and its follower
+        told (the notifier's ``exit.failed``). Called with the follow locked; True when an
+        attempt is to be sent."""
+        row = o.row
+        attempt = row.get("exit_attempt") or 1
+        client_id = exit_retry_id(row["client_id"], attempt + 1)
+        written = select(t.orders.c.client_id).where(t.orders.c.client_id == client_id)
+        if conn.execute(written).first():
+            return False  # the order ended twice: its next attempt is written once
+        f = _follow(conn, row["follow_id"])
+        new = self._exit_row(conn, f, row["symbol"], client_id)
+        if new is None:
+            return False  # nothing of the market left unsold
+        if new["status"] == "sending" and (o.final or attempt >= self.settings.exit_attempts):
+            self.stats.exits -= 1  # not written
+            why = "refused for good" if o.final else f"{attempt} attempts"
+            left = f"{new['size']} {row['symbol'].split('/')[0]}"
+            conn.execute(
+                update(t.orders)
+                .where(t.orders.c.client_id == row["client_id"])
+                .values(
+                    given_up=True,
+                    reason=f"{o.reason or row['reason'] or ''}; the exit is given up ({why}): "
+                    f"{left} stays at the exchange, to be sold there",
+                )
+            )
+            log.warning("follow %s: exit of %s given up (%s)", f["id"], left, why)
+            return False
+        new.update(retry_of=row["client_id"], exit_attempt=attempt + 1)
+        if new["status"] == "sending":
+            wait = self.settings.exit_retry * 2 ** (attempt - 1)
+            new["due_at"] = now + min(wait, self.settings.exit_retry_max)
+            log.warning(
+                "follow %s: exit attempt %s of %s in %.1f s",
+                f["id"],
+                attempt + 1,
+                row["symbol"],
+                new["due_at"] - now,
+            )
+        conn.execute(insert(t.orders), [new])
+        return bool(new["status"] == "sending")
 
     # --- keys
 
@@ -1299,6 +1612,8 @@ class Bridge:
 
 # Reads of an order after its rest's cancel, 0.2 s apart, until the exchange says it is over.
 CANCEL_READS = 5
+# The most orders whose end was not confirmed read again at one watch.
+RECHECKS = 100
 # A follow's exit is named ``exit-<follow id>`` in the orders' ``trade`` (it has no master
 # trade): a follow is stopped once, and never made active again.
 EXIT = "exit-"
@@ -1323,6 +1638,54 @@ def late_exit_order_id(client_id: str) -> str:
     """The client id of the exit order that sells what the copy order ``client_id`` left to a
     follow stopped while it was in flight (``Bridge._sell_leftover``)."""
     return "tdm" + hashlib.sha256(f"{EXIT}after:{client_id}".encode()).hexdigest()[:29]
+
+
+def exit_retry_id(client_id: str, attempt: int) -> str:
+    """The client id of an exit's attempt ``attempt`` (from 2), selling again what the exit
+    order ``client_id`` (the attempt before) left unsold: the same on every worker."""
+    return "tdm" + hashlib.sha256(f"{EXIT}again:{client_id}:{attempt}".encode()).hexdigest()[:29]
+
+
+def _fill_values(fill: venue.Fill) -> dict[str, Any]:
+    """An order's fill as its row keeps it (the fee's two parts too, as booked)."""
+    return {
+        **({"order_id": fill.id} if fill.id else {}),
+        "filled": venue.text(fill.filled),
+        "cost": venue.text(fill.cost),
+        "average": venue.text(fill.average) if fill.average else None,
+        "fee": None if fill.fee is None else venue.text(fill.fee),
+        "fee_base": venue.text(fill.fee_base),
+        "fee_quote": venue.text(fill.fee_quote),
+    }
+
+
+def _booked_fill(row: dict[str, Any]) -> venue.Fill:
+    """What an order's row has booked."""
+
+    def number(name: str) -> Decimal:
+        return Decimal(row[name]) if row.get(name) else ZERO
+
+    return venue.Fill(
+        row["order_id"] or "",
+        "open",
+        number("filled"),
+        number("cost"),
+        Decimal(row["average"]) if row.get("average") else None,
+        Decimal(row["fee"]) if row.get("fee") else None,
+        number("fee_base"),
+        number("fee_quote"),
+    )
+
+
+def _part_unsold(o: Outcome) -> bool:
+    """An order done at the exchange with part of it not filled (a market order's rest that
+    found nothing to fill it: Binance's ``EXPIRED``, OKX's ``canceled``)."""
+    return o.status == "filled" and o.fill is not None and o.fill.filled < Decimal(o.row["size"])
+
+
+def _due(row: dict[str, Any]) -> bool:
+    """Whether an exit order may be sent now (its attempt's backoff is over)."""
+    return row.get("due_at") is None or row["due_at"] <= time.time()
 
 
 def _in_flight(status: Any) -> Any:
@@ -1368,19 +1731,46 @@ def _below_minimum(market: dict[str, Any], amount: Decimal, value: Decimal) -> s
     return None
 
 
-def _expired(timeout: float, row: dict[str, Any], fill: venue.Fill) -> str:
+# Said of an order whose end the exchange has not confirmed: what the bridge does about it.
+FOLLOWED_UP = "it is read again until the exchange says it is over, a later fill booked then"
+
+
+def _ordered(row: dict[str, Any]) -> tuple[str, str]:
+    """The order's base asset, and what was ordered, in words (``100.00 USDT``)."""
+    base, quote = row["symbol"].split("/")[0], row["symbol"].split("/")[-1]
+    return base, f"{row['size']} {quote if row['side'] == 'buy' else base}"
+
+
+def _expired(timeout: float, row: dict[str, Any], fill: venue.Fill, confirmed: bool) -> str:
     """Why an order that did not end within ``timeout`` seconds is over for the bridge (its
     rest cancelled at the exchange, which said the order is over, or did not say so)."""
-    base, quote = row["symbol"].split("/")[0], row["symbol"].split("/")[-1]
-    ordered = f"{row['size']} {quote if row['side'] == 'buy' else base}"
+    base, ordered = _ordered(row)
     rest = (
         "the rest was cancelled at the exchange"
-        if fill.done
-        else "the rest's cancel was not confirmed: a later fill of it is not booked"
+        if confirmed
+        else f"the rest's cancel was not confirmed: {FOLLOWED_UP}"
     )
     return (
         f"not done after {timeout:.0f} s: {venue.text(fill.filled)} {base} filled (booked) "
         f"for {ordered} ordered; {rest}"
+    )
+
+
+def _unread(row: dict[str, Any], fill: venue.Fill, error: BaseException) -> str:
+    """Why an order the exchange refused to read is ``expired``, its end not confirmed."""
+    base, ordered = _ordered(row)
+    return (
+        f"the exchange refused to read it ({type(error).__name__}): "
+        f"{venue.text(fill.filled)} {base} filled (booked) for {ordered} ordered; {FOLLOWED_UP}"
+    )
+
+
+def _confirmed_later(row: dict[str, Any], fill: venue.Fill) -> str:
+    """The reason of an order whose end a later read confirmed."""
+    base, ordered = _ordered(row)
+    return (
+        f"read again after its end was not confirmed: {venue.text(fill.filled)} {base} filled "
+        f"(booked) for {ordered} ordered; the order is over at the exchange"
     )
 
 

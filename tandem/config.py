@@ -589,6 +589,22 @@ class BridgeSettings(BaseModel):
         description="followers' limit exits running at once per worker (each holds its lease "
         "and sends its orders, paced by the limits); more wait their turn",
     )
+    exit_retry: float = Field(
+        default=1.0,
+        gt=0,
+        le=600,
+        description="seconds before an exit order that failed, or left part unsold, is sent "
+        "again; doubled at each attempt up to exit_retry_max",
+    )
+    exit_retry_max: float = Field(
+        default=60.0, gt=0, le=3_600, description="the longest wait between two exit attempts"
+    )
+    exit_attempts: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="attempts at an exit's sale before it is given up and the follower told",
+    )
     log_format: Literal["text", "json"] = "text"
 
     @field_validator("assets")

@@ -4,7 +4,12 @@ value carried to the next order), filled (with its execution drag), failed, or e
 done within the bridge's ``fill_timeout``: what filled, booked, and why; its rest was cancelled
 at the exchange), and when the bridge fired their stop-loss or drawdown exit (``exit.limit``,
 with the exchange and the limit: one for each market the exit sells, or one for a follow
-stopped holding nothing).
+stopped holding nothing). An exit order that failed, or left part of its sale unsold, is sold
+again by the bridge's next attempt: the follower hears of the exit once, at its last attempt,
+``exit.limit`` when it sold (or left dust below the market's minimum), ``exit.failed`` when the
+bridge gave up (its attempts spent, or the key refused for good: what is left stays at the
+exchange, the follower's to sell). An exit order whose end the exchange has not confirmed is
+told once it is.
 
 The bridge's workers write the orders; the notifier, holding its lease, derives each order once
 it is final and marks it told (``notified_at``) in the transaction that stores its
@@ -49,6 +54,9 @@ def produce(conn: Connection, now: float | None = None) -> int:
         select(o, f.c.reason.label("limit_reason"))
         .join(f, f.c.id == o.c.follow_id)
         .where(o.c.notified_at.is_(None), o.c.status.in_(FINAL))
+        # An exit order whose end is not confirmed may yet be followed by its next attempt:
+        # told once it is over.
+        .where(~((o.c.kind == "exit") & (o.c.status == "expired") & o.c.due_at.is_not(None)))
         .order_by(o.c.known_at, o.c.client_id)
         .limit(BATCH)
     ).all()
@@ -68,11 +76,12 @@ def produce(conn: Connection, now: float | None = None) -> int:
         ).all()
     )
     told = _stops_told(conn, rows)
+    retried = _retried(conn, rows)
     drafts = []
     for row in rows:
-        kind = _kind(row, told)
+        kind = _kind(row, told, retried)
         wanted = kinds.get(row.address)
-        if kind is not None and (wanted is None or kind in wanted):
+        if kind is not None and (wanted is None or kind in wanted or _implied(kind, wanted)):
             drafts.append(_draft(row, kind, masters.get(row.vault)))
     added = store(conn, drafts, now)
     conn.execute(
@@ -81,6 +90,23 @@ def produce(conn: Connection, now: float | None = None) -> int:
         .values(notified_at=now)
     )
     return added
+
+
+def _implied(kind: str, wanted: Sequence[str]) -> bool:
+    """An exit given up is told to whoever wants to hear of their limits' exits: settings
+    chosen before the kind existed would otherwise leave a follower unaware of a position
+    the bridge could not sell."""
+    return kind == "exit.failed" and "exit.limit" in wanted
+
+
+def _retried(conn: Connection, rows: Sequence[Any]) -> set[str]:
+    """The exit orders of ``rows`` the bridge sells the rest of again (a later attempt names
+    each): their follower hears of the exit at its last attempt, not at each."""
+    exits = [r.client_id for r in rows if r.kind == "exit"]
+    if not exits:
+        return set()
+    o = t.orders
+    return set(conn.execute(select(o.c.retry_of).where(o.c.retry_of.in_(exits))).scalars())
 
 
 def _stopped_skip(row: Any) -> bool:
@@ -109,12 +135,15 @@ def _stops_told(conn: Connection, rows: Sequence[Any]) -> set[int]:
     return set(found.scalars()) | set(exiting.scalars())
 
 
-def _kind(row: Any, told: set[int]) -> str | None:
-    """What an order tells its follower, or None. Each exit order is an ``exit.limit``; a follow
+def _kind(row: Any, told: set[int], retried: set[str]) -> str | None:
+    """What an order tells its follower, or None. Each exit's last attempt is an ``exit.limit``
+    (an ``exit.failed`` when the bridge gave it up), the attempts before it nothing; a follow
     stopped with nothing of the market to sell has no exit order, and hears of its stop at the
     first order skipped after it (not at every one after)."""
     if row.kind == "exit":
-        return "exit.limit"
+        if row.client_id in retried:
+            return None  # sold again by a later attempt, told then
+        return "exit.failed" if row.given_up else "exit.limit"
     if _stopped_skip(row):
         if row.follow_id in told:
             return None
@@ -153,8 +182,9 @@ def _draft(row: Any, kind: str, master: str | None) -> Draft:
     }
     if kind == "bridge.skipped":
         data["carried"] = row.carried
-    if kind == "exit.limit":
+    if kind in ("exit.limit", "exit.failed"):
         data.update(limit=_limit(row.limit_reason), limit_reason=row.limit_reason)
+        data["attempt"] = row.exit_attempt or 1
     return Draft(
         address=row.address,
         kind=kind,

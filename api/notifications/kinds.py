@@ -10,6 +10,8 @@ KINDS: dict[str, str] = {
     "position.changed": "a master you copy or watch added to or reduced a position",
     "exit.limit": "a limit of yours (stop-loss, take-profit, drawdown) fired its exit, in a vault "
     "or at an exchange",
+    "exit.failed": "an exit of your limit at an exchange could not sell everything: the bridge "
+    "gave up (its attempts spent, or the key refused), and what is left is yours to sell there",
     "limit.near": "your position came within your set distance of its stop-loss or drawdown limit",
     "copying.suspended": "copying of a master you copy or watch was suspended",
     "copying.resumed": "copying of a master you copy or watch resumed",
@@ -24,8 +26,11 @@ KINDS: dict[str, str] = {
     "time: what filled is booked, the rest was cancelled at the exchange",
 }
 
-# What the CEX bridge's orders tell (api.notifications.bridge), besides its own exit.limit.
-BRIDGE_KINDS = frozenset({"bridge.filled", "bridge.skipped", "bridge.failed", "bridge.expired"})
+# What the CEX bridge's orders alone tell (api.notifications.bridge), besides the exit.limit it
+# shares with the vaults: exit.failed is an exit at an exchange given up.
+BRIDGE_KINDS = frozenset(
+    {"bridge.filled", "bridge.skipped", "bridge.failed", "bridge.expired", "exit.failed"}
+)
 
 # What a watcher (no capital in the vault) is told.
 WATCHER_KINDS = frozenset(

@@ -229,7 +229,9 @@ class Bybit(BybitStream):
             rows = [
                 self._order(self.find(account, params.get("orderLinkId"), params.get("orderId")))
             ]
-        except Refused:
+        except Refused as exc:
+            if exc.kind == "permission":
+                return self._fail(*ERRORS["permission"])
             rows = []
         return self._ok({"list": rows, "nextPageCursor": "", "category": "spot"})
 

@@ -61,6 +61,9 @@ class Account:
     passphrase: str | None = None
     uid: int = 0
     can_trade: bool = True
+    # False: the exchange refuses this key's reads of orders and trades too (its permission
+    # error), as for a key whose rights were cut back further, or restricted to other IPs.
+    can_read: bool = True
     can_withdraw: bool = False
     ips: list[str] = field(default_factory=list)
     balances: dict[str, Decimal] = field(default_factory=dict)
@@ -351,6 +354,8 @@ class Standin:
         """The rest filled sooner than scheduled, pushed at once (``bridge.standins.ws``)."""
 
     def find(self, account: Account, client_id: str | None, order_id: str | None) -> Order:
+        if not account.can_read:
+            raise Refused("permission", "this key cannot read orders")
         order = None
         if client_id:
             order = self.by_client.get((account.uid, client_id))

@@ -144,10 +144,44 @@ orders = Table(
         nullable=True,
         comment="when the notifier told the follower its outcome (null: not yet)",
     ),
+    Column(
+        "retry_of",
+        String(40),
+        nullable=True,
+        comment="an exit order sold again: the client id of the one whose rest it sells",
+    ),
+    Column(
+        "exit_attempt",
+        Integer,
+        nullable=True,
+        comment="an exit order: its attempt at the sale, from 1 (null: 1)",
+    ),
+    Column(
+        "due_at",
+        Double,
+        nullable=True,
+        comment="sending: not sent before (an exit's backoff); expired: the exchange did not "
+        "confirm its end, read again then (null: over)",
+    ),
+    Column("fee_base", String(80), nullable=True, comment="the fee's part paid in base, as booked"),
+    Column(
+        "fee_quote", String(80), nullable=True, comment="the fee's part paid in quote, as booked"
+    ),
+    Column(
+        "given_up",
+        Boolean,
+        nullable=True,
+        comment="an exit order after which nothing more is sold: attempts spent, or refused "
+        "for good",
+    ),
     Index("ix_bridge_orders_address", "address"),
     Index("ix_bridge_orders_notified_at", "notified_at"),
     Index("ix_bridge_orders_vault", "vault"),
     Index("ix_bridge_orders_trade", "trade"),
     # A follow's orders in flight (its exit sells what they do not).
     Index("ix_bridge_orders_follow_id_status", "follow_id", "status"),
+    # The exit order that sells an attempt's rest again (told instead of it).
+    Index("ix_bridge_orders_retry_of", "retry_of"),
+    # Orders whose end the exchange did not confirm, read again when due.
+    Index("ix_bridge_orders_status_due_at", "status", "due_at"),
 )

@@ -79,8 +79,10 @@ def test_a_cancel_refused_for_the_key_s_permission_still_books_what_filled(
             assert row["status"] == "expired", (f.exchange, row["status"], row["reason"])
             assert Decimal(row["filled"]) == Decimal("0.025"), f.exchange
             assert row["reason"].endswith(
-                "the rest's cancel was not confirmed: a later fill of it is not booked"
+                "the rest's cancel was not confirmed: it is read again until the exchange says "
+                "it is over, a later fill booked then"
             ), row["reason"]
+            assert row["due_at"] is not None  # followed up (``Bridge.recheck``)
             book_ = books[f.follow_id]
             assert Decimal(book_["cash"]) == 950, f.exchange
             # What filled, less the buy's fee paid in base (0.1%).

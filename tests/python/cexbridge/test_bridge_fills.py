@@ -657,6 +657,7 @@ def test_a_cancel_the_exchange_does_not_confirm_is_said_so(tmp_path: Path, redis
         assert row["status"] == "expired" and cancels(bybit) == [200]
         assert row["reason"] == (
             "not done after 1 s: 0.025 ETH filled (booked) for 100.00 USDT ordered; the rest's "
-            "cancel was not confirmed: a later fill of it is not booked"
+            "cancel was not confirmed: it is read again until the exchange says it is over, a "
+            "later fill booked then"
         )
         assert Decimal(follows(engine)[f.follow_id]["cash"]) == 950
