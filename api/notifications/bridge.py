@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from api.accounts.exchange_keys import drag_row
+from api.notifications.kinds import implied
 from api.notifications.produce import Draft, store
 from tandem.db import accounts as a
 from tandem.db import bridge as t
@@ -81,7 +82,7 @@ def produce(conn: Connection, now: float | None = None) -> int:
     for row in rows:
         kind = _kind(row, told, retried)
         wanted = kinds.get(row.address)
-        if kind is not None and (wanted is None or kind in wanted or _implied(kind, wanted)):
+        if kind is not None and (wanted is None or kind in wanted or implied(kind, wanted)):
             drafts.append(_draft(row, kind, masters.get(row.vault)))
     added = store(conn, drafts, now)
     conn.execute(
@@ -90,13 +91,6 @@ def produce(conn: Connection, now: float | None = None) -> int:
         .values(notified_at=now)
     )
     return added
-
-
-def _implied(kind: str, wanted: Sequence[str]) -> bool:
-    """An exit given up is told to whoever wants to hear of their limits' exits: settings
-    chosen before the kind existed would otherwise leave a follower unaware of a position
-    the bridge could not sell."""
-    return kind == "exit.failed" and "exit.limit" in wanted
 
 
 def _retried(conn: Connection, rows: Sequence[Any]) -> set[str]:
