@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, case, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, case, insert, or_, select, update
 
 from bridge import venue
 from bridge.context import Context, ContextSource
@@ -1201,16 +1201,19 @@ class Bridge:
         """The exit's sale of what the follow holds of ``symbol`` less what its orders in
         flight sell already (``sending``, below the minimum: ``skipped``), or None when they
         sell it all."""
+        o_ = t.orders.c
         selling = conn.execute(
-            select(t.orders.c.size).where(
-                t.orders.c.follow_id == f["id"],
-                t.orders.c.symbol == symbol,
-                t.orders.c.side == "sell",
-                _in_flight(t.orders.c.status),
+            select(o_.size, o_.filled, o_.status).where(
+                o_.follow_id == f["id"],
+                o_.symbol == symbol,
+                o_.side == "sell",
+                # A sale whose end the exchange did not confirm (its rest's cancel not carried
+                # out, its reads refused) may still sell its rest: as much as one in flight.
+                or_(_in_flight(o_.status), and_(o_.status == "expired", o_.due_at.is_not(None))),
             )
-        ).scalars()
+        ).all()
         unsold = Decimal((f["positions"] or {}).get(symbol, "0")) - sum(
-            (Decimal(size) for size in selling), ZERO
+            (_open_rest(r.size, r.filled, r.status) for r in selling), ZERO
         )
         if unsold <= 0:
             return None
@@ -1681,6 +1684,14 @@ def _part_unsold(o: Outcome) -> bool:
     """An order done at the exchange with part of it not filled (a market order's rest that
     found nothing to fill it: Binance's ``EXPIRED``, OKX's ``canceled``)."""
     return o.status == "filled" and o.fill is not None and o.fill.filled < Decimal(o.row["size"])
+
+
+def _open_rest(size: str, filled: str | None, status: str) -> Decimal:
+    """What a sale may still sell at the exchange: all of it in flight; the rest not booked of
+    one whose end was not confirmed (what filled of it is out of the book already)."""
+    if status != "expired":
+        return Decimal(size)
+    return max(ZERO, Decimal(size) - Decimal(filled or "0"))
 
 
 def _due(row: dict[str, Any]) -> bool:
