@@ -983,11 +983,42 @@ class Bridge:
         results = await asyncio.gather(
             *(self._recheck_one(r, keys[r["follow_id"]]) for r in claimed), return_exceptions=True
         )
+        refused = []
         for row, result in zip(claimed, results, strict=True):
-            if isinstance(result, BaseException):
+            if isinstance(result, ReadRefused):
+                refused.append(row)
+            elif isinstance(result, BaseException):
                 log.warning("order %s not read again: %s", row["client_id"], result)
+        if refused:
+            self._count_refused(refused)
         await self._flush()
         return len(claimed)
+
+    def _count_refused(self, rows: list[dict[str, Any]]) -> None:
+        """Reads the exchange refused, one more each (the key may no longer read, say). An exit
+        order refused ``exit_attempts`` times is marked ``unread``: its follower is told once
+        (``exit.failed``, the notifier's) that the bridge cannot see how its sale stands,
+        while it goes on reading it."""
+        o_ = t.orders.c
+        bound = self.settings.exit_attempts
+        with self.engine.begin() as conn:
+            for row in rows:
+                count = (row.get("reads_refused") or 0) + 1
+                values: dict[str, Any] = {"reads_refused": count}
+                if row["kind"] == "exit" and count >= bound and not row.get("unread"):
+                    values["unread"] = True
+                    values["reason"] = (
+                        f"{row['reason'] or ''}; the exchange refused {count} reads of it: "
+                        "the follower is told, and it is read again until the exchange answers"
+                    )
+                    log.warning("exit order %s: %s reads refused", row["client_id"], count)
+                conn.execute(
+                    update(t.orders)
+                    .where(o_.client_id == row["client_id"], o_.status == "expired")
+                    .where(o_.due_at.is_not(None))
+                    .where(o_.reads_refused.is_not_distinct_from(row.get("reads_refused")))
+                    .values(**values)
+                )
 
     async def _recheck_one(self, row: dict[str, Any], key: dict[str, Any]) -> None:
         """One order whose end was not confirmed: its rest cancelled again, then read. Over at
@@ -1012,7 +1043,13 @@ class Bridge:
         except ccxt.ExchangeError as exc:  # refused again: the read says how it stands
             log.info("order %s: its rest's cancel refused again (%s)", cid, type(exc).__name__)
         await self.limiter.acquire(exchange, key["api_key"], order=False)
-        found = await venue.find(ex, row["symbol"], cid)
+        try:
+            found = await venue.find(ex, row["symbol"], cid)
+        except (ccxt.ExchangeError, ccxt.DDoSProtection) as exc:
+            if isinstance(exc, ccxt.DDoSProtection) and not venue.key_refused(ex, exc):
+                raise  # a ban of the IP: tried at the next read
+            # Refused (the key may no longer read): counted, the order read again later.
+            raise ReadRefused(_booked_fill(row), exc) from exc
         if found is None:
             # No such order at the exchange: never placed (a read refused before it could be
             # known), or over long ago. Nothing more fills.
@@ -1497,6 +1534,9 @@ class Bridge:
             fill.fee_quote - before.fee_quote if fill.fee is not None else ZERO,
         )
         values: dict[str, Any] = {"reason": o.reason, "due_at": o.due}
+        if o.due is None and row.get("unread"):
+            # Its follower was told the bridge could not see it: told again how it ended.
+            values.update(unread=False, notified_at=None)
         parts = (delta.filled, delta.cost, delta.fee_base, delta.fee_quote)
         added: venue.Fill | None = None
         if min(parts) < 0:

@@ -56,8 +56,16 @@ def produce(conn: Connection, now: float | None = None) -> int:
         .join(f, f.c.id == o.c.follow_id)
         .where(o.c.notified_at.is_(None), o.c.status.in_(FINAL))
         # An exit order whose end is not confirmed may yet be followed by its next attempt:
-        # told once it is over.
-        .where(~((o.c.kind == "exit") & (o.c.status == "expired") & o.c.due_at.is_not(None)))
+        # told once it is over; or, once the exchange refused its reads ``exit_attempts`` times
+        # (``unread``), told then, once, that the bridge cannot see how it stands.
+        .where(
+            ~(
+                (o.c.kind == "exit")
+                & (o.c.status == "expired")
+                & o.c.due_at.is_not(None)
+                & ~o.c.unread.is_(True)
+            )
+        )
         .order_by(o.c.known_at, o.c.client_id)
         .limit(BATCH)
     ).all()
@@ -137,7 +145,7 @@ def _kind(row: Any, told: set[int], retried: set[str]) -> str | None:
     if row.kind == "exit":
         if row.client_id in retried:
             return None  # sold again by a later attempt, told then
-        return "exit.failed" if row.given_up else "exit.limit"
+        return "exit.failed" if row.given_up or row.unread else "exit.limit"
     if _stopped_skip(row):
         if row.follow_id in told:
             return None

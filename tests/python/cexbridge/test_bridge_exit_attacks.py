@@ -17,7 +17,7 @@ from tandem.config import BridgeSettings
 from tandem.db import accounts as a
 
 from .support import add_followers, assert_dust, database, keyring, publish, standins, trade
-from .test_bridge_exit_retries import ETH, buy_eth, exits_of, watch
+from .test_bridge_exit_retries import ETH, buy_eth, exits_of, notes_of, produce, watch
 from .test_bridge_followups import due_now, recheck, rest_fills_now, rest_settings
 from .test_bridge_limits import follows, orders, redis_url, stop, take, workers
 
@@ -121,3 +121,69 @@ def test_an_exit_does_not_sell_what_an_unconfirmed_sale_may_still_sell(
         for f in fs:
             book, account = books[f.follow_id], stands[f.exchange].accounts[f.api_key]
             assert assert_dust(book, account) == 0, f.exchange
+
+
+def test_an_exit_order_whose_reads_are_refused_is_told_once_and_still_read(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Attack: once the exit's sale is placed (half filled, its rest open), the follower cuts
+    the key's rights back so far that the exchange refuses every read of it. Must hold: the
+    follower is not told at each read, nor never: after ``exit_attempts`` (3) reads refused,
+    once (``exit.failed``, saying the bridge cannot see the sale), and the order is still read
+    again; once the key may read again, the sale's rest is cancelled, what filled booked once,
+    the rest sold by the exit's next attempt, and the follower told how it ended, once."""
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins() as stands:
+        settings = quick(rest_settings(stands, redis_url))
+        fs = add_followers(engine, ring, stands, 4, stop_loss_bps=1000)
+        buy_eth(settings, engine, ring)
+        for s in stands.values():
+            s.partial, s.partial_delay = Decimal("0.5"), 3600
+            s.set_price(ETH, Decimal(1000))
+            real = s.order_changed
+
+            def placed(order: Any, s: Any = s, real: Any = real) -> None:
+                s.accounts[order.account].can_read = False  # as the exchange answers
+                real(order)
+
+            s.order_changed = placed  # type: ignore[method-assign]
+        assert watch(settings, engine, ring, 1) == sorted(f.follow_id for f in fs)
+        for f in fs:
+            (exit_,) = exits_of(engine, f)
+            assert exit_["status"] == "expired" and exit_["due_at"] is not None, exit_
+        assert produce(engine) == 0  # not over: not told yet
+        for read in range(1, 4):
+            due_now(engine)
+            assert recheck(settings, engine, ring, 1) == [4]
+            for f in fs:
+                (exit_,) = exits_of(engine, f)
+                assert exit_["reads_refused"] == read and exit_["due_at"] is not None, exit_
+            assert produce(engine) == (4 if read == 3 else 0), read
+        for f in fs:
+            (note,) = notes_of(engine, f)
+            assert note.kind == "exit.failed" and "refused 3 reads" in note.data["reason"], note
+        due_now(engine)
+        assert recheck(settings, engine, ring, 1) == [4]  # read again all the same
+        assert produce(engine) == 0  # told once
+        for s in stands.values():
+            s.order_changed = type(s).order_changed.__get__(s)  # type: ignore[method-assign]
+            s.partial = None
+            for account in s.accounts.values():
+                account.can_read = True
+        due_now(engine)
+        assert recheck(settings, engine, ring, 1) == [4]
+        watch(settings, engine, ring, 1)  # the exits' next attempts, sent
+        books = follows(engine)
+        for f in fs:
+            first, second = exits_of(engine, f)
+            assert first["due_at"] is None and Decimal(first["filled"]) == Decimal("0.0999")
+            assert second["retry_of"] == first["client_id"] and second["status"] == "filled"
+            book, account = books[f.follow_id], stands[f.exchange].accounts[f.api_key]
+            assert assert_dust(book, account) == 0, f.exchange
+        assert produce(engine) == 4
+        assert produce(engine) == 0
+        for f in fs:
+            first, second = notes_of(engine, f)
+            assert first.kind == "exit.failed" and second.kind == "exit.limit", (first, second)
+            assert second.ref == exits_of(engine, f)[1]["client_id"]
