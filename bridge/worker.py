@@ -697,6 +697,11 @@ class Bridge:
                     except (ccxt.InvalidOrder, ccxt.InsufficientFunds) as exc:
                         placing = False
                         found = await venue.find(ex, row["symbol"], cid)
+                        if found is None and venue.duplicate(exc):
+                            # The exchange holds it though it cannot read it yet: never taken
+                            # for refused (an exit's next attempt would sell it again).
+                            self._unconfirmed(row, None, sent, acked, exc)
+                            return
                         if found is None:
                             log.warning("order %s refused: %s", cid, exc)
                             self._pending.append(
@@ -768,6 +773,9 @@ class Bridge:
                     # A read of an order that is, or may be, at the exchange refused: read
                     # again later, what was seen filled booked.
                     self._unconfirmed(row, seen, sent, acked, exc)
+                    return
+                if placing and venue.duplicate(exc):
+                    self._unconfirmed(row, None, sent, acked, exc)  # at the exchange, unread
                     return
                 # Refused for this account alone (its key, its balance): the others go on.
                 log.warning("order %s failed: %s", cid, type(exc).__name__)
@@ -1810,6 +1818,11 @@ def _expired(timeout: float, row: dict[str, Any], fill: venue.Fill, confirmed: b
 def _unread(row: dict[str, Any], fill: venue.Fill, error: BaseException) -> str:
     """Why an order the exchange refused to read is ``expired``, its end not confirmed."""
     base, ordered = _ordered(row)
+    if venue.duplicate(error):  # placed, its acknowledgement lost, its reads lagging
+        return (
+            f"the exchange holds an order of its client id it could not show yet: "
+            f"{venue.text(fill.filled)} {base} filled (booked) for {ordered} ordered; {FOLLOWED_UP}"
+        )
     return (
         f"the exchange refused to read it ({type(error).__name__}): "
         f"{venue.text(fill.filled)} {base} filled (booked) for {ordered} ordered; {FOLLOWED_UP}"

@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 
 from api.notifications.produce import Draft, store
+from bridge import venue
+from bridge.worker import exit_order_id
 from tandem.config import BridgeSettings
 from tandem.db import accounts as a
 
@@ -187,3 +189,62 @@ def test_an_exit_order_whose_reads_are_refused_is_told_once_and_still_read(
             first, second = notes_of(engine, f)
             assert first.kind == "exit.failed" and second.kind == "exit.limit", (first, second)
             assert second.ref == exits_of(engine, f)[1]["client_id"]
+
+
+def test_an_exit_order_refused_as_a_duplicate_is_never_sold_again(
+    tmp_path: Path, redis_url: str, monkeypatch: Any
+) -> None:
+    """Chaos: a worker placed the exit's sale and died before it wrote so (the order is at the
+    exchange); the next worker asks for it by its client id, and the exchange's reads lag
+    (it answers "no such order" twice), so the worker places it and is refused as a duplicate
+    (Binance -2010, OKX 51016, Bybit 110072, Bitget 43118). Must hold: the order is not taken
+    for refused (a next attempt under a new client id would sell the follow's ETH a second
+    time: another follow's, on a shared account), but read again; once the exchange shows it,
+    its fill is booked once, no second sale is placed, the book holds what the account holds
+    (none) and the follower is told once."""
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins() as stands:
+        settings = quick(rest_settings(stands, redis_url))
+        fs = add_followers(engine, ring, stands, 4, stop_loss_bps=1000)
+        buy_eth(settings, engine, ring)
+        hidden: dict[str, int] = {}
+        for f in fs:
+            stand, cid = stands[f.exchange], exit_order_id(f.follow_id, ETH)
+            stand.place(
+                stand.accounts[f.api_key], stand.markets[ETH], "sell", cid, Decimal("0.1998")
+            )
+            hidden[cid] = 2
+            stand.set_price(ETH, Decimal(1000))
+        real = venue.find
+
+        async def lagging(ex: Any, symbol: str, client_id: str) -> Any:
+            if hidden.get(client_id, 0) > 0:
+                hidden[client_id] -= 1
+                return None
+            return await real(ex, symbol, client_id)
+
+        monkeypatch.setattr(venue, "find", lagging)
+        assert watch(settings, engine, ring, 1) == sorted(f.follow_id for f in fs)
+        # Each asked at least once and placed (Bitget's duplicate, a plain error, is not read).
+        assert all(n < 2 for n in hidden.values()), hidden
+        hidden.clear()  # the exchange's reads show it now
+        for f in fs:
+            (exit_,) = exits_of(engine, f)
+            assert exit_["status"] == "expired" and exit_["due_at"] is not None, exit_
+            assert "client id" in exit_["reason"], exit_["reason"]
+        assert produce(engine) == 0
+        due_now(engine)
+        assert recheck(settings, engine, ring, 1) == [4]
+        books = follows(engine)
+        for f in fs:
+            (exit_,) = exits_of(engine, f)  # no next attempt
+            assert exit_["due_at"] is None and Decimal(exit_["filled"]) == Decimal("0.1998")
+            stand = stands[f.exchange]
+            assert len(stand.orders_of(f.api_key)) == 2, f.exchange  # the buy, the exit: once
+            assert assert_dust(books[f.follow_id], stand.accounts[f.api_key]) == 0, f.exchange
+        assert produce(engine) == 4
+        assert produce(engine) == 0
+        for f in fs:
+            (note,) = notes_of(engine, f)
+            assert note.kind == "exit.limit", note
