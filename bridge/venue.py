@@ -240,7 +240,7 @@ def refused_for_good(ex: Any, exc: Exception) -> bool:
     return any(f'"{code}"' in said for code in KEY_CODES.get(ex.id, ()))
 
 
-def duplicate(exc: Exception) -> bool:
+def duplicate(exc: BaseException) -> bool:
     """Whether an order was refused because the exchange holds one with its client id
     (Binance's -2010 "Duplicate order sent.", OKX's 51016, Bybit's 110072, Bitget's 43118,
     raised by ccxt as ``InvalidOrder`` or a plain ``ExchangeError``): it is at the exchange,
