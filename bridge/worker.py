@@ -1247,6 +1247,15 @@ class Bridge:
         flight sell already (``sending``, below the minimum: ``skipped``), or None when they
         sell it all."""
         o_ = t.orders.c
+        given_up = select(o_.client_id).where(
+            o_.follow_id == f["id"], o_.symbol == symbol, o_.kind == "exit", o_.given_up.is_(True)
+        )
+        if conn.execute(given_up.limit(1)).first() is not None:
+            # The follower was told the exit of this market is given up and what stays at the
+            # exchange is theirs to sell: the bridge sells no more of it (they may have sold
+            # it, and the account may hold another follow's since).
+            log.warning("follow %s: exit of %s given up, nothing more sold", f["id"], symbol)
+            return None
         selling = conn.execute(
             select(o_.size, o_.filled, o_.status).where(
                 o_.follow_id == f["id"],

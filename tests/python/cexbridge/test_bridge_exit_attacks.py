@@ -248,3 +248,54 @@ def test_an_exit_order_refused_as_a_duplicate_is_never_sold_again(
         for f in fs:
             (note,) = notes_of(engine, f)
             assert note.kind == "exit.limit", note
+
+
+def test_a_market_whose_exit_was_given_up_is_not_sold_again_by_a_later_fill(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Attack: a copied buy is half filled, its rest's cancel answered accepted and not carried
+    out (``expired``, read again later). The follower takes the key's trade permission off;
+    ETH falls through the stop-loss and the exit, refused for the key, is given up, the
+    follower told its ETH stays theirs. They give the key its permission back, sell that ETH
+    themselves, and a new follow of the same key buys 1 ETH into the account. The old buy's
+    rest then fills and is read. Must hold: the stopped follow's market, given up, is sold no
+    more (a sale of its book would sell the new follow's ETH): no order placed after the
+    exit, the new follow's ETH untouched."""
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins() as stands:
+        settings = quick(rest_settings(stands, redis_url))
+        fs = add_followers(engine, ring, stands, 4, stop_loss_bps=1000)
+        buy_eth(settings, engine, ring)
+        for s in stands.values():
+            s.partial, s.partial_delay, s.cancel_lags = Decimal("0.5"), 3600, True
+        copy(settings, engine, ring, "101-1", trade(101, "buy", 1000, 0.5, 0.1))
+        for row in orders(engine):
+            if row["trade"] == "101-1":
+                assert row["status"] == "expired" and row["due_at"] is not None, row
+        for s in stands.values():
+            s.partial, s.cancel_lags = None, False
+            s.set_price(ETH, Decimal(1000))
+            for account in s.accounts.values():
+                account.can_trade = False
+        assert watch(settings, engine, ring, 1) == sorted(f.follow_id for f in fs)
+        given: dict[int, Decimal] = {}
+        for f in fs:
+            (exit_,) = exits_of(engine, f)
+            assert exit_["given_up"] and exit_["status"] == "failed", exit_
+            given[f.follow_id] = Decimal(exit_["size"])
+        placed_before = {f.follow_id: len(stands[f.exchange].orders_of(f.api_key)) for f in fs}
+        for f in fs:
+            account = stands[f.exchange].accounts[f.api_key]
+            account.can_trade = True
+            account.balances["ETH"] -= given[f.follow_id]  # sold by the follower
+            account.balances["ETH"] += 1  # the new follow's
+            rest_fills_now(stands[f.exchange])
+        due_now(engine)
+        assert recheck(settings, engine, ring, 1) == [4]
+        watch(settings, engine, ring, 1)  # any exit order written, sent
+        for f in fs:
+            stand = stands[f.exchange]
+            (exit_,) = exits_of(engine, f)  # nothing more of the market sold
+            assert len(stand.orders_of(f.api_key)) == placed_before[f.follow_id], f.exchange
+            assert stand.accounts[f.api_key].balances["ETH"] >= 1, f.exchange
