@@ -1554,12 +1554,24 @@ class Bridge:
         if o.due is None and row.get("unread"):
             # Its follower was told the bridge could not see it: told again how it ended.
             values.update(unread=False, notified_at=None)
-        parts = (delta.filled, delta.cost, delta.fee_base, delta.fee_quote)
         added: venue.Fill | None = None
-        if min(parts) < 0:
+        if min(delta.filled, delta.cost) < 0:
             # The exchange reports less than was booked: nothing is taken back on its word.
             log.warning("order %s: a later read reports less than booked", row["client_id"])
-        elif any(parts):
+        elif any((delta.filled, delta.cost, delta.fee_base > 0, delta.fee_quote > 0)):
+            if min(delta.fee_base, delta.fee_quote) < 0:
+                # A fee part lower than booked (the rest paid in a third asset, say): never
+                # taken back, and the fill it came with booked all the same (dropped, a sale's
+                # book would hold more than the account, and an exit sell another follow's).
+                log.warning("order %s: a later read reports a lower fee", row["client_id"])
+                delta.fee_base, delta.fee_quote = (
+                    max(delta.fee_base, ZERO),
+                    max(delta.fee_quote, ZERO),
+                )
+                assert fill.fee is not None
+                fill.fee_base = max(fill.fee_base, before.fee_base)
+                fill.fee_quote = max(fill.fee_quote, before.fee_quote)
+                fill.fee = max(fill.fee, before.fee or ZERO)
             added = delta
             if fill.fee is None:  # Binance's order query: the fees booked stand
                 fill.fee = Decimal(row["fee"]) if row["fee"] is not None else None

@@ -14,13 +14,25 @@ from sqlalchemy import Engine, insert, select
 
 from api.notifications.produce import Draft, store
 from bridge import venue
-from bridge.worker import exit_order_id
+from bridge.venue import Fill
+from bridge.worker import Bridge, Outcome, exit_order_id
 from tandem.config import BridgeSettings
 from tandem.db import accounts as a
+from tandem.db import bridge as t
 
-from .support import add_followers, assert_dust, database, keyring, publish, standins, trade
+from .support import (
+    add_follower,
+    add_followers,
+    assert_dust,
+    database,
+    keyring,
+    publish,
+    standins,
+    trade,
+)
+from .test_bridge_copy import _worker, order_row
 from .test_bridge_exit_retries import ETH, buy_eth, exits_of, notes_of, produce, watch
-from .test_bridge_followups import due_now, recheck, rest_fills_now, rest_settings
+from .test_bridge_followups import HALF, WHOLE, due_now, recheck, rest_fills_now, rest_settings
 from .test_bridge_limits import follows, orders, redis_url, stop, take, workers
 
 __all__ = ["redis_url"]  # the fixture, used by name
@@ -299,3 +311,52 @@ def test_a_market_whose_exit_was_given_up_is_not_sold_again_by_a_later_fill(
             (exit_,) = exits_of(engine, f)  # nothing more of the market sold
             assert len(stand.orders_of(f.api_key)) == placed_before[f.follow_id], f.exchange
             assert stand.accounts[f.api_key].balances["ETH"] >= 1, f.exchange
+
+
+def test_a_later_read_that_reports_less_books_nothing_and_more_with_a_lower_fee_books_the_fill(
+    tmp_path: Path,
+) -> None:
+    """The exchange answering oddly at the later reads of a buy whose cancel was not confirmed
+    (half, 0.025 ETH for 50 USDT, booked). Must hold: a read reporting less filled (0.01 ETH)
+    takes nothing back and books nothing negative; a read reporting the whole (0.05 ETH for
+    100 USDT) with its fee in base lower than booked (a third asset paid the rest, say) still
+    books the other half's fill, its fee parts never taken back (the book would else hold
+    less than the account, or, for a sale, more: an exit would sell another follow's), and
+    the same read recorded again moves nothing."""
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins(("okx",)) as stands:
+        f = add_follower(engine, ring, stands["okx"], "0x" + "cd" * 20, Decimal(1000))
+    row = order_row(f, "odd-reads", "acked", 0)
+    with engine.begin() as conn:
+        conn.execute(insert(t.orders), [row])
+    half = Fill("o-1", "open", HALF, Decimal(50), Decimal(2000), Decimal("0.05"), HALF / 1000)
+    Bridge._apply(_worker(engine), [Outcome(row, "expired", half, reason="unconfirmed", due=1.0)])
+
+    def read() -> dict[str, Any]:
+        with engine.connect() as conn:
+            return dict(conn.execute(select(t.orders)).one()._mapping)
+
+    def book() -> tuple[Decimal, Decimal]:
+        b = follows(engine)[f.follow_id]
+        return Decimal(b["cash"]), Decimal(b["positions"]["ETH/USDT"])
+
+    assert book() == (950, HALF - HALF / 1000)
+    less = Fill("o-1", "open", Decimal("0.01"), Decimal(20), Decimal(2000), Decimal("0.02"))
+    less.fee_base = Decimal("0.00001")
+    Bridge._apply(
+        _worker(engine), [Outcome(read(), "expired", less, reason="odd", due=2.0, later=True)]
+    )
+    assert book() == (950, HALF - HALF / 1000)  # nothing taken back, nothing negative
+    assert Decimal(read()["filled"]) == HALF and read()["due_at"] == 2.0
+    whole = Fill("o-1", "closed", WHOLE, Decimal(100), Decimal(2000), Decimal("0.02"))
+    whole.fee_base = Decimal("0.00001")  # lower than the 0.000025 booked
+    Bridge._apply(_worker(engine), [Outcome(read(), "expired", whole, reason="over", later=True)])
+    cash, held = book()
+    assert cash == 900, cash
+    assert held == WHOLE - HALF / 1000, held  # the other half, its fee part never taken back
+    done = read()
+    assert done["due_at"] is None and Decimal(done["filled"]) == WHOLE
+    assert Decimal(done["fee_base"]) == HALF / 1000
+    Bridge._apply(_worker(engine), [Outcome(done, "expired", whole, reason="over", later=True)])
+    assert book() == (900, WHOLE - HALF / 1000)  # once
