@@ -1058,6 +1058,10 @@ class Bridge:
                 raise  # a ban of the IP: tried at the next read
             # Refused (the key may no longer read): counted, the order read again later.
             raise ReadRefused(_booked_fill(row), exc) from exc
+        if found is None and (row["reason"] or "").startswith(HELD):
+            # The exchange said it holds an order of this client id: its reads still lag, not
+            # a sign it was never placed (taken so, an exit's next attempt would sell it again).
+            raise ReadRefused(_booked_fill(row), RuntimeError("not found, though held"))
         if found is None:
             # No such order at the exchange: never placed (a read refused before it could be
             # known), or over long ago. Nothing more fills.
@@ -1811,6 +1815,9 @@ def _below_minimum(market: dict[str, Any], amount: Decimal, value: Decimal) -> s
     return None
 
 
+# The reason of an order refused as a duplicate of its client id and not found by it: it is
+# at the exchange, and a later read that does not find it is no sign it never was.
+HELD = "the exchange holds an order of its client id"
 # Said of an order whose end the exchange has not confirmed: what the bridge does about it.
 FOLLOWED_UP = "it is read again until the exchange says it is over, a later fill booked then"
 
@@ -1841,7 +1848,7 @@ def _unread(row: dict[str, Any], fill: venue.Fill, error: BaseException) -> str:
     base, ordered = _ordered(row)
     if venue.duplicate(error):  # placed, its acknowledgement lost, its reads lagging
         return (
-            f"the exchange holds an order of its client id it could not show yet: "
+            f"{HELD} it could not show yet: "
             f"{venue.text(fill.filled)} {base} filled (booked) for {ordered} ordered; {FOLLOWED_UP}"
         )
     return (

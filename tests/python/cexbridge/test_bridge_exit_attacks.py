@@ -240,12 +240,20 @@ def test_an_exit_order_refused_as_a_duplicate_is_never_sold_again(
         assert watch(settings, engine, ring, 1) == sorted(f.follow_id for f in fs)
         # Each asked at least once and placed (Bitget's duplicate, a plain error, is not read).
         assert all(n < 2 for n in hidden.values()), hidden
-        hidden.clear()  # the exchange's reads show it now
         for f in fs:
             (exit_,) = exits_of(engine, f)
             assert exit_["status"] == "expired" and exit_["due_at"] is not None, exit_
             assert "client id" in exit_["reason"], exit_["reason"]
         assert produce(engine) == 0
+        # The exchange's reads still lag at the first later read: no sign it was never placed.
+        for f in fs:
+            hidden[exit_order_id(f.follow_id, ETH)] = 1
+        due_now(engine)
+        assert recheck(settings, engine, ring, 1) == [4]
+        for f in fs:
+            (exit_,) = exits_of(engine, f)  # no next attempt
+            assert exit_["due_at"] is not None and exit_["reads_refused"] == 1, exit_
+        assert not any(hidden.values())
         due_now(engine)
         assert recheck(settings, engine, ring, 1) == [4]
         books = follows(engine)
