@@ -9,7 +9,8 @@ again by the bridge's next attempt: the follower hears of the exit once, at its 
 ``exit.limit`` when it sold (or left dust below the market's minimum), ``exit.failed`` when the
 bridge gave up (its attempts spent, or the key refused for good: what is left stays at the
 exchange, the follower's to sell). An exit order whose end the exchange has not confirmed is
-told once it is.
+told once it is; should the exchange refuse its reads ``exit_attempts`` times (``unread``), it
+is told then, once (``exit.failed``: the bridge cannot see the sale), and again how it ended.
 
 The bridge's workers write the orders; the notifier, holding its lease, derives each order once
 it is final and marks it told (``notified_at``) in the transaction that stores its
