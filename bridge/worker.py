@@ -684,6 +684,11 @@ class Bridge:
                     if fill.done:  # found by its client id alone: no fee seen yet
                         await self._trade_fees(ex, key, row, fill, None)
                 else:
+                    if row["kind"] == "exit" and self._ended(row["follow_id"]):
+                        # Not at the exchange, and its follow ended by its owner since it was
+                        # written (an attempt waiting out its backoff, say): never sent.
+                        self._pending.append(Outcome(row, "skipped", reason=ENDED_BY_OWNER))
+                        return
                     await self.limiter.acquire(exchange, key["api_key"], order=True)
                     sent = time.time()
                     if self.stats.first_sent is None:
@@ -783,6 +788,12 @@ class Bridge:
                 final = venue.refused_for_good(ex, exc)  # a permission, a key
                 self._pending.append(Outcome(row, "failed", sent=sent, reason=reason, final=final))
                 return
+
+    def _ended(self, follow_id: int) -> bool:
+        """Whether the follow was ended by its owner (nothing more is sold for it)."""
+        query = select(t.follows.c.status).where(t.follows.c.id == follow_id)
+        with self.engine.connect() as conn:
+            return bool(conn.execute(query).scalar() == t.ENDED)
 
     def _unconfirmed(
         self,
@@ -1612,6 +1623,15 @@ class Bridge:
         if conn.execute(written).first():
             return False  # the order ended twice: its next attempt is written once
         f = _follow(conn, row["follow_id"])
+        if f["status"] == t.ENDED:
+            # Its owner ended it: nothing more is sold, what it holds is theirs at the exchange
+            # (they may have sold it, and a new follow of the key bought since).
+            conn.execute(
+                update(t.orders)
+                .where(t.orders.c.client_id == row["client_id"])
+                .values(reason=f"{o.reason or row['reason'] or ''}; {ENDED_BY_OWNER}")
+            )
+            return False
         new = self._exit_row(conn, f, row["symbol"], client_id)
         if new is None:
             return False  # nothing of the market left unsold
@@ -1815,6 +1835,11 @@ def _below_minimum(market: dict[str, Any], amount: Decimal, value: Decimal) -> s
     return None
 
 
+# Why an exit sells no more: the follow's owner ended it (what it holds is theirs).
+ENDED_BY_OWNER = (
+    "the follow was ended by its owner: nothing more is sold, what it holds stays theirs at "
+    "the exchange"
+)
 # The reason of an order refused as a duplicate of its client id and not found by it: it is
 # at the exchange, and a later read that does not find it is no sign it never was.
 HELD = "the exchange holds an order of its client id"

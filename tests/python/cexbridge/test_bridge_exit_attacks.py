@@ -5,12 +5,14 @@ hold, book a fill twice, or leave a follower untold."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+import pytest
+from sqlalchemy import Engine, insert, select, update
 
 from api.notifications.produce import Draft, store
 from bridge import venue
@@ -27,11 +29,20 @@ from .support import (
     database,
     keyring,
     publish,
+    settings_for,
     standins,
     trade,
 )
 from .test_bridge_copy import _worker, order_row
-from .test_bridge_exit_retries import ETH, buy_eth, exits_of, notes_of, produce, watch
+from .test_bridge_exit_retries import (
+    ETH,
+    buy_eth,
+    exits_of,
+    first_order_only_half_filled,
+    notes_of,
+    produce,
+    watch,
+)
 from .test_bridge_followups import HALF, WHOLE, due_now, recheck, rest_fills_now, rest_settings
 from .test_bridge_limits import follows, orders, redis_url, stop, take, workers
 
@@ -368,3 +379,72 @@ def test_a_later_read_that_reports_less_books_nothing_and_more_with_a_lower_fee_
     assert Decimal(done["fee_base"]) == HALF / 1000
     Bridge._apply(_worker(engine), [Outcome(done, "expired", whole, reason="over", later=True)])
     assert book() == (900, WHOLE - HALF / 1000)  # once
+
+
+@pytest.mark.parametrize("when", ["as-placed", "during-backoff"])
+def test_a_follow_ended_during_its_exit_is_sold_no_more(
+    tmp_path: Path, redis_url: str, when: str
+) -> None:
+    """Attack through the API: the stop-loss fires and the exit's first sale fills half, its
+    rest expiring; the follower ends the follow (ending sells nothing, the API says: what it
+    holds stays theirs), as the sale is placed or while the next attempt waits out its backoff,
+    and may sell the rest themselves and start a new follow of the key. Must hold: no next
+    attempt is sent (it would sell the new follow's ETH): not written, or written and then
+    ``skipped``; the other half stays in the account, the follower told once, the reason
+    saying why."""
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins() as stands:
+        settings = quick(settings_for(stands, redis_url))
+        if when == "during-backoff":
+            settings = settings.model_copy(update={"exit_retry": 1.5, "exit_retry_max": 1.5})
+        fs = add_followers(engine, ring, stands, 4, stop_loss_bps=1000)
+        buy_eth(settings, engine, ring)
+        by_key = {f.api_key: f for f in fs}
+
+        def end(f: Any) -> None:  # DELETE /v1/exchange-keys/{key}/follows/{id}
+            with engine.begin() as conn:
+                query = update(t.follows).where(t.follows.c.id == f.follow_id)
+                conn.execute(query.values(status=t.ENDED))
+
+        for s in stands.values():
+            s.set_price(ETH, Decimal(1000))
+            first_order_only_half_filled(s)
+            real = s.order_changed
+
+            def ended(order: Any, real: Any = real) -> None:
+                if when == "as-placed":
+                    end(by_key[order.account])
+                real(order)
+
+            s.order_changed = ended  # type: ignore[method-assign]
+        waiting = {f.follow_id: f for f in fs} if when == "during-backoff" else {}
+
+        def end_in_backoff() -> None:
+            deadline = time.monotonic() + 60
+            while waiting and time.monotonic() < deadline:
+                for f in list(waiting.values()):
+                    if len(exits_of(engine, f)) == 2:
+                        end(f)
+                        del waiting[f.follow_id]
+                time.sleep(0.01)
+
+        ender = threading.Thread(target=end_in_backoff)
+        ender.start()
+        assert watch(settings, engine, ring, 1) == sorted(f.follow_id for f in fs)
+        ender.join()
+        assert not waiting
+        for f in fs:
+            first, *rest = exits_of(engine, f)
+            assert Decimal(first["filled"]) == Decimal("0.0999"), first
+            if when == "as-placed":
+                assert not rest and "ended by its owner" in first["reason"], first["reason"]
+            else:
+                (second,) = rest
+                assert second["status"] == "skipped", second
+                assert "ended by its owner" in second["reason"], second["reason"]
+            account = stands[f.exchange].accounts[f.api_key]
+            assert account.balances["ETH"] == Decimal("0.0999"), f.exchange
+            assert len(stands[f.exchange].orders_of(f.api_key)) == 2  # the buy, the exit
+        assert produce(engine) == 4
+        assert produce(engine) == 0
