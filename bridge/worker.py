@@ -38,8 +38,11 @@
   (``_sell_leftover``). An exit order that fails, or leaves part unsold, is followed by the
   exit's next attempt after a backoff (``_exit_again``) until nothing above the market's
   minimum is held, or the exit is given up (``exit_attempts``, or the key refused for good)
-  and the follower told. At most ``exit_concurrency`` exits run at once per worker; the rest
-  wait their turn.
+  and the follower told. What an exit sells counts a sale whose end was not confirmed as
+  still selling its rest; a market given up, or a follow its owner ended, is sold no more; an
+  order refused as a duplicate of its client id is at the exchange, read again, never taken
+  for refused. At most ``exit_concurrency`` exits run at once per worker; the rest wait
+  their turn.
 - **Limits.** Every request waits for the shared limiter (``bridge.limiter``); a 429/418 blocks
   the exchange for its Retry-After. An exchange that does not answer pauses its orders: they
   are retried every ``paused_retry`` seconds, the keys' permissions are read again before the
