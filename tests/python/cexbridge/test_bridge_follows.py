@@ -28,6 +28,7 @@ from bridge.venue import Fill
 from bridge.worker import Bridge, Outcome
 from tandem.db import bridge as t
 from tandem.db import migrate, open_engine
+from tandem.db.engine import write_lock
 from tandem.envelope import Keyring
 
 from .support import (
@@ -886,6 +887,49 @@ def test_on_sqlite_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in
             select(t.orders.c.status).where(t.orders.c.follow_id == f.follow_id)
         ).scalars()
         assert set(statuses) == {"filled"}
+
+
+def test_on_sqlite_orders_written_while_an_allocation_changes_are_sized_by_the_change(
+    world: World,  # noqa: F811
+    copy: Copy,
+) -> None:
+    """On SQLite, a worker writing a trade's orders checks that the follows' allocations are
+    the ones it sized by (``_moved``), then writes. A change of allocation committing between
+    that read and the write left the order sized by the allocation before it. The worker
+    takes the database's write lock before it reads: it waits for the change, finds the
+    allocation moved and sizes again."""
+    master = "0x" + "56" * 20  # a master no other test's follow copies
+    wes = world.client("wes")
+    ring = Keyring.parse(world.ring_text, "test")
+    f = add_follower(
+        world.engine,
+        ring,
+        world.stands["okx"],
+        address_of(wes),
+        Decimal(1000),
+        n=841,
+        vault=master,
+    )
+    # A change (as the API makes it) holds the lock, its raise to 2,000 not yet committed.
+    holder = world.engine.connect()
+    held = holder.begin()
+    write_lock(holder)
+    holder.execute(
+        update(t.follows)
+        .where(t.follows.c.id == f.follow_id)
+        .values(allocation="2000", cash="2000", peak="2000")
+    )
+    worker = threading.Thread(target=lambda: copy(("951-1", master_trade(master, 951, "buy", 0.1))))
+    worker.start()
+    worker.join(1.0)  # the worker read the follow (1,000) and waits to write its order
+    assert worker.is_alive()
+    held.commit()
+    holder.close()
+    worker.join(120)
+    (order,) = orders_of(world.engine, f.follow_id)
+    # A tenth of the 2,000 committed while it waited, not of the 1,000 it read first.
+    assert order["status"] == "filled" and Decimal(order["size"]) == 200
+    assert Decimal(book(world.engine, f.follow_id)["cash"]) == 2000 - Decimal(order["cost"])
 
 
 # --- on PostgreSQL: a change and a fill booked at the same moment
