@@ -522,15 +522,29 @@ async def _free_quote(settings: Settings, keyring: Keyring, key: Any) -> Decimal
 DustJudge = Callable[[str, Decimal, "Decimal | None"], bool]
 
 
+# An exchange's markets (the same for every key), kept a minute for judging dust: that is
+# asked before the second factor is (a position that can be sold keeps its market, refused
+# whatever the code), so a session changing markets again and again asks each exchange at
+# most once a minute, and takes nothing of the share the key checks have of its weight.
+MARKETS_KEPT = 60.0
+_markets_kept: dict[str, tuple[float, Any]] = {}  # exchange -> (when read, its ccxt client)
+
+
 async def _dust_judge(settings: Settings, keyring: Keyring, key: Any) -> DustJudge:
     """Judges dust as the workers do before they send a sale (``bridge.worker._precise`` and
     ``_below_minimum``), by the exchange's markets, asked with the key through the shared
-    limiter."""
+    limiter (or read less than ``MARKETS_KEPT`` seconds ago)."""
     import ccxt.async_support as ccxt
 
-    async with _asking(settings, keyring, key, "its markets") as (ex, before):
-        await before("markets")
-        await ex.load_markets()
+    kept = _markets_kept.get(key.exchange)
+    if kept is not None and time.monotonic() - kept[0] < MARKETS_KEPT:
+        ex = kept[1]  # closed: its markets and precision alone are used
+    else:
+        async with _asking(settings, keyring, key, "its markets") as (ex, before):
+            await before("markets")
+            await ex.load_markets()
+        ex.apiKey = ex.secret = ex.password = ""  # kept for its markets, not the key's secret
+        _markets_kept[key.exchange] = (time.monotonic(), ex)
 
     def dust(symbol: str, amount: Decimal, mark: Decimal | None) -> bool:
         market = ex.markets.get(symbol)
