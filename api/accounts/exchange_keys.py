@@ -56,7 +56,10 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     409: PROBLEM_RESPONSES[400] | {"description": "The API key is registered already"},
     502: PROBLEM_RESPONSES[400] | {"description": "The exchange did not answer"},
     503: PROBLEM_RESPONSES[400]
-    | {"description": "The exchange's rate limit or the bridge's limiter allows no request now"},
+    | {
+        "description": "The exchange's rate limit or the bridge's limiter allows no request "
+        "now, or the exchange did not tell the account's balance: try again"
+    },
 }
 # The longest a registration waits for the shared rate limiter before answering 503.
 LIMITER_WAIT = 5.0
