@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from eth_typing import ChecksumAddress
+from eth_utils.crypto import keccak
 
 from tandem.config import Settings
 from tandem.events import checksum
@@ -19,6 +20,24 @@ WAD = 10**18
 # The vault's events that move the master's book: what the vault's state one block before a
 # trade misses of the trades, deposits and withdrawals earlier in the same block.
 MASTER_BOOK_EVENTS = ("Traded", "MasterDeposited", "MasterWithdrew")
+# What a feed proxy of Chainlink's later contracts (AggregatorProxy) emits as its owner confirms
+# a new aggregator. The older EACAggregatorProxy, like the test proxy, emits nothing.
+AGGREGATOR_CONFIRMED = "0x" + keccak(text="AggregatorConfirmed(address,address)").hex()
+
+
+@dataclass(frozen=True)
+class BlockMoves:
+    """What moved prices in a trade's block, from anyone (one ``eth_getLogs``): the feeds'
+    answers and the hub's ``AssetSet`` before the trade, and every proxy's
+    ``AggregatorConfirmed`` of the block with its log index (one after the trade tells that
+    the trade saw the aggregator before it)."""
+
+    answers: list[Any]
+    assets: list[Any]  # decoded AssetSet of the vault's hub
+    confirmed: list[tuple[int, ChecksumAddress, ChecksumAddress]]  # (log index, proxy, latest)
+
+    def __bool__(self) -> bool:
+        return bool(self.answers or self.assets or self.confirmed)
 
 
 @dataclass(frozen=True)
@@ -50,9 +69,23 @@ class ChainContext:
     Why logs and calls at the block before rather than the state just before the transaction:
     no standard JSON-RPC call reads state at a transaction index (``debug_traceTransaction``'s
     prestate or ``trace_callMany`` would, but many providers serve neither), while
-    ``eth_getLogs`` and ``eth_call`` at a block are served by every node and provider. What
-    moves the equity within a block without a log of the vault or a feed (a proxy re-pointed
-    at another aggregator, a hub's ``setAsset``) is not seen."""
+    ``eth_getLogs`` and ``eth_call`` at a block are served by every node and provider.
+
+    What else moves a price within the block is looked for too: the hub's ``AssetSet`` (a new
+    feed or decimals for a token: the price from then on is the new feed's answer, converted
+    with the new decimals) and a proxy re-pointed at another aggregator (its new answer). A
+    proxy that says so (``AggregatorConfirmed``) tells where in the block; one that emits
+    nothing (Chainlink's EACAggregatorProxy) does not, so each held token's feed is asked for
+    its aggregator at the block before and at the block: the same, the trade saw it; not the
+    same, the trade saw one of the two, and no log says which. The token's price is then the
+    higher of the two answers: the equity the higher, the fraction the lower, so the follower
+    never spends a larger share of their equity than the master could have spent of theirs
+    (a proxy re-pointed inside the block is rare: its owner announces it). The tokens the trade
+    itself spends and buys need none of this: the vault's event carries the prices it used
+    (``priceIn``, ``priceOut``). A block where nothing logged any of this is checked for a
+    silent re-pointing by the hub's ``pricesOf`` of the vault's tokens at the block before and
+    at the block: equal, the vault's ``equities()`` the block before is the equity (7
+    requests a buy); not, each price is found as above."""
 
     def __init__(self, settings: Settings) -> None:
         from tandem import artifacts, chain
@@ -62,10 +95,13 @@ class ChainContext:
         self.vault_abi = artifacts.load("ITandemVault", settings).abi
         self.hub_abi = artifacts.load("ITandemHub", settings).abi
         self.proxy_abi = artifacts.load("IChainlinkProxy", settings).abi
+        self.aggregator_abi = artifacts.load("IAggregatorV3", settings).abi
         self.decoder = Decoder(settings, names=MASTER_BOOK_EVENTS)
+        self.hub_decoder = Decoder(settings, names=("AssetSet",))
         self.answer_topic = (
             "0x" + Decoder(settings, names=("AnswerUpdated",)).topic("AnswerUpdated").hex()
         )
+        self.asset_topic = "0x" + self.hub_decoder.topic("AssetSet").hex()
         self._hubs: dict[str, ChecksumAddress] = {}  # vault -> its hub (immutable)
 
     def _earlier(self, vault: ChecksumAddress, block: int, log_index: int) -> list[Any]:
@@ -88,9 +124,10 @@ class ChainContext:
         master_in = int(trade["masterIn"])
         earlier = self._earlier(vault.address, block, log_index)
         if side == "buy":
-            answers = self._answers(block, log_index)
-            if earlier or answers:
-                equity = self._equity(vault, block, log_index, earlier, answers)
+            hub = self.w3.eth.contract(address=self._hub_of(vault), abi=self.hub_abi)
+            moves = self._moves(hub.address, block, log_index)
+            if earlier or moves or self._prices_moved(vault, hub, block):
+                equity = self._equity(vault, hub, trade, block, log_index, earlier, moves)
             else:  # nothing moved it in the block: the vault's own valuation the block before
                 equity = int(vault.functions.equities().call(block_identifier=before)[0])
             spent = master_in * int(trade["priceIn"]) // WAD
@@ -107,17 +144,58 @@ class ChainContext:
             "0x" + bytes(header["hash"]).hex(),
         )
 
-    def _answers(self, block: int, log_index: int) -> list[Any]:
-        """Every feed's ``AnswerUpdated`` in ``block`` before ``log_index``, in order (one
-        query, whichever feeds they are: most blocks have none of the hub's)."""
+    def _moves(self, hub: ChecksumAddress, block: int, log_index: int) -> BlockMoves:
+        """Every feed's ``AnswerUpdated`` and the hub's ``AssetSet`` in ``block`` before
+        ``log_index``, and every ``AggregatorConfirmed`` of the block, in order (one query,
+        whoever emitted them: most blocks have none of the hub's feeds)."""
         logs = self.w3.eth.get_logs(
-            {"fromBlock": block, "toBlock": block, "topics": [self.answer_topic]}
+            {
+                "fromBlock": block,
+                "toBlock": block,
+                "topics": [[self.answer_topic, self.asset_topic, AGGREGATOR_CONFIRMED]],
+            }
         )
-        earlier = [entry for entry in logs if int(entry["logIndex"]) < log_index]
-        return sorted(earlier, key=lambda entry: int(entry["logIndex"]))
+        logs = sorted(logs, key=lambda entry: int(entry["logIndex"]))
+        answers, assets, confirmed = [], [], []
+        for entry in logs:
+            topic = "0x" + bytes(entry["topics"][0]).hex()
+            at = int(entry["logIndex"])
+            if topic == AGGREGATOR_CONFIRMED and len(entry["topics"]) == 3:
+                latest = checksum("0x" + bytes(entry["topics"][2])[-20:].hex())
+                confirmed.append((at, checksum(entry["address"]), latest))
+            elif at >= log_index:
+                continue
+            elif topic == self.answer_topic:
+                answers.append(entry)
+            elif topic == self.asset_topic and checksum(entry["address"]) == hub:
+                event = self.hub_decoder.decode(entry)
+                if event is not None:
+                    assets.append(event)
+        return BlockMoves(answers, assets, confirmed)
+
+    def _prices_moved(self, vault: Any, hub: Any, block: int) -> bool:
+        """Whether the hub prices a token of the vault otherwise at the block than the block
+        before, in a block where no log said a price moved: a proxy re-pointed silently. A
+        price that cannot be read (stale, say) is not judged equal."""
+        from web3.exceptions import BadFunctionCallOutput, ContractLogicError
+
+        tokens = list(vault.functions.tokens().call(block_identifier=block - 1))
+        try:
+            before = hub.functions.pricesOf(tokens).call(block_identifier=block - 1)
+            after = hub.functions.pricesOf(tokens).call(block_identifier=block)
+        except (ContractLogicError, BadFunctionCallOutput):
+            return True
+        return list(before) != list(after)
 
     def _equity(
-        self, vault: Any, block: int, log_index: int, earlier: list[Any], answers: list[Any]
+        self,
+        vault: Any,
+        hub: Any,
+        trade: dict[str, Any],
+        block: int,
+        log_index: int,
+        earlier: list[Any],
+        moves: BlockMoves,
     ) -> int:
         """The master's equity just before the trade at ``log_index``, in USD with 18
         decimals, as the vault's ``_equities`` computes it."""
@@ -132,42 +210,71 @@ class ChainContext:
             + sum(_amount_moved(e, token, base) for e in earlier)
             for token in tokens
         }
-        held = {token: amount for token, amount in held.items() if amount > 0}
-        hub = self.w3.eth.contract(address=self._hub_of(vault), abi=self.hub_abi)
-        moved = self._moved_prices(hub, list(held), block, answers) if answers else {}
         equity = 0
         for token, amount in held.items():
-            price = moved.get(token)
-            if price is None:
-                price = int(hub.functions.priceOf(token).call(block_identifier=before))
-            equity += amount * price // WAD  # the vault's _value: mulDiv, rounded down
+            if amount > 0:  # the vault's _value: mulDiv, rounded down
+                equity += amount * self._price(hub, token, trade, block, log_index, moves) // WAD
         return equity
+
+    def _price(
+        self,
+        hub: Any,
+        token: str,
+        trade: dict[str, Any],
+        block: int,
+        log_index: int,
+        moves: BlockMoves,
+    ) -> int:
+        """``token``'s price as the hub's ``priceOf`` gave it to the trade at ``log_index``."""
+        # The vault's event carries the prices of the trade's own tokens, as it used them.
+        for side in ("In", "Out"):
+            if checksum(token) == checksum(trade[f"token{side}"]):
+                return int(trade[f"price{side}"])
+        before = block - 1
+        sets = [e for e in moves.assets if checksum(e.args["token"]) == checksum(token)]
+        if sets:  # the hub's owner gave the token a new feed, or decimals, earlier in the block
+            a = sets[-1].args
+            feed, token_decimals, feed_decimals = a["feed"], a["tokenDecimals"], a["feedDecimals"]
+        else:
+            feed, _, token_decimals, feed_decimals, _ = hub.functions.asset(token).call(
+                block_identifier=before
+            )
+        scale: int = 10 ** (36 - int(feed_decimals) - int(token_decimals))
+        sources = self._sources(checksum(feed), block, log_index, moves)
+        return max(self._answer(source, block, moves) for source in sources) * scale
+
+    def _sources(
+        self, feed: ChecksumAddress, block: int, log_index: int, moves: BlockMoves
+    ) -> list[ChecksumAddress]:
+        """Where ``feed``'s answer came from at ``log_index``: the aggregator behind a proxy,
+        or the feed itself. One, but two when the proxy was re-pointed in the block without
+        saying where (see the class's note)."""
+        confirmed = [(at, latest) for at, proxy, latest in moves.confirmed if proxy == feed]
+        first = self._source(feed, block - 1)
+        if confirmed:  # the proxy says where: the last re-pointing before the trade, if any
+            seen = [latest for at, latest in confirmed if at < log_index]
+            return [seen[-1] if seen else first]
+        last = self._source(feed, block)
+        return [first] if first == last else [first, last]
+
+    def _answer(self, source: ChecksumAddress, block: int, moves: BlockMoves) -> int:
+        """``source``'s answer just before the trade: the last it logged earlier in the block,
+        else its answer at the block before (at the block, for an aggregator made in it)."""
+        from web3.exceptions import BadFunctionCallOutput, ContractLogicError
+
+        logged = [e for e in moves.answers if checksum(e["address"]) == source]
+        if logged:
+            return int.from_bytes(bytes(logged[-1]["topics"][1]), "big", signed=True)
+        aggregator = self.w3.eth.contract(address=source, abi=self.aggregator_abi)
+        try:
+            return int(aggregator.functions.latestRoundData().call(block_identifier=block - 1)[1])
+        except (ContractLogicError, BadFunctionCallOutput):
+            return int(aggregator.functions.latestRoundData().call(block_identifier=block)[1])
 
     def _hub_of(self, vault: Any) -> ChecksumAddress:
         if vault.address not in self._hubs:
             self._hubs[vault.address] = vault.functions.hub().call()
         return self._hubs[vault.address]
-
-    def _moved_prices(
-        self, hub: Any, tokens: list[str], block: int, answers: list[Any]
-    ) -> dict[str, int]:
-        """token -> its price after the last of ``answers`` from its feed, converted as the
-        hub's ``priceOf`` converts an answer; tokens whose feed did not move are absent."""
-        before = block - 1
-        by_source: dict[ChecksumAddress, list[tuple[str, int]]] = {}
-        for token in tokens:
-            feed, _, token_decimals, feed_decimals, _ = hub.functions.asset(token).call(
-                block_identifier=before
-            )
-            scale = 10 ** (36 - int(feed_decimals) - int(token_decimals))
-            for source in {self._source(feed, before), self._source(feed, block)}:
-                by_source.setdefault(source, []).append((token, scale))
-        prices: dict[str, int] = {}
-        for entry in answers:
-            answer = int.from_bytes(bytes(entry["topics"][1]), "big", signed=True)
-            for token, scale in by_source.get(checksum(entry["address"]), []):
-                prices[token] = answer * scale
-        return prices
 
     def _source(self, feed: str, block: int) -> ChecksumAddress:
         """Where ``feed``'s answers are emitted at ``block``: the aggregator behind a proxy, or

@@ -72,6 +72,7 @@ from bridge.limiter import Limiter, limits_for
 from tandem import exchanges
 from tandem.config import BridgeExchange, BridgeSettings
 from tandem.db import bridge as t
+from tandem.db.engine import write_lock
 from tandem.envelope import Keyring, Sealed
 
 log = logging.getLogger("tandem.bridge")
@@ -517,6 +518,7 @@ class Bridge:
         if not rows:
             return []
         with self.engine.begin() as conn:
+            write_lock(conn)  # on SQLite: the follows read by _moved stay as read until the end
             if self._moved(conn, follows):
                 return None
             # The status is not written here: only ``_claim_exit`` stops a follow, and a book

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from functools import partial
@@ -44,6 +44,7 @@ from bridge.limiter import Busy, Limiter, limits_for
 from tandem import exchanges
 from tandem.config import Exchange, Settings
 from tandem.db import bridge as t
+from tandem.db.engine import write_lock
 from tandem.db.models import Vault
 from tandem.envelope import Credentials, Keyring, Sealed
 from tandem.errors import ConfigError, ExchangeAnswerError
@@ -55,7 +56,10 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     409: PROBLEM_RESPONSES[400] | {"description": "The API key is registered already"},
     502: PROBLEM_RESPONSES[400] | {"description": "The exchange did not answer"},
     503: PROBLEM_RESPONSES[400]
-    | {"description": "The exchange's rate limit or the bridge's limiter allows no request now"},
+    | {
+        "description": "The exchange's rate limit or the bridge's limiter allows no request "
+        "now, or the exchange did not tell the account's balance: try again"
+    },
 }
 # The longest a registration waits for the shared rate limiter before answering 503.
 LIMITER_WAIT = 5.0
@@ -325,6 +329,12 @@ def _keyring(settings: Settings) -> Keyring:
         ) from None
 
 
+def _credentials(keyring: Keyring, key: Any) -> Credentials:
+    """A stored key's credentials, unsealed."""
+    sealed = Sealed(key.kek_id, key.wrapped_key, key.ciphertext)
+    return keyring.open(sealed, key.api_key, key_aad(key.address, key.exchange, key.api_key))
+
+
 def key_aad(address: str, exchange: str, api_key: str) -> str:
     # The same binding as the worker's (bridge.worker.key_aad), without importing the worker.
     return f"{address.lower()}|{exchange}|{api_key}"
@@ -395,15 +405,7 @@ async def _probe(
     except (ccxt.RateLimitExceeded, ccxt.DDoSProtection):
         raise _busy(exchange, 60) from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        raise ProblemException(
-            503,
-            "limiter-unreachable",
-            "The bridge's rate limiter does not answer",
-            "The bridge's Redis (bridge.redis_url) does not answer, and no request goes to an "
-            "exchange without its rate limiter. Try again in a minute; if it lasts, tell the "
-            "operator.",
-            headers={"Retry-After": "60"},
-        ) from None
+        raise _limiter_unreachable() from None
     except ccxt.AuthenticationError:
         raise ProblemException(
             422,
@@ -430,6 +432,141 @@ async def _probe(
         ) from None
     finally:
         await ex.close()
+
+
+def _limiter_unreachable() -> ProblemException:
+    return ProblemException(
+        503,
+        "limiter-unreachable",
+        "The bridge's rate limiter does not answer",
+        "The bridge's Redis (bridge.redis_url) does not answer, and no request goes to an "
+        "exchange without its rate limiter. Try again in a minute; if it lasts, tell the "
+        "operator.",
+        headers={"Retry-After": "60"},
+    )
+
+
+@asynccontextmanager
+async def _asking(
+    settings: Settings, keyring: Keyring, key: Any, what: str
+) -> AsyncIterator[tuple[Any, Callable[[str], Awaitable[None]]]]:
+    """A ccxt client of the stored ``key``, and ``before(request)`` to call before each of its
+    requests: it charges the shared limiter first. The exchange or the limiter refusing or not
+    answering is a problem saying what to do; not answering (``what`` was asked), a 503 to
+    try again, nothing changed."""
+    import ccxt.async_support as ccxt
+    import redis.exceptions
+
+    from bridge import venue
+
+    venues = {str(name): v for name, v in settings.bridge.exchanges.items()}
+    ex = venue.open_client(key.exchange, venues.get(key.exchange), _credentials(keyring, key))
+    try:
+        async with _limiter(settings) as limiter:
+
+            async def before(request: str) -> None:
+                if limiter is not None:
+                    await limiter.acquire(
+                        key.exchange,
+                        key.api_key,
+                        False,
+                        request=request,
+                        max_wait=LIMITER_WAIT,
+                        share=API_SHARE,
+                    )
+
+            yield ex, before
+    except Busy as exc:
+        raise _busy(key.exchange, exc.wait) from None
+    except (ccxt.RateLimitExceeded, ccxt.DDoSProtection):
+        raise _busy(key.exchange, 60) from None
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        raise _limiter_unreachable() from None
+    except ccxt.AuthenticationError:
+        raise ProblemException(
+            422,
+            "exchange-key-refused",
+            "The exchange refused the key",
+            f"{key.exchange} did not accept exchange key {key.id} when asked for {what}. "
+            "Replace it (PUT /v1/account/exchange-keys/{id}) with a working key.",
+        ) from None
+    except (ccxt.NetworkError, ccxt.ExchangeError, ExchangeAnswerError):
+        raise ProblemException(
+            503,
+            "balance-unavailable" if what.endswith("balance") else "exchange-unavailable",
+            "The exchange did not answer",
+            f"{key.exchange} did not tell {what}. Nothing was changed. Try again in a minute.",
+            headers={"Retry-After": "60"},
+        ) from None
+    finally:
+        await ex.close()
+
+
+async def _free_quote(settings: Settings, keyring: Keyring, key: Any) -> Decimal:
+    """What the key's exchange account holds free of the bridge's quote (``bridge.quote``), as
+    the exchange tells it, asked with the key itself: its markets (ccxt reads a balance with
+    them), then its balance, each request charged to the shared limiter first. An exchange
+    that does not answer is a 503 saying to try again (``balance-unavailable``): a follow is
+    not added, nor its allocation raised, on a balance nobody read."""
+    from bridge import venue
+
+    quote = settings.bridge.quote
+    async with _asking(settings, keyring, key, f"the account's {quote} balance") as (ex, before):
+        await before("markets")
+        await ex.load_markets()
+        await before("account")  # Binance: GET /api/v3/account, weight 20
+        balance = await ex.fetch_balance()
+    free = (balance.get("free") or {}).get(quote)
+    return venue.decimal(free) if free is not None else Decimal(0)
+
+
+# Whether ``amount`` of a market is dust: what no order can sell (under the market's amount
+# step, its minimum amount, or, at the price ``mark``, its minimum notional).
+DustJudge = Callable[[str, Decimal, "Decimal | None"], bool]
+
+
+# An exchange's markets (the same for every key), kept a minute for judging dust: that is
+# asked before the second factor is (a position that can be sold keeps its market, refused
+# whatever the code), so a session changing markets again and again asks each exchange at
+# most once a minute, and takes nothing of the share the key checks have of its weight.
+MARKETS_KEPT = 60.0
+_markets_kept: dict[str, tuple[float, Any]] = {}  # exchange -> (when read, its ccxt client)
+
+
+async def _dust_judge(settings: Settings, keyring: Keyring, key: Any) -> DustJudge:
+    """Judges dust as the workers do before they send a sale (``bridge.worker._precise`` and
+    ``_below_minimum``), by the exchange's markets, asked with the key through the shared
+    limiter (or read less than ``MARKETS_KEPT`` seconds ago)."""
+    import ccxt.async_support as ccxt
+
+    kept = _markets_kept.get(key.exchange)
+    if kept is not None and time.monotonic() - kept[0] < MARKETS_KEPT:
+        ex = kept[1]  # closed: its markets and precision alone are used
+    else:
+        async with _asking(settings, keyring, key, "its markets") as (ex, before):
+            await before("markets")
+            await ex.load_markets()
+        ex.apiKey = ex.secret = ex.password = ""  # kept for its markets, not the key's secret
+        _markets_kept[key.exchange] = (time.monotonic(), ex)
+
+    def dust(symbol: str, amount: Decimal, mark: Decimal | None) -> bool:
+        market = ex.markets.get(symbol)
+        if market is None:  # no longer listed: nothing can sell it there, but it is no dust
+            return False
+        try:
+            sellable = Decimal(ex.amount_to_precision(symbol, str(amount)))
+        except ccxt.InvalidOrder:  # under the market's step
+            return True
+        least, least_cost = market["limits"]["amount"]["min"], market["limits"]["cost"]["min"]
+        if least is not None and sellable < Decimal(str(least)):
+            return True
+        return (
+            least_cost is not None
+            and mark is not None
+            and sellable * mark < Decimal(str(least_cost))
+        )
+
+    return dust
 
 
 def _busy(exchange: str, wait: float) -> ProblemException:
@@ -922,13 +1059,28 @@ def _changed_book(conn: Connection, key_id: int, f: Any, change: FollowChange) -
     return values
 
 
+class _NeedsMarkets(Exception):
+    """A market the change moves a token away from holds a position: whether it is dust is
+    told by the exchange's markets, not read yet."""
+
+
 def _held_markets_kept(
-    conn: Connection, settings: Settings, exchange: str, f: Any, change: FollowChange
-) -> None:
+    conn: Connection,
+    settings: Settings,
+    exchange: str,
+    f: Any,
+    change: FollowChange,
+    dust: DustJudge | None = None,
+) -> list[str]:
     """Refuses moving a token the follow holds a position in, or has an order in flight on,
-    to another market: the master's sales of the token would no longer sell that position."""
+    to another market: the master's sales of the token would no longer sell that position.
+    A position no order can sell (dust: under the market's step, minimum amount or minimum
+    notional at the follow's mark of it, judged by ``dust``) is not held for this: no sale
+    would sell it on either market. It stays in the book (``positions``, valued at its mark
+    like any position) and at the exchange, and is said in the warnings returned. Without
+    ``dust``, a position raises ``_NeedsMarkets``."""
     if change.symbols is None:
-        return
+        return []
     after = _markets(settings, exchange, change.symbols)
     # A market with an order of the follow in flight is held as a position is: a buy
     # acknowledged and not yet booked holds nothing in the book, and moving its token away
@@ -940,19 +1092,33 @@ def _held_markets_kept(
             )
         ).scalars()
     )
+    kept: list[str] = []
     for token, market in _markets(settings, exchange, dict(f.symbols or {})).items():
         held = Decimal((f.positions or {}).get(market, "0"))
-        if after.get(token) != market and (held > 0 or market in flying):
-            what = f"holds {held}" if held > 0 else "has an order in flight"
-            raise ProblemException(
-                409,
-                "market-held",
-                "Market held",
-                f"Follow {f.id} {what} on {market}, the market of token {token}: moved "
-                "to another market, the master's sales of the token would no longer sell it. "
-                "Change it once the follow holds none (the master sold), or end the follow and "
-                "add a new one.",
-            )
+        if after.get(token) == market or (held <= 0 and market not in flying):
+            continue
+        if market not in flying:
+            if dust is None:
+                raise _NeedsMarkets(market)
+            mark = (f.marks or {}).get(market)
+            if dust(market, held, Decimal(mark) if mark else None):
+                kept.append(
+                    f"Follow {f.id} keeps {held} on {market}: dust, under what the exchange "
+                    "lets an order sell there. It stays in the follow's book, valued at its "
+                    "last price, and in your account at the exchange."
+                )
+                continue
+        what = f"holds {held}" if market not in flying else "has an order in flight"
+        raise ProblemException(
+            409,
+            "market-held",
+            "Market held",
+            f"Follow {f.id} {what} on {market}, the market of token {token}: moved "
+            "to another market, the master's sales of the token would no longer sell it. "
+            "Change it once the follow holds none (the master sold), or end the follow and "
+            "add a new one.",
+        )
+    return kept
 
 
 def _not_free(key_id: int, f: Any, committed: Decimal, free: Decimal) -> ProblemException:
@@ -968,6 +1134,60 @@ def _not_free(key_id: int, f: Any, committed: Decimal, free: Decimal) -> Problem
         "master sells. To stop copying instead, end the follow (DELETE "
         f"/v1/account/exchange-keys/{key_id}/follows/{f.id}): what it holds stays at the "
         "exchange, yours.",
+    )
+
+
+# The follows of the keys of one exchange account spend from one balance: together they may
+# not be given more quote than the account holds free. What each active follow may still spend
+# is its cash (all of its allocation at its start; less what it bought, more what it sold); an
+# allocation added (a new follow, or a raise by X) is refused when the follows' cash plus it
+# exceeds the account's free quote, read at the exchange just before. A buy in flight is
+# counted twice (in its follow's cash, and no longer free at the exchange) until it is booked:
+# a refusal then errs on the side of the follower's money, and passes once it is. The keys of
+# the account are locked while their follows are summed and the new allocation written
+# (``_account_keys``), so two requests at once cannot both pass on the same free quote. Stopped
+# and ended follows spend nothing more: what they hold is the follower's, outside the bridge.
+
+
+def _account_keys(conn: Connection, key: Any) -> list[int]:
+    """The keys of the exchange account ``key`` belongs to (``key`` alone when its account was
+    never read), locked until the transaction ends: on PostgreSQL their rows, in one order for
+    every request; on SQLite the database (``write_lock``)."""
+    write_lock(conn)
+    query = select(t.keys.c.id).where(t.keys.c.id == key.id)
+    if key.account_id is not None:
+        query = select(t.keys.c.id).where(
+            t.keys.c.exchange == key.exchange, t.keys.c.account_id == key.account_id
+        )
+    return list(conn.execute(query.order_by(t.keys.c.id).with_for_update()).scalars())
+
+
+def _within_balance(
+    conn: Connection, settings: Settings, key: Any, free: Decimal, adding: Decimal
+) -> None:
+    """Refuses ``adding`` quote to the follows of ``key``'s account beyond what it holds free
+    (see the note above); the caller holds the account's keys locked."""
+    ids = _account_keys(conn, key)
+    cash = conn.execute(
+        select(t.follows.c.cash).where(t.follows.c.key_id.in_(ids), t.follows.c.status == "active")
+    ).scalars()
+    committed = sum((Decimal(c) for c in cash), Decimal(0))
+    if EXACT.add(committed, adding) <= free:
+        return
+    room = max(EXACT.subtract(free, committed), Decimal(0))
+    quote = settings.bridge.quote
+
+    def plain(d: Decimal) -> str:  # 3000, not 3000.0 or 3E+3
+        return format(d.normalize(), "f")
+
+    raise ProblemException(
+        422,
+        "allocation-exceeds-balance",
+        "Allocations exceed the account's balance",
+        f"The {key.exchange} account of exchange key {key.id} holds {plain(free)} {quote} "
+        f"free, and its active follows may still spend {plain(committed)} {quote} of it: at "
+        f"most {plain(room)} {quote} can be added, not {plain(adding)}. Deposit {quote} at the "
+        "exchange, or lower or end another follow of this account, then try again.",
     )
 
 
@@ -989,9 +1209,7 @@ async def _checked_markets(
     through the shared limiter); the warnings."""
     listed: set[str] = set()
     if own:
-        sealed = Sealed(key.kek_id, key.wrapped_key, key.ciphertext)
-        aad = key_aad(key.address, key.exchange, key.api_key)
-        creds = keyring.open(sealed, key.api_key, aad)
+        creds = _credentials(keyring, key)
         _, _, listed = await _probe(settings, key.exchange, creds, load_markets=True)
     return _check_symbols(settings, key.exchange, own, listed)
 
@@ -1003,7 +1221,10 @@ async def add_follow(
     """Adds a follow to a key (needs the Tandem-TOTP header: it commits money to copying): a
     master the key does not copy yet, or one whose follow was stopped or ended. Its book starts
     with all of its allocation in cash; workers copy it from the master's next trade. A master
-    the key copies already: 409 ``follow-exists``. Refusals do not spend the code."""
+    the key copies already: 409 ``follow-exists``. An allocation beyond what the exchange
+    account holds free, less what its active follows may spend: 422
+    ``allocation-exceeds-balance``; the exchange not answering, 503 ``balance-unavailable``.
+    Refusals do not spend the code."""
     settings, engine, box = _settings(request), _engine(request), request.app.state.box
     keyring = _keyring(settings)
     with engine.connect() as conn:
@@ -1013,14 +1234,22 @@ async def add_follow(
         partial(_second_factor, spend=False), engine, box, me.address, totp, settings
     )
     warnings = await _checked_markets(settings, keyring, key, body.symbols)
+    free = await _free_quote(settings, keyring, key)
+    allocation = Decimal(body.allocation)
+
+    def checked(conn: Connection) -> None:
+        _within_balance(conn, settings, _own_key(conn, me.address, key_id), free, allocation)
+        _no_active_follow(conn, key_id, body.vault)
 
     def store() -> int:
-        with engine.connect() as conn:  # refused before the code is spent
-            _own_key(conn, me.address, key_id)
-            _no_active_follow(conn, key_id, body.vault)
+        with engine.begin() as conn:  # refused before the code is spent
+            checked(conn)
         _second_factor(engine, box, me.address, totp, settings, spend=True)
         try:
             with engine.begin() as conn:
+                # Checked again with the account's keys locked until the follow is in: of two
+                # follows added at once that together exceed the balance, one is refused.
+                checked(conn)
                 made = conn.execute(
                     insert(t.follows)
                     .values(**_new_follow(key_id, body, time.time()))
@@ -1056,16 +1285,26 @@ async def change_follow(
     loosening or removing a limit and changing the markets need the Tandem-TOTP header;
     lowering the allocation and tightening a limit need the session alone. A new allocation
     moves the follow's cash and peak by the same amount; it is lowered only by what is free in
-    cash (else 409 ``allocation-not-free``, saying how much can be released). A stopped or
-    ended follow is not changed (409 ``follow-not-active``): add a new follow instead. The
-    workers size by the change from the master's next trade."""
+    cash (else 409 ``allocation-not-free``, saying how much can be released), and raised only
+    within what the exchange account holds free (else 422 ``allocation-exceeds-balance``). A
+    stopped or ended follow is not changed (409 ``follow-not-active``): add a new follow
+    instead. The workers size by the change from the master's next trade."""
     settings, engine, box = _settings(request), _engine(request), request.app.state.box
+    dust: DustJudge | None = None
+    moves_held = False  # a position on a market moved away: held, or dust?
     with engine.connect() as conn:
         key = _own_key(conn, me.address, key_id)
         f = _own_follow(conn, key_id, follow_id)
         _active(key_id, f)
         _changed_book(conn, key_id, f, body)  # a refusal before the code is asked for
-        _held_markets_kept(conn, settings, key.exchange, f, body)
+        try:
+            _held_markets_kept(conn, settings, key.exchange, f, body)
+        except _NeedsMarkets:
+            moves_held = True
+    if moves_held:  # told by the exchange's markets, still before the code is asked for
+        dust = await _dust_judge(settings, _keyring(settings), key)
+        with engine.connect() as conn:
+            _held_markets_kept(conn, settings, key.exchange, f, body, dust)
     risk = _risk_added(f, body)
     warnings: list[str] = []
     if risk:
@@ -1074,23 +1313,61 @@ async def change_follow(
         )
     if body.symbols is not None and body.symbols != dict(f.symbols or {}):
         warnings = await _checked_markets(settings, _keyring(settings), key, body.symbols)
+    raising = body.allocation is not None and Decimal(body.allocation) > Decimal(f.allocation)
+    free = await _free_quote(settings, _keyring(settings), key) if raising else None
+
+    kept: list[str] = []  # dust left on the markets moved away from
+
+    def checked(conn: Connection) -> dict[str, Any]:
+        """The follow's new columns, every check passed on the row as it is now."""
+        if body.allocation is not None:
+            _account_keys(conn, key)  # locked before the follow, as every change locks them
+        now = _own_follow(conn, key_id, follow_id, lock=True)
+        _active(key_id, now)
+        if _risk_added(now, body) and not risk:
+            raise _changed_meanwhile(follow_id)
+        if body.allocation is not None and Decimal(body.allocation) > Decimal(now.allocation):
+            if free is None:  # a lowering when read, a raise now: another change came first
+                raise _changed_meanwhile(follow_id)
+            added = EXACT.subtract(Decimal(body.allocation), Decimal(now.allocation))
+            _within_balance(conn, settings, key, free, added)
+        values = _changed_book(conn, key_id, now, body)
+        try:
+            kept[:] = _held_markets_kept(conn, settings, key.exchange, now, body, dust)
+        except _NeedsMarkets:  # it came to hold a position since it was read
+            raise ProblemException(
+                409,
+                "follow-changed",
+                "Follow changed meanwhile",
+                f"Follow {follow_id} changed while this request was checked: read it again "
+                "(GET /v1/account/exchange-keys) and send the change again.",
+            ) from None
+        return values
 
     def store() -> None:
+        spent = False
+        if risk and engine.dialect.name == "sqlite":
+            # SQLite has one writer at a time, and the code is spent by a transaction of its
+            # own: under this one's write lock it would wait for it. So the checks run under
+            # the lock, the code is spent, and they run again under the lock with the write.
+            with engine.begin() as conn:
+                write_lock(conn)
+                checked(conn)
+            _second_factor(engine, box, me.address, totp, settings, spend=True)
+            spent = True
         with engine.begin() as conn:
-            now = _own_follow(conn, key_id, follow_id, lock=True)
-            _active(key_id, now)
-            if _risk_added(now, body) and not risk:
-                raise _changed_meanwhile(follow_id)
-            values = _changed_book(conn, key_id, now, body)
-            _held_markets_kept(conn, settings, key.exchange, now, body)
-            if risk:
+            # The follow is read under the lock a worker booking a fill takes too (the row's on
+            # PostgreSQL, the database's on SQLite), so neither writes over the other's book.
+            write_lock(conn)
+            values = checked(conn)
+            if risk and not spent:
                 # Spent once every check under the row's lock has passed: spent before them, a
                 # follow stopped while the exchange was asked cost the follower the code.
                 _second_factor(engine, box, me.address, totp, settings, spend=True)
             conn.execute(update(t.follows).where(t.follows.c.id == follow_id).values(**values))
 
     await run_in_threadpool(store)
-    return await run_in_threadpool(_read_follow, engine, settings, key, follow_id, warnings)
+    return await run_in_threadpool(_read_follow, engine, settings, key, follow_id, warnings + kept)
 
 
 @keys.delete("/exchange-keys/{key_id}/follows/{follow_id}", status_code=204)

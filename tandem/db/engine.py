@@ -82,3 +82,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def write_lock(conn: Any) -> None:
+    """Takes the database's write lock for the transaction just begun on ``conn``, before it
+    reads what it will write back. On SQLite, a transaction begins at its first write: rows
+    read before it may be stale by then (another writer committed between), and a
+    read-modify-write of them loses that writer's change. ``BEGIN IMMEDIATE`` takes the lock
+    first, waiting for the writer holding it (``busy_timeout``): the rows read are then the
+    last committed, and stay so until this transaction ends. PostgreSQL locks rows instead
+    (``SELECT ... FOR UPDATE``): nothing to do here."""
+    if conn.dialect.name != "sqlite":
+        return
+    dbapi = conn.connection.dbapi_connection
+    if dbapi is not None and not dbapi.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

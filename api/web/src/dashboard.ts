@@ -254,6 +254,11 @@ function describe(n: Notification): string {
     "fee.charged": "A performance fee was charged",
     "mirror.executed": "A pending mirror was executed",
     "mirror.dropped": "A pending mirror was dropped",
+    "exit.failed": "An exit at your exchange could not sell everything: the rest is yours to sell there",
+    "bridge.filled": "An order copied at your exchange filled",
+    "bridge.skipped": "An order for you was below the exchange's minimum: skipped",
+    "bridge.failed": "The exchange refused an order copied for you",
+    "bridge.expired": "An order copied for you was not done in time: what filled is booked",
   };
   return text[n.kind] ?? n.kind;
 }

@@ -181,21 +181,26 @@ def add_follower(
     n: int = 0,
     vault: str = VAULT,
     balance: Decimal | None = None,
+    same_account_as: str | None = None,
     **follow: Any,
 ) -> Follower:
     """A follower at ``stand``: an account holding ``balance`` USDT (ten times ``cash`` by
-    default), its key sealed as the API seals it, and a follow of ``vault`` with ``cash``
-    allocated (and ``stop_loss_bps``, ``max_drawdown_bps``)."""
+    default), or another key of the account of API key ``same_account_as``, its key sealed as
+    the API seals it, and a follow of ``vault`` with ``cash`` allocated (and
+    ``stop_loss_bps``, ``max_drawdown_bps``)."""
     exchange = stand.name
     f = Follower(
         address, exchange, f"key-{exchange}-{n}", f"secret-{n}-{exchange}-Zq9", f"pass-{n}"
     )
-    account = stand.add_account(
-        f.api_key,
-        f.secret,
-        f.passphrase,
-        balances={"USDT": cash * 10 if balance is None else balance},
-    )
+    if same_account_as is not None:
+        account = stand.add_key(same_account_as, f.api_key, f.secret, f.passphrase)
+    else:
+        account = stand.add_account(
+            f.api_key,
+            f.secret,
+            f.passphrase,
+            balances={"USDT": cash * 10 if balance is None else balance},
+        )
     sealed = keyring.seal(
         Credentials(f.api_key, f.secret, f.passphrase), key_aad(f.address, exchange, f.api_key)
     )

@@ -24,10 +24,19 @@ from web3.logs import DISCARD
 from bridge.context import ChainContext, Context
 from bridge.worker import Bridge
 from keepers.watch import _trade as keeper_message
+from tandem.chain import deploy, transact
 from tandem.config import BridgeAsset, BridgeExchange, BridgeSettings, Settings
 from tandem.db import bridge as t
 from tandem.node import LocalNode
-from tandem.protocol import BASE, Deployment, add_followers, create_master, set_balance, trade
+from tandem.protocol import (
+    BASE,
+    FEED_HEARTBEAT,
+    Deployment,
+    add_followers,
+    create_master,
+    set_balance,
+    trade,
+)
 
 from .support import add_followers as add_exchange_followers
 from .support import assert_dust, database, keyring, publish, redis_server, standins
@@ -266,6 +275,248 @@ def test_a_feed_answer_moved_earlier_in_the_block_is_in_the_fraction(
     assert fraction == fraction_alone
     assert first == first_alone
     assert Decimal(spent) / Decimal(at_block_before) != fraction
+
+
+def _mine_in_order(dep: Deployment, calls: list[tuple[Any, str]]) -> list[Any]:
+    """``calls`` (each with its sender) mined together in one block, in the order given: anvil
+    orders a block's transactions by their tip, so each is given a lower tip than the one
+    before it."""
+    w3 = dep.w3
+    rpc(w3, "evm_setAutomine", False)
+    try:
+        hashes = [
+            fn.transact(
+                {
+                    "from": sender,
+                    "gas": 3_000_000,
+                    "maxFeePerGas": 10**11,
+                    "maxPriorityFeePerGas": 10**9 * (len(calls) - i),
+                }
+            )
+            for i, (fn, sender) in enumerate(calls)
+        ]
+        rpc(w3, "evm_mine")
+    finally:
+        rpc(w3, "evm_setAutomine", True)
+    receipts = [w3.eth.wait_for_transaction_receipt(h) for h in hashes]
+    assert len({r["blockNumber"] for r in receipts}) == 1
+    assert [r["transactionIndex"] for r in receipts] == sorted(
+        r["transactionIndex"] for r in receipts
+    )
+    assert all(r["status"] == 1 for r in receipts)
+    return receipts
+
+
+def _hub_owner(dep: Deployment) -> str:
+    """The hub's owner, the timelock, impersonated: it sets an asset's feed."""
+    timelock: str = dep.timelock.address
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    set_balance(dep.w3, timelock, 10**20)
+    return timelock
+
+
+class _Buys:
+    """The master holding WETH buys LINK after a change of WETH's price source, the change
+    and the buy mined one block each (the block before each is then the state just before it:
+    the vault's own fraction) or together in one block, in a given order."""
+
+    def __init__(self, scene: Scene) -> None:
+        self.scene, self.dep = scene, scene.dep
+        self.contexts = ChainContext(scene.settings)
+
+    def mine(self, fn: Any, sender: str) -> Any:
+        return self.dep.w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender}))
+
+    def fraction(self, receipt: Any) -> Decimal:
+        (event,) = _traded(self.scene.vault, receipt)
+        message = keeper_message(
+            self.scene.vault.address, event["args"], receipt["blockNumber"], "0x"
+        )
+        return asyncio.run(self.contexts.context(message, "buy", event["logIndex"])).fraction
+
+    def vaults(self, receipt: Any) -> Decimal:
+        """The fraction the vault sized the buy's pool part with: the value spent over the
+        master's equity just before (the block before, the buy mined in a block of its own)."""
+        (event,) = _traded(self.scene.vault, receipt)
+        a = event["args"]
+        master_equity, pool_equity = self.scene.vault.functions.equities().call(
+            block_identifier=receipt["blockNumber"] - 1
+        )
+        assert a["poolIn"] == a["masterIn"] * pool_equity // master_equity > 0
+        return Decimal(a["masterIn"] * a["priceIn"] // 10**18) / Decimal(master_equity)
+
+    def buy(self) -> Any:
+        return _trade_call(self.dep, self.scene.vault, BASE, "LINK", self.dep.units(BASE, 6_000))
+
+    def apart(self, calls: list[tuple[Any, str]]) -> Decimal:
+        """The buy's fraction, each call mined in a block of its own: the bridge's equals the
+        vault's."""
+        receipts = [self.mine(fn, who) for fn, who in calls]
+        (receipt,) = [r for r in receipts if _traded(self.scene.vault, r)]
+        assert self.fraction(receipt) == self.vaults(receipt)
+        return self.vaults(receipt)
+
+    def together(self, calls: list[tuple[Any, str]]) -> Decimal:
+        receipts = _mine_in_order(self.dep, calls)
+        (receipt,) = [r for r in receipts if _traded(self.scene.vault, r)]
+        return self.fraction(receipt)
+
+
+def test_a_proxy_re_pointed_silently_in_the_block_is_valued_at_the_higher_answer(
+    scene: Scene, rollback: Callable[[], AbstractContextManager[None]]
+) -> None:
+    """WETH is priced through a Chainlink-style proxy that emits nothing when its owner points
+    it at another aggregator (Chainlink's EACAggregatorProxy, the test proxy). The proxy moves
+    to an aggregator answering 5% more, in the block of a master's buy of LINK (the master
+    holds WETH), before or after the buy. No log says where: the bridge reads the proxy's
+    aggregator at the block before and at the block, finds them different, and values WETH at
+    the higher of the two answers. Re-pointed before the buy, that is exactly the vault's
+    fraction; after it, a lower fraction than the vault's (the follower buys less, never
+    more). Before, the block before's aggregator alone was read: re-pointed before the buy,
+    the fraction was the vault's of the old answer."""
+    dep, vault, master = scene.dep, scene.vault, scene.master
+    buys = _Buys(scene)
+    owner = _hub_owner(dep)
+    weth = dep.tokens["WETH"]
+    old = dep.feeds["WETH"]
+    answer = int(old.functions.latestRoundData().call()[1])
+    decimals = int(old.functions.decimals().call())
+    with rollback():
+        buys.mine(_trade_call(dep, vault, BASE, "WETH", dep.units(BASE, 15_000)), master)
+        first, _ = deploy(dep.w3, "TestPriceFeed", decimals, "ETH / USD", answer, sender=owner)
+        higher, _ = deploy(
+            dep.w3, "TestPriceFeed", decimals, "ETH / USD", answer * 105 // 100, sender=owner
+        )
+        proxy, _ = deploy(dep.w3, "TestFeedProxy", first.address, sender=owner)
+        transact(
+            dep.hub.functions.setAsset(weth.address, proxy.address, FEED_HEARTBEAT, decimals, True),
+            owner,
+        )
+        repoint = (proxy.functions.setAggregator(higher.address), owner)
+        buy = (buys.buy(), master)
+        with rollback():
+            repointed_first = buys.apart([repoint, buy])
+        with rollback():
+            repointed_after = buys.apart([buy, repoint])
+        # The re-pointing moves the vault's fraction: the test can tell one from the other.
+        assert repointed_first < repointed_after
+        with rollback():
+            assert buys.together([repoint, buy]) == repointed_first
+        with rollback():
+            # The buy saw the first aggregator; the bridge cannot know it, and takes the lower
+            # fraction, the one of the higher answer.
+            assert buys.together([buy, repoint]) == repointed_first < repointed_after
+
+
+# A feed proxy as Chainlink's later contracts (AggregatorProxy) make them: re-pointed, it says
+# so with ``AggregatorConfirmed(previous, latest)``. Compiled here: the project deploys none.
+CONFIRMING_PROXY = """
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+interface IFeed {
+    function decimals() external view returns (uint8);
+    function latestRoundData() external view returns (uint80, int256, uint256, uint256, uint80);
+}
+
+contract ConfirmingFeedProxy {
+    event AggregatorConfirmed(address indexed previous, address indexed latest);
+
+    address public aggregator;
+
+    constructor(address aggregator_) {
+        aggregator = aggregator_;
+    }
+
+    function confirmAggregator(address aggregator_) external {
+        emit AggregatorConfirmed(aggregator, aggregator_);
+        aggregator = aggregator_;
+    }
+
+    function decimals() external view returns (uint8) {
+        return IFeed(aggregator).decimals();
+    }
+
+    function latestRoundData() external view returns (uint80, int256, uint256, uint256, uint80) {
+        return IFeed(aggregator).latestRoundData();
+    }
+}
+"""
+
+
+def test_a_proxy_that_says_it_was_re_pointed_is_read_where_it_says(
+    scene: Scene, rollback: Callable[[], AbstractContextManager[None]]
+) -> None:
+    """The same re-pointing of WETH's proxy in the block of a buy of LINK, by a proxy that
+    emits ``AggregatorConfirmed``: the log says where, so the fraction is the vault's whichever
+    comes first, to the last unit (a silent proxy re-pointed after the buy gets the lower)."""
+    from tandem.compiler import compile_sources
+
+    dep, vault, master = scene.dep, scene.vault, scene.master
+    found, _ = compile_sources({"ConfirmingFeedProxy.sol": CONFIRMING_PROXY}, scene.settings)
+    buys = _Buys(scene)
+    owner = _hub_owner(dep)
+    weth = dep.tokens["WETH"]
+    old = dep.feeds["WETH"]
+    answer = int(old.functions.latestRoundData().call()[1])
+    decimals = int(old.functions.decimals().call())
+    with rollback():
+        buys.mine(_trade_call(dep, vault, BASE, "WETH", dep.units(BASE, 15_000)), master)
+        first, _ = deploy(dep.w3, "TestPriceFeed", decimals, "ETH / USD", answer, sender=owner)
+        higher, _ = deploy(
+            dep.w3, "TestPriceFeed", decimals, "ETH / USD", answer * 105 // 100, sender=owner
+        )
+        proxy, _ = deploy(dep.w3, found["ConfirmingFeedProxy"], first.address, sender=owner)
+        transact(
+            dep.hub.functions.setAsset(weth.address, proxy.address, FEED_HEARTBEAT, decimals, True),
+            owner,
+        )
+        confirm = (proxy.functions.confirmAggregator(higher.address), owner)
+        buy = (buys.buy(), master)
+        with rollback():
+            confirmed_first = buys.apart([confirm, buy])
+        with rollback():
+            confirmed_after = buys.apart([buy, confirm])
+        assert confirmed_first < confirmed_after
+        with rollback():
+            assert buys.together([confirm, buy]) == confirmed_first
+        with rollback():
+            assert buys.together([buy, confirm]) == confirmed_after
+
+
+def test_a_feed_set_by_the_hub_earlier_in_the_block_is_in_the_fraction(
+    scene: Scene, rollback: Callable[[], AbstractContextManager[None]]
+) -> None:
+    """The hub's owner gives WETH a new feed (``setAsset``), of other decimals (18, not 8)
+    answering 3% more, in the block of a master's buy of LINK, before it: the vault valued the
+    master's WETH with the new feed and decimals. The bridge's fraction is the vault's, to the
+    last unit, as when the two are mined one block each; with the block before's feed it was
+    not."""
+    dep, vault, master = scene.dep, scene.vault, scene.master
+    buys = _Buys(scene)
+    owner = _hub_owner(dep)
+    weth = dep.tokens["WETH"]
+    old = dep.feeds["WETH"]
+    answer = int(old.functions.latestRoundData().call()[1])
+    decimals = int(old.functions.decimals().call())
+    with rollback():
+        buys.mine(_trade_call(dep, vault, BASE, "WETH", dep.units(BASE, 15_000)), master)
+        scaled = answer * 10 ** (18 - decimals) * 103 // 100
+        feed, _ = deploy(dep.w3, "TestPriceFeed", 18, "ETH / USD", scaled, sender=owner)
+        set_asset = (
+            dep.hub.functions.setAsset(weth.address, feed.address, FEED_HEARTBEAT, 18, True),
+            owner,
+        )
+        buy = (buys.buy(), master)
+        with rollback():
+            moved = buys.apart([set_asset, buy])
+        with rollback():
+            unmoved = buys.apart([buy, set_asset])
+        assert moved < unmoved
+        with rollback():
+            assert buys.together([set_asset, buy]) == moved
+        with rollback():  # set after the buy, in its block: the buy's price was the old feed's
+            assert buys.together([buy, set_asset]) == unmoved
 
 
 def test_a_worker_reading_the_chain_sizes_the_orders_by_the_vaults_fraction(

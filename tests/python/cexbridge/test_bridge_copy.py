@@ -217,8 +217,19 @@ def test_partial_fills_are_followed_to_the_end_and_an_exchange_down_pauses_then_
         publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
 
         def bring_back(bridge: Bridge) -> None:
-            loop = asyncio.get_running_loop()
-            loop.call_later(1.0, lambda: setattr(stands["okx"], "down", False))
+            # Back once it has refused something (and a moment more), not at a set time: on a
+            # busy machine the worker's start may take longer than any set time.
+            async def back() -> None:
+                okx = stands["okx"]
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and all(s != 503 for *_, s in okx.requests):
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)
+                okx.down = False
+
+            tasks.append(asyncio.ensure_future(back()))
+
+        tasks: list[asyncio.Future[None]] = []
 
         bridge = run_bridge(settings, engine, ring, 1, bring_back)
         rows = {r["exchange"]: r for r in orders(engine)}

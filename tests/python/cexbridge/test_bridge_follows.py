@@ -23,10 +23,12 @@ import redis.asyncio as aioredis
 from indexing.support import fresh_postgres
 from sqlalchemy import Engine, insert, select, update
 
+from bridge.standins.common import Market
 from bridge.venue import Fill
 from bridge.worker import Bridge, Outcome
 from tandem.db import bridge as t
 from tandem.db import migrate, open_engine
+from tandem.db.engine import write_lock
 from tandem.envelope import Keyring
 
 from .support import (
@@ -146,10 +148,11 @@ def test_a_second_follow_is_added_with_the_second_factor_and_copied_with_its_own
         "invalid-request",
     )
     assert "18 decimal places" in body["detail"]
+    registration_code = totp.now()
     made = lena.post(
         "/v1/account/exchange-keys",
         json=key | {"follow": {"vault": MASTER_A, "allocation": "1000"}},
-        headers={"Tandem-TOTP": totp.now()},
+        headers={"Tandem-TOTP": registration_code},
     )
     assert made.status_code == 201, made.text
     key_id, (first,) = made.json()["id"], made.json()["follows"]
@@ -166,8 +169,8 @@ def test_a_second_follow_is_added_with_the_second_factor_and_copied_with_its_own
         403,
         "second-factor-refused",
     )
-    problem(  # the registration's code, replayed
-        lena.post(follows, json=second, headers={"Tandem-TOTP": totp.now()}),
+    problem(  # the registration's code, replayed (the very code: a new window may have begun)
+        lena.post(follows, json=second, headers={"Tandem-TOTP": registration_code}),
         403,
         "second-factor-refused",
     )
@@ -318,6 +321,7 @@ def test_limits_and_markets_need_the_second_factor_to_loosen_and_bad_changes_are
         Decimal(1000),
         n=702,
         vault=MASTER_A,
+        balance=Decimal(10) ** 16,  # the allocation is raised to its bound, 10^15
         stop_loss_bps=1000,
         max_drawdown_bps=3000,
     )
@@ -525,6 +529,441 @@ def test_another_address_cannot_reach_a_key_or_follow_it_does_not_own(
         headers=code,
     )
     assert raised.status_code == 200, raised.text
+
+
+def test_the_follows_of_an_account_cannot_together_allocate_more_than_it_holds(
+    world: World,  # noqa: F811
+) -> None:
+    _allocations_bounded_by_the_balance(world)
+
+
+def test_on_postgresql_the_follows_of_an_account_cannot_together_allocate_more_than_it_holds(
+    postgres: str, tmp_path: Path
+) -> None:
+    """The same on PostgreSQL, where the account's keys are locked by their rows."""
+    db_url = fresh_postgres(postgres, "bridge_follow_balance")
+    engine = open_engine(db_url)
+    migrate.upgrade(engine)
+    _, ring_text = keyring()
+    try:
+        with redis_server(tmp_path) as redis_url, standins(("binance",)) as stands:
+            settings = settings_for(stands, redis_url)
+            log = tmp_path / "server.log"
+            with api_server(db_url, settings, ring_text, log) as url:
+                _allocations_bounded_by_the_balance(
+                    World(
+                        url, stands, engine, db_url, ring_text, settings, redis_url, tmp_path, log
+                    )
+                )
+    finally:
+        engine.dispose()
+
+
+def _allocations_bounded_by_the_balance(world: World) -> None:  # noqa: F811
+    """Attack: a follower gives the follows of one exchange account more quote than it
+    holds (their orders would then fail for the balance), with one follow too big, or with
+    two added at the same moment through two keys of the account (each alone within the
+    balance). Must hold: adding a follow or raising an allocation reads the account's free
+    quote at the exchange, through the shared limiter, and refuses (422
+    ``allocation-exceeds-balance``, saying how much is free) what the account's active
+    follows' cash and the new allocation together exceed; of two at once, one is refused;
+    the exchange not answering is a 503 to retry, nothing added; no refusal spends the code."""
+    import redis
+
+    from bridge.standins.binance import WEIGHTS
+
+    binance = world.stands["binance"]
+    olga, peter = world.client("ola"), world.client("piet")
+    olga_totp, peter_totp = enrol(olga), enrol(peter)
+    ring = Keyring.parse(world.ring_text, "test")
+    f = add_follower(
+        world.engine,
+        ring,
+        binance,
+        address_of(olga),
+        Decimal(1000),
+        n=821,
+        vault=MASTER_A,
+        balance=Decimal(3000),
+    )
+    # Another key of the same exchange account (an exchange lets several keys share one),
+    # registered by another address: its follows spend from the same 3,000.
+    g = add_follower(
+        world.engine,
+        ring,
+        binance,
+        address_of(peter),
+        Decimal(500),
+        n=822,
+        vault=MASTER_A,
+        same_account_as=f.api_key,
+    )
+    olga_follows = f"/v1/account/exchange-keys/{f.key_id}/follows"
+    peter_follows = f"/v1/account/exchange-keys/{g.key_id}/follows"
+    r = redis.Redis.from_url(world.redis_url, decode_responses=True)
+    windows = "test:bridge:limit:binance:ip:*"
+
+    def windows_now() -> dict[str, int]:
+        return {k: int(r.get(k) or 0) for k in r.keys(windows)}
+
+    def charged_since(before: dict[str, int]) -> int:
+        return sum(v - before.get(k, 0) for k, v in windows_now().items())
+
+    def active_cash() -> Decimal:
+        with world.engine.connect() as conn:
+            cash = conn.execute(
+                select(t.follows.c.cash).where(
+                    t.follows.c.key_id.in_((f.key_id, g.key_id)), t.follows.c.status == "active"
+                )
+            ).scalars()
+            return sum((Decimal(c) for c in cash), Decimal(0))
+
+    code = {"Tandem-TOTP": olga_totp.now()}
+    # 1,500 of the 3,000 is the two follows' cash: 1,500.01 more is refused, saying how much
+    # can be added; the balance was read through the shared limiter, charged what the
+    # stand-in weighs (the markets 20, the account 20).
+    was, asked = windows_now(), len(binance.requests)
+    body = problem(
+        olga.post(olga_follows, json={"vault": MASTER_B, "allocation": "1500.01"}, headers=code),
+        422,
+        "allocation-exceeds-balance",
+    )
+    assert "holds 3000 USDT free" in body["detail"]
+    assert "may still spend 1500 USDT" in body["detail"]
+    assert "at most 1500 USDT can be added, not 1500.01" in body["detail"]
+    sent = binance.requests[asked:]
+    assert [p for _, p, _ in sent] == ["/api/v3/exchangeInfo", "/api/v3/account"]
+    weight = sum(WEIGHTS.get(f"{p}:{m}", WEIGHTS.get(p, 1)) for m, p, _ in sent)
+    assert charged_since(was) == weight == 40
+    # The limiter holding Binance back (a 418's Retry-After): 503, the exchange not asked.
+    was, asked = windows_now(), len(binance.requests)
+    r.set("test:bridge:limit:binance:block:ip", "1", px=30_000)
+    try:
+        busy = olga.post(olga_follows, json={"vault": MASTER_B, "allocation": "10"}, headers=code)
+    finally:
+        r.delete("test:bridge:limit:binance:block:ip")
+    problem(busy, 503, "exchange-busy")
+    assert len(binance.requests) == asked and charged_since(was) == 0
+    # The exchange not answering: 503, try again; nothing added on a balance nobody read.
+    binance.down = True
+    try:
+        down = olga.post(olga_follows, json={"vault": MASTER_B, "allocation": "10"}, headers=code)
+    finally:
+        binance.down = False
+    body = problem(down, 503, "balance-unavailable")
+    assert down.headers["Retry-After"] == "60" and "Try again" in body["detail"]
+    assert active_cash() == 1500
+    # Two follows of 1,000 added at the same moment by the account's two keys: each alone
+    # within the 1,500 free, together beyond it. One is added, the other refused. (Neither
+    # code was spent by the refusals above.)
+    gate = threading.Barrier(2)
+    answers: dict[str, httpx.Response] = {}
+
+    def add(name: str, client: httpx.Client, path: str, totp: Any) -> None:
+        gate.wait(10)
+        answers[name] = client.post(
+            path,
+            json={"vault": MASTER_B, "allocation": "1000"},
+            headers={"Tandem-TOTP": totp.now()},
+        )
+
+    threads = [
+        threading.Thread(target=add, args=("olga", olga, olga_follows, olga_totp)),
+        threading.Thread(target=add, args=("peter", peter, peter_follows, peter_totp)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(a.status_code for a in answers.values()) == [201, 422], {
+        k: a.text for k, a in answers.items()
+    }
+    (winner,) = [k for k, a in answers.items() if a.status_code == 201]
+    (loser,) = [k for k, a in answers.items() if a.status_code == 422]
+    assert "at most 500 USDT can be added" in answers[loser].json()["detail"]
+    assert active_cash() == 2500
+    # The follow added may be raised by the 500 left, not a cent more (a fresh code: the
+    # winner spent the one before; the refusal does not spend this one).
+    client, totp = (olga, olga_totp) if winner == "olga" else (peter, peter_totp)
+    path = (
+        olga_follows if winner == "olga" else peter_follows
+    ) + f"/{answers[winner].json()['id']}"
+    code = {"Tandem-TOTP": totp.at(time.time() + 30)}
+    body = problem(
+        client.patch(path, json={"allocation": "1500.01"}, headers=code),
+        422,
+        "allocation-exceeds-balance",
+    )
+    assert "at most 500 USDT can be added, not 500.01" in body["detail"]
+    assert active_cash() == 2500
+    raised = client.patch(path, json={"allocation": "1500"}, headers=code)
+    assert raised.status_code == 200, raised.text
+    assert active_cash() == 3000
+    # Lowering needs no balance: the session alone, the exchange not asked.
+    asked = len(binance.requests)
+    lowered = client.patch(path, json={"allocation": "1400"})
+    assert lowered.status_code == 200, lowered.text
+    assert len(binance.requests) == asked and active_cash() == 2900
+    r.close()
+
+
+def test_dust_left_on_a_market_does_not_keep_its_token_there(
+    world: World,  # noqa: F811
+) -> None:
+    """A follow left with dust on a token's market (what a buy's fee leaves under the step,
+    or a position worth less than the minimum notional: no order can sell it) moves the
+    token to another market. Before, ``market-held`` refused it for good: only ending the
+    follow let the follower choose another market. Must hold: dust is not held for this (the
+    change passes with the code, the dust stays in the book, said in the answer's
+    warnings); a position an order can sell, or an order in flight, still keeps the market
+    (409 ``market-held``, before the code is asked for)."""
+    bybit = world.stands["bybit"]  # Bybit: step and minimum 0.0001 ETH, minimum notional 5
+    if "WETH/USDT" not in bybit.markets:
+        bybit.add_market(Market("WETH", "USDT", Decimal(2000)))
+    uma = world.client("uma")
+    totp = enrol(uma)
+    ring = Keyring.parse(world.ring_text, "test")
+    f = add_follower(
+        world.engine, ring, bybit, address_of(uma), Decimal(1000), n=831, vault=MASTER_B
+    )
+    url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
+    account = bybit.accounts[f.api_key]
+    move = {"symbols": {WETH_: "WETH/USDT"}}
+
+    def hold(amount: str) -> dict[str, Any]:
+        """The follow (and its account) holding ``amount`` ETH on ETH/USDT, marked at 2,000."""
+        account.balances["ETH"] = Decimal(amount)
+        with world.engine.begin() as conn:
+            conn.execute(
+                update(t.follows)
+                .where(t.follows.c.id == f.follow_id)
+                .values(positions={"ETH/USDT": amount}, marks={"ETH/USDT": "2000"})
+            )
+        return book(world.engine, f.follow_id)
+
+    def markets_asked() -> int:
+        return sum(1 for _, path, _ in bybit.requests if path == "/v5/market/instruments-info")
+
+    asked = markets_asked()
+    # 0.0025 ETH at 2,000 is 5 USDT, the minimum notional: a sale sells it, so it is held.
+    before = hold("0.0025")
+    body = problem(uma.patch(url, json=move), 409, "market-held")
+    assert "holds 0.0025 on ETH/USDT" in body["detail"]
+    # 0.00249 is 0.0024 at the step, 4.80 USDT at 2,000: no order can sell it, dust. Not
+    # refused as held: the code is asked for.
+    before = hold("0.00249")
+    for _ in range(3):
+        problem(uma.patch(url, json=move), 403, "second-factor-required")
+    assert book(world.engine, f.follow_id) == before
+    # Judged before the code is: the exchange's markets were asked once for the four, not
+    # once each (a session asking again and again asks the exchange once a minute).
+    assert markets_asked() - asked <= 1
+    # An order in flight on the market keeps it, dust or not (what it fills is no dust).
+    row = _acked_buy(f, "dust-in-flight", "10")
+    row.update(vault=MASTER_B, exchange="bybit")
+    with world.engine.begin() as conn:
+        conn.execute(insert(t.orders), [row])
+    code = {"Tandem-TOTP": totp.now()}
+    body = problem(uma.patch(url, json=move, headers=code), 409, "market-held")
+    assert "in flight" in body["detail"]
+    with world.engine.begin() as conn:
+        conn.execute(
+            update(t.orders)
+            .where(t.orders.c.client_id == "dust-in-flight")
+            .values(status="skipped", reason="test: no longer in flight")
+        )
+    # Moved, the code not spent by the refusal: the dust stays in the book, where it was,
+    # valued at its mark, and the answer says so.
+    moved = uma.patch(url, json=move, headers=code)
+    assert moved.status_code == 200, moved.text
+    (warning,) = [w for w in moved.json()["warnings"] if "dust" in w]
+    assert "keeps 0.00249 on ETH/USDT" in warning
+    after = book(world.engine, f.follow_id)
+    assert after["symbols"] == {WETH_: "WETH/USDT"}
+    assert after["positions"] == {"ETH/USDT": "0.00249"} and after["marks"] == before["marks"]
+    assert (after["cash"], after["peak"]) == (before["cash"], before["peak"])
+    listed = uma.get("/v1/account/exchange-keys").json()
+    (shown,) = [x for k in listed["items"] for x in k["follows"] if x["id"] == f.follow_id]
+    assert shown["positions"] == {"ETH/USDT": "0.00249"}
+    assert shown["markets"][WETH_] == "WETH/USDT"
+    # Under the step itself: 0.00009 WETH on WETH/USDT (a fee's leftover), dust too; the
+    # token moved back to ETH/USDT without refusal, both dusts kept.
+    with world.engine.begin() as conn:
+        conn.execute(
+            update(t.follows)
+            .where(t.follows.c.id == f.follow_id)
+            .values(
+                positions={"ETH/USDT": "0.00249", "WETH/USDT": "0.00009"},
+                marks={"ETH/USDT": "2000", "WETH/USDT": "2000"},
+            )
+        )
+    next_code = {"Tandem-TOTP": totp.at(time.time() + 30)}
+    back = uma.patch(url, json={"symbols": {}}, headers=next_code)
+    assert back.status_code == 200, back.text
+    assert any("keeps 0.00009 on WETH/USDT" in w for w in back.json()["warnings"])
+    assert book(world.engine, f.follow_id)["positions"] == {
+        "ETH/USDT": "0.00249",
+        "WETH/USDT": "0.00009",
+    }
+
+
+# --- on SQLite: a change and a fill booked at the same moment
+
+
+def _acked_buy(f: Any, client_id: str, size: str) -> dict[str, Any]:
+    return {
+        "client_id": client_id,
+        "trade": f"{client_id}-1",
+        "follow_id": f.follow_id,
+        "address": f.address,
+        "vault": MASTER_B,
+        "exchange": "okx",
+        "symbol": "ETH/USDT",
+        "side": "buy",
+        "kind": "copy",
+        "size": size,
+        "status": "acked",
+        "known_at": time.time(),
+        "attempts": 1,
+    }
+
+
+def test_on_sqlite_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in_the_book(
+    world: World,  # noqa: F811
+) -> None:
+    """On SQLite (the module's database, WAL, as the services open it) a change of allocation
+    and a worker booking a fill of the same follow, at once. SQLite has no row locks: a
+    transaction begins at its first write, so a change reading the book before a worker's
+    booking commits, and writing after it, would write the book it read over the fill. The
+    change takes the database's write lock before it reads (``BEGIN IMMEDIATE``)."""
+    sam = world.client("sam")
+    ring = Keyring.parse(world.ring_text, "test")
+    f = add_follower(
+        world.engine,
+        ring,
+        world.stands["okx"],
+        address_of(sam),
+        Decimal(1000),
+        n=811,
+        vault=MASTER_B,
+    )
+    path = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
+    row = _acked_buy(f, "sqlite-race", "100")
+    with world.engine.begin() as conn:
+        conn.execute(insert(t.orders), [row])
+    fill = Fill("o-sqlite", "closed", Decimal("0.05"), Decimal("100"), Decimal("2000"), None)
+    # A worker books the fill and has not committed when the follower lowers the allocation
+    # by 200: the change waits for the database's lock, then moves the booked book.
+    worker = object.__new__(Bridge)
+    first = world.engine.connect()
+    tx = first.begin()
+    worker.engine = _Shared(first)  # type: ignore[assignment]
+    Bridge._apply(worker, [Outcome(row, "filled", fill)])
+    answers: list[httpx.Response] = []
+    change = threading.Thread(
+        target=lambda: answers.append(sam.patch(path, json={"allocation": "800"}))
+    )
+    change.start()
+    # Still waiting after a second: the worker holds the lock (busy_timeout is 5 s, so the
+    # change fails only if the commit below comes more than 5 s later).
+    change.join(1.0)
+    assert change.is_alive()
+    tx.commit()
+    first.close()
+    change.join(30)
+    (answer,) = answers
+    assert answer.status_code == 200, answer.text
+    after = book(world.engine, f.follow_id)
+    # 1,000 less the fill's 100 less the 200 released (before, the change wrote 800: the fill
+    # was lost); the peak, 1,000 (900 and 0.05 ETH at 2,000), less the 200.
+    assert Decimal(after["cash"]) == 700 and after["allocation"] == "800"
+    assert Decimal(after["positions"]["ETH/USDT"]) == Decimal("0.05")
+    assert Decimal(after["peak"]) == 800
+
+    # Then truly at once, round after round: a worker (its own connections) books a fill of
+    # 10 while the follower lowers the allocation by 5, both let go by one barrier. Whichever
+    # lands first, the book moves by both.
+    rounds = 8
+    booker = object.__new__(Bridge)
+    booker.engine = world.engine
+    for i in range(rounds):
+        row = _acked_buy(f, f"sqlite-race-{i}", "10")
+        with world.engine.begin() as conn:
+            conn.execute(insert(t.orders), [row])
+        small = Fill(f"o-sqlite-{i}", "closed", Decimal("0.005"), Decimal(10), Decimal(2000), None)
+        gate = threading.Barrier(2)
+        answers.clear()
+
+        def book_fill(
+            row: dict[str, Any] = row, small: Fill = small, gate: threading.Barrier = gate
+        ) -> None:
+            gate.wait(10)
+            Bridge._apply(booker, [Outcome(row, "filled", small)])
+
+        def lower(i: int = i, gate: threading.Barrier = gate) -> None:
+            gate.wait(10)
+            answers.append(sam.patch(path, json={"allocation": str(800 - 5 * (i + 1))}))
+
+        threads = [threading.Thread(target=book_fill), threading.Thread(target=lower)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        (answer,) = answers
+        assert answer.status_code == 200, answer.text
+    last = book(world.engine, f.follow_id)
+    assert Decimal(last["cash"]) == 700 - rounds * 10 - rounds * 5
+    assert Decimal(last["allocation"]) == 800 - rounds * 5
+    assert Decimal(last["peak"]) == 800 - rounds * 5  # fills at the mark move no equity
+    assert Decimal(last["positions"]["ETH/USDT"]) == Decimal("0.05") + rounds * Decimal("0.005")
+    with world.engine.connect() as conn:
+        statuses = conn.execute(
+            select(t.orders.c.status).where(t.orders.c.follow_id == f.follow_id)
+        ).scalars()
+        assert set(statuses) == {"filled"}
+
+
+def test_on_sqlite_orders_written_while_an_allocation_changes_are_sized_by_the_change(
+    world: World,  # noqa: F811
+    copy: Copy,
+) -> None:
+    """On SQLite, a worker writing a trade's orders checks that the follows' allocations are
+    the ones it sized by (``_moved``), then writes. A change of allocation committing between
+    that read and the write left the order sized by the allocation before it. The worker
+    takes the database's write lock before it reads: it waits for the change, finds the
+    allocation moved and sizes again."""
+    master = "0x" + "56" * 20  # a master no other test's follow copies
+    wes = world.client("wes")
+    ring = Keyring.parse(world.ring_text, "test")
+    f = add_follower(
+        world.engine,
+        ring,
+        world.stands["okx"],
+        address_of(wes),
+        Decimal(1000),
+        n=841,
+        vault=master,
+    )
+    # A change (as the API makes it) holds the lock, its raise to 2,000 not yet committed.
+    holder = world.engine.connect()
+    held = holder.begin()
+    write_lock(holder)
+    holder.execute(
+        update(t.follows)
+        .where(t.follows.c.id == f.follow_id)
+        .values(allocation="2000", cash="2000", peak="2000")
+    )
+    worker = threading.Thread(target=lambda: copy(("951-1", master_trade(master, 951, "buy", 0.1))))
+    worker.start()
+    worker.join(1.0)  # the worker read the follow (1,000) and waits to write its order
+    assert worker.is_alive()
+    held.commit()
+    holder.close()
+    worker.join(120)
+    (order,) = orders_of(world.engine, f.follow_id)
+    # A tenth of the 2,000 committed while it waited, not of the 1,000 it read first.
+    assert order["status"] == "filled" and Decimal(order["size"]) == 200
+    assert Decimal(book(world.engine, f.follow_id)["cash"]) == 2000 - Decimal(order["cost"])
 
 
 # --- on PostgreSQL: a change and a fill booked at the same moment
