@@ -240,6 +240,17 @@ def refused_for_good(ex: Any, exc: Exception) -> bool:
     return any(f'"{code}"' in said for code in KEY_CODES.get(ex.id, ()))
 
 
+def duplicate(exc: BaseException) -> bool:
+    """Whether an order was refused because the exchange holds one with its client id
+    (Binance's -2010 "Duplicate order sent.", OKX's 51016, Bybit's 110072, Bitget's 43118,
+    raised by ccxt as ``InvalidOrder`` or a plain ``ExchangeError``): it is at the exchange,
+    though not read yet, and must never be taken for refused (an exit's next attempt, under a
+    new client id, would sell it again)."""
+    import ccxt.async_support as ccxt
+
+    return isinstance(exc, ccxt.DuplicateOrderId) or "duplicate" in str(exc).lower()
+
+
 async def find(ex: Any, symbol: str, client_id: str) -> Fill | None:
     """The order with this client id, or None when the exchange has none."""
     import ccxt.async_support as ccxt

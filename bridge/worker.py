@@ -38,8 +38,11 @@
   (``_sell_leftover``). An exit order that fails, or leaves part unsold, is followed by the
   exit's next attempt after a backoff (``_exit_again``) until nothing above the market's
   minimum is held, or the exit is given up (``exit_attempts``, or the key refused for good)
-  and the follower told. At most ``exit_concurrency`` exits run at once per worker; the rest
-  wait their turn.
+  and the follower told. What an exit sells counts a sale whose end was not confirmed as
+  still selling its rest; a market given up, or a follow its owner ended, is sold no more; an
+  order refused as a duplicate of its client id is at the exchange, read again, never taken
+  for refused. At most ``exit_concurrency`` exits run at once per worker; the rest wait
+  their turn.
 - **Limits.** Every request waits for the shared limiter (``bridge.limiter``); a 429/418 blocks
   the exchange for its Retry-After. An exchange that does not answer pauses its orders: they
   are retried every ``paused_retry`` seconds, the keys' permissions are read again before the
@@ -60,7 +63,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, case, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, case, insert, or_, select, update
 
 from bridge import venue
 from bridge.context import Context, ContextSource
@@ -686,6 +689,11 @@ class Bridge:
                     if fill.done:  # found by its client id alone: no fee seen yet
                         await self._trade_fees(ex, key, row, fill, None)
                 else:
+                    if row["kind"] == "exit" and self._ended(row["follow_id"]):
+                        # Not at the exchange, and its follow ended by its owner since it was
+                        # written (an attempt waiting out its backoff, say): never sent.
+                        self._pending.append(Outcome(row, "skipped", reason=ENDED_BY_OWNER))
+                        return
                     await self.limiter.acquire(exchange, key["api_key"], order=True)
                     sent = time.time()
                     if self.stats.first_sent is None:
@@ -699,6 +707,11 @@ class Bridge:
                     except (ccxt.InvalidOrder, ccxt.InsufficientFunds) as exc:
                         placing = False
                         found = await venue.find(ex, row["symbol"], cid)
+                        if found is None and venue.duplicate(exc):
+                            # The exchange holds it though it cannot read it yet: never taken
+                            # for refused (an exit's next attempt would sell it again).
+                            self._unconfirmed(row, None, sent, acked, exc)
+                            return
                         if found is None:
                             log.warning("order %s refused: %s", cid, exc)
                             self._pending.append(
@@ -771,12 +784,21 @@ class Bridge:
                     # again later, what was seen filled booked.
                     self._unconfirmed(row, seen, sent, acked, exc)
                     return
+                if placing and venue.duplicate(exc):
+                    self._unconfirmed(row, None, sent, acked, exc)  # at the exchange, unread
+                    return
                 # Refused for this account alone (its key, its balance): the others go on.
                 log.warning("order %s failed: %s", cid, type(exc).__name__)
                 reason = f"{type(exc).__name__}: {str(exc)[:400]}"
                 final = venue.refused_for_good(ex, exc)  # a permission, a key
                 self._pending.append(Outcome(row, "failed", sent=sent, reason=reason, final=final))
                 return
+
+    def _ended(self, follow_id: int) -> bool:
+        """Whether the follow was ended by its owner (nothing more is sold for it)."""
+        query = select(t.follows.c.status).where(t.follows.c.id == follow_id)
+        with self.engine.connect() as conn:
+            return bool(conn.execute(query).scalar() == t.ENDED)
 
     def _unconfirmed(
         self,
@@ -985,11 +1007,42 @@ class Bridge:
         results = await asyncio.gather(
             *(self._recheck_one(r, keys[r["follow_id"]]) for r in claimed), return_exceptions=True
         )
+        refused = []
         for row, result in zip(claimed, results, strict=True):
-            if isinstance(result, BaseException):
+            if isinstance(result, ReadRefused):
+                refused.append(row)
+            elif isinstance(result, BaseException):
                 log.warning("order %s not read again: %s", row["client_id"], result)
+        if refused:
+            self._count_refused(refused)
         await self._flush()
         return len(claimed)
+
+    def _count_refused(self, rows: list[dict[str, Any]]) -> None:
+        """Reads the exchange refused, one more each (the key may no longer read, say). An exit
+        order refused ``exit_attempts`` times is marked ``unread``: its follower is told once
+        (``exit.failed``, the notifier's) that the bridge cannot see how its sale stands,
+        while it goes on reading it."""
+        o_ = t.orders.c
+        bound = self.settings.exit_attempts
+        with self.engine.begin() as conn:
+            for row in rows:
+                count = (row.get("reads_refused") or 0) + 1
+                values: dict[str, Any] = {"reads_refused": count}
+                if row["kind"] == "exit" and count >= bound and not row.get("unread"):
+                    values["unread"] = True
+                    values["reason"] = (
+                        f"{row['reason'] or ''}; the exchange refused {count} reads of it: "
+                        "the follower is told, and it is read again until the exchange answers"
+                    )
+                    log.warning("exit order %s: %s reads refused", row["client_id"], count)
+                conn.execute(
+                    update(t.orders)
+                    .where(o_.client_id == row["client_id"], o_.status == "expired")
+                    .where(o_.due_at.is_not(None))
+                    .where(o_.reads_refused.is_not_distinct_from(row.get("reads_refused")))
+                    .values(**values)
+                )
 
     async def _recheck_one(self, row: dict[str, Any], key: dict[str, Any]) -> None:
         """One order whose end was not confirmed: its rest cancelled again, then read. Over at
@@ -1014,7 +1067,17 @@ class Bridge:
         except ccxt.ExchangeError as exc:  # refused again: the read says how it stands
             log.info("order %s: its rest's cancel refused again (%s)", cid, type(exc).__name__)
         await self.limiter.acquire(exchange, key["api_key"], order=False)
-        found = await venue.find(ex, row["symbol"], cid)
+        try:
+            found = await venue.find(ex, row["symbol"], cid)
+        except (ccxt.ExchangeError, ccxt.DDoSProtection) as exc:
+            if isinstance(exc, ccxt.DDoSProtection) and not venue.key_refused(ex, exc):
+                raise  # a ban of the IP: tried at the next read
+            # Refused (the key may no longer read): counted, the order read again later.
+            raise ReadRefused(_booked_fill(row), exc) from exc
+        if found is None and (row["reason"] or "").startswith(HELD):
+            # The exchange said it holds an order of this client id: its reads still lag, not
+            # a sign it was never placed (taken so, an exit's next attempt would sell it again).
+            raise ReadRefused(_booked_fill(row), RuntimeError("not found, though held"))
         if found is None:
             # No such order at the exchange: never placed (a read refused before it could be
             # known), or over long ago. Nothing more fills.
@@ -1203,16 +1266,28 @@ class Bridge:
         """The exit's sale of what the follow holds of ``symbol`` less what its orders in
         flight sell already (``sending``, below the minimum: ``skipped``), or None when they
         sell it all."""
+        o_ = t.orders.c
+        given_up = select(o_.client_id).where(
+            o_.follow_id == f["id"], o_.symbol == symbol, o_.kind == "exit", o_.given_up.is_(True)
+        )
+        if conn.execute(given_up.limit(1)).first() is not None:
+            # The follower was told the exit of this market is given up and what stays at the
+            # exchange is theirs to sell: the bridge sells no more of it (they may have sold
+            # it, and the account may hold another follow's since).
+            log.warning("follow %s: exit of %s given up, nothing more sold", f["id"], symbol)
+            return None
         selling = conn.execute(
-            select(t.orders.c.size).where(
-                t.orders.c.follow_id == f["id"],
-                t.orders.c.symbol == symbol,
-                t.orders.c.side == "sell",
-                _in_flight(t.orders.c.status),
+            select(o_.size, o_.filled, o_.status).where(
+                o_.follow_id == f["id"],
+                o_.symbol == symbol,
+                o_.side == "sell",
+                # A sale whose end the exchange did not confirm (its rest's cancel not carried
+                # out, its reads refused) may still sell its rest: as much as one in flight.
+                or_(_in_flight(o_.status), and_(o_.status == "expired", o_.due_at.is_not(None))),
             )
-        ).scalars()
+        ).all()
         unsold = Decimal((f["positions"] or {}).get(symbol, "0")) - sum(
-            (Decimal(size) for size in selling), ZERO
+            (_open_rest(r.size, r.filled, r.status) for r in selling), ZERO
         )
         if unsold <= 0:
             return None
@@ -1496,12 +1571,27 @@ class Bridge:
             fill.fee_quote - before.fee_quote if fill.fee is not None else ZERO,
         )
         values: dict[str, Any] = {"reason": o.reason, "due_at": o.due}
-        parts = (delta.filled, delta.cost, delta.fee_base, delta.fee_quote)
+        if o.due is None and row.get("unread"):
+            # Its follower was told the bridge could not see it: told again how it ended.
+            values.update(unread=False, notified_at=None)
         added: venue.Fill | None = None
-        if min(parts) < 0:
+        if min(delta.filled, delta.cost) < 0:
             # The exchange reports less than was booked: nothing is taken back on its word.
             log.warning("order %s: a later read reports less than booked", row["client_id"])
-        elif any(parts):
+        elif any((delta.filled, delta.cost, delta.fee_base > 0, delta.fee_quote > 0)):
+            if min(delta.fee_base, delta.fee_quote) < 0:
+                # A fee part lower than booked (the rest paid in a third asset, say): never
+                # taken back, and the fill it came with booked all the same (dropped, a sale's
+                # book would hold more than the account, and an exit sell another follow's).
+                log.warning("order %s: a later read reports a lower fee", row["client_id"])
+                delta.fee_base, delta.fee_quote = (
+                    max(delta.fee_base, ZERO),
+                    max(delta.fee_quote, ZERO),
+                )
+                assert fill.fee is not None
+                fill.fee_base = max(fill.fee_base, before.fee_base)
+                fill.fee_quote = max(fill.fee_quote, before.fee_quote)
+                fill.fee = max(fill.fee, before.fee or ZERO)
             added = delta
             if fill.fee is None:  # Binance's order query: the fees booked stand
                 fill.fee = Decimal(row["fee"]) if row["fee"] is not None else None
@@ -1538,6 +1628,15 @@ class Bridge:
         if conn.execute(written).first():
             return False  # the order ended twice: its next attempt is written once
         f = _follow(conn, row["follow_id"])
+        if f["status"] == t.ENDED:
+            # Its owner ended it: nothing more is sold, what it holds is theirs at the exchange
+            # (they may have sold it, and a new follow of the key bought since).
+            conn.execute(
+                update(t.orders)
+                .where(t.orders.c.client_id == row["client_id"])
+                .values(reason=f"{o.reason or row['reason'] or ''}; {ENDED_BY_OWNER}")
+            )
+            return False
         new = self._exit_row(conn, f, row["symbol"], client_id)
         if new is None:
             return False  # nothing of the market left unsold
@@ -1685,6 +1784,14 @@ def _part_unsold(o: Outcome) -> bool:
     return o.status == "filled" and o.fill is not None and o.fill.filled < Decimal(o.row["size"])
 
 
+def _open_rest(size: str, filled: str | None, status: str) -> Decimal:
+    """What a sale may still sell at the exchange: all of it in flight; the rest not booked of
+    one whose end was not confirmed (what filled of it is out of the book already)."""
+    if status != "expired":
+        return Decimal(size)
+    return max(ZERO, Decimal(size) - Decimal(filled or "0"))
+
+
 def _due(row: dict[str, Any]) -> bool:
     """Whether an exit order may be sent now (its attempt's backoff is over)."""
     return row.get("due_at") is None or row["due_at"] <= time.time()
@@ -1733,6 +1840,14 @@ def _below_minimum(market: dict[str, Any], amount: Decimal, value: Decimal) -> s
     return None
 
 
+# Why an exit sells no more: the follow's owner ended it (what it holds is theirs).
+ENDED_BY_OWNER = (
+    "the follow was ended by its owner: nothing more is sold, what it holds stays theirs at "
+    "the exchange"
+)
+# The reason of an order refused as a duplicate of its client id and not found by it: it is
+# at the exchange, and a later read that does not find it is no sign it never was.
+HELD = "the exchange holds an order of its client id"
 # Said of an order whose end the exchange has not confirmed: what the bridge does about it.
 FOLLOWED_UP = "it is read again until the exchange says it is over, a later fill booked then"
 
@@ -1761,6 +1876,11 @@ def _expired(timeout: float, row: dict[str, Any], fill: venue.Fill, confirmed: b
 def _unread(row: dict[str, Any], fill: venue.Fill, error: BaseException) -> str:
     """Why an order the exchange refused to read is ``expired``, its end not confirmed."""
     base, ordered = _ordered(row)
+    if venue.duplicate(error):  # placed, its acknowledgement lost, its reads lagging
+        return (
+            f"{HELD} it could not show yet: "
+            f"{venue.text(fill.filled)} {base} filled (booked) for {ordered} ordered; {FOLLOWED_UP}"
+        )
     return (
         f"the exchange refused to read it ({type(error).__name__}): "
         f"{venue.text(fill.filled)} {base} filled (booked) for {ordered} ordered; {FOLLOWED_UP}"

@@ -9,7 +9,8 @@ again by the bridge's next attempt: the follower hears of the exit once, at its 
 ``exit.limit`` when it sold (or left dust below the market's minimum), ``exit.failed`` when the
 bridge gave up (its attempts spent, or the key refused for good: what is left stays at the
 exchange, the follower's to sell). An exit order whose end the exchange has not confirmed is
-told once it is.
+told once it is; should the exchange refuse its reads ``exit_attempts`` times (``unread``), it
+is told then, once (``exit.failed``: the bridge cannot see the sale), and again how it ended.
 
 The bridge's workers write the orders; the notifier, holding its lease, derives each order once
 it is final and marks it told (``notified_at``) in the transaction that stores its
@@ -29,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from api.accounts.exchange_keys import drag_row
+from api.notifications.kinds import implied
 from api.notifications.produce import Draft, store
 from tandem.db import accounts as a
 from tandem.db import bridge as t
@@ -55,8 +57,16 @@ def produce(conn: Connection, now: float | None = None) -> int:
         .join(f, f.c.id == o.c.follow_id)
         .where(o.c.notified_at.is_(None), o.c.status.in_(FINAL))
         # An exit order whose end is not confirmed may yet be followed by its next attempt:
-        # told once it is over.
-        .where(~((o.c.kind == "exit") & (o.c.status == "expired") & o.c.due_at.is_not(None)))
+        # told once it is over; or, once the exchange refused its reads ``exit_attempts`` times
+        # (``unread``), told then, once, that the bridge cannot see how it stands.
+        .where(
+            ~(
+                (o.c.kind == "exit")
+                & (o.c.status == "expired")
+                & o.c.due_at.is_not(None)
+                & ~o.c.unread.is_(True)
+            )
+        )
         .order_by(o.c.known_at, o.c.client_id)
         .limit(BATCH)
     ).all()
@@ -81,7 +91,7 @@ def produce(conn: Connection, now: float | None = None) -> int:
     for row in rows:
         kind = _kind(row, told, retried)
         wanted = kinds.get(row.address)
-        if kind is not None and (wanted is None or kind in wanted or _implied(kind, wanted)):
+        if kind is not None and (wanted is None or kind in wanted or implied(kind, wanted)):
             drafts.append(_draft(row, kind, masters.get(row.vault)))
     added = store(conn, drafts, now)
     conn.execute(
@@ -90,13 +100,6 @@ def produce(conn: Connection, now: float | None = None) -> int:
         .values(notified_at=now)
     )
     return added
-
-
-def _implied(kind: str, wanted: Sequence[str]) -> bool:
-    """An exit given up is told to whoever wants to hear of their limits' exits: settings
-    chosen before the kind existed would otherwise leave a follower unaware of a position
-    the bridge could not sell."""
-    return kind == "exit.failed" and "exit.limit" in wanted
 
 
 def _retried(conn: Connection, rows: Sequence[Any]) -> set[str]:
@@ -143,7 +146,7 @@ def _kind(row: Any, told: set[int], retried: set[str]) -> str | None:
     if row.kind == "exit":
         if row.client_id in retried:
             return None  # sold again by a later attempt, told then
-        return "exit.failed" if row.given_up else "exit.limit"
+        return "exit.failed" if row.given_up or row.unread else "exit.limit"
     if _stopped_skip(row):
         if row.follow_id in told:
             return None

@@ -32,6 +32,19 @@ BRIDGE_KINDS = frozenset(
     {"bridge.filled", "bridge.skipped", "bridge.failed", "bridge.expired", "exit.failed"}
 )
 
+
+def implied(kind: str, wanted: object) -> bool:
+    """Whether a choice of kinds (an address's settings, a webhook's filter) that does not name
+    ``kind`` still receives it: an exit given up (``exit.failed``) is sent to whoever wants to
+    hear of their limits' exits (``exit.limit``), as choices made before the kind existed would
+    otherwise leave a follower unaware of a position the bridge could not sell."""
+    return (
+        kind == "exit.failed"
+        and isinstance(wanted, list | tuple | set | frozenset)
+        and ("exit.limit" in wanted)
+    )
+
+
 # What a watcher (no capital in the vault) is told.
 WATCHER_KINDS = frozenset(
     {

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
-from api.notifications.kinds import KINDS, WATCHER_KINDS
+from api.notifications.kinds import KINDS, WATCHER_KINDS, implied
 from indexer import inputs, reading
 from tandem.db import accounts as t
 from tandem.db import models as m
@@ -479,7 +479,8 @@ def store(conn: Connection, drafts: list[Draft], now: float) -> int:
         ).scalar_one()
         added += 1
         for hook in hooks.get(d.address, []):
-            if hook.kinds is None or d.kind in hook.kinds:
+            # The same rule as the notification list's (``kinds.implied``).
+            if hook.kinds is None or d.kind in hook.kinds or implied(d.kind, hook.kinds):
                 conn.execute(
                     insert(t.deliveries).values(
                         id=str(uuid.uuid4()),

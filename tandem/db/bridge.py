@@ -174,6 +174,20 @@ orders = Table(
         comment="an exit order after which nothing more is sold: attempts spent, or refused "
         "for good",
     ),
+    Column(
+        "reads_refused",
+        Integer,
+        nullable=True,
+        comment="an order whose end was not confirmed: its later reads the exchange refused "
+        "(null: none)",
+    ),
+    Column(
+        "unread",
+        Boolean,
+        nullable=True,
+        comment="an exit order whose reads were refused exit_attempts times: its follower is "
+        "told so, once, and it is still read again",
+    ),
     Index("ix_bridge_orders_address", "address"),
     Index("ix_bridge_orders_notified_at", "notified_at"),
     Index("ix_bridge_orders_vault", "vault"),
