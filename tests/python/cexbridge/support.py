@@ -416,6 +416,13 @@ def enrol(client: Any) -> Any:
     )
     assert answer.status_code == 201, answer.text
     totp = pyotp.TOTP(answer.json()["secret"])
+    step = int(time.time() // 30)
     confirmed = client.post("/v1/account/totp/confirm", json={"code": totp.at(time.time() - 30)})
+    if confirmed.status_code == 403 and int(time.time() // 30) > step:
+        # The step changed between the code and the server's check (a busy machine): the code
+        # of the step before was then two steps behind. The step before the new one is free.
+        confirmed = client.post(
+            "/v1/account/totp/confirm", json={"code": totp.at(time.time() - 30)}
+        )
     assert confirmed.status_code == 200, confirmed.text
     return totp
