@@ -338,6 +338,12 @@ class ApiSettings(BaseModel):
         "the final block again: a new final block shows at most this late; 0: read at every "
         "request",
     )
+    rankings_refresh: bool = Field(
+        default=True,
+        description="remake the kept rankings pages asked lately in the background, when the "
+        "final block moves and before they run out, so that requests find them kept; off: the "
+        "first request after either reads the page",
+    )
     ready_max_lag: int | None = Field(
         default=20,
         ge=0,

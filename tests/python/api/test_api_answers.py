@@ -3,7 +3,9 @@ read at, for a bounded time, and the cache never holds more than its number of e
 
 from __future__ import annotations
 
-from api.answers import AnswerCache
+import asyncio
+
+from api.answers import AnswerCache, Flights
 
 
 class Clock:
@@ -78,3 +80,90 @@ def test_a_kept_answer_is_served_without_a_block_read_only_while_the_block_is_tr
     untrusting.put(7, "q", b"at 7")
     assert untrusting.recent("q") is None
     assert untrusting.get(7, "q") == b"at 7"
+
+
+def test_the_refresher_remakes_the_answers_asked_lately_before_they_run_out() -> None:
+    clock = Clock()
+    cache = AnswerCache(entries=8, seconds=1.0, trust=0.1, clock=clock)
+    cache.put(100, "hot", b"hot 1", source="remake hot")
+    cache.put(100, "cold", b"cold 1", source="remake cold")
+    cache.put(100, "nothing to remake it from", b"x")
+    assert cache.due(100, older_than=0.75) == []  # all young
+    clock.now = 0.5
+    assert cache.get(100, "hot") == b"hot 1"  # asked again; "cold" is not
+    clock.now = 0.8
+    assert set(cache.due(100, older_than=0.75)) == {("hot", "remake hot"), ("cold", "remake cold")}
+    clock.now = 1.2
+    # "cold" was last asked more than its seconds ago: left to run out.
+    assert cache.due(100, older_than=0.75) == [("hot", "remake hot")]
+    cache.refreshed(100, read_at=1.15, remade={"hot": b"hot 2"})
+    # Remade at 1.15: served (and the block trusted) from that read on, past the first one's end.
+    clock.now = 1.24
+    assert cache.recent("hot") == b"hot 2"
+    assert cache.recent("cold") is None
+    clock.now = 1.26
+    assert cache.recent("hot") is None  # trusted for 0.1 s after the read only
+    assert cache.get(100, "hot") == b"hot 2"
+
+
+def test_a_new_final_block_replaces_every_answer_by_those_remade_at_it() -> None:
+    clock = Clock()
+    cache = AnswerCache(entries=8, seconds=60, trust=0.1, clock=clock)
+    cache.put(100, "a", b"a at 100", source="a")
+    cache.put(100, "b", b"b at 100", source="b")
+    clock.now = 1.0
+    # The block moved: every answer asked lately is due, however young.
+    assert set(cache.due(101, older_than=45)) == {("a", "a"), ("b", "b")}
+    cache.refreshed(101, read_at=0.95, remade={"a": b"a at 101"})
+    assert cache.recent("a") == b"a at 101"
+    assert cache.recent("b") is None  # of the old block: never served at the new one
+    assert cache.get(101, "a") == b"a at 101"
+    # A reorganisation deeper than the finality depth: back to 100, remade at it.
+    cache.refreshed(100, read_at=1.0, remade={"a": b"a at 100 again"})
+    assert cache.get(100, "a") == b"a at 100 again"
+
+
+def test_a_read_begun_before_the_block_kept_now_does_not_put_its_older_block_back() -> None:
+    clock = Clock()
+    cache = AnswerCache(entries=8, seconds=60, trust=0.1, clock=clock)
+    cache.put(100, "a", b"a at 100", source="a")
+    clock.now = 2.0
+    cache.put(101, "a", b"a at 101", source="a", read_at=1.9)  # a request read the new block
+    cache.refreshed(100, read_at=1.8, remade={"a": b"a at 100, late"})  # a refresh begun before
+    assert cache.recent("a") == b"a at 101"
+    cache.put(100, "b", b"b at 100, late", read_at=1.85)  # a request's read begun before too
+    assert cache.get(101, "a") == b"a at 101"
+    assert cache.get(100, "b") is None
+
+
+def test_requests_for_a_page_being_read_wait_for_that_one_read() -> None:
+    async def scenario() -> None:
+        flights = Flights()
+        reads: list[str] = []
+        go = asyncio.Event()
+
+        async def read() -> bytes:
+            reads.append("read")
+            await go.wait()
+            return b"page"
+
+        async def fails() -> bytes:
+            raise ValueError("bad cursor")
+
+        asking = [asyncio.ensure_future(flights.join("q", read)) for _ in range(5)]
+        while flights.waiting < 5:
+            await asyncio.sleep(0)
+        asking[0].cancel()  # one client leaves: the others still get the read's answer
+        go.set()
+        answers = await asyncio.gather(*asking[1:])
+        assert answers == [b"page"] * 4 and reads == ["read"]
+        assert asking[0].cancelled()
+        # Done: the next request for the page reads it again.
+        assert await flights.join("q", read) == b"page" and reads == ["read", "read"]
+        # A read's failure is every waiter's.
+        failing = [asyncio.ensure_future(flights.join("bad", fails)) for _ in range(3)]
+        for outcome in await asyncio.gather(*failing, return_exceptions=True):
+            assert isinstance(outcome, ValueError)
+        assert flights.waiting == 0
+
+    asyncio.run(scenario())
