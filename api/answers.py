@@ -61,6 +61,11 @@ class AnswerCache:
                 return None
             return self._kept(query)
 
+    def holds(self, query: Hashable) -> bool:
+        """Whether an answer to ``query`` is kept, of whatever block and age."""
+        with self._lock:
+            return query in self._answers
+
     def get(self, block: int, query: Hashable) -> bytes | None:
         """The answer kept for ``query`` at ``block``, the final block just read."""
         with self._lock:
@@ -112,10 +117,10 @@ class AnswerCache:
         while len(self._answers) > self.entries:
             self._answers.popitem(last=False)
 
-    def due(self, block: int, older_than: float) -> list[tuple[Hashable, Any]]:
+    def due(self, block: int, older_than: float, asked_within: float) -> list[tuple[Hashable, Any]]:
         """The answers to remake now that the final block read is ``block``, with what remakes
-        each: those asked within their ``seconds`` that are of another block, or that are older
-        than ``older_than`` seconds (remade before they run out, asked again or not)."""
+        each: those asked within the last ``asked_within`` seconds that are of another block, or
+        older than ``older_than`` seconds (remade before they run out)."""
         with self._lock:
             now = self.clock()
             moved = block != self._block
@@ -123,7 +128,7 @@ class AnswerCache:
                 (query, kept.source)
                 for query, kept in self._answers.items()
                 if kept.source is not None
-                and now - kept.asked_at <= self.seconds
+                and now - kept.asked_at <= asked_within
                 and (moved or now - kept.stored_at >= older_than)
             ]
 
@@ -159,6 +164,7 @@ class Refresher:
         self.refresh, self.interval = refresh, interval
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._round: asyncio.Future[object] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -166,6 +172,14 @@ class Refresher:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    async def round(self) -> None:
+        """The round under way, or one started now: requests that find the final block no
+        longer trusted (the rounds fell behind on a busy machine) share one read of it instead
+        of each reading it in a thread of its own."""
+        if self._round is None or self._round.done():
+            self._round = asyncio.ensure_future(run_in_threadpool(self.refresh))
+        await asyncio.shield(self._round)
 
     async def stop(self) -> None:
         """Waits for a round under way to finish: it uses the database the caller closes next."""
@@ -176,7 +190,7 @@ class Refresher:
     async def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                await run_in_threadpool(self.refresh)
+                await self.round()
             except Exception:
                 log.exception("refreshing the kept rankings pages failed; trying again")
             with contextlib.suppress(TimeoutError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -119,6 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
     except ValueError:
         origins = []  # sign-in answers 503 (sign-in-unconfigured)
     app.state.rankings_flights = Flights()
+    app.state.rankings_refresher = None  # started with the server, if configured
     app.state.csrf_origins = frozenset(origin.lower() for _, origin in origins)
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
     problems.install(app)
@@ -166,4 +168,9 @@ def rankings_refresher(app: FastAPI) -> Refresher | None:
 def from_environment() -> FastAPI:
     """The app of the settings file and TANDEM_* variables (``tandem api serve`` has checked
     them and put its flags in the environment before starting the workers)."""
-    return create_app(load_settings())
+    settings = load_settings()
+    # A worker process's threads share the interpreter's lock: once a worker thread (reading
+    # a page) has it, the event loop waits up to this long to get it back, and every request
+    # waiting on the loop with it (5 ms by default).
+    sys.setswitchinterval(settings.api.switch_interval)
+    return create_app(settings)

@@ -344,6 +344,14 @@ class ApiSettings(BaseModel):
         "final block moves and before they run out, so that requests find them kept; off: the "
         "first request after either reads the page",
     )
+    switch_interval: float = Field(
+        default=0.0005,
+        gt=0,
+        le=0.1,
+        description="seconds a server process's thread holds the interpreter's lock while "
+        "another waits (sys.setswitchinterval): how soon the event loop gets it back from a "
+        "worker thread reading a page",
+    )
     ready_max_lag: int | None = Field(
         default=20,
         ge=0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -10,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
 from api import cursors, series
-from api.answers import AnswerCache, Flights
+from api.answers import AnswerCache, Flights, Refresher
 from api.database import Read, Snapshot, read_final
 from api.problems import PROBLEM_RESPONSES, ProblemException, not_found
 from api.schemas import resources as out
@@ -40,6 +41,12 @@ async def masters(request: Request, query: Annotated[MastersQuery, Query()]) -> 
     # it again in threads of their own.
     cache: AnswerCache = state.rankings_cache
     body = cache.recent(asked)
+    refresher: Refresher | None = state.rankings_refresher
+    if body is None and refresher is not None and refresher.running and cache.holds(asked):
+        # Kept, but the block read last is no longer trusted: one read for every such request.
+        with contextlib.suppress(Exception):  # if it fails, this request's own read says why
+            await refresher.round()
+        body = cache.recent(asked)
     if body is not None:
         state.metrics.rankings_cache.labels("hit").inc()
     elif cache.entries == 0:
@@ -72,14 +79,16 @@ def refresh_kept_pages(state: State) -> int:
     """Reads the final block and, in the same transaction, remakes the kept pages asked lately
     that are of an older block or in the last quarter of their lifetime: run by the refresher,
     off the requests' path, so that they find every page they ask again fresh. How many it
-    remade."""
+    remade. Lately is within ten lifetimes (10 s by default): a page asked at least that often,
+    a next page by cursor too, is never read by a request; one asked once is left to run out."""
     cache: AnswerCache = state.rankings_cache
+    lifetime = cache.seconds
     read_at = cache.clock()
     try:
         with read_final(state.engine, state.settings.indexer.finality_depth) as read:
             remade = {
                 asked: page_of(read, query, order).model_dump_json().encode()
-                for asked, (query, order) in cache.due(read.block, 0.75 * cache.seconds)
+                for asked, (query, order) in cache.due(read.block, 0.75 * lifetime, 10 * lifetime)
             }
     except ProblemException:
         return 0  # nothing indexed yet: requests are told so

@@ -4,8 +4,9 @@ read at, for a bounded time, and the cache never holds more than its number of e
 from __future__ import annotations
 
 import asyncio
+import threading
 
-from api.answers import AnswerCache, Flights
+from api.answers import AnswerCache, Flights, Refresher
 
 
 class Clock:
@@ -88,14 +89,17 @@ def test_the_refresher_remakes_the_answers_asked_lately_before_they_run_out() ->
     cache.put(100, "hot", b"hot 1", source="remake hot")
     cache.put(100, "cold", b"cold 1", source="remake cold")
     cache.put(100, "nothing to remake it from", b"x")
-    assert cache.due(100, older_than=0.75) == []  # all young
+    assert cache.due(100, older_than=0.75, asked_within=1.0) == []  # all young
     clock.now = 0.5
     assert cache.get(100, "hot") == b"hot 1"  # asked again; "cold" is not
     clock.now = 0.8
-    assert set(cache.due(100, older_than=0.75)) == {("hot", "remake hot"), ("cold", "remake cold")}
+    assert set(cache.due(100, older_than=0.75, asked_within=1.0)) == {
+        ("hot", "remake hot"),
+        ("cold", "remake cold"),
+    }
     clock.now = 1.2
-    # "cold" was last asked more than its seconds ago: left to run out.
-    assert cache.due(100, older_than=0.75) == [("hot", "remake hot")]
+    # "cold" was last asked more than a second ago: left to run out.
+    assert cache.due(100, older_than=0.75, asked_within=1.0) == [("hot", "remake hot")]
     cache.refreshed(100, read_at=1.15, remade={"hot": b"hot 2"})
     # Remade at 1.15: served (and the block trusted) from that read on, past the first one's end.
     clock.now = 1.24
@@ -113,7 +117,7 @@ def test_a_new_final_block_replaces_every_answer_by_those_remade_at_it() -> None
     cache.put(100, "b", b"b at 100", source="b")
     clock.now = 1.0
     # The block moved: every answer asked lately is due, however young.
-    assert set(cache.due(101, older_than=45)) == {("a", "a"), ("b", "b")}
+    assert set(cache.due(101, older_than=45, asked_within=60)) == {("a", "a"), ("b", "b")}
     cache.refreshed(101, read_at=0.95, remade={"a": b"a at 101"})
     assert cache.recent("a") == b"a at 101"
     assert cache.recent("b") is None  # of the old block: never served at the new one
@@ -165,5 +169,30 @@ def test_requests_for_a_page_being_read_wait_for_that_one_read() -> None:
         for outcome in await asyncio.gather(*failing, return_exceptions=True):
             assert isinstance(outcome, ValueError)
         assert flights.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_requests_share_the_refresher_s_round_under_way_and_it_stops_after_it() -> None:
+    async def scenario() -> None:
+        rounds: list[str] = []
+        go = threading.Event()
+
+        def refresh() -> None:
+            rounds.append("round")
+            assert go.wait(60)
+
+        refresher = Refresher(refresh, interval=3_600)  # one round, then waits an hour
+        refresher.start()
+        while not rounds:  # its first round has begun, in a worker thread
+            await asyncio.sleep(0.001)
+        joining = [asyncio.ensure_future(refresher.round()) for _ in range(3)]
+        go.set()
+        await asyncio.gather(*joining)
+        assert rounds == ["round"]  # the requests waited for the round under way
+        await refresher.round()  # none under way: one now
+        assert rounds == ["round", "round"] and refresher.running
+        await refresher.stop()  # without waiting out its hour
+        assert not refresher.running
 
     asyncio.run(scenario())
