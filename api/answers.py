@@ -66,6 +66,13 @@ class AnswerCache:
         with self._lock:
             return query in self._answers
 
+    def confirm(self, block: int, read_at: float) -> None:
+        """The final block, read by a read begun at ``read_at``, is still the one kept: trusted
+        from then on."""
+        with self._lock:
+            if block == self._block:
+                self._checked_at = max(self._checked_at, read_at)
+
     def get(self, block: int, query: Hashable) -> bytes | None:
         """The answer kept for ``query`` at ``block``, the final block just read."""
         with self._lock:
@@ -155,16 +162,30 @@ class AnswerCache:
             self._checked_at = max(self._checked_at, read_at)
 
 
+class OneAtATime:
+    """Runs ``work`` in a worker thread, once at a time: a caller while it runs waits for that
+    run instead of starting its own."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        self.work = work
+        self._run: asyncio.Future[object] | None = None
+
+    async def __call__(self) -> None:
+        if self._run is None or self._run.done():
+            self._run = asyncio.ensure_future(run_in_threadpool(self.work))
+        # Shielded: a request that leaves does not cancel the run others wait for.
+        await asyncio.shield(self._run)
+
+
 class Refresher:
     """Runs ``refresh`` in a worker thread every ``interval`` seconds until stopped, off every
     request's path; a failure is logged and the next round tries again (meanwhile requests read
     for themselves, as without a refresher)."""
 
     def __init__(self, refresh: Callable[[], object], interval: float) -> None:
-        self.refresh, self.interval = refresh, interval
+        self.round, self.interval = OneAtATime(refresh), interval
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._round: asyncio.Future[object] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -172,14 +193,6 @@ class Refresher:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
-
-    async def round(self) -> None:
-        """The round under way, or one started now: requests that find the final block no
-        longer trusted (the rounds fell behind on a busy machine) share one read of it instead
-        of each reading it in a thread of its own."""
-        if self._round is None or self._round.done():
-            self._round = asyncio.ensure_future(run_in_threadpool(self.refresh))
-        await asyncio.shield(self._round)
 
     async def stop(self) -> None:
         """Waits for a round under way to finish: it uses the database the caller closes next."""

@@ -19,7 +19,7 @@ from api import monitoring, problems
 from api.accounts import exchange_keys
 from api.accounts import router as accounts
 from api.accounts.crypto import Box
-from api.answers import AnswerCache, Flights, Refresher
+from api.answers import AnswerCache, Flights, OneAtATime, Refresher
 from api.database import open_database
 from api.limits import BodyLimit
 from api.notifications.worker import Notifier
@@ -121,6 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
         origins = []  # sign-in answers 503 (sign-in-unconfigured)
     app.state.rankings_flights = Flights()
     app.state.rankings_refresher = None  # started with the server, if configured
+    app.state.final_block_check = OneAtATime(partial(masters.confirm_final_block, app.state))
     app.state.csrf_origins = frozenset(origin.lower() for _, origin in origins)
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
     problems.install(app)

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
 from api import cursors, series
-from api.answers import AnswerCache, Flights, Refresher
+from api.answers import AnswerCache, Flights, OneAtATime
 from api.database import Read, Snapshot, read_final
 from api.problems import PROBLEM_RESPONSES, ProblemException, not_found
 from api.schemas import resources as out
@@ -41,11 +41,12 @@ async def masters(request: Request, query: Annotated[MastersQuery, Query()]) -> 
     # it again in threads of their own.
     cache: AnswerCache = state.rankings_cache
     body = cache.recent(asked)
-    refresher: Refresher | None = state.rankings_refresher
-    if body is None and refresher is not None and refresher.running and cache.holds(asked):
-        # Kept, but the block read last is no longer trusted: one read for every such request.
+    if body is None and cache.trust > 0 and cache.holds(asked):
+        # Kept, but the block read last is no longer trusted (a refresher fell behind on a busy
+        # machine, or there is none): one read of the block for every such request meanwhile.
+        check: OneAtATime = state.final_block_check
         with contextlib.suppress(Exception):  # if it fails, this request's own read says why
-            await refresher.round()
+            await check()
         body = cache.recent(asked)
     if body is not None:
         state.metrics.rankings_cache.labels("hit").inc()
@@ -75,6 +76,14 @@ def cached_page(state: State, query: MastersQuery, order: str, asked: tuple[Any,
     return body
 
 
+def confirm_final_block(state: State) -> None:
+    """Reads the final block: the one kept pages are of is trusted anew if it has not moved."""
+    cache: AnswerCache = state.rankings_cache
+    read_at = cache.clock()
+    with read_final(state.engine, state.settings.indexer.finality_depth) as read:
+        cache.confirm(read.block, read_at)
+
+
 def refresh_kept_pages(state: State) -> int:
     """Reads the final block and, in the same transaction, remakes the kept pages asked lately
     that are of an older block or in the last quarter of their lifetime: run by the refresher,
@@ -86,6 +95,8 @@ def refresh_kept_pages(state: State) -> int:
     read_at = cache.clock()
     try:
         with read_final(state.engine, state.settings.indexer.finality_depth) as read:
+            # Trusted at once if it has not moved: requests need not wait for the pages below.
+            cache.confirm(read.block, read_at)
             remade = {
                 asked: page_of(read, query, order).model_dump_json().encode()
                 for asked, (query, order) in cache.due(read.block, 0.75 * lifetime, 10 * lifetime)

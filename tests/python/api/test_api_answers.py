@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from api.answers import AnswerCache, Flights, Refresher
+from api.answers import AnswerCache, Flights, OneAtATime, Refresher
 
 
 class Clock:
@@ -70,6 +70,17 @@ def test_a_kept_answer_is_served_without_a_block_read_only_while_the_block_is_tr
     assert cache.recent("q") == b"at 100"
     clock.now = 0.25
     assert cache.get(101, "q") is None  # it moved: nothing kept is served, nothing trusted
+    assert cache.recent("q") is None
+    # A read of the block alone (the refresher's, or one shared by requests) trusts it anew
+    # from when it began, only if it is the block kept.
+    cache.put(101, "q", b"at 101")
+    clock.now = 0.4
+    assert cache.recent("q") is None
+    cache.confirm(102, read_at=0.39)
+    assert cache.recent("q") is None
+    cache.confirm(101, read_at=0.39)
+    assert cache.recent("q") == b"at 101"
+    clock.now = 0.5
     assert cache.recent("q") is None
     # The answer's own lifetime bounds it even while the block is trusted.
     aging = AnswerCache(entries=8, seconds=1.0, trust=5.0, clock=clock)
@@ -173,7 +184,7 @@ def test_requests_for_a_page_being_read_wait_for_that_one_read() -> None:
     asyncio.run(scenario())
 
 
-def test_requests_share_the_refresher_s_round_under_way_and_it_stops_after_it() -> None:
+def test_requests_share_the_run_under_way_and_the_refresher_stops_after_its_round() -> None:
     async def scenario() -> None:
         rounds: list[str] = []
         go = threading.Event()
@@ -189,10 +200,15 @@ def test_requests_share_the_refresher_s_round_under_way_and_it_stops_after_it() 
         joining = [asyncio.ensure_future(refresher.round()) for _ in range(3)]
         go.set()
         await asyncio.gather(*joining)
-        assert rounds == ["round"]  # the requests waited for the round under way
+        assert rounds == ["round"]  # the callers waited for the round under way
         await refresher.round()  # none under way: one now
         assert rounds == ["round", "round"] and refresher.running
         await refresher.stop()  # without waiting out its hour
         assert not refresher.running
+        # The same for any work run once at a time (the requests' shared final block read).
+        reads: list[str] = []
+        once = OneAtATime(lambda: reads.append("read"))
+        await asyncio.gather(once(), once(), once())
+        assert reads == ["read"]
 
     asyncio.run(scenario())
