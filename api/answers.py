@@ -139,36 +139,9 @@ class AnswerCache:
                 and (moved or now - kept.stored_at >= older_than)
             ]
 
-    def asked_lately(self, asked_within: float) -> list[tuple[Hashable, Any]]:
-        """The answers asked within the last ``asked_within`` seconds, with what remakes each."""
-        with self._lock:
-            now = self.clock()
-            return [
-                (query, kept.source)
-                for query, kept in self._answers.items()
-                if kept.source is not None and now - kept.asked_at <= asked_within
-            ]
-
-    def fresh_source(self, query: Hashable, block: int, younger_than: float) -> Any:
-        """What remakes the answer kept for ``query`` at ``block`` if it is younger than
-        ``younger_than`` seconds, else None."""
-        with self._lock:
-            kept = self._answers.get(query)
-            if block != self._block or kept is None:
-                return None
-            return kept.source if self.clock() - kept.stored_at < younger_than else None
-
-    def refreshed(
-        self,
-        block: int,
-        read_at: float,
-        remade: dict[Hashable, tuple[bytes, Any]],
-        ahead: dict[Hashable, tuple[bytes, Any]] | None = None,
-    ) -> None:
+    def refreshed(self, block: int, read_at: float, remade: dict[Hashable, bytes]) -> None:
         """What the refresher read in one transaction begun at ``read_at``: the final block, which
-        is trusted from then on, the answers it remade at it (with what remakes each now), and
-        answers nobody asked yet that it made ``ahead`` (kept as not asked: they are not remade
-        unless a request asks for them)."""
+        is trusted from then on, and the answers it remade at it."""
         with self._lock:
             if block != self._block:
                 if read_at < self._moved_at:
@@ -176,25 +149,16 @@ class AnswerCache:
                 # Only what was remade at the new block is kept: the rest was of the old one.
                 old, self._answers = self._answers, OrderedDict()
                 self._block, self._moved_at = block, read_at
-                for query, (body, source) in remade.items():
+                for query, body in remade.items():
                     before = old.get(query)
                     if before is not None:
-                        self._store(query, Kept(read_at, before.asked_at, body, source))
+                        self._store(query, Kept(read_at, before.asked_at, body, before.source))
             else:
-                for query, (body, source) in remade.items():
+                for query, body in remade.items():
                     kept = self._answers.get(query)
                     # Not dropped meanwhile (the least used leave first), nor read again since.
                     if kept is not None and kept.stored_at < read_at:
-                        kept.stored_at, kept.body, kept.source = read_at, body, source
-            for query, (body, source) in (ahead or {}).items():
-                kept = self._answers.get(query)
-                if kept is None:
-                    self._answers[query] = Kept(read_at, float("-inf"), body, source)
-                    self._answers.move_to_end(query, last=False)  # the first to leave if full
-                elif kept.stored_at < read_at:
-                    kept.stored_at, kept.body, kept.source = read_at, body, source
-            while len(self._answers) > self.entries:
-                self._answers.popitem(last=False)
+                        kept.stored_at, kept.body = read_at, body
             self._checked_at = max(self._checked_at, read_at)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Hashable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -33,7 +32,8 @@ async def masters(request: Request, query: Annotated[MastersQuery, Query()]) -> 
     state = request.app.state
     # By default the best first: descending where higher is better, ascending where lower is.
     order = query.order or ("desc" if r.SORTABLE[query.sort] else "asc")
-    asked = page_key(query, order)
+    # The same page whether the default order was named or not.
+    asked = (order, *query.model_dump(exclude={"order"}).values())
     # A page kept while the final block was read moments ago is answered here, on the event
     # loop: no worker thread, no database. Otherwise one trip to a worker thread for the whole
     # answer (a dependency would cost two more), shared, where pages are kept, by every request
@@ -60,11 +60,6 @@ async def masters(request: Request, query: Annotated[MastersQuery, Query()]) -> 
     return Response(body, media_type="application/json")
 
 
-def page_key(query: MastersQuery, order: str) -> tuple[Any, ...]:
-    """What a kept page is found by: the same page whether the default order was named or not."""
-    return (order, *query.model_dump(exclude={"order"}).values())
-
-
 def cached_page(state: State, query: MastersQuery, order: str, asked: tuple[Any, ...]) -> bytes:
     """The page's JSON: kept from an identical query at the same final block, or read now."""
     cache: AnswerCache = state.rankings_cache
@@ -76,9 +71,8 @@ def cached_page(state: State, query: MastersQuery, order: str, asked: tuple[Any,
             counted.labels("hit").inc()
             return body
         counted.labels("miss").inc()
-        page = page_of(read, query, order)
-        body = page.model_dump_json().encode()
-    cache.put(read.block, asked, body, source=(query, order, page.next_cursor), read_at=read_at)
+        body = page_of(read, query, order).model_dump_json().encode()
+    cache.put(read.block, asked, body, source=(query, order), read_at=read_at)
     return body
 
 
@@ -90,16 +84,12 @@ def confirm_final_block(state: State) -> None:
         cache.confirm(read.block, read_at)
 
 
-PAGES_AHEAD = 2  # next pages made before anyone asks them, past each page asked lately
-
-
 def refresh_kept_pages(state: State) -> int:
     """Reads the final block and, in the same transaction, remakes the kept pages asked lately
-    that are of an older block or in the last quarter of their lifetime, and makes the next two
-    pages past each page asked lately: run by the refresher, off the requests' path, so that
-    they find every page they ask again, and the next page of one they asked, fresh. How many
-    it made. Lately is within ten lifetimes (10 s by default): a page asked at least that often
-    is never read by a request; one asked once is left to run out."""
+    that are of an older block or in the last quarter of their lifetime: run by the refresher,
+    off the requests' path, so that they find every page they ask again fresh. How many it
+    remade. Lately is within ten lifetimes (10 s by default): a page asked at least that often,
+    a next page by cursor too, is never read by a request; one asked once is left to run out."""
     cache: AnswerCache = state.rankings_cache
     lifetime = cache.seconds
     read_at = cache.clock()
@@ -108,38 +98,14 @@ def refresh_kept_pages(state: State) -> int:
             # Trusted at once if it has not moved: requests need not wait for the pages below.
             cache.confirm(read.block, read_at)
             remade = {
-                asked: made(read, query, order)
-                for asked, (query, order, _) in cache.due(
-                    read.block, 0.75 * lifetime, 10 * lifetime
-                )
+                asked: page_of(read, query, order).model_dump_json().encode()
+                for asked, (query, order) in cache.due(read.block, 0.75 * lifetime, 10 * lifetime)
             }
-            ahead: dict[Hashable, tuple[bytes, Any]] = {}
-            for asked, source in cache.asked_lately(10 * lifetime):
-                query, order, next_cursor = remade[asked][1] if asked in remade else source
-                for _ in range(PAGES_AHEAD):
-                    if next_cursor is None:
-                        break
-                    query = query.model_copy(update={"cursor": next_cursor})
-                    key = page_key(query, order)
-                    found = remade.get(key) or ahead.get(key)
-                    known = (
-                        found[1] if found else cache.fresh_source(key, read.block, 0.75 * lifetime)
-                    )
-                    if known is None:
-                        ahead[key] = made(read, query, order)
-                        known = ahead[key][1]
-                    next_cursor = known[2]
     except ProblemException:
         return 0  # nothing indexed yet: requests are told so
-    cache.refreshed(read.block, read_at, remade, ahead)
-    state.metrics.rankings_cache.labels("refresh").inc(len(remade) + len(ahead))
-    return len(remade) + len(ahead)
-
-
-def made(read: Snapshot, query: MastersQuery, order: str) -> tuple[bytes, Any]:
-    """A page's JSON, and what remakes it: its query, order and next page's cursor."""
-    page = page_of(read, query, order)
-    return page.model_dump_json().encode(), (query, order, page.next_cursor)
+    cache.refreshed(read.block, read_at, remade)
+    state.metrics.rankings_cache.labels("refresh").inc(len(remade))
+    return len(remade)
 
 
 def page_of(read: Snapshot, query: MastersQuery, order: str) -> out.MasterPage:

@@ -111,7 +111,7 @@ def test_the_refresher_remakes_the_answers_asked_lately_before_they_run_out() ->
     clock.now = 1.2
     # "cold" was last asked more than a second ago: left to run out.
     assert cache.due(100, older_than=0.75, asked_within=1.0) == [("hot", "remake hot")]
-    cache.refreshed(100, read_at=1.15, remade={"hot": (b"hot 2", "remake hot")})
+    cache.refreshed(100, read_at=1.15, remade={"hot": b"hot 2"})
     # Remade at 1.15: served (and the block trusted) from that read on, past the first one's end.
     clock.now = 1.24
     assert cache.recent("hot") == b"hot 2"
@@ -129,37 +129,13 @@ def test_a_new_final_block_replaces_every_answer_by_those_remade_at_it() -> None
     clock.now = 1.0
     # The block moved: every answer asked lately is due, however young.
     assert set(cache.due(101, older_than=45, asked_within=60)) == {("a", "a"), ("b", "b")}
-    cache.refreshed(101, read_at=0.95, remade={"a": (b"a at 101", "a")})
+    cache.refreshed(101, read_at=0.95, remade={"a": b"a at 101"})
     assert cache.recent("a") == b"a at 101"
     assert cache.recent("b") is None  # of the old block: never served at the new one
     assert cache.get(101, "a") == b"a at 101"
     # A reorganisation deeper than the finality depth: back to 100, remade at it.
-    cache.refreshed(100, read_at=1.0, remade={"a": (b"a at 100 again", "a")})
+    cache.refreshed(100, read_at=1.0, remade={"a": b"a at 100 again"})
     assert cache.get(100, "a") == b"a at 100 again"
-
-
-def test_answers_made_ahead_are_kept_as_not_asked_until_a_request_asks_for_them() -> None:
-    clock = Clock()
-    cache = AnswerCache(entries=3, seconds=1.0, trust=0.1, clock=clock)
-    cache.put(100, "page 1", b"1", source="make 1")
-    cache.refreshed(100, read_at=0.0, remade={}, ahead={"page 2": (b"2", "make 2")})
-    assert cache.recent("page 2") == b"2"
-    assert cache.fresh_source("page 2", 100, younger_than=0.75) == "make 2"
-    assert cache.fresh_source("page 2", 101, younger_than=0.75) is None  # of another block
-    cache.refreshed(100, read_at=0.0, remade={}, ahead={"page 3": (b"3", "make 3")})
-    # Asked lately: page 1, and page 2 once a request asked it; page 3 nobody asked.
-    assert {q for q, _ in cache.asked_lately(10.0)} == {"page 1", "page 2"}
-    clock.now = 0.8
-    assert cache.fresh_source("page 3", 100, younger_than=0.75) is None  # to make again
-    assert {q for q, _ in cache.due(100, older_than=0.75, asked_within=10.0)} == {
-        "page 1",
-        "page 2",
-    }
-    # Made ahead and not asked: the first to leave when the cache is full.
-    cache.refreshed(100, read_at=0.8, remade={}, ahead={"page 9": (b"9", "make 9")})
-    cache.put(100, "page 4", b"4", source="make 4")
-    assert cache.get(100, "page 1") == b"1" and cache.get(100, "page 2") == b"2"
-    assert cache.get(100, "page 9") is None and cache.get(100, "page 3") is None
 
 
 def test_a_read_begun_before_the_block_kept_now_does_not_put_its_older_block_back() -> None:
@@ -168,9 +144,7 @@ def test_a_read_begun_before_the_block_kept_now_does_not_put_its_older_block_bac
     cache.put(100, "a", b"a at 100", source="a")
     clock.now = 2.0
     cache.put(101, "a", b"a at 101", source="a", read_at=1.9)  # a request read the new block
-    cache.refreshed(
-        100, read_at=1.8, remade={"a": (b"a at 100, late", "a")}
-    )  # a refresh begun before
+    cache.refreshed(100, read_at=1.8, remade={"a": b"a at 100, late"})  # a refresh begun before
     assert cache.recent("a") == b"a at 101"
     cache.put(100, "b", b"b at 100, late", read_at=1.85)  # a request's read begun before too
     assert cache.get(101, "a") == b"a at 101"

@@ -493,10 +493,7 @@ RANKINGS = [
 
 def test_a_kept_rankings_page_equals_a_fresh_one(world: World, api: httpx.Client) -> None:
     with (
-        # No refresher: it would make the next page ahead of its asking, a miss fewer.
-        app_on(
-            world, rankings_cache_entries=128, rankings_cache_seconds=3_600, rankings_refresh=False
-        ) as cached,
+        app_on(world, rankings_cache_entries=128, rankings_cache_seconds=3_600) as cached,
         app_on(world, rankings_cache_entries=0) as fresh,
     ):
         queries = [*RANKINGS]
@@ -669,24 +666,3 @@ def test_the_background_refresher_shows_a_new_final_block_and_stops_with_the_ser
         # The server stopped: so did the refresher, without an error (stop() awaited its task).
         assert not refresher.running
         assert refresher._task.exception() is None
-
-
-def test_the_refresher_makes_the_next_page_of_a_page_asked_before_anyone_asks_it(
-    world: World,
-) -> None:
-    settings = {
-        "rankings_cache_seconds": 3_600,
-        "final_block_trust_seconds": 60,
-        "rankings_refresh": False,  # its rounds run by hand here
-    }
-    with app_on(world, **settings) as cached, app_on(world, rankings_cache_entries=0) as fresh:
-        state = cached.app.state  # type: ignore[attr-defined]
-        first = ok(cached.get("/v1/masters", params=RANKINGS[2]))  # two of three masters
-        assert first["next_cursor"] is not None and kept(cached, "miss") == 1
-        assert masters.refresh_kept_pages(state) == 1  # the second page; there is no third
-        following = {**RANKINGS[2], "cursor": first["next_cursor"]}
-        answer = cached.get("/v1/masters", params=following)
-        assert answer.content == fresh.get("/v1/masters", params=following).content
-        assert json.loads(answer.content)["next_cursor"] is None
-        assert (kept(cached, "miss"), kept(cached, "hit")) == (1, 1)  # no request read it
-        assert masters.refresh_kept_pages(state) == 0  # both pages kept and young
