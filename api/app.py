@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from api import monitoring, problems
 from api.accounts import exchange_keys
 from api.accounts import router as accounts
 from api.accounts.crypto import Box
-from api.answers import AnswerCache
+from api.answers import AnswerCache, Flights, OneAtATime, Refresher
 from api.database import open_database
 from api.limits import BodyLimit
 from api.notifications.worker import Notifier
@@ -82,9 +84,14 @@ def create_app(settings: Settings) -> FastAPI:
         await app.state.stream.start()
         notifier = Notifier(app.state.engine, box, settings.api, on_new=app.state.stream.wake)
         task = asyncio.create_task(notifier.run()) if settings.api.notify else None
+        refresher = app.state.rankings_refresher = rankings_refresher(app)
+        if refresher is not None:
+            refresher.start()
         try:
             yield
         finally:
+            if refresher is not None:
+                await refresher.stop()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -112,6 +119,9 @@ def create_app(settings: Settings) -> FastAPI:
         origins = settings.api.sign_in_origins() if settings.api.accounts else []
     except ValueError:
         origins = []  # sign-in answers 503 (sign-in-unconfigured)
+    app.state.rankings_flights = Flights()
+    app.state.rankings_refresher = None  # started with the server, if configured
+    app.state.final_block_check = OneAtATime(partial(masters.confirm_final_block, app.state))
     app.state.csrf_origins = frozenset(origin.lower() for _, origin in origins)
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
     problems.install(app)
@@ -142,7 +152,26 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def rankings_refresher(app: FastAPI) -> Refresher | None:
+    """Keeps the rankings pages asked lately fresh in the background: it reads the final block
+    twice within its trust and remakes a page in the last quarter of its lifetime, or all of them
+    once the block moves, so that requests find them kept rather than read them. None when pages
+    are not kept, or the final block is read at every request."""
+    api = app.state.settings.api
+    if not api.rankings_refresh or api.rankings_cache_entries == 0:
+        return None
+    if api.final_block_trust_seconds == 0:
+        return None
+    interval = min(api.final_block_trust_seconds, api.rankings_cache_seconds / 2) / 2
+    return Refresher(partial(masters.refresh_kept_pages, app.state), interval)
+
+
 def from_environment() -> FastAPI:
     """The app of the settings file and TANDEM_* variables (``tandem api serve`` has checked
     them and put its flags in the environment before starting the workers)."""
-    return create_app(load_settings())
+    settings = load_settings()
+    # A worker process's threads share the interpreter's lock: once a worker thread (reading
+    # a page) has it, the event loop waits up to this long to get it back, and every request
+    # waiting on the loop with it (5 ms by default).
+    sys.setswitchinterval(settings.api.switch_interval)
+    return create_app(settings)

@@ -338,6 +338,20 @@ class ApiSettings(BaseModel):
         "the final block again: a new final block shows at most this late; 0: read at every "
         "request",
     )
+    rankings_refresh: bool = Field(
+        default=True,
+        description="remake the kept rankings pages asked lately in the background, when the "
+        "final block moves and before they run out, so that requests find them kept; off: the "
+        "first request after either reads the page",
+    )
+    switch_interval: float = Field(
+        default=0.0005,
+        gt=0,
+        le=0.1,
+        description="seconds a server process's thread holds the interpreter's lock while "
+        "another waits (sys.setswitchinterval): how soon the event loop gets it back from a "
+        "worker thread reading a page",
+    )
     ready_max_lag: int | None = Field(
         default=20,
         ge=0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -10,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
 from api import cursors, series
-from api.answers import AnswerCache
+from api.answers import AnswerCache, Flights, OneAtATime
 from api.database import Read, Snapshot, read_final
-from api.problems import PROBLEM_RESPONSES, not_found
+from api.problems import PROBLEM_RESPONSES, ProblemException, not_found
 from api.schemas import resources as out
 from api.schemas.queries import MastersQuery, TradesQuery
 from api.schemas.types import Address
@@ -35,12 +36,27 @@ async def masters(request: Request, query: Annotated[MastersQuery, Query()]) -> 
     asked = (order, *query.model_dump(exclude={"order"}).values())
     # A page kept while the final block was read moments ago is answered here, on the event
     # loop: no worker thread, no database. Otherwise one trip to a worker thread for the whole
-    # answer (a dependency would cost two more).
-    body = state.rankings_cache.recent(asked)
+    # answer (a dependency would cost two more), shared, where pages are kept, by every request
+    # for the same page meanwhile: one reads it, the others wait on the loop instead of reading
+    # it again in threads of their own.
+    cache: AnswerCache = state.rankings_cache
+    body = cache.recent(asked)
+    if body is None and cache.trust > 0 and cache.holds(asked):
+        # Kept, but the block read last is no longer trusted (a refresher fell behind on a busy
+        # machine, or there is none): one read of the block for every such request meanwhile.
+        check: OneAtATime = state.final_block_check
+        with contextlib.suppress(Exception):  # if it fails, this request's own read says why
+            await check()
+        body = cache.recent(asked)
     if body is not None:
         state.metrics.rankings_cache.labels("hit").inc()
-    else:
+    elif cache.entries == 0:
         body = await run_in_threadpool(cached_page, state, query, order, asked)
+    else:
+        flights: Flights = state.rankings_flights
+        body = await flights.join(
+            asked, lambda: run_in_threadpool(cached_page, state, query, order, asked)
+        )
     return Response(body, media_type="application/json")
 
 
@@ -48,6 +64,7 @@ def cached_page(state: State, query: MastersQuery, order: str, asked: tuple[Any,
     """The page's JSON: kept from an identical query at the same final block, or read now."""
     cache: AnswerCache = state.rankings_cache
     counted = state.metrics.rankings_cache
+    read_at = cache.clock()
     with read_final(state.engine, state.settings.indexer.finality_depth) as read:
         body = cache.get(read.block, asked)
         if body is not None:
@@ -55,8 +72,40 @@ def cached_page(state: State, query: MastersQuery, order: str, asked: tuple[Any,
             return body
         counted.labels("miss").inc()
         body = page_of(read, query, order).model_dump_json().encode()
-    cache.put(read.block, asked, body)
+    cache.put(read.block, asked, body, source=(query, order), read_at=read_at)
     return body
+
+
+def confirm_final_block(state: State) -> None:
+    """Reads the final block: the one kept pages are of is trusted anew if it has not moved."""
+    cache: AnswerCache = state.rankings_cache
+    read_at = cache.clock()
+    with read_final(state.engine, state.settings.indexer.finality_depth) as read:
+        cache.confirm(read.block, read_at)
+
+
+def refresh_kept_pages(state: State) -> int:
+    """Reads the final block and, in the same transaction, remakes the kept pages asked lately
+    that are of an older block or in the last quarter of their lifetime: run by the refresher,
+    off the requests' path, so that they find every page they ask again fresh. How many it
+    remade. Lately is within ten lifetimes (10 s by default): a page asked at least that often,
+    a next page by cursor too, is never read by a request; one asked once is left to run out."""
+    cache: AnswerCache = state.rankings_cache
+    lifetime = cache.seconds
+    read_at = cache.clock()
+    try:
+        with read_final(state.engine, state.settings.indexer.finality_depth) as read:
+            # Trusted at once if it has not moved: requests need not wait for the pages below.
+            cache.confirm(read.block, read_at)
+            remade = {
+                asked: page_of(read, query, order).model_dump_json().encode()
+                for asked, (query, order) in cache.due(read.block, 0.75 * lifetime, 10 * lifetime)
+            }
+    except ProblemException:
+        return 0  # nothing indexed yet: requests are told so
+    cache.refreshed(read.block, read_at, remade)
+    state.metrics.rankings_cache.labels("refresh").inc(len(remade))
+    return len(remade)
 
 
 def page_of(read: Snapshot, query: MastersQuery, order: str) -> out.MasterPage:

@@ -25,6 +25,7 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError
 
 from api.app import create_app
+from api.routers import masters
 from indexer import reading
 from tandem import artifacts
 from tandem.db import database_url
@@ -520,11 +521,16 @@ def test_a_kept_page_is_not_served_once_the_final_block_moves(
     world: World, tmp_path: Path, trust: float
 ) -> None:
     """Served again at the same final block only; with ``final_block_trust_seconds``, without
-    asking the database until the block read last is that old."""
+    asking the database until the block read last is that old. (The requests' own path: no
+    refresher reading the block behind them.)"""
     with copy_of_the_world(world, tmp_path) as (copy, engine):
         a, params = copy.a.master, RANKINGS[0]
         ranking = m.MasterRanking
-        settings = {"rankings_cache_seconds": 3_600, "final_block_trust_seconds": trust}
+        settings = {
+            "rankings_cache_seconds": 3_600,
+            "final_block_trust_seconds": trust,
+            "rankings_refresh": False,
+        }
         with app_on(copy, **settings) as client:
 
             def page() -> tuple[int, str]:
@@ -583,3 +589,80 @@ def test_rankings_rewritten_at_the_same_final_block_show_within_the_kept_pages_s
                 )
             time.sleep(0.6)
             assert pnl() == str(int(before) + 7)
+
+
+def next_batch(engine: Engine, master: str, pnl: str) -> None:
+    """What the indexer's next batch does: a new figure for ``master``, a new final block."""
+    ranking = m.MasterRanking
+    with engine.begin() as conn:
+        conn.execute(
+            update(ranking)
+            .where(ranking.master == master, ranking.window == "all")
+            .values(pnl_usd=int(pnl) + 7)
+        )
+        conn.execute(
+            update(m.indexer_cursor.cursor).values(
+                block_number=m.indexer_cursor.cursor.c.block_number + 1
+            )
+        )
+
+
+def test_the_refresher_remakes_a_kept_page_at_a_new_final_block_so_no_request_reads_it(
+    world: World, tmp_path: Path
+) -> None:
+    with copy_of_the_world(world, tmp_path) as (copy, engine):
+        a, params = copy.a.master, RANKINGS[0]
+        # Trusted for a minute, kept for an hour: only the refresher can show the new block.
+        settings = {
+            "rankings_cache_seconds": 3_600,
+            "final_block_trust_seconds": 60,
+            "rankings_refresh": False,  # its rounds run by hand here
+        }
+        with app_on(copy, **settings) as client:
+            state = client.app.state  # type: ignore[attr-defined]
+
+            def page() -> tuple[int, str]:
+                body = ok(client.get("/v1/masters", params=params))
+                (item,) = [i for i in body["items"] if i["master"] == a]
+                return body["block"], item["pnl_usd"]
+
+            block, pnl = page()
+            assert kept(client, "miss") == 1
+            assert masters.refresh_kept_pages(state) == 0  # nothing moved, nothing old
+            next_batch(engine, a, pnl)
+            assert page() == (block, pnl)  # the block read a moment ago is trusted
+            assert masters.refresh_kept_pages(state) == 1
+            # The next answer is of the new block, and no request read it.
+            assert page() == (block + 1, str(int(pnl) + 7))
+            assert (kept(client, "miss"), kept(client, "refresh")) == (1, 1)
+            # A page nobody asked is not remade; an invalid cursor is still a 400 problem.
+            bad = client.get("/v1/masters", params={**params, "cursor": "nonsense"})
+            assert bad.status_code == 400
+            assert bad.headers["content-type"] == "application/problem+json"
+            assert masters.refresh_kept_pages(state) == 0
+
+
+def test_the_background_refresher_shows_a_new_final_block_and_stops_with_the_server(
+    world: World, tmp_path: Path
+) -> None:
+    with copy_of_the_world(world, tmp_path) as (copy, engine):
+        a, params = copy.a.master, RANKINGS[0]
+        settings = {"rankings_cache_seconds": 3_600, "final_block_trust_seconds": 0.2}
+        with app_on(copy, **settings) as client:
+            refresher = client.app.state.rankings_refresher  # type: ignore[attr-defined]
+            assert refresher.running
+            first = ok(client.get("/v1/masters", params=params))
+            (item,) = [i for i in first["items"] if i["master"] == a]
+            next_batch(engine, a, item["pnl_usd"])
+            # Its rounds run every 0.1 s; waited for without a request, however slow the machine.
+            deadline = time.monotonic() + 60
+            while kept(client, "refresh") == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            again = ok(client.get("/v1/masters", params=params))
+            assert again["block"] == first["block"] + 1
+            (item_again,) = [i for i in again["items"] if i["master"] == a]
+            assert item_again["pnl_usd"] == str(int(item["pnl_usd"]) + 7)
+            assert kept(client, "miss") == 1  # only the first asking read the page
+        # The server stopped: so did the refresher, without an error (stop() awaited its task).
+        assert not refresher.running
+        assert refresher._task.exception() is None
