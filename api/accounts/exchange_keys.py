@@ -508,16 +508,36 @@ async def _free_quote(settings: Settings, keyring: Keyring, key: Any) -> Decimal
     them), then its balance, each request charged to the shared limiter first. An exchange
     that does not answer is a 503 saying to try again (``balance-unavailable``): a follow is
     not added, nor its allocation raised, on a balance nobody read."""
-    from bridge import venue
-
     quote = settings.bridge.quote
     async with _asking(settings, keyring, key, f"the account's {quote} balance") as (ex, before):
         await before("markets")
         await ex.load_markets()
         await before("account")  # Binance: GET /api/v3/account, weight 20
-        balance = await ex.fetch_balance()
-    free = (balance.get("free") or {}).get(quote)
-    return venue.decimal(free) if free is not None else Decimal(0)
+        try:
+            balance = await ex.fetch_balance()
+        except (ValueError, TypeError, ArithmeticError) as exc:  # ccxt parsing an odd amount
+            raise ExchangeAnswerError(f"an unreadable balance: {exc}") from None
+        return _free_of(balance, quote)
+
+
+def _free_of(balance: Any, quote: str) -> Decimal:
+    """The free ``quote`` of ccxt's ``balance``: 0 when the account holds none of it (the
+    exchange lists no such currency); what is not a finite amount of zero or more (missing
+    where the currency is listed, infinite, not a number, negative) is no balance told, an
+    ``ExchangeAnswerError``: an infinite one would let any allocation pass."""
+    from bridge import venue
+
+    frees = balance.get("free") if isinstance(balance, dict) else None
+    if not isinstance(frees, dict) or (quote not in frees and quote not in balance):
+        return Decimal(0)
+    free = frees.get(quote)
+    try:
+        amount = venue.decimal(free) if free is not None and free != "" else None
+    except (InvalidOperation, ValueError, TypeError):
+        amount = None
+    if amount is None or not amount.is_finite() or amount < 0:
+        raise ExchangeAnswerError(f"the free {quote} is not an amount: {free!r}")
+    return amount
 
 
 # Whether ``amount`` of a market is dust: what no order can sell (under the market's amount

@@ -1147,3 +1147,55 @@ class _Shared:
     @contextmanager
     def begin(self) -> Iterator[Any]:
         yield self.conn
+
+
+def test_a_balance_the_exchange_tells_oddly_bounds_nothing_and_is_no_500(
+    world: World,  # noqa: F811
+) -> None:
+    """Attack: the account's free quote in the exchange's answer is not a plain amount: an
+    infinite one (any allocation would pass), not a number (the comparison raised: a 500), or
+    negative. Must hold: such a balance is no balance told (503 ``balance-unavailable``,
+    Retry-After, nothing added, the code not spent); a currency the account does not hold is
+    0 free (422 ``allocation-exceeds-balance``)."""
+    binance = world.stands["binance"]
+    vera = world.client("vera")
+    totp = enrol(vera)
+    ring = Keyring.parse(world.ring_text, "test")
+    f = add_follower(
+        world.engine,
+        ring,
+        binance,
+        address_of(vera),
+        Decimal(1000),
+        n=851,
+        vault=MASTER_A,
+        balance=Decimal(3000),
+    )
+    account = binance.accounts[f.api_key]
+    path = f"/v1/account/exchange-keys/{f.key_id}/follows"
+    code = {"Tandem-TOTP": totp.now()}
+
+    def follows() -> int:
+        with world.engine.connect() as conn:
+            return len(conn.execute(select(t.follows).where(t.follows.c.key_id == f.key_id)).all())
+
+    for odd in ("Infinity", "-Infinity", "NaN", "-1"):
+        account.balances["USDT"] = Decimal(odd)
+        answer = vera.post(path, json={"vault": MASTER_B, "allocation": "10"}, headers=code)
+        body = problem(answer, 503, "balance-unavailable")
+        assert answer.headers["Retry-After"] == "60", odd
+        assert "Try again" in body["detail"], odd
+        assert follows() == 1, odd
+    # No USDT at all in the account: 0 free, refused as beyond it.
+    del account.balances["USDT"]
+    body = problem(
+        vera.post(path, json={"vault": MASTER_B, "allocation": "10"}, headers=code),
+        422,
+        "allocation-exceeds-balance",
+    )
+    assert "holds 0 USDT free" in body["detail"]
+    # Told plainly again: added, with the code none of the refusals spent.
+    account.balances["USDT"] = Decimal(3000)
+    added = vera.post(path, json={"vault": MASTER_B, "allocation": "10"}, headers=code)
+    assert added.status_code == 201, added.text
+    assert follows() == 2
