@@ -31,7 +31,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from sqlalchemy import Connection, Engine, case, insert, select, update
+from sqlalchemy import Connection, Engine, and_, case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
@@ -1182,12 +1182,48 @@ def _account_keys(conn: Connection, key: Any) -> list[int]:
     return list(conn.execute(query.order_by(t.keys.c.id).with_for_update()).scalars())
 
 
+def _no_sale_in_flight(conn: Connection, key: Any, ids: list[int]) -> None:
+    """Refuses an added allocation while a sale of an active follow of the account is in
+    flight (or its end unconfirmed, its rest read again later): its fill may be free at the
+    exchange already, in the balance just read, and not yet in its follow's cash; once booked
+    it would be counted twice (spent by the new allocation and by the follow)."""
+    o, fo = t.orders.c, t.follows.c
+    selling = conn.execute(
+        select(o.client_id)
+        .select_from(t.orders.join(t.follows, fo.id == o.follow_id))
+        .where(
+            fo.key_id.in_(ids),
+            fo.status == "active",
+            o.side == "sell",
+            or_(
+                o.status == "sending",
+                o.status == "acked",
+                and_(o.status == "expired", o.due_at.is_not(None)),
+            ),
+        )
+        .limit(1)
+    ).first()
+    if selling is None:
+        return
+    raise ProblemException(
+        409,
+        "sale-in-flight",
+        "A sale is in flight",
+        f"A follow of the {key.exchange} account of exchange key {key.id} is selling: what the "
+        "sale brings may be free at the exchange and not yet in its follow's book, and would "
+        "be counted twice. Nothing was changed; try again in a minute.",
+        headers={"Retry-After": "60"},
+    )
+
+
 def _within_balance(
     conn: Connection, settings: Settings, key: Any, free: Decimal, adding: Decimal
 ) -> None:
     """Refuses ``adding`` quote to the follows of ``key``'s account beyond what it holds free
     (see the note above); the caller holds the account's keys locked."""
     ids = _account_keys(conn, key)
+    # Read before the cash: a sale booked between the two reads is then seen in flight.
+    _no_sale_in_flight(conn, key, ids)
     cash = conn.execute(
         select(t.follows.c.cash).where(t.follows.c.key_id.in_(ids), t.follows.c.status == "active")
     ).scalars()

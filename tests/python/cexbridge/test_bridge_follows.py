@@ -1199,3 +1199,90 @@ def test_a_balance_the_exchange_tells_oddly_bounds_nothing_and_is_no_500(
     added = vera.post(path, json={"vault": MASTER_B, "allocation": "10"}, headers=code)
     assert added.status_code == 201, added.text
     assert follows() == 2
+
+
+def test_a_sale_filled_and_not_yet_booked_lends_its_proceeds_to_no_new_allocation(
+    world: World,  # noqa: F811
+) -> None:
+    """Attack: a follow's sale has filled at the exchange (its proceeds already free there)
+    and is not booked yet (its follow's cash does not have them yet). A follow added (or an
+    allocation raised) in that moment was bounded by a free balance counting the proceeds,
+    and a sum of cash not counting them: once the sale is booked, the active follows may
+    spend the proceeds twice, more than the account holds. Must hold: while a sale of an
+    active follow of the account is in flight (or its end unconfirmed), an added allocation
+    is refused (409 ``sale-in-flight``, Retry-After, the code not spent); once booked, the
+    bound counts the proceeds once."""
+    binance = world.stands["binance"]
+    wes = world.client("wes")
+    totp = enrol(wes)
+    ring = Keyring.parse(world.ring_text, "test")
+    # 1,000 allocated, 400 of it in 0.2 ETH; the account holds 600 USDT and the 0.2 ETH.
+    f = add_follower(
+        world.engine,
+        ring,
+        binance,
+        address_of(wes),
+        Decimal(1000),
+        n=861,
+        vault=MASTER_A,
+        balance=Decimal(600),
+    )
+    with world.engine.begin() as conn:
+        conn.execute(
+            update(t.follows)
+            .where(t.follows.c.id == f.follow_id)
+            .values(cash="600", positions={"ETH/USDT": "0.2"}, marks={"ETH/USDT": "2000"})
+        )
+    # The master sold: the follow's sale of 0.2 ETH filled at the exchange (400 USDT free
+    # more there), its fill not booked yet.
+    binance.accounts[f.api_key].balances["USDT"] = Decimal(1000)
+    sale = {
+        **_acked_buy(f, "unbooked-sale", "0.2"),
+        "vault": MASTER_A,
+        "exchange": "binance",
+        "side": "sell",
+    }
+    with world.engine.begin() as conn:
+        conn.execute(insert(t.orders), [sale])
+    path = f"/v1/account/exchange-keys/{f.key_id}/follows"
+    code = {"Tandem-TOTP": totp.now()}
+    # 1,000 free less 600 cash: 400 would pass; booked, the sale makes the cash 1,000, and
+    # 1,400 would be given 1,000.
+    answer = wes.post(path, json={"vault": MASTER_B, "allocation": "400"}, headers=code)
+    body = problem(answer, 409, "sale-in-flight")
+    assert "Retry-After" in answer.headers and "try again" in body["detail"].lower()
+    # A raise of the follow itself: refused alike.
+    own = f"{path}/{f.follow_id}"
+    problem(wes.patch(own, json={"allocation": "1400"}, headers=code), 409, "sale-in-flight")
+    with world.engine.connect() as conn:
+        assert conn.execute(
+            select(t.follows.c.id).where(t.follows.c.key_id == f.key_id)
+        ).scalars().all() == [f.follow_id]
+    assert book(world.engine, f.follow_id)["allocation"] == "1000"
+    # Booked: the cash is 1,000 and so is the free balance: nothing more can be added.
+    with world.engine.begin() as conn:
+        conn.execute(
+            update(t.orders)
+            .where(t.orders.c.client_id == "unbooked-sale")
+            .values(status="filled", filled="0.2", cost="400", average="2000")
+        )
+        conn.execute(
+            update(t.follows).where(t.follows.c.id == f.follow_id).values(cash="1000", positions={})
+        )
+    body = problem(
+        wes.post(path, json={"vault": MASTER_B, "allocation": "400"}, headers=code),
+        422,
+        "allocation-exceeds-balance",
+    )
+    assert "at most 0 USDT can be added" in body["detail"]
+    # A sale of a stopped follow lends nothing to the active follows' sum: not refused for it.
+    binance.accounts[f.api_key].balances["USDT"] = Decimal(1400)
+    with world.engine.begin() as conn:
+        conn.execute(insert(t.orders), [{**sale, "client_id": "stopped-sale", "trade": "s-2"}])
+        conn.execute(
+            update(t.follows)
+            .where(t.follows.c.id == f.follow_id)
+            .values(status="stopped", reason="test: stopped, its exit selling")
+        )
+    added = wes.post(path, json={"vault": MASTER_B, "allocation": "400"}, headers=code)
+    assert added.status_code == 201, added.text
