@@ -502,12 +502,14 @@ async def _asking(
         await ex.close()
 
 
-async def _free_quote(settings: Settings, keyring: Keyring, key: Any) -> Decimal:
+async def _free_quote(settings: Settings, keyring: Keyring, key: Any) -> tuple[Decimal, str | None]:
     """What the key's exchange account holds free of the bridge's quote (``bridge.quote``), as
     the exchange tells it, asked with the key itself: its markets (ccxt reads a balance with
     them), then its balance, each request charged to the shared limiter first. An exchange
     that does not answer is a 503 saying to try again (``balance-unavailable``): a follow is
-    not added, nor its allocation raised, on a balance nobody read."""
+    not added, nor its allocation raised, on a balance nobody read. With it, the id of the
+    key's exchange account when the bridge does not keep it yet (a key registered before it
+    kept them): its follows are summed with the account's other keys' only once it is known."""
     quote = settings.bridge.quote
     async with _asking(settings, keyring, key, f"the account's {quote} balance") as (ex, before):
         await before("markets")
@@ -517,7 +519,11 @@ async def _free_quote(settings: Settings, keyring: Keyring, key: Any) -> Decimal
             balance = await ex.fetch_balance()
         except (ValueError, TypeError, ArithmeticError) as exc:  # ccxt parsing an odd amount
             raise ExchangeAnswerError(f"an unreadable balance: {exc}") from None
-        return _free_of(balance, quote)
+        free = _free_of(balance, quote)
+        if key.account_id is not None:
+            return free, None
+        _, account_id = await exchanges.read_key(ex, before)
+        return free, account_id
 
 
 def _free_of(balance: Any, quote: str) -> Decimal:
@@ -1170,16 +1176,31 @@ def _not_free(key_id: int, f: Any, committed: Decimal, free: Decimal) -> Problem
 
 
 def _account_keys(conn: Connection, key: Any) -> list[int]:
-    """The keys of the exchange account ``key`` belongs to (``key`` alone when its account was
-    never read), locked until the transaction ends: on PostgreSQL their rows, in one order for
-    every request; on SQLite the database (``write_lock``)."""
+    """The keys of the exchange account ``key`` belongs to, locked until the transaction ends:
+    on PostgreSQL their rows, in one order for every request; on SQLite the database
+    (``write_lock``). A key whose account the bridge does not keep (registered before it kept
+    them) may be of any account of its owner at that exchange: the owner's such keys are
+    counted with every account of theirs there (``_keep_account`` learns it)."""
     write_lock(conn)
-    query = select(t.keys.c.id).where(t.keys.c.id == key.id)
-    if key.account_id is not None:
-        query = select(t.keys.c.id).where(
-            t.keys.c.exchange == key.exchange, t.keys.c.account_id == key.account_id
+    k = t.keys.c
+    account = conn.execute(select(k.account_id).where(k.id == key.id)).scalar()
+    unknown = (k.exchange == key.exchange) & (k.address == key.address) & k.account_id.is_(None)
+    same = (k.exchange == key.exchange) & (k.account_id == account) if account else k.id == key.id
+    query = select(k.id).where(or_(k.id == key.id, same, unknown)).order_by(k.id)
+    return list(conn.execute(query.with_for_update()).scalars())
+
+
+def _keep_account(engine: Engine, key: Any, learned: str | None) -> None:
+    """Keeps ``learned``, the account of ``key`` just read at the exchange, for a key the
+    bridge kept none for: from then on it is summed with that account's keys alone."""
+    if learned is None:
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            update(t.keys)
+            .where(t.keys.c.id == key.id, t.keys.c.account_id.is_(None))
+            .values(account_id=learned)
         )
-    return list(conn.execute(query.order_by(t.keys.c.id).with_for_update()).scalars())
 
 
 def _no_sale_in_flight(conn: Connection, key: Any, ids: list[int]) -> None:
@@ -1217,10 +1238,14 @@ def _no_sale_in_flight(conn: Connection, key: Any, ids: list[int]) -> None:
 
 
 def _within_balance(
-    conn: Connection, settings: Settings, key: Any, free: Decimal, adding: Decimal
+    conn: Connection,
+    settings: Settings,
+    key: Any,
+    free: Decimal,
+    adding: Decimal,
 ) -> None:
     """Refuses ``adding`` quote to the follows of ``key``'s account beyond what it holds free
-    (see the note above); the caller holds the account's keys locked."""
+    (see the note above), the account's keys locked."""
     ids = _account_keys(conn, key)
     # Read before the cash: a sale booked between the two reads is then seen in flight.
     _no_sale_in_flight(conn, key, ids)
@@ -1290,7 +1315,7 @@ async def add_follow(
         partial(_second_factor, spend=False), engine, box, me.address, totp, settings
     )
     warnings = await _checked_markets(settings, keyring, key, body.symbols)
-    free = await _free_quote(settings, keyring, key)
+    free, learned = await _free_quote(settings, keyring, key)
     allocation = Decimal(body.allocation)
 
     def checked(conn: Connection) -> None:
@@ -1298,6 +1323,7 @@ async def add_follow(
         _no_active_follow(conn, key_id, body.vault)
 
     def store() -> int:
+        _keep_account(engine, key, learned)
         with engine.begin() as conn:  # refused before the code is spent
             checked(conn)
         _second_factor(engine, box, me.address, totp, settings, spend=True)
@@ -1370,14 +1396,17 @@ async def change_follow(
     if body.symbols is not None and body.symbols != dict(f.symbols or {}):
         warnings = await _checked_markets(settings, _keyring(settings), key, body.symbols)
     raising = body.allocation is not None and Decimal(body.allocation) > Decimal(f.allocation)
-    free = await _free_quote(settings, _keyring(settings), key) if raising else None
+    free, learned = (
+        await _free_quote(settings, _keyring(settings), key) if raising else (None, None)
+    )
 
     kept: list[str] = []  # dust left on the markets moved away from
 
     def checked(conn: Connection) -> dict[str, Any]:
         """The follow's new columns, every check passed on the row as it is now."""
         if body.allocation is not None:
-            _account_keys(conn, key)  # locked before the follow, as every change locks them
+            # Locked before the follow, as every change locks them.
+            _account_keys(conn, key)
         now = _own_follow(conn, key_id, follow_id, lock=True)
         _active(key_id, now)
         if _risk_added(now, body) and not risk:
@@ -1401,6 +1430,7 @@ async def change_follow(
         return values
 
     def store() -> None:
+        _keep_account(engine, key, learned)
         spent = False
         if risk and engine.dialect.name == "sqlite":
             # SQLite has one writer at a time, and the code is spent by a transaction of its

@@ -1286,3 +1286,74 @@ def test_a_sale_filled_and_not_yet_booked_lends_its_proceeds_to_no_new_allocatio
         )
     added = wes.post(path, json={"vault": MASTER_B, "allocation": "400"}, headers=code)
     assert added.status_code == 201, added.text
+
+
+def test_a_key_registered_before_accounts_were_kept_counts_with_its_account(
+    world: World,  # noqa: F811
+) -> None:
+    """Attack: a key registered before the bridge kept each key's exchange account (no
+    ``account_id``) was summed alone, and the account's other keys summed without it: its
+    follows and a newer key's together could be given more than the account holds. Must
+    hold: a key without its account asks the exchange for it (with the balance, through the
+    shared limiter) and keeps it; until then, a newer key of the same exchange and owner
+    counts the older key's follows too."""
+    okx = world.stands["okx"]
+    xia = world.client("xia")
+    totp = enrol(xia)
+    ring = Keyring.parse(world.ring_text, "test")
+    old = add_follower(
+        world.engine,
+        ring,
+        okx,
+        address_of(xia),
+        Decimal(1000),
+        n=871,
+        vault=MASTER_A,
+        balance=Decimal(2000),
+    )
+    new = add_follower(
+        world.engine,
+        ring,
+        okx,
+        address_of(xia),
+        Decimal(500),
+        n=872,
+        vault=MASTER_A,
+        same_account_as=old.api_key,
+    )
+    with world.engine.begin() as conn:
+        conn.execute(update(t.keys).where(t.keys.c.id == old.key_id).values(account_id=None))
+    code = {"Tandem-TOTP": totp.now()}
+    # 2,000 free, 1,500 the two follows' cash: 600 more through the newer key is refused.
+    body = problem(
+        xia.post(
+            f"/v1/account/exchange-keys/{new.key_id}/follows",
+            json={"vault": MASTER_B, "allocation": "600"},
+            headers=code,
+        ),
+        422,
+        "allocation-exceeds-balance",
+    )
+    assert "may still spend 1500 USDT" in body["detail"]
+    # Through the older key alike; it now keeps its account.
+    body = problem(
+        xia.post(
+            f"/v1/account/exchange-keys/{old.key_id}/follows",
+            json={"vault": MASTER_B, "allocation": "600"},
+            headers=code,
+        ),
+        422,
+        "allocation-exceeds-balance",
+    )
+    assert "may still spend 1500 USDT" in body["detail"]
+    with world.engine.connect() as conn:
+        kept = conn.execute(
+            select(t.keys.c.account_id).where(t.keys.c.id.in_((old.key_id, new.key_id)))
+        ).scalars()
+        assert set(kept) == {str(okx.accounts[old.api_key].uid)}
+    added = xia.post(
+        f"/v1/account/exchange-keys/{old.key_id}/follows",
+        json={"vault": MASTER_B, "allocation": "500"},
+        headers=code,
+    )
+    assert added.status_code == 201, added.text
