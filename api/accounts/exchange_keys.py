@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from functools import partial
+from types import SimpleNamespace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -487,7 +488,7 @@ async def _asking(
             422,
             "exchange-key-refused",
             "The exchange refused the key",
-            f"{key.exchange} did not accept exchange key {key.id} when asked for {what}. "
+            f"{key.exchange} did not accept {_named(key)} when asked for {what}. "
             "Replace it (PUT /v1/account/exchange-keys/{id}) with a working key.",
         ) from None
     except (ccxt.NetworkError, ccxt.ExchangeError, ExchangeAnswerError):
@@ -762,13 +763,31 @@ async def register_key(
     warnings = perms.warnings(body.exchange)
     warnings += _check_symbols(settings, body.exchange, body.follow.symbols, listed)
     sealed = keyring.seal(creds, key_aad(me.address, body.exchange, body.api_key))
+    # The first follow is bounded by the account's free quote as every later one: the account
+    # may have keys registered already, whose follows spend from the same balance.
+    new_key = SimpleNamespace(
+        id=None,
+        address=me.address,
+        exchange=body.exchange,
+        api_key=body.api_key,
+        account_id=account_id,
+        kek_id=sealed.kek_id,
+        wrapped_key=sealed.wrapped_key,
+        ciphertext=sealed.ciphertext,
+    )
+    free, _ = await _free_quote(settings, keyring, new_key)
+    allocation = Decimal(body.follow.allocation)
 
     def store() -> int:
+        with engine.begin() as conn:  # refused before the code is spent
+            _within_balance(conn, settings, new_key, free, allocation)
         _second_factor(engine, box, me.address, totp, settings, spend=True)
         now = time.time()
         follow = body.follow
         try:
             with engine.begin() as conn:
+                # Checked again with the account's keys locked until the key is in.
+                _within_balance(conn, settings, new_key, free, allocation)
                 key_id = conn.execute(
                     insert(t.keys)
                     .values(
@@ -1183,7 +1202,7 @@ def _account_keys(conn: Connection, key: Any) -> list[int]:
     counted with every account of theirs there (``_keep_account`` learns it)."""
     write_lock(conn)
     k = t.keys.c
-    account = conn.execute(select(k.account_id).where(k.id == key.id)).scalar()
+    account = conn.execute(select(k.account_id).where(k.id == key.id)).scalar() or key.account_id
     unknown = (k.exchange == key.exchange) & (k.address == key.address) & k.account_id.is_(None)
     same = (k.exchange == key.exchange) & (k.account_id == account) if account else k.id == key.id
     query = select(k.id).where(or_(k.id == key.id, same, unknown)).order_by(k.id)
@@ -1230,11 +1249,15 @@ def _no_sale_in_flight(conn: Connection, key: Any, ids: list[int]) -> None:
         409,
         "sale-in-flight",
         "A sale is in flight",
-        f"A follow of the {key.exchange} account of exchange key {key.id} is selling: what the "
+        f"A follow of the {key.exchange} account of {_named(key)} is selling: what the "
         "sale brings may be free at the exchange and not yet in its follow's book, and would "
         "be counted twice. Nothing was changed; try again in a minute.",
         headers={"Retry-After": "60"},
     )
+
+
+def _named(key: Any) -> str:
+    return f"exchange key {key.id}" if key.id is not None else "this key"
 
 
 def _within_balance(
@@ -1265,7 +1288,7 @@ def _within_balance(
         422,
         "allocation-exceeds-balance",
         "Allocations exceed the account's balance",
-        f"The {key.exchange} account of exchange key {key.id} holds {plain(free)} {quote} "
+        f"The {key.exchange} account of {_named(key)} holds {plain(free)} {quote} "
         f"free, and its active follows may still spend {plain(committed)} {quote} of it: at "
         f"most {plain(room)} {quote} can be added, not {plain(adding)}. Deposit {quote} at the "
         "exchange, or lower or end another follow of this account, then try again.",

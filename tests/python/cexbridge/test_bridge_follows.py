@@ -42,7 +42,7 @@ from .support import (
     standins,
     trade,
 )
-from .test_bridge_api import World, problem, world  # noqa: F401  (the module's world)
+from .test_bridge_api import World, key_body, problem, world  # noqa: F401  (the module's world)
 
 MASTER_A = "0x" + "12" * 20  # digits only: the same checksummed
 MASTER_B = "0x" + "34" * 20
@@ -1357,3 +1357,46 @@ def test_a_key_registered_before_accounts_were_kept_counts_with_its_account(
         headers=code,
     )
     assert added.status_code == 201, added.text
+
+
+def test_a_key_registered_with_its_first_follow_is_bounded_by_its_account(
+    world: World,  # noqa: F811
+) -> None:
+    """Attack: registering another key of an exchange account whose follows spend its whole
+    free quote, with a first follow of any allocation (the registration read no balance),
+    gave the account's follows more than it holds. Must hold: the first follow is bounded as
+    every later one (422 ``allocation-exceeds-balance``, no key stored, the code not
+    spent); within the balance the key is registered."""
+    bitget = world.stands["bitget"]
+    yan = world.client("yan")
+    totp = enrol(yan)
+    ring = Keyring.parse(world.ring_text, "test")
+    first = add_follower(
+        world.engine,
+        ring,
+        bitget,
+        address_of(yan),
+        Decimal(1000),
+        n=881,
+        vault=MASTER_A,
+        balance=Decimal(1200),
+    )
+    second = bitget.add_key(first.api_key, "key-bitget-882", "secret-882-bitget-Zq9", "pass-882")
+    second.ips = ["127.0.0.1"]
+    body = key_body("bitget", second.api_key, second.secret, second.passphrase)
+    code = {"Tandem-TOTP": totp.now()}
+    refused = problem(
+        yan.post("/v1/account/exchange-keys", json=body, headers=code),
+        422,
+        "allocation-exceeds-balance",
+    )
+    assert "at most 200 USDT can be added, not 1000" in refused["detail"]
+    with world.engine.connect() as conn:
+        assert (
+            conn.execute(select(t.keys.c.id).where(t.keys.c.api_key == second.api_key)).first()
+            is None
+        )
+    body["follow"]["allocation"] = "200"
+    added = yan.post("/v1/account/exchange-keys", json=body, headers=code)
+    assert added.status_code == 201, added.text
+    assert [f["allocation"] for f in added.json()["follows"]] == ["200"]
