@@ -750,7 +750,8 @@ async def register_key(
     """Registers an exchange API key and what it copies (needs the Tandem-TOTP header). The
     key's permissions are read from the exchange first: a key that can withdraw or cannot
     trade spot is refused (422, with what to do); one without an IP restriction is stored and
-    the answer's `warnings` say so."""
+    the answer's `warnings` say so. The first follow's allocation is bounded by the account's
+    free quote as every later one (422 ``allocation-exceeds-balance``)."""
     settings, engine, box = _settings(request), _engine(request), request.app.state.box
     keyring = _keyring(settings)
     await run_in_threadpool(
