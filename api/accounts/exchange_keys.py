@@ -873,14 +873,37 @@ async def rotate_key(
     _same_account(exchange, previous, account_id)
     warnings = [] if previous else [_UNCOMPARED.format(exchange=exchange)]
     sealed = keyring.seal(creds, key_aad(me.address, exchange, body.api_key))
+    # Nothing to compare with: the new key may be of another account, whose follows spend
+    # its free quote already. The key's active follows move there only within it.
+    moving = SimpleNamespace(
+        id=None,
+        address=me.address,
+        exchange=exchange,
+        api_key=body.api_key,
+        account_id=account_id,
+        kek_id=sealed.kek_id,
+        wrapped_key=sealed.wrapped_key,
+        ciphertext=sealed.ciphertext,
+    )
+    free = None if previous else (await _free_quote(settings, keyring, moving))[0]
+
+    def bounded(conn: Connection) -> Any:
+        current = _own_key(conn, me.address, key_id)
+        _same_account(exchange, current.account_id or previous, account_id)
+        if free is not None and current.account_id is None:
+            # The key is of its owner's keys without an account: its follows are in the sum.
+            _within_balance(conn, settings, moving, free, Decimal(0))
+        return current
 
     def store() -> None:
+        if free is not None:
+            with engine.begin() as conn:  # refused before the code is spent
+                bounded(conn)
         _second_factor(engine, box, me.address, totp, settings, spend=True)
         now = time.time()
         try:
             with engine.begin() as conn:
-                current = _own_key(conn, me.address, key_id)
-                _same_account(exchange, current.account_id or previous, account_id)
+                bounded(conn)
                 conn.execute(
                     update(t.keys)
                     .where(t.keys.c.id == key_id)

@@ -1400,3 +1400,49 @@ def test_a_key_registered_with_its_first_follow_is_bounded_by_its_account(
     added = yan.post("/v1/account/exchange-keys", json=body, headers=code)
     assert added.status_code == 201, added.text
     assert [f["allocation"] for f in added.json()["follows"]] == ["200"]
+
+
+def test_a_key_without_its_account_rotated_to_another_account_brings_its_follows_within_it(
+    world: World,  # noqa: F811
+) -> None:
+    """Attack: a key registered before the bridge kept accounts, revoked on the exchange (its
+    account cannot be asked), is replaced by a key of another account whose follows spend its
+    free quote already. Nothing compares the two: the key's follows, and their cash, moved
+    to that account beyond its balance. Must hold: the replacement reads the new account's
+    free quote and refuses (422 ``allocation-exceeds-balance``, the key unchanged, the code
+    not spent) when the key's active follows and the account's exceed it."""
+    bybit = world.stands["bybit"]
+    zoe = world.client("zoe")
+    totp = enrol(zoe)
+    ring = Keyring.parse(world.ring_text, "test")
+    old = add_follower(
+        world.engine, ring, bybit, address_of(zoe), Decimal(1000), n=891, vault=MASTER_A
+    )
+    other = add_follower(
+        world.engine,
+        ring,
+        bybit,
+        address_of(zoe),
+        Decimal(500),
+        n=892,
+        vault=MASTER_A,
+        balance=Decimal(1200),
+    )
+    bybit.add_key(other.api_key, "key-bybit-893", "secret-893-bybit-Zq9")
+    with world.engine.begin() as conn:
+        conn.execute(update(t.keys).where(t.keys.c.id == old.key_id).values(account_id=None))
+    del bybit.accounts[old.api_key]  # revoked: its account cannot be asked
+    url = f"/v1/account/exchange-keys/{old.key_id}"
+    code = {"Tandem-TOTP": totp.now()}
+    rotate = {"api_key": "key-bybit-893", "secret": "secret-893-bybit-Zq9"}
+    # 1,200 free, 500 spent by the account's follow: the key's 1,000 do not fit.
+    body = problem(zoe.put(url, json=rotate, headers=code), 422, "allocation-exceeds-balance")
+    assert "holds 1200 USDT free" in body["detail"]
+    assert "may still spend 1500 USDT" in body["detail"]
+    with world.engine.connect() as conn:
+        key = conn.execute(select(t.keys).where(t.keys.c.id == old.key_id)).one()
+    assert key.api_key == old.api_key and key.account_id is None
+    # Within it once the account holds enough: replaced, with the code the refusal left.
+    bybit.accounts[other.api_key].balances["USDT"] = Decimal(1500)
+    replaced = zoe.put(url, json=rotate, headers=code)
+    assert replaced.status_code == 200, replaced.text
