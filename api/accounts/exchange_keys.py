@@ -1313,9 +1313,14 @@ def _within_balance(
         "allocation-exceeds-balance",
         "Allocations exceed the account's balance",
         f"The {key.exchange} account of {_named(key)} holds {plain(free)} {quote} "
-        f"free, and its active follows may still spend {plain(committed)} {quote} of it: at "
-        f"most {plain(room)} {quote} can be added, not {plain(adding)}. Deposit {quote} at the "
-        "exchange, or lower or end another follow of this account, then try again.",
+        f"free, and its active follows may still spend {plain(committed)} {quote} of it"
+        + (
+            f": at most {plain(room)} {quote} can be added, not {plain(adding)}."
+            if adding > 0
+            else ", the follows of this key with them."
+        )
+        + f" Deposit {quote} at the exchange, or lower or end another follow of this account, "
+        "then try again.",
     )
 
 

@@ -1438,7 +1438,7 @@ def test_a_key_without_its_account_rotated_to_another_account_brings_its_follows
     # 1,200 free, 500 spent by the account's follow: the key's 1,000 do not fit.
     body = problem(zoe.put(url, json=rotate, headers=code), 422, "allocation-exceeds-balance")
     assert "holds 1200 USDT free" in body["detail"]
-    assert "may still spend 1500 USDT" in body["detail"]
+    assert "may still spend 1500 USDT of it, the follows of this key with them" in body["detail"]
     with world.engine.connect() as conn:
         key = conn.execute(select(t.keys).where(t.keys.c.id == old.key_id)).one()
     assert key.api_key == old.api_key and key.account_id is None
