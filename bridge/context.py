@@ -5,17 +5,20 @@ pool's part of the same trade, and the trade's block (its time and hash)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
 from eth_typing import ChecksumAddress
 from eth_utils.crypto import keccak
+from web3.types import FilterParams
 
 from tandem.config import Settings
 from tandem.events import checksum
 
 ZERO = Decimal(0)
+log = logging.getLogger("tandem.bridge")
 WAD = 10**18
 # The vault's events that move the master's book: what the vault's state one block before a
 # trade misses of the trades, deposits and withdrawals earlier in the same block.
@@ -125,7 +128,7 @@ class ChainContext:
         earlier = self._earlier(vault.address, block, log_index)
         if side == "buy":
             hub = self.w3.eth.contract(address=self._hub_of(vault), abi=self.hub_abi)
-            moves = self._moves(hub.address, block, log_index)
+            moves = self._moves(vault, hub, block, log_index, earlier)
             if earlier or moves or self._prices_moved(vault, hub, block):
                 equity = self._equity(vault, hub, trade, block, log_index, earlier, moves)
             else:  # nothing moved it in the block: the vault's own valuation the block before
@@ -144,17 +147,28 @@ class ChainContext:
             "0x" + bytes(header["hash"]).hex(),
         )
 
-    def _moves(self, hub: ChecksumAddress, block: int, log_index: int) -> BlockMoves:
+    def _moves(
+        self, vault: Any, hub: Any, block: int, log_index: int, earlier: list[Any]
+    ) -> BlockMoves:
         """Every feed's ``AnswerUpdated`` and the hub's ``AssetSet`` in ``block`` before
         ``log_index``, and every ``AggregatorConfirmed`` of the block, in order (one query,
-        whoever emitted them: most blocks have none of the hub's feeds)."""
-        logs = self.w3.eth.get_logs(
-            {
-                "fromBlock": block,
-                "toBlock": block,
-                "topics": [[self.answer_topic, self.asset_topic, AGGREGATOR_CONFIRMED]],
-            }
-        )
+        whoever emitted them: most blocks have none of the hub's feeds). Anyone can emit
+        these topics: a block filled with them is more than a provider answers one query
+        with, and the query is then asked again of the addresses that price the vault alone
+        (``_logs_of_feeds``)."""
+        from web3.exceptions import Web3Exception
+
+        query: FilterParams = {
+            "fromBlock": block,
+            "toBlock": block,
+            "topics": [[self.answer_topic, self.asset_topic, AGGREGATOR_CONFIRMED]],
+        }
+        try:
+            logs = list(self.w3.eth.get_logs(query))
+        except (ValueError, Web3Exception) as exc:  # the provider's cap on one answer, say
+            log.warning("block %s: its logs not read whole (%s), asked by address", block, exc)
+            logs = self._logs_of_feeds(vault, hub, block, earlier, query)
+        hub_address = checksum(hub.address)
         logs = sorted(logs, key=lambda entry: int(entry["logIndex"]))
         answers, assets, confirmed = [], [], []
         for entry in logs:
@@ -167,11 +181,44 @@ class ChainContext:
                 continue
             elif topic == self.answer_topic:
                 answers.append(entry)
-            elif topic == self.asset_topic and checksum(entry["address"]) == hub:
+            elif topic == self.asset_topic and checksum(entry["address"]) == hub_address:
                 event = self.hub_decoder.decode(entry)
                 if event is not None:
                     assets.append(event)
         return BlockMoves(answers, assets, confirmed)
+
+    def _logs_of_feeds(
+        self, vault: Any, hub: Any, block: int, earlier: list[Any], query: FilterParams
+    ) -> list[Any]:
+        """``query``'s logs emitted by the hub, the feeds of the vault's tokens (those it held
+        the block before, and those an earlier trade of the block brought in) and their
+        aggregators at the block before and at the block; then, asked again, by the feeds the
+        hub set and the aggregators proxies confirmed in the block. What others logged is
+        left out: it prices nothing of the vault."""
+        before = block - 1
+        tokens = list(vault.functions.tokens().call(block_identifier=before))
+        tokens += [e.args["tokenOut"] for e in earlier if e.name == "Traded"]
+        feeds = {
+            checksum(hub.functions.asset(token).call(block_identifier=before)[0])
+            for token in set(tokens)
+        }
+        asked = {checksum(hub.address), *feeds}
+        asked |= {self._source(feed, at) for feed in feeds for at in (before, block)}
+        logs = list(self.w3.eth.get_logs(FilterParams(**query, address=sorted(asked))))
+        more: set[ChecksumAddress] = set()
+        for entry in logs:
+            topic = "0x" + bytes(entry["topics"][0]).hex()
+            if topic == AGGREGATOR_CONFIRMED and len(entry["topics"]) == 3:
+                more.add(checksum("0x" + bytes(entry["topics"][2])[-20:].hex()))
+            elif topic == self.asset_topic and checksum(entry["address"]) == checksum(hub.address):
+                event = self.hub_decoder.decode(entry)
+                if event is not None:
+                    feed = checksum(event.args["feed"])
+                    more |= {feed, self._source(feed, block)}
+        more -= asked
+        if more:
+            logs += list(self.w3.eth.get_logs(FilterParams(**query, address=sorted(more))))
+        return logs
 
     def _prices_moved(self, vault: Any, hub: Any, block: int) -> bool:
         """Whether the hub prices a token of the vault otherwise at the block than the block

@@ -27,11 +27,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from functools import partial
+from types import SimpleNamespace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from sqlalchemy import Connection, Engine, case, insert, select, update
+from sqlalchemy import Connection, Engine, and_, case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
@@ -487,7 +488,7 @@ async def _asking(
             422,
             "exchange-key-refused",
             "The exchange refused the key",
-            f"{key.exchange} did not accept exchange key {key.id} when asked for {what}. "
+            f"{key.exchange} did not accept {_named(key)} when asked for {what}. "
             "Replace it (PUT /v1/account/exchange-keys/{id}) with a working key.",
         ) from None
     except (ccxt.NetworkError, ccxt.ExchangeError, ExchangeAnswerError):
@@ -502,22 +503,48 @@ async def _asking(
         await ex.close()
 
 
-async def _free_quote(settings: Settings, keyring: Keyring, key: Any) -> Decimal:
+async def _free_quote(settings: Settings, keyring: Keyring, key: Any) -> tuple[Decimal, str | None]:
     """What the key's exchange account holds free of the bridge's quote (``bridge.quote``), as
     the exchange tells it, asked with the key itself: its markets (ccxt reads a balance with
     them), then its balance, each request charged to the shared limiter first. An exchange
     that does not answer is a 503 saying to try again (``balance-unavailable``): a follow is
-    not added, nor its allocation raised, on a balance nobody read."""
-    from bridge import venue
-
+    not added, nor its allocation raised, on a balance nobody read. With it, the id of the
+    key's exchange account when the bridge does not keep it yet (a key registered before it
+    kept them): its follows are summed with the account's other keys' only once it is known."""
     quote = settings.bridge.quote
     async with _asking(settings, keyring, key, f"the account's {quote} balance") as (ex, before):
         await before("markets")
         await ex.load_markets()
         await before("account")  # Binance: GET /api/v3/account, weight 20
-        balance = await ex.fetch_balance()
-    free = (balance.get("free") or {}).get(quote)
-    return venue.decimal(free) if free is not None else Decimal(0)
+        try:
+            balance = await ex.fetch_balance()
+        except (ValueError, TypeError, ArithmeticError) as exc:  # ccxt parsing an odd amount
+            raise ExchangeAnswerError(f"an unreadable balance: {exc}") from None
+        free = _free_of(balance, quote)
+        if key.account_id is not None:
+            return free, None
+        _, account_id = await exchanges.read_key(ex, before)
+        return free, account_id
+
+
+def _free_of(balance: Any, quote: str) -> Decimal:
+    """The free ``quote`` of ccxt's ``balance``: 0 when the account holds none of it (the
+    exchange lists no such currency); what is not a finite amount of zero or more (missing
+    where the currency is listed, infinite, not a number, negative) is no balance told, an
+    ``ExchangeAnswerError``: an infinite one would let any allocation pass."""
+    from bridge import venue
+
+    frees = balance.get("free") if isinstance(balance, dict) else None
+    if not isinstance(frees, dict) or (quote not in frees and quote not in balance):
+        return Decimal(0)
+    free = frees.get(quote)
+    try:
+        amount = venue.decimal(free) if free is not None and free != "" else None
+    except (InvalidOperation, ValueError, TypeError):
+        amount = None
+    if amount is None or not amount.is_finite() or amount < 0:
+        raise ExchangeAnswerError(f"the free {quote} is not an amount: {free!r}")
+    return amount
 
 
 # Whether ``amount`` of a market is dust: what no order can sell (under the market's amount
@@ -723,7 +750,8 @@ async def register_key(
     """Registers an exchange API key and what it copies (needs the Tandem-TOTP header). The
     key's permissions are read from the exchange first: a key that can withdraw or cannot
     trade spot is refused (422, with what to do); one without an IP restriction is stored and
-    the answer's `warnings` say so."""
+    the answer's `warnings` say so. The first follow's allocation is bounded by the account's
+    free quote as every later one (422 ``allocation-exceeds-balance``)."""
     settings, engine, box = _settings(request), _engine(request), request.app.state.box
     keyring = _keyring(settings)
     await run_in_threadpool(
@@ -736,13 +764,31 @@ async def register_key(
     warnings = perms.warnings(body.exchange)
     warnings += _check_symbols(settings, body.exchange, body.follow.symbols, listed)
     sealed = keyring.seal(creds, key_aad(me.address, body.exchange, body.api_key))
+    # The first follow is bounded by the account's free quote as every later one: the account
+    # may have keys registered already, whose follows spend from the same balance.
+    new_key = SimpleNamespace(
+        id=None,
+        address=me.address,
+        exchange=body.exchange,
+        api_key=body.api_key,
+        account_id=account_id,
+        kek_id=sealed.kek_id,
+        wrapped_key=sealed.wrapped_key,
+        ciphertext=sealed.ciphertext,
+    )
+    free, _ = await _free_quote(settings, keyring, new_key)
+    allocation = Decimal(body.follow.allocation)
 
     def store() -> int:
+        with engine.begin() as conn:  # refused before the code is spent
+            _within_balance(conn, settings, new_key, free, allocation)
         _second_factor(engine, box, me.address, totp, settings, spend=True)
         now = time.time()
         follow = body.follow
         try:
             with engine.begin() as conn:
+                # Checked again with the account's keys locked until the key is in.
+                _within_balance(conn, settings, new_key, free, allocation)
                 key_id = conn.execute(
                     insert(t.keys)
                     .values(
@@ -827,14 +873,37 @@ async def rotate_key(
     _same_account(exchange, previous, account_id)
     warnings = [] if previous else [_UNCOMPARED.format(exchange=exchange)]
     sealed = keyring.seal(creds, key_aad(me.address, exchange, body.api_key))
+    # Nothing to compare with: the new key may be of another account, whose follows spend
+    # its free quote already. The key's active follows move there only within it.
+    moving = SimpleNamespace(
+        id=None,
+        address=me.address,
+        exchange=exchange,
+        api_key=body.api_key,
+        account_id=account_id,
+        kek_id=sealed.kek_id,
+        wrapped_key=sealed.wrapped_key,
+        ciphertext=sealed.ciphertext,
+    )
+    free = None if previous else (await _free_quote(settings, keyring, moving))[0]
+
+    def bounded(conn: Connection) -> Any:
+        current = _own_key(conn, me.address, key_id)
+        _same_account(exchange, current.account_id or previous, account_id)
+        if free is not None and current.account_id is None:
+            # The key is of its owner's keys without an account: its follows are in the sum.
+            _within_balance(conn, settings, moving, free, Decimal(0))
+        return current
 
     def store() -> None:
+        if free is not None:
+            with engine.begin() as conn:  # refused before the code is spent
+                bounded(conn)
         _second_factor(engine, box, me.address, totp, settings, spend=True)
         now = time.time()
         try:
             with engine.begin() as conn:
-                current = _own_key(conn, me.address, key_id)
-                _same_account(exchange, current.account_id or previous, account_id)
+                bounded(conn)
                 conn.execute(
                     update(t.keys)
                     .where(t.keys.c.id == key_id)
@@ -1150,24 +1219,83 @@ def _not_free(key_id: int, f: Any, committed: Decimal, free: Decimal) -> Problem
 
 
 def _account_keys(conn: Connection, key: Any) -> list[int]:
-    """The keys of the exchange account ``key`` belongs to (``key`` alone when its account was
-    never read), locked until the transaction ends: on PostgreSQL their rows, in one order for
-    every request; on SQLite the database (``write_lock``)."""
+    """The keys of the exchange account ``key`` belongs to, locked until the transaction ends:
+    on PostgreSQL their rows, in one order for every request; on SQLite the database
+    (``write_lock``). A key whose account the bridge does not keep (registered before it kept
+    them) may be of any account of its owner at that exchange: the owner's such keys are
+    counted with every account of theirs there (``_keep_account`` learns it)."""
     write_lock(conn)
-    query = select(t.keys.c.id).where(t.keys.c.id == key.id)
-    if key.account_id is not None:
-        query = select(t.keys.c.id).where(
-            t.keys.c.exchange == key.exchange, t.keys.c.account_id == key.account_id
+    k = t.keys.c
+    account = conn.execute(select(k.account_id).where(k.id == key.id)).scalar() or key.account_id
+    unknown = (k.exchange == key.exchange) & (k.address == key.address) & k.account_id.is_(None)
+    same = (k.exchange == key.exchange) & (k.account_id == account) if account else k.id == key.id
+    query = select(k.id).where(or_(k.id == key.id, same, unknown)).order_by(k.id)
+    return list(conn.execute(query.with_for_update()).scalars())
+
+
+def _keep_account(engine: Engine, key: Any, learned: str | None) -> None:
+    """Keeps ``learned``, the account of ``key`` just read at the exchange, for a key the
+    bridge kept none for: from then on it is summed with that account's keys alone."""
+    if learned is None:
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            update(t.keys)
+            .where(t.keys.c.id == key.id, t.keys.c.account_id.is_(None))
+            .values(account_id=learned)
         )
-    return list(conn.execute(query.order_by(t.keys.c.id).with_for_update()).scalars())
+
+
+def _no_sale_in_flight(conn: Connection, key: Any, ids: list[int]) -> None:
+    """Refuses an added allocation while a sale of an active follow of the account is in
+    flight (or its end unconfirmed, its rest read again later): its fill may be free at the
+    exchange already, in the balance just read, and not yet in its follow's cash; once booked
+    it would be counted twice (spent by the new allocation and by the follow)."""
+    o, fo = t.orders.c, t.follows.c
+    selling = conn.execute(
+        select(o.client_id)
+        .select_from(t.orders.join(t.follows, fo.id == o.follow_id))
+        .where(
+            fo.key_id.in_(ids),
+            fo.status == "active",
+            o.side == "sell",
+            or_(
+                o.status == "sending",
+                o.status == "acked",
+                and_(o.status == "expired", o.due_at.is_not(None)),
+            ),
+        )
+        .limit(1)
+    ).first()
+    if selling is None:
+        return
+    raise ProblemException(
+        409,
+        "sale-in-flight",
+        "A sale is in flight",
+        f"A follow of the {key.exchange} account of {_named(key)} is selling: what the "
+        "sale brings may be free at the exchange and not yet in its follow's book, and would "
+        "be counted twice. Nothing was changed; try again in a minute.",
+        headers={"Retry-After": "60"},
+    )
+
+
+def _named(key: Any) -> str:
+    return f"exchange key {key.id}" if key.id is not None else "this key"
 
 
 def _within_balance(
-    conn: Connection, settings: Settings, key: Any, free: Decimal, adding: Decimal
+    conn: Connection,
+    settings: Settings,
+    key: Any,
+    free: Decimal,
+    adding: Decimal,
 ) -> None:
     """Refuses ``adding`` quote to the follows of ``key``'s account beyond what it holds free
-    (see the note above); the caller holds the account's keys locked."""
+    (see the note above), the account's keys locked."""
     ids = _account_keys(conn, key)
+    # Read before the cash: a sale booked between the two reads is then seen in flight.
+    _no_sale_in_flight(conn, key, ids)
     cash = conn.execute(
         select(t.follows.c.cash).where(t.follows.c.key_id.in_(ids), t.follows.c.status == "active")
     ).scalars()
@@ -1184,10 +1312,15 @@ def _within_balance(
         422,
         "allocation-exceeds-balance",
         "Allocations exceed the account's balance",
-        f"The {key.exchange} account of exchange key {key.id} holds {plain(free)} {quote} "
-        f"free, and its active follows may still spend {plain(committed)} {quote} of it: at "
-        f"most {plain(room)} {quote} can be added, not {plain(adding)}. Deposit {quote} at the "
-        "exchange, or lower or end another follow of this account, then try again.",
+        f"The {key.exchange} account of {_named(key)} holds {plain(free)} {quote} "
+        f"free, and its active follows may still spend {plain(committed)} {quote} of it"
+        + (
+            f": at most {plain(room)} {quote} can be added, not {plain(adding)}."
+            if adding > 0
+            else ", the follows of this key with them."
+        )
+        + f" Deposit {quote} at the exchange, or lower or end another follow of this account, "
+        "then try again.",
     )
 
 
@@ -1234,7 +1367,7 @@ async def add_follow(
         partial(_second_factor, spend=False), engine, box, me.address, totp, settings
     )
     warnings = await _checked_markets(settings, keyring, key, body.symbols)
-    free = await _free_quote(settings, keyring, key)
+    free, learned = await _free_quote(settings, keyring, key)
     allocation = Decimal(body.allocation)
 
     def checked(conn: Connection) -> None:
@@ -1242,6 +1375,7 @@ async def add_follow(
         _no_active_follow(conn, key_id, body.vault)
 
     def store() -> int:
+        _keep_account(engine, key, learned)
         with engine.begin() as conn:  # refused before the code is spent
             checked(conn)
         _second_factor(engine, box, me.address, totp, settings, spend=True)
@@ -1314,14 +1448,17 @@ async def change_follow(
     if body.symbols is not None and body.symbols != dict(f.symbols or {}):
         warnings = await _checked_markets(settings, _keyring(settings), key, body.symbols)
     raising = body.allocation is not None and Decimal(body.allocation) > Decimal(f.allocation)
-    free = await _free_quote(settings, _keyring(settings), key) if raising else None
+    free, learned = (
+        await _free_quote(settings, _keyring(settings), key) if raising else (None, None)
+    )
 
     kept: list[str] = []  # dust left on the markets moved away from
 
     def checked(conn: Connection) -> dict[str, Any]:
         """The follow's new columns, every check passed on the row as it is now."""
         if body.allocation is not None:
-            _account_keys(conn, key)  # locked before the follow, as every change locks them
+            # Locked before the follow, as every change locks them.
+            _account_keys(conn, key)
         now = _own_follow(conn, key_id, follow_id, lock=True)
         _active(key_id, now)
         if _risk_added(now, body) and not risk:
@@ -1345,6 +1482,7 @@ async def change_follow(
         return values
 
     def store() -> None:
+        _keep_account(engine, key, learned)
         spent = False
         if risk and engine.dialect.name == "sqlite":
             # SQLite has one writer at a time, and the code is spent by a transaction of its

@@ -116,8 +116,16 @@ def test_keys_are_checked_on_the_exchange_then_registered_with_totp_listed_rotat
     bybit.add_key("bybit-alice-1", "bybit-alice-2", "bybit-secret-a2")  # the same account
     bybit.add_key("bybit-alice-1", "bybit-alice-w", "bybit-secret-aw", can_withdraw=True)
     # Alice's other Bybit account: its key is hers, but its balances are not the book's.
-    elsewhere = bybit.add_account("bybit-alice-9", "bybit-secret-a9")
-    bitget.add_account("bitget-bob-1", "bitget-secret-b1", "bitget-pass-b1", ips=["203.0.113.7"])
+    elsewhere = bybit.add_account(
+        "bybit-alice-9", "bybit-secret-a9", balances={"USDT": Decimal(5000)}
+    )
+    bitget.add_account(
+        "bitget-bob-1",
+        "bitget-secret-b1",
+        "bitget-pass-b1",
+        ips=["203.0.113.7"],
+        balances={"USDT": Decimal(5000)},
+    )
     alice, bob = world.client("alice"), world.client("bob")
     good = key_body("bybit", "bybit-alice-1", "bybit-secret-a1")
     # Without a second factor enrolled, then without a code: refused before the exchange is asked.
@@ -401,9 +409,11 @@ def test_a_key_from_before_accounts_were_kept_is_compared_through_the_old_key(
     world: World,
 ) -> None:
     okx = world.stands["okx"]
-    frank_okx = okx.add_account("okx-frank-1", "okx-secret-f1", "okx-pass-f1")
+    frank_okx = okx.add_account(
+        "okx-frank-1", "okx-secret-f1", "okx-pass-f1", balances={"USDT": Decimal(5000)}
+    )
     okx.add_key("okx-frank-1", "okx-frank-2", "okx-secret-f2", "okx-pass-f2")
-    okx.add_account("okx-frank-9", "okx-secret-f9", "okx-pass-f9")
+    okx.add_account("okx-frank-9", "okx-secret-f9", "okx-pass-f9", balances={"USDT": Decimal(5000)})
     frank = world.client("frank")
     totp = enrol(frank)
     made = frank.post(
@@ -446,7 +456,7 @@ def test_registration_asks_the_exchange_through_the_shared_limiter(world: World)
     from bridge.standins.binance import WEIGHTS
 
     binance = world.stands["binance"]
-    binance.add_account("bn-erin", "bn-secret-e")
+    binance.add_account("bn-erin", "bn-secret-e", balances={"USDT": Decimal(5000)})
     erin = world.client("erin")
     code = {"Tandem-TOTP": enrol(erin).now()}
     body = key_body("binance", "bn-erin", "bn-secret-e")
@@ -470,7 +480,8 @@ def test_registration_asks_the_exchange_through_the_shared_limiter(world: World)
     assert len(binance.requests) == asked and charged_since(was) == 0
     r.delete("test:bridge:limit:binance:block:ip")
     # Free again: registered, and every request it made was charged at the exchange's weight
-    # (the permissions 1, the account 20, the markets 20).
+    # (the permissions 1, the account 20, the markets 20; then the balance the first follow
+    # is bounded by: the markets and the account again, 20 each).
     made = erin.post("/v1/account/exchange-keys", json=body, headers=code)
     assert made.status_code == 201, made.text
     sent = binance.requests[asked:]
@@ -479,8 +490,10 @@ def test_registration_asks_the_exchange_through_the_shared_limiter(world: World)
         "/sapi/v1/account/apiRestrictions",
         "/api/v3/account",
         "/api/v3/exchangeInfo",
+        "/api/v3/exchangeInfo",
+        "/api/v3/account",
     ]
-    assert charged_since(was) == weight == 41
+    assert charged_since(was) == weight == 81
     r.close()
 
 
@@ -490,7 +503,7 @@ def test_a_key_or_passphrase_holding_a_control_character_is_refused_as_invalid(
     # They travel in request headers, which the HTTP client refuses to write with a line break
     # in them: refused as the request's fault, before the code is checked or the exchange asked.
     okx = world.stands["okx"]
-    okx.add_account("okx-gina-1", "okx-secret-g1", "okx-pass-g1")
+    okx.add_account("okx-gina-1", "okx-secret-g1", "okx-pass-g1", balances={"USDT": Decimal(5000)})
     gina = world.client("gina")
     totp = enrol(gina)
     asked = len(okx.requests)
@@ -529,7 +542,7 @@ def test_an_allocation_beyond_what_the_books_can_round_is_refused(world: World) 
     # The bridge rounds a buy's spend to cents in 28-digit decimals: an allocation of 10^30
     # would make it raise for the master's next trade, for every follower of it at once.
     bybit = world.stands["bybit"]
-    bybit.add_account("bybit-hugo-1", "bybit-secret-h1")
+    bybit.add_account("bybit-hugo-1", "bybit-secret-h1", balances={"USDT": Decimal(10) ** 16})
     hugo = world.client("hugo")
     code = {"Tandem-TOTP": enrol(hugo).now()}
     for allocation in ["1e30", "1000000000000000.01", "9" * 40]:

@@ -596,3 +596,51 @@ def test_a_worker_reading_the_chain_sizes_the_orders_by_the_vaults_fraction(
     )
     sold = sum((Decimal(r.filled) for r in rows.values() if r.side == "sell"), Decimal(0))
     assert sold + dust == bought
+
+
+# What a provider answers eth_getLogs with at most (10,000 at several public providers),
+# scaled down so the test mines few transactions.
+PROVIDER_LOG_CAP = 20
+
+
+def test_logs_anyone_emits_in_the_buys_block_do_not_stop_its_fraction(
+    scene: Scene, rollback: Callable[[], AbstractContextManager[None]]
+) -> None:
+    """Attack: a stranger fills the master's buy block with ``AnswerUpdated`` logs of a feed
+    of their own (any contract can emit the topic), more than the provider answers
+    ``eth_getLogs`` with. The fraction's one query of the block asks by topic, whoever
+    emitted: the provider refuses it, the context raises, and the worker handling the trade
+    stops (the trade is read again by the next one, and stops it too). Must hold: the
+    fraction is the vault's, whatever others log in the block (the query refused, it is
+    asked again of the hub, the vault's feeds and their aggregators alone)."""
+    dep, master = scene.dep, scene.master
+    buys = _Buys(scene)
+    stranger = dep.w3.eth.accounts[7]
+    set_balance(dep.w3, stranger, 10**20)
+    decimals = 8
+    weth_feed = dep.feeds["WETH"]
+    answer = int(weth_feed.functions.latestRoundData().call()[1])
+    with rollback():
+        # The master holds WETH, whose feed moves 5% up in the buy's block, before it: the
+        # fraction counts that move, found among the stranger's logs.
+        buys.mine(_trade_call(dep, scene.vault, BASE, "WETH", dep.units(BASE, 15_000)), master)
+        noise, _ = deploy(dep.w3, "TestPriceFeed", decimals, "X / USD", 10**8, sender=stranger)
+        spam = [(noise.functions.setAnswer(10**8 + i), stranger) for i in range(25)]
+        move = (weth_feed.functions.setAnswer(answer * 105 // 100), master)
+        with rollback():
+            alone = buys.apart([move, (buys.buy(), master)])
+        with rollback():
+            unmoved = buys.apart([(buys.buy(), master)])
+        assert unmoved != alone  # the test tells the move from none
+        receipts = _mine_in_order(dep, [move, (buys.buy(), master), *spam])
+        (receipt,) = [r for r in receipts if _traded(scene.vault, r)]
+        get_logs = buys.contexts.w3.eth.get_logs
+
+        def capped(params: Any) -> Any:  # the provider's cap on one answer
+            found = get_logs(params)
+            if len(found) > PROVIDER_LOG_CAP:
+                raise ValueError({"code": -32005, "message": "query returned more than 20 results"})
+            return found
+
+        buys.contexts.w3.eth.get_logs = capped  # type: ignore[method-assign]
+        assert buys.fraction(receipt) == alone

@@ -42,7 +42,7 @@ from .support import (
     standins,
     trade,
 )
-from .test_bridge_api import World, problem, world  # noqa: F401  (the module's world)
+from .test_bridge_api import World, key_body, problem, world  # noqa: F401  (the module's world)
 
 MASTER_A = "0x" + "12" * 20  # digits only: the same checksummed
 MASTER_B = "0x" + "34" * 20
@@ -1147,3 +1147,302 @@ class _Shared:
     @contextmanager
     def begin(self) -> Iterator[Any]:
         yield self.conn
+
+
+def test_a_balance_the_exchange_tells_oddly_bounds_nothing_and_is_no_500(
+    world: World,  # noqa: F811
+) -> None:
+    """Attack: the account's free quote in the exchange's answer is not a plain amount: an
+    infinite one (any allocation would pass), not a number (the comparison raised: a 500), or
+    negative. Must hold: such a balance is no balance told (503 ``balance-unavailable``,
+    Retry-After, nothing added, the code not spent); a currency the account does not hold is
+    0 free (422 ``allocation-exceeds-balance``)."""
+    binance = world.stands["binance"]
+    vera = world.client("vera")
+    totp = enrol(vera)
+    ring = Keyring.parse(world.ring_text, "test")
+    f = add_follower(
+        world.engine,
+        ring,
+        binance,
+        address_of(vera),
+        Decimal(1000),
+        n=851,
+        vault=MASTER_A,
+        balance=Decimal(3000),
+    )
+    account = binance.accounts[f.api_key]
+    path = f"/v1/account/exchange-keys/{f.key_id}/follows"
+    code = {"Tandem-TOTP": totp.now()}
+
+    def follows() -> int:
+        with world.engine.connect() as conn:
+            return len(conn.execute(select(t.follows).where(t.follows.c.key_id == f.key_id)).all())
+
+    for odd in ("Infinity", "-Infinity", "NaN", "-1"):
+        account.balances["USDT"] = Decimal(odd)
+        answer = vera.post(path, json={"vault": MASTER_B, "allocation": "10"}, headers=code)
+        body = problem(answer, 503, "balance-unavailable")
+        assert answer.headers["Retry-After"] == "60", odd
+        assert "Try again" in body["detail"], odd
+        assert follows() == 1, odd
+    # No USDT at all in the account: 0 free, refused as beyond it.
+    del account.balances["USDT"]
+    body = problem(
+        vera.post(path, json={"vault": MASTER_B, "allocation": "10"}, headers=code),
+        422,
+        "allocation-exceeds-balance",
+    )
+    assert "holds 0 USDT free" in body["detail"]
+    # Told plainly again: added, with the code none of the refusals spent.
+    account.balances["USDT"] = Decimal(3000)
+    added = vera.post(path, json={"vault": MASTER_B, "allocation": "10"}, headers=code)
+    assert added.status_code == 201, added.text
+    assert follows() == 2
+
+
+def test_a_sale_filled_and_not_yet_booked_lends_its_proceeds_to_no_new_allocation(
+    world: World,  # noqa: F811
+) -> None:
+    """Attack: a follow's sale has filled at the exchange (its proceeds already free there)
+    and is not booked yet (its follow's cash does not have them yet). A follow added (or an
+    allocation raised) in that moment was bounded by a free balance counting the proceeds,
+    and a sum of cash not counting them: once the sale is booked, the active follows may
+    spend the proceeds twice, more than the account holds. Must hold: while a sale of an
+    active follow of the account is in flight (or its end unconfirmed), an added allocation
+    is refused (409 ``sale-in-flight``, Retry-After, the code not spent); once booked, the
+    bound counts the proceeds once."""
+    binance = world.stands["binance"]
+    wes = world.client("wes")
+    totp = enrol(wes)
+    ring = Keyring.parse(world.ring_text, "test")
+    # 1,000 allocated, 400 of it in 0.2 ETH; the account holds 600 USDT and the 0.2 ETH.
+    f = add_follower(
+        world.engine,
+        ring,
+        binance,
+        address_of(wes),
+        Decimal(1000),
+        n=861,
+        vault=MASTER_A,
+        balance=Decimal(600),
+    )
+    with world.engine.begin() as conn:
+        conn.execute(
+            update(t.follows)
+            .where(t.follows.c.id == f.follow_id)
+            .values(cash="600", positions={"ETH/USDT": "0.2"}, marks={"ETH/USDT": "2000"})
+        )
+    # The master sold: the follow's sale of 0.2 ETH filled at the exchange (400 USDT free
+    # more there), its fill not booked yet.
+    binance.accounts[f.api_key].balances["USDT"] = Decimal(1000)
+    sale = {
+        **_acked_buy(f, "unbooked-sale", "0.2"),
+        "vault": MASTER_A,
+        "exchange": "binance",
+        "side": "sell",
+    }
+    with world.engine.begin() as conn:
+        conn.execute(insert(t.orders), [sale])
+    path = f"/v1/account/exchange-keys/{f.key_id}/follows"
+    code = {"Tandem-TOTP": totp.now()}
+    # 1,000 free less 600 cash: 400 would pass; booked, the sale makes the cash 1,000, and
+    # 1,400 would be given 1,000.
+    answer = wes.post(path, json={"vault": MASTER_B, "allocation": "400"}, headers=code)
+    body = problem(answer, 409, "sale-in-flight")
+    assert "Retry-After" in answer.headers and "try again" in body["detail"].lower()
+    # A raise of the follow itself: refused alike.
+    own = f"{path}/{f.follow_id}"
+    problem(wes.patch(own, json={"allocation": "1400"}, headers=code), 409, "sale-in-flight")
+    with world.engine.connect() as conn:
+        assert conn.execute(
+            select(t.follows.c.id).where(t.follows.c.key_id == f.key_id)
+        ).scalars().all() == [f.follow_id]
+    assert book(world.engine, f.follow_id)["allocation"] == "1000"
+    # Booked: the cash is 1,000 and so is the free balance: nothing more can be added.
+    with world.engine.begin() as conn:
+        conn.execute(
+            update(t.orders)
+            .where(t.orders.c.client_id == "unbooked-sale")
+            .values(status="filled", filled="0.2", cost="400", average="2000")
+        )
+        conn.execute(
+            update(t.follows).where(t.follows.c.id == f.follow_id).values(cash="1000", positions={})
+        )
+    body = problem(
+        wes.post(path, json={"vault": MASTER_B, "allocation": "400"}, headers=code),
+        422,
+        "allocation-exceeds-balance",
+    )
+    assert "at most 0 USDT can be added" in body["detail"]
+    # A sale of a stopped follow lends nothing to the active follows' sum: not refused for it.
+    binance.accounts[f.api_key].balances["USDT"] = Decimal(1400)
+    with world.engine.begin() as conn:
+        conn.execute(insert(t.orders), [{**sale, "client_id": "stopped-sale", "trade": "s-2"}])
+        conn.execute(
+            update(t.follows)
+            .where(t.follows.c.id == f.follow_id)
+            .values(status="stopped", reason="test: stopped, its exit selling")
+        )
+    added = wes.post(path, json={"vault": MASTER_B, "allocation": "400"}, headers=code)
+    assert added.status_code == 201, added.text
+
+
+def test_a_key_registered_before_accounts_were_kept_counts_with_its_account(
+    world: World,  # noqa: F811
+) -> None:
+    """Attack: a key registered before the bridge kept each key's exchange account (no
+    ``account_id``) was summed alone, and the account's other keys summed without it: its
+    follows and a newer key's together could be given more than the account holds. Must
+    hold: a key without its account asks the exchange for it (with the balance, through the
+    shared limiter) and keeps it; until then, a newer key of the same exchange and owner
+    counts the older key's follows too."""
+    okx = world.stands["okx"]
+    xia = world.client("xia")
+    totp = enrol(xia)
+    ring = Keyring.parse(world.ring_text, "test")
+    old = add_follower(
+        world.engine,
+        ring,
+        okx,
+        address_of(xia),
+        Decimal(1000),
+        n=871,
+        vault=MASTER_A,
+        balance=Decimal(2000),
+    )
+    new = add_follower(
+        world.engine,
+        ring,
+        okx,
+        address_of(xia),
+        Decimal(500),
+        n=872,
+        vault=MASTER_A,
+        same_account_as=old.api_key,
+    )
+    with world.engine.begin() as conn:
+        conn.execute(update(t.keys).where(t.keys.c.id == old.key_id).values(account_id=None))
+    code = {"Tandem-TOTP": totp.now()}
+    # 2,000 free, 1,500 the two follows' cash: 600 more through the newer key is refused.
+    body = problem(
+        xia.post(
+            f"/v1/account/exchange-keys/{new.key_id}/follows",
+            json={"vault": MASTER_B, "allocation": "600"},
+            headers=code,
+        ),
+        422,
+        "allocation-exceeds-balance",
+    )
+    assert "may still spend 1500 USDT" in body["detail"]
+    # Through the older key alike; it now keeps its account.
+    body = problem(
+        xia.post(
+            f"/v1/account/exchange-keys/{old.key_id}/follows",
+            json={"vault": MASTER_B, "allocation": "600"},
+            headers=code,
+        ),
+        422,
+        "allocation-exceeds-balance",
+    )
+    assert "may still spend 1500 USDT" in body["detail"]
+    with world.engine.connect() as conn:
+        kept = conn.execute(
+            select(t.keys.c.account_id).where(t.keys.c.id.in_((old.key_id, new.key_id)))
+        ).scalars()
+        assert set(kept) == {str(okx.accounts[old.api_key].uid)}
+    added = xia.post(
+        f"/v1/account/exchange-keys/{old.key_id}/follows",
+        json={"vault": MASTER_B, "allocation": "500"},
+        headers=code,
+    )
+    assert added.status_code == 201, added.text
+
+
+def test_a_key_registered_with_its_first_follow_is_bounded_by_its_account(
+    world: World,  # noqa: F811
+) -> None:
+    """Attack: registering another key of an exchange account whose follows spend its whole
+    free quote, with a first follow of any allocation (the registration read no balance),
+    gave the account's follows more than it holds. Must hold: the first follow is bounded as
+    every later one (422 ``allocation-exceeds-balance``, no key stored, the code not
+    spent); within the balance the key is registered."""
+    bitget = world.stands["bitget"]
+    yan = world.client("yan")
+    totp = enrol(yan)
+    ring = Keyring.parse(world.ring_text, "test")
+    first = add_follower(
+        world.engine,
+        ring,
+        bitget,
+        address_of(yan),
+        Decimal(1000),
+        n=881,
+        vault=MASTER_A,
+        balance=Decimal(1200),
+    )
+    second = bitget.add_key(first.api_key, "key-bitget-882", "secret-882-bitget-Zq9", "pass-882")
+    second.ips = ["127.0.0.1"]
+    body = key_body("bitget", second.api_key, second.secret, second.passphrase)
+    code = {"Tandem-TOTP": totp.now()}
+    refused = problem(
+        yan.post("/v1/account/exchange-keys", json=body, headers=code),
+        422,
+        "allocation-exceeds-balance",
+    )
+    assert "at most 200 USDT can be added, not 1000" in refused["detail"]
+    with world.engine.connect() as conn:
+        assert (
+            conn.execute(select(t.keys.c.id).where(t.keys.c.api_key == second.api_key)).first()
+            is None
+        )
+    body["follow"]["allocation"] = "200"
+    added = yan.post("/v1/account/exchange-keys", json=body, headers=code)
+    assert added.status_code == 201, added.text
+    assert [f["allocation"] for f in added.json()["follows"]] == ["200"]
+
+
+def test_a_key_without_its_account_rotated_to_another_account_brings_its_follows_within_it(
+    world: World,  # noqa: F811
+) -> None:
+    """Attack: a key registered before the bridge kept accounts, revoked on the exchange (its
+    account cannot be asked), is replaced by a key of another account whose follows spend its
+    free quote already. Nothing compares the two: the key's follows, and their cash, moved
+    to that account beyond its balance. Must hold: the replacement reads the new account's
+    free quote and refuses (422 ``allocation-exceeds-balance``, the key unchanged, the code
+    not spent) when the key's active follows and the account's exceed it."""
+    bybit = world.stands["bybit"]
+    zoe = world.client("zoe")
+    totp = enrol(zoe)
+    ring = Keyring.parse(world.ring_text, "test")
+    old = add_follower(
+        world.engine, ring, bybit, address_of(zoe), Decimal(1000), n=891, vault=MASTER_A
+    )
+    other = add_follower(
+        world.engine,
+        ring,
+        bybit,
+        address_of(zoe),
+        Decimal(500),
+        n=892,
+        vault=MASTER_A,
+        balance=Decimal(1200),
+    )
+    bybit.add_key(other.api_key, "key-bybit-893", "secret-893-bybit-Zq9")
+    with world.engine.begin() as conn:
+        conn.execute(update(t.keys).where(t.keys.c.id == old.key_id).values(account_id=None))
+    del bybit.accounts[old.api_key]  # revoked: its account cannot be asked
+    url = f"/v1/account/exchange-keys/{old.key_id}"
+    code = {"Tandem-TOTP": totp.now()}
+    rotate = {"api_key": "key-bybit-893", "secret": "secret-893-bybit-Zq9"}
+    # 1,200 free, 500 spent by the account's follow: the key's 1,000 do not fit.
+    body = problem(zoe.put(url, json=rotate, headers=code), 422, "allocation-exceeds-balance")
+    assert "holds 1200 USDT free" in body["detail"]
+    assert "may still spend 1500 USDT of it, the follows of this key with them" in body["detail"]
+    with world.engine.connect() as conn:
+        key = conn.execute(select(t.keys).where(t.keys.c.id == old.key_id)).one()
+    assert key.api_key == old.api_key and key.account_id is None
+    # Within it once the account holds enough: replaced, with the code the refusal left.
+    bybit.accounts[other.api_key].balances["USDT"] = Decimal(1500)
+    replaced = zoe.put(url, json=rotate, headers=code)
+    assert replaced.status_code == 200, replaced.text
