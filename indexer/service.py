@@ -23,6 +23,7 @@ from indexer import rankings as ranking
 from indexer.handler import Indexer
 from indexer.metrics import RankingRules
 from indexer.monitoring import Metrics, setup_logs
+from indexer.writer import WriterFailed
 from tandem.config import RankingSettings, Settings, redact
 from tandem.db import database_url, head_revision, models, open_engine, revision_of, upgrade
 from tandem.errors import ConfigError
@@ -85,6 +86,7 @@ class IndexerService:
         self.settings = settings
         self.metrics = Metrics()
         self._stopping = asyncio.Event()
+        self.failure: WriterFailed | None = None  # what stopped it, if not a signal
         self.latest: Head | None = None
         self.rankings = RankingsKeeper(settings)
         # The cursor the rankings were last brought up to date at (they follow each batch).
@@ -109,6 +111,8 @@ class IndexerService:
         )
 
     async def close(self) -> None:
+        if hasattr(self, "indexer"):
+            self.indexer.close()
         with contextlib.suppress(Exception):
             self.engine.dispose()
         with contextlib.suppress(Exception):
@@ -130,7 +134,10 @@ class IndexerService:
         before = indexer.follower.cursor
         journaled = indexer.journal_written
         try:
-            depth = await indexer.follower.sync(head)
+            try:
+                depth = await indexer.follower.sync(head)
+            finally:
+                indexer.drain()  # what follows reads the rows stored
         finally:
             # What was committed is in the journal: the stream's workers read it now.
             if self.waker is not None and indexer.journal_written != journaled:
@@ -203,6 +210,8 @@ class IndexerService:
             following.cancel()
             await asyncio.gather(following, return_exceptions=True)
             log.info("stopped")
+        if self.failure is not None:
+            raise self.failure
 
     async def _follow(self) -> None:
         backoff = 0.2
@@ -213,6 +222,11 @@ class IndexerService:
                     backoff = 0.2
             except asyncio.CancelledError:
                 raise
+            except WriterFailed as exc:
+                # Rows of ranges it was given are lost: the next run indexes them again.
+                self.failure = exc
+                self.stop()
+                return
             except (*NODE_ERRORS, ChainMoved) as exc:  # type: ignore[misc]
                 self.metrics.errors.inc()
                 log.warning(

@@ -4,26 +4,31 @@ end with one `error:` line."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from pprint import pformat
 
+import psutil
 import pytest
 import requests
-from sqlalchemy import create_engine, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from indexer.service import index_to_head
 from tandem import chain
 from tandem.config import Settings
-from tandem.db import models, open_engine
+from tandem.db import models, open_engine, upgrade
 from tandem.node import LocalNode, free_port
 from tandem.protocol import Deployment, deploy_local
 
 from .support import (
     address,
+    differences,
+    fresh_postgres,
     indexer_env,
     indexer_settings,
     open_vault,
@@ -42,7 +47,7 @@ def cursor_of(url: str) -> int | None:
         with engine.connect() as conn:
             table = models.indexer_cursor.cursor
             return conn.execute(select(table.c.block_number)).scalar()
-    except OperationalError:  # no file or no tables yet
+    except (OperationalError, ProgrammingError):  # no file or no tables yet
         return None
     finally:
         engine.dispose()
@@ -80,8 +85,20 @@ def start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def children(run: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The processes ``run`` started (on PostgreSQL, its writer), seen while it runs."""
+    return psutil.Process(run.pid).children(recursive=True)
+
+
+def gone(processes: list[psutil.Process]) -> bool:
+    try:
+        return all(p.status() == psutil.STATUS_ZOMBIE for p in processes if p.is_running())
+    except psutil.NoSuchProcess:  # ended meanwhile: asked again
+        return False
+
+
 def test_a_backfill_killed_with_sigkill_and_restarted_equals_a_build_from_scratch(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, empty_url: str
 ) -> None:
     with LocalNode(settings=settings) as node:
         w3 = chain.connect(node.rpc_url, settings=settings)
@@ -92,7 +109,12 @@ def test_a_backfill_killed_with_sigkill_and_restarted_equals_a_build_from_scratc
         play(dep, open_vault(dep, "killed"))
         head = w3.eth.block_number
         ix = indexer_settings(
-            settings, node.rpc_url, tmp_path, hub=dep.hub.address, max_log_range=5
+            settings,
+            node.rpc_url,
+            tmp_path,
+            hub=dep.hub.address,
+            max_log_range=5,
+            database_url=empty_url,
         )
         url = ix.indexer.database_url
         log = tmp_path / "indexer.log"
@@ -104,8 +126,12 @@ def test_a_backfill_killed_with_sigkill_and_restarted_equals_a_build_from_scratc
                 wait_for(
                     lambda b=beyond: (cursor_of(url) or 0) > b, 60, f"the cursor past {beyond}"
                 )
+                started = children(run)
                 run.send_signal(signal.SIGKILL)
                 run.wait(10)
+                # On PostgreSQL its writer was storing ranges: it stops too, on its own.
+                assert bool(started) == empty_url.startswith("postgresql"), started
+                wait_for(lambda p=started: gone(p), 10, "the writer to stop")
             finally:
                 run.kill()
             killed_at.append(cursor_of(url))
@@ -140,7 +166,8 @@ def test_a_backfill_killed_with_sigkill_and_restarted_equals_a_build_from_scratc
         try:
             live, fresh = tables(live_engine), tables(scratch_engine)
             assert len(live["trades"]) == 2 and len(live["exits"]) == 3
-            assert live == fresh
+            found = differences(live, fresh)
+            assert not found, pformat(found, width=100)
         finally:
             live_engine.dispose()
             scratch_engine.dispose()
@@ -244,5 +271,68 @@ def test_sighup_reads_the_ranking_rules_again_and_reranks_every_master(
         assert run.poll() is None and ranked() == {True}, log.read_text()
         run.send_signal(signal.SIGTERM)
         assert run.wait(20) == 0, log.read_text()
+    finally:
+        run.kill()
+
+
+@pytest.fixture
+def on_postgres(ix: Settings, postgres: str, tmp_path: Path) -> Settings:
+    """``ix`` on a new PostgreSQL database: the indexer runs with its writer process."""
+    url = fresh_postgres(postgres, f"writer_{abs(hash(tmp_path))}")
+    return ix.model_copy(update={"indexer": ix.indexer.model_copy(update={"database_url": url})})
+
+
+def test_a_writer_that_fails_ends_the_indexer_with_an_error_line_and_no_process_left(
+    on_postgres: Settings, tmp_path: Path
+) -> None:
+    url = on_postgres.indexer.database_url
+    engine = open_engine(url)
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:  # the writer's first range fails: no event row passes
+            conn.execute(text("ALTER TABLE events ADD CONSTRAINT refused CHECK (log_index < 0)"))
+        log = tmp_path / "indexer.log"
+        run = start(on_postgres, log)
+        seen: list[psutil.Process] = []
+        try:
+            deadline = time.monotonic() + 60
+            while run.poll() is None and time.monotonic() < deadline:
+                seen += [p for p in children(run) if p not in seen]
+                time.sleep(0.01)
+            assert run.wait(10) == 1, log.read_text()
+        finally:
+            run.kill()
+        last = log.read_text().strip().splitlines()[-1]
+        assert last.startswith("error: storing indexed rows failed: IntegrityError"), last
+        assert "refused" in last
+        assert seen, "a writer ran"
+        wait_for(lambda: gone(seen), 10, "the writer to stop")
+        with engine.connect() as conn:  # nothing of the range it failed on: one transaction
+            assert conn.execute(select(func.count()).select_from(models.HubParams)).scalar() == 0
+    finally:
+        engine.dispose()
+
+
+def test_ctrl_c_stops_the_indexer_and_its_writer_cleanly(
+    on_postgres: Settings, dep: Deployment, tmp_path: Path
+) -> None:
+    play(dep, open_vault(dep, "interrupted"))
+    head = dep.w3.eth.block_number
+    url = on_postgres.indexer.database_url
+    log = tmp_path / "indexer.log"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "tandem.cli", "indexer", "run"],
+        env=indexer_env(on_postgres),
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        wait_for(lambda: cursor_of(url) == head, 60, "the indexer to reach the head")
+        started = children(run)
+        assert started, "a writer runs"
+        os.killpg(run.pid, signal.SIGINT)  # Ctrl-C: every process of the group gets it
+        assert run.wait(20) == 0, log.read_text()
+        wait_for(lambda: gone(started), 10, "the writer to stop")
     finally:
         run.kill()
