@@ -1,11 +1,12 @@
 """What the indexer stores for each event, and what it forgets when the chain reorganises.
 
 The ``Indexer`` is the chain follower's ``LogHandler``: the follower reads the hub's, every
-vault's and every price source's logs in block ranges and hands them here in the database
-transaction that moves the cursor, so the tables and the cursor always agree, whatever stops the
-process. Every row carries its block number and nothing is ever updated, so a rollback is one
-delete per table, and the state kept in memory (vaults, feeds, share balances, when each vault's
-last point was) is re-read from the tables after one.
+vault's and every price source's logs in block ranges and hands them here; their rows are
+written in the database transaction that moves the cursor (on PostgreSQL by the writer process,
+``indexer.writer``, while the next range is decoded), so the tables and the cursor always agree,
+whatever stops the process. Every row carries its block number and nothing is ever updated, so
+a rollback is one delete per table, and the state kept in memory (vaults, feeds, share balances,
+when each vault's last point was) is re-read from the tables after one.
 
 Two things are not in the logs: a trade's gas (from its receipt), and the time-series points (at
 the end of each block that changed a vault, and hourly from prices, the vault's books are read at
@@ -144,9 +145,6 @@ class _Batch:
     def add(self, model: type[m.Base], **values: Any) -> dict[str, Any]:
         self.rows[model].append(values)
         return values
-
-    def count(self) -> int:
-        return sum(len(rows) for rows in self.rows.values())
 
 
 @dataclass
