@@ -8,7 +8,8 @@ It measures, in one run, on a real PostgreSQL server (the pgserver package):
 2. **Decode-and-store throughput from a recording.** The logs of that backfill, and the node's
    answers to the read-only calls the indexer made while storing them, were recorded. They are
    replayed, copied forward in time until there are ``--events`` of them (a million by default),
-   through the indexer's own handler into a fresh database, in the ranges the follower reads.
+   through the indexer's own handler into a fresh database, in the ranges the follower reads,
+   each stored as the follower stores it (on PostgreSQL by the writer process, with the cursor).
    The node is not asked anything, so its speed is not what is measured: this is the share of a
    backfill that is our own code's (decoding, the rows for every table, the inserts).
 3. **The ceilings.** The same PostgreSQL, in the same run, takes the same number of plain rows
