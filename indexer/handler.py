@@ -225,7 +225,7 @@ class Indexer:
         self.writer: Writer | None = None
         store = None
         if engine.dialect.name == "postgresql":
-            self.writer = Writer(engine.url.render_as_string(hide_password=False))
+            self.writer = Writer(self._writer_url())
             store = self.hand_over
         self.follower = ChainFollower(
             w3, settings.indexer, self.cursors, self, origin=self.hub, store=store
@@ -341,6 +341,20 @@ class Indexer:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+    def recover(self) -> None:
+        """After the writer failed (the database refused a range, or went away): a new writer,
+        what the ranges it did not commit changed in memory read again from the tables, and the
+        follower back at the committed cursor, to index those ranges again."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = Writer(self._writer_url())
+        with self.engine.connect() as committed:
+            self.load(committed)
+        self.follower.cursor = self.cursors.cursor()
+
+    def _writer_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=False)
 
     def _reload(self) -> None:
         """The range will not be stored: what it changed in memory goes too, read again from

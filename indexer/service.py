@@ -86,7 +86,6 @@ class IndexerService:
         self.settings = settings
         self.metrics = Metrics()
         self._stopping = asyncio.Event()
-        self.failure: WriterFailed | None = None  # what stopped it, if not a signal
         self.latest: Head | None = None
         self.rankings = RankingsKeeper(settings)
         # The cursor the rankings were last brought up to date at (they follow each batch).
@@ -210,23 +209,25 @@ class IndexerService:
             following.cancel()
             await asyncio.gather(following, return_exceptions=True)
             log.info("stopped")
-        if self.failure is not None:
-            raise self.failure
 
     async def _follow(self) -> None:
         backoff = 0.2
+        recover = False
         while not self._stopping.is_set():
             try:
+                if recover:
+                    self.indexer.recover()
+                    recover = False
                 async for head in self.head_source:
                     await self.sync(head)
                     backoff = 0.2
             except asyncio.CancelledError:
                 raise
             except WriterFailed as exc:
-                # Rows of ranges it was given are lost: the next run indexes them again.
-                self.failure = exc
-                self.stop()
-                return
+                # The ranges it had not committed are indexed again, by a new writer.
+                self.metrics.errors.inc()
+                log.warning("%s; trying again in %.1f s", exc, backoff)
+                recover = True
             except (*NODE_ERRORS, ChainMoved) as exc:  # type: ignore[misc]
                 self.metrics.errors.inc()
                 log.warning(

@@ -10,9 +10,11 @@ crash of either process leaves the tables and the cursor in step.
 The indexer hands over at most ``PENDING`` ranges not yet committed, and waits for every one
 (``drain``) before it reads the tables for something a range in flight could have changed (a
 reorganisation's rollback, its state after a failure) and at the end of each sync (so that what
-follows a sync, the rankings and the stream's wake-up, sees the rows). A writer that fails stops:
-the indexer raises ``WriterFailed``, which ends it with one ``error:`` line (the rows it had not
-committed are simply indexed again by the next run, from the committed cursor).
+follows a sync, the rankings and the stream's wake-up, sees the rows). A writer that fails stops,
+and the indexer raises ``WriterFailed``: `tandem indexer run` logs it, starts a new writer and
+indexes again, after a backoff, the ranges not committed (from the committed cursor, its state
+read again from the tables), as it retries any failure of the database; a one-off backfill ends
+with one ``error:`` line.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ PENDING = 2
 
 
 class WriterFailed(TandemError):
-    """The writer could not store a range (or stopped): the indexer cannot go on."""
+    """The writer could not store a range (or stopped): what it was given is stored by no one."""
 
 
 @dataclass
