@@ -8,7 +8,8 @@ It measures, in one run, on a real PostgreSQL server (the pgserver package):
 2. **Decode-and-store throughput from a recording.** The logs of that backfill, and the node's
    answers to the read-only calls the indexer made while storing them, were recorded. They are
    replayed, copied forward in time until there are ``--events`` of them (a million by default),
-   through the indexer's own handler into a fresh database, in the ranges the follower reads.
+   through the indexer's own handler into a fresh database, in the ranges the follower reads,
+   each stored as the follower stores it (on PostgreSQL by the writer process, with the cursor).
    The node is not asked anything, so its speed is not what is measured: this is the share of a
    backfill that is our own code's (decoding, the rows for every table, the inserts).
 3. **The ceilings.** The same PostgreSQL, in the same run, takes the same number of plain rows
@@ -58,6 +59,8 @@ from tandem.db import models
 from tandem.db.engine import new_engine
 from tandem.db.migrate import upgrade
 from tandem.db.stream import journal
+from tandem.follower import Cursor
+from tandem.follower.heads import to_hex
 from tandem.node import LocalNode
 from tandem.protocol import (
     BASE,
@@ -524,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             points, read = conn.execute(query).one()
         print(f"  time-series points: {points:,}, {read:,} with the books read at their block")
         logs = recorded_logs(dep, service, head)
+        service.indexer.close()
         engine.dispose()
 
         # 2. The replay.
@@ -546,8 +550,13 @@ def main(argv: list[str] | None = None) -> int:
         for batch, original in batches:
             replay.copy(original)
             for logs_of_range in ranges(batch, RANGE_LOGS):
-                with replay_engine.begin() as conn:
-                    handler.handle(conn, logs_of_range)  # type: ignore[arg-type]
+                # As the follower stores a range: its rows and the cursor at its end, handed
+                # over to the writer process (PostgreSQL) while the next range is decoded.
+                seen = {e["blockNumber"]: to_hex(e["blockHash"]) for e in logs_of_range}
+                last = logs_of_range[-1]["blockNumber"]
+                end = Cursor(last, seen.pop(last))
+                handler.follower.store(logs_of_range, seen, end)  # type: ignore[arg-type]
+        handler.drain()  # every range committed
         replayed = time.perf_counter() - start
         if profile:
             profile.disable()
@@ -575,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
             f"decode and store is {rate / same:.0%} of it (the database's share of its time; "
             f"our code's is {1 - rate / same:.0%})"
         )
+        handler.close()
         replay_engine.dispose()
     return 0
 

@@ -4,6 +4,8 @@ recompute.
 
 - ``handler``: the chain follower's ``LogHandler``: what each event stores, what a reorganisation
   forgets, and the time-series points computed at the end of each block;
+- ``writer``: a range's rows written, and on PostgreSQL the writer process that stores them with
+  the cursor while the next range is decoded;
 - ``service``: ``tandem indexer run | status | reindex``: connecting, following heads, metrics;
 - ``reading``: what readers (rankings, the API) need: the final block, balances, time series;
 - ``monitoring``: Prometheus metrics and log lines;

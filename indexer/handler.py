@@ -1,11 +1,12 @@
 """What the indexer stores for each event, and what it forgets when the chain reorganises.
 
 The ``Indexer`` is the chain follower's ``LogHandler``: the follower reads the hub's, every
-vault's and every price source's logs in block ranges and hands them here in the database
-transaction that moves the cursor, so the tables and the cursor always agree, whatever stops the
-process. Every row carries its block number and nothing is ever updated, so a rollback is one
-delete per table, and the state kept in memory (vaults, feeds, share balances, when each vault's
-last point was) is re-read from the tables after one.
+vault's and every price source's logs in block ranges and hands them here; their rows are
+written in the database transaction that moves the cursor (on PostgreSQL by the writer process,
+``indexer.writer``, while the next range is decoded), so the tables and the cursor always agree,
+whatever stops the process. Every row carries its block number and nothing is ever updated, so
+a rollback is one delete per table, and the state kept in memory (vaults, feeds, share balances,
+when each vault's last point was) is re-read from the tables after one.
 
 Two things are not in the logs: a trade's gas (from its receipt), and the time-series points (at
 the end of each block that changed a vault, and hourly from prices, the vault's books are read at
@@ -36,10 +37,10 @@ from web3.exceptions import (
 from web3.types import LogReceipt, RPCEndpoint
 
 from indexer import journal
+from indexer.writer import Rows, Writer, write_rows
 from tandem import artifacts
 from tandem.config import Settings
 from tandem.db import models as m
-from tandem.db.bulk import insert_rows
 from tandem.events import (
     EXIT_REASONS,
     MIRROR_DROPS,
@@ -50,7 +51,7 @@ from tandem.events import (
     enum_name,
     jsonable,
 )
-from tandem.follower import ChainFollower, ChainMoved, CursorStore, FeedSources
+from tandem.follower import ChainFollower, ChainMoved, Cursor, CursorStore, FeedSources
 from tandem.follower.protocol import discovered
 
 log = logging.getLogger(__name__)
@@ -138,15 +139,12 @@ class _Batch:
     # (a point's row, its block hash), and (a trade's row, its transaction, its block hash).
     points: list[tuple[dict[str, Any], str]] = field(default_factory=list)
     receipts: list[tuple[dict[str, Any], str, str]] = field(default_factory=list)
-    # The stream journal's rows, one per event, in the order of the logs.
-    journal: list[dict[str, Any]] = field(default_factory=list)
+    # The stream journal's topics of each event, in the order of its ``events`` rows.
+    keys: list[str] = field(default_factory=list)
 
     def add(self, model: type[m.Base], **values: Any) -> dict[str, Any]:
         self.rows[model].append(values)
         return values
-
-    def count(self) -> int:
-        return sum(len(rows) for rows in self.rows.values())
 
 
 @dataclass
@@ -223,7 +221,15 @@ class Indexer:
         }
         with engine.connect() as conn:
             self.load(conn)
-        self.follower = ChainFollower(w3, settings.indexer, self.cursors, self, origin=self.hub)
+        # On PostgreSQL, a second process stores the rows while this one decodes the next range.
+        self.writer: Writer | None = None
+        store = None
+        if engine.dialect.name == "postgresql":
+            self.writer = Writer(self._writer_url())
+            store = self.hand_over
+        self.follower = ChainFollower(
+            w3, settings.indexer, self.cursors, self, origin=self.hub, store=store
+        )
 
     # --- state between ranges, re-read from the tables
 
@@ -302,6 +308,67 @@ class Indexer:
         return await discovered(events, self.hub, self.addresses(), self.sources)
 
     def handle(self, conn: Connection, logs: Sequence[LogReceipt]) -> None:
+        try:
+            rows = self._collect(conn, logs)
+            write_rows(conn, rows)
+        except BaseException:
+            self._reload()
+            raise
+        self._count(rows)
+
+    def hand_over(self, logs: Sequence[LogReceipt], seen: dict[int, str], cursor: Cursor) -> None:
+        """The follower's ``store`` with a writer: the range's rows are made here and stored by
+        the writer, with the cursor, while the next range is read and decoded."""
+        assert self.writer is not None
+        try:
+            # Read only: share balances not in memory yet. None of a range in flight can be
+            # missing from them: a vault's balances are kept in memory from the first range
+            # that moves its shares (or values it) after they are read, until ``load``, which
+            # runs with nothing in flight.
+            with self.engine.connect() as conn:
+                rows = self._collect(conn, logs)
+        except BaseException:
+            self._reload()
+            raise
+        self.writer.submit(rows, seen, cursor)
+        self._count(rows)
+
+    def drain(self) -> None:
+        """Wait until every range handed over to the writer is committed (none: nothing)."""
+        if self.writer is not None:
+            self.writer.drain()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def recover(self) -> None:
+        """After the writer failed (the database refused a range, or went away): a new writer,
+        what the ranges it did not commit changed in memory read again from the tables, and the
+        follower back at the committed cursor, to index those ranges again."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = Writer(self._writer_url())
+        with self.engine.connect() as committed:
+            self.load(committed)
+        self.follower.cursor = self.cursors.cursor()
+
+    def _writer_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=False)
+
+    def _reload(self) -> None:
+        """The range will not be stored: what it changed in memory goes too, read again from
+        the tables once every range handed over before it is committed."""
+        self.drain()
+        with self.engine.connect() as committed:
+            self.load(committed)
+
+    def _count(self, rows: Rows) -> None:
+        self.rows_written += rows.count()
+        self.journal_written += len(rows.keys)
+
+    def _collect(self, conn: Connection, logs: Sequence[LogReceipt]) -> Rows:
+        """What one range stores; reads the tables in ``conn`` only for what is not in memory."""
         batch = _Batch()
         block: _Block | None = None
         self._conn = conn
@@ -321,24 +388,18 @@ class Indexer:
                 self._store(batch, event, block)
             if block is not None:
                 self._end_block(batch, block)
-                self.last_block = _Block(block.number, block.hash, block.timestamp)
+                self.last_block = block
             self._read_chain(batch)
-            for model, rows in batch.rows.items():
-                insert_rows(conn, model.__table__, rows)  # type: ignore[arg-type]
-            journal.append(conn, batch.journal)
-            if block is not None:
-                journal.prune(conn, block.number - self.stream_retention)
-        except BaseException:
-            # The transaction will not commit: what this range changed in memory goes too.
-            with self.engine.connect() as committed:
-                self.load(committed)
-            raise
         finally:
             self._conn = None
-        self.rows_written += batch.count()
-        self.journal_written += len(batch.journal)
+        return Rows(
+            [(model.__tablename__, rows) for model, rows in batch.rows.items()],
+            batch.keys,
+            None if block is None else block.number - self.stream_retention,
+        )
 
     def roll_back(self, conn: Connection, ancestor: int) -> None:
+        self.drain()  # the rows it deletes are committed
         # The stream tells what goes before it goes: each event still told as added above the
         # ancestor gets its `removed` message, in this transaction.
         self.journal_written += journal.remove_above(conn, ancestor)
@@ -389,7 +450,7 @@ class Indexer:
         on = self._on.get(event.name)
         if on is not None:
             on(batch, event, block.timestamp)
-        batch.journal.append(journal.added(event, block.timestamp, self._stream_keys(event), args))
+        batch.keys.append(self._stream_keys(event))
         if event.source == "vault" and (event.name == "Traded" or event.name in FLOWS):
             self._point(block, event.address, "trade" if event.name == "Traded" else "flow")
         elif event.name == "AnswerUpdated":
@@ -787,17 +848,16 @@ class Indexer:
         it already has there stays as it is). Nothing the protocol values a vault by changes
         without an event it logs (prices are feeds' events), so the mark is the vault's close of
         the day, and a day without any protocol block rightly keeps the previous close.
-        ``written``: ``last`` was handled in an earlier range, its points are stored."""
+        ``written``: ``last`` was handled in an earlier range, its points are stored (and
+        known: ``last.points``)."""
         if new.timestamp // DAY == last.timestamp // DAY:
             return
         if not written:
             for vault in self.vaults:
                 self._point(last, vault, "mark")
             return
-        assert self._conn is not None
-        have = select(m.VaultPoint.vault).where(m.VaultPoint.block_number == last.number)
         marked = _Block(last.number, last.hash, last.timestamp)
-        for vault in set(self.vaults) - set(self._conn.execute(have).scalars()):
+        for vault in set(self.vaults) - set(last.points):
             self._point(marked, vault, "mark")
         self._end_block(batch, marked)
 
@@ -939,14 +999,19 @@ class Indexer:
 
 
 def _last_block(conn: Connection) -> _Block | None:
-    """The newest block with a stored event."""
+    """The newest block with a stored event, with its points."""
     events = m.Event.__table__
     last = conn.execute(
         select(events.c.block_number, events.c.block_hash, events.c.timestamp)
         .order_by(events.c.block_number.desc())
         .limit(1)
     ).first()
-    return None if last is None else _Block(int(last[0]), last[1], int(last[2]))
+    if last is None:
+        return None
+    points = select(m.VaultPoint.vault, m.VaultPoint.cause).where(
+        m.VaultPoint.block_number == last[0]
+    )
+    return _Block(int(last[0]), last[1], int(last[2]), dict(conn.execute(points).tuples().all()))
 
 
 def _state(row: Any) -> dict[str, Any]:

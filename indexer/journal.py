@@ -19,7 +19,7 @@ from sqlalchemy import Connection, delete, func, insert, select, text
 
 from tandem.db.bulk import insert_rows
 from tandem.db.stream import CHANNEL, REDIS_CHANNEL, journal, state
-from tandem.events import Event, jsonable
+from tandem.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -45,32 +45,26 @@ def keys(event: Event, master: str | None, vault: str | None, assets: Iterable[s
     return " ".join(found)
 
 
-def body(event: Event, timestamp: int, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The event as the stream sends it: where it was logged, and its arguments by name
-    (integers as decimal strings, as in ``events.args``: ``args`` when already converted)."""
-    return {
-        "name": event.name,
-        "contract": event.address,
-        "block_number": event.block_number,
-        "block_hash": event.block_hash,
-        "log_index": event.log_index,
-        "tx_hash": event.tx_hash,
-        "timestamp": timestamp,
-        "args": jsonable(event.args) if args is None else args,
-    }
-
-
-def added(
-    event: Event, timestamp: int, topic_keys: str, args: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The journal row of an event stored (``seq`` is given by the database)."""
+def added(event: dict[str, Any], topic_keys: str) -> dict[str, Any]:
+    """The journal row of an event stored, made from its ``events`` row (``seq`` is given by
+    the database). Its body is the event as the stream sends it: where it was logged, and its
+    arguments by name (integers as decimal strings, as in ``events.args``)."""
     return {
         "action": "added",
-        "block_number": event.block_number,
-        "log_index": event.log_index,
-        "block_hash": event.block_hash,
+        "block_number": event["block_number"],
+        "log_index": event["log_index"],
+        "block_hash": event["block_hash"],
         "keys": topic_keys,
-        "body": body(event, timestamp, args),
+        "body": {
+            "name": event["name"],
+            "contract": event["address"],
+            "block_number": event["block_number"],
+            "block_hash": event["block_hash"],
+            "log_index": event["log_index"],
+            "tx_hash": event["tx_hash"],
+            "timestamp": event["timestamp"],
+            "args": event["args"],
+        },
     }
 
 

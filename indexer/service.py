@@ -23,6 +23,7 @@ from indexer import rankings as ranking
 from indexer.handler import Indexer
 from indexer.metrics import RankingRules
 from indexer.monitoring import Metrics, setup_logs
+from indexer.writer import WriterFailed
 from tandem.config import RankingSettings, Settings, redact
 from tandem.db import database_url, head_revision, models, open_engine, revision_of, upgrade
 from tandem.errors import ConfigError
@@ -109,6 +110,8 @@ class IndexerService:
         )
 
     async def close(self) -> None:
+        if hasattr(self, "indexer"):
+            self.indexer.close()
         with contextlib.suppress(Exception):
             self.engine.dispose()
         with contextlib.suppress(Exception):
@@ -130,7 +133,10 @@ class IndexerService:
         before = indexer.follower.cursor
         journaled = indexer.journal_written
         try:
-            depth = await indexer.follower.sync(head)
+            try:
+                depth = await indexer.follower.sync(head)
+            finally:
+                indexer.drain()  # what follows reads the rows stored
         finally:
             # What was committed is in the journal: the stream's workers read it now.
             if self.waker is not None and indexer.journal_written != journaled:
@@ -206,13 +212,22 @@ class IndexerService:
 
     async def _follow(self) -> None:
         backoff = 0.2
+        recover = False
         while not self._stopping.is_set():
             try:
+                if recover:
+                    self.indexer.recover()
+                    recover = False
                 async for head in self.head_source:
                     await self.sync(head)
                     backoff = 0.2
             except asyncio.CancelledError:
                 raise
+            except WriterFailed as exc:
+                # The ranges it had not committed are indexed again, by a new writer.
+                self.metrics.errors.inc()
+                log.warning("%s; trying again in %.1f s", exc, backoff)
+                recover = True
             except (*NODE_ERRORS, ChainMoved) as exc:  # type: ignore[misc]
                 self.metrics.errors.inc()
                 log.warning(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from eth_utils.address import to_checksum_address as checksum
@@ -62,6 +62,10 @@ class LogHandler(Protocol):
         ...
 
 
+# Stores one range: its logs, the hashes of its blocks with logs, the cursor at its end.
+Store = Callable[[Sequence[LogReceipt], dict[int, str], Cursor], None]
+
+
 class ChainFollower:
     def __init__(
         self,
@@ -71,9 +75,13 @@ class ChainFollower:
         handler: LogHandler,
         *,
         origin: str | None = None,
+        store: Store | None = None,
     ) -> None:
         """Follow the chain for ``handler``, from ``settings.start_block``, else from the block
-        ``origin`` (a contract, the hub) was deployed in, else from block 0."""
+        ``origin`` (a contract, the hub) was deployed in, else from block 0. ``store`` stores a
+        range's logs and moves the cursor to its end with the hashes seen, all in one
+        transaction: by default the handler's ``handle`` in a transaction of the cursor store's,
+        and the cursor's moves in it."""
         self.w3 = w3
         self.settings = settings
         self.cursors = cursors
@@ -82,6 +90,13 @@ class ChainFollower:
         self.reorgs = ReorgMonitor(w3, cursors)
         self.range = settings.max_log_range
         self.cursor: Cursor | None = cursors.cursor()
+        self.store: Store = store or self._store
+
+    def _store(self, logs: Sequence[LogReceipt], seen: dict[int, str], cursor: Cursor) -> None:
+        with self.cursors.begin() as conn:
+            self.handler.handle(conn, logs)
+            self.cursors.remember(conn, seen)
+            self.cursors.advance(conn, cursor.block_number, cursor.block_hash)
 
     async def start_block(self, head: int) -> int:
         """Where to start without a cursor: the configured block, else the origin's deployment
@@ -145,13 +160,10 @@ class ChainFollower:
                 int(e["blockNumber"]) == last and to_hex(e["blockHash"]) != end_hash for e in logs
             ):
                 raise ChainMoved(f"block {last} changed while its logs were read")
-            with self.cursors.begin() as conn:
-                self.handler.handle(conn, logs)
-                # Blocks with logs tell their hashes for free: more points to find an ancestor at.
-                seen = {int(e["blockNumber"]): to_hex(e["blockHash"]) for e in logs}
-                seen.pop(last, None)
-                self.cursors.remember(conn, seen)
-                self.cursors.advance(conn, last, end_hash)
+            # Blocks with logs tell their hashes for free: more points to find an ancestor at.
+            seen = {int(e["blockNumber"]): to_hex(e["blockHash"]) for e in logs}
+            seen.pop(last, None)
+            self.store(logs, seen, Cursor(last, end_hash))
             self.cursor = Cursor(last, end_hash)
             if bar is not None:
                 bar.update(last - first + 1)

@@ -97,10 +97,12 @@ class CursorStore:
 
     def remember(self, conn: Connection, hashes: dict[int, str]) -> None:
         """Keep more (number, hash) pairs for finding a common ancestor."""
+        if not hashes:
+            return
         blocks = self.tables.blocks
-        for number, block_hash in hashes.items():
-            conn.execute(delete(blocks).where(blocks.c.number == number))
-            conn.execute(insert(blocks).values(number=number, hash=block_hash))
+        # Two statements for a range's blocks, not two a block (a backfill's range has many).
+        conn.execute(delete(blocks).where(blocks.c.number.in_(list(hashes))))
+        conn.execute(insert(blocks), [{"number": n, "hash": h} for n, h in hashes.items()])
 
     def recent_blocks(self) -> list[tuple[int, str]]:
         """Remembered (number, hash) pairs, newest first."""

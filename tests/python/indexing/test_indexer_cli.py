@@ -9,21 +9,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from pprint import pformat
 
+import psutil
 import pytest
 import requests
-from sqlalchemy import create_engine, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from indexer.service import index_to_head
 from tandem import chain
 from tandem.config import Settings
-from tandem.db import models, open_engine
+from tandem.db import models, open_engine, upgrade
 from tandem.node import LocalNode, free_port
 from tandem.protocol import Deployment, deploy_local
 
 from .support import (
     address,
+    differences,
+    fresh_postgres,
     indexer_env,
     indexer_settings,
     open_vault,
@@ -42,7 +46,7 @@ def cursor_of(url: str) -> int | None:
         with engine.connect() as conn:
             table = models.indexer_cursor.cursor
             return conn.execute(select(table.c.block_number)).scalar()
-    except OperationalError:  # no file or no tables yet
+    except (OperationalError, ProgrammingError):  # no file or no tables yet
         return None
     finally:
         engine.dispose()
@@ -80,8 +84,35 @@ def start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def children(run: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The processes ``run`` started (on PostgreSQL, its writer), seen while it runs."""
+    return psutil.Process(run.pid).children(recursive=True)
+
+
+def gone(processes: list[psutil.Process]) -> bool:
+    try:
+        return all(p.status() == psutil.STATUS_ZOMBIE for p in processes if p.is_running())
+    except psutil.NoSuchProcess:  # ended meanwhile: asked again
+        return False
+
+
+def is_writer(process: psutil.Process) -> bool:
+    """A writer process (not multiprocessing's resource tracker, started beside the first)."""
+    try:
+        return "resource_tracker" not in " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+
+
+def running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_a_backfill_killed_with_sigkill_and_restarted_equals_a_build_from_scratch(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, empty_url: str
 ) -> None:
     with LocalNode(settings=settings) as node:
         w3 = chain.connect(node.rpc_url, settings=settings)
@@ -92,7 +123,12 @@ def test_a_backfill_killed_with_sigkill_and_restarted_equals_a_build_from_scratc
         play(dep, open_vault(dep, "killed"))
         head = w3.eth.block_number
         ix = indexer_settings(
-            settings, node.rpc_url, tmp_path, hub=dep.hub.address, max_log_range=5
+            settings,
+            node.rpc_url,
+            tmp_path,
+            hub=dep.hub.address,
+            max_log_range=5,
+            database_url=empty_url,
         )
         url = ix.indexer.database_url
         log = tmp_path / "indexer.log"
@@ -104,8 +140,12 @@ def test_a_backfill_killed_with_sigkill_and_restarted_equals_a_build_from_scratc
                 wait_for(
                     lambda b=beyond: (cursor_of(url) or 0) > b, 60, f"the cursor past {beyond}"
                 )
+                started = children(run)
                 run.send_signal(signal.SIGKILL)
                 run.wait(10)
+                # On PostgreSQL its writer was storing ranges: it stops too, on its own.
+                assert bool(started) == empty_url.startswith("postgresql"), started
+                wait_for(lambda p=started: gone(p), 10, "the writer to stop")
             finally:
                 run.kill()
             killed_at.append(cursor_of(url))
@@ -140,7 +180,8 @@ def test_a_backfill_killed_with_sigkill_and_restarted_equals_a_build_from_scratc
         try:
             live, fresh = tables(live_engine), tables(scratch_engine)
             assert len(live["trades"]) == 2 and len(live["exits"]) == 3
-            assert live == fresh
+            found = differences(live, fresh)
+            assert not found, pformat(found, width=100)
         finally:
             live_engine.dispose()
             scratch_engine.dispose()
@@ -246,3 +287,64 @@ def test_sighup_reads_the_ranking_rules_again_and_reranks_every_master(
         assert run.wait(20) == 0, log.read_text()
     finally:
         run.kill()
+
+
+@pytest.fixture
+def on_postgres(ix: Settings, postgres: str, tmp_path: Path) -> Settings:
+    """``ix`` on a new PostgreSQL database: the indexer runs with its writer process."""
+    url = fresh_postgres(postgres, f"writer_{abs(hash(tmp_path))}")
+    return ix.model_copy(update={"indexer": ix.indexer.model_copy(update={"database_url": url})})
+
+
+def test_a_writer_that_fails_is_replaced_and_its_ranges_indexed_again_once_the_database_takes_them(
+    on_postgres: Settings, tmp_path: Path
+) -> None:
+    url = on_postgres.indexer.database_url
+    head = chain.connect(on_postgres.rpc_url, settings=on_postgres).eth.block_number
+    engine = open_engine(url)
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:  # every range fails at its first event row
+            conn.execute(text("ALTER TABLE events ADD CONSTRAINT refused CHECK (log_index < 0)"))
+        log = tmp_path / "indexer.log"
+        run = start(on_postgres, log)
+        seen: list[psutil.Process] = []
+        try:
+            deadline = time.monotonic() + 60
+            while log.read_text().count("storing indexed rows failed") < 2:
+                assert run.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                alive = [p for p in children(run) if running(p) and is_writer(p)]
+                assert len(alive) <= 1, alive  # a writer at a time: the failed one is stopped
+                seen += [p for p in alive if p not in seen]
+                time.sleep(0.01)
+            assert "IntegrityError" in log.read_text() and "refused" in log.read_text()
+            assert len(seen) >= 2, seen  # the failed writer was replaced
+            with engine.connect() as conn:  # nothing of a failed range: one transaction
+                assert conn.execute(text("SELECT count(*) FROM hub_params")).scalar() == 0
+            assert (cursor_of(url) or 0) < head
+            with engine.begin() as conn:
+                conn.execute(text("ALTER TABLE events DROP CONSTRAINT refused"))
+            wait_for(lambda: cursor_of(url) == head, 60, "the indexer to reach the head")
+            run.send_signal(signal.SIGTERM)
+            assert run.wait(20) == 0, log.read_text()
+        finally:
+            run.kill()
+        wait_for(lambda: gone(seen), 10, "the writers to stop")
+        # The ranges indexed again are stored once: the tables equal a build from scratch.
+        scratch = on_postgres.model_copy(
+            update={
+                "indexer": on_postgres.indexer.model_copy(
+                    update={"database_url": f"sqlite:///{tmp_path / 'scratch.db'}"}
+                )
+            }
+        )
+        assert index_to_head(scratch) == head
+        scratch_engine = open_engine(scratch.indexer.database_url)
+        try:
+            found = differences(tables(engine), tables(scratch_engine))
+            assert not found, pformat(found, width=100)
+        finally:
+            scratch_engine.dispose()
+    finally:
+        engine.dispose()

@@ -1,0 +1,188 @@
+"""Writing a range's rows, and on PostgreSQL the writer: a second process that stores the ranges
+the indexer hands over while the indexer decodes the next ones.
+
+Most of a backfill's time is Python: decoding logs and making rows on one side, making ``COPY``
+text of them on the other. One process runs one of them at a time; two run both at once on two
+cores. The writer stores the ranges in the order they were handed over, each range's rows, its
+journal rows and the cursor at its end in one transaction, as the follower does without it: a
+crash of either process leaves the tables and the cursor in step.
+
+The indexer hands over at most ``PENDING`` ranges not yet committed, and waits for every one
+(``drain``) before it reads the tables for something a range in flight could have changed (a
+reorganisation's rollback, its state after a failure) and at the end of each sync (so that what
+follows a sync, the rankings and the stream's wake-up, sees the rows). A writer that fails stops,
+and the indexer raises ``WriterFailed``: `tandem indexer run` logs it, starts a new writer and
+indexes again, after a backoff, the ranges not committed (from the committed cursor, its state
+read again from the tables), as it retries any failure of the database; a one-off backfill ends
+with one ``error:`` line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
+
+from sqlalchemy import Connection
+
+from indexer import journal
+from tandem.db import models as m
+from tandem.db.bulk import insert_rows
+from tandem.db.engine import new_engine
+from tandem.errors import TandemError
+from tandem.follower.cursor import Cursor, CursorStore
+
+# Ranges handed over and not yet committed: one being written, one waiting. More would only
+# hold more rows in memory when the writer is the slower of the two.
+PENDING = 2
+
+
+class WriterFailed(TandemError):
+    """The writer could not store a range (or stopped): what it was given is stored by no one."""
+
+
+@dataclass
+class Rows:
+    """What one range stores: each table's rows (by table name, in the order written), the
+    stream journal's topics of each ``events`` row (its journal row is made of the two where it
+    is written), and the block below which the journal is pruned (None: not pruned)."""
+
+    tables: list[tuple[str, list[dict[str, Any]]]]
+    keys: list[str]
+    prune_below: int | None
+
+    def count(self) -> int:
+        return sum(len(rows) for _, rows in self.tables)
+
+
+def write_rows(conn: Connection, rows: Rows) -> None:
+    """``rows`` in ``conn``'s transaction."""
+    events: list[dict[str, Any]] = []
+    for name, table_rows in rows.tables:
+        insert_rows(conn, m.metadata.tables[name], table_rows)
+        if name == m.Event.__tablename__:
+            events = table_rows
+    journal.append(conn, [journal.added(e, k) for e, k in zip(events, rows.keys, strict=True)])
+    if rows.prune_below is not None:
+        journal.prune(conn, rows.prune_below)
+
+
+class Writer:
+    """The writer process on the database at ``url`` (PostgreSQL), and the indexer's end of it."""
+
+    def __init__(self, url: str) -> None:
+        # Spawned, not forked: the indexer has threads (the node's clients), which a fork copies
+        # in whatever state they are.
+        context = multiprocessing.get_context("spawn")
+        jobs_out, self._jobs = context.Pipe(duplex=False)
+        self._answers, answers_in = context.Pipe(duplex=False)
+        # A daemon: ended if the indexer's interpreter exits without closing it.
+        self.process = context.Process(
+            target=_serve, args=(url, jobs_out, answers_in), name="indexer-writer", daemon=True
+        )
+        self.process.start()
+        jobs_out.close()
+        answers_in.close()
+        self.pending = 0
+        self._failure: str | None = None
+
+    def submit(self, rows: Rows, seen: dict[int, str], cursor: Cursor) -> None:
+        """Store ``rows``, remember ``seen`` and move the cursor to ``cursor``, in one
+        transaction after the ranges handed over before."""
+        while self.pending >= PENDING:
+            self._committed()
+        self._check()
+        try:
+            self._jobs.send((rows, seen, cursor))
+        except OSError:  # the writer is gone: its answer says why
+            self._failed()
+        self.pending += 1
+
+    def drain(self) -> None:
+        """Wait until every range handed over is committed."""
+        while self.pending:
+            self._committed()
+        self._check()
+
+    def close(self) -> None:
+        """Stop the writer once it has committed what it was given (nothing is left over after a
+        ``drain``)."""
+        if self.process.is_alive():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                self._jobs.send(None)
+        self.process.join(30)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        self._jobs.close()
+        self._answers.close()
+
+    def _committed(self) -> None:
+        """Wait for the answer about the oldest range not yet committed."""
+        self._check()
+        try:
+            answer = self._answers.recv()
+        except (EOFError, OSError):
+            answer = f"the writer process stopped (exit code {self.process.exitcode})"
+        if answer is not None:
+            self._failure = answer
+            self._check()
+        self.pending -= 1
+
+    def _failed(self) -> None:
+        try:
+            self._failure = self._answers.recv()
+        except (EOFError, OSError):
+            self._failure = f"the writer process stopped (exit code {self.process.exitcode})"
+        self._check()
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise WriterFailed(f"storing indexed rows failed: {self._failure}")
+
+
+def _serve(url: str, jobs: Pipe, answers: Pipe) -> None:
+    """The writer process: each range received, committed in order, answered (None: committed,
+    else what failed, and the writer stops). It stops when the indexer closes its end."""
+    # Ctrl-C, sent to the terminal's every process, is for the indexer: it stops the writer
+    # once the ranges handed over are committed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    received: queue.Queue[Any] = queue.Queue()
+    # Received on a thread: the indexer's send returns once a range is read, not once the range
+    # before is committed.
+    threading.Thread(target=_receive, args=(jobs, received), daemon=True).start()
+    engine = new_engine(url)
+    cursors = CursorStore(engine, m.indexer_cursor)
+    try:
+        while (job := received.get()) is not None:
+            rows, seen, cursor = job
+            with engine.begin() as conn:
+                write_rows(conn, rows)
+                cursors.remember(conn, seen)
+                cursors.advance(conn, cursor.block_number, cursor.block_hash)
+            answers.send(None)
+    except Exception as exc:
+        first_line = next(iter(str(exc).strip().splitlines()), "")
+        answers.send(f"{exc.__class__.__name__}: {first_line}")
+    finally:
+        engine.dispose()
+
+
+def _receive(jobs: Pipe, received: queue.Queue[Any]) -> None:
+    while True:
+        try:
+            job = jobs.recv()
+        except (EOFError, OSError):
+            # The indexer is gone without closing the writer (killed): so is the writer, at
+            # once. The transaction in progress is rolled back with its connection; the next
+            # run indexes again from the committed cursor.
+            os._exit(1)
+        received.put(job)
+        if job is None:
+            return
