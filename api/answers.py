@@ -73,12 +73,15 @@ class AnswerCache:
             if block == self._block:
                 self._checked_at = max(self._checked_at, read_at)
 
-    def get(self, block: int, query: Hashable) -> bytes | None:
-        """The answer kept for ``query`` at ``block``, the final block just read."""
+    def get(self, block: int, query: Hashable, read_at: float | None = None) -> bytes | None:
+        """The answer kept for ``query`` at ``block``, the final block read by a read begun at
+        ``read_at`` (by default now): trusted from when the read began, not from its end, so
+        that a block moved meanwhile is seen within the trust of the read's start."""
         with self._lock:
             if block != self._block:
                 return None
-            self._checked_at = self.clock()
+            at = self.clock() if read_at is None else read_at
+            self._checked_at = max(self._checked_at, at)
             return self._kept(query)
 
     def _kept(self, query: Hashable) -> bytes | None:
@@ -115,7 +118,7 @@ class AnswerCache:
                 # finality depth): no answer kept is of this block.
                 self._answers.clear()
                 self._block, self._moved_at = block, at
-                self._checked_at = now
+                self._checked_at = at
             self._store(query, Kept(at, now, body, source))
 
     def _store(self, query: Hashable, kept: Kept) -> None:

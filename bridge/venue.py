@@ -248,7 +248,15 @@ def duplicate(exc: BaseException) -> bool:
     new client id, would sell it again)."""
     import ccxt.async_support as ccxt
 
-    return isinstance(exc, ccxt.DuplicateOrderId) or "duplicate" in str(exc).lower()
+    if isinstance(exc, ccxt.DuplicateOrderId):
+        return True
+    # ccxt's message holds the exchange's answer: its code, and Binance's -2010 (which also
+    # answers a balance too low) by its words. Any refusal merely saying "duplicate" is not it.
+    text = str(exc)
+    return "Duplicate order sent" in text or any(
+        f'"{code}"' in text or f":{code}," in text or f": {code}," in text
+        for code in ("51016", "110072", "43118")
+    )
 
 
 async def find(ex: Any, symbol: str, client_id: str) -> Fill | None:

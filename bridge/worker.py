@@ -689,12 +689,14 @@ class Bridge:
                     if fill.done:  # found by its client id alone: no fee seen yet
                         await self._trade_fees(ex, key, row, fill, None)
                 else:
+                    await self.limiter.acquire(exchange, key["api_key"], order=True)
+                    # Asked once the limits let it go (they may hold it seconds), the last
+                    # moment before it is sent.
                     if row["kind"] == "exit" and self._ended(row["follow_id"]):
                         # Not at the exchange, and its follow ended by its owner since it was
                         # written (an attempt waiting out its backoff, say): never sent.
                         self._pending.append(Outcome(row, "skipped", reason=ENDED_BY_OWNER))
                         return
-                    await self.limiter.acquire(exchange, key["api_key"], order=True)
                     sent = time.time()
                     if self.stats.first_sent is None:
                         self.stats.first_sent = sent
@@ -820,7 +822,8 @@ class Bridge:
     def _recheck_at(self, sent: float | None) -> float:
         """When an order whose end is not confirmed is read again: at the next watch of the
         limits at first, then as long after as the order is old (so, doubling), at most
-        ``exit_retry_max`` apart: a key refused for good costs a few requests an hour."""
+        ``exit_retry_max`` apart: a key refused for good costs a cancel and a read each
+        ``exit_retry_max`` (about 120 requests an hour an order at the default minute)."""
         now = time.time()
         age = now - (sent or now)
         first = self.settings.limits_every or self.settings.reclaim_idle
@@ -1046,8 +1049,8 @@ class Bridge:
 
     async def _recheck_one(self, row: dict[str, Any], key: dict[str, Any]) -> None:
         """One order whose end was not confirmed: its rest cancelled again, then read. Over at
-        the exchange (or unknown there: never placed, or long gone), its fill is booked as
-        read and its end confirmed; not yet, what it adds is booked and it stays due."""
+        the exchange (or unknown there and never acknowledged: never placed), its fill is booked
+        as read and its end confirmed; not yet, what it adds is booked and it stays due."""
         import ccxt.async_support as ccxt
 
         if key["status"] == "deleted":
@@ -1074,13 +1077,17 @@ class Bridge:
                 raise  # a ban of the IP: tried at the next read
             # Refused (the key may no longer read): counted, the order read again later.
             raise ReadRefused(_booked_fill(row), exc) from exc
-        if found is None and (row["reason"] or "").startswith(HELD):
-            # The exchange said it holds an order of this client id: its reads still lag, not
-            # a sign it was never placed (taken so, an exit's next attempt would sell it again).
-            raise ReadRefused(_booked_fill(row), RuntimeError("not found, though held"))
+        placed = row.get("order_id") or row.get("acked_at") or _booked_fill(row).filled
+        if found is None and (placed or (row["reason"] or "").startswith(HELD)):
+            # The exchange took this order (it answered with its id, or said it holds an order
+            # of its client id, or part of it filled): not found now, it has left the lookup's
+            # window, and its rest may have filled since the last read. Taken for over, an
+            # exit's next attempt would sell that rest again, from another follow's holding on
+            # a shared account: it counts as a read refused, read again, told once.
+            raise ReadRefused(_booked_fill(row), RuntimeError("not found, though placed"))
         if found is None:
-            # No such order at the exchange: never placed (a read refused before it could be
-            # known), or over long ago. Nothing more fills.
+            # No such order at the exchange, and none ever acknowledged: never placed (a read
+            # refused before it could be known). Nothing fills.
             found = _booked_fill(row)
             found.status = "closed"
         elif found.filled:
@@ -1264,8 +1271,9 @@ class Bridge:
         self, conn: Any, f: dict[str, Any], symbol: str, client_id: str
     ) -> dict[str, Any] | None:
         """The exit's sale of what the follow holds of ``symbol`` less what its orders in
-        flight sell already (``sending``, below the minimum: ``skipped``), or None when they
-        sell it all."""
+        flight sell already (``sending``, and the open rest of a sale whose end the exchange
+        has not confirmed; below the minimum: ``skipped``), or None when they sell it all, or
+        when an exit of the market was given up (the follower told it is theirs to sell)."""
         o_ = t.orders.c
         given_up = select(o_.client_id).where(
             o_.follow_id == f["id"], o_.symbol == symbol, o_.kind == "exit", o_.given_up.is_(True)

@@ -66,7 +66,7 @@ def cached_page(state: State, query: MastersQuery, order: str, asked: tuple[Any,
     counted = state.metrics.rankings_cache
     read_at = cache.clock()
     with read_final(state.engine, state.settings.indexer.finality_depth) as read:
-        body = cache.get(read.block, asked)
+        body = cache.get(read.block, asked, read_at)
         if body is not None:
             counted.labels("hit").inc()
             return body

@@ -143,7 +143,7 @@ def test_a_read_begun_before_the_block_kept_now_does_not_put_its_older_block_bac
     cache = AnswerCache(entries=8, seconds=60, trust=0.1, clock=clock)
     cache.put(100, "a", b"a at 100", source="a")
     clock.now = 2.0
-    cache.put(101, "a", b"a at 101", source="a", read_at=1.9)  # a request read the new block
+    cache.put(101, "a", b"a at 101", source="a", read_at=1.95)  # a request read the new block
     cache.refreshed(100, read_at=1.8, remade={"a": b"a at 100, late"})  # a refresh begun before
     assert cache.recent("a") == b"a at 101"
     cache.put(100, "b", b"b at 100, late", read_at=1.85)  # a request's read begun before too
@@ -212,3 +212,18 @@ def test_requests_share_the_run_under_way_and_the_refresher_stops_after_its_roun
         assert reads == ["read"]
 
     asyncio.run(scenario())
+
+
+def test_a_block_read_is_trusted_from_when_the_read_began_not_from_its_end() -> None:
+    # A read of the final block that took long (a busy database) proves the block no later than
+    # when it began: trusted from its end, a block moved meanwhile would be served for the
+    # trust beyond the documented staleness.
+    clock = Clock()
+    cache = AnswerCache(entries=8, seconds=60, trust=0.1, clock=clock)
+    cache.put(100, "a", b"a at 100", read_at=0.0)
+    clock.now = 1.0
+    assert cache.get(100, "a", read_at=0.95) == b"a at 100"
+    assert cache.recent("a") == b"a at 100"  # 0.05 s since the read began
+    clock.now = 1.5
+    assert cache.get(100, "a", read_at=1.0) == b"a at 100"  # a read that took half a second
+    assert cache.recent("a") is None  # trusted until 1.1, not 1.6

@@ -448,3 +448,31 @@ def test_a_follow_ended_during_its_exit_is_sold_no_more(
             assert len(stands[f.exchange].orders_of(f.api_key)) == 2  # the buy, the exit
         assert produce(engine) == 4
         assert produce(engine) == 0
+
+
+def test_only_the_exchanges_duplicate_client_id_refusals_count_as_held() -> None:
+    """An order refused as a duplicate is held at the exchange and read again for ever (never
+    sold again): only the four exchanges' answers for a client id they hold count, as ccxt
+    raises them, never any refusal that merely says "duplicate"."""
+    import ccxt.async_support as ccxt
+
+    from bridge.venue import duplicate
+
+    held = [
+        ccxt.InvalidOrder('binance {"code":-2010,"msg":"Duplicate order sent."}'),
+        ccxt.InvalidOrder(
+            'okx {"code":"1","data":[{"sCode":"51016","sMsg":"Duplicated clOrdId"}]}'
+        ),
+        ccxt.InvalidOrder('bybit {"retCode":110072,"retMsg":"OrderLinkedID is duplicate"}'),
+        ccxt.ExchangeError('bitget {"code":"43118","msg":"clientOid duplicate"}'),
+        ccxt.DuplicateOrderId("any words"),
+    ]
+    assert all(duplicate(exc) for exc in held)
+    other = [
+        ccxt.InvalidOrder(
+            'binance {"code":-2010,"msg":"Account has insufficient balance for requested action."}'
+        ),
+        ccxt.ExchangeError('bitget {"code":"40001","msg":"duplicate request, try later"}'),
+        ccxt.InsufficientFunds('bybit {"retCode":110007,"retMsg":"duplicate balance check"}'),
+    ]
+    assert not any(duplicate(exc) for exc in other)

@@ -300,3 +300,33 @@ def test_a_worker_that_dies_between_the_later_read_and_its_booking_leaves_it_to_
         assert (
             Decimal(book["positions"]["ETH/USDT"]) == account.balances["ETH"] == Decimal("0.04995")
         )
+
+
+def test_an_order_the_exchange_no_longer_finds_is_not_taken_for_over(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A half-filled buy whose rest's cancel each exchange accepted and did not carry out, then
+    no longer found at the exchange (gone from the window its order lookup covers, as Bybit's
+    open-orders query forgets a closed order), its rest perhaps filled meanwhile. Must hold: it
+    is not taken for over with the half booked (an exit's next attempt, sized by that, would
+    sell a rest that did sell, from another follow's holding on a shared account): it stays due,
+    a read refused counted, nothing more booked."""
+    ring, _ = keyring()
+    _, engine = database(tmp_path)
+    with standins() as stands:
+        settings = rest_settings(stands, redis_url)
+        add_followers(engine, ring, stands, 4)
+        for s in stands.values():
+            s.partial, s.partial_delay, s.cancel_lags = Decimal("0.5"), 3600, True
+        publish(redis_url, "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.1))])
+        run_bridge(settings, engine, ring, 1)
+        for s in stands.values():
+            with s.lock:
+                s.orders.clear()
+                s.by_client.clear()
+        due_now(engine)
+        assert recheck(settings, engine, ring, 1) == [4]
+        for row in orders(engine):
+            assert row["status"] == "expired" and row["due_at"] is not None, row
+            assert Decimal(row["filled"]) == HALF, row
+            assert row["reads_refused"] == 1, row
