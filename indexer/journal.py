@@ -15,10 +15,18 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, text
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, text, update
 
 from tandem.db.bulk import insert_rows
-from tandem.db.stream import CHANNEL, REDIS_CHANNEL, journal, state
+from tandem.db.stream import (
+    BODY_COLUMNS,
+    CHANNEL,
+    REDIS_CHANNEL,
+    event_body,
+    events,
+    journal,
+    state,
+)
 from tandem.events import Event
 
 log = logging.getLogger(__name__)
@@ -47,24 +55,15 @@ def keys(event: Event, master: str | None, vault: str | None, assets: Iterable[s
 
 def added(event: dict[str, Any], topic_keys: str) -> dict[str, Any]:
     """The journal row of an event stored, made from its ``events`` row (``seq`` is given by
-    the database). Its body is the event as the stream sends it: where it was logged, and its
-    arguments by name (integers as decimal strings, as in ``events.args``)."""
+    the database). Its body is NULL: the stream reads it from that row (see
+    ``tandem.db.stream``), so the event is not written twice."""
     return {
         "action": "added",
         "block_number": event["block_number"],
         "log_index": event["log_index"],
         "block_hash": event["block_hash"],
         "keys": topic_keys,
-        "body": {
-            "name": event["name"],
-            "contract": event["address"],
-            "block_number": event["block_number"],
-            "block_hash": event["block_hash"],
-            "log_index": event["log_index"],
-            "tx_hash": event["tx_hash"],
-            "timestamp": event["timestamp"],
-            "args": event["args"],
-        },
+        "body": None,
     }
 
 
@@ -78,7 +77,12 @@ def append(conn: Connection, rows: list[dict[str, Any]]) -> None:
 def remove_above(conn: Connection, ancestor: int) -> int:
     """A ``removed`` row for each event still told as added above block ``ancestor``, newest
     first (the order that undoes them), before a reorganisation deletes their rows. Returns how
-    many. An event is still told as added when its position's latest journal row says so."""
+    many. An event is still told as added when its position's latest journal row says so.
+
+    The ``added`` rows above ``ancestor`` get their bodies first, from the ``events`` rows about
+    to go: a client resuming from before them is still told each event, then its removal, with
+    the same body."""
+    _fill_bodies(conn, ancestor)
     latest = (
         select(func.max(journal.c.seq).label("seq"))
         .where(journal.c.block_number > ancestor)
@@ -105,6 +109,29 @@ def remove_above(conn: Connection, ancestor: int) -> int:
     ]
     append(conn, rows)
     return len(rows)
+
+
+def _fill_bodies(conn: Connection, ancestor: int) -> None:
+    """Each ``added`` row above block ``ancestor`` without a body gets its event's, as the
+    stream sends it."""
+    j = journal
+    same_event = and_(
+        events.c.block_number == j.c.block_number,
+        events.c.log_index == j.c.log_index,
+        events.c.block_hash == j.c.block_hash,
+    )
+    found = conn.execute(
+        select(j.c.seq, *BODY_COLUMNS)
+        .join(events, same_event)
+        .where(j.c.block_number > ancestor, j.c.action == "added", j.c.body.is_(None))
+    ).all()
+    if found:
+        conn.execute(
+            update(j)
+            .where(j.c.seq == bindparam("row_seq"))
+            .values(body=bindparam("row_body", type_=j.c.body.type)),
+            [{"row_seq": r.seq, "row_body": event_body(r._mapping)} for r in found],
+        )
 
 
 def prune(conn: Connection, below_block: int) -> None:

@@ -7,7 +7,13 @@ in the transaction that stores or rolls back the rows it speaks of.
   used twice (AUTOINCREMENT on SQLite, a sequence on PostgreSQL): it is the stream's cursor.
   ``keys`` are the topics the message belongs to, space separated (``master:0x..``,
   ``vault:0x..``, ``follower:0x..``, ``prices``, ``prices:0x..``, ``protocol``; ``*`` for
-  everyone); ``body`` is the event as the stream sends it.
+  everyone); ``body`` is the event as the stream sends it (``event_body``). An ``added`` row's
+  body is NULL: it is the ``events`` row at its (``block_number``, ``log_index``) with its
+  ``block_hash``, which the stream reads with it, so a backfill does not write each event twice.
+  That row is there as long as the journal tells the event as added: a reorganisation fills in
+  the bodies of the rows above its ancestor, and writes their ``removed`` rows with full bodies,
+  in the transaction that deletes the events (``indexer.journal.remove_above``). Rows written
+  before revision 0013 keep their bodies.
 - ``stream_state``: one row, ``pruned_to``: every journal row at or below it has been pruned
   (rows older than ``indexer.stream_retention_blocks``), so a cursor below it cannot resume.
 
@@ -17,6 +23,9 @@ row below it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, Table
 
@@ -38,7 +47,8 @@ journal = Table(
     Column("log_index", Integer, nullable=False),
     Column("block_hash", String(66), nullable=False),
     Column("keys", String, nullable=False),
-    Column("body", JSON, nullable=False),
+    # None is stored as SQL NULL (not JSON null), by INSERT as by COPY.
+    Column("body", JSON(none_as_null=True), nullable=True),
     Index("ix_stream_journal_block_number", "block_number", "log_index"),
     sqlite_autoincrement=True,
 )
@@ -49,3 +59,33 @@ state = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("pruned_to", BigInteger, nullable=False),
 )
+
+
+events = metadata.tables["events"]
+
+# The ``events`` columns an event's stream body is made of.
+BODY_COLUMNS = (
+    events.c.name,
+    events.c.address,
+    events.c.block_number,
+    events.c.block_hash,
+    events.c.log_index,
+    events.c.tx_hash,
+    events.c.timestamp,
+    events.c.args,
+)
+
+
+def event_body(event: Mapping[Any, Any]) -> dict[str, Any]:
+    """An event as the stream sends it, from its ``events`` row (``BODY_COLUMNS``): where it was
+    logged, and its arguments by name (integers as decimal strings, as in ``events.args``)."""
+    return {
+        "name": event["name"],
+        "contract": event["address"],
+        "block_number": event["block_number"],
+        "block_hash": event["block_hash"],
+        "log_index": event["log_index"],
+        "tx_hash": event["tx_hash"],
+        "timestamp": event["timestamp"],
+        "args": event["args"],
+    }

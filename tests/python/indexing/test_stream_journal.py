@@ -1,0 +1,216 @@
+"""The stream journal without a second copy of each event, on SQLite and a real PostgreSQL: its
+``added`` rows hold no body while the stream sends each event as it did when they held one; a
+reorganisation gives the rows it rolls back their bodies before their events go; a database
+migrated from before keeps its rows' bodies."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, delete, func, insert, select
+
+from api.stream.hub import read
+from api.stream.protocol import message
+from indexer import journal
+from indexer.writer import Rows, write_rows
+from tandem.db import upgrade
+from tandem.db.models import Event
+from tandem.db.stream import events
+from tandem.db.stream import journal as table
+
+VAULT = "0x" + "12" * 20
+
+
+def event(block: int, log_index: int, fork: str = "a") -> dict[str, Any]:
+    """An ``events`` row as the indexer writes it (``fork`` tells two chains' blocks apart)."""
+    return {
+        "block_number": block,
+        "log_index": log_index,
+        "tx_hash": f"0x{block:032x}{log_index:032x}",
+        "timestamp": 1_700_000_000 + 12 * block,
+        "block_hash": "0x" + fork * 2 + f"{block:062x}",
+        "address": VAULT,
+        "name": "Traded",
+        "args": {
+            "masterIn": str(2**256 - 1 - block),
+            "masterOut": str(block * 10**18),
+            "route": ["0x" + "ab" * 20, None],
+            "ok": log_index % 2 == 0,
+            "note": 'a "quoted" \\ tab\there' if log_index == 1 else "",
+        },
+    }
+
+
+def old_body(e: dict[str, Any]) -> dict[str, Any]:
+    """The body an ``added`` row held before revision 0013: the stream's event."""
+    return {
+        "name": e["name"],
+        "contract": e["address"],
+        "block_number": e["block_number"],
+        "block_hash": e["block_hash"],
+        "log_index": e["log_index"],
+        "tx_hash": e["tx_hash"],
+        "timestamp": e["timestamp"],
+        "args": e["args"],
+    }
+
+
+def store(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    """``rows`` and their journal rows, as the indexer's writer stores a range."""
+    with engine.begin() as conn:
+        write_rows(conn, Rows([(Event.__tablename__, rows)], [f"vault:{VAULT}"] * len(rows), None))
+
+
+def texts(engine: Engine, after: int = 0) -> list[str]:
+    return [row.text for row in read(engine, after)]
+
+
+def null_bodies(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).where(table.c.body.is_(None))).scalar_one())
+
+
+def seqs(engine: Engine) -> list[int]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(table.c.seq).order_by(table.c.seq)).scalars())
+
+
+def test_added_rows_hold_no_body_and_the_stream_sends_each_event_as_before(
+    empty_engine: Engine,
+) -> None:
+    upgrade(empty_engine)
+    # 40 rows: on PostgreSQL a range of 32 rows or more is stored by COPY, fewer by INSERT.
+    few = [event(10, i) for i in range(3)]
+    many = [event(11 + i // 4, i % 4) for i in range(40)]
+    store(empty_engine, few)
+    store(empty_engine, many)
+    assert null_bodies(empty_engine) == 43, "the journal holds no second copy"
+    cursors = seqs(empty_engine)
+    expected = [
+        message("added", cursor=str(seq), topics=[f"vault:{VAULT}"], event=old_body(e))
+        for seq, e in zip(cursors, few + many, strict=True)
+    ]
+    assert texts(empty_engine) == expected  # byte for byte what the stream sent before
+    # Read from any cursor, and in pages, the same.
+    assert texts(empty_engine, cursors[20]) == expected[21:]
+    assert [r.text for r in read(empty_engine, cursors[1], cursors[5], limit=2)] == expected[2:4]
+
+
+def test_a_client_resuming_from_before_a_reorganisation_gets_each_event_then_its_removal(
+    empty_engine: Engine,
+) -> None:
+    upgrade(empty_engine)
+    kept = [event(20, 0), event(20, 1)]
+    dropped = [event(21, 0), event(21, 1), event(22, 0)]
+    store(empty_engine, kept + dropped)
+    before = seqs(empty_engine)[0] - 1  # the client's cursor: before every one of them
+    # The rollback, as the indexer makes it: the journal's removals, then the events deleted,
+    # in one transaction.
+    with empty_engine.begin() as conn:
+        assert journal.remove_above(conn, 20) == len(dropped)
+        conn.execute(delete(events).where(events.c.block_number > 20))
+    # The replacing chain's events at the same positions, with other block hashes.
+    replacements = [event(21, 0, fork="b"), event(22, 0, fork="b")]
+    store(empty_engine, replacements)
+
+    told = [json.loads(text) for text in texts(empty_engine, before)]
+    assert [(m["type"], m["event"]) for m in told] == [
+        *[("added", old_body(e)) for e in kept + dropped],
+        *[("removed", old_body(e)) for e in reversed(dropped)],
+        *[("added", old_body(e)) for e in replacements],
+    ]
+    # The rows rolled back hold their bodies now; the rest still none.
+    with empty_engine.connect() as conn:
+        held = conn.execute(
+            select(table.c.action, table.c.block_number, table.c.body.is_not(None)).order_by(
+                table.c.seq
+            )
+        ).all()
+    assert [(a, n, has) for a, n, has in held] == [
+        ("added", 20, False),
+        ("added", 20, False),
+        *[("added", e["block_number"], True) for e in dropped],
+        *[("removed", e["block_number"], True) for e in reversed(dropped)],
+        ("added", 21, False),
+        ("added", 22, False),
+    ]
+    # A second reorganisation at the same depth removes only the replacements.
+    with empty_engine.begin() as conn:
+        assert journal.remove_above(conn, 20) == len(replacements)
+        conn.execute(delete(events).where(events.c.block_number > 20))
+    last = [json.loads(text) for text in texts(empty_engine, seqs(empty_engine)[-4])]
+    assert [(m["type"], m["event"]) for m in last] == [
+        ("added", old_body(replacements[1])),
+        *[("removed", old_body(e)) for e in reversed(replacements)],
+    ]
+
+
+def test_a_row_whose_event_is_missing_is_logged_and_told_to_no_one(
+    empty_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    upgrade(empty_engine)
+    rows = [event(30, 0), event(30, 1), event(31, 0)]
+    store(empty_engine, rows)
+    # Deleted without the journal being told: what the rollback never does.
+    with empty_engine.begin() as conn:
+        conn.execute(delete(events).where(events.c.block_number == 30, events.c.log_index == 1))
+    cursors = seqs(empty_engine)
+    with caplog.at_level(logging.ERROR, logger="api.stream.hub"):
+        found = read(empty_engine, 0)
+    assert [r.seq for r in found] == cursors  # the cursor passes it
+    assert found[1].keys == frozenset() and found[1].text == ""  # matches no subscriber
+    assert [json.loads(r.text)["event"] for r in (found[0], found[2])] == [
+        old_body(rows[0]),
+        old_body(rows[2]),
+    ]
+    assert f"stream journal row {cursors[1]} (added) has no body" in caplog.text
+
+
+def test_a_journal_from_before_revision_0013_keeps_its_bodies_and_its_cursors(
+    empty_engine: Engine,
+) -> None:
+    upgrade(empty_engine, "0012")
+    old = [event(40, 0), event(40, 1), event(41, 0)]
+    with empty_engine.begin() as conn:
+        journal.reset(conn)
+        conn.execute(insert(events), old)
+        conn.execute(
+            insert(table),
+            [
+                {
+                    "action": "added",
+                    "block_number": e["block_number"],
+                    "log_index": e["log_index"],
+                    "block_hash": e["block_hash"],
+                    "keys": f"vault:{VAULT}",
+                    "body": old_body(e),
+                }
+                for e in old
+            ],
+        )
+        # The last event told removed, then that row gone: the newest cursor given is on no
+        # row, and must still never be given again.
+        removal = {**journal.added(old[2], f"vault:{VAULT}"), "action": "removed"}
+        journal.append(conn, [{**removal, "body": old_body(old[2])}])
+    before = texts(empty_engine)
+    given = seqs(empty_engine)[-1]
+    with empty_engine.begin() as conn:
+        conn.execute(delete(table).where(table.c.seq == given))
+    upgrade(empty_engine)
+    assert texts(empty_engine) == before[:-1]
+    assert null_bodies(empty_engine) == 0, "the old rows keep their bodies"
+    new = [event(42, 0)]
+    store(empty_engine, new)
+    assert seqs(empty_engine)[-1] == given + 1, "a cursor given before is not given again"
+    assert null_bodies(empty_engine) == 1
+    (told,) = (json.loads(text) for text in texts(empty_engine, given))
+    assert told["event"] == old_body(new[0])
+    # Old rows and new are rolled back alike.
+    with empty_engine.begin() as conn:
+        assert journal.remove_above(conn, 40) == 2
+        conn.execute(delete(events).where(events.c.block_number > 40))
+    removed = [json.loads(text) for text in texts(empty_engine, given + 1)]
+    assert [m["event"] for m in removed] == [old_body(new[0]), old_body(old[2])]
