@@ -35,7 +35,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from indexer import journal
 from tandem.db import database_url
+from tandem.db.bulk import insert_rows
 from tandem.db.migrate import upgrade
+from tandem.db.stream import events
 
 
 def free_port() -> int:
@@ -113,23 +115,23 @@ def api_server(env: dict[str, str], workers: int, log: Path) -> Iterator[str]:
 
 
 def write_event(engine: Engine, i: int) -> float:
-    """One journal row, as the indexer writes it; the time just before its commit."""
+    """One event, its ``events`` row and its journal row, as the indexer writes them; the time
+    just before its commit."""
+    event = {
+        "block_number": 1_000_000 + i,
+        "log_index": 0,
+        "tx_hash": "0x" + f"{i:064x}",
+        "timestamp": 1_700_000_000 + 12 * i,
+        "block_hash": "0x" + f"{i:064x}",
+        "address": "0x" + "00" * 20,
+        "name": "AdapterSet",
+        "args": {"allowed": True, "round": str(i)},
+    }
     conn = engine.connect()
     try:
         trans = conn.begin()
-        journal.append(
-            conn,
-            [
-                {
-                    "action": "added",
-                    "block_number": 1_000_000 + i,
-                    "log_index": 0,
-                    "block_hash": "0x" + f"{i:064x}",
-                    "keys": "protocol",
-                    "body": {"name": "AdapterSet", "args": {"allowed": True}, "round": i},
-                }
-            ],
-        )
+        insert_rows(conn, events, [event])
+        journal.append(conn, [journal.added(event, "protocol")])
         started = time.perf_counter()
         trans.commit()
         return started
@@ -147,7 +149,7 @@ class Subscriber:
             when = time.perf_counter()
             message = json.loads(text)
             if message["type"] == "added":
-                i = message["event"]["round"]
+                i = int(message["event"]["args"]["round"])
                 assert i not in self.received, "an event came twice"
                 self.received[i] = when
 
