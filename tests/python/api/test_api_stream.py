@@ -333,6 +333,17 @@ def test_live_events_reorganisation_and_resume(
         missed = [m for m in keep.messages if int(m["cursor"]) > int(left_at)]
         back.until(lambda ms: len(ms) >= len(missed))
         assert back.messages == missed
+        # Among them each rolled-back event, told added with its whole event (its `events` row
+        # is gone: the journal row holds it since the rollback), then removed with the same.
+        gone_told = [m for m in back.messages if m["type"] == "removed"]
+        assert gone_told
+        for m in gone_told:
+            (first_told,) = [
+                a for a in back.messages if a["type"] == "added" and ident(a) == ident(m)
+            ]
+            assert int(first_told["cursor"]) < int(m["cursor"])
+            assert first_told["event"] == m["event"]
+            assert {"tx_hash", "timestamp", "args", "contract"} <= set(m["event"])
         assert len(keep.messages) > before
         # ... and then it is live: the next event once, with everyone else's.
         buy(live, 1_004)
