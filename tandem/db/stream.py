@@ -10,10 +10,10 @@ in the transaction that stores or rolls back the rows it speaks of.
   everyone); ``body`` is the event as the stream sends it (``event_body``). An ``added`` row's
   body is NULL: it is the ``events`` row at its (``block_number``, ``log_index``) with its
   ``block_hash``, which the stream reads with it, so a backfill does not write each event twice.
-  That row is there as long as the journal tells the event as added: a reorganisation fills in
-  the bodies of the rows above its ancestor, and writes their ``removed`` rows with full bodies,
-  in the transaction that deletes the events (``indexer.journal.remove_above``). Rows written
-  before revision 0013 keep their bodies.
+  An ``added`` row without a body always has that ``events`` row: before a reorganisation deletes
+  events, in the same transaction, the ``added`` rows above its ancestor get their bodies, and
+  their ``removed`` rows are written with the same (``indexer.journal.remove_above``). Rows
+  written before revision 0013 keep their bodies.
 - ``stream_state``: one row, ``pruned_to``: every journal row at or below it has been pruned
   (rows older than ``indexer.stream_retention_blocks``), so a cursor below it cannot resume.
 
