@@ -3,9 +3,10 @@ the indexer hands over while the indexer decodes the next ones.
 
 Most of a backfill's time is Python: decoding logs and making rows on one side, making ``COPY``
 text of them on the other. One process runs one of them at a time; two run both at once on two
-cores. The writer stores the ranges in the order they were handed over, each range's rows, its
-journal rows and the cursor at its end in one transaction, as the follower does without it: a
-crash of either process leaves the tables and the cursor in step.
+cores, and the writer makes the next range's text while PostgreSQL takes the one before. The
+writer stores the ranges in the order they were handed over, each range's rows, its journal rows
+and the cursor at its end in one transaction, as the follower does without it: a crash of either
+process leaves the tables and the cursor in step.
 
 The indexer hands over at most ``PENDING`` ranges not yet committed, and waits for every one
 (``drain``) before it reads the tables for something a range in flight could have changed (a
@@ -29,18 +30,20 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Dialect
 
 from indexer import journal
+from tandem.db import bulk, stream
 from tandem.db import models as m
-from tandem.db.bulk import insert_rows
+from tandem.db.bulk import Prepared
 from tandem.db.engine import new_engine
 from tandem.errors import TandemError
 from tandem.follower.cursor import Cursor, CursorStore
 
-# Ranges handed over and not yet committed: one being written, one waiting. More would only
-# hold more rows in memory when the writer is the slower of the two.
-PENDING = 2
+# Ranges handed over and not yet committed: one being stored, one being made ready (COPY text),
+# one waiting in the pipe. More would only hold more rows in memory when the writer is the
+# slower of the two.
+PENDING = 3
 
 
 class WriterFailed(TandemError):
@@ -63,14 +66,35 @@ class Rows:
 
 def write_rows(conn: Connection, rows: Rows) -> None:
     """``rows`` in ``conn``'s transaction."""
+    store(
+        conn, prepare(conn.dialect, rows), journaled=bool(rows.keys), prune_below=rows.prune_below
+    )
+
+
+def prepare(dialect: Dialect, rows: Rows) -> list[Prepared]:
+    """``rows``, the journal's rows of its events included, made ready for ``store``."""
+    prepared: list[Prepared] = []
     events: list[dict[str, Any]] = []
     for name, table_rows in rows.tables:
-        insert_rows(conn, m.metadata.tables[name], table_rows)
+        prepared.append(bulk.prepare(dialect, m.metadata.tables[name], table_rows))
         if name == m.Event.__tablename__:
             events = table_rows
-    journal.append(conn, [journal.added(e, k) for e, k in zip(events, rows.keys, strict=True)])
-    if rows.prune_below is not None:
-        journal.prune(conn, rows.prune_below)
+    added = [journal.added(e, k) for e, k in zip(events, rows.keys, strict=True)]
+    prepared.append(bulk.prepare(dialect, stream.journal, added))
+    return prepared
+
+
+def store(
+    conn: Connection, prepared: list[Prepared], *, journaled: bool, prune_below: int | None
+) -> None:
+    """What ``prepare`` made of a range's rows, in ``conn``'s transaction: ``journaled``, the
+    journal's rows are among them; ``prune_below``, the range's ``Rows.prune_below``."""
+    for table in prepared:
+        bulk.store(conn, table)
+    if journaled:
+        journal.notify(conn)
+    if prune_below is not None:
+        journal.prune(conn, prune_below)
 
 
 class Writer:
@@ -153,17 +177,21 @@ def _serve(url: str, jobs: Pipe, answers: Pipe) -> None:
     # Ctrl-C, sent to the terminal's every process, is for the indexer: it stops the writer
     # once the ranges handed over are committed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    received: queue.Queue[Any] = queue.Queue()
-    # Received on a thread: the indexer's send returns once a range is read, not once the range
-    # before is committed.
-    threading.Thread(target=_receive, args=(jobs, received), daemon=True).start()
     engine = new_engine(url)
+    ready: queue.Queue[Any] = queue.Queue()
+    # Ranges are received and made ready (unpickled, made into COPY text) on a thread while
+    # this one waits for PostgreSQL to take the range before: the indexer's send returns once
+    # a range is read, and the Python of the next range runs while the database works (psycopg
+    # lets go of the interpreter while it waits).
+    threading.Thread(target=_receive, args=(jobs, engine.dialect, ready), daemon=True).start()
     cursors = CursorStore(engine, m.indexer_cursor)
     try:
-        while (job := received.get()) is not None:
-            rows, seen, cursor = job
+        while (job := ready.get()) is not None:
+            if isinstance(job, Exception):
+                raise job  # the range could not be made ready: it fails in its turn
+            prepared, journaled, prune_below, seen, cursor = job
             with engine.begin() as conn:
-                write_rows(conn, rows)
+                store(conn, prepared, journaled=journaled, prune_below=prune_below)
                 cursors.remember(conn, seen)
                 cursors.advance(conn, cursor.block_number, cursor.block_hash)
             answers.send(None)
@@ -174,7 +202,7 @@ def _serve(url: str, jobs: Pipe, answers: Pipe) -> None:
         engine.dispose()
 
 
-def _receive(jobs: Pipe, received: queue.Queue[Any]) -> None:
+def _receive(jobs: Pipe, dialect: Dialect, ready: queue.Queue[Any]) -> None:
     while True:
         try:
             job = jobs.recv()
@@ -183,6 +211,13 @@ def _receive(jobs: Pipe, received: queue.Queue[Any]) -> None:
             # once. The transaction in progress is rolled back with its connection; the next
             # run indexes again from the committed cursor.
             os._exit(1)
-        received.put(job)
         if job is None:
+            ready.put(None)
             return
+        rows, seen, cursor = job
+        try:
+            prepared = prepare(dialect, rows)
+        except Exception as exc:  # a value a column cannot hold: after the ranges before it
+            ready.put(exc)
+            return
+        ready.put((prepared, bool(rows.keys), rows.prune_below, seen, cursor))

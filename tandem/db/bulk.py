@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import JSON, Connection, Table, insert
+from sqlalchemy import JSON, Connection, Dialect, Table, insert
 
 from tandem.db.types import ExactInt
 
@@ -24,28 +25,54 @@ COPY_FROM_ROWS = 32
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Inserts ``rows`` (each with the same keys, all columns of ``table``) in ``conn``'s
     transaction."""
-    if not rows:
-        return
-    if conn.dialect.name != "postgresql" or len(rows) < COPY_FROM_ROWS:
-        conn.execute(insert(table), list(rows))
-        return
+    store(conn, prepare(conn.dialect, table, rows))
+
+
+@dataclass
+class Prepared:
+    """Rows of one table made ready to be sent: ``COPY`` text, or rows for psycopg's
+    ``write_row`` (columns of other types than the indexer's), or rows for one INSERT (few rows,
+    or not PostgreSQL). Making them is Python's work and needs no connection, so it can be done
+    while the database takes the rows prepared before."""
+
+    table: Table
+    rows: Sequence[Any]
+    statement: str | None = None  # COPY's, for text or write_row rows
+    text: str | None = None
+
+
+def prepare(dialect: Dialect, table: Table, rows: Sequence[dict[str, Any]]) -> Prepared:
+    """``rows`` (each with the same keys, all columns of ``table``) ready for ``store``."""
+    if dialect.name != "postgresql" or len(rows) < COPY_FROM_ROWS:
+        return Prepared(table, rows)
     columns = [c for c in table.columns if c.name in rows[0]]
-    quoted = ", ".join(conn.dialect.identifier_preparer.quote(c.name) for c in columns)
-    statement = f"COPY {conn.dialect.identifier_preparer.format_table(table)} ({quoted}) FROM STDIN"
+    quoted = ", ".join(dialect.identifier_preparer.quote(c.name) for c in columns)
+    statement = f"COPY {dialect.identifier_preparer.format_table(table)} ({quoted}) FROM STDIN"
     # Column by column: taking a column out of every row, checking or converting it, is a loop
     # in C (map, min, set, join) where row by row it would be one in Python per value.
     values = [list(map(itemgetter(c.name), rows)) for c in columns]
-    texts = [_copy_text(conn, c.type, v) for c, v in zip(columns, values, strict=True)]
+    texts = [_copy_text(dialect, c.type, v) for c, v in zip(columns, values, strict=True)]
+    if all(t is not None for t in texts):
+        # Every column as COPY's text: the table's rows are joined and sent at once.
+        lines = map("\t".join, zip(*cast(list[list[str]], texts), strict=True))
+        return Prepared(table, (), statement, "\n".join(lines) + "\n")
+    converted = [_column(dialect, c.type, v) for c, v in zip(columns, values, strict=True)]
+    return Prepared(table, list(zip(*converted, strict=True)), statement)
+
+
+def store(conn: Connection, prepared: Prepared) -> None:
+    """The rows ``prepare`` made ready, in ``conn``'s transaction."""
+    if prepared.statement is None:
+        if prepared.rows:
+            conn.execute(insert(prepared.table), list(prepared.rows))
+        return
     cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(statement) as copy:
-        if all(t is not None for t in texts):
-            # Every column as COPY's text: the table's rows are joined and sent at once.
-            lines = map("\t".join, zip(*cast(list[list[str]], texts), strict=True))
-            copy.write("\n".join(lines) + "\n")
+    with cursor.copy(prepared.statement) as copy:
+        if prepared.text is not None:
+            copy.write(prepared.text)
             return
         write = copy.write_row
-        converted = [_column(conn, c.type, v) for c, v in zip(columns, values, strict=True)]
-        for row in zip(*converted, strict=True):
+        for row in prepared.rows:
             write(row)
 
 
@@ -63,7 +90,7 @@ _ESCAPES = {
 }
 
 
-def _copy_text(conn: Connection, kind: Any, values: list[Any]) -> list[str] | None:
+def _copy_text(dialect: Dialect, kind: Any, values: list[Any]) -> list[str] | None:
     """A column's values as ``COPY``'s text format has them, exactly as psycopg writes the
     values the column's bind processing makes of them; None for a column holding other types
     than the indexer's (exact and plain integers, text, booleans, JSON): psycopg converts those.
@@ -77,9 +104,9 @@ def _copy_text(conn: Connection, kind: Any, values: list[Any]) -> list[str] | No
                 kind.checked(value)  # says what the column cannot hold
         text = list(map(str, present))
     elif isinstance(kind, JSON):
-        serialize = conn.dialect._json_serializer or json.dumps
+        serialize = dialect._json_serializer or json.dumps
         text = _escaped(list(map(serialize, present)))
-    elif kind.dialect_impl(conn.dialect).bind_processor(conn.dialect) is not None:
+    elif kind.dialect_impl(dialect).bind_processor(dialect) is not None:
         return None
     elif types <= {str}:
         text = _escaped(present)
@@ -105,26 +132,24 @@ def _escaped(values: list[str]) -> list[str]:
     return [_SPECIAL.sub(lambda match: _ESCAPES[match.group()], v) for v in values]
 
 
-def _column(conn: Connection, kind: Any, values: list[Any]) -> list[Any]:
+def _column(dialect: Dialect, kind: Any, values: list[Any]) -> list[Any]:
     """A column's values as psycopg's ``write_row`` takes them (NULLs stay NULLs)."""
     if isinstance(kind, ExactInt):
         types = set(map(type, values))
         if types == {int} and (kind.signed or min(values) >= 0):
             return values  # each already one the column holds: COPY takes an int's digits
         return [None if v is None else kind.checked(v) for v in values]
-    convert = _copy_converter(conn, kind)
+    convert = _copy_converter(dialect, kind)
     if convert is None:
         return values
     return [None if v is None else convert(v) for v in values]
 
 
-def _copy_converter(conn: Connection, kind: Any) -> Callable[[Any], Any] | None:
+def _copy_converter(dialect: Dialect, kind: Any) -> Callable[[Any], Any] | None:
     """What a value of a column of type ``kind`` goes through on its way into ``COPY``: the
     type's own bind processing, or for exact integers only their check (a Decimal's text and the
     int's are the same digits)."""
     if isinstance(kind, ExactInt):
         return kind.checked
-    processor: Callable[[Any], Any] | None = kind.dialect_impl(conn.dialect).bind_processor(
-        conn.dialect
-    )
+    processor: Callable[[Any], Any] | None = kind.dialect_impl(dialect).bind_processor(dialect)
     return processor

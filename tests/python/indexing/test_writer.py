@@ -1,0 +1,110 @@
+"""The writer process on a real PostgreSQL: ranges committed in the order handed over, each with
+its cursor; a range it cannot store fails in its turn, after every range before it is committed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, func, select
+
+from indexer.writer import Rows, Writer, WriterFailed
+from tandem.db import models as m
+from tandem.db.migrate import upgrade
+from tandem.db.stream import journal
+from tandem.follower import Cursor
+
+from .support import fresh_postgres
+
+VAULT = "0x" + "11" * 20
+TOKEN = "0x" + "22" * 20
+
+
+def block_hash(number: int) -> str:
+    return f"0x{number:064x}"
+
+
+def range_rows(first: int, blocks: int, *, amount: int = 1) -> Rows:
+    """``blocks`` blocks from ``first``, each with 40 events and a vault's book (enough rows
+    for COPY, which takes 32 or more), the book's amount ``amount``."""
+    events: list[dict[str, Any]] = []
+    books: list[dict[str, Any]] = []
+    for number in range(first, first + blocks):
+        for log_index in range(40):
+            events.append(
+                {
+                    "block_number": number,
+                    "log_index": log_index,
+                    "tx_hash": block_hash(10**6 + number),
+                    "timestamp": 1_700_000_000 + number,
+                    "block_hash": block_hash(number),
+                    "address": VAULT,
+                    "name": "Traded",
+                    "args": {"amountIn": str(10**30 + log_index)},
+                }
+            )
+        books.append(
+            {
+                "vault": VAULT,
+                "block_number": number,
+                "token": TOKEN,
+                "master_amount": amount,
+                "pool_amount": 2**256 - 1,
+                "price": 10**36,
+            }
+        )
+    tables = [(m.Event.__tablename__, events), (m.VaultBook.__tablename__, books)]
+    return Rows(tables, [f"vault:{VAULT}"] * len(events), None)
+
+
+@pytest.fixture
+def url(postgres: str, request: pytest.FixtureRequest) -> str:
+    url = fresh_postgres(postgres, f"writer_{request.node.name[:40]}")
+    engine = create_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def stored(url: str) -> tuple[int, int, int, int | None]:
+    """Events, books and journal rows stored, and the cursor's block."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            events = conn.execute(select(func.count()).select_from(m.Event)).scalar_one()
+            books = conn.execute(select(func.count()).select_from(m.VaultBook)).scalar_one()
+            told = conn.execute(select(func.count()).select_from(journal)).scalar_one()
+            cursor = conn.execute(select(m.indexer_cursor.cursor.c.block_number)).scalar()
+        return events, books, told, cursor
+    finally:
+        engine.dispose()
+
+
+def test_ranges_are_committed_in_order_with_their_cursors(url: str) -> None:
+    writer = Writer(url)
+    try:
+        for first in range(1, 40, 3):  # more ranges than are ever in flight
+            writer.submit(range_rows(first, 3), {}, Cursor(first + 2, block_hash(first + 2)))
+        writer.drain()
+    finally:
+        writer.close()
+    assert stored(url) == (39 * 40, 39, 39 * 40, 39)
+
+
+def test_a_range_with_a_value_a_column_cannot_hold_fails_after_the_ranges_before_it(
+    url: str,
+) -> None:
+    writer = Writer(url)
+    try:
+        writer.submit(range_rows(1, 3), {}, Cursor(3, block_hash(3)))
+        writer.submit(range_rows(4, 3), {}, Cursor(6, block_hash(6)))
+        # A negative amount in an unsigned column: refused while the range is made ready,
+        # before anything of it is sent.
+        writer.submit(range_rows(7, 3, amount=-1), {}, Cursor(9, block_hash(9)))
+        with pytest.raises(WriterFailed, match=r"storing indexed rows failed: .*-1"):
+            writer.drain()
+    finally:
+        writer.close()
+    # The two ranges before it are stored, with their cursor; nothing of the third.
+    assert stored(url) == (6 * 40, 6, 6 * 40, 6)
