@@ -26,7 +26,9 @@ import os
 import queue
 import signal
 import threading
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
@@ -64,37 +66,52 @@ class Rows:
         return sum(len(rows) for _, rows in self.tables)
 
 
+@dataclass
+class Ready:
+    """A range made ready to be stored: its tables' rows as ``bulk.prepare`` made them (the
+    journal's included), with what else its transaction does (see ``Rows``), and on the writer
+    the cursor at its end and the block hashes to remember."""
+
+    tables: list[Prepared]
+    journaled: bool
+    prune_below: int | None
+    seen: dict[int, str] = field(default_factory=dict)
+    cursor: Cursor | None = None
+
+
 def write_rows(conn: Connection, rows: Rows) -> None:
     """``rows`` in ``conn``'s transaction."""
-    store(
-        conn, prepare(conn.dialect, rows), journaled=bool(rows.keys), prune_below=rows.prune_below
-    )
+    store(conn, [prepare(conn.dialect, rows)])
 
 
-def prepare(dialect: Dialect, rows: Rows) -> list[Prepared]:
+def prepare(
+    dialect: Dialect, rows: Rows, seen: dict[int, str] | None = None, cursor: Cursor | None = None
+) -> Ready:
     """``rows``, the journal's rows of its events included, made ready for ``store``."""
-    prepared: list[Prepared] = []
+    tables: list[Prepared] = []
     events: list[dict[str, Any]] = []
     for name, table_rows in rows.tables:
-        prepared.append(bulk.prepare(dialect, m.metadata.tables[name], table_rows))
+        tables.append(bulk.prepare(dialect, m.metadata.tables[name], table_rows))
         if name == m.Event.__tablename__:
             events = table_rows
     added = [journal.added(e, k) for e, k in zip(events, rows.keys, strict=True)]
-    prepared.append(bulk.prepare(dialect, stream.journal, added))
-    return prepared
+    tables.append(bulk.prepare(dialect, stream.journal, added))
+    return Ready(tables, bool(rows.keys), rows.prune_below, seen or {}, cursor)
 
 
-def store(
-    conn: Connection, prepared: list[Prepared], *, journaled: bool, prune_below: int | None
-) -> None:
-    """What ``prepare`` made of a range's rows, in ``conn``'s transaction: ``journaled``, the
-    journal's rows are among them; ``prune_below``, the range's ``Rows.prune_below``."""
-    for table in prepared:
-        bulk.store(conn, table)
-    if journaled:
+def store(conn: Connection, ranges: list[Ready]) -> None:
+    """Ranges made ready, in order, in ``conn``'s transaction: each table's rows of them all
+    at once (the journal's in the ranges' order, which is the stream's)."""
+    parts: dict[str, list[Prepared]] = defaultdict(list)
+    for ready in ranges:
+        for table in ready.tables:
+            parts[table.table.name].append(table)
+    bulk.store(conn, [part for table in parts.values() for part in table])
+    if any(ready.journaled for ready in ranges):
         journal.notify(conn)
-    if prune_below is not None:
-        journal.prune(conn, prune_below)
+    prunes = [ready.prune_below for ready in ranges if ready.prune_below is not None]
+    if prunes:
+        journal.prune(conn, max(prunes))
 
 
 class Writer:
@@ -186,20 +203,58 @@ def _serve(url: str, jobs: Pipe, answers: Pipe) -> None:
     threading.Thread(target=_receive, args=(jobs, engine.dialect, ready), daemon=True).start()
     cursors = CursorStore(engine, m.indexer_cursor)
     try:
-        while (job := ready.get()) is not None:
-            if isinstance(job, Exception):
-                raise job  # the range could not be made ready: it fails in its turn
-            prepared, journaled, prune_below, seen, cursor = job
+        for ranges in _turns(ready):
             with engine.begin() as conn:
-                store(conn, prepared, journaled=journaled, prune_below=prune_below)
+                store(conn, ranges)
+                # The cursor as the ranges one by one would leave it: at the last one's end,
+                # the block hashes of each, and each one's end, remembered.
+                seen: dict[int, str] = {}
+                for done in ranges:
+                    assert done.cursor is not None  # the writer's ranges all come with theirs
+                    seen.update(done.seen)
+                    seen[done.cursor.block_number] = done.cursor.block_hash
+                    last = done.cursor
+                del seen[last.block_number]
                 cursors.remember(conn, seen)
-                cursors.advance(conn, cursor.block_number, cursor.block_hash)
-            answers.send(None)
+                cursors.advance(conn, last.block_number, last.block_hash)
+            for _ in ranges:
+                answers.send(None)
     except Exception as exc:
         first_line = next(iter(str(exc).strip().splitlines()), "")
         answers.send(f"{exc.__class__.__name__}: {first_line}")
     finally:
         engine.dispose()
+
+
+def _turns(ready: queue.Queue[Any]) -> Iterator[list[Ready]]:
+    """The ranges made ready, in order, a turn at a time: a turn is the next range and every
+    range made ready while the turn before was stored, in one transaction (one ``COPY`` a table,
+    one commit), so that the more the writer waits for the database, the less it asks of it per
+    range. A range that could not be made ready raises in its turn, after the ranges before it
+    are committed; a turn the database refuses is rolled back whole (the indexer indexes again
+    from the committed cursor)."""
+    job = ready.get()
+    while job is not None:
+        if isinstance(job, Exception):
+            raise job
+        turn = [job]
+        job = _next_ready(ready)
+        while isinstance(job, Ready):
+            turn.append(job)
+            job = _next_ready(ready)
+        yield turn
+        if job is _NOT_YET:
+            job = ready.get()
+
+
+_NOT_YET = object()  # no range made ready yet
+
+
+def _next_ready(ready: queue.Queue[Any]) -> Any:
+    try:
+        return ready.get_nowait()
+    except queue.Empty:
+        return _NOT_YET
 
 
 def _receive(jobs: Pipe, dialect: Dialect, ready: queue.Queue[Any]) -> None:
@@ -216,8 +271,7 @@ def _receive(jobs: Pipe, dialect: Dialect, ready: queue.Queue[Any]) -> None:
             return
         rows, seen, cursor = job
         try:
-            prepared = prepare(dialect, rows)
+            ready.put(prepare(dialect, rows, seen, cursor))
         except Exception as exc:  # a value a column cannot hold: after the ranges before it
             ready.put(exc)
             return
-        ready.put((prepared, bool(rows.keys), rows.prune_below, seen, cursor))

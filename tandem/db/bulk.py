@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from operator import itemgetter
 from typing import Any, cast
 
@@ -25,7 +26,7 @@ COPY_FROM_ROWS = 32
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Inserts ``rows`` (each with the same keys, all columns of ``table``) in ``conn``'s
     transaction."""
-    store(conn, prepare(conn.dialect, table, rows))
+    store(conn, [prepare(conn.dialect, table, rows)])
 
 
 @dataclass
@@ -60,20 +61,29 @@ def prepare(dialect: Dialect, table: Table, rows: Sequence[dict[str, Any]]) -> P
     return Prepared(table, list(zip(*converted, strict=True)), statement)
 
 
-def store(conn: Connection, prepared: Prepared) -> None:
-    """The rows ``prepare`` made ready, in ``conn``'s transaction."""
-    if prepared.statement is None:
-        if prepared.rows:
-            conn.execute(insert(prepared.table), list(prepared.rows))
-        return
-    cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(prepared.statement) as copy:
-        if prepared.text is not None:
-            copy.write(prepared.text)
-            return
-        write = copy.write_row
-        for row in prepared.rows:
-            write(row)
+def store(conn: Connection, parts: Sequence[Prepared]) -> None:
+    """Rows ``prepare`` made ready, in order, in ``conn``'s transaction: consecutive parts of one
+    table made alike go in one statement (one ``COPY`` for many ranges' texts)."""
+    for (_, statement, as_text), alike in groupby(parts, key=_made_alike):
+        group = list(alike)
+        if statement is None:
+            rows = [row for part in group for row in part.rows]
+            if rows:
+                conn.execute(insert(group[0].table), rows)
+            continue
+        cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(statement) as copy:
+            for part in group:
+                if as_text:
+                    copy.write(cast(str, part.text))
+                    continue
+                write = copy.write_row
+                for row in part.rows:
+                    write(row)
+
+
+def _made_alike(part: Prepared) -> tuple[str, str | None, bool]:
+    return part.table.name, part.statement, part.text is not None
 
 
 # COPY's text format: NULL, and the characters escaped in a value (psycopg escapes the same).

@@ -90,6 +90,22 @@ def test_ranges_are_committed_in_order_with_their_cursors(url: str) -> None:
     finally:
         writer.close()
     assert stored(url) == (39 * 40, 39, 39 * 40, 39)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            # Ranges stored in one transaction leave the cursor's table as one by one would:
+            # each range's end remembered, the last one's as the cursor.
+            blocks = m.indexer_cursor.blocks
+            remembered = dict(conn.execute(select(blocks.c.number, blocks.c.hash)).all())
+            assert remembered == {n: block_hash(n) for n in range(3, 40, 3)}
+            # The journal tells the events in the order they were handed over.
+            told = conn.execute(
+                select(journal.c.block_number, journal.c.log_index).order_by(journal.c.seq)
+            ).all()
+            assert [tuple(t) for t in told] == sorted(tuple(t) for t in told)
+            assert len(told) == 39 * 40
+    finally:
+        engine.dispose()
 
 
 def test_a_range_with_a_value_a_column_cannot_hold_fails_after_the_ranges_before_it(
@@ -99,9 +115,9 @@ def test_a_range_with_a_value_a_column_cannot_hold_fails_after_the_ranges_before
     try:
         writer.submit(range_rows(1, 3), {}, Cursor(3, block_hash(3)))
         writer.submit(range_rows(4, 3), {}, Cursor(6, block_hash(6)))
-        # A negative amount in an unsigned column: refused while the range is made ready,
-        # before anything of it is sent.
-        writer.submit(range_rows(7, 3, amount=-1), {}, Cursor(9, block_hash(9)))
+        # A negative amount in an unsigned column (in enough rows to go by COPY): refused while
+        # the range is made ready, before anything of it is sent.
+        writer.submit(range_rows(7, 33, amount=-1), {}, Cursor(39, block_hash(39)))
         with pytest.raises(WriterFailed, match=r"storing indexed rows failed: .*-1"):
             writer.drain()
     finally:
