@@ -1011,7 +1011,7 @@ def _last_block(conn: Connection) -> _Block | None:
     points = select(m.VaultPoint.vault, m.VaultPoint.cause).where(
         m.VaultPoint.block_number == last[0]
     )
-    return _Block(int(last[0]), last[1], int(last[2]), dict(conn.execute(points).tuples().all()))
+    return _Block(int(last[0]), last[1], int(last[2]), dict(conn.execute(points).all()))
 
 
 def _state(row: Any) -> dict[str, Any]:
