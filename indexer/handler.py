@@ -147,6 +147,25 @@ class _Batch:
         return values
 
 
+class _Shares:
+    """A vault's share balances by holder, with their sum and how many are positive kept as
+    they move: a point needs both, and a popular vault has thousands of holders."""
+
+    def __init__(self) -> None:
+        self.balances: dict[str, int] = defaultdict(int)
+        self.total = 0
+        self.holding = 0  # holders with a positive balance
+
+    def move(self, holder: str, delta: int) -> None:
+        before = self.balances[holder]
+        self.balances[holder] = before + delta
+        self.total += delta
+        self.holding += (before + delta > 0) - (before > 0)
+
+    def holds(self, holder: str) -> bool:
+        return self.balances.get(holder, 0) > 0
+
+
 @dataclass
 class _Block:
     number: int
@@ -256,7 +275,7 @@ class Indexer:
             self.assets[asset["token"]] = _state(asset)
         # Share balances per vault, read from the tables when a range first needs them (a
         # rollback or a restart reads nothing it does not use).
-        self._shares: dict[str, dict[str, int]] = {}
+        self._shares: dict[str, _Shares] = {}
         self.last_point: dict[str, int] = {
             vault: int(timestamp)
             for vault, timestamp in conn.execute(
@@ -818,18 +837,18 @@ class Indexer:
     ) -> None:
         if delta == 0:
             return
-        self._holders(e.address)[holder] += delta
+        self._holders(e.address).move(holder, delta)
         batch.add(m.ShareMove, **self._vault_row(e, ts), holder=holder, delta=delta, kind=kind)
 
-    def _holders(self, vault: str) -> dict[str, int]:
+    def _holders(self, vault: str) -> _Shares:
         """``vault``'s share balances by holder, as of the rows stored and this range so far."""
         holders = self._shares.get(vault)
         if holders is None:
             assert self._conn is not None, "balances are read while a range is stored"
             query = select(m.ShareMove.holder, m.ShareMove.delta).where(m.ShareMove.vault == vault)
-            holders = self._shares[vault] = defaultdict(int)
+            holders = self._shares[vault] = _Shares()
             for holder, delta in self._conn.execute(query):
-                holders[holder] += delta
+                holders.move(holder, delta)
         return holders
 
     # --- time series
@@ -867,11 +886,11 @@ class Indexer:
         treasury = self.params["treasury"] if self.params else None
         for vault, cause in sorted(block.points.items()):
             holders = self._holders(vault)
-            followers = sum(
-                1
-                for holder, shares in holders.items()
-                if shares > 0 and holder not in (self.vaults[vault], treasury)
-            )
+            master = self.vaults[vault]
+            # Holders but the master and the treasury (which holds fee shares).
+            followers = holders.holding - holders.holds(master)
+            if treasury is not None and treasury != master:
+                followers -= holders.holds(treasury)
             row = batch.add(
                 m.VaultPoint,
                 vault=vault,
@@ -882,7 +901,7 @@ class Indexer:
                 master_aum=None,
                 pool_aum=None,
                 share_price=None,
-                total_shares=sum(holders.values()),
+                total_shares=holders.total,
                 followers=followers,
             )
             batch.points.append((row, block.hash))
