@@ -14,6 +14,7 @@ from tandem.db import models as m
 from tandem.db.migrate import upgrade
 from tandem.db.stream import journal
 from tandem.follower import Cursor
+from tandem.follower.cursor import CursorStore
 
 from .support import fresh_postgres
 
@@ -124,3 +125,42 @@ def test_a_range_with_a_value_a_column_cannot_hold_fails_after_the_ranges_before
         writer.close()
     # The two ranges before it are stored, with their cursor; nothing of the third.
     assert stored(url) == (6 * 40, 6, 6 * 40, 6)
+
+
+def test_ranges_stored_together_leave_the_cursor_and_its_hashes_as_one_by_one(
+    url: str, postgres: str
+) -> None:
+    # More ranges than the cursor's table keeps blocks of (RECENT_BLOCKS), each with the hashes
+    # of its blocks with logs: whatever turns the writer makes of them, it leaves the cursor and
+    # the blocks remembered as the follower storing them one by one in a transaction each.
+    ranges = []
+    for first in range(1, 600, 6):
+        last = first + 5
+        seen = {n: block_hash(n) for n in range(first, last) if n % 3}
+        ranges.append((range_rows(first, 1), seen, Cursor(last, block_hash(last))))
+    writer = Writer(url)
+    try:
+        for rows, seen, cursor in ranges:
+            writer.submit(rows, seen, cursor)
+        writer.drain()
+    finally:
+        writer.close()
+    alone = fresh_postgres(postgres, "writer_one_by_one")
+    engine = create_engine(alone)
+    try:
+        upgrade(engine)
+        cursors = CursorStore(engine, m.indexer_cursor)
+        for _, seen, cursor in ranges:
+            with engine.begin() as conn:
+                cursors.remember(conn, seen)
+                cursors.advance(conn, cursor.block_number, cursor.block_hash)
+        expected = cursors.cursor(), cursors.recent_blocks()
+    finally:
+        engine.dispose()
+    engine = create_engine(url)
+    try:
+        found = CursorStore(engine, m.indexer_cursor)
+        assert (found.cursor(), found.recent_blocks()) == expected
+        assert len(expected[1]) > 100
+    finally:
+        engine.dispose()
