@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, create_engine, delete, func, insert, select
 
 from api.stream.hub import check_cursor, read
 from api.stream.protocol import StreamError, message
@@ -351,3 +352,45 @@ def test_clients_resuming_from_any_cursor_after_reorganisations_of_reorganisatio
         assert replay(empty_engine, cursor, known) == final
         resumed += 1
     assert expired and resumed >= 4
+
+
+def test_a_reader_running_while_reorganisations_roll_back_never_meets_a_row_without_its_event(
+    empty_url: str, empty_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The stream reads the journal and the events in one statement: whatever a rollback on
+    # another connection is doing meanwhile, each row read is told with its event. Counted,
+    # not timed: the reader reads until the rollbacks are done, and must have read between
+    # them.
+    upgrade(empty_engine)
+    reader = create_engine(empty_url)
+    done = threading.Event()
+    reads = bad = 0
+
+    def read_on() -> None:
+        nonlocal reads, bad
+        while not done.is_set():
+            rows = read(reader, 0, limit=10_000)
+            bad += sum(1 for row in rows if not row.text or not json.loads(row.text)["event"])
+            reads += 1
+
+    try:
+        store(empty_engine, [event(60, i) for i in range(10)])
+        thread = threading.Thread(target=read_on)
+        with caplog.at_level(logging.ERROR, logger="api.stream.hub"):
+            thread.start()
+            for round in range(40):
+                store(
+                    empty_engine,
+                    [event(61 + b, i, "bc"[round % 2]) for b in range(3) for i in range(12)],
+                )
+                with empty_engine.begin() as conn:
+                    journal.remove_above(conn, 60)
+                    conn.execute(delete(events).where(events.c.block_number > 60))
+            done.set()
+            thread.join()
+    finally:
+        done.set()
+        reader.dispose()
+    assert reads >= 5, "the reader read while the rollbacks ran"
+    assert bad == 0
+    assert "has no body" not in caplog.text
