@@ -4,6 +4,8 @@ its cursor; a range it cannot store fails in its turn, after every range before 
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -164,3 +166,29 @@ def test_ranges_stored_together_leave_the_cursor_and_its_hashes_as_one_by_one(
         assert len(expected[1]) > 100
     finally:
         engine.dispose()
+
+
+def test_a_writer_killed_mid_turn_leaves_whole_ranges_with_their_cursor(url: str) -> None:
+    # Killed with no warning while ranges are in flight (made ready, being stored, waiting):
+    # what is committed is whole ranges, their journal rows and the cursor at the last one's
+    # end; the indexer is told, and a new writer goes on from that cursor.
+    writer = Writer(url)
+    try:
+        for first in range(1, 60, 3):
+            writer.submit(range_rows(first, 3), {}, Cursor(first + 2, block_hash(first + 2)))
+        os.kill(writer.process.pid, signal.SIGKILL)
+        with pytest.raises(WriterFailed, match="stopped"):
+            writer.drain()
+    finally:
+        writer.close()
+    events, books, told, cursor = stored(url)
+    committed = cursor or 0
+    assert (events, books, told) == (committed * 40, committed, committed * 40)
+    writer = Writer(url)
+    try:
+        for first in range(committed + 1, 60, 3):
+            writer.submit(range_rows(first, 3), {}, Cursor(first + 2, block_hash(first + 2)))
+        writer.drain()
+    finally:
+        writer.close()
+    assert stored(url) == (60 * 40, 60, 60 * 40, 60)
