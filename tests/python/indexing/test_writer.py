@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from typing import Any
 
 import pytest
@@ -192,3 +193,40 @@ def test_a_writer_killed_mid_turn_leaves_whole_ranges_with_their_cursor(url: str
     finally:
         writer.close()
     assert stored(url) == (60 * 40, 60, 60 * 40, 60)
+
+
+class Unreadable:
+    """A value the writer cannot read back: unpickling it raises, as a range too big for the
+    writer's memory would (MemoryError)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[int, int]]:
+        return divmod, (1, 0)
+
+
+def test_a_range_the_writer_cannot_read_fails_after_the_ranges_before_it(url: str) -> None:
+    writer = Writer(url)
+    failed: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            writer.drain()
+        except WriterFailed as exc:
+            failed.append(exc)
+
+    try:
+        writer.submit(range_rows(1, 3), {}, Cursor(3, block_hash(3)))
+        unreadable = range_rows(4, 3)
+        unreadable.tables[0][1][0]["args"] = {"amountIn": Unreadable()}
+        writer.submit(unreadable, {}, Cursor(6, block_hash(6)))
+        # Waited for on a thread, with a generous bound for a loaded machine: a writer that
+        # stops reading would leave the indexer waiting for an answer forever.
+        waiting = threading.Thread(target=drain, daemon=True)
+        waiting.start()
+        waiting.join(60)
+        assert not waiting.is_alive(), "the indexer still waits for the writer"
+    finally:
+        if writer.process.is_alive():
+            writer.process.kill()
+        writer.close()
+    assert failed and "ZeroDivisionError" in str(failed[0])
+    assert stored(url) == (3 * 40, 3, 3 * 40, 3)  # the range before it is committed
