@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
 
 from indexer.writer import Rows, Writer, WriterFailed
 from tandem.db import models as m
@@ -230,3 +230,28 @@ def test_a_range_the_writer_cannot_read_fails_after_the_ranges_before_it(url: st
         writer.close()
     assert failed and "ZeroDivisionError" in str(failed[0])
     assert stored(url) == (3 * 40, 3, 3 * 40, 3)  # the range before it is committed
+
+
+def test_a_turn_the_database_refuses_leaves_whole_ranges_with_their_cursor(url: str) -> None:
+    # The database refuses block 31's rows (by a constraint, as it might a value it cannot
+    # hold): whichever ranges were stored in its turn are rolled back with it, and what stays
+    # is whole ranges, their journal rows and the cursor at the last one's end.
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("ALTER TABLE vault_books ADD CONSTRAINT refused CHECK (block_number <> 31)")
+            )
+    finally:
+        engine.dispose()
+    writer = Writer(url)
+    try:
+        with pytest.raises(WriterFailed, match="refused"):
+            for first in range(1, 60, 3):
+                writer.submit(range_rows(first, 3), {}, Cursor(first + 2, block_hash(first + 2)))
+            writer.drain()
+    finally:
+        writer.close()
+    events, books, told, cursor = stored(url)
+    assert cursor is not None and cursor < 31
+    assert (events, books, told) == (cursor * 40, cursor, cursor * 40)
