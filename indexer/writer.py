@@ -266,6 +266,12 @@ def _receive(jobs: Pipe, dialect: Dialect, ready: queue.Queue[Any]) -> None:
             # once. The transaction in progress is rolled back with its connection; the next
             # run indexes again from the committed cursor.
             os._exit(1)
+        except Exception as exc:
+            # A range that cannot be read back (one too big for the writer's memory): it fails
+            # in its turn, as one that cannot be made ready. This thread gone without a word,
+            # the indexer would wait for its answer forever.
+            ready.put(exc)
+            return
         if job is None:
             ready.put(None)
             return

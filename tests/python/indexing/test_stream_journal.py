@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, func, insert, select
+from alembic import command
+from sqlalchemy import Engine, create_engine, delete, func, insert, select
 
-from api.stream.hub import read
-from api.stream.protocol import message
+from api.stream.hub import check_cursor, read
+from api.stream.protocol import StreamError, message
 from indexer import journal
-from indexer.writer import Rows, write_rows
+from indexer.writer import Rows, Writer, write_rows
 from tandem.db import upgrade
+from tandem.db.migrate import config
 from tandem.db.models import Event
-from tandem.db.stream import events
+from tandem.db.stream import BODY_COLUMNS, event_body, events
 from tandem.db.stream import journal as table
+from tandem.follower import Cursor
 
 VAULT = "0x" + "12" * 20
 
@@ -214,3 +218,179 @@ def test_a_journal_from_before_revision_0013_keeps_its_bodies_and_its_cursors(
         conn.execute(delete(events).where(events.c.block_number > 40))
     removed = [json.loads(text) for text in texts(empty_engine, given + 1)]
     assert [m["event"] for m in removed] == [old_body(new[0]), old_body(old[2])]
+
+
+def test_the_downgrade_gives_every_row_its_body_and_keeps_the_cursors(
+    empty_engine: Engine,
+) -> None:
+    upgrade(empty_engine)
+    rows = [event(50, 0), event(50, 1), event(51, 0), event(52, 0)]
+    store(empty_engine, rows)
+    with empty_engine.begin() as conn:
+        journal.remove_above(conn, 51)
+        conn.execute(delete(events).where(events.c.block_number > 51))
+    store(empty_engine, [event(52, 0, fork="b")])
+    before = texts(empty_engine)
+    given = seqs(empty_engine)[-1]
+    with empty_engine.begin() as conn:
+        conn.execute(delete(table).where(table.c.seq == given))
+    with empty_engine.begin() as conn:
+        command.downgrade(config(conn), "0012")
+    assert null_bodies(empty_engine) == 0
+    assert texts(empty_engine) == before[:-1]
+    upgrade(empty_engine)
+    store(empty_engine, [event(53, 0)])
+    assert seqs(empty_engine)[-1] == given + 1, "a cursor given before is not given again"
+
+
+def events_held(engine: Engine) -> dict[tuple[int, int], dict[str, Any]]:
+    """The events table as a client following the stream should know it, by position."""
+    with engine.connect() as conn:
+        found = conn.execute(select(*BODY_COLUMNS)).all()
+    return {(r.block_number, r.log_index): event_body(r._mapping) for r in found}
+
+
+def replay(
+    engine: Engine, after: int, known: dict[tuple[int, int], dict[str, Any]]
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """What a client that knew ``known`` at cursor ``after`` knows once it has read the stream
+    from there, in small pages: each ``added`` of an event it does not hold, each ``removed`` of
+    one it holds, with the body it was told."""
+    held = dict(known)
+    done = after
+    while rows := read(engine, done, limit=7):
+        for row in rows:
+            told = json.loads(row.text)
+            body = told["event"]
+            assert body, f"message {row.seq} has no event: {row.text}"
+            at = (body["block_number"], body["log_index"])
+            if told["type"] == "added":
+                assert at not in held, f"message {row.seq} adds {at} twice"
+                held[at] = body
+            else:
+                assert told["type"] == "removed"
+                assert held.get(at) == body, f"message {row.seq} removes what was not told"
+                del held[at]
+        done = rows[-1].seq
+    return held
+
+
+def test_clients_resuming_from_any_cursor_after_reorganisations_of_reorganisations_know_the_events(
+    empty_url: str, empty_engine: Engine
+) -> None:
+    # A chain that grows, and is reorganised at depths 1 to 6: the replacing blocks hold events
+    # at the same positions with other hashes, fewer or more of them, and twice the rollback
+    # goes below the true ancestor (the blocks just above it come back as they were). On
+    # PostgreSQL each block is a range handed to the writer process, which stores the ranges
+    # made ready meanwhile in one transaction. After each step a client takes its cursor; at
+    # the end every client, resuming, must know exactly the events table, told each removal
+    # with the body it was told the event with. From the fourth reorganisation on the journal
+    # is pruned below 8 blocks under each range (never as deep as a later rollback): clients
+    # from before it are told their cursor expired, the others resume as the rest.
+    upgrade(empty_engine)
+    writer = Writer(empty_url) if empty_engine.dialect.name == "postgresql" else None
+    tip, fork, count, forks = 0, {}, {}, iter("bcdefghijk")
+    clients: list[tuple[int, dict[tuple[int, int], dict[str, Any]]]] = []
+
+    prune = False
+
+    def grow(first: int, last: int, per_block: int | None = None) -> None:
+        for n in range(first, last + 1):
+            count[n] = count[n] if per_block is None else per_block
+            rows = [event(n, i, fork.get(n, "a")) for i in range(count[n])]
+            keys = [f"vault:{VAULT}"] * len(rows)
+            made = Rows([(Event.__tablename__, rows)], keys, n - 8 if prune else None)
+            if writer is None:
+                with empty_engine.begin() as conn:
+                    write_rows(conn, made)
+            else:
+                writer.submit(made, {}, Cursor(n, f"{n}"))
+
+    def roll_back(ancestor: int) -> None:
+        if writer is not None:
+            writer.drain()  # as the indexer's rollback does
+        with empty_engine.begin() as conn:
+            journal.remove_above(conn, ancestor)
+            conn.execute(delete(events).where(events.c.block_number > ancestor))
+
+    def client() -> None:
+        if writer is not None:
+            writer.drain()
+        clients.append((seqs(empty_engine)[-1], events_held(empty_engine)))
+
+    try:
+        grow(1, 10, 3)
+        tip = 10
+        client()
+        for step, (depth, lower, per_block) in enumerate(
+            [(1, 0, 3), (3, 0, 2), (2, 1, 4), (6, 0, 1), (1, 2, 33), (4, 0, 3)]
+        ):
+            ancestor = tip - depth
+            prune = step >= 3
+            roll_back(ancestor - lower)  # a rollback found below the true ancestor
+            client()
+            grow(ancestor - lower + 1, ancestor)  # the blocks between come back as they were
+            label = next(forks)
+            for n in range(ancestor + 1, tip + 2):
+                fork[n] = label
+            tip += 1 + step % 2
+            grow(ancestor + 1, tip, per_block)
+            client()
+    finally:
+        if writer is not None:
+            writer.close()
+    final = events_held(empty_engine)
+    assert len(final) > 30
+    resumed = expired = 0
+    for cursor, known in clients:
+        try:
+            check_cursor(empty_engine, cursor)
+        except StreamError as exc:
+            assert exc.error == "cursor-expired"
+            expired += 1
+            continue
+        assert replay(empty_engine, cursor, known) == final
+        resumed += 1
+    assert expired and resumed >= 4
+
+
+def test_a_reader_running_while_reorganisations_roll_back_never_meets_a_row_without_its_event(
+    empty_url: str, empty_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The stream reads the journal and the events in one statement: whatever a rollback on
+    # another connection is doing meanwhile, each row read is told with its event. Counted,
+    # not timed: the reader reads until the rollbacks are done, and must have read between
+    # them.
+    upgrade(empty_engine)
+    reader = create_engine(empty_url)
+    done = threading.Event()
+    reads = bad = 0
+
+    def read_on() -> None:
+        nonlocal reads, bad
+        while not done.is_set():
+            rows = read(reader, 0, limit=10_000)
+            bad += sum(1 for row in rows if not row.text or not json.loads(row.text)["event"])
+            reads += 1
+
+    try:
+        store(empty_engine, [event(60, i) for i in range(10)])
+        thread = threading.Thread(target=read_on)
+        with caplog.at_level(logging.ERROR, logger="api.stream.hub"):
+            thread.start()
+            for round in range(40):
+                store(
+                    empty_engine,
+                    [event(61 + b, i, "bc"[round % 2]) for b in range(3) for i in range(12)],
+                )
+                with empty_engine.begin() as conn:
+                    journal.remove_above(conn, 60)
+                    conn.execute(delete(events).where(events.c.block_number > 60))
+            done.set()
+            thread.join()
+    finally:
+        done.set()
+        reader.dispose()
+    assert reads >= 5, "the reader read while the rollbacks ran"
+    assert bad == 0
+    assert "has no body" not in caplog.text

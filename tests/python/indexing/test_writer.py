@@ -4,16 +4,20 @@ its cursor; a range it cannot store fails in its turn, after every range before 
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
 
 from indexer.writer import Rows, Writer, WriterFailed
 from tandem.db import models as m
 from tandem.db.migrate import upgrade
 from tandem.db.stream import journal
 from tandem.follower import Cursor
+from tandem.follower.cursor import CursorStore
 
 from .support import fresh_postgres
 
@@ -124,3 +128,130 @@ def test_a_range_with_a_value_a_column_cannot_hold_fails_after_the_ranges_before
         writer.close()
     # The two ranges before it are stored, with their cursor; nothing of the third.
     assert stored(url) == (6 * 40, 6, 6 * 40, 6)
+
+
+def test_ranges_stored_together_leave_the_cursor_and_its_hashes_as_one_by_one(
+    url: str, postgres: str
+) -> None:
+    # More ranges than the cursor's table keeps blocks of (RECENT_BLOCKS), each with the hashes
+    # of its blocks with logs: whatever turns the writer makes of them, it leaves the cursor and
+    # the blocks remembered as the follower storing them one by one in a transaction each.
+    ranges = []
+    for first in range(1, 600, 6):
+        last = first + 5
+        seen = {n: block_hash(n) for n in range(first, last) if n % 3}
+        ranges.append((range_rows(first, 1), seen, Cursor(last, block_hash(last))))
+    writer = Writer(url)
+    try:
+        for rows, seen, cursor in ranges:
+            writer.submit(rows, seen, cursor)
+        writer.drain()
+    finally:
+        writer.close()
+    alone = fresh_postgres(postgres, "writer_one_by_one")
+    engine = create_engine(alone)
+    try:
+        upgrade(engine)
+        cursors = CursorStore(engine, m.indexer_cursor)
+        for _, seen, cursor in ranges:
+            with engine.begin() as conn:
+                cursors.remember(conn, seen)
+                cursors.advance(conn, cursor.block_number, cursor.block_hash)
+        expected = cursors.cursor(), cursors.recent_blocks()
+    finally:
+        engine.dispose()
+    engine = create_engine(url)
+    try:
+        found = CursorStore(engine, m.indexer_cursor)
+        assert (found.cursor(), found.recent_blocks()) == expected
+        assert len(expected[1]) > 100
+    finally:
+        engine.dispose()
+
+
+def test_a_writer_killed_mid_turn_leaves_whole_ranges_with_their_cursor(url: str) -> None:
+    # Killed with no warning while ranges are in flight (made ready, being stored, waiting):
+    # what is committed is whole ranges, their journal rows and the cursor at the last one's
+    # end; the indexer is told, and a new writer goes on from that cursor.
+    writer = Writer(url)
+    try:
+        for first in range(1, 60, 3):
+            writer.submit(range_rows(first, 3), {}, Cursor(first + 2, block_hash(first + 2)))
+        os.kill(writer.process.pid, signal.SIGKILL)
+        with pytest.raises(WriterFailed, match="stopped"):
+            writer.drain()
+    finally:
+        writer.close()
+    events, books, told, cursor = stored(url)
+    committed = cursor or 0
+    assert (events, books, told) == (committed * 40, committed, committed * 40)
+    writer = Writer(url)
+    try:
+        for first in range(committed + 1, 60, 3):
+            writer.submit(range_rows(first, 3), {}, Cursor(first + 2, block_hash(first + 2)))
+        writer.drain()
+    finally:
+        writer.close()
+    assert stored(url) == (60 * 40, 60, 60 * 40, 60)
+
+
+class Unreadable:
+    """A value the writer cannot read back: unpickling it raises, as a range too big for the
+    writer's memory would (MemoryError)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[int, int]]:
+        return divmod, (1, 0)
+
+
+def test_a_range_the_writer_cannot_read_fails_after_the_ranges_before_it(url: str) -> None:
+    writer = Writer(url)
+    failed: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            writer.drain()
+        except WriterFailed as exc:
+            failed.append(exc)
+
+    try:
+        writer.submit(range_rows(1, 3), {}, Cursor(3, block_hash(3)))
+        unreadable = range_rows(4, 3)
+        unreadable.tables[0][1][0]["args"] = {"amountIn": Unreadable()}
+        writer.submit(unreadable, {}, Cursor(6, block_hash(6)))
+        # Waited for on a thread, with a generous bound for a loaded machine: a writer that
+        # stops reading would leave the indexer waiting for an answer forever.
+        waiting = threading.Thread(target=drain, daemon=True)
+        waiting.start()
+        waiting.join(60)
+        assert not waiting.is_alive(), "the indexer still waits for the writer"
+    finally:
+        if writer.process.is_alive():
+            writer.process.kill()
+        writer.close()
+    assert failed and "ZeroDivisionError" in str(failed[0])
+    assert stored(url) == (3 * 40, 3, 3 * 40, 3)  # the range before it is committed
+
+
+def test_a_turn_the_database_refuses_leaves_whole_ranges_with_their_cursor(url: str) -> None:
+    # The database refuses block 31's rows (by a constraint, as it might a value it cannot
+    # hold): whichever ranges were stored in its turn are rolled back with it, and what stays
+    # is whole ranges, their journal rows and the cursor at the last one's end.
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("ALTER TABLE vault_books ADD CONSTRAINT refused CHECK (block_number <> 31)")
+            )
+    finally:
+        engine.dispose()
+    writer = Writer(url)
+    try:
+        with pytest.raises(WriterFailed, match="refused"):
+            for first in range(1, 60, 3):
+                writer.submit(range_rows(first, 3), {}, Cursor(first + 2, block_hash(first + 2)))
+            writer.drain()
+    finally:
+        writer.close()
+    events, books, told, cursor = stored(url)
+    assert cursor is not None and cursor < 31
+    assert (events, books, told) == (cursor * 40, cursor, cursor * 40)
