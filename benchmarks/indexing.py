@@ -11,7 +11,9 @@ It measures, in one run, on a real PostgreSQL server (the pgserver package):
    through the indexer's own handler into a fresh database, in the ranges the follower reads,
    each stored as the follower stores it (on PostgreSQL by the writer process, with the cursor).
    The node is not asked anything, so its speed is not what is measured: this is the share of a
-   backfill that is our own code's (decoding, the rows for every table, the inserts).
+   backfill that is our own code's (decoding, the rows for every table, the inserts). The CPU
+   time each process used over the replay (the indexer, its writer, PostgreSQL's) splits it
+   between our code and the database.
 3. **The ceilings.** The same PostgreSQL, in the same run, takes the same number of plain rows
    (one per event, shaped as the ``events`` table) by ``COPY``: the issue's ceiling, the fastest
    any indexer writing one row per event could go. The indexer writes about six (the event's
@@ -38,11 +40,12 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psutil
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from sqlalchemy import Engine, create_engine, text
@@ -381,17 +384,43 @@ def ranges(logs: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any
 
 
 @contextmanager
-def postgres() -> Iterator[str]:
-    """A real PostgreSQL server (pgserver) for the run; its URL for a new database per use."""
+def postgres() -> Iterator[tuple[str, int]]:
+    """A real PostgreSQL server (pgserver) for the run: its URL for a new database per use, and
+    its main process's id (its other processes are its children)."""
     warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set")
     import pgserver
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop")  # type: ignore[attr-defined]
+        data = Path(tmp) / "pg"
+        server = pgserver.get_server(data, cleanup_mode="stop")  # type: ignore[attr-defined]
         try:
-            yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+            main = int((data / "postmaster.pid").read_text().split()[0])
+            yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1), main
         finally:
             server.cleanup()
+
+
+def cpu_seconds(processes: Sequence[psutil.Process]) -> dict[int, float]:
+    """The CPU time (user and system) each of ``processes`` has used so far, by process id."""
+    used: dict[int, float] = {}
+    for process in processes:
+        with suppress(psutil.Error):  # gone meanwhile
+            times = process.cpu_times()
+            used[process.pid] = times.user + times.system
+    return used
+
+
+def database_cpu(postgres_pid: int) -> dict[int, float]:
+    """CPU time so far of the server's processes: its main one and its children (a backend for
+    each connection, the WAL writer, the checkpointer)."""
+    server = psutil.Process(postgres_pid)
+    return cpu_seconds([server, *server.children(recursive=True)])
+
+
+def cpu_over(before: dict[int, float], after: dict[int, float]) -> float:
+    """The CPU time used between the two readings (a process started between them, such as a
+    backend for a new connection, with all of its)."""
+    return sum(used - before.get(pid, 0.0) for pid, used in after.items())
 
 
 def fresh_database(server_url: str, name: str) -> Engine:
@@ -498,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory() as tmp,
         # Every state in memory: the backfill reads the vaults at each of its blocks.
         LocalNode(settings=base, states_in_memory=100_000) as node,
-        postgres() as server,
+        postgres() as (server, postgres_pid),
     ):
         w3 = connect(node.rpc_url, settings=base)
         dep = deploy_local(w3, settings=base, save=False)
@@ -544,6 +573,13 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         gc.freeze()  # the recording lives as long as the run
         profile = cProfile.Profile() if args.profile else None
+        # Where the replay's time goes: each process's CPU time over it.
+        writer = [psutil.Process(handler.writer.process.pid)] if handler.writer else []
+        cpu_before = (
+            cpu_seconds([psutil.Process()]),
+            cpu_seconds(writer),
+            database_cpu(postgres_pid),
+        )
         start = time.perf_counter()
         if profile:
             profile.enable()
@@ -558,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                 handler.follower.store(logs_of_range, seen, end)  # type: ignore[arg-type]
         handler.drain()  # every range committed
         replayed = time.perf_counter() - start
+        cpu_after = cpu_seconds([psutil.Process()]), cpu_seconds(writer), database_cpu(postgres_pid)
         if profile:
             profile.disable()
             profile.dump_stats(args.profile)
@@ -569,6 +606,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{rate:,.0f} events/s (target 10,000)"
         )
         print(f"  requests not in the recording: {sum(replay.asked.values())}")
+        indexer_cpu, writer_cpu, server_cpu = (
+            cpu_over(before, after) for before, after in zip(cpu_before, cpu_after, strict=True)
+        )
+        cores = psutil.cpu_count() or 1
+        print(
+            f"  CPU over the replay: the indexer {indexer_cpu:.1f} s, its writer {writer_cpu:.1f} s"
+            f" (our code, {indexer_cpu + writer_cpu:.1f} s), PostgreSQL {server_cpu:.1f} s; "
+            f"{(indexer_cpu + writer_cpu + server_cpu) / (cores * replayed):.0%} of "
+            f"{cores} cores for {replayed:.1f} s"
+        )
 
         # 3. The ceilings: the issue's (one plain row per event), and this run's own rows.
         ceiling = total / copy_ceiling(replay_engine, total)
