@@ -152,15 +152,15 @@ class _Shares:
     they move: a point needs both, and a popular vault has thousands of holders."""
 
     def __init__(self) -> None:
-        self.balances: dict[str, int] = defaultdict(int)
+        self.balances: dict[str, int] = {}
         self.total = 0
-        self.holding = 0  # holders with a positive balance
+        self.holders = 0  # with a positive balance
 
     def move(self, holder: str, delta: int) -> None:
-        before = self.balances[holder]
+        before = self.balances.get(holder, 0)
         self.balances[holder] = before + delta
         self.total += delta
-        self.holding += (before + delta > 0) - (before > 0)
+        self.holders += (before + delta > 0) - (before > 0)
 
     def holds(self, holder: str) -> bool:
         return self.balances.get(holder, 0) > 0
@@ -837,19 +837,19 @@ class Indexer:
     ) -> None:
         if delta == 0:
             return
-        self._holders(e.address).move(holder, delta)
+        self._shares_of(e.address).move(holder, delta)
         batch.add(m.ShareMove, **self._vault_row(e, ts), holder=holder, delta=delta, kind=kind)
 
-    def _holders(self, vault: str) -> _Shares:
+    def _shares_of(self, vault: str) -> _Shares:
         """``vault``'s share balances by holder, as of the rows stored and this range so far."""
-        holders = self._shares.get(vault)
-        if holders is None:
+        shares = self._shares.get(vault)
+        if shares is None:
             assert self._conn is not None, "balances are read while a range is stored"
             query = select(m.ShareMove.holder, m.ShareMove.delta).where(m.ShareMove.vault == vault)
-            holders = self._shares[vault] = _Shares()
+            shares = self._shares[vault] = _Shares()
             for holder, delta in self._conn.execute(query):
-                holders.move(holder, delta)
-        return holders
+                shares.move(holder, delta)
+        return shares
 
     # --- time series
 
@@ -885,12 +885,12 @@ class Indexer:
         are read with the range's other reads)."""
         treasury = self.params["treasury"] if self.params else None
         for vault, cause in sorted(block.points.items()):
-            holders = self._holders(vault)
+            shares = self._shares_of(vault)
             master = self.vaults[vault]
             # Holders but the master and the treasury (which holds fee shares).
-            followers = holders.holding - holders.holds(master)
+            followers = shares.holders - shares.holds(master)
             if treasury is not None and treasury != master:
-                followers -= holders.holds(treasury)
+                followers -= shares.holds(treasury)
             row = batch.add(
                 m.VaultPoint,
                 vault=vault,
@@ -901,7 +901,7 @@ class Indexer:
                 master_aum=None,
                 pool_aum=None,
                 share_price=None,
-                total_shares=holders.total,
+                total_shares=shares.total,
                 followers=followers,
             )
             batch.points.append((row, block.hash))

@@ -15,12 +15,13 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
 
 from tandem.db.bulk import insert_rows
 from tandem.db.stream import (
     BODY_COLUMNS,
     CHANNEL,
+    EVENT_OF_ROW,
     REDIS_CHANNEL,
     event_body,
     events,
@@ -115,14 +116,9 @@ def _fill_bodies(conn: Connection, ancestor: int) -> None:
     """Each ``added`` row above block ``ancestor`` without a body gets its event's, as the
     stream sends it."""
     j = journal
-    same_event = and_(
-        events.c.block_number == j.c.block_number,
-        events.c.log_index == j.c.log_index,
-        events.c.block_hash == j.c.block_hash,
-    )
     found = conn.execute(
         select(j.c.seq, *BODY_COLUMNS)
-        .join(events, same_event)
+        .join(events, EVENT_OF_ROW)
         .where(j.c.block_number > ancestor, j.c.action == "added", j.c.body.is_(None))
     ).all()
     if found:

@@ -4,9 +4,10 @@ the indexer hands over while the indexer decodes the next ones.
 Most of a backfill's time is Python: decoding logs and making rows on one side, making ``COPY``
 text of them on the other. One process runs one of them at a time; two run both at once on two
 cores, and the writer makes the next range's text while PostgreSQL takes the one before. The
-writer stores the ranges in the order they were handed over, each range's rows, its journal rows
-and the cursor at its end in one transaction, as the follower does without it: a crash of either
-process leaves the tables and the cursor in step.
+writer stores the ranges in the order they were handed over: each range's rows and journal rows,
+with those of the ranges made ready meanwhile (a turn), and the cursor at the last one's end, in
+one transaction, as the follower stores a range without it: a crash of either process leaves
+the tables and the cursor in step.
 
 The indexer hands over at most ``PENDING`` ranges not yet committed, and waits for every one
 (``drain``) before it reads the tables for something a range in flight could have changed (a
@@ -28,7 +29,7 @@ import signal
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
@@ -37,10 +38,12 @@ from sqlalchemy import Connection, Dialect
 from indexer import journal
 from tandem.db import bulk, stream
 from tandem.db import models as m
-from tandem.db.bulk import Prepared
 from tandem.db.engine import new_engine
 from tandem.errors import TandemError
 from tandem.follower.cursor import Cursor, CursorStore
+
+# What the writer's queue holds when no range is made ready yet.
+_NOT_YET = object()
 
 # Ranges handed over and not yet committed: one being stored, one being made ready (COPY text),
 # one waiting in the pipe. More would only hold more rows in memory when the writer is the
@@ -68,15 +71,12 @@ class Rows:
 
 @dataclass
 class Ready:
-    """A range made ready to be stored: its tables' rows as ``bulk.prepare`` made them (the
-    journal's included), with what else its transaction does (see ``Rows``), and on the writer
-    the cursor at its end and the block hashes to remember."""
+    """A range's rows made ready to be stored: each table's as ``bulk.prepare`` made them (the
+    journal's included), with what else its transaction does (see ``Rows``)."""
 
-    tables: list[Prepared]
+    parts: list[bulk.Prepared]
     journaled: bool
     prune_below: int | None
-    seen: dict[int, str] = field(default_factory=dict)
-    cursor: Cursor | None = None
 
 
 def write_rows(conn: Connection, rows: Rows) -> None:
@@ -84,34 +84,53 @@ def write_rows(conn: Connection, rows: Rows) -> None:
     store(conn, [prepare(conn.dialect, rows)])
 
 
-def prepare(
-    dialect: Dialect, rows: Rows, seen: dict[int, str] | None = None, cursor: Cursor | None = None
-) -> Ready:
+def prepare(dialect: Dialect, rows: Rows) -> Ready:
     """``rows``, the journal's rows of its events included, made ready for ``store``."""
-    tables: list[Prepared] = []
+    parts: list[bulk.Prepared] = []
     events: list[dict[str, Any]] = []
     for name, table_rows in rows.tables:
-        tables.append(bulk.prepare(dialect, m.metadata.tables[name], table_rows))
+        parts.append(bulk.prepare(dialect, m.metadata.tables[name], table_rows))
         if name == m.Event.__tablename__:
             events = table_rows
     added = [journal.added(e, k) for e, k in zip(events, rows.keys, strict=True)]
-    tables.append(bulk.prepare(dialect, stream.journal, added))
-    return Ready(tables, bool(rows.keys), rows.prune_below, seen or {}, cursor)
+    parts.append(bulk.prepare(dialect, stream.journal, added))
+    return Ready(parts, bool(rows.keys), rows.prune_below)
 
 
 def store(conn: Connection, ranges: list[Ready]) -> None:
     """Ranges made ready, in order, in ``conn``'s transaction: each table's rows of them all
     at once (the journal's in the ranges' order, which is the stream's)."""
-    parts: dict[str, list[Prepared]] = defaultdict(list)
+    by_table: dict[str, list[bulk.Prepared]] = defaultdict(list)
     for ready in ranges:
-        for table in ready.tables:
-            parts[table.table.name].append(table)
-    bulk.store(conn, [part for table in parts.values() for part in table])
+        for part in ready.parts:
+            by_table[part.table.name].append(part)
+    bulk.store(conn, [part for parts in by_table.values() for part in parts])
     if any(ready.journaled for ready in ranges):
         journal.notify(conn)
     prunes = [ready.prune_below for ready in ranges if ready.prune_below is not None]
     if prunes:
         journal.prune(conn, max(prunes))
+
+
+@dataclass
+class _Range:
+    """A range on the writer: its rows made ready, the block hashes it read to remember, and
+    the cursor at its end."""
+
+    ready: Ready
+    seen: dict[int, str]
+    cursor: Cursor
+
+
+def _turn_end(turn: list[_Range]) -> tuple[dict[int, str], Cursor]:
+    """The block hashes to remember and the cursor after a turn, as its ranges one by one leave
+    them: each one's hashes and each one's end remembered, the cursor at the last one's end."""
+    seen: dict[int, str] = {}
+    for done in turn[:-1]:
+        seen |= done.seen
+        seen[done.cursor.block_number] = done.cursor.block_hash
+    last = turn[-1]
+    return seen | last.seen, last.cursor
 
 
 class Writer:
@@ -134,8 +153,8 @@ class Writer:
         self._failure: str | None = None
 
     def submit(self, rows: Rows, seen: dict[int, str], cursor: Cursor) -> None:
-        """Store ``rows``, remember ``seen`` and move the cursor to ``cursor``, in one
-        transaction after the ranges handed over before."""
+        """Store ``rows``, remember ``seen`` and move the cursor to ``cursor``, in its turn's
+        transaction, after the ranges handed over before."""
         while self.pending >= PENDING:
             self._committed()
         self._check()
@@ -203,21 +222,13 @@ def _serve(url: str, jobs: Pipe, answers: Pipe) -> None:
     threading.Thread(target=_receive, args=(jobs, engine.dialect, ready), daemon=True).start()
     cursors = CursorStore(engine, m.indexer_cursor)
     try:
-        for ranges in _turns(ready):
+        for turn in _turns(ready):
             with engine.begin() as conn:
-                store(conn, ranges)
-                # The cursor as the ranges one by one would leave it: at the last one's end,
-                # the block hashes of each, and each one's end, remembered.
-                seen: dict[int, str] = {}
-                for done in ranges:
-                    assert done.cursor is not None  # the writer's ranges all come with theirs
-                    seen.update(done.seen)
-                    seen[done.cursor.block_number] = done.cursor.block_hash
-                    last = done.cursor
-                del seen[last.block_number]
+                store(conn, [done.ready for done in turn])
+                seen, cursor = _turn_end(turn)
                 cursors.remember(conn, seen)
-                cursors.advance(conn, last.block_number, last.block_hash)
-            for _ in ranges:
+                cursors.advance(conn, cursor.block_number, cursor.block_hash)
+            for _ in turn:
                 answers.send(None)
     except Exception as exc:
         first_line = next(iter(str(exc).strip().splitlines()), "")
@@ -226,28 +237,25 @@ def _serve(url: str, jobs: Pipe, answers: Pipe) -> None:
         engine.dispose()
 
 
-def _turns(ready: queue.Queue[Any]) -> Iterator[list[Ready]]:
+def _turns(ready: queue.Queue[Any]) -> Iterator[list[_Range]]:
     """The ranges made ready, in order, a turn at a time: a turn is the next range and every
     range made ready while the turn before was stored, in one transaction (one ``COPY`` a table,
     one commit), so that the more the writer waits for the database, the less it asks of it per
-    range. A range that could not be made ready raises in its turn, after the ranges before it
-    are committed; a turn the database refuses is rolled back whole (the indexer indexes again
-    from the committed cursor)."""
+    range. A range that could not be read or made ready raises in its turn, after the ranges
+    before it are committed; a turn the database refuses is rolled back whole (the indexer
+    indexes again from the committed cursor)."""
     job = ready.get()
     while job is not None:
         if isinstance(job, Exception):
             raise job
         turn = [job]
         job = _next_ready(ready)
-        while isinstance(job, Ready):
+        while isinstance(job, _Range):
             turn.append(job)
             job = _next_ready(ready)
         yield turn
         if job is _NOT_YET:
             job = ready.get()
-
-
-_NOT_YET = object()  # no range made ready yet
 
 
 def _next_ready(ready: queue.Queue[Any]) -> Any:
@@ -277,7 +285,9 @@ def _receive(jobs: Pipe, dialect: Dialect, ready: queue.Queue[Any]) -> None:
             return
         rows, seen, cursor = job
         try:
-            ready.put(prepare(dialect, rows, seen, cursor))
-        except Exception as exc:  # a value a column cannot hold: after the ranges before it
+            ready.put(_Range(prepare(dialect, rows), seen, cursor))
+        except Exception as exc:
+            # A value a column cannot hold, in a table going by COPY (checked as its text is
+            # made; fewer rows go by INSERT and fail when stored, with their whole turn).
             ready.put(exc)
             return

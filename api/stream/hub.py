@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import URL, Engine, and_, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.notifications.produce import notifications_after
@@ -28,6 +28,7 @@ from tandem.db import accounts as t
 from tandem.db.stream import (
     BODY_COLUMNS,
     CHANNEL,
+    EVENT_OF_ROW,
     REDIS_CHANNEL,
     event_body,
     events,
@@ -55,21 +56,19 @@ def _row(seq: int, action: str, keys: str, body: Any) -> Row:
     return Row(seq, frozenset(topics), text)
 
 
+# Journal rows logged as having neither a body nor an event (see ``read``), by database.
+_UNTOLD: set[tuple[URL, int]] = set()
+
+
 def read(engine: Engine, after: int, up_to: int | None = None, limit: int = PAGE) -> list[Row]:
     """Journal rows after ``after`` (up to ``up_to``), in order, as messages. An ``added`` row
     without a body is told with its ``events`` row's, read in the same query: one snapshot, in
     which a reorganisation has either not deleted the event or already given the row its body
     (``indexer.journal.remove_above``)."""
     j = journal
-    same_event = and_(
-        j.c.body.is_(None),
-        events.c.block_number == j.c.block_number,
-        events.c.log_index == j.c.log_index,
-        events.c.block_hash == j.c.block_hash,
-    )
     query = (
         select(j.c.seq, j.c.action, j.c["keys"], j.c.body, *BODY_COLUMNS)
-        .select_from(j.outerjoin(events, same_event))
+        .select_from(j.outerjoin(events, and_(j.c.body.is_(None), EVENT_OF_ROW)))
         .where(j.c.seq > after)
     )
     if up_to is not None:
@@ -79,15 +78,20 @@ def read(engine: Engine, after: int, up_to: int | None = None, limit: int = PAGE
     found: list[Row] = []
     for r in rows:
         seq, action, keys, body = r.seq, r.action, r._mapping["keys"], r.body
-        if body is None:  # an added row: its body is its event's
+        if body is None:
             if r.name is None:
                 # Never so while the journal and the events are written as they are: an event
                 # deleted has its row's body filled in, in the same transaction. A message
                 # without its event would leave clients nothing to act on, and stopping here
-                # would stop everyone's stream: no one is told this row (its cursor is passed).
-                log.error(
-                    "stream journal row %s (%s) has no body and no event: not sent", seq, action
-                )
+                # would stop everyone's stream: no one is told this row (its cursor is passed),
+                # and it is logged once (every page read passes it again).
+                if (engine.url, seq) not in _UNTOLD:
+                    _UNTOLD.add((engine.url, seq))
+                    log.error(
+                        "stream journal row %s (%s) has no body and no event: not sent",
+                        seq,
+                        action,
+                    )
                 found.append(Row(seq, frozenset(), ""))
                 continue
             body = event_body(r._mapping)

@@ -27,9 +27,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, Table
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, Table, and_
 
-from tandem.db.models import metadata
+from tandem.db.models import Event, metadata
 
 # PostgreSQL NOTIFY channel and Redis PUBLISH channel of the wake-ups after a commit.
 CHANNEL = "tandem_stream"
@@ -61,7 +61,15 @@ state = Table(
 )
 
 
-events = metadata.tables["events"]
+events: Table = Event.__table__  # type: ignore[assignment]
+
+# The ``events`` row an ``added`` journal row without a body tells: its block hash tells it from
+# an event a reorganisation put at the same position.
+EVENT_OF_ROW = and_(
+    events.c.block_number == journal.c.block_number,
+    events.c.log_index == journal.c.log_index,
+    events.c.block_hash == journal.c.block_hash,
+)
 
 # The ``events`` columns an event's stream body is made of.
 BODY_COLUMNS = (

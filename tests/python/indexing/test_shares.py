@@ -20,6 +20,6 @@ def test_sum_and_holders_kept_as_shares_move_equal_a_count_of_every_balance() ->
         delta = rng.choice([rng.randrange(1, 10**6), -held, -rng.randrange(0, held + 1)])
         shares.move(holder, delta)
         assert shares.total == sum(shares.balances.values())
-        assert shares.holding == sum(1 for b in shares.balances.values() if b > 0)
+        assert shares.holders == sum(1 for b in shares.balances.values() if b > 0)
         assert shares.holds(holder) == (shares.balances[holder] > 0)
     assert not shares.holds("0x" + "ff" * 20)  # never held

@@ -5,6 +5,7 @@ its cursor; a range it cannot store fails in its turn, after every range before 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import threading
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from indexer.writer import Rows, Writer, WriterFailed
+from indexer.writer import Ready, Rows, Writer, WriterFailed, _Range, _turn_end, _turns
 from tandem.db import models as m
 from tandem.db.migrate import upgrade
 from tandem.db.stream import journal
@@ -255,3 +256,38 @@ def test_a_turn_the_database_refuses_leaves_whole_ranges_with_their_cursor(url: 
     events, books, told, cursor = stored(url)
     assert cursor is not None and cursor < 31
     assert (events, books, told) == (cursor * 40, cursor, cursor * 40)
+
+
+# --- turns, without a process or a database: what the writer's queue holds decides them
+
+
+def made_ready(first: int) -> _Range:
+    seen = {first: block_hash(first), first + 1: block_hash(first + 1)}
+    return _Range(Ready([], True, None), seen, Cursor(first + 2, block_hash(first + 2)))
+
+
+def test_ranges_made_ready_while_a_turn_is_stored_make_the_next_turn_and_a_failure_its_own() -> (
+    None
+):
+    ready: queue.Queue[Any] = queue.Queue()
+    first, second, third, fourth = (made_ready(n) for n in (1, 4, 7, 10))
+    for job in (first, second, third):
+        ready.put(job)
+    turns = _turns(ready)
+    assert next(turns) == [first, second, third]  # every range ready already: one turn
+    refused = ValueError("a value the column cannot hold")
+    for job in (fourth, refused, made_ready(13)):
+        ready.put(job)
+    assert next(turns) == [fourth]  # the failure is not stored with the ranges before it
+    with pytest.raises(ValueError, match="cannot hold"):
+        next(turns)  # ...and raises in its own turn, after theirs
+
+
+def test_the_end_of_a_turn_is_what_its_ranges_one_by_one_leave() -> None:
+    turn = [made_ready(n) for n in (1, 4, 7)]
+    seen, cursor = _turn_end(turn)
+    # Each range's blocks, and the end of each but the last, remembered; the cursor at the
+    # last one's end (``advance`` remembers it).
+    assert seen == {n: block_hash(n) for n in range(1, 9)}
+    assert cursor == Cursor(9, block_hash(9))
+    assert _turn_end(turn[:1]) == ({1: block_hash(1), 2: block_hash(2)}, Cursor(3, block_hash(3)))

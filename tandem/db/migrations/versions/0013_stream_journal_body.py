@@ -85,6 +85,9 @@ def downgrade() -> None:
                 for r in found
             ],
         )
+    # A row left without a body has no event either: the stream never told it to anyone (it
+    # passes such a row), and the column cannot be made NOT NULL with it.
+    bind.execute(journal.delete().where(journal.c.body.is_(None)))
     _alter_body(nullable=False)
 
 
