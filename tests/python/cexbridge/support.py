@@ -1,8 +1,11 @@
 """The bridge tests' world: the four stand-in exchanges, a real Redis, a migrated SQLite
-database, a keyring, followers with keys and follows, and master trades on the stream."""
+database, a keyring, followers with keys and follows, and master trades on the stream; and
+the helpers several test modules share: reading the bridge's tables, running workers, the
+limits' and exits' set-up, and the API's world."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -13,15 +16,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert
+import httpx
+import redis.asyncio as aioredis
+from sqlalchemy import Engine, insert, select, update
 
 from bridge.standins.binance import Binance
 from bridge.standins.bitget import Bitget
 from bridge.standins.bybit import Bybit
-from bridge.standins.common import Account, Market, Standin
+from bridge.standins.common import Account, Market, Order, Standin
 from bridge.standins.okx import Okx
-from bridge.worker import key_aad
+from bridge.worker import Bridge, key_aad
 from tandem.config import BridgeAsset, BridgeExchange, BridgeSettings
+from tandem.db import accounts as a
 from tandem.db import bridge as t
 from tandem.db import migrate, open_engine
 from tandem.envelope import Credentials, Keyring, new_kek
@@ -426,3 +432,360 @@ def enrol(client: Any) -> Any:
         )
     assert confirmed.status_code == 200, confirmed.text
     return totp
+
+
+# --- the bridge's tables, as the tests read them
+
+
+def orders(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [
+            dict(r._mapping) for r in conn.execute(select(t.orders).order_by(t.orders.c.client_id))
+        ]
+
+
+def follows(engine: Engine) -> dict[int, dict[str, Any]]:
+    with engine.connect() as conn:
+        return {r.id: dict(r._mapping) for r in conn.execute(select(t.follows))}
+
+
+def book(engine: Engine, follow_id: int) -> dict[str, Any]:
+    with engine.connect() as conn:
+        return dict(
+            conn.execute(select(t.follows).where(t.follows.c.id == follow_id)).one()._mapping
+        )
+
+
+def order_row(f: Follower, client_id: str, status: str, n: int) -> dict[str, Any]:
+    """An order row of the follow's, the ``n``-th decided (a buy of ETH for 100 USDT at OKX)."""
+    return {
+        "client_id": client_id,
+        "trade": f"{n + 1}-0",
+        "follow_id": f.follow_id,
+        "address": f.address,
+        "vault": VAULT,
+        "exchange": "okx",
+        "symbol": "ETH/USDT",
+        "side": "buy",
+        "kind": "copy",
+        "size": "100",
+        "status": status,
+        "known_at": time.time() + n,
+        "attempts": 1,
+    }
+
+
+def produce(engine: Engine) -> int:
+    """The notifications of what the bridge recorded, written now: how many."""
+    # Imported here: the worker process (run_worker.py) imports this module and needs no API.
+    from api.notifications import bridge as bridge_notes
+
+    with engine.begin() as conn:
+        return bridge_notes.produce(conn)
+
+
+def due_now(engine: Engine) -> None:
+    """The orders followed up are due (as the next watches would find them, later)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(t.orders).where(t.orders.c.due_at.is_not(None)).values(due_at=time.time() - 1)
+        )
+
+
+# --- workers on the stream: each a real Bridge on the test's Redis and database
+
+
+async def workers(settings: Any, engine: Engine, ring: Any, count: int) -> list[Bridge]:
+    out = []
+    for i in range(count):
+        redis = aioredis.from_url(settings.redis_url, decode_responses=True)
+        bridge = Bridge(settings, engine, ring, redis, FixedContext(), f"w{i}")
+        await bridge.start()
+        out.append(bridge)
+    return out
+
+
+async def stop(bridges: list[Bridge]) -> None:
+    for b in bridges:
+        await b.close()
+        await b.redis.aclose()
+
+
+async def take(bridge: Bridge) -> None:
+    got = await bridge.next_trade(block_ms=2000)
+    assert got is not None
+    await bridge.handle(*got)
+    await bridge.redis.xack(bridge.stream, bridge.group, got[0])
+
+
+async def drain(bridge: Bridge, count: int) -> None:
+    await bridge.start()
+    for _ in range(count):
+        got = await bridge.next_trade(block_ms=2000)
+        assert got is not None
+        await bridge.handle(*got)
+        await bridge.redis.xack(bridge.stream, bridge.group, got[0])
+
+
+def run_bridge(settings: Any, engine: Engine, ring: Any, count: int, hook: Any = None) -> Bridge:
+    async def go() -> Bridge:
+        redis = aioredis.from_url(settings.redis_url, decode_responses=True)
+        bridge = Bridge(settings, engine, ring, redis, FixedContext(), "w1")
+        try:
+            if hook:
+                hook(bridge)
+            await drain(bridge, count)
+        finally:
+            await bridge.close()
+            await redis.aclose()
+        return bridge
+
+    return asyncio.run(go())
+
+
+def recheck(settings: BridgeSettings, engine: Engine, ring: Any, count: int) -> list[int]:
+    """``count`` workers reading the orders followed up, at the same time: how many each read."""
+
+    async def go() -> list[int]:
+        bridges = []
+        for i in range(count):
+            redis = aioredis.from_url(settings.redis_url or "", decode_responses=True)
+            bridges.append(Bridge(settings, engine, ring, redis, FixedContext(), f"r{i}"))
+        try:
+            return list(await asyncio.gather(*(b.recheck() for b in bridges)))
+        finally:
+            for b in bridges:
+                await b.close()
+                await b.redis.aclose()
+
+    return asyncio.run(go())
+
+
+def recording_worker(engine: Any) -> Bridge:
+    """A worker with only its database: what recording outcomes uses (no follow here has
+    limits, so none is stopped)."""
+    worker = object.__new__(Bridge)
+    worker.engine = engine
+    return worker
+
+
+class SharedConnection:
+    """An engine whose ``begin()`` joins a transaction already open on one connection."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    @contextmanager
+    def begin(self) -> Iterator[Any]:
+        yield self.conn
+
+
+# --- the stand-ins' answers
+
+
+# Each exchange's cancel, as ccxt's ``cancel_order`` sends it.
+CANCEL = {
+    "binance": ("DELETE", "/api/v3/order"),
+    "okx": ("POST", "/api/v5/trade/cancel-order"),
+    "bybit": ("POST", "/v5/order/cancel"),
+    "bitget": ("POST", "/api/v2/spot/trade/cancel-order"),
+}
+
+
+def cancels(stand: Standin) -> list[int]:
+    """The statuses of the cancel requests ``stand`` answered."""
+    method, path = CANCEL[stand.name]
+    return [status for m, p, status in stand.requests if (m, p) == (method, path)]
+
+
+def rest_settings(stands: dict[str, Standin], redis_url: str) -> BridgeSettings:
+    """Orders followed by REST, an order not done within 1 s has its rest cancelled."""
+    settings = settings_for(stands, redis_url, fill_timeout=1)
+    for venue in settings.exchanges.values():
+        venue.watch_orders = False
+    return settings
+
+
+def rest_fills_now(stand: Standin) -> None:
+    """The rest of every order at ``stand`` fills now (a cancel accepted and not carried out)."""
+    with stand.lock:
+        for order in stand.orders.values():
+            order.rest_at = time.monotonic()
+
+
+HALF = Decimal("0.025")  # ETH: half of a 100 USDT buy at 2,000
+WHOLE = Decimal("0.05")
+
+
+# --- limits and exits: followers holding ETH (and BTC) when a limit fires
+
+
+ETH = "ETH/USDT"
+
+
+def buy_eth(settings: BridgeSettings, engine: Engine, ring: Any) -> None:
+    """The master puts two fifths of their equity in ETH at 2,000: each follower of 1,000 USDT
+    holds 0.2 ETH less the buy's fee paid in ETH (0.1998)."""
+    publish(settings.redis_url or "", "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.4))])
+
+    async def go() -> None:
+        (bridge,) = await workers(settings, engine, ring, 1)
+        try:
+            await take(bridge)
+        finally:
+            await stop([bridge])
+
+    asyncio.run(go())
+    assert all(Decimal(f["positions"][ETH]) == Decimal("0.1998") for f in follows(engine).values())
+    produce(engine)  # the buys told: what follows is the exits' alone
+
+
+def watch(settings: BridgeSettings, engine: Engine, ring: Any, count: int) -> list[int]:
+    """``count`` workers watching the limits at the same time, once each, until the exits they
+    started (every attempt) are done: the follows they stopped."""
+
+    async def go() -> list[int]:
+        bridges = await workers(settings, engine, ring, count)
+        try:
+            await asyncio.gather(*(b.warm() for b in bridges))
+            stopped = await asyncio.gather(*(b.watch_limits() for b in bridges))
+            return sorted(i for each in stopped for i in each)
+        finally:
+            await stop(bridges)
+
+    return asyncio.run(go())
+
+
+def exits_of(engine: Engine, f: Follower) -> list[dict[str, Any]]:
+    """The follow's exit orders, by attempt."""
+    rows = [r for r in orders(engine) if r["follow_id"] == f.follow_id and r["kind"] == "exit"]
+    return sorted(rows, key=lambda r: r["exit_attempt"] or 1)
+
+
+def notes_of(engine: Engine, f: Follower) -> list[Any]:
+    """What the follower was told of their exit, oldest first."""
+    with engine.connect() as conn:
+        n = a.notifications
+        query = select(n).where(n.c.address == f.address, n.c.kind.startswith("exit."))
+        return list(conn.execute(query.order_by(n.c.id)))
+
+
+def first_order_only_half_filled(stand: Standin) -> None:
+    """The next order placed at ``stand`` fills half at once and its rest finds nothing to fill
+    it (expires at the exchange); every order after it fills whole. Switched in the
+    stand-in's own thread as it places that order, so no later order can be placed first."""
+    stand.partial, stand.partial_delay, stand.expire_rest = Decimal("0.5"), 0.2, True
+    real = stand.order_changed
+
+    def changed(order: Order) -> None:
+        stand.partial = None
+        real(order)
+
+    stand.order_changed = changed  # type: ignore[method-assign]
+
+
+WBTC = "0x" + "66" * 20
+
+
+def btc_market() -> Market:
+    return Market(
+        "BTC",
+        "USDT",
+        Decimal("50000"),
+        Decimal("0.01"),
+        Decimal("0.00001"),
+        Decimal("0.00001"),
+        Decimal("5"),
+    )
+
+
+def world_settings(stands: dict[str, Standin], redis_url: str, **changes: Any) -> BridgeSettings:
+    """The tests' settings, with BTC mapped too."""
+    for s in stands.values():
+        s.add_market(btc_market())
+    settings = settings_for(stands, redis_url, **changes)
+    assets = {
+        **settings.assets,
+        WBTC: BridgeAsset(symbol="WBTC", decimals=8, markets=dict.fromkeys(stands, "BTC/USDT")),
+    }
+    return settings.model_copy(update={"assets": assets})
+
+
+def btc_trade(block: int, side: str, usdc: int, btc: Decimal, fraction: float) -> dict[str, Any]:
+    body = trade(block, side, usdc, 0, fraction)
+    units = str(int(btc * 10**8))
+    if side == "buy":
+        body.update(tokenOut=WBTC, masterOut=units)
+    else:
+        body.update(tokenIn=WBTC, masterIn=units)
+    return body
+
+
+def set_prices(stands: dict[str, Standin], eth: int, btc: int) -> None:
+    for s in stands.values():
+        s.set_price("ETH/USDT", Decimal(eth))
+        s.set_price("BTC/USDT", Decimal(btc))
+
+
+# --- the API's world: one server, its database, Redis and stand-ins, shared by a module
+
+
+@dataclass
+class World:
+    url: str
+    stands: dict[str, Standin]
+    engine: Engine
+    db_url: str
+    ring_text: str
+    settings: BridgeSettings
+    redis_url: str
+    tmp: Path
+    server_log: Path
+    answers: list[str] = field(default_factory=list)  # every body the API answered
+
+    def client(self, label: str) -> httpx.Client:
+        from eth_account import Account as Wallet
+        from eth_utils.crypto import keccak
+
+        who = Wallet.from_key(keccak(text=f"bridge-api:{label}"))
+
+        def keep(response: httpx.Response) -> None:
+            response.read()
+            self.answers.append(response.text)
+
+        client: httpx.Client = sign_in(self.url, who, hook=keep)
+        return client
+
+
+def problem(response: httpx.Response, status: int, name: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"urn:tandem:problem:{name}", body
+    return body
+
+
+def key_body(
+    exchange: str, api_key: str, secret: str, passphrase: str | None = None, **follow: Any
+) -> dict[str, Any]:
+    return {
+        "exchange": exchange,
+        "api_key": api_key,
+        "secret": secret,
+        "passphrase": passphrase,
+        "follow": {"vault": VAULT, "allocation": "1000", **follow},
+    }
+
+
+MASTER_A = "0x" + "12" * 20  # digits only: the same checksummed
+MASTER_B = "0x" + "34" * 20
+
+
+def master_trade(vault: str, block: int, side: str, fraction: float) -> dict[str, Any]:
+    """A master's trade of ``vault`` at 2,000 USDC an ETH (the stand-ins fill at 2,000 too)."""
+    return {**trade(block, side, 1000, 0.5, fraction), "vault": vault}
+
+
+def address_of(client: httpx.Client) -> str:
+    found: str = client.get("/v1/auth/session").json()["address"]
+    return found

@@ -12,93 +12,26 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from eth_account import Account
-from eth_utils.crypto import keccak
 from sqlalchemy import Engine, inspect, select, text
 
-from bridge.standins.common import Standin
-from tandem.config import BridgeSettings
 from tandem.db import bridge as t
 
 from .support import (
     VAULT,
     WETH,
-    api_server,
-    database,
+    World,
     enrol,
-    keyring,
+    key_body,
+    problem,
     publish,
-    redis_server,
-    settings_for,
-    sign_in,
-    standins,
     trade,
 )
-
-
-@dataclass
-class World:
-    url: str
-    stands: dict[str, Standin]
-    engine: Engine
-    db_url: str
-    ring_text: str
-    settings: BridgeSettings
-    redis_url: str
-    tmp: Path
-    server_log: Path
-    answers: list[str] = field(default_factory=list)  # every body the API answered
-
-    def client(self, label: str) -> httpx.Client:
-        who = Account.from_key(keccak(text=f"bridge-api:{label}"))
-
-        def keep(response: httpx.Response) -> None:
-            response.read()
-            self.answers.append(response.text)
-
-        client: httpx.Client = sign_in(self.url, who, hook=keep)
-        return client
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    tmp = tmp_path_factory.mktemp("bridge-api")
-    _, ring_text = keyring()
-    db_url, engine = database(tmp)
-    with redis_server(tmp) as redis_url, standins() as stands:
-        settings = settings_for(stands, redis_url)
-        log = tmp / "server.log"
-        with api_server(db_url, settings, ring_text, log) as url:
-            yield World(url, stands, engine, db_url, ring_text, settings, redis_url, tmp, log)
-    engine.dispose()
-
-
-def problem(response: httpx.Response, status: int, name: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["type"] == f"urn:tandem:problem:{name}", body
-    return body
-
-
-def key_body(
-    exchange: str, api_key: str, secret: str, passphrase: str | None = None, **follow: Any
-) -> dict[str, Any]:
-    return {
-        "exchange": exchange,
-        "api_key": api_key,
-        "secret": secret,
-        "passphrase": passphrase,
-        "follow": {"vault": VAULT, "allocation": "1000", **follow},
-    }
 
 
 def stored_keys(engine: Engine) -> list[dict[str, Any]]:

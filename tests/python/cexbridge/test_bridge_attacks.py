@@ -17,21 +17,29 @@ from tandem.db import bridge as t
 from tandem.envelope import Keyring
 
 from .support import (
+    MASTER_B,
+    WETH,
+    FixedContext,
+    World,
     add_follower,
     add_followers,
+    address_of,
+    book,
+    cancels,
     database,
     enrol,
+    follows,
     keyring,
+    master_trade,
+    orders,
+    problem,
     publish,
     redis_server,
+    run_bridge,
     settings_for,
     standins,
     trade,
 )
-from .test_bridge_api import World, problem, world  # noqa: F401  (the module's world)
-from .test_bridge_copy import follows, orders, run_bridge
-from .test_bridge_fills import cancels
-from .test_bridge_follows import MASTER_B, WETH_, address_of, book
 
 
 def revoke_trading_once_placed(stands: dict[str, Standin], count: int) -> None:
@@ -92,7 +100,7 @@ def test_a_cancel_refused_for_the_key_s_permission_still_books_what_filled(
 
 
 def test_a_token_s_market_is_kept_while_a_buy_on_it_is_in_flight(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     """Attack: a follower whose follow holds nothing yet on a token's market, but has a buy
     of it in flight there, moves the token to another market (with the second factor). The
@@ -138,14 +146,14 @@ def test_a_token_s_market_is_kept_while_a_buy_on_it_is_in_flight(
     assert not any(Decimal(v) > 0 for v in (before["positions"] or {}).values())
     code = {"Tandem-TOTP": totp.now()}
     body = problem(
-        rita.patch(url, json={"symbols": {WETH_: "WETH/USDT"}}, headers=code), 409, "market-held"
+        rita.patch(url, json={"symbols": {WETH: "WETH/USDT"}}, headers=code), 409, "market-held"
     )
     assert "ETH/USDT" in body["detail"] and "in flight" in body["detail"]
     assert book(world.engine, f.follow_id) == before
 
 
 def test_a_change_refused_under_the_row_s_lock_does_not_spend_the_code(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     """Attack (on the follower's second factor): a change needing the code (new markets) is
     checked, then waits for the exchange's market list; meanwhile the follow's limit fires
@@ -165,7 +173,7 @@ def test_a_change_refused_under_the_row_s_lock_does_not_spend_the_code(
     try:
         change = threading.Thread(
             target=lambda: answers.append(
-                sam.patch(url, json={"symbols": {WETH_: "WETH/USDT"}}, headers=code)
+                sam.patch(url, json={"symbols": {WETH: "WETH/USDT"}}, headers=code)
             )
         )
         change.start()
@@ -245,7 +253,7 @@ def test_a_binance_key_that_may_no_longer_trade_fails_its_order_and_holds_up_no_
 
 
 def test_odd_bodies_and_others_ids_are_4xx_problems_and_change_nothing(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     """Attack: bodies a client would not send (numbers where text is asked, exponents,
     NaN, huge digits, unknown fields, a deep or huge document) and ids of another address's
@@ -303,7 +311,7 @@ def test_odd_bodies_and_others_ids_are_4xx_problems_and_change_nothing(
     assert book(world.engine, f.follow_id) == before
     # No secret of the key in any answer of the server nor in its log (the follows' routes
     # open the sealed key to ask the exchange for its markets).
-    markets = tess.patch(url, json={"symbols": {WETH_: "ETH/USDT"}}, headers=code)
+    markets = tess.patch(url, json={"symbols": {WETH: "ETH/USDT"}}, headers=code)
     assert markets.status_code in (200, 403), markets.text  # the code may be spent: either
     log = world.server_log.read_text()
     for secret in (f.secret, f.passphrase):
@@ -312,7 +320,7 @@ def test_odd_bodies_and_others_ids_are_4xx_problems_and_change_nothing(
 
 
 def test_the_limits_watch_stops_no_follow_whose_allocation_moved_since_it_read_it(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     """Race: the limits' watch reads a follow (equity 875 of 1,000 with a stop-loss of 10%:
     breached), and while it asks the exchange's prices the follower raises the allocation by
@@ -325,8 +333,6 @@ def test_the_limits_watch_stops_no_follow_whose_allocation_moved_since_it_read_i
     import redis.asyncio as aioredis
 
     from bridge.worker import Bridge
-
-    from .support import FixedContext
 
     vic = world.client("vic")
     totp = enrol(vic)
@@ -378,7 +384,7 @@ def test_the_limits_watch_stops_no_follow_whose_allocation_moved_since_it_read_i
 
 
 def test_a_follow_ended_while_a_trade_is_sized_gets_no_order_of_it(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     """Race: a worker reads the follows at a master's trade and asks the chain for the
     master's fraction; meanwhile the follower ends their follow (204: "nothing more is
@@ -389,9 +395,6 @@ def test_a_follow_ended_while_a_trade_is_sized_gets_no_order_of_it(
     import redis.asyncio as aioredis
 
     from bridge.worker import Bridge
-
-    from .support import FixedContext
-    from .test_bridge_follows import master_trade
 
     wes = world.client("wes")
     ring = Keyring.parse(world.ring_text, "test")
@@ -428,7 +431,7 @@ def test_a_follow_ended_while_a_trade_is_sized_gets_no_order_of_it(
 
 
 def test_a_token_is_not_mapped_to_a_market_of_another_quote_or_a_derivative(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     """Attack: a follower maps the token to a market the exchange lists but quoted in another
     currency (ETH/BTC) or a perpetual (ETH/USDT:USDT), with the second factor. The book counts
@@ -444,11 +447,11 @@ def test_a_token_is_not_mapped_to_a_market_of_another_quote_or_a_derivative(
     before = book(world.engine, f.follow_id)
     code = {"Tandem-TOTP": totp.now()}
     for market in ("ETH/BTC", "ETH/USDT:USDT"):
-        answer = xan.patch(url, json={"symbols": {WETH_: market}}, headers=code)
+        answer = xan.patch(url, json={"symbols": {WETH: market}}, headers=code)
         problem(answer, 422, "market-not-spot-quote")
         added = xan.post(
             f"/v1/account/exchange-keys/{f.key_id}/follows",
-            json={"vault": MASTER_B, "allocation": "100", "symbols": {WETH_: market}},
+            json={"vault": MASTER_B, "allocation": "100", "symbols": {WETH: market}},
             headers=code,
         )
         problem(added, 422, "market-not-spot-quote")

@@ -11,17 +11,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-import redis.asyncio as aioredis
 from indexing.support import fresh_postgres
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import insert, select
 
 from bridge.venue import Fill
 from bridge.worker import Bridge, Outcome, client_order_id
@@ -30,62 +27,22 @@ from tandem.db import migrate, open_engine
 
 from .support import (
     VAULT,
-    FixedContext,
-    Follower,
+    SharedConnection,
     add_follower,
     add_followers,
     assert_dust,
     database,
+    follows,
     keyring,
+    order_row,
+    orders,
     publish,
-    redis_server,
+    recording_worker,
+    run_bridge,
     settings_for,
     standins,
     trade,
 )
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path) as url:
-        yield url
-
-
-def orders(engine: Engine) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        return [
-            dict(r._mapping) for r in conn.execute(select(t.orders).order_by(t.orders.c.client_id))
-        ]
-
-
-def follows(engine: Engine) -> dict[int, dict[str, Any]]:
-    with engine.connect() as conn:
-        return {r.id: dict(r._mapping) for r in conn.execute(select(t.follows))}
-
-
-async def drain(bridge: Bridge, count: int) -> None:
-    await bridge.start()
-    for _ in range(count):
-        got = await bridge.next_trade(block_ms=2000)
-        assert got is not None
-        await bridge.handle(*got)
-        await bridge.redis.xack(bridge.stream, bridge.group, got[0])
-
-
-def run_bridge(settings: Any, engine: Engine, ring: Any, count: int, hook: Any = None) -> Bridge:
-    async def go() -> Bridge:
-        redis = aioredis.from_url(settings.redis_url, decode_responses=True)
-        bridge = Bridge(settings, engine, ring, redis, FixedContext(), "w1")
-        try:
-            if hook:
-                hook(bridge)
-            await drain(bridge, count)
-        finally:
-            await bridge.close()
-            await redis.aclose()
-        return bridge
-
-    return asyncio.run(go())
 
 
 def test_a_buy_and_a_sale_are_copied_on_all_four_exchanges_sized_rounded_and_skipped_below_minimum(
@@ -398,10 +355,10 @@ def test_fills_two_workers_record_at_once_both_reach_the_book(postgres: str) -> 
     # The first worker has booked order a and not committed when the second books order b.
     first = engine.connect()
     first_tx = first.begin()
-    Bridge._apply(_worker(_Shared(first)), [Outcome(a, "filled", fill_a)])
+    Bridge._apply(recording_worker(SharedConnection(first)), [Outcome(a, "filled", fill_a)])
     second = threading.Thread(
         target=Bridge._apply,
-        args=(_worker(engine), [Outcome(b, "filled", fill_b)]),
+        args=(recording_worker(engine), [Outcome(b, "filled", fill_b)]),
     )
     second.start()
     second.join(1.0)
@@ -410,50 +367,12 @@ def test_fills_two_workers_record_at_once_both_reach_the_book(postgres: str) -> 
     second.join(30)
     assert not second.is_alive()
     # The same fill recorded again later moves nothing.
-    Bridge._apply(_worker(engine), [Outcome(a, "filled", fill_a)])
+    Bridge._apply(recording_worker(engine), [Outcome(a, "filled", fill_a)])
     with engine.connect() as conn:
         follow = conn.execute(select(t.follows).where(t.follows.c.id == f.follow_id)).one()
     engine.dispose()
     assert Decimal(follow.cash) == Decimal(870)  # 1,000 less both fills' 100 and 30
     assert Decimal(follow.positions["ETH/USDT"]) == Decimal("0.065")
-
-
-def _worker(engine: Any) -> Bridge:
-    """A worker with only its database: what recording outcomes uses (no follow here has
-    limits, so none is stopped)."""
-    worker = object.__new__(Bridge)
-    worker.engine = engine
-    return worker
-
-
-def order_row(f: Follower, client_id: str, status: str, n: int) -> dict[str, Any]:
-    """An order row of the follow's, the ``n``-th decided (a buy of ETH for 100 USDT at OKX)."""
-    return {
-        "client_id": client_id,
-        "trade": f"{n + 1}-0",
-        "follow_id": f.follow_id,
-        "address": f.address,
-        "vault": VAULT,
-        "exchange": "okx",
-        "symbol": "ETH/USDT",
-        "side": "buy",
-        "kind": "copy",
-        "size": "100",
-        "status": status,
-        "known_at": time.time() + n,
-        "attempts": 1,
-    }
-
-
-class _Shared:
-    """An engine whose ``begin()`` joins a transaction already open on one connection."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    @contextmanager
-    def begin(self) -> Iterator[Any]:
-        yield self.conn
 
 
 def test_a_masters_drag_sums_their_followers_latest_orders_only(

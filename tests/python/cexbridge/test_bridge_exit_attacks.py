@@ -23,30 +23,36 @@ from tandem.db import accounts as a
 from tandem.db import bridge as t
 
 from .support import (
+    ETH,
+    HALF,
+    WHOLE,
     add_follower,
     add_followers,
     assert_dust,
-    database,
-    keyring,
-    publish,
-    settings_for,
-    standins,
-    trade,
-)
-from .test_bridge_copy import _worker, order_row
-from .test_bridge_exit_retries import (
-    ETH,
     buy_eth,
+    database,
+    due_now,
     exits_of,
     first_order_only_half_filled,
+    follows,
+    keyring,
     notes_of,
+    order_row,
+    orders,
     produce,
+    publish,
+    recheck,
+    recording_worker,
+    rest_fills_now,
+    rest_settings,
+    settings_for,
+    standins,
+    stop,
+    take,
+    trade,
     watch,
+    workers,
 )
-from .test_bridge_followups import HALF, WHOLE, due_now, recheck, rest_fills_now, rest_settings
-from .test_bridge_limits import follows, orders, redis_url, stop, take, workers
-
-__all__ = ["redis_url"]  # the fixture, used by name
 
 
 def quick(settings: BridgeSettings) -> BridgeSettings:
@@ -350,7 +356,9 @@ def test_a_later_read_that_reports_less_books_nothing_and_more_with_a_lower_fee_
     with engine.begin() as conn:
         conn.execute(insert(t.orders), [row])
     half = Fill("o-1", "open", HALF, Decimal(50), Decimal(2000), Decimal("0.05"), HALF / 1000)
-    Bridge._apply(_worker(engine), [Outcome(row, "expired", half, reason="unconfirmed", due=1.0)])
+    Bridge._apply(
+        recording_worker(engine), [Outcome(row, "expired", half, reason="unconfirmed", due=1.0)]
+    )
 
     def read() -> dict[str, Any]:
         with engine.connect() as conn:
@@ -364,20 +372,25 @@ def test_a_later_read_that_reports_less_books_nothing_and_more_with_a_lower_fee_
     less = Fill("o-1", "open", Decimal("0.01"), Decimal(20), Decimal(2000), Decimal("0.02"))
     less.fee_base = Decimal("0.00001")
     Bridge._apply(
-        _worker(engine), [Outcome(read(), "expired", less, reason="odd", due=2.0, later=True)]
+        recording_worker(engine),
+        [Outcome(read(), "expired", less, reason="odd", due=2.0, later=True)],
     )
     assert book() == (950, HALF - HALF / 1000)  # nothing taken back, nothing negative
     assert Decimal(read()["filled"]) == HALF and read()["due_at"] == 2.0
     whole = Fill("o-1", "closed", WHOLE, Decimal(100), Decimal(2000), Decimal("0.02"))
     whole.fee_base = Decimal("0.00001")  # lower than the 0.000025 booked
-    Bridge._apply(_worker(engine), [Outcome(read(), "expired", whole, reason="over", later=True)])
+    Bridge._apply(
+        recording_worker(engine), [Outcome(read(), "expired", whole, reason="over", later=True)]
+    )
     cash, held = book()
     assert cash == 900, cash
     assert held == WHOLE - HALF / 1000, held  # the other half, its fee part never taken back
     done = read()
     assert done["due_at"] is None and Decimal(done["filled"]) == WHOLE
     assert Decimal(done["fee_base"]) == HALF / 1000
-    Bridge._apply(_worker(engine), [Outcome(done, "expired", whole, reason="over", later=True)])
+    Bridge._apply(
+        recording_worker(engine), [Outcome(done, "expired", whole, reason="over", later=True)]
+    )
     assert book() == (900, WHOLE - HALF / 1000)  # once
 
 

@@ -7,7 +7,6 @@ bounded attempts, each told once (``exit.failed``), never once per attempt."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -15,102 +14,32 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Engine, select
-
-from api.notifications import bridge as bridge_notes
-from bridge.standins.common import Order, Standin
+from bridge.standins.common import Standin
 from bridge.worker import client_order_id, exit_order_id, exit_retry_id
-from tandem.config import BridgeSettings
 from tandem.db import accounts as a
 
 from .support import (
+    ETH,
     Follower,
     add_followers,
     assert_dust,
+    buy_eth,
     database,
+    exits_of,
+    first_order_only_half_filled,
+    follows,
     keyring,
-    publish,
+    notes_of,
+    produce,
     settings_for,
     standins,
-    trade,
+    watch,
 )
-from .test_bridge_limits import follows, orders, redis_url, stop, take, workers
-
-__all__ = ["redis_url"]  # the fixture, used by name
-
-ETH = "ETH/USDT"
-
-
-def buy_eth(settings: BridgeSettings, engine: Engine, ring: Any) -> None:
-    """The master puts two fifths of their equity in ETH at 2,000: each follower of 1,000 USDT
-    holds 0.2 ETH less the buy's fee paid in ETH (0.1998)."""
-    publish(settings.redis_url or "", "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.4))])
-
-    async def go() -> None:
-        (bridge,) = await workers(settings, engine, ring, 1)
-        try:
-            await take(bridge)
-        finally:
-            await stop([bridge])
-
-    asyncio.run(go())
-    assert all(Decimal(f["positions"][ETH]) == Decimal("0.1998") for f in follows(engine).values())
-    produce(engine)  # the buys told: what follows is the exits' alone
-
-
-def watch(settings: BridgeSettings, engine: Engine, ring: Any, count: int) -> list[int]:
-    """``count`` workers watching the limits at the same time, once each, until the exits they
-    started (every attempt) are done: the follows they stopped."""
-
-    async def go() -> list[int]:
-        bridges = await workers(settings, engine, ring, count)
-        try:
-            await asyncio.gather(*(b.warm() for b in bridges))
-            stopped = await asyncio.gather(*(b.watch_limits() for b in bridges))
-            return sorted(i for each in stopped for i in each)
-        finally:
-            await stop(bridges)
-
-    return asyncio.run(go())
-
-
-def exits_of(engine: Engine, f: Follower) -> list[dict[str, Any]]:
-    """The follow's exit orders, by attempt."""
-    rows = [r for r in orders(engine) if r["follow_id"] == f.follow_id and r["kind"] == "exit"]
-    return sorted(rows, key=lambda r: r["exit_attempt"] or 1)
-
-
-def notes_of(engine: Engine, f: Follower) -> list[Any]:
-    """What the follower was told of their exit, oldest first."""
-    with engine.connect() as conn:
-        n = a.notifications
-        query = select(n).where(n.c.address == f.address, n.c.kind.startswith("exit."))
-        return list(conn.execute(query.order_by(n.c.id)))
-
-
-def produce(engine: Engine) -> int:
-    with engine.begin() as conn:
-        return bridge_notes.produce(conn)
 
 
 def placed(stand: Standin, f: Follower) -> list[str]:
     return sorted(o.client_id for o in stand.orders_of(f.api_key))
-
-
-def first_order_only_half_filled(stand: Standin) -> None:
-    """The next order placed at ``stand`` fills half at once and its rest finds nothing to fill
-    it (expires at the exchange); every order after it fills whole. Switched in the
-    stand-in's own thread as it places that order, so no later order can be placed first."""
-    stand.partial, stand.partial_delay, stand.expire_rest = Decimal("0.5"), 0.2, True
-    real = stand.order_changed
-
-    def changed(order: Order) -> None:
-        stand.partial = None
-        real(order)
-
-    stand.order_changed = changed  # type: ignore[method-assign]
 
 
 def test_an_exit_order_left_half_unsold_is_sold_again_until_the_follow_holds_nothing(

@@ -26,17 +26,22 @@ from .support import (
     FixedContext,
     add_followers,
     assert_dust,
+    btc_market,
+    btc_trade,
     database,
+    follows,
     keyring,
+    orders,
     publish,
+    set_prices,
     settings_for,
     standins,
+    stop,
+    take,
     trade,
+    workers,
+    world_settings,
 )
-from .test_bridge_limits import follows, orders, redis_url, stop, take, workers
-from .test_bridge_limits_watch import btc_market, btc_trade, set_prices, world_settings
-
-__all__ = ["redis_url"]  # the fixture, used by name
 
 
 async def rows_reach(engine: Engine, client_id: str, status: str, timeout: float = 30) -> None:

@@ -9,7 +9,6 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,17 @@ from bridge.worker import Bridge
 from .support import (
     FixedContext,
     add_followers,
+    cancels,
     database,
+    follows,
     keyring,
+    orders,
     publish,
-    redis_server,
+    run_bridge,
     settings_for,
     standins,
     trade,
 )
-from .test_bridge_copy import follows, orders, run_bridge
 
 # Each exchange's REST order query: none is asked after the acknowledgement when the socket
 # follows the order.
@@ -42,12 +43,6 @@ ORDER_QUERY = {
     "bybit": ("GET", "/v5/order/realtime"),
     "bitget": ("GET", "/api/v2/spot/trade/orderInfo"),
 }
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path) as url:
-        yield url
 
 
 def order_queries(stand: Standin) -> int:
@@ -268,21 +263,6 @@ def test_an_order_whose_rest_expires_ends_with_what_filled_on_all_four_exchanges
             assert stand.accounts[f.api_key].balances["USDT"] == Decimal(10_000 - 50)
             assert (order_queries(stand) == 0) is watch, f.exchange
         assert bridge.fills.stats.by_socket == (4 if watch else 0)
-
-
-# Each exchange's cancel, as ccxt's ``cancel_order`` sends it.
-CANCEL = {
-    "binance": ("DELETE", "/api/v3/order"),
-    "okx": ("POST", "/api/v5/trade/cancel-order"),
-    "bybit": ("POST", "/v5/order/cancel"),
-    "bitget": ("POST", "/api/v2/spot/trade/cancel-order"),
-}
-
-
-def cancels(stand: Standin) -> list[int]:
-    """The statuses of the cancel requests ``stand`` answered."""
-    method, path = CANCEL[stand.name]
-    return [status for m, p, status in stand.requests if (m, p) == (method, path)]
 
 
 def charged(bridge: Bridge, asked: list[tuple[str, str | None]]) -> None:

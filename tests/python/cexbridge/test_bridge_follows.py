@@ -32,33 +32,28 @@ from tandem.db.engine import write_lock
 from tandem.envelope import Keyring
 
 from .support import (
+    MASTER_A,
+    MASTER_B,
+    WETH,
     FixedContext,
+    SharedConnection,
+    World,
     add_follower,
+    address_of,
     api_server,
+    book,
     enrol,
+    key_body,
     keyring,
+    master_trade,
+    problem,
     redis_server,
     settings_for,
+    sign_in,
     standins,
-    trade,
 )
-from .test_bridge_api import World, key_body, problem, world  # noqa: F401  (the module's world)
 
-MASTER_A = "0x" + "12" * 20  # digits only: the same checksummed
-MASTER_B = "0x" + "34" * 20
 CENT = Decimal("0.01")
-
-
-def address_of(client: httpx.Client) -> str:
-    found: str = client.get("/v1/auth/session").json()["address"]
-    return found
-
-
-def book(engine: Engine, follow_id: int) -> dict[str, Any]:
-    with engine.connect() as conn:
-        return dict(
-            conn.execute(select(t.follows).where(t.follows.c.id == follow_id)).one()._mapping
-        )
 
 
 def orders_of(engine: Engine, follow_id: int) -> list[dict[str, Any]]:
@@ -73,16 +68,11 @@ def orders_of(engine: Engine, follow_id: int) -> list[dict[str, Any]]:
         ]
 
 
-def master_trade(vault: str, block: int, side: str, fraction: float) -> dict[str, Any]:
-    """A master's trade of ``vault`` at 2,000 USDC an ETH (the stand-ins fill at 2,000 too)."""
-    return {**trade(block, side, 1000, 0.5, fraction), "vault": vault}
-
-
 Copy = Callable[..., None]
 
 
 @pytest.fixture
-def copy(world: World) -> Iterator[Copy]:  # noqa: F811
+def copy(world: World) -> Iterator[Copy]:
     """One worker for the whole test (in this process, on an event loop of its own thread, with
     the test's context source), told nothing of the follows' changes: ``copy(*trades)`` has it
     copy master trades to the end, every order sent, filled and booked."""
@@ -123,13 +113,13 @@ def equity(f: dict[str, Any]) -> Decimal:
 
 
 @pytest.fixture(autouse=True)
-def at_2000(world: World) -> None:  # noqa: F811
+def at_2000(world: World) -> None:
     for s in world.stands.values():
         s.markets["ETH/USDT"].price = Decimal(2000)
 
 
 def test_a_second_follow_is_added_with_the_second_factor_and_copied_with_its_own_size(
-    world: World,  # noqa: F811
+    world: World,
     copy: Copy,
 ) -> None:
     bybit = world.stands["bybit"]
@@ -183,7 +173,7 @@ def test_a_second_follow_is_added_with_the_second_factor_and_copied_with_its_own
     )
     assert f"follow {first['id']}" in body["detail"] and "PATCH" in body["detail"]
     problem(  # a market the exchange lacks: refused after asking it, the code not spent
-        lena.post(follows, json=second | {"symbols": {WETH_: "DOGE/USDT"}}, headers=code),
+        lena.post(follows, json=second | {"symbols": {WETH: "DOGE/USDT"}}, headers=code),
         422,
         "unknown-market",
     )
@@ -225,11 +215,8 @@ def test_a_second_follow_is_added_with_the_second_factor_and_copied_with_its_own
     assert Decimal(book(world.engine, follow["id"])["cash"]) == 3000 - Decimal(b["cost"])
 
 
-WETH_ = "0x" + "22" * 20  # the token the bridge copies (support.WETH)
-
-
 def test_raising_and_lowering_an_allocation_moves_the_book_exactly_and_sizes_the_next_order(
-    world: World,  # noqa: F811
+    world: World,
     copy: Copy,
 ) -> None:
     mia = world.client("mia")
@@ -302,13 +289,13 @@ def test_raising_and_lowering_an_allocation_moves_the_book_exactly_and_sizes_the
     # The ETH it holds keeps its market: moved to another, the master's sales of WETH would
     # no longer sell it. Refused before the code is asked for.
     held = book(world.engine, f.follow_id)
-    body = problem(mia.patch(url, json={"symbols": {WETH_: "ETH/USDC"}}), 409, "market-held")
+    body = problem(mia.patch(url, json={"symbols": {WETH: "ETH/USDC"}}), 409, "market-held")
     assert f"holds {held['positions']['ETH/USDT']} on ETH/USDT" in body["detail"]
     assert book(world.engine, f.follow_id) == held
 
 
 def test_limits_and_markets_need_the_second_factor_to_loosen_and_bad_changes_are_refused(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     nora = world.client("nora")
     totp = enrol(nora)
@@ -333,7 +320,7 @@ def test_limits_and_markets_need_the_second_factor_to_loosen_and_bad_changes_are
         {"stop_loss_bps": None},
         {"max_drawdown_bps": 5000},
         {"max_drawdown_bps": None},
-        {"symbols": {WETH_: "ETH/USDT"}},
+        {"symbols": {WETH: "ETH/USDT"}},
         {"stop_loss_bps": 500, "allocation": "1000.01"},
     ):
         problem(nora.patch(url, json=change), 403, "second-factor-required")
@@ -365,13 +352,13 @@ def test_limits_and_markets_need_the_second_factor_to_loosen_and_bad_changes_are
     # at its bound.
     loose = nora.patch(
         url,
-        json={"stop_loss_bps": None, "symbols": {WETH_: "ETH/USDT"}, "allocation": "1e15"},
+        json={"stop_loss_bps": None, "symbols": {WETH: "ETH/USDT"}, "allocation": "1e15"},
         headers={"Tandem-TOTP": totp.now()},
     )
     assert loose.status_code == 200, loose.text
     now = book(world.engine, f.follow_id)
     assert now["stop_loss_bps"] is None and now["max_drawdown_bps"] == 2000
-    assert now["symbols"] == {WETH_: "ETH/USDT"}
+    assert now["symbols"] == {WETH: "ETH/USDT"}
     assert Decimal(now["allocation"]) == Decimal(10) ** 15
     assert Decimal(now["cash"]) == Decimal(10) ** 15 and Decimal(now["peak"]) == Decimal(10) ** 15
     problem(
@@ -384,17 +371,17 @@ def test_limits_and_markets_need_the_second_factor_to_loosen_and_bad_changes_are
     # A market the exchange lacks: refused, the code not spent.
     next_code = {"Tandem-TOTP": totp.at(time.time() + 30)}
     problem(
-        nora.patch(url, json={"symbols": {WETH_: "DOGE/USDT"}}, headers=next_code),
+        nora.patch(url, json={"symbols": {WETH: "DOGE/USDT"}}, headers=next_code),
         422,
         "unknown-market",
     )
     ok = nora.patch(url, json={"symbols": {}}, headers=next_code)
     assert ok.status_code == 200, ok.text
-    assert ok.json()["markets"] == {WETH_: "ETH/USDT"}  # the bridge's default again
+    assert ok.json()["markets"] == {WETH: "ETH/USDT"}  # the bridge's default again
 
 
 def test_a_stopped_follow_stays_stopped_an_ended_one_copies_nothing_and_a_new_one_copies(
-    world: World,  # noqa: F811
+    world: World,
     copy: Copy,
 ) -> None:
     olga = world.client("olga")
@@ -466,7 +453,7 @@ def test_a_stopped_follow_stays_stopped_an_ended_one_copies_nothing_and_a_new_on
 
 
 def test_another_address_cannot_reach_a_key_or_follow_it_does_not_own(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     paul, eve = world.client("paul"), world.client("eve")
     ring = Keyring.parse(world.ring_text, "test")
@@ -532,7 +519,7 @@ def test_another_address_cannot_reach_a_key_or_follow_it_does_not_own(
 
 
 def test_the_follows_of_an_account_cannot_together_allocate_more_than_it_holds(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     _allocations_bounded_by_the_balance(world)
 
@@ -559,7 +546,7 @@ def test_on_postgresql_the_follows_of_an_account_cannot_together_allocate_more_t
         engine.dispose()
 
 
-def _allocations_bounded_by_the_balance(world: World) -> None:  # noqa: F811
+def _allocations_bounded_by_the_balance(world: World) -> None:
     """Attack: a follower gives the follows of one exchange account more quote than it
     holds (their orders would then fail for the balance), with one follow too big, or with
     two added at the same moment through two keys of the account (each alone within the
@@ -708,7 +695,7 @@ def _allocations_bounded_by_the_balance(world: World) -> None:  # noqa: F811
 
 
 def test_dust_left_on_a_market_does_not_keep_its_token_there(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     """A follow left with dust on a token's market (what a buy's fee leaves under the step,
     or a position worth less than the minimum notional: no order can sell it) moves the
@@ -728,7 +715,7 @@ def test_dust_left_on_a_market_does_not_keep_its_token_there(
     )
     url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
     account = bybit.accounts[f.api_key]
-    move = {"symbols": {WETH_: "WETH/USDT"}}
+    move = {"symbols": {WETH: "WETH/USDT"}}
 
     def hold(amount: str) -> dict[str, Any]:
         """The follow (and its account) holding ``amount`` ETH on ETH/USDT, marked at 2,000."""
@@ -779,13 +766,13 @@ def test_dust_left_on_a_market_does_not_keep_its_token_there(
     (warning,) = [w for w in moved.json()["warnings"] if "dust" in w]
     assert "keeps 0.00249 on ETH/USDT" in warning
     after = book(world.engine, f.follow_id)
-    assert after["symbols"] == {WETH_: "WETH/USDT"}
+    assert after["symbols"] == {WETH: "WETH/USDT"}
     assert after["positions"] == {"ETH/USDT": "0.00249"} and after["marks"] == before["marks"]
     assert (after["cash"], after["peak"]) == (before["cash"], before["peak"])
     listed = uma.get("/v1/account/exchange-keys").json()
     (shown,) = [x for k in listed["items"] for x in k["follows"] if x["id"] == f.follow_id]
     assert shown["positions"] == {"ETH/USDT": "0.00249"}
-    assert shown["markets"][WETH_] == "WETH/USDT"
+    assert shown["markets"][WETH] == "WETH/USDT"
     # Under the step itself: 0.00009 WETH on WETH/USDT (a fee's leftover), dust too; the
     # token moved back to ETH/USDT without refusal, both dusts kept.
     with world.engine.begin() as conn:
@@ -829,7 +816,7 @@ def _acked_buy(f: Any, client_id: str, size: str) -> dict[str, Any]:
 
 
 def test_on_sqlite_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in_the_book(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     """On SQLite (the module's database, WAL, as the services open it) a change of allocation
     and a worker booking a fill of the same follow, at once. SQLite has no row locks: a
@@ -857,7 +844,7 @@ def test_on_sqlite_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in
     worker = object.__new__(Bridge)
     first = world.engine.connect()
     tx = first.begin()
-    worker.engine = _Shared(first)  # type: ignore[assignment]
+    worker.engine = SharedConnection(first)  # type: ignore[assignment]
     Bridge._apply(worker, [Outcome(row, "filled", fill)])
     answers: list[httpx.Response] = []
     change = threading.Thread(
@@ -924,7 +911,7 @@ def test_on_sqlite_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in
 
 
 def test_on_sqlite_orders_written_while_an_allocation_changes_are_sized_by_the_change(
-    world: World,  # noqa: F811
+    world: World,
     copy: Copy,
 ) -> None:
     """On SQLite, a worker writing a trade's orders checks that the follows' allocations are
@@ -988,8 +975,6 @@ def test_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in_the_book(
     from eth_account import Account
     from eth_utils.crypto import keccak
 
-    from .support import sign_in
-
     with pg_world(postgres, tmp_path) as (url, engine, ring, (stands, settings, redis_url)):
         quinn = sign_in(url, Account.from_key(keccak(text="bridge-follows:quinn")))
         totp = enrol(quinn)
@@ -1030,7 +1015,7 @@ def test_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in_the_book(
         worker = object.__new__(Bridge)
         first = engine.connect()
         tx = first.begin()
-        worker.engine = _Shared(first)  # type: ignore[assignment]
+        worker.engine = SharedConnection(first)  # type: ignore[assignment]
         Bridge._apply(worker, [Outcome(row, "filled", fill)])
         answers: list[httpx.Response] = []
         change = threading.Thread(
@@ -1138,19 +1123,8 @@ def test_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in_the_book(
         assert Decimal(last["cash"]) == Decimal(watched["cash"]) - 700
 
 
-class _Shared:
-    """An engine whose ``begin()`` joins a transaction already open on one connection."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    @contextmanager
-    def begin(self) -> Iterator[Any]:
-        yield self.conn
-
-
 def test_a_balance_the_exchange_tells_oddly_bounds_nothing_and_is_no_500(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     """Attack: the account's free quote in the exchange's answer is not a plain amount: an
     infinite one (any allocation would pass), not a number (the comparison raised: a 500), or
@@ -1202,7 +1176,7 @@ def test_a_balance_the_exchange_tells_oddly_bounds_nothing_and_is_no_500(
 
 
 def test_a_sale_filled_and_not_yet_booked_lends_its_proceeds_to_no_new_allocation(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     """Attack: a follow's sale has filled at the exchange (its proceeds already free there)
     and is not booked yet (its follow's cash does not have them yet). A follow added (or an
@@ -1289,7 +1263,7 @@ def test_a_sale_filled_and_not_yet_booked_lends_its_proceeds_to_no_new_allocatio
 
 
 def test_a_key_registered_before_accounts_were_kept_counts_with_its_account(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     """Attack: a key registered before the bridge kept each key's exchange account (no
     ``account_id``) was summed alone, and the account's other keys summed without it: its
@@ -1360,7 +1334,7 @@ def test_a_key_registered_before_accounts_were_kept_counts_with_its_account(
 
 
 def test_a_key_registered_with_its_first_follow_is_bounded_by_its_account(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     """Attack: registering another key of an exchange account whose follows spend its whole
     free quote, with a first follow of any allocation (the registration read no balance),
@@ -1403,7 +1377,7 @@ def test_a_key_registered_with_its_first_follow_is_bounded_by_its_account(
 
 
 def test_a_key_without_its_account_rotated_to_another_account_brings_its_follows_within_it(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     """Attack: a key registered before the bridge kept accounts, revoked on the exchange (its
     account cannot be asked), is replaced by a key of another account whose follows spend its

@@ -8,7 +8,6 @@ rest once the exchange answers again."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from decimal import Decimal
@@ -16,82 +15,38 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from indexing.support import fresh_postgres
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import insert, select
 
-from api.notifications import bridge as bridge_notes
 from bridge.standins.common import Order, Standin
 from bridge.venue import Fill
 from bridge.worker import Bridge, Outcome
-from tandem.config import BridgeSettings
 from tandem.db import bridge as t
 from tandem.db import migrate, open_engine
 
 from .support import (
-    FixedContext,
+    HALF,
+    WHOLE,
+    SharedConnection,
     add_follower,
     add_followers,
+    cancels,
     database,
+    due_now,
+    follows,
     keyring,
+    order_row,
+    orders,
+    produce,
     publish,
-    settings_for,
+    recheck,
+    recording_worker,
+    rest_fills_now,
+    rest_settings,
+    run_bridge,
     standins,
     trade,
 )
-from .test_bridge_copy import _Shared, _worker, follows, order_row, orders, redis_url, run_bridge
-from .test_bridge_fills import cancels
-
-__all__ = ["redis_url"]  # the fixture, used by name
-
-HALF = Decimal("0.025")  # ETH: half of a 100 USDT buy at 2,000
-WHOLE = Decimal("0.05")
-
-
-def rest_settings(stands: dict[str, Standin], redis_url: str) -> BridgeSettings:
-    """Orders followed by REST, an order not done within 1 s has its rest cancelled."""
-    settings = settings_for(stands, redis_url, fill_timeout=1)
-    for venue in settings.exchanges.values():
-        venue.watch_orders = False
-    return settings
-
-
-def due_now(engine: Engine) -> None:
-    """The orders followed up are due (as the next watches would find them, later)."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(t.orders).where(t.orders.c.due_at.is_not(None)).values(due_at=time.time() - 1)
-        )
-
-
-def recheck(settings: BridgeSettings, engine: Engine, ring: Any, count: int) -> list[int]:
-    """``count`` workers reading the orders followed up, at the same time: how many each read."""
-
-    async def go() -> list[int]:
-        bridges = []
-        for i in range(count):
-            redis = aioredis.from_url(settings.redis_url or "", decode_responses=True)
-            bridges.append(Bridge(settings, engine, ring, redis, FixedContext(), f"r{i}"))
-        try:
-            return list(await asyncio.gather(*(b.recheck() for b in bridges)))
-        finally:
-            for b in bridges:
-                await b.close()
-                await b.redis.aclose()
-
-    return asyncio.run(go())
-
-
-def produce(engine: Engine) -> int:
-    with engine.begin() as conn:
-        return bridge_notes.produce(conn)
-
-
-def rest_fills_now(stand: Standin) -> None:
-    """The rest of every order at ``stand`` fills now (a cancel accepted and not carried out)."""
-    with stand.lock:
-        for order in stand.orders.values():
-            order.rest_at = time.monotonic()
 
 
 @pytest.mark.parametrize("when", ["later", "as-the-cancel-arrives"])
@@ -231,7 +186,9 @@ def test_two_workers_booking_one_later_read_at_once_book_it_once(postgres: str) 
         conn.execute(insert(t.orders), [row])
     half = Fill("o-1", "open", HALF, Decimal(50), Decimal(2000), Decimal("0.05"), HALF / 1000)
     due = time.time() + 3
-    Bridge._apply(_worker(engine), [Outcome(row, "expired", half, reason="unconfirmed", due=due)])
+    Bridge._apply(
+        recording_worker(engine), [Outcome(row, "expired", half, reason="unconfirmed", due=due)]
+    )
     with engine.connect() as conn:
         read = dict(conn.execute(select(t.orders)).one()._mapping)
     assert read["due_at"] == due and read["fee_base"] == "0.000025"
@@ -242,8 +199,8 @@ def test_two_workers_booking_one_later_read_at_once_book_it_once(postgres: str) 
 
     first = engine.connect()
     first_tx = first.begin()
-    Bridge._apply(_worker(_Shared(first)), later())
-    second = threading.Thread(target=Bridge._apply, args=(_worker(engine), later()))
+    Bridge._apply(recording_worker(SharedConnection(first)), later())
+    second = threading.Thread(target=Bridge._apply, args=(recording_worker(engine), later()))
     second.start()
     second.join(1.0)
     assert second.is_alive()  # waiting for the row the first holds
@@ -251,7 +208,7 @@ def test_two_workers_booking_one_later_read_at_once_book_it_once(postgres: str) 
     first.close()
     second.join(30)
     assert not second.is_alive()
-    Bridge._apply(_worker(engine), later())
+    Bridge._apply(recording_worker(engine), later())
     with engine.connect() as conn:
         follow = conn.execute(select(t.follows).where(t.follows.c.id == f.follow_id)).one()
         done = conn.execute(select(t.orders)).one()

@@ -8,77 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-import redis.asyncio as aioredis
-from sqlalchemy import Engine, select
 
 from bridge.standins.common import Limit, Standin
 from bridge.worker import Bridge
 from tandem.config import BridgeExchange
-from tandem.db import bridge as t
 
 from .support import (
-    FixedContext,
     add_followers,
     assert_dust,
     database,
+    follows,
     keyring,
+    orders,
     publish,
-    redis_server,
     settings_for,
     standins,
+    stop,
+    take,
     trade,
+    workers,
 )
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path) as url:
-        yield url
-
-
-def orders(engine: Engine) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(select(t.orders))]
-
-
-def follows(engine: Engine) -> dict[int, dict[str, Any]]:
-    with engine.connect() as conn:
-        return {r.id: dict(r._mapping) for r in conn.execute(select(t.follows))}
 
 
 def with_limits(settings: Any, name: str, url: str, **limits: Any) -> Any:
     exchanges = {**settings.exchanges, name: BridgeExchange(url=url, **limits)}
     return settings.model_copy(update={"exchanges": exchanges})
-
-
-async def workers(settings: Any, engine: Engine, ring: Any, count: int) -> list[Bridge]:
-    out = []
-    for i in range(count):
-        redis = aioredis.from_url(settings.redis_url, decode_responses=True)
-        bridge = Bridge(settings, engine, ring, redis, FixedContext(), f"w{i}")
-        await bridge.start()
-        out.append(bridge)
-    return out
-
-
-async def stop(bridges: list[Bridge]) -> None:
-    for b in bridges:
-        await b.close()
-        await b.redis.aclose()
-
-
-async def take(bridge: Bridge) -> None:
-    got = await bridge.next_trade(block_ms=2000)
-    assert got is not None
-    await bridge.handle(*got)
-    await bridge.redis.xack(bridge.stream, bridge.group, got[0])
 
 
 def test_two_workers_sharing_the_redis_limiter_stay_within_the_exchanges_limits(

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, func, select, update
 from api.notifications import bridge as bridge_notes
 from bridge.standins.common import Market, Standin
 from bridge.worker import client_order_id, exit_order_id
-from tandem.config import BridgeAsset, BridgeSettings
+from tandem.config import BridgeSettings
 from tandem.db import accounts as a
 from tandem.db import bridge as t
 
@@ -31,54 +31,25 @@ from .support import (
     Follower,
     add_followers,
     assert_dust,
+    btc_market,
+    btc_trade,
     database,
+    follows,
     keyring,
+    orders,
     publish,
+    set_prices,
     settings_for,
     standins,
+    stop,
+    take,
     trade,
+    workers,
+    world_settings,
 )
-from .test_bridge_limits import follows, orders, redis_url, stop, take, workers
 
-__all__ = ["redis_url"]  # the fixture, used by name
-
-WBTC = "0x" + "66" * 20
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
 TICKERS = {"bybit": "/v5/market/tickers", "okx": "/api/v5/market/tickers"}
-
-
-def btc_market() -> Market:
-    return Market(
-        "BTC",
-        "USDT",
-        Decimal("50000"),
-        Decimal("0.01"),
-        Decimal("0.00001"),
-        Decimal("0.00001"),
-        Decimal("5"),
-    )
-
-
-def world_settings(stands: dict[str, Standin], redis_url: str, **changes: Any) -> BridgeSettings:
-    """The tests' settings, with BTC mapped too."""
-    for s in stands.values():
-        s.add_market(btc_market())
-    settings = settings_for(stands, redis_url, **changes)
-    assets = {
-        **settings.assets,
-        WBTC: BridgeAsset(symbol="WBTC", decimals=8, markets=dict.fromkeys(stands, "BTC/USDT")),
-    }
-    return settings.model_copy(update={"assets": assets})
-
-
-def btc_trade(block: int, side: str, usdc: int, btc: Decimal, fraction: float) -> dict[str, Any]:
-    body = trade(block, side, usdc, 0, fraction)
-    units = str(int(btc * 10**8))
-    if side == "buy":
-        body.update(tokenOut=WBTC, masterOut=units)
-    else:
-        body.update(tokenIn=WBTC, masterIn=units)
-    return body
 
 
 def buy_both(settings: BridgeSettings, engine: Engine, ring: Any) -> None:
@@ -106,12 +77,6 @@ def buy_both(settings: BridgeSettings, engine: Engine, ring: Any) -> None:
         assert set(f["positions"]) == set(SYMBOLS) and all(
             Decimal(v) > 0 for v in f["positions"].values()
         )
-
-
-def set_prices(stands: dict[str, Standin], eth: int, btc: int) -> None:
-    for s in stands.values():
-        s.set_price("ETH/USDT", Decimal(eth))
-        s.set_price("BTC/USDT", Decimal(btc))
 
 
 def watch(settings: BridgeSettings, engine: Engine, ring: Any, count: int) -> list[list[int]]:
