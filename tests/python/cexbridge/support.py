@@ -623,10 +623,11 @@ WHOLE = Decimal("0.05")
 ETH = "ETH/USDT"
 
 
-def buy_eth(settings: BridgeSettings, engine: Engine, ring: Any) -> None:
-    """The master puts two fifths of their equity in ETH at 2,000: each follower of 1,000 USDT
-    holds 0.2 ETH less the buy's fee paid in ETH (0.1998)."""
-    publish(settings.redis_url or "", "test", [("100-1", trade(100, "buy", 1000, 0.5, 0.4))])
+def copy_trade(
+    settings: BridgeSettings, engine: Engine, ring: Any, entry: str, body: dict[str, Any]
+) -> None:
+    """One worker copies the master trade ``body``, published as ``entry``."""
+    publish(settings.redis_url or "", "test", [(entry, body)])
 
     async def go() -> None:
         (bridge,) = await workers(settings, engine, ring, 1)
@@ -636,6 +637,12 @@ def buy_eth(settings: BridgeSettings, engine: Engine, ring: Any) -> None:
             await stop([bridge])
 
     asyncio.run(go())
+
+
+def buy_eth(settings: BridgeSettings, engine: Engine, ring: Any) -> None:
+    """The master puts two fifths of their equity in ETH at 2,000: each follower of 1,000 USDT
+    holds 0.2 ETH less the buy's fee paid in ETH (0.1998)."""
+    copy_trade(settings, engine, ring, "100-1", trade(100, "buy", 1000, 0.5, 0.4))
     assert all(Decimal(f["positions"][ETH]) == Decimal("0.1998") for f in follows(engine).values())
     produce(engine)  # the buys told: what follows is the exits' alone
 
@@ -755,6 +762,15 @@ class World:
 
         client: httpx.Client = sign_in(self.url, who, hook=keep)
         return client
+
+    def add_follower(
+        self, stand: Standin, client: httpx.Client, cash: Decimal, **follow: Any
+    ) -> Follower:
+        """A follower at ``stand`` for the address ``client`` signed in as, written to the
+        world's database as ``add_follower`` writes one (``n``, ``vault`` and the rest
+        passed on)."""
+        ring = Keyring.parse(self.ring_text, "test")
+        return add_follower(self.engine, ring, stand, address_of(client), cash, **follow)
 
 
 def problem(response: httpx.Response, status: int, name: str) -> dict[str, Any]:

@@ -21,9 +21,7 @@ from .support import (
     WETH,
     FixedContext,
     World,
-    add_follower,
     add_followers,
-    address_of,
     book,
     cancels,
     database,
@@ -109,16 +107,7 @@ def test_a_token_s_market_is_kept_while_a_buy_on_it_is_in_flight(
     a buy in flight is held as a position is: 409 ``market-held``, nothing changed."""
     rita = world.client("rita")
     totp = enrol(rita)
-    ring = Keyring.parse(world.ring_text, "test")
-    f = add_follower(
-        world.engine,
-        ring,
-        world.stands["okx"],
-        address_of(rita),
-        Decimal(1000),
-        n=901,
-        vault=MASTER_B,
-    )
+    f = world.add_follower(world.stands["okx"], rita, Decimal(1000), n=901, vault=MASTER_B)
     url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
     world.stands["okx"].add_market(Market("WETH", "USDT", Decimal(2000)))  # the market moved to
     with world.engine.begin() as conn:
@@ -162,10 +151,9 @@ def test_a_change_refused_under_the_row_s_lock_does_not_spend_the_code(
     still goes through with it."""
     sam = world.client("sam")
     totp = enrol(sam)
-    ring = Keyring.parse(world.ring_text, "test")
     okx = world.stands["okx"]
     okx.add_market(Market("WETH", "USDT", Decimal(2000)))
-    f = add_follower(world.engine, ring, okx, address_of(sam), Decimal(1000), n=902, vault=MASTER_B)
+    f = world.add_follower(okx, sam, Decimal(1000), n=902, vault=MASTER_B)
     url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
     code = {"Tandem-TOTP": totp.now()}
     answers: list[Any] = []
@@ -261,10 +249,7 @@ def test_odd_bodies_and_others_ids_are_4xx_problems_and_change_nothing(
     500), the book unchanged, and another's key and follow answered as if absent (404)."""
     tess, uma = world.client("tess"), world.client("uma")
     totp = enrol(tess)
-    ring = Keyring.parse(world.ring_text, "test")
-    f = add_follower(
-        world.engine, ring, world.stands["bitget"], address_of(tess), Decimal(1000), n=903
-    )
+    f = world.add_follower(world.stands["bitget"], tess, Decimal(1000), n=903)
     url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
     before = book(world.engine, f.follow_id)
     code = {"Tandem-TOTP": totp.now()}
@@ -339,9 +324,7 @@ def test_the_limits_watch_stops_no_follow_whose_allocation_moved_since_it_read_i
     ring = Keyring.parse(world.ring_text, "test")
     okx = world.stands["okx"]
     okx.markets["ETH/USDT"].price = Decimal(1500)
-    f = add_follower(
-        world.engine, ring, okx, address_of(vic), Decimal(1000), n=904, stop_loss_bps=1000
-    )
+    f = world.add_follower(okx, vic, Decimal(1000), n=904, stop_loss_bps=1000)
     with world.engine.begin() as conn:  # half of it bought at 2,000: 0.25 ETH, now at 1,500
         conn.execute(
             update(t.follows)
@@ -400,7 +383,7 @@ def test_a_follow_ended_while_a_trade_is_sized_gets_no_order_of_it(
     ring = Keyring.parse(world.ring_text, "test")
     okx = world.stands["okx"]
     okx.markets["ETH/USDT"].price = Decimal(2000)
-    f = add_follower(world.engine, ring, okx, address_of(wes), Decimal(1000), n=905, vault=MASTER_B)
+    f = world.add_follower(okx, wes, Decimal(1000), n=905, vault=MASTER_B)
     url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
     before = book(world.engine, f.follow_id)
 
@@ -439,10 +422,9 @@ def test_a_token_is_not_mapped_to_a_market_of_another_quote_or_a_derivative(
     100 USDT. Must hold: 422, at the follow's change and at its creation, nothing changed."""
     xan = world.client("xan")
     totp = enrol(xan)
-    ring = Keyring.parse(world.ring_text, "test")
     bybit = world.stands["bybit"]
     bybit.add_market(Market("ETH", "BTC", Decimal("0.05")))
-    f = add_follower(world.engine, ring, bybit, address_of(xan), Decimal(1000), n=906)
+    f = world.add_follower(bybit, xan, Decimal(1000), n=906)
     url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
     before = book(world.engine, f.follow_id)
     code = {"Tandem-TOTP": totp.now()}

@@ -315,6 +315,26 @@ def _hub_owner(dep: Deployment) -> str:
     return timelock
 
 
+def _weth_behind_proxy(dep: Deployment, owner: str, proxy_contract: Any) -> tuple[Any, Any]:
+    """WETH priced by the hub through a feed proxy (``proxy_contract``) pointing at a feed of
+    the answer WETH's feed gives now, and a feed answering 5% more for the proxy to be
+    re-pointed to: the proxy and that feed."""
+    old = dep.feeds["WETH"]
+    answer = int(old.functions.latestRoundData().call()[1])
+    decimals = int(old.functions.decimals().call())
+    first, _ = deploy(dep.w3, "TestPriceFeed", decimals, "ETH / USD", answer, sender=owner)
+    higher, _ = deploy(
+        dep.w3, "TestPriceFeed", decimals, "ETH / USD", answer * 105 // 100, sender=owner
+    )
+    proxy, _ = deploy(dep.w3, proxy_contract, first.address, sender=owner)
+    weth = dep.tokens["WETH"]
+    transact(
+        dep.hub.functions.setAsset(weth.address, proxy.address, FEED_HEARTBEAT, decimals, True),
+        owner,
+    )
+    return proxy, higher
+
+
 class _Buys:
     """The master holding WETH buys LINK after a change of WETH's price source, the change
     and the buy mined one block each (the block before each is then the state just before it:
@@ -377,21 +397,9 @@ def test_a_proxy_re_pointed_silently_in_the_block_is_valued_at_the_higher_answer
     dep, vault, master = scene.dep, scene.vault, scene.master
     buys = _Buys(scene)
     owner = _hub_owner(dep)
-    weth = dep.tokens["WETH"]
-    old = dep.feeds["WETH"]
-    answer = int(old.functions.latestRoundData().call()[1])
-    decimals = int(old.functions.decimals().call())
     with rollback():
         buys.mine(_trade_call(dep, vault, BASE, "WETH", dep.units(BASE, 15_000)), master)
-        first, _ = deploy(dep.w3, "TestPriceFeed", decimals, "ETH / USD", answer, sender=owner)
-        higher, _ = deploy(
-            dep.w3, "TestPriceFeed", decimals, "ETH / USD", answer * 105 // 100, sender=owner
-        )
-        proxy, _ = deploy(dep.w3, "TestFeedProxy", first.address, sender=owner)
-        transact(
-            dep.hub.functions.setAsset(weth.address, proxy.address, FEED_HEARTBEAT, decimals, True),
-            owner,
-        )
+        proxy, higher = _weth_behind_proxy(dep, owner, "TestFeedProxy")
         repoint = (proxy.functions.setAggregator(higher.address), owner)
         buy = (buys.buy(), master)
         with rollback():
@@ -456,21 +464,9 @@ def test_a_proxy_that_says_it_was_re_pointed_is_read_where_it_says(
     found, _ = compile_sources({"ConfirmingFeedProxy.sol": CONFIRMING_PROXY}, scene.settings)
     buys = _Buys(scene)
     owner = _hub_owner(dep)
-    weth = dep.tokens["WETH"]
-    old = dep.feeds["WETH"]
-    answer = int(old.functions.latestRoundData().call()[1])
-    decimals = int(old.functions.decimals().call())
     with rollback():
         buys.mine(_trade_call(dep, vault, BASE, "WETH", dep.units(BASE, 15_000)), master)
-        first, _ = deploy(dep.w3, "TestPriceFeed", decimals, "ETH / USD", answer, sender=owner)
-        higher, _ = deploy(
-            dep.w3, "TestPriceFeed", decimals, "ETH / USD", answer * 105 // 100, sender=owner
-        )
-        proxy, _ = deploy(dep.w3, found["ConfirmingFeedProxy"], first.address, sender=owner)
-        transact(
-            dep.hub.functions.setAsset(weth.address, proxy.address, FEED_HEARTBEAT, decimals, True),
-            owner,
-        )
+        proxy, higher = _weth_behind_proxy(dep, owner, found["ConfirmingFeedProxy"])
         confirm = (proxy.functions.confirmAggregator(higher.address), owner)
         buy = (buys.buy(), master)
         with rollback():

@@ -4,9 +4,10 @@ hold, book a fill twice, or leave a follower untold."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,20 +17,24 @@ from sqlalchemy import Engine, insert, select, update
 
 from api.notifications.produce import Draft, store
 from bridge import venue
+from bridge.standins.common import Standin
 from bridge.venue import Fill
 from bridge.worker import Bridge, Outcome, exit_order_id
 from tandem.config import BridgeSettings
 from tandem.db import accounts as a
 from tandem.db import bridge as t
+from tandem.envelope import Keyring
 
 from .support import (
     ETH,
     HALF,
     WHOLE,
+    Follower,
     add_follower,
     add_followers,
     assert_dust,
     buy_eth,
+    copy_trade,
     database,
     due_now,
     exits_of,
@@ -40,18 +45,14 @@ from .support import (
     order_row,
     orders,
     produce,
-    publish,
     recheck,
     recording_worker,
     rest_fills_now,
     rest_settings,
     settings_for,
     standins,
-    stop,
-    take,
     trade,
     watch,
-    workers,
 )
 
 
@@ -62,20 +63,20 @@ def quick(settings: BridgeSettings) -> BridgeSettings:
     )
 
 
-def copy(
-    settings: BridgeSettings, engine: Engine, ring: Any, entry: str, t: dict[str, Any]
-) -> None:
-    """One worker copies the master trade ``t``, published as ``entry``."""
-    publish(settings.redis_url or "", "test", [(entry, t)])
-
-    async def go() -> None:
-        (bridge,) = await workers(settings, engine, ring, 1)
-        try:
-            await take(bridge)
-        finally:
-            await stop([bridge])
-
-    asyncio.run(go())
+@contextmanager
+def holding_eth(
+    tmp: Path, redis_url: str
+) -> Iterator[tuple[dict[str, Standin], Engine, Keyring, BridgeSettings, list[Follower]]]:
+    """Four followers, one on each exchange, each holding 0.1998 ETH with a stop-loss of 10%;
+    orders followed by REST and exits retried quickly. Yields the stand-ins, the engine, the
+    keyring, the settings and the followers."""
+    ring, _ = keyring()
+    _, engine = database(tmp)
+    with standins() as stands:
+        settings = quick(rest_settings(stands, redis_url))
+        fs = add_followers(engine, ring, stands, 4, stop_loss_bps=1000)
+        buy_eth(settings, engine, ring)
+        yield stands, engine, ring, settings, fs
 
 
 def test_a_webhook_filtered_to_exit_limit_receives_exit_failed(tmp_path: Path) -> None:
@@ -117,15 +118,10 @@ def test_an_exit_does_not_sell_what_an_unconfirmed_sale_may_still_sell(
     sale of the whole book would leave the rest, filling later, to sell ETH the follow does
     not hold: another follow's of the same account); once the rest fills and is read, the
     book holds exactly what the account does (none), never less than nothing."""
-    ring, _ = keyring()
-    _, engine = database(tmp_path)
-    with standins() as stands:
-        settings = quick(rest_settings(stands, redis_url))
-        fs = add_followers(engine, ring, stands, 4, stop_loss_bps=1000)
-        buy_eth(settings, engine, ring)
+    with holding_eth(tmp_path, redis_url) as (stands, engine, ring, settings, fs):
         for s in stands.values():
             s.partial, s.partial_delay, s.cancel_lags = Decimal("0.5"), 3600, True
-        copy(settings, engine, ring, "101-1", trade(101, "sell", 400, 0.2, 0.5))
+        copy_trade(settings, engine, ring, "101-1", trade(101, "sell", 400, 0.2, 0.5))
         sales = {r["follow_id"]: r for r in orders(engine) if r["trade"] == "101-1"}
         books = follows(engine)
         for f in fs:
@@ -163,12 +159,7 @@ def test_an_exit_order_whose_reads_are_refused_is_told_once_and_still_read(
     once (``exit.failed``, saying the bridge cannot see the sale), and the order is still read
     again; once the key may read again, the sale's rest is cancelled, what filled booked once,
     the rest sold by the exit's next attempt, and the follower told how it ended, once."""
-    ring, _ = keyring()
-    _, engine = database(tmp_path)
-    with standins() as stands:
-        settings = quick(rest_settings(stands, redis_url))
-        fs = add_followers(engine, ring, stands, 4, stop_loss_bps=1000)
-        buy_eth(settings, engine, ring)
+    with holding_eth(tmp_path, redis_url) as (stands, engine, ring, settings, fs):
         for s in stands.values():
             s.partial, s.partial_delay = Decimal("0.5"), 3600
             s.set_price(ETH, Decimal(1000))
@@ -231,12 +222,7 @@ def test_an_exit_order_refused_as_a_duplicate_is_never_sold_again(
     time: another follow's, on a shared account), but read again; once the exchange shows it,
     its fill is booked once, no second sale is placed, the book holds what the account holds
     (none) and the follower is told once."""
-    ring, _ = keyring()
-    _, engine = database(tmp_path)
-    with standins() as stands:
-        settings = quick(rest_settings(stands, redis_url))
-        fs = add_followers(engine, ring, stands, 4, stop_loss_bps=1000)
-        buy_eth(settings, engine, ring)
+    with holding_eth(tmp_path, redis_url) as (stands, engine, ring, settings, fs):
         hidden: dict[str, int] = {}
         for f in fs:
             stand, cid = stands[f.exchange], exit_order_id(f.follow_id, ETH)
@@ -298,15 +284,10 @@ def test_a_market_whose_exit_was_given_up_is_not_sold_again_by_a_later_fill(
     rest then fills and is read. Must hold: the stopped follow's market, given up, is sold no
     more (a sale of its book would sell the new follow's ETH): no order placed after the
     exit, the new follow's ETH untouched."""
-    ring, _ = keyring()
-    _, engine = database(tmp_path)
-    with standins() as stands:
-        settings = quick(rest_settings(stands, redis_url))
-        fs = add_followers(engine, ring, stands, 4, stop_loss_bps=1000)
-        buy_eth(settings, engine, ring)
+    with holding_eth(tmp_path, redis_url) as (stands, engine, ring, settings, fs):
         for s in stands.values():
             s.partial, s.partial_delay, s.cancel_lags = Decimal("0.5"), 3600, True
-        copy(settings, engine, ring, "101-1", trade(101, "buy", 1000, 0.5, 0.1))
+        copy_trade(settings, engine, ring, "101-1", trade(101, "buy", 1000, 0.5, 0.1))
         for row in orders(engine):
             if row["trade"] == "101-1":
                 assert row["status"] == "expired" and row["due_at"] is not None, row

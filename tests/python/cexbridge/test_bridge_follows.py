@@ -221,12 +221,9 @@ def test_raising_and_lowering_an_allocation_moves_the_book_exactly_and_sizes_the
 ) -> None:
     mia = world.client("mia")
     totp = enrol(mia)
-    ring = Keyring.parse(world.ring_text, "test")
-    f = add_follower(
-        world.engine,
-        ring,
+    f = world.add_follower(
         world.stands["okx"],
-        address_of(mia),
+        mia,
         Decimal(1000),
         n=701,
         vault=MASTER_A,
@@ -299,12 +296,9 @@ def test_limits_and_markets_need_the_second_factor_to_loosen_and_bad_changes_are
 ) -> None:
     nora = world.client("nora")
     totp = enrol(nora)
-    ring = Keyring.parse(world.ring_text, "test")
-    f = add_follower(
-        world.engine,
-        ring,
+    f = world.add_follower(
         world.stands["bybit"],
-        address_of(nora),
+        nora,
         Decimal(1000),
         n=702,
         vault=MASTER_A,
@@ -386,16 +380,8 @@ def test_a_stopped_follow_stays_stopped_an_ended_one_copies_nothing_and_a_new_on
 ) -> None:
     olga = world.client("olga")
     totp = enrol(olga)
-    ring = Keyring.parse(world.ring_text, "test")
-    f = add_follower(
-        world.engine,
-        ring,
-        world.stands["bitget"],
-        address_of(olga),
-        Decimal(1000),
-        n=703,
-        vault=MASTER_A,
-        stop_loss_bps=1000,
+    f = world.add_follower(
+        world.stands["bitget"], olga, Decimal(1000), n=703, vault=MASTER_A, stop_loss_bps=1000
     )
     base = f"/v1/account/exchange-keys/{f.key_id}/follows"
     url = f"{base}/{f.follow_id}"
@@ -456,25 +442,8 @@ def test_another_address_cannot_reach_a_key_or_follow_it_does_not_own(
     world: World,
 ) -> None:
     paul, eve = world.client("paul"), world.client("eve")
-    ring = Keyring.parse(world.ring_text, "test")
-    f = add_follower(
-        world.engine,
-        ring,
-        world.stands["binance"],
-        address_of(paul),
-        Decimal(1000),
-        n=704,
-        vault=MASTER_A,
-    )
-    mine = add_follower(
-        world.engine,
-        ring,
-        world.stands["binance"],
-        address_of(eve),
-        Decimal(1000),
-        n=705,
-        vault=MASTER_A,
-    )
+    f = world.add_follower(world.stands["binance"], paul, Decimal(1000), n=704, vault=MASTER_A)
+    mine = world.add_follower(world.stands["binance"], eve, Decimal(1000), n=705, vault=MASTER_A)
     eve_totp = enrol(eve)
     before = book(world.engine, f.follow_id)
     code = {"Tandem-TOTP": eve_totp.now()}
@@ -562,28 +531,13 @@ def _allocations_bounded_by_the_balance(world: World) -> None:
     binance = world.stands["binance"]
     olga, peter = world.client("ola"), world.client("piet")
     olga_totp, peter_totp = enrol(olga), enrol(peter)
-    ring = Keyring.parse(world.ring_text, "test")
-    f = add_follower(
-        world.engine,
-        ring,
-        binance,
-        address_of(olga),
-        Decimal(1000),
-        n=821,
-        vault=MASTER_A,
-        balance=Decimal(3000),
+    f = world.add_follower(
+        binance, olga, Decimal(1000), n=821, vault=MASTER_A, balance=Decimal(3000)
     )
     # Another key of the same exchange account (an exchange lets several keys share one),
     # registered by another address: its follows spend from the same 3,000.
-    g = add_follower(
-        world.engine,
-        ring,
-        binance,
-        address_of(peter),
-        Decimal(500),
-        n=822,
-        vault=MASTER_A,
-        same_account_as=f.api_key,
+    g = world.add_follower(
+        binance, peter, Decimal(500), n=822, vault=MASTER_A, same_account_as=f.api_key
     )
     olga_follows = f"/v1/account/exchange-keys/{f.key_id}/follows"
     peter_follows = f"/v1/account/exchange-keys/{g.key_id}/follows"
@@ -709,10 +663,7 @@ def test_dust_left_on_a_market_does_not_keep_its_token_there(
         bybit.add_market(Market("WETH", "USDT", Decimal(2000)))
     uma = world.client("uma")
     totp = enrol(uma)
-    ring = Keyring.parse(world.ring_text, "test")
-    f = add_follower(
-        world.engine, ring, bybit, address_of(uma), Decimal(1000), n=831, vault=MASTER_B
-    )
+    f = world.add_follower(bybit, uma, Decimal(1000), n=831, vault=MASTER_B)
     url = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
     account = bybit.accounts[f.api_key]
     move = {"symbols": {WETH: "WETH/USDT"}}
@@ -824,16 +775,7 @@ def test_on_sqlite_a_change_of_allocation_and_a_fill_booked_at_once_both_land_in
     booking commits, and writing after it, would write the book it read over the fill. The
     change takes the database's write lock before it reads (``BEGIN IMMEDIATE``)."""
     sam = world.client("sam")
-    ring = Keyring.parse(world.ring_text, "test")
-    f = add_follower(
-        world.engine,
-        ring,
-        world.stands["okx"],
-        address_of(sam),
-        Decimal(1000),
-        n=811,
-        vault=MASTER_B,
-    )
+    f = world.add_follower(world.stands["okx"], sam, Decimal(1000), n=811, vault=MASTER_B)
     path = f"/v1/account/exchange-keys/{f.key_id}/follows/{f.follow_id}"
     row = _acked_buy(f, "sqlite-race", "100")
     with world.engine.begin() as conn:
@@ -921,16 +863,7 @@ def test_on_sqlite_orders_written_while_an_allocation_changes_are_sized_by_the_c
     allocation moved and sizes again."""
     master = "0x" + "56" * 20  # a master no other test's follow copies
     wes = world.client("wes")
-    ring = Keyring.parse(world.ring_text, "test")
-    f = add_follower(
-        world.engine,
-        ring,
-        world.stands["okx"],
-        address_of(wes),
-        Decimal(1000),
-        n=841,
-        vault=master,
-    )
+    f = world.add_follower(world.stands["okx"], wes, Decimal(1000), n=841, vault=master)
     # A change (as the API makes it) holds the lock, its raise to 2,000 not yet committed.
     holder = world.engine.connect()
     held = holder.begin()
@@ -1134,16 +1067,8 @@ def test_a_balance_the_exchange_tells_oddly_bounds_nothing_and_is_no_500(
     binance = world.stands["binance"]
     vera = world.client("vera")
     totp = enrol(vera)
-    ring = Keyring.parse(world.ring_text, "test")
-    f = add_follower(
-        world.engine,
-        ring,
-        binance,
-        address_of(vera),
-        Decimal(1000),
-        n=851,
-        vault=MASTER_A,
-        balance=Decimal(3000),
+    f = world.add_follower(
+        binance, vera, Decimal(1000), n=851, vault=MASTER_A, balance=Decimal(3000)
     )
     account = binance.accounts[f.api_key]
     path = f"/v1/account/exchange-keys/{f.key_id}/follows"
@@ -1189,18 +1114,8 @@ def test_a_sale_filled_and_not_yet_booked_lends_its_proceeds_to_no_new_allocatio
     binance = world.stands["binance"]
     wes = world.client("wes")
     totp = enrol(wes)
-    ring = Keyring.parse(world.ring_text, "test")
     # 1,000 allocated, 400 of it in 0.2 ETH; the account holds 600 USDT and the 0.2 ETH.
-    f = add_follower(
-        world.engine,
-        ring,
-        binance,
-        address_of(wes),
-        Decimal(1000),
-        n=861,
-        vault=MASTER_A,
-        balance=Decimal(600),
-    )
+    f = world.add_follower(binance, wes, Decimal(1000), n=861, vault=MASTER_A, balance=Decimal(600))
     with world.engine.begin() as conn:
         conn.execute(
             update(t.follows)
@@ -1274,26 +1189,9 @@ def test_a_key_registered_before_accounts_were_kept_counts_with_its_account(
     okx = world.stands["okx"]
     xia = world.client("xia")
     totp = enrol(xia)
-    ring = Keyring.parse(world.ring_text, "test")
-    old = add_follower(
-        world.engine,
-        ring,
-        okx,
-        address_of(xia),
-        Decimal(1000),
-        n=871,
-        vault=MASTER_A,
-        balance=Decimal(2000),
-    )
-    new = add_follower(
-        world.engine,
-        ring,
-        okx,
-        address_of(xia),
-        Decimal(500),
-        n=872,
-        vault=MASTER_A,
-        same_account_as=old.api_key,
+    old = world.add_follower(okx, xia, Decimal(1000), n=871, vault=MASTER_A, balance=Decimal(2000))
+    new = world.add_follower(
+        okx, xia, Decimal(500), n=872, vault=MASTER_A, same_account_as=old.api_key
     )
     with world.engine.begin() as conn:
         conn.execute(update(t.keys).where(t.keys.c.id == old.key_id).values(account_id=None))
@@ -1344,16 +1242,8 @@ def test_a_key_registered_with_its_first_follow_is_bounded_by_its_account(
     bitget = world.stands["bitget"]
     yan = world.client("yan")
     totp = enrol(yan)
-    ring = Keyring.parse(world.ring_text, "test")
-    first = add_follower(
-        world.engine,
-        ring,
-        bitget,
-        address_of(yan),
-        Decimal(1000),
-        n=881,
-        vault=MASTER_A,
-        balance=Decimal(1200),
+    first = world.add_follower(
+        bitget, yan, Decimal(1000), n=881, vault=MASTER_A, balance=Decimal(1200)
     )
     second = bitget.add_key(first.api_key, "key-bitget-882", "secret-882-bitget-Zq9", "pass-882")
     second.ips = ["127.0.0.1"]
@@ -1388,19 +1278,9 @@ def test_a_key_without_its_account_rotated_to_another_account_brings_its_follows
     bybit = world.stands["bybit"]
     zoe = world.client("zoe")
     totp = enrol(zoe)
-    ring = Keyring.parse(world.ring_text, "test")
-    old = add_follower(
-        world.engine, ring, bybit, address_of(zoe), Decimal(1000), n=891, vault=MASTER_A
-    )
-    other = add_follower(
-        world.engine,
-        ring,
-        bybit,
-        address_of(zoe),
-        Decimal(500),
-        n=892,
-        vault=MASTER_A,
-        balance=Decimal(1200),
+    old = world.add_follower(bybit, zoe, Decimal(1000), n=891, vault=MASTER_A)
+    other = world.add_follower(
+        bybit, zoe, Decimal(500), n=892, vault=MASTER_A, balance=Decimal(1200)
     )
     bybit.add_key(other.api_key, "key-bybit-893", "secret-893-bybit-Zq9")
     with world.engine.begin() as conn:
