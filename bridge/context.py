@@ -396,19 +396,22 @@ def _batch(w3: Web3, *requests: Callable[[], Any]) -> list[Any]:
     refused logs query must be asked again alone while the rest of its batch is used. A node
     answering the batch as a whole with an error (one serving no batches, or fewer than
     these) is asked each request alone."""
-    with w3.batch_requests():
-        # While batching, web3 makes no request: each gives its method, parameters and the
-        # formatters of its answer.
-        asked = [request() for request in requests]
-        provider = cast(JSONBaseProvider, w3.provider)  # HTTP, as chain.connect makes it
-        send = provider.batch_request_func(w3, w3.middleware_onion)
-        answers = send([method_and_params for method_and_params, _ in asked])
+    try:
+        with w3.batch_requests():
+            # While batching, web3 makes no request: each gives its method, parameters and the
+            # formatters of its answer.
+            asked = [request() for request in requests]
+            provider = cast(JSONBaseProvider, w3.provider)  # HTTP, as chain.connect makes it
+            send = provider.batch_request_func(w3, w3.middleware_onion)
+            answers = send([method_and_params for method_and_params, _ in asked])
+        # Each answer checked and formatted as web3's ``execute`` does it, one at a time.
+        format_answer = w3.manager._format_batched_response
+    except AttributeError:  # a web3 release without these (web3 7's own): each asked alone
+        return [_answered(request) for request in requests]
     if not isinstance(answers, list) or len(answers) != len(asked):
         return [_answered(request) for request in requests]
-    # Each answer checked and formatted as web3's ``execute`` does it (its own method, web3 7),
-    # one at a time.
     return [
-        _answered(functools.partial(w3.manager._format_batched_response, info, answer))
+        _answered(functools.partial(format_answer, info, answer))
         for info, answer in zip(asked, answers, strict=True)
     ]
 
