@@ -5,13 +5,17 @@ pool's part of the same trade, and the trade's block (its time and hash)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from eth_typing import ChecksumAddress
 from eth_utils.crypto import keccak
+from web3 import Web3
+from web3.providers.base import JSONBaseProvider
 from web3.types import FilterParams
 
 from tandem.config import Settings
@@ -88,7 +92,7 @@ class ChainContext:
     (``priceIn``, ``priceOut``). A block where nothing logged any of this is checked for a
     silent re-pointing by the hub's ``pricesOf`` of the vault's tokens at the block before and
     at the block: equal, the vault's ``equities()`` the block before is the equity (7
-    requests a buy); not, each price is found as above."""
+    requests a buy, in two round trips: see ``_read``); not, each price is found as above."""
 
     def __init__(self, settings: Settings) -> None:
         from tandem import artifacts, chain
@@ -107,40 +111,73 @@ class ChainContext:
         self.asset_topic = "0x" + self.hub_decoder.topic("AssetSet").hex()
         self._hubs: dict[str, ChecksumAddress] = {}  # vault -> its hub (immutable)
 
-    def _earlier(self, vault: ChecksumAddress, block: int, log_index: int) -> list[Any]:
-        """The vault's events moving the master's book, in ``block`` before ``log_index``."""
-        logs = self.w3.eth.get_logs(
-            {
-                "address": vault,
-                "fromBlock": block,
-                "toBlock": block,
-                "topics": [["0x" + self.decoder.topic(n).hex() for n in MASTER_BOOK_EVENTS]],
-            }
-        )
+    def _earlier_query(self, vault: ChecksumAddress, block: int) -> FilterParams:
+        """The vault's events moving the master's book in ``block``."""
+        return {
+            "address": vault,
+            "fromBlock": block,
+            "toBlock": block,
+            "topics": [["0x" + self.decoder.topic(n).hex() for n in MASTER_BOOK_EVENTS]],
+        }
+
+    def _earlier(self, logs: list[Any], log_index: int) -> list[Any]:
+        """Of the vault's ``logs`` (``_earlier_query``), its events before ``log_index``."""
         events = (self.decoder.decode(entry) for entry in logs)
         return [e for e in events if e is not None and e.log_index < log_index]
 
+    def _moves_query(self, block: int) -> FilterParams:
+        """Every feed's ``AnswerUpdated``, every hub's ``AssetSet`` and every proxy's
+        ``AggregatorConfirmed`` in ``block``, whoever emitted them (see ``_moves``)."""
+        return {
+            "fromBlock": block,
+            "toBlock": block,
+            "topics": [[self.answer_topic, self.asset_topic, AGGREGATOR_CONFIRMED]],
+        }
+
     def _read(self, trade: dict[str, Any], side: str, log_index: int) -> Context:
+        """The requests independent of each other go together, in one JSON-RPC batch (one
+        round trip to the node): a buy in a block where nothing moved takes two (after the
+        vault's first, which asks the vault's hub once), a sale one."""
+        w3 = self.w3
         block = int(trade["block"])
-        vault = self.w3.eth.contract(address=trade["vault"], abi=self.vault_abi)
+        vault = w3.eth.contract(address=trade["vault"], abi=self.vault_abi)
         before = block - 1
         master_in = int(trade["masterIn"])
-        earlier = self._earlier(vault.address, block, log_index)
         if side == "buy":
-            hub = self.w3.eth.contract(address=self._hub_of(vault), abi=self.hub_abi)
-            moves = self._moves(vault, hub, block, log_index, earlier)
-            if earlier or moves or self._prices_moved(vault, hub, block):
+            hub = w3.eth.contract(address=self._hub_of(vault), abi=self.hub_abi)
+            vault_logs, block_logs, tokens, header = _batch(
+                w3,
+                lambda: w3.eth.get_logs(self._earlier_query(vault.address, block)),
+                lambda: w3.eth.get_logs(self._moves_query(block)),
+                lambda: vault.functions.tokens().call(block_identifier=before),
+                lambda: w3.eth.get_block(block),
+            )
+            earlier = self._earlier(_result(vault_logs), log_index)
+            moves = self._moves(vault, hub, block, log_index, earlier, block_logs)
+            # Nothing moved in the block before the trade: the vault's own valuation the block
+            # before, unless a price moved without a log.
+            equity = (
+                None
+                if earlier or moves
+                else self._equity_if_no_price_moved(vault, hub, block, list(_result(tokens)))
+            )
+            if equity is None:
                 equity = self._equity(vault, hub, trade, block, log_index, earlier, moves)
-            else:  # nothing moved it in the block: the vault's own valuation the block before
-                equity = int(vault.functions.equities().call(block_identifier=before)[0])
             spent = master_in * int(trade["priceIn"]) // WAD
             fraction = Decimal(spent) / Decimal(equity) if equity > 0 else ZERO
         else:
             token = trade["tokenIn"]
-            held = int(vault.functions.books(token).call(block_identifier=before)[0])
+            vault_logs, books, header = _batch(
+                w3,
+                lambda: w3.eth.get_logs(self._earlier_query(vault.address, block)),
+                lambda: vault.functions.books(token).call(block_identifier=before),
+                lambda: w3.eth.get_block(block),
+            )
+            earlier = self._earlier(_result(vault_logs), log_index)
+            held = int(_result(books)[0])
             held += sum(_amount_moved(e, token, None) for e in earlier)
             fraction = Decimal(master_in) / Decimal(held) if held > 0 else ZERO
-        header = self.w3.eth.get_block(block)
+        header = _result(header)
         return Context(
             min(fraction, Decimal(1)),
             float(header["timestamp"]),
@@ -148,23 +185,26 @@ class ChainContext:
         )
 
     def _moves(
-        self, vault: Any, hub: Any, block: int, log_index: int, earlier: list[Any]
+        self,
+        vault: Any,
+        hub: Any,
+        block: int,
+        log_index: int,
+        earlier: list[Any],
+        answer: Any,
     ) -> BlockMoves:
         """Every feed's ``AnswerUpdated`` and the hub's ``AssetSet`` in ``block`` before
-        ``log_index``, and every ``AggregatorConfirmed`` of the block, in order (one query,
-        whoever emitted them: most blocks have none of the hub's feeds). Anyone can emit
-        these topics: a block filled with them is more than a provider answers one query
-        with, and the query is then asked again of the addresses that price the vault alone
-        (``_logs_of_feeds``)."""
+        ``log_index``, and every ``AggregatorConfirmed`` of the block, in order, from
+        ``answer``: the node's answer to ``_moves_query`` (one query, whoever emitted them:
+        most blocks have none of the hub's feeds), the logs or the error it was answered
+        with. Anyone can emit these topics: a block filled with them is more than a provider
+        answers one query with, and the query is then asked again of the addresses that
+        price the vault alone (``_logs_of_feeds``)."""
         from web3.exceptions import Web3Exception
 
-        query: FilterParams = {
-            "fromBlock": block,
-            "toBlock": block,
-            "topics": [[self.answer_topic, self.asset_topic, AGGREGATOR_CONFIRMED]],
-        }
+        query = self._moves_query(block)
         try:
-            logs = list(self.w3.eth.get_logs(query))
+            logs = list(_result(answer))
         except (ValueError, Web3Exception) as exc:  # the provider's cap on one answer, say
             log.warning("block %s: its logs not read whole (%s), asked by address", block, exc)
             logs = self._logs_of_feeds(vault, hub, block, earlier, query)
@@ -220,19 +260,28 @@ class ChainContext:
             logs += list(self.w3.eth.get_logs(FilterParams(**query, address=sorted(more))))
         return logs
 
-    def _prices_moved(self, vault: Any, hub: Any, block: int) -> bool:
-        """Whether the hub prices a token of the vault otherwise at the block than the block
-        before, in a block where no log said a price moved: a proxy re-pointed silently. A
-        price that cannot be read (stale, say) is not judged equal."""
+    def _equity_if_no_price_moved(
+        self, vault: Any, hub: Any, block: int, tokens: list[str]
+    ) -> int | None:
+        """The vault's own ``equities()`` the block before, in a block where no log said a
+        price moved, unless the hub prices one of the vault's ``tokens`` otherwise at the
+        block than the block before (a proxy re-pointed silently): then None. A price that
+        cannot be read (stale, say) is not judged equal. The equity is asked with the prices,
+        in the same round trip, and left unread when they differ."""
         from web3.exceptions import BadFunctionCallOutput, ContractLogicError
 
-        tokens = list(vault.functions.tokens().call(block_identifier=block - 1))
+        before, after, equities = _batch(
+            self.w3,
+            lambda: hub.functions.pricesOf(tokens).call(block_identifier=block - 1),
+            lambda: hub.functions.pricesOf(tokens).call(block_identifier=block),
+            lambda: vault.functions.equities().call(block_identifier=block - 1),
+        )
         try:
-            before = hub.functions.pricesOf(tokens).call(block_identifier=block - 1)
-            after = hub.functions.pricesOf(tokens).call(block_identifier=block)
+            if list(_result(before)) != list(_result(after)):
+                return None
         except (ContractLogicError, BadFunctionCallOutput):
-            return True
-        return list(before) != list(after)
+            return None
+        return int(_result(equities)[0])
 
     def _equity(
         self,
@@ -337,6 +386,48 @@ class ChainContext:
 
     async def context(self, trade: dict[str, Any], side: str, log_index: int) -> Context:
         return await asyncio.to_thread(self._read, trade, side, log_index)
+
+
+def _batch(w3: Web3, *requests: Callable[[], Any]) -> list[Any]:
+    """Each of ``requests`` (a function making one web3 request) answered in one JSON-RPC
+    batch: one HTTP round trip for all. Each answer is the request's result, or the exception
+    the request alone would have raised, to be raised where it is used (``_result``): web3's
+    own ``execute`` raises the first error of a batch and drops the other answers, and a
+    refused logs query must be asked again alone while the rest of its batch is used. A node
+    answering the batch as a whole with an error (one serving no batches, or fewer than
+    these) is asked each request alone."""
+    try:
+        with w3.batch_requests():
+            # While batching, web3 makes no request: each gives its method, parameters and the
+            # formatters of its answer.
+            asked = [request() for request in requests]
+            provider = cast(JSONBaseProvider, w3.provider)  # HTTP, as chain.connect makes it
+            send = provider.batch_request_func(w3, w3.middleware_onion)
+            answers = send([method_and_params for method_and_params, _ in asked])
+        # Each answer checked and formatted as web3's ``execute`` does it, one at a time.
+        format_answer = w3.manager._format_batched_response
+    except AttributeError:  # a web3 release without these (web3 7's own): each asked alone
+        return [_answered(request) for request in requests]
+    if not isinstance(answers, list) or len(answers) != len(asked):
+        return [_answered(request) for request in requests]
+    return [
+        _answered(functools.partial(format_answer, info, answer))
+        for info, answer in zip(asked, answers, strict=True)
+    ]
+
+
+def _answered(request: Callable[[], Any]) -> Any:
+    try:
+        return request()
+    except Exception as exc:  # raised again by _result, where it is used
+        return exc
+
+
+def _result(answer: Any) -> Any:
+    """A ``_batch`` answer's result, or its error raised."""
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
 
 
 def _amount_moved(e: Any, token: str, base: str | None) -> int:

@@ -691,8 +691,11 @@ class Bridge:
                 else:
                     await self.limiter.acquire(exchange, key["api_key"], order=True)
                     # Asked once the limits let it go (they may hold it seconds), the last
-                    # moment before it is sent.
-                    if row["kind"] == "exit" and self._ended(row["follow_id"]):
+                    # moment before it is sent; in a thread (as outcomes are written), so
+                    # the query does not hold up the other orders on the event loop.
+                    if row["kind"] == "exit" and await asyncio.to_thread(
+                        self._ended, row["follow_id"]
+                    ):
                         # Not at the exchange, and its follow ended by its owner since it was
                         # written (an attempt waiting out its backoff, say): never sent.
                         self._pending.append(Outcome(row, "skipped", reason=ENDED_BY_OWNER))

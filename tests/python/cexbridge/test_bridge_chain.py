@@ -7,10 +7,14 @@ decimal text end to end."""
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
+import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +104,66 @@ def _trade_call(
             0,
         )
     )
+
+
+@dataclass
+class NodeProxy:
+    """A JSON-RPC proxy in front of the node, as a remote provider stands: each HTTP request
+    it forwards is one round trip, recorded as the methods it carried (a batch carries
+    several). Given a ``cap``, it answers an ``eth_getLogs`` finding more logs than that with
+    an error, as providers do, in a batch that request alone."""
+
+    url: str
+    posts: list[list[str]]
+    refused: list[dict[str, Any]]
+
+
+@contextmanager
+def node_proxy(node_url: str, cap: int | None = None) -> Iterator[NodeProxy]:
+    proxy = NodeProxy("", [], [])
+
+    def answer(request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+        result = response.get("result")
+        if cap is None or request["method"] != "eth_getLogs" or len(result or []) <= cap:
+            return response
+        proxy.refused.append(request)
+        error = {"code": -32005, "message": f"query returned more than {cap} results"}
+        return {"jsonrpc": "2.0", "id": request["id"], "error": error}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            requests = json.loads(body)
+            batch = isinstance(requests, list)
+            asked = requests if batch else [requests]
+            proxy.posts.append([r["method"] for r in asked])
+            forward = urllib.request.Request(node_url, body, {"Content-Type": "application/json"})
+            with urllib.request.urlopen(forward) as reply:
+                responses = json.loads(reply.read())
+            by_id = {r["id"]: r for r in asked}
+            if batch:
+                answered: Any = [answer(by_id[r["id"]], r) for r in responses]
+            else:
+                answered = answer(requests, responses)
+            data = json.dumps(answered).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield proxy
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -630,13 +694,68 @@ def test_logs_anyone_emits_in_the_buys_block_do_not_stop_its_fraction(
         assert unmoved != alone  # the test tells the move from none
         receipts = _mine_in_order(dep, [move, (buys.buy(), master), *spam])
         (receipt,) = [r for r in receipts if _traded(scene.vault, r)]
-        get_logs = buys.contexts.w3.eth.get_logs
+        # Read through a provider capping one answer (the block's query is sent in a batch
+        # with others: the provider refuses that request alone).
+        with node_proxy(scene.settings.rpc_url, cap=PROVIDER_LOG_CAP) as provider:
+            settings = scene.settings.model_copy(update={"rpc_url": provider.url})
+            buys.contexts = ChainContext(settings)
+            assert buys.fraction(receipt) == alone
+        assert provider.refused  # the block's query was refused: the fraction is the fallback's
 
-        def capped(params: Any) -> Any:  # the provider's cap on one answer
-            found = get_logs(params)
-            if len(found) > PROVIDER_LOG_CAP:
-                raise ValueError({"code": -32005, "message": "query returned more than 20 results"})
-            return found
 
-        buys.contexts.w3.eth.get_logs = capped  # type: ignore[method-assign]
-        assert buys.fraction(receipt) == alone
+def test_a_trade_in_a_quiet_block_is_read_in_few_round_trips(
+    scene: Scene, rollback: Callable[[], AbstractContextManager[None]]
+) -> None:
+    """A buy in a block where nothing else moved (the common case), read through a proxy in
+    front of the node as a remote provider stands, each request to it a round trip of tens of
+    milliseconds that the first exchange order waits for: two round trips (the requests
+    independent of each other batched), the vault's fraction to the last unit. A sale: one.
+    Before, the buy's seven requests were sent one after another, and web3 asked the node's
+    chain id before and after each of its four calls: fifteen round trips; the sale's five."""
+    dep, vault, master = scene.dep, scene.vault, scene.master
+    buys = _Buys(scene)
+    weth = dep.tokens["WETH"].address
+    with rollback(), node_proxy(scene.settings.rpc_url) as provider:
+        buys.contexts = ChainContext(scene.settings.model_copy(update={"rpc_url": provider.url}))
+        receipt = buys.mine(_trade_call(dep, vault, BASE, "WETH", dep.units(BASE, 5_000)), master)
+        buys.fraction(receipt)  # the vault's hub, asked once for all its trades
+        provider.posts.clear()
+        assert buys.fraction(receipt) == buys.vaults(receipt)
+        assert provider.posts == [
+            ["eth_getLogs", "eth_getLogs", "eth_call", "eth_getBlockByNumber"],
+            ["eth_call", "eth_call", "eth_call"],
+        ]
+        held = int(vault.functions.books(weth).call()[0])
+        receipt = buys.mine(_trade_call(dep, vault, "WETH", BASE, held // 2), master)
+        (event,) = _traded(vault, receipt)
+        message = keeper_message(vault.address, event["args"], receipt["blockNumber"], "0x")
+        provider.posts.clear()
+        sale = asyncio.run(buys.contexts.context(message, "sell", event["logIndex"]))
+        assert provider.posts == [["eth_getLogs", "eth_call", "eth_getBlockByNumber"]]
+        assert sale.fraction == Decimal(held // 2) / Decimal(held)
+        assert sale.block_hash == receipt["blockHash"].to_0x_hex()
+
+
+def test_a_request_answered_with_an_error_in_a_batch_is_read_alone(scene: Scene) -> None:
+    """In a batch, a call that reverts (the hub pricing a token it does not know) is answered
+    with the error its call alone raises, and the batch's other answers are read: web3's own
+    ``execute`` raises the first error and drops them."""
+    from web3.exceptions import ContractLogicError
+
+    from bridge.context import _batch, _result
+
+    w3, hub = scene.dep.w3, scene.dep.hub
+    unknown = address("bridge-chain:unknown-token")
+    weth = scene.dep.tokens["WETH"].address
+    with pytest.raises(ContractLogicError) as alone:
+        hub.functions.pricesOf([unknown]).call()
+    price, refused, block = _batch(
+        w3,
+        lambda: hub.functions.pricesOf([weth]).call(),
+        lambda: hub.functions.pricesOf([unknown]).call(),
+        lambda: w3.eth.get_block("latest"),
+    )
+    assert list(_result(price)) == list(hub.functions.pricesOf([weth]).call())
+    assert isinstance(refused, ContractLogicError)
+    assert (refused.message, refused.data) == (alone.value.message, alone.value.data)
+    assert _result(block)["number"] == w3.eth.block_number
