@@ -18,7 +18,7 @@ from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractLogicError, Web3RPCError
 from web3.providers import HTTPProvider
-from web3.types import TxParams, TxReceipt, Wei
+from web3.types import RPCEndpoint, TxParams, TxReceipt, Wei
 
 from tandem import artifacts, reverts
 from tandem.artifacts import Artifact
@@ -51,7 +51,13 @@ def connect(
     # No automatic retries: a local node either answers now or is not running, and retrying
     # with back-off only delays the error.
     provider = HTTPProvider(
-        url, request_kwargs={"timeout": settings.rpc_timeout}, exception_retry_configuration=None
+        url,
+        request_kwargs={"timeout": settings.rpc_timeout},
+        exception_retry_configuration=None,
+        # web3 asks for the chain id before every call and transaction it validates (twice an
+        # eth_call): it never changes, ask once.
+        cache_allowed_requests=True,
+        cacheable_requests={RPCEndpoint("eth_chainId")},
     )
     w3 = Web3(provider)
     try:

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from node_proxy import node_proxy
 from web3 import Web3
 
-from tandem import artifacts, cli, protocol
+from tandem import artifacts, chain, cli, protocol
 from tandem.config import Settings
 from tandem.errors import DeploymentError, NodeError
 from tandem.node import LocalNode, free_port, port_in_use, rpc_request
@@ -292,3 +293,19 @@ def test_cli_demo_runs_to_completion_and_stops_its_anvil() -> None:
     port = int(found.group(2))
     assert not port_in_use(port)
     assert anvil_processes_on(port) == ""
+
+
+def test_the_chain_client_asks_the_node_for_its_chain_id_once(
+    node: LocalNode, settings: Settings
+) -> None:
+    # web3 validates every call and transaction against the node's chain id: asked of the node
+    # each time, it was two more round trips to every eth_call (three for one, to a remote node).
+    with node_proxy(node.rpc_url) as proxy:
+        w3 = chain.connect(proxy.url, settings=settings)
+        sender = w3.eth.accounts[0]
+        proxy.posts.clear()
+        for _ in range(3):
+            w3.eth.call({"from": sender, "to": sender, "data": "0x"})
+        w3.eth.estimate_gas({"from": sender, "to": sender, "value": 1})
+    asked = [method for post in proxy.posts for method in post]
+    assert asked == ["eth_call"] * 3 + ["eth_estimateGas"]
