@@ -1,0 +1,120 @@
+"""Attacks on the rankings by a master who wants to rank high cheaply, played on a real anvil with
+the real contracts and read back from what the indexer stored: each test is a way to look better
+than the transactions say, and checks the rows tell the truth instead."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine
+
+from indexer import rankings as r
+from indexer import service
+from indexer.metrics import Window
+from tandem.config import RankingSettings, Settings
+from tandem.db import database_url
+from tandem.protocol import BASE, Deployment, create_master, fund, scale_feed, trade
+
+from .support import address, dep_transact, indexer_settings, rpc
+
+FINALITY = 1
+
+
+def index(dep: Deployment, settings: Settings, tmp: Path, **rankings: Any) -> Engine:
+    """Mine past the finality depth, index everything, and return the indexer's database."""
+    for _ in range(FINALITY + 1):
+        rpc(dep.w3, "evm_mine")
+    rpc_url = dep.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    ix = indexer_settings(
+        settings,
+        rpc_url,
+        tmp,
+        hub=dep.hub.address,
+        finality_depth=FINALITY,
+        database_url=f"sqlite:///{tmp / 'gaming.db'}",
+    )
+    if rankings:
+        ix = ix.model_copy(update={"rankings": RankingSettings(**rankings)})
+    service.index_to_head(ix)
+    return create_engine(database_url(ix.indexer.database_url, ix.project_root))
+
+
+def in_one_block(dep: Deployment, calls: list[tuple[Any, str]]) -> None:
+    """Send ``calls`` (function, sender) and mine them together in one block."""
+    w3 = dep.w3
+    rpc(w3, "evm_setAutomine", False)
+    try:
+        hashes = []
+        for fn, sender in calls:
+            tx = {
+                "from": sender,
+                "to": fn.address,
+                "data": fn._encode_transaction_data(),
+                "gas": hex(3_000_000),
+            }
+            hashes.append(rpc(w3, "eth_sendTransaction", tx))
+        rpc(w3, "evm_mine")
+    finally:
+        rpc(w3, "evm_setAutomine", True)
+    receipts = [w3.eth.get_transaction_receipt(h) for h in hashes]
+    assert all(x["status"] == 1 for x in receipts)
+    assert len({x["blockNumber"] for x in receipts}) == 1
+
+
+def losing_master(dep: Deployment, label: str) -> tuple[str, Any, int]:
+    """A master without followers who put 10,000 USDC in, bought LINK with 8,000 and saw LINK
+    fall by half: their index is well below one. Returns the master, the vault and the index."""
+    master = address(f"{label}:master")
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
+    scale_feed(dep, "LINK", Decimal("0.5"))
+    index = vault.functions.suspension().call()[1]
+    assert index < 10**18 * 7 // 10
+    return master, vault, index
+
+
+def empty_and_refill(dep: Deployment, master: str, vault: Any) -> list[tuple[Any, str]]:
+    """The master's calls that empty their book (LINK in kind, then the base asset) and deposit
+    10,000 USDC again."""
+    link = vault.functions.books(dep.address_of("LINK")).call()[0]
+    base = vault.functions.books(dep.address_of(BASE)).call()[0]
+    amount = dep.units(BASE, 10_000)
+    fund(dep, master, BASE, amount)
+    dep_transact(dep.base.functions.approve(vault.address, amount), master)
+    return [
+        (vault.functions.withdrawMaster(dep.address_of("LINK"), link), master),
+        (vault.functions.withdrawMaster(dep.address_of(BASE), base), master),
+        (vault.functions.depositMaster(amount), master),
+    ]
+
+
+@pytest.mark.parametrize("same_block", [True, False])
+def test_emptying_the_book_and_depositing_again_does_not_restart_the_index(
+    dep: Deployment, settings: Settings, tmp_path: Path, same_block: bool
+) -> None:
+    # The vault itself starts its index again at one when a master with an empty book deposits:
+    # a master at 0.6 who takes everything out and puts it back (one block, or several) would
+    # read as a gain of two thirds, and an all-time record without the loss.
+    master, vault, before = losing_master(dep, f"restart:{same_block}")
+    calls = empty_and_refill(dep, master, vault)
+    if same_block:
+        in_one_block(dep, calls)
+    else:
+        for fn, sender in calls:
+            dep_transact(fn, sender)
+    assert vault.functions.suspension().call()[1] == 10**18  # the vault's own index: one again
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        rows = {row.window: row for row in r.history(conn, master)}
+    for window in Window:
+        row = rows[window.value]
+        # The record resumes at the index the master left at: the loss stays.
+        assert row.roi == pytest.approx(before / 10**18 - 1, rel=1e-6)
+        assert row.pnl_usd < -dep.units(BASE, 3_000) * 10**12  # lost about 4,000 USD
+        assert row.master_equity_usd == pytest.approx(10_000 * 10**18, rel=1e-9)
+
