@@ -125,7 +125,7 @@ def master_rows(
     followers_now = sum(1 for f in inputs.followers if f.left_at is None or f.left_at > as_of)
     track_trades = m.trades_in(inputs.trade_times, 0, as_of)
     history_days = closes.last_day - closes.first_day + 1
-    ranked = rules.admits(history_days, track_trades, equity_point.equity_usd)
+    ranked = rules.admits(history_days, track_trades, _equity_held(inputs, closes, as_of, rules))
 
     rows = []
     for window in Window:
@@ -173,6 +173,21 @@ def master_rows(
             )
         )
     return rows
+
+
+def _equity_held(
+    inputs: MasterInputs, closes: m.DailyCloses, as_of: int, rules: RankingRules
+) -> int:
+    """The least equity the master held over the days the rules ask for (the last
+    ``min_history_days`` UTC days, from the point before them; a closed vault: up to just before
+    its closing): what the equity rule judges, so that a deposit made for the ranking and taken
+    out after it admits no one."""
+    start = (closes.last_day - rules.min_history_days + 1) * DAY
+    end = as_of if inputs.closed_at is None else inputs.closed_at - 1
+    held = m.window_points(inputs.index, min(start, end), end)
+    if not held:
+        held = m.window_points(inputs.index, 0, as_of)[-1:]
+    return min(p.equity_usd for p in held)
 
 
 def _tracking_errors(inputs: MasterInputs, closes: m.DailyCloses, as_of: int) -> list[float]:

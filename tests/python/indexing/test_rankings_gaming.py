@@ -118,3 +118,34 @@ def test_emptying_the_book_and_depositing_again_does_not_restart_the_index(
         assert row.pnl_usd < -dep.units(BASE, 3_000) * 10**12  # lost about 4,000 USD
         assert row.master_equity_usd == pytest.approx(10_000 * 10**18, rel=1e-9)
 
+
+def test_the_equity_rule_needs_the_equity_held_not_deposited_just_before_the_ranking(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # Rules of one day, one trade and 1,000 USD. The honest master had 2,000 USD in all along;
+    # the other traded 100 USD and deposited 5,000 just before the rankings were computed (to
+    # take it out after): their record was made with 100 USD at stake.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    masters = {}
+    for label, start in (("honest", 2_000), ("topped-up", 100)):
+        master = address(f"equity:{label}")
+        rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+        vault = create_master(dep, master, dep.units(BASE, start))
+        trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 50), dep.v3_route(BASE, "LINK"))
+        masters[label] = (master, vault)
+    master, vault = masters["topped-up"]
+    amount = dep.units(BASE, 5_000)
+    fund(dep, master, BASE, amount)
+    dep_transact(dep.base.functions.approve(vault.address, amount), master)
+    dep_transact(vault.functions.depositMaster(amount), master)
+
+    engine = index(
+        dep, settings, tmp_path, min_history_days=1, min_trades=1, min_equity_usd=1_000
+    )
+    with engine.connect() as conn:
+        honest = r.history(conn, masters["honest"][0])[-1]
+        topped = r.history(conn, master)[-1]
+        ranked = [row.master for row in r.top(conn, "roi", Window.ALL, 10)]
+    assert topped.master_equity_usd > 5_000 * 10**18  # the equity now is above the rule
+    assert honest.ranked and not topped.ranked
+    assert ranked == [masters["honest"][0]]
