@@ -381,15 +381,19 @@ def fills_from_trade(
 
     The token given up is sold for the oracle value of what came back; the token received is
     bought for the oracle value of what was given, so a swap's cost lands in the position it
-    opened. The base asset is cash: it has no round trips.
+    opened. A fill above the oracle value (what came back worth more than what was given: a pool
+    of the master's own, paying them) is no profit, as the vault counts it (a deposit of the
+    excess): the sale's proceeds are at most the oracle value of what was given, and the buy's
+    cost at least the oracle value of what came back. A fill below it (slippage, the pool's fee)
+    is a loss, as it is. The base asset is cash: it has no round trips.
     """
     value_in = master_in * price_in // 10**18
     value_out = master_out * price_out // 10**18
     fills = []
     if token_in != base_asset:
-        fills.append(Fill(timestamp, block, token_in, -master_in, value_out))
+        fills.append(Fill(timestamp, block, token_in, -master_in, min(value_in, value_out)))
     if token_out != base_asset:
-        fills.append(Fill(timestamp, block, token_out, master_out, value_in))
+        fills.append(Fill(timestamp, block, token_out, master_out, max(value_in, value_out)))
     return fills
 
 

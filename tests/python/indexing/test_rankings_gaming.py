@@ -149,3 +149,41 @@ def test_the_equity_rule_needs_the_equity_held_not_deposited_just_before_the_ran
     assert topped.master_equity_usd > 5_000 * 10**18  # the equity now is above the rule
     assert honest.ranked and not topped.ranked
     assert ranked == [masters["honest"][0]]
+
+
+def test_a_fill_above_the_oracle_value_is_no_winning_round_trip(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # A master pushes LINK down in one pool from an address of their own (the helper), buys LINK
+    # there through the vault, getting far more than the oracle says 1,000 USD buys, and sells
+    # it at the oracle price. The vault counts the excess as a deposit (the index does not
+    # move); a round trip that took the excess as profit would make a sure win of it, as many
+    # times as the master likes: win rate 100%, profit factor infinite.
+    from tandem import uniswap
+
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master, helper = address("fill:master"), address("fill:helper")
+    for who in (master, helper):
+        rpc(dep.w3, "anvil_setBalance", who, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    link = dep.address_of("LINK")
+    dumped = dep.units("LINK", 3_000_000)
+    fund(dep, helper, "LINK", dumped)
+    uniswap.swap_v2(dep.w3, dep.uniswap.v2, link, dep.address_of(BASE), dumped, sender=helper)
+    bought = trade(
+        dep, vault, master, BASE, "LINK", dep.units(BASE, 1_000), dep.v2_route(BASE, "LINK")
+    )
+    value_in = bought.master_in * bought.price_in // 10**18
+    value_out = bought.master_out * bought.price_out // 10**18
+    assert value_out > value_in * 11 // 10  # a tenth more than the oracle value paid
+    held = vault.functions.books(link).call()[0]
+    sold = trade(dep, vault, master, "LINK", BASE, held, dep.v3_route("LINK", BASE))
+    assert sold.master_out * sold.price_out // 10**18 > value_in  # "won" on the excess
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        row = r.history(conn, master)[-1]
+    assert row.round_trips == 1
+    # The trip cost what the master got at the oracle value; sold at the oracle price less the
+    # pool's fee, it lost that fee: no win.
+    assert row.win_rate == 0.0
+    assert row.profit_factor == 0.0
