@@ -211,10 +211,26 @@ def master_inputs(
         index=index,
         pool_index=pool_index,
         trade_times=[t.timestamp for t in trades],
+        track_times=_track_times(trades, index),
         round_trips=trips,
         followers=followers,
         closed_at=_closed_at(points),
     )
+
+
+def _track_times(trades: list[Any], index: list[IndexPoint]) -> list[int]:
+    """The timestamps of the trades that count for the track record: the master put at least
+    ``metrics.TRACK_TRADE_BPS`` of their equity (at the vault's latest point before the trade's
+    block, or its own block's for a trade in the first one) into them."""
+    blocks = [p.block for p in index]
+    times = []
+    for t in trades:
+        i = bisect.bisect_left(blocks, t.block_number) - 1
+        point = index[i] if i >= 0 else next((p for p in index if p.block >= t.block_number), None)
+        equity = point.equity_usd if point is not None else 0
+        if metrics.counts_for_track(t.master_in * t.price_in // PRICE_UNIT, equity):
+            times.append(t.timestamp)
+    return times
 
 
 def _book_events(

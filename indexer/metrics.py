@@ -463,6 +463,17 @@ def average_holding_seconds(trips: Sequence[RoundTrip]) -> float | None:
     return statistics.fmean(held) if held else None
 
 
+# A trade counts for the track record when the master put at least this share of their equity
+# into it (1%): ten trades of dust are no record.
+TRACK_TRADE_BPS = 100
+
+
+def counts_for_track(value_in_usd: int, equity_usd: int) -> bool:
+    """Whether a trade of ``value_in_usd`` (the oracle value the master gave) by a master with
+    ``equity_usd`` before it counts for the track record: at least ``TRACK_TRADE_BPS`` of it."""
+    return value_in_usd > 0 and value_in_usd * BPS >= equity_usd * TRACK_TRADE_BPS
+
+
 def trades_in(trade_times: Sequence[int], start: int, as_of: int) -> int:
     """How many master trades (``Traded`` events) fall between ``start`` and ``as_of``;
     ``trade_times`` is sorted."""

@@ -43,6 +43,8 @@ class MasterInputs:
     master's ``Traded`` events. ``round_trips``: from ``metrics.round_trips``. ``followers``:
     every follower ever, those who left included. ``closed_at``: when the vault closed (the
     master left and the pool emptied); a closed vault keeps its rows, computed as of that moment.
+    ``track_times``: timestamps of the trades that count for the track record
+    (``metrics.counts_for_track``); None: every trade.
     """
 
     master: str
@@ -53,6 +55,7 @@ class MasterInputs:
     round_trips: Sequence[RoundTrip]
     followers: Sequence[FollowerOutcome]
     closed_at: int | None = None
+    track_times: Sequence[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +126,10 @@ def master_rows(
     summary = m.followers_summary(inputs.followers)
     tracking = _tracking_errors(inputs, closes, as_of)
     followers_now = sum(1 for f in inputs.followers if f.left_at is None or f.left_at > as_of)
-    track_trades = m.trades_in(inputs.trade_times, 0, as_of)
-    history_days = closes.last_day - closes.first_day + 1
+    counted = inputs.trade_times if inputs.track_times is None else inputs.track_times
+    track_trades = m.trades_in(counted, 0, as_of)
+    # The track record starts with the first trade that counts: an idle vault has none.
+    history_days = closes.last_day - m.utc_day(counted[0]) + 1 if track_trades else 0
     ranked = rules.admits(history_days, track_trades, _equity_held(inputs, closes, as_of, rules))
 
     rows = []

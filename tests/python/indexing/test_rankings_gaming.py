@@ -139,9 +139,7 @@ def test_the_equity_rule_needs_the_equity_held_not_deposited_just_before_the_ran
     dep_transact(dep.base.functions.approve(vault.address, amount), master)
     dep_transact(vault.functions.depositMaster(amount), master)
 
-    engine = index(
-        dep, settings, tmp_path, min_history_days=1, min_trades=1, min_equity_usd=1_000
-    )
+    engine = index(dep, settings, tmp_path, min_history_days=1, min_trades=1, min_equity_usd=1_000)
     with engine.connect() as conn:
         honest = r.history(conn, masters["honest"][0])[-1]
         topped = r.history(conn, master)[-1]
@@ -187,3 +185,30 @@ def test_a_fill_above_the_oracle_value_is_no_winning_round_trip(
     # pool's fee, it lost that fee: no win.
     assert row.win_rate == 0.0
     assert row.profit_factor == 0.0
+
+
+def test_dust_trades_do_not_make_a_track_record(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # Rules of one day, ten trades and 1,000 USD. Both masters hold 10,000 USD and trade ten
+    # times; one puts 200 USD (2% of the book) into each trade, the other 5 USD: ten trades
+    # that risk nothing are no track record.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    masters = {}
+    for label, size in (("trader", 200), ("duster", 5)):
+        master = address(f"dust:{label}")
+        rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+        vault = create_master(dep, master, dep.units(BASE, 10_000))
+        for _ in range(10):
+            trade(
+                dep, vault, master, BASE, "LINK", dep.units(BASE, size), dep.v3_route(BASE, "LINK")
+            )
+        masters[label] = master
+
+    engine = index(dep, settings, tmp_path, min_history_days=1, min_trades=10, min_equity_usd=1_000)
+    with engine.connect() as conn:
+        trader = r.history(conn, masters["trader"])[-1]
+        duster = r.history(conn, masters["duster"])[-1]
+    assert trader.trades == duster.trades == 10  # every Traded event is shown
+    assert trader.track_trades == 10 and trader.ranked
+    assert duster.track_trades == 0 and not duster.ranked
