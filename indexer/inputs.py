@@ -113,6 +113,12 @@ class Prices:
             return 0
         return amount * series[i - 1][2] // ONE
 
+    def priced(self, token: str, block: int, log_index: int = 2**62) -> bool:
+        """Whether a price of ``token`` is known at that moment (``value`` says zero without)."""
+        series = self._series.get(token, [])
+        i = bisect.bisect_right(series, (block, log_index, 0))
+        return i > 0 and series[i - 1][2] > 0
+
 
 def base_asset(conn: Connection, up_to: int) -> str | None:
     """The hub's base asset: what every master deposit is made in (None before the first)."""
@@ -247,7 +253,10 @@ def _book_events(
       (the master's equity went to zero by losing it).
 
     The vault starts its index again at one at both kinds of deposit; the rankings do not (see
-    ``_chained_index``)."""
+    ``_chained_index``). A token of the book without a known price at an event (its feed silent
+    since the indexer's first block, on a node without the state to read it) leaves the units
+    unknown from there: ``("unknown", block, 0)`` ends the list, and nothing later is judged
+    from them."""
     moves = sorted(
         [(t.block_number, t.log_index, "trade", t) for t in trades]
         + [(f.block_number, f.log_index, f.kind, f) for f in flows],
@@ -266,6 +275,11 @@ def _book_events(
         )
 
     for block, log_index, kind, row in moves:
+        touched = [row.token_in, row.token_out] if kind == "trade" else [row.token]
+        needed = {token for token, amount in book.items() if amount > 0} | set(touched)
+        if not all(prices.priced(token, block, log_index) for token in needed):
+            found.append((block, "unknown", 0))
+            return found
         equity = worth(block, log_index)
         if kind == "trade":
             paid = row.master_in * row.price_in // PRICE_UNIT
@@ -308,6 +322,7 @@ def _chained_index(points: list[Any], restarts: list[tuple[int, str, int]]) -> l
     scale = ONE  # the chained index per unit of the vault's own
     resting: int | None = None  # the chained index a master with an empty book left at
     failed = started = False
+    known = True  # whether the master's units are known (see ``_book_events``)
     for p in points:
         if p.master_index is None or p.master_aum is None:
             continue
@@ -317,10 +332,19 @@ def _chained_index(points: list[Any], restarts: list[tuple[int, str, int]]) -> l
                 resting = left_at * scale // ONE
             elif kind == "back":
                 scale, resting = resting if resting is not None else scale, None
-            else:
+            elif kind == "wiped":
                 failed = True
+            else:
+                known = False
         if started and not failed and resting is None and p.master_index == 0:
-            failed = True  # units outstanding, equity gone: a wiped-out record
+            if known:
+                failed = True  # units outstanding, equity gone: a wiped-out record
+            elif out:
+                # Emptied or wiped out, nothing tells which: never judged failed on a guess;
+                # resumes where it read last, as a master who left.
+                resting = out[-1].index
+        elif not known and resting is not None and p.master_index > 0:
+            scale, resting = resting, None  # back: the vault started again at one
         started = started or p.master_index > 0
         if failed:
             index = 0

@@ -212,3 +212,35 @@ def test_dust_trades_do_not_make_a_track_record(
     assert trader.trades == duster.trades == 10  # every Traded event is shown
     assert trader.track_trades == 10 and trader.ranked
     assert duster.track_trades == 0 and not duster.ranked
+
+
+def test_a_master_whose_prices_the_indexer_does_not_know_is_not_judged_failed() -> None:
+    """Backfilled from a node without old state, the book's prices may be unknown where the
+    master emptied it: the units cannot be followed there, and a zero reading of the vault's
+    index (emptied, or wiped out: nothing tells which) must not mark an honest record failed.
+    It reads where it was last, and resumes from there at the vault's restart."""
+    from types import SimpleNamespace as Row
+
+    from indexer.inputs import ONE, Prices, _book_events, _chained_index
+
+    base = address("gaming:base")
+    prices = Prices.__new__(Prices)
+    prices._series = {}  # no price of the base asset known anywhere
+    flows = [
+        Row(block_number=1, log_index=0, kind="deposit", token=base, amount=10**22),
+        Row(block_number=3, log_index=0, kind="withdrawal", token=base, amount=6 * 10**21),
+        Row(block_number=4, log_index=0, kind="deposit", token=base, amount=10**22),
+    ]
+    restarts = _book_events([], flows, base, prices)
+    assert restarts == [(1, "unknown", 0)]
+
+    def point(block: int, index: int, aum: int) -> Row:
+        return Row(timestamp=block * 12, block_number=block, master_index=index, master_aum=aum)
+
+    six = 6 * ONE // 10
+    readings = [point(1, ONE, 10**22), point(2, six, 6 * 10**21), point(3, 0, 0)]
+    readings += [point(5, ONE, 10**22), point(6, 11 * ONE // 10, 11 * 10**21)]
+    chained = [p.index for p in _chained_index(readings, restarts)]
+    assert chained == [ONE, six, six, six, six * 11 // 10]
+    # With the units known, the same zero reading is a wiped-out record: zero from then on.
+    assert [p.index for p in _chained_index(readings, [])] == [ONE, six, 0, 0, 0]
