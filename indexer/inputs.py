@@ -221,7 +221,29 @@ def master_inputs(
         round_trips=trips,
         followers=followers,
         closed_at=_closed_at(points),
+        open_marks=_open_marks(
+            conn, vault, points, {t.token for t in trips if t.closed_at is None}
+        ),
     )
+
+
+def _open_marks(
+    conn: Connection, vault: str, points: list[Any], tokens: set[str]
+) -> dict[str, int]:
+    """The oracle value of the master's book of each of ``tokens`` at the vault's last point
+    that read its books: what an open round trip is marked at. A token without a price there is
+    not marked."""
+    read = [p for p in points if p.master_aum is not None]
+    if not tokens or not read:
+        return {}
+    books = conn.execute(
+        select(m.VaultBook.token, m.VaultBook.master_amount, m.VaultBook.price).where(
+            m.VaultBook.vault == vault,
+            m.VaultBook.block_number == read[-1].block_number,
+            m.VaultBook.token.in_(sorted(tokens)),
+        )
+    )
+    return {token: amount * price // ONE for token, amount, price in books if price is not None}
 
 
 def _track_times(trades: list[Any], index: list[IndexPoint]) -> list[int]:

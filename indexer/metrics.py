@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import statistics
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from itertools import pairwise
@@ -130,6 +130,9 @@ class RoundTrip:
     cost_usd: int
     proceeds_usd: int
     fills: int
+    # An open trip marked at the oracle value of what is still held (``open_at_a_loss``): its
+    # proceeds include that value, and it counts in the win rate and the profit factor.
+    marked: bool = False
 
     @property
     def pnl_usd(self) -> int:
@@ -437,21 +440,42 @@ def closed_in(trips: Iterable[RoundTrip], start: int, as_of: int) -> list[RoundT
     return [t for t in trips if t.closed_at is not None and start <= t.closed_at <= as_of]
 
 
+def open_at_a_loss(trips: Iterable[RoundTrip], marks: Mapping[str, int]) -> list[RoundTrip]:
+    """The open round trips that are losing now, marked: each with what it returned so far plus
+    ``marks[token]``, the oracle value of the master's position in the token now. A master
+    cannot keep a loser out of the win rate by never closing it; an open trip in profit counts
+    once it is closed (a gain is taken, a loss is had)."""
+    losing = []
+    for t in trips:
+        if t.closed_at is None and t.token in marks:
+            trip = replace(t, proceeds_usd=t.proceeds_usd + marks[t.token], marked=True)
+            if trip.pnl_usd < 0:
+                losing.append(trip)
+    return losing
+
+
+def _judged(trips: Iterable[RoundTrip]) -> list[RoundTrip]:
+    return [t for t in trips if t.closed_at is not None or t.marked]
+
+
 def win_rate(trips: Sequence[RoundTrip]) -> float | None:
-    """Share of closed round trips whose proceeds exceed their cost (a break-even trip is not a
-    win, and counts). None without a closed trip."""
-    closed = [t for t in trips if t.closed_at is not None]
-    if not closed:
+    """Share of the closed round trips, and the open ones marked at a loss
+    (``open_at_a_loss``), whose proceeds exceed their cost (a break-even trip is not a win, and
+    counts). None without one."""
+    judged = _judged(trips)
+    if not judged:
         return None
-    return sum(1 for t in closed if t.pnl_usd > 0) / len(closed)
+    return sum(1 for t in judged if t.pnl_usd > 0) / len(judged)
 
 
 def profit_factor(trips: Sequence[RoundTrip]) -> float | None:
-    """Gross profit of the winning closed trips over the gross loss of the losing ones.
+    """Gross profit of the winning closed trips over the gross loss of the losing ones, open
+    ones marked at a loss included.
 
     ``inf`` with profits and no loss; None with neither (no closed trip, or only break-evens)."""
-    gains = sum(t.pnl_usd for t in trips if t.closed_at is not None and t.pnl_usd > 0)
-    losses = -sum(t.pnl_usd for t in trips if t.closed_at is not None and t.pnl_usd < 0)
+    judged = _judged(trips)
+    gains = sum(t.pnl_usd for t in judged if t.pnl_usd > 0)
+    losses = -sum(t.pnl_usd for t in judged if t.pnl_usd < 0)
     if losses == 0:
         return math.inf if gains > 0 else None
     return _ratio(gains, losses)

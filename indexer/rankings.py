@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -44,7 +44,8 @@ class MasterInputs:
     every follower ever, those who left included. ``closed_at``: when the vault closed (the
     master left and the pool emptied); a closed vault keeps its rows, computed as of that moment.
     ``track_times``: timestamps of the trades that count for the track record
-    (``metrics.counts_for_track``); None: every trade.
+    (``metrics.counts_for_track``); None: every trade. ``open_marks``: the oracle value now of
+    the master's position in each token of an open round trip (``metrics.open_at_a_loss``).
     """
 
     master: str
@@ -56,6 +57,7 @@ class MasterInputs:
     followers: Sequence[FollowerOutcome]
     closed_at: int | None = None
     track_times: Sequence[int] | None = None
+    open_marks: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,8 @@ def master_rows(
     history_days = closes.last_day - m.utc_day(counted[0]) + 1 if track_trades else 0
     ranked = rules.admits(history_days, track_trades, _equity_held(inputs, closes, as_of, rules))
 
+    # Open losers are as of now: each counts in every window's win rate and profit factor.
+    losing = m.open_at_a_loss(inputs.round_trips, inputs.open_marks or {})
     rows = []
     for window in Window:
         start_day = m.window_start_day(window, closes)
@@ -162,8 +166,8 @@ def master_rows(
                 sharpe=m.sharpe(daily),
                 sortino=m.sortino(daily),
                 risk_score=m.risk_score(volatility, drawdown),
-                win_rate=m.win_rate(trips),
-                profit_factor=m.profit_factor(trips),
+                win_rate=m.win_rate(trips + losing),
+                profit_factor=m.profit_factor(trips + losing),
                 avg_holding_seconds=m.average_holding_seconds(trips),
                 round_trips=len(trips),
                 trades=m.trades_in(inputs.trade_times, start, as_of),

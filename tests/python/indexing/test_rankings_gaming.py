@@ -244,3 +244,38 @@ def test_a_master_whose_prices_the_indexer_does_not_know_is_not_judged_failed() 
     assert chained == [ONE, six, six, six, six * 11 // 10]
     # With the units known, the same zero reading is a wiped-out record: zero from then on.
     assert [p.index for p in _chained_index(readings, [])] == [ONE, six, 0, 0, 0]
+
+
+def test_a_loser_kept_open_counts_against_the_win_rate(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # The master put 8,000 USD into LINK and LINK halved: never closed, the trip was in no win
+    # rate, and ten small winners closed beside it would read 100%, profit factor infinite.
+    # Marked at the oracle, it is a losing trip from the moment it loses.
+    master, _, _ = losing_master(dep, "open-loser")
+    with index(dep, settings, tmp_path).connect() as conn:
+        rows = r.history(conn, master)
+    assert rows and all(row.round_trips == 0 for row in rows)  # nothing closed
+    for row in rows:
+        assert row.win_rate == 0.0
+        assert row.profit_factor == 0.0
+
+
+def test_open_trips_count_in_the_win_rate_only_at_a_loss() -> None:
+    from indexer import metrics as m
+
+    def trip(token: str, cost: int, proceeds: int, closed: bool) -> m.RoundTrip:
+        at = 100 if closed else None
+        return m.RoundTrip(token, 0, 1, at, at, cost, proceeds, 2 if closed else 1)
+
+    winners = [trip(f"w{i}", 100, 101, True) for i in range(10)]
+    loser = trip("LINK", 9_000, 0, False)  # held, worth 4,500 now
+    gainer = trip("WETH", 1_000, 0, False)  # held, worth 1,200 now
+    trips = [*winners, loser, gainer]
+    assert m.win_rate(trips) == 1.0 and m.profit_factor(trips) == float("inf")
+    marked = m.open_at_a_loss(trips, {"LINK": 4_500, "WETH": 1_200})
+    assert [(t.token, t.pnl_usd) for t in marked] == [("LINK", -4_500)]
+    assert m.win_rate(winners + marked) == 10 / 11
+    assert m.profit_factor(winners + marked) == 10 / 4_500
+    # A token without a mark (no price read) is not judged.
+    assert m.open_at_a_loss(trips, {"WETH": 1_200}) == []
