@@ -65,6 +65,33 @@ class Prices:
                 token_decimals, feed_decimals = decimals[row.token]
                 price = row.answer * 10**36 // 10 ** (token_decimals + feed_decimals)
                 seen[row.token].append((row.block_number, row.log_index, price))
+        answered = {(token, block) for token, points in seen.items() for block, _, _ in points}
+        # Every trade carries the prices the vault valued it at, at its own log: exact.
+        for t in conn.execute(
+            select(
+                m.Trade.block_number,
+                m.Trade.log_index,
+                m.Trade.token_in,
+                m.Trade.token_out,
+                m.Trade.price_in,
+                m.Trade.price_out,
+            ).where(m.Trade.block_number <= up_to)
+        ):
+            seen[t.token_in].append((t.block_number, t.log_index, t.price_in))
+            seen[t.token_out].append((t.block_number, t.log_index, t.price_out))
+        # A feed's answers from before the indexer's first block have no event: the prices read
+        # with the points (the hub's ``priceOf`` at the end of the block) fill them in, for the
+        # whole of a block in which the token's feed did not answer.
+        marked: dict[tuple[str, int], int] = {}
+        for token, block, price in conn.execute(
+            select(m.VaultBook.token, m.VaultBook.block_number, m.VaultBook.price)
+            .where(m.VaultBook.block_number <= up_to)
+            .distinct()
+        ):
+            if (token, block) not in answered and price:
+                marked[(token, block)] = int(price)
+        for (token, block), price in marked.items():
+            seen[token].append((block, -1, price))
         # The vault priced the base asset itself at each allocation: the same price, exactly.
         base = base_asset(conn, up_to)
         if base is not None:
@@ -76,14 +103,21 @@ class Prices:
                 seen[base].append((entry.block_number, entry.log_index, entry.base_price))
         self._series = {token: sorted(points) for token, points in seen.items()}
 
-    def value(self, token: str, amount: int, block: int) -> int:
+    def value(self, token: str, amount: int, block: int, log_index: int = 2**62) -> int:
         """``amount`` of ``token`` in USD with 18 decimals at the latest price at or before the
-        end of ``block`` (zero without one)."""
+        end of ``block`` (zero without one); with ``log_index``, at the latest one before that
+        log of the block."""
         series = self._series.get(token, [])
-        i = bisect.bisect_right(series, (block, 2**62, 0))
+        i = bisect.bisect_right(series, (block, log_index, 0))
         if i == 0:
             return 0
         return amount * series[i - 1][2] // ONE
+
+    def priced(self, token: str, block: int, log_index: int = 2**62) -> bool:
+        """Whether a price of ``token`` is known at that moment (``value`` says zero without)."""
+        series = self._series.get(token, [])
+        i = bisect.bisect_right(series, (block, log_index, 0))
+        return i > 0 and series[i - 1][2] > 0
 
 
 def base_asset(conn: Connection, up_to: int) -> str | None:
@@ -135,23 +169,15 @@ def master_inputs(
     prices = prices or Prices(conn, up_to)
     base = base_asset(conn, up_to) or ""
     points = _points(conn, vault, up_to)
-    index = [
-        IndexPoint(
-            p.timestamp,
-            p.block_number,
-            p.master_index,
-            p.master_aum * ONE // p.master_index if p.master_index else 0,
-        )
-        for p in points
-        if p.master_index is not None and p.master_aum is not None
-    ]
+    trades = _rows(conn, m.Trade, vault, up_to)
+    flows = _rows(conn, m.MasterFlow, vault, up_to)
+    index = _chained_index(points, _book_events(trades, flows, base, prices))
     pool_index = [
         IndexPoint(p.timestamp, p.block_number, p.pool_aum * ONE // p.total_shares, p.total_shares)
         for p in points
         if p.pool_aum is not None and p.total_shares > 0
     ]
 
-    trades = _rows(conn, m.Trade, vault, up_to)
     fills: list[tuple[int, int, list[metrics.Fill]]] = []
     for t in trades:
         fills.append(
@@ -171,8 +197,8 @@ def master_inputs(
                 ),
             )
         )
-    for w in _rows(conn, m.MasterFlow, vault, up_to, kind="withdrawal"):
-        if w.token != base:
+    for w in flows:
+        if w.kind == "withdrawal" and w.token != base:
             # An in-kind withdrawal closes positions like a sale, at the oracle value.
             value = prices.value(w.token, w.amount, w.block_number)
             fill = metrics.Fill(w.timestamp, w.block_number, w.token, -w.amount, value)
@@ -191,10 +217,166 @@ def master_inputs(
         index=index,
         pool_index=pool_index,
         trade_times=[t.timestamp for t in trades],
+        track_times=_track_times(trades, index),
         round_trips=trips,
         followers=followers,
         closed_at=_closed_at(points),
+        open_marks=_open_marks(
+            conn, vault, points, {t.token for t in trips if t.closed_at is None}
+        ),
     )
+
+
+def _open_marks(
+    conn: Connection, vault: str, points: list[Any], tokens: set[str]
+) -> dict[str, int]:
+    """The oracle value of the master's book of each of ``tokens`` at the vault's last point
+    that read its books: what an open round trip is marked at. A token without a price there is
+    not marked."""
+    read = [p for p in points if p.master_aum is not None]
+    if not tokens or not read:
+        return {}
+    books = conn.execute(
+        select(m.VaultBook.token, m.VaultBook.master_amount, m.VaultBook.price).where(
+            m.VaultBook.vault == vault,
+            m.VaultBook.block_number == read[-1].block_number,
+            m.VaultBook.token.in_(sorted(tokens)),
+        )
+    )
+    return {token: amount * price // ONE for token, amount, price in books if price is not None}
+
+
+def _track_times(trades: list[Any], index: list[IndexPoint]) -> list[int]:
+    """The timestamps of the trades that count for the track record: the master put at least
+    ``metrics.TRACK_TRADE_BPS`` of their equity (at the vault's latest point before the trade's
+    block, or its own block's for a trade in the first one) into them."""
+    blocks = [p.block for p in index]
+    times = []
+    for t in trades:
+        i = bisect.bisect_left(blocks, t.block_number) - 1
+        point = index[i] if i >= 0 else next((p for p in index if p.block >= t.block_number), None)
+        equity = point.equity_usd if point is not None else 0
+        if metrics.counts_for_track(t.master_in * t.price_in // PRICE_UNIT, equity):
+            times.append(t.timestamp)
+    return times
+
+
+def _book_events(
+    trades: list[Any], flows: list[Any], base: str, prices: Prices
+) -> list[tuple[int, str, int]]:
+    """Where the vault's own index restarts, from the master's book and units rebuilt from
+    events with the vault's rules (units issued at the index by deposits and fills above the
+    oracle value, retired by withdrawals), at the oracle prices of each event:
+
+    - ``("left", block, index)`` at a withdrawal that leaves the book worth nothing (the vault's
+      units go to zero); ``index`` is the vault's index just before it, where the master left;
+    - ``("back", block, 0)`` at the deposit that follows it;
+    - ``("wiped", block, 0)`` at a deposit into a book worth nothing without such a withdrawal
+      (the master's equity went to zero by losing it).
+
+    The vault starts its index again at one at both kinds of deposit; the rankings do not (see
+    ``_chained_index``). A token of the book without a known price at an event (its feed silent
+    since the indexer's first block, on a node without the state to read it) leaves the units
+    unknown from there: ``("unknown", block, 0)`` ends the list, and nothing later is judged
+    from them."""
+    moves = sorted(
+        [(t.block_number, t.log_index, "trade", t) for t in trades]
+        + [(f.block_number, f.log_index, f.kind, f) for f in flows],
+        key=lambda x: (x[0], x[1]),
+    )
+    book: dict[str, int] = defaultdict(int)
+    units = 0
+    started = left = False
+    found: list[tuple[int, str, int]] = []
+
+    def worth(block: int, log_index: int) -> int:
+        return sum(
+            prices.value(token, amount, block, log_index)
+            for token, amount in book.items()
+            if amount > 0
+        )
+
+    for block, log_index, kind, row in moves:
+        touched = [row.token_in, row.token_out] if kind == "trade" else [row.token]
+        needed = {token for token, amount in book.items() if amount > 0} | set(touched)
+        if not all(prices.priced(token, block, log_index) for token in needed):
+            found.append((block, "unknown", 0))
+            return found
+        equity = worth(block, log_index)
+        if kind == "trade":
+            paid = row.master_in * row.price_in // PRICE_UNIT
+            got = row.master_out * row.price_out // PRICE_UNIT
+            if got > paid and equity:
+                units += -(-(got - paid) * units // equity)
+            book[row.token_in] -= row.master_in
+            book[row.token_out] += row.master_out
+        elif kind == "withdrawal":
+            value = prices.value(row.token, row.amount, block, log_index)
+            index = equity * ONE // units if units else 0
+            if equity:
+                units -= units * value // equity
+            book[row.token] -= row.amount
+            if started and not left and (units == 0 or worth(block, log_index) == 0):
+                left = True
+                found.append((block, "left", index))
+        else:
+            value = prices.value(base, row.amount, block, log_index)
+            if left:
+                found.append((block, "back", 0))
+            elif started and equity == 0:
+                found.append((block, "wiped", 0))
+            if units == 0 or equity == 0:
+                units = value
+            else:
+                units += -(-value * units // equity)
+            book[base] += row.amount
+            started, left = True, False
+    return found
+
+
+def _chained_index(points: list[Any], restarts: list[tuple[int, str, int]]) -> list[IndexPoint]:
+    """The master's index from the vault's readings, without the vault's restarts: a master who
+    emptied their book reads the index they left at until they deposit again, and resumes from
+    it (the vault's index after the deposit, scaled); a master whose equity went to zero stays
+    at zero in that vault, whatever they deposit later."""
+    out: list[IndexPoint] = []
+    pending = list(reversed(restarts))
+    scale = ONE  # the chained index per unit of the vault's own
+    resting: int | None = None  # the chained index a master with an empty book left at
+    failed = started = False
+    known = True  # whether the master's units are known (see ``_book_events``)
+    for p in points:
+        if p.master_index is None or p.master_aum is None:
+            continue
+        while pending and pending[-1][0] <= p.block_number:
+            _, kind, left_at = pending.pop()
+            if kind == "left":
+                resting = left_at * scale // ONE
+            elif kind == "back":
+                scale, resting = resting if resting is not None else scale, None
+            elif kind == "wiped":
+                failed = True
+            else:
+                known = False
+        if started and not failed and resting is None and p.master_index == 0:
+            if known:
+                failed = True  # units outstanding, equity gone: a wiped-out record
+            elif out:
+                # Emptied or wiped out, nothing tells which: never judged failed on a guess;
+                # resumes where it read last, as a master who left.
+                resting = out[-1].index
+        elif not known and resting is not None and p.master_index > 0:
+            scale, resting = resting, None  # back: the vault started again at one
+        started = started or p.master_index > 0
+        if failed:
+            index = 0
+        elif resting is not None and p.master_index == 0:
+            index = resting
+        else:
+            index = p.master_index * scale // ONE
+        units = p.master_aum * ONE // index if index else 0
+        out.append(IndexPoint(p.timestamp, p.block_number, index, units))
+    return out
 
 
 def _points(conn: Connection, vault: str, up_to: int) -> list[Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import statistics
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from itertools import pairwise
@@ -130,6 +130,9 @@ class RoundTrip:
     cost_usd: int
     proceeds_usd: int
     fills: int
+    # An open trip marked at the oracle value of what is still held (``open_at_a_loss``): its
+    # proceeds include that value, and it counts in the win rate and the profit factor.
+    marked: bool = False
 
     @property
     def pnl_usd(self) -> int:
@@ -381,15 +384,19 @@ def fills_from_trade(
 
     The token given up is sold for the oracle value of what came back; the token received is
     bought for the oracle value of what was given, so a swap's cost lands in the position it
-    opened. The base asset is cash: it has no round trips.
+    opened. A fill above the oracle value (what came back worth more than what was given: a pool
+    of the master's own, paying them) is no profit, as the vault counts it (a deposit of the
+    excess): the sale's proceeds are at most the oracle value of what was given, and the buy's
+    cost at least the oracle value of what came back. A fill below it (slippage, the pool's fee)
+    is a loss, as it is. The base asset is cash: it has no round trips.
     """
     value_in = master_in * price_in // 10**18
     value_out = master_out * price_out // 10**18
     fills = []
     if token_in != base_asset:
-        fills.append(Fill(timestamp, block, token_in, -master_in, value_out))
+        fills.append(Fill(timestamp, block, token_in, -master_in, min(value_in, value_out)))
     if token_out != base_asset:
-        fills.append(Fill(timestamp, block, token_out, master_out, value_in))
+        fills.append(Fill(timestamp, block, token_out, master_out, max(value_in, value_out)))
     return fills
 
 
@@ -433,21 +440,42 @@ def closed_in(trips: Iterable[RoundTrip], start: int, as_of: int) -> list[RoundT
     return [t for t in trips if t.closed_at is not None and start <= t.closed_at <= as_of]
 
 
+def open_at_a_loss(trips: Iterable[RoundTrip], marks: Mapping[str, int]) -> list[RoundTrip]:
+    """The open round trips that are losing now, marked: each with what it returned so far plus
+    ``marks[token]``, the oracle value of the master's position in the token now. A master
+    cannot keep a loser out of the win rate by never closing it; an open trip in profit counts
+    once it is closed (a gain is taken, a loss is had)."""
+    losing = []
+    for t in trips:
+        if t.closed_at is None and t.token in marks:
+            trip = replace(t, proceeds_usd=t.proceeds_usd + marks[t.token], marked=True)
+            if trip.pnl_usd < 0:
+                losing.append(trip)
+    return losing
+
+
+def _judged(trips: Iterable[RoundTrip]) -> list[RoundTrip]:
+    return [t for t in trips if t.closed_at is not None or t.marked]
+
+
 def win_rate(trips: Sequence[RoundTrip]) -> float | None:
-    """Share of closed round trips whose proceeds exceed their cost (a break-even trip is not a
-    win, and counts). None without a closed trip."""
-    closed = [t for t in trips if t.closed_at is not None]
-    if not closed:
+    """Share of the closed round trips, and the open ones marked at a loss
+    (``open_at_a_loss``), whose proceeds exceed their cost (a break-even trip is not a win, and
+    counts). None without one."""
+    judged = _judged(trips)
+    if not judged:
         return None
-    return sum(1 for t in closed if t.pnl_usd > 0) / len(closed)
+    return sum(1 for t in judged if t.pnl_usd > 0) / len(judged)
 
 
 def profit_factor(trips: Sequence[RoundTrip]) -> float | None:
-    """Gross profit of the winning closed trips over the gross loss of the losing ones.
+    """Gross profit of the winning closed trips over the gross loss of the losing ones, open
+    ones marked at a loss included.
 
     ``inf`` with profits and no loss; None with neither (no closed trip, or only break-evens)."""
-    gains = sum(t.pnl_usd for t in trips if t.closed_at is not None and t.pnl_usd > 0)
-    losses = -sum(t.pnl_usd for t in trips if t.closed_at is not None and t.pnl_usd < 0)
+    judged = _judged(trips)
+    gains = sum(t.pnl_usd for t in judged if t.pnl_usd > 0)
+    losses = -sum(t.pnl_usd for t in judged if t.pnl_usd < 0)
     if losses == 0:
         return math.inf if gains > 0 else None
     return _ratio(gains, losses)
@@ -457,6 +485,17 @@ def average_holding_seconds(trips: Sequence[RoundTrip]) -> float | None:
     """Mean of ``closed_at - opened_at`` over closed round trips; None without one."""
     held = [t.closed_at - t.opened_at for t in trips if t.closed_at is not None]
     return statistics.fmean(held) if held else None
+
+
+# A trade counts for the track record when the master put at least this share of their equity
+# into it (1%): ten trades of dust are no record.
+TRACK_TRADE_BPS = 100
+
+
+def counts_for_track(value_in_usd: int, equity_usd: int) -> bool:
+    """Whether a trade of ``value_in_usd`` (the oracle value the master gave) by a master with
+    ``equity_usd`` before it counts for the track record: at least ``TRACK_TRADE_BPS`` of it."""
+    return value_in_usd > 0 and value_in_usd * BPS >= equity_usd * TRACK_TRADE_BPS
 
 
 def trades_in(trade_times: Sequence[int], start: int, as_of: int) -> int:

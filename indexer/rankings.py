@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -43,6 +43,9 @@ class MasterInputs:
     master's ``Traded`` events. ``round_trips``: from ``metrics.round_trips``. ``followers``:
     every follower ever, those who left included. ``closed_at``: when the vault closed (the
     master left and the pool emptied); a closed vault keeps its rows, computed as of that moment.
+    ``track_times``: timestamps of the trades that count for the track record
+    (``metrics.counts_for_track``); None: every trade. ``open_marks``: the oracle value now of
+    the master's position in each token of an open round trip (``metrics.open_at_a_loss``).
     """
 
     master: str
@@ -53,6 +56,8 @@ class MasterInputs:
     round_trips: Sequence[RoundTrip]
     followers: Sequence[FollowerOutcome]
     closed_at: int | None = None
+    track_times: Sequence[int] | None = None
+    open_marks: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +128,14 @@ def master_rows(
     summary = m.followers_summary(inputs.followers)
     tracking = _tracking_errors(inputs, closes, as_of)
     followers_now = sum(1 for f in inputs.followers if f.left_at is None or f.left_at > as_of)
-    track_trades = m.trades_in(inputs.trade_times, 0, as_of)
-    history_days = closes.last_day - closes.first_day + 1
-    ranked = rules.admits(history_days, track_trades, equity_point.equity_usd)
+    counted = inputs.trade_times if inputs.track_times is None else inputs.track_times
+    track_trades = m.trades_in(counted, 0, as_of)
+    # The track record starts with the first trade that counts: an idle vault has none.
+    history_days = closes.last_day - m.utc_day(counted[0]) + 1 if track_trades else 0
+    ranked = rules.admits(history_days, track_trades, _equity_held(inputs, closes, as_of, rules))
 
+    # Open losers are as of now: each counts in every window's win rate and profit factor.
+    losing = m.open_at_a_loss(inputs.round_trips, inputs.open_marks or {})
     rows = []
     for window in Window:
         start_day = m.window_start_day(window, closes)
@@ -157,8 +166,8 @@ def master_rows(
                 sharpe=m.sharpe(daily),
                 sortino=m.sortino(daily),
                 risk_score=m.risk_score(volatility, drawdown),
-                win_rate=m.win_rate(trips),
-                profit_factor=m.profit_factor(trips),
+                win_rate=m.win_rate(trips + losing),
+                profit_factor=m.profit_factor(trips + losing),
                 avg_holding_seconds=m.average_holding_seconds(trips),
                 round_trips=len(trips),
                 trades=m.trades_in(inputs.trade_times, start, as_of),
@@ -173,6 +182,21 @@ def master_rows(
             )
         )
     return rows
+
+
+def _equity_held(
+    inputs: MasterInputs, closes: m.DailyCloses, as_of: int, rules: RankingRules
+) -> int:
+    """The least equity the master held over the days the rules ask for (the last
+    ``min_history_days`` UTC days, from the point before them; a closed vault: up to just before
+    its closing): what the equity rule judges, so that a deposit made for the ranking and taken
+    out after it admits no one."""
+    start = (closes.last_day - rules.min_history_days + 1) * DAY
+    end = as_of if inputs.closed_at is None else inputs.closed_at - 1
+    held = m.window_points(inputs.index, min(start, end), end)
+    if not held:
+        held = m.window_points(inputs.index, 0, as_of)[-1:]
+    return min(p.equity_usd for p in held)
 
 
 def _tracking_errors(inputs: MasterInputs, closes: m.DailyCloses, as_of: int) -> list[float]:
