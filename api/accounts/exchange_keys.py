@@ -429,10 +429,10 @@ async def _asking(
     named: str = "this key",
     what: str | None = None,
 ) -> AsyncIterator[_Asker]:
-    """A client of ``creds`` asking ``exchange`` through the shared limiter (``_Asker``), one
-    for all a route asks: each thing is asked once, and the exchange's weight the API takes
-    is the workers' no longer. The exchange or the limiter refusing or not answering is a
-    problem saying what to do (``_not_told``)."""
+    """A client of ``creds`` asking ``exchange`` through the shared limiter (``_Asker``): one
+    for all a route asks, so that nothing is asked twice (what the API takes of an exchange's
+    weight, the workers' orders wait for). The exchange or the limiter refusing or not
+    answering is a problem saying what to do (``_not_told``)."""
     import ccxt.async_support as ccxt
     import redis.exceptions
 
@@ -779,7 +779,7 @@ async def register_key(
     quote = settings.bridge.quote
     async with _asking(settings, body.exchange, creds) as asker:
         perms, account_id, account = await asker.check()
-        _refuse(perms, body.exchange)  # before the markets and the balance are asked
+        _refuse(perms, body.exchange)  # before the markets are asked and the balance read
         listed = await asker.markets()
         warnings = perms.warnings(body.exchange)
         warnings += _check_symbols(settings, body.exchange, body.follow.symbols, listed)

@@ -429,6 +429,41 @@ def test_registration_asks_the_exchange_through_the_shared_limiter(world: World)
     r.close()
 
 
+def test_registration_asks_each_exchange_each_thing_once(world: World) -> None:
+    # One client asks the key's permissions (which name its account), the markets and the
+    # balance, each once (ccxt reads Bitget's markets with its margin currencies).
+    asks = {
+        "okx": [
+            "/api/v5/account/config",
+            "/api/v5/public/instruments",
+            "/api/v5/account/balance",
+        ],
+        "bybit": [
+            "/v5/user/query-api",
+            "/v5/market/instruments-info",
+            "/v5/account/wallet-balance",
+        ],
+        "bitget": [
+            "/api/v2/spot/account/info",
+            "/api/v2/spot/public/symbols",
+            "/api/v2/margin/currencies",
+            "/api/v2/spot/account/assets",
+        ],
+    }
+    for name, paths in asks.items():
+        stand = world.stands[name]
+        passphrase = f"{name}-pass-o" if name in {"okx", "bitget"} else None
+        balances = {"USDT": Decimal(5000)}
+        stand.add_account(f"{name}-olaf", f"{name}-secret-o", passphrase, balances=balances)
+        olaf = world.client(f"olaf-{name}")
+        code = {"Tandem-TOTP": enrol(olaf).now()}
+        asked = len(stand.requests)
+        body = key_body(name, f"{name}-olaf", f"{name}-secret-o", passphrase)
+        made = olaf.post("/v1/account/exchange-keys", json=body, headers=code)
+        assert made.status_code == 201, made.text
+        assert [p for _, p, _ in stand.requests[asked:]] == paths
+
+
 def test_a_key_or_passphrase_holding_a_control_character_is_refused_as_invalid(
     world: World,
 ) -> None:
