@@ -201,6 +201,16 @@ BeforeRequest = Callable[[str], Awaitable[None]]
 async def read_key(ex: Any, before: BeforeRequest | None = None) -> tuple[Permissions, str]:
     """What the client's key may do, and the id of the exchange account it belongs to, in as
     few requests as the exchange allows (two on Binance, one elsewhere)."""
+    perms, account_id, _ = await read_key_answers(ex, before)
+    return perms, account_id
+
+
+async def read_key_answers(
+    ex: Any, before: BeforeRequest | None = None
+) -> tuple[Permissions, str, Any]:
+    """``read_key``, with the answer the account's id was read from when it is the account's
+    spot balances too: Binance's ``GET /api/v3/account``, the request ccxt's ``fetch_balance``
+    sends (None elsewhere). ``spot_balance`` reads the balance from it without asking again."""
 
     async def ask(name: str, call: Callable[[], Awaitable[Any]]) -> Any:
         if before is not None:
@@ -209,9 +219,19 @@ async def read_key(ex: Any, before: BeforeRequest | None = None) -> tuple[Permis
 
     answer = await ask("permissions", lambda: _permission_call(ex))
     perms = parse_permissions(ex.id, answer)
-    if ex.id == "binance":  # its permission answer does not name the account
-        answer = await ask("account", ex.private_get_account)
-    return perms, parse_account_id(ex.id, answer)
+    if ex.id != "binance":
+        return perms, parse_account_id(ex.id, answer), None
+    # Binance's permission answer does not name the account.
+    account = await ask("account", ex.private_get_account)
+    return perms, parse_account_id(ex.id, account), account
+
+
+def spot_balance(ex: Any, account: Any) -> Any:
+    """The balance ccxt's ``fetch_balance`` gives for Binance's spot ``account`` answer
+    (``read_key_answers``'s), parsed as it parses its own request's answer: its markets must be
+    loaded, as ``fetch_balance`` loads them first (they name the currencies)."""
+    # binance.fetch_balance: privateGetAccount for the spot type, no margin mode, then this.
+    return ex.parse_balance_custom(account, "spot", None, False)
 
 
 async def _permission_call(ex: Any) -> Any:

@@ -23,8 +23,9 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from functools import partial
 from types import SimpleNamespace
@@ -368,12 +369,70 @@ async def _limiter(settings: Settings) -> AsyncIterator[Limiter | None]:
         await redis.aclose()
 
 
-async def _probe(
-    settings: Settings, exchange: str, creds: Credentials, load_markets: bool
-) -> tuple[exchanges.Permissions, str, set[str]]:
-    """The key's permissions, the id of the exchange account it belongs to (and the exchange's
-    markets) as the exchange tells them, each request charged to the shared limiter first; a
-    refusal or silence is a problem saying what to do."""
+@dataclass
+class _Asker:
+    """A ccxt client of one key's credentials (``ex``), each of its requests charged to the
+    shared limiter first (``before``). ``what`` is what the key is asked for now, and says what
+    the exchange refusing or not answering means: None while the key itself is checked (its
+    permissions, its account, the exchange's markets), else what is read with a key that
+    passed (``the account's USDT balance``)."""
+
+    ex: Any
+    exchange: str
+    api_key: str
+    named: str  # the key, as problems name it (``exchange key 7``, ``this key``)
+    what: str | None
+    limiter: Limiter | None = None
+
+    async def before(self, request: str) -> None:
+        if self.limiter is not None:
+            await self.limiter.acquire(
+                self.exchange,
+                self.api_key,
+                False,
+                request=request,
+                max_wait=LIMITER_WAIT,
+                share=API_SHARE,
+            )
+
+    async def check(self) -> tuple[exchanges.Permissions, str, Any]:
+        """The key's permissions and the id of the exchange account it belongs to, with the
+        account's answer when it holds the spot balance too (Binance's; see ``free``)."""
+        return await exchanges.read_key_answers(self.ex, self.before)
+
+    async def markets(self) -> set[str]:
+        await self.before("markets")
+        return set((await self.ex.load_markets()).keys())
+
+    async def free(self, quote: str, account: Any = None) -> Decimal:
+        """What the account holds free of ``quote`` (see ``_free_of``), its markets loaded
+        first (ccxt reads a balance with them). ``account``: the account's answer ``check``
+        got on Binance, the very request ``fetch_balance`` sends: the balance is parsed from it
+        as ``fetch_balance`` parses its own, not asked again (20 of Binance's weight)."""
+        try:
+            if account is not None:
+                balance = exchanges.spot_balance(self.ex, account)
+            else:
+                await self.before("account")  # Binance: GET /api/v3/account, weight 20
+                balance = await self.ex.fetch_balance()
+        except (ValueError, TypeError, ArithmeticError) as exc:  # ccxt parsing an odd amount
+            raise ExchangeAnswerError(f"an unreadable balance: {exc}") from None
+        return _free_of(balance, quote)
+
+
+@asynccontextmanager
+async def _asking(
+    settings: Settings,
+    exchange: str,
+    creds: Credentials,
+    *,
+    named: str = "this key",
+    what: str | None = None,
+) -> AsyncIterator[_Asker]:
+    """A client of ``creds`` asking ``exchange`` through the shared limiter (``_Asker``): one
+    for all a route asks, so that nothing is asked twice (what the API takes of an exchange's
+    weight, the workers' orders wait for). The exchange or the limiter refusing or not
+    answering is a problem saying what to do (``_not_told``)."""
     import ccxt.async_support as ccxt
     import redis.exceptions
 
@@ -381,58 +440,70 @@ async def _probe(
 
     venues = {str(name): v for name, v in settings.bridge.exchanges.items()}
     ex = venue.open_client(exchange, venues.get(exchange), creds)
+    asker = _Asker(ex, exchange, creds.api_key, named, what)
     try:
         async with _limiter(settings) as limiter:
-
-            async def before(request: str) -> None:
-                if limiter is not None:
-                    await limiter.acquire(
-                        exchange,
-                        creds.api_key,
-                        False,
-                        request=request,
-                        max_wait=LIMITER_WAIT,
-                        share=API_SHARE,
-                    )
-
-            perms, account_id = await exchanges.read_key(ex, before)
-            symbols: set[str] = set()
-            if load_markets:
-                await before("markets")
-                symbols = set((await ex.load_markets()).keys())
-            return perms, account_id, symbols
+            asker.limiter = limiter
+            yield asker
     except Busy as exc:
         raise _busy(exchange, exc.wait) from None
     except (ccxt.RateLimitExceeded, ccxt.DDoSProtection):
         raise _busy(exchange, 60) from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
         raise _limiter_unreachable() from None
-    except ccxt.AuthenticationError:
-        raise ProblemException(
+    except (ccxt.NetworkError, ccxt.ExchangeError, ExchangeAnswerError) as exc:
+        raise _not_told(asker, exc) from None
+    finally:
+        await ex.close()
+
+
+def _not_told(asker: _Asker, exc: Exception) -> ProblemException:
+    """The exchange refusing or not answering ``asker``: while the key itself is checked, a
+    key refused is to be copied again (422) and an exchange silent is a 502; once it passed, a
+    key refused is to be replaced, and what was not told is a 503 to try again, nothing
+    changed."""
+    import ccxt.async_support as ccxt
+
+    exchange, what = asker.exchange, asker.what
+    if what is not None and isinstance(exc, ccxt.AuthenticationError):
+        return ProblemException(
+            422,
+            "exchange-key-refused",
+            "The exchange refused the key",
+            f"{exchange} did not accept {asker.named} when asked for {what}. "
+            "Replace it (PUT /v1/account/exchange-keys/{id}) with a working key.",
+        )
+    if what is not None:
+        return ProblemException(
+            503,
+            "balance-unavailable" if what.endswith("balance") else "exchange-unavailable",
+            "The exchange did not answer",
+            f"{exchange} did not tell {what}. Nothing was changed. Try again in a minute.",
+            headers={"Retry-After": "60"},
+        )
+    if isinstance(exc, ccxt.AuthenticationError):
+        return ProblemException(
             422,
             "exchange-key-refused",
             "The exchange refused the key",
             f"{exchange} did not accept this API key and secret"
             + (" and passphrase" if exchange in exchanges.NEEDS_PASSPHRASE else "")
             + ". Copy them again from the exchange's API management page.",
-        ) from None
-    except (ccxt.NetworkError, ccxt.ExchangeNotAvailable, ExchangeAnswerError):
-        raise ProblemException(
-            502,
-            "exchange-unreachable",
-            "The exchange did not answer",
-            f"{exchange} did not answer the permission check. Try again in a minute.",
-        ) from None
-    except ccxt.ExchangeError as exc:
-        raise ProblemException(
+        )
+    if isinstance(exc, ccxt.ExchangeError):
+        return ProblemException(
             422,
             "exchange-key-refused",
             "The exchange refused the key",
             f"{exchange} refused the permission check ({type(exc).__name__}). Check that the "
             "key is a spot API key of this exchange.",
-        ) from None
-    finally:
-        await ex.close()
+        )
+    return ProblemException(
+        502,
+        "exchange-unreachable",
+        "The exchange did not answer",
+        f"{exchange} did not answer the permission check. Try again in a minute.",
+    )
 
 
 def _limiter_unreachable() -> ProblemException:
@@ -447,60 +518,12 @@ def _limiter_unreachable() -> ProblemException:
     )
 
 
-@asynccontextmanager
-async def _asking(
+def _asking_key(
     settings: Settings, keyring: Keyring, key: Any, what: str
-) -> AsyncIterator[tuple[Any, Callable[[str], Awaitable[None]]]]:
-    """A ccxt client of the stored ``key``, and ``before(request)`` to call before each of its
-    requests: it charges the shared limiter first. The exchange or the limiter refusing or not
-    answering is a problem saying what to do; not answering (``what`` was asked), a 503 to
-    try again, nothing changed."""
-    import ccxt.async_support as ccxt
-    import redis.exceptions
-
-    from bridge import venue
-
-    venues = {str(name): v for name, v in settings.bridge.exchanges.items()}
-    ex = venue.open_client(key.exchange, venues.get(key.exchange), _credentials(keyring, key))
-    try:
-        async with _limiter(settings) as limiter:
-
-            async def before(request: str) -> None:
-                if limiter is not None:
-                    await limiter.acquire(
-                        key.exchange,
-                        key.api_key,
-                        False,
-                        request=request,
-                        max_wait=LIMITER_WAIT,
-                        share=API_SHARE,
-                    )
-
-            yield ex, before
-    except Busy as exc:
-        raise _busy(key.exchange, exc.wait) from None
-    except (ccxt.RateLimitExceeded, ccxt.DDoSProtection):
-        raise _busy(key.exchange, 60) from None
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        raise _limiter_unreachable() from None
-    except ccxt.AuthenticationError:
-        raise ProblemException(
-            422,
-            "exchange-key-refused",
-            "The exchange refused the key",
-            f"{key.exchange} did not accept {_named(key)} when asked for {what}. "
-            "Replace it (PUT /v1/account/exchange-keys/{id}) with a working key.",
-        ) from None
-    except (ccxt.NetworkError, ccxt.ExchangeError, ExchangeAnswerError):
-        raise ProblemException(
-            503,
-            "balance-unavailable" if what.endswith("balance") else "exchange-unavailable",
-            "The exchange did not answer",
-            f"{key.exchange} did not tell {what}. Nothing was changed. Try again in a minute.",
-            headers={"Retry-After": "60"},
-        ) from None
-    finally:
-        await ex.close()
+) -> AbstractAsyncContextManager[_Asker]:
+    """``_asking`` with a stored ``key``, for ``what``."""
+    creds = _credentials(keyring, key)
+    return _asking(settings, key.exchange, creds, named=_named(key), what=what)
 
 
 async def _free_quote(settings: Settings, keyring: Keyring, key: Any) -> tuple[Decimal, str | None]:
@@ -510,21 +533,15 @@ async def _free_quote(settings: Settings, keyring: Keyring, key: Any) -> tuple[D
     that does not answer is a 503 saying to try again (``balance-unavailable``): a follow is
     not added, nor its allocation raised, on a balance nobody read. With it, the id of the
     key's exchange account when the bridge does not keep it yet (a key registered before it
-    kept them): its follows are summed with the account's other keys' only once it is known."""
+    kept them), asked first: its follows are summed with the account's other keys' only once
+    it is known, and on Binance its answer is the balance."""
     quote = settings.bridge.quote
-    async with _asking(settings, keyring, key, f"the account's {quote} balance") as (ex, before):
-        await before("markets")
-        await ex.load_markets()
-        await before("account")  # Binance: GET /api/v3/account, weight 20
-        try:
-            balance = await ex.fetch_balance()
-        except (ValueError, TypeError, ArithmeticError) as exc:  # ccxt parsing an odd amount
-            raise ExchangeAnswerError(f"an unreadable balance: {exc}") from None
-        free = _free_of(balance, quote)
-        if key.account_id is not None:
-            return free, None
-        _, account_id = await exchanges.read_key(ex, before)
-        return free, account_id
+    async with _asking_key(settings, keyring, key, f"the account's {quote} balance") as asker:
+        learned, account = None, None
+        if key.account_id is None:
+            _, learned, account = await asker.check()
+        await asker.markets()
+        return await asker.free(quote, account), learned
 
 
 def _free_of(balance: Any, quote: str) -> Decimal:
@@ -570,9 +587,9 @@ async def _dust_judge(settings: Settings, keyring: Keyring, key: Any) -> DustJud
     if kept is not None and time.monotonic() - kept[0] < MARKETS_KEPT:
         ex = kept[1]  # closed: its markets and precision alone are used
     else:
-        async with _asking(settings, keyring, key, "its markets") as (ex, before):
-            await before("markets")
-            await ex.load_markets()
+        async with _asking_key(settings, keyring, key, "its markets") as asker:
+            await asker.markets()
+        ex = asker.ex
         ex.apiKey = ex.secret = ex.password = ""  # kept for its markets, not the key's secret
         _markets_kept[key.exchange] = (time.monotonic(), ex)
 
@@ -759,24 +776,25 @@ async def register_key(
     )
     passphrase = body.passphrase.get_secret_value() if body.passphrase else None
     creds = Credentials(body.api_key, body.secret.get_secret_value(), passphrase)
-    perms, account_id, listed = await _probe(settings, body.exchange, creds, load_markets=True)
-    _refuse(perms, body.exchange)
-    warnings = perms.warnings(body.exchange)
-    warnings += _check_symbols(settings, body.exchange, body.follow.symbols, listed)
+    quote = settings.bridge.quote
+    async with _asking(settings, body.exchange, creds) as asker:
+        perms, account_id, account = await asker.check()
+        _refuse(perms, body.exchange)  # before the markets are asked and the balance read
+        listed = await asker.markets()
+        warnings = perms.warnings(body.exchange)
+        warnings += _check_symbols(settings, body.exchange, body.follow.symbols, listed)
+        # The first follow is bounded by the account's free quote as every later one: the
+        # account may have keys registered already, whose follows spend from the same balance.
+        asker.what = f"the account's {quote} balance"
+        free = await asker.free(quote, account)
     sealed = keyring.seal(creds, key_aad(me.address, body.exchange, body.api_key))
-    # The first follow is bounded by the account's free quote as every later one: the account
-    # may have keys registered already, whose follows spend from the same balance.
     new_key = SimpleNamespace(
         id=None,
         address=me.address,
         exchange=body.exchange,
         api_key=body.api_key,
         account_id=account_id,
-        kek_id=sealed.kek_id,
-        wrapped_key=sealed.wrapped_key,
-        ciphertext=sealed.ciphertext,
     )
-    free, _ = await _free_quote(settings, keyring, new_key)
     allocation = Decimal(body.follow.allocation)
 
     def store() -> int:
@@ -866,26 +884,25 @@ async def rotate_key(
     )
     passphrase = body.passphrase.get_secret_value() if body.passphrase else None
     creds = Credentials(body.api_key, body.secret.get_secret_value(), passphrase)
-    perms, account_id, _ = await _probe(settings, exchange, creds, load_markets=False)
-    _refuse(perms, exchange)
-    # A key registered before accounts were kept: its account is asked with the old key itself.
-    previous = row.account_id or await _account_of(settings, keyring, row)
-    _same_account(exchange, previous, account_id)
+    quote = settings.bridge.quote
+    free: Decimal | None = None
+    async with _asking(settings, exchange, creds) as asker:
+        perms, account_id, account = await asker.check()
+        _refuse(perms, exchange)
+        # A key registered before accounts were kept: its account is asked with the old key.
+        previous = row.account_id or await _account_of(settings, keyring, row)
+        _same_account(exchange, previous, account_id)
+        if not previous:
+            # Nothing to compare with: the new key may be of another account, whose follows
+            # spend its free quote already. The key's active follows move there only within it.
+            asker.what = f"the account's {quote} balance"
+            await asker.markets()
+            free = await asker.free(quote, account)
     warnings = [] if previous else [_UNCOMPARED.format(exchange=exchange)]
     sealed = keyring.seal(creds, key_aad(me.address, exchange, body.api_key))
-    # Nothing to compare with: the new key may be of another account, whose follows spend
-    # its free quote already. The key's active follows move there only within it.
     moving = SimpleNamespace(
-        id=None,
-        address=me.address,
-        exchange=exchange,
-        api_key=body.api_key,
-        account_id=account_id,
-        kek_id=sealed.kek_id,
-        wrapped_key=sealed.wrapped_key,
-        ciphertext=sealed.ciphertext,
+        id=None, address=me.address, exchange=exchange, api_key=body.api_key, account_id=account_id
     )
-    free = None if previous else (await _free_quote(settings, keyring, moving))[0]
 
     def bounded(conn: Connection) -> Any:
         current = _own_key(conn, me.address, key_id)
@@ -939,10 +956,9 @@ _UNCOMPARED = (
 async def _account_of(settings: Settings, keyring: Keyring, row: Any) -> str | None:
     """The exchange account of a stored key, asked with the key itself; None when it no
     longer answers (revoked on the exchange, say)."""
-    sealed = Sealed(row.kek_id, row.wrapped_key, row.ciphertext)
-    creds = keyring.open(sealed, row.api_key, key_aad(row.address, row.exchange, row.api_key))
     try:
-        _, account_id, _ = await _probe(settings, row.exchange, creds, load_markets=False)
+        async with _asking(settings, row.exchange, _credentials(keyring, row)) as asker:
+            _, account_id, _ = await asker.check()
     except ProblemException as exc:
         if exc.name in {"exchange-busy", "limiter-unreachable"}:
             raise
@@ -1342,8 +1358,9 @@ async def _checked_markets(
     through the shared limiter); the warnings."""
     listed: set[str] = set()
     if own:
-        creds = _credentials(keyring, key)
-        _, _, listed = await _probe(settings, key.exchange, creds, load_markets=True)
+        async with _asking(settings, key.exchange, _credentials(keyring, key)) as asker:
+            await asker.check()
+            listed = await asker.markets()
     return _check_symbols(settings, key.exchange, own, listed)
 
 

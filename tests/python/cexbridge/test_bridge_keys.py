@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,41 @@ def test_the_account_a_key_belongs_to_is_read_from_each_exchange(name: str) -> N
         assert ("GET", ACCOUNT_PATHS[name]) in asked
         # One request per key, but on Binance, whose permission answer names no account.
         assert len(asked) == (6 if name == "binance" else 3)
+
+
+def test_binance_s_balance_is_read_from_the_key_check_s_account_answer_as_fetch_balance() -> None:
+    # The key check's GET /api/v3/account is the request ccxt's fetch_balance sends: its answer,
+    # parsed as fetch_balance parses its own, is the balance, without asking again.
+    async def read(url: str) -> tuple[Any, Any, Any, int]:
+        creds = Credentials("bal", "s1", None)
+        ex = venue.open_client("binance", BridgeExchange(url=url), creds)
+        try:
+            _, _, account = await exchanges.read_key_answers(ex)
+            await ex.load_markets()
+            asked = len(s.requests)
+            parsed = exchanges.spot_balance(ex, account)
+            unasked = len(s.requests) - asked
+            fetched = await ex.fetch_balance()
+            return parsed, fetched, exchanges.spot_balance(ex, fetched["info"]), unasked
+        finally:
+            await ex.close()
+
+    with standins(("binance",)) as stands:
+        s = stands["binance"]
+        balances = {"USDT": Decimal("1234.5"), "ETH": Decimal("0.25"), "BTC": Decimal(0)}
+        s.add_account("bal", "s1", balances=balances)
+        parsed, fetched, reparsed, unasked = asyncio.run(read(s.url))
+    assert unasked == 0
+    # fetch_balance's own answer parsed so is exactly what it returned (its time too) ...
+    assert reparsed == fetched
+    # ... and the key check's, read a moment before, the same balance.
+    moment = {"info", "timestamp", "datetime"}
+    assert {k: v for k, v in parsed.items() if k not in moment} == {
+        k: v for k, v in fetched.items() if k not in moment
+    }
+    assert parsed["info"]["balances"] == fetched["info"]["balances"]
+    assert parsed["USDT"] == {"free": 1234.5, "used": 0.0, "total": 1234.5}
+    assert parsed["free"]["ETH"] == 0.25 and parsed["free"]["BTC"] == 0.0
 
 
 def test_a_key_that_gained_withdrawal_rights_is_suspended(tmp_path: Path) -> None:
