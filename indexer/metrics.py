@@ -525,14 +525,28 @@ class FollowersSummary:
     pnl_usd: int
 
 
+# A follower counts in the figures by head (followers, those in profit, the median return)
+# with at least this much invested: a hundred addresses of the master's own, each allocating a
+# dollar and leaving in profit, are no following. The aggregate P&L counts every follower, in
+# proportion to what each put in.
+COUNTED_FOLLOWER_USD = 100 * USD
+
+
+def counted_followers(outcomes: Iterable[FollowerOutcome]) -> list[FollowerOutcome]:
+    """The followers who invested at least ``COUNTED_FOLLOWER_USD``."""
+    return [o for o in outcomes if o.invested_usd >= COUNTED_FOLLOWER_USD]
+
+
 def followers_summary(outcomes: Iterable[FollowerOutcome]) -> FollowersSummary:
-    """How many followers made money (profit after fees above zero), the median of their
-    returns, and their aggregate profit after fees."""
+    """How many followers (``counted_followers``) there were, how many made money (profit after
+    fees above zero), the median of their returns, and every follower's aggregate profit after
+    fees."""
     outcomes = list(outcomes)
-    returns = [r for o in outcomes if (r := o.return_) is not None]
+    counted = counted_followers(outcomes)
+    returns = [r for o in counted if (r := o.return_) is not None]
     return FollowersSummary(
-        followers=len(outcomes),
-        in_profit=sum(1 for o in outcomes if o.pnl_usd > 0),
+        followers=len(counted),
+        in_profit=sum(1 for o in counted if o.pnl_usd > 0),
         median_return=statistics.median(returns) if returns else None,
         pnl_usd=sum(o.pnl_usd for o in outcomes),
     )
@@ -599,8 +613,9 @@ def risk_score(volatility: float | None, max_drawdown: float | None) -> int | No
 
 @dataclass(frozen=True, slots=True)
 class RankingRules:
-    """The least track record a master needs to be ranked: days since the vault's first point,
-    trades over all time, and the master's own equity now (skin in the game)."""
+    """The least track record a master needs to be ranked: days since the first trade that
+    counts (``counts_for_track``), trades that count, and the least equity the master held over
+    those days (skin in the game, see ``rankings._equity_held``)."""
 
     min_history_days: int
     min_trades: int

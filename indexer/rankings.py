@@ -127,7 +127,9 @@ def master_rows(
 
     summary = m.followers_summary(inputs.followers)
     tracking = _tracking_errors(inputs, closes, as_of)
-    followers_now = sum(1 for f in inputs.followers if f.left_at is None or f.left_at > as_of)
+    followers_now = sum(
+        1 for f in m.counted_followers(inputs.followers) if f.left_at is None or f.left_at > as_of
+    )
     counted = inputs.trade_times if inputs.track_times is None else inputs.track_times
     track_trades = m.trades_in(counted, 0, as_of)
     # The track record starts with the first trade that counts: an idle vault has none.

@@ -458,9 +458,15 @@ class RankingSettings(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    min_history_days: int = Field(default=30, ge=0, description="days since the first index point")
-    min_trades: int = Field(default=10, ge=0, description="master trades since the vault's start")
-    min_equity_usd: int = Field(default=1_000, ge=0, description="master's own equity, whole USD")
+    min_history_days: int = Field(
+        default=30, ge=0, description="days since the master's first trade of at least 1% of equity"
+    )
+    min_trades: int = Field(
+        default=10, ge=0, description="master trades of at least 1% of their equity"
+    )
+    min_equity_usd: int = Field(
+        default=1_000, ge=0, description="master's own equity held all along, whole USD"
+    )
 
 
 EXCHANGES = ("binance", "okx", "bybit", "bitget")

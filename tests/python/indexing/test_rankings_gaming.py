@@ -279,3 +279,25 @@ def test_open_trips_count_in_the_win_rate_only_at_a_loss() -> None:
     assert m.profit_factor(winners + marked) == 10 / 4_500
     # A token without a mark (no price read) is not judged.
     assert m.open_at_a_loss(trips, {"WETH": 1_200}) == []
+
+
+def test_followers_of_dust_do_not_make_a_following() -> None:
+    # One real follower, 5,000 USD in and down 10%; a hundred addresses of the master's own,
+    # a dollar each, out again at a 50% profit: by head, 100 of 101 followers made money and the
+    # median follower gained 50%.
+    from indexer import metrics as m
+    from indexer.rankings import MasterInputs, master_rows
+
+    usd = m.USD
+    day = m.DAY
+    real = m.FollowerOutcome("real", 5_000 * usd, 4_500 * usd, 0, 0, 0)
+    dust = [m.FollowerOutcome(f"own-{i}", usd, 0, 3 * usd // 2, 0, 0, day) for i in range(100)]
+    summary = m.followers_summary([real, *dust])
+    assert (summary.followers, summary.in_profit) == (1, 0)
+    assert summary.median_return == pytest.approx(-0.1)
+    assert summary.pnl_usd == -500 * usd + 100 * (usd // 2)  # every follower's money counts
+
+    points = [m.IndexPoint(d * day, d, 10**18, 10_000 * usd) for d in range(40)]
+    inputs = MasterInputs("master", "vault", points, points, [], [], [real, *dust])
+    row = master_rows(inputs, points[-1].timestamp)[-1]
+    assert (row.followers_now, row.followers_ever, row.followers_in_profit) == (1, 1, 0)
