@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from functools import partial
 from types import SimpleNamespace
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -526,22 +526,42 @@ def _asking_key(
     return _asking(settings, key.exchange, creds, named=_named(key), what=what)
 
 
-async def _free_quote(settings: Settings, keyring: Keyring, key: Any) -> tuple[Decimal, str | None]:
-    """What the key's exchange account holds free of the bridge's quote (``bridge.quote``), as
-    the exchange tells it, asked with the key itself: its markets (ccxt reads a balance with
-    them), then its balance, each request charged to the shared limiter first. An exchange
-    that does not answer is a 503 saying to try again (``balance-unavailable``): a follow is
-    not added, nor its allocation raised, on a balance nobody read. With it, the id of the
-    key's exchange account when the bridge does not keep it yet (a key registered before it
-    kept them), asked first: its follows are summed with the account's other keys' only once
-    it is known, and on Binance its answer is the balance."""
+async def _follow_checks(
+    settings: Settings, keyring: Keyring, key: Any, own: dict[str, str] | None, balance: bool
+) -> tuple[list[str], Decimal | None, str | None]:
+    """What a follow's change asks the exchange, with the stored ``key`` on one client, each
+    thing once, each request charged to the shared limiter first:
+
+    - the follow's ``own`` markets (None: not changed), refused where the exchange lacks them,
+      the key checked first; the warnings;
+    - with ``balance``, what the key's exchange account holds free of the bridge's quote
+      (``bridge.quote``), read with its markets (ccxt reads a balance with them). An exchange
+      that does not tell it is a 503 saying to try again (``balance-unavailable``): a follow is
+      not added, nor its allocation raised, on a balance nobody read;
+    - with the balance, the id of the key's exchange account when the bridge does not keep it
+      yet (a key registered before it kept them), asked first: its follows are summed with the
+      account's other keys' only once it is known, and on Binance its answer is the balance.
+
+    Returns the warnings, the free quote (None without ``balance``) and the account learned
+    (None: known already)."""
+    if not own and not balance:
+        return [] if own is None else _check_symbols(settings, key.exchange, own, set()), None, None
     quote = settings.bridge.quote
-    async with _asking_key(settings, keyring, key, f"the account's {quote} balance") as asker:
+    told = f"the account's {quote} balance"
+    creds = _credentials(keyring, key)
+    # Refusals while the markets are checked are the key's own (as at its registration).
+    what = None if own else told
+    async with _asking(settings, key.exchange, creds, named=_named(key), what=what) as asker:
         learned, account = None, None
-        if key.account_id is None:
-            _, learned, account = await asker.check()
-        await asker.markets()
-        return await asker.free(quote, account), learned
+        if own or key.account_id is None:
+            _, found, account = await asker.check()
+            learned = found if key.account_id is None else None
+        listed = await asker.markets()
+        warnings = [] if own is None else _check_symbols(settings, key.exchange, own, listed)
+        if not balance:
+            return warnings, None, None
+        asker.what = told
+        return warnings, await asker.free(quote, account), learned
 
 
 def _free_of(balance: Any, quote: str) -> Decimal:
@@ -1351,19 +1371,6 @@ def _changed_meanwhile(follow_id: int) -> ProblemException:
     )
 
 
-async def _checked_markets(
-    settings: Settings, keyring: Keyring, key: Any, own: dict[str, str]
-) -> list[str]:
-    """Refuses a follow's own market the exchange lacks (asked with the key's own credentials,
-    through the shared limiter); the warnings."""
-    listed: set[str] = set()
-    if own:
-        async with _asking(settings, key.exchange, _credentials(keyring, key)) as asker:
-            await asker.check()
-            listed = await asker.markets()
-    return _check_symbols(settings, key.exchange, own, listed)
-
-
 @keys.post("/exchange-keys/{key_id}/follows", response_model=FollowMade, status_code=201)
 async def add_follow(
     key_id: KeyId, body: FollowIn, me: SignedIn, request: Request, totp: TotpHeader = None
@@ -1383,8 +1390,8 @@ async def add_follow(
     await run_in_threadpool(
         partial(_second_factor, spend=False), engine, box, me.address, totp, settings
     )
-    warnings = await _checked_markets(settings, keyring, key, body.symbols)
-    free, learned = await _free_quote(settings, keyring, key)
+    warnings, told, learned = await _follow_checks(settings, keyring, key, body.symbols, True)
+    free = cast(Decimal, told)
     allocation = Decimal(body.allocation)
 
     def checked(conn: Connection) -> None:
@@ -1457,16 +1464,14 @@ async def change_follow(
         with engine.connect() as conn:
             _held_markets_kept(conn, settings, key.exchange, f, body, dust)
     risk = _risk_added(f, body)
-    warnings: list[str] = []
     if risk:
         await run_in_threadpool(
             partial(_second_factor, spend=False), engine, box, me.address, totp, settings
         )
-    if body.symbols is not None and body.symbols != dict(f.symbols or {}):
-        warnings = await _checked_markets(settings, _keyring(settings), key, body.symbols)
+    moved = body.symbols is not None and body.symbols != dict(f.symbols or {})
     raising = body.allocation is not None and Decimal(body.allocation) > Decimal(f.allocation)
-    free, learned = (
-        await _free_quote(settings, _keyring(settings), key) if raising else (None, None)
+    warnings, free, learned = await _follow_checks(
+        settings, _keyring(settings), key, body.symbols if moved else None, raising
     )
 
     kept: list[str] = []  # dust left on the markets moved away from

@@ -23,6 +23,8 @@ from sqlalchemy import Engine, inspect, select, text
 from tandem.db import bridge as t
 
 from .support import (
+    MASTER_A,
+    MASTER_B,
     VAULT,
     WETH,
     World,
@@ -462,6 +464,38 @@ def test_registration_asks_each_exchange_each_thing_once(world: World) -> None:
         made = olaf.post("/v1/account/exchange-keys", json=body, headers=code)
         assert made.status_code == 201, made.text
         assert [p for _, p, _ in stand.requests[asked:]] == paths
+
+
+def test_a_follow_with_its_own_markets_asks_each_thing_once(world: World) -> None:
+    # A follow naming its own markets, and the allocation bounded by the account's balance, on
+    # one client: the key's permissions and account, the markets, and the balance read from the
+    # account's answer (41 of Binance's weight; it was 81, the markets and the account asked
+    # again for the balance). Changing a follow's markets while raising its allocation alike.
+    binance = world.stands["binance"]
+    yoko = world.client("yoko")
+    totp = enrol(yoko)
+    key = world.add_follower(binance, yoko, Decimal(1000), n=891, vault=MASTER_A)
+    once = ["/sapi/v1/account/apiRestrictions", "/api/v3/account", "/api/v3/exchangeInfo"]
+    asked = len(binance.requests)
+    added = yoko.post(
+        f"/v1/account/exchange-keys/{key.key_id}/follows",
+        json={"vault": MASTER_B, "allocation": "500", "symbols": {WETH: "ETH/USDT"}},
+        headers={"Tandem-TOTP": totp.now()},
+    )
+    assert added.status_code == 201, added.text
+    assert [p for _, p, _ in binance.requests[asked:]] == once
+    asked = len(binance.requests)
+    changed = yoko.patch(
+        f"/v1/account/exchange-keys/{key.key_id}/follows/{added.json()['id']}",
+        json={"allocation": "600", "symbols": {}},
+        headers={"Tandem-TOTP": totp.at(time.time() + 30)},  # the first code is spent
+    )
+    assert changed.status_code == 200, changed.text
+    # Back to the default markets: nothing of its own to check, the balance alone.
+    assert [p for _, p, _ in binance.requests[asked:]] == [
+        "/api/v3/exchangeInfo",
+        "/api/v3/account",
+    ]
 
 
 def test_a_key_or_passphrase_holding_a_control_character_is_refused_as_invalid(
