@@ -71,7 +71,13 @@ LIMITS = {
     ),
     "okx": ExchangeLimits(Window(1_000, 2), Window(60, 2), connections=Window(3, 1)),
     "bybit": ExchangeLimits(Window(600, 5), Window(20, 1), connections=Window(500, 300)),
-    "bitget": ExchangeLimits(Window(6_000, 60), Window(10, 1), connections=Window(300, 3_600)),
+    "bitget": ExchangeLimits(
+        Window(6_000, 60),
+        Window(10, 1),
+        # ``markets``: ccxt reads Bitget's spot symbols and its margin currencies, two requests.
+        weights={"markets": 2},
+        connections=Window(300, 3_600),
+    ),
 }
 MARGIN = 0.95
 

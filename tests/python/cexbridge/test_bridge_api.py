@@ -452,6 +452,14 @@ def test_registration_asks_each_exchange_each_thing_once(world: World) -> None:
             "/api/v2/spot/account/assets",
         ],
     }
+    import redis
+
+    r = redis.Redis.from_url(world.redis_url, decode_responses=True)
+
+    def charged(name: str) -> int:
+        """What the exchange's IP windows hold (Bitget's: a minute each, two at most here)."""
+        return sum(int(r.get(k) or 0) for k in r.keys(f"test:bridge:limit:{name}:ip:*"))
+
     for name, paths in asks.items():
         stand = world.stands[name]
         passphrase = f"{name}-pass-o" if name in {"okx", "bitget"} else None
@@ -459,11 +467,14 @@ def test_registration_asks_each_exchange_each_thing_once(world: World) -> None:
         stand.add_account(f"{name}-olaf", f"{name}-secret-o", passphrase, balances=balances)
         olaf = world.client(f"olaf-{name}")
         code = {"Tandem-TOTP": enrol(olaf).now()}
-        asked = len(stand.requests)
+        asked, was = len(stand.requests), charged(name)
         body = key_body(name, f"{name}-olaf", f"{name}-secret-o", passphrase)
         made = olaf.post("/v1/account/exchange-keys", json=body, headers=code)
         assert made.status_code == 201, made.text
         assert [p for _, p, _ in stand.requests[asked:]] == paths
+        if name == "bitget":  # each of its requests weighs one: the markets' two charged two
+            assert charged(name) - was == len(paths)
+    r.close()
 
 
 def test_a_follow_with_its_own_markets_asks_each_thing_once(world: World) -> None:
