@@ -297,8 +297,10 @@ def _book_events(
         )
 
     for block, log_index, kind, row in moves:
-        touched = [row.token_in, row.token_out] if kind == "trade" else [row.token]
-        needed = {token for token, amount in book.items() if amount > 0} | set(touched)
+        # What the event is valued with: the book held before it (a trade's own tokens are
+        # valued at the prices it carries), and what a deposit or withdrawal moves.
+        moved = set() if kind == "trade" else {row.token}
+        needed = {token for token, amount in book.items() if amount > 0} | moved
         if not all(prices.priced(token, block, log_index) for token in needed):
             found.append((block, "unknown", 0))
             return found

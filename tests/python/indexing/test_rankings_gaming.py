@@ -301,3 +301,29 @@ def test_followers_of_dust_do_not_make_a_following() -> None:
     inputs = MasterInputs("master", "vault", points, points, [], [], [real, *dust])
     row = master_rows(inputs, points[-1].timestamp)[-1]
     assert (row.followers_now, row.followers_ever, row.followers_in_profit) == (1, 1, 0)
+
+
+def test_a_first_buy_of_a_token_never_priced_before_leaves_the_units_known() -> None:
+    # A trade is valued at the prices it carries: the token it buys needs no price before it
+    # (else any master's first buy of a quiet token would stop the units being followed, and
+    # with them the judgement of a wiped-out record).
+    from types import SimpleNamespace as Row
+
+    from indexer.inputs import Prices, _book_events
+
+    base, link = address("gaming:base"), address("gaming:link")
+    usd, link_price = 10**30, 15 * 10**18  # USD per smallest unit, 36 decimals
+    prices = Prices.__new__(Prices)
+    prices._series = {base: [(1, -1, usd)], link: [(2, 0, link_price)]}  # LINK: its trade's
+    deposit = Row(block_number=1, log_index=0, kind="deposit", token=base, amount=10_000 * 10**6)
+    buy = Row(
+        block_number=2,
+        log_index=0,
+        token_in=base,
+        token_out=link,
+        master_in=3_000 * 10**6,
+        master_out=200 * 10**18,
+        price_in=usd,
+        price_out=link_price,
+    )
+    assert _book_events([buy], [deposit], base, prices) == []
