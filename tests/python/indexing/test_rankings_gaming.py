@@ -327,3 +327,57 @@ def test_a_first_buy_of_a_token_never_priced_before_leaves_the_units_known() -> 
         price_out=link_price,
     )
     assert _book_events([buy], [deposit], base, prices) == []
+
+
+def at_day(dep: Deployment, day: int, hour: int = 1) -> None:
+    """Mine the next block at ``hour`` o'clock of UTC day ``day``."""
+    rpc(dep.w3, "evm_setNextBlockTimestamp", day * 86_400 + hour * 3_600)
+    rpc(dep.w3, "evm_mine")
+
+
+def refresh(dep: Deployment, *symbols: str) -> None:
+    """Each feed answers again with its answer: fresh, no price move."""
+    for symbol in symbols:
+        scale_feed(dep, symbol, Decimal(1))
+
+
+def test_a_withdrawal_the_vault_cannot_price_is_no_dip_to_climb_back_from(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # Without followers a master may withdraw while a feed is stale: the vault then keeps their
+    # units, and its index reads about half. Rebuilt from events at the last known prices, the
+    # units went with the money: a master who then empties their book came back at the index
+    # the rebuild says they left at (one), and a week later their 7-day return read +96% from
+    # the dip the vault's own readings showed. The record follows the vault's units instead.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("stale-withdrawal:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    day = dep.w3.eth.get_block("latest")["timestamp"] // 86_400 + 1
+    at_day(dep, day)
+    refresh(dep, BASE, "LINK")
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
+
+    at_day(dep, day + 1, hour=2)  # LINK's feed is now stale (a heartbeat of one day)
+    refresh(dep, BASE)
+    with pytest.raises(Exception):  # noqa: B017 (StalePrice, a custom error)
+        dep.hub.functions.priceOf(dep.address_of("LINK")).call()
+    dep_transact(
+        vault.functions.withdrawMaster(dep.address_of(BASE), dep.units(BASE, 4_900)), master
+    )
+    refresh(dep, "LINK")
+    dipped = vault.functions.suspension().call()[1]
+    assert dipped < 10**18 * 55 // 100  # the vault's index: about half, the units kept
+
+    at_day(dep, day + 8)
+    refresh(dep, BASE, "LINK")
+    calls = empty_and_refill(dep, master, vault)
+    for fn, sender in calls:
+        dep_transact(fn, sender)
+    assert vault.functions.suspension().call()[1] == 10**18
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        rows = {row.window: row for row in r.history(conn, master)}
+    # The 7-day window's base is the close of the dip: the record rests where the vault read it.
+    assert rows["7d"].roi == pytest.approx(0, abs=1e-6)
+    assert rows["all"].roi == pytest.approx(dipped / 10**18 - 1, rel=1e-4)
