@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,7 +171,7 @@ def master_inputs(
     points = _points(conn, vault, up_to)
     trades = _rows(conn, m.Trade, vault, up_to)
     flows = _rows(conn, m.MasterFlow, vault, up_to)
-    index = _chained_index(points, _book_events(trades, flows, base, prices))
+    index = _chained_index(points, _book_events(trades, flows, base, prices, points))
     pool_index = [
         IndexPoint(p.timestamp, p.block_number, p.pool_aum * ONE // p.total_shares, p.total_shares)
         for p in points
@@ -262,7 +262,7 @@ def _track_times(trades: list[Any], index: list[IndexPoint]) -> list[int]:
 
 
 def _book_events(
-    trades: list[Any], flows: list[Any], base: str, prices: Prices
+    trades: list[Any], flows: list[Any], base: str, prices: Prices, points: Sequence[Any] = ()
 ) -> list[tuple[int, str, int]]:
     """Where the vault's own index restarts, from the master's book and units rebuilt from
     events with the vault's rules (units issued at the index by deposits and fills above the
@@ -278,10 +278,21 @@ def _book_events(
     ``_chained_index``). A token of the book without a known price at an event (its feed silent
     since the indexer's first block, on a node without the state to read it) leaves the units
     unknown from there: ``("unknown", block, 0)`` ends the list, and nothing later is judged
-    from them."""
+    from them.
+
+    At each of ``points`` that read the vault (an index above zero) the units are the vault's
+    own, its equity over its index: the vault does not retire units at a withdrawal it cannot
+    price (a master without followers may withdraw while a feed is stale), and its index then
+    reads lower. The rebuild follows it there, so that the index a master leaves at is never
+    above what the vault read, and a dip the vault showed is not undone by leaving."""
     moves = sorted(
         [(t.block_number, t.log_index, "trade", t) for t in trades]
-        + [(f.block_number, f.log_index, f.kind, f) for f in flows],
+        + [(f.block_number, f.log_index, f.kind, f) for f in flows]
+        + [
+            (p.block_number, 2**62, "point", p)
+            for p in points
+            if p.master_index and p.master_aum is not None
+        ],
         key=lambda x: (x[0], x[1]),
     )
     book: dict[str, int] = defaultdict(int)
@@ -297,6 +308,10 @@ def _book_events(
         )
 
     for block, log_index, kind, row in moves:
+        if kind == "point":
+            if started and not left:
+                units = row.master_aum * ONE // row.master_index
+            continue
         # What the event is valued with: the book held before it (a trade's own tokens are
         # valued at the prices it carries), and what a deposit or withdrawal moves.
         moved = set() if kind == "trade" else {row.token}
