@@ -381,3 +381,36 @@ def test_a_withdrawal_the_vault_cannot_price_is_no_dip_to_climb_back_from(
     # The 7-day window's base is the close of the dip: the record rests where the vault read it.
     assert rows["7d"].roi == pytest.approx(0, abs=1e-6)
     assert rows["all"].roi == pytest.approx(dipped / 10**18 - 1, rel=1e-4)
+
+
+def test_a_loser_withdrawn_in_kind_is_valued_before_a_later_answer_of_its_block(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # LINK fell 10% under the master's 5,000 USD position. They withdraw it in kind in the block
+    # in which LINK's feed answers 25% higher, ahead of the answer: the vault valued the tokens
+    # at the price before it (a loss of about 500 USD), and so must the round trip; valued at
+    # the block's last price, the loser read as a winner of about 600.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("in-kind-before-answer:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
+    scale_feed(dep, "LINK", Decimal("0.9"))
+    link = dep.address_of("LINK")
+    held = vault.functions.books(link).call()[0]
+    feed = dep.feeds["LINK"]
+    answer = feed.functions.latestRoundData().call()[1]
+    in_one_block(
+        dep,
+        [
+            (vault.functions.withdrawMaster(link, held), master),
+            (feed.functions.setAnswer(answer * 5 // 4), dep.w3.eth.accounts[0]),
+        ],
+    )
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        rows = r.history(conn, master)
+    for row in rows:
+        assert row.round_trips == 1
+        assert row.win_rate == 0.0
+        assert row.profit_factor == 0.0
