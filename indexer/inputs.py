@@ -199,8 +199,9 @@ def master_inputs(
         )
     for w in flows:
         if w.kind == "withdrawal" and w.token != base:
-            # An in-kind withdrawal closes positions like a sale, at the oracle value.
-            value = prices.value(w.token, w.amount, w.block_number)
+            # An in-kind withdrawal closes positions like a sale, at the oracle value at its log
+            # (a feed's answer later in the block is not the price the vault valued it at).
+            value = prices.value(w.token, w.amount, w.block_number, w.log_index)
             fill = metrics.Fill(w.timestamp, w.block_number, w.token, -w.amount, value)
             fills.append((w.block_number, w.log_index, [fill]))
     fills.sort(key=lambda f: (f[0], f[1]))
@@ -428,12 +429,15 @@ def allocation_events(
     conn: Connection, vault: str, up_to: int, prices: Prices | None = None
 ) -> dict[str, list[AllocationEvent]]:
     """Each follower's allocation events in ``vault``, in chain order: ``Allocated``, exits
-    (what they paid: ``baseOut``, or the in-kind slices, at oracle prices), fees, peaks."""
+    (what they paid: ``baseOut``, or the in-kind slices, at the oracle prices at the exit's log),
+    fees, peaks."""
     prices = prices or Prices(conn, up_to)
     base = base_asset(conn, up_to) or ""
     slices: dict[tuple[int, int], int] = defaultdict(int)
     for s in _rows(conn, m.ExitSlice, vault, up_to):
-        slices[(s.block_number, s.log_index)] += prices.value(s.token, s.amount, s.block_number)
+        slices[(s.block_number, s.log_index)] += prices.value(
+            s.token, s.amount, s.block_number, s.log_index
+        )
     found: dict[str, list[tuple[int, int, AllocationEvent]]] = defaultdict(list)
 
     def add(
@@ -454,7 +458,7 @@ def allocation_events(
         add(a, a.follower, AllocationEventKind.ALLOCATED, a.shares, a.entered, guard)
     for e in _rows(conn, m.Exit, vault, up_to):
         if e.kind == "to_base" and e.base_out is not None:
-            paid = prices.value(base, e.base_out, e.block_number)
+            paid = prices.value(base, e.base_out, e.block_number, e.log_index)
         else:
             paid = slices[(e.block_number, e.log_index)]
         add(e, e.follower, AllocationEventKind.EXITED, e.shares, paid)
