@@ -414,3 +414,37 @@ def test_a_loser_withdrawn_in_kind_is_valued_before_a_later_answer_of_its_block(
         assert row.round_trips == 1
         assert row.win_rate == 0.0
         assert row.profit_factor == 0.0
+
+
+def test_trades_right_after_a_deposit_are_judged_by_the_equity_the_deposit_made(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # Rules of one day, five trades and 1,000 USD. The master opens their vault with one dollar,
+    # and in the next block deposits 10,000 and makes five trades of two cents each: at the
+    # vault's last point they held a dollar, so each was "2% of their equity"; the vault sized
+    # each against 10,001. Two days later, with 10,000 held all along, they were ranked on
+    # five trades of dust.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("dust-after-deposit:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    day = dep.w3.eth.get_block("latest")["timestamp"] // 86_400 + 1
+    at_day(dep, day)
+    refresh(dep, BASE, "LINK")
+    vault = create_master(dep, master, dep.units(BASE, 1))
+    amount = dep.units(BASE, 10_000)
+    fund(dep, master, BASE, amount)
+    dep_transact(dep.base.functions.approve(vault.address, amount), master)
+    route = dep.v3_route(BASE, "LINK")
+    cents = dep.units(BASE, Decimal("0.02"))
+    dust = vault.functions.trade(
+        (dep.address_of(BASE), dep.address_of("LINK"), cents, 0, route.adapter, route.data, 0)
+    )
+    in_one_block(dep, [(vault.functions.depositMaster(amount), master)] + [(dust, master)] * 5)
+    at_day(dep, day + 2)
+    refresh(dep, BASE, "LINK")
+
+    engine = index(dep, settings, tmp_path, min_history_days=1, min_trades=5, min_equity_usd=1_000)
+    with engine.connect() as conn:
+        row = r.history(conn, master)[-1]
+    assert row.trades == 5 and row.master_equity_usd > 10_000 * 10**18 * 99 // 100
+    assert row.track_trades == 0 and not row.ranked
