@@ -218,7 +218,7 @@ def master_inputs(
         index=index,
         pool_index=pool_index,
         trade_times=[t.timestamp for t in trades],
-        track_times=_track_times(trades, index),
+        track_times=_track_times(trades, flows, index, prices),
         round_trips=trips,
         followers=followers,
         closed_at=_closed_at(points),
@@ -247,18 +247,42 @@ def _open_marks(
     return {token: amount * price // ONE for token, amount, price in books if price is not None}
 
 
-def _track_times(trades: list[Any], index: list[IndexPoint]) -> list[int]:
+def _track_times(
+    trades: list[Any], flows: list[Any], index: list[IndexPoint], prices: Prices
+) -> list[int]:
     """The timestamps of the trades that count for the track record: the master put at least
-    ``metrics.TRACK_TRADE_BPS`` of their equity (at the vault's latest point before the trade's
-    block, or its own block's for a trade in the first one) into them."""
+    ``metrics.TRACK_TRADE_BPS`` of their equity into them, the larger of their equity at the
+    vault's latest point before the trade's block (or its own block's for a trade in the first
+    one) and their equity just before the trade (the book rebuilt from events at the prices in
+    force then): a deposit earlier in the block makes a trade no smaller than it is, nor does a
+    withdrawal."""
     blocks = [p.block for p in index]
+    moves = sorted(
+        [(t.block_number, t.log_index, "trade", t) for t in trades]
+        + [(f.block_number, f.log_index, f.kind, f) for f in flows],
+        key=lambda x: (x[0], x[1]),
+    )
+    book: dict[str, int] = defaultdict(int)
     times = []
-    for t in trades:
-        i = bisect.bisect_left(blocks, t.block_number) - 1
-        point = index[i] if i >= 0 else next((p for p in index if p.block >= t.block_number), None)
-        equity = point.equity_usd if point is not None else 0
+    for block, log_index, kind, t in moves:
+        if kind == "deposit":
+            book[t.token] += t.amount
+            continue
+        if kind == "withdrawal":
+            book[t.token] -= t.amount
+            continue
+        i = bisect.bisect_left(blocks, block) - 1
+        point = index[i] if i >= 0 else next((p for p in index if p.block >= block), None)
+        now = sum(
+            prices.value(token, amount, block, log_index)
+            for token, amount in book.items()
+            if amount > 0
+        )
+        equity = max(point.equity_usd if point is not None else 0, now)
         if metrics.counts_for_track(t.master_in * t.price_in // PRICE_UNIT, equity):
             times.append(t.timestamp)
+        book[t.token_in] -= t.master_in
+        book[t.token_out] += t.master_out
     return times
 
 
