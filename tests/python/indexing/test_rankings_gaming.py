@@ -448,3 +448,31 @@ def test_trades_right_after_a_deposit_are_judged_by_the_equity_the_deposit_made(
         row = r.history(conn, master)[-1]
     assert row.trades == 5 and row.master_equity_usd > 10_000 * 10**18 * 99 // 100
     assert row.track_trades == 0 and not row.ranked
+
+
+def test_a_dollar_allocated_a_hundred_times_is_no_follower_of_a_hundred() -> None:
+    # The 100 USD rule counted what a follower's allocations entered in all: an address of the
+    # master's own that allocates a dollar and exits, a hundred times over, had "invested" 100 USD
+    # with a dollar at stake. By head a follower counts with 100 USD in at once.
+    from indexer import metrics as m
+
+    usd, kind = m.USD, m.AllocationEventKind
+    cycled = []
+    for i in range(100):
+        cycled.append(m.AllocationEvent(2 * i, 2 * i, kind.ALLOCATED, 10**6, usd))
+        cycled.append(m.AllocationEvent(2 * i + 1, 2 * i + 1, kind.EXITED, 10**6, usd + 1))
+    own = m.follower_outcome("own", cycled, 10**18)
+    assert own.invested_usd == 100 * usd and own.pnl_usd > 0
+    # Two allocations of 60 without an exit between them: 120 USD in at once.
+    real = m.follower_outcome(
+        "real",
+        [
+            m.AllocationEvent(0, 0, kind.ALLOCATED, 60 * 10**6, 60 * usd),
+            m.AllocationEvent(1, 1, kind.ALLOCATED, 60 * 10**6, 60 * usd),
+            m.AllocationEvent(2, 2, kind.EXITED, 100 * 10**6, 101 * usd),
+        ],
+        usd * 10**12,  # a share is worth a dollar: the 20 USD kept
+    )
+    assert [o.follower for o in m.counted_followers([own, real])] == ["real"]
+    summary = m.followers_summary([own, real])
+    assert (summary.followers, summary.in_profit) == (1, 1)
