@@ -476,3 +476,39 @@ def test_a_dollar_allocated_a_hundred_times_is_no_follower_of_a_hundred() -> Non
     assert [o.follower for o in m.counted_followers([own, real])] == ["real"]
     summary = m.followers_summary([own, real])
     assert (summary.followers, summary.in_profit) == (1, 1)
+
+
+def test_a_token_sold_long_ago_whose_feed_went_quiet_does_not_freeze_the_record(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # The master bought LINK once and sold it all. A day later LINK's feed is stale (a feed no
+    # longer kept up, for an asset nobody holds): the vault does not care, it values only what
+    # it holds, but the points asked a price of every token the vault ever bought, could read
+    # nothing, and the record froze where it was, the loss of half a WETH position after it
+    # left out of every figure.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("quiet-feed:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    day = dep.w3.eth.get_block("latest")["timestamp"] // 86_400 + 1
+    at_day(dep, day)
+    refresh(dep, BASE, "LINK", "WETH")
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    link = trade(
+        dep, vault, master, BASE, "LINK", dep.units(BASE, 2_000), dep.v3_route(BASE, "LINK")
+    )
+    trade(dep, vault, master, "LINK", BASE, link.master_out, dep.v3_route("LINK", BASE))
+    trade(dep, vault, master, BASE, "WETH", dep.units(BASE, 5_000), dep.v3_route(BASE, "WETH"))
+
+    at_day(dep, day + 1, hour=2)  # every feed is stale; LINK's stays so
+    refresh(dep, BASE, "WETH")
+    scale_feed(dep, "WETH", Decimal("0.5"))
+    amount = dep.units(BASE, 1)
+    fund(dep, master, BASE, amount)
+    dep_transact(dep.base.functions.approve(vault.address, amount), master)
+    dep_transact(vault.functions.depositMaster(amount), master)
+    now = vault.functions.suspension().call()[1]
+    assert now < 10**18 * 8 // 10
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        row = r.history(conn, master)[-1]
+    assert row.roi == pytest.approx(now / 10**18 - 1, rel=1e-6)
