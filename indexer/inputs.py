@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,7 +171,7 @@ def master_inputs(
     points = _points(conn, vault, up_to)
     trades = _rows(conn, m.Trade, vault, up_to)
     flows = _rows(conn, m.MasterFlow, vault, up_to)
-    index = _chained_index(points, _book_events(trades, flows, base, prices))
+    index = _chained_index(points, _book_events(trades, flows, base, prices, points))
     pool_index = [
         IndexPoint(p.timestamp, p.block_number, p.pool_aum * ONE // p.total_shares, p.total_shares)
         for p in points
@@ -199,8 +199,9 @@ def master_inputs(
         )
     for w in flows:
         if w.kind == "withdrawal" and w.token != base:
-            # An in-kind withdrawal closes positions like a sale, at the oracle value.
-            value = prices.value(w.token, w.amount, w.block_number)
+            # An in-kind withdrawal closes positions like a sale, at the oracle value at its log
+            # (a feed's answer later in the block is not the price the vault valued it at).
+            value = prices.value(w.token, w.amount, w.block_number, w.log_index)
             fill = metrics.Fill(w.timestamp, w.block_number, w.token, -w.amount, value)
             fills.append((w.block_number, w.log_index, [fill]))
     fills.sort(key=lambda f: (f[0], f[1]))
@@ -217,7 +218,7 @@ def master_inputs(
         index=index,
         pool_index=pool_index,
         trade_times=[t.timestamp for t in trades],
-        track_times=_track_times(trades, index),
+        track_times=_track_times(trades, flows, index, prices),
         round_trips=trips,
         followers=followers,
         closed_at=_closed_at(points),
@@ -246,23 +247,47 @@ def _open_marks(
     return {token: amount * price // ONE for token, amount, price in books if price is not None}
 
 
-def _track_times(trades: list[Any], index: list[IndexPoint]) -> list[int]:
+def _track_times(
+    trades: list[Any], flows: list[Any], index: list[IndexPoint], prices: Prices
+) -> list[int]:
     """The timestamps of the trades that count for the track record: the master put at least
-    ``metrics.TRACK_TRADE_BPS`` of their equity (at the vault's latest point before the trade's
-    block, or its own block's for a trade in the first one) into them."""
+    ``metrics.TRACK_TRADE_BPS`` of their equity into them, the larger of their equity at the
+    vault's latest point before the trade's block (or its own block's for a trade in the first
+    one) and their equity just before the trade (the book rebuilt from events at the prices in
+    force then): a deposit earlier in the block makes a trade no smaller than it is, nor does a
+    withdrawal."""
     blocks = [p.block for p in index]
+    moves = sorted(
+        [(t.block_number, t.log_index, "trade", t) for t in trades]
+        + [(f.block_number, f.log_index, f.kind, f) for f in flows],
+        key=lambda x: (x[0], x[1]),
+    )
+    book: dict[str, int] = defaultdict(int)
     times = []
-    for t in trades:
-        i = bisect.bisect_left(blocks, t.block_number) - 1
-        point = index[i] if i >= 0 else next((p for p in index if p.block >= t.block_number), None)
-        equity = point.equity_usd if point is not None else 0
+    for block, log_index, kind, t in moves:
+        if kind == "deposit":
+            book[t.token] += t.amount
+            continue
+        if kind == "withdrawal":
+            book[t.token] -= t.amount
+            continue
+        i = bisect.bisect_left(blocks, block) - 1
+        point = index[i] if i >= 0 else next((p for p in index if p.block >= block), None)
+        now = sum(
+            prices.value(token, amount, block, log_index)
+            for token, amount in book.items()
+            if amount > 0
+        )
+        equity = max(point.equity_usd if point is not None else 0, now)
         if metrics.counts_for_track(t.master_in * t.price_in // PRICE_UNIT, equity):
             times.append(t.timestamp)
+        book[t.token_in] -= t.master_in
+        book[t.token_out] += t.master_out
     return times
 
 
 def _book_events(
-    trades: list[Any], flows: list[Any], base: str, prices: Prices
+    trades: list[Any], flows: list[Any], base: str, prices: Prices, points: Sequence[Any] = ()
 ) -> list[tuple[int, str, int]]:
     """Where the vault's own index restarts, from the master's book and units rebuilt from
     events with the vault's rules (units issued at the index by deposits and fills above the
@@ -278,10 +303,21 @@ def _book_events(
     ``_chained_index``). A token of the book without a known price at an event (its feed silent
     since the indexer's first block, on a node without the state to read it) leaves the units
     unknown from there: ``("unknown", block, 0)`` ends the list, and nothing later is judged
-    from them."""
+    from them.
+
+    At each of ``points`` that read the vault (an index above zero) the units are the vault's
+    own, its equity over its index: the vault does not retire units at a withdrawal it cannot
+    price (a master without followers may withdraw while a feed is stale), and its index then
+    reads lower. The rebuild follows it there, so that the index a master leaves at is never
+    above what the vault read, and a dip the vault showed is not undone by leaving."""
     moves = sorted(
         [(t.block_number, t.log_index, "trade", t) for t in trades]
-        + [(f.block_number, f.log_index, f.kind, f) for f in flows],
+        + [(f.block_number, f.log_index, f.kind, f) for f in flows]
+        + [
+            (p.block_number, 2**62, "point", p)
+            for p in points
+            if p.master_index and p.master_aum is not None
+        ],
         key=lambda x: (x[0], x[1]),
     )
     book: dict[str, int] = defaultdict(int)
@@ -297,6 +333,10 @@ def _book_events(
         )
 
     for block, log_index, kind, row in moves:
+        if kind == "point":
+            if started and not left:
+                units = row.master_aum * ONE // row.master_index
+            continue
         # What the event is valued with: the book held before it (a trade's own tokens are
         # valued at the prices it carries), and what a deposit or withdrawal moves.
         moved = set() if kind == "trade" else {row.token}
@@ -413,12 +453,15 @@ def allocation_events(
     conn: Connection, vault: str, up_to: int, prices: Prices | None = None
 ) -> dict[str, list[AllocationEvent]]:
     """Each follower's allocation events in ``vault``, in chain order: ``Allocated``, exits
-    (what they paid: ``baseOut``, or the in-kind slices, at oracle prices), fees, peaks."""
+    (what they paid: ``baseOut``, or the in-kind slices, at the oracle prices at the exit's log),
+    fees, peaks."""
     prices = prices or Prices(conn, up_to)
     base = base_asset(conn, up_to) or ""
     slices: dict[tuple[int, int], int] = defaultdict(int)
     for s in _rows(conn, m.ExitSlice, vault, up_to):
-        slices[(s.block_number, s.log_index)] += prices.value(s.token, s.amount, s.block_number)
+        slices[(s.block_number, s.log_index)] += prices.value(
+            s.token, s.amount, s.block_number, s.log_index
+        )
     found: dict[str, list[tuple[int, int, AllocationEvent]]] = defaultdict(list)
 
     def add(
@@ -439,7 +482,7 @@ def allocation_events(
         add(a, a.follower, AllocationEventKind.ALLOCATED, a.shares, a.entered, guard)
     for e in _rows(conn, m.Exit, vault, up_to):
         if e.kind == "to_base" and e.base_out is not None:
-            paid = prices.value(base, e.base_out, e.block_number)
+            paid = prices.value(base, e.base_out, e.block_number, e.log_index)
         else:
             paid = slices[(e.block_number, e.log_index)]
         add(e, e.follower, AllocationEventKind.EXITED, e.shares, paid)

@@ -157,6 +157,9 @@ class FollowerOutcome:
     fees_paid_usd: int
     joined_at: int
     left_at: int | None = None
+    # The most the follower had in at once: what their allocations entered, less what each exit
+    # released of it (as ``allocation_view`` keeps the entry value). None: ``invested_usd``.
+    most_in_usd: int | None = None
 
     @property
     def pnl_usd(self) -> int:
@@ -533,8 +536,13 @@ COUNTED_FOLLOWER_USD = 100 * USD
 
 
 def counted_followers(outcomes: Iterable[FollowerOutcome]) -> list[FollowerOutcome]:
-    """The followers who invested at least ``COUNTED_FOLLOWER_USD``."""
-    return [o for o in outcomes if o.invested_usd >= COUNTED_FOLLOWER_USD]
+    """The followers who had at least ``COUNTED_FOLLOWER_USD`` in at once (``most_in_usd``): a
+    dollar allocated and taken out a hundred times is a dollar at stake, not a hundred."""
+    return [
+        o
+        for o in outcomes
+        if (o.invested_usd if o.most_in_usd is None else o.most_in_usd) >= COUNTED_FOLLOWER_USD
+    ]
 
 
 def followers_summary(outcomes: Iterable[FollowerOutcome]) -> FollowersSummary:
@@ -761,13 +769,18 @@ def follower_outcome(
 ) -> FollowerOutcome:
     """A follower's outcome with one master from the same events as ``allocation_view``: what
     their allocations entered, what their exits paid, their fees, and their shares now at
-    ``share_price``. They left at the exit that burned their last share (None while in)."""
-    shares = invested = withdrawn = fees = 0
+    ``share_price``. They left at the exit that burned their last share (None while in). The most
+    they had in at once is the entry value kept, as ``allocation_view`` keeps it, at its peak."""
+    shares = invested = withdrawn = fees = entry = most = 0
     left_at: int | None = None
     for e in events:
         if e.kind is AllocationEventKind.ALLOCATED:
             shares, invested, left_at = shares + e.shares, invested + e.value_usd, None
+            entry += e.value_usd
+            most = max(most, entry)
         elif e.kind is AllocationEventKind.EXITED:
+            if shares > 0:
+                entry -= entry * min(e.shares, shares) // shares
             shares, withdrawn = shares - e.shares, withdrawn + e.value_usd
             if shares <= 0:
                 left_at = e.timestamp
@@ -782,6 +795,7 @@ def follower_outcome(
         fees_paid_usd=fees,
         joined_at=joined_at,
         left_at=left_at,
+        most_in_usd=most,
     )
 
 

@@ -12,8 +12,10 @@ import {ITandemVault} from "../interfaces/ITandemVault.sol";
 /// two per token (about ten).
 /// @dev The answer is raw words, no ABI head: the vault's `equities()` (master, pool), the index
 /// of its `suspension()`, then for each token in the order given its `books(token)` (master,
-/// pool) and the hub's `priceOf(token)`. Any of those views reverting reverts the call, as a
-/// point then stores no values at all.
+/// pool) and the hub's `priceOf(token)`, zero for a token both books hold none of (the first,
+/// the base asset, always priced). Any of those views reverting reverts the call, as a point
+/// then stores no values at all; a token the vault no longer holds is not asked a price, so
+/// its feed going stale, as the vault's own views ignore it, leaves the point readable.
 contract TandemPointReader {
     constructor(ITandemVault vault, ITandemHub hub, address[] memory tokens) {
         uint256[] memory words = new uint256[](3 + 3 * tokens.length);
@@ -23,8 +25,9 @@ contract TandemPointReader {
         // slither-disable-next-line unused-return
         (, words[2],) = vault.suspension();
         for (uint256 i = 0; i < tokens.length; ++i) {
-            (words[3 + 3 * i], words[4 + 3 * i]) = vault.books(tokens[i]);
-            words[5 + 3 * i] = hub.priceOf(tokens[i]);
+            (uint256 master, uint256 pool) = vault.books(tokens[i]);
+            (words[3 + 3 * i], words[4 + 3 * i]) = (master, pool);
+            if (i == 0 || master != 0 || pool != 0) words[5 + 3 * i] = hub.priceOf(tokens[i]);
         }
         assembly ("memory-safe") {
             return(add(words, 32), mul(mload(words), 32))

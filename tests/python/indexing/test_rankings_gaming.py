@@ -327,3 +327,188 @@ def test_a_first_buy_of_a_token_never_priced_before_leaves_the_units_known() -> 
         price_out=link_price,
     )
     assert _book_events([buy], [deposit], base, prices) == []
+
+
+def at_day(dep: Deployment, day: int, hour: int = 1) -> None:
+    """Mine the next block at ``hour`` o'clock of UTC day ``day``."""
+    rpc(dep.w3, "evm_setNextBlockTimestamp", day * 86_400 + hour * 3_600)
+    rpc(dep.w3, "evm_mine")
+
+
+def refresh(dep: Deployment, *symbols: str) -> None:
+    """Each feed answers again with its answer: fresh, no price move."""
+    for symbol in symbols:
+        scale_feed(dep, symbol, Decimal(1))
+
+
+def test_a_withdrawal_the_vault_cannot_price_is_no_dip_to_climb_back_from(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # Without followers a master may withdraw while a feed is stale: the vault then keeps their
+    # units, and its index reads about half. Rebuilt from events at the last known prices, the
+    # units went with the money: a master who then empties their book came back at the index
+    # the rebuild says they left at (one), and a week later their 7-day return read +96% from
+    # the dip the vault's own readings showed. The record follows the vault's units instead.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("stale-withdrawal:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    day = dep.w3.eth.get_block("latest")["timestamp"] // 86_400 + 1
+    at_day(dep, day)
+    refresh(dep, BASE, "LINK")
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
+
+    at_day(dep, day + 1, hour=2)  # LINK's feed is now stale (a heartbeat of one day)
+    refresh(dep, BASE)
+    with pytest.raises(Exception):  # noqa: B017 (StalePrice, a custom error)
+        dep.hub.functions.priceOf(dep.address_of("LINK")).call()
+    dep_transact(
+        vault.functions.withdrawMaster(dep.address_of(BASE), dep.units(BASE, 4_900)), master
+    )
+    refresh(dep, "LINK")
+    dipped = vault.functions.suspension().call()[1]
+    assert dipped < 10**18 * 55 // 100  # the vault's index: about half, the units kept
+
+    at_day(dep, day + 8)
+    refresh(dep, BASE, "LINK")
+    calls = empty_and_refill(dep, master, vault)
+    for fn, sender in calls:
+        dep_transact(fn, sender)
+    assert vault.functions.suspension().call()[1] == 10**18
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        rows = {row.window: row for row in r.history(conn, master)}
+    # The 7-day window's base is the close of the dip: the record rests where the vault read it.
+    assert rows["7d"].roi == pytest.approx(0, abs=1e-6)
+    assert rows["all"].roi == pytest.approx(dipped / 10**18 - 1, rel=1e-4)
+
+
+def test_a_loser_withdrawn_in_kind_is_valued_before_a_later_answer_of_its_block(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # LINK fell 10% under the master's 5,000 USD position. They withdraw it in kind in the block
+    # in which LINK's feed answers 25% higher, ahead of the answer: the vault valued the tokens
+    # at the price before it (a loss of about 500 USD), and so must the round trip; valued at
+    # the block's last price, the loser read as a winner of about 600.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("in-kind-before-answer:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
+    scale_feed(dep, "LINK", Decimal("0.9"))
+    link = dep.address_of("LINK")
+    held = vault.functions.books(link).call()[0]
+    feed = dep.feeds["LINK"]
+    answer = feed.functions.latestRoundData().call()[1]
+    in_one_block(
+        dep,
+        [
+            (vault.functions.withdrawMaster(link, held), master),
+            (feed.functions.setAnswer(answer * 5 // 4), dep.w3.eth.accounts[0]),
+        ],
+    )
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        rows = r.history(conn, master)
+    for row in rows:
+        assert row.round_trips == 1
+        assert row.win_rate == 0.0
+        assert row.profit_factor == 0.0
+
+
+def test_trades_right_after_a_deposit_are_judged_by_the_equity_the_deposit_made(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # Rules of one day, five trades and 1,000 USD. The master opens their vault with one dollar,
+    # and in the next block deposits 10,000 and makes five trades of two cents each: at the
+    # vault's last point they held a dollar, so each was "2% of their equity"; the vault sized
+    # each against 10,001. Two days later, with 10,000 held all along, they were ranked on
+    # five trades of dust.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("dust-after-deposit:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    day = dep.w3.eth.get_block("latest")["timestamp"] // 86_400 + 1
+    at_day(dep, day)
+    refresh(dep, BASE, "LINK")
+    vault = create_master(dep, master, dep.units(BASE, 1))
+    amount = dep.units(BASE, 10_000)
+    fund(dep, master, BASE, amount)
+    dep_transact(dep.base.functions.approve(vault.address, amount), master)
+    route = dep.v3_route(BASE, "LINK")
+    cents = dep.units(BASE, Decimal("0.02"))
+    dust = vault.functions.trade(
+        (dep.address_of(BASE), dep.address_of("LINK"), cents, 0, route.adapter, route.data, 0)
+    )
+    in_one_block(dep, [(vault.functions.depositMaster(amount), master)] + [(dust, master)] * 5)
+    at_day(dep, day + 2)
+    refresh(dep, BASE, "LINK")
+
+    engine = index(dep, settings, tmp_path, min_history_days=1, min_trades=5, min_equity_usd=1_000)
+    with engine.connect() as conn:
+        row = r.history(conn, master)[-1]
+    assert row.trades == 5 and row.master_equity_usd > 10_000 * 10**18 * 99 // 100
+    assert row.track_trades == 0 and not row.ranked
+
+
+def test_a_dollar_allocated_a_hundred_times_is_no_follower_of_a_hundred() -> None:
+    # The 100 USD rule counted what a follower's allocations entered in all: an address of the
+    # master's own that allocates a dollar and exits, a hundred times over, had "invested" 100 USD
+    # with a dollar at stake. By head a follower counts with 100 USD in at once.
+    from indexer import metrics as m
+
+    usd, kind = m.USD, m.AllocationEventKind
+    cycled = []
+    for i in range(100):
+        cycled.append(m.AllocationEvent(2 * i, 2 * i, kind.ALLOCATED, 10**6, usd))
+        cycled.append(m.AllocationEvent(2 * i + 1, 2 * i + 1, kind.EXITED, 10**6, usd + 1))
+    own = m.follower_outcome("own", cycled, 10**18)
+    assert own.invested_usd == 100 * usd and own.pnl_usd > 0
+    # Two allocations of 60 without an exit between them: 120 USD in at once.
+    real = m.follower_outcome(
+        "real",
+        [
+            m.AllocationEvent(0, 0, kind.ALLOCATED, 60 * 10**6, 60 * usd),
+            m.AllocationEvent(1, 1, kind.ALLOCATED, 60 * 10**6, 60 * usd),
+            m.AllocationEvent(2, 2, kind.EXITED, 100 * 10**6, 101 * usd),
+        ],
+        usd * 10**12,  # a share is worth a dollar: the 20 USD kept
+    )
+    assert [o.follower for o in m.counted_followers([own, real])] == ["real"]
+    summary = m.followers_summary([own, real])
+    assert (summary.followers, summary.in_profit) == (1, 1)
+
+
+def test_a_token_sold_long_ago_whose_feed_went_quiet_does_not_freeze_the_record(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # The master bought LINK once and sold it all. A day later LINK's feed is stale (a feed no
+    # longer kept up, for an asset nobody holds): the vault does not care, it values only what
+    # it holds, but the points asked a price of every token the vault ever bought, could read
+    # nothing, and the record froze where it was, the loss of half a WETH position after it
+    # left out of every figure.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("quiet-feed:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    day = dep.w3.eth.get_block("latest")["timestamp"] // 86_400 + 1
+    at_day(dep, day)
+    refresh(dep, BASE, "LINK", "WETH")
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    link = trade(
+        dep, vault, master, BASE, "LINK", dep.units(BASE, 2_000), dep.v3_route(BASE, "LINK")
+    )
+    trade(dep, vault, master, "LINK", BASE, link.master_out, dep.v3_route("LINK", BASE))
+    trade(dep, vault, master, BASE, "WETH", dep.units(BASE, 5_000), dep.v3_route(BASE, "WETH"))
+
+    at_day(dep, day + 1, hour=2)  # every feed is stale; LINK's stays so
+    refresh(dep, BASE, "WETH")
+    scale_feed(dep, "WETH", Decimal("0.5"))
+    amount = dep.units(BASE, 1)
+    fund(dep, master, BASE, amount)
+    dep_transact(dep.base.functions.approve(vault.address, amount), master)
+    dep_transact(vault.functions.depositMaster(amount), master)
+    now = vault.functions.suspension().call()[1]
+    assert now < 10**18 * 8 // 10
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        row = r.history(conn, master)[-1]
+    assert row.roi == pytest.approx(now / 10**18 - 1, rel=1e-6)
