@@ -247,6 +247,20 @@ def _open_marks(
     return {token: amount * price // ONE for token, amount, price in books if price is not None}
 
 
+def _in_order(
+    trades: list[Any], flows: list[Any], points: Sequence[Any] = ()
+) -> list[tuple[int, int, str, Any]]:
+    """The master's trades, deposits and withdrawals (``kind`` ``trade``, ``deposit``,
+    ``withdrawal``) in chain order, as ``(block, log index, kind, row)``, with ``points`` (kind
+    ``point``) at the end of their blocks, where they were read."""
+    return sorted(
+        [(t.block_number, t.log_index, "trade", t) for t in trades]
+        + [(f.block_number, f.log_index, f.kind, f) for f in flows]
+        + [(p.block_number, 2**62, "point", p) for p in points],
+        key=lambda x: (x[0], x[1]),
+    )
+
+
 def _track_times(
     trades: list[Any], flows: list[Any], index: list[IndexPoint], prices: Prices
 ) -> list[int]:
@@ -257,14 +271,9 @@ def _track_times(
     force then): a deposit earlier in the block makes a trade no smaller than it is, nor does a
     withdrawal."""
     blocks = [p.block for p in index]
-    moves = sorted(
-        [(t.block_number, t.log_index, "trade", t) for t in trades]
-        + [(f.block_number, f.log_index, f.kind, f) for f in flows],
-        key=lambda x: (x[0], x[1]),
-    )
     book: dict[str, int] = defaultdict(int)
     times = []
-    for block, log_index, kind, t in moves:
+    for block, log_index, kind, t in _in_order(trades, flows):
         if kind == "deposit":
             book[t.token] += t.amount
             continue
@@ -310,16 +319,7 @@ def _book_events(
     price (a master without followers may withdraw while a feed is stale), and its index then
     reads lower. The rebuild follows it there, so that the index a master leaves at is never
     above what the vault read, and a dip the vault showed is not undone by leaving."""
-    moves = sorted(
-        [(t.block_number, t.log_index, "trade", t) for t in trades]
-        + [(f.block_number, f.log_index, f.kind, f) for f in flows]
-        + [
-            (p.block_number, 2**62, "point", p)
-            for p in points
-            if p.master_index and p.master_aum is not None
-        ],
-        key=lambda x: (x[0], x[1]),
-    )
+    read = [p for p in points if p.master_index and p.master_aum is not None]
     book: dict[str, int] = defaultdict(int)
     units = 0
     started = left = False
@@ -332,7 +332,7 @@ def _book_events(
             if amount > 0
         )
 
-    for block, log_index, kind, row in moves:
+    for block, log_index, kind, row in _in_order(trades, flows, read):
         if kind == "point":
             if started and not left:
                 units = row.master_aum * ONE // row.master_index
