@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from node_proxy import node_proxy
+from terminal import as_from_a_terminal, sigint_state
 from web3 import Web3
 
 from tandem import artifacts, chain, cli, protocol
@@ -112,7 +113,7 @@ def test_cli_reports_missing_artifacts_in_one_line(
 def test_cli_node_runs_until_interrupted() -> None:
     port = free_port()
     process = subprocess.Popen(
-        [*TANDEM, "node", "--port", str(port), "--accounts", "3"],
+        as_from_a_terminal([*TANDEM, "node", "--port", str(port), "--accounts", "3"]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -127,7 +128,7 @@ def test_cli_node_runs_until_interrupted() -> None:
         assert seen.count("0x") >= 3  # the funded accounts
         assert port_in_use(port)
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=15) == 0
+        assert process.wait(timeout=15) == 0, sigint_state()
         assert not port_in_use(port)  # anvil went down with it
     finally:
         if process.poll() is None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import requests
+from terminal import as_from_a_terminal, sigint_state
 
 ROOT = Path(__file__).resolve().parents[2]
 TANDEM = ROOT / ".venv" / "bin" / "tandem"
@@ -63,7 +64,9 @@ def environment(pid: int) -> dict[str, str]:
 def test_up_prints_a_working_url_keeps_its_secrets_and_ctrl_c_stops_everything() -> None:
     port = free_port()
     up = subprocess.Popen(
-        [str(TANDEM), "up", "--days", "1", "--port", str(port), "--trade-every", "3"],
+        as_from_a_terminal(
+            [str(TANDEM), "up", "--days", "1", "--port", str(port), "--trade-every", "3"]
+        ),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -108,7 +111,7 @@ def test_up_prints_a_working_url_keeps_its_secrets_and_ctrl_c_stops_everything()
         assert not [s for s in secrets if s in printed or s.split(":", 1)[-1] in printed]
 
         up.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        assert up.wait(90) == 0, "".join(lines)[-3000:]
+        assert up.wait(90) == 0, "".join(lines)[-3000:] + sigint_state()
         reader.join(10)
         assert "Stopped:" in "".join(lines)
         deadline = time.monotonic() + 10
