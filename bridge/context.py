@@ -397,17 +397,17 @@ def _batch(w3: Web3, *requests: Callable[[], Any]) -> list[Any]:
     answering the batch as a whole with an error (one serving no batches, or fewer than
     these) is asked each request alone."""
     try:
-        with w3.batch_requests():
-            # While batching, web3 makes no request: each gives its method, parameters and the
-            # formatters of its answer.
-            asked = [request() for request in requests]
-            provider = cast(JSONBaseProvider, w3.provider)  # HTTP, as chain.connect makes it
-            send = provider.batch_request_func(w3, w3.middleware_onion)
-            answers = send([method_and_params for method_and_params, _ in asked])
         # Each answer checked and formatted as web3's ``execute`` does it, one at a time.
         format_answer = w3.manager._format_batched_response
+        provider = cast(JSONBaseProvider, w3.provider)  # HTTP, as chain.connect makes it
+        send = provider.batch_request_func(w3, w3.middleware_onion)
     except AttributeError:  # a web3 release without these (web3 7's own): each asked alone
         return [_answered(request) for request in requests]
+    with w3.batch_requests():
+        # While batching, web3 makes no request: each gives its method, parameters and the
+        # formatters of its answer.
+        asked = [request() for request in requests]
+        answers = send([method_and_params for method_and_params, _ in asked])
     if not isinstance(answers, list) or len(answers) != len(asked):
         return [_answered(request) for request in requests]
     return [

@@ -696,3 +696,33 @@ def test_a_request_answered_with_an_error_in_a_batch_is_read_alone(scene: Scene)
     assert isinstance(refused, ContractLogicError)
     assert (refused.message, refused.data) == (alone.value.message, alone.value.data)
     assert _result(block)["number"] == w3.eth.block_number
+
+
+def test_a_web3_without_the_batch_internals_asks_each_request_alone(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch reads an answer with a web3 internal. A web3 release without it must still
+    give every answer, each request then sent alone (a round trip each), errors included."""
+    from web3 import HTTPProvider, Web3
+    from web3.exceptions import ContractLogicError
+    from web3.manager import RequestManager
+
+    from bridge.context import _batch, _result
+
+    monkeypatch.delattr(RequestManager, "_format_batched_response")
+    unknown = address("bridge-chain:unknown-token")
+    weth = scene.dep.tokens["WETH"].address
+    with node_proxy(scene.settings.rpc_url) as provider:
+        w3 = Web3(HTTPProvider(provider.url))
+        hub = w3.eth.contract(address=scene.dep.hub.address, abi=scene.dep.hub.abi)
+        price, refused, block = _batch(
+            w3,
+            lambda: hub.functions.pricesOf([weth]).call(),
+            lambda: hub.functions.pricesOf([unknown]).call(),
+            lambda: w3.eth.get_block("latest"),
+        )
+        assert provider.posts and all(len(post) == 1 for post in provider.posts)
+        assert ["eth_getBlockByNumber"] in provider.posts
+    assert list(_result(price)) == list(scene.dep.hub.functions.pricesOf([weth]).call())
+    assert isinstance(refused, ContractLogicError)
+    assert _result(block)["number"] == scene.dep.w3.eth.block_number
