@@ -1,0 +1,182 @@
+"""Third round of attacks on the rankings: each test plays a way to look better (or to make an
+honest master look worse) than the transactions say, and asserts the rows tell the truth. They
+fail where the rankings can still be gamed."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, insert
+
+from indexer import metrics as m
+from indexer.rankings import MasterInputs, master_rows
+
+USD = m.USD
+DAY = m.DAY
+ONE = 10**18
+
+
+def _series(daily: list[float], start_day: int = 1_000) -> list[m.IndexPoint]:
+    """Index points at noon of each day, one a day, the index compounding ``daily``."""
+    index = ONE
+    points = [m.IndexPoint(start_day * DAY + 43_200, start_day * 100, index, 10_000 * USD)]
+    for i, r in enumerate(daily, start=1):
+        index = int(index * (1 + r))
+        points.append(
+            m.IndexPoint((start_day + i) * DAY + 43_200, (start_day + i) * 100, index, 10_000 * USD)
+        )
+    return points
+
+
+# -------------------------------------------------------------------------------------------------
+# Tracking error: dust followers choose the median (and the maximum)
+# -------------------------------------------------------------------------------------------------
+
+
+def test_dust_followers_on_quiet_days_do_not_set_the_tracking_error() -> None:
+    # The pool lags the master by 2% on every tenth day (skipped parts below the minimum order,
+    # pending mirrors): the one real follower, 5,000 USD in for 40 days, tracked at about 63 bps.
+    # The master's own addresses allocate a dollar each on quiet days and leave the next day:
+    # each tracked exactly (0 bps), and the median of 1 real and 6 dust followers reads 0. The
+    # head-count figures already leave dust out (COUNTED_FOLLOWER_USD); the tracking error, shown
+    # as the proof of co-execution, does not.
+    days = 40
+    master_returns = [0.01 if d % 3 == 0 else -0.004 for d in range(days)]
+    pool_returns = [r - (0.02 if d % 10 == 5 else 0.0) for d, r in enumerate(master_returns)]
+    master = _series(master_returns)
+    pool = _series(pool_returns)
+    start = master[0].timestamp
+    real = m.FollowerOutcome("real", 5_000 * USD, 4_900 * USD, 0, 0, start, None, 5_000 * USD)
+    dust = []
+    for k, d in enumerate((1, 2, 3, 11, 12, 13)):  # quiet days: no lag on the next day
+        joined = start + d * DAY
+        dust.append(
+            m.FollowerOutcome(f"own-{k}", USD, 0, USD, 0, joined, joined + DAY, USD)
+        )
+    honest = MasterInputs("master", "vault", master, pool, [], [], [real])
+    gamed = MasterInputs("master", "vault", master, pool, [], [], [real, *dust])
+    as_of = master[-1].timestamp
+    truth = master_rows(honest, as_of)[-1]
+    shown = master_rows(gamed, as_of)[-1]
+    assert truth.tracking_error_bps is not None and truth.tracking_error_bps > 50
+    # Dust followers are no following: the figure is the real follower's.
+    assert shown.tracking_error_bps == pytest.approx(truth.tracking_error_bps)
+    assert shown.tracking_error_max_bps == pytest.approx(truth.tracking_error_max_bps)
+
+
+def test_a_dollar_follower_across_one_bad_day_does_not_set_an_honest_masters_worst_tracking() -> None:
+    # Griefing: an outsider allocates a dollar to an honest master the day before a day the pool
+    # lagged (a skipped part) and leaves the day after. Their one-day window reads the whole lag
+    # of that day: the honest master's worst tracking error jumps from ~63 bps to 200 bps.
+    days = 40
+    master_returns = [0.01 if d % 3 == 0 else -0.004 for d in range(days)]
+    pool_returns = [r - (0.02 if d % 10 == 5 else 0.0) for d, r in enumerate(master_returns)]
+    master = _series(master_returns)
+    pool = _series(pool_returns)
+    start = master[0].timestamp
+    real = m.FollowerOutcome("real", 5_000 * USD, 4_900 * USD, 0, 0, start, None, 5_000 * USD)
+    joined = start + 5 * DAY  # the pool lags on day 6 (index 5 of the returns)
+    griefer = m.FollowerOutcome("griefer", USD, 0, USD, 0, joined, joined + DAY, USD)
+    as_of = master[-1].timestamp
+    truth = master_rows(MasterInputs("m", "v", master, pool, [], [], [real]), as_of)[-1]
+    shown = master_rows(MasterInputs("m", "v", master, pool, [], [], [real, griefer]), as_of)[-1]
+    assert truth.tracking_error_max_bps is not None and truth.tracking_error_max_bps < 100
+    assert shown.tracking_error_max_bps == pytest.approx(truth.tracking_error_max_bps)
+
+
+# -------------------------------------------------------------------------------------------------
+# Head counts: 100 USD handed from address to address, a share kept by each
+# -------------------------------------------------------------------------------------------------
+
+
+def test_one_hundred_dollars_passed_along_twenty_addresses_is_no_following_of_twenty() -> None:
+    # The 100 USD rule asks that a follower had 100 USD in at once. One 100 USD is handed along
+    # twenty addresses of the master's own: each allocates it, and exits all but one share (the
+    # dust left is worth a fraction of a cent). Each "had 100 USD in at once", each still holds
+    # shares: twenty followers now, twenty ever, on 100 USD and gas.
+    kind = m.AllocationEventKind
+    share_price = ONE  # one share (1e18) is worth one USD
+    outcomes = []
+    for i in range(20):
+        t = 10 * i
+        events = [
+            m.AllocationEvent(t, t, kind.ALLOCATED, 100 * ONE, 100 * USD),
+            m.AllocationEvent(t + 1, t + 1, kind.EXITED, 100 * ONE - 1, 100 * USD - 1),
+        ]
+        outcomes.append(m.follower_outcome(f"own-{i}", events, share_price))
+    real = m.FollowerOutcome("real", 5_000 * USD, 4_500 * USD, 0, 0, 0, None, 5_000 * USD)
+    points = [m.IndexPoint(d * DAY, d, ONE, 10_000 * USD) for d in range(40)]
+    inputs = MasterInputs("master", "vault", points, points, [], [], [real, *outcomes])
+    row = master_rows(inputs, points[-1].timestamp)[-1]
+    held = sum(o.current_value_usd for o in outcomes)
+    assert held < USD // 10**15  # twenty "followers" hold less than a thousandth of a cent now
+    # Followers now are those with a following's money in now: the real one.
+    assert row.followers_now == 1
+
+
+# -------------------------------------------------------------------------------------------------
+# A feed changed by governance to one of other decimals rescales every answer before it
+# -------------------------------------------------------------------------------------------------
+
+
+def test_a_new_feed_with_other_decimals_does_not_rescale_the_old_feeds_answers(
+    tmp_path: Path,
+) -> None:
+    # LINK (18 decimals) is priced by an 8-decimal feed: 15 USD. Governance moves LINK to an
+    # 18-decimal feed (AssetSet, feedDecimals 18), which answers 16 USD. The indexer scales every
+    # stored answer with the decimals of the asset's LAST AssetSet: the old feed's 15e8 reads as
+    # 1.5e-9 USD, and every in-kind withdrawal of LINK, every follower's in-kind exit slice, the
+    # equity and units rebuilt for the track record and the restarts, before the change, are
+    # valued at a ten-billionth of what the vault valued them at (a feed the other way round:
+    # ten billion times more, a loser withdrawn in kind reads as a winner of 1e10).
+    from tandem.db import models as db
+    from indexer.inputs import Prices
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'feeds.db'}")
+    db.Base.metadata.create_all(engine)
+    link = "0x" + "11" * 20
+    old_feed, new_feed = "0x" + "aa" * 20, "0x" + "bb" * 20
+
+    def where(block: int, log: int = 0) -> dict[str, Any]:
+        return {
+            "block_number": block,
+            "log_index": log,
+            "tx_hash": "0x" + f"{block:064x}",
+            "timestamp": block * 12,
+        }
+
+    with engine.begin() as conn:
+        for block, feed, decimals in ((1, old_feed, 8), (100, new_feed, 18)):
+            conn.execute(
+                insert(db.Asset),
+                {
+                    **where(block),
+                    "token": link,
+                    "feed": feed,
+                    "heartbeat": 86_400,
+                    "token_decimals": 18,
+                    "feed_decimals": decimals,
+                    "tradable": True,
+                },
+            )
+        for block, feed, answer in ((2, old_feed, 15 * 10**8), (101, new_feed, 16 * 10**18)):
+            conn.execute(
+                insert(db.Price),
+                {
+                    **where(block, 1),
+                    "token": link,
+                    "source": feed,
+                    "answer": answer,
+                    "round_id": 1,
+                    "updated_at": block * 12,
+                },
+            )
+    with engine.connect() as conn:
+        prices = Prices(conn, 200)
+    ten_link = 10 * 10**18
+    assert prices.value(link, ten_link, 150) == 160 * USD  # the new feed's answer
+    # What the vault valued ten LINK at, at block 50: 150 USD.
+    assert prices.value(link, ten_link, 50) == 150 * USD
