@@ -180,3 +180,72 @@ def test_a_new_feed_with_other_decimals_does_not_rescale_the_old_feeds_answers(
     assert prices.value(link, ten_link, 150) == 160 * USD  # the new feed's answer
     # What the vault valued ten LINK at, at block 50: 150 USD.
     assert prices.value(link, ten_link, 50) == 150 * USD
+
+
+# -------------------------------------------------------------------------------------------------
+# On anvil: a triggered exit whose slice is paid in kind
+# -------------------------------------------------------------------------------------------------
+
+from indexer import rankings as r  # noqa: E402
+from tandem.protocol import (  # noqa: E402
+    BASE,
+    Deployment,
+    add_followers,
+    create_master,
+    scale_feed,
+    trade,
+)
+from tandem.config import Settings  # noqa: E402
+
+from .support import address, rpc  # noqa: E402
+from .test_rankings_gaming import index  # noqa: E402
+
+
+def test_a_triggered_exit_paid_in_kind_is_no_loss_of_the_slice(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # Griefing an honest master's follower figures. The master holds 80% LINK. Two addresses of
+    # a griefer follow with 1,000 USD each, a stop-loss of one basis point (the entry swaps' fee
+    # alone meets it) and an exit slippage of one basis point, and trigger their own exits
+    # (`triggerExit` is anyone's) in the next block: no swap of LINK comes within 0.01% of the
+    # oracle, so each LINK slice (about 800 USD) is paid to them in kind (SlicePaidInKind) and
+    # only the base slice is credited (ExitedToBase.baseOut). They lost nothing, yet the indexer
+    # counts only baseOut as what the exit paid: each shows a return of about -80%, and the
+    # honest master's median follower return reads -80%, its followers' P&L -1,600 USD.
+    from web3.logs import DISCARD
+
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("red3-in-kind-exit:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
+    honest = address("red3-in-kind-exit:honest")
+    griefers = [address(f"red3-in-kind-exit:griefer-{i}") for i in range(2)]
+    add_followers(dep, vault, [honest], dep.units(BASE, 1_000))
+    add_followers(
+        dep, vault, griefers, dep.units(BASE, 1_000), limits={g: (1, 0, 0) for g in griefers}
+    )
+    for g in griefers:
+        dep.w3.eth.wait_for_transaction_receipt(
+            vault.functions.setExitSlippage(1).transact({"from": g})
+        )
+    paid_in_kind = 0
+    for g in griefers:
+        tx = vault.functions.triggerExit(g).transact({"from": dep.w3.eth.accounts[0]})
+        receipt = dep.w3.eth.wait_for_transaction_receipt(tx)
+        assert receipt["status"] == 1
+        paid = vault.events.SlicePaidInKind().process_receipt(receipt, errors=DISCARD)
+        assert [e["args"]["token"] for e in paid] == [dep.address_of("LINK")]
+        paid_in_kind += paid[0]["args"]["amount"]
+        assert vault.functions.sharesOf(g).call() == 0
+    link_paid = paid_in_kind * dep.hub.functions.priceOf(dep.address_of("LINK")).call() // ONE
+    assert link_paid > 1_500 * USD  # about 800 USD of LINK to each griefer, in their wallets
+    scale_feed(dep, "LINK", Decimal("1.05"))  # the honest follower gains about 4%
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        row = r.history(conn, master)[-1]
+    assert row.followers_ever == 3
+    # Truth: the griefers got back what they entered (base slice + LINK in kind, at the oracle):
+    # returns of about 0; the honest follower about +4%.
+    assert row.follower_median_return is not None and row.follower_median_return > -0.01
+    assert row.followers_pnl_usd > 0
