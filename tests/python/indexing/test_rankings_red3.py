@@ -249,3 +249,59 @@ def test_a_triggered_exit_paid_in_kind_is_no_loss_of_the_slice(
     # returns of about 0; the honest follower about +4%.
     assert row.follower_median_return is not None and row.follower_median_return > -0.01
     assert row.followers_pnl_usd > 0
+
+
+def test_a_followers_own_exit_through_a_pool_paying_above_the_oracle_is_no_profit(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # The master's own follower allocates 1,000 USD to a book of 80% LINK, and exits to base at
+    # once along a route of their choosing (`exitToBase` takes any allowed adapter and any path
+    # through listed tokens): LINK -> WETH -> USDC, through a LINK/WETH V2 pair the attacker
+    # created (none existed) at twice LINK's oracle price. The LINK slice (about 800 USD) comes
+    # back as about 1,600 USD; the excess is the attacker's own liquidity, paid to the attacker:
+    # it costs the pools' fees. The vault only bounds an exit's output from below, and the
+    # indexer takes `baseOut` as what the exit paid: the follower "made" about 80%, with the
+    # master's trading flat. For the master's trades, a fill above the oracle is a deposit and
+    # no winning trip; for a follower's exit it is a winning follower, as many as they like
+    # (100 USD in at once is all the head count asks, and it can be handed along).
+    from tandem import uniswap
+
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("red3-own-exit:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
+    own = address("red3-own-exit:follower")
+    add_followers(dep, vault, [own], dep.units(BASE, 1_000))
+
+    # The attacker's pair: 1,000 LINK against 10 WETH, LINK at 30 USD where its feed says 15.
+    from tandem.protocol import fund
+
+    fund(dep, own, "LINK", dep.units("LINK", 1_000))
+    fund(dep, own, "WETH", dep.units("WETH", 10))
+    uniswap.add_v2_liquidity(
+        dep.w3,
+        dep.uniswap.v2,
+        dep.address_of("LINK"),
+        dep.address_of("WETH"),
+        dep.units("LINK", 1_000),
+        dep.units("WETH", 10),
+        sender=own,
+    )
+    shares = vault.functions.sharesOf(own).call()
+    route = dep.v2_route("LINK", "WETH", BASE)
+    swaps = [(dep.address_of("LINK"), route.adapter, route.data)]
+    tx = vault.functions.exitToBase(shares, swaps, 0).transact({"from": own})
+    receipt = dep.w3.eth.wait_for_transaction_receipt(tx)
+    assert receipt["status"] == 1
+    (exited,) = vault.events.ExitedToBase().process_receipt(receipt)
+    base_out = exited["args"]["baseOut"] * 10**12  # USDC, 6 decimals, at 1 USD
+    assert base_out > 1_600 * USD  # for 1,000 USD in, the market flat
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        row = r.history(conn, master)[-1]
+    assert row.followers_ever == 1
+    # What the slices were worth at the oracle when the follower left: what they entered with,
+    # less the pool fee of the entry swaps. No gain of the master's trading.
+    assert row.followers_in_profit == 0
+    assert row.follower_median_return is not None and row.follower_median_return < 0.01
