@@ -305,3 +305,44 @@ def test_a_followers_own_exit_through_a_pool_paying_above_the_oracle_is_no_profi
     # less the pool fee of the entry swaps. No gain of the master's trading.
     assert row.followers_in_profit == 0
     assert row.follower_median_return is not None and row.follower_median_return < 0.01
+
+
+def test_a_loser_withdrawn_before_its_feed_was_replaced_stays_a_loser(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # LINK is priced by an 18-decimal feed. A master's 5,000 USD of LINK falls 10% and they
+    # withdraw it in kind: a losing trip of about 500 USD. Later governance moves LINK to an
+    # 8-decimal feed (`setAsset`, as on mainnet, where USD feeds have 8 decimals). The indexer
+    # scales every stored answer of LINK with the decimals of its last `AssetSet`: the old feed's
+    # answers read ten billion times higher, and the in-kind withdrawal made before the change
+    # is now proceeds of about 45 trillion USD: win rate 100%, profit factor infinite, for every
+    # master who ever withdrew LINK in kind, and every follower's in-kind LINK slice likewise.
+    from tandem.chain import deploy
+    from tandem.protocol import govern
+
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    owner = dep.w3.eth.accounts[0]
+    master = address("red3-feed-decimals:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
+    scale_feed(dep, "LINK", Decimal("0.9"))
+    link = dep.address_of("LINK")
+    held = vault.functions.books(link).call()[0]
+    dep.w3.eth.wait_for_transaction_receipt(
+        vault.functions.withdrawMaster(link, held).transact({"from": master})
+    )
+
+    answer = dep.feeds["LINK"].functions.latestRoundData().call()[1]  # 18 decimals
+    feed, _ = deploy(dep.w3, "TestPriceFeed", 8, "LINK / USD", answer // 10**10, sender=owner)
+    govern(dep, dep.hub.functions.setAsset(link, feed.address, 86_400, 8, True), owner)
+    dep.w3.eth.wait_for_transaction_receipt(
+        feed.functions.setAnswer(answer // 10**10).transact({"from": owner})
+    )
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        rows = r.history(conn, master)
+    for row in rows:
+        assert row.round_trips == 1
+        assert row.win_rate == 0.0
+        assert row.profit_factor == 0.0
