@@ -346,3 +346,52 @@ def test_a_loser_withdrawn_before_its_feed_was_replaced_stays_a_loser(
         assert row.round_trips == 1
         assert row.win_rate == 0.0
         assert row.profit_factor == 0.0
+
+
+def test_a_pool_part_filled_above_the_oracle_makes_no_winning_followers(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # The same excess, through the master's trade: the master's own follower allocates 1,000 USD
+    # to an all-cash book; the master buys LINK with 8,000 USD along USDC -> WETH -> LINK, through
+    # a WETH/LINK V2 pair of their own (none existed) pricing LINK at half its oracle price. The
+    # master's part of the excess buys units (no performance, as the vault and METRICS say); the
+    # pool's part stays in the pool: the share price jumps by about 70% and the follower "made"
+    # it, though the market did not move and the excess is the attacker's own liquidity, paid
+    # to the attacker's own follower. Followers in profit and the median follower return are the
+    # master's to set, for the pools' fees.
+    from tandem import uniswap
+    from tandem.protocol import fund
+
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("red3-pool-excess:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    own = address("red3-pool-excess:follower")
+    add_followers(dep, vault, [own], dep.units(BASE, 1_000))
+
+    # 20,000 LINK against 50 WETH: LINK at 7.5 USD where its feed says 15.
+    fund(dep, master, "LINK", dep.units("LINK", 20_000))
+    fund(dep, master, "WETH", dep.units("WETH", 50))
+    uniswap.add_v2_liquidity(
+        dep.w3,
+        dep.uniswap.v2,
+        dep.address_of("WETH"),
+        dep.address_of("LINK"),
+        dep.units("WETH", 50),
+        dep.units("LINK", 20_000),
+        sender=master,
+    )
+    bought = trade(
+        dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v2_route(BASE, "WETH", "LINK")
+    )
+    assert bought.pool_in > 0
+    pool_got = bought.pool_out * bought.price_out // ONE
+    assert pool_got > bought.pool_in * 10**12 * 3 // 2  # the pool's part: 50% above the oracle
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        row = r.history(conn, master)[-1]
+    assert row.roi == pytest.approx(0, abs=0.01)  # the master's own record: no gain
+    assert row.followers_ever == 1
+    # The follower's gain is no performance of the master's: the feed never moved.
+    assert row.followers_in_profit == 0
+    assert row.follower_median_return is not None and row.follower_median_return < 0.01
