@@ -395,3 +395,111 @@ def test_a_pool_part_filled_above_the_oracle_makes_no_winning_followers(
     # The follower's gain is no performance of the master's: the feed never moved.
     assert row.followers_in_profit == 0
     assert row.follower_median_return is not None and row.follower_median_return < 0.01
+
+
+# -------------------------------------------------------------------------------------------------
+# Cost: one vault's trade history taxes every other master's recompute
+# -------------------------------------------------------------------------------------------------
+
+
+def _db_with_unrelated_trades(path: Path, trades: int) -> tuple[Any, str]:
+    """A database with one honest master (a point a day for 40 days, one trade) and another
+    vault with ``trades`` dust trades (a contract as delegate can make many in one
+    transaction): returns the engine and the honest master."""
+    from tandem.db import models as db
+
+    engine = create_engine(f"sqlite:///{path}")
+    db.Base.metadata.create_all(engine)
+    usdc, link = "0x" + "01" * 20, "0x" + "02" * 20
+    honest, spammer = "0x" + "b1" * 20, "0x" + "a1" * 20
+    t0 = 1_000 * DAY
+
+    def row(block: int, log: int = 0, **values: Any) -> dict[str, Any]:
+        return {
+            "block_number": block,
+            "log_index": log,
+            "tx_hash": "0x" + f"{block:064x}",
+            "timestamp": t0 + block * 2,
+            **values,
+        }
+
+    def traded(vault: str, block: int, log: int) -> dict[str, Any]:
+        return row(
+            block,
+            log,
+            vault=vault,
+            trader=vault,
+            token_in=usdc,
+            token_out=link,
+            adapter="0x" + "cc" * 20,
+            master_in=20_000,
+            pool_in=0,
+            master_out=10**15,
+            pool_out=0,
+            price_in=10**30,
+            price_out=15 * 10**18,
+            gas_used=1,
+            gas_price=1,
+        )
+
+    with engine.begin() as conn:
+        conn.execute(
+            insert(db.Vault),
+            [row(1, 0, vault=honest, master="0x" + "bb" * 20)]
+            + [row(1, 1, vault=spammer, master="0x" + "aa" * 20)],
+        )
+        conn.execute(insert(db.Trade), [traded(honest, 2, 0)])
+        batch = []
+        for i in range(trades):
+            batch.append(traded(spammer, 10 + i // 100, i % 100))
+            if len(batch) == 20_000:
+                conn.execute(insert(db.Trade), batch)
+                batch = []
+        if batch:
+            conn.execute(insert(db.Trade), batch)
+        points = []
+        for d in range(40):
+            block = 43_200 * d + 2
+            points.append(
+                {
+                    "vault": honest,
+                    "block_number": block,
+                    "timestamp": t0 + block * 2,
+                    "cause": "mark",
+                    "master_index": ONE,
+                    "master_aum": 10_000 * USD,
+                    "pool_aum": 0,
+                    "share_price": None,
+                    "total_shares": 0,
+                    "followers": 0,
+                }
+            )
+        conn.execute(insert(db.VaultPoint), points)
+    return engine, "0x" + "bb" * 20
+
+
+def test_a_block_of_one_master_costs_the_same_whatever_another_vault_traded(
+    tmp_path: Path,
+) -> None:
+    # After every batch the keeper recomputes the masters the batch touched, and every master
+    # at each UTC midnight. `inputs.recompute` builds `Prices` first, from EVERY stored trade,
+    # feed answer, point's book and allocation of the protocol (not the touched masters'), then
+    # each master. A vault of dust trades (about 150k gas each, a delegate contract can batch
+    # them) makes each batch's recompute of an honest master pay for the spam: with 200,000
+    # of them, about a second a batch here, linear in the spam, for every block, whoever it
+    # touched. `make bench-rankings` builds `MasterInputs` in memory and never times this.
+    import time
+
+    from indexer.inputs import recompute
+
+    rules = m.RankingRules(1, 1, 0)
+    timings = []
+    for trades in (0, 200_000):
+        engine, honest = _db_with_unrelated_trades(tmp_path / f"spam-{trades}.db", trades)
+        with engine.begin() as conn:
+            start = time.perf_counter()
+            assert recompute(conn, [honest], 10**9, rules) == 4
+            timings.append(time.perf_counter() - start)
+    quiet, spammed = timings
+    # Recomputing one master costs what its own rows cost, not the protocol's whole history.
+    assert spammed < 5 * quiet + 0.1, f"{quiet:.3f} s without the spam, {spammed:.3f} s with it"
