@@ -503,3 +503,32 @@ def test_a_block_of_one_master_costs_the_same_whatever_another_vault_traded(
     quiet, spammed = timings
     # Recomputing one master costs what its own rows cost, not the protocol's whole history.
     assert spammed < 5 * quiet + 0.1, f"{quiet:.3f} s without the spam, {spammed:.3f} s with it"
+
+
+# -------------------------------------------------------------------------------------------------
+# Activity figures: dust trades still sort first
+# -------------------------------------------------------------------------------------------------
+
+
+def test_dust_trades_do_not_make_the_most_active_master() -> None:
+    # `trades` and `days_active` are sortable (higher is better) and count every `Traded` event,
+    # dust included: the track record ignores trades under 1% of the equity, the activity
+    # figures do not. A master with ten real trades and a trade of two cents every day of the
+    # 90 days reads about 100 trades and 90 days active, first by activity ahead of a master
+    # who made 50 real trades on 25 days. A cent a day buys the top of both lists.
+    points = _series([0.0] * 90)
+    start = points[0].timestamp
+    real = [start + d * DAY + 3_600 for d in range(0, 40, 4)]
+    dust = [start + d * DAY + 7_200 for d in range(90)]
+    duster = MasterInputs(
+        "duster", "v1", points, points, sorted(real + dust), [], [], track_times=real
+    )
+    busy = [start + d * DAY + 3_600 + k for d in range(40) for k in range(0, 50 // 40 + 1)][:50]
+    trader = MasterInputs("trader", "v2", points, points, busy, [], [], track_times=busy)
+    as_of = points[-1].timestamp
+    dusty = master_rows(duster, as_of)[2]  # 90d
+    honest = master_rows(trader, as_of)[2]
+    assert dusty.window == "90d"
+    # Activity that counts is the activity the track record counts.
+    assert dusty.trades <= honest.trades
+    assert dusty.days_active <= honest.days_active
