@@ -532,3 +532,26 @@ def test_dust_trades_do_not_make_the_most_active_master() -> None:
     # Activity that counts is the activity the track record counts.
     assert dusty.trades <= honest.trades
     assert dusty.days_active <= honest.days_active
+
+
+# -------------------------------------------------------------------------------------------------
+# Sortino: one lucky day in a cash book
+# -------------------------------------------------------------------------------------------------
+
+
+def test_one_lucky_day_in_a_cash_book_does_not_lead_the_sortino_ranking() -> None:
+    # A master keeps cash 29 days of 30 (the base asset's feed moves it by a thousandth of a
+    # percent now and then) and one day holds WETH through a 5% rise: a coin flip. Their
+    # downside deviation is the base feed's noise, 3e-6 a day, and their Sortino about 10,000;
+    # a trader who made 0.3% a day for 30 days with 1% swings (Sharpe about 5.7, better than
+    # the flip's 3.5) reads about 10. The floor (1e-12) only catches the index's rounding: a
+    # deviation a million times that is still no measure of downside risk.
+    cash = [0.0] * 30
+    cash[3] = cash[11] = cash[20] = -1e-5
+    cash[7] = 1e-5
+    cash[25] = 0.05
+    steady = [0.003 + (0.01 if d % 2 else -0.01) for d in range(30)]
+    assert m.sharpe(steady) > m.sharpe(cash)
+    lucky, trader = m.sortino(cash), m.sortino(steady)
+    assert lucky is not None and trader is not None
+    assert lucky <= trader, f"one lucky day: {lucky:.0f}; the steady trader: {trader:.1f}"
