@@ -555,3 +555,59 @@ def test_one_lucky_day_in_a_cash_book_does_not_lead_the_sortino_ranking() -> Non
     lucky, trader = m.sortino(cash), m.sortino(steady)
     assert lucky is not None and trader is not None
     assert lucky <= trader, f"one lucky day: {lucky:.0f}; the steady trader: {trader:.1f}"
+
+
+def test_a_master_who_left_before_a_feed_was_replaced_resumes_where_they_left(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # The same rescaling, on the index. Governance schedules, in public and two days ahead,
+    # LINK's move to an 8-decimal feed. Meanwhile a master holding LINK empties their book in
+    # one block, the base asset first and LINK in kind last, after an answer of LINK's feed
+    # (a refresh, no price move), and deposits again. Where they left is rebuilt from their
+    # book at the oracle prices of the stored answers; once the new feed is in force those
+    # answers read ten billion times higher, the master "left" at an index of billions and the
+    # record resumes from there: an all-time ROI of about 5e9, on no price move at all.
+    from tandem.chain import deploy
+    from tandem.protocol import fund, govern
+
+    from .test_rankings_gaming import in_one_block
+
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    owner = dep.w3.eth.accounts[0]
+    master = address("red3-left-before-feed:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
+    scale_feed(dep, "LINK", Decimal(1))  # an answer of LINK's feed, no move
+    link, usdc = dep.address_of("LINK"), dep.address_of(BASE)
+    held = vault.functions.books(link).call()[0]
+    cash = vault.functions.books(usdc).call()[0]
+    in_one_block(
+        dep,
+        [
+            (vault.functions.withdrawMaster(usdc, cash), master),
+            (vault.functions.withdrawMaster(link, held), master),
+        ],
+    )
+    amount = dep.units(BASE, 10_000)
+    fund(dep, master, BASE, amount)
+    dep.w3.eth.wait_for_transaction_receipt(
+        dep.base.functions.approve(vault.address, amount).transact({"from": master})
+    )
+    dep.w3.eth.wait_for_transaction_receipt(
+        vault.functions.depositMaster(amount).transact({"from": master})
+    )
+    before = vault.functions.suspension().call()[1]
+    assert before == ONE  # the vault started again at one
+
+    answer = dep.feeds["LINK"].functions.latestRoundData().call()[1]  # 18 decimals
+    feed, _ = deploy(dep.w3, "TestPriceFeed", 8, "LINK / USD", answer // 10**10, sender=owner)
+    govern(dep, dep.hub.functions.setAsset(link, feed.address, 86_400, 8, True), owner)
+    dep.w3.eth.wait_for_transaction_receipt(
+        feed.functions.setAnswer(answer // 10**10).transact({"from": owner})
+    )
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        row = r.history(conn, master)[-1]
+    # The master lost the pool's fee on 5,000 USD, nothing more.
+    assert row.roi == pytest.approx(0, abs=0.01)
