@@ -611,3 +611,70 @@ def test_a_master_who_left_before_a_feed_was_replaced_resumes_where_they_left(
         row = r.history(conn, master)[-1]
     # The master lost the pool's fee on 5,000 USD, nothing more.
     assert row.roi == pytest.approx(0, abs=0.01)
+
+
+def test_a_master_who_leaves_right_after_a_feed_is_replaced_keeps_the_loss(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # No change of decimals this time. Governance replaces LINK's feed (the old one stuck at
+    # 15 USD, the new one answering 7.5, as the market is): the timelock shows it two days
+    # ahead. The master holding 5,000 USD of LINK leaves in the block after the change, base
+    # asset first and LINK in kind last, and deposits again. The vault valued LINK at 7.5 when
+    # they left (index 0.75: a loss of a quarter). The indexer knows no answer of the new feed
+    # yet (it answered before it was LINK's feed), so it rebuilds where they left at the old
+    # feed's 15 USD: index 1.0, and the record resumes there. The loss is gone, and the LINK
+    # withdrawn in kind at half its cost reads as a break-even trip.
+    from tandem.chain import deploy
+    from tandem.protocol import GOVERNANCE_DELAY, advance_time, fund
+
+    from .test_rankings_gaming import in_one_block
+
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    owner = dep.w3.eth.accounts[0]
+    master = address("red3-feed-replaced:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
+    link, usdc = dep.address_of("LINK"), dep.address_of(BASE)
+
+    answer = dep.feeds["LINK"].functions.latestRoundData().call()[1]
+    feed, _ = deploy(dep.w3, "TestPriceFeed", 18, "LINK / USD", answer // 2, sender=owner)
+    call = dep.hub.functions.setAsset(link, feed.address, 86_400, 18, True)
+    target, data = call.address, call._encode_transaction_data()
+    salt = dep.w3.keccak(text=f"red3:{data}")
+    args = (target, 0, data, b"\x00" * 32, salt)
+    dep.w3.eth.wait_for_transaction_receipt(
+        dep.timelock.functions.schedule(*args, GOVERNANCE_DELAY).transact({"from": owner})
+    )
+    advance_time(dep, GOVERNANCE_DELAY + 1, owner)  # refreshes the old feeds
+    dep.w3.eth.wait_for_transaction_receipt(
+        feed.functions.setAnswer(answer // 2).transact({"from": owner})  # the new feed: fresh
+    )
+    dep.w3.eth.wait_for_transaction_receipt(
+        dep.timelock.functions.execute(*args).transact({"from": owner})
+    )
+    dipped = vault.functions.suspension().call()[1]
+    assert dipped < ONE * 77 // 100  # the vault: about 0.75
+
+    held = vault.functions.books(link).call()[0]
+    cash = vault.functions.books(usdc).call()[0]
+    in_one_block(
+        dep,
+        [
+            (vault.functions.withdrawMaster(usdc, cash), master),
+            (vault.functions.withdrawMaster(link, held), master),
+        ],
+    )
+    amount = dep.units(BASE, 10_000)
+    fund(dep, master, BASE, amount)
+    dep.w3.eth.wait_for_transaction_receipt(
+        dep.base.functions.approve(vault.address, amount).transact({"from": master})
+    )
+    dep.w3.eth.wait_for_transaction_receipt(
+        vault.functions.depositMaster(amount).transact({"from": master})
+    )
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        row = r.history(conn, master)[-1]
+    assert row.roi == pytest.approx(dipped / ONE - 1, abs=0.01)
+    assert row.win_rate == 0.0
