@@ -678,3 +678,47 @@ def test_a_master_who_leaves_right_after_a_feed_is_replaced_keeps_the_loss(
         row = r.history(conn, master)[-1]
     assert row.roi == pytest.approx(dipped / ONE - 1, abs=0.01)
     assert row.win_rate == 0.0
+
+
+def test_the_masters_fee_shares_cashed_in_are_no_followers_profit(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # The master's performance fee is paid in pool shares. When the master exits with them (as
+    # any holder of shares may), the indexer reads the master as one more "follower" who
+    # invested nothing and withdrew the fee: it is not counted by head (nothing entered), but
+    # `followers_pnl_usd`, "every follower's P&L after fees", adds it back. The fee the follower
+    # paid is netted out of the aggregate: it reads the followers' P&L before fees, and a master
+    # charging the most (30%) loses nothing in the sortable figure.
+    from tandem.protocol import exit_in_kind
+
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("red3-fee-shares:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
+    follower = address("red3-fee-shares:follower")
+    add_followers(dep, vault, [follower], dep.units(BASE, 1_000))
+    scale_feed(dep, "LINK", Decimal("1.5"))
+    exit_in_kind(vault, follower, vault.functions.sharesOf(follower).call())
+    fee_shares = vault.functions.sharesOf(master).call()
+    assert fee_shares > 0  # the master's fee, in shares
+    pool_value = vault.functions.equities().call()[1]
+    total = vault.functions.totalShares().call()
+    fee_value = fee_shares * pool_value // total
+    exit_in_kind(vault, master, fee_shares)
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        row = r.history(conn, master)[-1]
+        from indexer.inputs import allocation_events, Prices
+        from indexer import reading
+
+        final = reading.final_block(conn, 1)
+        events = allocation_events(conn, vault.address, final, Prices(conn, final))
+    assert row.followers_ever == 1
+    outcome = m.follower_outcome(follower, events[follower], 0)
+    assert outcome.fees_paid_usd > 0 and fee_value > 0
+    # The aggregate is the followers' P&L after fees: the master's fee is not theirs.
+    assert row.followers_pnl_usd == outcome.pnl_usd, (
+        f"followers' P&L shown {row.followers_pnl_usd / USD:.2f} USD, "
+        f"the follower's {outcome.pnl_usd / USD:.2f}, fee {outcome.fees_paid_usd / USD:.2f}"
+    )
