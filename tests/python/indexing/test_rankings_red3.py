@@ -12,7 +12,20 @@ import pytest
 from sqlalchemy import create_engine, insert
 
 from indexer import metrics as m
+from indexer import rankings as r
 from indexer.rankings import MasterInputs, master_rows
+from tandem.config import Settings
+from tandem.protocol import (
+    BASE,
+    Deployment,
+    add_followers,
+    create_master,
+    scale_feed,
+    trade,
+)
+
+from .support import address, rpc
+from .test_rankings_gaming import index
 
 USD = m.USD
 DAY = m.DAY
@@ -23,8 +36,8 @@ def _series(daily: list[float], start_day: int = 1_000) -> list[m.IndexPoint]:
     """Index points at noon of each day, one a day, the index compounding ``daily``."""
     index = ONE
     points = [m.IndexPoint(start_day * DAY + 43_200, start_day * 100, index, 10_000 * USD)]
-    for i, r in enumerate(daily, start=1):
-        index = int(index * (1 + r))
+    for i, ret in enumerate(daily, start=1):
+        index = int(index * (1 + ret))
         points.append(
             m.IndexPoint((start_day + i) * DAY + 43_200, (start_day + i) * 100, index, 10_000 * USD)
         )
@@ -53,9 +66,7 @@ def test_dust_followers_on_quiet_days_do_not_set_the_tracking_error() -> None:
     dust = []
     for k, d in enumerate((1, 2, 3, 11, 12, 13)):  # quiet days: no lag on the next day
         joined = start + d * DAY
-        dust.append(
-            m.FollowerOutcome(f"own-{k}", USD, 0, USD, 0, joined, joined + DAY, USD)
-        )
+        dust.append(m.FollowerOutcome(f"own-{k}", USD, 0, USD, 0, joined, joined + DAY, USD))
     honest = MasterInputs("master", "vault", master, pool, [], [], [real])
     gamed = MasterInputs("master", "vault", master, pool, [], [], [real, *dust])
     as_of = master[-1].timestamp
@@ -67,7 +78,7 @@ def test_dust_followers_on_quiet_days_do_not_set_the_tracking_error() -> None:
     assert shown.tracking_error_max_bps == pytest.approx(truth.tracking_error_max_bps)
 
 
-def test_a_dollar_follower_across_one_bad_day_does_not_set_an_honest_masters_worst_tracking() -> None:
+def test_a_dollar_follower_across_one_bad_day_does_not_set_the_worst_tracking() -> None:
     # Griefing: an outsider allocates a dollar to an honest master the day before a day the pool
     # lagged (a skipped part) and leaves the day after. Their one-day window reads the whole lag
     # of that day: the honest master's worst tracking error jumps from ~63 bps to 200 bps.
@@ -132,8 +143,8 @@ def test_a_new_feed_with_other_decimals_does_not_rescale_the_old_feeds_answers(
     # equity and units rebuilt for the track record and the restarts, before the change, are
     # valued at a ten-billionth of what the vault valued them at (a feed the other way round:
     # ten billion times more, a loser withdrawn in kind reads as a winner of 1e10).
-    from tandem.db import models as db
     from indexer.inputs import Prices
+    from tandem.db import models as db
 
     engine = create_engine(f"sqlite:///{tmp_path / 'feeds.db'}")
     db.Base.metadata.create_all(engine)
@@ -186,20 +197,6 @@ def test_a_new_feed_with_other_decimals_does_not_rescale_the_old_feeds_answers(
 # On anvil: a triggered exit whose slice is paid in kind
 # -------------------------------------------------------------------------------------------------
 
-from indexer import rankings as r  # noqa: E402
-from tandem.protocol import (  # noqa: E402
-    BASE,
-    Deployment,
-    add_followers,
-    create_master,
-    scale_feed,
-    trade,
-)
-from tandem.config import Settings  # noqa: E402
-
-from .support import address, rpc  # noqa: E402
-from .test_rankings_gaming import index  # noqa: E402
-
 
 def test_a_triggered_exit_paid_in_kind_is_no_loss_of_the_slice(
     dep: Deployment, settings: Settings, tmp_path: Path
@@ -223,7 +220,7 @@ def test_a_triggered_exit_paid_in_kind_is_no_loss_of_the_slice(
     griefers = [address(f"red3-in-kind-exit:griefer-{i}") for i in range(2)]
     add_followers(dep, vault, [honest], dep.units(BASE, 1_000))
     add_followers(
-        dep, vault, griefers, dep.units(BASE, 1_000), limits={g: (1, 0, 0) for g in griefers}
+        dep, vault, griefers, dep.units(BASE, 1_000), limits=dict.fromkeys(griefers, (1, 0, 0))
     )
     for g in griefers:
         dep.w3.eth.wait_for_transaction_receipt(
@@ -445,8 +442,10 @@ def _db_with_unrelated_trades(path: Path, trades: int) -> tuple[Any, str]:
     with engine.begin() as conn:
         conn.execute(
             insert(db.Vault),
-            [row(1, 0, vault=honest, master="0x" + "bb" * 20)]
-            + [row(1, 1, vault=spammer, master="0x" + "aa" * 20)],
+            [
+                row(1, 0, vault=honest, master="0x" + "bb" * 20),
+                row(1, 1, vault=spammer, master="0x" + "aa" * 20),
+            ],
         )
         conn.execute(insert(db.Trade), [traded(honest, 2, 0)])
         batch = []
@@ -709,8 +708,8 @@ def test_the_masters_fee_shares_cashed_in_are_no_followers_profit(
 
     with index(dep, settings, tmp_path).connect() as conn:
         row = r.history(conn, master)[-1]
-        from indexer.inputs import allocation_events, Prices
         from indexer import reading
+        from indexer.inputs import Prices, allocation_events
 
         final = reading.final_block(conn, 1)
         events = allocation_events(conn, vault.address, final, Prices(conn, final))
