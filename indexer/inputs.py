@@ -208,9 +208,12 @@ def master_inputs(
     trips = metrics.round_trips(fill for _, _, group in fills for fill in group)
 
     share_price = _share_price(points)
+    # Followers are those who allocated: the master and the treasury hold shares too, their fees,
+    # and cashing those in is their pay, not a follower's profit.
     followers = [
         metrics.follower_outcome(follower, events, share_price)
         for follower, events in sorted(allocation_events(conn, vault, up_to, prices).items())
+        if any(e.kind is AllocationEventKind.ALLOCATED for e in events)
     ]
     return r.MasterInputs(
         master=master,
@@ -453,15 +456,19 @@ def allocation_events(
     conn: Connection, vault: str, up_to: int, prices: Prices | None = None
 ) -> dict[str, list[AllocationEvent]]:
     """Each follower's allocation events in ``vault``, in chain order: ``Allocated``, exits
-    (what they paid: ``baseOut``, or the in-kind slices, at the oracle prices at the exit's log),
-    fees, peaks."""
+    (what they paid, at the oracle prices at the exit's log: an in-kind exit's slices; a to-base
+    exit's ``baseOut``, but never more than the slices it sold were worth, plus the slices it
+    paid in kind), fees, peaks."""
     prices = prices or Prices(conn, up_to)
     base = base_asset(conn, up_to) or ""
     slices: dict[tuple[int, int], int] = defaultdict(int)
+    unpriced: set[tuple[int, int]] = set()  # exits with a slice of no known price
     for s in _rows(conn, m.ExitSlice, vault, up_to):
-        slices[(s.block_number, s.log_index)] += prices.value(
-            s.token, s.amount, s.block_number, s.log_index
-        )
+        at = (s.block_number, s.log_index)
+        slices[at] += prices.value(s.token, s.amount, *at)
+        if s.amount and not prices.priced(s.token, *at):
+            unpriced.add(at)
+    in_kind = _slices_in_kind(conn, vault, up_to)
     found: dict[str, list[tuple[int, int, AllocationEvent]]] = defaultdict(list)
 
     def add(
@@ -471,29 +478,147 @@ def allocation_events(
         shares: int,
         value: int,
         guard: int | None = None,
+        oracle: int | None = None,
     ) -> None:
-        event = AllocationEvent(row.timestamp, row.block_number, kind, shares, value, guard)
+        event = AllocationEvent(row.timestamp, row.block_number, kind, shares, value, guard, oracle)
         found[follower].append((row.block_number, row.log_index, event))
 
-    for a in _rows(conn, m.Allocation, vault, up_to):
+    allocations = _rows(conn, m.Allocation, vault, up_to)
+    exits = _rows(conn, m.Exit, vault, up_to)
+    fees = _rows(conn, m.FeeCharged, vault, up_to)
+    for a in allocations:
         # The vault's limits start from the amount at the oracle price (as ``onAllocate`` values
         # it), not from what the entry swaps brought in.
         guard = a.amount * a.base_price // PRICE_UNIT
         add(a, a.follower, AllocationEventKind.ALLOCATED, a.shares, a.entered, guard)
-    for e in _rows(conn, m.Exit, vault, up_to):
+    for e in exits:
+        at = (e.block_number, e.log_index)
+        oracle = None
         if e.kind == "to_base" and e.base_out is not None:
-            paid = prices.value(base, e.base_out, e.block_number, e.log_index)
+            # A triggered exit pays in kind (or holds for a claim) the slices it could not sell
+            # within the oracle bound, logged before it in its transaction: they are the
+            # follower's as much as ``baseOut``. What the sales brought above the slices' oracle
+            # value came from whoever priced the route (the follower's own pool, say): the
+            # rankings count no more than that value, as for the master's own fills.
+            kept = sum(
+                prices.value(token, amount, *at)
+                for token, amount in in_kind.pop((e.tx_hash, e.follower, e.log_index), [])
+            )
+            paid = prices.value(base, e.base_out, *at) + kept
+            oracle = None if at in unpriced else slices[at]
         else:
-            paid = slices[(e.block_number, e.log_index)]
-        add(e, e.follower, AllocationEventKind.EXITED, e.shares, paid)
-    for f in _rows(conn, m.FeeCharged, vault, up_to):
+            paid = slices[at]
+        add(e, e.follower, AllocationEventKind.EXITED, e.shares, paid, oracle=oracle)
+    for f in fees:
         add(f, f.follower, AllocationEventKind.FEE, f.master_shares + f.protocol_shares, f.fee)
     for p in _rows(conn, m.Peak, vault, up_to):
         add(p, p.follower, AllocationEventKind.PEAK, 0, p.peak_value)
+    for follower, (row, gift) in _gifts(conn, vault, up_to, allocations, exits, fees).items():
+        add(row, follower, AllocationEventKind.GIFT, 0, gift)
     return {
         follower: [e for _, _, e in sorted(events, key=lambda x: (x[0], x[1]))]
         for follower, events in found.items()
     }
+
+
+def _gifts(
+    conn: Connection,
+    vault: str,
+    up_to: int,
+    allocations: list[Any],
+    exits: list[Any],
+    fees: list[Any],
+) -> dict[str, tuple[Any, int]]:
+    """Each follower's part of what the pool's fills above the oracle value brought in: at each
+    master trade whose pool book got more, at the trade's own oracle prices, than it paid, the
+    excess goes to the shares then outstanding, each follower's part in proportion to their
+    shares (rounded up: the rankings credit the master with no more than was earned). Returns,
+    by follower, the sum and the vault's last such trade's row (where it is placed: the sum is
+    all that counts). Kept as a running excess per share, so it costs one pass over the vault's
+    events, however many followers and trades."""
+    trades = conn.execute(
+        select(
+            m.Trade.block_number,
+            m.Trade.log_index,
+            m.Trade.timestamp,
+            m.Trade.pool_in,
+            m.Trade.pool_out,
+            m.Trade.price_in,
+            m.Trade.price_out,
+        ).where(m.Trade.vault == vault, m.Trade.block_number <= up_to)
+    )
+    moves: list[tuple[int, int, str, Any]] = [
+        (t.block_number, t.log_index, "trade", t) for t in trades if t.pool_in > 0
+    ]
+    if not moves:
+        return {}
+    moves += [(a.block_number, a.log_index, "allocated", a) for a in allocations]
+    moves += [(e.block_number, e.log_index, "exited", e) for e in exits]
+    moves += [(f.block_number, f.log_index, "fee", f) for f in fees]
+    moves.sort(key=lambda x: (x[0], x[1]))
+    scale = 10**36
+    per_share = total = 0  # the excess per share so far (scaled), the shares outstanding
+    held: dict[str, list[int]] = {}  # follower: [shares, per_share when last settled, gifted]
+    last = None  # the last trade that brought an excess: where the gifts are placed
+
+    def settle(follower: str) -> list[int]:
+        h = held.setdefault(follower, [0, per_share, 0])
+        if h[1] != per_share and h[0]:
+            h[2] += -(-h[0] * (per_share - h[1]) // scale)
+        h[1] = per_share
+        return h
+
+    for _, _, kind, row in moves:
+        if kind == "trade":
+            excess = (
+                row.pool_out * row.price_out // PRICE_UNIT
+                - row.pool_in * row.price_in // PRICE_UNIT
+            )
+            if excess > 0 and total > 0:
+                per_share, last = per_share + excess * scale // total, row
+            continue
+        h = settle(row.follower)
+        if kind == "allocated":
+            h[0] += row.shares
+            total += row.shares
+        elif kind == "exited":
+            h[0] -= min(row.shares, h[0])
+            total -= row.shares
+        else:
+            h[0] -= min(row.master_shares + row.protocol_shares, h[0])
+    found = {}
+    for follower in held:
+        gift = settle(follower)[2]
+        if gift > 0:
+            found[follower] = (last, gift)
+    return found
+
+
+def _slices_in_kind(
+    conn: Connection, vault: str, up_to: int
+) -> dict[tuple[str, str, int], list[tuple[str, int]]]:
+    """The slices triggered to-base exits paid in kind (``SlicePaidInKind``) or held for a claim
+    (``SliceHeld``), as ``(token, amount)`` by the exit they belong to: ``(transaction,
+    follower, log index)`` of the first ``ExitedToBase`` of that follower after them in their
+    transaction. Read from the ``events`` rows, which keep every log. (An in-kind exit's held
+    slices are among its own slices already.)"""
+    names = ("SlicePaidInKind", "SliceHeld", "ExitedToBase", "ExitedInKind")
+    logs = conn.execute(
+        select(m.Event.tx_hash, m.Event.log_index, m.Event.name, m.Event.args)
+        .where(m.Event.address == vault, m.Event.block_number <= up_to, m.Event.name.in_(names))
+        .order_by(m.Event.block_number, m.Event.log_index)
+    )
+    waiting: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+    found: dict[tuple[str, str, int], list[tuple[str, int]]] = {}
+    for tx, log_index, name, args in logs:
+        key = (tx, str(args["follower"]))
+        if name in ("SlicePaidInKind", "SliceHeld"):
+            waiting[key].append((str(args["token"]), int(args["amount"])))
+        elif name == "ExitedToBase":
+            found[(*key, log_index)] = waiting.pop(key, [])
+        else:
+            waiting.pop(key, None)
+    return found
 
 
 def limits_of(conn: Connection, vault: str, follower: str, up_to: int) -> metrics.Limits:

@@ -127,9 +127,8 @@ def master_rows(
 
     summary = m.followers_summary(inputs.followers)
     tracking = _tracking_errors(inputs, closes, as_of)
-    followers_now = sum(
-        1 for f in m.counted_followers(inputs.followers) if f.left_at is None or f.left_at > as_of
-    )
+    followers_now = len(m.followers_now(inputs.followers, as_of))
+    # Activity is what the track record counts: a trade of cents a day is no activity.
     counted = inputs.trade_times if inputs.track_times is None else inputs.track_times
     track_trades = m.trades_in(counted, 0, as_of)
     # The track record starts with the first trade that counts: an idle vault has none.
@@ -172,8 +171,8 @@ def master_rows(
                 profit_factor=m.profit_factor(trips + losing),
                 avg_holding_seconds=m.average_holding_seconds(trips),
                 round_trips=len(trips),
-                trades=m.trades_in(inputs.trade_times, start, as_of),
-                days_active=m.days_active(inputs.trade_times, start, as_of),
+                trades=m.trades_in(counted, start, as_of),
+                days_active=m.days_active(counted, start, as_of),
                 followers_now=followers_now,
                 followers_ever=summary.followers,
                 followers_in_profit=summary.in_profit,
@@ -202,11 +201,21 @@ def _equity_held(
 
 
 def _tracking_errors(inputs: MasterInputs, closes: m.DailyCloses, as_of: int) -> list[float]:
+    """Each counted follower's tracking error over the days they were in, for those in at least
+    ``m.MIN_TRACKING_DAYS``: a dollar in for the day the pool lagged is no measure of how a
+    following tracks the master (and must not let an outsider set an honest master's worst
+    figure), nor are dollars in for quiet days (nor may they set the median)."""
     pool = m.daily_closes(inputs.pool_index, as_of)
-    if pool is None or not inputs.followers:
+    followers = m.counted_followers(inputs.followers)
+    if pool is None or not followers:
         return []
     differences = TrackingDifferences(closes, pool)
-    errors = (differences.rms_bps(f.joined_at, f.left_at, as_of) for f in inputs.followers)
+    errors = (
+        differences.rms_bps(f.joined_at, f.left_at, as_of)
+        for f in followers
+        if (f.left_at if f.left_at is not None else as_of) - f.joined_at
+        >= m.MIN_TRACKING_DAYS * DAY
+    )
     return [e for e in errors if e is not None]
 
 

@@ -237,7 +237,9 @@ def test_a_triggered_exit_paid_in_kind_is_no_loss_of_the_slice(
         assert vault.functions.sharesOf(g).call() == 0
     link_paid = paid_in_kind * dep.hub.functions.priceOf(dep.address_of("LINK")).call() // ONE
     assert link_paid > 1_500 * USD  # about 800 USD of LINK to each griefer, in their wallets
-    scale_feed(dep, "LINK", Decimal("1.05"))  # the honest follower gains about 4%
+    # An hour on, so that the price update makes a point: the honest follower gains about 4%.
+    rpc(dep.w3, "evm_increaseTime", 3_601)
+    scale_feed(dep, "LINK", Decimal("1.05"))
 
     with index(dep, settings, tmp_path).connect() as conn:
         row = r.history(conn, master)[-1]
