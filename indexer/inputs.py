@@ -48,21 +48,38 @@ class Prices:
     unit), at any block, from the stored feed answers and the base prices of ``Allocated``."""
 
     def __init__(self, conn: Connection, up_to: int) -> None:
-        decimals: dict[str, tuple[int, int]] = {}
+        # Each answer is in the decimals of the feed that gave it: the asset's row in force at
+        # the answer's log, not its latest. Governance may move a token to a feed of other
+        # decimals (an 18-decimal feed for an 8-decimal one): scaled by the new feed's, every
+        # answer of the old one would read ten billion times off, and with it every in-kind
+        # withdrawal, exit slice and rebuilt equity before the change.
+        feeds: dict[str, list[tuple[int, int, int, int]]] = defaultdict(list)
         for asset in conn.execute(
-            select(m.Asset.token, m.Asset.token_decimals, m.Asset.feed_decimals)
+            select(
+                m.Asset.token,
+                m.Asset.block_number,
+                m.Asset.log_index,
+                m.Asset.token_decimals,
+                m.Asset.feed_decimals,
+            )
             .where(m.Asset.block_number <= up_to)
             .order_by(m.Asset.block_number, m.Asset.log_index)
         ):
-            decimals[asset.token] = (asset.token_decimals, asset.feed_decimals)
+            feeds[asset.token].append(
+                (asset.block_number, asset.log_index, asset.token_decimals, asset.feed_decimals)
+            )
         seen: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
         for row in conn.execute(
             select(m.Price.token, m.Price.block_number, m.Price.log_index, m.Price.answer).where(
                 m.Price.block_number <= up_to
             )
         ):
-            if row.token in decimals and row.answer > 0:
-                token_decimals, feed_decimals = decimals[row.token]
+            # The row in force at the answer: the latest at or before its log (a feed's price
+            # in force recorded at its own ``AssetSet`` shares that log).
+            rows = feeds.get(row.token, [])
+            i = bisect.bisect_right(rows, (row.block_number, row.log_index, 99, 99))
+            if i and row.answer > 0:
+                _, _, token_decimals, feed_decimals = rows[i - 1]
                 price = row.answer * 10**36 // 10 ** (token_decimals + feed_decimals)
                 seen[row.token].append((row.block_number, row.log_index, price))
         answered = {(token, block) for token, points in seen.items() for block, _, _ in points}
