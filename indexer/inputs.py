@@ -54,11 +54,14 @@ class Prices:
         # answer of the old one would read ten billion times off, and with it every in-kind
         # withdrawal, exit slice and rebuilt equity before the change.
         feeds: dict[str, list[tuple[int, int, int, int]]] = defaultdict(list)
+        replaced: list[tuple[str, int, int]] = []  # where a token's feed was replaced
+        feed_of: dict[str, str] = {}
         for asset in conn.execute(
             select(
                 m.Asset.token,
                 m.Asset.block_number,
                 m.Asset.log_index,
+                m.Asset.feed,
                 m.Asset.token_decimals,
                 m.Asset.feed_decimals,
             )
@@ -68,20 +71,33 @@ class Prices:
             feeds[asset.token].append(
                 (asset.block_number, asset.log_index, asset.token_decimals, asset.feed_decimals)
             )
+            if feed_of.get(asset.token, asset.feed) != asset.feed:
+                replaced.append((asset.token, asset.block_number, asset.log_index))
+            feed_of[asset.token] = asset.feed
         seen: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+        in_force: set[tuple[str, int, int]] = set()
         for row in conn.execute(
             select(m.Price.token, m.Price.block_number, m.Price.log_index, m.Price.answer).where(
                 m.Price.block_number <= up_to
             )
         ):
+            if row.answer <= 0:
+                continue  # the hub refuses to price with it
+            in_force.add((row.token, row.block_number, row.log_index))
             # The row in force at the answer: the latest at or before its log (a feed's price
             # in force recorded at its own ``AssetSet`` shares that log).
             rows = feeds.get(row.token, [])
             i = bisect.bisect_right(rows, (row.block_number, row.log_index, 99, 99))
-            if i and row.answer > 0:
+            if i:
                 _, _, token_decimals, feed_decimals = rows[i - 1]
                 price = row.answer * 10**36 // 10 ** (token_decimals + feed_decimals)
                 seen[row.token].append((row.block_number, row.log_index, price))
+        # A replaced feed's price in force is stored at its ``AssetSet`` (see the handler). Where
+        # the node could not tell it, the old feed's last answer is no price of the new one: the
+        # token has none until the new feed answers (units unknown, nothing judged on a guess).
+        for token, block, log_index in replaced:
+            if (token, block, log_index) not in in_force:
+                seen[token].append((block, log_index, 0))
         answered = {(token, block) for token, points in seen.items() for block, _, _ in points}
         # Every trade carries the prices the vault valued it at, at its own log: exact.
         for t in conn.execute(
