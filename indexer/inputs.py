@@ -351,10 +351,17 @@ def _book_events(
     own, its equity over its index: the vault does not retire units at a withdrawal it cannot
     price (a master without followers may withdraw while a feed is stale), and its index then
     reads lower. The rebuild follows it there, so that the index a master leaves at is never
-    above what the vault read, and a dip the vault showed is not undone by leaving."""
+    above what the vault read, and a dip the vault showed is not undone by leaving.
+
+    Nor is it ever above the vault's own index at its last point before the withdrawal: the
+    rebuild values the book at the prices the indexer knows, and a price it knows wrong (a feed
+    replaced, an answer missed) must not become an index the record resumes from. A rise since
+    that point is left out with it: a master who empties their book within the hour of a rise
+    leaves at the vault's last reading, against them."""
     read = [p for p in points if p.master_index and p.master_aum is not None]
     book: dict[str, int] = defaultdict(int)
     units = 0
+    last_read: int | None = None  # the vault's own index at its last point since it started
     started = left = False
     found: list[tuple[int, str, int]] = []
 
@@ -369,6 +376,7 @@ def _book_events(
         if kind == "point":
             if started and not left:
                 units = row.master_aum * ONE // row.master_index
+                last_read = row.master_index
             continue
         # What the event is valued with: the book held before it (a trade's own tokens are
         # valued at the prices it carries), and what a deposit or withdrawal moves.
@@ -393,7 +401,7 @@ def _book_events(
             book[row.token] -= row.amount
             if started and not left and (units == 0 or worth(block, log_index) == 0):
                 left = True
-                found.append((block, "left", index))
+                found.append((block, "left", min(index, last_read or index)))
         else:
             value = prices.value(base, row.amount, block, log_index)
             if left:
@@ -402,6 +410,7 @@ def _book_events(
                 found.append((block, "wiped", 0))
             if units == 0 or equity == 0:
                 units = value
+                last_read = None  # the vault starts its index again at one: no reading yet
             else:
                 units += -(-value * units // equity)
             book[base] += row.amount

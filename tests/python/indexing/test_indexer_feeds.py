@@ -1,12 +1,14 @@
 """A token's feed replaced by governance, indexed: the new feed's price is in force from the
 ``AssetSet`` that made it the token's feed, as the hub's ``priceOf`` gives it there, and every
-vault that may hold the token is read at that block."""
+vault that may hold the token is read at that block; and where the indexer still knows a price
+wrong, the index a master leaves at is never above the vault's own last reading."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
-from indexer.inputs import Prices
+from indexer.inputs import Prices, _book_events
 from tandem.chain import deploy
 from tandem.config import Settings
 from tandem.db import models
@@ -82,3 +84,44 @@ def test_a_replaced_feed_is_priced_from_its_asset_set_as_the_hub_prices_it(
     # The vault holding LINK is read where its value changed without a trade.
     points = rows(engine, models.VaultPoint, vault=vault.address, block_number=block)
     assert len(points) == 1 and points[0]["master_index"] is not None
+
+
+def test_leaving_never_lifts_the_index_above_the_vaults_last_reading() -> None:
+    # The master holds 5,000 USD of cash and 500 LINK bought at 10 USD. The indexer knows an
+    # answer of 20 USD for LINK that the vault never priced with (a feed replaced, an answer
+    # missed: whatever made it wrong); the vault's point read 0.75 (LINK at 5). The master
+    # empties the book in the next block: rebuilt at 20 USD, they left at 1.5, and the record
+    # would resume there. It resumes at the vault's reading instead.
+    usd, link = "usd", "link"
+    prices = Prices.__new__(Prices)
+    prices._series = {usd: [(0, 0, ONE)], link: [(2, 0, 10 * ONE), (3, 0, 20 * ONE)]}
+    deposit = SimpleNamespace(
+        block_number=1, log_index=0, kind="deposit", token=usd, amount=10_000 * ONE
+    )
+    buy = SimpleNamespace(
+        block_number=2,
+        log_index=0,
+        token_in=usd,
+        token_out=link,
+        master_in=5_000 * ONE,
+        master_out=500 * ONE,
+        price_in=ONE,
+        price_out=10 * ONE,
+    )
+    leave = [
+        SimpleNamespace(
+            block_number=4, log_index=0, kind="withdrawal", token=usd, amount=5_000 * ONE
+        ),
+        SimpleNamespace(
+            block_number=4, log_index=1, kind="withdrawal", token=link, amount=500 * ONE
+        ),
+    ]
+    points = [
+        SimpleNamespace(block_number=2, master_index=ONE, master_aum=10_000 * ONE),
+        SimpleNamespace(block_number=3, master_index=3 * ONE // 4, master_aum=7_500 * ONE),
+    ]
+    found = _book_events([buy], [deposit, *leave], usd, prices, points)
+    assert found == [(4, "left", 3 * ONE // 4)]
+    # Without the reading of the dip, the reading before it still holds the rebuild's 1.5.
+    found = _book_events([buy], [deposit, *leave], usd, prices, points[:1])
+    assert found == [(4, "left", ONE)]
