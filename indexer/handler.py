@@ -325,7 +325,9 @@ class Indexer:
     async def discover(self, logs: Sequence[LogReceipt]) -> Sequence[str]:
         """Vaults created and feeds set in ``logs``: their logs in the same range are read too."""
         events = (e for e in map(self.decoder.decode, logs) if e is not None)
-        return await discovered(events, self.hub, self.addresses(), self.sources)
+        return await discovered(
+            events, self.hub, self.addresses(), self.sources, lambda e: e.block_number
+        )
 
     def handle(self, conn: Connection, logs: Sequence[LogReceipt]) -> None:
         try:

@@ -5,23 +5,31 @@ wrong, the index a master leaves at is never above the vault's own last reading.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+from sqlalchemy import create_engine
+
+from indexer import service
 from indexer.inputs import Prices, _book_events
-from tandem.chain import deploy
+from indexer.service import IndexerService
+from tandem.chain import deploy, transact
 from tandem.config import Settings
 from tandem.db import models
+from tandem.follower import feeds
 from tandem.protocol import (
     BASE,
     GOVERNANCE_DELAY,
     Deployment,
     advance_time,
     create_master,
+    govern,
     trade,
 )
 
-from .support import address, rows, rpc
+from .support import address, differences, indexer_settings, rows, rpc, tables
 from .test_rankings_gaming import in_one_block, index
 
 ONE = 10**18
@@ -125,3 +133,68 @@ def test_leaving_never_lifts_the_index_above_the_vaults_last_reading() -> None:
     # Without the reading of the dip, the reading before it still holds the rebuild's 1.5.
     found = _book_events([buy], [deposit, *leave], usd, prices, points[:1])
     assert found == [(4, "left", ONE)]
+
+
+def test_a_replaced_aggregator_is_followed_from_the_block_it_was_replaced_at(
+    dep: Deployment, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LINK's feed is a proxy, as Chainlink's are. Its aggregator is replaced (no event), and the
+    # indexer, which looks for replacements only every so many blocks, keeps following the old
+    # one: it stores an answer the proxy no longer gives and misses the new aggregator's. Once it
+    # finds the replacement, it reads again from the block of the replacement, and stores what a
+    # build from scratch stores.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    owner = dep.w3.eth.accounts[0]
+    link = dep.address_of("LINK")
+    answer = dep.feeds["LINK"].functions.latestRoundData().call()[1]
+    first, _ = deploy(dep.w3, "TestPriceFeed", 18, "LINK / USD", answer, sender=owner)
+    second, _ = deploy(dep.w3, "TestPriceFeed", 18, "LINK / USD", answer, sender=owner)
+    proxy, _ = deploy(dep.w3, "TestFeedProxy", first.address, sender=owner)
+    govern(dep, dep.hub.functions.setAsset(link, proxy.address, 86_400, 18, True), owner)
+    master = address("feeds:aggregator:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    transact(first.functions.setAnswer(answer), owner)
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
+
+    rpc_url = dep.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+
+    def settings_for(name: str) -> Settings:
+        database = f"sqlite:///{tmp_path / name}"
+        return indexer_settings(
+            settings, rpc_url, tmp_path, hub=dep.hub.address, database_url=database
+        )
+
+    replaced_at = 0
+
+    async def follow() -> None:
+        nonlocal replaced_at
+        indexer = IndexerService(settings_for("live.db"))
+        await indexer.open()
+        try:
+            monkeypatch.setattr(feeds, "CHECK_EVERY", 10_000)  # not looked for yet
+            await indexer.catch_up()
+            replaced_at = transact(proxy.functions.setAggregator(second.address), owner)[
+                "blockNumber"
+            ]
+            transact(second.functions.setAnswer(answer * 9 // 10), owner)
+            transact(first.functions.setAnswer(answer * 12 // 10), owner)  # the proxy's no more
+            await indexer.catch_up()
+            monkeypatch.setattr(feeds, "CHECK_EVERY", 1)
+            transact(second.functions.setAnswer(answer * 8 // 10), owner)
+            await indexer.catch_up()
+        finally:
+            await indexer.close()
+
+    asyncio.run(follow())
+    live = create_engine(f"sqlite:///{tmp_path / 'live.db'}")
+    after = [
+        (p["source"], p["answer"])
+        for p in rows(live, models.Price, token=link)
+        if p["block_number"] >= replaced_at
+    ]
+    assert after == [(second.address, answer * 9 // 10), (second.address, answer * 8 // 10)]
+
+    service.index_to_head(settings_for("scratch.db"))
+    scratch = create_engine(f"sqlite:///{tmp_path / 'scratch.db'}")
+    assert differences(tables(live), tables(scratch)) == {}
