@@ -199,6 +199,7 @@ class Indexer:
         # Fixed when the hub was deployed: master deposits are in it.
         self.base_asset: str = checksum(self._hub.functions.baseAsset().call())
         self.sources = FeedSources(w3, settings)
+        self._feed_abi = artifacts.load("IAggregatorV3", settings).abi
         self.cursors = CursorStore(engine, m.indexer_cursor)
         self._conn: Connection | None = None
         self.rows_written = 0  # for metrics
@@ -324,7 +325,9 @@ class Indexer:
     async def discover(self, logs: Sequence[LogReceipt]) -> Sequence[str]:
         """Vaults created and feeds set in ``logs``: their logs in the same range are read too."""
         events = (e for e in map(self.decoder.decode, logs) if e is not None)
-        return await discovered(events, self.hub, self.addresses(), self.sources)
+        return await discovered(
+            events, self.hub, self.addresses(), self.sources, lambda e: e.block_number
+        )
 
     def handle(self, conn: Connection, logs: Sequence[LogReceipt]) -> None:
         try:
@@ -472,6 +475,14 @@ class Indexer:
         batch.keys.append(self._stream_keys(event))
         if event.source == "vault" and (event.name == "Traded" or event.name in FLOWS):
             self._point(block, event.address, "trade" if event.name == "Traded" else "flow")
+        elif event.name == "AssetSet" and event.source == "hub":
+            # A new feed (or heartbeat) changes what the vault's books are worth now, without an
+            # answer: a point of every vault that may hold the token records the vault's own
+            # index there, which a master who leaves right after is judged against.
+            token = event.args["token"]
+            for vault in self.vaults:
+                if token == self.base_asset or token in self.bought.get(vault, ()):
+                    self._point(block, vault, "price")
         elif event.name == "AnswerUpdated":
             for vault in self.vaults:
                 last = self.last_point.get(vault)
@@ -586,8 +597,65 @@ class Indexer:
             }
         else:
             asset = {**self.assets[token], "tradable": a["tradable"]}
+        before = self.assets.get(token)
         self.assets[token] = asset
         batch.add(m.Asset, **self._where(e, ts), **asset)
+        if before is not None and before["feed"] != asset["feed"]:
+            self._price_in_force(batch, e, ts, token, asset["feed"])
+
+    def _price_in_force(self, batch: _Batch, e: Event, ts: int, token: str, feed: str) -> None:
+        """The new ``feed``'s price of ``token`` from the ``AssetSet`` that made it the token's
+        feed, stored as an answer at that log: the hub prices the token with the new feed's
+        latest answer from then on, and the feed answered before it became the source (answers
+        not stored: only a source's are), so without it the old feed's last answer would stay
+        in force until the new one answers again, and a master leaving in between would leave
+        at the old price. Read as the hub's ``priceOf`` would read it at that log: the new
+        source's last answer earlier in the block, else the feed's latest answer at the block
+        (or at its parent, when the source answers later in the block). Read by block hash, so a
+        build from scratch and one after a reorganisation store the same row. Nothing is stored
+        when the node keeps no state that old (``inputs.Prices`` then knows no price of the token
+        until the new feed answers)."""
+        source = checksum(self.sources.source(feed) or feed)
+        block_hash = HexBytes(e.block_hash)
+        topic = HexBytes(self.decoder.topic("AnswerUpdated")).to_0x_hex()
+        found = self._call(
+            lambda: self.reader.eth.get_logs(
+                {"blockHash": block_hash, "address": source, "topics": [topic]}
+            )
+        )
+        if found is None:
+            return
+        answers = [x for x in map(self.decoder.decode, found) if x is not None]
+        earlier = [x for x in answers if x.log_index < e.log_index]
+        if earlier:
+            last = max(earlier, key=lambda x: x.log_index)
+            round_id, answer, updated_at = (
+                last.args["roundId"],
+                last.args["current"],
+                last.args["updatedAt"],
+            )
+        else:
+            at: Any = block_hash
+            if answers:  # answers later in the block: the state before the block is the one
+                at = self._call(lambda: self.reader.eth.get_block(block_hash)["parentHash"])
+                if at is None:
+                    return
+            contract = self.reader.eth.contract(checksum(feed), abi=self._feed_abi)
+            latest = self._call(
+                lambda: contract.functions.latestRoundData().call(block_identifier=at)
+            )
+            if latest is None:
+                return
+            round_id, answer, _, updated_at, _ = latest
+        batch.add(
+            m.Price,
+            **self._where(e, ts),
+            token=token,
+            source=source,
+            answer=answer,
+            round_id=round_id,
+            updated_at=updated_at,
+        )
 
     def _adapter_set(self, batch: _Batch, e: Event, ts: int) -> None:
         batch.add(

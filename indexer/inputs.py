@@ -48,23 +48,56 @@ class Prices:
     unit), at any block, from the stored feed answers and the base prices of ``Allocated``."""
 
     def __init__(self, conn: Connection, up_to: int) -> None:
-        decimals: dict[str, tuple[int, int]] = {}
+        # Each answer is in the decimals of the feed that gave it: the asset's row in force at
+        # the answer's log, not its latest. Governance may move a token to a feed of other
+        # decimals (an 18-decimal feed for an 8-decimal one): scaled by the new feed's, every
+        # answer of the old one would read ten billion times off, and with it every in-kind
+        # withdrawal, exit slice and rebuilt equity before the change.
+        feeds: dict[str, list[tuple[int, int, int, int]]] = defaultdict(list)
+        replaced: list[tuple[str, int, int]] = []  # where a token's feed was replaced
+        feed_of: dict[str, str] = {}
         for asset in conn.execute(
-            select(m.Asset.token, m.Asset.token_decimals, m.Asset.feed_decimals)
+            select(
+                m.Asset.token,
+                m.Asset.block_number,
+                m.Asset.log_index,
+                m.Asset.feed,
+                m.Asset.token_decimals,
+                m.Asset.feed_decimals,
+            )
             .where(m.Asset.block_number <= up_to)
             .order_by(m.Asset.block_number, m.Asset.log_index)
         ):
-            decimals[asset.token] = (asset.token_decimals, asset.feed_decimals)
+            feeds[asset.token].append(
+                (asset.block_number, asset.log_index, asset.token_decimals, asset.feed_decimals)
+            )
+            if feed_of.get(asset.token, asset.feed) != asset.feed:
+                replaced.append((asset.token, asset.block_number, asset.log_index))
+            feed_of[asset.token] = asset.feed
         seen: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+        in_force: set[tuple[str, int, int]] = set()
         for row in conn.execute(
             select(m.Price.token, m.Price.block_number, m.Price.log_index, m.Price.answer).where(
                 m.Price.block_number <= up_to
             )
         ):
-            if row.token in decimals and row.answer > 0:
-                token_decimals, feed_decimals = decimals[row.token]
+            if row.answer <= 0:
+                continue  # the hub refuses to price with it
+            in_force.add((row.token, row.block_number, row.log_index))
+            # The row in force at the answer: the latest at or before its log (a feed's price
+            # in force recorded at its own ``AssetSet`` shares that log).
+            rows = feeds.get(row.token, [])
+            i = bisect.bisect_right(rows, (row.block_number, row.log_index, 99, 99))
+            if i:
+                _, _, token_decimals, feed_decimals = rows[i - 1]
                 price = row.answer * 10**36 // 10 ** (token_decimals + feed_decimals)
                 seen[row.token].append((row.block_number, row.log_index, price))
+        # A replaced feed's price in force is stored at its ``AssetSet`` (see the handler). Where
+        # the node could not tell it, the old feed's last answer is no price of the new one: the
+        # token has none until the new feed answers (units unknown, nothing judged on a guess).
+        for token, block, log_index in replaced:
+            if (token, block, log_index) not in in_force:
+                seen[token].append((block, log_index, 0))
         answered = {(token, block) for token, points in seen.items() for block, _, _ in points}
         # Every trade carries the prices the vault valued it at, at its own log: exact.
         for t in conn.execute(
@@ -321,10 +354,17 @@ def _book_events(
     own, its equity over its index: the vault does not retire units at a withdrawal it cannot
     price (a master without followers may withdraw while a feed is stale), and its index then
     reads lower. The rebuild follows it there, so that the index a master leaves at is never
-    above what the vault read, and a dip the vault showed is not undone by leaving."""
+    above what the vault read, and a dip the vault showed is not undone by leaving.
+
+    Nor is it ever above the vault's own index at its last point before the withdrawal: the
+    rebuild values the book at the prices the indexer knows, and a price it knows wrong (a feed
+    replaced, an answer missed) must not become an index the record resumes from. A rise since
+    that point is left out with it: a master who empties their book within the hour of a rise
+    leaves at the vault's last reading, against them."""
     read = [p for p in points if p.master_index and p.master_aum is not None]
     book: dict[str, int] = defaultdict(int)
     units = 0
+    last_read: int | None = None  # the vault's own index at its last point since it started
     started = left = False
     found: list[tuple[int, str, int]] = []
 
@@ -339,6 +379,7 @@ def _book_events(
         if kind == "point":
             if started and not left:
                 units = row.master_aum * ONE // row.master_index
+                last_read = row.master_index
             continue
         # What the event is valued with: the book held before it (a trade's own tokens are
         # valued at the prices it carries), and what a deposit or withdrawal moves.
@@ -363,7 +404,7 @@ def _book_events(
             book[row.token] -= row.amount
             if started and not left and (units == 0 or worth(block, log_index) == 0):
                 left = True
-                found.append((block, "left", index))
+                found.append((block, "left", min(index, last_read or index)))
         else:
             value = prices.value(base, row.amount, block, log_index)
             if left:
@@ -372,6 +413,7 @@ def _book_events(
                 found.append((block, "wiped", 0))
             if units == 0 or equity == 0:
                 units = value
+                last_read = None  # the vault starts its index again at one: no reading yet
             else:
                 units += -(-value * units // equity)
             book[base] += row.amount

@@ -29,7 +29,7 @@ from tandem.db import database_url, head_revision, models, open_engine, revision
 from tandem.errors import ConfigError
 from tandem.follower import ChainMoved, Head, HeadSource
 from tandem.follower.cursor import Cursor
-from tandem.follower.heads import latest_head
+from tandem.follower.heads import latest_head, to_hex
 from tandem.follower.protocol import connect, hub_address
 from tandem.node_errors import NODE_ERRORS, describe
 
@@ -127,14 +127,18 @@ class IndexerService:
         self.latest = head
         self.metrics.head.set(head.number)
         indexer = self.indexer
-        feeds = [asset["feed"] for asset in indexer.assets.values()]
-        await indexer.sources.check(feeds, head.number)
         events, rows, started = indexer.events_read, indexer.rows_written, time.monotonic()
         before = indexer.follower.cursor
         journaled = indexer.journal_written
         try:
             try:
-                depth = await indexer.follower.sync(head)
+                depth = await self._follow_replaced_aggregators(head)
+                depth = max(depth, await indexer.follower.sync(head))
+                # Feeds set in the blocks just read were resolved at their AssetSet: one
+                # replaced since (a catch-up) is found now, and the blocks from it read again.
+                again = await self._follow_replaced_aggregators(head)
+                if again:
+                    depth = max(depth, again, await indexer.follower.sync(head))
             finally:
                 indexer.drain()  # what follows reads the rows stored
         finally:
@@ -169,6 +173,61 @@ class IndexerService:
                     rows,
                     elapsed,
                 )
+        return depth
+
+    async def _follow_replaced_aggregators(self, head: Head) -> int:
+        """A Chainlink proxy's aggregator replaced (without an event) since it was last looked
+        at: the answers come from the new one from the block of the replacement, found by
+        bisection. Rows already stored from that block on (the old aggregator's answers, none of
+        the new one's) are rolled back as a reorganisation would, and those blocks read again;
+        blocks not read yet up to it are read first with the old aggregator. A build from
+        scratch, which resolves each feed at its ``AssetSet`` and then finds the replacement,
+        stores the same rows. Returns how many blocks were rolled back (0: none)."""
+        indexer = self.indexer
+        sources = indexer.sources
+        cursor = indexer.follower.cursor
+        feeds = [asset["feed"] for asset in indexer.assets.values()]
+        if cursor is not None:
+            for feed in feeds:
+                if sources.source(feed) is None:
+                    # A start or a restart: the aggregator in force where the rows stop.
+                    await sources.resolve(feed, max(cursor.block_number, 0))
+        replaced = await sources.replacements(feeds, head.number)
+        if not replaced or cursor is None:
+            return 0
+        found = []
+        for replacement in replaced:
+            at = await sources.replaced_at(replacement, head.number)
+            if at is None:
+                # No state to tell when: from the block after the old one was last seen.
+                at = replacement.confirmed + 1
+            log.warning(
+                "the aggregator of feed %s was replaced (%s -> %s) at block %s",
+                replacement.feed,
+                replacement.old,
+                replacement.new,
+                at,
+            )
+            found.append((at, replacement))
+            sources.follow(replacement.feed, replacement.old)
+        found.sort(key=lambda x: x[0])
+        depth = 0
+        first = found[0][0]
+        if first <= cursor.block_number:
+            ancestor = await self.w3.eth.get_block(first - 1)
+            back = Cursor(first - 1, to_hex(ancestor["hash"]))
+            indexer.drain()
+            with indexer.cursors.begin() as conn:
+                indexer.roll_back(conn, back.block_number)
+                indexer.cursors.rewind(conn, back)
+            indexer.follower.cursor = back
+            depth = cursor.block_number - back.block_number
+        for at, replacement in found:
+            now = indexer.follower.cursor
+            if now is not None and at - 1 > now.block_number:
+                before = Head.from_block(await self.w3.eth.get_block(at - 1), time.time())
+                await indexer.follower.sync(before)
+            sources.follow(replacement.feed, replacement.new)
         return depth
 
     async def reload_rules(self, settings: RankingSettings) -> bool:

@@ -1,0 +1,200 @@
+"""A token's feed replaced by governance, indexed: the new feed's price is in force from the
+``AssetSet`` that made it the token's feed, as the hub's ``priceOf`` gives it there, and every
+vault that may hold the token is read at that block; and where the indexer still knows a price
+wrong, the index a master leaves at is never above the vault's own last reading."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import create_engine
+
+from indexer import service
+from indexer.inputs import Prices, _book_events
+from indexer.service import IndexerService
+from tandem.chain import deploy, transact
+from tandem.config import Settings
+from tandem.db import models
+from tandem.follower import feeds
+from tandem.protocol import (
+    BASE,
+    GOVERNANCE_DELAY,
+    Deployment,
+    advance_time,
+    create_master,
+    govern,
+    trade,
+)
+
+from .support import address, differences, indexer_settings, rows, rpc, tables
+from .test_rankings_gaming import in_one_block, index
+
+ONE = 10**18
+
+
+def test_a_replaced_feed_is_priced_from_its_asset_set_as_the_hub_prices_it(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # LINK moves from its 18-decimal feed to an 8-decimal one, which answered 0.75 of the old
+    # price before it became LINK's feed (an answer the indexer does not store: the feed was no
+    # source then), and answers half of it later in the very block of the change. The hub priced
+    # LINK at 0.75 between the two logs, and so must the stored prices.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    owner = dep.w3.eth.accounts[0]
+    master = address("feeds:replaced:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
+    link = dep.address_of("LINK")
+
+    old = dep.feeds["LINK"].functions.latestRoundData().call()[1] // 10**10  # 8 decimals now
+    feed, _ = deploy(dep.w3, "TestPriceFeed", 8, "LINK / USD", old, sender=owner)
+    call = dep.hub.functions.setAsset(link, feed.address, 86_400, 8, True)
+    salt = dep.w3.keccak(text="feeds:replaced")
+    args = (call.address, 0, call._encode_transaction_data(), b"\x00" * 32, salt)
+    dep.w3.eth.wait_for_transaction_receipt(
+        dep.timelock.functions.schedule(*args, GOVERNANCE_DELAY).transact({"from": owner})
+    )
+    advance_time(dep, GOVERNANCE_DELAY + 1, owner)
+    dep.w3.eth.wait_for_transaction_receipt(
+        feed.functions.setAnswer(old * 3 // 4).transact({"from": owner})
+    )
+    in_one_block(
+        dep,
+        [
+            (dep.timelock.functions.execute(*args), owner),
+            (feed.functions.setAnswer(old // 2), owner),
+        ],
+    )
+    block = dep.w3.eth.block_number
+
+    engine = index(dep, settings, tmp_path)
+    (asset_set,) = [a for a in rows(engine, models.Asset, token=link) if a["feed"] == feed.address]
+    assert asset_set["block_number"] == block
+    in_block = [p for p in rows(engine, models.Price, token=link) if p["block_number"] == block]
+    # The price in force from the change (read before the block: the feed answers later in it),
+    # then the new feed's answer.
+    assert [(p["log_index"], p["source"], p["answer"]) for p in in_block] == [
+        (asset_set["log_index"], feed.address, old * 3 // 4),
+        (in_block[1]["log_index"], feed.address, old // 2),
+    ]
+    assert in_block[1]["log_index"] > asset_set["log_index"]
+    with engine.connect() as conn:
+        prices = Prices(conn, block)
+    # priceOf: the answer scaled by 10 ** (36 - 8 - 18), per smallest unit of LINK.
+    just_after = prices.value(link, ONE, block, in_block[1]["log_index"])
+    assert just_after == old * 3 // 4 * 10**10
+    assert prices.value(link, ONE, block) == old // 2 * 10**10
+    assert prices.value(link, ONE, block, asset_set["log_index"]) == old * 10**10
+    # The vault holding LINK is read where its value changed without a trade.
+    points = rows(engine, models.VaultPoint, vault=vault.address, block_number=block)
+    assert len(points) == 1 and points[0]["master_index"] is not None
+
+
+def test_leaving_never_lifts_the_index_above_the_vaults_last_reading() -> None:
+    # The master holds 5,000 USD of cash and 500 LINK bought at 10 USD. The indexer knows an
+    # answer of 20 USD for LINK that the vault never priced with (a feed replaced, an answer
+    # missed: whatever made it wrong); the vault's point read 0.75 (LINK at 5). The master
+    # empties the book in the next block: rebuilt at 20 USD, they left at 1.5, and the record
+    # would resume there. It resumes at the vault's reading instead.
+    usd, link = "usd", "link"
+    prices = Prices.__new__(Prices)
+    prices._series = {usd: [(0, 0, ONE)], link: [(2, 0, 10 * ONE), (3, 0, 20 * ONE)]}
+    deposit = SimpleNamespace(
+        block_number=1, log_index=0, kind="deposit", token=usd, amount=10_000 * ONE
+    )
+    buy = SimpleNamespace(
+        block_number=2,
+        log_index=0,
+        token_in=usd,
+        token_out=link,
+        master_in=5_000 * ONE,
+        master_out=500 * ONE,
+        price_in=ONE,
+        price_out=10 * ONE,
+    )
+    leave = [
+        SimpleNamespace(
+            block_number=4, log_index=0, kind="withdrawal", token=usd, amount=5_000 * ONE
+        ),
+        SimpleNamespace(
+            block_number=4, log_index=1, kind="withdrawal", token=link, amount=500 * ONE
+        ),
+    ]
+    points = [
+        SimpleNamespace(block_number=2, master_index=ONE, master_aum=10_000 * ONE),
+        SimpleNamespace(block_number=3, master_index=3 * ONE // 4, master_aum=7_500 * ONE),
+    ]
+    found = _book_events([buy], [deposit, *leave], usd, prices, points)
+    assert found == [(4, "left", 3 * ONE // 4)]
+    # Without the reading of the dip, the reading before it still holds the rebuild's 1.5.
+    found = _book_events([buy], [deposit, *leave], usd, prices, points[:1])
+    assert found == [(4, "left", ONE)]
+
+
+def test_a_replaced_aggregator_is_followed_from_the_block_it_was_replaced_at(
+    dep: Deployment, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LINK's feed is a proxy, as Chainlink's are. Its aggregator is replaced (no event), and the
+    # indexer, which looks for replacements only every so many blocks, keeps following the old
+    # one: it stores an answer the proxy no longer gives and misses the new aggregator's. Once it
+    # finds the replacement, it reads again from the block of the replacement, and stores what a
+    # build from scratch stores.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    owner = dep.w3.eth.accounts[0]
+    link = dep.address_of("LINK")
+    answer = dep.feeds["LINK"].functions.latestRoundData().call()[1]
+    first, _ = deploy(dep.w3, "TestPriceFeed", 18, "LINK / USD", answer, sender=owner)
+    second, _ = deploy(dep.w3, "TestPriceFeed", 18, "LINK / USD", answer, sender=owner)
+    proxy, _ = deploy(dep.w3, "TestFeedProxy", first.address, sender=owner)
+    govern(dep, dep.hub.functions.setAsset(link, proxy.address, 86_400, 18, True), owner)
+    master = address("feeds:aggregator:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    transact(first.functions.setAnswer(answer), owner)
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
+
+    rpc_url = dep.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+
+    def settings_for(name: str) -> Settings:
+        database = f"sqlite:///{tmp_path / name}"
+        return indexer_settings(
+            settings, rpc_url, tmp_path, hub=dep.hub.address, database_url=database
+        )
+
+    replaced_at = 0
+
+    async def follow() -> None:
+        nonlocal replaced_at
+        indexer = IndexerService(settings_for("live.db"))
+        await indexer.open()
+        try:
+            monkeypatch.setattr(feeds, "CHECK_EVERY", 10_000)  # not looked for yet
+            await indexer.catch_up()
+            replaced_at = transact(proxy.functions.setAggregator(second.address), owner)[
+                "blockNumber"
+            ]
+            transact(second.functions.setAnswer(answer * 9 // 10), owner)
+            transact(first.functions.setAnswer(answer * 12 // 10), owner)  # the proxy's no more
+            await indexer.catch_up()
+            monkeypatch.setattr(feeds, "CHECK_EVERY", 1)
+            transact(second.functions.setAnswer(answer * 8 // 10), owner)
+            await indexer.catch_up()
+        finally:
+            await indexer.close()
+
+    asyncio.run(follow())
+    live = create_engine(f"sqlite:///{tmp_path / 'live.db'}")
+    after = [
+        (p["source"], p["answer"])
+        for p in rows(live, models.Price, token=link)
+        if p["block_number"] >= replaced_at
+    ]
+    assert after == [(second.address, answer * 9 // 10), (second.address, answer * 8 // 10)]
+
+    service.index_to_head(settings_for("scratch.db"))
+    scratch = create_engine(f"sqlite:///{tmp_path / 'scratch.db'}")
+    assert differences(tables(live), tables(scratch)) == {}
