@@ -16,8 +16,9 @@ summed here, in Python.
 from __future__ import annotations
 
 import bisect
+import copy
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +46,16 @@ class Position:
 
 class Prices:
     """Oracle prices as ``ITandemHub.priceOf`` gives them (USD with 36 decimals per smallest
-    unit), at any block, from the stored feed answers and the base prices of ``Allocated``."""
+    unit), at any block: the stored feed answers, and what one vault's own rows say (its trades'
+    prices, its points' prices, the base price of its ``Allocated`` events), read for the
+    ``vaults`` asked for (every vault when None) and looked up through ``of(vault)``.
 
-    def __init__(self, conn: Connection, up_to: int) -> None:
+    A vault is valued with the feeds and its own rows only, never another vault's: those tell
+    nothing the feeds do not, and the cost of a master's rankings must be that of its own rows,
+    whatever another vault stored (a vault of a million dust trades taxes no one else), and the
+    same whether one master or every master is recomputed."""
+
+    def __init__(self, conn: Connection, up_to: int, vaults: Collection[str] | None = None) -> None:
         # Each answer is in the decimals of the feed that gave it: the asset's row in force at
         # the answer's log, not its latest. Governance may move a token to a feed of other
         # decimals (an 18-decimal feed for an 8-decimal one): scaled by the new feed's, every
@@ -98,59 +106,112 @@ class Prices:
         for token, block, log_index in replaced:
             if (token, block, log_index) not in in_force:
                 seen[token].append((block, log_index, 0))
+        self._feeds = {token: sorted(points) for token, points in seen.items()}
         answered = {(token, block) for token, points in seen.items() for block, _, _ in points}
+        own: dict[str, dict[str, list[tuple[int, int, int]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+
+        def of_vaults(query: Any, model: Any) -> Any:
+            query = query.where(model.block_number <= up_to)
+            return query if vaults is None else query.where(model.vault.in_(sorted(vaults)))
+
         # Every trade carries the prices the vault valued it at, at its own log: exact.
         for t in conn.execute(
-            select(
-                m.Trade.block_number,
-                m.Trade.log_index,
-                m.Trade.token_in,
-                m.Trade.token_out,
-                m.Trade.price_in,
-                m.Trade.price_out,
-            ).where(m.Trade.block_number <= up_to)
+            of_vaults(
+                select(
+                    m.Trade.vault,
+                    m.Trade.block_number,
+                    m.Trade.log_index,
+                    m.Trade.token_in,
+                    m.Trade.token_out,
+                    m.Trade.price_in,
+                    m.Trade.price_out,
+                ),
+                m.Trade,
+            )
         ):
-            seen[t.token_in].append((t.block_number, t.log_index, t.price_in))
-            seen[t.token_out].append((t.block_number, t.log_index, t.price_out))
+            own[t.vault][t.token_in].append((t.block_number, t.log_index, t.price_in))
+            own[t.vault][t.token_out].append((t.block_number, t.log_index, t.price_out))
         # A feed's answers from before the indexer's first block have no event: the prices read
         # with the points (the hub's ``priceOf`` at the end of the block) fill them in, for the
         # whole of a block in which the token's feed did not answer.
-        marked: dict[tuple[str, int], int] = {}
-        for token, block, price in conn.execute(
-            select(m.VaultBook.token, m.VaultBook.block_number, m.VaultBook.price)
-            .where(m.VaultBook.block_number <= up_to)
-            .distinct()
+        for vault, token, block, price in conn.execute(
+            of_vaults(
+                select(
+                    m.VaultBook.vault,
+                    m.VaultBook.token,
+                    m.VaultBook.block_number,
+                    m.VaultBook.price,
+                ),
+                m.VaultBook,
+            )
         ):
             if (token, block) not in answered and price:
-                marked[(token, block)] = int(price)
-        for (token, block), price in marked.items():
-            seen[token].append((block, -1, price))
+                own[vault][token].append((block, -1, int(price)))
         # The vault priced the base asset itself at each allocation: the same price, exactly.
         base = base_asset(conn, up_to)
         if base is not None:
             for entry in conn.execute(
-                select(
-                    m.Allocation.block_number, m.Allocation.log_index, m.Allocation.base_price
-                ).where(m.Allocation.block_number <= up_to)
+                of_vaults(
+                    select(
+                        m.Allocation.vault,
+                        m.Allocation.block_number,
+                        m.Allocation.log_index,
+                        m.Allocation.base_price,
+                    ),
+                    m.Allocation,
+                )
             ):
-                seen[base].append((entry.block_number, entry.log_index, entry.base_price))
-        self._series = {token: sorted(points) for token, points in seen.items()}
+                own[entry.vault][base].append(
+                    (entry.block_number, entry.log_index, entry.base_price)
+                )
+        self._own = {
+            vault: {token: sorted(points) for token, points in tokens.items()}
+            for vault, tokens in own.items()
+        }
+        self._vault: dict[str, list[tuple[int, int, int]]] = {}
+
+    def of(self, vault: str) -> Prices:
+        """These prices as ``vault`` is valued: the feeds and its own rows."""
+        view = copy.copy(self)
+        view._vault = self._own.get(vault, {})
+        return view
+
+    def _price(self, token: str, block: int, log_index: int) -> int | None:
+        """The latest price of ``token`` before ``log_index`` of ``block``: the feeds' or the
+        vault's own, whichever is later."""
+        at = (block, log_index, 0)
+        found = None
+        for series in (self._feeds.get(token, ()), self._vault.get(token, ())):
+            i = bisect.bisect_right(series, at)
+            if i and (found is None or series[i - 1][:2] > found[:2]):
+                found = series[i - 1]
+        return None if found is None else found[2]
 
     def value(self, token: str, amount: int, block: int, log_index: int = 2**62) -> int:
         """``amount`` of ``token`` in USD with 18 decimals at the latest price at or before the
         end of ``block`` (zero without one); with ``log_index``, at the latest one before that
         log of the block."""
-        series = self._series.get(token, [])
-        i = bisect.bisect_right(series, (block, log_index, 0))
-        if i == 0:
-            return 0
-        return amount * series[i - 1][2] // ONE
+        price = self._price(token, block, log_index)
+        return 0 if price is None else amount * price // ONE
 
     def priced(self, token: str, block: int, log_index: int = 2**62) -> bool:
         """Whether a price of ``token`` is known at that moment (``value`` says zero without)."""
-        series = self._series.get(token, [])
-        i = bisect.bisect_right(series, (block, log_index, 0))
-        return i > 0 and series[i - 1][2] > 0
+        return bool(self._price(token, block, log_index))
+
+    @classmethod
+    def known(
+        cls,
+        feeds: dict[str, list[tuple[int, int, int]]],
+        own: dict[str, list[tuple[int, int, int]]] | None = None,
+    ) -> Prices:
+        """Prices given as series of ``(block, log index, price)``: the feeds' and one vault's."""
+        prices = cls.__new__(cls)
+        prices._feeds = {token: sorted(points) for token, points in feeds.items()}
+        prices._own = {}
+        prices._vault = {token: sorted(points) for token, points in (own or {}).items()}
+        return prices
 
 
 def base_asset(conn: Connection, up_to: int) -> str | None:
@@ -199,7 +260,7 @@ def master_inputs(
 ) -> r.MasterInputs:
     """Everything the rankings need about ``master``'s ``vault``, from rows at or below
     ``up_to`` (see METRICS.md, "Inputs", for which event gives each series)."""
-    prices = prices or Prices(conn, up_to)
+    prices = (prices or Prices(conn, up_to, [vault])).of(vault)
     base = base_asset(conn, up_to) or ""
     points = _points(conn, vault, up_to)
     trades = _rows(conn, m.Trade, vault, up_to)
@@ -501,7 +562,7 @@ def allocation_events(
     (what they paid, at the oracle prices at the exit's log: an in-kind exit's slices; a to-base
     exit's ``baseOut``, but never more than the slices it sold were worth, plus the slices it
     paid in kind), fees, peaks."""
-    prices = prices or Prices(conn, up_to)
+    prices = (prices or Prices(conn, up_to, [vault])).of(vault)
     base = base_asset(conn, up_to) or ""
     slices: dict[tuple[int, int], int] = defaultdict(int)
     unpriced: set[tuple[int, int]] = set()  # exits with a slice of no known price
@@ -681,7 +742,7 @@ def portfolio(conn: Connection, follower: str, up_to: int) -> list[Position]:
     )
     vaults = sorted(set(conn.execute(query).scalars()))
     positions = []
-    prices = Prices(conn, up_to)
+    prices = Prices(conn, up_to, vaults)
     for vault in vaults:
         events = allocation_events(conn, vault, up_to, prices).get(follower, [])
         points = _points(conn, vault, up_to)
@@ -700,10 +761,12 @@ def recompute(
     number of rows written."""
     when = as_of(conn, up_to)
     wanted = set(masters)
-    chosen = {v: master for v, master in vault_masters(conn, up_to).items() if master in wanted}
+    every = vault_masters(conn, up_to)
+    chosen = {v: master for v, master in every.items() if master in wanted}
     rows = []
     if when is not None:
-        prices = Prices(conn, up_to)  # read once for every master
+        # Read once for the masters asked for: their vaults' rows (every row for every master).
+        prices = Prices(conn, up_to, None if len(chosen) == len(every) else chosen)
         for vault, master in sorted(chosen.items()):
             inputs = master_inputs(conn, vault, master, up_to, prices)
             rows += r.master_rows(inputs, when, rules)

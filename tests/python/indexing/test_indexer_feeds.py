@@ -101,8 +101,7 @@ def test_leaving_never_lifts_the_index_above_the_vaults_last_reading() -> None:
     # empties the book in the next block: rebuilt at 20 USD, they left at 1.5, and the record
     # would resume there. It resumes at the vault's reading instead.
     usd, link = "usd", "link"
-    prices = Prices.__new__(Prices)
-    prices._series = {usd: [(0, 0, ONE)], link: [(2, 0, 10 * ONE), (3, 0, 20 * ONE)]}
+    prices = Prices.known({usd: [(0, 0, ONE)], link: [(2, 0, 10 * ONE), (3, 0, 20 * ONE)]})
     deposit = SimpleNamespace(
         block_number=1, log_index=0, kind="deposit", token=usd, amount=10_000 * ONE
     )

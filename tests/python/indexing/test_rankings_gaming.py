@@ -226,8 +226,7 @@ def test_a_master_whose_prices_the_indexer_does_not_know_is_not_judged_failed() 
     from indexer.inputs import ONE, Prices, _book_events, _chained_index
 
     base = address("gaming:base")
-    prices = Prices.__new__(Prices)
-    prices._series = {}  # no price of the base asset known anywhere
+    prices = Prices.known({})  # no price of the base asset known anywhere
     flows = [
         Row(block_number=1, log_index=0, kind="deposit", token=base, amount=10**22),
         Row(block_number=3, log_index=0, kind="withdrawal", token=base, amount=6 * 10**21),
@@ -315,8 +314,7 @@ def test_a_first_buy_of_a_token_never_priced_before_leaves_the_units_known() -> 
 
     base, link = address("gaming:base"), address("gaming:link")
     usd, link_price = 10**30, 15 * 10**18  # USD per smallest unit, 36 decimals
-    prices = Prices.__new__(Prices)
-    prices._series = {base: [(1, -1, usd)], link: [(2, 0, link_price)]}  # LINK: its trade's
+    prices = Prices.known({base: [(1, -1, usd)]}, {link: [(2, 0, link_price)]})  # LINK: its trade's
     deposit = Row(block_number=1, log_index=0, kind="deposit", token=base, amount=10_000 * 10**6)
     buy = Row(
         block_number=2,
