@@ -1,0 +1,81 @@
+"""Fourth round of attacks on the rankings (review of rankings-red3): each test plays a way to
+look better, or to make an honest master look worse, than the transactions say, and asserts the
+rows tell the truth. They fail where the rankings can still be gamed or mislead."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from indexer import inputs as i
+from indexer import metrics as m
+from indexer import rankings as r
+from tandem.config import Settings
+from tandem.protocol import (
+    BASE,
+    Deployment,
+    add_followers,
+    create_master,
+    move_price,
+    trade,
+    transact,
+)
+
+from .support import address, rpc
+from .test_rankings_gaming import index
+
+USD = m.USD
+ONE = 10**18
+
+
+def _set_feed(dep: Deployment, symbol: str, usd: Decimal) -> None:
+    """The feed alone moves (the market is where it is): a lagging oracle catching up."""
+    answer = int(usd * 10 ** dep.specs[symbol].feed_decimals)
+    transact(dep.feeds[symbol].functions.setAnswer(answer), dep.w3.eth.accounts[0])
+
+
+def test_a_lagging_oracle_is_no_gift_to_an_honest_masters_followers(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # An honest master buys the dip: LINK falls 5% on the market (15 -> 14.25) while its feed,
+    # within its deviation threshold or heartbeat, still says 15. The master buys LINK at the
+    # market along the protocol's v3 pool; the pool's part gets LINK "worth" 5% more than it
+    # paid at the stale oracle. Nobody gave anything: the oracle was behind. The feed catches up
+    # (14.25), then LINK recovers 3% (14.7, market and feed). The follower's 1,000 USD made about
+    # 2% (800 USD of LINK bought at 14.25 now at 14.7, less the pool fee), and the rankings show a
+    # loss: the "gift" of ~40 USD, frozen at the stale oracle price, is subtracted for ever.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("red4-lag:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    follower = address("red4-lag:follower")
+    add_followers(dep, vault, [follower], dep.units(BASE, 1_000))
+
+    market = dep.w3.eth.accounts[2]
+    move_price(dep, "LINK", Decimal("14.25"), market)  # the market falls...
+    _set_feed(dep, "LINK", Decimal(15))  # ... and the oracle has not followed yet
+    bought = trade(
+        dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK")
+    )
+    assert bought.pool_in > 0
+    _set_feed(dep, "LINK", Decimal("14.25"))  # the oracle catches up
+    rpc(dep.w3, "evm_increaseTime", 2 * 3600)  # a while later (the indexer's next point)
+    move_price(dep, "LINK", Decimal("14.7"), market)  # LINK recovers 3%, market and feed
+
+    engine = index(dep, settings, tmp_path)
+    with engine.connect() as conn:
+        up_to = dep.w3.eth.block_number
+        inputs = i.master_inputs(conn, vault.address, master, up_to)
+        row = r.history(conn, master)[-1]
+    (outcome,) = inputs.followers
+    # What the follower has (their shares at the oracle, which now agrees with the market) less
+    # what they put in: a gain of about 2%.
+    truth = outcome.current_value_usd + outcome.withdrawn_usd - outcome.invested_usd
+    assert truth > 15 * USD
+    # The rankings say the same.
+    shown = (outcome.gifted_usd, outcome.pnl_usd, row.followers_in_profit)
+    assert shown == (0, truth, 1), (
+        f"gift {outcome.gifted_usd / USD:.2f} USD, P&L shown {outcome.pnl_usd / USD:.2f} USD "
+        f"vs {truth / USD:.2f}, followers in profit {row.followers_in_profit}, median return "
+        f"{row.follower_median_return}"
+    )
