@@ -79,3 +79,47 @@ def test_a_lagging_oracle_is_no_gift_to_an_honest_masters_followers(
         f"vs {truth / USD:.2f}, followers in profit {row.followers_in_profit}, median return "
         f"{row.follower_median_return}"
     )
+
+
+def test_an_honest_exit_at_the_market_above_a_lagging_oracle_counts_what_it_paid(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # The same lag on the way out: an honest follower of a book of 80% LINK exits to base along
+    # the protocol's own v3 pool after LINK rose 6.7% on the market (15 -> 16) while its feed
+    # still says 15. The exit pays about 1,053 USDC for 1,000 USD in, credited to the follower's
+    # hub account; nobody above the market gave anything. The rankings count the exit at the
+    # stale oracle value of its slices (the cap meant for routes priced above the market), and
+    # the follower who made 5% shows a loss, for ever (the feed's catching up comes after they
+    # left). A master whose followers take profit in rallies, the moments oracles lag, is shown
+    # with losing followers.
+    from tandem.protocol import exit_to_base
+
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("red4-exit-lag:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
+    follower = address("red4-exit-lag:follower")
+    add_followers(dep, vault, [follower], dep.units(BASE, 1_000))
+
+    market = dep.w3.eth.accounts[2]
+    move_price(dep, "LINK", Decimal(16), market)  # the market rises...
+    _set_feed(dep, "LINK", Decimal(15))  # ... and the oracle has not followed yet
+    shares = vault.functions.sharesOf(follower).call()
+    receipt = exit_to_base(dep, vault, follower, shares, {"LINK": dep.v3_route("LINK", BASE)})
+    (exited,) = vault.events.ExitedToBase().process_receipt(receipt)
+    paid = exited["args"]["baseOut"] * 10**12  # USDC at 1 USD
+    _set_feed(dep, "LINK", Decimal(16))  # the oracle catches up
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        inputs = i.master_inputs(conn, vault.address, master, dep.w3.eth.block_number)
+        row = r.history(conn, master)[-1]
+    (outcome,) = inputs.followers
+    truth = paid - outcome.invested_usd
+    assert truth > 40 * USD  # about 5% on 1,000 USD
+    shown = (round(outcome.pnl_usd / USD), row.followers_in_profit)
+    assert shown == (round(truth / USD), 1), (
+        f"P&L shown {outcome.pnl_usd / USD:.2f} USD vs {truth / USD:.2f} paid over what went "
+        f"in, followers in profit {row.followers_in_profit}, median return "
+        f"{row.follower_median_return}"
+    )
