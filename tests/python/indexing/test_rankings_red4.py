@@ -10,6 +10,7 @@ from pathlib import Path
 from indexer import inputs as i
 from indexer import metrics as m
 from indexer import rankings as r
+from indexer.rankings import MasterInputs, master_rows
 from tandem.config import Settings
 from tandem.protocol import (
     BASE,
@@ -25,6 +26,7 @@ from .support import address, rpc
 from .test_rankings_gaming import index
 
 USD = m.USD
+DAY = m.DAY
 ONE = 10**18
 
 
@@ -122,4 +124,59 @@ def test_an_honest_exit_at_the_market_above_a_lagging_oracle_counts_what_it_paid
         f"P&L shown {outcome.pnl_usd / USD:.2f} USD vs {truth / USD:.2f} paid over what went "
         f"in, followers in profit {row.followers_in_profit}, median return "
         f"{row.follower_median_return}"
+    )
+
+
+# -------------------------------------------------------------------------------------------------
+# Tracking error: seven days "in" need a hundred dollars for a second and a dollar for a day
+# -------------------------------------------------------------------------------------------------
+
+
+def _series(daily: list[float], start_day: int = 1_000) -> list[m.IndexPoint]:
+    """Index points at noon of each day, one a day, the index compounding ``daily``."""
+    index = ONE
+    points = [m.IndexPoint(start_day * DAY + 43_200, start_day * 100, index, 10_000 * USD)]
+    for k, ret in enumerate(daily, start=1):
+        index = int(index * (1 + ret))
+        points.append(
+            m.IndexPoint((start_day + k) * DAY + 43_200, (start_day + k) * 100, index, 10_000 * USD)
+        )
+    return points
+
+
+def test_seven_days_in_take_seven_days_of_money_in_not_a_second_of_it() -> None:
+    # red3's answer to dust followers on quiet days: a follower's tracking error counts once
+    # they were in 7 days and had 100 USD in at once. "In" is read as from the first allocation
+    # to the last exit, whatever was in between. Each of the master's own addresses allocates
+    # 100 USD and exits all of it in the same minute (the 100 USD passed on to the next address),
+    # then allocates 1 USD six days later and exits it the day after, at a moment the master
+    # chooses after the fact (a quiet week: no lag). Six such addresses cost six round trips of
+    # 100 USD and 1 USD; the median tracking error of the master, whose pool lags 2% every tenth
+    # day (one real follower of 5,000 USD for 40 days: ~63 bps), reads about 0.
+    kind = m.AllocationEventKind
+    days = 40
+    master_returns = [0.01 if d % 3 == 0 else -0.004 for d in range(days)]
+    pool_returns = [r - (0.02 if d % 10 == 5 else 0.0) for d, r in enumerate(master_returns)]
+    master = _series(master_returns)
+    pool = _series(pool_returns)
+    start = master[0].timestamp
+    real = m.FollowerOutcome("real", 5_000 * USD, 4_900 * USD, 0, 0, start, None, 5_000 * USD)
+    own = []
+    for k, d in enumerate((6, 7, 16, 17, 26, 27)):  # weeks without a lag
+        t = start + d * DAY
+        events = [
+            m.AllocationEvent(t, d * 100, kind.ALLOCATED, 100 * ONE, 100 * USD),
+            m.AllocationEvent(t + 60, d * 100 + 5, kind.EXITED, 100 * ONE, 100 * USD),
+            m.AllocationEvent(t + 6 * DAY, d * 100 + 600, kind.ALLOCATED, ONE, USD),
+            m.AllocationEvent(t + 7 * DAY, d * 100 + 700, kind.EXITED, ONE, USD),
+        ]
+        own.append(m.follower_outcome(f"own-{k}", events, ONE))
+    assert all(o in m.counted_followers(own) for o in own)
+    as_of = master[-1].timestamp
+    truth = master_rows(MasterInputs("m", "v", master, pool, [], [], [real]), as_of)[-1]
+    shown = master_rows(MasterInputs("m", "v", master, pool, [], [], [real, *own]), as_of)[-1]
+    assert truth.tracking_error_bps is not None and truth.tracking_error_bps > 50
+    # Nobody but the real follower had money in for a week: the figure is theirs.
+    assert shown.tracking_error_bps == truth.tracking_error_bps, (
+        f"median tracking error {shown.tracking_error_bps} bps vs {truth.tracking_error_bps}"
     )
