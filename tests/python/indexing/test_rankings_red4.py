@@ -180,3 +180,62 @@ def test_seven_days_in_take_seven_days_of_money_in_not_a_second_of_it() -> None:
     assert shown.tracking_error_bps == truth.tracking_error_bps, (
         f"median tracking error {shown.tracking_error_bps} bps vs {truth.tracking_error_bps}"
     )
+
+
+# -------------------------------------------------------------------------------------------------
+# Feeds: an aggregator replaced twice between two looks is followed from the first replacement
+# with the last aggregator: the one in between is never read
+# -------------------------------------------------------------------------------------------------
+
+
+def test_every_aggregator_a_proxy_had_is_read_not_only_the_first_and_the_last(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # LINK's feed is a proxy, as Chainlink's are; over its life its aggregator is replaced twice
+    # (Chainlink upgrades them now and then: a year of history holds several). A build from
+    # scratch (the indexer's start, a rebuild) resolves the proxy at the AssetSet (the first
+    # aggregator), finds at its next look that the aggregator is now the third, bisects for the
+    # block the FIRST one stopped, and follows the THIRD from there. Every answer of the second
+    # aggregator (here 10% down: in production, months of prices) is never stored: the token's
+    # price stays at the first aggregator's last answer until the third answers, and every vault
+    # holding it is valued, its exits and its leaving index read, at that stale price.
+    from sqlalchemy import create_engine
+
+    from indexer import service
+    from tandem.chain import deploy
+    from tandem.db import models
+    from tandem.protocol import govern
+
+    from .support import indexer_settings, rows
+
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    owner = dep.w3.eth.accounts[0]
+    link = dep.address_of("LINK")
+    answer = dep.feeds["LINK"].functions.latestRoundData().call()[1]
+    first, _ = deploy(dep.w3, "TestPriceFeed", 18, "LINK / USD", answer, sender=owner)
+    second, _ = deploy(dep.w3, "TestPriceFeed", 18, "LINK / USD", answer, sender=owner)
+    third, _ = deploy(dep.w3, "TestPriceFeed", 18, "LINK / USD", answer, sender=owner)
+    proxy, _ = deploy(dep.w3, "TestFeedProxy", first.address, sender=owner)
+    govern(dep, dep.hub.functions.setAsset(link, proxy.address, 86_400, 18, True), owner)
+    transact(first.functions.setAnswer(answer), owner)
+    transact(proxy.functions.setAggregator(second.address), owner)
+    second_answered = transact(second.functions.setAnswer(answer * 9 // 10), owner)["blockNumber"]
+    for _ in range(5):
+        rpc(dep.w3, "evm_mine")
+    transact(proxy.functions.setAggregator(third.address), owner)
+    transact(third.functions.setAnswer(answer * 8 // 10), owner)
+
+    rpc_url = dep.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    database = f"sqlite:///{tmp_path / 'scratch.db'}"
+    ix = indexer_settings(settings, rpc_url, tmp_path, hub=dep.hub.address, database_url=database)
+    service.index_to_head(ix)
+    engine = create_engine(database)
+    stored = [(p["source"], p["answer"]) for p in rows(engine, models.Price, token=link)]
+    # What the hub's priceOf gave after the second aggregator's answer, as the proxy gave it.
+    in_force = proxy.functions.latestRoundData().call(block_identifier=second_answered)[1]
+    assert in_force == answer * 9 // 10
+    with engine.connect() as conn:
+        prices = i.Prices(conn, dep.w3.eth.block_number, [])
+        price = prices.of("0x" + "00" * 20)._price(link, second_answered, 2**62)
+    assert price == answer * 9 // 10 * 10**36 // 10 ** (18 + 18), (price, answer)
+    assert (second.address, answer * 9 // 10) in stored, stored
