@@ -239,3 +239,85 @@ def test_every_aggregator_a_proxy_had_is_read_not_only_the_first_and_the_last(
         price = prices.of("0x" + "00" * 20)._price(link, second_answered, 2**62)
     assert price == answer * 9 // 10 * 10**36 // 10 ** (18 + 18), (price, answer)
     assert (second.address, answer * 9 // 10) in stored, stored
+
+
+# -------------------------------------------------------------------------------------------------
+# Feeds: a new feed deployed in the block that sets it stops the indexer
+# -------------------------------------------------------------------------------------------------
+
+
+def test_a_feed_deployed_in_the_block_that_sets_it_does_not_stop_the_indexer(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # Governance replaces LINK's feed with one deployed in the same block (a deployment script's
+    # batch: deploy, the timelock's execute, the feed's first answer). The handler stores the new
+    # feed's price in force at the AssetSet: the feed answered later in the block, so it reads
+    # latestRoundData at the PARENT block, where the feed has no code. web3 raises
+    # BadFunctionCallOutput, which `Indexer._call` does not catch (only ContractLogicError and
+    # the node's "no state" errors): the range fails, and is retried, and fails again, for ever.
+    # Every vault's indexing, points and rankings stop, for everyone.
+    import rlp
+    from eth_utils import keccak, to_checksum_address
+
+    from indexer import service
+    from tandem import artifacts
+    from tandem.chain import deploy
+    from tandem.protocol import GOVERNANCE_DELAY, advance_time
+
+    from .support import indexer_settings
+
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    w3 = dep.w3
+    owner = w3.eth.accounts[0]
+    deployer = w3.eth.accounts[3]
+    link = dep.address_of("LINK")
+    answer = dep.feeds["LINK"].functions.latestRoundData().call()[1]
+    nonce = w3.eth.get_transaction_count(deployer)
+    feed = to_checksum_address(keccak(rlp.encode([bytes.fromhex(deployer[2:]), nonce]))[12:])
+    # A Chainlink-style proxy deployed in the block, over an aggregator deployed before.
+    aggregator, _ = deploy(w3, "TestPriceFeed", 18, "LINK / USD", answer, sender=owner)
+    art = artifacts.load("TestFeedProxy", settings)
+    factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+
+    call = dep.hub.functions.setAsset(link, feed, 86_400, 18, True)
+    data = call._encode_transaction_data()
+    salt = w3.keccak(text=f"red4-same-block{w3.eth.block_number}")
+    args = (call.address, 0, data, b"\x00" * 32, salt)
+    transact(dep.timelock.functions.schedule(*args, GOVERNANCE_DELAY), owner)
+    advance_time(dep, GOVERNANCE_DELAY + 1, owner)
+
+    rpc(w3, "evm_setAutomine", False)
+    try:
+        sent = [
+            {
+                "from": deployer,
+                "data": factory.constructor(aggregator.address)._encode_data_in_transaction(
+                    aggregator.address
+                ),
+            },
+            {
+                "from": owner,
+                "to": dep.timelock.address,
+                "data": dep.timelock.functions.execute(*args)._encode_transaction_data(),
+            },
+            {
+                "from": owner,
+                "to": aggregator.address,
+                "data": aggregator.functions.setAnswer(answer)._encode_transaction_data(),
+            },
+        ]
+        hashes = [rpc(w3, "eth_sendTransaction", {**tx, "gas": hex(5_000_000)}) for tx in sent]
+        rpc(w3, "evm_mine")
+    finally:
+        rpc(w3, "evm_setAutomine", True)
+    receipts = [w3.eth.get_transaction_receipt(h) for h in hashes]
+    assert [x["status"] for x in receipts] == [1, 1, 1]
+    assert receipts[0]["contractAddress"] == feed
+    assert len({x["blockNumber"] for x in receipts}) == 1
+    assert dep.hub.functions.asset(link).call()[0] == feed
+
+    rpc_url = w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    database = f"sqlite:///{tmp_path / 'same-block.db'}"
+    ix = indexer_settings(settings, rpc_url, tmp_path, hub=dep.hub.address, database_url=database)
+    # The indexer indexes past the block (and stores the new feed's answer from there).
+    assert service.index_to_head(ix) == w3.eth.block_number
