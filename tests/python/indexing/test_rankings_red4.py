@@ -321,3 +321,25 @@ def test_a_feed_deployed_in_the_block_that_sets_it_does_not_stop_the_indexer(
     ix = indexer_settings(settings, rpc_url, tmp_path, hub=dep.hub.address, database_url=database)
     # The indexer indexes past the block (and stores the new feed's answer from there).
     assert service.index_to_head(ix) == w3.eth.block_number
+
+
+# -------------------------------------------------------------------------------------------------
+# Followers now: a follower who took profits is no longer "in"
+# -------------------------------------------------------------------------------------------------
+
+
+def test_a_follower_who_took_half_of_a_doubled_stake_is_still_a_follower_now() -> None:
+    # A real follower put 150 USD in with a good master; it doubled (300 USD) and they took half
+    # out (150 USD), keeping 150 USD in. followers_now asks for 100 USD of ENTRY value still in:
+    # the exit released half the entry (75 USD), and the follower with 150 USD at stake is no
+    # follower now. The better the master, the more their followers' partial profit-taking
+    # erases them from the head count (while 100 USD put in an idle vault counts).
+    kind = m.AllocationEventKind
+    share_price = 2 * ONE  # each share (1e18) doubled from 1 USD
+    events = [
+        m.AllocationEvent(0, 1, kind.ALLOCATED, 150 * ONE, 150 * USD),
+        m.AllocationEvent(DAY, 2, kind.EXITED, 75 * ONE, 150 * USD),
+    ]
+    outcome = m.follower_outcome("real", events, share_price)
+    assert outcome.current_value_usd == 150 * USD and outcome.left_at is None
+    assert [o.follower for o in m.followers_now([outcome], 2 * DAY)] == ["real"]
