@@ -343,3 +343,60 @@ def test_a_follower_who_took_half_of_a_doubled_stake_is_still_a_follower_now() -
     outcome = m.follower_outcome("real", events, share_price)
     assert outcome.current_value_usd == 150 * USD and outcome.left_at is None
     assert [o.follower for o in m.followers_now([outcome], 2 * DAY)] == ["real"]
+
+
+# -------------------------------------------------------------------------------------------------
+# Gifts: the pool's fills above the oracle are looked for in the master's trades only
+# -------------------------------------------------------------------------------------------------
+
+
+def test_a_pool_sale_above_the_oracle_makes_no_winning_followers(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # red3 subtracts what the pool's part of a MASTER TRADE got above the oracle (a gift). The
+    # pool gets fills through two other doors, along the hub's vetted route: its part of a
+    # master's in-kind withdrawal (PoolSoldToBase) and the slices of a pending mirror
+    # (MirrorExecuted). Neither is looked at. The master (with their own follower, 1,000 USD)
+    # holds LINK; they push LINK 30% up on the vetted USDC/LINK pair, withdraw half their LINK in
+    # kind (the pool's part, ~400 USD of LINK, is sold into the pushed pair for ~520 USD), and
+    # push it back. The follower "made" ~12% with the feed and the market flat. The cost is the
+    # pair's fees on the push and back (here a 200M USD pair: large; on a long-tail token's
+    # vetted pair, a few times the gift), and the gift goes to the master's own follower.
+    from tandem import uniswap
+    from tandem.protocol import fund
+
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address("red4-pool-sale:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    own = address("red4-pool-sale:follower")
+    add_followers(dep, vault, [own], dep.units(BASE, 1_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
+
+    link, usdc = dep.address_of("LINK"), dep.address_of(BASE)
+    pair = dep.uniswap.v2.factory.functions.getPair(usdc, link).call()
+    reserve = dep.base.functions.balanceOf(pair).call()
+    push = int(reserve * (Decimal("1.3").sqrt() - 1))  # LINK 30% up in the pair
+    fund(dep, master, BASE, push)
+    before = dep.tokens["LINK"].functions.balanceOf(master).call()
+    uniswap.swap_v2(dep.w3, dep.uniswap.v2, usdc, link, push, sender=master)
+    got = dep.tokens["LINK"].functions.balanceOf(master).call() - before
+    held = vault.functions.books(link).call()[0]
+    receipt = transact(vault.functions.withdrawMaster(link, held // 2), master)
+    (sold,) = vault.events.PoolSoldToBase().process_receipt(receipt)
+    uniswap.swap_v2(dep.w3, dep.uniswap.v2, link, usdc, got, sender=master)
+    oracle = dep.feeds["LINK"].functions.latestRoundData().call()[1]
+    worth = sold["args"]["amountIn"] * oracle // ONE  # USD, 18 decimals
+    assert sold["args"]["baseOut"] * 10**12 > worth * 12 // 10  # 20% above the oracle
+
+    with index(dep, settings, tmp_path).connect() as conn:
+        inputs = i.master_inputs(conn, vault.address, master, dep.w3.eth.block_number)
+        row = r.history(conn, master)[-1]
+    (outcome,) = inputs.followers
+    excess = sold["args"]["baseOut"] * 10**12 - worth
+    # The sale's excess is a gift like a trade's: subtracted, the follower is flat (less fees).
+    assert outcome.gifted_usd >= excess * 99 // 100, (
+        f"gift {outcome.gifted_usd / USD:.2f} USD of {excess / USD:.2f}, P&L shown "
+        f"{outcome.pnl_usd / USD:.2f}, followers in profit {row.followers_in_profit}"
+    )
+    assert row.followers_in_profit == 0
