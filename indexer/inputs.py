@@ -178,7 +178,23 @@ class Prices:
         view._vault = self._own.get(vault, {})
         return view
 
-    def _price(self, token: str, block: int, log_index: int) -> int | None:
+    def next_answer(self, token: str, block: int, log_index: int) -> int | None:
+        """The price of ``token``'s first feed answer after that log (None before there is one):
+        where an oracle that lagged the market caught up to."""
+        series = self._feeds.get(token, ())
+        i = bisect.bisect_right(series, (block, log_index, 2**256))
+        while i < len(series) and series[i][2] <= 0:
+            i += 1
+        return series[i][2] if i < len(series) else None
+
+    def lag_bounds(self, token: str, price: int, block: int, log_index: int) -> tuple[int, int]:
+        """The least and the most of ``price`` (the oracle's at that log) and the feed's next
+        answer: a fill between them is the oracle lagging the market, not a gift of whoever
+        priced the route."""
+        later = self.next_answer(token, block, log_index)
+        return (price, price) if later is None else (min(price, later), max(price, later))
+
+    def price(self, token: str, block: int, log_index: int = 2**62) -> int | None:
         """The latest price of ``token`` before ``log_index`` of ``block``: the feeds' or the
         vault's own, whichever is later."""
         at = (block, log_index, 0)
@@ -193,12 +209,12 @@ class Prices:
         """``amount`` of ``token`` in USD with 18 decimals at the latest price at or before the
         end of ``block`` (zero without one); with ``log_index``, at the latest one before that
         log of the block."""
-        price = self._price(token, block, log_index)
+        price = self.price(token, block, log_index)
         return 0 if price is None else amount * price // ONE
 
     def priced(self, token: str, block: int, log_index: int = 2**62) -> bool:
         """Whether a price of ``token`` is known at that moment (``value`` says zero without)."""
-        return bool(self._price(token, block, log_index))
+        return bool(self.price(token, block, log_index))
 
     @classmethod
     def known(
@@ -565,11 +581,18 @@ def allocation_events(
     prices = (prices or Prices(conn, up_to, [vault])).of(vault)
     base = base_asset(conn, up_to) or ""
     slices: dict[tuple[int, int], int] = defaultdict(int)
+    # What an exit's slices were worth at the greater of the oracle's price and the feed's next
+    # answer: the most an exit to base counts for (an oracle lagging a rally is no route priced
+    # above the market).
+    most: dict[tuple[int, int], int] = defaultdict(int)
     unpriced: set[tuple[int, int]] = set()  # exits with a slice of no known price
     for s in _rows(conn, m.ExitSlice, vault, up_to):
         at = (s.block_number, s.log_index)
-        slices[at] += prices.value(s.token, s.amount, *at)
-        if s.amount and not prices.priced(s.token, *at):
+        price = prices.price(s.token, *at)
+        if price:
+            slices[at] += s.amount * price // ONE
+            most[at] += s.amount * prices.lag_bounds(s.token, price, *at)[1] // ONE
+        elif s.amount:
             unpriced.add(at)
     in_kind = _slices_in_kind(conn, vault, up_to)
     found: dict[str, list[tuple[int, int, AllocationEvent]]] = defaultdict(list)
@@ -608,7 +631,7 @@ def allocation_events(
                 for token, amount in in_kind.pop((e.tx_hash, e.follower, e.log_index), [])
             )
             paid = prices.value(base, e.base_out, *at) + kept
-            oracle = None if at in unpriced else slices[at]
+            oracle = None if at in unpriced else most[at]
         else:
             paid = slices[at]
         add(e, e.follower, AllocationEventKind.EXITED, e.shares, paid, oracle=oracle)
@@ -616,7 +639,8 @@ def allocation_events(
         add(f, f.follower, AllocationEventKind.FEE, f.master_shares + f.protocol_shares, f.fee)
     for p in _rows(conn, m.Peak, vault, up_to):
         add(p, p.follower, AllocationEventKind.PEAK, 0, p.peak_value)
-    for follower, (row, gift) in _gifts(conn, vault, up_to, allocations, exits, fees).items():
+    gifts = _gifts(conn, vault, up_to, prices, allocations, exits, fees)
+    for follower, (row, gift) in gifts.items():
         add(row, follower, AllocationEventKind.GIFT, 0, gift)
     return {
         follower: [e for _, _, e in sorted(events, key=lambda x: (x[0], x[1]))]
@@ -628,33 +652,74 @@ def _gifts(
     conn: Connection,
     vault: str,
     up_to: int,
+    prices: Prices,
     allocations: list[Any],
     exits: list[Any],
     fees: list[Any],
 ) -> dict[str, tuple[Any, int]]:
-    """Each follower's part of what the pool's fills above the oracle value brought in: at each
-    master trade whose pool book got more, at the trade's own oracle prices, than it paid, the
-    excess goes to the shares then outstanding, each follower's part in proportion to their
-    shares (rounded up: the rankings credit the master with no more than was earned). Returns,
-    by follower, the sum and the vault's last such trade's row (where it is placed: the sum is
-    all that counts). Kept as a running excess per share, so it costs one pass over the vault's
-    events, however many followers and trades."""
-    trades = conn.execute(
-        select(
-            m.Trade.block_number,
-            m.Trade.log_index,
-            m.Trade.timestamp,
-            m.Trade.pool_in,
-            m.Trade.pool_out,
-            m.Trade.price_in,
-            m.Trade.price_out,
-        ).where(m.Trade.vault == vault, m.Trade.block_number <= up_to)
-    )
-    moves: list[tuple[int, int, str, Any]] = [
-        (t.block_number, t.log_index, "trade", t) for t in trades if t.pool_in > 0
-    ]
-    if not moves:
+    """Each follower's part of what the pool's fills above the oracle value brought in, paid by
+    whoever priced the route (a pool the master pushed): at each fill of the pool (its part of a
+    master trade, its sale to base at a master's in-kind withdrawal, a slice of a pending
+    mirror) that got more than it paid, the excess goes to the shares then outstanding, each
+    follower's part in proportion to their shares (rounded up: the rankings credit the master
+    with no more than was earned). An oracle that lags the market is no gift: what the pool got
+    is valued at the lesser of the oracle's price and the feed's next answer, what it paid at
+    the greater. Returns, by follower, the sum and the vault's last such fill's row (where it is
+    placed: the sum is all that counts). Kept as a running excess per share, so it costs one
+    pass over the vault's events, however many followers and fills."""
+    base = base_asset(conn, up_to) or ""
+    fills: list[tuple[int, int, str, Any]] = []  # (block, log index, "fill", (row, excess))
+
+    def fill(
+        row: Any,
+        token_in: str,
+        amount_in: int,
+        price_in: int | None,
+        token_out: str,
+        amount_out: int,
+        price_out: int | None,
+    ) -> None:
+        if not amount_in or price_in is None or price_out is None:
+            return
+        at = (row.block_number, row.log_index)
+        got = amount_out * prices.lag_bounds(token_out, price_out, *at)[0] // PRICE_UNIT
+        paid = amount_in * prices.lag_bounds(token_in, price_in, *at)[1] // PRICE_UNIT
+        if got > paid:
+            fills.append((*at, "fill", (row, got - paid)))
+
+    for t in _rows(conn, m.Trade, vault, up_to):
+        # The prices the vault bounded the swap with, carried by the trade: exact.
+        fill(t, t.token_in, t.pool_in, t.price_in, t.token_out, t.pool_out, t.price_out)
+    for sale in _rows(conn, m.PoolSale, vault, up_to):
+        at = (sale.block_number, sale.log_index)
+        fill(
+            sale,
+            sale.token,
+            sale.amount_in,
+            prices.price(sale.token, *at),
+            base,
+            sale.base_out,
+            prices.price(base, *at),
+        )
+    tokens: dict[int, tuple[str, str]] = {}
+    for mirror in _rows(conn, m.MirrorEvent, vault, up_to):
+        if mirror.kind == "recorded":
+            tokens[mirror.mirror_id] = (mirror.token_in, mirror.token_out)
+        elif mirror.kind == "executed" and mirror.mirror_id in tokens:
+            token_in, token_out = tokens[mirror.mirror_id]
+            at = (mirror.block_number, mirror.log_index)
+            fill(
+                mirror,
+                token_in,
+                mirror.amount_in or 0,
+                prices.price(token_in, *at),
+                token_out,
+                mirror.amount_out or 0,
+                prices.price(token_out, *at),
+            )
+    if not fills:
         return {}
+    moves = fills
     moves += [(a.block_number, a.log_index, "allocated", a) for a in allocations]
     moves += [(e.block_number, e.log_index, "exited", e) for e in exits]
     moves += [(f.block_number, f.log_index, "fee", f) for f in fees]
@@ -662,7 +727,7 @@ def _gifts(
     scale = 10**36
     per_share = total = 0  # the excess per share so far (scaled), the shares outstanding
     held: dict[str, list[int]] = {}  # follower: [shares, per_share when last settled, gifted]
-    last = None  # the last trade that brought an excess: where the gifts are placed
+    last = None  # the last fill that brought an excess: where the gifts are placed
 
     def settle(follower: str) -> list[int]:
         h = held.setdefault(follower, [0, per_share, 0])
@@ -672,13 +737,10 @@ def _gifts(
         return h
 
     for _, _, kind, row in moves:
-        if kind == "trade":
-            excess = (
-                row.pool_out * row.price_out // PRICE_UNIT
-                - row.pool_in * row.price_in // PRICE_UNIT
-            )
-            if excess > 0 and total > 0:
-                per_share, last = per_share + excess * scale // total, row
+        if kind == "fill":
+            source, excess = row
+            if total > 0:
+                per_share, last = per_share + excess * scale // total, source
             continue
         h = settle(row.follower)
         if kind == "allocated":

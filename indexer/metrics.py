@@ -160,8 +160,13 @@ class FollowerOutcome:
     # The most the follower had in at once: what their allocations entered, less what each exit
     # released of it (as ``allocation_view`` keeps the entry value). None: ``invested_usd``.
     most_in_usd: int | None = None
-    # That entry value kept now (zero once they left). None: ``most_in_usd``.
+    # What is at stake now: the larger of the entry value kept and the shares' value (zero once
+    # they left). None: ``most_in_usd``.
     in_now_usd: int | None = None
+    # The last stretch of time the follower kept at least ``COUNTED_FOLLOWER_USD`` of entry
+    # value in, without a break: from, and to (None: still). What their tracking error is
+    # measured over. None: from ``joined_at`` to ``left_at``.
+    stretch: tuple[int, int | None] | None = None
     # What fills of the pool above the oracle value brought the follower (``GIFT``): in their
     # value, not their profit, as the master's own fills above the oracle are no performance.
     gifted_usd: int = 0
@@ -814,6 +819,8 @@ def follower_outcome(
     they had in at once is the entry value kept, as ``allocation_view`` keeps it, at its peak."""
     shares = invested = withdrawn = fees = entry = most = gifted = 0
     left_at: int | None = None
+    since: int | None = None  # when the entry value kept last rose to COUNTED_FOLLOWER_USD
+    stretch: tuple[int, int | None] | None = None
     for e in events:
         if e.kind is AllocationEventKind.GIFT:
             gifted += e.value_usd
@@ -822,9 +829,14 @@ def follower_outcome(
             shares, invested, left_at = shares + e.shares, invested + e.value_usd, None
             entry += e.value_usd
             most = max(most, entry)
+            if since is None and entry >= COUNTED_FOLLOWER_USD:
+                since = e.timestamp
+                stretch = (since, None)
         elif e.kind is AllocationEventKind.EXITED:
             if shares > 0:
                 entry -= entry * min(e.shares, shares) // shares
+            if since is not None and entry < COUNTED_FOLLOWER_USD:
+                stretch, since = (since, e.timestamp), None
             paid = e.value_usd if e.oracle_usd is None else min(e.value_usd, e.oracle_usd)
             shares, withdrawn = shares - e.shares, withdrawn + paid
             if shares <= 0:
@@ -832,17 +844,19 @@ def follower_outcome(
         elif e.kind is AllocationEventKind.FEE:
             shares, fees = shares - e.shares, fees + e.value_usd
     joined_at = next((e.timestamp for e in events if e.kind is AllocationEventKind.ALLOCATED), 0)
+    value = max(shares, 0) * share_price // 10**18
     return FollowerOutcome(
         follower=follower,
         invested_usd=invested,
-        current_value_usd=max(shares, 0) * share_price // 10**18,
+        current_value_usd=value,
         withdrawn_usd=withdrawn,
         fees_paid_usd=fees,
         joined_at=joined_at,
         left_at=left_at,
         most_in_usd=most,
-        in_now_usd=max(entry, 0) if shares > 0 else 0,
+        in_now_usd=max(entry, value) if shares > 0 else 0,
         gifted_usd=gifted,
+        stretch=stretch or (joined_at, joined_at),  # never 100 USD in: no stretch to measure
     )
 
 

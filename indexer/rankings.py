@@ -201,21 +201,22 @@ def _equity_held(
 
 
 def _tracking_errors(inputs: MasterInputs, closes: m.DailyCloses, as_of: int) -> list[float]:
-    """Each counted follower's tracking error over the days they were in, for those in at least
+    """Each counted follower's tracking error over their last stretch with 100 USD of entry
+    value in without a break (``FollowerOutcome.stretch``), for stretches of at least
     ``m.MIN_TRACKING_DAYS``: a dollar in for the day the pool lagged is no measure of how a
     following tracks the master (and must not let an outsider set an honest master's worst
-    figure), nor are dollars in for quiet days (nor may they set the median)."""
+    figure), nor are dollars in for quiet days, nor a hundred dollars in for a minute followed by
+    a dollar for a week (nor may they set the median)."""
     pool = m.daily_closes(inputs.pool_index, as_of)
     followers = m.counted_followers(inputs.followers)
     if pool is None or not followers:
         return []
     differences = TrackingDifferences(closes, pool)
-    errors = (
-        differences.rms_bps(f.joined_at, f.left_at, as_of)
-        for f in followers
-        if (f.left_at if f.left_at is not None else as_of) - f.joined_at
-        >= m.MIN_TRACKING_DAYS * DAY
-    )
+    errors = []
+    for f in followers:
+        start, end = f.stretch or (f.joined_at, f.left_at)
+        if min(as_of if end is None else end, as_of) - start >= m.MIN_TRACKING_DAYS * DAY:
+            errors.append(differences.rms_bps(start, end, as_of))
     return [e for e in errors if e is not None]
 
 
