@@ -26,7 +26,7 @@ from indexer.monitoring import Metrics, setup_logs
 from indexer.writer import WriterFailed
 from tandem.config import RankingSettings, Settings, redact
 from tandem.db import database_url, head_revision, models, open_engine, revision_of, upgrade
-from tandem.errors import ConfigError
+from tandem.errors import ConfigError, TandemError
 from tandem.follower import ChainMoved, Head, HeadSource
 from tandem.follower.cursor import Cursor
 from tandem.follower.heads import latest_head, to_hex
@@ -298,6 +298,11 @@ class IndexerService:
                     exc.__class__.__name__,
                     backoff,
                 )
+            except TandemError as exc:
+                # Settings or a deployment that no retry mends: one line saying what to do,
+                # not a traceback at every attempt.
+                self.metrics.errors.inc()
+                log.error("%s; trying again in %.1f s", exc, backoff)
             except Exception:
                 # A bug or a surprise from the node must not stop the indexer for good: it is
                 # logged in full, and the next attempt starts again from the cursor.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine
@@ -197,3 +198,124 @@ def test_a_replaced_aggregator_is_followed_from_the_block_it_was_replaced_at(
     service.index_to_head(settings_for("scratch.db"))
     scratch = create_engine(f"sqlite:///{tmp_path / 'scratch.db'}")
     assert differences(tables(live), tables(scratch)) == {}
+
+
+def test_a_proxy_deployed_in_the_block_that_sets_it_is_priced_as_its_aggregator_answered(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # A deployment script's batch, in one block: a proxy over an aggregator deployed earlier,
+    # the timelock's setAsset to it, then the aggregator's next answer. Before the block the
+    # proxy has no code to read; the hub priced LINK between the two logs with the aggregator's
+    # answer before the block, and so must the stored prices (and the indexer go past it).
+    import rlp  # type: ignore[import-untyped]
+    from eth_utils.address import to_checksum_address
+    from eth_utils.crypto import keccak
+
+    from tandem import artifacts
+
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    w3 = dep.w3
+    accounts = list(w3.eth.accounts)
+    owner, deployer = accounts[0], accounts[3]
+    link = dep.address_of("LINK")
+    old = dep.feeds["LINK"].functions.latestRoundData().call()[1]
+    aggregator, _ = deploy(w3, "TestPriceFeed", 18, "LINK / USD", old * 3 // 4, sender=owner)
+    nonce = w3.eth.get_transaction_count(deployer)
+    proxy = to_checksum_address(keccak(rlp.encode([bytes.fromhex(deployer[2:]), nonce]))[12:])
+    art = artifacts.load("TestFeedProxy", settings)
+    creation = w3.eth.contract(abi=art.abi, bytecode=art.bytecode).constructor(aggregator.address)
+    call = dep.hub.functions.setAsset(link, proxy, 86_400, 18, True)
+    args = (call.address, 0, call._encode_transaction_data(), b"\x00" * 32, w3.keccak(text="new"))
+    transact(dep.timelock.functions.schedule(*args, GOVERNANCE_DELAY), owner)
+    advance_time(dep, GOVERNANCE_DELAY + 1, owner)
+    sent = [
+        {"from": deployer, "data": creation.data_in_transaction},
+        {
+            "from": owner,
+            "to": dep.timelock.address,
+            "data": dep.timelock.functions.execute(*args)._encode_transaction_data(),
+        },
+        {
+            "from": owner,
+            "to": aggregator.address,
+            "data": aggregator.functions.setAnswer(old // 2)._encode_transaction_data(),
+        },
+    ]
+    rpc(w3, "evm_setAutomine", False)
+    try:
+        hashes = [rpc(w3, "eth_sendTransaction", {**tx, "gas": hex(5_000_000)}) for tx in sent]
+        rpc(w3, "evm_mine")
+    finally:
+        rpc(w3, "evm_setAutomine", True)
+    receipts = [w3.eth.get_transaction_receipt(h) for h in hashes]
+    assert [x["status"] for x in receipts] == [1, 1, 1]
+    assert receipts[0]["contractAddress"] == proxy
+    block = receipts[0]["blockNumber"]
+    assert {x["blockNumber"] for x in receipts} == {block}
+
+    engine = index(dep, settings, tmp_path)
+    (asset_set,) = [a for a in rows(engine, models.Asset, token=link) if a["feed"] == proxy]
+    in_block = [p for p in rows(engine, models.Price, token=link) if p["block_number"] == block]
+    assert [(p["log_index"], p["source"], p["answer"]) for p in in_block] == [
+        (asset_set["log_index"], aggregator.address, old * 3 // 4),
+        (in_block[1]["log_index"], aggregator.address, old // 2),
+    ]
+
+
+def test_a_read_that_fails_the_same_way_every_time_is_no_price_and_no_stall(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each of these fails again, at the same block, however often it is asked: raised, the range
+    # would be read again from the cursor and fail again, and the indexer stop for every vault.
+    from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3RPCError
+
+    from indexer.handler import Indexer, _Batch, _PointRead
+
+    handler = Indexer.__new__(Indexer)
+
+    def raising(exc: Exception) -> Any:
+        def call() -> Any:
+            raise exc
+
+        return call
+
+    # No code at the address yet (empty return data), an answer the ABI cannot decode, a
+    # revert, a call that runs out of gas: nothing to read there.
+    for failure in (
+        BadFunctionCallOutput("Could not decode contract function call to latestRoundData()"),
+        ContractLogicError("execution reverted"),
+        Web3RPCError("{'code': -32000, 'message': 'out of gas'}"),
+    ):
+        assert handler._call(raising(failure)) is None
+    handler._check({"code": -32000, "message": "EVM error: OutOfGas"})  # returns: nothing read
+    # A node refusing (a rate limit, an outage) is raised: the next attempt may succeed.
+    with pytest.raises(Web3RPCError):
+        handler._call(raising(Web3RPCError("429 too many requests")))
+
+    # A point's reads answered with nothing the reader returns: the point stays, without values.
+    handler.base_asset = "0x" + "11" * 20
+    handler.bought = {}
+    handler._read_point = _PointRead.__new__(_PointRead)
+    handler._read_point.code, handler._read_point.hub = "0x", "00" * 32
+    handler._ask = lambda requests: ["0x"] * len(requests)  # type: ignore[method-assign]
+    batch = _Batch()
+    row = batch.add(models.VaultPoint, vault="0x" + "22" * 20, master_index=None, total_shares=1)
+    batch.points.append((row, "0x" + "33" * 32))
+    handler._read_chain(batch)
+    assert row["master_index"] is None and not batch.rows[models.VaultBook]
+    assert "not the reader's words" in caplog.text
+
+
+def test_a_hub_address_that_is_no_hub_is_one_clear_error(
+    dep: Deployment, settings: Settings, tmp_path: Path
+) -> None:
+    # indexer.hub pointing at a contract that is not a TandemHub of this release (here a token):
+    # one line saying what to set, not a decoding traceback at every attempt.
+    from tandem.errors import DeploymentError
+
+    rpc_url = dep.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    ix = indexer_settings(settings, rpc_url, tmp_path, hub=dep.address_of("LINK"))
+    indexer = IndexerService(ix)
+    with pytest.raises(DeploymentError, match=r"does not answer baseAsset\(\).*set indexer.hub"):
+        asyncio.run(indexer.open())
+    asyncio.run(indexer.close())
