@@ -319,3 +319,101 @@ def test_a_hub_address_that_is_no_hub_is_one_clear_error(
     with pytest.raises(DeploymentError, match=r"does not answer baseAsset\(\).*set indexer.hub"):
         asyncio.run(indexer.open())
     asyncio.run(indexer.close())
+
+
+def test_two_replacements_between_two_looks_read_the_aggregator_in_between(
+    dep: Deployment, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LINK's proxy is re-pointed twice between two looks of the live indexer (first -> second ->
+    # third). The second aggregator's answer is the token's price over its span: the indexer
+    # stores it, from the block the second took over at, and a build from scratch stores the
+    # same rows.
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    owner = dep.w3.eth.accounts[0]
+    link = dep.address_of("LINK")
+    answer = dep.feeds["LINK"].functions.latestRoundData().call()[1]
+    first, _ = deploy(dep.w3, "TestPriceFeed", 18, "LINK / USD", answer, sender=owner)
+    second, _ = deploy(dep.w3, "TestPriceFeed", 18, "LINK / USD", answer, sender=owner)
+    third, _ = deploy(dep.w3, "TestPriceFeed", 18, "LINK / USD", answer, sender=owner)
+    proxy, _ = deploy(dep.w3, "TestFeedProxy", first.address, sender=owner)
+    govern(dep, dep.hub.functions.setAsset(link, proxy.address, 86_400, 18, True), owner)
+    master = address("feeds:twice:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    transact(first.functions.setAnswer(answer), owner)  # fresh again after the governance delay
+    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
+
+    rpc_url = dep.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+
+    def settings_for(name: str) -> Settings:
+        database = f"sqlite:///{tmp_path / name}"
+        return indexer_settings(
+            settings, rpc_url, tmp_path, hub=dep.hub.address, database_url=database
+        )
+
+    took_over: list[int] = []
+
+    async def follow() -> None:
+        indexer = IndexerService(settings_for("live.db"))
+        await indexer.open()
+        try:
+            monkeypatch.setattr(feeds, "CHECK_EVERY", 10_000)  # not looked for yet
+            await indexer.catch_up()
+            for aggregator, scale in ((second, 9), (third, 8)):
+                receipt = transact(proxy.functions.setAggregator(aggregator.address), owner)
+                took_over.append(receipt["blockNumber"])
+                transact(aggregator.functions.setAnswer(answer * scale // 10), owner)
+                transact(first.functions.setAnswer(answer * 12 // 10), owner)  # not the proxy's
+                for _ in range(3):
+                    rpc(dep.w3, "evm_mine")
+            await indexer.catch_up()
+            monkeypatch.setattr(feeds, "CHECK_EVERY", 1)
+            await indexer.catch_up()
+        finally:
+            await indexer.close()
+
+    asyncio.run(follow())
+    live = create_engine(f"sqlite:///{tmp_path / 'live.db'}")
+    after = [
+        (p["source"], p["answer"])
+        for p in rows(live, models.Price, token=link)
+        if p["block_number"] >= took_over[0]
+    ]
+    assert after == [(second.address, answer * 9 // 10), (third.address, answer * 8 // 10)]
+
+    service.index_to_head(settings_for("scratch.db"))
+    scratch = create_engine(f"sqlite:///{tmp_path / 'scratch.db'}")
+    assert differences(tables(live), tables(scratch)) == {}
+
+
+def test_each_aggregator_since_the_old_one_is_found_with_the_block_it_took_over_at() -> None:
+    # The bisection behind a replacement, on a proxy's history (block -> aggregator): each one
+    # between the old and the new, the new one last; where the node keeps no state, the new one
+    # from the block after the last aggregator known was seen.
+    from web3.exceptions import Web3RPCError
+
+    a, b, c, d = ("0x" + c * 40 for c in "abcd")
+    history = {**dict.fromkeys(range(10), a), **dict.fromkeys(range(10, 25), b)}
+    history |= dict.fromkeys(range(25, 101), c)
+    sources = feeds.FeedSources.__new__(feeds.FeedSources)
+    pruned_below = 0
+
+    async def aggregator(feed: str, block: int | None) -> str:
+        assert block is not None
+        if block < pruned_below:
+            raise Web3RPCError("missing trie node")
+        return history[block]
+
+    sources._aggregator = aggregator  # type: ignore[method-assign]
+
+    def successors(old: str, confirmed: int, new: str, latest: int = 100) -> Any:
+        replacement = feeds.Replacement("0x" + "f" * 40, old, new, confirmed)
+        return asyncio.run(sources.successors(replacement, latest))
+
+    assert successors(a, 3, c) == [(10, b), (25, c)]
+    assert successors(b, 12, c) == [(25, c)]
+    # The proxy re-pointed again past the block looked at: the next look finds the new one.
+    assert successors(a, 3, d, latest=20) == [(10, b)]
+    assert successors(a, 3, d, latest=8) == []
+    pruned_below = 50
+    assert successors(a, 3, c) == [(4, c)]
