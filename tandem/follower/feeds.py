@@ -9,9 +9,11 @@ aggregator read directly, as the local test feeds are) is followed itself.
 Replacements are looked for every ``CHECK_EVERY`` blocks, one call per feed: they are rare
 (Chainlink announces them), and until one is seen the services' scheduled sweeps still read
 every price. A replacement found is reported, so a service can treat it as a price move; a
-service that stores answers finds the block it happened at (``replaced_at``) and reads the new
-aggregator's answers from there. A feed brought into view by an old log (a catch-up) is resolved
-at that log's block and looked at again at the next check: it may have been replaced since.
+service that stores answers finds the block it happened at and every aggregator in force since
+(``successors``: one between two looks, or over a history read from scratch, is not skipped),
+and reads each one's answers over its own span. A feed brought into view by an old log (a
+catch-up) is resolved at that log's block and looked at again at the next check: it may have
+been replaced since.
 """
 
 from __future__ import annotations
@@ -118,18 +120,40 @@ class FeedSources:
             self._checked_at = block
         return replaced
 
-    async def replaced_at(self, replacement: Replacement, latest: int) -> int | None:
-        """The first block after ``replacement.confirmed``, up to ``latest``, at which the
-        feed's aggregator is no longer the old one, by bisection (a few calls); None when the
-        node keeps no state to tell."""
-        low, high = replacement.confirmed, latest  # old at low, not at high
+    async def successors(self, replacement: Replacement, latest: int) -> list[tuple[int, str]]:
+        """Each aggregator the feed had after ``replacement.old``, up to ``latest``, with the
+        first block it was in force at, in order: the last is ``replacement.new``, unless the
+        proxy was re-pointed past ``latest`` (``new`` is read at the node's latest block) and
+        the next look finds that replacement. Between two
+        looks (or over a history read from scratch) a proxy may have been re-pointed more than
+        once: the answers of each aggregator in between are the token's over its own span, so
+        each is found, by bisection from the block the one before it took over (a few calls
+        per replacement). Where the node keeps no state to tell, ``new`` is taken from the block
+        after the last aggregator known was last seen in force. Empty when the old aggregator is
+        still in force at ``latest``."""
+        found: list[tuple[int, str]] = []
+        old, low = replacement.old, replacement.confirmed
         try:
-            while high - low > 1:
-                middle = (low + high) // 2
-                if await self._aggregator(replacement.feed, middle) == replacement.old:
-                    low = middle
-                else:
-                    high = middle
+            while True:
+                at = await self._replaced_at(replacement.feed, old, low, latest)
+                source = await self._aggregator(replacement.feed, at)
+                if source == old:
+                    return found
+                found.append((at, source))
+                if source == replacement.new or at >= latest:
+                    return found
+                old, low = source, at
         except Web3RPCError:
-            return None
+            found.append((low + 1, replacement.new))
+            return found
+
+    async def _replaced_at(self, feed: str, old: str, low: int, high: int) -> int:
+        """The first block after ``low``, up to ``high``, at which ``feed``'s aggregator is no
+        longer ``old`` (``old`` at ``low``, another at ``high``)."""
+        while high - low > 1:
+            middle = (low + high) // 2
+            if await self._aggregator(feed, middle) == old:
+                low = middle
+            else:
+                high = middle
         return high
