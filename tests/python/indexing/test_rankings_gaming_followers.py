@@ -1,6 +1,6 @@
-"""Third round of attacks on the rankings: each test plays a way to look better (or to make an
-honest master look worse) than the transactions say, and asserts the rows tell the truth. They
-fail where the rankings can still be gamed."""
+"""Ways to game the rankings through the followers' figures, replaced feeds and the cost of
+another vault's rows: each test plays a way to look better (or to make an honest master look
+worse) than the transactions say, and asserts the rows tell the truth."""
 
 from __future__ import annotations
 
@@ -212,12 +212,12 @@ def test_a_triggered_exit_paid_in_kind_is_no_loss_of_the_slice(
     from web3.logs import DISCARD
 
     rpc(dep.w3, "anvil_autoImpersonateAccount", True)
-    master = address("red3-in-kind-exit:master")
+    master = address("followers-in-kind-exit:master")
     rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
     vault = create_master(dep, master, dep.units(BASE, 10_000))
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
-    honest = address("red3-in-kind-exit:honest")
-    griefers = [address(f"red3-in-kind-exit:griefer-{i}") for i in range(2)]
+    honest = address("followers-in-kind-exit:honest")
+    griefers = [address(f"followers-in-kind-exit:griefer-{i}") for i in range(2)]
     add_followers(dep, vault, [honest], dep.units(BASE, 1_000))
     add_followers(
         dep, vault, griefers, dep.units(BASE, 1_000), limits=dict.fromkeys(griefers, (1, 0, 0))
@@ -266,11 +266,11 @@ def test_a_followers_own_exit_through_a_pool_paying_above_the_oracle_is_no_profi
     from tandem import uniswap
 
     rpc(dep.w3, "anvil_autoImpersonateAccount", True)
-    master = address("red3-own-exit:master")
+    master = address("followers-own-exit:master")
     rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
     vault = create_master(dep, master, dep.units(BASE, 10_000))
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
-    own = address("red3-own-exit:follower")
+    own = address("followers-own-exit:follower")
     add_followers(dep, vault, [own], dep.units(BASE, 1_000))
 
     # The attacker's pair: 1,000 LINK against 10 WETH, LINK at 30 USD where its feed says 15.
@@ -321,7 +321,7 @@ def test_a_loser_withdrawn_before_its_feed_was_replaced_stays_a_loser(
 
     rpc(dep.w3, "anvil_autoImpersonateAccount", True)
     owner = dep.w3.eth.accounts[0]
-    master = address("red3-feed-decimals:master")
+    master = address("followers-feed-decimals:master")
     rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
     vault = create_master(dep, master, dep.units(BASE, 10_000))
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
@@ -362,10 +362,10 @@ def test_a_pool_part_filled_above_the_oracle_makes_no_winning_followers(
     from tandem.protocol import fund
 
     rpc(dep.w3, "anvil_autoImpersonateAccount", True)
-    master = address("red3-pool-excess:master")
+    master = address("followers-pool-excess:master")
     rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
     vault = create_master(dep, master, dep.units(BASE, 10_000))
-    own = address("red3-pool-excess:follower")
+    own = address("followers-pool-excess:follower")
     add_followers(dep, vault, [own], dep.units(BASE, 1_000))
 
     # 20,000 LINK against 50 WETH: LINK at 7.5 USD where its feed says 15.
@@ -575,7 +575,7 @@ def test_a_master_who_left_before_a_feed_was_replaced_resumes_where_they_left(
 
     rpc(dep.w3, "anvil_autoImpersonateAccount", True)
     owner = dep.w3.eth.accounts[0]
-    master = address("red3-left-before-feed:master")
+    master = address("followers-left-before-feed:master")
     rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
     vault = create_master(dep, master, dep.units(BASE, 10_000))
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
@@ -632,7 +632,7 @@ def test_a_master_who_leaves_right_after_a_feed_is_replaced_keeps_the_loss(
 
     rpc(dep.w3, "anvil_autoImpersonateAccount", True)
     owner = dep.w3.eth.accounts[0]
-    master = address("red3-feed-replaced:master")
+    master = address("followers-feed-replaced:master")
     rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
     vault = create_master(dep, master, dep.units(BASE, 10_000))
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
@@ -642,7 +642,7 @@ def test_a_master_who_leaves_right_after_a_feed_is_replaced_keeps_the_loss(
     feed, _ = deploy(dep.w3, "TestPriceFeed", 18, "LINK / USD", answer // 2, sender=owner)
     call = dep.hub.functions.setAsset(link, feed.address, 86_400, 18, True)
     target, data = call.address, call._encode_transaction_data()
-    salt = dep.w3.keccak(text=f"red3:{data}")
+    salt = dep.w3.keccak(text=f"followers:{data}")
     args = (target, 0, data, b"\x00" * 32, salt)
     dep.w3.eth.wait_for_transaction_receipt(
         dep.timelock.functions.schedule(*args, GOVERNANCE_DELAY).transact({"from": owner})
@@ -693,11 +693,11 @@ def test_the_masters_fee_shares_cashed_in_are_no_followers_profit(
     from tandem.protocol import exit_in_kind
 
     rpc(dep.w3, "anvil_autoImpersonateAccount", True)
-    master = address("red3-fee-shares:master")
+    master = address("followers-fee-shares:master")
     rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
     vault = create_master(dep, master, dep.units(BASE, 10_000))
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
-    follower = address("red3-fee-shares:follower")
+    follower = address("followers-fee-shares:follower")
     add_followers(dep, vault, [follower], dep.units(BASE, 1_000))
     scale_feed(dep, "LINK", Decimal("1.5"))
     exit_in_kind(vault, follower, vault.functions.sharesOf(follower).call())

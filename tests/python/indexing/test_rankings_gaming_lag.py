@@ -1,6 +1,7 @@
-"""Fourth round of attacks on the rankings (review of rankings-red3): each test plays a way to
-look better, or to make an honest master look worse, than the transactions say, and asserts the
-rows tell the truth. They fail where the rankings can still be gamed or mislead."""
+"""An oracle lagging the market, followers in for a moment, feeds followed through their
+changes, and the pool's fills outside the master's trades: each test plays a way to look better,
+or to make an honest master look worse, than the transactions say, and asserts the rows tell
+the truth."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tandem.protocol import (
 
 from .support import address, rpc
 from .test_rankings_gaming import index
+from .test_rankings_gaming_followers import _series
 
 USD = m.USD
 DAY = m.DAY
@@ -47,10 +49,10 @@ def test_a_lagging_oracle_is_no_gift_to_an_honest_masters_followers(
     # 2% (800 USD of LINK bought at 14.25 now at 14.7, less the pool fee), and the rankings show a
     # loss: the "gift" of ~40 USD, frozen at the stale oracle price, is subtracted for ever.
     rpc(dep.w3, "anvil_autoImpersonateAccount", True)
-    master = address("red4-lag:master")
+    master = address("lag-lag:master")
     rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
     vault = create_master(dep, master, dep.units(BASE, 10_000))
-    follower = address("red4-lag:follower")
+    follower = address("lag-lag:follower")
     add_followers(dep, vault, [follower], dep.units(BASE, 1_000))
 
     market = dep.w3.eth.accounts[2]
@@ -97,11 +99,11 @@ def test_an_honest_exit_at_the_market_above_a_lagging_oracle_counts_what_it_paid
     from tandem.protocol import exit_to_base
 
     rpc(dep.w3, "anvil_autoImpersonateAccount", True)
-    master = address("red4-exit-lag:master")
+    master = address("lag-exit-lag:master")
     rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
     vault = create_master(dep, master, dep.units(BASE, 10_000))
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
-    follower = address("red4-exit-lag:follower")
+    follower = address("lag-exit-lag:follower")
     add_followers(dep, vault, [follower], dep.units(BASE, 1_000))
 
     market = dep.w3.eth.accounts[2]
@@ -132,20 +134,8 @@ def test_an_honest_exit_at_the_market_above_a_lagging_oracle_counts_what_it_paid
 # -------------------------------------------------------------------------------------------------
 
 
-def _series(daily: list[float], start_day: int = 1_000) -> list[m.IndexPoint]:
-    """Index points at noon of each day, one a day, the index compounding ``daily``."""
-    index = ONE
-    points = [m.IndexPoint(start_day * DAY + 43_200, start_day * 100, index, 10_000 * USD)]
-    for k, ret in enumerate(daily, start=1):
-        index = int(index * (1 + ret))
-        points.append(
-            m.IndexPoint((start_day + k) * DAY + 43_200, (start_day + k) * 100, index, 10_000 * USD)
-        )
-    return points
-
-
 def test_seven_days_in_take_seven_days_of_money_in_not_a_second_of_it() -> None:
-    # red3's answer to dust followers on quiet days: a follower's tracking error counts once
+    # The answer to dust followers on quiet days: a follower's tracking error counts once
     # they were in 7 days and had 100 USD in at once. "In" is read as from the first allocation
     # to the last exit, whatever was in between. Each of the master's own addresses allocates
     # 100 USD and exits all of it in the same minute (the 100 USD passed on to the next address),
@@ -281,7 +271,7 @@ def test_a_feed_deployed_in_the_block_that_sets_it_does_not_stop_the_indexer(
 
     call = dep.hub.functions.setAsset(link, feed, 86_400, 18, True)
     data = call._encode_transaction_data()
-    salt = w3.keccak(text=f"red4-same-block{w3.eth.block_number}")
+    salt = w3.keccak(text=f"lag-same-block{w3.eth.block_number}")
     args = (call.address, 0, data, b"\x00" * 32, salt)
     transact(dep.timelock.functions.schedule(*args, GOVERNANCE_DELAY), owner)
     advance_time(dep, GOVERNANCE_DELAY + 1, owner)
@@ -353,7 +343,7 @@ def test_a_follower_who_took_half_of_a_doubled_stake_is_still_a_follower_now() -
 def test_a_pool_sale_above_the_oracle_makes_no_winning_followers(
     dep: Deployment, settings: Settings, tmp_path: Path
 ) -> None:
-    # red3 subtracts what the pool's part of a MASTER TRADE got above the oracle (a gift). The
+    # What the pool's part of a MASTER TRADE got above the oracle is a gift, subtracted. The
     # pool gets fills through two other doors, along the hub's vetted route: its part of a
     # master's in-kind withdrawal (PoolSoldToBase) and the slices of a pending mirror
     # (MirrorExecuted). Neither is looked at. The master (with their own follower, 1,000 USD)
@@ -366,10 +356,10 @@ def test_a_pool_sale_above_the_oracle_makes_no_winning_followers(
     from tandem.protocol import fund
 
     rpc(dep.w3, "anvil_autoImpersonateAccount", True)
-    master = address("red4-pool-sale:master")
+    master = address("lag-pool-sale:master")
     rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
     vault = create_master(dep, master, dep.units(BASE, 10_000))
-    own = address("red4-pool-sale:follower")
+    own = address("lag-pool-sale:follower")
     add_followers(dep, vault, [own], dep.units(BASE, 1_000))
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
 
