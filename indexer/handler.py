@@ -30,6 +30,7 @@ from hexbytes import HexBytes
 from sqlalchemy import Connection, Engine, delete, func, select, tuple_
 from web3 import AsyncWeb3, Web3
 from web3.exceptions import (
+    BadFunctionCallOutput,
     BlockNotFound,
     ContractLogicError,
     Web3RPCError,
@@ -41,6 +42,7 @@ from indexer.writer import Rows, Writer, write_rows
 from tandem import artifacts
 from tandem.config import Settings
 from tandem.db import models as m
+from tandem.errors import DeploymentError
 from tandem.events import (
     EXIT_REASONS,
     MIRROR_DROPS,
@@ -89,6 +91,16 @@ _NO_STATE = (
     "pruned",
     "historical state",
     "state not available",
+)
+# Node answers meaning the call itself failed, as it will at that block every time it is asked
+# (not the node): nothing to read there, as for a revert.
+_CALL_FAILED = (
+    "out of gas",
+    "outofgas",
+    "invalid opcode",
+    "invalid jump",
+    "stack underflow",
+    "stack overflow",
 )
 
 
@@ -197,8 +209,9 @@ class Indexer:
         hub_abi = artifacts.load("ITandemHub", settings).abi
         self._hub = reader.eth.contract(self.hub, abi=hub_abi)
         # Fixed when the hub was deployed: master deposits are in it.
-        self.base_asset: str = checksum(self._hub.functions.baseAsset().call())
+        self.base_asset: str = checksum(self._hub_call(lambda h: h.baseAsset(), "latest"))
         self.sources = FeedSources(w3, settings)
+        self._feed_abi = artifacts.load("IAggregatorV3", settings).abi
         self.cursors = CursorStore(engine, m.indexer_cursor)
         self._conn: Connection | None = None
         self.rows_written = 0  # for metrics
@@ -324,7 +337,9 @@ class Indexer:
     async def discover(self, logs: Sequence[LogReceipt]) -> Sequence[str]:
         """Vaults created and feeds set in ``logs``: their logs in the same range are read too."""
         events = (e for e in map(self.decoder.decode, logs) if e is not None)
-        return await discovered(events, self.hub, self.addresses(), self.sources)
+        return await discovered(
+            events, self.hub, self.addresses(), self.sources, lambda e: e.block_number
+        )
 
     def handle(self, conn: Connection, logs: Sequence[LogReceipt]) -> None:
         try:
@@ -472,6 +487,14 @@ class Indexer:
         batch.keys.append(self._stream_keys(event))
         if event.source == "vault" and (event.name == "Traded" or event.name in FLOWS):
             self._point(block, event.address, "trade" if event.name == "Traded" else "flow")
+        elif event.name == "AssetSet" and event.source == "hub":
+            # A new feed (or heartbeat) changes what the vault's books are worth now, without an
+            # answer: a point of every vault that may hold the token records the vault's own
+            # index there, which a master who leaves right after is judged against.
+            token = event.args["token"]
+            for vault in self.vaults:
+                if token == self.base_asset or token in self.bought.get(vault, ()):
+                    self._point(block, vault, "price")
         elif event.name == "AnswerUpdated":
             for vault in self.vaults:
                 last = self.last_point.get(vault)
@@ -531,10 +554,10 @@ class Indexer:
             # changed since (and then every change is a row of its own).
             log.warning("reading the hub's first parameters at the latest block instead")
             at = "latest"
-            params = self._hub.functions.params().call(block_identifier=at)
+            params = self._hub_call(lambda h: h.params(), at)
         treasury = self._call(lambda: self._hub.functions.treasury().call(block_identifier=at))
         if treasury is None:
-            treasury = self._hub.functions.treasury().call(block_identifier="latest")
+            treasury = self._hub_call(lambda h: h.treasury(), "latest")
         (slippage, cap, paused, min_order, budget, multiple, share, drawdown) = params
         self.params = {
             "max_slippage_bps": slippage,
@@ -552,6 +575,20 @@ class Indexer:
             **{**self._where(event, timestamp), "log_index": -1},
             **self.params,
         )
+
+    def _hub_call(self, function: Callable[[Any], Any], at: Any) -> Any:
+        """A read of the hub that must answer (at the latest block, where it has code): one that
+        cannot be decoded is a hub of another release, or no hub, at ``indexer.hub``, which no
+        retry mends."""
+        call = function(self._hub.functions)
+        try:
+            return call.call(block_identifier=at)
+        except (ContractLogicError, BadFunctionCallOutput) as exc:
+            raise DeploymentError(
+                f"the contract at the hub address {self.hub} does not answer "
+                f"{call.fn_name}() as this release's TandemHub ({exc.__class__.__name__})",
+                "set indexer.hub to the address of a TandemHub of this release",
+            ) from exc
 
     def _params_set(self, batch: _Batch, e: Event, ts: int) -> None:
         assert self.params is not None
@@ -586,8 +623,76 @@ class Indexer:
             }
         else:
             asset = {**self.assets[token], "tradable": a["tradable"]}
+        before = self.assets.get(token)
         self.assets[token] = asset
         batch.add(m.Asset, **self._where(e, ts), **asset)
+        if before is not None and before["feed"] != asset["feed"]:
+            self._price_in_force(batch, e, ts, token, asset["feed"])
+
+    def _price_in_force(self, batch: _Batch, e: Event, ts: int, token: str, feed: str) -> None:
+        """The new ``feed``'s price of ``token`` from the ``AssetSet`` that made it the token's
+        feed, stored as an answer at that log: the hub prices the token with the new feed's
+        latest answer from then on, and the feed answered before it became the source (answers
+        not stored: only a source's are), so without it the old feed's last answer would stay
+        in force until the new one answers again, and a master leaving in between would leave
+        at the old price. Read as the hub's ``priceOf`` would read it at that log: the new
+        source's last answer earlier in the block, else the feed's latest answer at the block
+        (or at its parent, when the source answers later in the block: the source's there when
+        the feed is a proxy deployed in the block). Read by block hash, so a build from scratch
+        and one after a reorganisation store the same row. Nothing is stored when none of these
+        can be read (no state that old on the node, nothing at the address yet): ``inputs.Prices``
+        then knows no price of the token until the new feed answers."""
+        source = checksum(self.sources.source(feed) or feed)
+        block_hash = HexBytes(e.block_hash)
+        topic = HexBytes(self.decoder.topic("AnswerUpdated")).to_0x_hex()
+        found = self._call(
+            lambda: self.reader.eth.get_logs(
+                {"blockHash": block_hash, "address": source, "topics": [topic]}
+            )
+        )
+        if found is None:
+            return
+        answers = [x for x in map(self.decoder.decode, found) if x is not None]
+        earlier = [x for x in answers if x.log_index < e.log_index]
+        if earlier:
+            last = max(earlier, key=lambda x: x.log_index)
+            round_id, answer, updated_at = (
+                last.args["roundId"],
+                last.args["current"],
+                last.args["updatedAt"],
+            )
+        else:
+            at: Any = block_hash
+            if answers:  # answers later in the block: the state before the block is the one
+                at = self._call(lambda: self.reader.eth.get_block(block_hash)["parentHash"])
+                if at is None:
+                    return
+            latest = self._latest_round(feed, at)
+            if latest is None and answers and source != checksum(feed):
+                # No answer from the feed before the block: a proxy deployed in it (nothing at
+                # its address yet). It gives what its aggregator gives, which has not answered
+                # in the block before the log: the aggregator's latest answer before the block
+                # is the feed's at the log. An aggregator new in the block has none: its answer
+                # later in the block is the token's first price.
+                latest = self._latest_round(source, at)
+            if latest is None:
+                return
+            round_id, answer, _, updated_at, _ = latest
+        batch.add(
+            m.Price,
+            **self._where(e, ts),
+            token=token,
+            source=source,
+            answer=answer,
+            round_id=round_id,
+            updated_at=updated_at,
+        )
+
+    def _latest_round(self, feed: str, at: Any) -> Any:
+        """``feed``'s ``latestRoundData`` at block ``at``: None where it cannot be read (no code
+        there yet, a revert, no state)."""
+        contract = self.reader.eth.contract(checksum(feed), abi=self._feed_abi)
+        return self._call(lambda: contract.functions.latestRoundData().call(block_identifier=at))
 
     def _adapter_set(self, batch: _Batch, e: Event, ts: int) -> None:
         batch.add(
@@ -925,7 +1030,13 @@ class Indexer:
             answer = next(answers)
             if answer is None:
                 continue
-            master_aum, pool_aum, master_index, books = self._read_point.decode(answer, held)
+            try:
+                master_aum, pool_aum, master_index, books = self._read_point.decode(answer, held)
+            except ValueError:
+                # The same answer at every attempt (a node that runs no code without a target
+                # answers nothing): the point is kept without values, as without state.
+                self._warn_bad_point(answer)
+                continue
             for token, (master_amount, pool_amount, price) in zip(held, books, strict=True):
                 if master_amount or pool_amount or token == self.base_asset:
                     batch.add(
@@ -976,10 +1087,22 @@ class Indexer:
             raise ChainMoved("a block being indexed is gone")
         if "revert" in message or (isinstance(error, dict) and error.get("code") == 3):
             return
+        if any(words in message for words in _CALL_FAILED):
+            return
         if any(words in message for words in _NO_STATE):
             self._warn_no_state()
             return
         raise Web3RPCError(message)
+
+    def _warn_bad_point(self, answer: str) -> None:
+        if not getattr(self, "_warned_point", False):
+            log.warning(
+                "the node answered a point's reads with %s, not the reader's words: "
+                "time-series values are left empty (a node that runs eth_call without a "
+                "target fills them)",
+                answer[:66],
+            )
+            self._warned_point = True
 
     def _warn_no_state(self) -> None:
         if not getattr(self, "_warned_state", False):
@@ -990,13 +1113,16 @@ class Indexer:
             self._warned_state = True
 
     def _call(self, call: Callable[[], Any]) -> Any:
-        """A read-only call at a block: None when the node keeps no state that old or the vault
-        cannot price a token then; ``ChainMoved`` when the block is gone."""
+        """A read-only call at a block: None when there is nothing to read there (the node keeps
+        no state that old, the call reverts or fails, the contract has no code yet or answers
+        what its ABI cannot decode); ``ChainMoved`` when the block is gone. Asked again, the same
+        call at the same block fails the same way: raised, it would stop the indexer for good,
+        the range read again and failing again from the cursor."""
         try:
             return call()
         except BlockNotFound as exc:
             raise ChainMoved("a block being indexed is gone") from exc
-        except ContractLogicError:
+        except (ContractLogicError, BadFunctionCallOutput):
             return None
         except Web3RPCError as exc:
             message = str(exc).lower()
@@ -1004,6 +1130,8 @@ class Indexer:
                 raise ChainMoved("a block being indexed is gone") from exc
             if any(words in message for words in _NO_STATE):
                 self._warn_no_state()
+                return None
+            if any(words in message for words in _CALL_FAILED):
                 return None
             raise
 

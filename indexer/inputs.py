@@ -16,8 +16,9 @@ summed here, in Python.
 from __future__ import annotations
 
 import bisect
+import copy
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,79 +46,188 @@ class Position:
 
 class Prices:
     """Oracle prices as ``ITandemHub.priceOf`` gives them (USD with 36 decimals per smallest
-    unit), at any block, from the stored feed answers and the base prices of ``Allocated``."""
+    unit), at any block: the stored feed answers, and what one vault's own rows say (its trades'
+    prices, its points' prices, the base price of its ``Allocated`` events), read for the
+    ``vaults`` asked for (every vault when None) and looked up through ``of(vault)``.
 
-    def __init__(self, conn: Connection, up_to: int) -> None:
-        decimals: dict[str, tuple[int, int]] = {}
+    A vault is valued with the feeds and its own rows only, never another vault's: those tell
+    nothing the feeds do not, and the cost of a master's rankings must be that of its own rows,
+    whatever another vault stored (a vault of a million dust trades taxes no one else), and the
+    same whether one master or every master is recomputed."""
+
+    def __init__(self, conn: Connection, up_to: int, vaults: Collection[str] | None = None) -> None:
+        # Each answer is in the decimals of the feed that gave it: the asset's row in force at
+        # the answer's log, not its latest. Governance may move a token to a feed of other
+        # decimals (an 18-decimal feed for an 8-decimal one): scaled by the new feed's, every
+        # answer of the old one would read ten billion times off, and with it every in-kind
+        # withdrawal, exit slice and rebuilt equity before the change.
+        feeds: dict[str, list[tuple[int, int, int, int]]] = defaultdict(list)
+        replaced: list[tuple[str, int, int]] = []  # where a token's feed was replaced
+        feed_of: dict[str, str] = {}
         for asset in conn.execute(
-            select(m.Asset.token, m.Asset.token_decimals, m.Asset.feed_decimals)
+            select(
+                m.Asset.token,
+                m.Asset.block_number,
+                m.Asset.log_index,
+                m.Asset.feed,
+                m.Asset.token_decimals,
+                m.Asset.feed_decimals,
+            )
             .where(m.Asset.block_number <= up_to)
             .order_by(m.Asset.block_number, m.Asset.log_index)
         ):
-            decimals[asset.token] = (asset.token_decimals, asset.feed_decimals)
+            feeds[asset.token].append(
+                (asset.block_number, asset.log_index, asset.token_decimals, asset.feed_decimals)
+            )
+            if feed_of.get(asset.token, asset.feed) != asset.feed:
+                replaced.append((asset.token, asset.block_number, asset.log_index))
+            feed_of[asset.token] = asset.feed
         seen: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+        in_force: set[tuple[str, int, int]] = set()
         for row in conn.execute(
             select(m.Price.token, m.Price.block_number, m.Price.log_index, m.Price.answer).where(
                 m.Price.block_number <= up_to
             )
         ):
-            if row.token in decimals and row.answer > 0:
-                token_decimals, feed_decimals = decimals[row.token]
+            if row.answer <= 0:
+                continue  # the hub refuses to price with it
+            in_force.add((row.token, row.block_number, row.log_index))
+            # The row in force at the answer: the latest at or before its log (a feed's price
+            # in force recorded at its own ``AssetSet`` shares that log).
+            rows = feeds.get(row.token, [])
+            i = bisect.bisect_right(rows, (row.block_number, row.log_index, 99, 99))
+            if i:
+                _, _, token_decimals, feed_decimals = rows[i - 1]
                 price = row.answer * 10**36 // 10 ** (token_decimals + feed_decimals)
                 seen[row.token].append((row.block_number, row.log_index, price))
+        # A replaced feed's price in force is stored at its ``AssetSet`` (see the handler). Where
+        # the node could not tell it, the old feed's last answer is no price of the new one: the
+        # token has none until the new feed answers (units unknown, nothing judged on a guess).
+        for token, block, log_index in replaced:
+            if (token, block, log_index) not in in_force:
+                seen[token].append((block, log_index, 0))
+        self._feeds = {token: sorted(points) for token, points in seen.items()}
         answered = {(token, block) for token, points in seen.items() for block, _, _ in points}
+        own: dict[str, dict[str, list[tuple[int, int, int]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+
+        def of_vaults(query: Any, model: Any) -> Any:
+            query = query.where(model.block_number <= up_to)
+            return query if vaults is None else query.where(model.vault.in_(sorted(vaults)))
+
         # Every trade carries the prices the vault valued it at, at its own log: exact.
         for t in conn.execute(
-            select(
-                m.Trade.block_number,
-                m.Trade.log_index,
-                m.Trade.token_in,
-                m.Trade.token_out,
-                m.Trade.price_in,
-                m.Trade.price_out,
-            ).where(m.Trade.block_number <= up_to)
+            of_vaults(
+                select(
+                    m.Trade.vault,
+                    m.Trade.block_number,
+                    m.Trade.log_index,
+                    m.Trade.token_in,
+                    m.Trade.token_out,
+                    m.Trade.price_in,
+                    m.Trade.price_out,
+                ),
+                m.Trade,
+            )
         ):
-            seen[t.token_in].append((t.block_number, t.log_index, t.price_in))
-            seen[t.token_out].append((t.block_number, t.log_index, t.price_out))
+            own[t.vault][t.token_in].append((t.block_number, t.log_index, t.price_in))
+            own[t.vault][t.token_out].append((t.block_number, t.log_index, t.price_out))
         # A feed's answers from before the indexer's first block have no event: the prices read
         # with the points (the hub's ``priceOf`` at the end of the block) fill them in, for the
         # whole of a block in which the token's feed did not answer.
-        marked: dict[tuple[str, int], int] = {}
-        for token, block, price in conn.execute(
-            select(m.VaultBook.token, m.VaultBook.block_number, m.VaultBook.price)
-            .where(m.VaultBook.block_number <= up_to)
-            .distinct()
+        for vault, token, block, price in conn.execute(
+            of_vaults(
+                select(
+                    m.VaultBook.vault,
+                    m.VaultBook.token,
+                    m.VaultBook.block_number,
+                    m.VaultBook.price,
+                ),
+                m.VaultBook,
+            )
         ):
             if (token, block) not in answered and price:
-                marked[(token, block)] = int(price)
-        for (token, block), price in marked.items():
-            seen[token].append((block, -1, price))
+                own[vault][token].append((block, -1, int(price)))
         # The vault priced the base asset itself at each allocation: the same price, exactly.
         base = base_asset(conn, up_to)
         if base is not None:
             for entry in conn.execute(
-                select(
-                    m.Allocation.block_number, m.Allocation.log_index, m.Allocation.base_price
-                ).where(m.Allocation.block_number <= up_to)
+                of_vaults(
+                    select(
+                        m.Allocation.vault,
+                        m.Allocation.block_number,
+                        m.Allocation.log_index,
+                        m.Allocation.base_price,
+                    ),
+                    m.Allocation,
+                )
             ):
-                seen[base].append((entry.block_number, entry.log_index, entry.base_price))
-        self._series = {token: sorted(points) for token, points in seen.items()}
+                own[entry.vault][base].append(
+                    (entry.block_number, entry.log_index, entry.base_price)
+                )
+        self._own = {
+            vault: {token: sorted(points) for token, points in tokens.items()}
+            for vault, tokens in own.items()
+        }
+        self._vault: dict[str, list[tuple[int, int, int]]] = {}
+
+    def of(self, vault: str) -> Prices:
+        """These prices as ``vault`` is valued: the feeds and its own rows."""
+        view = copy.copy(self)
+        view._vault = self._own.get(vault, {})
+        return view
+
+    def next_answer(self, token: str, block: int, log_index: int) -> int | None:
+        """The price of ``token``'s first feed answer after that log (None before there is one):
+        where an oracle that lagged the market caught up to."""
+        series = self._feeds.get(token, ())
+        i = bisect.bisect_right(series, (block, log_index, 2**256))
+        while i < len(series) and series[i][2] <= 0:
+            i += 1
+        return series[i][2] if i < len(series) else None
+
+    def lag_bounds(self, token: str, price: int, block: int, log_index: int) -> tuple[int, int]:
+        """The least and the most of ``price`` (the oracle's at that log) and the feed's next
+        answer: a fill between them is the oracle lagging the market, not a gift of whoever
+        priced the route."""
+        later = self.next_answer(token, block, log_index)
+        return (price, price) if later is None else (min(price, later), max(price, later))
+
+    def price(self, token: str, block: int, log_index: int = 2**62) -> int | None:
+        """The latest price of ``token`` before ``log_index`` of ``block``: the feeds' or the
+        vault's own, whichever is later."""
+        at = (block, log_index, 0)
+        found = None
+        for series in (self._feeds.get(token, ()), self._vault.get(token, ())):
+            i = bisect.bisect_right(series, at)
+            if i and (found is None or series[i - 1][:2] > found[:2]):
+                found = series[i - 1]
+        return None if found is None else found[2]
 
     def value(self, token: str, amount: int, block: int, log_index: int = 2**62) -> int:
         """``amount`` of ``token`` in USD with 18 decimals at the latest price at or before the
         end of ``block`` (zero without one); with ``log_index``, at the latest one before that
         log of the block."""
-        series = self._series.get(token, [])
-        i = bisect.bisect_right(series, (block, log_index, 0))
-        if i == 0:
-            return 0
-        return amount * series[i - 1][2] // ONE
+        price = self.price(token, block, log_index)
+        return 0 if price is None else amount * price // ONE
 
     def priced(self, token: str, block: int, log_index: int = 2**62) -> bool:
         """Whether a price of ``token`` is known at that moment (``value`` says zero without)."""
-        series = self._series.get(token, [])
-        i = bisect.bisect_right(series, (block, log_index, 0))
-        return i > 0 and series[i - 1][2] > 0
+        return bool(self.price(token, block, log_index))
+
+    @classmethod
+    def known(
+        cls,
+        feeds: dict[str, list[tuple[int, int, int]]],
+        own: dict[str, list[tuple[int, int, int]]] | None = None,
+    ) -> Prices:
+        """Prices given as series of ``(block, log index, price)``: the feeds' and one vault's."""
+        prices = cls.__new__(cls)
+        prices._feeds = {token: sorted(points) for token, points in feeds.items()}
+        prices._own = {}
+        prices._vault = {token: sorted(points) for token, points in (own or {}).items()}
+        return prices
 
 
 def base_asset(conn: Connection, up_to: int) -> str | None:
@@ -166,7 +276,7 @@ def master_inputs(
 ) -> r.MasterInputs:
     """Everything the rankings need about ``master``'s ``vault``, from rows at or below
     ``up_to`` (see METRICS.md, "Inputs", for which event gives each series)."""
-    prices = prices or Prices(conn, up_to)
+    prices = (prices or Prices(conn, up_to, [vault])).of(vault)
     base = base_asset(conn, up_to) or ""
     points = _points(conn, vault, up_to)
     trades = _rows(conn, m.Trade, vault, up_to)
@@ -208,9 +318,12 @@ def master_inputs(
     trips = metrics.round_trips(fill for _, _, group in fills for fill in group)
 
     share_price = _share_price(points)
+    # Followers are those who allocated: the master and the treasury hold shares too, their fees,
+    # and cashing those in is their pay, not a follower's profit.
     followers = [
         metrics.follower_outcome(follower, events, share_price)
         for follower, events in sorted(allocation_events(conn, vault, up_to, prices).items())
+        if any(e.kind is AllocationEventKind.ALLOCATED for e in events)
     ]
     return r.MasterInputs(
         master=master,
@@ -318,10 +431,17 @@ def _book_events(
     own, its equity over its index: the vault does not retire units at a withdrawal it cannot
     price (a master without followers may withdraw while a feed is stale), and its index then
     reads lower. The rebuild follows it there, so that the index a master leaves at is never
-    above what the vault read, and a dip the vault showed is not undone by leaving."""
+    above what the vault read, and a dip the vault showed is not undone by leaving.
+
+    Nor is it ever above the vault's own index at its last point before the withdrawal: the
+    rebuild values the book at the prices the indexer knows, and a price it knows wrong (a feed
+    replaced, an answer missed) must not become an index the record resumes from. A rise since
+    that point is left out with it: a master who empties their book within the hour of a rise
+    leaves at the vault's last reading, against them."""
     read = [p for p in points if p.master_index and p.master_aum is not None]
     book: dict[str, int] = defaultdict(int)
     units = 0
+    last_read: int | None = None  # the vault's own index at its last point since it started
     started = left = False
     found: list[tuple[int, str, int]] = []
 
@@ -336,6 +456,7 @@ def _book_events(
         if kind == "point":
             if started and not left:
                 units = row.master_aum * ONE // row.master_index
+                last_read = row.master_index
             continue
         # What the event is valued with: the book held before it (a trade's own tokens are
         # valued at the prices it carries), and what a deposit or withdrawal moves.
@@ -360,7 +481,7 @@ def _book_events(
             book[row.token] -= row.amount
             if started and not left and (units == 0 or worth(block, log_index) == 0):
                 left = True
-                found.append((block, "left", index))
+                found.append((block, "left", min(index, last_read or index)))
         else:
             value = prices.value(base, row.amount, block, log_index)
             if left:
@@ -369,6 +490,7 @@ def _book_events(
                 found.append((block, "wiped", 0))
             if units == 0 or equity == 0:
                 units = value
+                last_read = None  # the vault starts its index again at one: no reading yet
             else:
                 units += -(-value * units // equity)
             book[base] += row.amount
@@ -453,15 +575,26 @@ def allocation_events(
     conn: Connection, vault: str, up_to: int, prices: Prices | None = None
 ) -> dict[str, list[AllocationEvent]]:
     """Each follower's allocation events in ``vault``, in chain order: ``Allocated``, exits
-    (what they paid: ``baseOut``, or the in-kind slices, at the oracle prices at the exit's log),
-    fees, peaks."""
-    prices = prices or Prices(conn, up_to)
+    (what they paid, at the oracle prices at the exit's log: an in-kind exit's slices; a to-base
+    exit's ``baseOut``, but never more than the slices it sold were worth, plus the slices it
+    paid in kind), fees, peaks."""
+    prices = (prices or Prices(conn, up_to, [vault])).of(vault)
     base = base_asset(conn, up_to) or ""
     slices: dict[tuple[int, int], int] = defaultdict(int)
+    # What an exit's slices were worth at the greater of the oracle's price and the feed's next
+    # answer: the most an exit to base counts for (an oracle lagging a rally is no route priced
+    # above the market).
+    most: dict[tuple[int, int], int] = defaultdict(int)
+    unpriced: set[tuple[int, int]] = set()  # exits with a slice of no known price
     for s in _rows(conn, m.ExitSlice, vault, up_to):
-        slices[(s.block_number, s.log_index)] += prices.value(
-            s.token, s.amount, s.block_number, s.log_index
-        )
+        at = (s.block_number, s.log_index)
+        price = prices.price(s.token, *at)
+        if price:
+            slices[at] += s.amount * price // ONE
+            most[at] += s.amount * prices.lag_bounds(s.token, price, *at)[1] // ONE
+        elif s.amount:
+            unpriced.add(at)
+    in_kind = _slices_in_kind(conn, vault, up_to)
     found: dict[str, list[tuple[int, int, AllocationEvent]]] = defaultdict(list)
 
     def add(
@@ -471,29 +604,186 @@ def allocation_events(
         shares: int,
         value: int,
         guard: int | None = None,
+        oracle: int | None = None,
     ) -> None:
-        event = AllocationEvent(row.timestamp, row.block_number, kind, shares, value, guard)
+        event = AllocationEvent(row.timestamp, row.block_number, kind, shares, value, guard, oracle)
         found[follower].append((row.block_number, row.log_index, event))
 
-    for a in _rows(conn, m.Allocation, vault, up_to):
+    allocations = _rows(conn, m.Allocation, vault, up_to)
+    exits = _rows(conn, m.Exit, vault, up_to)
+    fees = _rows(conn, m.FeeCharged, vault, up_to)
+    for a in allocations:
         # The vault's limits start from the amount at the oracle price (as ``onAllocate`` values
         # it), not from what the entry swaps brought in.
         guard = a.amount * a.base_price // PRICE_UNIT
         add(a, a.follower, AllocationEventKind.ALLOCATED, a.shares, a.entered, guard)
-    for e in _rows(conn, m.Exit, vault, up_to):
+    for e in exits:
+        at = (e.block_number, e.log_index)
+        oracle = None
         if e.kind == "to_base" and e.base_out is not None:
-            paid = prices.value(base, e.base_out, e.block_number, e.log_index)
+            # A triggered exit pays in kind (or holds for a claim) the slices it could not sell
+            # within the oracle bound, logged before it in its transaction: they are the
+            # follower's as much as ``baseOut``. What the sales brought above the slices' oracle
+            # value came from whoever priced the route (the follower's own pool, say): the
+            # rankings count no more than that value, as for the master's own fills.
+            kept = sum(
+                prices.value(token, amount, *at)
+                for token, amount in in_kind.pop((e.tx_hash, e.follower, e.log_index), [])
+            )
+            paid = prices.value(base, e.base_out, *at) + kept
+            oracle = None if at in unpriced else most[at]
         else:
-            paid = slices[(e.block_number, e.log_index)]
-        add(e, e.follower, AllocationEventKind.EXITED, e.shares, paid)
-    for f in _rows(conn, m.FeeCharged, vault, up_to):
+            paid = slices[at]
+        add(e, e.follower, AllocationEventKind.EXITED, e.shares, paid, oracle=oracle)
+    for f in fees:
         add(f, f.follower, AllocationEventKind.FEE, f.master_shares + f.protocol_shares, f.fee)
     for p in _rows(conn, m.Peak, vault, up_to):
         add(p, p.follower, AllocationEventKind.PEAK, 0, p.peak_value)
+    gifts = _gifts(conn, vault, up_to, prices, allocations, exits, fees)
+    for follower, (row, gift) in gifts.items():
+        add(row, follower, AllocationEventKind.GIFT, 0, gift)
     return {
         follower: [e for _, _, e in sorted(events, key=lambda x: (x[0], x[1]))]
         for follower, events in found.items()
     }
+
+
+def _gifts(
+    conn: Connection,
+    vault: str,
+    up_to: int,
+    prices: Prices,
+    allocations: list[Any],
+    exits: list[Any],
+    fees: list[Any],
+) -> dict[str, tuple[Any, int]]:
+    """Each follower's part of what the pool's fills above the oracle value brought in, paid by
+    whoever priced the route (a pool the master pushed): at each fill of the pool (its part of a
+    master trade, its sale to base at a master's in-kind withdrawal, a slice of a pending
+    mirror) that got more than it paid, the excess goes to the shares then outstanding, each
+    follower's part in proportion to their shares (rounded up: the rankings credit the master
+    with no more than was earned). An oracle that lags the market is no gift: what the pool got
+    is valued at the lesser of the oracle's price and the feed's next answer, what it paid at
+    the greater. Returns, by follower, the sum and the vault's last such fill's row (where it is
+    placed: the sum is all that counts). Kept as a running excess per share, so it costs one
+    pass over the vault's events, however many followers and fills."""
+    base = base_asset(conn, up_to) or ""
+    fills: list[tuple[int, int, str, Any]] = []  # (block, log index, "fill", (row, excess))
+
+    def fill(
+        row: Any,
+        token_in: str,
+        amount_in: int,
+        price_in: int | None,
+        token_out: str,
+        amount_out: int,
+        price_out: int | None,
+    ) -> None:
+        if not amount_in or price_in is None or price_out is None:
+            return
+        at = (row.block_number, row.log_index)
+        got = amount_out * prices.lag_bounds(token_out, price_out, *at)[0] // PRICE_UNIT
+        paid = amount_in * prices.lag_bounds(token_in, price_in, *at)[1] // PRICE_UNIT
+        if got > paid:
+            fills.append((*at, "fill", (row, got - paid)))
+
+    for t in _rows(conn, m.Trade, vault, up_to):
+        # The prices the vault bounded the swap with, carried by the trade: exact.
+        fill(t, t.token_in, t.pool_in, t.price_in, t.token_out, t.pool_out, t.price_out)
+    for sale in _rows(conn, m.PoolSale, vault, up_to):
+        at = (sale.block_number, sale.log_index)
+        fill(
+            sale,
+            sale.token,
+            sale.amount_in,
+            prices.price(sale.token, *at),
+            base,
+            sale.base_out,
+            prices.price(base, *at),
+        )
+    tokens: dict[int, tuple[str, str]] = {}
+    for mirror in _rows(conn, m.MirrorEvent, vault, up_to):
+        if mirror.kind == "recorded":
+            tokens[mirror.mirror_id] = (mirror.token_in, mirror.token_out)
+        elif mirror.kind == "executed" and mirror.mirror_id in tokens:
+            token_in, token_out = tokens[mirror.mirror_id]
+            at = (mirror.block_number, mirror.log_index)
+            fill(
+                mirror,
+                token_in,
+                mirror.amount_in or 0,
+                prices.price(token_in, *at),
+                token_out,
+                mirror.amount_out or 0,
+                prices.price(token_out, *at),
+            )
+    if not fills:
+        return {}
+    moves = fills
+    moves += [(a.block_number, a.log_index, "allocated", a) for a in allocations]
+    moves += [(e.block_number, e.log_index, "exited", e) for e in exits]
+    moves += [(f.block_number, f.log_index, "fee", f) for f in fees]
+    moves.sort(key=lambda x: (x[0], x[1]))
+    scale = 10**36
+    per_share = total = 0  # the excess per share so far (scaled), the shares outstanding
+    held: dict[str, list[int]] = {}  # follower: [shares, per_share when last settled, gifted]
+    last = None  # the last fill that brought an excess: where the gifts are placed
+
+    def settle(follower: str) -> list[int]:
+        h = held.setdefault(follower, [0, per_share, 0])
+        if h[1] != per_share and h[0]:
+            h[2] += -(-h[0] * (per_share - h[1]) // scale)
+        h[1] = per_share
+        return h
+
+    for _, _, kind, row in moves:
+        if kind == "fill":
+            source, excess = row
+            if total > 0:
+                per_share, last = per_share + excess * scale // total, source
+            continue
+        h = settle(row.follower)
+        if kind == "allocated":
+            h[0] += row.shares
+            total += row.shares
+        elif kind == "exited":
+            h[0] -= min(row.shares, h[0])
+            total -= row.shares
+        else:
+            h[0] -= min(row.master_shares + row.protocol_shares, h[0])
+    found = {}
+    for follower in held:
+        gift = settle(follower)[2]
+        if gift > 0:
+            found[follower] = (last, gift)
+    return found
+
+
+def _slices_in_kind(
+    conn: Connection, vault: str, up_to: int
+) -> dict[tuple[str, str, int], list[tuple[str, int]]]:
+    """The slices triggered to-base exits paid in kind (``SlicePaidInKind``) or held for a claim
+    (``SliceHeld``), as ``(token, amount)`` by the exit they belong to: ``(transaction,
+    follower, log index)`` of the first ``ExitedToBase`` of that follower after them in their
+    transaction. Read from the ``events`` rows, which keep every log. (An in-kind exit's held
+    slices are among its own slices already.)"""
+    names = ("SlicePaidInKind", "SliceHeld", "ExitedToBase", "ExitedInKind")
+    logs = conn.execute(
+        select(m.Event.tx_hash, m.Event.log_index, m.Event.name, m.Event.args)
+        .where(m.Event.address == vault, m.Event.block_number <= up_to, m.Event.name.in_(names))
+        .order_by(m.Event.block_number, m.Event.log_index)
+    )
+    waiting: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+    found: dict[tuple[str, str, int], list[tuple[str, int]]] = {}
+    for tx, log_index, name, args in logs:
+        key = (tx, str(args["follower"]))
+        if name in ("SlicePaidInKind", "SliceHeld"):
+            waiting[key].append((str(args["token"]), int(args["amount"])))
+        elif name == "ExitedToBase":
+            found[(*key, log_index)] = waiting.pop(key, [])
+        else:
+            waiting.pop(key, None)
+    return found
 
 
 def limits_of(conn: Connection, vault: str, follower: str, up_to: int) -> metrics.Limits:
@@ -514,7 +804,7 @@ def portfolio(conn: Connection, follower: str, up_to: int) -> list[Position]:
     )
     vaults = sorted(set(conn.execute(query).scalars()))
     positions = []
-    prices = Prices(conn, up_to)
+    prices = Prices(conn, up_to, vaults)
     for vault in vaults:
         events = allocation_events(conn, vault, up_to, prices).get(follower, [])
         points = _points(conn, vault, up_to)
@@ -533,10 +823,12 @@ def recompute(
     number of rows written."""
     when = as_of(conn, up_to)
     wanted = set(masters)
-    chosen = {v: master for v, master in vault_masters(conn, up_to).items() if master in wanted}
+    every = vault_masters(conn, up_to)
+    chosen = {v: master for v, master in every.items() if master in wanted}
     rows = []
     if when is not None:
-        prices = Prices(conn, up_to)  # read once for every master
+        # Read once for the masters asked for: their vaults' rows (every row for every master).
+        prices = Prices(conn, up_to, None if len(chosen) == len(every) else chosen)
         for vault, master in sorted(chosen.items()):
             inputs = master_inputs(conn, vault, master, up_to, prices)
             rows += r.master_rows(inputs, when, rules)

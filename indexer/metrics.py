@@ -160,11 +160,29 @@ class FollowerOutcome:
     # The most the follower had in at once: what their allocations entered, less what each exit
     # released of it (as ``allocation_view`` keeps the entry value). None: ``invested_usd``.
     most_in_usd: int | None = None
+    # What is at stake now: the larger of the entry value kept and the shares' value (zero once
+    # they left). None: ``most_in_usd``.
+    in_now_usd: int | None = None
+    # The last stretch of time the follower kept at least ``COUNTED_FOLLOWER_USD`` of entry
+    # value in, without a break: from, and to (None: still). What their tracking error is
+    # measured over. None: from ``joined_at`` to ``left_at``.
+    stretch: tuple[int, int | None] | None = None
+    # What fills of the pool above the oracle value brought the follower (``GIFT``): in their
+    # value, not their profit, as the master's own fills above the oracle are no performance.
+    gifted_usd: int = 0
+
+    @property
+    def in_now(self) -> int:
+        """The entry value kept now (``in_now_usd``, else the most in at once, else the sum in)."""
+        if self.in_now_usd is not None:
+            return self.in_now_usd
+        return self.invested_usd if self.most_in_usd is None else self.most_in_usd
 
     @property
     def pnl_usd(self) -> int:
-        """Profit after fees: everything got back and still held, less everything put in."""
-        return self.current_value_usd + self.withdrawn_usd - self.invested_usd
+        """Profit after fees: everything got back and still held, less everything put in and
+        everything others put in for them (``gifted_usd``)."""
+        return self.current_value_usd + self.withdrawn_usd - self.invested_usd - self.gifted_usd
 
     @property
     def return_(self) -> float | None:
@@ -318,13 +336,19 @@ def downside_deviation(returns: Sequence[float]) -> float:
 
 def sortino(returns: Sequence[float]) -> float | None:
     """Annualised Sortino ratio with a zero target: mean daily return over the downside
-    deviation, times sqrt(365). None under 30 returns or without a single losing day."""
+    deviation, times sqrt(365). None under 30 returns or without a single losing day.
+
+    The downside deviation is taken as at least half the sample standard deviation, so the
+    ratio is at most twice the Sharpe ratio: a record with too few losing days to measure its
+    downside (cash on 29 days of 30, one lucky day, the base feed's noise as its only losses)
+    is judged by its whole volatility, not by that noise. A record whose losses are spread like
+    its gains has a downside deviation near 0.7 of its deviation and is not affected."""
     if len(returns) < MIN_RATIO_DAYS:
         return None
     downside = downside_deviation(returns)
     if downside < NEGLIGIBLE_DEVIATION:
         return None
-    return _mean(returns) / downside * ANNUALISE
+    return _mean(returns) / max(downside, _stdev(returns) / 2) * ANNUALISE
 
 
 def window_points(
@@ -533,6 +557,9 @@ class FollowersSummary:
 # dollar and leaving in profit, are no following. The aggregate P&L counts every follower, in
 # proportion to what each put in.
 COUNTED_FOLLOWER_USD = 100 * USD
+# A counted follower's tracking error is shown once they were in this many days: a day or two
+# reads one day's difference, which is no measure of how a following tracks its master.
+MIN_TRACKING_DAYS = 7
 
 
 def counted_followers(outcomes: Iterable[FollowerOutcome]) -> list[FollowerOutcome]:
@@ -542,6 +569,17 @@ def counted_followers(outcomes: Iterable[FollowerOutcome]) -> list[FollowerOutco
         o
         for o in outcomes
         if (o.invested_usd if o.most_in_usd is None else o.most_in_usd) >= COUNTED_FOLLOWER_USD
+    ]
+
+
+def followers_now(outcomes: Iterable[FollowerOutcome], as_of: int) -> list[FollowerOutcome]:
+    """The counted followers still in at ``as_of`` with ``COUNTED_FOLLOWER_USD`` of their entry
+    value still in: a hundred dollars handed along twenty addresses, each leaving a share
+    behind, is one follower now, not twenty."""
+    return [
+        o
+        for o in counted_followers(outcomes)
+        if (o.left_at is None or o.left_at > as_of) and o.in_now >= COUNTED_FOLLOWER_USD
     ]
 
 
@@ -653,6 +691,10 @@ class AllocationEventKind(Enum):
     EXITED = "exited"  # ExitedInKind / ExitedToBase: shares burned for the value paid out
     FEE = "fee"  # FeeCharged: shares moved to the master and the treasury, worth `fee`
     PEAK = "peak"  # PeakRecorded: a new peak value (shares zero)
+    # The follower's part of what the pool's fills above the oracle value brought in (the pool's
+    # book of a master trade worth more, at its own prices, than it paid): paid by whoever priced
+    # the route, no gain of the master's trading. One event: the sum (shares zero).
+    GIFT = "gift"
 
 
 @dataclass(frozen=True, slots=True)
@@ -661,7 +703,10 @@ class AllocationEvent:
     value entered, paid out, charged as a fee, or recorded as the peak, USD with 18 decimals.
     ``guard_usd``, for an allocation: what the vault adds to the entry and peak values its limits
     judge (the amount at the base asset's oracle price, entry swaps' cost included); the value
-    entered when not given."""
+    entered when not given. ``oracle_usd``, for an exit to base: what the slices it sold were
+    worth at the oracle, plus those it paid in kind; a follower's outcome counts the exit for no
+    more (a route paying above the oracle is paid by whoever priced it, no gain of the master's
+    trading), while their portfolio shows what it paid."""
 
     timestamp: int
     block: int
@@ -669,6 +714,7 @@ class AllocationEvent:
     shares: int
     value_usd: int
     guard_usd: int | None = None
+    oracle_usd: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -771,31 +817,46 @@ def follower_outcome(
     their allocations entered, what their exits paid, their fees, and their shares now at
     ``share_price``. They left at the exit that burned their last share (None while in). The most
     they had in at once is the entry value kept, as ``allocation_view`` keeps it, at its peak."""
-    shares = invested = withdrawn = fees = entry = most = 0
+    shares = invested = withdrawn = fees = entry = most = gifted = 0
     left_at: int | None = None
+    since: int | None = None  # when the entry value kept last rose to COUNTED_FOLLOWER_USD
+    stretch: tuple[int, int | None] | None = None
     for e in events:
+        if e.kind is AllocationEventKind.GIFT:
+            gifted += e.value_usd
+            continue
         if e.kind is AllocationEventKind.ALLOCATED:
             shares, invested, left_at = shares + e.shares, invested + e.value_usd, None
             entry += e.value_usd
             most = max(most, entry)
+            if since is None and entry >= COUNTED_FOLLOWER_USD:
+                since = e.timestamp
+                stretch = (since, None)
         elif e.kind is AllocationEventKind.EXITED:
             if shares > 0:
                 entry -= entry * min(e.shares, shares) // shares
-            shares, withdrawn = shares - e.shares, withdrawn + e.value_usd
+            if since is not None and entry < COUNTED_FOLLOWER_USD:
+                stretch, since = (since, e.timestamp), None
+            paid = e.value_usd if e.oracle_usd is None else min(e.value_usd, e.oracle_usd)
+            shares, withdrawn = shares - e.shares, withdrawn + paid
             if shares <= 0:
                 left_at = e.timestamp
         elif e.kind is AllocationEventKind.FEE:
             shares, fees = shares - e.shares, fees + e.value_usd
     joined_at = next((e.timestamp for e in events if e.kind is AllocationEventKind.ALLOCATED), 0)
+    value = max(shares, 0) * share_price // 10**18
     return FollowerOutcome(
         follower=follower,
         invested_usd=invested,
-        current_value_usd=max(shares, 0) * share_price // 10**18,
+        current_value_usd=value,
         withdrawn_usd=withdrawn,
         fees_paid_usd=fees,
         joined_at=joined_at,
         left_at=left_at,
         most_in_usd=most,
+        in_now_usd=max(entry, value) if shares > 0 else 0,
+        gifted_usd=gifted,
+        stretch=stretch or (joined_at, joined_at),  # never 100 USD in: no stretch to measure
     )
 
 

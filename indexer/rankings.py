@@ -127,9 +127,8 @@ def master_rows(
 
     summary = m.followers_summary(inputs.followers)
     tracking = _tracking_errors(inputs, closes, as_of)
-    followers_now = sum(
-        1 for f in m.counted_followers(inputs.followers) if f.left_at is None or f.left_at > as_of
-    )
+    followers_now = len(m.followers_now(inputs.followers, as_of))
+    # Activity is what the track record counts: a trade of cents a day is no activity.
     counted = inputs.trade_times if inputs.track_times is None else inputs.track_times
     track_trades = m.trades_in(counted, 0, as_of)
     # The track record starts with the first trade that counts: an idle vault has none.
@@ -172,8 +171,8 @@ def master_rows(
                 profit_factor=m.profit_factor(trips + losing),
                 avg_holding_seconds=m.average_holding_seconds(trips),
                 round_trips=len(trips),
-                trades=m.trades_in(inputs.trade_times, start, as_of),
-                days_active=m.days_active(inputs.trade_times, start, as_of),
+                trades=m.trades_in(counted, start, as_of),
+                days_active=m.days_active(counted, start, as_of),
                 followers_now=followers_now,
                 followers_ever=summary.followers,
                 followers_in_profit=summary.in_profit,
@@ -202,11 +201,22 @@ def _equity_held(
 
 
 def _tracking_errors(inputs: MasterInputs, closes: m.DailyCloses, as_of: int) -> list[float]:
+    """Each counted follower's tracking error over their last stretch with 100 USD of entry
+    value in without a break (``FollowerOutcome.stretch``), for stretches of at least
+    ``m.MIN_TRACKING_DAYS``: a dollar in for the day the pool lagged is no measure of how a
+    following tracks the master (and must not let an outsider set an honest master's worst
+    figure), nor are dollars in for quiet days, nor a hundred dollars in for a minute followed by
+    a dollar for a week (nor may they set the median)."""
     pool = m.daily_closes(inputs.pool_index, as_of)
-    if pool is None or not inputs.followers:
+    followers = m.counted_followers(inputs.followers)
+    if pool is None or not followers:
         return []
     differences = TrackingDifferences(closes, pool)
-    errors = (differences.rms_bps(f.joined_at, f.left_at, as_of) for f in inputs.followers)
+    errors = []
+    for f in followers:
+        start, end = f.stretch or (f.joined_at, f.left_at)
+        if min(as_of if end is None else end, as_of) - start >= m.MIN_TRACKING_DAYS * DAY:
+            errors.append(differences.rms_bps(start, end, as_of))
     return [e for e in errors if e is not None]
 
 

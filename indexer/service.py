@@ -26,10 +26,10 @@ from indexer.monitoring import Metrics, setup_logs
 from indexer.writer import WriterFailed
 from tandem.config import RankingSettings, Settings, redact
 from tandem.db import database_url, head_revision, models, open_engine, revision_of, upgrade
-from tandem.errors import ConfigError
+from tandem.errors import ConfigError, TandemError
 from tandem.follower import ChainMoved, Head, HeadSource
 from tandem.follower.cursor import Cursor
-from tandem.follower.heads import latest_head
+from tandem.follower.heads import latest_head, to_hex
 from tandem.follower.protocol import connect, hub_address
 from tandem.node_errors import NODE_ERRORS, describe
 
@@ -127,14 +127,18 @@ class IndexerService:
         self.latest = head
         self.metrics.head.set(head.number)
         indexer = self.indexer
-        feeds = [asset["feed"] for asset in indexer.assets.values()]
-        await indexer.sources.check(feeds, head.number)
         events, rows, started = indexer.events_read, indexer.rows_written, time.monotonic()
         before = indexer.follower.cursor
         journaled = indexer.journal_written
         try:
             try:
-                depth = await indexer.follower.sync(head)
+                depth = await self._follow_replaced_aggregators(head)
+                depth = max(depth, await indexer.follower.sync(head))
+                # Feeds set in the blocks just read were resolved at their AssetSet: one
+                # replaced since (a catch-up) is found now, and the blocks from it read again.
+                again = await self._follow_replaced_aggregators(head)
+                if again:
+                    depth = max(depth, again, await indexer.follower.sync(head))
             finally:
                 indexer.drain()  # what follows reads the rows stored
         finally:
@@ -169,6 +173,65 @@ class IndexerService:
                     rows,
                     elapsed,
                 )
+        return depth
+
+    async def _follow_replaced_aggregators(self, head: Head) -> int:
+        """A Chainlink proxy's aggregator replaced (without an event) since it was last looked
+        at: the answers come from each aggregator it had since, each from the block it took
+        over at, found by bisection (a proxy re-pointed twice between two looks, or over a
+        history read from scratch, has one in between whose answers are the token's over its
+        own span). Rows already stored from the first replacement on (the old aggregator's
+        answers, none of the others') are rolled back as a reorganisation would, and those
+        blocks read again, each span with the aggregator in force over it. A build from
+        scratch, which resolves each feed at its ``AssetSet`` and then finds the replacements,
+        stores the same rows. Returns how many blocks were rolled back (0: none)."""
+        indexer = self.indexer
+        sources = indexer.sources
+        cursor = indexer.follower.cursor
+        feeds = [asset["feed"] for asset in indexer.assets.values()]
+        if cursor is not None:
+            for feed in feeds:
+                if sources.source(feed) is None:
+                    # A start or a restart: the aggregator in force where the rows stop.
+                    await sources.resolve(feed, max(cursor.block_number, 0))
+        replaced = await sources.replacements(feeds, head.number)
+        if not replaced or cursor is None:
+            return 0
+        # (block, feed, aggregator in force from that block), over every feed replaced.
+        spans: list[tuple[int, str, str]] = []
+        for replacement in replaced:
+            old = replacement.old
+            for at, source in await sources.successors(replacement, head.number):
+                log.warning(
+                    "the aggregator of feed %s was replaced (%s -> %s) at block %s",
+                    replacement.feed,
+                    old,
+                    source,
+                    at,
+                )
+                spans.append((at, replacement.feed, source))
+                old = source
+            sources.follow(replacement.feed, replacement.old)
+        if not spans:
+            return 0
+        spans.sort(key=lambda x: x[0])
+        depth = 0
+        first = spans[0][0]
+        if first <= cursor.block_number:
+            ancestor = await self.w3.eth.get_block(first - 1)
+            back = Cursor(first - 1, to_hex(ancestor["hash"]))
+            indexer.drain()
+            with indexer.cursors.begin() as conn:
+                indexer.roll_back(conn, back.block_number)
+                indexer.cursors.rewind(conn, back)
+            indexer.follower.cursor = back
+            depth = cursor.block_number - back.block_number
+        for at, feed, source in spans:
+            now = indexer.follower.cursor
+            if now is not None and at - 1 > now.block_number:
+                before = Head.from_block(await self.w3.eth.get_block(at - 1), time.time())
+                await indexer.follower.sync(before)
+            sources.follow(feed, source)
         return depth
 
     async def reload_rules(self, settings: RankingSettings) -> bool:
@@ -239,6 +302,11 @@ class IndexerService:
                     exc.__class__.__name__,
                     backoff,
                 )
+            except TandemError as exc:
+                # Settings or a deployment that no retry mends: one line saying what to do,
+                # not a traceback at every attempt.
+                self.metrics.errors.inc()
+                log.error("%s; trying again in %.1f s", exc, backoff)
             except Exception:
                 # A bug or a surprise from the node must not stop the indexer for good: it is
                 # logged in full, and the next attempt starts again from the cursor.

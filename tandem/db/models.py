@@ -114,7 +114,10 @@ class Adapter(EventRow, Base):
 
 class Price(EventRow, Base):
     """A feed's answer (``AnswerUpdated`` from the feed's aggregator), for each asset it prices,
-    in the feed's own decimals (see ``assets.feed_decimals``)."""
+    in the feed's own decimals (see ``assets.feed_decimals``, of the asset's row in force at the
+    answer). At an ``AssetSet`` that replaces a token's feed, a row at that log holds the new
+    feed's answer in force there (given before the feed was the token's, so never logged as
+    one), read from the chain."""
 
     __tablename__ = "prices"
     # Rows are keyed by token first: rolling back by block needs its own index.

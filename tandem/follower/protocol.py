@@ -4,7 +4,7 @@ to what a service follows (vaults it creates, the aggregators behind feeds it se
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from eth_utils.address import to_checksum_address as checksum
@@ -80,10 +80,16 @@ async def hub_address(
 
 
 async def discovered(
-    events: Iterable[HubEvent], hub: str, watched: Iterable[str], sources: FeedSources
+    events: Iterable[HubEvent],
+    hub: str,
+    watched: Iterable[str],
+    sources: FeedSources,
+    block_of: Callable[[Any], int] | None = None,
 ) -> list[str]:
     """Contracts the hub's ``events`` add to those ``watched``: each vault it created and the
-    aggregator behind each feed it set, in the order they appear."""
+    aggregator behind each feed it set, in the order they appear. With ``block_of`` (an event's
+    block), a feed is resolved at its event's block: a service storing answers follows the
+    aggregator in force then, and finds a later replacement at its next check."""
     seen = set(watched)
     new: list[str] = []
     for event in events:
@@ -93,7 +99,8 @@ async def discovered(
         if event.name == "VaultCreated":
             found = checksum(event.args["vault"])
         elif event.name == "AssetSet":
-            found = await sources.resolve(event.args["feed"])
+            block = block_of(event) if block_of is not None else None
+            found = await sources.resolve(event.args["feed"], block)
         else:
             continue
         if found not in seen and found not in new:
