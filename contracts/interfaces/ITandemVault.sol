@@ -87,8 +87,11 @@ interface ITandemVaultExits {
 
     /// @notice Burns `shares` of the caller for their pro-rata slice of every pool token, paid to
     /// their wallet, after the performance fee on their gain (see `FeeCharged`). Needs no adapter
-    /// and no oracle (with a feed down the fee is skipped); never paused. A slice whose transfer
-    /// fails (a paused token, say) does not block the rest: it is held for the caller to `claim`.
+    /// and no fresh oracle; never paused. The fee is valued at each feed's latest answer, even past
+    /// its heartbeat (`ITandemHub.latestPricesOf`), so a moment when a feed reads stale skips no
+    /// fee; only when a feed has no usable answer (it reverts, or answers zero or less) is the fee
+    /// skipped rather than keep the follower in. A slice whose transfer fails (a paused token, say)
+    /// does not block the rest: it is held for the caller to `claim`.
     function exitInKind(uint256 shares) external returns (address[] memory tokens, uint256[] memory amounts);
 
     /// @notice Pays the caller's held slice of `token` (see `exitInKind`) to `to`.
