@@ -366,15 +366,17 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
 
     /// @inheritdoc ITandemHub
     function priceOf(address token) public view returns (uint256) {
-        return _price(token);
+        return _price(token, true);
     }
 
     /// @inheritdoc ITandemHub
-    function pricesOf(address[] calldata tokens) public view returns (uint256[] memory prices) {
-        prices = new uint256[](tokens.length);
-        for (uint256 i; i < tokens.length; ++i) {
-            prices[i] = _price(tokens[i]);
-        }
+    function pricesOf(address[] calldata tokens) public view returns (uint256[] memory) {
+        return _prices(tokens, true);
+    }
+
+    /// @inheritdoc ITandemHub
+    function latestPricesOf(address[] calldata tokens) external view returns (uint256[] memory) {
+        return _prices(tokens, false);
     }
 
     /// @inheritdoc ITandemHub
@@ -407,14 +409,23 @@ contract TandemHub is ITandemHub, Ownable2Step, ReentrancyGuardTransient {
         return chosen == 0 ? _params.defaultAllocationCapBps : chosen;
     }
 
-    function _price(address token) private view returns (uint256) {
+    function _prices(address[] calldata tokens, bool fresh) private view returns (uint256[] memory prices) {
+        prices = new uint256[](tokens.length);
+        for (uint256 i; i < tokens.length; ++i) {
+            prices[i] = _price(tokens[i], fresh);
+        }
+    }
+
+    /// @dev The price of `token` at its feed's latest answer; `fresh` also refuses an answer older
+    /// than the asset's heartbeat.
+    function _price(address token, bool fresh) private view returns (uint256) {
         Asset memory a = _assets[token];
         if (address(a.feed) == address(0)) revert AssetNotAllowed(token);
         // Only the answer and its time matter: round ids are deprecated in Chainlink's interface.
         // slither-disable-next-line unused-return
         (, int256 answer,, uint256 updatedAt,) = a.feed.latestRoundData();
         if (answer <= 0) revert InvalidPrice(token, answer);
-        if (updatedAt + a.heartbeat < block.timestamp) revert StalePrice(token, updatedAt, a.heartbeat);
+        if (fresh && updatedAt + a.heartbeat < block.timestamp) revert StalePrice(token, updatedAt, a.heartbeat);
         // Both decimals are at most 18 (checked in setAsset), so the exponent is never negative.
         return uint256(answer) * 10 ** (36 - uint256(a.feedDecimals) - a.tokenDecimals);
     }

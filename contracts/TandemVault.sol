@@ -112,14 +112,13 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         masterOut = Math.mulDiv(amountOut, t.amountIn, totalIn);
         poolOut = amountOut - masterOut;
         // A fill above the oracle value (a pool of the master's own, paying them) is no
-        // performance: the excess buys units at the index, as a deposit would, so it cannot lift
-        // the master out of a drawdown.
+        // performance: the excess is a deposit. It buys units at the index, so it cannot lift the
+        // master out of a drawdown, and it cannot leave in its block, so it cannot be passing capital.
         uint256 masterIn = _value(t.amountIn, z.priceIn);
         uint256 masterGot = _value(masterOut, z.priceOut);
         if (masterGot > masterIn && z.masterValue != 0) {
             uint256 units = _state.masterUnits;
-            _state.masterUnits =
-                SafeCast.toUint112(units + Math.mulDiv(masterGot - masterIn, units, z.masterValue, Math.Rounding.Ceil));
+            _capitalIn(units + Math.mulDiv(masterGot - masterIn, units, z.masterValue, Math.Rounding.Ceil));
         }
         // Untrack first, so a vault holding the most tokens it may can still rotate a whole position.
         if (bookIn.master == 0 && bookIn.pool == 0) _untrack(t.tokenIn);
@@ -198,7 +197,7 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         uint256 units = _state.masterUnits;
         uint256 value = _value(amount, prices[0]);
         units = units == 0 || masterEquity == 0 ? value : units + Math.mulDiv(value, units, masterEquity, Math.Rounding.Ceil);
-        _state.masterUnits = SafeCast.toUint112(units);
+        _capitalIn(units);
         _credit(address(BASE_ASSET), amount, 0);
         emit ITandemVault.MasterDeposited(amount);
     }
@@ -206,6 +205,7 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
     /// @inheritdoc ITandemVaultTrading
     function withdrawMaster(address token, uint256 amount) external nonReentrant onlyMaster {
         if (amount == 0) revert ITandemVault.ZeroAmount();
+        if (_state.depositBlock == uint32(block.number)) revert ITandemVault.DepositAndWithdrawalInOneBlock();
         Books memory book = _books[token];
         if (amount > book.master) revert ITandemVault.InsufficientMasterBalance(token, book.master, amount);
         // A master leaving a position in kind takes the pool out of the same fraction of it: sales
@@ -566,6 +566,16 @@ contract TandemVault is ITandemVaultTrading, VaultBase {
         delete _mirror;
         emit ITandemVault.MirrorDropped(id, remaining, reason);
         return 0;
+    }
+
+    /// @dev Sets the master's `units` after capital came into their book (a deposit, or a fill above
+    /// the oracle value), and marks the block: the master withdraws nothing in it. A buy's pool part
+    /// is the fraction of the master's equity the master spends, so capital in the book for one
+    /// transaction (a flash loan) would shrink the pool's part and then leave with the master.
+    /// Capital that stays a block is the master's own to risk. Leaving first and coming back in one
+    /// block takes out only the master's own capital, so that order stays open.
+    function _capitalIn(uint256 units) private {
+        (_state.masterUnits, _state.depositBlock) = (SafeCast.toUint112(units), uint32(block.number));
     }
 
     function _tryPrices(address[] memory held) private view returns (bool priced, uint256[] memory prices) {

@@ -78,8 +78,12 @@ contract TandemVaultExits is ITandemVaultExits, VaultBase {
     {
         uint256 sharesBefore = _positions[msg.sender].shares;
         _checkExit(msg.sender, shares, sharesBefore);
-        // An exit in kind needs no oracle. The fee needs prices: with a feed down it is not charged,
-        // rather than keep the follower in.
+        // An exit in kind needs no oracle, so no feed may keep the follower in. The fee is valued at
+        // the feeds' latest answers even past their heartbeats: a feed that is only late (quiet, its
+        // next update not yet mined) has not moved past its deviation threshold, so a follower who
+        // picks that moment pays the fee at a price off the market by at most that threshold, as at
+        // any other moment, instead of skipping it. Only a feed with no usable answer at all
+        // (reverting, zero or negative) leaves the fee uncharged.
         FeeContext memory c = _feeContext(false);
         uint256 fee = c.priced ? _takeFee(msg.sender, shares, sharesBefore, c) : 0;
         exitTokens = _tokens();
@@ -284,14 +288,17 @@ contract TandemVaultExits is ITandemVaultExits, VaultBase {
     // Internal
     // ---------------------------------------------------------------------------------------------
 
-    /// @dev Reads what fees need. `required` reverts with the feed's own error when prices are not
-    /// available; otherwise `priced` says whether they were.
-    function _feeContext(bool required) private view returns (FeeContext memory c) {
+    /// @dev Reads what fees need. `fresh` prices within each feed's heartbeat and reverts with the
+    /// feed's own error when one is stale or broken; otherwise prices are the feeds' latest answers,
+    /// however old, and `priced` says whether every feed had a usable one. (A caller cannot starve
+    /// the hub's call of gas to take the unpriced path: the 1/64 of gas left after it would be far
+    /// too little to finish the exit.)
+    function _feeContext(bool fresh) private view returns (FeeContext memory c) {
         c.held = _tokens();
-        if (required) {
+        if (fresh) {
             c.prices = HUB.pricesOf(c.held);
         } else {
-            try HUB.pricesOf(c.held) returns (uint256[] memory prices) {
+            try HUB.latestPricesOf(c.held) returns (uint256[] memory prices) {
                 c.prices = prices;
             } catch {
                 return c;

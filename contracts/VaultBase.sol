@@ -112,13 +112,17 @@ abstract contract VaultBase is ReentrancyGuardTransient {
 
     /// @dev What every trade reads, in one slot: how many non-base tokens the books hold, the loss
     /// budget used (what the pool's swaps lost against oracle prices, as a share of the pool's value
-    /// with 18 decimals, as of `lossUpdatedAt`), and the units of capital the master has put in, which turn the master's
-    /// equity into a performance index that deposits and withdrawals do not move.
+    /// with 18 decimals, as of `lossUpdatedAt`; never above the budget's capacity, at most 5e16, so
+    /// 64 bits hold it), the units of capital the master has put in, which turn the master's equity
+    /// into a performance index that deposits and withdrawals do not move, and the block in which
+    /// capital last came into the master's book (truncated to 32 bits: it only matters if it wraps
+    /// to the very same value), in which the master may not withdraw.
     struct TradeState {
         uint8 tokenCount;
-        uint96 lossUsed;
+        uint64 lossUsed;
         uint40 lossUpdatedAt;
         uint112 masterUnits;
+        uint32 depositBlock;
     }
 
     /// @dev The master's performance watermark: the highest index seen on `day` (days since the
@@ -337,7 +341,7 @@ abstract contract VaultBase is ReentrancyGuardTransient {
         if (loss > available) {
             revert ITandemVault.LossBudgetExceeded(poolLoss, Math.mulDiv(available, poolValue, SHARE_UNIT));
         }
-        (state.lossUsed, state.lossUpdatedAt) = (SafeCast.toUint96(used + loss), uint40(block.timestamp));
+        (state.lossUsed, state.lossUpdatedAt) = (SafeCast.toUint64(used + loss), uint40(block.timestamp));
     }
 
     /// @dev The share of the pool's value the budget has used, net of refills, and what it has left.

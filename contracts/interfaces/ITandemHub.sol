@@ -315,6 +315,12 @@ interface ITandemHub {
     /// @notice `priceOf` for several tokens at once.
     function pricesOf(address[] calldata tokens) external view returns (uint256[] memory prices);
 
+    /// @notice `pricesOf` at each feed's latest answer, however old: for the one use that must not
+    /// wait for a feed past its heartbeat, the performance fee of an exit in kind (see
+    /// `ITandemVault.exitInKind`). Everything else is valued with `pricesOf`.
+    /// @dev Reverts when an asset is not allowed or its feed reverts or answers zero or less.
+    function latestPricesOf(address[] calldata tokens) external view returns (uint256[] memory prices);
+
     /// @notice Everything a vault needs to execute a trade, in one call: reverts when paused, when
     /// the adapter is not allowed or `tokenOut` is not tradable (the base asset always is), and
     /// prices `tokens`.

@@ -35,7 +35,8 @@ interface ITandemVaultTrading {
     /// while copying is suspended (`CopyingIsSuspended`).
     function executeMirror(uint256 id, uint256 amountIn) external returns (uint256 amountOut);
 
-    /// @notice Moves `amount` base asset from the master's wallet into the master's book.
+    /// @notice Moves `amount` base asset from the master's wallet into the master's book. The master
+    /// may withdraw from the next block on (see `withdrawMaster`).
     /// @dev Requirements: master only; not paused; the vault approved for `amount`.
     function depositMaster(uint256 amount) external;
 
@@ -43,7 +44,10 @@ interface ITandemVaultTrading {
     /// of a token the pool also holds sells the same fraction of the pool's position to the base
     /// asset, in the same transaction, along the hub's vetted route (`PoolSoldToBase`): a master
     /// cannot leave a position and leave the pool in it.
-    /// @dev Requirements: master only; with followers in the pool, the master's equity afterwards
+    /// @dev Requirements: master only; no capital came into the master's book in this block (a
+    /// deposit, or a trade filled above the oracle value, which counts as one:
+    /// `DepositAndWithdrawalInOneBlock`), so capital passing through for one transaction cannot
+    /// shrink the pool's part of a buy; with followers in the pool, the master's equity afterwards
     /// keeps the followers' part of the pool (fee shares of the master and the treasury aside)
     /// within the hub's `maxPoolMultiple` of it; for a token the pool holds, not paused and the
     /// pool's sale filled within the oracle bound.
@@ -87,8 +91,11 @@ interface ITandemVaultExits {
 
     /// @notice Burns `shares` of the caller for their pro-rata slice of every pool token, paid to
     /// their wallet, after the performance fee on their gain (see `FeeCharged`). Needs no adapter
-    /// and no oracle (with a feed down the fee is skipped); never paused. A slice whose transfer
-    /// fails (a paused token, say) does not block the rest: it is held for the caller to `claim`.
+    /// and no fresh oracle; never paused. The fee is valued at each feed's latest answer, even past
+    /// its heartbeat (`ITandemHub.latestPricesOf`), so a moment when a feed reads stale skips no
+    /// fee; only when a feed has no usable answer (it reverts, or answers zero or less) is the fee
+    /// skipped rather than keep the follower in. A slice whose transfer fails (a paused token, say)
+    /// does not block the rest: it is held for the caller to `claim`.
     function exitInKind(uint256 shares) external returns (address[] memory tokens, uint256[] memory amounts);
 
     /// @notice Pays the caller's held slice of `token` (see `exitInKind`) to `to`.
@@ -414,6 +421,10 @@ interface ITandemVault is ITandemVaultTrading, ITandemVaultExits, ITandemVaultLe
     /// @notice Shares allocated in this block cannot be exited before the next one, so a round trip
     /// at a lagging oracle price cannot be made with borrowed money in one transaction.
     error ExitInAllocationBlock();
+    /// @notice The master put capital in this block (a deposit, or a fill above the oracle value,
+    /// which counts as one) and may withdraw from the next one: capital passing through the
+    /// master's book for one transaction (a flash loan) cannot shrink the pool's part of a buy.
+    error DepositAndWithdrawalInOneBlock();
     /// @notice The allocation would make the pool worth more than the hub's multiple of the
     /// master's own equity: masters keep skin in the game.
     error PoolAboveMasterMultiple(uint256 poolValue, uint256 limit);

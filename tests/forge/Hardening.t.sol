@@ -83,6 +83,75 @@ contract HardeningTest is Fixture {
         assertLe(used, capacity, "used within capacity");
     }
 
+    /// @dev The red team's attack: in one transaction the master parks 1B of flash-borrowed base in
+    /// their book, has the delegate buy ETH with 50,000 (half the master's own equity; the pool's
+    /// part, sized by the master's equity, shrinks to a hundredth of a percent of the pool's) and
+    /// takes the 1B out again to repay the loan. The withdrawal is refused in the deposit's block,
+    /// in base or in kind, so the loan cannot be repaid and the attack cannot be made. A block
+    /// later the capital is the master's own, and leaves.
+    function test_withdrawMaster_revertsInTheDepositsBlock_soPassingCapitalCannotShrinkABuy() public {
+        follow(alice, vault, 100_000e6); // pool 100k base, master 100k base
+        vm.prank(master);
+        vault.setDelegate(delegate);
+        depositMasterInThisBlock(vault, 1_000_000_000e6);
+        vm.prank(delegate);
+        (, uint256 poolOut) = vault.trade(tradeOf(address(usdc), address(weth), 50_000e6, address(mockAdapter)));
+        assertLt(valueOf(weth, poolOut), 10e18, "the pool's part of the buy shrank to a few dollars");
+
+        vm.prank(master);
+        vm.expectRevert(ITandemVault.DepositAndWithdrawalInOneBlock.selector);
+        vault.withdrawMaster(address(usdc), 1_000_000_000e6);
+        vm.prank(master);
+        vm.expectRevert(ITandemVault.DepositAndWithdrawalInOneBlock.selector);
+        vault.withdrawMaster(address(weth), 1);
+
+        vm.roll(block.number + 1);
+        vm.prank(master);
+        vault.withdrawMaster(address(usdc), 1_000_000_000e6);
+        assertEq(usdc.balanceOf(master), 1_000_000_000e6, "the block after, it leaves");
+    }
+
+    /// @dev The same capital brought in by a fill above the oracle value instead of a deposit: the
+    /// master holds a crumb of WBTC the pool does not (the pool's part of the buy was below the
+    /// minimum order) and sells it through a pool of their own paying a hundred million times the
+    /// oracle value (funded with flash capital, to be repaid by the withdrawal). The excess counts as
+    /// a deposit: it cannot leave in its block either.
+    function test_withdrawMaster_revertsInTheBlockOfAFillAboveTheOracle() public {
+        follow(alice, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(wbtc), 0.5e6);
+        assertEq(poolBook(vault, wbtc), 0, "the pool holds no WBTC");
+        vm.roll(block.number + 1);
+        uint256 before = masterBook(vault, usdc);
+        mockAdapter.setFactorBps(1e12);
+        tradeMock(vault, address(wbtc), address(usdc), masterBook(vault, wbtc));
+        uint256 excess = masterBook(vault, usdc) - before;
+        assertGt(excess, 40_000_000e6, "tens of millions in the master's book");
+        mockAdapter.setFactorBps(10_000);
+        (, uint256 poolOut) = tradeMock(vault, address(usdc), address(weth), 50_000e6);
+        assertLt(valueOf(weth, poolOut), 200e18, "the pool's part of the buy shrank");
+
+        vm.prank(master);
+        vm.expectRevert(ITandemVault.DepositAndWithdrawalInOneBlock.selector);
+        vault.withdrawMaster(address(usdc), excess);
+
+        vm.roll(block.number + 1);
+        vm.prank(master);
+        vault.withdrawMaster(address(usdc), excess);
+    }
+
+    /// @dev The other order stays open: a withdrawal takes out only the master's own capital, and a
+    /// deposit in the same block brings it back (a master emptying and refilling their book). What
+    /// came back then waits a block to leave again.
+    function test_withdrawMaster_thenDepositInOneBlock_isAllowed() public {
+        vm.prank(master);
+        vault.withdrawMaster(address(usdc), 100_000e6);
+        depositMasterInThisBlock(vault, 100_000e6);
+        assertEq(masterBook(vault, usdc), 100_000e6, "back in the book");
+        vm.prank(master);
+        vm.expectRevert(ITandemVault.DepositAndWithdrawalInOneBlock.selector);
+        vault.withdrawMaster(address(usdc), 1);
+    }
+
     /// @dev A master trading alone (no pool part) spends no budget: it is the pool's, for the pool's
     /// losses.
     function test_lossBudget_chargesOnlyThePoolsPart() public {

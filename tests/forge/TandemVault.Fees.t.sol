@@ -585,11 +585,53 @@ contract TandemVaultFeesTest is Fixture {
     // Oracles, fee holders
     // ---------------------------------------------------------------------------------------------
 
-    /// @dev An in-kind exit needs no oracle: with the ETH feed stale the fee cannot be valued, so it
-    /// is skipped rather than keep Alice in. An exit to base needs prices anyway and refuses.
-    function test_exitInKind_staleFeed_stillExits_skipsTheFee() public {
+    /// @dev A follower in profit cannot skip the fee by exiting in kind while a feed reads stale
+    /// (here the base asset's, quiet, one second past its heartbeat, its next update not yet mined):
+    /// the fee is valued at the feed's latest answer, so the exit pays exactly what it pays with
+    /// every feed fresh at the same answers. Alice follows with 100,000 USD, each book goes all in
+    /// ETH, ETH doubles: the default 10% of her 100,000 gain.
+    function test_exitInKind_feedPastItsHeartbeat_stillChargesTheFee() public {
+        uint256 shares = follow(alice, vault, 100_000e6);
+        tradeMock(vault, address(usdc), address(weth), 100_000e6);
+        setEthPrice(6_000e18);
+
+        uint256 snap = vm.snapshotState();
+        vm.prank(alice);
+        (, uint256[] memory fresh) = vault.exitInKind(shares);
+        uint256 freshFeeShares = _feeShares();
+        assertApproxEqAbs(_worth(freshFeeShares), 10_000e18, 1e18, "every feed fresh: a fee of 10,000 USD");
+        vm.revertToState(snap);
+
+        vm.warp(block.timestamp + HEARTBEAT + 1);
+        wethFeed.setAnswer(6_000e18);
+        wbtcFeed.setAnswer(BTC_PRICE); // every feed fresh but the base asset's
+        vm.expectRevert(
+            abi.encodeWithSelector(ITandemHub.StalePrice.selector, address(usdc), START, uint256(HEARTBEAT))
+        );
+        hub.priceOf(address(usdc));
+        vm.prank(alice);
+        (, uint256[] memory late) = vault.exitInKind(shares);
+        assertEq(_feeShares(), freshFeeShares, "the same fee as with every feed fresh");
+        assertEq(late.length, fresh.length, "the same tokens");
+        for (uint256 i; i < late.length; ++i) {
+            assertEq(late[i], fresh[i], "the same slices");
+        }
+        assertEq(vault.sharesOf(alice), 0, "Alice is out");
+    }
+
+    /// @dev With the ETH feed past its heartbeat and moved since (its latest answer 5,000), an exit to
+    /// base refuses (its swaps need fresh bounds), and an exit in kind still pays Alice at once,
+    /// charging the fee on her gain at that latest answer: 200 USD of a 2,000 gain.
+    function test_exitInKind_staleFeed_stillExits_chargesTheFeeAtTheLatestAnswer() public {
         uint256 sa = _alicePool();
-        setEthPrice(5_000e18); // a gain of 2,000 that fresh prices would charge 200 on
+        setEthPrice(5_000e18);
+        // Valued now, while every feed is fresh at the answers the exit will see.
+        uint256 poolValue = _poolValue();
+        uint256 gain = poolValue - ENTRY;
+        uint256 fee = gain * DEFAULT_FEE / BPS;
+        uint256 feeShares = Math.mulDiv(fee, sa, poolValue);
+        uint256 protocolShares = feeShares * hub.params().protocolFeeShareBps / BPS;
+        assertEq(fee, 200e18, "a fee of 200 USD");
         vm.warp(block.timestamp + HEARTBEAT + 1);
         usdcFeed.setAnswer(USD_PRICE); // every feed fresh but ETH's
         wbtcFeed.setAnswer(BTC_PRICE);
@@ -600,13 +642,49 @@ contract TandemVaultFeesTest is Fixture {
         );
         vault.exitToBase(sa, _mockEth(), 0);
 
+        vm.expectEmit(address(vault));
+        emit ITandemVault.FeeCharged(alice, gain, fee, feeShares - protocolShares, protocolShares);
         (, uint256[] memory amounts) = _exitAll(alice);
-        assertEq(amounts[0], POOL_BASE, "all the base");
-        assertEq(amounts[1], POOL_ETH, "all the ETH");
-        assertEq(_feeShares(), 0, "no fee without a price");
-        assertEq(vault.totalShares(), 0, "every share burned");
-        assertEq(weth.balanceOf(alice), POOL_ETH, "ETH paid to her wallet");
+        assertEq(amounts[0], Math.mulDiv(POOL_BASE, sa - feeShares, sa), "her base, less the fee's part");
+        assertEq(amounts[1], Math.mulDiv(POOL_ETH, sa - feeShares, sa), "her ETH, less the fee's part");
+        assertEq(vault.sharesOf(master), feeShares - protocolShares, "the master's part of the fee");
+        assertEq(vault.sharesOf(treasury), protocolShares, "the treasury's part");
+        assertEq(vault.totalShares(), feeShares, "Alice's shares burned");
+        assertEq(weth.balanceOf(alice), amounts[1], "ETH paid to her wallet");
         assertEq(hub.allocationOf(alice, address(vault)), 0, "allocation released");
+    }
+
+    /// @dev A feed with no usable answer at all (it reverts, or answers zero or less) cannot value
+    /// the fee: the exit in kind still pays Alice everything, fee skipped, rather than keep her in.
+    /// An exit to base refuses with the feed's own error.
+    function test_exitInKind_feedWithNoUsableAnswer_stillExits_skipsTheFee() public {
+        uint256 sa = _alicePool();
+        setEthPrice(5_000e18); // a gain a usable price would charge 200 on
+        bytes memory latest = abi.encodeWithSignature("latestRoundData()");
+        for (uint256 broken; broken < 3; ++broken) {
+            uint256 snap = vm.snapshotState();
+            bytes memory refusal;
+            if (broken == 2) {
+                refusal = bytes("feed down");
+                vm.mockCallRevert(address(wethFeed), latest, refusal);
+            } else {
+                int256 answer = broken == 0 ? int256(0) : -1;
+                wethFeed.setAnswer(answer);
+                refusal = abi.encodeWithSelector(ITandemHub.InvalidPrice.selector, address(weth), answer);
+            }
+            vm.prank(alice);
+            vm.expectRevert(refusal);
+            vault.exitToBase(sa, _mockEth(), 0);
+
+            (, uint256[] memory amounts) = _exitAll(alice);
+            assertEq(amounts[0], POOL_BASE, "all the base");
+            assertEq(amounts[1], POOL_ETH, "all the ETH");
+            assertEq(_feeShares(), 0, "no fee without a usable price");
+            assertEq(vault.totalShares(), 0, "every share burned");
+            assertEq(weth.balanceOf(alice), POOL_ETH, "ETH paid to her wallet");
+            assertEq(hub.allocationOf(alice, address(vault)), 0, "allocation released");
+            vm.revertToState(snap);
+        }
     }
 
     /// @dev After Alice's fee, the pool belongs to the master and the treasury. Their shares carry no

@@ -857,8 +857,15 @@ contract VaultHandler {
     function _feeCheckBefore(ITandemVault v, address f, uint256 shares) internal view returns (FeeCheck memory c) {
         c.total = v.totalShares();
         c.feeHeld = v.sharesOf(v.master()) + v.sharesOf(hub.treasury());
-        try v.equities() returns (uint256, uint256 poolEquity) {
-            (c.priced, c.poolValue) = (true, poolEquity);
+        // At the feeds' latest answers, however old: an exit in kind values its fee there (every
+        // other call that charges a fee needs fresh prices, which are the same answers).
+        address[] memory list = v.tokens();
+        try hub.latestPricesOf(list) returns (uint256[] memory prices) {
+            c.priced = true;
+            for (uint256 i; i < list.length; ++i) {
+                (, uint256 pool) = v.books(list[i]);
+                c.poolValue += Math.mulDiv(pool, prices[i], 1e18);
+            }
         } catch {}
         if (f != address(0)) c.maxFee = _maxFee(v, f, shares, c);
     }

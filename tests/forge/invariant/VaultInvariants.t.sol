@@ -353,19 +353,28 @@ contract VaultInvariantsTest is Fixture {
     }
 
     /// @dev `f` exits `v` in kind with all their shares: the exit must go through and pay (to the
-    /// wallet or held) exactly the floored pro-rata slice of every pool token.
+    /// wallet or held) exactly the floored pro-rata slice of every pool token for what the fee (valued
+    /// at the feeds' latest answers, stale as they are) left of the shares.
     function _exitAllInKind(ITandemVault v, address f) internal {
         uint256 shares = v.sharesOf(f);
         uint256 total = v.totalShares();
         address[] memory list = v.tokens();
-        uint256[] memory expected = new uint256[](list.length);
+        uint256[] memory books = new uint256[](list.length);
         uint256[] memory before = new uint256[](list.length);
         for (uint256 t; t < list.length; ++t) {
-            expected[t] = Math.mulDiv(poolBook(v, TestToken(list[t])), shares, total);
+            books[t] = poolBook(v, TestToken(list[t]));
             before[t] = TestToken(list[t]).balanceOf(f) + v.unclaimed(f, list[t]);
         }
+        (address m, address treasury) = (v.master(), hub.treasury());
+        bool holder = f == m || f == treasury; // fee holders pay no fee
+        uint256 feeHeld = holder ? 0 : v.sharesOf(m) + v.sharesOf(treasury);
         vm.prank(f);
         (address[] memory paidTokens, uint256[] memory amounts) = v.exitInKind(shares);
+        uint256 fee = holder ? 0 : v.sharesOf(m) + v.sharesOf(treasury) - feeHeld;
+        uint256[] memory expected = new uint256[](list.length);
+        for (uint256 t; t < list.length; ++t) {
+            expected[t] = Math.mulDiv(books[t], shares - fee, total);
+        }
         assertEq(paidTokens.length, list.length, "exit lists every token");
         for (uint256 t; t < list.length; ++t) {
             assertEq(amounts[t], expected[t], "exit amount is the floored slice");

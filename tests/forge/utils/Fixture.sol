@@ -178,7 +178,15 @@ abstract contract Fixture is Test {
         if (baseAmount != 0) depositMaster(v, baseAmount);
     }
 
+    /// @dev Deposits `amount` of base for the master, then moves to the next block: the master
+    /// cannot withdraw in the block of their deposit.
     function depositMaster(ITandemVault v, uint256 amount) internal {
+        depositMasterInThisBlock(v, amount);
+        vm.roll(block.number + 1);
+    }
+
+    /// @dev The master's deposit, staying in its block (for the tests of the block rule).
+    function depositMasterInThisBlock(ITandemVault v, uint256 amount) internal {
         address m = v.master();
         usdc.mint(m, amount);
         vm.startPrank(m);

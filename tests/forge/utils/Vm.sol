@@ -32,6 +32,8 @@ interface Vm {
     function expectEmit(bool checkTopic1, bool checkTopic2, bool checkTopic3, bool checkData) external;
     function expectEmit(bool checkTopic1, bool checkTopic2, bool checkTopic3, bool checkData, address emitter) external;
 
+    function mockCallRevert(address callee, bytes calldata data, bytes calldata revertData) external;
+
     function recordLogs() external;
     function getRecordedLogs() external returns (Log[] memory logs);
 

@@ -150,8 +150,9 @@ def test_rankings_after_a_reorganisation_past_finality_equal_a_build_from_scratc
         try:
             await indexer.catch_up()
             before = rankings_of(indexer.engine)
-            # Three blocks dropped (A's sale, A's withdrawal, and an empty block: the last final
-            # block goes too), replaced by the same sale and two empty blocks.
+            # Four blocks dropped (A's sale, the empty block the master waits for the withdrawal
+            # after a sale above the oracle, A's withdrawal, and an empty block: the last final
+            # block goes too), replaced by the same sale and three empty blocks.
             link = a.vault.functions.books(dep.address_of("LINK")).call(
                 block_identifier=a.blocks["sell"] - 1
             )[0]
@@ -167,7 +168,7 @@ def test_rankings_after_a_reorganisation_past_finality_equal_a_build_from_scratc
                 )
             ).build_transaction({"from": a.master, "gas": 3_000_000})
             sale.pop("nonce", None)
-            await asyncio.to_thread(rpc, w3, "anvil_reorg", 3, [[sale, 0]])
+            await asyncio.to_thread(rpc, w3, "anvil_reorg", 4, [[sale, 0]])
             for _ in range(FINALITY + 1):
                 await asyncio.to_thread(rpc, w3, "evm_mine")
             await indexer.catch_up()
