@@ -226,7 +226,7 @@ def test_every_aggregator_a_proxy_had_is_read_not_only_the_first_and_the_last(
     assert in_force == answer * 9 // 10
     with engine.connect() as conn:
         prices = i.Prices(conn, dep.w3.eth.block_number, [])
-        price = prices.of("0x" + "00" * 20)._price(link, second_answered, 2**62)
+        price = prices.of("0x" + "00" * 20).price(link, second_answered)
     assert price == answer * 9 // 10 * 10**36 // 10 ** (18 + 18), (price, answer)
     assert (second.address, answer * 9 // 10) in stored, stored
 
