@@ -576,8 +576,8 @@ def allocation_events(
 ) -> dict[str, list[AllocationEvent]]:
     """Each follower's allocation events in ``vault``, in chain order: ``Allocated``, exits
     (what they paid, at the oracle prices at the exit's log: an in-kind exit's slices; a to-base
-    exit's ``baseOut``, but never more than the slices it sold were worth, plus the slices it
-    paid in kind), fees, peaks."""
+    exit's ``baseOut`` plus the slices it paid in kind, with the most the rankings count it for,
+    ``oracle_usd``), fees, peaks, and each follower's part of the pool's gifts (``_gifts``)."""
     prices = (prices or Prices(conn, up_to, [vault])).of(vault)
     base = base_asset(conn, up_to) or ""
     slices: dict[tuple[int, int], int] = defaultdict(int)
