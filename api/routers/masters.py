@@ -207,6 +207,7 @@ def profile(master: Address, read: Read) -> out.MasterProfile:
                 current_value_usd=f.current_value_usd,
                 withdrawn_usd=f.withdrawn_usd,
                 fees_paid_usd=f.fees_paid_usd,
+                gifted_usd=f.gifted_usd,
                 pnl_usd=f.pnl_usd,
                 joined_at=f.joined_at,
                 left_at=f.left_at,

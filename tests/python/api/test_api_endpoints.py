@@ -260,6 +260,10 @@ def test_a_master_profile_is_every_window_the_curve_the_followers_and_the_fees(
     assert {f["follower"]: int(f["fees_paid_usd"]) for f in body["followers"]} == {
         f: fees.get(f, 0) for f in invested
     }
+    # Each follower's P&L is their figures' sum: nothing else enters it.
+    for f in body["followers"]:
+        got = int(f["current_value_usd"]) + int(f["withdrawn_usd"])
+        assert int(f["pnl_usd"]) == got - int(f["invested_usd"]) - int(f["gifted_usd"])
     holders = reading_shares(world, a.vault.address, final)
     assert body["followers_ever"] == len(invested) == 3
     assert body["followers_now"] == len([f for f in invested if holders.get(f)])
