@@ -165,12 +165,21 @@ class MonthlyReturn(Resource):
 
 
 class FollowerOutcome(Resource):
+    """A follower as the rankings count them (METRICS.md): their portfolio shows what each exit
+    paid; here an exit counts for no more than its slices were worth, and what the pool's fills
+    above the market brought them is a gift, not profit."""
+
     follower: str
     invested_usd: BigInt
     current_value_usd: BigInt
-    withdrawn_usd: BigInt
+    withdrawn_usd: BigInt = Field(
+        description="what their exits paid, each at most what its slices were worth"
+    )
     fees_paid_usd: BigInt
-    pnl_usd: BigInt
+    gifted_usd: BigInt = Field(
+        description="their part of what the pool's fills above the market brought in"
+    )
+    pnl_usd: BigInt = Field(description="current value + withdrawn - invested - gifted")
     joined_at: int
     left_at: int | None
 

@@ -79,7 +79,7 @@ export interface CurvePoint {
 }
 export interface Outcome {
   follower: string; invested_usd: Big; current_value_usd: Big; withdrawn_usd: Big;
-  fees_paid_usd: Big; pnl_usd: Big; joined_at: number; left_at: number | null;
+  fees_paid_usd: Big; gifted_usd: Big; pnl_usd: Big; joined_at: number; left_at: number | null;
 }
 export interface FeeTerms {
   fee_bps: number | null; scheduled_fee_bps: number | null; scheduled_at: number | null;
