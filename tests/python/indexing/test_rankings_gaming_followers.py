@@ -32,6 +32,15 @@ DAY = m.DAY
 ONE = 10**18
 
 
+def a_master(dep: Deployment, name: str) -> tuple[str, Any]:
+    """A master of the address named ``name`` with a vault of 10,000 USD of their own (every
+    address may send, as anvil impersonates them)."""
+    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
+    master = address(f"{name}:master")
+    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
+    return master, create_master(dep, master, dep.units(BASE, 10_000))
+
+
 def _series(daily: list[float], start_day: int = 1_000) -> list[m.IndexPoint]:
     """Index points at noon of each day, one a day, the index compounding ``daily``."""
     index = ONE
@@ -211,10 +220,7 @@ def test_a_triggered_exit_paid_in_kind_is_no_loss_of_the_slice(
     # honest master's median follower return reads -80%, its followers' P&L -1,600 USD.
     from web3.logs import DISCARD
 
-    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
-    master = address("followers-in-kind-exit:master")
-    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
-    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    master, vault = a_master(dep, "followers-in-kind-exit")
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
     honest = address("followers-in-kind-exit:honest")
     griefers = [address(f"followers-in-kind-exit:griefer-{i}") for i in range(2)]
@@ -265,10 +271,7 @@ def test_a_followers_own_exit_through_a_pool_paying_above_the_oracle_is_no_profi
     # (100 USD in at once is all the head count asks, and it can be handed along).
     from tandem import uniswap
 
-    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
-    master = address("followers-own-exit:master")
-    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
-    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    master, vault = a_master(dep, "followers-own-exit")
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
     own = address("followers-own-exit:follower")
     add_followers(dep, vault, [own], dep.units(BASE, 1_000))
@@ -319,11 +322,8 @@ def test_a_loser_withdrawn_before_its_feed_was_replaced_stays_a_loser(
     from tandem.chain import deploy
     from tandem.protocol import govern
 
-    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
     owner = dep.w3.eth.accounts[0]
-    master = address("followers-feed-decimals:master")
-    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
-    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    master, vault = a_master(dep, "followers-feed-decimals")
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
     scale_feed(dep, "LINK", Decimal("0.9"))
     link = dep.address_of("LINK")
@@ -361,10 +361,7 @@ def test_a_pool_part_filled_above_the_oracle_makes_no_winning_followers(
     from tandem import uniswap
     from tandem.protocol import fund
 
-    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
-    master = address("followers-pool-excess:master")
-    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
-    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    master, vault = a_master(dep, "followers-pool-excess")
     own = address("followers-pool-excess:follower")
     add_followers(dep, vault, [own], dep.units(BASE, 1_000))
 
@@ -573,11 +570,8 @@ def test_a_master_who_left_before_a_feed_was_replaced_resumes_where_they_left(
 
     from .test_rankings_gaming import in_one_block
 
-    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
     owner = dep.w3.eth.accounts[0]
-    master = address("followers-left-before-feed:master")
-    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
-    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    master, vault = a_master(dep, "followers-left-before-feed")
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
     scale_feed(dep, "LINK", Decimal(1))  # an answer of LINK's feed, no move
     link, usdc = dep.address_of("LINK"), dep.address_of(BASE)
@@ -630,11 +624,8 @@ def test_a_master_who_leaves_right_after_a_feed_is_replaced_keeps_the_loss(
 
     from .test_rankings_gaming import in_one_block
 
-    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
     owner = dep.w3.eth.accounts[0]
-    master = address("followers-feed-replaced:master")
-    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
-    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    master, vault = a_master(dep, "followers-feed-replaced")
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 5_000), dep.v3_route(BASE, "LINK"))
     link, usdc = dep.address_of("LINK"), dep.address_of(BASE)
 
@@ -692,10 +683,7 @@ def test_the_masters_fee_shares_cashed_in_are_no_followers_profit(
     # charging the most (30%) loses nothing in the sortable figure.
     from tandem.protocol import exit_in_kind
 
-    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
-    master = address("followers-fee-shares:master")
-    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
-    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    master, vault = a_master(dep, "followers-fee-shares")
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
     follower = address("followers-fee-shares:follower")
     add_followers(dep, vault, [follower], dep.units(BASE, 1_000))

@@ -17,7 +17,6 @@ from tandem.protocol import (
     BASE,
     Deployment,
     add_followers,
-    create_master,
     move_price,
     trade,
     transact,
@@ -25,7 +24,7 @@ from tandem.protocol import (
 
 from .support import address, rpc
 from .test_rankings_gaming import index
-from .test_rankings_gaming_followers import _series
+from .test_rankings_gaming_followers import _series, a_master
 
 USD = m.USD
 DAY = m.DAY
@@ -48,10 +47,7 @@ def test_a_lagging_oracle_is_no_gift_to_an_honest_masters_followers(
     # (14.25), then LINK recovers 3% (14.7, market and feed). The follower's 1,000 USD made about
     # 2% (800 USD of LINK bought at 14.25 now at 14.7, less the pool fee), and the rankings show a
     # loss: the "gift" of ~40 USD, frozen at the stale oracle price, is subtracted for ever.
-    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
-    master = address("lag-lag:master")
-    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
-    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    master, vault = a_master(dep, "lag-lag")
     follower = address("lag-lag:follower")
     add_followers(dep, vault, [follower], dep.units(BASE, 1_000))
 
@@ -98,10 +94,7 @@ def test_an_honest_exit_at_the_market_above_a_lagging_oracle_counts_what_it_paid
     # with losing followers.
     from tandem.protocol import exit_to_base
 
-    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
-    master = address("lag-exit-lag:master")
-    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
-    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    master, vault = a_master(dep, "lag-exit-lag")
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
     follower = address("lag-exit-lag:follower")
     add_followers(dep, vault, [follower], dep.units(BASE, 1_000))
@@ -355,10 +348,7 @@ def test_a_pool_sale_above_the_oracle_makes_no_winning_followers(
     from tandem import uniswap
     from tandem.protocol import fund
 
-    rpc(dep.w3, "anvil_autoImpersonateAccount", True)
-    master = address("lag-pool-sale:master")
-    rpc(dep.w3, "anvil_setBalance", master, hex(10**21))
-    vault = create_master(dep, master, dep.units(BASE, 10_000))
+    master, vault = a_master(dep, "lag-pool-sale")
     own = address("lag-pool-sale:follower")
     add_followers(dep, vault, [own], dep.units(BASE, 1_000))
     trade(dep, vault, master, BASE, "LINK", dep.units(BASE, 8_000), dep.v3_route(BASE, "LINK"))
